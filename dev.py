@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Set up chatlog in a local virtual environment and run it, or its tests.
+
+    python3 dev.py serve [chatlog serve options]   # run the service (embedded Valkey)
+    python3 dev.py test  [pytest options]          # lint, type-check and run every test
+
+Needs only python3 (3.11+). The virtual environment lives in .venv/ and is
+refreshed whenever pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PY = VENV / "bin" / "python"
+STAMP = VENV / ".chatlog-installed"
+
+
+def _run(cmd: list[str], **kw: object) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, **kw)  # type: ignore[call-overload]
+
+
+def _have_root_apt() -> bool:
+    return os.geteuid() == 0 and shutil.which("apt-get") is not None
+
+
+def _apt_install(*packages: str) -> None:
+    _run(["apt-get", "update", "-q"])
+    _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def ensure_venv(extras: str) -> None:
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == want and PY.exists():
+        return
+    if not PY.exists():
+        try:
+            _run([sys.executable, "-m", "venv", str(VENV)])
+        except subprocess.CalledProcessError:
+            # Debian's python3 ships without ensurepip; python3-venv brings it.
+            if not _have_root_apt():
+                sys.exit("error: cannot create a virtual environment; install python3-venv")
+            shutil.rmtree(VENV, ignore_errors=True)
+            ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+            _apt_install(f"python{ver}-venv")
+            _run([sys.executable, "-m", "venv", str(VENV)])
+    _run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    _run([str(PY), "-m", "pip", "install", "-q", "-e", f".[{extras}]" if extras else "."],
+         cwd=ROOT)
+    STAMP.write_text(want)
+
+
+def ensure_chromium() -> None:
+    """The browser tests drive Debian's chromium; install it when it is missing."""
+    if shutil.which("chromium") or not _have_root_apt():
+        return
+    _apt_install("chromium")
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"serve", "test"}:
+        print(__doc__)
+        return 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "serve":
+        ensure_venv("")
+        os.execv(str(VENV / "bin" / "chatlog"), ["chatlog", "serve", *rest])
+    ensure_venv("test,bench")
+    ensure_chromium()
+    os.chdir(ROOT)
+    _run([str(VENV / "bin" / "ruff"), "check", "src", "tests", "bench"])
+    _run([str(VENV / "bin" / "mypy")])
+    return subprocess.run([str(PY), "-m", "pytest", *rest]).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

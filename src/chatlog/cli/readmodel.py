@@ -1,0 +1,1 @@
+"""``chatlog rebuild`` and ``chatlog import`` (the read models)."""

@@ -1,0 +1,1 @@
+"""``chatlog serve``: the HTTP service, projector and orchestrator in one process."""

@@ -1,0 +1,209 @@
+"""One root error, ``ChatlogError``, and a family per layer.
+
+The HTTP layer maps these to problem+json in one place
+(``chatlog.http.problems``); the CLI maps them to one readable line.
+Each class carries the HTTP status it stands for, so the mapping cannot drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ChatlogError(Exception):
+    """Root of every error chatlog raises on purpose."""
+
+    status: int = 500
+    title: str = "Internal error"
+
+    def extra(self) -> dict[str, Any]:
+        """Fields added to the problem document beside ``detail``."""
+        return {}
+
+
+# -- input -----------------------------------------------------------------
+
+
+class InvalidInput(ChatlogError, ValueError):
+    """The caller sent something that can never be valid."""
+
+    status = 400
+    title = "Invalid input"
+
+
+class InvalidProjectId(InvalidInput):
+    """A project name that breaks the identity rules (too long, control characters)."""
+
+
+class InvalidPosition(InvalidInput):
+    """A stream position that is not ``<ms>-<seq>`` (or a cursor of them)."""
+
+
+class NotFound(ChatlogError):
+    """The thread, workflow or job asked for does not exist."""
+
+    status = 404
+    title = "Not found"
+
+
+# -- event store (PEP 249 style: integrity errors name what conflicted) ------
+
+
+class EventStoreError(ChatlogError):
+    """Errors of the event log."""
+
+
+class IntegrityError(EventStoreError):
+    """A write broke a rule of the log; nothing was written."""
+
+    status = 409
+    title = "Conflict"
+
+
+class VersionConflict(IntegrityError):
+    """The aggregate is not at the version the append expected."""
+
+    title = "Version conflict"
+
+    def __init__(self, aggregate: str, expected: int, current: int) -> None:
+        self.aggregate = aggregate
+        self.expected = expected
+        self.current = current
+        super().__init__(
+            f"version conflict on {aggregate}: expected version {expected}, "
+            f"current version is {current}"
+        )
+
+    def extra(self) -> dict[str, Any]:
+        return {
+            "aggregate": self.aggregate,
+            "expected_version": self.expected,
+            "current_version": self.current,
+        }
+
+
+class IdempotencyConflict(IntegrityError):
+    """Some but not all event ids of a batch were appended before."""
+
+    title = "Idempotency conflict"
+
+
+class PartitionMismatch(EventStoreError):
+    """The log was created with another partition count."""
+
+    status = 500
+    title = "Partition count mismatch"
+
+
+class PositionTrimmed(EventStoreError):
+    """The position asked for lies before the log's retention horizon."""
+
+    status = 410
+    title = "Gone"
+
+    def __init__(self, partition: int, position: str, horizon: str) -> None:
+        self.partition = partition
+        self.position = position
+        self.horizon = horizon
+        super().__init__(
+            f"position {position} of partition {partition} was trimmed: the log "
+            f"now starts after {horizon}; re-read from a snapshot or from the start"
+        )
+
+    def extra(self) -> dict[str, Any]:
+        return {"partition": self.partition, "position": self.position, "horizon": self.horizon}
+
+
+class StoreUnavailable(EventStoreError):
+    """Redis cannot be reached; nothing was written. Retry later."""
+
+    status = 503
+    title = "Event store unavailable"
+    retry_after = 1
+
+
+class EmbeddedServerError(EventStoreError):
+    """The embedded Valkey server could not be started."""
+
+    title = "Embedded Valkey failed"
+
+
+# -- projections -------------------------------------------------------------
+
+
+class ProjectionError(ChatlogError):
+    """Errors of the read models."""
+
+
+class ProjectionLagTimeout(ProjectionError):
+    """A read-your-writes query waited too long for the projection."""
+
+    status = 503
+    title = "Projection behind"
+    retry_after = 1
+
+
+# -- orchestrator ------------------------------------------------------------
+
+
+class OrchestratorError(ChatlogError):
+    """Errors of workflows and jobs."""
+
+
+class InvalidTransition(OrchestratorError):
+    """The command does not apply in the workflow's current state."""
+
+    status = 409
+    title = "Invalid transition"
+
+    def __init__(self, workflow_id: str, command: str, state: str) -> None:
+        self.workflow_id = workflow_id
+        self.command = command
+        self.state = state
+        super().__init__(
+            f"cannot {command} workflow {workflow_id}: it is {state}"
+        )
+
+    def extra(self) -> dict[str, Any]:
+        return {"workflow_id": self.workflow_id, "command": self.command, "state": self.state}
+
+
+class WaitTimeout(OrchestratorError, TimeoutError):
+    """A wait reached its deadline before the awaited event arrived."""
+
+    status = 408
+    title = "Wait timed out"
+
+    def __init__(self, workflow_id: str, awaited: str, waited: float) -> None:
+        self.workflow_id = workflow_id
+        self.awaited = awaited
+        self.waited = waited
+        super().__init__(
+            f"workflow {workflow_id}: timed out after {waited:g} s waiting for {awaited}"
+        )
+
+    def extra(self) -> dict[str, Any]:
+        return {"workflow_id": self.workflow_id, "awaited": self.awaited, "waited": self.waited}
+
+
+# -- access ------------------------------------------------------------------
+
+
+class Unauthorized(ChatlogError):
+    """No token, or a token that is not known."""
+
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(ChatlogError):
+    """A known token without the scope this request needs."""
+
+    status = 403
+    title = "Forbidden"
+
+
+class ConfigError(ChatlogError):
+    """The settings cannot work (for example: public bind without tokens)."""
+
+    title = "Configuration error"

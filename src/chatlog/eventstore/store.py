@@ -1,0 +1,568 @@
+"""The event log: atomic appends, reads by position and by aggregate, tails, trimming."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from chatlog.errors import (
+    IdempotencyConflict,
+    InvalidInput,
+    PartitionMismatch,
+    PositionTrimmed,
+    StoreUnavailable,
+    VersionConflict,
+)
+from chatlog.eventstore.codec import START, Cursor, decode_entry, encode_body, parse_position
+from chatlog.eventstore.keys import Keys, partition_of
+from chatlog.events import NewEvent, RecordedEvent, aggregate_key
+
+log = logging.getLogger(__name__)
+
+LOG_FORMAT = "1"
+#: Errors that mean "Redis is not there right now"; nothing was written.
+UNAVAILABLE = (
+    rexc.ConnectionError,
+    rexc.TimeoutError,
+    rexc.BusyLoadingError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+T = TypeVar("T")
+
+_TRIM_LUA = """
+local last = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[1], '-', 'COUNT', 1)
+if #last == 0 then return {0, redis.call('GET', KEYS[2]) or ''} end
+local n = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+redis.call('SET', KEYS[2], last[1][1])
+return {n, last[1][1]}
+"""
+
+_READ_AGGREGATE_LUA = """
+local ids = redis.call('LRANGE', KEYS[2], ARGV[1], ARGV[2])
+local out = {}
+for _, id in ipairs(ids) do
+  local e = redis.call('XRANGE', KEYS[1], id, id)
+  if e[1] then out[#out + 1] = e[1] else out[#out + 1] = {id} end
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What the log assigned to one appended event."""
+
+    event_id: str
+    partition: int
+    position: str
+    version: int
+    #: True when the event id was appended before: nothing new was written.
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStatus:
+    partition: int
+    key: str
+    length: int
+    first_position: str | None
+    last_position: str | None
+    horizon: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    server: str
+    version: str
+    url: str
+    partitions: list[PartitionStatus] = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        return sum(p.length for p in self.partitions)
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"event store unavailable: {exc.__class__.__name__}: {exc}")
+
+
+async def _guard(call: Awaitable[T]) -> T:
+    """Await a Redis call, turning connection trouble into StoreUnavailable."""
+    try:
+        return await call
+    except UNAVAILABLE as exc:
+        raise _unavailable(exc) from exc
+
+
+class _Pending:
+    __slots__ = ("args", "future", "keys")
+
+    def __init__(self, keys: list[str], args: list[Any], future: asyncio.Future[Any]) -> None:
+        self.keys = keys
+        self.args = args
+        self.future = future
+
+
+class EventStore:
+    """An append-only log of events in Redis Streams, ``partitions`` streams wide.
+
+    Concurrent appends are group-committed: appends that arrive while a round
+    trip is in flight go to Redis together in the next one, each still
+    answered only once Redis has acknowledged it (with ``appendfsync always``,
+    once it is on disk).
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        partitions: int = 1,
+        prefix: str = "chatlog",
+        idempotency_window: float = 86_400.0,
+        url: str = "",
+        tail_redis: aioredis.Redis | None = None,
+        max_batch: int = 512,
+    ) -> None:
+        self.redis = redis
+        self.partitions = partitions
+        self.keys = Keys(prefix)
+        self.url = url
+        self.idempotency_window_ms = int(idempotency_window * 1000)
+        self._tail_redis = tail_redis
+        self._max_batch = max_batch
+        source = resources.files("chatlog.eventstore").joinpath("append.lua").read_text()
+        self._append_script = redis.register_script(source)
+        self._trim_script = redis.register_script(_TRIM_LUA)
+        self._read_aggregate_script = redis.register_script(_READ_AGGREGATE_LUA)
+        self._pending: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        partitions: int = 1,
+        prefix: str = "chatlog",
+        idempotency_window: float = 86_400.0,
+    ) -> EventStore:
+        """Connect to ``url`` and open (or create) the log with ``partitions`` partitions.
+
+        Raises :class:`PartitionMismatch` when the log exists with another count.
+        """
+        redis = connect(url)
+        tail = connect(url, blocking=True)
+        store = cls(
+            redis,
+            partitions=partitions,
+            prefix=prefix,
+            idempotency_window=idempotency_window,
+            url=url,
+            tail_redis=tail,
+        )
+        try:
+            await store.ensure_meta()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def ensure_meta(self) -> None:
+        """Record P in the log's metadata, or check it against the recorded one."""
+        meta = self.keys.meta
+        await _guard(self.redis.hsetnx(meta, "partitions", str(self.partitions)))
+        await _guard(self.redis.hsetnx(meta, "format", LOG_FORMAT))
+        await _guard(self.redis.hsetnx(meta, "created", str(time.time())))
+        recorded = int(await _guard(self.redis.hget(meta, "partitions")) or 0)
+        if recorded != self.partitions:
+            raise PartitionMismatch(
+                f"the log at {self.url or 'this server'} (prefix {self.keys.prefix!r}) was "
+                f"created with {recorded} partitions, not {self.partitions}; set "
+                f"CHATLOG_PARTITIONS={recorded} or use another prefix"
+            )
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self.redis.aclose()
+        if self._tail_redis is not None:
+            await self._tail_redis.aclose()
+
+    async def __aenter__(self) -> EventStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- appending --------------------------------------------------------------
+
+    def partition_of(self, project: Any) -> int:
+        return partition_of(project, self.partitions)
+
+    async def append(
+        self, events: Sequence[NewEvent], *, expected_version: int | None = None
+    ) -> list[AppendResult]:
+        """Append events of one aggregate, all or nothing.
+
+        ``expected_version`` (0 = the aggregate must not exist yet) makes the
+        append conditional. A batch whose client-supplied ids were all
+        appended before returns the original results and writes nothing.
+        """
+        if not events:
+            return []
+        first = events[0]
+        aggregate = first.aggregate
+        for ev in events[1:]:
+            if ev.aggregate != aggregate:
+                raise InvalidInput(
+                    f"a batch appends to one aggregate; got {aggregate} and {ev.aggregate}"
+                )
+        if expected_version is not None and expected_version < 0:
+            raise InvalidInput(f"expected_version must be 0 or more, not {expected_version}")
+        partition = self.partition_of(first.project)
+        keys = [
+            self.keys.log(partition),
+            self.keys.versions(partition),
+            self.keys.aggregate_index(partition, aggregate),
+        ]
+        args: list[Any] = [
+            aggregate,
+            -1 if expected_version is None else expected_version,
+            self.idempotency_window_ms,
+            len(events),
+        ]
+        for ev in events:
+            keys.append(self.keys.event_id(partition, ev.id))
+            args.extend((str(ev.id), "1" if ev.id_supplied else "0", ev.type, encode_body(ev)))
+        reply = await self._submit(keys, args)
+        status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+        if status == "conflict":
+            assert expected_version is not None
+            raise VersionConflict(aggregate, expected_version, int(reply[1]))
+        if status == "partial":
+            raise IdempotencyConflict(
+                f"event {events[int(reply[1]) - 1].id} of this batch was not appended before "
+                "but others were; retry the whole batch with the ids it had, or new ids"
+            )
+        duplicate = status == "dup"
+        return [
+            AppendResult(
+                event_id=str(ev.id),
+                partition=partition,
+                position=reply[1 + 2 * i].decode(),
+                version=int(reply[2 + 2 * i]),
+                duplicate=duplicate,
+            )
+            for i, ev in enumerate(events)
+        ]
+
+    async def append_one(
+        self, event: NewEvent, *, expected_version: int | None = None
+    ) -> AppendResult:
+        return (await self.append([event], expected_version=expected_version))[0]
+
+    async def _submit(self, keys: list[str], args: list[Any]) -> Any:
+        if self._closed:
+            raise StoreUnavailable("event store is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(keys, args, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            try:
+                replies = await self._run_scripts(batch)
+            except UNAVAILABLE as exc:
+                err = _unavailable(exc)
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(err)
+                continue
+            except BaseException as exc:  # pragma: no cover - a bug, surfaced to callers
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for p, reply in zip(batch, replies, strict=True):
+                if p.future.done():
+                    continue
+                if isinstance(reply, BaseException):
+                    p.future.set_exception(
+                        _unavailable(reply) if isinstance(reply, UNAVAILABLE) else reply
+                    )
+                else:
+                    p.future.set_result(reply)
+
+    async def _run_scripts(self, batch: list[_Pending]) -> list[Any]:
+        script = self._append_script
+        if len(batch) == 1:
+            p = batch[0]
+            try:
+                return [await script(keys=p.keys, args=p.args)]
+            except rexc.ResponseError as exc:
+                return [exc]
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for p in batch:
+                pipe.evalsha(script.sha, len(p.keys), *p.keys, *p.args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, rexc.NoScriptError) for r in replies):
+                # The server restarted and forgot its scripts; nothing ran. Load, resend.
+                script.sha = await self.redis.script_load(script.script)
+                if all(isinstance(r, rexc.NoScriptError) for r in replies):
+                    continue
+                rest = [p for p, r in zip(batch, replies, strict=True)
+                        if isinstance(r, rexc.NoScriptError)]
+                again = await self._run_scripts(rest)
+                it = iter(again)
+                return [next(it) if isinstance(r, rexc.NoScriptError) else r for r in replies]
+            return replies
+        raise AssertionError("unreachable")
+
+    # -- reading ------------------------------------------------------------------
+
+    async def read(
+        self, partition: int, after: str = START, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """Events of ``partition`` after position ``after``, oldest first, at most ``limit``.
+
+        Raises :class:`PositionTrimmed` when events after ``after`` were trimmed.
+        """
+        return [
+            decode_entry(partition, pos, fields)
+            for pos, fields in await self.read_raw(partition, after, limit)
+        ]
+
+    async def read_raw(
+        self, partition: int, after: str = START, limit: int = 1000
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Like :meth:`read`, but the stream entries undecoded (for bulk consumers)."""
+        self._check_partition(partition)
+        parse_position(after)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(self.keys.horizon(partition))
+        pipe.xrange(self.keys.log(partition), f"({after}" if after != START else "-", "+", limit)
+        horizon, entries = await _guard(pipe.execute())
+        self._check_horizon(partition, after, horizon)
+        return entries  # type: ignore[no-any-return]
+
+    async def read_cursor(
+        self, cursor: Cursor, limit: int = 1000, partitions: Sequence[int] | None = None
+    ) -> tuple[list[RecordedEvent], Cursor]:
+        """Events after ``cursor`` in the given partitions (default: all), and the new cursor."""
+        events: list[RecordedEvent] = []
+        for p in partitions if partitions is not None else range(self.partitions):
+            if len(events) >= limit:
+                break
+            batch = await self.read(p, cursor.positions[p], limit - len(events))
+            if batch:
+                cursor = cursor.advanced(p, batch[-1].position)
+                events.extend(batch)
+        return events, cursor
+
+    async def read_aggregate(
+        self,
+        project: Any,
+        aggregate_type: str,
+        aggregate_id: str,
+        from_version: int = 1,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """One aggregate's events from ``from_version`` on, in version order."""
+        partition = self.partition_of(project)
+        aggregate = aggregate_key(project, aggregate_type, aggregate_id)
+        start = max(from_version, 1) - 1
+        stop = -1 if limit is None else start + limit - 1
+        rows = await _guard(
+            self._read_aggregate_script(
+                keys=[self.keys.log(partition), self.keys.aggregate_index(partition, aggregate)],
+                args=[start, stop],
+            )
+        )
+        events = []
+        for row in rows:
+            if len(row) == 1:
+                horizon = await _guard(self.redis.get(self.keys.horizon(partition)))
+                raise PositionTrimmed(partition, row[0].decode(), (horizon or b"").decode())
+            pos, flat = row
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            events.append(decode_entry(partition, pos, fields))
+        return events
+
+    async def aggregate_version(self, project: Any, aggregate_type: str, aggregate_id: str) -> int:
+        partition = self.partition_of(project)
+        aggregate = aggregate_key(project, aggregate_type, aggregate_id)
+        raw = await _guard(self.redis.hget(self.keys.versions(partition), aggregate))
+        return int(raw or 0)
+
+    async def head(self, partition: int) -> str:
+        """The last position of ``partition`` (``0-0`` when empty)."""
+        self._check_partition(partition)
+        last = await _guard(self.redis.xrevrange(self.keys.log(partition), "+", "-", 1))
+        return last[0][0].decode() if last else START
+
+    async def heads(self) -> Cursor:
+        pipe = self.redis.pipeline(transaction=False)
+        for p in range(self.partitions):
+            pipe.xrevrange(self.keys.log(p), "+", "-", 1)
+        rows = await _guard(pipe.execute())
+        return Cursor([r[0][0].decode() if r else START for r in rows])
+
+    def _check_partition(self, partition: int) -> None:
+        if not 0 <= partition < self.partitions:
+            raise InvalidInput(
+                f"partition {partition} does not exist; this log has partitions "
+                f"0..{self.partitions - 1}"
+            )
+
+    def _check_horizon(self, partition: int, after: str, horizon: bytes | None) -> None:
+        if horizon and parse_position(after) < parse_position(horizon.decode()):
+            raise PositionTrimmed(partition, after, horizon.decode())
+
+    async def horizon(self, partition: int) -> str | None:
+        raw = await _guard(self.redis.get(self.keys.horizon(partition)))
+        return raw.decode() if raw else None
+
+    # -- tailing --------------------------------------------------------------------
+
+    async def tail(
+        self,
+        cursor: Cursor | None = None,
+        *,
+        partitions: Sequence[int] | None = None,
+        block: float = 1.0,
+        count: int = 1000,
+        on_idle: Callable[[], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """Yield batches of events after ``cursor`` as they are appended, forever.
+
+        A dropped connection is retried with backoff from the last event
+        yielded, so nothing is skipped or repeated. ``on_idle`` is awaited
+        whenever a block ends with no events.
+        """
+        cursor = cursor or Cursor.start(self.partitions)
+        wanted = list(partitions) if partitions is not None else list(range(self.partitions))
+        client = self._tail_redis or self.redis
+        backoff = 0.05
+        checked = False
+        while True:
+            try:
+                if not checked:
+                    for p in wanted:
+                        self._check_horizon(p, cursor.positions[p], await self._raw_horizon(p))
+                    checked = True
+                streams = {self.keys.log(p): cursor.positions[p] for p in wanted}
+                reply = await client.xread(streams, count=count, block=int(block * 1000))
+                backoff = 0.05
+            except UNAVAILABLE as exc:
+                log.warning("tail: %s; retrying in %.2f s from %s", exc, backoff, cursor)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                checked = False
+                continue
+            if not reply:
+                if on_idle is not None:
+                    await on_idle()
+                continue
+            batch: list[RecordedEvent] = []
+            by_key = {self.keys.log(p): p for p in wanted}
+            for key, entries in _stream_items(reply):
+                p = by_key[key.decode() if isinstance(key, bytes) else key]
+                for pos, fields in entries:
+                    batch.append(decode_entry(p, pos, fields))
+                if entries:
+                    last = entries[-1][0]
+                    cursor = cursor.advanced(p, last.decode() if isinstance(last, bytes) else last)
+            if batch:
+                yield batch
+
+    async def _raw_horizon(self, partition: int) -> bytes | None:
+        return await self.redis.get(self.keys.horizon(partition))  # type: ignore[no-any-return]
+
+    # -- retention -------------------------------------------------------------------
+
+    async def trim(self, partition: int, before: str) -> int:
+        """Remove the events of ``partition`` before position ``before``; return how many.
+
+        Readers asking for a removed position then get :class:`PositionTrimmed`.
+        """
+        self._check_partition(partition)
+        parse_position(before)
+        removed, _ = await _guard(
+            self._trim_script(
+                keys=[self.keys.log(partition), self.keys.horizon(partition)], args=[before]
+            )
+        )
+        return int(removed)
+
+    # -- status ------------------------------------------------------------------------
+
+    async def status(self) -> StoreStatus:
+        info = await _guard(self.redis.info("server"))
+        server = "valkey" if "valkey_version" in info else "redis"
+        version = str(info.get("valkey_version") or info.get("redis_version", "?"))
+        parts = []
+        for p in range(self.partitions):
+            pipe = self.redis.pipeline(transaction=False)
+            key = self.keys.log(p)
+            pipe.xlen(key)
+            pipe.xrange(key, "-", "+", 1)
+            pipe.xrevrange(key, "+", "-", 1)
+            pipe.get(self.keys.horizon(p))
+            length, first, last, horizon = await _guard(pipe.execute())
+            parts.append(
+                PartitionStatus(
+                    partition=p,
+                    key=key,
+                    length=int(length),
+                    first_position=first[0][0].decode() if first else None,
+                    last_position=last[0][0].decode() if last else None,
+                    horizon=horizon.decode() if horizon else None,
+                )
+            )
+        return StoreStatus(server=server, version=version, url=self.url, partitions=parts)
+
+
+def _stream_items(reply: Any) -> list[tuple[Any, list[Any]]]:
+    """XREAD replies come as a list (RESP2) or a dict (RESP3)."""
+    if isinstance(reply, dict):
+        return [(k, v[0] if v and isinstance(v[0], list) else v) for k, v in reply.items()]
+    return [(k, v) for k, v in reply]
+
+
+def connect(url: str, *, blocking: bool = False) -> aioredis.Redis:
+    """A client for ``url`` that never retries behind our back.
+
+    Appends are not blindly retried (an unacknowledged append may or may not
+    have landed; the caller decides, with its event id). ``blocking`` clients
+    serve XREAD BLOCK and get no socket timeout shorter than their blocks.
+    """
+    return aioredis.from_url(
+        url,
+        decode_responses=False,
+        retry=Retry(NoBackoff(), 0),
+        socket_timeout=None if blocking else 10.0,
+        socket_connect_timeout=2.0,
+        health_check_interval=0,
+    )

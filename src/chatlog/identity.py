@@ -1,0 +1,108 @@
+"""Identity rules: project keys and thread ids (seed tasks 1.4 and 1.5).
+
+``"Blog-Project"``, ``" blog-project "`` and ``"BLOG-PROJECT"`` are one project;
+``None``, blanks and ``"system-master"`` are the system scope; a UUID is taken
+as it is. Thread ids that arrive as ``null`` in any spelling mean "new thread".
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from dataclasses import dataclass
+
+from chatlog.errors import InvalidInput, InvalidProjectId
+
+#: Default namespace for project UUIDs; a deployment can set its own to match
+#: the UUIDs it already has (``CHATLOG_PROJECT_NAMESPACE``).
+DEFAULT_PROJECT_NAMESPACE = uuid.UUID("6f1c1a8e-3b5d-5c2e-9a57-63686174c06f")
+#: The system scope is stored under the nil UUID.
+SYSTEM_PROJECT = uuid.UUID(int=0)
+SYSTEM_NAMES = frozenset({"system-master"})
+MAX_NAME_LENGTH = 256
+NULL_THREAD_SPELLINGS = frozenset({"", "null", "none", "undefined"})
+THREAD_PREFIX = "thread-"
+MAX_THREAD_ID_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectKey:
+    """A normalised project: the key everything is stored under, and the name to show."""
+
+    key: uuid.UUID
+    display: str
+
+    @property
+    def is_system(self) -> bool:
+        return self.key == SYSTEM_PROJECT
+
+    def __str__(self) -> str:
+        return str(self.key)
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(ch) in {"Cc", "Cf"} for ch in text)
+
+
+def canonical_name(raw: str) -> str:
+    """The case- and compatibility-insensitive form of a project name."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", raw).casefold()).strip()
+
+
+def normalize_project_id(
+    raw: str | uuid.UUID | None, namespace: uuid.UUID = DEFAULT_PROJECT_NAMESPACE
+) -> ProjectKey:
+    """Map a raw project name (or UUID) to its project key.
+
+    Raises :class:`InvalidProjectId` for names over 256 characters or with
+    control characters.
+    """
+    if isinstance(raw, uuid.UUID):
+        return ProjectKey(raw, str(raw))
+    if raw is None:
+        return ProjectKey(SYSTEM_PROJECT, "system")
+    if not isinstance(raw, str):
+        raise InvalidProjectId(f"project id must be a string, not {type(raw).__name__}")
+    if len(raw) > MAX_NAME_LENGTH:
+        raise InvalidProjectId(
+            f"project name is {len(raw)} characters long; at most {MAX_NAME_LENGTH} are allowed"
+        )
+    if _has_control(raw):
+        raise InvalidProjectId(
+            f"project name {raw!r} contains control characters; use printable text"
+        )
+    key = canonical_name(raw)
+    if not key or key in SYSTEM_NAMES:
+        return ProjectKey(SYSTEM_PROJECT, "system")
+    try:
+        parsed = uuid.UUID(key)
+    except ValueError:
+        return ProjectKey(uuid.uuid5(namespace, key), raw.strip())
+    return ProjectKey(parsed, str(parsed))
+
+
+def is_new_thread(raw: str | None) -> bool:
+    """True when a thread id means "start a new thread" (null in any spelling)."""
+    return raw is None or raw.strip().lower() in NULL_THREAD_SPELLINGS
+
+
+def new_thread_id() -> str:
+    return f"{THREAD_PREFIX}{uuid.uuid4()}"
+
+
+def normalize_thread_id(raw: str | None) -> tuple[str, bool]:
+    """Return ``(thread_id, created)``: a new ``thread-<uuid4>`` for null spellings."""
+    if raw is not None and not isinstance(raw, str):
+        raise InvalidInput(f"thread_id must be a string or null, not {type(raw).__name__}")
+    if is_new_thread(raw):
+        return new_thread_id(), True
+    assert raw is not None
+    thread_id = raw.strip()
+    if len(thread_id) > MAX_THREAD_ID_LENGTH:
+        raise InvalidInput(
+            f"thread_id is {len(thread_id)} characters long; at most "
+            f"{MAX_THREAD_ID_LENGTH} are allowed"
+        )
+    if _has_control(thread_id):
+        raise InvalidInput(f"thread_id {thread_id!r} contains control characters")
+    return thread_id, False

@@ -1,0 +1,73 @@
+"""One typed settings object, built from flags and ``CHATLOG_*`` variables.
+
+Constructors take a :class:`Settings`; nothing deep inside reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chatlog.identity import DEFAULT_PROJECT_NAMESPACE
+
+
+class Settings(BaseSettings):
+    """chatlog's settings; every field can be set as ``CHATLOG_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CHATLOG_", extra="forbid")
+
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://, rediss://, unix:// or redis+cluster:// URL; unset = embedded Valkey",
+    )
+    data_dir: Path = Field(default=Path("data"), description="Where Valkey and SQLite keep data")
+    host: str = Field(default="127.0.0.1", description="HTTP bind address")
+    port: int = Field(default=8080, ge=0, le=65535, description="HTTP port")
+    partitions: int = Field(default=1, ge=1, le=1024, description="Log partitions (fixed at creation)")
+    key_prefix: str = Field(default="chatlog", pattern=r"^[A-Za-z0-9_.-]+$")
+    start_timeout: float = Field(default=300.0, gt=0, description="Seconds to wait for start_task")
+    approval_timeout: float = Field(default=600.0, gt=0, description="Seconds to wait for approval")
+    tokens_file: Path | None = Field(default=None, description="JSON file of bearer tokens")
+    project_namespace: uuid.UUID = Field(
+        default=DEFAULT_PROJECT_NAMESPACE, description="uuid5 namespace for project keys"
+    )
+    idempotency_window: float = Field(
+        default=86_400.0, gt=0, description="Seconds a client-supplied event id is remembered"
+    )
+    ack: Literal["local", "replicated"] = Field(
+        default="local", description="local: fsync on the primary; replicated: also N replicas"
+    )
+    ack_replicas: int = Field(default=1, ge=1, description="Replicas for ack=replicated")
+    ack_timeout: float = Field(default=2.0, gt=0, description="Seconds to wait for replicas")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body")
+    read_your_writes_timeout: float = Field(
+        default=5.0, ge=0, description="Longest wait of a query for min_position"
+    )
+    job_lease: float = Field(default=30.0, gt=0, description="Seconds a job lease lasts")
+    job_max_deliveries: int = Field(default=5, ge=1, description="Deliveries before dead letter")
+    sse_keepalive: float = Field(default=15.0, gt=0, description="Seconds between SSE keep-alives")
+    sse_buffer: int = Field(default=1000, ge=1, description="Events buffered per SSE subscriber")
+    log_level: str = Field(default="INFO")
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "readmodel.sqlite"
+
+    @property
+    def valkey_dir(self) -> Path:
+        return self.data_dir / "valkey"
+
+    @property
+    def binds_beyond_loopback(self) -> bool:
+        if self.host in {"localhost", ""}:
+            return self.host == ""
+        try:
+            return not ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return True
