@@ -1,0 +1,1 @@
+"""Workflow waits with timeouts, durable timers, and jobs with heartbeat leases."""

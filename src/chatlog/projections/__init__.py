@@ -1,0 +1,1 @@
+"""SQLite read models built from the log."""

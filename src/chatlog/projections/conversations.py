@@ -1,0 +1,1 @@
+"""Conversation read models: projects, threads (the conversation list), messages."""

@@ -1,0 +1,1 @@
+"""Workflow read model: state, deadline and history of each workflow."""
