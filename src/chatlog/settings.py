@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("data"), description="Where Valkey and SQLite keep data")
     host: str = Field(default="127.0.0.1", description="HTTP bind address")
     port: int = Field(default=8080, ge=0, le=65535, description="HTTP port")
-    partitions: int = Field(default=1, ge=1, le=1024, description="Log partitions (fixed at creation)")
+    partitions: int = Field(
+        default=1, ge=1, le=1024, description="Log partitions (fixed at creation)"
+    )
     key_prefix: str = Field(default="chatlog", pattern=r"^[A-Za-z0-9_.-]+$")
     start_timeout: float = Field(default=300.0, gt=0, description="Seconds to wait for start_task")
     approval_timeout: float = Field(default=600.0, gt=0, description="Seconds to wait for approval")

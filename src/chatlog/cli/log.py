@@ -52,7 +52,9 @@ async def append(ctx: click.Context, project: str, content: str, thread_id: str 
         meta: dict[str, Any] = json.loads(metadata) if metadata else {}
         eid = uuid.UUID(event_id) if event_id else None
     except ValueError as exc:
-        raise InvalidInput(f"--metadata must be a JSON object and --event-id a UUID: {exc}") from None
+        raise InvalidInput(
+            f"--metadata must be a JSON object and --event-id a UUID: {exc}"
+        ) from None
     if not isinstance(meta, dict):
         raise InvalidInput("--metadata must be a JSON object")
     event = NewEvent.of(

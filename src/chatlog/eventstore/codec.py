@@ -25,7 +25,9 @@ def encode_body(event: NewEvent) -> bytes:
     return orjson.dumps({"n": event.project_name, "d": event.data, "s": event.schema_version})
 
 
-def decode_entry(partition: int, position: bytes | str, fields: dict[bytes, bytes]) -> RecordedEvent:
+def decode_entry(
+    partition: int, position: bytes | str, fields: dict[bytes, bytes]
+) -> RecordedEvent:
     """A stream entry as a :class:`RecordedEvent`."""
     pos = position.decode() if isinstance(position, bytes) else position
     body: dict[str, Any] = orjson.loads(fields[b"b"])

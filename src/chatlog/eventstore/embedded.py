@@ -188,7 +188,10 @@ class EmbeddedValkey:
         while time.monotonic() < deadline:
             code = self.process.poll()
             if code is not None:
-                err = (self.process.stderr.read() if self.process.stderr else b"").decode()
+                err = ""
+                if self.process.stderr:
+                    err = self.process.stderr.read().decode(errors="replace")
+                    self.process.stderr.close()
                 self.process = None
                 raise EmbeddedServerError(
                     f"valkey-server exited with code {code} at start: "

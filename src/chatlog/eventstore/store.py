@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -23,9 +24,9 @@ from chatlog.errors import (
     StoreUnavailable,
     VersionConflict,
 )
+from chatlog.events import NewEvent, RecordedEvent, aggregate_key
 from chatlog.eventstore.codec import START, Cursor, decode_entry, encode_body, parse_position
 from chatlog.eventstore.keys import Keys, partition_of
-from chatlog.events import NewEvent, RecordedEvent, aggregate_key
 
 log = logging.getLogger(__name__)
 
@@ -287,12 +288,19 @@ class EventStore:
         return await future
 
     async def _flush(self) -> None:
+        # Let the loop deliver pending socket events first: a pooled connection
+        # whose server died is then seen at EOF and replaced, instead of failing
+        # the append that happens to pick it up.
+        await asyncio.sleep(0)
         while self._pending:
-            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            batch = self._pending[: self._max_batch]
+            self._pending = self._pending[self._max_batch :]
             try:
                 replies = await self._run_scripts(batch)
             except UNAVAILABLE as exc:
                 err = _unavailable(exc)
+                with contextlib.suppress(Exception):
+                    await self.redis.connection_pool.disconnect(inuse_connections=False)
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(err)
@@ -404,7 +412,7 @@ class EventStore:
         for row in rows:
             if len(row) == 1:
                 horizon = await _guard(self.redis.get(self.keys.horizon(partition)))
-                raise PositionTrimmed(partition, row[0].decode(), (horizon or b"").decode())
+                raise PositionTrimmed(partition, _text(row[0]), _text(horizon))
             pos, flat = row
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
             events.append(decode_entry(partition, pos, fields))
@@ -420,7 +428,7 @@ class EventStore:
         """The last position of ``partition`` (``0-0`` when empty)."""
         self._check_partition(partition)
         last = await _guard(self.redis.xrevrange(self.keys.log(partition), "+", "-", 1))
-        return last[0][0].decode() if last else START
+        return _text(last[0][0]) if last else START
 
     async def heads(self) -> Cursor:
         pipe = self.redis.pipeline(transaction=False)
@@ -442,7 +450,7 @@ class EventStore:
 
     async def horizon(self, partition: int) -> str | None:
         raw = await _guard(self.redis.get(self.keys.horizon(partition)))
-        return raw.decode() if raw else None
+        return _text(raw) if raw else None
 
     # -- tailing --------------------------------------------------------------------
 
@@ -472,7 +480,7 @@ class EventStore:
                     for p in wanted:
                         self._check_horizon(p, cursor.positions[p], await self._raw_horizon(p))
                     checked = True
-                streams = {self.keys.log(p): cursor.positions[p] for p in wanted}
+                streams: dict[Any, Any] = {self.keys.log(p): cursor.positions[p] for p in wanted}
                 reply = await client.xread(streams, count=count, block=int(block * 1000))
                 backoff = 0.05
             except UNAVAILABLE as exc:
@@ -498,7 +506,8 @@ class EventStore:
                 yield batch
 
     async def _raw_horizon(self, partition: int) -> bytes | None:
-        return await self.redis.get(self.keys.horizon(partition))  # type: ignore[no-any-return]
+        raw = await self.redis.get(self.keys.horizon(partition))
+        return raw.encode() if isinstance(raw, str) else raw
 
     # -- retention -------------------------------------------------------------------
 
@@ -542,6 +551,12 @@ class EventStore:
                 )
             )
         return StoreStatus(server=server, version=version, url=self.url, partitions=parts)
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _stream_items(reply: Any) -> list[tuple[Any, list[Any]]]:

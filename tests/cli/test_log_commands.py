@@ -1,0 +1,123 @@
+"""``chatlog append``, ``tail``, ``status``, ``trim`` as a user runs them (real processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from chatlog.eventstore import EmbeddedValkey
+
+CHATLOG = [sys.executable, "-m", "chatlog"]
+
+
+@pytest.fixture
+def run(redis_url: str, key_prefix: str, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    env = {**os.environ, "CHATLOG_REDIS_URL": redis_url, "CHATLOG_KEY_PREFIX": key_prefix,
+           "CHATLOG_DATA_DIR": str(tmp_path / "data")}
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*CHATLOG, *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+        if check:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    return run
+
+
+def test_append_then_tail_then_status(run: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    first = json.loads(run("append", "Blog-Project", "hello", "--thread", "null").stdout)
+    assert first["thread_id"].startswith("thread-") and first["version"] == 1
+    second = json.loads(run("append", "blog-project", "again", "--thread", first["thread_id"],
+                            "--expected-version", "1").stdout)
+    assert second["thread_id"] == first["thread_id"] and second["version"] == 2
+    assert second["project"] == first["project"]
+
+    lines = run("tail", "--no-follow").stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["data"]["content"] for e in events] == ["hello", "again"]
+    # resumable: after the first event's cursor comes exactly the second
+    resumed = run("tail", "--no-follow", "--after", events[0]["cursor"]).stdout.splitlines()
+    assert [json.loads(line)["data"]["content"] for line in resumed] == ["again"]
+
+    status = json.loads(run("status", "--json").stdout)
+    assert status["partitions"] == 1 and status["length"] == 2
+    assert status["log"][0]["last"] == second["position"]
+    assert status["log"][0]["first"] == first["position"]
+    human = run("status").stdout
+    assert "partitions  1" in human and "events 2" in human
+
+
+def test_tail_follows_new_events(run: Callable[..., subprocess.CompletedProcess[str]],
+                                 redis_url: str, key_prefix: str, tmp_path: Path) -> None:
+    env = {**os.environ, "CHATLOG_REDIS_URL": redis_url, "CHATLOG_KEY_PREFIX": key_prefix}
+    tailer = subprocess.Popen([*CHATLOG, "tail", "--limit", "3"], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        for i in range(3):
+            run("append", "p", f"m{i}")
+        out, _ = tailer.communicate(timeout=30)
+    finally:
+        tailer.kill()
+        tailer.wait()
+    assert [json.loads(line)["data"]["content"] for line in out.splitlines()] == ["m0", "m1", "m2"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["append", "a\x01b", "x"], "contains control characters"),
+        (["append", "p", "x", "--event-id", "not-a-uuid"], "--event-id a UUID"),
+        (["append", "p", "x", "--metadata", "[1]"], "must be a JSON object"),
+        (["tail", "--after", "yesterday"], "is not of the form"),
+        (["trim", "0", "bad", "--yes"], "is not of the form"),
+    ],
+)
+def test_bad_input_is_one_readable_line(run: Callable[..., subprocess.CompletedProcess[str]],
+                                        args: list[str], message: str) -> None:
+    proc = run(*args, check=False)
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_version_conflict_is_one_line(run: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    run("append", "p", "x", "--thread", "t")
+    proc = run("append", "p", "y", "--thread", "t", "--expected-version", "0", check=False)
+    assert proc.returncode == 1
+    assert "expected version 0, current version is 1" in proc.stderr
+
+
+def test_trim_then_tail_from_a_trimmed_position_is_gone(
+    run: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    positions = [json.loads(run("append", "p", str(i)).stdout)["position"] for i in range(4)]
+    assert "removed 2 events" in run("trim", "0", positions[2], "--yes").stdout
+    proc = run("tail", "--no-follow", "--after", positions[0], check=False)
+    assert proc.returncode == 1 and "was trimmed" in proc.stderr
+
+
+def test_embedded_default_end_to_end(tmp_path: Path, short_tmp: Path) -> None:
+    """No URL: the command starts its own Valkey under the data dir and stops it."""
+    data = short_tmp / "cli-embedded"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLOG_")}
+    env["CHATLOG_DATA_DIR"] = str(data)
+    out = subprocess.run([*CHATLOG, "append", "Blog-Project", "hi"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    status = subprocess.run([*CHATLOG, "status", "--json"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert json.loads(status.stdout)["length"] == 1
+    assert (data / "valkey" / "aof").is_dir()
+    assert not (data / "valkey" / "valkey.pid").exists()  # stopped on exit
+    # and a running server on the same data dir is shared, not fought over
+    with EmbeddedValkey(data / "valkey"):
+        shared = subprocess.run([*CHATLOG, "status", "--json"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert json.loads(shared.stdout)["length"] == 1

@@ -1,0 +1,111 @@
+"""Identity rules (seed tasks 1.4, 1.5): properties and the seed's Tests 2 and 3."""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from chatlog.errors import InvalidInput, InvalidProjectId
+from chatlog.identity import (
+    DEFAULT_PROJECT_NAMESPACE,
+    SYSTEM_PROJECT,
+    canonical_name,
+    normalize_project_id,
+    normalize_thread_id,
+)
+
+printable = st.text(
+    alphabet=st.characters(blacklist_categories=("Cc", "Cf", "Cs")), min_size=1, max_size=60
+)
+padding = st.text(alphabet=" \u3000\u00a0\u2002", max_size=3)
+
+
+@given(printable)
+def test_normalisation_is_idempotent(name: str) -> None:
+    first = normalize_project_id(name)
+    assert normalize_project_id(first.display).key == first.key
+    assert normalize_project_id(str(first.key)).key == first.key
+
+
+@given(printable, padding, padding)
+def test_insensitive_to_case_and_padding(name: str, left: str, right: str) -> None:
+    assume(len(left + name + right) <= 256)
+    key = normalize_project_id(name).key
+    assert normalize_project_id(left + name + right).key == key
+    assert normalize_project_id(name.upper()).key == normalize_project_id(name.lower()).key
+
+
+@given(printable)
+def test_insensitive_to_unicode_compatibility_forms(name: str) -> None:
+    for form in ("NFC", "NFD", "NFKC", "NFKD"):
+        variant = unicodedata.normalize(form, name)
+        assume(len(variant) <= 256)
+        assert normalize_project_id(variant).key == normalize_project_id(name).key
+
+
+@given(printable, printable)
+def test_distinct_names_stay_distinct(a: str, b: str) -> None:
+    assume(canonical_name(a) != canonical_name(b))
+    ka, kb = normalize_project_id(a), normalize_project_id(b)
+    assume(not ka.is_system and not kb.is_system)
+    assert ka.key != kb.key
+
+
+def test_seed_test_2_blog_project_in_any_case_is_one_project() -> None:
+    keys = {normalize_project_id(n).key
+            for n in ("Blog-Project", "blog-project", " BLOG-PROJECT ", "Ｂｌｏｇ-Ｐｒｏｊｅｃｔ")}
+    assert len(keys) == 1
+    assert keys.pop() == uuid.uuid5(DEFAULT_PROJECT_NAMESPACE, "blog-project")
+
+
+def test_display_keeps_the_raw_name() -> None:
+    assert normalize_project_id("  Blog-Project ").display == "Blog-Project"
+
+
+@pytest.mark.parametrize("raw", [None, "", "   ", "system-master", " SYSTEM-Master "])
+def test_system_scope(raw: str | None) -> None:
+    key = normalize_project_id(raw)
+    assert key.key == SYSTEM_PROJECT and key.is_system
+
+
+def test_uuid_passes_through() -> None:
+    u = uuid.uuid4()
+    assert normalize_project_id(str(u).upper()).key == u
+    assert normalize_project_id(u).key == u
+
+
+def test_namespace_is_a_setting() -> None:
+    other = uuid.uuid4()
+    assert normalize_project_id("x", other).key == uuid.uuid5(other, "x")
+
+
+@pytest.mark.parametrize("raw", ["a" * 257, "bad\x00name", "tab\tname", "new\nline", "zw\u200bsp"])
+def test_invalid_project_names_are_clear_errors(raw: str) -> None:
+    with pytest.raises(InvalidProjectId) as err:
+        normalize_project_id(raw)
+    assert "project name" in str(err.value)
+
+
+@pytest.mark.parametrize("raw", [None, "", "  ", "null", "NULL", "None", "none", "undefined",
+                                 "Undefined"])
+def test_seed_test_3_null_thread_ids_start_a_new_thread(raw: str | None) -> None:
+    thread_id, created = normalize_thread_id(raw)
+    assert created
+    assert thread_id.startswith("thread-")
+    uuid.UUID(thread_id.removeprefix("thread-"))
+
+
+def test_thread_ids_are_unique_and_kept() -> None:
+    assert normalize_thread_id(None)[0] != normalize_thread_id(None)[0]
+    assert normalize_thread_id(" thread-abc ") == ("thread-abc", False)
+
+
+def test_bad_thread_ids() -> None:
+    with pytest.raises(InvalidInput):
+        normalize_thread_id("x" * 201)
+    with pytest.raises(InvalidInput):
+        normalize_thread_id("a\nb")
