@@ -67,6 +67,14 @@ def ensure_chromium() -> None:
 
 
 def main(argv: list[str]) -> int:
+    try:
+        return _main(argv)
+    except subprocess.CalledProcessError as exc:
+        print(f"error: {' '.join(map(str, exc.cmd))} exited with {exc.returncode}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"serve", "test"}:
         print(__doc__)
         return 2
@@ -77,9 +85,18 @@ def main(argv: list[str]) -> int:
     ensure_venv("test,bench")
     ensure_chromium()
     os.chdir(ROOT)
-    _run([str(VENV / "bin" / "ruff"), "check", "src", "tests", "bench"])
-    _run([str(VENV / "bin" / "mypy")])
-    return subprocess.run([str(PY), "-m", "pytest", *rest]).returncode
+    failed = []
+    for name, check in (("ruff", ["ruff", "check", "src", "tests", "bench"]), ("mypy", ["mypy"])):
+        print("+", " ".join(check), flush=True)
+        if subprocess.run([str(VENV / "bin" / check[0]), *check[1:]]).returncode != 0:
+            failed.append(name)
+    code = subprocess.run([str(PY), "-m", "pytest", *rest]).returncode
+    if code != 0:
+        failed.append("pytest")
+    if failed:
+        print(f"error: {', '.join(failed)} failed", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
