@@ -1,0 +1,231 @@
+// Workflows: list, state, a live countdown to the wait's deadline, history, actions.
+
+import { api, ApiError, items, projectPath, query } from "./api.js";
+import { saveParams } from "./state.js";
+import { $, el, fmtTime, showError, clearError } from "./ui.js";
+
+const TERMINAL = new Set(["completed", "failed", "timed_out", "cancelled"]);
+const POLL_MS = 1000;
+
+let project = "";
+let workflow = "";
+let current = null;     // the last workflow answer
+let pollTimer = null;
+let tickTimer = null;
+let visible = false;
+let listEndpoint = true; // false once the server says it has no workflow listing
+
+function save() {
+  saveParams("workflows", { project, workflow });
+}
+
+export function init() {
+  $("#wf-project-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    project = $("#wf-project").value.trim();
+    workflow = "";
+    current = null;
+    save();
+    refresh();
+  });
+  $("#wf-create-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    create();
+  });
+}
+
+export function show(params) {
+  visible = true;
+  project = params.project || "";
+  workflow = params.workflow || "";
+  $("#wf-project").value = project;
+  save();
+  refresh();
+  clearInterval(tickTimer);
+  tickTimer = setInterval(tick, 100);
+}
+
+export function hide() {
+  visible = false;
+  clearTimeout(pollTimer);
+  clearInterval(tickTimer);
+}
+
+function stateOf(wf) {
+  return String(wf?.state ?? wf?.status ?? "unknown").toLowerCase();
+}
+
+function kind(state) {
+  if (state.includes("wait") || state.includes("await") || state === "created") return "wait";
+  if (["failed", "timed_out", "cancelled", "rejected"].includes(state)) return "bad";
+  return "ok";
+}
+
+async function refresh() {
+  clearTimeout(pollTimer);
+  if (!project) {
+    $("#wf-list").replaceChildren(el("li", { class: "muted" }, "Pick a project."));
+    renderDetail(null);
+    return;
+  }
+  await Promise.all([loadList(), loadDetail()]);
+  if (visible) pollTimer = setTimeout(refresh, POLL_MS);
+}
+
+async function loadList() {
+  let list = null;
+  if (listEndpoint) {
+    try {
+      list = items(await api(`${projectPath(project)}/workflows${query({ limit: 100 })}`), "workflows");
+    } catch (err) {
+      if (err instanceof ApiError && (err.status === 404 || err.status === 405)) listEndpoint = false;
+      else { showError(err, "Workflows"); return; }
+    }
+  }
+  if (list === null) {
+    // No listing endpoint: find workflows from their creation events.
+    try {
+      const data = await api(`/v1/events${query({ project, types: "workflow.created", limit: 500 })}`);
+      list = items(data, "events").reverse().map((ev) => ({
+        workflow_id: ev.aggregate_id, name: ev.data?.name, created_at: ev.time,
+      }));
+    } catch (err) {
+      showError(err, "Workflows");
+      return;
+    }
+  }
+  $("#wf-list").replaceChildren(...(list.length ? list.map(listItem)
+    : [el("li", { class: "muted" }, "No workflows yet.")]));
+}
+
+function listItem(wf) {
+  const id = wf.workflow_id ?? wf.id;
+  const state = wf.state ? stateOf(wf) : "";
+  const button = el("button", {
+    type: "button", dataset: { workflowId: id },
+    "aria-current": id === workflow ? "true" : undefined,
+    onclick: () => { workflow = id; save(); refresh(); },
+  },
+  el("span", { class: "title mono" }, wf.name ? `${wf.name} · ${id}` : id),
+  el("span", { class: "meta" }, [state, fmtTime(wf.updated_at ?? wf.created_at)].filter(Boolean).join(" · ")));
+  return el("li", {}, button);
+}
+
+async function loadDetail() {
+  if (!workflow) { renderDetail(null); return; }
+  const want = workflow;
+  try {
+    const wf = await api(`${projectPath(project)}/workflows/${encodeURIComponent(want)}`);
+    if (want !== workflow) return;
+    renderDetail(wf);
+  } catch (err) {
+    if (want === workflow) { renderDetail(null); showError(err, `Workflow ${want}`); }
+  }
+}
+
+function history(wf) {
+  return Array.isArray(wf?.history) ? wf.history : [];
+}
+
+function failureReason(wf) {
+  if (wf.reason) return wf.reason;
+  if (wf.error) return wf.error;
+  const h = history(wf);
+  for (let i = h.length - 1; i >= 0; i--) {
+    const d = h[i].data || {};
+    if (d.reason) return d.reason;
+  }
+  return "";
+}
+
+function renderDetail(wf) {
+  current = wf;
+  $("#wf-detail").hidden = !wf;
+  if (!wf) return;
+  const state = stateOf(wf);
+  $("#wf-title").textContent = [wf.name, wf.workflow_id ?? wf.id ?? workflow].filter(Boolean).join(" · ");
+  const badge = $("#wf-state");
+  const timedOut = state === "timed_out" || history(wf).some((h) => h.type === "workflow.timed_out");
+  badge.textContent = timedOut && state === "failed" ? "timed out (failed)" : state.replaceAll("_", " ");
+  badge.dataset.kind = kind(state);
+  badge.dataset.state = state;
+  const reason = $("#wf-reason");
+  const why = ["failed", "timed_out", "cancelled", "rejected"].includes(state) ? failureReason(wf) : "";
+  reason.hidden = !why;
+  reason.textContent = why ? `${timedOut ? "Timed out" : "Reason"}: ${why}` : "";
+  $("#wf-deadline").textContent = wf.deadline && !TERMINAL.has(state) ? fmtTime(wf.deadline) : "none";
+  renderActions(state);
+  $("#wf-history").replaceChildren(...history(wf).map((h) => el("tr", { dataset: { type: h.type ?? "" } },
+    el("td", {}, h.version ?? ""),
+    el("td", {}, fmtTime(h.time)),
+    el("td", {}, h.type ?? h.state ?? ""),
+    el("td", { class: "data" }, h.data ? JSON.stringify(h.data) : ""))));
+  tick();
+}
+
+function tick() {
+  const out = $("#wf-countdown");
+  const wf = current;
+  if (!wf || !wf.deadline || TERMINAL.has(stateOf(wf))) { out.textContent = ""; return; }
+  const left = (new Date(wf.deadline).getTime() - Date.now()) / 1000;
+  out.textContent = left > 0 ? `times out in ${left.toFixed(1)} s` : "deadline passed — timing out…";
+}
+
+function renderActions(state) {
+  const box = $("#wf-actions");
+  const buttons = [];
+  const act = (label, path, body, cls) => el("button", {
+    type: "button", class: cls, onclick: () => action(path, body()),
+  }, label);
+  const comment = () => $("#wf-comment").value.trim();
+  if (state === "created" || (state.includes("wait") && state.includes("start"))) {
+    buttons.push(act("Start", "start", () => ({}), "ok"));
+  }
+  if (state.includes("approval") && !TERMINAL.has(state)) {
+    buttons.push(act("Approve", "approval", () => ({ approved: true, comment: comment() }), "ok"));
+    buttons.push(act("Reject", "approval", () => ({ approved: false, comment: comment() }), "danger"));
+  }
+  if (["running", "approved", "rejected", "started"].includes(state)) {
+    buttons.push(act("Request approval", "approval-requests", () => ({})));
+    buttons.push(act("Complete", "complete", () => ({})));
+    buttons.push(act("Fail", "fail", () => ({ reason: comment() || "failed from the console" }), "danger"));
+  }
+  if (!TERMINAL.has(state)) {
+    buttons.push(act("Cancel", "cancel", () => ({ reason: comment() || "cancelled from the console" }), "danger"));
+  }
+  const showComment = buttons.length > 0;
+  $("#wf-comment").hidden = !showComment;
+  $("#wf-comment-label").hidden = !showComment;
+  // Keep focus on a button that stays, so keyboard users do not lose their place.
+  const focused = document.activeElement && box.contains(document.activeElement)
+    ? document.activeElement.textContent : null;
+  box.replaceChildren(...buttons);
+  if (focused) [...box.children].find((b) => b.textContent === focused)?.focus();
+}
+
+async function action(path, body) {
+  try {
+    await api(`${projectPath(project)}/workflows/${encodeURIComponent(workflow)}/${path}`, {
+      method: "POST", body,
+    });
+    clearError();
+    $("#wf-comment").value = "";
+  } catch (err) {
+    showError(err, `${path} ${workflow}`);
+  }
+  refresh();
+}
+
+async function create() {
+  if (!project) { showError(new Error("pick a project first"), "Create workflow"); return; }
+  const name = $("#wf-name").value.trim();
+  try {
+    const res = await api(`${projectPath(project)}/workflows`, { method: "POST", body: name ? { name } : {} });
+    workflow = res.workflow_id ?? res.id;
+    $("#wf-name").value = "";
+    save();
+    refresh();
+  } catch (err) {
+    showError(err, "Create workflow");
+  }
+}
