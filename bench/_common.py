@@ -135,7 +135,11 @@ async def server_info(url: str) -> dict[str, Any]:
     r = aioredis.from_url(url)
     try:
         info = await r.info()
-        fsync = (await r.config_get("appendfsync")).get(b"appendfsync", b"").decode()
+        conf = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in (await r.config_get("appendfsync")).items()
+        }
+        fsync = str(conf.get("appendfsync", ""))
     finally:
         await r.aclose()
     return {
