@@ -1,1 +1,291 @@
-"""Conversation read models: projects, threads (the conversation list), messages."""
+"""Conversation read models: projects, threads (the conversation list), messages.
+
+Everything is keyed by the normalised project key (its UUID as text), so
+``Blog-Project`` and ``blog-project`` share one conversation list. A project
+keeps the first raw name it was given, for display.
+
+Two ways in, one result:
+
+- :meth:`ConversationsProjection.apply` (the live path): a batch of decoded
+  events, folded per thread in memory, then a few upserts per batch.
+- :class:`BulkLoader` (the rebuild path): undecoded stream entries, message
+  rows appended with ``executemany`` and the per-thread and per-project
+  aggregates kept in memory until :meth:`BulkLoader.finish`.
+
+Both fold the same way (see :class:`_Fold`), so a rebuild equals an
+incremental build row for row (property-tested).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from chatlog.events import RecordedEvent
+
+MESSAGE_TYPE = "message.appended"
+#: Characters of the last message shown in the conversation list.
+PREVIEW_CHARS = 200
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    project TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    thread_count INTEGER NOT NULL,
+    message_count INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS threads (
+    project TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    message_count INTEGER NOT NULL,
+    last_version INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    updated_seq INTEGER NOT NULL,
+    last_message_id TEXT NOT NULL,
+    last_role TEXT NOT NULL,
+    last_preview TEXT NOT NULL,
+    PRIMARY KEY (project, thread_id)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    project TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    position TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS conversation_counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_thread ON messages (project, thread_id, version);
+CREATE INDEX IF NOT EXISTS threads_by_recency
+    ON threads (project, updated_ms DESC, updated_seq DESC);
+CREATE INDEX IF NOT EXISTS projects_by_name ON projects (name, project);
+"""
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (project, thread_id, version, message_id, role, content, metadata,"
+    " created_ms, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+_UPSERT_THREAD = """
+INSERT INTO threads (project, thread_id, message_count, last_version, created_ms, updated_ms,
+                     updated_seq, last_message_id, last_role, last_preview)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (project, thread_id) DO UPDATE SET
+    message_count = message_count + excluded.message_count,
+    last_version = excluded.last_version,
+    updated_ms = excluded.updated_ms,
+    updated_seq = excluded.updated_seq,
+    last_message_id = excluded.last_message_id,
+    last_role = excluded.last_role,
+    last_preview = excluded.last_preview
+"""
+
+_UPSERT_PROJECT = """
+INSERT INTO projects (project, name, thread_count, message_count, created_ms, updated_ms)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (project) DO UPDATE SET
+    thread_count = thread_count + excluded.thread_count,
+    message_count = message_count + excluded.message_count,
+    updated_ms = excluded.updated_ms
+"""
+
+_ADD_COUNTER = """
+INSERT INTO conversation_counters (name, value) VALUES (?, ?)
+ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
+"""
+
+
+@dataclass(slots=True)
+class _Thread:
+    """What a batch (or a whole rebuild) did to one thread."""
+
+    project: str
+    thread_id: str
+    added: int
+    last_version: int
+    created_ms: int
+    updated_ms: int
+    updated_seq: int
+    last_message_id: str
+    last_role: str
+    last_preview: str
+    new: bool
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.project, self.thread_id, self.added, self.last_version, self.created_ms,
+                self.updated_ms, self.updated_seq, self.last_message_id, self.last_role,
+                self.last_preview)
+
+
+@dataclass(slots=True)
+class _Project:
+    project: str
+    name: str
+    new_threads: int
+    added: int
+    created_ms: int
+    updated_ms: int
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.project, self.name, self.new_threads, self.added, self.created_ms,
+                self.updated_ms)
+
+
+class _Fold:
+    """Folds messages into per-thread and per-project changes, in log order.
+
+    ``known_thread`` answers whether a thread already exists in the tables (so
+    the project's thread count only grows for new threads).
+    """
+
+    def __init__(self) -> None:
+        self.threads: dict[tuple[str, str], _Thread] = {}
+        self.projects: dict[str, _Project] = {}
+        self.rows: list[tuple[Any, ...]] = []
+        self.invalid = 0
+
+    def add(self, project: str, project_name: str, thread_id: str, version: int,
+            message_id: str, data: Any, position: str, known_thread: bool | None) -> None:
+        role = data.get("role") if isinstance(data, dict) else None
+        content = data.get("content") if isinstance(data, dict) else None
+        if not isinstance(role, str) or not isinstance(content, str):
+            self.invalid += 1
+            return
+        metadata = data.get("metadata") or {}
+        ms_text, _, seq_text = position.partition("-")
+        ms, seq = int(ms_text), int(seq_text)
+        self.rows.append((project, thread_id, version, message_id, role, content,
+                          orjson.dumps(metadata).decode() if metadata else "{}", ms, position))
+        preview = content[:PREVIEW_CHARS]
+        key = (project, thread_id)
+        thread = self.threads.get(key)
+        if thread is None:
+            new = not known_thread
+            self.threads[key] = _Thread(project, thread_id, 1, version, ms, ms, seq, message_id,
+                                        role, preview, new)
+        else:
+            new = False
+            thread.added += 1
+            thread.last_version = version
+            thread.updated_ms = ms
+            thread.updated_seq = seq
+            thread.last_message_id = message_id
+            thread.last_role = role
+            thread.last_preview = preview
+        proj = self.projects.get(project)
+        if proj is None:
+            self.projects[project] = _Project(project, project_name, int(new), 1, ms, ms)
+        else:
+            proj.new_threads += int(new)
+            proj.added += 1
+            proj.updated_ms = ms
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        if self.rows:
+            conn.executemany(_INSERT_MESSAGE, self.rows)
+        if self.threads:
+            conn.executemany(_UPSERT_THREAD, (t.row() for t in self.threads.values()))
+        if self.projects:
+            conn.executemany(_UPSERT_PROJECT, (p.row() for p in self.projects.values()))
+        if self.invalid:
+            conn.execute(_ADD_COUNTER, ("skipped_invalid", self.invalid))
+
+
+class ConversationsProjection:
+    """Projects, threads and messages from ``message.appended`` events."""
+
+    name = "conversations"
+    #: The event types this projection reads; the projector skips others for it.
+    event_types = frozenset({MESSAGE_TYPE})
+
+    def create_schema(self, conn: sqlite3.Connection) -> None:
+        conn.executescript(_SCHEMA)
+
+    def create_indexes(self, conn: sqlite3.Connection) -> None:
+        conn.executescript(_INDEXES)
+
+    def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
+        """Fold ``events`` into the tables (inside the caller's transaction)."""
+        fold = _Fold()
+        for ev in events:
+            if ev.type != MESSAGE_TYPE:
+                continue
+            project = str(ev.project)
+            key = (project, ev.aggregate_id)
+            known: bool | None = None
+            if key not in fold.threads:
+                known = conn.execute(
+                    "SELECT 1 FROM threads WHERE project = ? AND thread_id = ?", key
+                ).fetchone() is not None
+            fold.add(project, ev.project_name, ev.aggregate_id, ev.version, str(ev.id),
+                     ev.data, ev.position, known)
+        fold.write(conn)
+
+    def bulk_loader(self, conn: sqlite3.Connection) -> BulkLoader:
+        """A loader for a fresh, empty database (the rebuild path)."""
+        return BulkLoader(conn)
+
+
+class BulkLoader:
+    """Loads undecoded stream entries into empty tables, aggregates last.
+
+    Message rows go straight to ``executemany`` (appended in log order, no
+    index yet); thread and project rows are kept in memory (one small record
+    per thread) and written by :meth:`finish`.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.fold = _Fold()
+
+    def rows(self, entries: Iterable[tuple[bytes, Any]]) -> list[tuple[Any, ...]]:
+        """Fold raw entries (``(position, fields)``); return the message rows to insert.
+
+        Pure Python, no SQLite: a rebuild may run it in another thread than the writer.
+        """
+        fold = self.fold
+        fold.rows = []
+        add = fold.add
+        loads = orjson.loads
+        threads = fold.threads
+        for pos, fields in entries:
+            if fields[b"t"] != b"message.appended":
+                continue
+            project, _, thread_id = fields[b"a"].decode().split("/", 2)
+            body = loads(fields[b"b"])
+            add(project, body["n"], thread_id, int(fields[b"v"]), fields[b"i"].decode(),
+                body["d"], pos.decode(), (project, thread_id) in threads)
+        return fold.rows
+
+    def write_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            self.conn.executemany(_INSERT_MESSAGE, rows)
+
+    def finish(self) -> None:
+        """Write the aggregates (sorted by key, so the B-trees fill in order)."""
+        fold = self.fold
+        fold.rows = []
+        conn = self.conn
+        conn.executemany(_UPSERT_THREAD, (fold.threads[k].row() for k in sorted(fold.threads)))
+        conn.executemany(_UPSERT_PROJECT,
+                         (fold.projects[k].row() for k in sorted(fold.projects)))
+        if fold.invalid:
+            conn.execute(_ADD_COUNTER, ("skipped_invalid", fold.invalid))
+        fold.threads.clear()
+        fold.projects.clear()

@@ -1,0 +1,107 @@
+"""The read model's SQLite file: connections, the projector's own tables, checkpoints."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from chatlog.eventstore.codec import START, Cursor
+from chatlog.projections.base import Projection
+
+#: How long a writer waits for another writer's lock (a rebuild's switch holds it).
+BUSY_TIMEOUT_MS = 60_000
+
+_PROJECTOR_SCHEMA = """
+CREATE TABLE IF NOT EXISTS projector_checkpoints (
+    partition INTEGER PRIMARY KEY,
+    position TEXT NOT NULL,
+    events INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS projector_counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS projector_meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+#: Tables that belong to the projector, not to a projection (left out of comparisons).
+PROJECTOR_TABLES = ("projector_checkpoints", "projector_counters", "projector_meta")
+
+
+def connect_writer(path: Path) -> sqlite3.Connection:
+    """A read-write connection in WAL mode, transactions managed explicitly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    # A rebuild's switch writes the whole model through the WAL; do not keep it that big.
+    conn.execute("PRAGMA journal_size_limit=67108864")
+    return conn
+
+
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection (``query_only``); usable from the thread that opened it."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                           check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute("PRAGMA query_only=ON")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def create_all(conn: sqlite3.Connection, projections: Sequence[Projection],
+               *, indexes: bool = True) -> None:
+    """Create the projector's tables and every projection's tables (and indexes)."""
+    conn.executescript(_PROJECTOR_SCHEMA)
+    for proj in projections:
+        proj.create_schema(conn)
+        if indexes:
+            proj.create_indexes(conn)
+
+
+def read_checkpoint(conn: sqlite3.Connection, partitions: int) -> tuple[Cursor, list[int]]:
+    """The last applied position of each partition, and how many events each has applied."""
+    positions = [START] * partitions
+    counts = [0] * partitions
+    for partition, position, events in conn.execute(
+        "SELECT partition, position, events FROM projector_checkpoints"
+    ):
+        if partition < partitions:
+            positions[partition] = position
+            counts[partition] = events
+    return Cursor(positions), counts
+
+
+def write_checkpoint(conn: sqlite3.Connection, partition: int, position: str,
+                     events: int) -> None:
+    conn.execute(
+        "INSERT INTO projector_checkpoints (partition, position, events) VALUES (?, ?, ?) "
+        "ON CONFLICT (partition) DO UPDATE SET position = excluded.position,"
+        " events = excluded.events",
+        (partition, position, events),
+    )
+
+
+def add_counter(conn: sqlite3.Connection, name: str, value: int) -> None:
+    if value:
+        conn.execute(
+            "INSERT INTO projector_counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            (name, value),
+        )
+
+
+def counters(conn: sqlite3.Connection) -> dict[str, int]:
+    return {name: value for name, value in conn.execute(
+        "SELECT name, value FROM projector_counters")}
+
+
+def table_exists(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone() is not None

@@ -1,0 +1,69 @@
+"""What the read API returns (the HTTP layer uses these as response schemas)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ProjectSummary(_Model):
+    """A project: its key, the first name it was given, and its activity."""
+
+    project: uuid.UUID = Field(description="The normalised project key")
+    name: str = Field(description="The raw name as first given (for display)")
+    thread_count: int
+    message_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ThreadSummary(_Model):
+    """One conversation of the list: counts, the last message and when it came."""
+
+    project: uuid.UUID
+    thread_id: str
+    message_count: int
+    last_version: int = Field(description="Version of the thread's last message")
+    created_at: datetime
+    updated_at: datetime
+    last_message_id: uuid.UUID
+    last_role: str
+    last_preview: str = Field(description="The start of the last message")
+
+
+class ThreadPage(_Model):
+    """A page of the conversation list, newest first."""
+
+    threads: list[ThreadSummary]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as cursor for the next page; null on the last page")
+
+
+class Message(_Model):
+    """A message of a thread."""
+
+    message_id: uuid.UUID
+    project: uuid.UUID
+    thread_id: str
+    version: int = Field(description="Position of the message in its thread (1, 2, 3 ...)")
+    role: str
+    content: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    position: str = Field(description="The event's position in the log")
+
+
+class MessagePage(_Model):
+    """A page of a thread's messages, in order."""
+
+    messages: list[Message]
+    next_after_version: int | None = Field(
+        default=None,
+        description="Pass as after_version for the next page; null when this page is the last")

@@ -1,0 +1,308 @@
+"""The projector: applies the log to the SQLite read models, exactly once in effect.
+
+Each batch of events and the checkpoint (last position per partition) commit
+in one SQLite transaction, so a crash anywhere (between batches or inside
+one) resumes from the checkpoint with nothing applied twice or skipped.
+
+Inside every transaction the projector re-reads the checkpoint it is about
+to advance. When it is not the one the projector last committed, something
+else wrote the file: a ``chatlog rebuild`` switched a new model in, or a
+second projector ran on the same file. The projector then rolls back and
+resumes from the checkpoint it found. This is how a running ``chatlog serve``
+follows a rebuild made by another process, with nothing to signal.
+
+The SQLite work runs on one dedicated thread, so the event loop (and HTTP
+latency) is not held up by a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from chatlog.errors import ProjectionLagTimeout
+from chatlog.events import RecordedEvent, known_types
+from chatlog.eventstore.codec import Cursor, parse_position
+from chatlog.eventstore.store import EventStore
+from chatlog.projections import _db
+from chatlog.projections.base import Projection
+from chatlog.projections.lag import ProjectionLag, measure_lag
+from chatlog.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _Moved(Exception):
+    """The checkpoint in the file is not the one this projector last committed."""
+
+
+class Projector:
+    """Keeps the read models in ``path`` up to date with the log.
+
+    Use as ``async with Projector(store, path):`` or ``await start()`` /
+    ``await stop()``; whoever starts it stops it. ``catch_up()`` applies
+    everything up to the head without starting the live tail (tools, tests).
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        path: Path,
+        projections: Sequence[Projection] | None = None,
+        *,
+        batch_size: int = 500,
+        block: float = 1.0,
+        retry_delay: float = 1.0,
+        wait_timeout: float = 5.0,
+    ) -> None:
+        if projections is None:
+            from chatlog.projections.registry import default_projections
+
+            projections = default_projections()
+        self.store = store
+        self.path = Path(path)
+        self.projections = list(projections)
+        self.batch_size = batch_size
+        self.block = block
+        self.retry_delay = retry_delay
+        self.wait_timeout = wait_timeout
+        #: Events applied by this projector (this process) and unknown types skipped.
+        self.applied = 0
+        self.skipped_unknown = 0
+        #: The last error the live loop hit (it retries from the checkpoint).
+        self.last_error: str | None = None
+        self._partitions = store.partitions
+        self._committed = Cursor.start(self._partitions)
+        self._counts = [0] * self._partitions
+        self._known = frozenset(known_types())
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._waiters: list[tuple[int, tuple[int, int], asyncio.Future[None]]] = []
+
+    @classmethod
+    def from_settings(cls, store: EventStore, settings: Settings,
+                      projections: Sequence[Projection] | None = None) -> Projector:
+        return cls(store, settings.sqlite_path, projections,
+                   wait_timeout=settings.read_your_writes_timeout)
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open (or create) the file and load the checkpoint; idempotent."""
+        if self._conn is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projector")
+        self._conn = await self._run_sync(self._open_sync)
+
+    def _open_sync(self) -> sqlite3.Connection:
+        conn = _db.connect_writer(self.path)
+        try:
+            _db.create_all(conn, self.projections)  # IF NOT EXISTS; scripts commit as they go
+            self._committed, self._counts = _db.read_checkpoint(conn, self._partitions)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def start(self) -> None:
+        """Open the file and start catching up, then following the log."""
+        if self._task is not None:
+            return
+        await self.open()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="projector")
+
+    async def stop(self) -> None:
+        """Stop following the log and close the file (a batch in flight finishes first)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        executor, self._executor = self._executor, None
+        conn, self._conn = self._conn, None
+        if executor is not None:
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+            await asyncio.to_thread(executor.shutdown, wait=True)
+        for _, _, fut in self._waiters:
+            if not fut.done():
+                fut.cancel()
+
+    async def __aenter__(self) -> Projector:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def checkpoint(self) -> Cursor:
+        """The last position applied in each partition (as committed)."""
+        return self._committed
+
+    def reached(self, partition: int, position: str) -> bool:
+        """True when ``position`` of ``partition`` is applied (visible to readers)."""
+        return parse_position(self._committed.positions[partition]) >= parse_position(position)
+
+    async def wait_for(
+        self,
+        partition: int,
+        position: str,
+        timeout: float | None = None,  # noqa: ASYNC109  (it becomes a typed 503 error)
+    ) -> None:
+        """Return once ``position`` of ``partition`` is applied: read-your-writes.
+
+        Raises :class:`ProjectionLagTimeout` after ``timeout`` seconds
+        (default: the ``read_your_writes_timeout`` setting).
+        """
+        target = parse_position(position)
+        if not 0 <= partition < self._partitions:
+            from chatlog.errors import InvalidInput
+
+            raise InvalidInput(f"partition {partition} does not exist; this log has "
+                               f"partitions 0..{self._partitions - 1}")
+        if parse_position(self._committed.positions[partition]) >= target:
+            return
+        wait = self.wait_timeout if timeout is None else timeout
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (partition, target, fut)
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(wait):
+                await fut
+        except TimeoutError:
+            raise ProjectionLagTimeout(
+                f"the read model has not reached position {position} of partition "
+                f"{partition} after {wait:g} s (it is at "
+                f"{self._committed.positions[partition]}); retry shortly"
+            ) from None
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+
+    async def wait_for_project(
+        self, project: Any, position: str, timeout: float | None = None  # noqa: ASYNC109
+    ) -> None:
+        """:meth:`wait_for` in the partition of ``project`` (a project key UUID)."""
+        await self.wait_for(self.store.partition_of(project), position, timeout)
+
+    async def lag(self) -> ProjectionLag:
+        """How far the read model is behind the log's head."""
+        return await measure_lag(self.store, self._committed, self._counts)
+
+    # -- applying ---------------------------------------------------------------
+
+    async def catch_up(self) -> int:
+        """Apply every event up to the head (no live tail); return how many were applied."""
+        await self.open()
+        total = 0
+        while True:
+            progressed = False
+            for p in range(self._partitions):
+                events = await self.store.read(p, self._committed.positions[p], self.batch_size)
+                if events:
+                    progressed = True
+                    with contextlib.suppress(_Moved):
+                        total += await self._commit(events)
+            if not progressed:
+                return total
+
+    async def _run(self) -> None:
+        delay = self.retry_delay
+        while True:
+            try:
+                tail = self.store.tail(self._committed, count=self.batch_size, block=self.block)
+                try:
+                    async for batch in tail:
+                        await self._commit(batch)
+                        delay = self.retry_delay
+                finally:
+                    aclose = getattr(tail, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+            except _Moved:
+                log.info("projector: the read model was replaced; resuming from %s",
+                         self._committed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = f"{exc.__class__.__name__}: {exc}"
+                log.exception("projector: batch failed; retrying from %s in %.1f s",
+                              self._committed, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                with contextlib.suppress(Exception):
+                    await self._run_sync(self._reload_sync)
+
+    async def _commit(self, events: Sequence[RecordedEvent]) -> int:
+        applied = await self._run_sync(self._apply_sync, events)
+        self.applied += applied
+        self._notify()
+        return applied
+
+    def _reload_sync(self) -> None:
+        assert self._conn is not None
+        self._committed, self._counts = _db.read_checkpoint(self._conn, self._partitions)
+
+    def _apply_sync(self, events: Sequence[RecordedEvent]) -> int:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found, counts = _db.read_checkpoint(conn, self._partitions)
+            if found != self._committed:
+                conn.execute("ROLLBACK")
+                self._committed, self._counts = found, counts
+                raise _Moved()
+            done = [parse_position(pos) for pos in found.positions]
+            fresh = [e for e in events if parse_position(e.position) > done[e.partition]]
+            for proj in self.projections:
+                wanted = getattr(proj, "event_types", None)
+                mine = fresh if wanted is None else [e for e in fresh if e.type in wanted]
+                if mine:
+                    proj.apply(conn, mine)
+            unknown = sum(1 for e in fresh if e.type not in self._known)
+            _db.add_counter(conn, "skipped_unknown", unknown)
+            positions = list(found.positions)
+            for e in fresh:
+                positions[e.partition] = e.position
+                counts[e.partition] += 1
+            for p in {e.partition for e in fresh}:
+                _db.write_checkpoint(conn, p, positions[p], counts[p])
+            conn.execute("COMMIT")
+        except _Moved:
+            raise
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._committed, self._counts = Cursor(positions), counts
+        self.skipped_unknown += unknown
+        return len(fresh)
+
+    def _notify(self) -> None:
+        done = [parse_position(pos) for pos in self._committed.positions]
+        for partition, target, fut in self._waiters:
+            if not fut.done() and done[partition] >= target:
+                fut.set_result(None)
+
+    async def _run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise RuntimeError("the projector is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

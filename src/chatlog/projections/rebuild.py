@@ -1,0 +1,300 @@
+"""Rebuild the read models from the log, beside the live ones, and switch atomically.
+
+How it works:
+
+1. Take ``<live>.rebuild.lock`` (one rebuild at a time) and delete what an
+   interrupted rebuild left behind (``<live>.rebuild`` and its journals).
+2. Bulk-load a fresh file ``<live>.rebuild``: no journal, no fsync (the file
+   is thrown away if anything fails), large transactions, tables first and
+   indexes after loading. Undecoded stream entries go through each
+   projection's bulk loader when it has one (no pydantic on the hot path),
+   else through ``apply``. Reading the log (on the event loop) overlaps
+   folding and writing (on a writer thread).
+3. Create the indexes, then catch up through the ordinary projector path on
+   that file, so the model ends at (or near) the head.
+4. Switch: when there is no live file yet, hard-link the new one into place
+   (atomic, fails if one appeared). Otherwise copy it into the live file with
+   SQLite's online backup API, which writes the whole new content in **one
+   write transaction** of the live WAL database: readers in any process see
+   the old model or the new one, never a mix, and need not reopen anything.
+   A projector running in ``chatlog serve`` notices on its next batch that
+   the checkpoint in the file is not the one it committed, and resumes from
+   the new one (see :mod:`chatlog.projections.projector`).
+
+Interrupted at any moment (Ctrl-C, kill -9): before the switch the live
+file was never opened for writing; during it, the backup's transaction is
+rolled back by SQLite. The next rebuild deletes the leftovers and starts over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chatlog.errors import ProjectionError
+from chatlog.events import RecordedEvent, known_types
+from chatlog.eventstore.codec import START, Cursor, decode_entry
+from chatlog.eventstore.store import EventStore
+from chatlog.projections import _db
+from chatlog.projections.base import Projection
+
+#: Stream entries read per XRANGE during a rebuild.
+CHUNK = 5_000
+#: Events per transaction in the throwaway file.
+COMMIT_EVERY = 200_000
+
+Progress = Callable[[int, int], None]
+
+
+class RebuildRunning(ProjectionError):
+    """Another rebuild holds the lock."""
+
+    status = 409
+    title = "Rebuild already running"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    path: Path
+    events: int
+    checkpoint: Cursor
+    seconds: float
+
+
+def rebuild_path(live: Path) -> Path:
+    """Where a rebuild of ``live`` is built (deleted when a rebuild starts or fails)."""
+    return live.with_name(live.name + ".rebuild")
+
+
+def _remove_db(path: Path) -> None:
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+
+
+@contextlib.contextmanager
+def rebuild_lock(live: Path) -> Iterator[None]:
+    """Hold ``<live>.rebuild.lock`` (released when the process ends, however it ends)."""
+    live.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(live.with_name(live.name + ".rebuild.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RebuildRunning(
+                f"another rebuild of {live} is running; wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _open_bulk(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=OFF")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+    conn.execute("PRAGMA cache_size=-65536")
+    conn.execute("PRAGMA temp_store=FILE")
+    return conn
+
+
+class _Loader:
+    """Runs on the writer thread: folds raw entries into every projection."""
+
+    def __init__(self, conn: sqlite3.Connection, projections: Sequence[Projection]) -> None:
+        self.conn = conn
+        self.bulk: list[Any] = []
+        self.plain: list[tuple[Projection, frozenset[bytes] | None]] = []
+        for proj in projections:
+            make = getattr(proj, "bulk_loader", None)
+            if make is not None:
+                self.bulk.append(make(conn))
+            else:
+                wanted = getattr(proj, "event_types", None)
+                self.plain.append(
+                    (proj, frozenset(t.encode() for t in wanted) if wanted is not None else None))
+        self.known = frozenset(t.encode() for t in known_types())
+        self.unknown = 0
+        self.since_commit = 0
+
+    def load(self, partition: int, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        known = self.known
+        self.unknown += sum(1 for _, f in entries if f[b"t"] not in known)
+        for loader in self.bulk:
+            loader.write_rows(loader.rows(entries))
+        for proj, wanted in self.plain:
+            events: list[RecordedEvent] = [
+                decode_entry(partition, pos, f) for pos, f in entries
+                if wanted is None or f[b"t"] in wanted
+            ]
+            if events:
+                proj.apply(self.conn, events)
+        self.since_commit += len(entries)
+        if self.since_commit >= COMMIT_EVERY:
+            self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN")
+            self.since_commit = 0
+
+    def finish(self) -> None:
+        for loader in self.bulk:
+            loader.finish()
+
+
+async def build(
+    store: EventStore,
+    path: Path,
+    projections: Sequence[Projection],
+    *,
+    on_progress: Progress | None = None,
+    chunk: int = CHUNK,
+) -> BuildResult:
+    """Build a complete read model of the whole log in a fresh file at ``path``.
+
+    Whatever is at ``path`` is deleted first. The result is caught up to the
+    head as it was when loading ended, with a checkpoint and indexes.
+    """
+    started = time.perf_counter()
+    _remove_db(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    status = await store.status()
+    total = status.length
+    done = 0
+    positions = [START] * store.partitions
+    counts = [0] * store.partitions
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild") as writer:
+        conn = await loop.run_in_executor(writer, _open_bulk, path)
+        try:
+            def setup() -> _Loader:
+                _db.create_all(conn, projections, indexes=False)
+                conn.execute("BEGIN")
+                return _Loader(conn, projections)
+
+            loader = await loop.run_in_executor(writer, setup)
+            pending: asyncio.Future[None] | None = None
+            for p in range(store.partitions):
+                after = START
+                while True:
+                    entries = await store.read_raw(p, after, chunk)
+                    if pending is not None:
+                        await pending  # one chunk in flight: reading overlaps writing
+                        pending = None
+                    if not entries:
+                        break
+                    after = entries[-1][0].decode()
+                    pending = loop.run_in_executor(writer, loader.load, p, entries)
+                    done += len(entries)
+                    counts[p] += len(entries)
+                    positions[p] = after
+                    if on_progress is not None:
+                        total = max(total, done)
+                        on_progress(done, total)
+                    if len(entries) < chunk:
+                        break
+            if pending is not None:
+                await pending
+
+            def finish() -> None:
+                loader.finish()
+                for q in range(store.partitions):
+                    _db.write_checkpoint(conn, q, positions[q], counts[q])
+                _db.add_counter(conn, "skipped_unknown", loader.unknown)
+                conn.execute(
+                    "INSERT INTO projector_meta (name, value) VALUES ('generation', ?), "
+                    "('built_at', ?)", (str(uuid.uuid4()), str(time.time())))
+                conn.execute("COMMIT")
+                for proj in projections:
+                    proj.create_indexes(conn)
+                conn.execute("PRAGMA journal_mode=DELETE")
+
+            await loop.run_in_executor(writer, finish)
+        finally:
+            await loop.run_in_executor(writer, conn.close)
+    # Events appended while the indexes were built: the ordinary path, on this file.
+    from chatlog.projections.projector import Projector
+
+    tail = Projector(store, path, projections, batch_size=chunk)
+    try:
+        extra = await tail.catch_up()
+        checkpoint = tail.checkpoint
+    finally:
+        await tail.stop()
+    done += extra
+    if on_progress is not None:
+        on_progress(done, max(total, done))
+    return BuildResult(path, done, checkpoint, time.perf_counter() - started)
+
+
+def switch(built: Path, live: Path) -> None:
+    """Make ``built`` the live read model at ``live``, atomically for every reader."""
+    conn = sqlite3.connect(built, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")  # what the live file runs in
+    finally:
+        conn.close()
+    if not live.exists():
+        for suffix in ("-wal", "-shm"):  # strays of a file that is gone
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{live}{suffix}")
+        try:
+            os.link(built, live)  # atomic; refuses if a live file appeared meanwhile
+        except FileExistsError:
+            pass
+        else:
+            _fsync_dir(live.parent)
+            return
+    src = sqlite3.connect(built, isolation_level=None)
+    dst = _db.connect_writer(live)
+    try:
+        src.backup(dst)
+        dst.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        dst.close()
+        src.close()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def rebuild(
+    store: EventStore,
+    live: Path,
+    projections: Sequence[Projection] | None = None,
+    *,
+    on_progress: Progress | None = None,
+    chunk: int = CHUNK,
+) -> BuildResult:
+    """Rebuild every read model of ``live`` from the log and switch to it.
+
+    Raises :class:`RebuildRunning` when another rebuild is in progress.
+    """
+    if projections is None:
+        from chatlog.projections.registry import default_projections
+
+        projections = default_projections()
+    live = Path(live)
+    temp = rebuild_path(live)
+    started = time.perf_counter()
+    with rebuild_lock(live):
+        _remove_db(temp)
+        try:
+            result = await build(store, temp, projections, on_progress=on_progress, chunk=chunk)
+            await asyncio.to_thread(switch, temp, live)
+        finally:
+            _remove_db(temp)
+    return BuildResult(live, result.events, result.checkpoint, time.perf_counter() - started)
