@@ -1,0 +1,73 @@
+"""The app's typed state: everything a handler needs, under one ``web.AppKey``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from chatlog.errors import ChatlogError
+from chatlog.eventstore import EventStore
+from chatlog.http.auth import TokenRegistry
+from chatlog.http.fanout import Fanout
+from chatlog.http.metrics import Metrics
+from chatlog.settings import Settings
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+class ServiceUnavailable(ChatlogError):
+    """A part of chatlog this endpoint needs is not running in this process."""
+
+    status = 503
+    title = "Not available"
+    retry_after = 5
+
+
+@dataclass
+class Services:
+    """The parts built beside the log; None = not available here (endpoints answer 503)."""
+
+    #: Keeps the read models up to date; ``wait_for`` gives read-your-writes.
+    projector: Any | None = None
+    #: Answers the read queries (projects, threads, messages, workflows).
+    read_model: Any | None = None
+    #: Drives workflows and their waits.
+    orchestrator: Any | None = None
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    store: EventStore
+    tokens: TokenRegistry
+    fanout: Fanout
+    services: Services
+    metrics: Metrics
+    #: Open SSE streams, asked to end on shutdown.
+    streams: set[Stoppable] = field(default_factory=set)
+
+    def projector(self) -> Any:
+        if self.services.projector is None:
+            raise ServiceUnavailable("the read-model projector is not running in this process")
+        return self.services.projector
+
+    def read_model(self) -> Any:
+        if self.services.read_model is None:
+            raise ServiceUnavailable("the read models are not available in this process")
+        return self.services.read_model
+
+    def orchestrator(self) -> Any:
+        if self.services.orchestrator is None:
+            raise ServiceUnavailable("the workflow orchestrator is not running in this process")
+        return self.services.orchestrator
+
+
+STATE: web.AppKey[AppState] = web.AppKey("chatlog", AppState)
+
+
+def state(request: web.Request) -> AppState:
+    return request.app[STATE]

@@ -1,0 +1,151 @@
+"""The aiohttp application: routes, typed state, background tasks, shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib.metadata import PackageNotFoundError, version
+
+from aiohttp import web
+
+from chatlog.eventstore import EventStore
+from chatlog.http import events, messages, ops, queries, workflows
+from chatlog.http._routing import Endpoint
+from chatlog.http._state import STATE, AppState, Services
+from chatlog.http.auth import TokenRegistry
+from chatlog.http.fanout import Fanout
+from chatlog.http.metrics import Metrics
+from chatlog.http.openapi import build as build_openapi
+from chatlog.http.openapi import handler as openapi_handler
+from chatlog.http.problems import make_problem_middleware
+from chatlog.http.static_files import static_routes
+from chatlog.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _version() -> str:
+    try:
+        return version("chatlog")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0"
+
+
+def endpoints() -> list[Endpoint]:
+    """Every operation of the API (the OpenAPI document is generated from these)."""
+    return [
+        *messages.ENDPOINTS,
+        *queries.ENDPOINTS,
+        *workflows.ENDPOINTS,
+        *events.ENDPOINTS,
+        *ops.ENDPOINTS,
+    ]
+
+
+def build_services(settings: Settings, store: EventStore) -> Services:
+    """The projector, read model and orchestrator for ``settings`` (not started).
+
+    A part that cannot be loaded is left out (logged): its endpoints answer
+    503 "not available" while the rest of the API works.
+    """
+    services = Services()
+    try:
+        from chatlog.projections.projector import Projector
+        from chatlog.projections.queries import ReadModel
+
+        services.projector = Projector.from_settings(store, settings)
+        services.read_model = ReadModel(settings.sqlite_path)
+    except ImportError as exc:  # pragma: no cover - a partial install
+        log.warning("read models not available: %s", exc)
+    try:
+        from chatlog.orchestrator.service import Orchestrator
+
+        services.orchestrator = Orchestrator(store, settings)
+    except ImportError as exc:  # pragma: no cover - a partial install
+        log.warning("orchestrator not available: %s", exc)
+    return services
+
+
+def create_app(
+    settings: Settings,
+    store: EventStore,
+    *,
+    services: Services | None = None,
+    tokens: TokenRegistry | None = None,
+    manage_services: bool = True,
+) -> web.Application:
+    """The HTTP API over ``store``.
+
+    ``services`` holds the projector, read model and orchestrator (a missing
+    one makes its endpoints answer 503 "not available"). With
+    ``manage_services`` the app starts them at startup and stops them at
+    cleanup, after the HTTP server has stopped taking requests. The tokens
+    come from ``settings.tokens_file`` unless ``tokens`` is given.
+    """
+    metrics = Metrics()
+    app = web.Application(
+        middlewares=[make_problem_middleware(metrics.observe_status)],
+        client_max_size=settings.max_body_bytes,
+    )
+    services = services or Services()
+    fanout = Fanout(
+        store,
+        buffer=settings.sse_buffer,
+        on_count=metrics.sse_subscribers.set,
+        on_cutoff=metrics.sse_cutoffs.inc,
+    )
+    app[STATE] = AppState(
+        settings=settings,
+        store=store,
+        tokens=tokens or TokenRegistry.load(settings.tokens_file, settings.project_namespace),
+        fanout=fanout,
+        services=services,
+        metrics=metrics,
+    )
+    eps = endpoints()
+    for ep in eps:
+        app.router.add_route(ep.method, ep.path, ep.handler)
+    document = build_openapi(eps, title="chatlog", version=_version())
+    app.router.add_get("/openapi.json", openapi_handler(document))
+    app.router.add_routes(static_routes())
+
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        if manage_services:
+            if services.projector is not None:
+                await services.projector.start()
+            if services.orchestrator is not None:
+                await services.orchestrator.start()
+        await fanout.start()
+        try:
+            yield
+        finally:
+            await fanout.stop()
+            if manage_services:
+                if services.orchestrator is not None:
+                    await services.orchestrator.stop()
+                if services.projector is not None:
+                    await services.projector.stop()
+                if services.read_model is not None:
+                    services.read_model.close()
+
+    async def close_streams(app: web.Application) -> None:
+        for stream in list(app[STATE].streams):
+            stream.stop()
+
+    app.cleanup_ctx.append(background)
+    app.on_shutdown.append(close_streams)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def running(app: web.Application, host: str, port: int) -> AsyncIterator[web.AppRunner]:
+    """Serve ``app`` on ``host:port`` until the block ends (then stop it cleanly)."""
+    runner = web.AppRunner(app, shutdown_timeout=5.0, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        yield runner
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,160 @@
+"""Bearer tokens scoped to projects, from ``CHATLOG_TOKENS_FILE``.
+
+The file is JSON::
+
+    {"tokens": [
+      {"token": "s3cret-admin", "name": "ops", "admin": true},
+      {"token": "s3cret-blog", "name": "blog-agent",
+       "read": ["Blog-Project"], "write": ["Blog-Project"]}
+    ]}
+
+Project names are normalised with the identity rules, so ``"blog-project"``
+and ``"Blog-Project"`` are one scope; a write scope implies read. ``admin``
+may do everything. Without a tokens file every caller is admin, which
+``chatlog serve`` allows only on a loopback address (and the app answers only
+loopback clients then).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chatlog.errors import ConfigError, Forbidden, Unauthorized
+from chatlog.identity import ProjectKey, normalize_project_id
+
+
+class TokenEntry(BaseModel):
+    """One token of the tokens file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=8)
+    name: str = ""
+    admin: bool = False
+    read: list[str] = Field(default_factory=list)
+    write: list[str] = Field(default_factory=list)
+
+
+class TokensFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: list[TokenEntry]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking, and which projects they may read and write."""
+
+    name: str
+    admin: bool = False
+    read: frozenset[uuid.UUID] = field(default_factory=frozenset)
+    write: frozenset[uuid.UUID] = field(default_factory=frozenset)
+
+    def can_read(self, project: uuid.UUID) -> bool:
+        return self.admin or project in self.read or project in self.write
+
+    def can_write(self, project: uuid.UUID) -> bool:
+        return self.admin or project in self.write
+
+    @property
+    def readable(self) -> frozenset[uuid.UUID] | None:
+        """The projects this caller may read; None = all of them."""
+        return None if self.admin else self.read | self.write
+
+    def require_read(self, project: ProjectKey) -> None:
+        if not self.can_read(project.key):
+            raise Forbidden(f"this token may not read project {project.display!r}")
+
+    def require_write(self, project: ProjectKey) -> None:
+        if not self.can_write(project.key):
+            raise Forbidden(f"this token may not write to project {project.display!r}")
+
+
+OPEN_ACCESS = Principal(name="open access (no tokens configured)", admin=True)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class TokenRegistry:
+    """Looks tokens up; ``open`` (no tokens configured) admits loopback callers as admin."""
+
+    def __init__(self, principals: dict[bytes, Principal] | None = None) -> None:
+        self._by_digest = principals
+        #: True when no tokens are configured: every loopback caller is admin.
+        self.open = principals is None
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[TokenEntry], namespace: uuid.UUID) -> TokenRegistry:
+        principals: dict[bytes, Principal] = {}
+        for i, e in enumerate(entries):
+            def keys(names: list[str]) -> frozenset[uuid.UUID]:
+                return frozenset(normalize_project_id(n, namespace).key for n in names)
+
+            principals[_digest(e.token)] = Principal(
+                name=e.name or f"token #{i + 1}", admin=e.admin,
+                read=keys(e.read), write=keys(e.write),
+            )
+        return cls(principals)
+
+    @classmethod
+    def load(cls, path: Path | None, namespace: uuid.UUID) -> TokenRegistry:
+        """The registry of the tokens file at ``path``; open access when ``path`` is None."""
+        if path is None:
+            return cls(None)
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read tokens file {path}: {exc.strerror or exc}") from exc
+        try:
+            parsed = TokensFile.model_validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "file"
+            raise ConfigError(
+                f"tokens file {path} is invalid at {where}: {first['msg']} "
+                '(expected {"tokens": [{"token": "...", "read": [...], "write": [...]}]})'
+            ) from exc
+        return cls.from_entries(parsed.tokens, namespace)
+
+    def authenticate(self, request: web.Request, *, allow_query: bool = False) -> Principal:
+        """The caller of ``request``; raises Unauthorized for a missing or unknown token."""
+        if self._by_digest is None:
+            if not _is_loopback(request.remote):
+                raise Unauthorized(
+                    "no tokens are configured, so this chatlog answers loopback clients only"
+                )
+            return OPEN_ACCESS
+        token = None
+        header = request.headers.get("Authorization", "")
+        if header:
+            scheme, _, value = header.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+            token = value.strip()
+        elif allow_query:
+            token = request.query.get("access_token") or None
+        if token is None:
+            raise Unauthorized("a bearer token is required (Authorization: Bearer <token>)")
+        principal = self._by_digest.get(_digest(token))
+        if principal is None:
+            raise Unauthorized("the bearer token is not known")
+        return principal
+
+
+def _is_loopback(remote: str | None) -> bool:
+    if not remote:
+        return True  # a unix socket: only local processes can connect
+    try:
+        return ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False

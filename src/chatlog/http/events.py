@@ -1,0 +1,274 @@
+"""Replay (``GET /v1/events``) and Server-Sent Events (``GET /v1/events/stream``).
+
+Both read the log after a cursor, filtered by project, thread, workflow and
+types, and never show a project the caller's token may not read: without a
+``project`` filter a scoped token sees its own projects only.
+
+The stream catches up from the log, then subscribes to the shared fan-out and
+reads once more, skipping what it already sent: nothing is missed, nothing is
+sent twice. Each event's ``id:`` is the cursor after it, so an ``EventSource``
+that reconnects (``Last-Event-ID``) resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+from chatlog.events import RecordedEvent
+from chatlog.eventstore import Cursor, EventStore, position_after
+from chatlog.http._routing import Endpoint, json_response, read_query
+from chatlog.http._state import AppState, state
+from chatlog.http.auth import Principal
+from chatlog.http.fanout import Subscriber
+from chatlog.http.models import EventOut, EventsPage, EventsQuery, StreamQuery
+from chatlog.identity import normalize_project_id
+
+#: Events looked at per replay request, matching or not (the page says has_more).
+SCAN_BUDGET = 10_000
+#: A subscriber whose socket does not take a write for this long is cut off.
+WRITE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a reader gets."""
+
+    #: None = every project (admin / open access).
+    projects: frozenset[uuid.UUID] | None
+    thread_id: str | None = None
+    workflow_id: str | None = None
+    types: frozenset[str] | None = None
+
+    def partitions(self, store: EventStore) -> list[int] | None:
+        if self.projects is None:
+            return None
+        return sorted({store.partition_of(p) for p in self.projects})
+
+    def matches(self, ev: RecordedEvent) -> bool:
+        if self.projects is not None and ev.project not in self.projects:
+            return False
+        if self.thread_id is not None and (
+            ev.aggregate_type != "thread" or ev.aggregate_id != self.thread_id
+        ):
+            return False
+        if self.workflow_id is not None and (
+            ev.aggregate_type != "workflow" or ev.aggregate_id != self.workflow_id
+        ):
+            return False
+        return self.types is None or ev.type in self.types
+
+
+def build_filter(
+    st: AppState, principal: Principal, q: EventsQuery | StreamQuery
+) -> EventFilter:
+    """The filter of a query, confined to what ``principal`` may read (403 otherwise)."""
+    projects: frozenset[uuid.UUID] | None
+    if q.project is not None:
+        key = normalize_project_id(q.project, st.settings.project_namespace)
+        principal.require_read(key)
+        projects = frozenset({key.key})
+    else:
+        projects = principal.readable
+    types = frozenset(t.strip() for t in q.types.split(",") if t.strip()) if q.types else None
+    return EventFilter(
+        projects=projects,
+        thread_id=q.thread_id.strip() if q.thread_id else None,
+        workflow_id=q.workflow_id.strip() if q.workflow_id else None,
+        types=types or None,
+    )
+
+
+def event_out(ev: RecordedEvent, cursor: Cursor) -> EventOut:
+    return EventOut(**ev.model_dump(), cursor=str(cursor))
+
+
+async def scan(
+    store: EventStore, cursor: Cursor, flt: EventFilter, limit: int, budget: int = SCAN_BUDGET
+) -> tuple[list[tuple[RecordedEvent, Cursor]], Cursor, bool]:
+    """Matching events after ``cursor`` (each with the cursor after it), the new cursor,
+    and whether more may follow. Looks at most at ``budget`` events."""
+    parts = flt.partitions(store)
+    found: list[tuple[RecordedEvent, Cursor]] = []
+    scanned = 0
+    if parts == []:
+        return found, cursor, False
+    while len(found) < limit and scanned < budget:
+        ask = min(1000, budget - scanned)
+        batch, _ = await store.read_cursor(cursor, ask, parts)
+        if not batch:
+            return found, cursor, False
+        for ev in batch:
+            cursor = cursor.advanced(ev.partition, ev.position)
+            scanned += 1
+            if flt.matches(ev):
+                found.append((ev, cursor))
+                if len(found) >= limit:
+                    return found, cursor, True
+        if len(batch) < ask:
+            return found, cursor, False
+    return found, cursor, True
+
+
+async def list_events(request: web.Request) -> web.Response:
+    """Events after ``after`` (a cursor), oldest first, filtered; ``cursor`` continues."""
+    st = state(request)
+    principal = st.tokens.authenticate(request)
+    q = read_query(request, EventsQuery)
+    flt = build_filter(st, principal, q)
+    cursor = Cursor.parse(q.after, st.store.partitions)
+    found, cursor, more = await scan(st.store, cursor, flt, q.limit)
+    page = EventsPage(
+        events=[event_out(ev, cur) for ev, cur in found], cursor=str(cursor), has_more=more
+    )
+    return json_response(page)
+
+
+def _sse(ev: RecordedEvent, cursor: Cursor) -> bytes:
+    data = orjson.dumps(event_out(ev, cursor).model_dump(mode="json"))
+    return b"id: " + str(cursor).encode() + b"\ndata: " + data + b"\n\n"
+
+
+class SseStream:
+    """One open SSE answer: its writer, and the switch that ends it on shutdown."""
+
+    def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
+        self.request = request
+        self.response = response
+        self.sub: Subscriber | None = None
+        self.stopping = False
+        self.cursor: Cursor | None = None
+
+    def stop(self) -> None:
+        """Ask the stream to end (the server is shutting down)."""
+        self.stopping = True
+        if self.sub is not None:
+            self.sub.wakeup.set()
+
+    async def write(self, chunk: bytes) -> None:
+        """Write, or cut the subscriber off when its socket takes nothing for a while."""
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await self.response.write(chunk)
+        except TimeoutError:
+            if self.request.transport is not None:
+                self.request.transport.abort()
+            raise ConnectionResetError("SSE subscriber too slow to take writes") from None
+
+
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: catch up after ``Last-Event-ID`` (or ``after``), then live."""
+    st = state(request)
+    principal = st.tokens.authenticate(request, allow_query=True)
+    q = read_query(request, StreamQuery)
+    flt = build_filter(st, principal, q)
+    last_id = request.headers.get("Last-Event-ID") or q.after
+    cursor = Cursor.parse(last_id, st.store.partitions)
+    # The first read happens before the answer starts, so a trimmed position
+    # (410) or a missing Redis (503) is still a proper problem document.
+    found, cursor, more = await scan(st.store, cursor, flt, 500)
+
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    stream = SseStream(request, response)
+    st.streams.add(stream)
+    try:
+        await stream.write(b"retry: 1000\n\n")
+        await _catch_up(st, stream, flt, cursor, found, more)
+        if not stream.stopping:
+            assert stream.cursor is not None
+            await _live(st, stream, flt, stream.cursor)
+    except ConnectionResetError:
+        pass  # the client went away (or was cut off); it resumes from its last id
+    finally:
+        if stream.sub is not None:
+            st.fanout.unsubscribe(stream.sub)
+        st.streams.discard(stream)
+    with contextlib.suppress(ConnectionResetError, RuntimeError):
+        await response.write_eof()
+    return response
+
+
+async def _catch_up(
+    st: AppState,
+    stream: SseStream,
+    flt: EventFilter,
+    cursor: Cursor,
+    found: list[tuple[RecordedEvent, Cursor]],
+    more: bool,
+) -> None:
+    """Send what the log has; then subscribe and send what arrived meanwhile."""
+    subscribed = False
+    while not stream.stopping:
+        if found:
+            await stream.write(b"".join(_sse(ev, cur) for ev, cur in found))
+        if not more:
+            if subscribed:
+                break
+            stream.sub = st.fanout.subscribe()
+            subscribed = True
+        found, cursor, more = await scan(st.store, cursor, flt, 500)
+    stream.cursor = cursor
+
+
+async def _live(st: AppState, stream: SseStream, flt: EventFilter, cursor: Cursor) -> None:
+    """Send each event the fan-out delivers; keep-alive comments when idle."""
+    sub = stream.sub
+    assert sub is not None
+    keepalive = st.settings.sse_keepalive
+    while not stream.stopping:
+        if not sub.wakeup.is_set():
+            try:
+                async with asyncio.timeout(keepalive):
+                    await sub.wakeup.wait()
+            except TimeoutError:
+                await stream.write(b": keep-alive\n\n")
+                continue
+        if stream.stopping:
+            break
+        if sub.overflowed:
+            await stream.write(b": too far behind; reconnect with Last-Event-ID\n\n")
+            break
+        chunks = []
+        for ev in sub.drain():
+            if not position_after(ev.position, cursor.positions[ev.partition]):
+                continue  # already sent by the catch-up read
+            cursor = cursor.advanced(ev.partition, ev.position)
+            if flt.matches(ev):
+                chunks.append(_sse(ev, cursor))
+        if chunks:
+            await stream.write(b"".join(chunks))
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET", "/v1/events", list_events, "Replay events after a position", "events",
+        query=EventsQuery,
+        responses={200: (EventsPage, "A page of events; `cursor` continues after it")},
+        errors=(410,),
+        description="Without `project`, a token scoped to projects sees only its own.",
+    ),
+    Endpoint(
+        "GET", "/v1/events/stream", stream_events, "Events as Server-Sent Events", "events",
+        query=StreamQuery,
+        responses={200: (None, "text/event-stream; each event's `id:` is the cursor after it")},
+        errors=(410,),
+        media_type="text/event-stream",
+        description=(
+            "Catches up after `Last-Event-ID` (or `after`), then streams live events. "
+            "Keep-alive comments every CHATLOG_SSE_KEEPALIVE seconds. A subscriber more "
+            "than CHATLOG_SSE_BUFFER events behind is cut off and resumes from its last id."
+        ),
+    ),
+]

@@ -1,0 +1,47 @@
+"""Prometheus metrics of one app (its own registry, so apps never share counters)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+
+class Metrics:
+    """Appends, answers by status, SSE subscribers and cut-offs, projection lag."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.appends = Counter(
+            "chatlog_appends", "Messages appended over HTTP", ["outcome"], registry=self.registry
+        )
+        self.responses = Counter(
+            "chatlog_http_responses", "HTTP answers by status", ["status"], registry=self.registry
+        )
+        self.errors = Counter(
+            "chatlog_http_errors", "HTTP error answers (4xx/5xx) by status", ["status"],
+            registry=self.registry,
+        )
+        self.sse_subscribers = Gauge(
+            "chatlog_sse_subscribers", "Live Server-Sent Events subscribers", registry=self.registry
+        )
+        self.sse_cutoffs = Counter(
+            "chatlog_sse_cutoffs", "SSE subscribers cut off because their buffer overflowed",
+            registry=self.registry,
+        )
+        self.projection_lag = Gauge(
+            "chatlog_projection_lag_events", "Events the read models are behind the log",
+            registry=self.registry,
+        )
+
+    def observe_status(self, status: int) -> None:
+        self.responses.labels(str(status)).inc()
+        if status >= 400:
+            self.errors.labels(str(status)).inc()
+
+    def lag_from(self, read: Callable[[], float]) -> None:
+        """Read the projection lag at scrape time from ``read``."""
+        self.projection_lag.set_function(read)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

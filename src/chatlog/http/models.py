@@ -1,0 +1,229 @@
+"""Request and response models of the HTTP API.
+
+They validate what comes in (bodies in strict JSON mode, unknown fields
+refused) and are the source of ``/openapi.json``: nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chatlog.projections.models import ProjectSummary
+
+POSITION_PATTERN = r"^\d{1,20}-\d{1,20}$"
+CURSOR_PATTERN = r"^(0|\d{1,20}-\d{1,20}(,\d{1,20}-\d{1,20})*)$"
+MAX_CONTENT = 262_144
+
+
+class Body(BaseModel):
+    """A request body: strict JSON types, unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Query(BaseModel):
+    """Query parameters (strings from the URL, converted; unknown ones refused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Out(BaseModel):
+    """A response document."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- problems ------------------------------------------------------------------
+
+
+class FieldError(Out):
+    field: str
+    message: str
+    type: str
+
+
+class Problem(BaseModel):
+    """An error answer (RFC 9457 problem+json); some carry more fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+# -- messages --------------------------------------------------------------------
+
+
+class PostMessage(Body):
+    """Append a chat message to a thread."""
+
+    thread_id: str | None = Field(
+        default=None, max_length=200,
+        description='The thread; null, "", "null", "none" or "undefined" start a new one',
+    )
+    role: str = Field(min_length=1, max_length=64, description="Who wrote it (user, assistant...)")
+    content: str = Field(max_length=MAX_CONTENT)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    event_id: uuid.UUID | None = Field(
+        default=None, description="Client-chosen message id: a retry with it appends nothing"
+    )
+    expected_version: int | None = Field(
+        default=None, ge=0, le=2**53,
+        description="Append only if the thread is at this version (0: a new thread)",
+    )
+
+
+class MessageAccepted(Out):
+    """What the log assigned to an appended message."""
+
+    message_id: uuid.UUID
+    thread_id: str
+    project: uuid.UUID
+    project_name: str
+    partition: int
+    position: str = Field(description="Pass as min_position to read your own write")
+    version: int
+    duplicate: bool = Field(description="True when this event_id was appended before")
+
+
+# -- events ----------------------------------------------------------------------
+
+
+class EventOut(Out):
+    """An event as stored in the log."""
+
+    id: uuid.UUID
+    type: str
+    project: uuid.UUID
+    project_name: str
+    aggregate_type: str
+    aggregate_id: str
+    version: int
+    partition: int
+    position: str
+    time: datetime
+    data: dict[str, Any]
+    schema_version: int
+    cursor: str = Field(description="Resume after this event: pass as `after` or Last-Event-ID")
+
+
+class EventsPage(Out):
+    events: list[EventOut]
+    cursor: str = Field(description="Where this page ends: pass as `after` for the next page")
+    has_more: bool
+
+
+class EventsQuery(Query):
+    after: str | None = Field(default=None, pattern=CURSOR_PATTERN, description="A cursor")
+    project: str | None = Field(default=None, max_length=300)
+    thread_id: str | None = Field(default=None, max_length=200)
+    workflow_id: str | None = Field(default=None, max_length=200)
+    types: str | None = Field(default=None, max_length=2000, description="Comma-separated types")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class StreamQuery(Query):
+    after: str | None = Field(
+        default=None, pattern=CURSOR_PATTERN, description="A cursor (Last-Event-ID wins)"
+    )
+    project: str | None = Field(default=None, max_length=300)
+    thread_id: str | None = Field(default=None, max_length=200)
+    workflow_id: str | None = Field(default=None, max_length=200)
+    types: str | None = Field(default=None, max_length=2000, description="Comma-separated types")
+    access_token: str | None = Field(
+        default=None, max_length=500,
+        description="The bearer token, for EventSource (which cannot send headers)",
+    )
+
+
+# -- queries ---------------------------------------------------------------------
+
+
+class ThreadsQuery(Query):
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, max_length=500)
+    min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
+
+
+class MessagesQuery(Query):
+    after_version: int = Field(default=0, ge=0, le=2**53)
+    limit: int = Field(default=100, ge=1, le=1000)
+    min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
+
+
+class PositionQuery(Query):
+    min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
+
+
+class ProjectsPage(Out):
+    """The projects the caller may read."""
+
+    projects: list[ProjectSummary]
+
+
+# -- workflows -------------------------------------------------------------------
+
+
+class CreateWorkflow(Body):
+    name: str = Field(default="", max_length=200)
+    input: dict[str, Any] = Field(default_factory=dict)
+    workflow_id: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="Your id for it; default wf-<uuid4>. Creating it again is a 409",
+    )
+
+
+class StartWorkflow(Body):
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class RequestApproval(Body):
+    prompt: str = Field(default="", max_length=10_000)
+
+
+class DecideApproval(Body):
+    approved: bool
+    comment: str = Field(default="", max_length=10_000)
+
+
+class CompleteWorkflow(Body):
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
+class FailWorkflow(Body):
+    reason: str = Field(min_length=1, max_length=10_000)
+
+
+class CancelWorkflow(Body):
+    reason: str = Field(default="", max_length=10_000)
+
+
+class WorkflowQuery(Query):
+    wait_for: str | None = Field(
+        default=None, max_length=500, description="Comma-separated states to long-poll for"
+    )
+    timeout: float = Field(default=30.0, ge=0, le=300, description="Seconds to long-poll")
+    min_position: str | None = Field(
+        default=None, pattern=POSITION_PATTERN,
+        description="Accepted for symmetry: workflow reads are always current",
+    )
+
+
+# -- operations --------------------------------------------------------------------
+
+
+class Health(Out):
+    status: str
+
+
+class Readiness(Out):
+    ready: bool
+    store: str
+    projection: dict[str, Any] = Field(default_factory=dict)

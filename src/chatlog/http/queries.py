@@ -1,0 +1,107 @@
+"""Read queries: projects, conversation lists and messages.
+
+Each accepts ``min_position`` (the ``position`` an append answered): the query
+first waits, up to ``CHATLOG_READ_YOUR_WRITES_TIMEOUT``, until the read model
+has applied it: read-your-writes. A position the log has not reached yet is a
+400 (it cannot come from an append), so nobody waits for nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from chatlog.errors import InvalidInput, NotFound
+from chatlog.eventstore import parse_position
+from chatlog.http._routing import Endpoint, json_response, project_of, read_query
+from chatlog.http._state import AppState, state
+from chatlog.http.models import MessagesQuery, ProjectsPage, ThreadsQuery
+from chatlog.identity import ProjectKey
+from chatlog.projections.models import MessagePage, ThreadPage
+
+
+async def wait_for_position(st: AppState, project: ProjectKey, position: str | None) -> None:
+    """Read-your-writes: wait until the read model has ``position`` of ``project``'s partition."""
+    if position is None:
+        return
+    projector = st.projector()
+    partition = st.store.partition_of(project.key)
+    if projector.reached(partition, position):
+        return
+    head = await st.store.head(partition)
+    if parse_position(position) > parse_position(head):
+        raise InvalidInput(
+            f"min_position {position} is after the end of the log (its head is {head}); "
+            "pass the position an append answered"
+        )
+    await projector.wait_for(partition, position, st.settings.read_your_writes_timeout)
+
+
+async def list_projects(request: web.Request) -> web.Response:
+    """The projects the caller's token may read, by name."""
+    st = state(request)
+    principal = st.tokens.authenticate(request)
+    read_model = st.read_model()
+    projects = await asyncio.to_thread(read_model.list_projects)
+    visible = [p for p in projects if principal.can_read(p.project)]
+    return json_response(ProjectsPage(projects=visible))
+
+
+async def list_threads(request: web.Request) -> web.Response:
+    """A project's conversation list, most recently active first."""
+    st = state(request)
+    principal = st.tokens.authenticate(request)
+    project = project_of(request, st.settings.project_namespace)
+    principal.require_read(project)
+    q = read_query(request, ThreadsQuery)
+    read_model = st.read_model()
+    await wait_for_position(st, project, q.min_position)
+    page = await asyncio.to_thread(read_model.list_threads, project.key, q.limit, q.cursor)
+    return json_response(page)
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    """A thread's messages in order; 404 when the project has no such thread."""
+    st = state(request)
+    principal = st.tokens.authenticate(request)
+    project = project_of(request, st.settings.project_namespace)
+    principal.require_read(project)
+    thread_id = request.match_info["thread_id"]
+    q = read_query(request, MessagesQuery)
+    read_model = st.read_model()
+    await wait_for_position(st, project, q.min_position)
+
+    def query() -> MessagePage | None:
+        if not read_model.thread_exists(project.key, thread_id):
+            return None
+        page: MessagePage = read_model.list_messages(
+            project.key, thread_id, q.after_version, q.limit
+        )
+        return page
+
+    page = await asyncio.to_thread(query)
+    if page is None:
+        raise NotFound(f"project {project.display!r} has no thread {thread_id!r}")
+    return json_response(page)
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET", "/v1/projects", list_projects, "Projects visible to the caller", "queries",
+        responses={200: (ProjectsPage, "The projects, by name")},
+    ),
+    Endpoint(
+        "GET", "/v1/projects/{project}/threads", list_threads,
+        "A project's conversation list, newest first", "queries",
+        query=ThreadsQuery,
+        responses={200: (ThreadPage, "A page of threads; next_cursor continues")},
+    ),
+    Endpoint(
+        "GET", "/v1/projects/{project}/threads/{thread_id}/messages", list_messages,
+        "A thread's messages in order", "queries",
+        query=MessagesQuery,
+        responses={200: (MessagePage, "A page of messages; next_after_version continues")},
+    ),
+]
+

@@ -1,0 +1,144 @@
+"""Workflows: create, start, ask for and decide approval, end; read and long-poll.
+
+Each command is one event appended by the orchestrator at the workflow's
+current version; a command that does not apply in the current state is a 409
+naming that state. Reads fold the workflow's events from the log, so they
+are always current (no read-your-writes wait needed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from chatlog.http._routing import Endpoint, json_response, project_of, read_body, read_query
+from chatlog.http._state import state
+from chatlog.http.models import (
+    CancelWorkflow,
+    CompleteWorkflow,
+    CreateWorkflow,
+    DecideApproval,
+    FailWorkflow,
+    RequestApproval,
+    StartWorkflow,
+    WorkflowQuery,
+)
+from chatlog.identity import ProjectKey
+from chatlog.orchestrator.views import WorkflowView
+
+BASE = "/v1/projects/{project}/workflows"
+ITEM = BASE + "/{workflow_id}"
+
+
+async def create_workflow(request: web.Request) -> web.Response:
+    """Create a workflow; it waits for start until now + the start timeout."""
+    st = state(request)
+    principal = st.tokens.authenticate(request)
+    project = project_of(request, st.settings.project_namespace)
+    principal.require_write(project)
+    body = await read_body(request, CreateWorkflow)
+    orchestrator = st.orchestrator()
+    view = await orchestrator.create_workflow(
+        project, name=body.name, input=body.input, workflow_id=body.workflow_id
+    )
+    return json_response(view, 201)
+
+
+Command = Callable[[Any, ProjectKey, str, Any], Awaitable[WorkflowView]]
+
+
+def _command(name: str, body_model: type[BaseModel], run: Command) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        st = state(request)
+        principal = st.tokens.authenticate(request)
+        project = project_of(request, st.settings.project_namespace)
+        principal.require_write(project)
+        body = await read_body(request, body_model)
+        orchestrator = st.orchestrator()
+        view = await run(orchestrator, project, request.match_info["workflow_id"], body)
+        return json_response(view)
+
+    handler.__name__ = handler.__qualname__ = name
+    return handler
+
+
+async def _start(o: Any, p: ProjectKey, wid: str, b: StartWorkflow) -> WorkflowView:
+    view: WorkflowView = await o.start_workflow(p, wid, input=b.input)
+    return view
+
+
+async def _ask(o: Any, p: ProjectKey, wid: str, b: RequestApproval) -> WorkflowView:
+    view: WorkflowView = await o.request_approval(p, wid, prompt=b.prompt)
+    return view
+
+
+async def _decide(o: Any, p: ProjectKey, wid: str, b: DecideApproval) -> WorkflowView:
+    view: WorkflowView = await o.decide_approval(p, wid, approved=b.approved, comment=b.comment)
+    return view
+
+
+async def _complete(o: Any, p: ProjectKey, wid: str, b: CompleteWorkflow) -> WorkflowView:
+    view: WorkflowView = await o.complete(p, wid, result=b.result)
+    return view
+
+
+async def _fail(o: Any, p: ProjectKey, wid: str, b: FailWorkflow) -> WorkflowView:
+    view: WorkflowView = await o.fail(p, wid, reason=b.reason)
+    return view
+
+
+async def _cancel(o: Any, p: ProjectKey, wid: str, b: CancelWorkflow) -> WorkflowView:
+    view: WorkflowView = await o.cancel(p, wid, reason=b.reason)
+    return view
+
+
+async def get_workflow(request: web.Request) -> web.Response:
+    """State, deadline and history; ``wait_for=STATE[,STATE]`` long-polls up to ``timeout``."""
+    st = state(request)
+    principal = st.tokens.authenticate(request)
+    project = project_of(request, st.settings.project_namespace)
+    principal.require_read(project)
+    q = read_query(request, WorkflowQuery)
+    orchestrator = st.orchestrator()
+    workflow_id = request.match_info["workflow_id"]
+    view: WorkflowView = await orchestrator.get_workflow(project, workflow_id)  # 404 first
+    if q.wait_for:
+        states = {s.strip() for s in q.wait_for.split(",") if s.strip()}
+        if view.state not in states:
+            view = await orchestrator.wait_for_state(project, workflow_id, states, q.timeout)
+    return json_response(view)
+
+
+def _ep(path: str, name: str, body: type[BaseModel], run: Any, summary: str) -> Endpoint:
+    return Endpoint(
+        "POST", ITEM + path, _command(name, body, run), summary, "workflows",
+        body=body, responses={200: (WorkflowView, "The workflow after the command")},
+        errors=(409,),
+    )
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST", BASE, create_workflow, "Create a workflow (it waits for start)", "workflows",
+        body=CreateWorkflow, responses={201: (WorkflowView, "Created, waiting for start")},
+        errors=(409,),
+    ),
+    Endpoint(
+        "GET", ITEM, get_workflow, "A workflow's state, deadline and history", "workflows",
+        query=WorkflowQuery,
+        responses={200: (WorkflowView, "The workflow")},
+        errors=(408,),
+        description="With `wait_for`, waits up to `timeout` s for one of the states "
+                    "(or an end state); 408 when the time is up.",
+    ),
+    _ep("/start", "start_workflow", StartWorkflow, _start, "The start_task event"),
+    _ep("/approval-requests", "request_approval", RequestApproval, _ask,
+        "Ask for approval (waits until now + the approval timeout)"),
+    _ep("/approval", "decide_approval", DecideApproval, _decide, "Approve or reject"),
+    _ep("/complete", "complete_workflow", CompleteWorkflow, _complete, "Complete it"),
+    _ep("/fail", "fail_workflow", FailWorkflow, _fail, "Fail it"),
+    _ep("/cancel", "cancel_workflow", CancelWorkflow, _cancel, "Cancel it"),
+]
