@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from _common import (
     PROJECT,
     Rate,
@@ -45,7 +47,7 @@ from _common import (
     valkey_server,
 )
 from chatlog.events import MessageAppended, NewEvent
-from chatlog.eventstore import EventStore, connect
+from chatlog.eventstore import EventStore
 from chatlog.eventstore.codec import encode_body
 
 THREADS = thread_ids(100)
@@ -104,7 +106,7 @@ async def _timed(duration: float, step: Any) -> Rate:
 
 
 async def raw_awaited(url: str, duration: float) -> Rate:
-    r = connect(url)
+    r = aioredis.from_url(url)  # plain redis-py (with hiredis), default options
     fields = raw_fields()
     try:
 
@@ -118,7 +120,7 @@ async def raw_awaited(url: str, duration: float) -> Rate:
 
 
 async def raw_pipelined(url: str, duration: float) -> Rate:
-    r = connect(url)
+    r = aioredis.from_url(url)
     fields = raw_fields()
     try:
 
