@@ -122,6 +122,27 @@ class StoreUnavailable(EventStoreError):
     retry_after = 1
 
 
+class NotReplicated(StoreUnavailable):
+    """With ``ack=replicated``: the append reached the primary, but fewer replicas
+    than required acknowledged it in time. It may or may not survive a failover;
+    a retry with the same event ids is safe (it appends nothing twice, waits again).
+    """
+
+    title = "Append not replicated"
+
+    def __init__(self, acknowledged: int, required: int, timeout: float) -> None:
+        self.acknowledged = acknowledged
+        self.required = required
+        super().__init__(
+            f"the append is on the primary but only {acknowledged} of {required} replicas "
+            f"acknowledged it within {timeout:g} s; it may be lost on a failover. Retry "
+            "with the same event_id (safe: a duplicate appends nothing)"
+        )
+
+    def extra(self) -> dict[str, Any]:
+        return {"replicas_acknowledged": self.acknowledged, "replicas_required": self.required}
+
+
 class EmbeddedServerError(EventStoreError):
     """The embedded Valkey server could not be started."""
 
@@ -184,6 +205,14 @@ class WaitTimeout(OrchestratorError, TimeoutError):
 
     def extra(self) -> dict[str, Any]:
         return {"workflow_id": self.workflow_id, "awaited": self.awaited, "waited": self.waited}
+
+
+class OrchestratorStopped(OrchestratorError):
+    """The orchestrator stopped (or never started) while a wait needed it."""
+
+    status = 503
+    title = "Orchestrator not running"
+    retry_after = 1
 
 
 # -- access ------------------------------------------------------------------

@@ -1,0 +1,181 @@
+"""Waiters, the dispatcher that feeds them, and the per-partition tailer.
+
+A wait registers its :class:`Waiter` *before* it reads the workflow. Every
+workflow event the tailer reads afterwards is fed to it; events the read
+already covered are recognised by their version and skipped. So an event that
+lands between registering and blocking is never missed, whichever of the read
+and the tailer sees it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from chatlog.errors import PositionTrimmed
+from chatlog.events import RecordedEvent, aggregate_key
+from chatlog.eventstore.codec import START, Cursor, decode_entry
+from chatlog.eventstore.store import EventStore
+from chatlog.orchestrator.machine import WorkflowState
+
+log = logging.getLogger("chatlog.orchestrator")
+
+Done = Callable[[WorkflowState], bool]
+
+
+class Waiter:
+    """One pending wait on one workflow: a folded state and a future."""
+
+    __slots__ = ("_buffer", "done", "future", "state")
+
+    def __init__(self, done: Done) -> None:
+        self.done = done
+        self.state: WorkflowState | None = None
+        self._buffer: list[RecordedEvent] = []
+        #: Resolves with the event that satisfied ``done``, or None: re-read and retry.
+        self.future: asyncio.Future[RecordedEvent | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    def begin(self, state: WorkflowState) -> bool:
+        """Start from ``state`` (read after registering); True when already done."""
+        self.state = state
+        buffered, self._buffer = self._buffer, []
+        if self.done(state):
+            return True
+        for event in buffered:
+            self._apply(event)
+        return self.future.done()
+
+    def feed(self, event: RecordedEvent) -> None:
+        if self.future.done():
+            return
+        if self.state is None:
+            self._buffer.append(event)
+        else:
+            self._apply(event)
+
+    def _apply(self, event: RecordedEvent) -> None:
+        state = self.state
+        assert state is not None
+        if event.version <= state.version:
+            return  # the read already covered it
+        if event.version != state.version + 1:
+            self.future.set_result(None)  # a gap (cannot happen in order); re-read
+            return
+        state.apply(event)
+        if self.done(state):
+            self.future.set_result(event)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+class Dispatcher:
+    """Aggregate key -> the waiters registered on it."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, set[Waiter]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(ws) for ws in self._waiters.values())
+
+    def register(self, key: str, waiter: Waiter) -> None:
+        self._waiters.setdefault(key, set()).add(waiter)
+
+    def unregister(self, key: str, waiter: Waiter) -> None:
+        waiters = self._waiters.get(key)
+        if waiters is not None:
+            waiters.discard(waiter)
+            if not waiters:
+                del self._waiters[key]
+
+    def dispatch(self, event: RecordedEvent) -> None:
+        if not self._waiters:
+            return
+        key = aggregate_key(event.project, event.aggregate_type, event.aggregate_id)
+        waiters = self._waiters.get(key)
+        if waiters:
+            for waiter in list(waiters):
+                waiter.feed(event)
+
+    def fail_all(self, exc: BaseException) -> None:
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.fail(exc)
+
+
+class PartitionTailer:
+    """Reads one partition's workflow events, from the start, then live; forever.
+
+    Catch-up reads raw entries and decodes only workflow events (cheap over a
+    long log of messages); then one ``store.tail`` (one blocking connection)
+    serves every waiter of the partition.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        partition: int,
+        on_events: Callable[[list[RecordedEvent]], None],
+        *,
+        block: float = 1.0,
+        page: int = 5000,
+    ) -> None:
+        self.store = store
+        self.partition = partition
+        self.on_events = on_events
+        self.block = block
+        self.page = page
+        self.position = START
+        self.caught_up = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                if not self.caught_up.is_set():
+                    await self._catch_up()
+                    self.caught_up.set()
+                await self._follow()
+            except PositionTrimmed as exc:
+                log.warning("orchestrator: partition %d: %s; resuming at %s",
+                            self.partition, exc, exc.horizon)
+                self.position = exc.horizon or START
+            except Exception:
+                log.exception("orchestrator: tailer of partition %d failed; restarting from %s",
+                              self.partition, self.position)
+                await asyncio.sleep(0.5)
+
+    async def _catch_up(self) -> None:
+        marker = b"/workflow/"
+        while True:
+            entries = await self.store.read_raw(self.partition, self.position, self.page)
+            if not entries:
+                return
+            batch = [
+                decode_entry(self.partition, pos, fields)
+                for pos, fields in entries
+                if marker in fields[b"a"]
+            ]
+            last = entries[-1][0]
+            self.position = last.decode() if isinstance(last, bytes) else last
+            if batch:
+                self.on_events(batch)
+            if len(entries) < self.page:
+                return
+
+    async def _follow(self) -> None:
+        cursor = Cursor.start(self.store.partitions).advanced(self.partition, self.position)
+        tail = self.store.tail(cursor, partitions=[self.partition], block=self.block)
+        try:
+            async for batch in tail:
+                self.position = batch[-1].position
+                workflow = [e for e in batch if e.aggregate_type == "workflow"]
+                if workflow:
+                    self.on_events(workflow)
+        finally:
+            with contextlib.suppress(Exception):
+                await tail.aclose()  # type: ignore[attr-defined]

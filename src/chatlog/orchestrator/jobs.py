@@ -1,0 +1,464 @@
+"""Jobs: a Redis consumer group per partition, leases renewed by heartbeat, dead letters.
+
+``Orchestrator.enqueue_job`` appends ``job.enqueued`` to the workflow and adds
+the job to the partition's job stream. A :class:`Worker` reads it with
+XREADGROUP (group ``workers``), appends ``job.started``, renews its lease
+every ``lease / 3`` while the handler runs (XCLAIM JUSTID on its own entry,
+only while it still owns it), then acknowledges it and appends
+``job.completed`` (or ``job.failed``). A job whose worker stopped
+heartbeating is idle longer than the lease: another worker reclaims it
+(``job.reclaimed``) and runs it again. After ``job_max_deliveries``
+deliveries it goes to the dead-letter stream (``job.dead_lettered``).
+Delivery is at least once: a handler may run again after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+from redis import exceptions as rexc
+
+from chatlog.errors import InvalidInput, StoreUnavailable
+from chatlog.events import (
+    EventData,
+    JobCompleted,
+    JobDeadLettered,
+    JobEnqueued,
+    JobFailed,
+    JobReclaimed,
+    JobStarted,
+    NewEvent,
+)
+from chatlog.eventstore.store import UNAVAILABLE, EventStore
+from chatlog.identity import ProjectKey
+from chatlog.settings import Settings
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (*UNAVAILABLE, StoreUnavailable)
+
+log = logging.getLogger("chatlog.orchestrator.jobs")
+
+GROUP = "workers"
+MAX_KIND = 100
+
+# Claim the oldest entry idle longer than the lease; say who held it and how often
+# it was delivered (this claim included). XCLAIM re-checks the idle time, atomically.
+_RECLAIM_LUA = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', 1)
+if #p == 0 then return {} end
+local id, previous, count = p[1][1], p[1][2], p[1][4]
+local e = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], id)
+if #e == 0 or not e[1] then
+  redis.call('XACK', KEYS[1], ARGV[1], id)
+  return {'gone', id}
+end
+return {'ok', id, previous, count + 1, e[1][2]}
+"""
+
+# Renew the lease (reset the idle time) only while ARGV[2] still owns the entry;
+# with ARGV[4] set, set the idle time to it instead (release: reclaimable now).
+_RENEW_LUA = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+if ARGV[4] ~= '' then
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4], 'JUSTID')
+else
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+end
+return 1
+"""
+
+# Record a queued job and add it to the job stream, in one step.
+_PUSH_LUA = """
+redis.call('HSET', KEYS[2], 'state', 'queued', 'workflow', ARGV[3], 'project', ARGV[1],
+           'kind', ARGV[4])
+return redis.call('XADD', KEYS[1], '*', 'job', ARGV[5], 'project', ARGV[1], 'name', ARGV[2],
+                  'workflow', ARGV[3], 'kind', ARGV[4], 'payload', ARGV[6], 'max', ARGV[7])
+"""
+
+# Move a job to the dead-letter stream: add it there, acknowledge it, mark it dead.
+_DEAD_LUA = """
+local id = redis.call('XADD', KEYS[2], '*', 'job', ARGV[3], 'project', ARGV[4], 'name', ARGV[5],
+  'workflow', ARGV[6], 'kind', ARGV[7], 'payload', ARGV[8], 'deliveries', ARGV[9],
+  'reason', ARGV[10], 'entry', ARGV[2], 'worker', ARGV[11])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[3], 'state', 'dead', 'worker', ARGV[11])
+return id
+"""
+
+# Acknowledge only while still the owner, recording the outcome in the job's hash.
+_FINISH_LUA = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], 'state', ARGV[4], 'worker', ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as a handler sees it."""
+
+    id: str
+    kind: str
+    payload: dict[str, Any]
+    project: ProjectKey
+    workflow_id: str
+    partition: int
+    #: The job's entry id in the partition's job stream.
+    entry_id: str
+    #: 1 for the first delivery, 2 after the first reclaim, ...
+    delivery: int
+    max_deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A job that used up its deliveries, as operators see it."""
+
+    job_id: str
+    kind: str
+    payload: dict[str, Any]
+    project: uuid.UUID
+    project_name: str
+    workflow_id: str
+    deliveries: int
+    reason: str
+    partition: int
+    #: The dead-letter entry's id (its time of arrival).
+    position: str
+
+
+Handler = Callable[[Job], Awaitable[dict[str, Any] | None]]
+
+
+def new_job(kind: str, payload: dict[str, Any] | None, max_deliveries: int) -> JobEnqueued:
+    if not kind or len(kind) > MAX_KIND or not kind.isprintable():
+        raise InvalidInput(f"job kind {kind!r} must be 1 to {MAX_KIND} printable characters")
+    if payload is not None and not isinstance(payload, dict):
+        raise InvalidInput("a job payload must be a JSON object")
+    return JobEnqueued(
+        job_id=f"job-{uuid.uuid4()}",
+        kind=kind,
+        payload=payload or {},
+        max_deliveries=max_deliveries,
+    )
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _job_event(project: ProjectKey, workflow_id: str, data: EventData) -> NewEvent:
+    return NewEvent.of(
+        data,
+        project=project.key,
+        project_name=project.display,
+        aggregate_type="workflow",
+        aggregate_id=workflow_id,
+    )
+
+
+async def ensure_group(store: EventStore, partition: int) -> None:
+    """Create the ``workers`` group on the partition's job stream (idempotent)."""
+    redis: Any = store.redis
+    try:
+        await redis.xgroup_create(store.keys.jobs(partition), GROUP, id="0", mkstream=True)
+    except rexc.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+class JobQueue:
+    """The producer side: put enqueued jobs on their partition's stream."""
+
+    def __init__(self, store: EventStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self._grouped: set[int] = set()
+        redis: Any = cast(Any, store.redis)
+        self._push = redis.register_script(_PUSH_LUA)
+
+    async def push(self, project: ProjectKey, workflow_id: str, job: JobEnqueued) -> str:
+        """Add an enqueued job to its partition's job stream; the entry id."""
+        p = self.store.partition_of(project.key)
+        if p not in self._grouped:
+            await ensure_group(self.store, p)
+            self._grouped.add(p)
+        keys = self.store.keys
+        entry = await self._push(
+            keys=[keys.jobs(p), keys.job(p, job.job_id)],
+            args=[str(project.key), project.display, workflow_id, job.kind, job.job_id,
+                  orjson.dumps(job.payload), job.max_deliveries],
+        )
+        return _s(entry)
+
+
+def _fields(flat: Any) -> dict[str, bytes]:
+    if isinstance(flat, dict):
+        return {_s(k): v for k, v in flat.items()}
+    return {_s(k): v for k, v in zip(flat[::2], flat[1::2], strict=True)}
+
+
+def _job_of(partition: int, entry_id: str, fields: dict[str, bytes], delivery: int) -> Job:
+    return Job(
+        id=_s(fields["job"]),
+        kind=_s(fields["kind"]),
+        payload=orjson.loads(fields["payload"]),
+        project=ProjectKey(uuid.UUID(_s(fields["project"])), _s(fields["name"])),
+        workflow_id=_s(fields["workflow"]),
+        partition=partition,
+        entry_id=entry_id,
+        delivery=delivery,
+        max_deliveries=int(fields["max"]),
+    )
+
+
+class Worker:
+    """Takes jobs from the partitions' job streams and runs ``handler`` on each.
+
+    ``run()`` loops until ``stop()``: reclaim a job whose lease lapsed, else
+    read a new one; one job at a time. The handler returns a dict (the
+    result) or None; raising fails that delivery (it is retried on a later
+    delivery until ``job_max_deliveries``).
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        settings: Settings,
+        handler: Handler,
+        *,
+        name: str | None = None,
+        partitions: Sequence[int] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.handler = handler
+        self.name = name or f"worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.partitions = list(partitions) if partitions is not None else list(
+            range(store.partitions)
+        )
+        self.lease_ms = max(1, int(settings.job_lease * 1000))
+        self.block = min(1.0, settings.job_lease / 2)
+        self._redis: Any = cast(Any, store.redis)
+        self._reclaim = self._redis.register_script(_RECLAIM_LUA)
+        self._renew = self._redis.register_script(_RENEW_LUA)
+        self._finish = self._redis.register_script(_FINISH_LUA)
+        self._dead = self._redis.register_script(_DEAD_LUA)
+        self._stopping = asyncio.Event()
+        #: Jobs this worker finished (completed, failed or dead-lettered), for operators and tests.
+        self.processed = 0
+
+    async def stop(self) -> None:
+        """Finish the current job, then make ``run()`` return."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        for p in self.partitions:
+            await ensure_group(self.store, p)
+        log.info("worker %s: taking jobs (lease %.3g s)", self.name, self.settings.job_lease)
+        while not self._stopping.is_set():
+            try:
+                job = await self._next()
+                if job is not None:
+                    await self._process(job)
+            except _UNAVAILABLE as exc:
+                log.warning("worker %s: store unavailable (%s); retrying", self.name, exc)
+                await self._pause(0.5)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+
+    # -- taking jobs --------------------------------------------------------------
+
+    async def _next(self) -> Job | None:
+        for p in self.partitions:
+            job = await self._take_lapsed(p)
+            if job is not None:
+                return job
+        block_ms = max(1, int(self.block * 1000 / len(self.partitions)))
+        for p in self.partitions:
+            reply = await self._redis.xreadgroup(
+                GROUP, self.name, {self.store.keys.jobs(p): ">"}, count=1, block=block_ms
+            )
+            for _, entries in _items(reply):
+                for entry_id, flat in entries:
+                    job = await self._accept(p, _s(entry_id), _fields(flat), 1, None)
+                    if job is not None:
+                        return job
+        return None
+
+    async def _take_lapsed(self, p: int) -> Job | None:
+        reply = await self._reclaim(
+            keys=[self.store.keys.jobs(p)], args=[GROUP, self.name, self.lease_ms]
+        )
+        if not reply or _s(reply[0]) != "ok":
+            return None
+        entry_id, previous, delivery = _s(reply[1]), _s(reply[2]), int(reply[3])
+        return await self._accept(p, entry_id, _fields(reply[4]), delivery, previous)
+
+    async def _accept(
+        self, p: int, entry_id: str, fields: dict[str, bytes], delivery: int, previous: str | None
+    ) -> Job | None:
+        """A job to run, or None when it was done before or has used up its deliveries."""
+        job = _job_of(p, entry_id, fields, delivery)
+        state = await self._redis.hget(self.store.keys.job(p, job.id), "state")
+        if state in (b"completed", b"dead"):
+            await self._redis.xack(self.store.keys.jobs(p), GROUP, entry_id)
+            return None
+        if delivery > job.max_deliveries:
+            await self._dead_letter(
+                job, delivery - 1,
+                f"not finished after {delivery - 1} deliveries "
+                f"(max_deliveries {job.max_deliveries}); last held by {previous}",
+            )
+            return None
+        if previous is not None:
+            log.warning("worker %s: reclaimed job %s from %s (delivery %d)",
+                        self.name, job.id, previous, delivery)
+            await self._append(job, JobReclaimed(
+                job_id=job.id, worker=self.name, previous_worker=previous, delivery=delivery))
+        return job
+
+    # -- running one -------------------------------------------------------------------
+
+    async def _process(self, job: Job) -> None:
+        keys = self.store.keys
+        await self._redis.hset(
+            keys.job(job.partition, job.id), mapping={"state": "running", "worker": self.name}
+        )
+        await self._append(job, JobStarted(job_id=job.id, worker=self.name, delivery=job.delivery))
+        loop = asyncio.get_running_loop()
+        work: asyncio.Task[dict[str, Any] | None] = loop.create_task(
+            _run_handler(self.handler, job), name=f"job-{job.id}"
+        )
+        lost = asyncio.Event()
+        heartbeat = loop.create_task(self._heartbeat(job, work, lost))
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            if not lost.is_set():
+                raise
+            log.warning("worker %s: lost the lease of job %s; another worker has it",
+                        self.name, job.id)
+            return
+        except Exception as exc:
+            await self._failed(job, exc)
+            return
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        if not await self._owner_finish(job, "completed"):
+            log.warning("worker %s: job %s finished after its lease lapsed; not recorded",
+                        self.name, job.id)
+            return
+        await self._append(job, JobCompleted(job_id=job.id, worker=self.name, result=result or {}))
+        self.processed += 1
+
+    async def _heartbeat(self, job: Job, work: asyncio.Task[Any], lost: asyncio.Event) -> None:
+        interval = self.settings.job_lease / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                owned = await self._renew(
+                    keys=[self.store.keys.jobs(job.partition)],
+                    args=[GROUP, self.name, job.entry_id, ""],
+                )
+            except _UNAVAILABLE as exc:
+                log.warning("worker %s: heartbeat of job %s failed (%s)", self.name, job.id, exc)
+                continue
+            if not owned:
+                lost.set()
+                work.cancel()
+                return
+
+    async def _owner_finish(self, job: Job, state: str) -> bool:
+        keys = self.store.keys
+        done = await self._finish(
+            keys=[keys.jobs(job.partition), keys.job(job.partition, job.id)],
+            args=[GROUP, self.name, job.entry_id, state],
+        )
+        return bool(done)
+
+    async def _failed(self, job: Job, exc: Exception) -> None:
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        log.warning("worker %s: job %s failed on delivery %d: %s",
+                    self.name, job.id, job.delivery, error)
+        await self._append(job, JobFailed(
+            job_id=job.id, worker=self.name, error=error, delivery=job.delivery))
+        self.processed += 1
+        if job.delivery >= job.max_deliveries:
+            await self._dead_letter(
+                job, job.delivery, f"failed on each of {job.delivery} deliveries; last: {error}"
+            )
+            return
+        # Release it: reclaimable at once (by any worker) instead of after the lease.
+        await self._renew(
+            keys=[self.store.keys.jobs(job.partition)],
+            args=[GROUP, self.name, job.entry_id, str(self.lease_ms + 1)],
+        )
+
+    async def _dead_letter(self, job: Job, deliveries: int, reason: str) -> None:
+        keys = self.store.keys
+        p = job.partition
+        await self._dead(
+            keys=[keys.jobs(p), keys.dead_letters(p), keys.job(p, job.id)],
+            args=[GROUP, job.entry_id, job.id, str(job.project.key), job.project.display,
+                  job.workflow_id, job.kind, orjson.dumps(job.payload), deliveries, reason,
+                  self.name],
+        )
+        log.error("worker %s: job %s (%s, workflow %s) dead-lettered: %s",
+                  self.name, job.id, job.kind, job.workflow_id, reason)
+        await self._append(
+            job, JobDeadLettered(job_id=job.id, deliveries=deliveries, reason=reason)
+        )
+
+    async def _append(self, job: Job, data: EventData) -> None:
+        await self.store.append_one(_job_event(job.project, job.workflow_id, data))
+
+
+async def _run_handler(handler: Handler, job: Job) -> dict[str, Any] | None:
+    return await handler(job)
+
+
+def _items(reply: Any) -> list[tuple[Any, list[Any]]]:
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return [(k, v[0] if v and isinstance(v[0], list) else v) for k, v in reply.items()]
+    return [(k, v) for k, v in reply]
+
+
+async def list_dead_letters(
+    store: EventStore, *, limit: int = 100, partitions: Sequence[int] | None = None
+) -> list[DeadLetter]:
+    """Dead-lettered jobs, oldest first (per partition), at most ``limit``."""
+    out: list[DeadLetter] = []
+    for p in partitions if partitions is not None else range(store.partitions):
+        if len(out) >= limit:
+            break
+        redis: Any = cast(Any, store.redis)
+        entries = await redis.xrange(store.keys.dead_letters(p), "-", "+", limit - len(out))
+        for entry_id, flat in entries:
+            f = _fields(flat)
+            out.append(DeadLetter(
+                job_id=_s(f["job"]), kind=_s(f["kind"]), payload=orjson.loads(f["payload"]),
+                project=uuid.UUID(_s(f["project"])), project_name=_s(f["name"]),
+                workflow_id=_s(f["workflow"]), deliveries=int(f["deliveries"]),
+                reason=_s(f["reason"]), partition=p, position=_s(entry_id),
+            ))
+    return out

@@ -1,0 +1,225 @@
+"""The workflow state machine as pure code: states, commands, transitions, and the fold.
+
+No I/O here. The orchestrator decides a command against the folded state,
+turns it into events, and appends them with ``expected_version``; the fold
+turns a workflow's events back into its state. Job events belong to the
+workflow's aggregate (they show in its history) but never change its state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from chatlog.errors import InvalidTransition
+from chatlog.events import RecordedEvent
+
+
+class State(StrEnum):
+    """Where a workflow stands."""
+
+    CREATED = "created"  # nothing appended yet: the only state ``create`` applies to
+    WAITING_FOR_START = "waiting_for_start"
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"  # transient: always followed by ``failed`` in the same append
+    CANCELLED = "cancelled"
+
+
+class Command(StrEnum):
+    """What a caller (or the durable timer) asks a workflow to do."""
+
+    CREATE = "create"
+    START = "start"
+    REQUEST_APPROVAL = "request_approval"
+    APPROVE = "approve"
+    REJECT = "reject"
+    COMPLETE = "complete"
+    FAIL = "fail"
+    CANCEL = "cancel"
+    TIME_OUT = "time_out"
+    ENQUEUE_JOB = "enqueue_job"
+
+
+S, C = State, Command
+_ENDINGS = {C.FAIL: S.FAILED, C.CANCEL: S.CANCELLED}
+
+#: ``(state, command) -> next state``: every transition the machine allows.
+TRANSITIONS: dict[tuple[State, Command], State] = {
+    (S.CREATED, C.CREATE): S.WAITING_FOR_START,
+    (S.WAITING_FOR_START, C.START): S.RUNNING,
+    (S.WAITING_FOR_START, C.TIME_OUT): S.TIMED_OUT,
+    (S.RUNNING, C.REQUEST_APPROVAL): S.AWAITING_APPROVAL,
+    (S.RUNNING, C.COMPLETE): S.COMPLETED,
+    (S.AWAITING_APPROVAL, C.APPROVE): S.APPROVED,
+    (S.AWAITING_APPROVAL, C.REJECT): S.REJECTED,
+    (S.AWAITING_APPROVAL, C.TIME_OUT): S.TIMED_OUT,
+    (S.APPROVED, C.REQUEST_APPROVAL): S.AWAITING_APPROVAL,
+    (S.APPROVED, C.COMPLETE): S.COMPLETED,
+    (S.REJECTED, C.REQUEST_APPROVAL): S.AWAITING_APPROVAL,
+    (S.REJECTED, C.COMPLETE): S.COMPLETED,
+    (S.TIMED_OUT, C.FAIL): S.FAILED,
+}
+for _s in (S.WAITING_FOR_START, S.RUNNING, S.AWAITING_APPROVAL, S.APPROVED, S.REJECTED):
+    for _c, _target in _ENDINGS.items():
+        TRANSITIONS[(_s, _c)] = _target
+    TRANSITIONS[(_s, C.ENQUEUE_JOB)] = _s  # jobs run beside the workflow; state unchanged
+
+#: States a workflow never leaves.
+TERMINAL: frozenset[State] = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED})
+#: States that wait for an outside event until a deadline, and what they await.
+AWAITED: dict[State, str] = {S.WAITING_FOR_START: "start_task", S.AWAITING_APPROVAL: "approval"}
+
+#: The event type each state-changing command appends.
+EVENT_OF: dict[Command, str] = {
+    C.CREATE: "workflow.created",
+    C.START: "workflow.started",
+    C.REQUEST_APPROVAL: "workflow.approval_requested",
+    C.APPROVE: "workflow.approved",
+    C.REJECT: "workflow.rejected",
+    C.COMPLETE: "workflow.completed",
+    C.FAIL: "workflow.failed",
+    C.CANCEL: "workflow.cancelled",
+    C.TIME_OUT: "workflow.timed_out",
+    C.ENQUEUE_JOB: "job.enqueued",
+}
+
+#: The state a workflow event leads to. Events not listed leave the state alone.
+STATE_AFTER: dict[str, State] = {
+    "workflow.created": S.WAITING_FOR_START,
+    "workflow.started": S.RUNNING,
+    "workflow.approval_requested": S.AWAITING_APPROVAL,
+    "workflow.approved": S.APPROVED,
+    "workflow.rejected": S.REJECTED,
+    "workflow.completed": S.COMPLETED,
+    "workflow.failed": S.FAILED,
+    "workflow.timed_out": S.TIMED_OUT,
+    "workflow.cancelled": S.CANCELLED,
+}
+
+
+def _words(command: Command) -> str:
+    return command.value.replace("_", " ")
+
+
+def decide(workflow_id: str, state: State, command: Command) -> State:
+    """The state ``command`` leads to from ``state``.
+
+    Raises :class:`InvalidTransition` (HTTP 409) naming the current state when
+    the command does not apply.
+    """
+    target = TRANSITIONS.get((state, command))
+    if target is None:
+        raise InvalidTransition(workflow_id, _words(command), state.value)
+    return target
+
+
+def allowed_commands(state: State) -> list[Command]:
+    """The commands that apply in ``state``."""
+    return [c for (s, c) in TRANSITIONS if s == state]
+
+
+def reachable_states() -> set[State]:
+    """Every state reachable from ``created`` through :data:`TRANSITIONS`."""
+    seen = {S.CREATED}
+    frontier = [S.CREATED]
+    while frontier:
+        s = frontier.pop()
+        for (src, _), dst in TRANSITIONS.items():
+            if src == s and dst not in seen:
+                seen.add(dst)
+                frontier.append(dst)
+    return seen
+
+
+@dataclass(slots=True)
+class WorkflowState:
+    """A workflow folded from its events."""
+
+    id: str
+    project_name: str = ""
+    name: str = ""
+    state: State = S.CREATED
+    #: When the current wait ends (only while waiting for start or approval).
+    deadline: datetime | None = None
+    #: What the current wait awaits: ``start_task`` or ``approval``.
+    awaiting: str | None = None
+    #: The configured timeout of the current wait, in seconds.
+    timeout: float | None = None
+    #: When the current wait began (the time of the event that opened it).
+    wait_since: datetime | None = None
+    version: int = 0
+    position: str | None = None
+    input: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    reason: str | None = None
+    history: list[RecordedEvent] = field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def apply(self, event: RecordedEvent) -> None:
+        """Fold one more event (the next version) into this state."""
+        self.version = event.version
+        self.position = event.position
+        self.history.append(event)
+        if not self.project_name:
+            self.project_name = event.project_name
+        data = event.data
+        target = STATE_AFTER.get(event.type)
+        if target is None:
+            return  # job events and unknown types leave the state alone
+        self.state = target
+        if event.type == "workflow.created":
+            self.name = str(data.get("name", ""))
+            self.input = dict(data.get("input") or {})
+        elif event.type == "workflow.started" and data.get("input"):
+            self.input = {**self.input, **data["input"]}
+        elif event.type == "workflow.completed":
+            self.result = dict(data.get("result") or {})
+        elif event.type in ("workflow.failed", "workflow.cancelled", "workflow.timed_out"):
+            self.reason = str(data.get("reason", "")) or self.reason
+        if target in AWAITED:
+            self.awaiting = AWAITED[target]
+            raw = data.get("deadline")
+            self.deadline = datetime.fromisoformat(raw) if isinstance(raw, str) else raw
+            self.timeout = data.get("start_timeout", data.get("approval_timeout"))
+            self.wait_since = event.time
+        else:
+            self.awaiting = None
+            self.deadline = None
+            self.timeout = None
+            self.wait_since = None
+
+
+def fold(workflow_id: str, events: list[RecordedEvent]) -> WorkflowState:
+    """The state of a workflow after ``events`` (its events, in version order)."""
+    state = WorkflowState(id=workflow_id)
+    for event in events:
+        state.apply(event)
+    return state
+
+
+def wait_outcome(state: WorkflowState, opened_by: str) -> RecordedEvent | None:
+    """The event that ended the latest wait opened by an event of type ``opened_by``.
+
+    ``None`` while that wait is still open (or was never opened).
+    """
+    opened = None
+    for i in range(len(state.history) - 1, -1, -1):
+        if state.history[i].type == opened_by:
+            opened = i
+            break
+    if opened is None:
+        return None
+    for event in state.history[opened + 1 :]:
+        if event.type in STATE_AFTER:
+            return event
+    return None
