@@ -64,7 +64,8 @@ class RequestInvalid(InvalidInput):
             detail = f"the request {where} is not valid JSON: {invalid_json['message']}"
         else:
             detail = f"invalid {where}: " + "; ".join(
-                f"{e['field']}: {e['message']}" for e in self.errors[:5]
+                e["message"] if e["field"] == where else f"{e['field']}: {e['message']}"
+                for e in self.errors[:5]
             )
         super().__init__(detail)
 

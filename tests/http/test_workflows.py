@@ -1,0 +1,80 @@
+"""Workflows over HTTP: the happy path, invalid transitions (409), long-polls, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+
+BASE = "/v1/projects/Blog-Project/workflows"
+
+
+async def _ok(resp, status: int = 200) -> dict:
+    assert resp.status == status, await resp.text()
+    return await resp.json()
+
+
+async def test_create_start_approve_complete(client) -> None:
+    wf = await _ok(await client.post(BASE, json={"name": "publish", "input": {"post": 7},
+                                                 "workflow_id": "wf-publish-7"}), 201)
+    assert wf["id"] == "wf-publish-7"
+    assert wf["state"] == "waiting_for_start" and wf["awaiting"] == "start_task"
+    assert wf["deadline"] is not None
+    item = f"{BASE}/{wf['id']}"
+    assert (await _ok(await client.post(f"{item}/start", json={})))["state"] == "running"
+    asked = await _ok(await client.post(f"{item}/approval-requests", json={"prompt": "ok?"}))
+    assert asked["state"] == "awaiting_approval" and asked["awaiting"] == "approval"
+    decided = await _ok(await client.post(f"{item}/approval",
+                                          json={"approved": True, "comment": "fine"}))
+    assert decided["state"] == "approved"
+    done = await _ok(await client.post(f"{item}/complete", json={"result": {"url": "/p/7"}}))
+    assert done["state"] == "completed" and done["result"] == {"url": "/p/7"}
+    got = await _ok(await client.get(item, params={"min_position": done["position"]}))
+    assert [h["type"] for h in got["history"]] == [
+        "workflow.created", "workflow.started", "workflow.approval_requested",
+        "workflow.approved", "workflow.completed"]
+
+
+async def test_invalid_transition_is_409_naming_the_state(client) -> None:
+    wf = await _ok(await client.post(BASE, json={}), 201)
+    resp = await client.post(f"{BASE}/{wf['id']}/approval", json={"approved": True})
+    assert resp.status == 409
+    assert resp.content_type == "application/problem+json"
+    doc = await resp.json()
+    assert doc["state"] == "waiting_for_start"
+    assert "waiting_for_start" in doc["detail"]
+    again = await client.post(BASE, json={"workflow_id": wf["id"]})
+    assert again.status == 409
+    bad = await client.post(f"{BASE}/{wf['id']}/approval", json={"approved": "yes"})
+    assert bad.status == 400
+    assert (await client.post(f"{BASE}/{wf['id']}/fail", json={})).status == 400
+    assert (await client.post(f"{BASE}/wf-missing/start", json={})).status == 404
+
+
+async def test_long_poll_returns_when_the_state_is_reached(client) -> None:
+    wf = await _ok(await client.post(BASE, json={}), 201)
+    item = f"{BASE}/{wf['id']}"
+    poll = asyncio.ensure_future(
+        client.get(item, params={"wait_for": "running", "timeout": "10"}))
+    await asyncio.sleep(0.2)
+    assert not poll.done()
+    await _ok(await client.post(f"{item}/start", json={}))
+    got = await _ok(await poll)
+    assert got["state"] == "running"
+
+
+async def test_long_poll_timeout_is_408_and_unknown_state_is_400(client) -> None:
+    wf = await _ok(await client.post(BASE, json={}), 201)
+    item = f"{BASE}/{wf['id']}"
+    resp = await client.get(item, params={"wait_for": "approved", "timeout": "0.2"})
+    assert resp.status == 408
+    assert "approved" in (await resp.json())["detail"]
+    resp = await client.get(item, params={"wait_for": "sleeping", "timeout": "0.2"})
+    assert resp.status == 400
+
+
+async def test_start_timeout_fails_the_workflow(api) -> None:
+    client = await api(start_timeout=0.3)
+    wf = await _ok(await client.post(BASE, json={}), 201)
+    got = await _ok(await client.get(f"{BASE}/{wf['id']}",
+                                     params={"wait_for": "failed", "timeout": "10"}))
+    assert got["state"] == "failed"
+    assert "start_task" in got["reason"]
