@@ -67,6 +67,8 @@ log = logging.getLogger("chatlog.orchestrator")
 MAX_WORKFLOW_ID = 200
 _RETRIES = 20
 _EXPIRY_CONCURRENCY = 256
+#: Reads in flight at once: each holds a pooled connection, and the pool is bounded.
+_READ_CONCURRENCY = 32
 
 
 def _now() -> datetime:
@@ -111,6 +113,7 @@ class Orchestrator:
         self._tasks: list[asyncio.Task[None]] = []
         self._expiries: set[asyncio.Task[None]] = set()
         self._expiry_slots = asyncio.Semaphore(_EXPIRY_CONCURRENCY)
+        self._read_slots = asyncio.Semaphore(_READ_CONCURRENCY)
         self._running = False
         self._jobs = _jobs.JobQueue(store, settings)
         # Test hooks: awaited right after a wait registers / right after it read the state.
@@ -262,8 +265,12 @@ class Orchestrator:
 
     # -- reading ------------------------------------------------------------------------
 
+    async def _read(self, project: ProjectKey, workflow_id: str) -> list[RecordedEvent]:
+        async with self._read_slots:
+            return await self.store.read_aggregate(project.key, "workflow", workflow_id)
+
     async def _load(self, project: ProjectKey, workflow_id: str) -> WorkflowState:
-        events = await self.store.read_aggregate(project.key, "workflow", workflow_id)
+        events = await self._read(project, workflow_id)
         if not events:
             raise NotFound(f"workflow {workflow_id} does not exist in project {project.display!r}")
         return fold(workflow_id, events)
@@ -300,8 +307,7 @@ class Orchestrator:
         check_workflow_id(workflow_id)
         for _ in range(_RETRIES):
             if command is Command.CREATE:
-                events = await self.store.read_aggregate(project.key, "workflow", workflow_id)
-                state = fold(workflow_id, events)
+                state = fold(workflow_id, await self._read(project, workflow_id))
             else:
                 state = await self._load(project, workflow_id)
             if (

@@ -1,0 +1,165 @@
+"""Waits: never miss an event that lands before the wait blocks, thousands of waits on one
+connection, and deadlines that survive an orchestrator restart."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from chatlog.errors import InvalidTransition, OrchestratorStopped, WaitTimeout
+from chatlog.eventstore import EmbeddedValkey, EventStore
+from chatlog.identity import ProjectKey
+from chatlog.orchestrator import Orchestrator
+from chatlog.settings import Settings
+
+
+@pytest.mark.parametrize("hook", ["after_register", "after_read", "random"])
+async def test_a_start_between_registering_and_blocking_is_never_missed(
+    orchestrator: Orchestrator, project: ProjectKey, hook: str
+) -> None:
+    iterations = 70 if hook != "random" else 60  # ~200 in all
+    rng = random.Random(5)
+    for _ in range(iterations):
+        wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
+
+        async def start_now(wid: str = wid) -> None:
+            await orchestrator.start_workflow(project, wid)
+
+        if hook == "after_register":
+            orchestrator._after_register = start_now
+            started = None
+        elif hook == "after_read":
+            orchestrator._after_read = start_now
+            started = None
+        else:
+            started = asyncio.create_task(_start_after(orchestrator, project, wid,
+                                                       rng.random() * 0.004))
+        try:
+            event = await asyncio.wait_for(orchestrator.wait_for_start(project, wid), 10)
+        finally:
+            orchestrator._after_register = orchestrator._after_read = None
+        if started is not None:
+            await started
+        assert event.type == "workflow.started" and event.aggregate_id == wid
+    assert orchestrator.waiters == 0
+
+
+async def _start_after(o: Orchestrator, project: ProjectKey, wid: str, delay: float) -> None:
+    await asyncio.sleep(delay)
+    await o.start_workflow(project, wid)
+
+
+async def test_two_thousand_concurrent_waits_share_one_connection(
+    valkey_factory: Callable[..., EmbeddedValkey], key_prefix: str, tmp_path: Any,
+    project: ProjectKey,
+) -> None:
+    server = valkey_factory()
+    store = await EventStore.open(server.url, prefix=key_prefix)
+    settings = Settings(redis_url=server.url, key_prefix=key_prefix, data_dir=tmp_path)
+    orchestrator = Orchestrator(store, settings)
+    admin = aioredis.from_url(server.url)
+    try:
+        await orchestrator.start()
+        n = 2000
+        # odd ones get their start; even ones time out at their (short) deadline
+        views = await asyncio.gather(*(
+            orchestrator.create_workflow(project, workflow_id=f"wf-{i}",
+                                         start_timeout=30 if i % 2 else 1.5)
+            for i in range(n)
+        ))
+        assert len({v.id for v in views}) == n
+        waits = [asyncio.create_task(orchestrator.wait_for_start(project, f"wf-{i}"))
+                 for i in range(n)]
+        await asyncio.sleep(0.2)
+        blocked = [c for c in await admin.client_list() if c.get("cmd") == "xread"]
+        assert len(blocked) == 1  # one tailer serves every wait
+        await asyncio.gather(*(orchestrator.start_workflow(project, f"wf-{i}")
+                               for i in range(1, n, 2)))
+        results = await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 60)
+        for i, r in enumerate(results):
+            if i % 2:
+                assert not isinstance(r, BaseException), r
+                assert r.type == "workflow.started" and r.aggregate_id == f"wf-{i}"
+            else:
+                assert isinstance(r, WaitTimeout), r
+                assert r.workflow_id == f"wf-{i}" and r.awaited == "start_task"
+        states = await asyncio.gather(*(orchestrator.get_workflow(project, f"wf-{i}")
+                                        for i in range(0, n, 97)))
+        assert all(v.state == "failed" for v in states if int(v.id[3:]) % 2 == 0)
+        assert orchestrator.waiters == 0 and orchestrator.open_waits == 0
+    finally:
+        await orchestrator.stop()
+        await admin.aclose()
+        await store.close()
+
+
+async def test_restart_resumes_open_waits_and_fails_the_expired_ones(
+    orchestrator_factory: Callable[..., Any], project: ProjectKey, store: EventStore,
+) -> None:
+    first: Orchestrator = await orchestrator_factory()
+    expires_while_down = (await first.create_workflow(project, start_timeout=0.6)).id
+    still_open = (await first.create_workflow(project, start_timeout=60)).id
+    started_while_down = (await first.create_workflow(project, start_timeout=60)).id
+    expires_after_restart = (await first.create_workflow(project, start_timeout=2.0)).id
+    approval_open = (await first.create_workflow(project, start_timeout=60)).id
+    await first.start_workflow(project, approval_open)
+    await first.request_approval(project, approval_open, timeout=60)
+    pending = asyncio.create_task(first.wait_for_start(project, still_open))
+    await asyncio.sleep(0.05)
+    await first.stop()  # the orchestrator goes down mid-wait
+    with pytest.raises(OrchestratorStopped):
+        await pending
+
+    # while it is down: a deadline passes, a start and an approval are appended
+    down: Orchestrator = await orchestrator_factory(start=False)
+    await down.start_workflow(project, started_while_down)
+    await down.decide_approval(project, approval_open, approved=True)
+    await asyncio.sleep(0.7)
+    assert (await down.get_workflow(project, expires_while_down)).state == "waiting_for_start"
+
+    second: Orchestrator = await orchestrator_factory()
+    with pytest.raises(WaitTimeout):  # failed at once on restart
+        await asyncio.wait_for(second.wait_for_start(project, expires_while_down), 10)
+    expired = await second.get_workflow(project, expires_while_down)
+    assert expired.state == "failed"
+    assert expired.reason == "timed out after 0.6 s waiting for start_task"
+    assert [h.type for h in expired.history] == [
+        "workflow.created", "workflow.timed_out", "workflow.failed"]
+    assert (await second.wait_for_start(project, started_while_down)).type == "workflow.started"
+    assert (await second.wait_for_approval(project, approval_open)).type == "workflow.approved"
+    # the one with time left still waits, and gets its start
+    assert (await second.get_workflow(project, still_open)).state == "waiting_for_start"
+    waiting = asyncio.create_task(second.wait_for_start(project, still_open))
+    await asyncio.sleep(0.05)
+    await second.start_workflow(project, still_open)
+    assert (await asyncio.wait_for(waiting, 10)).type == "workflow.started"
+    # the one whose deadline comes after the restart is timed out by the durable timer alone
+    view = await asyncio.wait_for(
+        second.wait_for_state(project, expires_after_restart, "failed", 20), 25)
+    assert view.reason == "timed out after 2 s waiting for start_task"
+    for wid in (started_while_down, approval_open, still_open):
+        events = await store.read_aggregate(project.key, "workflow", wid)
+        assert not any(e.type == "workflow.timed_out" for e in events)
+
+
+async def test_two_orchestrators_time_out_a_workflow_exactly_once(
+    orchestrator_factory: Callable[..., Any], project: ProjectKey, store: EventStore,
+    store_factory: Callable[..., Any],
+) -> None:
+    other_store = await store_factory()
+    a: Orchestrator = await orchestrator_factory()
+    b: Orchestrator = await orchestrator_factory(store_=other_store)
+    ids = [(await a.create_workflow(project, start_timeout=0.3)).id for _ in range(20)]
+    for wid in ids:
+        await asyncio.wait_for(b.wait_for_state(project, wid, "failed", 10), 15)
+    for wid in ids:
+        events = await store.read_aggregate(project.key, "workflow", wid)
+        assert [e.type for e in events] == [
+            "workflow.created", "workflow.timed_out", "workflow.failed"]
+        with pytest.raises(InvalidTransition, match="it is failed"):
+            await a.start_workflow(project, wid)
