@@ -9,6 +9,7 @@ from __future__ import annotations
 from chatlog.cli import log as _log  # noqa: F401  (registers append, tail, status, trim)
 from chatlog.cli import readmodel as _readmodel  # noqa: F401  (rebuild, import)
 from chatlog.cli import serve as _serve  # noqa: F401  (serve)
+from chatlog.cli import worker as _worker  # noqa: F401  (worker, dead-letters)
 from chatlog.cli._app import cli, main
 
 __all__ = ["cli", "main"]
