@@ -1,1 +1,254 @@
-"""Workflow read model: state, deadline and history of each workflow."""
+"""Workflow read model: state, deadline and history of each workflow.
+
+One row per workflow in ``workflows`` (state, what it awaits and until when,
+version, latest position) and one row per event in ``workflow_history``
+(workflow transitions and job lifecycle). Projections do not depend on the
+orchestrator, so the state each event leads to is spelled out here again;
+a property test checks this read model against the orchestrator's fold.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from chatlog.events import RecordedEvent
+
+#: The state a workflow event leads to (as ``chatlog.orchestrator.machine.STATE_AFTER``).
+STATE_AFTER: dict[str, str] = {
+    "workflow.created": "waiting_for_start",
+    "workflow.started": "running",
+    "workflow.approval_requested": "awaiting_approval",
+    "workflow.approved": "approved",
+    "workflow.rejected": "rejected",
+    "workflow.completed": "completed",
+    "workflow.failed": "failed",
+    "workflow.timed_out": "timed_out",
+    "workflow.cancelled": "cancelled",
+}
+#: What a waiting state awaits.
+AWAITED: dict[str, str] = {"waiting_for_start": "start_task", "awaiting_approval": "approval"}
+
+JOB_TYPES = frozenset({
+    "job.enqueued", "job.started", "job.completed", "job.failed", "job.reclaimed",
+    "job.dead_lettered",
+})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS workflows (
+    project TEXT NOT NULL,
+    id TEXT NOT NULL,
+    project_name TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    awaiting TEXT,
+    deadline_ms INTEGER,
+    reason TEXT,
+    version INTEGER NOT NULL,
+    position TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    updated_seq INTEGER NOT NULL,
+    jobs INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (project, id)
+);
+CREATE TABLE IF NOT EXISTS workflow_history (
+    project TEXT NOT NULL,
+    workflow_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    position TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (project, workflow_id, version)
+);
+"""
+
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS workflows_by_recency
+    ON workflows (project, updated_ms DESC, updated_seq DESC);
+CREATE INDEX IF NOT EXISTS workflows_by_state
+    ON workflows (project, state, updated_ms DESC, updated_seq DESC);
+CREATE INDEX IF NOT EXISTS workflows_open_waits ON workflows (deadline_ms)
+    WHERE deadline_ms IS NOT NULL;
+"""
+
+_INSERT = """
+INSERT INTO workflows (project, id, project_name, name, state, awaiting, deadline_ms, reason,
+                       version, position, created_ms, updated_ms, updated_seq, jobs)
+VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, 0)
+ON CONFLICT (project, id) DO NOTHING
+"""
+
+_TRANSITION = """
+UPDATE workflows SET state = ?, awaiting = ?, deadline_ms = ?, reason = COALESCE(?, reason),
+                     version = ?, position = ?, updated_ms = ?, updated_seq = ?
+WHERE project = ? AND id = ? AND version < ?
+"""
+
+_TOUCH = """
+UPDATE workflows SET version = ?, position = ?, updated_ms = ?, updated_seq = ?,
+                     jobs = jobs + ?
+WHERE project = ? AND id = ? AND version < ?
+"""
+
+_HISTORY = """
+INSERT OR IGNORE INTO workflow_history (project, workflow_id, version, type, event_id, position,
+                                        time_ms, data)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+
+def _split(position: str) -> tuple[int, int]:
+    ms, _, seq = position.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _deadline_ms(data: dict[str, Any]) -> int | None:
+    raw = data.get("deadline")
+    if not isinstance(raw, str):
+        return None
+    try:
+        return int(datetime.fromisoformat(raw).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+class WorkflowsProjection:
+    """Workflows (state, deadline) and their history from ``workflow.*`` and ``job.*`` events."""
+
+    name = "workflows"
+    #: The event types this projection reads; the projector skips others for it.
+    event_types = frozenset(STATE_AFTER) | JOB_TYPES
+
+    def create_schema(self, conn: sqlite3.Connection) -> None:
+        conn.executescript(_SCHEMA)
+
+    def create_indexes(self, conn: sqlite3.Connection) -> None:
+        conn.executescript(_INDEXES)
+
+    def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
+        """Apply ``events`` in log order (inside the caller's transaction)."""
+        for ev in events:
+            if ev.aggregate_type != "workflow" or ev.type not in self.event_types:
+                continue
+            project = str(ev.project)
+            wid = ev.aggregate_id
+            data = ev.data if isinstance(ev.data, dict) else {}
+            ms, seq = _split(ev.position)
+            conn.execute(_HISTORY, (project, wid, ev.version, ev.type, str(ev.id), ev.position,
+                                    ms, orjson.dumps(data).decode()))
+            target = STATE_AFTER.get(ev.type)
+            if target is None:
+                conn.execute(_TOUCH, (ev.version, ev.position, ms, seq,
+                                      int(ev.type == "job.enqueued"), project, wid, ev.version))
+                continue
+            awaiting = AWAITED.get(target)
+            deadline = _deadline_ms(data) if awaiting else None
+            if ev.type == "workflow.created":
+                conn.execute(_INSERT, (project, wid, ev.project_name, str(data.get("name", "")),
+                                       target, awaiting, deadline, ev.version,
+                                       ev.position, ms, ms, seq))
+                continue
+            reason = data.get("reason") if isinstance(data.get("reason"), str) else None
+            conn.execute(_TRANSITION, (target, awaiting, deadline, reason or None,
+                                       ev.version, ev.position, ms, seq, project, wid,
+                                       ev.version))
+
+
+# -- queries -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRow:
+    """A workflow as the read model lists it."""
+
+    project: str
+    id: str
+    project_name: str
+    name: str
+    state: str
+    awaiting: str | None
+    deadline_ms: int | None
+    reason: str | None
+    version: int
+    position: str
+    created_ms: int
+    updated_ms: int
+    updated_seq: int
+    jobs: int
+
+    @property
+    def page_key(self) -> tuple[int, int, str]:
+        """Pass as ``before`` to :func:`list_workflows` for the next page."""
+        return (self.updated_ms, self.updated_seq, self.id)
+
+
+_COLUMNS = ("project, id, project_name, name, state, awaiting, deadline_ms, reason, version, "
+            "position, created_ms, updated_ms, updated_seq, jobs")
+
+
+def list_workflows(
+    conn: sqlite3.Connection,
+    project: uuid.UUID | str,
+    *,
+    state: str | None = None,
+    limit: int = 50,
+    before: tuple[int, int, str] | None = None,
+) -> list[WorkflowRow]:
+    """A project's workflows, most recently changed first (optionally in one ``state``).
+
+    ``before`` is the :attr:`WorkflowRow.page_key` of the last row of the previous page.
+    """
+    where = ["project = ?"]
+    args: list[Any] = [str(project)]
+    if state is not None:
+        where.append("state = ?")
+        args.append(state)
+    if before is not None:
+        where.append("(updated_ms, updated_seq, ?) < (?, ?, id)")
+        args.extend((before[2], before[0], before[1]))
+    args.append(max(1, min(limit, 1000)))
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM workflows WHERE {' AND '.join(where)} "
+        "ORDER BY updated_ms DESC, updated_seq DESC, id LIMIT ?",
+        args,
+    ).fetchall()
+    return [WorkflowRow(*r) for r in rows]
+
+
+def open_waits(
+    conn: sqlite3.Connection, *, until_ms: int | None = None, limit: int = 1000
+) -> list[WorkflowRow]:
+    """Workflows waiting for start or approval, earliest deadline first (up to ``until_ms``)."""
+    sql = f"SELECT {_COLUMNS} FROM workflows WHERE deadline_ms IS NOT NULL"
+    args: list[Any] = []
+    if until_ms is not None:
+        sql += " AND deadline_ms <= ?"
+        args.append(until_ms)
+    sql += " ORDER BY deadline_ms LIMIT ?"
+    args.append(max(1, limit))
+    return [WorkflowRow(*r) for r in conn.execute(sql, args).fetchall()]
+
+
+def workflow_history(
+    conn: sqlite3.Connection, project: uuid.UUID | str, workflow_id: str
+) -> list[dict[str, Any]]:
+    """One workflow's events in version order: ``{type, version, position, time_ms, data}``."""
+    rows = conn.execute(
+        "SELECT type, version, position, time_ms, data, event_id FROM workflow_history "
+        "WHERE project = ? AND workflow_id = ? ORDER BY version",
+        (str(project), workflow_id),
+    ).fetchall()
+    return [
+        {"type": t, "version": v, "position": p, "time_ms": ms, "data": orjson.loads(d),
+         "id": eid}
+        for t, v, p, ms, d, eid in rows
+    ]
