@@ -11,6 +11,14 @@ let project = "";
 let thread = "";
 let threadsCursor = null;
 let loadSeq = 0;
+let threadsSignature = "";
+let threadsFailed = false;  // the last conversation list request was refused or failed
+let shownThread = "";     // the thread whose messages are on screen
+let shownVersion = 0;     // the last version on screen
+let visible = false;
+let polling = false;
+let pollTimer = null;
+const POLL_MS = 2000;
 let knownProjects = [];   // from GET /v1/projects: {project (key), name}
 let lastAccepted = null;  // the last append's answer (carries the normalised key)
 
@@ -33,6 +41,7 @@ export function init() {
     save();
     renderThreadHeader();
     $("#message-list").replaceChildren();
+    shownThread = "";
     markCurrent();
     $("#post-content").focus();
   });
@@ -57,9 +66,15 @@ export function show(params) {
   $("#project-input").value = project;
   loadProjects();
   if (changed || !$("#thread-list").childElementCount) load();
+  visible = true;
+  clearTimeout(pollTimer);
+  pollTimer = setTimeout(poll, POLL_MS);
 }
 
-export function hide() {}
+export function hide() {
+  visible = false;
+  clearTimeout(pollTimer);
+}
 
 async function loadProjects() {
   try {
@@ -97,7 +112,7 @@ function nameKey(name) {
 
 /** Show the project as the server normalised it, if we know it. */
 function projectInfo(data) {
-  if (!project) return;
+  if (!project || threadsFailed) return;
   let key = data && (data.project ?? data.project_key);
   let name = data && (data.project_name ?? data.name);
   if (!key && lastAccepted && lastAccepted.for === nameKey(project)) {
@@ -115,27 +130,38 @@ function projectInfo(data) {
   else info.append(el("span", { class: "muted" }, " — no messages yet"));
 }
 
-async function loadThreads({ append = false, minPosition } = {}) {
+async function loadThreads({ append = false, minPosition, quiet = false } = {}) {
   const seq = ++loadSeq;
   try {
     const data = await api(`${projectPath(project)}/threads${query({
       limit: PAGE, cursor: append ? threadsCursor : undefined, min_position: minPosition,
     })}`);
     if (seq !== loadSeq) return;
-    clearError();
+    if (!quiet) clearError();
+    threadsFailed = false;
     projectInfo(data);
+    const threads = items(data, "threads");
+    const signature = JSON.stringify(threads);
+    if (!append && quiet && signature === threadsSignature) return; // nothing changed
+    if (!append) threadsSignature = signature;
     threadsCursor = nextCursor(data);
-    const rows = items(data, "threads").map(threadItem);
-    if (append) $("#thread-list").append(...rows);
-    else $("#thread-list").replaceChildren(...rows);
+    const rows = threads.map(threadItem);
+    const list = $("#thread-list");
+    // Keep keyboard focus on the same thread when the list is redrawn.
+    const focused = list.contains(document.activeElement) ? document.activeElement.dataset.threadId : null;
+    if (append) list.append(...rows);
+    else list.replaceChildren(...rows);
     $("#more-threads").hidden = !threadsCursor;
     if (!rows.length && !append) {
-      $("#thread-list").append(el("li", { class: "muted" }, "No conversations yet: post the first message."));
+      list.append(el("li", { class: "muted" }, "No conversations yet: post the first message."));
     }
     markCurrent();
+    if (focused) list.querySelector(`button[data-thread-id="${CSS.escape(focused)}"]`)?.focus();
   } catch (err) {
-    if (seq !== loadSeq) return;
+    if (seq !== loadSeq || quiet) return;
+    threadsFailed = true;
     $("#thread-list").replaceChildren();
+    threadsSignature = "";
     $("#project-info").textContent = "";
     showError(err, `Conversations of ${project}`);
   }
@@ -144,15 +170,15 @@ async function loadThreads({ append = false, minPosition } = {}) {
 function threadItem(t) {
   const id = t.thread_id ?? t.id;
   const count = t.message_count ?? t.count ?? t.messages ?? 0;
-  const preview = t.last_message_preview ?? t.preview ?? t.last_message ?? "";
-  const updated = t.updated_at ?? t.last_message_at ?? t.updated ?? t.last_time ?? t.time;
-  const title = t.title ?? t.name ?? id;
+  const preview = t.last_preview ?? t.last_message_preview ?? t.preview ?? "";
+  const role = t.last_role ? `${t.last_role}: ` : "";
+  const updated = t.updated_at ?? t.last_message_at ?? t.updated;
   const button = el("button", {
     type: "button", dataset: { threadId: id },
-    onclick: () => { thread = id; save(); markCurrent(); loadMessages(); },
+    onclick: () => { thread = id; save(); markCurrent(); $("#post-state").textContent = ""; loadMessages(); },
   },
-  el("span", { class: "title mono" }, title),
-  el("span", { class: "preview" }, preview),
+  el("span", { class: "title mono" }, t.title ?? id),
+  el("span", { class: "preview" }, role + preview),
   el("span", { class: "meta" },
     el("span", { class: "count" }, `${count} message${count === 1 ? "" : "s"}`),
     updated ? ` · ${fmtTime(updated)}` : ""));
@@ -171,11 +197,24 @@ function renderThreadHeader() {
   $("#post-legend").textContent = thread ? "Post a message to this thread" : "Start a new thread";
 }
 
-async function loadMessages({ minPosition } = {}) {
+function messageItem(m) {
+  return el("li", {
+    class: "message", dataset: { version: m.version ?? "", messageId: m.message_id ?? m.id ?? "" },
+  },
+  el("div", { class: "meta" },
+    el("span", { class: "role" }, m.role ?? "?"),
+    `#${m.version ?? "?"} · ${fmtTime(m.created_at ?? m.time)}`),
+  el("div", { class: "content" }, m.content ?? ""));
+}
+
+/** Load the current thread; ``more`` only fetches what came after the shown messages. */
+async function loadMessages({ minPosition, more = false } = {}) {
   renderThreadHeader();
   const want = thread;
+  const box = $("#message-list");
+  if (more && shownThread !== want) return;
+  let after = more ? shownVersion : 0;
   const list = [];
-  let after = 0;
   try {
     for (let page = 0; page < 50; page++) {
       const data = await api(`${projectPath(project)}/threads/${encodeURIComponent(want)}/messages${query({
@@ -187,22 +226,37 @@ async function loadMessages({ minPosition } = {}) {
       after = Math.max(...got.map((m) => m.version ?? 0));
     }
   } catch (err) {
-    if (want === thread) {
-      $("#message-list").replaceChildren();
+    if (want === thread && !more) {
+      box.replaceChildren();
+      shownThread = "";
       showError(err, `Thread ${want}`);
     }
     return;
   }
   if (want !== thread) return;
-  $("#message-list").replaceChildren(...list.map((m) => el("li", {
-    class: "message", dataset: { version: m.version ?? "", messageId: m.message_id ?? m.id ?? "" },
-  },
-  el("div", { class: "meta" },
-    el("span", { class: "role" }, m.role ?? "?"),
-    `#${m.version ?? "?"} · ${fmtTime(m.time ?? m.created_at ?? m.appended_at)}`),
-  el("div", { class: "content" }, m.content ?? ""))));
-  const box = $("#message-list");
-  box.scrollTop = box.scrollHeight;
+  if (more && (shownThread !== want || !list.length)) return;
+  const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 8;
+  if (more) box.append(...list.map(messageItem));
+  else box.replaceChildren(...list.map(messageItem));
+  shownThread = want;
+  shownVersion = Math.max(more ? shownVersion : 0, ...list.map((m) => m.version ?? 0));
+  if (!more || atBottom) box.scrollTop = box.scrollHeight;
+}
+
+/** While shown, pick up what others appended (the list and the open thread). */
+async function poll() {
+  clearTimeout(pollTimer);
+  if (!visible) return;
+  if (project && !polling) {
+    polling = true;
+    try {
+      await loadThreads({ quiet: true });
+      if (thread) await loadMessages({ more: true });
+    } finally {
+      polling = false;
+    }
+  }
+  if (visible) pollTimer = setTimeout(poll, POLL_MS);
 }
 
 async function post() {

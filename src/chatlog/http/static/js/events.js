@@ -70,8 +70,10 @@ function setStatus(state, text) {
   s.textContent = text;
 }
 
-function setNote(text) {
-  $("#ev-note").textContent = text;
+function setNote(text, kind = "ok") {
+  const note = $("#ev-note");
+  note.textContent = text;
+  note.dataset.kind = kind;
 }
 
 function counters() {
@@ -131,7 +133,7 @@ function open({ reconnected, missed }) {
 async function recover(gen, attempt) {
   if (gen !== generation) return;
   setStatus("reconnecting", "reconnecting…");
-  setNote(`connection lost after ${cursor || "the start"}; reconnecting…`);
+  setNote(`connection lost after ${cursor || "the start"}; reconnecting…`, "warn");
   let missed = 0;
   try {
     for (let page = 0; page < 1000; page++) {

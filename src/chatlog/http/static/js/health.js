@@ -59,12 +59,24 @@ async function refresh() {
     $(`#${id}-body`).replaceChildren(kv(r.body));
   }
   const doc = { ...live.body, ...ready.body };
+  const parts = find(doc, ["partitions"]);
   const rows = [
+    ["Ready", find(doc, ["ready"])],
     ["Redis", find(doc, ["redis", "redis_status", "store"])],
-    ["Partitions", find(doc, ["partitions"])],
-    ["Projection lag (events)", find(doc, ["lag_events", "positions_behind", "behind", "lag"])],
-    ["Projection lag (seconds)", find(doc, ["lag_seconds", "seconds_behind"])],
+    ["Partitions", Array.isArray(parts) ? parts.length : parts],
+    ["Projection caught up", find(doc, ["caught_up"])],
+    ["Projection lag (events)", find(doc, ["events_behind", "lag_events", "positions_behind", "behind"])],
+    ["Projection lag (seconds)", find(doc, ["seconds_behind", "lag_seconds"])],
   ];
   $("#health-summary").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, text(v))]));
+  $("#health-partitions").replaceChildren(...(Array.isArray(parts) && parts.length ? [partitionTable(parts)] : []));
   if (!$("#view-health").hidden) timer = setTimeout(refresh, 2000);
+}
+
+function partitionTable(parts) {
+  const cols = [...new Set(parts.flatMap((p) => Object.keys(p || {})))];
+  return el("table", { class: "partitions" },
+    el("caption", { class: "visually-hidden" }, "Projection per partition"),
+    el("thead", {}, el("tr", {}, cols.map((c) => el("th", { scope: "col" }, c.replaceAll("_", " "))))),
+    el("tbody", {}, parts.map((p) => el("tr", {}, cols.map((c) => el("td", { class: "mono" }, text(p?.[c])))))));
 }

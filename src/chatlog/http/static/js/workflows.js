@@ -6,6 +6,8 @@ import { $, el, fmtTime, showError, clearError } from "./ui.js";
 
 const TERMINAL = new Set(["completed", "failed", "timed_out", "cancelled"]);
 const POLL_MS = 1000;
+const LIST_EVERY = 5;    // the list is refreshed every 5th poll; the open workflow every poll
+const LIST_STATES = 20;
 
 let project = "";
 let workflow = "";
@@ -14,6 +16,8 @@ let pollTimer = null;
 let tickTimer = null;
 let visible = false;
 let listEndpoint = true; // false once the server says it has no workflow listing
+let polls = 0;
+let refreshGen = 0;
 
 function save() {
   saveParams("workflows", { project, workflow });
@@ -25,6 +29,7 @@ export function init() {
     project = $("#wf-project").value.trim();
     workflow = "";
     current = null;
+    polls = 0;
     save();
     refresh();
   });
@@ -39,6 +44,7 @@ export function show(params) {
   project = params.project || "";
   workflow = params.workflow || "";
   $("#wf-project").value = project;
+  polls = 0;
   save();
   refresh();
   clearInterval(tickTimer);
@@ -68,8 +74,11 @@ async function refresh() {
     renderDetail(null);
     return;
   }
-  await Promise.all([loadList(), loadDetail()]);
-  if (visible) pollTimer = setTimeout(refresh, POLL_MS);
+  const gen = ++refreshGen;
+  const withList = polls++ % LIST_EVERY === 0;
+  await Promise.all([withList ? loadList() : null, loadDetail()]);
+  // Only the latest refresh schedules the next one: one polling loop at a time.
+  if (visible && gen === refreshGen) pollTimer = setTimeout(refresh, POLL_MS);
 }
 
 async function loadList() {
@@ -89,6 +98,10 @@ async function loadList() {
       list = items(data, "events").reverse().map((ev) => ({
         workflow_id: ev.aggregate_id, name: ev.data?.name, created_at: ev.time,
       }));
+      // The newest few get their state too (one GET each).
+      const states = await Promise.allSettled(list.slice(0, LIST_STATES).map((wf) =>
+        api(`${projectPath(project)}/workflows/${encodeURIComponent(wf.workflow_id)}`)));
+      states.forEach((r, i) => { if (r.status === "fulfilled") Object.assign(list[i], { state: r.value.state }); });
     } catch (err) {
       showError(err, "Workflows");
       return;
@@ -104,11 +117,18 @@ function listItem(wf) {
   const button = el("button", {
     type: "button", dataset: { workflowId: id },
     "aria-current": id === workflow ? "true" : undefined,
-    onclick: () => { workflow = id; save(); refresh(); },
+    onclick: () => { workflow = id; save(); markCurrent(); refresh(); },
   },
   el("span", { class: "title mono" }, wf.name ? `${wf.name} · ${id}` : id),
   el("span", { class: "meta" }, [state, fmtTime(wf.updated_at ?? wf.created_at)].filter(Boolean).join(" · ")));
   return el("li", {}, button);
+}
+
+function markCurrent() {
+  for (const b of document.querySelectorAll("#wf-list button")) {
+    if (b.dataset.workflowId === workflow) b.setAttribute("aria-current", "true");
+    else b.removeAttribute("aria-current");
+  }
 }
 
 async function loadDetail() {
@@ -213,6 +233,7 @@ async function action(path, body) {
   } catch (err) {
     showError(err, `${path} ${workflow}`);
   }
+  polls = 0;
   refresh();
 }
 
@@ -223,6 +244,7 @@ async function create() {
     const res = await api(`${projectPath(project)}/workflows`, { method: "POST", body: name ? { name } : {} });
     workflow = res.workflow_id ?? res.id;
     $("#wf-name").value = "";
+    polls = 0;
     save();
     refresh();
   } catch (err) {
