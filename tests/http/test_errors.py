@@ -161,7 +161,7 @@ async def test_openapi_lists_every_route(client) -> None:
         (r.method, r.resource.canonical)
         for r in client.app.router.routes()
         if r.method != "HEAD" and r.resource is not None
-        and r.resource.canonical.startswith(("/v1", "/healthz", "/readyz", "/metrics"))
+        and r.resource.canonical.startswith(("/v1", "/healthz", "/readyz", "/metrics", "/openapi"))
     }
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     assert routes == documented

@@ -16,8 +16,7 @@ from chatlog.http._state import STATE, AppState, Services
 from chatlog.http.auth import TokenRegistry
 from chatlog.http.fanout import Fanout
 from chatlog.http.metrics import Metrics
-from chatlog.http.openapi import build as build_openapi
-from chatlog.http.openapi import handler as openapi_handler
+from chatlog.http.openapi import with_document
 from chatlog.http.problems import make_problem_middleware
 from chatlog.http.static_files import static_routes
 from chatlog.settings import Settings
@@ -33,7 +32,7 @@ def _version() -> str:
 
 
 def endpoints() -> list[Endpoint]:
-    """Every operation of the API (the OpenAPI document is generated from these)."""
+    """Every operation of the API but ``/openapi.json`` (which documents these and itself)."""
     return [
         *messages.ENDPOINTS,
         *queries.ENDPOINTS,
@@ -103,11 +102,8 @@ def create_app(
         services=services,
         metrics=metrics,
     )
-    eps = endpoints()
-    for ep in eps:
+    for ep in with_document(endpoints(), title="chatlog", version=_version()):
         app.router.add_route(ep.method, ep.path, ep.handler)
-    document = build_openapi(eps, title="chatlog", version=_version())
-    app.router.add_get("/openapi.json", openapi_handler(document))
     app.router.add_routes(static_routes())
 
     async def background(app: web.Application) -> AsyncIterator[None]:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -151,11 +152,28 @@ def build(endpoints: Sequence[Endpoint], *, title: str, version: str) -> dict[st
     }
 
 
-def handler(document: dict[str, Any]) -> Any:
-    body = web.json_response(document).body
+class OpenApiDocument(BaseModel):
+    """An OpenAPI 3.1 document."""
+
+    model_config = {"extra": "allow"}
+
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+
+
+def with_document(endpoints: Sequence[Endpoint], *, title: str, version: str) -> list[Endpoint]:
+    """``endpoints`` plus ``GET /openapi.json``, which serves their document (and its own)."""
+    holder: dict[str, bytes] = {}
 
     async def openapi(request: web.Request) -> web.Response:
         """The OpenAPI document of this API."""
-        return web.Response(body=body, content_type=JSON)
+        return web.Response(body=holder["body"], content_type=JSON)
 
-    return openapi
+    everything = [
+        *endpoints,
+        Endpoint("GET", "/openapi.json", openapi, "This OpenAPI document", "operations",
+                 auth=False, responses={200: (OpenApiDocument, "The OpenAPI 3.1 document")}),
+    ]
+    holder["body"] = orjson.dumps(build(everything, title=title, version=version))
+    return everything

@@ -1,0 +1,57 @@
+"""Redis stops mid-test: 503 with Retry-After, nothing half-written; it comes back by itself."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.http.conftest import post_message, read_sse
+
+pytestmark = pytest.mark.slow
+
+
+async def test_redis_down_is_503_and_the_service_recovers_without_restart(
+    api, valkey_factory
+) -> None:
+    server = valkey_factory()
+    client = await api(url=server.url)
+    before = await post_message(client, "Ops", "before")
+    stream = await client.get("/v1/events/stream", params={"project": "Ops"})
+    assert (await read_sse(stream, 1))[0][1]["id"] == before["message_id"]
+
+    server.stop()  # by its pid (SIGTERM: it flushes its AOF)
+    body = {"thread_id": before["thread_id"], "role": "user", "content": "during"}
+    for _ in range(3):
+        resp = await client.post("/v1/projects/Ops/messages", json=body)
+        assert resp.status == 503
+        assert resp.content_type == "application/problem+json"
+        assert int(resp.headers["Retry-After"]) >= 1
+        assert "unavailable" in (await resp.json())["detail"]
+    assert (await client.get("/v1/events")).status == 503
+    assert (await client.get("/readyz")).status == 503
+    assert (await client.get("/healthz")).status == 200
+
+    valkey_factory(data_dir=server.dir)  # the same data dir and socket
+    after = None
+    for _ in range(100):  # bounded: the clients reconnect on their next command
+        resp = await client.post("/v1/projects/Ops/messages", json={**body, "content": "after"})
+        if resp.status == 201:
+            after = await resp.json()
+            break
+        assert resp.status == 503
+        await asyncio.sleep(0.1)
+    assert after is not None, "appends did not recover"
+    assert after["version"] == 2  # nothing of the refused appends was written
+
+    # The projector and the SSE fan-out resumed too.
+    resp = await client.get(f"/v1/projects/Ops/threads/{before['thread_id']}/messages",
+                            params={"min_position": after["position"]})
+    assert [m["content"] for m in (await resp.json())["messages"]] == ["before", "after"]
+    assert (await read_sse(stream, 1))[0][1]["id"] == after["message_id"]
+    stream.close()
+    for _ in range(50):
+        if (await client.get("/readyz")).status == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert (await client.get("/readyz")).status == 200
