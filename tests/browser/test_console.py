@@ -20,6 +20,8 @@ from tests.browser.harness import ApiError, Server, screenshot
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").expect
+# Generous waits: the machine is shared; a passing test never waits this long.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(scope="module")

@@ -120,7 +120,9 @@ function listItem(wf) {
     onclick: () => { workflow = id; save(); markCurrent(); refresh(); },
   },
   el("span", { class: "title mono" }, wf.name ? `${wf.name} · ${id}` : id),
-  el("span", { class: "meta" }, [state, fmtTime(wf.updated_at ?? wf.created_at)].filter(Boolean).join(" · ")));
+  el("span", { class: "meta" },
+    el("span", { class: "wf-state" }, state.replaceAll("_", " ")),
+    state ? " · " : "", fmtTime(wf.updated_at ?? wf.created_at)));
   return el("li", {}, button);
 }
 
@@ -179,7 +181,10 @@ function renderDetail(wf) {
     el("td", {}, h.version ?? ""),
     el("td", {}, fmtTime(h.time)),
     el("td", {}, h.type ?? h.state ?? ""),
-    el("td", { class: "data" }, h.data ? JSON.stringify(h.data) : ""))));
+    el("td", { class: "details" }, details(h.data)))));
+  // Keep the list's state of this workflow in step with the detail.
+  const item = document.querySelector(`#wf-list button[data-workflow-id="${CSS.escape(String(wf.id ?? workflow))}"] .wf-state`);
+  if (item) item.textContent = state.replaceAll("_", " ");
   tick();
 }
 
@@ -250,4 +255,12 @@ async function create() {
   } catch (err) {
     showError(err, "Create workflow");
   }
+}
+
+function details(data) {
+  if (!data) return "";
+  return Object.entries(data)
+    .filter(([, v]) => !(v && typeof v === "object" && !Object.keys(v).length))
+    .map(([k, v]) => `${k}: ${v && typeof v === "object" ? JSON.stringify(v) : v}`)
+    .join(" · ");
 }
