@@ -8,9 +8,9 @@ Two ways in, one result:
 
 - :meth:`ConversationsProjection.apply` (the live path): a batch of decoded
   events, folded per thread in memory, then a few upserts per batch.
-- :class:`BulkLoader` (the rebuild path): undecoded stream entries, message
-  rows appended with ``executemany`` and the per-thread and per-project
-  aggregates kept in memory until :meth:`BulkLoader.finish`.
+- :class:`ConversationFold` (the rebuild path): undecoded stream entries,
+  message rows appended with ``executemany`` and the per-thread and
+  per-project aggregates kept in memory until the end.
 
 Both fold the same way (see :class:`_Fold`), so a rebuild equals an
 incremental build row for row (property-tested).
@@ -224,7 +224,7 @@ class ConversationsProjection:
         """Fold ``events`` into the tables (inside the caller's transaction)."""
         fold = _Fold()
         for ev in events:
-            if ev.type != MESSAGE_TYPE:
+            if ev.type != MESSAGE_TYPE or ev.aggregate_type != "thread":
                 continue
             project = str(ev.project)
             key = (project, ev.aggregate_id)
@@ -237,55 +237,66 @@ class ConversationsProjection:
                      ev.data, ev.position, known)
         fold.write(conn)
 
-    def bulk_loader(self, conn: sqlite3.Connection) -> BulkLoader:
-        """A loader for a fresh, empty database (the rebuild path)."""
-        return BulkLoader(conn)
+    # -- the rebuild path: fold undecoded entries, write rows, aggregates last ----
+
+    def bulk_fold(self) -> ConversationFold:
+        """A fold of raw stream entries; pure Python, may run in another process."""
+        return ConversationFold()
+
+    def bulk_write(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Append message rows (in log order, into a table without indexes yet)."""
+        if rows:
+            conn.executemany(_INSERT_MESSAGE, rows)
+
+    def bulk_finish(self, conn: sqlite3.Connection, final: Any) -> None:
+        """Write the aggregates a :meth:`ConversationFold.final` returned."""
+        threads, projects, invalid = final
+        conn.executemany(_UPSERT_THREAD, threads)
+        conn.executemany(_UPSERT_PROJECT, projects)
+        if invalid:
+            conn.execute(_ADD_COUNTER, ("skipped_invalid", invalid))
 
 
-class BulkLoader:
-    """Loads undecoded stream entries into empty tables, aggregates last.
+def _fields(flat: list[bytes]) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    """``(i, t, a, v, b)`` of a raw entry's flat field list (the order XADD wrote)."""
+    if len(flat) == 10 and flat[0] == b"i" and flat[2] == b"t" and flat[4] == b"a" \
+            and flat[6] == b"v" and flat[8] == b"b":
+        return flat[1], flat[3], flat[5], flat[7], flat[9]
+    d = dict(zip(flat[::2], flat[1::2], strict=True))
+    return d[b"i"], d[b"t"], d[b"a"], d[b"v"], d[b"b"]
 
-    Message rows go straight to ``executemany`` (appended in log order, no
-    index yet); thread and project rows are kept in memory (one small record
-    per thread) and written by :meth:`finish`.
+
+class ConversationFold:
+    """Folds raw entries ``(position, [field, value, ...])`` as XRANGE returns them.
+
+    Message rows come back per chunk (to be written in log order); one small
+    record per thread and per project stays in memory until :meth:`final`.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self) -> None:
         self.fold = _Fold()
 
-    def rows(self, entries: Iterable[tuple[bytes, Any]]) -> list[tuple[Any, ...]]:
-        """Fold raw entries (``(position, fields)``); return the message rows to insert.
-
-        Pure Python, no SQLite: a rebuild may run it in another thread than the writer.
-        """
+    def rows(self, entries: Iterable[tuple[bytes, list[bytes]]]) -> list[tuple[Any, ...]]:
         fold = self.fold
         fold.rows = []
         add = fold.add
         loads = orjson.loads
         threads = fold.threads
-        for pos, fields in entries:
-            if fields[b"t"] != b"message.appended":
+        for pos, flat in entries:
+            event_id, type_, aggregate, version, body = _fields(flat)
+            if type_ != b"message.appended":
                 continue
-            project, _, thread_id = fields[b"a"].decode().split("/", 2)
-            body = loads(fields[b"b"])
-            add(project, body["n"], thread_id, int(fields[b"v"]), fields[b"i"].decode(),
-                body["d"], pos.decode(), (project, thread_id) in threads)
+            project, _, thread_id = aggregate.decode().partition("/thread/")
+            if not thread_id:
+                continue
+            doc = loads(body)
+            add(project, doc["n"], thread_id, int(version), event_id.decode(), doc["d"],
+                pos.decode(), (project, thread_id) in threads)
         return fold.rows
 
-    def write_rows(self, rows: list[tuple[Any, ...]]) -> None:
-        if rows:
-            self.conn.executemany(_INSERT_MESSAGE, rows)
-
-    def finish(self) -> None:
-        """Write the aggregates (sorted by key, so the B-trees fill in order)."""
+    def final(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
+        """Thread rows and project rows (sorted by key), and the invalid messages skipped."""
         fold = self.fold
-        fold.rows = []
-        conn = self.conn
-        conn.executemany(_UPSERT_THREAD, (fold.threads[k].row() for k in sorted(fold.threads)))
-        conn.executemany(_UPSERT_PROJECT,
-                         (fold.projects[k].row() for k in sorted(fold.projects)))
-        if fold.invalid:
-            conn.execute(_ADD_COUNTER, ("skipped_invalid", fold.invalid))
-        fold.threads.clear()
-        fold.projects.clear()
+        threads = [fold.threads[k].row() for k in sorted(fold.threads)]
+        projects = [fold.projects[k].row() for k in sorted(fold.projects)]
+        return threads, projects, fold.invalid

@@ -8,8 +8,9 @@ How it works:
    is thrown away if anything fails), large transactions, tables first and
    indexes after loading. Undecoded stream entries go through each
    projection's bulk loader when it has one (no pydantic on the hot path),
-   else through ``apply``. Reading the log (on the event loop) overlaps
-   folding and writing (on a writer thread).
+   else through ``apply``. Reading and folding (in a child process for big
+   logs, see :mod:`chatlog.projections._reader`) overlaps writing (on a
+   writer thread).
 3. Create the indexes, then catch up through the ordinary projector path on
    that file, so the model ends at (or near) the head.
 4. Switch: when there is no live file yet, hard-link the new one into place
@@ -46,6 +47,7 @@ from chatlog.events import RecordedEvent, known_types
 from chatlog.eventstore.codec import START, Cursor, decode_entry
 from chatlog.eventstore.store import EventStore
 from chatlog.projections import _db
+from chatlog.projections._reader import ChildReader, entry_fields, entry_type, read_folded
 from chatlog.projections.base import Projection
 
 #: Stream entries read per XRANGE during a rebuild.
@@ -108,46 +110,58 @@ def _open_bulk(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class _Loader:
-    """Runs on the writer thread: folds raw entries into every projection."""
+class _Writer:
+    """Runs on the writer thread: writes folded chunks into the fresh file."""
 
-    def __init__(self, conn: sqlite3.Connection, projections: Sequence[Projection]) -> None:
+    def __init__(self, conn: sqlite3.Connection, bulk: Sequence[Any],
+                 plain: Sequence[tuple[Projection, frozenset[bytes] | None]],
+                 partitions: int, on_progress: Progress | None, total: int) -> None:
         self.conn = conn
-        self.bulk: list[Any] = []
-        self.plain: list[tuple[Projection, frozenset[bytes] | None]] = []
-        for proj in projections:
-            make = getattr(proj, "bulk_loader", None)
-            if make is not None:
-                self.bulk.append(make(conn))
-            else:
-                wanted = getattr(proj, "event_types", None)
-                self.plain.append(
-                    (proj, frozenset(t.encode() for t in wanted) if wanted is not None else None))
-        self.known = frozenset(t.encode() for t in known_types())
+        self.bulk = bulk
+        self.plain = plain
+        self.positions = [START] * partitions
+        self.counts = [0] * partitions
         self.unknown = 0
+        self.done = 0
+        self.total = total
+        self.on_progress = on_progress
         self.since_commit = 0
+        self.stopped = False
 
-    def load(self, partition: int, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        known = self.known
-        self.unknown += sum(1 for _, f in entries if f[b"t"] not in known)
-        for loader in self.bulk:
-            loader.write_rows(loader.rows(entries))
+    def write(self, msg: tuple[Any, ...]) -> None:
+        if self.stopped:
+            raise asyncio.CancelledError()
+        conn = self.conn
+        if msg[0] == "done":
+            for proj, final in zip(self.bulk, msg[1], strict=True):
+                proj.bulk_finish(conn, final)
+            return
+        _, partition, last, n, rows, plain_entries, unknown = msg
+        for proj, proj_rows in zip(self.bulk, rows, strict=True):
+            proj.bulk_write(conn, proj_rows)
         for proj, wanted in self.plain:
             events: list[RecordedEvent] = [
-                decode_entry(partition, pos, f) for pos, f in entries
-                if wanted is None or f[b"t"] in wanted
+                decode_entry(partition, pos, entry_fields(flat)) for pos, flat in plain_entries
+                if wanted is None or entry_type(flat) in wanted
             ]
             if events:
-                proj.apply(self.conn, events)
-        self.since_commit += len(entries)
+                proj.apply(conn, events)
+        self.unknown += unknown
+        self.positions[partition] = last
+        self.counts[partition] += n
+        self.done += n
+        self.since_commit += n
         if self.since_commit >= COMMIT_EVERY:
-            self.conn.execute("COMMIT")
-            self.conn.execute("BEGIN")
+            conn.execute("COMMIT")
+            conn.execute("BEGIN")
             self.since_commit = 0
+        if self.on_progress is not None:
+            self.total = max(self.total, self.done)
+            self.on_progress(self.done, self.total)
 
-    def finish(self) -> None:
-        for loader in self.bulk:
-            loader.finish()
+    def drain(self, reader: ChildReader) -> None:
+        for msg in reader.messages():
+            self.write(msg)
 
 
 async def build(
@@ -157,58 +171,66 @@ async def build(
     *,
     on_progress: Progress | None = None,
     chunk: int = CHUNK,
+    processes: bool = False,
 ) -> BuildResult:
     """Build a complete read model of the whole log in a fresh file at ``path``.
 
     Whatever is at ``path`` is deleted first. The result is caught up to the
     head as it was when loading ended, with a checkpoint and indexes.
+    ``processes``: read and fold in a child process while this one writes.
+    Off by default: on a busy 2-core machine the extra copying (pickling the
+    rows across) cost more than the overlap won (see bench/bench_rebuild.py).
     """
     started = time.perf_counter()
     _remove_db(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    status = await store.status()
-    total = status.length
-    done = 0
-    positions = [START] * store.partitions
-    counts = [0] * store.partitions
+    for p in range(store.partitions):
+        await store.read_raw(p, START, 1)  # a trimmed log cannot be rebuilt: say so
+    total = (await store.status()).length
+    bulk = [p for p in projections if hasattr(p, "bulk_fold")]
+    plain: list[tuple[Projection, frozenset[bytes] | None]] = []
+    for proj in projections:
+        if not hasattr(proj, "bulk_fold"):
+            wanted = getattr(proj, "event_types", None)
+            plain.append((proj, None if wanted is None else frozenset(t.encode() for t in wanted)))
+    plain_types: frozenset[bytes] | None = frozenset()
+    for _, wanted in plain:
+        plain_types = None if wanted is None or plain_types is None else plain_types | wanted
+    known = frozenset(t.encode() for t in known_types())
+    args = (store.url, store.keys.prefix, store.partitions, bulk, plain_types, known, chunk)
     loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild") as writer:
-        conn = await loop.run_in_executor(writer, _open_bulk, path)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild") as executor:
+        conn = await loop.run_in_executor(executor, _open_bulk, path)
+        writer = _Writer(conn, bulk, plain, store.partitions, on_progress, total)
         try:
-            def setup() -> _Loader:
+            def setup() -> None:
                 _db.create_all(conn, projections, indexes=False)
                 conn.execute("BEGIN")
-                return _Loader(conn, projections)
 
-            loader = await loop.run_in_executor(writer, setup)
-            pending: asyncio.Future[None] | None = None
-            for p in range(store.partitions):
-                after = START
-                while True:
-                    entries = await store.read_raw(p, after, chunk)
+            await loop.run_in_executor(executor, setup)
+            if processes:
+                reader = ChildReader(*args)
+                try:
+                    await loop.run_in_executor(executor, writer.drain, reader)
+                finally:
+                    writer.stopped = True
+                    reader.close()
+            else:
+                pending: asyncio.Future[None] | None = None
+                try:
+                    async for msg in read_folded(*args):
+                        if pending is not None:
+                            await pending  # one chunk in flight: reading overlaps writing
+                        pending = loop.run_in_executor(executor, writer.write, msg)
                     if pending is not None:
-                        await pending  # one chunk in flight: reading overlaps writing
-                        pending = None
-                    if not entries:
-                        break
-                    after = entries[-1][0].decode()
-                    pending = loop.run_in_executor(writer, loader.load, p, entries)
-                    done += len(entries)
-                    counts[p] += len(entries)
-                    positions[p] = after
-                    if on_progress is not None:
-                        total = max(total, done)
-                        on_progress(done, total)
-                    if len(entries) < chunk:
-                        break
-            if pending is not None:
-                await pending
+                        await pending
+                finally:
+                    writer.stopped = True
 
             def finish() -> None:
-                loader.finish()
                 for q in range(store.partitions):
-                    _db.write_checkpoint(conn, q, positions[q], counts[q])
-                _db.add_counter(conn, "skipped_unknown", loader.unknown)
+                    _db.write_checkpoint(conn, q, writer.positions[q], writer.counts[q])
+                _db.add_counter(conn, "skipped_unknown", writer.unknown)
                 conn.execute(
                     "INSERT INTO projector_meta (name, value) VALUES ('generation', ?), "
                     "('built_at', ?)", (str(uuid.uuid4()), str(time.time())))
@@ -217,21 +239,21 @@ async def build(
                     proj.create_indexes(conn)
                 conn.execute("PRAGMA journal_mode=DELETE")
 
-            await loop.run_in_executor(writer, finish)
+            await loop.run_in_executor(executor, finish)
         finally:
-            await loop.run_in_executor(writer, conn.close)
+            await asyncio.shield(loop.run_in_executor(executor, conn.close))
+    done = writer.done
     # Events appended while the indexes were built: the ordinary path, on this file.
     from chatlog.projections.projector import Projector
 
     tail = Projector(store, path, projections, batch_size=chunk)
     try:
-        extra = await tail.catch_up()
+        done += await tail.catch_up()
         checkpoint = tail.checkpoint
     finally:
         await tail.stop()
-    done += extra
     if on_progress is not None:
-        on_progress(done, max(total, done))
+        on_progress(done, max(writer.total, done))
     return BuildResult(path, done, checkpoint, time.perf_counter() - started)
 
 
@@ -278,6 +300,7 @@ async def rebuild(
     *,
     on_progress: Progress | None = None,
     chunk: int = CHUNK,
+    processes: bool = False,
 ) -> BuildResult:
     """Rebuild every read model of ``live`` from the log and switch to it.
 
@@ -293,7 +316,8 @@ async def rebuild(
     with rebuild_lock(live):
         _remove_db(temp)
         try:
-            result = await build(store, temp, projections, on_progress=on_progress, chunk=chunk)
+            result = await build(store, temp, projections, on_progress=on_progress, chunk=chunk,
+                                 processes=processes)
             await asyncio.to_thread(switch, temp, live)
         finally:
             _remove_db(temp)

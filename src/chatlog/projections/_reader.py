@@ -1,0 +1,187 @@
+"""The reading half of a rebuild: XRANGE the whole log and fold it, here or in a child process.
+
+Entries are read undecoded (XRANGE without redis-py's reply parsing, which
+halves the cost of reading) and folded by each bulk-capable projection into
+rows. With ``processes``, this runs in a child process and sends each
+chunk's rows down a pipe, so reading and folding (the child) overlap writing
+SQLite (the parent) on two cores.
+
+Messages: ``("chunk", partition, last_position, n, rows_per_fold, plain_entries,
+unknown)`` per chunk, then ``("done", finals_per_fold)``; ``("error", text)``
+from a child that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import marshal
+import pickle
+import struct
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import IO, Any, cast
+
+from chatlog.errors import ProjectionError
+from chatlog.eventstore.keys import Keys
+from chatlog.eventstore.store import connect
+
+RawEntry = tuple[bytes, list[bytes]]
+Message = tuple[Any, ...]
+
+
+def entry_type(flat: list[bytes]) -> bytes:
+    """The ``t`` field of a raw entry's flat field list."""
+    if len(flat) > 3 and flat[2] == b"t":
+        return flat[3]
+    return dict(zip(flat[::2], flat[1::2], strict=True)).get(b"t", b"")
+
+
+def entry_fields(flat: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _raw_reply(response: Any, **options: Any) -> Any:
+    return response
+
+
+async def read_folded(
+    url: str,
+    prefix: str,
+    partitions: int,
+    bulk: Sequence[Any],
+    plain_types: frozenset[bytes] | None,
+    known: frozenset[bytes],
+    chunk: int,
+) -> AsyncIterator[Message]:
+    """Read every partition from its start; yield folded chunks, then the folds' finals.
+
+    ``plain_types``: the entries to pass on undecoded (for projections without
+    a bulk fold); ``None`` passes every entry, an empty set none.
+    """
+    client = connect(url)
+    client.set_response_callback("XRANGE", _raw_reply)
+    folds = [proj.bulk_fold() for proj in bulk]
+    keys = Keys(prefix)
+    pending: asyncio.Task[Any] | None = None
+    try:
+        for p in range(partitions):
+            key = keys.log(p)
+            request = asyncio.ensure_future(client.xrange(key, "-", "+", chunk))
+            while True:
+                pending = request
+                entries = cast(list[RawEntry], await request)
+                pending = None
+                if not entries:
+                    break
+                last = entries[-1][0].decode()
+                full = len(entries) >= chunk
+                if full:  # the server reads the next chunk while this one is folded
+                    request = asyncio.ensure_future(
+                        client.xrange(key, f"({last}", "+", chunk))
+                    pending = request
+                rows = [fold.rows(entries) for fold in folds]
+                if plain_types is None:
+                    plain = entries
+                elif plain_types:
+                    plain = [e for e in entries if entry_type(e[1]) in plain_types]
+                else:
+                    plain = []
+                unknown = sum(1 for e in entries if entry_type(e[1]) not in known)
+                yield ("chunk", p, last, len(entries), rows, plain, unknown)
+                if not full:
+                    break
+        yield ("done", [fold.final() for fold in folds])
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        await client.aclose()
+
+
+_HEADER = struct.Struct("<Q")
+
+
+def _write_frame(out: IO[bytes], msg: Message) -> None:
+    # marshal: the frames hold only str, bytes, int, lists and tuples; it dumps
+    # several times faster than pickle, and the child is the busier side.
+    data = marshal.dumps(msg)
+    out.write(_HEADER.pack(len(data)))
+    out.write(data)
+    out.flush()
+
+
+def _read_frame(src: IO[bytes]) -> Message | None:
+    head = src.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(head)
+    data = src.read(size)
+    if len(data) < size:
+        return None
+    msg: Message = marshal.loads(data)
+    return msg
+
+
+def child_main() -> None:
+    """Entry point of the child: arguments pickled on stdin, frames out on stdout."""
+    args = pickle.loads(sys.stdin.buffer.read())
+    out = sys.stdout.buffer
+
+    async def run() -> None:
+        async for msg in read_folded(*args):
+            _write_frame(out, msg)
+
+    try:
+        asyncio.run(run())
+    except (BrokenPipeError, KeyboardInterrupt):  # the parent went away or gave up
+        pass
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            _write_frame(out, ("error", f"{exc.__class__.__name__}: {exc}"))
+
+
+class ChildReader:
+    """:func:`read_folded` in a child process; iterate :meth:`messages` (blocking).
+
+    The child is ``python -m chatlog.projections._reader`` (not
+    ``multiprocessing``, which would re-import the caller's main module).
+    """
+
+    def __init__(self, *args: Any) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "chatlog.projections._reader"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1 << 20,
+        )
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL))
+        self._proc.stdin.close()
+
+    def messages(self) -> Iterator[Message]:
+        assert self._proc.stdout is not None
+        while True:
+            msg = _read_frame(self._proc.stdout)
+            if msg is None:
+                code = self._proc.wait(5)
+                raise ProjectionError(
+                    "the rebuild's reader process ended before the end of the log "
+                    f"(exit code {code})")
+            if msg[0] == "error":
+                raise ProjectionError(f"reading the log for the rebuild failed: {msg[1]}")
+            yield msg
+            if msg[0] == "done":
+                return
+
+    def close(self) -> None:
+        """Stop the child (by its own handle) and release the pipe."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait(5)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+if __name__ == "__main__":
+    child_main()
