@@ -126,6 +126,14 @@ def test_workflow_approved_by_clicking_and_another_times_out(server: Server, pag
     expect(page.locator("#wf-actions button")).to_have_count(0)
     screenshot(page, "workflow-timed-out")
 
+    # The same workflow's events, live, filtered by workflow.
+    page.get_by_role("link", name="Watch this workflow's events live").click()
+    expect(page.locator("#ev-status")).to_have_attribute("data-state", "live")
+    types = page.locator("#ev-rows tr")
+    expect(types).to_have_count(3)
+    assert types.evaluate_all("rs => rs.map(r => r.dataset.type)") == [
+        "workflow.created", "workflow.timed_out", "workflow.failed"]
+
 
 def test_health_view(server: Server, page: Any) -> None:
     page.goto(f"{server.base}/#/health")

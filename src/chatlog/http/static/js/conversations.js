@@ -194,6 +194,9 @@ function markCurrent() {
 
 function renderThreadHeader() {
   $("#thread-title").textContent = thread || "(new thread)";
+  const link = $("#thread-events");
+  link.hidden = !thread;
+  link.href = `#/events?${new URLSearchParams({ project, thread_id: thread })}`;
   $("#post-legend").textContent = thread ? "Post a message to this thread" : "Start a new thread";
 }
 

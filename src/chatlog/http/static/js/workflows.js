@@ -165,6 +165,7 @@ function renderDetail(wf) {
   $("#wf-detail").hidden = !wf;
   if (!wf) return;
   const state = stateOf(wf);
+  $("#wf-events").href = `#/events?${new URLSearchParams({ project, workflow_id: wf.id ?? workflow })}`;
   $("#wf-title").textContent = [wf.name, wf.workflow_id ?? wf.id ?? workflow].filter(Boolean).join(" · ");
   const badge = $("#wf-state");
   const timedOut = state === "timed_out" || history(wf).some((h) => h.type === "workflow.timed_out");
