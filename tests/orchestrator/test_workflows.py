@@ -183,6 +183,10 @@ async def test_wait_for_state_long_polls_and_times_out(
     wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
     with pytest.raises(WaitTimeout, match="state running"):
         await orchestrator.wait_for_state(project, wid, "running", 0.2)
+    with pytest.raises(WaitTimeout):
+        await orchestrator.wait_for_state(project, wid, "running", 0)
+    now = await orchestrator.wait_for_state(project, wid, "waiting_for_start", 0)
+    assert now.state == "waiting_for_start"  # already there: no time needed
     poll = asyncio.create_task(
         orchestrator.wait_for_state(project, wid, {"awaiting_approval", "running"}, 20))
     await asyncio.sleep(0.05)

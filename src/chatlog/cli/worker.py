@@ -10,8 +10,11 @@ from typing import Any
 import click
 
 from chatlog.cli._app import cli, run_async, settings_from
+from chatlog.cli.log import STATUS_SECTIONS
 from chatlog.eventstore.runtime import open_store
-from chatlog.orchestrator.jobs import Job, Worker, list_dead_letters
+from chatlog.eventstore.store import EventStore
+from chatlog.orchestrator.jobs import Job, Worker, job_status, list_dead_letters
+from chatlog.settings import Settings
 
 
 async def demo_handler(job: Job) -> dict[str, Any]:
@@ -72,3 +75,10 @@ async def dead_letters(ctx: click.Context, limit: int) -> None:
                 "deliveries": d.deliveries, "reason": d.reason, "payload": d.payload,
                 "partition": d.partition, "position": d.position,
             }))
+
+
+async def _jobs_section(settings: Settings, store: EventStore) -> dict[str, Any]:
+    return await job_status(store)
+
+
+STATUS_SECTIONS.append(_jobs_section)

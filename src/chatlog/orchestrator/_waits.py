@@ -79,17 +79,22 @@ class Dispatcher:
 
     def __init__(self) -> None:
         self._waiters: dict[str, set[Waiter]] = {}
+        self._count = 0
 
     def __len__(self) -> int:
-        return sum(len(ws) for ws in self._waiters.values())
+        return self._count
 
     def register(self, key: str, waiter: Waiter) -> None:
-        self._waiters.setdefault(key, set()).add(waiter)
+        waiters = self._waiters.setdefault(key, set())
+        if waiter not in waiters:
+            waiters.add(waiter)
+            self._count += 1
 
     def unregister(self, key: str, waiter: Waiter) -> None:
         waiters = self._waiters.get(key)
-        if waiters is not None:
+        if waiters is not None and waiter in waiters:
             waiters.discard(waiter)
+            self._count -= 1
             if not waiters:
                 del self._waiters[key]
 

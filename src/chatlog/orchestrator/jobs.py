@@ -462,3 +462,22 @@ async def list_dead_letters(
                 reason=_s(f["reason"]), partition=p, position=_s(entry_id),
             ))
     return out
+
+
+async def job_status(store: EventStore) -> dict[str, Any]:
+    """Per partition: jobs in the stream, pending (delivered, not acknowledged), dead letters."""
+    redis: Any = cast(Any, store.redis)
+    parts = []
+    for p in range(store.partitions):
+        keys = store.keys
+        length = int(await redis.xlen(keys.jobs(p)))
+        dead = int(await redis.xlen(keys.dead_letters(p)))
+        pending = 0
+        if length:
+            try:
+                info = await redis.xpending(keys.jobs(p), GROUP)
+                pending = int(info["pending"] if isinstance(info, dict) else info[0])
+            except rexc.ResponseError:  # no group yet
+                pending = 0
+        parts.append({"partition": p, "jobs": length, "pending": pending, "dead_letters": dead})
+    return {"jobs": parts}

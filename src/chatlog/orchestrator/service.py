@@ -458,22 +458,25 @@ class Orchestrator:
         if not self._running:
             raise OrchestratorStopped("the orchestrator is not started; call start() first")
         key = aggregate_key(project.key, "workflow", workflow_id)
-        async with asyncio.timeout(limit):
-            while True:
-                waiter = Waiter(done)
-                self._dispatcher.register(key, waiter)
-                try:
-                    if self._after_register is not None:
-                        await self._after_register()
-                    state = await self._load(project, workflow_id)
-                    if waiter.begin(state):
-                        return state
-                    if self._after_read is not None:
-                        await self._after_read()
-                    if await waiter.future is not None:
-                        return state  # waiter.state is state, folded forward
-                finally:
-                    self._dispatcher.unregister(key, waiter)
+        loop = asyncio.get_running_loop()
+        deadline = None if limit is None else loop.time() + limit
+        while True:
+            waiter = Waiter(done)
+            self._dispatcher.register(key, waiter)
+            try:
+                if self._after_register is not None:
+                    await self._after_register()
+                state = await self._load(project, workflow_id)
+                if waiter.begin(state):
+                    return state  # already there: answered even with no time left
+                if self._after_read is not None:
+                    await self._after_read()
+                async with asyncio.timeout_at(deadline):
+                    ended = await waiter.future
+                if ended is not None:
+                    return state  # waiter.state is state, folded forward
+            finally:
+                self._dispatcher.unregister(key, waiter)
 
     async def wait_for_state(
         self,
