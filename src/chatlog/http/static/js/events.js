@@ -38,7 +38,7 @@ export function init() {
       project: f.get("project").trim(), thread_id: f.get("thread_id").trim(),
       workflow_id: f.get("workflow_id").trim(), types: f.get("types").replace(/\s+/g, ""),
     };
-    startAfter = "";
+    startAfter = f.get("after").trim();
     save();
     restart();
   });
@@ -58,8 +58,10 @@ export function show(params) {
   filters = next;
   startAfter = params.after || "";
   for (const [k, v] of Object.entries(filters)) $(`#events-form [name="${k}"]`).value = v;
+  $('#events-form [name="after"]').value = startAfter;
   save();
-  if (changed || !es) restart();
+  const stopped = ["idle", "refused", "error"].includes($("#ev-status").dataset.state);
+  if (changed || stopped) restart();
 }
 
 export function hide() {}
