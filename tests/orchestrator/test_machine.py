@@ -102,3 +102,16 @@ def test_job_events_and_unknown_types_leave_the_state_alone() -> None:
     assert state.state is State.RUNNING
     assert state.version == 4
     assert [e.type for e in state.history][-2:] == ["job.enqueued", "something.new"]
+
+
+async def test_a_waiter_fed_several_events_before_it_began_resolves_once() -> None:
+    from chatlog.orchestrator._waits import Waiter
+
+    events = [_event("workflow.created", 1), _event("workflow.timed_out", 2),
+              _event("workflow.failed", 3)]
+    waiter = Waiter(lambda s: s.state is not State.WAITING_FOR_START)
+    for e in events:  # the tailer delivers them before the wait's read returns
+        waiter.feed(e)
+    assert waiter.begin(fold("wf", events[:1])) is True
+    ended = await waiter.future
+    assert ended is not None and ended.type == "workflow.timed_out"

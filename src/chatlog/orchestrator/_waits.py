@@ -60,7 +60,7 @@ class Waiter:
     def _apply(self, event: RecordedEvent) -> None:
         state = self.state
         assert state is not None
-        if event.version <= state.version:
+        if self.future.done() or event.version <= state.version:
             return  # the read already covered it
         if event.version != state.version + 1:
             self.future.set_result(None)  # a gap (cannot happen in order); re-read
