@@ -175,18 +175,22 @@ def test_live_events_exactly_once_across_a_server_restart(
     expect(rows).to_have_count(12)
     missed = int(re.findall(r"\d+", note.inner_text())[0])
     assert 3 <= missed <= 7  # m06..m08 at least; m09..m12 if they landed before the catch-up
+    # The new stream is live: later messages arrive without a reload.
+    for i in range(13, 15):
+        post(server, project, f"m{i:02d}", thread)
+    expect(rows).to_have_count(14)
     contents = [json.loads(a)["content"] for a in rows.locator("td.data").evaluate_all(
         "cells => cells.map(c => c.title)")]
-    assert contents == [f"m{i:02d}" for i in range(1, 13)]
+    assert contents == [f"m{i:02d}" for i in range(1, 15)]
     positions = rows.evaluate_all("rs => rs.map(r => r.dataset.position)")
-    assert len(set(positions)) == 12
+    assert len(set(positions)) == 14
     expect(page.locator("#ev-dups")).to_have_text("0")
-    expect(page.locator("#ev-count")).to_have_text("12")
+    expect(page.locator("#ev-count")).to_have_text("14")
     screenshot(page, "events-reconnected")
 
     # A refresh replays the same events from the log.
     page.reload()
-    expect(rows).to_have_count(12)
+    expect(rows).to_have_count(14)
     expect(page.locator("#ev-dups")).to_have_text("0")
 
 
