@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from chatlog.http import STATE
 from tests.http.conftest import post_message, read_sse
 
 pytestmark = pytest.mark.slow
@@ -19,6 +20,12 @@ async def test_redis_down_is_503_and_the_service_recovers_without_restart(
     before = await post_message(client, "Ops", "before")
     stream = await client.get("/v1/events/stream", params={"project": "Ops"})
     assert (await read_sse(stream, 1))[0][1]["id"] == before["message_id"]
+    # Make sure the stream is live (subscribed to the fan-out, catch-up done).
+    async with asyncio.timeout(10):
+        while len(client.app[STATE].fanout) < 1:
+            await asyncio.sleep(0.01)
+    live = await post_message(client, "Ops", "live", thread_id=before["thread_id"])
+    assert (await read_sse(stream, 1))[0][1]["id"] == live["message_id"]
 
     server.stop()  # by its pid (SIGTERM: it flushes its AOF)
     body = {"thread_id": before["thread_id"], "role": "user", "content": "during"}
@@ -42,12 +49,12 @@ async def test_redis_down_is_503_and_the_service_recovers_without_restart(
         assert resp.status == 503
         await asyncio.sleep(0.1)
     assert after is not None, "appends did not recover"
-    assert after["version"] == 2  # nothing of the refused appends was written
+    assert after["version"] == 3  # nothing of the refused appends was written
 
     # The projector and the SSE fan-out resumed too.
     resp = await client.get(f"/v1/projects/Ops/threads/{before['thread_id']}/messages",
                             params={"min_position": after["position"]})
-    assert [m["content"] for m in (await resp.json())["messages"]] == ["before", "after"]
+    assert [m["content"] for m in (await resp.json())["messages"]] == ["before", "live", "after"]
     assert (await read_sse(stream, 1))[0][1]["id"] == after["message_id"]
     stream.close()
     for _ in range(50):

@@ -7,6 +7,7 @@ the same declaration, so the document cannot drift from the code.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -96,9 +97,13 @@ def read_query(request: web.Request, model: type[M]) -> M:
         raise RequestInvalid("query", exc) from None
 
 
+#: Normalising is pure; the same few project names come in on every request.
+_normalize = functools.lru_cache(maxsize=4096)(normalize_project_id)
+
+
 def project_of(request: web.Request, namespace: uuid.UUID) -> ProjectKey:
     """The ``{project}`` of the path, normalised with the identity rules."""
-    return normalize_project_id(request.match_info["project"], namespace)
+    return _normalize(request.match_info["project"], namespace)
 
 
 def json_response(model: BaseModel, status: int = 200) -> web.Response:

@@ -112,7 +112,6 @@ def create_app(
                 await services.projector.start()
             if services.orchestrator is not None:
                 await services.orchestrator.start()
-        await fanout.start()
         try:
             yield
         finally:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from chatlog.errors import ChatlogError
 from chatlog.events import RecordedEvent
 from chatlog.eventstore import Cursor, EventStore, position_after
 from chatlog.http._routing import Endpoint, json_response, read_query
@@ -191,6 +192,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             await _live(st, stream, flt, stream.cursor)
     except ConnectionResetError:
         pass  # the client went away (or was cut off); it resumes from its last id
+    except ChatlogError as exc:  # e.g. Redis went away mid-catch-up: end; it resumes
+        with contextlib.suppress(ConnectionResetError):
+            await stream.write(f": {exc.title}; reconnect with Last-Event-ID\n\n".encode())
     finally:
         if stream.sub is not None:
             st.fanout.unsubscribe(stream.sub)
@@ -216,7 +220,7 @@ async def _catch_up(
         if not more:
             if subscribed:
                 break
-            stream.sub = st.fanout.subscribe()
+            stream.sub = await st.fanout.subscribe()
             subscribed = True
         found, cursor, more = await scan(st.store, cursor, flt, 500)
     stream.cursor = cursor

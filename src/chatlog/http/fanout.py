@@ -53,8 +53,18 @@ class Subscriber:
         return events
 
 
+class _Idle(Exception):
+    """No subscribers left: the shared tail stops until the next one comes."""
+
+
 class Fanout:
-    """The shared tailer; ``subscribe`` to receive every event appended from then on."""
+    """The shared tailer; ``await subscribe()`` to receive every event appended from then on.
+
+    The tail runs only while someone listens: the first subscriber starts it
+    from the log's heads (read before ``subscribe`` returns, so the
+    subscriber's own catch-up read afterwards overlaps it: no gap), and it
+    stops by itself once the last one has left.
+    """
 
     def __init__(
         self,
@@ -72,16 +82,27 @@ class Fanout:
         self._on_count = on_count
         self._on_cutoff = on_cutoff
         self._task: asyncio.Task[None] | None = None
-        #: Where the shared tail stands (None until it has read the heads).
+        self._starting = asyncio.Lock()
+        #: Where the shared tail stands (None while it is not running).
         self.cursor: Cursor | None = None
 
     def __len__(self) -> int:
         return len(self._subscribers)
 
-    def subscribe(self) -> Subscriber:
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def subscribe(self) -> Subscriber:
+        """A new subscriber; it gets every event appended after this call began."""
         sub = Subscriber(self.buffer)
         self._subscribers.add(sub)
         self._count()
+        try:
+            await self._ensure_running()
+        except BaseException:
+            self.unsubscribe(sub)
+            raise
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -100,32 +121,52 @@ class Fanout:
                     self._on_cutoff()
         self._count()
 
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="chatlog-fanout")
+    async def _ensure_running(self) -> None:
+        if self.running:
+            return
+        async with self._starting:
+            if self.running:
+                return
+            self.cursor = await self.store.heads()
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(self.cursor), name="chatlog-fanout"
+            )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, _Idle):
+                await task
 
-    async def _run(self) -> None:
+    async def _idle(self) -> None:
+        if not self._subscribers:
+            raise _Idle()
+
+    async def _run(self, cursor: Cursor) -> None:
         backoff = 0.05
-        while True:
+        while self._subscribers:
             try:
-                if self.cursor is None:
-                    self.cursor = await self.store.heads()
-                async for batch in self.store.tail(self.cursor, block=self.block):
+                async for batch in self.store.tail(cursor, block=self.block, on_idle=self._idle):
                     for ev in batch:
-                        self.cursor = self.cursor.advanced(ev.partition, ev.position)
+                        cursor = cursor.advanced(ev.partition, ev.position)
+                    self.cursor = cursor
                     self.publish(batch)
                     backoff = 0.05
+                    if not self._subscribers:
+                        return
+            except _Idle:
+                return
+            except PositionTrimmed:
+                # Trimmed under us: nobody can be served from here; cut everyone off
+                # (they resume from their last ids and get a clear 410 if gone).
+                for sub in list(self._subscribers):
+                    sub.overflowed = True
+                    sub.wakeup.set()
+                self._subscribers.clear()
+                self._count()
+                return
             except ChatlogError as exc:
-                # Redis down before the first read (StoreUnavailable), or the
-                # log trimmed under us: start again from the heads.
                 log.warning("fan-out tail: %s; retrying in %.2f s", exc, backoff)
-                if isinstance(exc, PositionTrimmed):
-                    self.cursor = None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)

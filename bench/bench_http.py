@@ -1,0 +1,270 @@
+"""HTTP appends and SSE delivery of ``chatlog serve``, beside a bare aiohttp ceiling.
+
+All in one run, on one fresh Valkey with the embedded default's settings:
+
+- ceiling: a bare aiohttp handler that parses the same JSON body and answers
+  a small JSON document (no Redis, no validation);
+- ``POST /v1/projects/{p}/messages`` on a real ``chatlog serve`` (projector and
+  orchestrator running in the same process, as deployed); goal: >= 40% of the
+  ceiling's requests/s with p99 < 25 ms;
+- SSE: 500 subscribers of ``/v1/events/stream``; latency from sending an
+  append until each subscriber has the event; goal: p99 < 50 ms.
+
+The load generator (aiohttp client, 64 concurrent requests) runs in its own
+process, so its CPU does not count against the server's. Run alone:
+``.venv/bin/python bench/bench_http.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    bench_args,
+    emit,
+    metric,
+    percentiles,
+    print_table,
+    reset_server,
+    scratch_dir,
+    valkey_server,
+)
+
+HERE = Path(__file__).resolve()
+CONCURRENCY = 64
+SUBSCRIBERS = 500
+BODY = {"thread_id": None, "role": "user", "content": "x" * 200, "metadata": {"agent": "bench"}}
+
+
+# -- the processes ------------------------------------------------------------------
+
+
+def _bare_server(port: int) -> None:
+    """The ceiling: parse the JSON body, answer a small JSON document."""
+    import uuid
+
+    import orjson
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        answer = {"message_id": str(uuid.uuid4()), "thread_id": body.get("thread_id") or "t",
+                  "position": "0-0", "version": 1}
+        return web.Response(status=201, body=orjson.dumps(answer),
+                            content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/projects/{project}/messages", handler)
+    print(f"listening on http://127.0.0.1:{port}", flush=True)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+async def _load(url: str, duration: float, concurrency: int, warmup: float) -> dict[str, Any]:
+    """``concurrency`` clients posting messages for ``duration`` s (after ``warmup`` s)."""
+    import aiohttp
+
+    path = f"{url}/v1/projects/Bench/messages"
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        start = time.perf_counter()
+        measure_from = start + warmup
+        stop = measure_from + duration
+
+        async def worker() -> None:
+            nonlocal errors
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= stop:
+                    return
+                async with http.post(path, json=BODY) as resp:
+                    await resp.read()
+                    ok = resp.status == 201
+                t1 = time.perf_counter()
+                if t0 >= measure_from:
+                    latencies.append(t1 - t0)
+                    errors += not ok
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return {"requests": len(latencies), "errors": errors, "duration": duration,
+            "per_s": len(latencies) / duration,
+            **{k: v * 1000 for k, v in percentiles(latencies, (50, 99)).items()}}
+
+
+async def _sse(url: str, subscribers: int, appends: int, rate: float) -> dict[str, Any]:
+    """``subscribers`` SSE clients; ``appends`` messages at ``rate``/s; delivery latencies."""
+    import aiohttp
+
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        ready = 0
+        all_ready = asyncio.Event()
+
+        async def subscriber() -> None:
+            nonlocal ready
+            async with http.get(f"{url}/v1/events/stream", params={"project": "Sse"},
+                                timeout=aiohttp.ClientTimeout(total=None)) as resp:
+                ready += 1
+                if ready == subscribers:
+                    all_ready.set()
+                got = 0
+                async for line in resp.content:
+                    if line.startswith(b"data: "):
+                        now = time.perf_counter()
+                        doc = json.loads(line[6:])
+                        t0 = sent.get(doc["data"]["content"])
+                        if t0 is not None:
+                            latencies.append(now - t0)
+                        got += 1
+                        if got >= appends:
+                            return
+
+        tasks = [asyncio.ensure_future(subscriber()) for _ in range(subscribers)]
+        async with asyncio.timeout(60):
+            await all_ready.wait()
+        await asyncio.sleep(0.5)
+        for i in range(appends):
+            key = f"sse-{i}"
+            sent[key] = time.perf_counter()
+            async with http.post(f"{url}/v1/projects/Sse/messages",
+                                 json={"role": "user", "content": key}) as resp:
+                assert resp.status == 201, await resp.text()
+            await asyncio.sleep(1 / rate)
+        async with asyncio.timeout(30):
+            await asyncio.gather(*tasks)
+    expected = subscribers * appends
+    return {"deliveries": len(latencies), "expected": expected,
+            **{k: v * 1000 for k, v in percentiles(latencies, (50, 99)).items()}}
+
+
+def _child(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, str(HERE), *args], stdout=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def _run_client(*args: str) -> dict[str, Any]:
+    proc = _child(*args)
+    out, _ = proc.communicate(timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed ({proc.returncode})")
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+class Server:
+    """A server process (bare or ``chatlog serve``) on a free loopback port."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, env=env)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            self.stop()
+            raise RuntimeError(f"server did not start: {line!r}")
+        self.url = line.split("listening on ", 1)[1].split()[0]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+def _free_port() -> int:
+    from chatlog.eventstore.embedded import free_port
+
+    return free_port()
+
+
+def main() -> int:
+    args = bench_args(__doc__.splitlines()[0])
+    warmup = 0.2 if args.quick else 0.5
+    subscribers = 100 if args.quick else SUBSCRIBERS
+    appends = 20 if args.quick else 50
+    bare_runs: list[dict[str, Any]] = []
+    chat_runs: list[dict[str, Any]] = []
+    sse_runs: list[dict[str, Any]] = []
+    with valkey_server() as valkey, scratch_dir("http") as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLOG_")}
+        env.update(CHATLOG_REDIS_URL=valkey.url, CHATLOG_DATA_DIR=str(tmp / "data"),
+                   CHATLOG_LOG_LEVEL="WARNING")
+        chatlog = str(Path(sys.executable).parent / "chatlog")
+        for _ in range(args.reps):
+            bare = Server([sys.executable, str(HERE), "_bare", str(_free_port())])
+            try:
+                bare_runs.append(_run_client("_load", bare.url, str(args.duration),
+                                             str(CONCURRENCY), str(warmup)))
+            finally:
+                bare.stop()
+            asyncio.run(reset_server(valkey.url))
+            serve = Server([chatlog, "serve", "--port", str(_free_port())], env=env)
+            try:
+                chat_runs.append(_run_client("_load", serve.url, str(args.duration),
+                                             str(CONCURRENCY), str(warmup)))
+                sse_runs.append(_run_client("_sse", serve.url, str(subscribers),
+                                            str(appends), "20"))
+            finally:
+                serve.stop()
+            for d in (tmp / "data",):
+                for f in d.glob("readmodel.sqlite*"):
+                    f.unlink()
+
+    best_bare = max(r["per_s"] for r in bare_runs)
+    best_chat = max(r["per_s"] for r in chat_runs)
+    ratio = round(best_chat / best_bare, 3)
+    p99_chat = min(r["p99"] for r in chat_runs)
+    sse_p99 = min(r["p99"] for r in sse_runs)
+    results = [
+        metric("bare aiohttp JSON handler (ceiling)", [r["per_s"] for r in bare_runs], "req/s"),
+        metric("bare p50", [r["p50"] for r in bare_runs], "ms", higher_is_better=False),
+        metric("bare p99", [r["p99"] for r in bare_runs], "ms", higher_is_better=False),
+        metric("chatlog POST messages", [r["per_s"] for r in chat_runs], "req/s",
+               ratio=ratio, ratio_to="bare aiohttp JSON handler (ceiling)",
+               goal=">= 0.4x", goal_met=ratio >= 0.4),
+        metric("chatlog p50", [r["p50"] for r in chat_runs], "ms", higher_is_better=False),
+        metric("chatlog p99", [r["p99"] for r in chat_runs], "ms", higher_is_better=False,
+               goal="< 25 ms", goal_met=p99_chat < 25),
+        metric(f"SSE delivery p50 ({subscribers} subscribers)", [r["p50"] for r in sse_runs],
+               "ms", higher_is_better=False),
+        metric(f"SSE delivery p99 ({subscribers} subscribers)", [r["p99"] for r in sse_runs],
+               "ms", higher_is_better=False, goal="< 50 ms", goal_met=sse_p99 < 50),
+    ]
+    errors = sum(r["errors"] for r in chat_runs)
+    missing = sum(r["expected"] - r["deliveries"] for r in sse_runs)
+    print_table(f"HTTP appends at {CONCURRENCY} concurrent clients; SSE to {subscribers} "
+                f"subscribers (errors {errors}, SSE deliveries missing {missing})", results)
+    emit("http", results, args, concurrency=CONCURRENCY, subscribers=subscribers,
+         append_errors=errors, sse_missing=missing,
+         median_ratio=round(statistics.median(r["per_s"] for r in chat_runs)
+                            / statistics.median(r["per_s"] for r in bare_runs), 3))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_bare":
+        _bare_server(int(sys.argv[2]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_load":
+        url, duration, conc, warm = sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), float(
+            sys.argv[5])
+        print(json.dumps(asyncio.run(_load(url, duration, conc, warm))))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_sse":
+        url, subs, n, rate = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+        print(json.dumps(asyncio.run(_sse(url, subs, n, rate))))
+    else:
+        sys.exit(main())
