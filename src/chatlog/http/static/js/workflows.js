@@ -8,6 +8,7 @@ const TERMINAL = new Set(["completed", "failed", "timed_out", "cancelled"]);
 const POLL_MS = 1000;
 const LIST_EVERY = 5;    // the list is refreshed every 5th poll; the open workflow every poll
 const LIST_STATES = 20;
+const LIST_MAX = 200;
 
 let project = "";
 let workflow = "";
@@ -85,17 +86,27 @@ async function loadList() {
   let list = null;
   if (listEndpoint) {
     try {
-      list = items(await api(`${projectPath(project)}/workflows${query({ limit: 100 })}`), "workflows");
+      list = items(await api(`${projectPath(project)}/workflows`), "workflows");
     } catch (err) {
-      if (err instanceof ApiError && (err.status === 404 || err.status === 405)) listEndpoint = false;
-      else { showError(err, "Workflows"); return; }
+      // 404/405: this server has no workflow listing; use the log instead.
+      if (err instanceof ApiError && err.status >= 400 && err.status < 500 && !err.refused) {
+        listEndpoint = false;
+      } else { showError(err, "Workflows"); return; }
     }
   }
   if (list === null) {
     // No listing endpoint: find workflows from their creation events.
     try {
-      const data = await api(`/v1/events${query({ project, types: "workflow.created", limit: 500 })}`);
-      list = items(data, "events").reverse().map((ev) => ({
+      // Page through the creations (oldest first); keep the newest LIST_MAX.
+      let created = [];
+      let after;
+      for (let page = 0; page < 20; page++) {
+        const data = await api(`/v1/events${query({ project, types: "workflow.created", limit: 1000, after })}`);
+        created = created.concat(items(data, "events")).slice(-LIST_MAX);
+        after = data.cursor;
+        if (!data.has_more) break;
+      }
+      list = created.reverse().map((ev) => ({
         workflow_id: ev.aggregate_id, name: ev.data?.name, created_at: ev.time,
       }));
       // The newest few get their state too (one GET each).
@@ -122,7 +133,7 @@ function listItem(wf) {
   el("span", { class: "title mono" }, wf.name ? `${wf.name} · ${id}` : id),
   el("span", { class: "meta" },
     el("span", { class: "wf-state" }, state.replaceAll("_", " ")),
-    state ? " · " : "", fmtTime(wf.updated_at ?? wf.created_at)));
+    state ? " · " : "", fmtTime(wf.updated_at ?? wf.updated_ms ?? wf.created_at)));
   return el("li", {}, button);
 }
 
