@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
+
+from chatlog.eventstore import EventStore
+from tests.helpers import message
 
 #: Rows that legitimately differ between two builds of the same log.
 IGNORED_TABLES = {"projector_meta"}
@@ -32,3 +36,25 @@ def indexes(path: Path) -> set[str]:
             "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'")}
     finally:
         conn.close()
+
+
+async def fill(store: EventStore, projects: list[str], threads: int, per_thread: int,
+               batch: int = 50) -> int:
+    """Append ``per_thread`` messages to each of ``threads`` threads of every project, fast.
+
+    Batches of one thread's messages, many in flight at once (group-committed).
+    Returns how many events were appended.
+    """
+    calls = []
+    for name in projects:
+        for t in range(threads):
+            thread = f"thread-{t}"
+            for start in range(0, per_thread, batch):
+                n = min(batch, per_thread - start)
+                calls.append([message(name, thread, f"{name}/{thread}/{start + i}")
+                              for i in range(n)])
+    total = 0
+    for i in range(0, len(calls), 100):
+        results = await asyncio.gather(*(store.append(c) for c in calls[i:i + 100]))
+        total += sum(len(r) for r in results)
+    return total

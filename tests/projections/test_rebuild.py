@@ -1,0 +1,148 @@
+"""Rebuild: equals the incremental model, switches atomically under a running projector,
+and an interrupted rebuild (kill -9) leaves the live model untouched."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chatlog.errors import ChatlogError
+from chatlog.eventstore import EventStore
+from chatlog.identity import normalize_project_id
+from chatlog.projections.conversations import ConversationsProjection
+from chatlog.projections.projector import Projector
+from chatlog.projections.queries import ReadModel
+from chatlog.projections.rebuild import RebuildRunning, build, rebuild, rebuild_lock, rebuild_path
+from tests.helpers import message
+from tests.projections._util import dump, fill, indexes
+
+
+async def incremental(store: EventStore, path: Path) -> None:
+    pj = Projector(store, path, [ConversationsProjection()], batch_size=7)
+    try:
+        await pj.catch_up()
+    finally:
+        await pj.stop()
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["in-process", "child-process"])
+async def test_rebuild_equals_incremental(store: EventStore, tmp_path: Path,
+                                          processes: bool) -> None:
+    await fill(store, ["Blog-Project", "blog-project", "Docs"], threads=4, per_thread=9)
+    await store.append_one(message("docs", "thread-0", "last"))
+    await incremental(store, tmp_path / "inc.sqlite")
+    seen: list[tuple[int, int]] = []
+    result = await build(store, tmp_path / "reb.sqlite", [ConversationsProjection()],
+                         processes=processes, chunk=10,
+                         on_progress=lambda done, total: seen.append((done, total)))
+    assert result.events == 3 * 4 * 9 + 1
+    assert dump(tmp_path / "inc.sqlite") == dump(result.path)
+    assert indexes(tmp_path / "inc.sqlite") == indexes(result.path)
+    assert seen[-1] == (result.events, result.events)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+async def test_rebuild_switches_under_a_running_projector(
+    store: EventStore, model_path: Path
+) -> None:
+    """Readers and the live projector follow the switch; nothing is lost or doubled."""
+    await fill(store, ["Switch"], threads=3, per_thread=10)
+    async with Projector(store, model_path, [ConversationsProjection()], block=0.1) as pj:
+        r = await store.append_one(message("Switch", "thread-0", "before the rebuild"))
+        await pj.wait_for(r.partition, r.position, 10)
+        model = ReadModel(model_path)  # a reader with its connection already open
+        try:
+            key = normalize_project_id("switch")
+            assert model.get_project(key) is not None
+            # damage the live model, as a bug would: the rebuild must repair it
+            conn = sqlite3.connect(model_path)
+            conn.execute("DELETE FROM messages WHERE thread_id = 'thread-1'")
+            conn.commit()
+            conn.close()
+            result = await rebuild(store, model_path, [ConversationsProjection()])
+            assert not rebuild_path(model_path).exists()
+            # the projector notices the new checkpoint and carries on from it
+            after = await store.append_one(message("Switch", "thread-1", "after the rebuild"))
+            await pj.wait_for(after.partition, after.position, 10)
+            thread1 = model.list_messages(key, "thread-1").messages
+            assert len(thread1) == 11 and thread1[-1].content == "after the rebuild"
+            assert result.events == 31
+        finally:
+            model.close()
+    check = Path(str(model_path) + ".check")
+    await build(store, check, [ConversationsProjection()])
+    assert dump(model_path) == dump(check)
+    conn = sqlite3.connect(model_path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        conn.close()
+
+
+async def test_one_rebuild_at_a_time(store: EventStore, model_path: Path) -> None:
+    with rebuild_lock(model_path):
+        with pytest.raises(RebuildRunning, match="another rebuild"):
+            await rebuild(store, model_path, [ConversationsProjection()])
+
+
+async def test_a_trimmed_log_cannot_be_rebuilt_silently(store: EventStore,
+                                                        model_path: Path) -> None:
+    for i in range(3):
+        await store.append_one(message("Trim", "thread-1", str(i)))
+    head = await store.head(0)
+    await store.trim(0, head)
+    with pytest.raises(ChatlogError, match="trimmed"):
+        await rebuild(store, model_path, [ConversationsProjection()])
+    assert not _has_data(model_path)
+
+
+def _has_data(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
+def _chatlog(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from chatlog.cli import main; main()", *args]
+
+
+async def test_kill_9_during_rebuild_leaves_the_live_model_untouched(
+    store: EventStore, model_path: Path, redis_url: str, key_prefix: str
+) -> None:
+    await fill(store, ["Kill-A", "Kill-B"], threads=20, per_thread=500, batch=100)
+    live = Projector(store, model_path, [ConversationsProjection()], batch_size=5000)
+    try:
+        await live.catch_up()
+    finally:
+        await live.stop()
+    await store.append_one(message("Kill-A", "thread-0", "not yet in the live model"))
+    before = dump(model_path)
+    env = {**os.environ, "CHATLOG_REDIS_URL": redis_url, "CHATLOG_KEY_PREFIX": key_prefix,
+           "CHATLOG_DATA_DIR": str(model_path.parent)}
+    proc = await asyncio.create_subprocess_exec(
+        *_chatlog("rebuild", "--quiet"), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    temp = rebuild_path(model_path)
+    try:
+        deadline = time.monotonic() + 60
+        while proc.returncode is None and not _has_data(temp):
+            assert time.monotonic() < deadline, "the rebuild never started"
+            await asyncio.sleep(0.005)
+        assert proc.returncode is None, "the rebuild finished before it could be interrupted"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), 10)
+    assert proc.returncode == -signal.SIGKILL
+    assert dump(model_path) == before  # untouched
+    assert temp.exists()  # the leftover the next rebuild removes
+    result = await rebuild(store, model_path, [ConversationsProjection()])
+    assert not temp.exists()
+    assert result.events == 2 * 20 * 500 + 1
+    check = Path(str(model_path) + ".check")
+    await build(store, check, [ConversationsProjection()])
+    assert dump(model_path) == dump(check) != before
