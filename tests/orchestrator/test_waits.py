@@ -163,3 +163,31 @@ async def test_two_orchestrators_time_out_a_workflow_exactly_once(
             "workflow.created", "workflow.timed_out", "workflow.failed"]
         with pytest.raises(InvalidTransition, match="it is failed"):
             await a.start_workflow(project, wid)
+
+
+async def test_waits_and_timeouts_work_across_partitions(
+    store_factory: Callable[..., Any], settings: Settings,
+) -> None:
+    from chatlog.identity import normalize_project_id
+
+    store = await store_factory(partitions=3)
+    orchestrator = Orchestrator(store, settings.model_copy(update={"partitions": 3}))
+    await orchestrator.start()
+    try:
+        projects = [normalize_project_id(f"project-{i}") for i in range(6)]
+        assert len({store.partition_of(p.key) for p in projects}) > 1
+        ids = [(p, (await orchestrator.create_workflow(p, start_timeout=0.4)).id)
+               for p in projects]
+        started = [(p, (await orchestrator.create_workflow(p, start_timeout=30)).id)
+                   for p in projects]
+        waits = [asyncio.create_task(orchestrator.wait_for_start(p, w)) for p, w in started]
+        await asyncio.sleep(0.05)
+        for p, w in started:
+            await orchestrator.start_workflow(p, w)
+        assert all(e.type == "workflow.started"
+                   for e in await asyncio.wait_for(asyncio.gather(*waits), 10))
+        for p, w in ids:
+            view = await asyncio.wait_for(orchestrator.wait_for_state(p, w, "failed", 10), 15)
+            assert view.reason == "timed out after 0.4 s waiting for start_task"
+    finally:
+        await orchestrator.stop()

@@ -77,10 +77,19 @@ async def test_bad_input_and_missing_workflows(
         await orchestrator.create_workflow(project, start_timeout=0)
     with pytest.raises(InvalidInput):
         await orchestrator.wait_for_state(project, "wf-x", "flying", 1)
+    with pytest.raises(InvalidInput, match="JSON objects"):
+        await orchestrator.create_workflow(project, input={"x": object()})
+    with pytest.raises(InvalidInput, match="JSON objects"):
+        await orchestrator.create_workflow(project, input="text")  # type: ignore[arg-type]
     wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
     with pytest.raises(InvalidInput):
         await orchestrator.fail(project, wid, reason=" ")
-    assert (await orchestrator.get_workflow(project, wid)).version == 1
+    await orchestrator.start_workflow(project, wid)
+    with pytest.raises(InvalidInput):
+        await orchestrator.enqueue_job(project, wid, kind="k", payload={"f": object()})
+    with pytest.raises(InvalidInput):
+        await orchestrator.complete(project, wid, result={"f": object()})
+    assert (await orchestrator.get_workflow(project, wid)).version == 2  # nothing half-written
 
 
 async def test_two_racing_approvals_exactly_one_wins(

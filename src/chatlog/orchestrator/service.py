@@ -20,7 +20,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
+
 from chatlog.errors import (
+    ChatlogError,
     InvalidInput,
     InvalidTransition,
     NotFound,
@@ -318,7 +322,7 @@ class Orchestrator:
                 await self._expire(self._open_wait(project, state))
                 continue
             decide(workflow_id, state.state, command)
-            new = [self._event(project, workflow_id, d) for d in build(state)]
+            new = self._build(project, workflow_id, command, build, state)
             try:
                 results = await self.store.append(new, expected_version=state.version)
             except VersionConflict:
@@ -327,6 +331,26 @@ class Orchestrator:
                 state.apply(_recorded(event, result))
             return state
         raise InvalidTransition(workflow_id, command.value.replace("_", " "), "busy")
+
+    def _build(
+        self,
+        project: ProjectKey,
+        workflow_id: str,
+        command: Command,
+        build: Callable[[WorkflowState], Sequence[EventData]],
+        state: WorkflowState,
+    ) -> list[NewEvent]:
+        """The command's events; :class:`InvalidInput` when its data cannot be stored."""
+        try:
+            return [self._event(project, workflow_id, d) for d in build(state)]
+        except ChatlogError:
+            raise
+        except (ValidationError, PydanticSerializationError, TypeError, ValueError) as exc:
+            detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            raise InvalidInput(
+                f"cannot {command.value.replace('_', ' ')} workflow {workflow_id}: {detail} "
+                "(input, result and payload must be JSON objects)"
+            ) from exc
 
     def _open_wait(self, project: ProjectKey, state: WorkflowState) -> OpenWait:
         assert state.deadline is not None and state.awaiting is not None
