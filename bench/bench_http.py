@@ -115,6 +115,8 @@ async def _sse(url: str, subscribers: int, appends: int, rate: float) -> dict[st
             nonlocal ready
             async with http.get(f"{url}/v1/events/stream", params={"project": "Sse"},
                                 timeout=aiohttp.ClientTimeout(total=None)) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"SSE subscribe: {resp.status} {await resp.text()}")
                 ready += 1
                 if ready == subscribers:
                     all_ready.set()

@@ -163,3 +163,20 @@ async def test_sse_subscriber_over_its_buffer_is_cut_off_and_resumes_exactly(api
     seen += await read_sse(resp, 4 - len(seen))
     assert [d["id"] for _, d in seen] == [first["message_id"], *(str(e.id) for e in burst)]
     resp.close()
+
+
+async def test_many_subscribers_connecting_at_once_all_get_their_stream(client) -> None:
+    import aiohttp
+
+    posted = await post_message(client, "Crowd", "hello crowd")
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(str(client.make_url("")), connector=connector) as http:
+
+        async def subscriber() -> str:
+            async with http.get("/v1/events/stream", params={"project": "Crowd"}) as resp:
+                assert resp.status == 200, await resp.text()
+                return (await read_sse(resp, 1, timeout=30))[0][1]["id"]
+
+        # More subscribers than the Redis connection pool has connections.
+        got = await asyncio.gather(*(subscriber() for _ in range(150)))
+    assert got == [posted["message_id"]] * 150

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -13,6 +14,9 @@ from chatlog.http.auth import TokenRegistry
 from chatlog.http.fanout import Fanout
 from chatlog.http.metrics import Metrics
 from chatlog.settings import Settings
+
+#: Log reads (replay, SSE catch-up) in flight at once.
+READ_SLOTS = 16
 
 
 class Stoppable(Protocol):
@@ -49,6 +53,10 @@ class AppState:
     metrics: Metrics
     #: Open SSE streams, asked to end on shutdown.
     streams: set[Stoppable] = field(default_factory=set)
+    #: Bounds the log reads in flight (replay pages, SSE catch-ups): hundreds
+    #: of subscribers reconnecting at once must not exhaust the Redis pool
+    #: (100 connections) that appends need too.
+    reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_SLOTS))
 
     def projector(self) -> Any:
         if self.services.projector is None:

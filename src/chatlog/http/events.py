@@ -90,10 +90,11 @@ def event_out(ev: RecordedEvent, cursor: Cursor) -> EventOut:
 
 
 async def scan(
-    store: EventStore, cursor: Cursor, flt: EventFilter, limit: int, budget: int = SCAN_BUDGET
+    st: AppState, cursor: Cursor, flt: EventFilter, limit: int, budget: int = SCAN_BUDGET
 ) -> tuple[list[tuple[RecordedEvent, Cursor]], Cursor, bool]:
     """Matching events after ``cursor`` (each with the cursor after it), the new cursor,
     and whether more may follow. Looks at most at ``budget`` events."""
+    store = st.store
     parts = flt.partitions(store)
     found: list[tuple[RecordedEvent, Cursor]] = []
     scanned = 0
@@ -101,7 +102,8 @@ async def scan(
         return found, cursor, False
     while len(found) < limit and scanned < budget:
         ask = min(1000, budget - scanned)
-        batch, _ = await store.read_cursor(cursor, ask, parts)
+        async with st.reads:
+            batch, _ = await store.read_cursor(cursor, ask, parts)
         if not batch:
             return found, cursor, False
         for ev in batch:
@@ -123,7 +125,7 @@ async def list_events(request: web.Request) -> web.Response:
     q = read_query(request, EventsQuery)
     flt = build_filter(st, principal, q)
     cursor = Cursor.parse(q.after, st.store.partitions)
-    found, cursor, more = await scan(st.store, cursor, flt, q.limit)
+    found, cursor, more = await scan(st, cursor, flt, q.limit)
     page = EventsPage(
         events=[event_out(ev, cur) for ev, cur in found], cursor=str(cursor), has_more=more
     )
@@ -172,7 +174,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     cursor = Cursor.parse(last_id, st.store.partitions)
     # The first read happens before the answer starts, so a trimmed position
     # (410) or a missing Redis (503) is still a proper problem document.
-    found, cursor, more = await scan(st.store, cursor, flt, 500)
+    found, cursor, more = await scan(st, cursor, flt, 500)
 
     response = web.StreamResponse(
         headers={
@@ -222,7 +224,7 @@ async def _catch_up(
                 break
             stream.sub = await st.fanout.subscribe()
             subscribed = True
-        found, cursor, more = await scan(st.store, cursor, flt, 500)
+        found, cursor, more = await scan(st, cursor, flt, 500)
     stream.cursor = cursor
 
 
