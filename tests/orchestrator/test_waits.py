@@ -191,3 +191,32 @@ async def test_waits_and_timeouts_work_across_partitions(
             assert view.reason == "timed out after 0.4 s waiting for start_task"
     finally:
         await orchestrator.stop()
+
+
+async def test_waits_and_deadlines_survive_a_valkey_restart(
+    valkey_factory: Callable[..., EmbeddedValkey], key_prefix: str, tmp_path: Any,
+    project: ProjectKey,
+) -> None:
+    server = valkey_factory()
+    store = await EventStore.open(server.url, prefix=key_prefix)
+    settings = Settings(redis_url=server.url, key_prefix=key_prefix, data_dir=tmp_path)
+    orchestrator = Orchestrator(store, settings)
+    try:
+        await orchestrator.start()
+        expiring = (await orchestrator.create_workflow(project, start_timeout=1.0)).id
+        waiting = (await orchestrator.create_workflow(project, start_timeout=60)).id
+        pending = asyncio.create_task(orchestrator.wait_for_start(project, waiting))
+        await asyncio.sleep(0.05)
+        server.kill()  # the deadline passes while Valkey is down
+        await asyncio.sleep(1.3)
+        server.start()
+        view = await asyncio.wait_for(
+            orchestrator.wait_for_state(project, expiring, "failed", 20), 25)
+        assert view.reason == "timed out after 1 s waiting for start_task"
+        assert [h.type for h in view.history] == [
+            "workflow.created", "workflow.timed_out", "workflow.failed"]
+        await orchestrator.start_workflow(project, waiting)
+        assert (await asyncio.wait_for(pending, 20)).type == "workflow.started"
+    finally:
+        await orchestrator.stop()
+        await store.close()

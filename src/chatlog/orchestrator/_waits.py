@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from chatlog.errors import PositionTrimmed
+from chatlog.errors import PositionTrimmed, StoreUnavailable
 from chatlog.events import RecordedEvent, aggregate_key
 from chatlog.eventstore.codec import START, Cursor, decode_entry
 from chatlog.eventstore.store import EventStore
@@ -149,6 +149,10 @@ class PartitionTailer:
                 log.warning("orchestrator: partition %d: %s; resuming at %s",
                             self.partition, exc, exc.horizon)
                 self.position = exc.horizon or START
+            except StoreUnavailable as exc:
+                log.warning("orchestrator: partition %d: %s; retrying from %s",
+                            self.partition, exc, self.position)
+                await asyncio.sleep(0.5)
             except Exception:
                 log.exception("orchestrator: tailer of partition %d failed; restarting from %s",
                               self.partition, self.position)
