@@ -146,3 +146,36 @@ async def test_kill_9_during_rebuild_leaves_the_live_model_untouched(
     check = Path(str(model_path) + ".check")
     await build(store, check, [ConversationsProjection()])
     assert dump(model_path) == dump(check) != before
+
+
+async def test_every_default_projection_rebuilds_equal(store: EventStore, tmp_path: Path) -> None:
+    """The plain path (decoded events, ``apply``) beside the bulk one, in one rebuild."""
+    from datetime import UTC, datetime, timedelta
+
+    from chatlog.events import NewEvent, WorkflowCreated, WorkflowStarted
+    from chatlog.projections.registry import default_projections
+
+    key = normalize_project_id("Flows")
+    for i in range(5):
+        wf = f"wf-{i}"
+        await store.append_one(NewEvent.of(
+            WorkflowCreated(name="build", start_timeout=300,
+                            deadline=datetime.now(UTC) + timedelta(seconds=300)),
+            project=key.key, project_name=key.display, aggregate_type="workflow",
+            aggregate_id=wf))
+        await store.append_one(message("Flows", f"thread-{i % 2}", f"note {i}"))
+        if i % 2:
+            await store.append_one(NewEvent.of(
+                WorkflowStarted(), project=key.key, project_name=key.display,
+                aggregate_type="workflow", aggregate_id=wf))
+    pj = Projector(store, tmp_path / "inc.sqlite", default_projections(), batch_size=3)
+    try:
+        await pj.catch_up()
+    finally:
+        await pj.stop()
+    result = await build(store, tmp_path / "reb.sqlite", default_projections(), chunk=4)
+    inc = dump(tmp_path / "inc.sqlite")
+    assert inc == dump(result.path)
+    assert {"messages", "threads", "projects"} <= set(inc)
+    assert len(default_projections()) >= 2 and any(len(rows) == 5 for t, rows in inc.items()
+                                                   if t.startswith("workflow"))

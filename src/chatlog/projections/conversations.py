@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -111,98 +110,79 @@ ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
 """
 
 
-@dataclass(slots=True)
-class _Thread:
-    """What a batch (or a whole rebuild) did to one thread."""
-
-    project: str
-    thread_id: str
-    added: int
-    last_version: int
-    created_ms: int
-    updated_ms: int
-    updated_seq: int
-    last_message_id: str
-    last_role: str
-    last_preview: str
-    new: bool
-
-    def row(self) -> tuple[Any, ...]:
-        return (self.project, self.thread_id, self.added, self.last_version, self.created_ms,
-                self.updated_ms, self.updated_seq, self.last_message_id, self.last_role,
-                self.last_preview)
+# Message row columns (see _INSERT_MESSAGE).
+_VERSION, _MESSAGE_ID, _ROLE, _CONTENT, _CREATED_MS, _POSITION = 2, 3, 4, 5, 7, 8
 
 
-@dataclass(slots=True)
-class _Project:
-    project: str
-    name: str
-    new_threads: int
-    added: int
-    created_ms: int
-    updated_ms: int
-
-    def row(self) -> tuple[Any, ...]:
-        return (self.project, self.name, self.new_threads, self.added, self.created_ms,
-                self.updated_ms)
+def _thread_row(project: str, thread_id: str, state: list[Any]) -> tuple[Any, ...]:
+    """A threads row (``_UPSERT_THREAD``) from ``[added, first_row, last_row, new]``."""
+    added, first, last, _ = state
+    seq = int(last[_POSITION].partition("-")[2])
+    return (project, thread_id, added, last[_VERSION], first[_CREATED_MS], last[_CREATED_MS],
+            seq, last[_MESSAGE_ID], last[_ROLE], last[_CONTENT][:PREVIEW_CHARS])
 
 
 class _Fold:
-    """Folds messages into per-thread and per-project changes, in log order.
+    """Folds messages into message rows and per-thread and per-project changes, in log order.
 
-    ``known_thread`` answers whether a thread already exists in the tables (so
-    the project's thread count only grows for new threads).
+    Per thread it keeps ``[messages added, first row, last row, new?]`` and per
+    project ``[name, new threads, messages added, first ms, last ms]``: a
+    reference to a row instead of copies of its fields keeps the per-message
+    cost of a rebuild low. ``known_thread`` answers whether a thread already
+    exists in the tables (so a project's thread count grows for new ones only).
     """
 
     def __init__(self) -> None:
-        self.threads: dict[tuple[str, str], _Thread] = {}
-        self.projects: dict[str, _Project] = {}
+        self.threads: dict[tuple[str, str], list[Any]] = {}
+        self.projects: dict[str, list[Any]] = {}
         self.rows: list[tuple[Any, ...]] = []
         self.invalid = 0
 
     def add(self, project: str, project_name: str, thread_id: str, version: int,
             message_id: str, data: Any, position: str, known_thread: bool | None) -> None:
-        role = data.get("role") if isinstance(data, dict) else None
-        content = data.get("content") if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            self.invalid += 1
+            return
+        role = data.get("role")
+        content = data.get("content")
         if not isinstance(role, str) or not isinstance(content, str):
             self.invalid += 1
             return
-        metadata = data.get("metadata") or {}
-        ms_text, _, seq_text = position.partition("-")
-        ms, seq = int(ms_text), int(seq_text)
-        self.rows.append((project, thread_id, version, message_id, role, content,
-                          orjson.dumps(metadata).decode() if metadata else "{}", ms, position))
-        preview = content[:PREVIEW_CHARS]
+        metadata = data.get("metadata")
+        ms = int(position.partition("-")[0])
+        row = (project, thread_id, version, message_id, role, content,
+               orjson.dumps(metadata).decode() if metadata else "{}", ms, position)
+        self.rows.append(row)
         key = (project, thread_id)
         thread = self.threads.get(key)
         if thread is None:
             new = not known_thread
-            self.threads[key] = _Thread(project, thread_id, 1, version, ms, ms, seq, message_id,
-                                        role, preview, new)
+            self.threads[key] = [1, row, row, new]
         else:
             new = False
-            thread.added += 1
-            thread.last_version = version
-            thread.updated_ms = ms
-            thread.updated_seq = seq
-            thread.last_message_id = message_id
-            thread.last_role = role
-            thread.last_preview = preview
+            thread[0] += 1
+            thread[2] = row
         proj = self.projects.get(project)
         if proj is None:
-            self.projects[project] = _Project(project, project_name, int(new), 1, ms, ms)
+            self.projects[project] = [project_name, int(new), 1, ms, ms]
         else:
-            proj.new_threads += int(new)
-            proj.added += 1
-            proj.updated_ms = ms
+            proj[1] += new
+            proj[2] += 1
+            proj[4] = ms
+
+    def thread_rows(self, keys: Iterable[tuple[str, str]]) -> list[tuple[Any, ...]]:
+        return [_thread_row(k[0], k[1], self.threads[k]) for k in keys]
+
+    def project_rows(self, keys: Iterable[str]) -> list[tuple[Any, ...]]:
+        return [(k, *self.projects[k]) for k in keys]
 
     def write(self, conn: sqlite3.Connection) -> None:
         if self.rows:
             conn.executemany(_INSERT_MESSAGE, self.rows)
         if self.threads:
-            conn.executemany(_UPSERT_THREAD, (t.row() for t in self.threads.values()))
+            conn.executemany(_UPSERT_THREAD, self.thread_rows(self.threads))
         if self.projects:
-            conn.executemany(_UPSERT_PROJECT, (p.row() for p in self.projects.values()))
+            conn.executemany(_UPSERT_PROJECT, self.project_rows(self.projects))
         if self.invalid:
             conn.execute(_ADD_COUNTER, ("skipped_invalid", self.invalid))
 
@@ -297,6 +277,5 @@ class ConversationFold:
     def final(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
         """Thread rows and project rows (sorted by key), and the invalid messages skipped."""
         fold = self.fold
-        threads = [fold.threads[k].row() for k in sorted(fold.threads)]
-        projects = [fold.projects[k].row() for k in sorted(fold.projects)]
-        return threads, projects, fold.invalid
+        return (fold.thread_rows(sorted(fold.threads)), fold.project_rows(sorted(fold.projects)),
+                fold.invalid)
