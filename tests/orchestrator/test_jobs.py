@@ -220,3 +220,27 @@ async def test_a_job_whose_workers_keep_crashing_is_dead_lettered(
                                     "job.started", "job.dead_lettered"]
     assert jobs[-1][1]["deliveries"] == 2 and "crash-2" in jobs[-1][1]["reason"]
     assert [d.job_id for d in await list_dead_letters(store)] == [job_id]
+
+
+async def test_a_job_whose_push_was_lost_is_queued_from_the_log(
+    orchestrator: Orchestrator, project: ProjectKey, store: EventStore, workers: Workers,
+) -> None:
+    from chatlog.events import JobEnqueued, NewEvent
+
+    wid = await _running(orchestrator, project)
+    queued = await orchestrator.enqueue_job(project, wid, kind="normal")
+    # as if enqueue_job crashed after appending job.enqueued, before pushing the job
+    lost = JobEnqueued(job_id="job-lost-1", kind="lost", payload={"n": 1}, max_deliveries=3)
+    await store.append_one(NewEvent.of(lost, project=project.key, project_name=project.display,
+                                       aggregate_type="workflow", aggregate_id=wid))
+    done: list[str] = []
+
+    async def handler(job: Job) -> dict[str, Any]:
+        done.append(job.id)
+        return {}
+
+    workers.start(handler, "w1")
+    await _events_until(store, project, wid,
+                        lambda es: sum(e.type == "job.completed" for e in es) == 2)
+    assert sorted(done) == sorted([queued, "job-lost-1"])
+    assert await store.redis.xlen(store.keys.jobs(0)) == 2  # each pushed once

@@ -77,8 +77,10 @@ end
 return 1
 """
 
-# Record a queued job and add it to the job stream, in one step.
+# Record a queued job and add it to the job stream, in one step; nothing if it
+# was pushed before (whatever became of it since).
 _PUSH_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
 redis.call('HSET', KEYS[2], 'state', 'queued', 'workflow', ARGV[3], 'project', ARGV[1],
            'kind', ARGV[4])
 return redis.call('XADD', KEYS[1], '*', 'job', ARGV[5], 'project', ARGV[1], 'name', ARGV[2],
@@ -189,8 +191,13 @@ class JobQueue:
         redis: Any = cast(Any, store.redis)
         self._push = redis.register_script(_PUSH_LUA)
 
-    async def push(self, project: ProjectKey, workflow_id: str, job: JobEnqueued) -> str:
-        """Add an enqueued job to its partition's job stream; the entry id."""
+    async def push(
+        self, project: ProjectKey, workflow_id: str, job: JobEnqueued
+    ) -> str | None:
+        """Add an enqueued job to its partition's job stream; its entry id.
+
+        None when the job was pushed before (idempotent by job id).
+        """
         p = self.store.partition_of(project.key)
         if p not in self._grouped:
             await ensure_group(self.store, p)
@@ -201,7 +208,7 @@ class JobQueue:
             args=[str(project.key), project.display, workflow_id, job.kind, job.job_id,
                   orjson.dumps(job.payload), job.max_deliveries],
         )
-        return _s(entry)
+        return None if entry is None else _s(entry)
 
 
 def _fields(flat: Any) -> dict[str, bytes]:

@@ -29,12 +29,14 @@ from chatlog.errors import (
     InvalidTransition,
     NotFound,
     OrchestratorStopped,
+    StoreUnavailable,
     VersionConflict,
     WaitTimeout,
 )
 from chatlog.events import (
     ApprovalRequested,
     EventData,
+    JobEnqueued,
     NewEvent,
     RecordedEvent,
     WorkflowApproved,
@@ -73,6 +75,8 @@ _RETRIES = 20
 _EXPIRY_CONCURRENCY = 256
 #: Reads in flight at once: each holds a pooled connection, and the pool is bounded.
 _READ_CONCURRENCY = 32
+#: Jobs enqueued longer ago than this (seconds) are not re-checked on catch-up.
+_REQUEUE_HORIZON = 86_400.0
 
 
 def _now() -> datetime:
@@ -201,6 +205,40 @@ class Orchestrator:
         for event in events:
             self._timers.observe(event)
             self._dispatcher.dispatch(event)
+            if event.type == "job.enqueued":
+                self._requeue_if_lost(event)
+
+    def _requeue_if_lost(self, event: RecordedEvent) -> None:
+        """Make sure an enqueued job is on its job stream (idempotent by job id).
+
+        ``enqueue_job`` appends ``job.enqueued`` and then pushes the job; a
+        crash or an outage between the two would leave a job in the history
+        that no worker ever sees. Every orchestrator re-pushes the jobs it
+        reads from the log (recent ones, on catch-up); the push does nothing
+        for a job already queued, running, done or dead.
+        """
+        if (_now() - event.time).total_seconds() > _REQUEUE_HORIZON:
+            return
+        task = asyncio.get_running_loop().create_task(self._requeue(event))
+        self._expiries.add(task)
+        task.add_done_callback(self._expiries.discard)
+
+    async def _requeue(self, event: RecordedEvent) -> None:
+        project = ProjectKey(event.project, event.project_name)
+        try:
+            job = JobEnqueued.model_validate(event.data)
+        except ValidationError:
+            return
+        delay = 0.2
+        async with self._expiry_slots:
+            while True:
+                try:
+                    await self._jobs.push(project, event.aggregate_id, job)
+                    return
+                except StoreUnavailable as exc:
+                    log.warning("orchestrator: cannot check job %s yet (%s)", job.job_id, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
 
     # -- the durable timer ------------------------------------------------------------
 
@@ -587,6 +625,8 @@ class Orchestrator:
 
         Appends ``job.enqueued`` to the workflow (in its history), then adds
         the job to the partition's job stream for :class:`~chatlog.orchestrator.Worker`.
+        Should the second step fail, a running orchestrator adds it when it
+        reads the event (the push is idempotent by job id).
         """
         job = _jobs.new_job(kind, payload, self.settings.job_max_deliveries)
         await self._command(project, workflow_id, Command.ENQUEUE_JOB, lambda _: [job])
