@@ -110,10 +110,15 @@ async def _sse(url: str, subscribers: int, appends: int, rate: float) -> dict[st
     async with aiohttp.ClientSession(connector=connector) as http:
         ready = 0
         all_ready = asyncio.Event()
+        # Live subscribers: they start after the log's current end (as a client
+        # resuming from its last id would), not from the start of the log.
+        async with http.post(f"{url}/v1/projects/SseWarm/messages",
+                             json={"role": "user", "content": "warm"}) as resp:
+            head = (await resp.json())["position"]
 
         async def subscriber() -> None:
             nonlocal ready
-            async with http.get(f"{url}/v1/events/stream", params={"project": "Sse"},
+            async with http.get(f"{url}/v1/events/stream", params={"project": "Sse", "after": head},
                                 timeout=aiohttp.ClientTimeout(total=None)) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"SSE subscribe: {resp.status} {await resp.text()}")

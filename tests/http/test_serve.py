@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.http.conftest import read_sse
 from tests.http.serving import CHATLOG, Served, clean_env
 
 
@@ -50,7 +51,12 @@ async def test_seed_tests_against_a_real_chatlog_serve(serve, short_tmp) -> None
         assert [m["content"] for m in (await resp.json())["messages"]] == ["first", "second"]
         assert (await http.get("/readyz")).status == 200
         assert "chatlog_appends_total" in await (await http.get("/metrics")).text()
-    assert served.stop() == 0, served.stderr
+        # An open SSE stream does not hold the shutdown up: it is ended cleanly.
+        stream = await http.get("/v1/events/stream")
+        assert (await read_sse(stream, 2))[1][1]["id"] == second["message_id"]
+        assert served.stop() == 0, served.stderr
+        assert await stream.content.read() == b""  # ended, not hanging
+    assert "chatlog stopped" in served.stderr
     assert "Traceback" not in served.stderr
     assert not (data / "valkey" / "valkey.pid").exists()  # Valkey stopped with it
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from aiohttp import web
 from chatlog.errors import ChatlogError
 from chatlog.events import RecordedEvent
 from chatlog.eventstore import Cursor, EventStore, position_after
+from chatlog.eventstore.codec import decode_entry
 from chatlog.http._routing import Endpoint, json_response, read_query
 from chatlog.http._state import AppState, state
 from chatlog.http.auth import Principal
@@ -64,6 +66,31 @@ class EventFilter:
             return False
         return self.types is None or ev.type in self.types
 
+    @functools.cached_property
+    def _raw_projects(self) -> frozenset[bytes] | None:
+        if self.projects is None:
+            return None
+        return frozenset(str(p).encode() for p in self.projects)
+
+    @functools.cached_property
+    def _raw_types(self) -> frozenset[bytes] | None:
+        return None if self.types is None else frozenset(t.encode() for t in self.types)
+
+    def matches_raw(self, fields: dict[bytes, bytes]) -> bool:
+        """:meth:`matches` on an undecoded stream entry (decoding only what matches)."""
+        project, aggregate_type, aggregate_id = fields[b"a"].split(b"/", 2)
+        if self._raw_projects is not None and project not in self._raw_projects:
+            return False
+        if self.thread_id is not None and (
+            aggregate_type != b"thread" or aggregate_id != self.thread_id.encode()
+        ):
+            return False
+        if self.workflow_id is not None and (
+            aggregate_type != b"workflow" or aggregate_id != self.workflow_id.encode()
+        ):
+            return False
+        return self._raw_types is None or fields[b"t"] in self._raw_types
+
 
 def build_filter(
     st: AppState, principal: Principal, q: EventsQuery | StreamQuery
@@ -93,27 +120,29 @@ async def scan(
     st: AppState, cursor: Cursor, flt: EventFilter, limit: int, budget: int = SCAN_BUDGET
 ) -> tuple[list[tuple[RecordedEvent, Cursor]], Cursor, bool]:
     """Matching events after ``cursor`` (each with the cursor after it), the new cursor,
-    and whether more may follow. Looks at most at ``budget`` events."""
+    and whether more may follow. Looks at most at ``budget`` events, and decodes
+    only the ones that match (a filtered reader skims past the rest)."""
     store = st.store
     parts = flt.partitions(store)
     found: list[tuple[RecordedEvent, Cursor]] = []
     scanned = 0
-    if parts == []:
-        return found, cursor, False
     while len(found) < limit and scanned < budget:
-        ask = min(1000, budget - scanned)
-        async with st.reads:
-            batch, _ = await store.read_cursor(cursor, ask, parts)
-        if not batch:
-            return found, cursor, False
-        for ev in batch:
-            cursor = cursor.advanced(ev.partition, ev.position)
-            scanned += 1
-            if flt.matches(ev):
-                found.append((ev, cursor))
-                if len(found) >= limit:
-                    return found, cursor, True
-        if len(batch) < ask:
+        more = False
+        for p in parts if parts is not None else range(store.partitions):
+            ask = min(1000, budget - scanned)
+            if ask <= 0:
+                return found, cursor, True
+            async with st.reads:
+                entries = await store.read_raw(p, cursor.positions[p], ask)
+            for pos, fields in entries:
+                scanned += 1
+                cursor = cursor.advanced(p, pos.decode())
+                if flt.matches_raw(fields):
+                    found.append((decode_entry(p, pos, fields), cursor))
+                    if len(found) >= limit:
+                        return found, cursor, True
+            more = more or len(entries) == ask
+        if not more:
             return found, cursor, False
     return found, cursor, True
 
