@@ -100,20 +100,40 @@ async def test_a_trimmed_log_cannot_be_rebuilt_silently(store: EventStore,
     await store.trim(0, head)
     with pytest.raises(ChatlogError, match="trimmed"):
         await rebuild(store, model_path, [ConversationsProjection()])
-    assert not _has_data(model_path)
+    assert not _exists(model_path)
 
 
-def _has_data(path: Path) -> bool:
-    return path.exists() and path.stat().st_size > 0
+def _exists(path: Path) -> bool:
+    return path.exists()
 
 
 def _chatlog(*args: str) -> list[str]:
     return [sys.executable, "-c", "from chatlog.cli import main; main()", *args]
 
 
-async def test_kill_9_during_rebuild_leaves_the_live_model_untouched(
+async def _interrupt_rebuild(env: dict[str, str], temp: Path,
+                             sig: signal.Signals) -> tuple[int, bytes]:
+    """Start ``chatlog rebuild`` and send ``sig`` once it has created its new file."""
+    proc = await asyncio.create_subprocess_exec(
+        *_chatlog("rebuild", "--quiet"), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while proc.returncode is None and not _exists(temp):
+            assert time.monotonic() < deadline, "the rebuild never started"
+            await asyncio.sleep(0.002)
+        assert proc.returncode is None, "the rebuild finished before it could be interrupted"
+    finally:
+        os.kill(proc.pid, sig)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, err
+
+
+async def test_interrupted_rebuild_leaves_the_live_model_untouched(
     store: EventStore, model_path: Path, redis_url: str, key_prefix: str
 ) -> None:
+    """Ctrl-C and kill -9 mid-rebuild: the live model is untouched; the next one starts clean."""
     await fill(store, ["Kill-A", "Kill-B"], threads=20, per_thread=500, batch=100)
     live = Projector(store, model_path, [ConversationsProjection()], batch_size=5000)
     try:
@@ -124,24 +144,22 @@ async def test_kill_9_during_rebuild_leaves_the_live_model_untouched(
     before = dump(model_path)
     env = {**os.environ, "CHATLOG_REDIS_URL": redis_url, "CHATLOG_KEY_PREFIX": key_prefix,
            "CHATLOG_DATA_DIR": str(model_path.parent)}
-    proc = await asyncio.create_subprocess_exec(
-        *_chatlog("rebuild", "--quiet"), env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     temp = rebuild_path(model_path)
-    try:
-        deadline = time.monotonic() + 60
-        while proc.returncode is None and not _has_data(temp):
-            assert time.monotonic() < deadline, "the rebuild never started"
-            await asyncio.sleep(0.005)
-        assert proc.returncode is None, "the rebuild finished before it could be interrupted"
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        await asyncio.wait_for(proc.wait(), 10)
-    assert proc.returncode == -signal.SIGKILL
-    assert dump(model_path) == before  # untouched
-    assert temp.exists()  # the leftover the next rebuild removes
+
+    # Ctrl-C: exit 130 with one line, its new file removed, the live model untouched
+    code, err = await _interrupt_rebuild(env, temp, signal.SIGINT)
+    assert code == 130, err
+    assert err.decode().strip() == "interrupted"
+    assert not _exists(temp)
+    assert dump(model_path) == before
+
+    # kill -9: no cleanup possible; the live model is untouched all the same
+    code, _ = await _interrupt_rebuild(env, temp, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert dump(model_path) == before
+    assert _exists(temp)  # the leftover the next rebuild removes
     result = await rebuild(store, model_path, [ConversationsProjection()])
-    assert not temp.exists()
+    assert not _exists(temp)
     assert result.events == 2 * 20 * 500 + 1
     check = Path(str(model_path) + ".check")
     await build(store, check, [ConversationsProjection()])

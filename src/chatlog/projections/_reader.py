@@ -81,6 +81,7 @@ async def read_folded(
                     request = asyncio.ensure_future(
                         client.xrange(key, f"({last}", "+", chunk))
                     pending = request
+                    await asyncio.sleep(0)  # let the request go out before folding
                 rows = [fold.rows(entries) for fold in folds]
                 if plain_types is None:
                     plain = entries
@@ -146,13 +147,13 @@ def child_main() -> None:
 class ChildReader:
     """:func:`read_folded` in a child process; iterate :meth:`messages` (blocking).
 
-    The child is ``python -m chatlog.projections._reader`` (not
+    The child is ``python -m chatlog.projections._rebuild_child`` (not
     ``multiprocessing``, which would re-import the caller's main module).
     """
 
     def __init__(self, *args: Any) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "chatlog.projections._reader"],
+            [sys.executable, "-m", "chatlog.projections._rebuild_child"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1 << 20,
         )
         assert self._proc.stdin is not None
@@ -182,6 +183,3 @@ class ChildReader:
         if self._proc.stdout is not None:
             self._proc.stdout.close()
 
-
-if __name__ == "__main__":
-    child_main()
