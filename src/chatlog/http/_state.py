@@ -10,6 +10,7 @@ from aiohttp import web
 
 from chatlog.errors import ChatlogError
 from chatlog.eventstore import EventStore
+from chatlog.http._sse import SseEncoder
 from chatlog.http.auth import TokenRegistry
 from chatlog.http.fanout import Fanout
 from chatlog.http.metrics import Metrics
@@ -57,6 +58,8 @@ class AppState:
     #: of subscribers reconnecting at once must not exhaust the Redis pool
     #: (100 connections) that appends need too.
     reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_SLOTS))
+    #: Each event's SSE encoding, made once for all subscribers.
+    sse: SseEncoder = field(default_factory=SseEncoder)
 
     def projector(self) -> Any:
         if self.services.projector is None:

@@ -18,7 +18,6 @@ import functools
 import uuid
 from dataclasses import dataclass
 
-import orjson
 from aiohttp import web
 
 from chatlog.errors import ChatlogError
@@ -161,11 +160,6 @@ async def list_events(request: web.Request) -> web.Response:
     return json_response(page)
 
 
-def _sse(ev: RecordedEvent, cursor: Cursor) -> bytes:
-    data = orjson.dumps(event_out(ev, cursor).model_dump(mode="json"))
-    return b"id: " + str(cursor).encode() + b"\ndata: " + data + b"\n\n"
-
-
 class SseStream:
     """One open SSE answer: its writer, and the switch that ends it on shutdown."""
 
@@ -247,7 +241,7 @@ async def _catch_up(
     subscribed = False
     while not stream.stopping:
         if found:
-            await stream.write(b"".join(_sse(ev, cur) for ev, cur in found))
+            await stream.write(b"".join(st.sse.encode(ev, cur) for ev, cur in found))
         if not more:
             if subscribed:
                 break
@@ -281,7 +275,7 @@ async def _live(st: AppState, stream: SseStream, flt: EventFilter, cursor: Curso
                 continue  # already sent by the catch-up read
             cursor = cursor.advanced(ev.partition, ev.position)
             if flt.matches(ev):
-                chunks.append(_sse(ev, cursor))
+                chunks.append(st.sse.encode(ev, cursor))
         if chunks:
             await stream.write(b"".join(chunks))
 
