@@ -1,10 +1,18 @@
 """Fixtures: real Valkey servers from the bundled binary, real SQLite files.
 
 Factories own what they start and stop it by its pid at teardown.
+
+The event-log contract tests (``tests/eventstore/``) that take ``store`` or
+``store_factory`` run twice: on one server (``[single]``) and on a 3-master
+Redis Cluster (``[cluster]``, marked ``cluster``). A test that only makes
+sense on one server is marked ``single_server``; a test elsewhere opts in with
+``also_on_cluster``. Tests that take ``redis_url`` or ``valkey_factory``
+themselves stay on one server.
 """
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -13,6 +21,38 @@ from pathlib import Path
 import pytest
 
 from chatlog.eventstore import EmbeddedValkey, EventStore
+from chatlog.eventstore.cluster import LocalCluster
+
+CONTRACT_DIR = Path(__file__).parent / "eventstore"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "single_server: an event-log contract test that does not run on the cluster"
+    )
+    config.addinivalue_line(
+        "markers", "also_on_cluster: run this store test on the cluster too (outside eventstore/)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run the store contract tests on one server and on the cluster."""
+    if "log_backend" not in metafunc.fixturenames:
+        return
+    direct = set(inspect.signature(metafunc.function).parameters)
+    in_contract = CONTRACT_DIR in Path(str(metafunc.definition.path)).parents
+    opted_in = metafunc.definition.get_closest_marker("also_on_cluster") is not None
+    if not (in_contract or opted_in):
+        return
+    if metafunc.definition.get_closest_marker("single_server") is not None:
+        return
+    if not direct & {"store", "store_factory"} or direct & {"redis_url", "valkey_factory"}:
+        return
+    metafunc.parametrize(
+        "log_backend",
+        ["single", pytest.param("cluster", marks=pytest.mark.cluster)],
+        indirect=True,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +86,31 @@ def session_valkey(short_tmp: Path) -> Iterator[EmbeddedValkey]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def session_cluster(short_tmp: Path) -> Iterator[LocalCluster]:
+    """A 3-master cluster, one replica each, formed once (about 3 s), stopped by pid."""
+    with LocalCluster(short_tmp / "cluster", masters=3, replicas=1) as cluster:
+        yield cluster
+
+
 @pytest.fixture
-def redis_url(session_valkey: EmbeddedValkey) -> str:
-    return session_valkey.url
+def cluster_url(session_cluster: LocalCluster) -> str:
+    """``redis+cluster://`` URL of the session cluster (isolate with ``key_prefix``)."""
+    return session_cluster.url
+
+
+@pytest.fixture
+def log_backend(request: pytest.FixtureRequest) -> str:
+    """``single`` (default) or ``cluster``: what ``redis_url`` points at."""
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture
+def redis_url(log_backend: str, request: pytest.FixtureRequest) -> str:
+    if log_backend == "cluster":
+        return str(request.getfixturevalue("cluster_url"))
+    server: EmbeddedValkey = request.getfixturevalue("session_valkey")
+    return server.url
 
 
 @pytest.fixture

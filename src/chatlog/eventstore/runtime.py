@@ -43,6 +43,9 @@ async def open_store(settings: Settings) -> AsyncIterator[OpenedStore]:
             partitions=settings.partitions,
             prefix=settings.key_prefix,
             idempotency_window=settings.idempotency_window,
+            ack=settings.ack,
+            ack_replicas=settings.ack_replicas,
+            ack_timeout=settings.ack_timeout,
         )
         try:
             yield OpenedStore(store, url, embedded)

@@ -9,10 +9,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -25,21 +26,26 @@ from chatlog.errors import (
     VersionConflict,
 )
 from chatlog.events import NewEvent, RecordedEvent, aggregate_key
+from chatlog.eventstore import cluster as _cluster
 from chatlog.eventstore.codec import START, Cursor, decode_entry, encode_body, parse_position
 from chatlog.eventstore.keys import Keys, partition_of
+from chatlog.eventstore.replication import run_replicated
 
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "1"
 #: Errors that mean "Redis is not there right now"; nothing was written.
-UNAVAILABLE = (
+UNAVAILABLE: tuple[type[BaseException], ...] = (
     rexc.ConnectionError,
     rexc.TimeoutError,
     rexc.BusyLoadingError,
     ConnectionError,
     OSError,
     asyncio.TimeoutError,
+    *_cluster.CLUSTER_UNAVAILABLE,
 )
+#: A client for one server or for a cluster (``redis+cluster://``).
+Client: TypeAlias = aioredis.Redis | RedisCluster
 T = TypeVar("T")
 
 _TRIM_LUA = """
@@ -127,16 +133,25 @@ class EventStore:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Client,
         *,
         partitions: int = 1,
         prefix: str = "chatlog",
         idempotency_window: float = 86_400.0,
         url: str = "",
-        tail_redis: aioredis.Redis | None = None,
+        tail_redis: Client | None = None,
         max_batch: int = 512,
+        ack: str = "local",
+        ack_replicas: int = 1,
+        ack_timeout: float = 2.0,
     ) -> None:
         self.redis = redis
+        self.is_cluster = isinstance(redis, RedisCluster)
+        #: ``local``: acknowledged once the primary has it (fsynced with the embedded
+        #: default); ``replicated``: also once ``ack_replicas`` replicas have it.
+        self.ack = ack
+        self.ack_replicas = ack_replicas
+        self.ack_timeout = ack_timeout
         self.partitions = partitions
         self.keys = Keys(prefix)
         self.url = url
@@ -161,9 +176,14 @@ class EventStore:
         partitions: int = 1,
         prefix: str = "chatlog",
         idempotency_window: float = 86_400.0,
+        ack: str = "local",
+        ack_replicas: int = 1,
+        ack_timeout: float = 2.0,
     ) -> EventStore:
         """Connect to ``url`` and open (or create) the log with ``partitions`` partitions.
 
+        ``url`` is ``redis://``, ``rediss://``, ``unix://`` or, for a Redis
+        Cluster, ``redis+cluster://host:port[,host:port...]``.
         Raises :class:`PartitionMismatch` when the log exists with another count.
         """
         redis = connect(url)
@@ -175,8 +195,12 @@ class EventStore:
             idempotency_window=idempotency_window,
             url=url,
             tail_redis=tail,
+            ack=ack,
+            ack_replicas=ack_replicas,
+            ack_timeout=ack_timeout,
         )
         try:
+            await _cluster.initialize(redis, tail)
             await store.ensure_meta()
         except BaseException:
             await store.close()
@@ -201,9 +225,9 @@ class EventStore:
         self._closed = True
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
-        await self.redis.aclose()
+        await _cluster.close_client(self.redis)
         if self._tail_redis is not None:
-            await self._tail_redis.aclose()
+            await _cluster.close_client(self._tail_redis)
 
     async def __aenter__(self) -> EventStore:
         return self
@@ -299,8 +323,11 @@ class EventStore:
                 replies = await self._run_scripts(batch)
             except UNAVAILABLE as exc:
                 err = _unavailable(exc)
-                with contextlib.suppress(Exception):
-                    await self.redis.connection_pool.disconnect(inuse_connections=False)
+                if isinstance(self.redis, RedisCluster):
+                    await _cluster.refresh_topology(self.redis)
+                else:
+                    with contextlib.suppress(Exception):
+                        await self.redis.connection_pool.disconnect(inuse_connections=False)
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(err)
@@ -324,6 +351,10 @@ class EventStore:
 
     async def _run_scripts(self, batch: list[_Pending]) -> list[Any]:
         script = self._append_script
+        if self.ack == "replicated":
+            return await run_replicated(
+                self.redis, script, batch, self.ack_replicas, self.ack_timeout  # type: ignore[arg-type]
+            )
         if len(batch) == 1:
             p = batch[0]
             try:
@@ -333,7 +364,8 @@ class EventStore:
         for attempt in (1, 2):
             pipe = self.redis.pipeline(transaction=False)
             for p in batch:
-                pipe.evalsha(script.sha, len(p.keys), *p.keys, *p.args)
+                # execute_command, not evalsha(): cluster pipelines refuse the method
+                pipe.execute_command("EVALSHA", script.sha, len(p.keys), *p.keys, *p.args)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
             if attempt == 1 and any(isinstance(r, rexc.NoScriptError) for r in replies):
                 # The server restarted and forgot its scripts; nothing ran. Load, resend.
@@ -368,6 +400,8 @@ class EventStore:
         """Like :meth:`read`, but the stream entries undecoded (for bulk consumers)."""
         self._check_partition(partition)
         parse_position(after)
+        if self.is_cluster:
+            return await _cluster.read_raw_checked(self, partition, after, limit)
         pipe = self.redis.pipeline(transaction=True)
         pipe.get(self.keys.horizon(partition))
         pipe.xrange(self.keys.log(partition), f"({after}" if after != START else "-", "+", limit)
@@ -471,6 +505,13 @@ class EventStore:
         """
         cursor = cursor or Cursor.start(self.partitions)
         wanted = list(partitions) if partitions is not None else list(range(self.partitions))
+        if self.is_cluster and len(wanted) > 1:
+            # One XREAD cannot span slots: one tail per partition, merged.
+            async for merged in _cluster.merged_tail(
+                self, cursor, wanted, block=block, count=count, on_idle=on_idle
+            ):
+                yield merged
+            return
         client = self._tail_redis or self.redis
         backoff = 0.05
         checked = False
@@ -529,6 +570,8 @@ class EventStore:
 
     async def status(self) -> StoreStatus:
         info = await _guard(self.redis.info("server"))
+        if self.is_cluster and "redis_version" not in info:
+            info = next(iter(info.values()))  # per node on a cluster; they run one version
         server = "valkey" if "valkey_version" in info else "redis"
         version = str(info.get("valkey_version") or info.get("redis_version", "?"))
         parts = []
@@ -566,13 +609,16 @@ def _stream_items(reply: Any) -> list[tuple[Any, list[Any]]]:
     return [(k, v) for k, v in reply]
 
 
-def connect(url: str, *, blocking: bool = False) -> aioredis.Redis:
+def connect(url: str, *, blocking: bool = False) -> Client:
     """A client for ``url`` that never retries behind our back.
 
     Appends are not blindly retried (an unacknowledged append may or may not
     have landed; the caller decides, with its event id). ``blocking`` clients
     serve XREAD BLOCK and get no socket timeout shorter than their blocks.
+    ``redis+cluster://`` URLs give a cluster client (see :mod:`cluster`).
     """
+    if _cluster.is_cluster_url(url):
+        return _cluster.connect_cluster(url, blocking=blocking)
     return aioredis.from_url(
         url,
         decode_responses=False,
