@@ -81,6 +81,8 @@ class ProjectionMachine(RuleBasedStateMachine):
             EventStore.open(redis_url, prefix=f"h{uuid.uuid4().hex[:12]}"))
         #: event id -> (project key, thread, content) of every message in the log
         self.appended: dict[str, tuple[uuid.UUID, str, str]] = {}
+        #: project key -> the raw name of its first message (kept for display)
+        self.first_names: dict[uuid.UUID, str] = {}
         self.retryable: list[NewEvent] = []
 
     def run(self, coro):  # type: ignore[no-untyped-def]
@@ -95,6 +97,7 @@ class ProjectionMachine(RuleBasedStateMachine):
         for ev in self.run(self.store.read(0, "0-0", 10_000)):
             if ev.type == "message.appended":
                 self.appended[str(ev.id)] = (ev.project, ev.aggregate_id, ev.data["content"])
+                self.first_names.setdefault(ev.project, ev.project_name)
 
     @rule(name=st.sampled_from(PROJECT_NAMES), thread=st.sampled_from(THREADS),
           content=st.text(max_size=12), supplied=st.booleans())
@@ -103,6 +106,7 @@ class ProjectionMachine(RuleBasedStateMachine):
         result = self.run(self.store.append_one(ev))
         assert not result.duplicate
         self.appended[str(ev.id)] = (ev.project, thread, content)
+        self.first_names.setdefault(ev.project, ev.project_name)
         if supplied:
             self.retryable.append(ev)
 
@@ -163,6 +167,29 @@ class ProjectionMachine(RuleBasedStateMachine):
             head = self.run(self.store.head(0))
             assert tuple(map(int, row[0].split("-"))) <= tuple(map(int, head.split("-")))
 
+    def check_aggregates(self) -> None:
+        """Projects and threads against a plain fold of what was appended (in order)."""
+        names: dict[uuid.UUID, str] = {}
+        counts: dict[tuple[uuid.UUID, str], int] = {}
+        last: dict[tuple[uuid.UUID, str], str] = {}
+        for project, thread, content in self.appended.values():
+            names.setdefault(project, self.first_names[project])
+            counts[(project, thread)] = counts.get((project, thread), 0) + 1
+            last[(project, thread)] = content
+        conn = sqlite3.connect(self.path)
+        try:
+            projects = {uuid.UUID(p): (n, tc, mc) for p, n, tc, mc in conn.execute(
+                "SELECT project, name, thread_count, message_count FROM projects")}
+            threads = {(uuid.UUID(p), t): (c, prev) for p, t, c, prev in conn.execute(
+                "SELECT project, thread_id, message_count, last_preview FROM threads")}
+        finally:
+            conn.close()
+        assert projects == {
+            p: (names[p], sum(1 for k in counts if k[0] == p),
+                sum(c for k, c in counts.items() if k[0] == p))
+            for p in names}
+        assert threads == {k: (c, last[k]) for k, c in counts.items()}
+
     def teardown(self) -> None:
         try:
             final = Projector(self.store, self.path, [ConversationsProjection()])
@@ -183,6 +210,7 @@ class ProjectionMachine(RuleBasedStateMachine):
                 conn.close()
             assert {r[0]: (uuid.UUID(r[1]), r[2], r[3]) for r in rows} == self.appended
             assert len(rows) == len(self.appended)
+            self.check_aggregates()
         finally:
             self.run(self.store.close())
             self.loop.close()

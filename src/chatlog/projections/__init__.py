@@ -5,8 +5,9 @@
   ``wait_for`` for read-your-writes).
 - :class:`ReadModel` answers the conversation queries with pydantic models
   (:mod:`chatlog.projections.models`).
-- :func:`rebuild` rebuilds every read model beside the live one and switches
-  atomically; :func:`import_file` brings legacy JSON Lines into the log.
+- :func:`chatlog.projections.rebuild.rebuild` rebuilds every read model
+  beside the live one and switches atomically; :func:`import_file` brings
+  legacy JSON Lines into the log.
 """
 
 from chatlog.projections.conversations import ConversationsProjection
@@ -21,7 +22,7 @@ from chatlog.projections.models import (
 )
 from chatlog.projections.projector import Projector
 from chatlog.projections.queries import ReadModel
-from chatlog.projections.rebuild import BuildResult, RebuildRunning, build, rebuild
+from chatlog.projections.rebuild import BuildResult, RebuildRunning
 from chatlog.projections.registry import default_projections
 
 __all__ = [
@@ -39,8 +40,6 @@ __all__ = [
     "RebuildRunning",
     "ThreadPage",
     "ThreadSummary",
-    "build",
     "default_projections",
     "import_file",
-    "rebuild",
 ]

@@ -83,13 +83,14 @@ async def read_folded(
                     pending = request
                     await asyncio.sleep(0)  # let the request go out before folding
                 rows = [fold.rows(entries) for fold in folds]
+                types = [entry_type(flat) for _, flat in entries]
                 if plain_types is None:
                     plain = entries
                 elif plain_types:
-                    plain = [e for e in entries if entry_type(e[1]) in plain_types]
+                    plain = [e for e, t in zip(entries, types, strict=True) if t in plain_types]
                 else:
                     plain = []
-                unknown = sum(1 for e in entries if entry_type(e[1]) not in known)
+                unknown = sum(1 for t in types if t not in known)
                 yield ("chunk", p, last, len(entries), rows, plain, unknown)
                 if not full:
                     break

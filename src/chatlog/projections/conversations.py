@@ -115,26 +115,26 @@ _VERSION, _MESSAGE_ID, _ROLE, _CONTENT, _CREATED_MS, _POSITION = 2, 3, 4, 5, 7, 
 
 
 def _thread_row(project: str, thread_id: str, state: list[Any]) -> tuple[Any, ...]:
-    """A threads row (``_UPSERT_THREAD``) from ``[added, first_row, last_row, new]``."""
-    added, first, last, _ = state
+    """A threads row (``_UPSERT_THREAD``) from a thread's fold state."""
+    added, first, last = state[0], state[1], state[2]
     seq = int(last[_POSITION].partition("-")[2])
     return (project, thread_id, added, last[_VERSION], first[_CREATED_MS], last[_CREATED_MS],
             seq, last[_MESSAGE_ID], last[_ROLE], last[_CONTENT][:PREVIEW_CHARS])
 
 
 class _Fold:
-    """Folds messages into message rows and per-thread and per-project changes, in log order.
+    """Folds messages into message rows and per-thread changes, in log order.
 
-    Per thread it keeps ``[messages added, first row, last row, new?]`` and per
-    project ``[name, new threads, messages added, first ms, last ms]``: a
-    reference to a row instead of copies of its fields keeps the per-message
-    cost of a rebuild low. ``known_thread`` answers whether a thread already
+    Per thread it keeps ``[messages added, first row, last row, new?, project
+    name]``: references to rows rather than copies of their fields, and no
+    per-project work per message, keep a rebuild's cost per message low.
+    Project rows are derived from the threads at the end (see
+    :meth:`project_rows`). ``known_thread`` answers whether a thread already
     exists in the tables (so a project's thread count grows for new ones only).
     """
 
     def __init__(self) -> None:
         self.threads: dict[tuple[str, str], list[Any]] = {}
-        self.projects: dict[str, list[Any]] = {}
         self.rows: list[tuple[Any, ...]] = []
         self.invalid = 0
 
@@ -149,40 +149,47 @@ class _Fold:
             self.invalid += 1
             return
         metadata = data.get("metadata")
-        ms = int(position.partition("-")[0])
         row = (project, thread_id, version, message_id, role, content,
-               orjson.dumps(metadata).decode() if metadata else "{}", ms, position)
+               orjson.dumps(metadata).decode() if metadata else "{}",
+               int(position.partition("-")[0]), position)
         self.rows.append(row)
         key = (project, thread_id)
         thread = self.threads.get(key)
         if thread is None:
-            new = not known_thread
-            self.threads[key] = [1, row, row, new]
+            self.threads[key] = [1, row, row, not known_thread, project_name]
         else:
-            new = False
             thread[0] += 1
             thread[2] = row
-        proj = self.projects.get(project)
-        if proj is None:
-            self.projects[project] = [project_name, int(new), 1, ms, ms]
-        else:
-            proj[1] += new
-            proj[2] += 1
-            proj[4] = ms
 
     def thread_rows(self, keys: Iterable[tuple[str, str]]) -> list[tuple[Any, ...]]:
         return [_thread_row(k[0], k[1], self.threads[k]) for k in keys]
 
-    def project_rows(self, keys: Iterable[str]) -> list[tuple[Any, ...]]:
-        return [(k, *self.projects[k]) for k in keys]
+    def project_rows(self) -> list[tuple[Any, ...]]:
+        """Project rows (``_UPSERT_PROJECT``), sorted by project key.
+
+        Threads are in the order of their first message (dicts keep insertion
+        order), so a project's first thread holds its first message: its name
+        and creation time. A project lives in one partition, where positions
+        (and their times) only grow, so its last time is the largest.
+        """
+        projects: dict[str, list[Any]] = {}
+        for (project, _), (added, first, last, new, name) in self.threads.items():
+            acc = projects.get(project)
+            if acc is None:
+                projects[project] = [name, int(new), added, first[_CREATED_MS],
+                                     last[_CREATED_MS]]
+            else:
+                acc[1] += new
+                acc[2] += added
+                acc[4] = max(acc[4], last[_CREATED_MS])
+        return [(k, *projects[k]) for k in sorted(projects)]
 
     def write(self, conn: sqlite3.Connection) -> None:
         if self.rows:
             conn.executemany(_INSERT_MESSAGE, self.rows)
         if self.threads:
             conn.executemany(_UPSERT_THREAD, self.thread_rows(self.threads))
-        if self.projects:
-            conn.executemany(_UPSERT_PROJECT, self.project_rows(self.projects))
+            conn.executemany(_UPSERT_PROJECT, self.project_rows())
         if self.invalid:
             conn.execute(_ADD_COUNTER, ("skipped_invalid", self.invalid))
 
@@ -250,7 +257,7 @@ class ConversationFold:
     """Folds raw entries ``(position, [field, value, ...])`` as XRANGE returns them.
 
     Message rows come back per chunk (to be written in log order); one small
-    record per thread and per project stays in memory until :meth:`final`.
+    record per thread stays in memory until :meth:`final`.
     """
 
     def __init__(self) -> None:
@@ -277,5 +284,4 @@ class ConversationFold:
     def final(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
         """Thread rows and project rows (sorted by key), and the invalid messages skipped."""
         fold = self.fold
-        return (fold.thread_rows(sorted(fold.threads)), fold.project_rows(sorted(fold.projects)),
-                fold.invalid)
+        return fold.thread_rows(sorted(fold.threads)), fold.project_rows(), fold.invalid
