@@ -145,3 +145,14 @@ async def test_expected_version_conflict_names_the_current_version(client) -> No
     assert "current version is 1" in doc["detail"]
     ok = await post_message(client, "P", "two", thread_id=first["thread_id"], expected_version=1)
     assert ok["version"] == 2
+
+
+async def test_appended_event_is_a_valid_message_appended(client) -> None:
+    from chatlog.events import MessageAppended
+
+    posted = await post_message(client, "P", "typed", metadata={"k": [1, {"x": None}]})
+    page = await (await client.get("/v1/events", params={"project": "P"})).json()
+    event = page["events"][0]
+    assert event["type"] == "message.appended" and event["id"] == posted["message_id"]
+    data = MessageAppended.model_validate(event["data"])
+    assert data.thread_id == posted["thread_id"] and data.metadata == {"k": [1, {"x": None}]}

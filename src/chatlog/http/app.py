@@ -93,6 +93,7 @@ def create_app(
         buffer=settings.sse_buffer,
         on_count=metrics.sse_subscribers.set,
         on_cutoff=metrics.sse_cutoffs.inc,
+        keepalive=settings.sse_keepalive,
     )
     app[STATE] = AppState(
         settings=settings,

@@ -17,6 +17,7 @@ loopback clients then).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import uuid
@@ -151,6 +152,7 @@ class TokenRegistry:
         return principal
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_loopback(remote: str | None) -> bool:
     if not remote:
         return True  # a unix socket: only local processes can connect

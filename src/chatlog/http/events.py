@@ -12,7 +12,6 @@ that reconnects (``Last-Event-ID``) resumes exactly where it stopped.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import uuid
@@ -33,8 +32,6 @@ from chatlog.identity import normalize_project_id
 
 #: Events looked at per replay request, matching or not (the page says has_more).
 SCAN_BUDGET = 10_000
-#: A subscriber whose socket does not take a write for this long is cut off.
-WRITE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -169,22 +166,31 @@ class SseStream:
         self.sub: Subscriber | None = None
         self.stopping = False
         self.cursor: Cursor | None = None
+        #: True while a write waits for the socket to drain.
+        self.writing = False
 
     def stop(self) -> None:
         """Ask the stream to end (the server is shutting down)."""
         self.stopping = True
         if self.sub is not None:
             self.sub.wakeup.set()
+        self.cut_off_if_stuck()
+
+    def cut_off_if_stuck(self) -> None:
+        """Drop the connection if a write is stuck (a client that stopped reading)."""
+        if self.writing and self.request.transport is not None:
+            self.request.transport.abort()
+
+    def subscribed(self, sub: Subscriber) -> None:
+        self.sub = sub
+        sub.on_overflow = self.cut_off_if_stuck
 
     async def write(self, chunk: bytes) -> None:
-        """Write, or cut the subscriber off when its socket takes nothing for a while."""
+        self.writing = True
         try:
-            async with asyncio.timeout(WRITE_TIMEOUT):
-                await self.response.write(chunk)
-        except TimeoutError:
-            if self.request.transport is not None:
-                self.request.transport.abort()
-            raise ConnectionResetError("SSE subscriber too slow to take writes") from None
+            await self.response.write(chunk)
+        finally:
+            self.writing = False
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
@@ -245,7 +251,7 @@ async def _catch_up(
         if not more:
             if subscribed:
                 break
-            stream.sub = await st.fanout.subscribe()
+            stream.subscribed(await st.fanout.subscribe())
             subscribed = True
         found, cursor, more = await scan(st, cursor, flt, 500)
     stream.cursor = cursor
@@ -255,15 +261,8 @@ async def _live(st: AppState, stream: SseStream, flt: EventFilter, cursor: Curso
     """Send each event the fan-out delivers; keep-alive comments when idle."""
     sub = stream.sub
     assert sub is not None
-    keepalive = st.settings.sse_keepalive
     while not stream.stopping:
-        if not sub.wakeup.is_set():
-            try:
-                async with asyncio.timeout(keepalive):
-                    await sub.wakeup.wait()
-            except TimeoutError:
-                await stream.write(b": keep-alive\n\n")
-                continue
+        await sub.wakeup.wait()
         if stream.stopping:
             break
         if sub.overflowed:
@@ -276,6 +275,10 @@ async def _live(st: AppState, stream: SseStream, flt: EventFilter, cursor: Curso
             cursor = cursor.advanced(ev.partition, ev.position)
             if flt.matches(ev):
                 chunks.append(st.sse.encode(ev, cursor))
+        if sub.keepalive:
+            sub.keepalive = False
+            if not chunks:
+                chunks.append(b": keep-alive\n\n")
         if chunks:
             await stream.write(b"".join(chunks))
 

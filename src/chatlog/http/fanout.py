@@ -25,13 +25,17 @@ log = logging.getLogger(__name__)
 class Subscriber:
     """A live reader's bounded buffer of events not yet written out."""
 
-    __slots__ = ("buffer", "limit", "overflowed", "wakeup")
+    __slots__ = ("buffer", "keepalive", "limit", "on_overflow", "overflowed", "wakeup")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.buffer: deque[RecordedEvent] = deque()
         self.wakeup = asyncio.Event()
         self.overflowed = False
+        #: Set by the fan-out's ticker: time for a keep-alive comment.
+        self.keepalive = False
+        #: Called when the buffer overflows (the writer may be stuck on a dead socket).
+        self.on_overflow: Callable[[], None] | None = None
 
     def push(self, batch: list[RecordedEvent]) -> bool:
         """Buffer ``batch``; False (and marked overflowed) when it does not fit."""
@@ -41,6 +45,8 @@ class Subscriber:
             self.overflowed = True
             self.buffer.clear()
             self.wakeup.set()
+            if self.on_overflow is not None:
+                self.on_overflow()
             return False
         self.buffer.extend(batch)
         self.wakeup.set()
@@ -63,7 +69,9 @@ class Fanout:
     The tail runs only while someone listens: the first subscriber starts it
     from the log's heads (read before ``subscribe`` returns, so the
     subscriber's own catch-up read afterwards overlaps it: no gap), and it
-    stops by itself once the last one has left.
+    stops by itself once the last one has left. Every ``keepalive`` seconds it
+    flags every subscriber for a keep-alive comment: one timer for all of
+    them, rather than one per subscriber and event.
     """
 
     def __init__(
@@ -74,10 +82,14 @@ class Fanout:
         on_count: Callable[[int], None] | None = None,
         on_cutoff: Callable[[], None] | None = None,
         block: float = 1.0,
+        keepalive: float = 15.0,
     ) -> None:
         self.store = store
         self.buffer = buffer
-        self.block = block
+        self.keepalive = keepalive
+        # Wake up often enough to tick keep-alives on time when the log is idle.
+        self.block = min(block, keepalive / 2)
+        self._last_tick = 0.0
         self._subscribers: set[Subscriber] = set()
         self._on_count = on_count
         self._on_cutoff = on_cutoff
@@ -142,9 +154,20 @@ class Fanout:
     async def _idle(self) -> None:
         if not self._subscribers:
             raise _Idle()
+        self._tick()
+
+    def _tick(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_tick < self.keepalive:
+            return
+        self._last_tick = now
+        for sub in self._subscribers:
+            sub.keepalive = True
+            sub.wakeup.set()
 
     async def _run(self, cursor: Cursor) -> None:
         backoff = 0.05
+        self._last_tick = asyncio.get_running_loop().time()
         while self._subscribers:
             try:
                 async for batch in self.store.tail(cursor, block=self.block, on_idle=self._idle):
@@ -155,6 +178,7 @@ class Fanout:
                     backoff = 0.05
                     if not self._subscribers:
                         return
+                    self._tick()
             except _Idle:
                 return
             except PositionTrimmed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
@@ -33,11 +34,20 @@ class Metrics:
             "chatlog_projection_lag_events", "Events the read models are behind the log",
             registry=self.registry,
         )
+        self._by_status: dict[int, list[Any]] = {}
+        self.created = self.appends.labels("created")
+        self.duplicates = self.appends.labels("duplicate")
 
     def observe_status(self, status: int) -> None:
-        self.responses.labels(str(status)).inc()
-        if status >= 400:
-            self.errors.labels(str(status)).inc()
+        counters = self._by_status.get(status)
+        if counters is None:
+            label = str(status)
+            counters = [self.responses.labels(label)]
+            if status >= 400:
+                counters.append(self.errors.labels(label))
+            self._by_status[status] = counters
+        for counter in counters:
+            counter.inc()
 
     def lag_from(self, read: Callable[[], float]) -> None:
         """Read the projection lag at scrape time from ``read``."""
