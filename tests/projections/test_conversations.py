@@ -228,3 +228,15 @@ async def test_two_projectors_on_one_file_apply_each_event_once(
         assert sum(t.message_count for t in model.list_threads(summary.project).threads) == 40
     finally:
         model.close()
+
+
+async def test_stopping_the_projector_answers_pending_waits(store: EventStore,
+                                                            model_path: Path) -> None:
+    pj = projector(store, model_path)
+    await pj.open()
+    r = await store.append_one(message("Stop", "thread-1", "x"))
+    waiting = asyncio.create_task(pj.wait_for(r.partition, r.position, 30))
+    await asyncio.sleep(0.05)
+    await pj.stop()
+    with pytest.raises(ProjectionLagTimeout, match="stopped"):
+        await waiting

@@ -133,9 +133,11 @@ class Projector:
             if conn is not None:
                 await asyncio.get_running_loop().run_in_executor(executor, conn.close)
             await asyncio.to_thread(executor.shutdown, wait=True)
-        for _, _, fut in self._waiters:
+        for partition, _, fut in self._waiters:
             if not fut.done():
-                fut.cancel()
+                fut.set_exception(ProjectionLagTimeout(
+                    f"the projector stopped before the read model reached the position "
+                    f"asked for in partition {partition}; retry shortly"))
 
     async def __aenter__(self) -> Projector:
         await self.start()
