@@ -197,6 +197,40 @@ class Server:
             self.proc.stdout.close()
 
 
+async def _group_commit(valkey_url: str, data_dir: Path, duration: float) -> dict[str, Any]:
+    """Appends per Redis round trip at 64 concurrent HTTP clients (the app in this
+    process, so its store's round trips can be counted)."""
+    from chatlog.eventstore import EventStore
+    from chatlog.http import create_app, running
+    from chatlog.http.app import build_services
+    from chatlog.settings import Settings
+
+    settings = Settings(redis_url=valkey_url, data_dir=data_dir)
+    store = await EventStore.open(valkey_url)
+    batches: list[int] = []
+    run_scripts = store._run_scripts
+
+    async def counted(batch: list[Any]) -> list[Any]:
+        batches.append(len(batch))
+        return await run_scripts(batch)
+
+    store._run_scripts = counted  # type: ignore[method-assign]
+    port = _free_port()
+    try:
+        app = create_app(settings, store, services=build_services(settings, store))
+        async with running(app, "127.0.0.1", port):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(HERE), "_load", f"http://127.0.0.1:{port}", str(duration),
+                str(CONCURRENCY), "0.2", stdout=subprocess.PIPE)
+            out, _ = await proc.communicate()
+    finally:
+        await store.close()
+    load = json.loads(out.decode().strip().splitlines()[-1])
+    return {"appends": sum(batches), "round_trips": len(batches),
+            "per_round_trip": sum(batches) / max(len(batches), 1),
+            "largest": max(batches, default=0), "per_s": load["per_s"]}
+
+
 def _free_port() -> int:
     from chatlog.eventstore.embedded import free_port
 
@@ -235,6 +269,9 @@ def main() -> int:
             for d in (tmp / "data",):
                 for f in d.glob("readmodel.sqlite*"):
                     f.unlink()
+        asyncio.run(reset_server(valkey.url))
+        (tmp / "gc").mkdir()
+        group = asyncio.run(_group_commit(valkey.url, tmp / "gc", args.duration))
 
     best_bare = max(r["per_s"] for r in bare_runs)
     best_chat = max(r["per_s"] for r in chat_runs)
@@ -255,13 +292,15 @@ def main() -> int:
                "ms", higher_is_better=False),
         metric(f"SSE delivery p99 ({subscribers} subscribers)", [r["p99"] for r in sse_runs],
                "ms", higher_is_better=False, goal="< 50 ms", goal_met=sse_p99 < 50),
+        metric("group commit: appends per Redis round trip", [group["per_round_trip"]],
+               "appends", largest=group["largest"]),
     ]
     errors = sum(r["errors"] for r in chat_runs)
     missing = sum(r["expected"] - r["deliveries"] for r in sse_runs)
     print_table(f"HTTP appends at {CONCURRENCY} concurrent clients; SSE to {subscribers} "
                 f"subscribers (errors {errors}, SSE deliveries missing {missing})", results)
     emit("http", results, args, concurrency=CONCURRENCY, subscribers=subscribers,
-         append_errors=errors, sse_missing=missing,
+         append_errors=errors, sse_missing=missing, group_commit=group,
          median_ratio=round(statistics.median(r["per_s"] for r in chat_runs)
                             / statistics.median(r["per_s"] for r in bare_runs), 3))
     return 0
