@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from chatlog.eventstore import EventStore
 from chatlog.http import Services, create_app
 from chatlog.http.app import build_services
+from chatlog.http.models import MessageAccepted
 from chatlog.settings import Settings
 
 TOKENS = {
@@ -101,6 +102,7 @@ async def post_message(
     resp = await client.post(f"/v1/projects/{project}/messages", json=body, headers=headers)
     assert resp.status == 201, await resp.text()
     doc: dict[str, Any] = await resp.json()
+    MessageAccepted.model_validate(doc)  # the documented shape, exactly
     return doc
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 
+import orjson
 from aiohttp import web
 
 from chatlog.errors import IdempotencyConflict
 from chatlog.events import SCHEMA_VERSION, MessageAppended, NewEvent, RecordedEvent
 from chatlog.eventstore import AppendResult, EventStore
-from chatlog.http._routing import Endpoint, json_response, project_of, read_body
+from chatlog.http._routing import Endpoint, project_of, read_body
 from chatlog.http._state import state
 from chatlog.http.models import MessageAccepted, PostMessage
 from chatlog.identity import normalize_thread_id
@@ -68,17 +69,20 @@ async def post_message(request: web.Request) -> web.Response:
             thread_id = original.aggregate_id
             project_name = original.project_name
     (st.metrics.duplicates if result.duplicate else st.metrics.created).inc()
-    answer = MessageAccepted.model_construct(
-        message_id=event.id,
-        thread_id=thread_id,
-        project=project.key,
-        project_name=project_name,
-        partition=result.partition,
-        position=result.position,
-        version=result.version,
-        duplicate=result.duplicate,
-    )
-    return json_response(answer, 200 if result.duplicate else 201)
+    # The documented shape is MessageAccepted (tests check the answers against
+    # it); written directly, as this is the hottest path of the API.
+    answer = {
+        "message_id": str(event.id),
+        "thread_id": thread_id,
+        "project": str(project.key),
+        "project_name": project_name,
+        "partition": result.partition,
+        "position": result.position,
+        "version": result.version,
+        "duplicate": result.duplicate,
+    }
+    return web.Response(status=200 if result.duplicate else 201, body=orjson.dumps(answer),
+                        content_type="application/json")
 
 
 ENDPOINTS = [
