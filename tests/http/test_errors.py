@@ -37,6 +37,10 @@ async def _problem(resp, status: int) -> dict:
         (b'{"role": "user"}', "content", "Field required"),
         (b"", "role", "Field required"),
         (b'{"role": "", "content": "x"}', "role", "at least 1"),
+        (b'{"role": "u", "content": "x", "metadata": {"n": 123456789012345678901234567890}}',
+         "metadata", "64-bit"),
+        (b'{"role": "u", "content": "x", "metadata": {"f": [1e400]}}', "metadata", "finite"),
+        (b'{"role": "u", "content": "\\ud800"}', "body", "not valid JSON"),
     ],
 )
 async def test_bad_bodies_are_400_naming_the_field(client, body, field, words) -> None:
@@ -67,6 +71,9 @@ async def test_bad_project_and_thread_ids_are_400(client) -> None:
         ("/v1/events?limit=abc", "limit"),
         ("/v1/events?colour=red", "colour"),
         ("/v1/events?after=1-0,2-0", "partitions"),
+        ("/v1/events?after=99999999999999999999-0", "beyond any position"),
+        ("/v1/events?after=18446744073709551615-18446744073709551615", "beyond any position"),
+        ("/v1/events/stream?after=99999999999999999999-1", "beyond any position"),
         ("/v1/projects/P/threads?limit=-1", "limit"),
         ("/v1/projects/P/threads?cursor=%%%", "cursor"),
         ("/v1/projects/P/threads?min_position=soon", "min_position"),

@@ -46,6 +46,8 @@ async def test_invalid_transition_is_409_naming_the_state(client) -> None:
     bad = await client.post(f"{BASE}/{wf['id']}/approval", json={"approved": "yes"})
     assert bad.status == 400
     assert (await client.post(f"{BASE}/{wf['id']}/fail", json={})).status == 400
+    huge = await client.post(BASE, data=b'{"input": {"n": 99999999999999999999999}}')
+    assert huge.status == 400 and "64-bit" in (await huge.json())["detail"]
     assert (await client.post(f"{BASE}/wf-missing/start", json={})).status == 404
 
 

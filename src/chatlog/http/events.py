@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from chatlog.errors import ChatlogError
+from chatlog.errors import ChatlogError, InvalidPosition
 from chatlog.events import RecordedEvent
-from chatlog.eventstore import Cursor, EventStore, position_after
+from chatlog.eventstore import Cursor, EventStore, parse_position, position_after
 from chatlog.eventstore.codec import decode_entry
 from chatlog.http._routing import Endpoint, json_response, read_query
 from chatlog.http._state import AppState, state
@@ -108,6 +108,22 @@ def build_filter(
     )
 
 
+_MAX_ID = 2**64 - 1
+
+
+def parse_cursor(text: str | None, partitions: int) -> Cursor:
+    """A cursor from a client (``after`` or ``Last-Event-ID``), within what a log can hold."""
+    cursor = Cursor.parse(text, partitions)
+    for position in cursor.positions:
+        ms, seq = parse_position(position)
+        if ms > _MAX_ID or seq > _MAX_ID or (ms, seq) == (_MAX_ID, _MAX_ID):
+            raise InvalidPosition(
+                f"position {position} is beyond any position a log can hold "
+                f"(each part is at most {_MAX_ID})"
+            )
+    return cursor
+
+
 def event_out(ev: RecordedEvent, cursor: Cursor) -> EventOut:
     return EventOut(**ev.model_dump(), cursor=str(cursor))
 
@@ -149,7 +165,7 @@ async def list_events(request: web.Request) -> web.Response:
     principal = st.tokens.authenticate(request)
     q = read_query(request, EventsQuery)
     flt = build_filter(st, principal, q)
-    cursor = Cursor.parse(q.after, st.store.partitions)
+    cursor = parse_cursor(q.after, st.store.partitions)
     found, cursor, more = await scan(st, cursor, flt, q.limit)
     page = EventsPage(
         events=[event_out(ev, cur) for ev, cur in found], cursor=str(cursor), has_more=more
@@ -200,7 +216,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     q = read_query(request, StreamQuery)
     flt = build_filter(st, principal, q)
     last_id = request.headers.get("Last-Event-ID") or q.after
-    cursor = Cursor.parse(last_id, st.store.partitions)
+    cursor = parse_cursor(last_id, st.store.partitions)
     # The first read happens before the answer starts, so a trimmed position
     # (410) or a missing Redis (503) is still a proper problem document.
     found, cursor, more = await scan(st, cursor, flt, 500)

@@ -6,15 +6,44 @@ refused) and are the source of ``/openapi.json``: nothing is written twice.
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from chatlog.projections.models import ProjectSummary
 
 POSITION_PATTERN = r"^\d{1,20}-\d{1,20}$"
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def _check_json(value: Any, where: str = "") -> None:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise ValueError(f"the number at {where or 'top level'} is outside the 64-bit range")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"the number at {where or 'top level'} is not finite")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_json(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_json(v, f"{where}[{i}]")
+
+
+def _storable(value: dict[str, Any]) -> dict[str, Any]:
+    """JSON objects are stored as they came: numbers must fit 64 bits and be finite."""
+    _check_json(value)
+    return value
+
+
+#: A JSON object chatlog can store without changing it.
+JsonObject = Annotated[dict[str, Any], AfterValidator(_storable)]
 CURSOR_PATTERN = r"^(0|\d{1,20}-\d{1,20}(,\d{1,20}-\d{1,20})*)$"
 MAX_CONTENT = 262_144
 
@@ -70,7 +99,7 @@ class PostMessage(Body):
     )
     role: str = Field(min_length=1, max_length=64, description="Who wrote it (user, assistant...)")
     content: str = Field(max_length=MAX_CONTENT)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
     event_id: uuid.UUID | None = Field(
         default=None, description="Client-chosen message id: a retry with it appends nothing"
     )
@@ -173,7 +202,7 @@ class ProjectsPage(Out):
 
 class CreateWorkflow(Body):
     name: str = Field(default="", max_length=200)
-    input: dict[str, Any] = Field(default_factory=dict)
+    input: JsonObject = Field(default_factory=dict)
     workflow_id: str | None = Field(
         default=None, min_length=1, max_length=200,
         description="Your id for it; default wf-<uuid4>. Creating it again is a 409",
@@ -181,7 +210,7 @@ class CreateWorkflow(Body):
 
 
 class StartWorkflow(Body):
-    input: dict[str, Any] = Field(default_factory=dict)
+    input: JsonObject = Field(default_factory=dict)
 
 
 class RequestApproval(Body):
@@ -194,7 +223,7 @@ class DecideApproval(Body):
 
 
 class CompleteWorkflow(Body):
-    result: dict[str, Any] = Field(default_factory=dict)
+    result: JsonObject = Field(default_factory=dict)
 
 
 class FailWorkflow(Body):
