@@ -180,3 +180,42 @@ async def test_many_subscribers_connecting_at_once_all_get_their_stream(client) 
         # More subscribers than the Redis connection pool has connections.
         got = await asyncio.gather(*(subscriber() for _ in range(150)))
     assert got == [posted["message_id"]] * 150
+
+
+async def test_two_partitions_replay_and_resume_with_multi_position_cursors(api) -> None:
+    from chatlog.eventstore import partition_of
+    from chatlog.identity import normalize_project_id
+
+    client = await api(partitions=2)
+    names: dict[int, str] = {}
+    for i in range(50):
+        name = f"proj-{i}"
+        names.setdefault(partition_of(normalize_project_id(name).key, 2), name)
+        if len(names) == 2:
+            break
+    posted = []
+    for i in range(6):
+        posted.append(await post_message(client, names[i % 2], f"m{i}"))
+    assert {m["partition"] for m in posted} == {0, 1}
+
+    seen, after = [], "0"
+    while True:
+        page = await (await client.get("/v1/events", params={"after": after, "limit": "2"})).json()
+        seen += [e["id"] for e in page["events"]]
+        assert all("," in e["cursor"] for e in page["events"])
+        after = page["cursor"]
+        if not page["has_more"]:
+            break
+    assert sorted(seen) == sorted(m["message_id"] for m in posted)
+    assert len(seen) == len(set(seen))
+
+    resp = await client.get("/v1/events/stream")
+    got = await read_sse(resp, 6)
+    last_id = got[-1][0]
+    assert last_id.count(",") == 1
+    resp.close()
+    more = [await post_message(client, names[i % 2], f"n{i}") for i in range(4)]
+    resp = await client.get("/v1/events/stream", headers={"Last-Event-ID": last_id})
+    again = await read_sse(resp, 4)
+    assert sorted(d["id"] for _, d in again) == sorted(m["message_id"] for m in more)
+    resp.close()
