@@ -94,3 +94,20 @@ def test_serve_with_a_broken_tokens_file_says_so_in_one_line(short_tmp, tmp_path
     assert proc.returncode != 0
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "tokens file" in proc.stderr
+
+
+def test_port_in_use_is_one_clear_line(short_tmp) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [*CHATLOG, "--data-dir", str(short_tmp / "inuse"), "serve", "--port", str(port)],
+            capture_output=True, text=True, env=clean_env(), timeout=60,
+        )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert not (short_tmp / "inuse" / "valkey" / "valkey.pid").exists()  # Valkey stopped

@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
+from chatlog.errors import ConfigError
 from chatlog.eventstore import EventStore
 from chatlog.http import events, messages, ops, queries, workflows
 from chatlog.http._routing import Endpoint
@@ -141,7 +142,13 @@ async def running(app: web.Application, host: str, port: int) -> AsyncIterator[w
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another "
+                "--port (or CHATLOG_PORT), or stop what uses it"
+            ) from exc
         yield runner
     finally:
         await runner.cleanup()
