@@ -207,3 +207,38 @@ async def test_wait_for_state_long_polls_and_times_out(
     ended = await orchestrator.wait_for_state(project, wid, "completed", 20)
     assert ended.state == "cancelled"
     assert (await orchestrator.wait_for_state(project, wid, "cancelled", 0)).version == 3
+
+
+async def test_the_orchestrator_follows_the_machine_for_random_command_sequences(
+    orchestrator: Orchestrator, project: ProjectKey
+) -> None:
+    import random
+
+    from chatlog.orchestrator.machine import TRANSITIONS, Command, State
+
+    o = orchestrator
+    calls = {
+        Command.START: lambda w: o.start_workflow(project, w),
+        Command.REQUEST_APPROVAL: lambda w: o.request_approval(project, w, timeout=60),
+        Command.APPROVE: lambda w: o.decide_approval(project, w, approved=True),
+        Command.REJECT: lambda w: o.decide_approval(project, w, approved=False),
+        Command.COMPLETE: lambda w: o.complete(project, w),
+        Command.FAIL: lambda w: o.fail(project, w, reason="r"),
+        Command.CANCEL: lambda w: o.cancel(project, w),
+        Command.ENQUEUE_JOB: lambda w: o.enqueue_job(project, w, kind="k"),
+    }
+    rng = random.Random(11)
+    for _ in range(25):
+        wid = (await o.create_workflow(project, start_timeout=60)).id
+        state, version = State.WAITING_FOR_START, 1
+        for _ in range(rng.randint(1, 8)):
+            command = rng.choice(list(calls))
+            target = TRANSITIONS.get((state, command))
+            if target is None:
+                with pytest.raises(InvalidTransition, match=f"it is {state.value}"):
+                    await calls[command](wid)
+            else:
+                await calls[command](wid)
+                state, version = target, version + 1
+            view = await o.get_workflow(project, wid)
+            assert (view.state, view.version) == (state.value, version)

@@ -1,4 +1,21 @@
-"""Workflow waits with timeouts, durable timers, and jobs with heartbeat leases."""
+"""Workflow waits with timeouts, durable timers, and jobs with heartbeat leases.
+
+Usage (``chatlog serve`` does the same through the HTTP app's lifecycle)::
+
+    orchestrator = Orchestrator(store, settings)
+    await orchestrator.start()      # tailers catch up, open waits resume, timer runs
+    view = await orchestrator.create_workflow(project, name="post")
+    try:
+        started = await orchestrator.wait_for_start(project, view.id)
+    except WaitTimeout as exc:      # the log now says timed_out, then failed
+        ...
+    await orchestrator.stop()
+
+Every transition is an event in the workflow's aggregate, appended with
+``expected_version``; an invalid command raises ``InvalidTransition`` (409)
+naming the current state. Jobs: ``enqueue_job`` and a :class:`Worker` per
+process (``chatlog worker`` runs one with a demo handler).
+"""
 
 from chatlog.orchestrator.jobs import DeadLetter, Handler, Job, Worker, list_dead_letters
 from chatlog.orchestrator.machine import (
