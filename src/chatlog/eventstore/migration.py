@@ -1,0 +1,211 @@
+"""Copy a log from one deployment to another (one server → a cluster, P → P' partitions).
+
+Every event keeps its id, aggregate, version and body, and its position's
+millisecond part (the event's time): the source partitions are merged in
+position order and each event is added to its target partition with its
+source position as the stream id (the next free id of that millisecond when
+two source partitions share one). Order per aggregate is kept (an aggregate
+lives in one partition on both sides).
+
+Rerunning is idempotent and resumes: an event whose version the target
+aggregate already has is skipped, by version, not by an expiring id key.
+Copy into a target nobody else writes to; switch the writers over after it.
+Remembered client event ids (the idempotency window) are copied with the
+time they have left.
+"""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from chatlog.errors import EventStoreError
+from chatlog.eventstore.codec import START, parse_position
+from chatlog.eventstore.keys import partition_of
+from chatlog.eventstore.store import EventStore, _guard
+
+#: KEYS: stream, versions, aggregate index, event-id key.
+#: ARGV: aggregate, version, source position, id ttl ms (0: none), event id, field, value, ...
+#: An event whose version the target has is skipped only if it is the same event.
+_COPY_LUA = """
+local aggregate, version = ARGV[1], tonumber(ARGV[2])
+local current = tonumber(redis.call('HGET', KEYS[2], aggregate) or '0')
+if current >= version then
+  local pos = redis.call('LINDEX', KEYS[3], version - 1)
+  local e = pos and redis.call('XRANGE', KEYS[1], pos, pos)[1]
+  if e then
+    for i = 1, #e[2], 2 do
+      if e[2][i] == 'i' and e[2][i + 1] == ARGV[5] then return {'skip', tostring(current)} end
+    end
+  end
+  return {'other', tostring(current)}
+end
+if current ~= version - 1 then return {'gap', tostring(current)} end
+local id = ARGV[3]
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if last[1] then
+  local lms, lseq = string.match(last[1][1], '^(%d+)-(%d+)$')
+  local ms = string.match(id, '^(%d+)-')
+  if tonumber(ms) <= tonumber(lms) then id = lms .. '-' .. tostring(tonumber(lseq) + 1) end
+end
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+local pos = redis.call('XADD', KEYS[1], id, unpack(fields))
+redis.call('RPUSH', KEYS[3], pos)
+redis.call('HSET', KEYS[2], aggregate, ARGV[2])
+if tonumber(ARGV[4]) > 0 then
+  redis.call('SET', KEYS[4], pos .. ' ' .. ARGV[2], 'PX', ARGV[4])
+end
+return {'ok', pos}
+"""
+
+
+class MigrationError(EventStoreError):
+    """The target cannot take the source's events as they are."""
+
+    status = 409
+    title = "Migration conflict"
+
+
+@dataclass
+class MigrationProgress:
+    total: int = 0
+    copied: int = 0
+    skipped: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.copied + self.skipped
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class _Source:
+    """Pages of one source partition, in position order."""
+
+    def __init__(self, store: EventStore, partition: int, page: int) -> None:
+        self.store = store
+        self.partition = partition
+        self.page = page
+        self.after = START
+        self.done = False
+
+    async def next_page(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        if self.done:
+            return []
+        if self.after == START:  # a trimmed partition is read from its horizon on
+            self.after = await self.store.horizon(self.partition) or START
+        entries = await self.store.read_raw(self.partition, self.after, self.page)
+        if len(entries) < self.page:
+            self.done = True
+        if entries:
+            self.after = _s(entries[-1][0])
+        return entries
+
+
+Entry = tuple[int, str, dict[bytes, bytes]]
+
+
+async def _merged(source: EventStore, page: int) -> AsyncIterator[Entry]:
+    """Every source entry as ``(partition, position, fields)``, merged by position."""
+    readers = [_Source(source, p, page) for p in range(source.partitions)]
+    buffers: list[list[tuple[bytes, dict[bytes, bytes]]]] = []
+    heap: list[tuple[tuple[int, int], int, int]] = []
+    for r in readers:
+        entries = await r.next_page()
+        buffers.append(entries)
+        if entries:
+            heapq.heappush(heap, (parse_position(_s(entries[0][0])), r.partition, 0))
+    while heap:
+        _, p, i = heapq.heappop(heap)
+        pos, fields = buffers[p][i]
+        yield p, _s(pos), fields
+        i += 1
+        if i == len(buffers[p]):
+            buffers[p] = await readers[p].next_page()
+            i = 0
+        if i < len(buffers[p]):
+            heapq.heappush(heap, (parse_position(_s(buffers[p][i][0])), p, i))
+
+
+async def migrate(
+    source: EventStore,
+    target: EventStore,
+    *,
+    batch: int = 500,
+    on_progress: Callable[[MigrationProgress], Awaitable[None] | None] | None = None,
+) -> MigrationProgress:
+    """Copy every event of ``source`` into ``target``; return how many were copied/skipped."""
+    progress = MigrationProgress()
+    status = await source.status()
+    progress.total = status.length
+    script = target.redis.register_script(_COPY_LUA)
+    await _guard(target.redis.script_load(_COPY_LUA))
+    chunk: list[Entry] = []
+
+    async def flush() -> None:
+        if not chunk:
+            return
+        ttls = await _id_ttls(source, chunk)
+        pipe = target.redis.pipeline(transaction=False)
+        for (_p, pos, fields), ttl in zip(chunk, ttls, strict=True):
+            aggregate = _s(fields[b"a"])
+            project = uuid.UUID(aggregate.split("/", 1)[0])
+            tp = partition_of(project, target.partitions)
+            keys = [target.keys.log(tp), target.keys.versions(tp),
+                    target.keys.aggregate_index(tp, aggregate),
+                    target.keys.event_id(tp, uuid.UUID(_s(fields[b"i"])))]
+            flat: list[Any] = []
+            for k, v in fields.items():
+                flat += [k, v]
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, aggregate,
+                                 _s(fields[b"v"]), pos, max(ttl, 0), fields[b"i"], *flat)
+        replies = await _guard(pipe.execute(raise_on_error=False))
+        for (p, pos, fields), reply in zip(chunk, replies, strict=True):
+            if isinstance(reply, BaseException):
+                raise MigrationError(
+                    f"copying event {_s(fields[b'i'])} (partition {p}, position {pos}) "
+                    f"failed: {reply}; nothing after it was copied; rerun to resume"
+                ) from reply
+            state = _s(reply[0])
+            if state == "other":
+                raise MigrationError(
+                    f"aggregate {_s(fields[b'a'])} has another event at version "
+                    f"{_s(fields[b'v'])} in the target than event {_s(fields[b'i'])} of the "
+                    "source: the target has events of its own; copy into an empty log"
+                )
+            if state == "gap":
+                raise MigrationError(
+                    f"aggregate {_s(fields[b'a'])} is at version {_s(reply[1])} in the target "
+                    f"but the source's next event has version {_s(fields[b'v'])}: the target "
+                    "has other events for it, or the source was trimmed"
+                )
+            if state == "ok":
+                progress.copied += 1
+            else:
+                progress.skipped += 1
+        chunk.clear()
+        if on_progress is not None:
+            result = on_progress(progress)
+            if result is not None:
+                await result
+
+    async for item in _merged(source, batch):
+        chunk.append(item)
+        if len(chunk) >= batch:
+            await flush()
+    await flush()
+    return progress
+
+
+async def _id_ttls(source: EventStore, chunk: list[Entry]) -> list[int]:
+    """How long the source still remembers each event's client-supplied id (ms; <=0: not)."""
+    pipe = source.redis.pipeline(transaction=False)
+    for p, _pos, fields in chunk:
+        pipe.pttl(source.keys.event_id(p, uuid.UUID(_s(fields[b"i"]))))
+    return [int(t) for t in await _guard(pipe.execute())]
