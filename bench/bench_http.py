@@ -11,7 +11,8 @@ All in one run, on one fresh Valkey with the embedded default's settings:
   append until each subscriber has the event; goal: p99 < 50 ms.
 
 The load generator (aiohttp client, 64 concurrent requests) runs in its own
-process, so its CPU does not count against the server's. Run alone:
+process, so its CPU does not count against the server's; the SSE subscribers
+run in two client processes of their own. Run alone:
 ``.venv/bin/python bench/bench_http.py [--quick]``.
 """
 
@@ -40,7 +41,7 @@ from _common import (
 )
 
 HERE = Path(__file__).resolve()
-CONTENT = re.compile(rb'"content":"(sse-\d+)"')
+CONTENT = re.compile(rb'"content":"sse-([0-9.]+)"')
 CONCURRENCY = 64
 SUBSCRIBERS = 500
 BODY = {"thread_id": None, "role": "user", "content": "x" * 200, "metadata": {"agent": "bench"}}
@@ -102,25 +103,21 @@ async def _load(url: str, duration: float, concurrency: int, warmup: float) -> d
             **{k: v * 1000 for k, v in percentiles(latencies, (50, 99)).items()}}
 
 
-async def _sse(url: str, subscribers: int, appends: int, rate: float) -> dict[str, Any]:
-    """``subscribers`` SSE clients; ``appends`` messages at ``rate``/s; delivery latencies."""
+async def _sse_subscribers(url: str, subscribers: int, appends: int, after: str) -> None:
+    """One client process's share of the subscribers: prints ``ready`` once all are
+    connected, then one JSON line of delivery latencies (ms) when all events came."""
     import aiohttp
 
-    sent: dict[str, float] = {}
     latencies: list[float] = []
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         ready = 0
         all_ready = asyncio.Event()
-        # Live subscribers: they start after the log's current end (as a client
-        # resuming from its last id would), not from the start of the log.
-        async with http.post(f"{url}/v1/projects/SseWarm/messages",
-                             json={"role": "user", "content": "warm"}) as resp:
-            head = (await resp.json())["position"]
 
         async def subscriber() -> None:
             nonlocal ready
-            async with http.get(f"{url}/v1/events/stream", params={"project": "Sse", "after": head},
+            async with http.get(f"{url}/v1/events/stream",
+                                params={"project": "Sse", "after": after},
                                 timeout=aiohttp.ClientTimeout(total=None)) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"SSE subscribe: {resp.status} {await resp.text()}")
@@ -131,12 +128,11 @@ async def _sse(url: str, subscribers: int, appends: int, rate: float) -> dict[st
                 async for line in resp.content:
                     if line.startswith(b"data: "):
                         now = time.perf_counter()
-                        # A cheap look at the content, so the client's own parsing
-                        # of 500 streams adds as little as it can to the latency.
+                        # The send time travels in the content (perf_counter is the
+                        # system-wide monotonic clock); a cheap look, no JSON parse.
                         found = CONTENT.search(line)
-                        t0 = sent.get(found.group(1).decode()) if found else None
-                        if t0 is not None:
-                            latencies.append(now - t0)
+                        if found:
+                            latencies.append((now - float(found.group(1))) * 1000)
                         got += 1
                         if got >= appends:
                             return
@@ -144,19 +140,50 @@ async def _sse(url: str, subscribers: int, appends: int, rate: float) -> dict[st
         tasks = [asyncio.ensure_future(subscriber()) for _ in range(subscribers)]
         async with asyncio.timeout(60):
             await all_ready.wait()
+        print("ready", flush=True)
+        async with asyncio.timeout(60):
+            await asyncio.gather(*tasks)
+    print(json.dumps({"latencies": latencies}), flush=True)
+
+
+async def _sse(url: str, subscribers: int, appends: int, rate: float,
+               procs: int = 2) -> dict[str, Any]:
+    """``subscribers`` SSE clients in ``procs`` processes; ``appends`` messages at ``rate``/s
+    from this one; the latency from sending each append to each subscriber having it."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        # Live subscribers: they start after the log's current end (as a client
+        # resuming from its last id would), not from the start of the log.
+        async with http.post(f"{url}/v1/projects/SseWarm/messages",
+                             json={"role": "user", "content": "warm"}) as resp:
+            head = (await resp.json())["position"]
+        share = [subscribers // procs + (i < subscribers % procs) for i in range(procs)]
+        children = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, str(HERE), "_ssesub", url, str(n), str(appends), head,
+                stdout=subprocess.PIPE)
+            for n in share
+        ]
+        for child in children:
+            assert child.stdout is not None
+            async with asyncio.timeout(90):
+                line = await child.stdout.readline()
+            if line.strip() != b"ready":
+                raise RuntimeError(f"subscribers did not connect: {line!r}")
         await asyncio.sleep(0.5)
-        for i in range(appends):
-            key = f"sse-{i}"
-            sent[key] = time.perf_counter()
+        for _ in range(appends):
+            content = f"sse-{time.perf_counter():.6f}"
             async with http.post(f"{url}/v1/projects/Sse/messages",
-                                 json={"role": "user", "content": key}) as resp:
+                                 json={"role": "user", "content": content}) as resp:
                 assert resp.status == 201, await resp.text()
             await asyncio.sleep(1 / rate)
-        async with asyncio.timeout(30):
-            await asyncio.gather(*tasks)
-    expected = subscribers * appends
-    return {"deliveries": len(latencies), "expected": expected,
-            **{k: v * 1000 for k, v in percentiles(latencies, (50, 99)).items()}}
+        latencies: list[float] = []
+        for child in children:
+            out, _ = await child.communicate()
+            latencies += json.loads(out.decode().strip().splitlines()[-1])["latencies"]
+    return {"deliveries": len(latencies), "expected": subscribers * appends,
+            **percentiles(latencies, (50, 99))}
 
 
 def _child(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -313,6 +340,9 @@ if __name__ == "__main__":
         url, duration, conc, warm = sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), float(
             sys.argv[5])
         print(json.dumps(asyncio.run(_load(url, duration, conc, warm))))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_ssesub":
+        url, subs, n, after = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+        asyncio.run(_sse_subscribers(url, subs, n, after))
     elif len(sys.argv) > 1 and sys.argv[1] == "_sse":
         url, subs, n, rate = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
         print(json.dumps(asyncio.run(_sse(url, subs, n, rate))))
