@@ -130,6 +130,16 @@ async def reset_server(url: str) -> None:
         await r.aclose()
 
 
+async def server_cpu_seconds(url: str) -> float:
+    """CPU seconds (user + system, all threads) the server at ``url`` has used so far."""
+    r = aioredis.from_url(url)
+    try:
+        info = await r.info("cpu")
+    finally:
+        await r.aclose()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 async def server_info(url: str) -> dict[str, Any]:
     """Version, fsync policy and RSS of the server at ``url``."""
     r = aioredis.from_url(url)
@@ -204,36 +214,52 @@ def thread_ids(n: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Rate:
+    """``ops`` operations in ``seconds`` of wall time, using ``cpu_s`` of this process's CPU
+    (and ``server_cpu_s`` of the server's, when measured). CPU per operation is steadier
+    than wall time on a busy machine."""
+
     ops: int
     seconds: float
+    cpu_s: float = 0.0
+    server_cpu_s: float = 0.0
 
     @property
     def per_s(self) -> float:
         return self.ops / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def cpu_us_per_op(self) -> float:
+        return self.cpu_s / self.ops * 1e6 if self.ops else 0.0
+
+    @property
+    def server_cpu_us_per_op(self) -> float:
+        return self.server_cpu_s / self.ops * 1e6 if self.ops else 0.0
+
 
 async def run_for(duration: float, step: Callable[[], Awaitable[int]]) -> Rate:
     """Await ``step()`` (which returns how many operations it did) until ``duration`` is up."""
     ops = 0
+    cpu = time.process_time()
     start = time.perf_counter()
     deadline = start + duration
     now = start
     while now < deadline:
         ops += await step()
         now = time.perf_counter()
-    return Rate(ops, now - start)
+    return Rate(ops, now - start, time.process_time() - cpu)
 
 
 def run_for_sync(duration: float, step: Callable[[], int]) -> Rate:
     """:func:`run_for` for blocking code."""
     ops = 0
+    cpu = time.process_time()
     start = time.perf_counter()
     deadline = start + duration
     now = start
     while now < deadline:
         ops += step()
         now = time.perf_counter()
-    return Rate(ops, now - start)
+    return Rate(ops, now - start, time.process_time() - cpu)
 
 
 class Latencies:

@@ -19,6 +19,7 @@ Events go round-robin to 100 threads of one project.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import os
 import statistics
@@ -42,6 +43,7 @@ from _common import (
     run_for_sync,
     sample_content,
     scratch_dir,
+    server_cpu_seconds,
     server_info,
     thread_ids,
     valkey_server,
@@ -100,9 +102,14 @@ def raw_fields() -> dict[str, bytes | str]:
 # -- measurements (each on an emptied server, warmed up first) ---------------------
 
 
-async def _timed(duration: float, step: Any) -> Rate:
+async def _timed(url: str, duration: float, step: Any) -> Rate:
+    """Warm up, then run ``step`` for ``duration``, noting the server's CPU too."""
     await run_for(WARMUP, step)
-    return await run_for(duration, step)
+    server_cpu = await server_cpu_seconds(url)
+    rate = await run_for(duration, step)
+    return dataclasses.replace(
+        rate, server_cpu_s=await server_cpu_seconds(url) - server_cpu
+    )
 
 
 async def raw_awaited(url: str, duration: float) -> Rate:
@@ -114,7 +121,7 @@ async def raw_awaited(url: str, duration: float) -> Rate:
             await r.xadd("bench:raw", fields)  # type: ignore[arg-type]
             return 1
 
-        return await _timed(duration, step)
+        return await _timed(url, duration, step)
     finally:
         await r.aclose()
 
@@ -131,7 +138,7 @@ async def raw_pipelined(url: str, duration: float) -> Rate:
             await pipe.execute()
             return PIPELINE
 
-        return await _timed(duration, step)
+        return await _timed(url, duration, step)
     finally:
         await r.aclose()
 
@@ -147,7 +154,7 @@ async def chatlog_single(url: str, duration: float) -> Rate:
             await store.append_one(chat_event(i))
             return 1
 
-        return await _timed(duration, step)
+        return await _timed(url, duration, step)
     finally:
         await store.close()
 
@@ -164,7 +171,7 @@ async def chatlog_batched(url: str, duration: float) -> Rate:
             await store.append([chat_event(n + k * len(THREADS)) for k in range(BATCH)])
             return BATCH
 
-        return await _timed(duration, step)
+        return await _timed(url, duration, step)
     finally:
         await store.close()
 
@@ -174,6 +181,8 @@ async def chatlog_concurrent(url: str, duration: float) -> Rate:
     counter = iter(range(1 << 62))
 
     async def burst(seconds: float) -> Rate:
+        server_cpu = await server_cpu_seconds(url)
+        cpu = time.process_time()
         start = time.perf_counter()
         deadline = start + seconds
         counts = [0] * CONCURRENCY
@@ -184,7 +193,9 @@ async def chatlog_concurrent(url: str, duration: float) -> Rate:
                 counts[w] += 1
 
         await asyncio.gather(*(worker(w) for w in range(CONCURRENCY)))
-        return Rate(sum(counts), time.perf_counter() - start)
+        wall = time.perf_counter() - start
+        return Rate(sum(counts), wall, time.process_time() - cpu,
+                    await server_cpu_seconds(url) - server_cpu)
 
     try:
         await burst(WARMUP)
@@ -248,10 +259,6 @@ def peer(db: Path, duration: float, per_save: int) -> Rate:
 def main() -> int:
     args = bench_args(__doc__.splitlines()[0] if __doc__ else "append benchmark")
     duration = args.duration
-    runs: dict[str, list[float]] = {
-        k: [] for k in (RAW_AWAITED, RAW_PIPELINED, SINGLE, BATCHED, CONCURRENT,
-                        PEER_SINGLE, PEER_BATCHED)
-    }
     modes = [
         (RAW_AWAITED, raw_awaited),
         (RAW_PIPELINED, raw_pipelined),
@@ -259,7 +266,9 @@ def main() -> int:
         (BATCHED, chatlog_batched),
         (CONCURRENT, chatlog_concurrent),
     ]
-    info: dict[str, Any] = {}
+    rates: dict[str, list[Rate]] = {
+        name: [] for name in [*(m for m, _ in modes), PEER_SINGLE, PEER_BATCHED]
+    }
     with valkey_server() as server, scratch_dir("peer") as tmp:
         assert server.pid is not None
         print(f"Valkey pid {server.pid} at {server.url}; {args.reps} reps x {duration:g} s "
@@ -271,20 +280,36 @@ def main() -> int:
                 asyncio.run(reset_server(server.url))
                 rate = asyncio.run(fn(server.url, duration))
                 server_rss = max(server_rss, rss_mb(server.pid))
-                runs[name].append(rate.per_s)
+                rates[name].append(rate)
                 line.append(f"{name}: {rate.per_s:,.0f}/s")
             for name, per_save in ((PEER_SINGLE, 1), (PEER_BATCHED, BATCH)):
                 rate = peer(tmp / f"peer-{rep}-{per_save}.db", duration, per_save)
                 for f in tmp.glob(f"peer-{rep}-{per_save}.db*"):
                     os.unlink(f)
-                runs[name].append(rate.per_s)
+                rates[name].append(rate)
                 line.append(f"{name}: {rate.per_s:,.0f}/s")
             print(f"rep {rep + 1}: " + "; ".join(line), flush=True)
         info = asyncio.run(server_info(server.url))
         info["peak_rss_mb"] = server_rss
 
+    runs = {name: [r.per_s for r in rs] for name, rs in rates.items()}
+    cpu = {
+        name: (
+            round(statistics.median(r.cpu_us_per_op for r in rs), 1),
+            round(statistics.median(r.server_cpu_us_per_op for r in rs), 1),
+        )
+        for name, rs in rates.items()
+    }
     results = build_results(runs)
+    for row in results:
+        row["client_cpu_us"], row["server_cpu_us"] = cpu[row["metric"]]
     print_table("Appends/s on the embedded default (appendfsync always, unix socket)", results)
+    print("\nCPU per event, median of the reps (steadier than wall time on a busy machine;"
+          " the peer's SQLite work is in the client column)")
+    print(format_table(
+        ["mode", "client us/event", "server us/event"],
+        [[name, c, s or None] for name, (c, s) in cpu.items()],
+    ))
     vs = [
         [SINGLE, PEER_SINGLE, _ratio(runs[SINGLE], runs[PEER_SINGLE])],
         [BATCHED, PEER_BATCHED, _ratio(runs[BATCHED], runs[PEER_BATCHED])],
