@@ -1,0 +1,55 @@
+"""Health, readiness (projection lag) and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from chatlog.http import create_app
+from chatlog.http.app import build_services
+from chatlog.settings import Settings
+from tests.helpers import message
+from tests.http.conftest import post_message, read_sse
+
+
+async def test_metrics_count_appends_errors_and_subscribers(client) -> None:
+    await post_message(client, "M", "one")
+    await client.post("/v1/projects/M/messages", data=b"{")
+    stream = await client.get("/v1/events/stream")
+    await read_sse(stream, 1)
+    text = await (await client.get("/metrics")).text()
+    assert 'chatlog_appends_total{outcome="created"} 1.0' in text
+    assert 'chatlog_http_errors_total{status="400"} 1.0' in text
+    assert 'chatlog_http_responses_total{status="201"} 1.0' in text
+    assert "chatlog_sse_subscribers 1.0" in text
+    assert "chatlog_projection_lag_events 0.0" in text
+    stream.close()
+
+
+async def test_not_ready_while_the_read_models_are_far_behind(store, tmp_path) -> None:
+    # 1,200 events in the log before the app starts; its projector is not running yet.
+    for i in range(12):
+        await store.append([message("Lag", f"thread-{i}", f"m{j}") for j in range(100)])
+    settings = Settings(redis_url=store.url, key_prefix=store.keys.prefix, data_dir=tmp_path)
+    services = build_services(settings, store)
+    app = create_app(settings, store, services=services, manage_services=False)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/readyz")
+        assert resp.status == 503
+        doc = await resp.json()
+        assert doc["ready"] is False and doc["store"] == "ok"
+        assert doc["projection"]["events_behind"] == 1200
+        # Once the projector has caught up, it is ready.
+        await services.projector.start()
+        try:
+            for _ in range(100):
+                resp = await client.get("/readyz")
+                if resp.status == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert resp.status == 200
+            assert (await resp.json())["projection"]["events_behind"] == 0
+        finally:
+            await services.projector.stop()
+            services.read_model.close()
