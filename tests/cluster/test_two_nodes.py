@@ -86,3 +86,52 @@ async def test_read_your_writes_sse_and_waits_across_nodes(nodes: tuple[Served, 
         assert decided["state"] == "approved"
         view = await _json(await asyncio.wait_for(waiting, 30))
         assert view["state"] == "approved"
+
+
+async def test_workers_on_two_nodes_share_the_jobs(
+    store_factory: Any, cluster_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    from chatlog.identity import normalize_project_id
+    from chatlog.orchestrator import Job, Orchestrator, Worker
+    from chatlog.settings import Settings
+
+    settings = Settings(redis_url=cluster_url, key_prefix=key_prefix, data_dir=tmp_path,
+                        partitions=4, job_lease=0.6)
+    stores = [await store_factory(cluster_url, partitions=4) for _ in range(2)]
+    orchestrators = [Orchestrator(s, settings) for s in stores]
+    done: dict[str, list[str]] = {}
+
+    def handler_for(node: str) -> Any:
+        async def handler(job: Job) -> dict[str, Any]:
+            done.setdefault(job.id, []).append(node)
+            await asyncio.sleep(0.05)  # some work, so the other node's worker gets a turn
+            return {"by": node}
+        return handler
+
+    workers = [Worker(s, settings, handler_for(n), name=f"w-{n}")
+               for s, n in zip(stores, "ab", strict=True)]
+    tasks: list[asyncio.Task[None]] = []
+    for o in orchestrators:
+        await o.start()
+    try:
+        tasks = [asyncio.create_task(w.run()) for w in workers]
+        jobs = []
+        for i in range(24):
+            project = normalize_project_id(f"jobs-{i % 6}")
+            o = orchestrators[i % 2]
+            wid = (await o.create_workflow(project, start_timeout=60)).id
+            await o.start_workflow(project, wid)
+            jobs.append(await o.enqueue_job(project, wid, kind="render"))
+        async with asyncio.timeout(60):
+            while sum(w.processed for w in workers) < len(jobs):
+                await asyncio.sleep(0.05)
+    finally:
+        for w in workers:
+            await w.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for o in orchestrators:
+            await o.stop()
+    assert sorted(done) == sorted(jobs)
+    assert all(len(nodes) == 1 for nodes in done.values())  # each job ran once
+    share = [sum(1 for n in done.values() if n == [node]) for node in "ab"]
+    assert min(share) >= len(jobs) // 6, f"unfair split {share}"
