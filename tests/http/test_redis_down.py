@@ -57,6 +57,15 @@ async def test_redis_down_is_503_and_the_service_recovers_without_restart(
     assert [m["content"] for m in (await resp.json())["messages"]] == ["before", "live", "after"]
     assert (await read_sse(stream, 1))[0][1]["id"] == after["message_id"]
     stream.close()
+    # The orchestrator's tailers resumed: a long-poll sees a transition made now.
+    wf = await (await client.post("/v1/projects/Ops/workflows", json={})).json()
+    poll = asyncio.ensure_future(client.get(f"/v1/projects/Ops/workflows/{wf['id']}",
+                                            params={"wait_for": "running", "timeout": "20"}))
+    await asyncio.sleep(0.1)
+    started = await client.post(f"/v1/projects/Ops/workflows/{wf['id']}/start", json={})
+    assert started.status == 200
+    resp = await poll
+    assert resp.status == 200 and (await resp.json())["state"] == "running"
     for _ in range(50):
         if (await client.get("/readyz")).status == 200:
             break
