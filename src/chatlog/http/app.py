@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from aiohttp import web
 
@@ -109,22 +110,20 @@ def create_app(
     app.router.add_routes(static_routes())
 
     async def background(app: web.Application) -> AsyncIterator[None]:
-        if manage_services:
-            if services.projector is not None:
-                await services.projector.start()
-            if services.orchestrator is not None:
-                await services.orchestrator.start()
+        started: list[Any] = []
         try:
+            if manage_services:
+                for part in (services.projector, services.orchestrator):
+                    if part is not None:
+                        await part.start()
+                        started.append(part)
             yield
         finally:
             await fanout.stop()
-            if manage_services:
-                if services.orchestrator is not None:
-                    await services.orchestrator.stop()
-                if services.projector is not None:
-                    await services.projector.stop()
-                if services.read_model is not None:
-                    services.read_model.close()
+            for part in reversed(started):  # orchestrator first, then projector
+                await part.stop()
+            if manage_services and services.read_model is not None:
+                services.read_model.close()
 
     async def close_streams(app: web.Application) -> None:
         for stream in list(app[STATE].streams):
