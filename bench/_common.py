@@ -362,7 +362,8 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def print_table(title: str, results: Sequence[dict[str, Any]]) -> None:
     """Print result rows (from :func:`metric`) as an aligned table."""
-    headers = ["metric", "best", "median", "unit", "ratio", "goal", "met"]
+    extra = [k for k in ("ratio_best", "cpu_ratio") if any(k in r for r in results)]
+    headers = ["metric", "best", "median", "unit", "ratio", *extra, "goal", "met"]
     rows = [
         [
             r["metric"],
@@ -370,6 +371,7 @@ def print_table(title: str, results: Sequence[dict[str, Any]]) -> None:
             r.get("median"),
             r["unit"],
             r.get("ratio"),
+            *(r.get(k) for k in extra),
             r.get("goal", ""),
             r.get("goal_met"),
         ]

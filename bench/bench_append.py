@@ -19,7 +19,7 @@ Events go round-robin to 100 threads of one project.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import functools
 import os
 import statistics
@@ -43,7 +43,6 @@ from _common import (
     run_for_sync,
     sample_content,
     scratch_dir,
-    server_cpu_seconds,
     server_info,
     thread_ids,
     valkey_server,
@@ -57,6 +56,7 @@ BATCH = 100  # events per chatlog / peer batch (one thread)
 PIPELINE = 1000  # XADDs per raw pipeline
 CONCURRENCY = 256  # append_one calls in flight
 WARMUP = 0.1  # seconds of untimed warm-up before each measurement
+ROUNDS = 3  # slices per mode and repetition, interleaved with the other modes
 
 RAW_AWAITED = "raw XADD, awaited"
 RAW_PIPELINED = f"raw XADD, pipelined x{PIPELINE}"
@@ -99,89 +99,85 @@ def raw_fields() -> dict[str, bytes | str]:
     return {"i": str(ev.id), "t": ev.type, "a": ev.aggregate, "v": "1", "b": encode_body(ev)}
 
 
-# -- measurements (each on an emptied server, warmed up first) ---------------------
+# -- the modes: each opened once per repetition, then measured in slices -----------
 
 
-async def _timed(url: str, duration: float, step: Any) -> Rate:
-    """Warm up, then run ``step`` for ``duration``, noting the server's CPU too."""
-    await run_for(WARMUP, step)
-    server_cpu = await server_cpu_seconds(url)
-    rate = await run_for(duration, step)
-    return dataclasses.replace(
-        rate, server_cpu_s=await server_cpu_seconds(url) - server_cpu
-    )
+class Mode:
+    """One way of appending: ``open`` (and warm up), ``run`` for some seconds, ``close``."""
+
+    name = ""
+
+    async def open(self, url: str, tmp: Path) -> None:
+        await self.run(WARMUP)
+
+    async def run(self, seconds: float) -> Rate:
+        return await run_for(seconds, self.step)
+
+    async def step(self) -> int:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        pass
 
 
-async def raw_awaited(url: str, duration: float) -> Rate:
-    r = aioredis.from_url(url)  # plain redis-py (with hiredis), default options
-    fields = raw_fields()
-    try:
+class RawAwaited(Mode):
+    name = RAW_AWAITED
 
-        async def step() -> int:
-            await r.xadd("bench:raw", fields)  # type: ignore[arg-type]
-            return 1
+    async def open(self, url: str, tmp: Path) -> None:
+        self.r = aioredis.from_url(url)  # plain redis-py (with hiredis), default options
+        self.fields = raw_fields()
+        await super().open(url, tmp)
 
-        return await _timed(url, duration, step)
-    finally:
-        await r.aclose()
+    async def step(self) -> int:
+        await self.r.xadd("bench:raw", self.fields)  # type: ignore[arg-type]
+        return 1
 
-
-async def raw_pipelined(url: str, duration: float) -> Rate:
-    r = aioredis.from_url(url)
-    fields = raw_fields()
-    try:
-
-        async def step() -> int:
-            pipe = r.pipeline(transaction=False)
-            for _ in range(PIPELINE):
-                pipe.xadd("bench:raw", fields)  # type: ignore[arg-type]
-            await pipe.execute()
-            return PIPELINE
-
-        return await _timed(url, duration, step)
-    finally:
-        await r.aclose()
+    async def close(self) -> None:
+        await self.r.aclose()
 
 
-async def chatlog_single(url: str, duration: float) -> Rate:
-    store = await EventStore.open(url)
-    i = 0
-    try:
+class RawPipelined(RawAwaited):
+    name = RAW_PIPELINED
 
-        async def step() -> int:
-            nonlocal i
-            i += 1
-            await store.append_one(chat_event(i))
-            return 1
-
-        return await _timed(url, duration, step)
-    finally:
-        await store.close()
+    async def step(self) -> int:
+        pipe = self.r.pipeline(transaction=False)
+        for _ in range(PIPELINE):
+            pipe.xadd("bench:raw", self.fields)  # type: ignore[arg-type]
+        await pipe.execute()
+        return PIPELINE
 
 
-async def chatlog_batched(url: str, duration: float) -> Rate:
-    store = await EventStore.open(url)
-    n = 0
-    try:
+class ChatlogSingle(Mode):
+    name = SINGLE
 
-        async def step() -> int:
-            nonlocal n
-            n += 1
-            # 100 events of one thread: i ≡ n (mod 100) picks thread n % 100.
-            await store.append([chat_event(n + k * len(THREADS)) for k in range(BATCH)])
-            return BATCH
+    async def open(self, url: str, tmp: Path) -> None:
+        self.store = await EventStore.open(url)
+        self.i = 0
+        await super().open(url, tmp)
 
-        return await _timed(url, duration, step)
-    finally:
-        await store.close()
+    async def step(self) -> int:
+        self.i += 1
+        await self.store.append_one(chat_event(self.i))
+        return 1
+
+    async def close(self) -> None:
+        await self.store.close()
 
 
-async def chatlog_concurrent(url: str, duration: float) -> Rate:
-    store = await EventStore.open(url)
-    counter = iter(range(1 << 62))
+class ChatlogBatched(ChatlogSingle):
+    name = BATCHED
 
-    async def burst(seconds: float) -> Rate:
-        server_cpu = await server_cpu_seconds(url)
+    async def step(self) -> int:
+        self.i += 1
+        # 100 events of one thread: i ≡ n (mod 100) picks thread n % 100.
+        await self.store.append([chat_event(self.i + k * len(THREADS)) for k in range(BATCH)])
+        return BATCH
+
+
+class ChatlogConcurrent(ChatlogSingle):
+    name = CONCURRENT
+
+    async def run(self, seconds: float) -> Rate:
         cpu = time.process_time()
         start = time.perf_counter()
         deadline = start + seconds
@@ -189,19 +185,12 @@ async def chatlog_concurrent(url: str, duration: float) -> Rate:
 
         async def worker(w: int) -> None:
             while time.perf_counter() < deadline:
-                await store.append_one(chat_event(next(counter)))
+                self.i += 1
+                await self.store.append_one(chat_event(self.i))
                 counts[w] += 1
 
         await asyncio.gather(*(worker(w) for w in range(CONCURRENCY)))
-        wall = time.perf_counter() - start
-        return Rate(sum(counts), wall, time.process_time() - cpu,
-                    await server_cpu_seconds(url) - server_cpu)
-
-    try:
-        await burst(WARMUP)
-        return await burst(duration)
-    finally:
-        await store.close()
+        return Rate(sum(counts), time.perf_counter() - start, time.process_time() - cpu)
 
 
 @functools.cache
@@ -223,34 +212,85 @@ def _peer_classes() -> tuple[type[Any], type[Any]]:
     return Application, Thread
 
 
-def peer(db: Path, duration: float, per_save: int) -> Rate:
-    """The same workload through eventsourcing's SQLite module (WAL, synchronous=FULL)."""
-    application, thread_cls = _peer_classes()
-    app = application(
-        env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(db)}
-    )
-    threads = [thread_cls(PROJECT.display, t) for t in THREADS]
-    app.save(*threads)
-    i = 0
+class Peer(Mode):
+    """The same workload through eventsourcing's SQLite module (WAL, synchronous=FULL):
+    one Thread aggregate per thread, ``per_save`` message events per ``app.save``."""
 
-    def step() -> int:
-        nonlocal i
-        i += 1
-        agg = threads[i % len(threads)]
-        for k in range(per_save):
-            j = i + k * len(THREADS)
+    def __init__(self, per_save: int) -> None:
+        self.per_save = per_save
+        self.name = PEER_SINGLE if per_save == 1 else PEER_BATCHED
+
+    async def open(self, url: str, tmp: Path) -> None:
+        application, thread_cls = _peer_classes()
+        self.db = tmp / f"peer-{self.per_save}.db"
+        self.app = application(
+            env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(self.db)}
+        )
+        self.threads = [thread_cls(PROJECT.display, t) for t in THREADS]
+        self.app.save(*self.threads)
+        self.i = 0
+        await super().open(url, tmp)
+
+    async def run(self, seconds: float) -> Rate:
+        return run_for_sync(seconds, self.save)  # blocking, as the library is
+
+    def save(self) -> int:
+        self.i += 1
+        agg = self.threads[self.i % len(self.threads)]
+        for k in range(self.per_save):
+            j = self.i + k * len(THREADS)
             agg.append_message(
                 role="assistant" if j % 2 else "user", content=_content(j % 64),
                 metadata=_metadata(j),
             )
-        app.save(agg)
-        return per_save
+        self.app.save(agg)
+        return self.per_save
+
+    async def close(self) -> None:
+        self.app.close()
+        for f in self.db.parent.glob(f"{self.db.name}*"):
+            os.unlink(f)
+
+
+def all_modes() -> list[Mode]:
+    return [RawAwaited(), RawPipelined(), ChatlogSingle(), ChatlogBatched(),
+            ChatlogConcurrent(), Peer(1), Peer(BATCH)]
+
+
+async def repetition(url: str, tmp: Path, duration: float, rounds: int) -> dict[str, Rate]:
+    """Every mode for ``duration`` seconds, in ``rounds`` interleaved slices.
+
+    Each round empties the server, then runs each mode for ``duration / rounds``:
+    a mode and its ceiling are measured seconds apart, so the machine's load
+    (others' tests, fsyncs) hits both alike.
+    """
+    modes = all_modes()
+    totals = {m.name: Rate(0, 0.0) for m in modes}
+    info = aioredis.from_url(url)
+
+    async def server_cpu() -> float:
+        cpu = await info.info("cpu")
+        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
     try:
-        run_for_sync(WARMUP, step)
-        return run_for_sync(duration, step)
+        await reset_server(url)
+        for m in modes:
+            await m.open(url, tmp)
+        for _ in range(rounds):
+            await reset_server(url)
+            for m in modes:
+                before = await server_cpu()
+                rate = await m.run(duration / rounds)
+                used = await server_cpu() - before if not isinstance(m, Peer) else 0.0
+                t = totals[m.name]
+                totals[m.name] = Rate(t.ops + rate.ops, t.seconds + rate.seconds,
+                                      t.cpu_s + rate.cpu_s, t.server_cpu_s + used)
     finally:
-        app.close()
+        for m in modes:
+            with contextlib.suppress(Exception):
+                await m.close()
+        await info.aclose()
+    return totals
 
 
 # -- the run --------------------------------------------------------------------
@@ -259,36 +299,21 @@ def peer(db: Path, duration: float, per_save: int) -> Rate:
 def main() -> int:
     args = bench_args(__doc__.splitlines()[0] if __doc__ else "append benchmark")
     duration = args.duration
-    modes = [
-        (RAW_AWAITED, raw_awaited),
-        (RAW_PIPELINED, raw_pipelined),
-        (SINGLE, chatlog_single),
-        (BATCHED, chatlog_batched),
-        (CONCURRENT, chatlog_concurrent),
-    ]
-    rates: dict[str, list[Rate]] = {
-        name: [] for name in [*(m for m, _ in modes), PEER_SINGLE, PEER_BATCHED]
-    }
+    rates: dict[str, list[Rate]] = {m.name: [] for m in all_modes()}
     with valkey_server() as server, scratch_dir("peer") as tmp:
         assert server.pid is not None
         print(f"Valkey pid {server.pid} at {server.url}; {args.reps} reps x {duration:g} s "
-              "per measurement", flush=True)
+              f"per mode, in {ROUNDS} interleaved slices; modes: " + " | ".join(rates),
+              flush=True)
         server_rss = 0.0
         for rep in range(args.reps):
-            line = []
-            for name, fn in modes:
-                asyncio.run(reset_server(server.url))
-                rate = asyncio.run(fn(server.url, duration))
-                server_rss = max(server_rss, rss_mb(server.pid))
+            totals = asyncio.run(repetition(server.url, tmp, duration, ROUNDS))
+            server_rss = max(server_rss, rss_mb(server.pid))
+            for name, rate in totals.items():
                 rates[name].append(rate)
-                line.append(f"{name}: {rate.per_s:,.0f}/s")
-            for name, per_save in ((PEER_SINGLE, 1), (PEER_BATCHED, BATCH)):
-                rate = peer(tmp / f"peer-{rep}-{per_save}.db", duration, per_save)
-                for f in tmp.glob(f"peer-{rep}-{per_save}.db*"):
-                    os.unlink(f)
-                rates[name].append(rate)
-                line.append(f"{name}: {rate.per_s:,.0f}/s")
-            print(f"rep {rep + 1}: " + "; ".join(line), flush=True)
+            print(f"rep {rep + 1} (events/s): " + " | ".join(
+                f"{rate.per_s:,.0f}" for rate in totals.values()
+            ), flush=True)
         info = asyncio.run(server_info(server.url))
         info["peak_rss_mb"] = server_rss
 
@@ -300,7 +325,7 @@ def main() -> int:
         )
         for name, rs in rates.items()
     }
-    results = build_results(runs)
+    results = build_results(rates, runs)
     for row in results:
         row["client_cpu_us"], row["server_cpu_us"] = cpu[row["metric"]]
     print_table("Appends/s on the embedded default (appendfsync always, unix socket)", results)
@@ -315,7 +340,7 @@ def main() -> int:
         [BATCHED, PEER_BATCHED, _ratio(runs[BATCHED], runs[PEER_BATCHED])],
         [CONCURRENT, PEER_BATCHED, _ratio(runs[CONCURRENT], runs[PEER_BATCHED])],
     ]
-    print("\nchatlog beside the peer (best / best)")
+    print("\nchatlog beside the peer (median over reps of chatlog / peer in the same rep)")
     print(format_table(["chatlog", "peer", "x peer"], vs), flush=True)
     emit("append", results, args, server=info, bench_rss_mb=rss_mb(),
          duration_s=duration)
@@ -323,19 +348,41 @@ def main() -> int:
 
 
 def _ratio(a: list[float], b: list[float]) -> float:
-    return round(max(a) / max(b), 3) if max(b) > 0 else 0.0
+    """Median over repetitions of ``a / b`` measured in the same repetition."""
+    return round(statistics.median(x / y if y > 0 else 0.0 for x, y in zip(a, b, strict=True)), 3)
 
 
-def build_results(runs: dict[str, list[float]]) -> list[dict[str, Any]]:
+def build_results(
+    rates: dict[str, list[Rate]], runs: dict[str, list[float]]
+) -> list[dict[str, Any]]:
+    """Rows for the table and the JSON line.
+
+    A mode's ``ratio`` is the median over repetitions of (mode / its ceiling in the
+    same repetition): the two ran seconds apart, so they shared the machine's load.
+    ``ratio_best`` is the best repetition's. ``cpu_ratio`` is the same ratio
+    estimated from CPU per event (client + server) instead of wall time: a group
+    commit's client and server work do not overlap, so throughput is about
+    1 / (client + server CPU per event), and CPU time hardly depends on the load.
+    """
+
+    def cpu_per_event(name: str) -> float:
+        return statistics.median(r.cpu_us_per_op + r.server_cpu_us_per_op for r in rates[name])
+
+    def ratios(name: str, ceiling: str) -> dict[str, Any]:
+        per_rep = [
+            a / b for a, b in zip(runs[name], runs[ceiling], strict=True) if b > 0
+        ] or [0.0]
+        return {
+            "ratio": round(statistics.median(per_rep), 3),
+            "ratio_best": round(max(per_rep), 3),
+            "cpu_ratio": round(cpu_per_event(ceiling) / max(cpu_per_event(name), 1e-9), 3),
+            "ratio_to": ceiling,
+        }
+
     def goal_row(name: str, ceiling: str, goal: float, goal_text: str) -> dict[str, Any]:
-        ratio = _ratio(runs[name], runs[ceiling])
-        median_ratio = round(
-            statistics.median(runs[name]) / max(statistics.median(runs[ceiling]), 1e-9), 3
-        )
-        return metric(
-            name, runs[name], "events/s", ratio=ratio, ratio_median=median_ratio,
-            ratio_to=ceiling, goal=goal_text, goal_met=ratio >= goal,
-        )
+        r = ratios(name, ceiling)
+        return metric(name, runs[name], "events/s", **r, goal=goal_text,
+                      goal_met=r["ratio"] >= goal)
 
     return [
         metric(RAW_AWAITED, runs[RAW_AWAITED], "events/s", role="ceiling 1"),
@@ -344,9 +391,9 @@ def build_results(runs: dict[str, list[float]]) -> list[dict[str, Any]]:
         goal_row(BATCHED, RAW_PIPELINED, 0.5, ">= 0.5x ceiling 2"),
         goal_row(CONCURRENT, RAW_PIPELINED, 0.5, ">= 0.5x ceiling 2"),
         metric(PEER_SINGLE, runs[PEER_SINGLE], "events/s", role="peer",
-               ratio=_ratio(runs[PEER_SINGLE], runs[RAW_AWAITED]), ratio_to=RAW_AWAITED),
+               **ratios(PEER_SINGLE, RAW_AWAITED)),
         metric(PEER_BATCHED, runs[PEER_BATCHED], "events/s", role="peer",
-               ratio=_ratio(runs[PEER_BATCHED], runs[RAW_PIPELINED]), ratio_to=RAW_PIPELINED),
+               **ratios(PEER_BATCHED, RAW_PIPELINED)),
     ]
 
 
