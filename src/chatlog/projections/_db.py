@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from chatlog.eventstore.codec import START, Cursor
@@ -37,7 +38,7 @@ def connect_writer(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                            timeout=BUSY_TIMEOUT_MS / 1000)
-    conn.execute("PRAGMA journal_mode=WAL")
+    _when_unlocked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # A rebuild's switch writes the whole model through the WAL; do not keep it that big.
@@ -54,14 +55,38 @@ def connect_reader(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _when_unlocked(step: Callable[[], object]) -> None:
+    """Run ``step``, again while SQLite answers ``database is locked``.
+
+    Two processes setting up the same fresh file at once can get that answer
+    despite the busy timeout (switching to WAL, or a stale read snapshot that
+    WAL refuses to upgrade to a write); waiting a little and retrying works.
+    """
+    for attempt in range(100):
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.02)
+
+
 def create_all(conn: sqlite3.Connection, projections: Sequence[Projection],
                *, indexes: bool = True) -> None:
-    """Create the projector's tables and every projection's tables (and indexes)."""
-    conn.executescript(_PROJECTOR_SCHEMA)
-    for proj in projections:
-        proj.create_schema(conn)
-        if indexes:
-            proj.create_indexes(conn)
+    """Create the projector's tables and every projection's tables (and indexes).
+
+    Idempotent (``IF NOT EXISTS``), so a retry after a lock conflict is safe.
+    """
+
+    def create() -> None:
+        conn.executescript(_PROJECTOR_SCHEMA)
+        for proj in projections:
+            proj.create_schema(conn)
+            if indexes:
+                proj.create_indexes(conn)
+
+    _when_unlocked(create)
 
 
 def read_checkpoint(conn: sqlite3.Connection, partitions: int) -> tuple[Cursor, list[int]]:

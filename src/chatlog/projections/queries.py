@@ -221,5 +221,4 @@ class ReadModel:
 
     def checkpoint(self, partitions: int) -> tuple[Cursor, list[int]]:
         """The last applied position per partition, and events applied per partition."""
-        self._conn()
         return _db.read_checkpoint(self._conn(), partitions)
