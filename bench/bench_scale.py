@@ -84,7 +84,7 @@ def deployments(base: Path) -> Iterator[dict[str, Any]]:
 def flush(nodes: list[EmbeddedValkey]) -> None:
     for node in nodes:
         with redis.Redis(host="127.0.0.1", port=int(node.port or 0)) as r:
-            r.flushall()
+            r.execute_command("FLUSHALL", "SYNC")
 
 
 def cpu(nodes: list[EmbeddedValkey]) -> float:
@@ -139,7 +139,7 @@ async def memory_per_event(url: str, n: int, *, with_id: bool) -> dict[str, floa
     r = aioredis.from_url(url)
     store = await EventStore.open(url, partitions=1, prefix=f"m{uuid.uuid4().hex[:6]}")
     try:
-        await r.flushall()
+        await r.execute_command("FLUSHALL", "SYNC")  # not lazily: before must be settled
         await store.ensure_meta()
         before = int((await r.info("memory"))["used_memory"])
         threads = max(n // 100, 1)
