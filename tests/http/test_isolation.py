@@ -31,6 +31,7 @@ async def test_direct_reads_of_a_foreign_project_are_403(world) -> None:
     client, blog, _, wf = world
     for path in (
         "/v1/projects/blog-project/threads",
+        "/v1/projects/blog-project/workflows",
         f"/v1/projects/Blog-Project/threads/{blog['thread_id']}/messages",
         f"/v1/projects/Blog-Project/workflows/{wf['id']}",
         f"/v1/projects/{blog['project']}/threads",  # by UUID too

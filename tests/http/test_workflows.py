@@ -80,3 +80,29 @@ async def test_start_timeout_fails_the_workflow(api) -> None:
                                      params={"wait_for": "failed", "timeout": "10"}))
     assert got["state"] == "failed"
     assert "start_task" in got["reason"]
+
+
+async def test_list_workflows_newest_first_by_state_and_pages(client) -> None:
+    made = [await _ok(await client.post(BASE, json={"name": f"w{i}"}), 201) for i in range(3)]
+    started = await _ok(await client.post(f"{BASE}/{made[0]['id']}/start", json={}))
+    page = await _ok(await client.get(BASE, params={"min_position": started["position"]}))
+    assert [w["workflow_id"] for w in page["workflows"]] == [
+        made[0]["id"], made[2]["id"], made[1]["id"]]
+    assert page["workflows"][0]["state"] == "running"
+    assert page["workflows"][1]["awaiting"] == "start_task"
+    assert page["workflows"][1]["deadline"] is not None
+    running = await _ok(await client.get(BASE, params={"state": "running"}))
+    assert [w["workflow_id"] for w in running["workflows"]] == [made[0]["id"]]
+    seen, cursor = [], None
+    while True:
+        params = {"limit": "1", **({"cursor": cursor} if cursor else {})}
+        page = await _ok(await client.get(BASE, params=params))
+        seen += [w["workflow_id"] for w in page["workflows"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == [made[0]["id"], made[2]["id"], made[1]["id"]]
+    assert (await client.get(BASE, params={"state": "sleeping"})).status == 400
+    assert (await client.get(BASE, params={"cursor": "nope"})).status == 400
+    other = await _ok(await client.get("/v1/projects/Elsewhere/workflows"))
+    assert other["workflows"] == []

@@ -245,6 +245,36 @@ class WorkflowQuery(Query):
     )
 
 
+class WorkflowsQuery(Query):
+    state: str | None = Field(default=None, max_length=40, description="Only this state")
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, max_length=500, description="The next_cursor")
+    min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
+
+
+class WorkflowSummary(Out):
+    """A workflow as the list shows it (the full state and history: GET one workflow)."""
+
+    workflow_id: str
+    project: uuid.UUID
+    project_name: str
+    name: str
+    state: str
+    awaiting: str | None
+    deadline: datetime | None
+    reason: str | None
+    version: int
+    position: str
+    created_at: datetime
+    updated_at: datetime
+    jobs: int
+
+
+class WorkflowsPage(Out):
+    workflows: list[WorkflowSummary]
+    next_cursor: str | None = None
+
+
 # -- operations --------------------------------------------------------------------
 
 

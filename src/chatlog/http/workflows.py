@@ -1,19 +1,28 @@
-"""Workflows: create, start, ask for and decide approval, end; read and long-poll.
+"""Workflows: list, create, start, ask for and decide approval, end; read and long-poll.
 
 Each command is one event appended by the orchestrator at the workflow's
 current version; a command that does not apply in the current state is a 409
-naming that state. Reads fold the workflow's events from the log, so they
-are always current (no read-your-writes wait needed).
+naming that state. Reading one workflow folds its events from the log, so it
+is always current; the list comes from the workflows read model (with
+``min_position`` for read-your-writes).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import sqlite3
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
+from chatlog.errors import InvalidInput
 from chatlog.http._routing import Endpoint, json_response, project_of, read_body, read_query
 from chatlog.http._state import state
 from chatlog.http.models import (
@@ -25,10 +34,17 @@ from chatlog.http.models import (
     RequestApproval,
     StartWorkflow,
     WorkflowQuery,
+    WorkflowsPage,
+    WorkflowsQuery,
+    WorkflowSummary,
 )
+from chatlog.http.queries import wait_for_position
 from chatlog.identity import ProjectKey
 from chatlog.orchestrator.views import WorkflowView
+from chatlog.projections.workflows import STATE_AFTER
+from chatlog.projections.workflows import list_workflows as read_workflows
 
+STATES = frozenset(STATE_AFTER.values())
 BASE = "/v1/projects/{project}/workflows"
 ITEM = BASE + "/{workflow_id}"
 
@@ -112,6 +128,73 @@ async def get_workflow(request: web.Request) -> web.Response:
     return json_response(view)
 
 
+def _encode_cursor(key: tuple[int, int, str]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
+
+
+def _decode_cursor(text: str) -> tuple[int, int, str]:
+    try:
+        ms, seq, wid = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        if not (isinstance(ms, int) and isinstance(seq, int) and isinstance(wid, str)):
+            raise ValueError(text)
+        return ms, seq, wid
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise InvalidInput(
+            f"cursor {text!r} is not one this API gave out; pass next_cursor unchanged"
+        ) from None
+
+
+def _time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+async def list_workflows(request: web.Request) -> web.Response:
+    """A project's workflows, most recently changed first (``state`` filters)."""
+    st = state(request)
+    principal = st.tokens.authenticate(request)
+    project = project_of(request, st.settings.project_namespace)
+    principal.require_read(project)
+    q = read_query(request, WorkflowsQuery)
+    if q.state is not None and q.state not in STATES:
+        raise InvalidInput(
+            f"unknown workflow state {q.state!r}; states are {', '.join(sorted(STATES))}"
+        )
+    before = _decode_cursor(q.cursor) if q.cursor else None
+    read_model = st.read_model()
+    await wait_for_position(st, project, q.min_position)
+
+    def query() -> list[Any]:
+        # The read model's own per-thread read connection (one snapshot per query).
+        conn = read_model._conn()
+        try:
+            rows: list[Any] = read_workflows(
+                conn, project.key, state=q.state, limit=q.limit + 1, before=before
+            )
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            rows = []  # the projector has not created its tables yet: nothing to list
+        return rows
+
+    rows = await asyncio.to_thread(query)
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    page = WorkflowsPage(
+        workflows=[
+            WorkflowSummary(
+                workflow_id=r.id, project=uuid.UUID(r.project), project_name=r.project_name,
+                name=r.name, state=r.state, awaiting=r.awaiting,
+                deadline=_time(r.deadline_ms) if r.deadline_ms is not None else None,
+                reason=r.reason, version=r.version, position=r.position,
+                created_at=_time(r.created_ms), updated_at=_time(r.updated_ms), jobs=r.jobs,
+            )
+            for r in rows
+        ],
+        next_cursor=_encode_cursor(rows[-1].page_key) if more and rows else None,
+    )
+    return json_response(page)
+
+
 def _ep(path: str, name: str, body: type[BaseModel], run: Any, summary: str) -> Endpoint:
     return Endpoint(
         "POST", ITEM + path, _command(name, body, run), summary, "workflows",
@@ -121,6 +204,11 @@ def _ep(path: str, name: str, body: type[BaseModel], run: Any, summary: str) -> 
 
 
 ENDPOINTS = [
+    Endpoint(
+        "GET", BASE, list_workflows, "A project's workflows, most recently changed first",
+        "workflows", query=WorkflowsQuery,
+        responses={200: (WorkflowsPage, "A page of workflows; next_cursor continues")},
+    ),
     Endpoint(
         "POST", BASE, create_workflow, "Create a workflow (it waits for start)", "workflows",
         body=CreateWorkflow, responses={201: (WorkflowView, "Created, waiting for start")},
