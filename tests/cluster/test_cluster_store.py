@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
@@ -82,11 +83,12 @@ async def test_tail_across_partitions_merges_every_slot(
                 return
 
     task = asyncio.create_task(collect())
-    await asyncio.sleep(0.3)  # let the blocks end empty once: on_idle
+    async with asyncio.timeout(20):
+        while idle < 1:  # the blocks end empty at least once before anything is appended
+            await asyncio.sleep(0.02)
     for i in range(64):
         await writer.append_one(message(project=f"p{i % 16}", thread_id="t", content=str(i)))
     await asyncio.wait_for(task, 20)
-    assert idle >= 1
     assert len({e.id for e in got}) == 64
     for name in {e.project_name for e in got}:
         contents = [int(e.data["content"]) for e in got if e.project_name == name]
@@ -185,3 +187,21 @@ async def test_replicated_ack_on_one_server_with_a_replica(
         assert len(await store.read(0)) == 21  # on the primary; the client was told
     finally:
         await store.close()
+
+
+async def test_settings_choose_the_cluster_and_the_ack_level(
+    session_cluster: LocalCluster, cluster_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    from chatlog.eventstore.runtime import open_store
+    from chatlog.settings import Settings
+
+    settings = Settings(redis_url=cluster_url, partitions=4, key_prefix=key_prefix,
+                        data_dir=tmp_path, ack="replicated", ack_replicas=1, ack_timeout=5.0)
+    async with open_store(settings) as opened:
+        store = opened.store
+        assert store.is_cluster and opened.embedded is None
+        assert (store.ack, store.ack_replicas, store.partitions) == ("replicated", 1, 4)
+        result = await store.append_one(message(project="via-settings"))
+        key = store.keys.log(result.partition)
+        [replica] = session_cluster.replicas_of(session_cluster.master_of(key))
+        assert _replica_xlen(session_cluster, replica, key) == 1
