@@ -29,6 +29,7 @@ from chatlog.events import NewEvent, RecordedEvent, aggregate_key
 from chatlog.eventstore import cluster as _cluster
 from chatlog.eventstore.codec import START, Cursor, decode_entry, encode_body, parse_position
 from chatlog.eventstore.keys import Keys, partition_of
+from chatlog.eventstore.packing import hiredis_packing
 from chatlog.eventstore.replication import run_replicated
 
 log = logging.getLogger(__name__)
@@ -160,10 +161,13 @@ class EventStore:
         self._max_batch = max_batch
         source = resources.files("chatlog.eventstore").joinpath("append.lua").read_text()
         self._append_script = redis.register_script(source)
+        many = resources.files("chatlog.eventstore").joinpath("append_many.lua").read_text()
+        self._append_many_script = redis.register_script(many)
         self._trim_script = redis.register_script(_TRIM_LUA)
         self._read_aggregate_script = redis.register_script(_READ_AGGREGATE_LUA)
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._inline = False  # an append is in flight from its caller's task
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------
@@ -253,16 +257,18 @@ class EventStore:
             return []
         first = events[0]
         aggregate = first.aggregate
+        ident = (first.project, first.aggregate_type, first.aggregate_id)
         for ev in events[1:]:
-            if ev.aggregate != aggregate:
+            if (ev.project, ev.aggregate_type, ev.aggregate_id) != ident:
                 raise InvalidInput(
                     f"a batch appends to one aggregate; got {aggregate} and {ev.aggregate}"
                 )
         if expected_version is not None and expected_version < 0:
             raise InvalidInput(f"expected_version must be 0 or more, not {expected_version}")
         partition = self.partition_of(first.project)
+        log_key = self.keys.log(partition)
         keys = [
-            self.keys.log(partition),
+            log_key,
             self.keys.versions(partition),
             self.keys.aggregate_index(partition, aggregate),
         ]
@@ -272,9 +278,12 @@ class EventStore:
             self.idempotency_window_ms,
             len(events),
         ]
-        for ev in events:
-            keys.append(self.keys.event_id(partition, ev.id))
-            args.extend((str(ev.id), "1" if ev.id_supplied else "0", ev.type, encode_body(ev)))
+        ids = [str(ev.id) for ev in events]
+        for ev, event_id in zip(events, ids, strict=True):
+            # The script reads an event's id key only for a client-chosen id; for the
+            # others any key of the partition's slot will do, and costs nothing to build.
+            keys.append(self.keys.event_id(partition, ev.id) if ev.id_supplied else log_key)
+            args.extend((event_id, "1" if ev.id_supplied else "0", ev.type, encode_body(ev)))
         reply = await self._submit(keys, args)
         status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
         if status == "conflict":
@@ -288,13 +297,13 @@ class EventStore:
         duplicate = status == "dup"
         return [
             AppendResult(
-                event_id=str(ev.id),
+                event_id=event_id,
                 partition=partition,
                 position=reply[1 + 2 * i].decode(),
                 version=int(reply[2 + 2 * i]),
                 duplicate=duplicate,
             )
-            for i, ev in enumerate(events)
+            for i, event_id in enumerate(ids)
         ]
 
     async def append_one(
@@ -305,11 +314,47 @@ class EventStore:
     async def _submit(self, keys: list[str], args: list[Any]) -> Any:
         if self._closed:
             raise StoreUnavailable("event store is closed")
+        if not self._inline and not self._pending and (
+            self._flusher is None or self._flusher.done()
+        ):
+            return await self._submit_inline(keys, args)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(keys, args, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return await future
+
+    async def _submit_inline(self, keys: list[str], args: list[Any]) -> Any:
+        """Nothing in flight: send this append from the caller's task (no task, no future).
+
+        Appends that arrive meanwhile queue up and go together once it is answered.
+        """
+        self._inline = True
+        try:
+            # As in _flush: let the loop deliver pending socket events first, so a pooled
+            # connection whose server died is seen at EOF and replaced. (One turn runs the
+            # tasks already ready; the events polled in it are handled in the next.)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            unused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            reply = (await self._run_scripts([_Pending(keys, args, unused)]))[0]
+        except UNAVAILABLE as exc:
+            await self._after_unavailable()
+            raise _unavailable(exc) from exc
+        finally:
+            self._inline = False
+            if self._pending and (self._flusher is None or self._flusher.done()):
+                self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        if isinstance(reply, BaseException):
+            raise _unavailable(reply) if isinstance(reply, UNAVAILABLE) else reply
+        return reply
+
+    async def _after_unavailable(self) -> None:
+        if isinstance(self.redis, RedisCluster):
+            await _cluster.refresh_topology(self.redis)
+        else:
+            with contextlib.suppress(Exception):
+                await self.redis.connection_pool.disconnect(inuse_connections=False)
 
     async def _flush(self) -> None:
         # Let the loop deliver pending socket events first: a pooled connection
@@ -323,11 +368,7 @@ class EventStore:
                 replies = await self._run_scripts(batch)
             except UNAVAILABLE as exc:
                 err = _unavailable(exc)
-                if isinstance(self.redis, RedisCluster):
-                    await _cluster.refresh_topology(self.redis)
-                else:
-                    with contextlib.suppress(Exception):
-                        await self.redis.connection_pool.disconnect(inuse_connections=False)
+                await self._after_unavailable()
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(err)
@@ -361,24 +402,58 @@ class EventStore:
                 return [await script(keys=p.keys, args=p.args)]
             except rexc.ResponseError as exc:
                 return [exc]
+        return await self._run_grouped(batch)
+
+    async def _run_grouped(self, batch: list[_Pending]) -> list[Any]:
+        """A group commit as one ``append_many.lua`` call per partition, not one per append.
+
+        Each append stays all-or-nothing and independent of the others; the
+        server runs one script instead of hundreds and the client packs and
+        parses one command and one reply.
+        """
+        script = self._append_many_script
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(batch):
+            groups.setdefault(p.keys[0], []).append(i)
+        calls: list[tuple[list[int], list[Any]]] = []
+        for log_key, members in groups.items():
+            keys: list[Any] = [log_key, batch[members[0]].keys[1]]
+            args: list[Any] = [batch[members[0]].args[2], len(members)]
+            for i in members:
+                p = batch[i]
+                keys.extend(p.keys[2:])
+                args.extend((p.args[0], p.args[1], *p.args[3:]))
+            calls.append((members, [len(keys), *keys, *args]))
+        replies: list[Any] = [None] * len(batch)
+        todo = calls
         for attempt in (1, 2):
             pipe = self.redis.pipeline(transaction=False)
-            for p in batch:
-                # execute_command, not evalsha(): cluster pipelines refuse the method
-                pipe.execute_command("EVALSHA", script.sha, len(p.keys), *p.keys, *p.args)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, rexc.NoScriptError) for r in replies):
-                # The server restarted and forgot its scripts; nothing ran. Load, resend.
-                script.sha = await self.redis.script_load(script.script)
-                if all(isinstance(r, rexc.NoScriptError) for r in replies):
+            for _, command in todo:
+                pipe.execute_command("EVALSHA", script.sha, *command)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            again = []
+            for (members, command), result in zip(todo, results, strict=True):
+                if attempt == 1 and isinstance(result, rexc.NoScriptError):
+                    again.append((members, command))  # the server forgot it; nothing ran
                     continue
-                rest = [p for p, r in zip(batch, replies, strict=True)
-                        if isinstance(r, rexc.NoScriptError)]
-                again = await self._run_scripts(rest)
-                it = iter(again)
-                return [next(it) if isinstance(r, rexc.NoScriptError) else r for r in replies]
-            return replies
-        raise AssertionError("unreachable")
+                if isinstance(result, BaseException):
+                    for i in members:
+                        replies[i] = result
+                    continue
+                j = 0
+                for i in members:  # per append: status, count c, then c values
+                    count = int(result[j + 1])
+                    reply = [result[j], *result[j + 2 : j + 2 + count]]
+                    if reply[0] == b"err":  # what append.lua's own failure would have been
+                        replies[i] = rexc.ResponseError(bytes(reply[1]).decode(errors="replace"))
+                    else:
+                        replies[i] = reply
+                    j += 2 + count
+            if not again:
+                break
+            script.sha = await self.redis.script_load(script.script)
+            todo = again
+        return replies
 
     # -- reading ------------------------------------------------------------------
 
@@ -619,7 +694,7 @@ def connect(url: str, *, blocking: bool = False) -> Client:
     """
     if _cluster.is_cluster_url(url):
         return _cluster.connect_cluster(url, blocking=blocking)
-    return aioredis.from_url(
+    client = aioredis.from_url(
         url,
         decode_responses=False,
         retry=Retry(NoBackoff(), 0),
@@ -627,3 +702,6 @@ def connect(url: str, *, blocking: bool = False) -> Client:
         socket_connect_timeout=2.0,
         health_check_interval=0,
     )
+    pool = client.connection_pool
+    pool.connection_class = hiredis_packing(pool.connection_class)
+    return client
