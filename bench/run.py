@@ -66,14 +66,14 @@ def run_one(python: str, path: Path, quick: bool, timeout: float) -> dict[str, A
     finally:
         timer.cancel()
     if not timer.is_alive() and time.monotonic() - started >= timeout:
-        return {"name": path.stem, "error": f"killed after {timeout:g} s"}
+        return {"name": path.stem.removeprefix("bench_"), "error": f"killed after {timeout:g} s"}
     elapsed = round(time.monotonic() - started, 1)
     if code != 0:
-        return {"name": path.stem, "error": f"exited with status {code}", "elapsed_s": elapsed}
+        return {"name": path.stem.removeprefix("bench_"), "error": f"exited with status {code}", "elapsed_s": elapsed}
     if last_json is None or "results" not in last_json:
-        return {"name": path.stem, "error": "its last line was not a JSON object with results",
+        return {"name": path.stem.removeprefix("bench_"), "error": "its last line was not a JSON object with results",
                 "elapsed_s": elapsed}
-    last_json.setdefault("name", path.stem)
+    last_json.setdefault("name", path.stem.removeprefix("bench_"))
     last_json["elapsed_s"] = elapsed
     return last_json
 
