@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import marshal
 import pickle
 import struct
@@ -28,6 +29,9 @@ from chatlog.eventstore.keys import Keys
 from chatlog.eventstore.store import connect
 
 RawEntry = tuple[bytes, list[bytes]]
+#: Pipe buffer asked for (Linux allows unprivileged processes up to
+#: /proc/sys/fs/pipe-max-size, 1 MiB by default; then smaller frames help).
+PIPE_BYTES = 8 << 20
 Message = tuple[Any, ...]
 
 
@@ -157,7 +161,15 @@ class ChildReader:
             [sys.executable, "-m", "chatlog.projections._rebuild_child"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1 << 20,
         )
-        assert self._proc.stdin is not None
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        # A pipe that holds whole frames lets the child fold the next chunk while
+        # this process reads the last one (measured: 64 KiB pipes halve the rate).
+        for size in (PIPE_BYTES, 1 << 20):
+            try:
+                fcntl.fcntl(self._proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, size)
+                break
+            except (OSError, AttributeError):  # not Linux, or above pipe-max-size
+                continue
         self._proc.stdin.write(pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL))
         self._proc.stdin.close()
 
