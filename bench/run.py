@@ -34,6 +34,7 @@ def discover() -> dict[str, Path]:
 def run_one(python: str, path: Path, quick: bool, timeout: float) -> dict[str, Any]:
     """Run one benchmark, echoing its output; its parsed last JSON line (or an error)."""
     cmd = [python, str(path), *(["--quick"] if quick else [])]
+    name = path.stem.removeprefix("bench_")
     print(f"\n=== {path.name}{' --quick' if quick else ''}", flush=True)
     started = time.monotonic()
     last_json: dict[str, Any] | None = None
@@ -66,14 +67,14 @@ def run_one(python: str, path: Path, quick: bool, timeout: float) -> dict[str, A
     finally:
         timer.cancel()
     if not timer.is_alive() and time.monotonic() - started >= timeout:
-        return {"name": path.stem.removeprefix("bench_"), "error": f"killed after {timeout:g} s"}
+        return {"name": name, "error": f"killed after {timeout:g} s"}
     elapsed = round(time.monotonic() - started, 1)
     if code != 0:
-        return {"name": path.stem.removeprefix("bench_"), "error": f"exited with status {code}", "elapsed_s": elapsed}
+        return {"name": name, "error": f"exited with status {code}", "elapsed_s": elapsed}
     if last_json is None or "results" not in last_json:
-        return {"name": path.stem.removeprefix("bench_"), "error": "its last line was not a JSON object with results",
+        return {"name": name, "error": "its last line was not a JSON object with results",
                 "elapsed_s": elapsed}
-    last_json.setdefault("name", path.stem.removeprefix("bench_"))
+    last_json.setdefault("name", name)
     last_json["elapsed_s"] = elapsed
     return last_json
 
