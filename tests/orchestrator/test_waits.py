@@ -220,3 +220,37 @@ async def test_waits_and_deadlines_survive_a_valkey_restart(
     finally:
         await orchestrator.stop()
         await store.close()
+
+
+async def test_a_start_cancelled_during_catch_up_leaves_nothing_running(
+    orchestrator_factory: Callable[..., Any], project: ProjectKey,
+) -> None:
+    o: Orchestrator = await orchestrator_factory(start=False)
+    wid = (await o.create_workflow(project, start_timeout=0.3)).id
+    starting = asyncio.create_task(o.start())
+    await asyncio.sleep(0)
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    alive = [t for t in asyncio.all_tasks() if t.get_name().startswith("orchestrator-")]
+    assert alive == [] or all(t.done() for t in alive)
+    with pytest.raises(OrchestratorStopped):
+        await o.wait_for_start(project, wid)
+    await o.start()  # and it can start again
+    with pytest.raises(WaitTimeout):
+        await asyncio.wait_for(o.wait_for_start(project, wid), 10)
+
+
+async def test_cancelled_waits_end_and_unregister_whenever_the_cancel_lands(
+    orchestrator: Orchestrator, project: ProjectKey,
+) -> None:
+    # redis-py may finish a command whose task was cancelled; the wait must still end
+    wid = (await orchestrator.create_workflow(project, start_timeout=60)).id
+    for i in range(60):
+        task = asyncio.create_task(orchestrator.wait_for_start(project, wid))
+        await asyncio.sleep(0.0001 * (i % 12))
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=10)
+        assert done == {task} and task.cancelled()
+    assert orchestrator.waiters == 0
+    assert (await orchestrator.get_workflow(project, wid)).state == "waiting_for_start"

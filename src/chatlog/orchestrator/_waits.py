@@ -18,6 +18,7 @@ from chatlog.errors import PositionTrimmed, StoreUnavailable
 from chatlog.events import RecordedEvent, aggregate_key
 from chatlog.eventstore.codec import START, Cursor, decode_entry
 from chatlog.eventstore.store import EventStore
+from chatlog.orchestrator._cancel import check_cancelled, raise_if_cancelling
 from chatlog.orchestrator.machine import WorkflowState
 
 log = logging.getLogger("chatlog.orchestrator")
@@ -146,14 +147,17 @@ class PartitionTailer:
                     self.caught_up.set()
                 await self._follow()
             except PositionTrimmed as exc:
+                raise_if_cancelling()
                 log.warning("orchestrator: partition %d: %s; resuming at %s",
                             self.partition, exc, exc.horizon)
                 self.position = exc.horizon or START
             except StoreUnavailable as exc:
+                raise_if_cancelling()
                 log.warning("orchestrator: partition %d: %s; retrying from %s",
                             self.partition, exc, self.position)
                 await asyncio.sleep(0.5)
             except Exception:
+                raise_if_cancelling()
                 log.exception("orchestrator: tailer of partition %d failed; restarting from %s",
                               self.partition, self.position)
                 await asyncio.sleep(0.5)
@@ -162,6 +166,7 @@ class PartitionTailer:
         marker = b"/workflow/"
         while True:
             entries = await self.store.read_raw(self.partition, self.position, self.page)
+            raise_if_cancelling()
             if not entries:
                 return
             batch = [
@@ -178,9 +183,12 @@ class PartitionTailer:
 
     async def _follow(self) -> None:
         cursor = Cursor.start(self.store.partitions).advanced(self.partition, self.position)
-        tail = self.store.tail(cursor, partitions=[self.partition], block=self.block)
+        tail = self.store.tail(
+            cursor, partitions=[self.partition], block=self.block, on_idle=check_cancelled
+        )
         try:
             async for batch in tail:
+                raise_if_cancelling()
                 self.position = batch[-1].position
                 workflow = [e for e in batch if e.aggregate_type == "workflow"]
                 if workflow:

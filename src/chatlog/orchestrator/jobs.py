@@ -41,6 +41,7 @@ from chatlog.events import (
 )
 from chatlog.eventstore.store import UNAVAILABLE, EventStore
 from chatlog.identity import ProjectKey
+from chatlog.orchestrator._cancel import raise_if_cancelling
 from chatlog.settings import Settings
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (*UNAVAILABLE, StoreUnavailable)
@@ -278,9 +279,11 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 job = await self._next()
+                raise_if_cancelling()
                 if job is not None:
                     await self._process(job)
             except _UNAVAILABLE as exc:
+                raise_if_cancelling()
                 log.warning("worker %s: store unavailable (%s); retrying", self.name, exc)
                 await self._pause(0.5)
 
@@ -386,8 +389,10 @@ class Worker:
                     args=[GROUP, self.name, job.entry_id, ""],
                 )
             except _UNAVAILABLE as exc:
+                raise_if_cancelling()
                 log.warning("worker %s: heartbeat of job %s failed (%s)", self.name, job.id, exc)
                 continue
+            raise_if_cancelling()
             if not owned:
                 lost.set()
                 work.cancel()

@@ -53,6 +53,7 @@ from chatlog.events import (
 from chatlog.eventstore.store import AppendResult, EventStore
 from chatlog.identity import ProjectKey
 from chatlog.orchestrator import jobs as _jobs
+from chatlog.orchestrator._cancel import raise_if_cancelling
 from chatlog.orchestrator._timers import DeadlineTimers, OpenWait
 from chatlog.orchestrator._waits import Dispatcher, Done, PartitionTailer, Waiter
 from chatlog.orchestrator.machine import (
@@ -75,6 +76,8 @@ _RETRIES = 20
 _EXPIRY_CONCURRENCY = 256
 #: Reads in flight at once: each holds a pooled connection, and the pool is bounded.
 _READ_CONCURRENCY = 32
+#: How long stop() waits for its tasks to end.
+_STOP_TIMEOUT = 5.0
 #: Jobs enqueued longer ago than this (seconds) are not re-checked on catch-up.
 _REQUEUE_HORIZON = 86_400.0
 
@@ -147,7 +150,11 @@ class Orchestrator:
             self._tailers.append(tailer)
             self._tasks.append(loop.create_task(tailer.run(), name=f"orchestrator-tail-p{p}"))
         self._tasks.append(loop.create_task(self._run_timer(), name="orchestrator-timer"))
-        await self._caught_up()
+        try:
+            await self._caught_up()
+        except BaseException:
+            await self.stop()  # cancelled (or failed) while catching up: leave nothing running
+            raise
         log.info("orchestrator: started; %d open waits recovered from the log",
                  len(self._timers.open))
 
@@ -175,9 +182,15 @@ class Orchestrator:
         tasks = [*self._tasks, *self._expiries]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            done, stuck = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("orchestrator: task %s had failed: %r",
+                                task.get_name(), task.exception())
+            for task in stuck:
+                log.error("orchestrator: task %s did not stop within %g s",
+                          task.get_name(), _STOP_TIMEOUT)
         self._tasks.clear()
         self._expiries.clear()
         self._tailers.clear()
@@ -236,6 +249,7 @@ class Orchestrator:
                     await self._jobs.push(project, event.aggregate_id, job)
                     return
                 except StoreUnavailable as exc:
+                    raise_if_cancelling()
                     log.warning("orchestrator: cannot check job %s yet (%s)", job.job_id, exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
@@ -309,7 +323,9 @@ class Orchestrator:
 
     async def _read(self, project: ProjectKey, workflow_id: str) -> list[RecordedEvent]:
         async with self._read_slots:
-            return await self.store.read_aggregate(project.key, "workflow", workflow_id)
+            events = await self.store.read_aggregate(project.key, "workflow", workflow_id)
+        raise_if_cancelling()
+        return events
 
     async def _load(self, project: ProjectKey, workflow_id: str) -> WorkflowState:
         events = await self._read(project, workflow_id)
