@@ -17,6 +17,8 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +110,65 @@ async def test_appends_continue_after_a_master_is_killed(
         assert lost == [], f"{len(lost)} acknowledged events lost with ack=replicated"
     else:
         assert len(lost) <= killed_at[0] + WRITERS  # only what was in flight at the kill
+
+
+async def test_http_clients_see_only_503_with_retry_after_during_a_failover(
+    cluster_factory: Callable[..., LocalCluster], key_prefix: str, tmp_path: Path
+) -> None:
+    import aiohttp
+
+    from tests.http.serving import Served
+
+    cluster = cluster_factory(masters=3, replicas=1, node_timeout=1000)
+    node = Served(tmp_path / "node", CHATLOG_REDIS_URL=cluster.url, CHATLOG_KEY_PREFIX=key_prefix)
+    statuses: list[int] = []
+    answered: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 60
+    try:
+        master = cluster.master_of(f"{key_prefix}:{{p0}}:log")
+        [replica] = cluster.replicas_of(master)
+        async with aiohttp.ClientSession() as http:
+
+            async def poster(n: int) -> None:
+                for i in range(40):
+                    body = {"thread_id": f"h{n}", "role": "user", "content": str(i),
+                            "event_id": str(uuid.uuid4())}
+                    while True:
+                        assert time.monotonic() < deadline, "appends did not resume"
+                        async with http.post(f"{node.url}/v1/projects/fo/messages",
+                                             json=body) as resp:
+                            statuses.append(resp.status)
+                            if resp.status in (200, 201):
+                                answered[body["event_id"]] = await resp.json()
+                                break
+                            problem = await resp.json(content_type=None)
+                            assert resp.status == 503, problem
+                            assert int(resp.headers["Retry-After"]) >= 1
+                            assert resp.headers["Content-Type"].startswith(
+                                "application/problem+json")
+                        await asyncio.sleep(0.1)
+
+            posters = [asyncio.create_task(poster(n)) for n in range(3)]
+            while len(answered) < 30:
+                await asyncio.sleep(0.01)
+            master.kill()
+            await _promote(cluster, int(replica.port or 0), deadline)
+            await asyncio.gather(*posters)
+            # the node's read model followed the failover: read-your-writes still works
+            last = max(answered.values(), key=lambda a: tuple(map(int, a["position"].split("-"))))
+            async with http.get(
+                f"{node.url}/v1/projects/fo/threads/{last['thread_id']}/messages",
+                params={"min_position": last["position"], "limit": "100"},
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+                page = await resp.json()
+            assert page["messages"][-1]["message_id"] == last["message_id"]
+    finally:
+        code = node.stop()
+    noisy = [ln for ln in node.stderr.splitlines() if "Traceback" in ln or " ERROR " in ln]
+    print(f"\nHTTP failover: {len(answered)} appends answered, {len(noisy)} error log lines, "
+          f"{statuses.count(503)} answered 503 + Retry-After during the switch")
+    assert len(answered) == 120
+    assert set(statuses) <= {200, 201, 503}
+    assert code == 0, node.stderr[-2000:]
+    assert "Traceback" not in node.stderr, node.stderr[-4000:]
