@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     )
     ack_replicas: int = Field(default=1, ge=1, description="Replicas for ack=replicated")
     ack_timeout: float = Field(default=2.0, gt=0, description="Seconds to wait for replicas")
+    ack_fsync: bool = Field(
+        default=False,
+        description="ack=replicated: wait until the replicas have fsynced the append to their "
+        "AOF (WAITAOF), not only applied it (WAIT)",
+    )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body")
     read_your_writes_timeout: float = Field(
         default=5.0, ge=0, description="Longest wait of a query for min_position"

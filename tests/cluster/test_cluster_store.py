@@ -125,11 +125,14 @@ async def test_tail_across_partitions_survives_killed_connections(
     assert len({e.id for e in got}) == len(got) == 60
 
 
+@pytest.mark.parametrize("fsync", [False, True], ids=["WAIT", "WAITAOF"])
 async def test_replicated_ack_is_on_the_replica_when_answered(
-    session_cluster: LocalCluster, store_factory: Callable[..., object], cluster_url: str
+    session_cluster: LocalCluster, store_factory: Callable[..., object], cluster_url: str,
+    fsync: bool,
 ) -> None:
     store: EventStore = await store_factory(  # type: ignore[misc]
-        cluster_url, partitions=4, ack="replicated", ack_replicas=1, ack_timeout=5.0
+        cluster_url, partitions=4, ack="replicated", ack_replicas=1, ack_timeout=5.0,
+        ack_fsync=fsync,
     )
     results = await asyncio.gather(
         *(store.append_one(message(project=f"p{i}", content=str(i))) for i in range(24))
@@ -180,11 +183,21 @@ async def test_replicated_ack_on_one_server_with_a_replica(
         with redis.Redis(host="127.0.0.1", port=int(replica.port or 0)) as r:
             assert r.xlen(store.keys.log(0)) == 20
         assert sorted(r.version for r in results) == list(range(1, 21))
+        # ack_fsync: the replica must have it in its AOF on disk (WAITAOF), not only in memory
+        store.ack_fsync = True
+        await store.append_one(message(content="on the replica's disk"))
+        with redis.Redis(host="127.0.0.1", port=int(replica.port or 0)) as r:
+            r.config_set("appendonly", "no")
+        store.ack_timeout = 0.2
+        with pytest.raises(NotReplicated, match="0 of 1 replicas"):
+            await store.append_one(message(content="in memory only"))
+        store.ack_fsync, store.ack_timeout = False, 5.0
+        await store.append_one(message(content="in memory is enough for WAIT"))
         replica.stop()
         store.ack_timeout = 0.2
         with pytest.raises(NotReplicated, match="0 of 1 replicas"):
             await store.append_one(message(content="alone"))
-        assert len(await store.read(0)) == 21  # on the primary; the client was told
+        assert len(await store.read(0)) == 24  # on the primary; the client was told
     finally:
         await store.close()
 

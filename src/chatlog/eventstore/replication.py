@@ -1,7 +1,8 @@
 """Replicated acknowledgement: an append is answered once N replicas have it.
 
 After the append scripts of one group commit, the same pipeline sends
-``WAIT numreplicas timeout`` on the same connection (on a cluster: one WAIT per
+``WAIT numreplicas timeout`` (or, with ``ack_fsync``, ``WAITAOF 0 numreplicas
+timeout``: fsynced by the replicas) on the same connection (on a cluster: one WAIT per
 node, after that node's scripts), so WAIT covers exactly those writes. When
 fewer replicas acknowledged in time, each append of that node fails with
 :class:`NotReplicated` (HTTP 503): it is on the primary and may or may not
@@ -61,15 +62,26 @@ async def _node_groups(client: Any, batch: list[Pending]) -> list[tuple[Any, lis
     return list(groups.values())
 
 
-def _wait(pipe: Any, node: Any, replicas: int, timeout_ms: int) -> None:
-    if node is None:
-        pipe.execute_command("WAIT", replicas, timeout_ms)
-    else:
-        pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+def _wait(pipe: Any, node: Any, replicas: int, timeout_ms: int, fsync: bool) -> None:
+    # WAITAOF 0 n t: n replicas have fsynced it (the primary's own fsync is its
+    # appendfsync policy: with "always" the append was on disk before it answered).
+    args = ("WAITAOF", 0, replicas, timeout_ms) if fsync else ("WAIT", replicas, timeout_ms)
+    extra = {} if node is None else {"target_nodes": node}
+    pipe.execute_command(*args, **extra)
+
+
+def _acked(reply: Any) -> int:
+    """Replicas that acknowledged, from a WAIT (int) or WAITAOF ([local, replicas]) reply."""
+    if isinstance(reply, BaseException):
+        return 0
+    if isinstance(reply, list | tuple):
+        return int(reply[1])
+    return int(reply)
 
 
 async def run_replicated(
-    client: Any, script: Script, batch: list[Pending], replicas: int, wait_s: float
+    client: Any, script: Script, batch: list[Pending], replicas: int, wait_s: float,
+    fsync: bool = False,
 ) -> list[Any]:
     """Run the append scripts of ``batch`` and wait for ``replicas`` replicas.
 
@@ -83,7 +95,7 @@ async def run_replicated(
             p = batch[i]
             extra = {} if node is None else {"target_nodes": node}
             pipe.execute_command("EVALSHA", script.sha, len(p.keys), *p.keys, *p.args, **extra)
-        _wait(pipe, node, replicas, timeout_ms)
+        _wait(pipe, node, replicas, timeout_ms, fsync)
     raw: list[Any] = await pipe.execute(raise_on_error=False)
     replies: list[Any] = [None] * len(batch)
     it = iter(raw)
@@ -93,10 +105,8 @@ async def run_replicated(
         for i, reply in zip(idx, got, strict=True):
             if isinstance(reply, BaseException):
                 replies[i] = reply
-            elif _status(reply) == "ok" and (isinstance(acked, BaseException)
-                                              or int(acked) < replicas):
-                n = 0 if isinstance(acked, BaseException) else int(acked)
-                replies[i] = NotReplicated(n, replicas, wait_s)
+            elif _status(reply) == "ok" and _acked(acked) < replicas:
+                replies[i] = NotReplicated(_acked(acked), replicas, wait_s)
             else:
                 replies[i] = reply
     missing = [i for i, r in enumerate(replies) if isinstance(r, rexc.NoScriptError)]
@@ -104,18 +114,18 @@ async def run_replicated(
         # A restarted or promoted primary forgot the script; nothing of these ran.
         script.sha = await client.script_load(script.script)
         again = await run_replicated(client, script, [batch[i] for i in missing], replicas,
-                                     wait_s)
+                                     wait_s, fsync)
         for i, r in zip(missing, again, strict=True):
             replies[i] = r
     dups = [i for i, r in enumerate(replies) if _status(r) == "dup"]
     if dups:
-        await _fence(client, batch, dups, replies, replicas, wait_s)
+        await _fence(client, batch, dups, replies, replicas, wait_s, fsync)
     return replies
 
 
 async def _fence(
     client: Any, batch: list[Pending], dups: list[int], replies: list[Any], replicas: int,
-    wait_s: float,
+    wait_s: float, fsync: bool,
 ) -> None:
     """Make sure the original writes behind duplicate replies are on ``replicas`` replicas."""
     timeout_ms = max(int(wait_s * 1000), 1)
@@ -128,12 +138,11 @@ async def _fence(
             pipe.set(key, b"1", px=FENCE_TTL_MS)
         else:
             pipe.execute_command("SET", key, b"1", "PX", FENCE_TTL_MS, target_nodes=node)
-        _wait(pipe, node, replicas, timeout_ms)
+        _wait(pipe, node, replicas, timeout_ms, fsync)
     raw: list[Any] = await pipe.execute(raise_on_error=False)
     for k, (_node, idx) in enumerate(groups):
         fenced, acked = raw[2 * k], raw[2 * k + 1]
-        failed = isinstance(fenced, BaseException) or isinstance(acked, BaseException)
-        if failed or int(acked) < replicas:
-            n = 0 if failed else int(acked)
+        n = 0 if isinstance(fenced, BaseException) else _acked(acked)
+        if n < replicas:
             for j in idx:
                 replies[dups[j]] = NotReplicated(n, replicas, wait_s)

@@ -46,6 +46,7 @@ async def open_store(settings: Settings) -> AsyncIterator[OpenedStore]:
             ack=settings.ack,
             ack_replicas=settings.ack_replicas,
             ack_timeout=settings.ack_timeout,
+            ack_fsync=settings.ack_fsync,
         )
         try:
             yield OpenedStore(store, url, embedded)

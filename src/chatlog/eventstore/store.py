@@ -145,6 +145,7 @@ class EventStore:
         ack: str = "local",
         ack_replicas: int = 1,
         ack_timeout: float = 2.0,
+        ack_fsync: bool = False,
     ) -> None:
         self.redis = redis
         self.is_cluster = isinstance(redis, RedisCluster)
@@ -153,6 +154,8 @@ class EventStore:
         self.ack = ack
         self.ack_replicas = ack_replicas
         self.ack_timeout = ack_timeout
+        #: With ``replicated``: the replicas must have fsynced it (WAITAOF), not only applied it.
+        self.ack_fsync = ack_fsync
         self.partitions = partitions
         self.keys = Keys(prefix)
         self.url = url
@@ -183,6 +186,7 @@ class EventStore:
         ack: str = "local",
         ack_replicas: int = 1,
         ack_timeout: float = 2.0,
+        ack_fsync: bool = False,
     ) -> EventStore:
         """Connect to ``url`` and open (or create) the log with ``partitions`` partitions.
 
@@ -202,6 +206,7 @@ class EventStore:
             ack=ack,
             ack_replicas=ack_replicas,
             ack_timeout=ack_timeout,
+            ack_fsync=ack_fsync,
         )
         try:
             await _cluster.initialize(redis, tail)
@@ -394,7 +399,8 @@ class EventStore:
         script = self._append_script
         if self.ack == "replicated":
             return await run_replicated(
-                self.redis, script, batch, self.ack_replicas, self.ack_timeout  # type: ignore[arg-type]
+                self.redis, script, batch, self.ack_replicas, self.ack_timeout,  # type: ignore[arg-type]
+                self.ack_fsync,
             )
         if len(batch) == 1:
             p = batch[0]
