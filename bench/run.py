@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     outcomes = [run_one(python, available[n], args.quick, timeout) for n in wanted]
 
-    print("\n=== summary (best and median of each benchmark's repetitions; ratio as each defines it, see bench/README.md)")
+    print("\n=== summary (best and median of each benchmark's repetitions; "
+          "ratio as each defines it, see bench/README.md)")
     print(summary_table(outcomes), flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
