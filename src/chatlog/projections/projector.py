@@ -101,7 +101,12 @@ class Projector:
         if self._conn is not None:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projector")
-        self._conn = await self._run_sync(self._open_sync)
+        try:
+            self._conn = await self._run_sync(self._open_sync)
+        except BaseException:
+            executor, self._executor = self._executor, None
+            executor.shutdown(wait=False)
+            raise
 
     def _open_sync(self) -> sqlite3.Connection:
         conn = _db.connect_writer(self.path)
