@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -80,6 +81,8 @@ _READ_CONCURRENCY = 32
 _STOP_TIMEOUT = 5.0
 #: Jobs enqueued longer ago than this (seconds) are not re-checked on catch-up.
 _REQUEUE_HORIZON = 86_400.0
+#: Jobs re-checked at once (each a small script call).
+_REQUEUE_BATCH = 64
 
 
 def _now() -> datetime:
@@ -125,6 +128,8 @@ class Orchestrator:
         self._expiries: set[asyncio.Task[None]] = set()
         self._expiry_slots = asyncio.Semaphore(_EXPIRY_CONCURRENCY)
         self._read_slots = asyncio.Semaphore(_READ_CONCURRENCY)
+        self._requeue_pending: deque[RecordedEvent] = deque()
+        self._requeue_ready = asyncio.Event()
         self._running = False
         self._jobs = _jobs.JobQueue(store, settings)
         # Test hooks: awaited right after a wait registers / right after it read the state.
@@ -150,6 +155,7 @@ class Orchestrator:
             self._tailers.append(tailer)
             self._tasks.append(loop.create_task(tailer.run(), name=f"orchestrator-tail-p{p}"))
         self._tasks.append(loop.create_task(self._run_timer(), name="orchestrator-timer"))
+        self._tasks.append(loop.create_task(self._run_requeue(), name="orchestrator-requeue"))
         try:
             await self._caught_up()
         except BaseException:
@@ -196,6 +202,7 @@ class Orchestrator:
         self._tailers.clear()
         self._dispatcher.fail_all(OrchestratorStopped("the orchestrator stopped during the wait"))
         self._timers = DeadlineTimers()
+        self._requeue_pending.clear()
 
     async def __aenter__(self) -> Orchestrator:
         await self.start()
@@ -232,9 +239,17 @@ class Orchestrator:
         """
         if (_now() - event.time).total_seconds() > _REQUEUE_HORIZON:
             return
-        task = asyncio.get_running_loop().create_task(self._requeue(event))
-        self._expiries.add(task)
-        task.add_done_callback(self._expiries.discard)
+        self._requeue_pending.append(event)
+        self._requeue_ready.set()
+
+    async def _run_requeue(self) -> None:
+        while True:
+            await self._requeue_ready.wait()
+            self._requeue_ready.clear()
+            pending = self._requeue_pending
+            while pending:
+                batch = [pending.popleft() for _ in range(min(_REQUEUE_BATCH, len(pending)))]
+                await asyncio.gather(*(self._requeue(e) for e in batch))
 
     async def _requeue(self, event: RecordedEvent) -> None:
         project = ProjectKey(event.project, event.project_name)
@@ -243,16 +258,16 @@ class Orchestrator:
         except ValidationError:
             return
         delay = 0.2
-        async with self._expiry_slots:
-            while True:
-                try:
-                    await self._jobs.push(project, event.aggregate_id, job)
-                    return
-                except StoreUnavailable as exc:
-                    raise_if_cancelling()
-                    log.warning("orchestrator: cannot check job %s yet (%s)", job.job_id, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+        while True:
+            try:
+                await self._jobs.push(project, event.aggregate_id, job)
+                raise_if_cancelling()
+                return
+            except StoreUnavailable as exc:
+                raise_if_cancelling()
+                log.warning("orchestrator: cannot check job %s yet (%s)", job.job_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- the durable timer ------------------------------------------------------------
 
