@@ -244,3 +244,34 @@ async def test_a_job_whose_push_was_lost_is_queued_from_the_log(
                         lambda es: sum(e.type == "job.completed" for e in es) == 2)
     assert sorted(done) == sorted([queued, "job-lost-1"])
     assert await store.redis.xlen(store.keys.jobs(0)) == 2  # each pushed once
+
+
+async def test_a_crash_between_recording_and_acknowledging_completes_once(
+    orchestrator: Orchestrator, project: ProjectKey, store: EventStore, workers: Workers,
+    settings: Settings,
+) -> None:
+    wid = await _running(orchestrator, project)
+    runs: list[str] = []
+
+    async def handler(job: Job) -> dict[str, Any]:
+        runs.append(job.id)
+        return {"n": len(runs)}
+
+    class CrashBeforeAck(Worker):
+        async def _owner_finish(self, job: Job, state: str) -> bool:
+            raise asyncio.CancelledError  # the process dies right after job.completed
+
+    await orchestrator.enqueue_job(project, wid, kind="once")
+    crashing = CrashBeforeAck(store, settings, handler, name="crashes")
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(crashing.run(), 20)
+    workers.start(handler, "finisher")  # reclaims it after the lease and runs it again
+    async with asyncio.timeout(30):
+        while (await store.redis.xpending(store.keys.jobs(0), "workers"))["pending"] or \
+                len(runs) < 2:
+            await asyncio.sleep(0.05)
+    events = await store.read_aggregate(project.key, "workflow", wid)
+    jobs = [t for t, _ in _jobs(events)]
+    assert len(runs) == 2  # at least once: the handler ran again
+    assert jobs == ["job.enqueued", "job.started", "job.completed", "job.reclaimed",
+                    "job.started"]  # the second completion appended nothing

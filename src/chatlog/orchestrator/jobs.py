@@ -4,8 +4,9 @@
 the job to the partition's job stream. A :class:`Worker` reads it with
 XREADGROUP (group ``workers``), appends ``job.started``, renews its lease
 every ``lease / 3`` while the handler runs (XCLAIM JUSTID on its own entry,
-only while it still owns it), then acknowledges it and appends
-``job.completed`` (or ``job.failed``). A job whose worker stopped
+only while it still owns it), then, if it still holds the lease, appends
+``job.completed`` and acknowledges it (or appends ``job.failed``). Job
+events have ids fixed by (job, step), so a repeated step appends nothing. A job whose worker stopped
 heartbeating is idle longer than the lease: another worker reclaims it
 (``job.reclaimed``) and runs it again. After ``job_max_deliveries``
 deliveries it goes to the dead-letter stream (``job.dead_lettered``).
@@ -49,6 +50,8 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (*UNAVAILABLE, StoreUnavailable)
 log = logging.getLogger("chatlog.orchestrator.jobs")
 
 GROUP = "workers"
+#: uuid5 namespace of job event ids (``<job id>/<step>``), which makes them idempotent.
+JOB_EVENT_NAMESPACE = uuid.UUID("4b1d6a52-5a8e-5c7b-9f0e-6a6f62730001")
 MAX_KIND = 100
 
 # Claim the oldest entry idle longer than the lease; say who held it and how often
@@ -162,13 +165,16 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _job_event(project: ProjectKey, workflow_id: str, data: EventData) -> NewEvent:
+def _job_event(
+    project: ProjectKey, workflow_id: str, data: EventData, event_id: uuid.UUID
+) -> NewEvent:
     return NewEvent.of(
         data,
         project=project.key,
         project_name=project.display,
         aggregate_type="workflow",
         aggregate_id=workflow_id,
+        event_id=event_id,
     )
 
 
@@ -340,7 +346,8 @@ class Worker:
             log.warning("worker %s: reclaimed job %s from %s (delivery %d)",
                         self.name, job.id, previous, delivery)
             await self._append(job, JobReclaimed(
-                job_id=job.id, worker=self.name, previous_worker=previous, delivery=delivery))
+                job_id=job.id, worker=self.name, previous_worker=previous, delivery=delivery),
+                f"reclaimed/{delivery}")
         return job
 
     # -- running one -------------------------------------------------------------------
@@ -350,7 +357,10 @@ class Worker:
         await self._redis.hset(
             keys.job(job.partition, job.id), mapping={"state": "running", "worker": self.name}
         )
-        await self._append(job, JobStarted(job_id=job.id, worker=self.name, delivery=job.delivery))
+        await self._append(
+            job, JobStarted(job_id=job.id, worker=self.name, delivery=job.delivery),
+            f"started/{job.delivery}",
+        )
         loop = asyncio.get_running_loop()
         work: asyncio.Task[dict[str, Any] | None] = loop.create_task(
             _run_handler(self.handler, job), name=f"job-{job.id}"
@@ -372,11 +382,17 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        if not await self._owner_finish(job, "completed"):
+        # Still ours? Then record, then acknowledge. A crash in between redelivers
+        # the job (at least once); its completed event has a fixed id, so a
+        # second completion appends nothing.
+        if not await self._owns(job):
             log.warning("worker %s: job %s finished after its lease lapsed; not recorded",
                         self.name, job.id)
             return
-        await self._append(job, JobCompleted(job_id=job.id, worker=self.name, result=result or {}))
+        await self._append(
+            job, JobCompleted(job_id=job.id, worker=self.name, result=result or {}), "completed"
+        )
+        await self._owner_finish(job, "completed")
         self.processed += 1
 
     async def _heartbeat(self, job: Job, work: asyncio.Task[Any], lost: asyncio.Event) -> None:
@@ -384,10 +400,7 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             try:
-                owned = await self._renew(
-                    keys=[self.store.keys.jobs(job.partition)],
-                    args=[GROUP, self.name, job.entry_id, ""],
-                )
+                owned = await self._owns(job)
             except _UNAVAILABLE as exc:
                 raise_if_cancelling()
                 log.warning("worker %s: heartbeat of job %s failed (%s)", self.name, job.id, exc)
@@ -397,6 +410,14 @@ class Worker:
                 lost.set()
                 work.cancel()
                 return
+
+    async def _owns(self, job: Job) -> bool:
+        """Renew the lease if this worker still holds it; False when it does not."""
+        owned = await self._renew(
+            keys=[self.store.keys.jobs(job.partition)],
+            args=[GROUP, self.name, job.entry_id, ""],
+        )
+        return bool(owned)
 
     async def _owner_finish(self, job: Job, state: str) -> bool:
         keys = self.store.keys
@@ -411,7 +432,8 @@ class Worker:
         log.warning("worker %s: job %s failed on delivery %d: %s",
                     self.name, job.id, job.delivery, error)
         await self._append(job, JobFailed(
-            job_id=job.id, worker=self.name, error=error, delivery=job.delivery))
+            job_id=job.id, worker=self.name, error=error, delivery=job.delivery),
+            f"failed/{job.delivery}")
         self.processed += 1
         if job.delivery >= job.max_deliveries:
             await self._dead_letter(
@@ -436,11 +458,13 @@ class Worker:
         log.error("worker %s: job %s (%s, workflow %s) dead-lettered: %s",
                   self.name, job.id, job.kind, job.workflow_id, reason)
         await self._append(
-            job, JobDeadLettered(job_id=job.id, deliveries=deliveries, reason=reason)
+            job, JobDeadLettered(job_id=job.id, deliveries=deliveries, reason=reason), "dead"
         )
 
-    async def _append(self, job: Job, data: EventData) -> None:
-        await self.store.append_one(_job_event(job.project, job.workflow_id, data))
+    async def _append(self, job: Job, data: EventData, step: str) -> None:
+        """Append a job event whose id is fixed by (job, step): a repeat appends nothing."""
+        event_id = uuid.uuid5(JOB_EVENT_NAMESPACE, f"{job.id}/{step}")
+        await self.store.append_one(_job_event(job.project, job.workflow_id, data, event_id))
 
 
 async def _run_handler(handler: Handler, job: Job) -> dict[str, Any] | None:
