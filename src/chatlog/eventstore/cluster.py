@@ -75,7 +75,7 @@ def connect_cluster(url: str, *, blocking: bool = False) -> RedisCluster:
     first = urlunsplit((scheme, f"{userinfo}@{seeds[0]}" if userinfo else seeds[0], "",
                         parts.query, ""))
     startup = [ClusterNode(*_host_port(s)) for s in seeds[1:]]
-    return RedisCluster.from_url(
+    client = RedisCluster.from_url(
         first,
         startup_nodes=startup or None,
         decode_responses=False,
@@ -85,6 +85,18 @@ def connect_cluster(url: str, *, blocking: bool = False) -> RedisCluster:
         health_check_interval=0,
         max_connections=1000,
     )
+    _pack_with_hiredis(client)
+    return client
+
+
+def _pack_with_hiredis(client: RedisCluster) -> None:
+    """As for one server (:mod:`packing`): nodes found later are built from these kwargs."""
+    from chatlog.eventstore.packing import hiredis_packing
+
+    kwargs = client.nodes_manager.connection_kwargs
+    kwargs["connection_class"] = hiredis_packing(kwargs["connection_class"])
+    for node in client.nodes_manager.startup_nodes.values():
+        node.connection_class = hiredis_packing(node.connection_class)  # type: ignore[assignment]
 
 
 def _host_port(seed: str) -> tuple[str, int]:
