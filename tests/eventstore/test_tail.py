@@ -84,3 +84,17 @@ async def test_tail_resumes_after_the_server_restarts(
         await store.close()
         await other.close()
     assert [e.data["content"] for e in got] == [str(i) for i in range(30)]
+
+
+async def test_a_cancelled_tail_stops(store: EventStore) -> None:
+    """Cancelling a tail ends it, blocked or mid-batch, even though redis-py may
+    complete a command whose task was cancelled."""
+    for _ in range(50):
+        got: list[RecordedEvent] = []
+        task = asyncio.create_task(_collect(store, Cursor.start(1), 10**9, got))
+        await store.append_one(message())
+        await asyncio.sleep(0.001)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert task in done, "the tail ran on after it was cancelled"
+        assert task.cancelled()

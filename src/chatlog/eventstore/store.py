@@ -606,11 +606,13 @@ class EventStore:
                 reply = await client.xread(streams, count=count, block=int(block * 1000))
                 backoff = 0.05
             except UNAVAILABLE as exc:
+                _raise_if_cancelled()
                 log.warning("tail: %s; retrying in %.2f s from %s", exc, backoff, cursor)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
                 checked = False
                 continue
+            _raise_if_cancelled()
             if not reply:
                 if on_idle is not None:
                     await on_idle()
@@ -675,6 +677,14 @@ class EventStore:
                 )
             )
         return StoreStatus(server=server, version=version, url=self.url, partitions=parts)
+
+
+def _raise_if_cancelled() -> None:
+    """redis-py may finish a command whose task was cancelled and return normally,
+    swallowing the CancelledError; a retry loop must not run on after that."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _text(value: bytes | str | None) -> str:
