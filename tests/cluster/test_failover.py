@@ -39,11 +39,11 @@ async def _promote(cluster: LocalCluster, replica_port: int, deadline: float) ->
     replica = cluster.node_at(replica_port)
     start = time.monotonic()
     while time.monotonic() < deadline:
-        role = await asyncio.to_thread(cluster._cmd, replica, "ROLE")
+        role = await asyncio.to_thread(cluster.command, replica, "ROLE")
         if role[0] == "master":
             return "automatic"
         if time.monotonic() - start > 10:
-            await asyncio.to_thread(cluster._cmd, replica, "CLUSTER", "FAILOVER", "TAKEOVER")
+            await asyncio.to_thread(cluster.command, replica, "CLUSTER", "FAILOVER", "TAKEOVER")
             start = time.monotonic()
         await asyncio.sleep(0.1)
     raise AssertionError("the replica was never promoted")

@@ -108,13 +108,13 @@ def _host_port(seed: str) -> tuple[str, int]:
 
 async def initialize(*clients: Any) -> None:
     """Learn the topology before the first command (else it goes to a random node)."""
+    from chatlog.eventstore.store import UNAVAILABLE, _unavailable
+
     for client in clients:
         if isinstance(client, RedisCluster):
             try:
                 await client.initialize()
-            except CLUSTER_UNAVAILABLE as exc:
-                from chatlog.eventstore.store import _unavailable
-
+            except UNAVAILABLE as exc:
                 raise _unavailable(exc) from exc
 
 
@@ -245,6 +245,7 @@ class LocalCluster:
         self.fsync = fsync
         self.nodes: list[EmbeddedValkey] = []
         self.ids: dict[int, str] = {}  # port -> node id
+        self.bus_ports: dict[int, int] = {}  # port -> cluster bus port
 
     @property
     def url(self) -> str:
@@ -256,7 +257,8 @@ class LocalCluster:
         return redis.Redis(host="127.0.0.1", port=int(node.port or 0), socket_timeout=5.0,
                            decode_responses=True)
 
-    def _cmd(self, node: EmbeddedValkey, *args: Any) -> Any:
+    def command(self, node: EmbeddedValkey, *args: Any) -> Any:
+        """Run one command on ``node`` (a fresh connection; for setup and tests)."""
         with self.client(node) as r:
             return r.execute_command(*args)
 
@@ -290,35 +292,35 @@ class LocalCluster:
             ],
         )
         node.start()
-        node.bus_port = bus  # type: ignore[attr-defined]
+        self.bus_ports[int(node.port or 0)] = bus
         return node
 
     def _form(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         masters = self.nodes[: self.n_masters]
         for i, node in enumerate(self.nodes):
-            self.ids[int(node.port or 0)] = self._cmd(node, "CLUSTER", "MYID")
+            self.ids[int(node.port or 0)] = self.command(node, "CLUSTER", "MYID")
             with contextlib.suppress(rexc.ResponseError):
-                self._cmd(node, "CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+                self.command(node, "CLUSTER", "SET-CONFIG-EPOCH", i + 1)
         first = self.nodes[0]
         for node in self.nodes[1:]:
-            self._cmd(first, "CLUSTER", "MEET", "127.0.0.1", node.port,
-                      node.bus_port)  # type: ignore[attr-defined]
+            port = int(node.port or 0)
+            self.command(first, "CLUSTER", "MEET", "127.0.0.1", port, self.bus_ports[port])
         per = SLOTS // self.n_masters
         for i, node in enumerate(masters):
             lo = i * per
             hi = SLOTS - 1 if i == self.n_masters - 1 else lo + per - 1
-            self._cmd(node, "CLUSTER", "ADDSLOTSRANGE", lo, hi)
+            self.command(node, "CLUSTER", "ADDSLOTSRANGE", lo, hi)
         self._wait(deadline, self._all_known, "every node to know every other")
         for j, node in enumerate(self.nodes[self.n_masters:]):
             master = masters[j % self.n_masters]
-            self._cmd(node, "CLUSTER", "REPLICATE", self.ids[int(master.port or 0)])
+            self.command(node, "CLUSTER", "REPLICATE", self.ids[int(master.port or 0)])
         self.wait_ok(max(deadline - time.monotonic(), 1.0))
 
     def _all_known(self) -> bool:
         want = len(self.nodes)
         for node in self.nodes:
-            lines = str(self._cmd(node, "CLUSTER", "NODES")).strip().splitlines()
+            lines = str(self.command(node, "CLUSTER", "NODES")).strip().splitlines()
             if len(lines) != want or any("handshake" in ln or "noaddr" in ln for ln in lines):
                 return False
         return True
@@ -341,11 +343,11 @@ class LocalCluster:
         def ok() -> bool:
             masters_seen = set()
             for node in self.live():
-                info = str(self._cmd(node, "CLUSTER", "INFO"))
+                info = str(self.command(node, "CLUSTER", "INFO"))
                 if "cluster_state:ok" not in info or "cluster_slots_ok:16384" not in info:
                     return False
                 masters_seen.add(frozenset(self._masters_by(node)))
-                role = self._cmd(node, "ROLE")
+                role = self.command(node, "ROLE")
                 if role[0] in ("slave", "replica") and role[3] != "connected":
                     return False
             return len(masters_seen) == 1
@@ -355,7 +357,7 @@ class LocalCluster:
     def _masters_by(self, node: EmbeddedValkey) -> list[str]:
         """The ids of the masters holding slots, as ``node`` sees them."""
         out = []
-        for line in str(self._cmd(node, "CLUSTER", "NODES")).strip().splitlines():
+        for line in str(self.command(node, "CLUSTER", "NODES")).strip().splitlines():
             parts = line.split()
             if "master" in parts[2] and "fail" not in parts[2] and len(parts) > 8:
                 out.append(parts[0])
@@ -369,10 +371,10 @@ class LocalCluster:
         slot = key_slot(key.encode())
         for node in self.live():
             with contextlib.suppress(rexc.RedisError, OSError):
-                for lo, hi, primary, *_ in self._cmd(node, "CLUSTER", "SLOTS"):
+                for lo, hi, primary, *_ in self.command(node, "CLUSTER", "SLOTS"):
                     if lo <= slot <= hi:
                         owner = self.node_at(int(primary[1]))
-                        if owner.process is not None and self._cmd(owner, "ROLE")[0] == "master":
+                        if owner.process is not None and self.command(owner, "ROLE")[0] == "master":
                             return owner
         raise EmbeddedServerError(f"no live master serves {key!r}")
 
@@ -380,7 +382,7 @@ class LocalCluster:
         """The live nodes replicating ``master``."""
         out = []
         for node in self.live():
-            role = self._cmd(node, "ROLE")
+            role = self.command(node, "ROLE")
             if role[0] in ("slave", "replica") and int(role[2]) == master.port:
                 out.append(node)
         return out
