@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
@@ -89,14 +90,42 @@ def connect_cluster(url: str, *, blocking: bool = False) -> RedisCluster:
     return client
 
 
-def _pack_with_hiredis(client: RedisCluster) -> None:
-    """As for one server (:mod:`packing`): nodes found later are built from these kwargs."""
+class _SafeSend(AbstractConnection):
+    """A send on a connection that another task just closed is a ConnectionError.
+
+    redis-py's cluster client closes every connection of the cluster when a
+    node answers CLUSTERDOWN (during a failover); a command of another task
+    that had already checked its connection then met ``_writer = None`` and
+    failed with an AttributeError instead of a connection error.
+    """
+
+    async def _send_packed_command(self, command: Any) -> None:
+        writer = self._writer
+        if writer is None:
+            raise rexc.ConnectionError("the connection was closed by a cluster topology refresh")
+        writer.writelines(command)
+        await writer.drain()
+
+
+_CONNECTION_CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def _cluster_connection(cls: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``cls`` packing with hiredis (as for one server, :mod:`packing`) and sending safely."""
     from chatlog.eventstore.packing import hiredis_packing
 
+    if cls not in _CONNECTION_CLASSES:
+        packed = hiredis_packing(cls)
+        _CONNECTION_CLASSES[cls] = type(f"Cluster{packed.__name__}", (_SafeSend, packed), {})
+    return _CONNECTION_CLASSES[cls]
+
+
+def _pack_with_hiredis(client: RedisCluster) -> None:
+    """Use :func:`_cluster_connection`; nodes found later are built from these kwargs."""
     kwargs = client.nodes_manager.connection_kwargs
-    kwargs["connection_class"] = hiredis_packing(kwargs["connection_class"])
+    kwargs["connection_class"] = _cluster_connection(kwargs["connection_class"])
     for node in client.nodes_manager.startup_nodes.values():
-        node.connection_class = hiredis_packing(node.connection_class)  # type: ignore[assignment]
+        node.connection_class = _cluster_connection(node.connection_class)  # type: ignore[assignment]
 
 
 def _host_port(seed: str) -> tuple[str, int]:
@@ -133,10 +162,14 @@ async def close_client(client: Any) -> None:
 
 
 async def refresh_topology(client: Any) -> None:
-    """After a connection failure: forget the nodes, so the next command rediscovers them."""
+    """After a connection failure: rediscover the nodes before the next command.
+
+    The flag redis-py itself sets after a failed single command; unlike
+    ``aclose()`` it does not cut the connections other tasks are using (a
+    pipeline that failed on a dead node does not set it by itself).
+    """
     if isinstance(client, RedisCluster):
-        with contextlib.suppress(Exception):
-            await client.aclose()
+        client._initialize = True
 
 
 # -- reads ---------------------------------------------------------------------------
