@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,13 +84,34 @@ async def rebuild(ctx: click.Context, processes: bool, quiet: bool) -> None:
     from the new checkpoint by itself. Interrupted at any moment (Ctrl-C,
     kill -9), the live model is untouched; the next rebuild starts clean.
     """
+    from chatlog.projections.rebuild import RebuildInterrupted
     from chatlog.projections.rebuild import rebuild as rebuild_models
 
     settings = settings_from(ctx)
-    async with open_store(settings) as opened:
-        with _progress("rebuild", quiet) as update:
-            result = await rebuild_models(opened.store, settings.sqlite_path,
-                                          on_progress=update, processes=processes)
+    # Ctrl-C sets `stop` (checked between chunks and before the switch) as well as
+    # cancelling: the rebuild stops without switching however the signal lands.
+    stop = threading.Event()
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+
+    def interrupt() -> None:
+        stop.set()
+        if task is not None:
+            task.cancel()
+
+    loop.add_signal_handler(signal.SIGINT, interrupt)
+    try:
+        async with open_store(settings) as opened:
+            with _progress("rebuild", quiet) as update:
+                result = await rebuild_models(opened.store, settings.sqlite_path,
+                                              on_progress=update, processes=processes,
+                                              stop=stop)
+    except (asyncio.CancelledError, RebuildInterrupted):
+        if stop.is_set():
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
     rate = result.events / result.seconds if result.seconds > 0 else 0.0
     click.echo(f"rebuilt {settings.sqlite_path}: {result.events:,} events in "
                f"{result.seconds:.1f} s ({rate:,.0f} events/s), at {result.checkpoint}")

@@ -10,6 +10,8 @@ from pathlib import Path
 from chatlog.eventstore.codec import START, Cursor
 from chatlog.projections.base import Projection
 
+#: Page cache of the projector's connection (KiB).
+WRITER_CACHE_KIB = 65_536
 #: How long a writer waits for another writer's lock (a rebuild's switch holds it).
 BUSY_TIMEOUT_MS = 60_000
 
@@ -40,6 +42,9 @@ def connect_writer(path: Path) -> sqlite3.Connection:
                            timeout=BUSY_TIMEOUT_MS / 1000)
     _when_unlocked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
     conn.execute("PRAGMA synchronous=NORMAL")
+    # Live inserts land at random places of the messages index; with SQLite's
+    # 2 MiB default cache a large model makes every batch read pages from disk.
+    conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # A rebuild's switch writes the whole model through the WAL; do not keep it that big.
     conn.execute("PRAGMA journal_size_limit=67108864")

@@ -35,6 +35,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -59,6 +60,12 @@ CHUNK = 5_000
 COMMIT_EVERY = 200_000
 
 Progress = Callable[[int, int], None]
+
+
+class RebuildInterrupted(ProjectionError):
+    """The rebuild was asked to stop (its ``stop`` event was set); nothing was switched."""
+
+    title = "Rebuild interrupted"
 
 
 class RebuildRunning(ProjectionError):
@@ -118,8 +125,10 @@ class _Writer:
 
     def __init__(self, conn: sqlite3.Connection, bulk: Sequence[Any],
                  plain: Sequence[tuple[Projection, frozenset[bytes] | None]],
-                 partitions: int, on_progress: Progress | None, total: int) -> None:
+                 partitions: int, on_progress: Progress | None, total: int,
+                 stop: threading.Event | None) -> None:
         self.conn = conn
+        self.stop = stop
         self.bulk = bulk
         self.plain = plain
         self.positions = [START] * partitions
@@ -134,6 +143,9 @@ class _Writer:
     def write(self, msg: tuple[Any, ...]) -> None:
         if self.stopped:
             raise asyncio.CancelledError()
+        if self.stop is not None and self.stop.is_set():
+            raise RebuildInterrupted("the rebuild was interrupted; the live read model is "
+                                     "untouched")
         conn = self.conn
         if msg[0] == "done":
             for proj, final in zip(self.bulk, msg[1], strict=True):
@@ -175,6 +187,7 @@ async def build(
     on_progress: Progress | None = None,
     chunk: int = CHUNK,
     processes: bool = False,
+    stop: threading.Event | None = None,
 ) -> BuildResult:
     """Build a complete read model of the whole log in a fresh file at ``path``.
 
@@ -208,7 +221,7 @@ async def build(
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild") as executor:
         conn = await loop.run_in_executor(executor, _open_bulk, path)
-        writer = _Writer(conn, bulk, plain, store.partitions, on_progress, total)
+        writer = _Writer(conn, bulk, plain, store.partitions, on_progress, total, stop)
         try:
             def setup() -> None:
                 _db.create_all(conn, projections, indexes=False)
@@ -312,10 +325,14 @@ async def rebuild(
     on_progress: Progress | None = None,
     chunk: int = CHUNK,
     processes: bool = False,
+    stop: threading.Event | None = None,
 ) -> BuildResult:
     """Rebuild every read model of ``live`` from the log and switch to it.
 
-    Raises :class:`RebuildRunning` when another rebuild is in progress.
+    Raises :class:`RebuildRunning` when another rebuild is in progress, and
+    :class:`RebuildInterrupted` when ``stop`` is set before the switch (it is
+    checked between chunks, from any thread or a signal handler; a stop
+    during the switch itself leaves the old model or the new one, never a mix).
     """
     if projections is None:
         from chatlog.projections.registry import default_projections
@@ -328,7 +345,11 @@ async def rebuild(
         _remove_db(temp)
         try:
             result = await build(store, temp, projections, on_progress=on_progress, chunk=chunk,
-                                 processes=processes)
+                                 processes=processes, stop=stop)
+            if stop is not None and stop.is_set():
+                raise RebuildInterrupted(
+                    "the rebuild was interrupted before the switch; the live read model is "
+                    "untouched")
             switching = time.perf_counter()
             await asyncio.to_thread(switch, temp, live)
             log.info("rebuild: switched in %.2f s", time.perf_counter() - switching)
