@@ -135,7 +135,11 @@ def test_chatlog_migrate_command(
     assert (again["copied"], again["skipped"]) == (0, 5)
     status = chatlog("--redis-url", cluster_url, "--partitions", "16", "status", "--json")
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["length"] == 5
+    doc = json.loads(status.stdout)
+    assert doc["length"] == 5
+    assert len(doc["cluster"]["masters"]) == 3  # where each partition lives now
+    assert set(doc["cluster"]["partitions"].values()) == set(doc["cluster"]["masters"])
+    assert len(doc["cluster"]["partitions"]) == 16
     bad = chatlog("migrate", "--to", "redis+cluster://", "--quiet")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "names no node" in bad.stderr

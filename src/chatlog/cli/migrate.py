@@ -1,17 +1,23 @@
-"""``chatlog migrate``: copy the log to another deployment (one server → a cluster)."""
+"""``chatlog migrate``: copy the log to another deployment (one server → a cluster).
+
+Also adds the cluster section to ``chatlog status``: which node serves each partition.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
 from chatlog.cli._app import cli, run_async, settings_from
+from chatlog.cli.log import STATUS_SECTIONS
 from chatlog.eventstore.migration import MigrationProgress
 from chatlog.eventstore.migration import migrate as copy_log
 from chatlog.eventstore.runtime import open_store
 from chatlog.eventstore.store import EventStore
+from chatlog.settings import Settings
 
 
 @cli.command()
@@ -81,3 +87,13 @@ class _NoBar:
 
     def update(self, n: int) -> None:
         return None
+
+
+async def _cluster_section(settings: Settings, store: EventStore) -> dict[str, Any]:
+    from chatlog.eventstore.cluster import placement
+
+    where = await placement(store)
+    return {"cluster": where} if where else {}
+
+
+STATUS_SECTIONS.append(_cluster_section)

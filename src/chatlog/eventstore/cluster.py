@@ -172,6 +172,20 @@ async def refresh_topology(client: Any) -> None:
         client._initialize = True
 
 
+async def placement(store: EventStore) -> dict[str, Any]:
+    """Which node serves each partition now (``{}`` on one server), for ``chatlog status``."""
+    client = store.redis
+    if not isinstance(client, RedisCluster):
+        return {}
+    await client.initialize()
+    where = {}
+    for p in range(store.partitions):
+        node = client.get_node_from_key(store.keys.log(p))
+        where[f"p{p}"] = node.name if node is not None else None
+    masters = sorted(n.name for n in client.get_primaries())
+    return {"masters": masters, "partitions": where}
+
+
 # -- reads ---------------------------------------------------------------------------
 
 
