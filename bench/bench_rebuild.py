@@ -59,6 +59,8 @@ def _args() -> argparse.Namespace:
         p.add_argument("--events", type=int, default=None,
                        help="message events in the log (default 1,000,000; 100,000 with --quick)")
         p.add_argument("--threads", type=int, default=10_000, help="threads (default 10,000)")
+        p.add_argument("--batch", type=int, default=None,
+                       help="the live projector's batch size (default: the Projector's)")
         p.add_argument("--projects", type=int, default=10, help="projects (default 10)")
         p.add_argument("--child", nargs=4, metavar=("URL", "PATH", "OUT", "PROCS"),
                        help=argparse.SUPPRESS)
@@ -237,13 +239,16 @@ def child_append(url: str, seconds: str, out: str) -> None:
     Path(out).write_text(json.dumps(doc))
 
 
-async def live_lag(url: str, path: Path, seconds: float) -> dict[str, float]:
+async def live_lag(url: str, path: Path, seconds: float,
+                   batch: int | None = None) -> dict[str, float]:
     """The projector (this process) follows appends made by another process; sample its lag."""
     store = await EventStore.open(url, prefix=PREFIX)
     worst = 0.0
     out = path.with_suffix(".append.json")
     try:
-        async with Projector(store, path, [ConversationsProjection()], block=0.2) as projector:
+        extra: dict[str, Any] = {} if batch is None else {"batch_size": batch}
+        async with Projector(store, path, [ConversationsProjection()], block=0.2,
+                             **extra) as projector:
             await projector.catch_up()
 
             async def sampler() -> None:
@@ -302,7 +307,8 @@ def main() -> None:
                   f"rebuild {rb[-1]:,.0f}/s (peak RSS {rss[-1]:.0f} MB)  "
                   f"rebuild --processes {rbp[-1]:,.0f}/s (peak RSS {rssp[-1]:.0f} MB)",
                   flush=True)
-        lag = asyncio.run(live_lag(server.url, scratch / "live0.sqlite", args.duration))
+        lag = asyncio.run(live_lag(server.url, scratch / "live0.sqlite", args.duration,
+                                   args.batch))
     best_xr, best_sq, best_rb = max(xr), max(sq), max(rb)
     rows.append(metric("raw redis-py XRANGE (ceiling 1)", xr, "entries/s"))
     rows.append(metric("raw sqlite3 executemany + indexes (ceiling 2)", sq, "rows/s"))

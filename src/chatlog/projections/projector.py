@@ -58,7 +58,7 @@ class Projector:
         path: Path,
         projections: Sequence[Projection] | None = None,
         *,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         block: float = 1.0,
         retry_delay: float = 1.0,
         wait_timeout: float = 5.0,
@@ -278,7 +278,16 @@ class Projector:
                 self._committed, self._counts = found, counts
                 raise _Moved()
             done = [parse_position(pos) for pos in found.positions]
-            fresh = [e for e in events if parse_position(e.position) > done[e.partition]]
+            # A partition's events come in log order: once one is past the
+            # checkpoint, the rest of that partition's are too.
+            past = [False] * self._partitions
+            fresh = []
+            for e in events:
+                if not past[e.partition]:
+                    if parse_position(e.position) <= done[e.partition]:
+                        continue
+                    past[e.partition] = True
+                fresh.append(e)
             for proj in self.projections:
                 wanted = getattr(proj, "event_types", None)
                 mine = fresh if wanted is None else [e for e in fresh if e.type in wanted]
