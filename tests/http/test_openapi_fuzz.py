@@ -58,3 +58,16 @@ def test_openapi_operations_never_fail_or_break_the_schema(case, served: str) ->
     if case.query and "timeout" in case.query:
         case.query["timeout"] = 0.05  # long-polls: keep the run bounded
     case.call_and_validate(base_url=served, checks=CHECKS, timeout=15)
+
+
+def test_an_overlong_url_is_a_414_problem(served: str) -> None:
+    """aiohttp's own line limit would answer a plain-text 400; chatlog answers problem+json."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{served}/v1/events?types={'x' * 20_000}", timeout=10)
+    assert err.value.code == 414
+    assert err.value.headers["Content-Type"].startswith("application/problem+json")
+    assert "at most 8192" in json.loads(err.value.read())["detail"]

@@ -19,7 +19,7 @@ from chatlog.http.auth import TokenRegistry
 from chatlog.http.fanout import Fanout
 from chatlog.http.metrics import Metrics
 from chatlog.http.openapi import with_document
-from chatlog.http.problems import make_problem_middleware
+from chatlog.http.problems import SERVER_LINE_LIMIT, make_problem_middleware
 from chatlog.http.static_files import static_routes
 from chatlog.settings import Settings
 
@@ -137,7 +137,13 @@ def create_app(
 @contextlib.asynccontextmanager
 async def running(app: web.Application, host: str, port: int) -> AsyncIterator[web.AppRunner]:
     """Serve ``app`` on ``host:port`` until the block ends (then stop it cleanly)."""
-    runner = web.AppRunner(app, shutdown_timeout=5.0, access_log=None)
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=5.0,
+        access_log=None,
+        max_line_size=SERVER_LINE_LIMIT,
+        max_field_size=SERVER_LINE_LIMIT,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

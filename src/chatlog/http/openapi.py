@@ -30,6 +30,7 @@ _ERROR_TEXT = {
     409: "Conflict (version, idempotency or workflow state)",
     410: "The position was trimmed from the log",
     413: "The request body is too large",
+    414: "The URL is too long",
     503: "Redis or a needed part unavailable; retry after Retry-After seconds",
 }
 
@@ -101,7 +102,7 @@ def build(endpoints: Sequence[Endpoint], *, title: str, version: str) -> dict[st
                 if model is not None else {media: {"schema": {"type": "string"}}}
             )
             responses[str(status)] = {"description": text, "content": content}
-        errors = {400, 503, *ep.errors}
+        errors = {400, 414, 503, *ep.errors}
         if ep.auth:
             errors |= {401, 403}
         if ep.body is not None:

@@ -22,6 +22,11 @@ from chatlog.errors import ChatlogError
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
+#: URLs longer than this are answered 414 as problem+json. The server's own
+#: line limit (``SERVER_LINE_LIMIT``) is higher, so such a request reaches
+#: this middleware instead of getting aiohttp's plain-text 400.
+MAX_URL_BYTES = 8_192
+SERVER_LINE_LIMIT = 65_536
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Called with each answered status (the metrics count them).
@@ -37,6 +42,7 @@ _TITLES = {
     409: "Conflict",
     410: "Gone",
     413: "Request body too large",
+    414: "URL too long",
     415: "Unsupported media type",
     500: "Internal error",
     503: "Service unavailable",
@@ -105,7 +111,10 @@ def from_http_error(exc: web.HTTPException) -> web.Response:
         return problem(405, f"method not allowed here; allowed: {allowed or 'none'}",
                        headers={"Allow": allowed})
     detail = exc.text or exc.reason
-    return problem(status, detail, title=exc.reason, headers=dict(exc.headers))
+    # The exception's own Content-Type (text/plain when it has a text) gives way
+    # to problem+json.
+    headers = {k: v for k, v in exc.headers.items() if k.lower() != "content-type"}
+    return problem(status, detail, title=exc.reason, headers=headers)
 
 
 def make_problem_middleware(on_status: StatusHook | None = None) -> Any:
@@ -114,6 +123,11 @@ def make_problem_middleware(on_status: StatusHook | None = None) -> Any:
     @web.middleware
     async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
+            if len(request.raw_path) > MAX_URL_BYTES:
+                raise web.HTTPRequestURITooLong(
+                    text=f"the URL is {len(request.raw_path)} bytes long; at most "
+                    f"{MAX_URL_BYTES} are accepted"
+                )
             response = await handler(request)
         except ChatlogError as exc:
             response = from_error(exc)
