@@ -98,3 +98,19 @@ async def test_a_cancelled_tail_stops(store: EventStore) -> None:
         done, _ = await asyncio.wait({task}, timeout=10)
         assert task in done, "the tail ran on after it was cancelled"
         assert task.cancelled()
+
+
+async def test_tail_raw_yields_undecoded_entries_in_order(store: EventStore) -> None:
+    got: list[tuple[int, bytes, dict[bytes, bytes]]] = []
+
+    async def collect() -> None:
+        async for raw in store.tail_raw(Cursor.start(1), block=0.2):
+            got.extend(raw)
+            if len(got) >= 5:
+                return
+
+    task = asyncio.create_task(collect())
+    results = [await store.append_one(message(content=str(i))) for i in range(5)]
+    await asyncio.wait_for(task, 20)
+    assert [pos.decode() for _, pos, _ in got] == [r.position for r in results]
+    assert all(p == 0 and b"/thread/" in fields[b"a"] for p, _, fields in got)

@@ -593,7 +593,32 @@ class EventStore:
             ):
                 yield merged
             return
+        async for raw in self.tail_raw(
+            cursor, partitions=wanted, block=block, count=count, on_idle=on_idle
+        ):
+            yield [decode_entry(p, pos, fields) for p, pos, fields in raw]
+
+    async def tail_raw(
+        self,
+        cursor: Cursor | None = None,
+        *,
+        partitions: Sequence[int] | None = None,
+        block: float = 1.0,
+        count: int = 1000,
+        on_idle: Callable[[], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[list[tuple[int, bytes, dict[bytes, bytes]]]]:
+        """Like :meth:`tail`, but ``(partition, position, fields)`` undecoded.
+
+        For consumers that want a few event types out of many: they can skip an
+        entry by its ``a`` (aggregate) or ``t`` (type) field without paying for
+        decoding it. On a cluster it reads one partition.
+        """
+        cursor = cursor or Cursor.start(self.partitions)
+        wanted = list(partitions) if partitions is not None else list(range(self.partitions))
+        if self.is_cluster and len(wanted) > 1:
+            raise InvalidInput("tail_raw reads one partition at a time on a cluster")
         client = self._tail_redis or self.redis
+        by_key = {self.keys.log(p): p for p in wanted}
         backoff = 0.05
         checked = False
         while True:
@@ -617,15 +642,12 @@ class EventStore:
                 if on_idle is not None:
                     await on_idle()
                 continue
-            batch: list[RecordedEvent] = []
-            by_key = {self.keys.log(p): p for p in wanted}
+            batch: list[tuple[int, bytes, dict[bytes, bytes]]] = []
             for key, entries in _stream_items(reply):
-                p = by_key[key.decode() if isinstance(key, bytes) else key]
-                for pos, fields in entries:
-                    batch.append(decode_entry(p, pos, fields))
+                p = by_key[_text(key)]
+                batch.extend((p, pos, fields) for pos, fields in entries)
                 if entries:
-                    last = entries[-1][0]
-                    cursor = cursor.advanced(p, last.decode() if isinstance(last, bytes) else last)
+                    cursor = cursor.advanced(p, _text(entries[-1][0]))
             if batch:
                 yield batch
 

@@ -183,14 +183,19 @@ class PartitionTailer:
 
     async def _follow(self) -> None:
         cursor = Cursor.start(self.store.partitions).advanced(self.partition, self.position)
-        tail = self.store.tail(
+        # Raw entries: only workflow events are decoded (most of a busy log is messages).
+        marker = b"/workflow/"
+        tail = self.store.tail_raw(
             cursor, partitions=[self.partition], block=self.block, on_idle=check_cancelled
         )
         try:
-            async for batch in tail:
+            async for raw in tail:
                 raise_if_cancelling()
-                self.position = batch[-1].position
-                workflow = [e for e in batch if e.aggregate_type == "workflow"]
+                last = raw[-1][1]
+                self.position = last.decode() if isinstance(last, bytes) else last
+                workflow = [
+                    decode_entry(p, pos, fields) for p, pos, fields in raw if marker in fields[b"a"]
+                ]
                 if workflow:
                     self.on_events(workflow)
         finally:
