@@ -49,6 +49,41 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 Client: TypeAlias = aioredis.Redis | RedisCluster
 T = TypeVar("T")
 
+#: Entry point of one append. KEYS[1] stream, KEYS[2] versions hash, KEYS[3]
+#: aggregate index, KEYS[3+i] event i's id key (read only when it is flagged).
+#: ARGV[1] aggregate, ARGV[2] expected version (-1: any), ARGV[3] idempotency
+#: window in ms, ARGV[4] n events, then 4 per event: id, flagged, type, body.
+APPEND_ONE = """
+return append(KEYS[1], KEYS[2], ARGV[3], KEYS[3], ARGV[1], tonumber(ARGV[2]),
+  tonumber(ARGV[4]), 5, 4)
+"""
+
+#: Entry point of a group commit to one partition. KEYS[1] stream, KEYS[2]
+#: versions hash, then per append its index key and its events' id keys.
+#: ARGV[1] idempotency window in ms, ARGV[2] number of appends, then per
+#: append: aggregate, expected version, n events, then 4 per event.
+#: Returns per append: its status, the count c of values that follow, those
+#: values; an error in one append (a WRONGTYPE key, say) is its own 'err'
+#: and does not touch the others.
+APPEND_MANY = """
+local out = {}
+local k, a = 3, 3
+for _ = 1, tonumber(ARGV[2]) do
+  local n = tonumber(ARGV[a + 2])
+  local ok, res = pcall(append, KEYS[1], KEYS[2], ARGV[1], KEYS[k], ARGV[a],
+    tonumber(ARGV[a + 1]), n, a + 3, k + 1)
+  if not ok then
+    res = {'err', type(res) == 'table' and (res.err or '?') or tostring(res)}
+  end
+  out[#out + 1] = res[1]
+  out[#out + 1] = #res - 1
+  for i = 2, #res do out[#out + 1] = res[i] end
+  k = k + 1 + n
+  a = a + 3 + 4 * n
+end
+return out
+"""
+
 _TRIM_LUA = """
 local last = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[1], '-', 'COUNT', 1)
 if #last == 0 then return {0, redis.call('GET', KEYS[2]) or ''} end
@@ -162,10 +197,9 @@ class EventStore:
         self.idempotency_window_ms = int(idempotency_window * 1000)
         self._tail_redis = tail_redis
         self._max_batch = max_batch
-        source = resources.files("chatlog.eventstore").joinpath("append.lua").read_text()
-        self._append_script = redis.register_script(source)
-        many = resources.files("chatlog.eventstore").joinpath("append_many.lua").read_text()
-        self._append_many_script = redis.register_script(many)
+        lib = resources.files("chatlog.eventstore").joinpath("append.lua").read_text()
+        self._append_script = redis.register_script(lib + APPEND_ONE)
+        self._append_many_script = redis.register_script(lib + APPEND_MANY)
         self._trim_script = redis.register_script(_TRIM_LUA)
         self._read_aggregate_script = redis.register_script(_READ_AGGREGATE_LUA)
         self._pending: list[_Pending] = []
@@ -411,7 +445,7 @@ class EventStore:
         return await self._run_grouped(batch)
 
     async def _run_grouped(self, batch: list[_Pending]) -> list[Any]:
-        """A group commit as one ``append_many.lua`` call per partition, not one per append.
+        """A group commit as one ``APPEND_MANY`` call per partition, not one per append.
 
         Each append stays all-or-nothing and independent of the others; the
         server runs one script instead of hundreds and the client packs and
@@ -450,7 +484,7 @@ class EventStore:
                 for i in members:  # per append: status, count c, then c values
                     count = int(result[j + 1])
                     reply = [result[j], *result[j + 2 : j + 2 + count]]
-                    if reply[0] == b"err":  # what append.lua's own failure would have been
+                    if reply[0] == b"err":  # what APPEND_ONE's own failure would have been
                         replies[i] = rexc.ResponseError(bytes(reply[1]).decode(errors="replace"))
                     else:
                         replies[i] = reply
