@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from chatlog.events import RecordedEvent
 from chatlog.projections.models import ProjectSummary
 
 POSITION_PATTERN = r"^\d{1,20}-\d{1,20}$"
@@ -125,21 +126,11 @@ class MessageAccepted(Out):
 # -- events ----------------------------------------------------------------------
 
 
-class EventOut(Out):
-    """An event as stored in the log."""
+class EventOut(RecordedEvent):
+    """An event as stored in the log, with the cursor that resumes after it."""
 
-    id: uuid.UUID
-    type: str
-    project: uuid.UUID
-    project_name: str
-    aggregate_type: str
-    aggregate_id: str
-    version: int
-    partition: int
-    position: str
-    time: datetime
-    data: dict[str, Any]
-    schema_version: int
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     cursor: str = Field(description="Resume after this event: pass as `after` or Last-Event-ID")
 
 
