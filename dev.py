@@ -59,11 +59,16 @@ def ensure_venv(extras: str) -> None:
     STAMP.write_text(want)
 
 
-def ensure_chromium() -> None:
-    """The browser tests drive Debian's chromium; install it when it is missing."""
-    if shutil.which("chromium") or not _have_root_apt():
-        return
-    _apt_install("chromium")
+#: Test-only programs from Debian: the browser tests drive chromium, and the
+#: event-log contract also runs against a real Redis 7 (redis-server).
+TEST_PROGRAMS = {"chromium": "chromium", "redis-server": "redis-server"}
+
+
+def ensure_test_programs() -> None:
+    """Install the test-only Debian packages that are missing (as root, with apt)."""
+    missing = [pkg for cmd, pkg in TEST_PROGRAMS.items() if not shutil.which(cmd)]
+    if missing and _have_root_apt():
+        _apt_install(*missing)
 
 
 def main(argv: list[str]) -> int:
@@ -83,7 +88,7 @@ def _main(argv: list[str]) -> int:
         ensure_venv("")
         os.execv(str(VENV / "bin" / "chatlog"), ["chatlog", "serve", *rest])
     ensure_venv("test,bench")
-    ensure_chromium()
+    ensure_test_programs()
     os.chdir(ROOT)
     failed = []
     for name, check in (("ruff", ["ruff", "check", "src", "tests", "bench"]), ("mypy", ["mypy"])):

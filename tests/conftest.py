@@ -13,6 +13,7 @@ themselves stay on one server.
 from __future__ import annotations
 
 import inspect
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -35,6 +36,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+REDIS_SERVER = shutil.which("redis-server")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run the store contract tests on one server and on the cluster."""
     if "log_backend" not in metafunc.fixturenames:
@@ -48,11 +52,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     if not direct & {"store", "store_factory"} or direct & {"redis_url", "valkey_factory"}:
         return
-    metafunc.parametrize(
-        "log_backend",
-        ["single", pytest.param("cluster", marks=pytest.mark.cluster)],
-        indirect=True,
-    )
+    backends = ["single", pytest.param("cluster", marks=pytest.mark.cluster)]
+    if in_contract:
+        # The same contract on Redis 7 (Debian's redis-server), so nothing
+        # Valkey-only slips onto the default path.
+        backends.append(pytest.param("redis7", marks=pytest.mark.skipif(
+            REDIS_SERVER is None, reason="redis-server is not installed (dev.py installs it)")))
+    metafunc.parametrize("log_backend", backends, indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +99,15 @@ def session_cluster(short_tmp: Path) -> Iterator[LocalCluster]:
         yield cluster
 
 
+@pytest.fixture(scope="session")
+def session_redis7(short_tmp: Path) -> Iterator[EmbeddedValkey]:
+    """A real Redis (7.x from Debian), started like the embedded default, stopped by pid."""
+    assert REDIS_SERVER is not None
+    server = EmbeddedValkey(short_tmp / "redis7", binary=Path(REDIS_SERVER)).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def cluster_url(session_cluster: LocalCluster) -> str:
     """``redis+cluster://`` URL of the session cluster (isolate with ``key_prefix``)."""
@@ -109,6 +124,9 @@ def log_backend(request: pytest.FixtureRequest) -> str:
 def redis_url(log_backend: str, request: pytest.FixtureRequest) -> str:
     if log_backend == "cluster":
         return str(request.getfixturevalue("cluster_url"))
+    if log_backend == "redis7":
+        redis7: EmbeddedValkey = request.getfixturevalue("session_redis7")
+        return redis7.url
     server: EmbeddedValkey = request.getfixturevalue("session_valkey")
     return server.url
 

@@ -14,7 +14,10 @@ from tests.http.conftest import post_message, read_sse
 
 
 async def test_metrics_count_appends_errors_and_subscribers(client) -> None:
-    await post_message(client, "M", "one")
+    sent = await post_message(client, "M", "one")
+    # the projection has it before the lag is read (read-your-writes)
+    caught_up = await client.get(f"/v1/projects/M/threads?min_position={sent['position']}")
+    assert caught_up.status == 200
     await client.post("/v1/projects/M/messages", data=b"{")
     stream = await client.get("/v1/events/stream")
     await read_sse(stream, 1)
@@ -22,6 +25,7 @@ async def test_metrics_count_appends_errors_and_subscribers(client) -> None:
     assert 'chatlog_appends_total{outcome="created"} 1.0' in text
     assert 'chatlog_http_errors_total{status="400"} 1.0' in text
     assert 'chatlog_http_responses_total{status="201"} 1.0' in text
+    assert 'chatlog_http_responses_total{status="200"} 1.0' in text
     assert "chatlog_sse_subscribers 1.0" in text
     assert "chatlog_projection_lag_events 0.0" in text
     stream.close()

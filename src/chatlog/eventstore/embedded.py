@@ -90,11 +90,14 @@ class EmbeddedValkey:
         host: str = "127.0.0.1",
         fsync: str = "always",
         extra_args: list[str] | None = None,
+        binary: Path | None = None,
     ) -> None:
         self.dir = Path(data_dir).resolve()
         self.host = host
         self.fsync = fsync
         self.extra_args = extra_args or []
+        #: Another server binary (a redis-server, say); default: the bundled valkey-server.
+        self.binary = binary
         self.pidfile = self.dir / "valkey.pid"
         self.logfile = self.dir / "valkey.log"
         self.socket: Path | None = None
@@ -149,7 +152,7 @@ class EmbeddedValkey:
             raise EmbeddedServerError(
                 f"port {self.host}:{self.port} is in use; choose another port for Valkey"
             )
-        binary = valkey_binary()
+        binary = self.binary or valkey_binary()
         if not binary.exists():
             raise EmbeddedServerError(f"valkey-server binary not found at {binary}")
         args = [
