@@ -31,6 +31,15 @@ from chatlog.eventstore.codec import START, Cursor, decode_entry, encode_body, p
 from chatlog.eventstore.keys import Keys, partition_of
 from chatlog.eventstore.packing import hiredis_packing
 from chatlog.eventstore.replication import run_replicated
+from chatlog.eventstore.scripts import (
+    APPEND_MANY,
+    APPEND_ONE,
+    READ_AGGREGATE,
+    TRIM,
+    raise_if_cancelled,
+    stream_items,
+    text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,60 +57,6 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 #: A client for one server or for a cluster (``redis+cluster://``).
 Client: TypeAlias = aioredis.Redis | RedisCluster
 T = TypeVar("T")
-
-#: Entry point of one append. KEYS[1] stream, KEYS[2] versions hash, KEYS[3]
-#: aggregate index, KEYS[3+i] event i's id key (read only when it is flagged).
-#: ARGV[1] aggregate, ARGV[2] expected version (-1: any), ARGV[3] idempotency
-#: window in ms, ARGV[4] n events, then 4 per event: id, flagged, type, body.
-APPEND_ONE = """
-return append(KEYS[1], KEYS[2], ARGV[3], KEYS[3], ARGV[1], tonumber(ARGV[2]),
-  tonumber(ARGV[4]), 5, 4)
-"""
-
-#: Entry point of a group commit to one partition. KEYS[1] stream, KEYS[2]
-#: versions hash, then per append its index key and its events' id keys.
-#: ARGV[1] idempotency window in ms, ARGV[2] number of appends, then per
-#: append: aggregate, expected version, n events, then 4 per event.
-#: Returns per append: its status, the count c of values that follow, those
-#: values; an error in one append (a WRONGTYPE key, say) is its own 'err'
-#: and does not touch the others.
-APPEND_MANY = """
-local out = {}
-local k, a = 3, 3
-for _ = 1, tonumber(ARGV[2]) do
-  local n = tonumber(ARGV[a + 2])
-  local ok, res = pcall(append, KEYS[1], KEYS[2], ARGV[1], KEYS[k], ARGV[a],
-    tonumber(ARGV[a + 1]), n, a + 3, k + 1)
-  if not ok then
-    res = {'err', type(res) == 'table' and (res.err or '?') or tostring(res)}
-  end
-  out[#out + 1] = res[1]
-  out[#out + 1] = #res - 1
-  for i = 2, #res do out[#out + 1] = res[i] end
-  k = k + 1 + n
-  a = a + 3 + 4 * n
-end
-return out
-"""
-
-_TRIM_LUA = """
-local last = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[1], '-', 'COUNT', 1)
-if #last == 0 then return {0, redis.call('GET', KEYS[2]) or ''} end
-local n = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
-redis.call('SET', KEYS[2], last[1][1])
-return {n, last[1][1]}
-"""
-
-_READ_AGGREGATE_LUA = """
-local ids = redis.call('LRANGE', KEYS[2], ARGV[1], ARGV[2])
-local out = {}
-for _, id in ipairs(ids) do
-  local e = redis.call('XRANGE', KEYS[1], id, id)
-  if e[1] then out[#out + 1] = e[1] else out[#out + 1] = {id} end
-end
-return out
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
@@ -200,8 +155,8 @@ class EventStore:
         lib = resources.files("chatlog.eventstore").joinpath("append.lua").read_text()
         self._append_script = redis.register_script(lib + APPEND_ONE)
         self._append_many_script = redis.register_script(lib + APPEND_MANY)
-        self._trim_script = redis.register_script(_TRIM_LUA)
-        self._read_aggregate_script = redis.register_script(_READ_AGGREGATE_LUA)
+        self._trim_script = redis.register_script(TRIM)
+        self._read_aggregate_script = redis.register_script(READ_AGGREGATE)
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._inline = False  # an append is in flight from its caller's task
@@ -561,7 +516,7 @@ class EventStore:
         for row in rows:
             if len(row) == 1:
                 horizon = await _guard(self.redis.get(self.keys.horizon(partition)))
-                raise PositionTrimmed(partition, _text(row[0]), _text(horizon))
+                raise PositionTrimmed(partition, text(row[0]), text(horizon))
             pos, flat = row
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
             events.append(decode_entry(partition, pos, fields))
@@ -577,7 +532,7 @@ class EventStore:
         """The last position of ``partition`` (``0-0`` when empty)."""
         self._check_partition(partition)
         last = await _guard(self.redis.xrevrange(self.keys.log(partition), "+", "-", 1))
-        return _text(last[0][0]) if last else START
+        return text(last[0][0]) if last else START
 
     async def heads(self) -> Cursor:
         pipe = self.redis.pipeline(transaction=False)
@@ -599,7 +554,7 @@ class EventStore:
 
     async def horizon(self, partition: int) -> str | None:
         raw = await _guard(self.redis.get(self.keys.horizon(partition)))
-        return _text(raw) if raw else None
+        return text(raw) if raw else None
 
     # -- tailing --------------------------------------------------------------------
 
@@ -665,23 +620,23 @@ class EventStore:
                 reply = await client.xread(streams, count=count, block=int(block * 1000))
                 backoff = 0.05
             except UNAVAILABLE as exc:
-                _raise_if_cancelled()
+                raise_if_cancelled()
                 log.warning("tail: %s; retrying in %.2f s from %s", exc, backoff, cursor)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
                 checked = False
                 continue
-            _raise_if_cancelled()
+            raise_if_cancelled()
             if not reply:
                 if on_idle is not None:
                     await on_idle()
                 continue
             batch: list[tuple[int, bytes, dict[bytes, bytes]]] = []
-            for key, entries in _stream_items(reply):
-                p = by_key[_text(key)]
+            for key, entries in stream_items(reply):
+                p = by_key[text(key)]
                 batch.extend((p, pos, fields) for pos, fields in entries)
                 if entries:
-                    cursor = cursor.advanced(p, _text(entries[-1][0]))
+                    cursor = cursor.advanced(p, text(entries[-1][0]))
             if batch:
                 yield batch
 
@@ -733,27 +688,6 @@ class EventStore:
                 )
             )
         return StoreStatus(server=server, version=version, url=self.url, partitions=parts)
-
-
-def _raise_if_cancelled() -> None:
-    """redis-py may finish a command whose task was cancelled and return normally,
-    swallowing the CancelledError; a retry loop must not run on after that."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _stream_items(reply: Any) -> list[tuple[Any, list[Any]]]:
-    """XREAD replies come as a list (RESP2) or a dict (RESP3)."""
-    if isinstance(reply, dict):
-        return [(k, v[0] if v and isinstance(v[0], list) else v) for k, v in reply.items()]
-    return [(k, v) for k, v in reply]
 
 
 def connect(url: str, *, blocking: bool = False) -> Client:
