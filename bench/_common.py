@@ -38,6 +38,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from _table import format_table
 from chatlog.events import MessageAppended, NewEvent
 from chatlog.eventstore import EmbeddedValkey
 from chatlog.identity import normalize_project_id
@@ -330,34 +331,6 @@ def metric(
         "runs": [round(r, 3) for r in runs],
         **extra,
     }
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool):
-        return "yes" if v else "NO"
-    if isinstance(v, float):
-        if abs(v) >= 100:
-            return f"{v:,.0f}"
-        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return "" if v is None else str(v)
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[_fmt(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-
-    def line(items: Sequence[str]) -> str:
-        padded = [
-            s.ljust(w) if i == 0 else s.rjust(w)
-            for i, (s, w) in enumerate(zip(items, widths, strict=True))
-        ]
-        return "  ".join(padded).rstrip()
-
-    out = [line(headers), line(["-" * w for w in widths])]
-    out.extend(line(r) for r in cells)
-    return "\n".join(out)
 
 
 def print_table(title: str, results: Sequence[dict[str, Any]]) -> None:

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _table import format_table
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV_PY = ROOT / ".venv" / "bin" / "python"
@@ -79,40 +81,19 @@ def run_one(python: str, path: Path, quick: bool, timeout: float) -> dict[str, A
     return last_json
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool):
-        return "yes" if v else "NO"
-    if isinstance(v, float):
-        if abs(v) >= 100:
-            return f"{v:,.0f}"
-        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return "" if v is None else str(v)
-
-
 def summary_table(outcomes: list[dict[str, Any]]) -> str:
     headers = ["bench", "metric", "best", "median", "unit", "ratio", "goal", "met"]
-    rows: list[list[str]] = []
+    rows: list[list[Any]] = []
     for o in outcomes:
         if "error" in o:
             rows.append([o["name"], f"FAILED: {o['error']}", "", "", "", "", "", ""])
             continue
         for r in o.get("results", []):
-            rows.append([_fmt(x) for x in (
+            rows.append([
                 o["name"], r.get("metric"), r.get("value"), r.get("median"), r.get("unit"),
                 r.get("ratio"), r.get("goal", ""), r.get("goal_met"),
-            )])
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(items: list[str]) -> str:
-        cells = [
-            s.ljust(w) if i < 2 or i == 4 else s.rjust(w)
-            for i, (s, w) in enumerate(zip(items, widths, strict=True))
-        ]
-        return "  ".join(cells).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+            ])
+    return format_table(headers, rows, left=(0, 1, 4))
 
 
 def main(argv: list[str] | None = None) -> int:
