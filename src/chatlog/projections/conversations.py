@@ -217,7 +217,10 @@ class ConversationsProjection:
             key = (project, ev.aggregate_id)
             known: bool | None = None
             if key not in fold.threads:
-                known = conn.execute(
+                # Version 1 is a thread's first event: no row can exist yet, so
+                # only later versions need the look-up (a new thread per message
+                # is the common case of a busy chat service).
+                known = ev.version > 1 and conn.execute(
                     "SELECT 1 FROM threads WHERE project = ? AND thread_id = ?", key
                 ).fetchone() is not None
             fold.add(project, ev.project_name, ev.aggregate_id, ev.version, str(ev.id),
