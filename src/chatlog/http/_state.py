@@ -10,10 +10,12 @@ from aiohttp import web
 
 from chatlog.errors import ChatlogError
 from chatlog.eventstore import EventStore
+from chatlog.http._routing import project_of
 from chatlog.http._sse import SseEncoder
 from chatlog.http.auth import TokenRegistry
 from chatlog.http.fanout import Fanout
 from chatlog.http.metrics import Metrics
+from chatlog.identity import ProjectKey
 from chatlog.settings import Settings
 
 #: Log reads (replay, SSE catch-up) in flight at once.
@@ -60,6 +62,17 @@ class AppState:
     reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_SLOTS))
     #: Each event's SSE encoding, made once for all subscribers.
     sse: SseEncoder = field(default_factory=SseEncoder)
+
+    def authorized_project(self, request: web.Request, *, write: bool = False) -> ProjectKey:
+        """The path's ``{project}``, normalised, once the caller's token may read it
+        (or write it): 401/403 otherwise. Every project-scoped endpoint asks here."""
+        principal = self.tokens.authenticate(request)
+        project = project_of(request, self.settings.project_namespace)
+        if write:
+            principal.require_write(project)
+        else:
+            principal.require_read(project)
+        return project
 
     def projector(self) -> Any:
         if self.services.projector is None:

@@ -10,7 +10,7 @@ from aiohttp import web
 from chatlog.errors import IdempotencyConflict
 from chatlog.events import SCHEMA_VERSION, MessageAppended, NewEvent, RecordedEvent
 from chatlog.eventstore import AppendResult, EventStore
-from chatlog.http._routing import Endpoint, project_of, read_body
+from chatlog.http._routing import Endpoint, read_body
 from chatlog.http._state import state
 from chatlog.http.models import MessageAccepted, PostMessage
 from chatlog.identity import normalize_thread_id
@@ -36,9 +36,7 @@ async def post_message(request: web.Request) -> web.Response:
     appended before writes nothing and answers 200 with the original answer.
     """
     st = state(request)
-    principal = st.tokens.authenticate(request)
-    project = project_of(request, st.settings.project_namespace)
-    principal.require_write(project)
+    project = st.authorized_project(request, write=True)
     body = await read_body(request, PostMessage)
     thread_id, _ = normalize_thread_id(body.thread_id)
     # The body was validated by PostMessage, whose rules include MessageAppended's

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from chatlog.errors import InvalidInput, NotFound
 from chatlog.eventstore import parse_position
-from chatlog.http._routing import Endpoint, json_response, project_of, read_query
+from chatlog.http._routing import Endpoint, json_response, read_query
 from chatlog.http._state import AppState, state
 from chatlog.http.models import MessagesQuery, ProjectsPage, ThreadsQuery
 from chatlog.identity import ProjectKey
@@ -51,9 +51,7 @@ async def list_projects(request: web.Request) -> web.Response:
 async def list_threads(request: web.Request) -> web.Response:
     """A project's conversation list, most recently active first."""
     st = state(request)
-    principal = st.tokens.authenticate(request)
-    project = project_of(request, st.settings.project_namespace)
-    principal.require_read(project)
+    project = st.authorized_project(request)
     q = read_query(request, ThreadsQuery)
     read_model = st.read_model()
     await wait_for_position(st, project, q.min_position)
@@ -64,9 +62,7 @@ async def list_threads(request: web.Request) -> web.Response:
 async def list_messages(request: web.Request) -> web.Response:
     """A thread's messages in order; 404 when the project has no such thread."""
     st = state(request)
-    principal = st.tokens.authenticate(request)
-    project = project_of(request, st.settings.project_namespace)
-    principal.require_read(project)
+    project = st.authorized_project(request)
     thread_id = request.match_info["thread_id"]
     q = read_query(request, MessagesQuery)
     read_model = st.read_model()

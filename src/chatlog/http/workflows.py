@@ -23,7 +23,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from chatlog.errors import InvalidInput
-from chatlog.http._routing import Endpoint, json_response, project_of, read_body, read_query
+from chatlog.http._routing import Endpoint, json_response, read_body, read_query
 from chatlog.http._state import state
 from chatlog.http.models import (
     CancelWorkflow,
@@ -52,9 +52,7 @@ ITEM = BASE + "/{workflow_id}"
 async def create_workflow(request: web.Request) -> web.Response:
     """Create a workflow; it waits for start until now + the start timeout."""
     st = state(request)
-    principal = st.tokens.authenticate(request)
-    project = project_of(request, st.settings.project_namespace)
-    principal.require_write(project)
+    project = st.authorized_project(request, write=True)
     body = await read_body(request, CreateWorkflow)
     orchestrator = st.orchestrator()
     view = await orchestrator.create_workflow(
@@ -69,9 +67,7 @@ Command = Callable[[Any, ProjectKey, str, Any], Awaitable[WorkflowView]]
 def _command(name: str, body_model: type[BaseModel], run: Command) -> Any:
     async def handler(request: web.Request) -> web.Response:
         st = state(request)
-        principal = st.tokens.authenticate(request)
-        project = project_of(request, st.settings.project_namespace)
-        principal.require_write(project)
+        project = st.authorized_project(request, write=True)
         body = await read_body(request, body_model)
         orchestrator = st.orchestrator()
         view = await run(orchestrator, project, request.match_info["workflow_id"], body)
@@ -114,9 +110,7 @@ async def _cancel(o: Any, p: ProjectKey, wid: str, b: CancelWorkflow) -> Workflo
 async def get_workflow(request: web.Request) -> web.Response:
     """State, deadline and history; ``wait_for=STATE[,STATE]`` long-polls up to ``timeout``."""
     st = state(request)
-    principal = st.tokens.authenticate(request)
-    project = project_of(request, st.settings.project_namespace)
-    principal.require_read(project)
+    project = st.authorized_project(request)
     q = read_query(request, WorkflowQuery)
     orchestrator = st.orchestrator()
     workflow_id = request.match_info["workflow_id"]
@@ -151,9 +145,7 @@ def _time(ms: int) -> datetime:
 async def list_workflows(request: web.Request) -> web.Response:
     """A project's workflows, most recently changed first (``state`` filters)."""
     st = state(request)
-    principal = st.tokens.authenticate(request)
-    project = project_of(request, st.settings.project_namespace)
-    principal.require_read(project)
+    project = st.authorized_project(request)
     q = read_query(request, WorkflowsQuery)
     if q.state is not None and q.state not in STATES:
         raise InvalidInput(
