@@ -65,7 +65,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _socket_answers(path: Path) -> bool:
+def socket_answers(path: Path) -> bool:
+    """True when something accepts connections on the unix socket ``path``."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         try:
@@ -133,7 +134,7 @@ class EmbeddedValkey:
                 )
             self.pidfile.unlink(missing_ok=True)
         if self.socket is not None and self.socket.exists():
-            if _socket_answers(self.socket):
+            if socket_answers(self.socket):
                 raise EmbeddedServerError(
                     f"socket {self.socket} is in use by another server; stop it, or use "
                     "another CHATLOG_DATA_DIR"

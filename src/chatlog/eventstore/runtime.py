@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from chatlog.eventstore.embedded import EmbeddedValkey, _socket_answers
+from chatlog.eventstore.embedded import EmbeddedValkey, socket_answers
 from chatlog.eventstore.store import EventStore
 from chatlog.settings import Settings
 
@@ -31,7 +31,7 @@ async def open_store(settings: Settings) -> AsyncIterator[OpenedStore]:
     url = settings.redis_url
     if url is None:
         candidate = EmbeddedValkey(settings.valkey_dir)
-        if candidate.socket is not None and _socket_answers(candidate.socket):
+        if candidate.socket is not None and socket_answers(candidate.socket):
             url = candidate.url  # a running chatlog serve owns it; share it
         else:
             embedded = candidate
