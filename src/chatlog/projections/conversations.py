@@ -134,12 +134,13 @@ class _Fold:
     """
 
     def __init__(self) -> None:
-        self.threads: dict[tuple[str, str], list[Any]] = {}
+        self.threads: dict[Any, list[Any]] = {}
         self.rows: list[tuple[Any, ...]] = []
         self.invalid = 0
 
-    def add(self, project: str, project_name: str, thread_id: str, version: int,
+    def add(self, key: Any, project: str, project_name: str, thread_id: str, version: int,
             message_id: str, data: Any, position: str, known_thread: bool | None) -> None:
+        """Fold one message of the thread ``key`` (any hashable naming it, one per thread)."""
         if not isinstance(data, dict):
             self.invalid += 1
             return
@@ -153,7 +154,6 @@ class _Fold:
                orjson.dumps(metadata).decode() if metadata else "{}",
                int(position.partition("-")[0]), position)
         self.rows.append(row)
-        key = (project, thread_id)
         thread = self.threads.get(key)
         if thread is None:
             self.threads[key] = [1, row, row, not known_thread, project_name]
@@ -161,8 +161,13 @@ class _Fold:
             thread[0] += 1
             thread[2] = row
 
-    def thread_rows(self, keys: Iterable[tuple[str, str]]) -> list[tuple[Any, ...]]:
-        return [_thread_row(k[0], k[1], self.threads[k]) for k in keys]
+    def thread_rows(self, keys: Iterable[Any]) -> list[tuple[Any, ...]]:
+        rows = []
+        for key in keys:
+            state = self.threads[key]
+            first = state[1]
+            rows.append(_thread_row(first[0], first[1], state))
+        return rows
 
     def project_rows(self) -> list[tuple[Any, ...]]:
         """Project rows (``_UPSERT_PROJECT``), sorted by project key.
@@ -173,7 +178,8 @@ class _Fold:
         (and their times) only grow, so its last time is the largest.
         """
         projects: dict[str, list[Any]] = {}
-        for (project, _), (added, first, last, new, name) in self.threads.items():
+        for added, first, last, new, name in self.threads.values():
+            project = first[0]
             acc = projects.get(project)
             if acc is None:
                 projects[project] = [name, int(new), added, first[_CREATED_MS],
@@ -223,7 +229,7 @@ class ConversationsProjection:
                 known = ev.version > 1 and conn.execute(
                     "SELECT 1 FROM threads WHERE project = ? AND thread_id = ?", key
                 ).fetchone() is not None
-            fold.add(project, ev.project_name, ev.aggregate_id, ev.version, str(ev.id),
+            fold.add(key, project, ev.project_name, ev.aggregate_id, ev.version, str(ev.id),
                      ev.data, ev.position, known)
         fold.write(conn)
 
@@ -271,17 +277,24 @@ class ConversationFold:
         fold.rows = []
         add = fold.add
         loads = orjson.loads
+        # A thread is keyed by its stream field ``a`` (``<project>/thread/<id>``),
+        # bytes as they came: a thread seen before needs no decoding, and its
+        # rows share its first row's strings.
         threads = fold.threads
         for pos, flat in entries:
             event_id, type_, aggregate, version, body = _fields(flat)
             if type_ != b"message.appended":
                 continue
-            project, _, thread_id = aggregate.decode().partition("/thread/")
-            if not thread_id:
-                continue
+            thread = threads.get(aggregate)
+            if thread is not None:
+                project, thread_id = thread[1][0], thread[1][1]
+            else:
+                project, _, thread_id = aggregate.decode().partition("/thread/")
+                if not thread_id:
+                    continue
             doc = loads(body)
-            add(project, doc["n"], thread_id, int(version), event_id.decode(), doc["d"],
-                pos.decode(), (project, thread_id) in threads)
+            add(aggregate, project, doc["n"], thread_id, int(version), event_id.decode(),
+                doc["d"], pos.decode(), False)
         return fold.rows
 
     def final(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
