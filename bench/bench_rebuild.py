@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sqlite3
 import subprocess
@@ -275,6 +276,16 @@ async def live_lag(url: str, path: Path, seconds: float,
     return {"append_rate": doc["rate"], "max_lag_s": worst, "drain_s": drain}
 
 
+def _settle() -> None:
+    """Untimed, before each measurement: write back what the last one left dirty.
+
+    A measurement that writes ~400 MB of SQLite pages leaves the kernel writing
+    them back for seconds after; that should not be charged to the next one.
+    """
+    os.sync()
+    time.sleep(0.5)
+
+
 def main() -> None:
     args = _args()
     if args.child:
@@ -294,12 +305,17 @@ def main() -> None:
         plan = _thread_plan(args.projects, args.threads)
         xr, sq, rb, rss, rbp, rssp = [], [], [], [], [], []
         for rep in range(args.reps):
+            _settle()
             xr.append(asyncio.run(raw_xrange(server.url)))
-            sq.append(raw_sqlite(scratch / f"raw{rep}.sqlite", args.events, plan))
+            raw = scratch / f"raw{rep}.sqlite"
+            sq.append(raw_sqlite(raw, args.events, plan))
+            raw.unlink()
+            _settle()
             live = scratch / f"live{rep}.sqlite"
             doc = chatlog_rebuild(server.url, live, processes=False)
             rb.append(doc["events"] / doc["seconds"])
             rss.append(doc["peak_rss_mb"])
+            _settle()
             doc = chatlog_rebuild(server.url, scratch / f"procs{rep}.sqlite", processes=True)
             rbp.append(doc["events"] / doc["seconds"])
             rssp.append(doc["peak_rss_mb"])
