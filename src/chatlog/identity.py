@@ -7,6 +7,8 @@ as it is. Thread ids that arrive as ``null`` in any spelling mean "new thread".
 
 from __future__ import annotations
 
+import os
+import threading
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -86,8 +88,46 @@ def is_new_thread(raw: str | None) -> bool:
     return raw is None or raw.strip().lower() in NULL_THREAD_SPELLINGS
 
 
+#: Random bytes fetched per getrandom call (a call per id showed in profiles of appends).
+_RANDOM_BATCH = 4096
+_VERSION_4 = (~(0xC000 << 48) & ~(0xF000 << 64)) & ((1 << 128) - 1)
+
+
+class _RandomPool:
+    """``os.urandom`` bytes handed out 16 at a time; emptied in a forked child so
+    two processes never hand out the same bytes."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.data = b""
+        self.at = 0
+
+    def take16(self) -> bytes:
+        with self.lock:
+            if self.at + 16 > len(self.data):
+                self.data, self.at = os.urandom(_RANDOM_BATCH), 0
+            at = self.at
+            self.at = at + 16
+            return self.data[at:at + 16]
+
+    def clear(self) -> None:
+        self.lock = threading.Lock()
+        self.data, self.at = b"", 0
+
+
+_POOL = _RandomPool()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_POOL.clear)
+
+
+def random_uuid() -> uuid.UUID:
+    """A random (version 4) UUID, as ``uuid.uuid4()`` but about twice as fast."""
+    n = int.from_bytes(_POOL.take16(), "big") & _VERSION_4
+    return uuid.UUID(int=n | (0x8000 << 48) | (4 << 76))
+
+
 def new_thread_id() -> str:
-    return f"{THREAD_PREFIX}{uuid.uuid4()}"
+    return f"{THREAD_PREFIX}{random_uuid()}"
 
 
 def normalize_thread_id(raw: str | None) -> tuple[str, bool]:

@@ -17,6 +17,7 @@ from chatlog.identity import (
     canonical_name,
     normalize_project_id,
     normalize_thread_id,
+    random_uuid,
 )
 
 printable = st.text(
@@ -120,3 +121,28 @@ def test_bad_thread_ids() -> None:
         normalize_thread_id("x" * 201)
     with pytest.raises(InvalidInput):
         normalize_thread_id("a\nb")
+
+
+def test_random_uuids_are_version_4_and_distinct() -> None:
+    ids = [random_uuid() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in ids)
+    assert all(uuid.UUID(str(u)) == u for u in ids[:100])
+
+
+def test_a_forked_child_does_not_repeat_the_parents_random_uuids() -> None:
+    import os
+
+    random_uuid()  # the parent holds a pool of random bytes now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next ids, then leave at once
+        os.write(write, "".join(str(random_uuid()) for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 4096).decode()
+    os.close(read)
+    parent = "".join(str(random_uuid()) for _ in range(3))
+    assert len(child) == len(parent) == 108
+    assert child != parent

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import orjson
 from aiohttp import web
 
@@ -13,7 +11,7 @@ from chatlog.eventstore import AppendResult, EventStore
 from chatlog.http._routing import Endpoint, read_body
 from chatlog.http._state import state
 from chatlog.http.models import MessageAccepted, PostMessage
-from chatlog.identity import normalize_thread_id
+from chatlog.identity import normalize_thread_id, random_uuid
 
 MESSAGE_TYPE: str = MessageAppended.event_type  # type: ignore[attr-defined]
 
@@ -43,7 +41,7 @@ async def post_message(request: web.Request) -> web.Response:
     # (role 1..64 characters, metadata a JSON object), so the event is built
     # without validating the same fields a second time on the hot path.
     event = NewEvent.model_construct(
-        id=body.event_id or uuid.uuid4(),
+        id=body.event_id or random_uuid(),
         id_supplied=body.event_id is not None,
         type=MESSAGE_TYPE,
         project=project.key,
