@@ -173,6 +173,20 @@ async def test_live_tail_wait_for_and_lag(store: EventStore, model_path: Path) -
         model.close()
 
 
+async def test_a_read_your_writes_wait_ends_the_pause_between_commits(
+        store: EventStore, model_path: Path) -> None:
+    # Between commits the projector lets events gather (commit_interval); a
+    # waiter must not sit out that pause. With a 60 s interval, the second wait
+    # can only succeed within its 10 s if the waiter wakes the projector.
+    async with projector(store, model_path, block=0.1, commit_interval=60) as pj:
+        first = await store.append_one(message("Pause", "thread-1", "one"))
+        await pj.wait_for(first.partition, first.position, 10)
+        await asyncio.sleep(0.2)  # the projector is now pausing after that commit
+        second = await store.append_one(message("Pause", "thread-1", "two"))
+        await pj.wait_for(second.partition, second.position, 10)
+        assert pj.reached(second.partition, second.position)
+
+
 async def test_wait_for_times_out_with_a_clear_error(store: EventStore, model_path: Path) -> None:
     pj = projector(store, model_path)
     await pj.open()  # open but not following the log: it never gets there
