@@ -12,8 +12,12 @@ from chatlog.projections.base import Projection
 
 #: Page cache of the projector's connection (KiB).
 WRITER_CACHE_KIB = 65_536
-#: WAL pages between automatic checkpoints (SQLite's default is 1,000).
-WAL_AUTOCHECKPOINT_PAGES = 16_000
+#: WAL pages between automatic checkpoints (SQLite's default is 1,000). Each
+#: checkpoint ends in an fsync of what it copied, which on a shared disk
+#: stalls Valkey's per-append fsync behind it: 16,000 pages (64 MB) made
+#: HTTP append p99 23-26 ms, 2,000 pages 22-24 ms at the same rate
+#: (bench/bench_http.py); far fewer pages copy hot index pages too often.
+WAL_AUTOCHECKPOINT_PAGES = 2_000
 #: How long a writer waits for another writer's lock (a rebuild's switch holds it).
 BUSY_TIMEOUT_MS = 60_000
 
@@ -47,8 +51,8 @@ def connect_writer(path: Path) -> sqlite3.Connection:
     # Live inserts land at random places of the messages index; with SQLite's
     # 2 MiB default cache a large model makes every batch read pages from disk.
     conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
-    # Checkpoint less often than every 4 MiB: index pages touched by several
-    # batches are then copied back (and fsynced) once, not once per batch.
+    # Checkpoint every 8 MiB: index pages touched by several batches are copied
+    # back once, and each checkpoint's fsync stays short (see the constant).
     conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # A rebuild's switch writes the whole model through the WAL; do not keep it that big.
