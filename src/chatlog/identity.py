@@ -21,6 +21,9 @@ DEFAULT_PROJECT_NAMESPACE = uuid.UUID("6f1c1a8e-3b5d-5c2e-9a57-63686174c06f")
 #: The system scope is stored under the nil UUID.
 SYSTEM_PROJECT = uuid.UUID(int=0)
 SYSTEM_NAMES = frozenset({"system-master"})
+#: The name shown for the system scope: one of SYSTEM_NAMES, so that
+#: normalising a shown name gives the same key again.
+SYSTEM_DISPLAY = "system-master"
 MAX_NAME_LENGTH = 256
 NULL_THREAD_SPELLINGS = frozenset({"", "null", "none", "undefined"})
 THREAD_PREFIX = "thread-"
@@ -62,7 +65,7 @@ def normalize_project_id(
     if isinstance(raw, uuid.UUID):
         return ProjectKey(raw, str(raw))
     if raw is None:
-        return ProjectKey(SYSTEM_PROJECT, "system")
+        return ProjectKey(SYSTEM_PROJECT, SYSTEM_DISPLAY)
     if not isinstance(raw, str):
         raise InvalidProjectId(f"project id must be a string, not {type(raw).__name__}")
     if len(raw) > MAX_NAME_LENGTH:
@@ -75,7 +78,7 @@ def normalize_project_id(
         )
     key = canonical_name(raw)
     if not key or key in SYSTEM_NAMES:
-        return ProjectKey(SYSTEM_PROJECT, "system")
+        return ProjectKey(SYSTEM_PROJECT, SYSTEM_DISPLAY)
     try:
         parsed = uuid.UUID(key)
     except ValueError:
