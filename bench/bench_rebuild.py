@@ -252,9 +252,13 @@ async def live_lag(url: str, path: Path, seconds: float,
                              **extra) as projector:
             await projector.catch_up()
 
+            done = asyncio.Event()
+
             async def sampler() -> None:
+                # Stops on a flag, not by cancelling: a cancel that lands inside
+                # a redis-py call can be swallowed, and the bench hung on it once.
                 nonlocal worst
-                while True:
+                while not done.is_set():
                     lag = await projector.lag()
                     worst = max(worst, lag.seconds_behind)
                     await asyncio.sleep(0.1)
@@ -269,7 +273,7 @@ async def live_lag(url: str, path: Path, seconds: float,
                 await projector.wait_for(doc["partition"], doc["position"], 60)
                 drain = time.perf_counter() - t0
             finally:
-                sampling.cancel()
+                done.set()
                 await asyncio.gather(sampling, return_exceptions=True)
     finally:
         await store.close()

@@ -97,11 +97,18 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
 
 
 async def _guard(call: Awaitable[T]) -> T:
-    """Await a Redis call, turning connection trouble into StoreUnavailable."""
+    """Await a Redis call, turning connection trouble into StoreUnavailable.
+
+    A cancellation that redis-py swallowed (the call returned normally) is
+    raised again: a caller polling in a loop would otherwise never stop (seen:
+    a lag sampler that ran on after its task was cancelled).
+    """
     try:
-        return await call
+        result = await call
     except UNAVAILABLE as exc:
         raise _unavailable(exc) from exc
+    raise_if_cancelled()
+    return result
 
 
 class _Pending:
