@@ -187,6 +187,21 @@ async def test_a_read_your_writes_wait_ends_the_pause_between_commits(
         assert pj.reached(second.partition, second.position)
 
 
+async def test_a_projector_behind_reads_on_without_pausing(
+        store: EventStore, model_path: Path) -> None:
+    # Full batches mean the projector is behind: no pause between them. With
+    # a 60 s pause after each of the ten batches, this would take ten minutes.
+    async with projector(store, model_path, block=0.1, batch_size=10,
+                         commit_interval=60) as pj:
+        results = await store.append([message("Behind", "thread-1", f"m{i}")
+                                      for i in range(100)])
+        last = results[-1]
+        async with asyncio.timeout(20):
+            while not pj.reached(last.partition, last.position):  # no waiter to wake it
+                await asyncio.sleep(0.05)
+        assert pj.applied == 100
+
+
 async def test_wait_for_times_out_with_a_clear_error(store: EventStore, model_path: Path) -> None:
     pj = projector(store, model_path)
     await pj.open()  # open but not following the log: it never gets there
