@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     read_your_writes_timeout: float = Field(
         default=5.0, ge=0, description="Longest wait of a query for min_position"
     )
+    projector_commit_interval: float = Field(
+        default=0.05, ge=0, le=5,
+        description="Seconds the projector lets events gather after a commit while it keeps "
+        "up (fewer, larger transactions under load; a min_position query ends the pause)",
+    )
     job_lease: float = Field(default=30.0, gt=0, description="Seconds a job lease lasts")
     job_max_deliveries: int = Field(default=5, ge=1, description="Deliveries before dead letter")
     sse_keepalive: float = Field(default=15.0, gt=0, description="Seconds between SSE keep-alives")

@@ -187,6 +187,15 @@ async def test_a_read_your_writes_wait_ends_the_pause_between_commits(
         assert pj.reached(second.partition, second.position)
 
 
+def test_the_pause_between_commits_is_a_setting(store: EventStore, tmp_path: Path) -> None:
+    from chatlog.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, projector_commit_interval=0.2)
+    assert Projector.from_settings(store, settings).commit_interval == 0.2
+    with pytest.raises(ValueError, match="projector_commit_interval"):
+        Settings(data_dir=tmp_path, projector_commit_interval=-1)
+
+
 async def test_a_projector_behind_reads_on_without_pausing(
         store: EventStore, model_path: Path) -> None:
     # Full batches mean the projector is behind: no pause between them. With

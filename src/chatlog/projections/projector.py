@@ -99,7 +99,8 @@ class Projector:
     def from_settings(cls, store: EventStore, settings: Settings,
                       projections: Sequence[Projection] | None = None) -> Projector:
         return cls(store, settings.sqlite_path, projections,
-                   wait_timeout=settings.read_your_writes_timeout)
+                   wait_timeout=settings.read_your_writes_timeout,
+                   commit_interval=settings.projector_commit_interval)
 
     # -- lifecycle --------------------------------------------------------------
 
