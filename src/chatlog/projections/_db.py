@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import sqlite_utils
+
 from chatlog.eventstore.codec import START, Cursor
 from chatlog.projections.base import Projection
 
@@ -21,24 +23,31 @@ WAL_AUTOCHECKPOINT_PAGES = 2_000
 #: How long a writer waits for another writer's lock (a rebuild's switch holds it).
 BUSY_TIMEOUT_MS = 60_000
 
-_PROJECTOR_SCHEMA = """
-CREATE TABLE IF NOT EXISTS projector_checkpoints (
-    partition INTEGER PRIMARY KEY,
-    position TEXT NOT NULL,
-    events INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS projector_counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS projector_meta (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
-
 #: Tables that belong to the projector, not to a projection (left out of comparisons).
 PROJECTOR_TABLES = ("projector_checkpoints", "projector_counters", "projector_meta")
+
+
+def schema(conn: sqlite3.Connection) -> sqlite_utils.Database:
+    """sqlite-utils over ``conn`` (the same connection: no new one, no plugins),
+    for declaring tables and indexes; the hot paths stay plain ``sqlite3``."""
+    return sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+
+
+def create_table(db: sqlite_utils.Database, name: str, columns: dict[str, type],
+                 *, pk: str | tuple[str, ...] | None = None,
+                 nullable: frozenset[str] = frozenset(),
+                 defaults: dict[str, object] | None = None) -> None:
+    """``CREATE TABLE IF NOT EXISTS``: every column NOT NULL unless named in ``nullable``."""
+    db[name].create(columns, pk=pk, not_null=set(columns) - nullable,  # type: ignore[union-attr]
+                    defaults=defaults, if_not_exists=True)
+
+
+def _create_projector_tables(conn: sqlite3.Connection) -> None:
+    db = schema(conn)
+    create_table(db, "projector_checkpoints",
+                 {"partition": int, "position": str, "events": int}, pk="partition")
+    create_table(db, "projector_counters", {"name": str, "value": int}, pk="name")
+    create_table(db, "projector_meta", {"name": str, "value": str}, pk="name")
 
 
 def connect_writer(path: Path) -> sqlite3.Connection:
@@ -94,7 +103,7 @@ def create_all(conn: sqlite3.Connection, projections: Sequence[Projection],
     """
 
     def create() -> None:
-        conn.executescript(_PROJECTOR_SCHEMA)
+        _create_projector_tables(conn)
         for proj in projections:
             proj.create_schema(conn)
             if indexes:

@@ -23,58 +23,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
+from sqlite_utils.db import DescIndex
 
 from chatlog.events import RecordedEvent
+from chatlog.projections import _db
 
 MESSAGE_TYPE = "message.appended"
 #: Characters of the last message shown in the conversation list.
 PREVIEW_CHARS = 200
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS projects (
-    project TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    thread_count INTEGER NOT NULL,
-    message_count INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS threads (
-    project TEXT NOT NULL,
-    thread_id TEXT NOT NULL,
-    message_count INTEGER NOT NULL,
-    last_version INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL,
-    updated_seq INTEGER NOT NULL,
-    last_message_id TEXT NOT NULL,
-    last_role TEXT NOT NULL,
-    last_preview TEXT NOT NULL,
-    PRIMARY KEY (project, thread_id)
-);
-CREATE TABLE IF NOT EXISTS messages (
-    project TEXT NOT NULL,
-    thread_id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    message_id TEXT NOT NULL,
-    role TEXT NOT NULL,
-    content TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    position TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS conversation_counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
-
-_INDEXES = """
-CREATE UNIQUE INDEX IF NOT EXISTS messages_by_thread ON messages (project, thread_id, version);
-CREATE INDEX IF NOT EXISTS threads_by_recency
-    ON threads (project, updated_ms DESC, updated_seq DESC);
-CREATE INDEX IF NOT EXISTS projects_by_name ON projects (name, project);
-"""
 
 _INSERT_MESSAGE = (
     "INSERT INTO messages (project, thread_id, version, message_id, role, content, metadata,"
@@ -208,10 +164,34 @@ class ConversationsProjection:
     event_types = frozenset({MESSAGE_TYPE})
 
     def create_schema(self, conn: sqlite3.Connection) -> None:
-        conn.executescript(_SCHEMA)
+        db = _db.schema(conn)
+        _db.create_table(db, "projects", {
+            "project": str, "name": str, "thread_count": int, "message_count": int,
+            "created_ms": int, "updated_ms": int,
+        }, pk="project")
+        _db.create_table(db, "threads", {
+            "project": str, "thread_id": str, "message_count": int, "last_version": int,
+            "created_ms": int, "updated_ms": int, "updated_seq": int, "last_message_id": str,
+            "last_role": str, "last_preview": str,
+        }, pk=("project", "thread_id"))
+        # No primary key: the rebuild appends rows in log order, indexes come after.
+        _db.create_table(db, "messages", {
+            "project": str, "thread_id": str, "version": int, "message_id": str, "role": str,
+            "content": str, "metadata": str, "created_ms": int, "position": str,
+        })
+        _db.create_table(db, "conversation_counters", {"name": str, "value": int}, pk="name")
 
     def create_indexes(self, conn: sqlite3.Connection) -> None:
-        conn.executescript(_INDEXES)
+        """One index per read query (``EXPLAIN QUERY PLAN`` is checked in the tests)."""
+        db = _db.schema(conn)
+        db["messages"].create_index(  # type: ignore[union-attr]
+            ["project", "thread_id", "version"], index_name="messages_by_thread",
+            unique=True, if_not_exists=True)
+        db["threads"].create_index(  # type: ignore[union-attr]
+            ["project", DescIndex("updated_ms"), DescIndex("updated_seq")],
+            index_name="threads_by_recency", if_not_exists=True)
+        db["projects"].create_index(  # type: ignore[union-attr]
+            ["name", "project"], index_name="projects_by_name", if_not_exists=True)
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
         """Fold ``events`` into the tables (inside the caller's transaction)."""
