@@ -21,6 +21,21 @@ async def test_paging_by_position_sees_every_event_once(store: EventStore) -> No
     assert seen == [str(i) for i in range(25)]
 
 
+async def test_raw_and_flat_reads_match_the_decoded_read(store: EventStore) -> None:
+    results = [await store.append_one(message(content=str(i))) for i in range(12)]
+    decoded = await store.read(0, results[2].position, limit=5)
+    raw = await store.read_raw(0, results[2].position, limit=5)
+    flat = await store.read_flat(0, results[2].position, limit=5)
+    assert [p for p, _ in raw] == [p for p, _ in flat] == [e.position.encode() for e in decoded]
+    for (_, fields), (_, pairs) in zip(raw, flat, strict=True):
+        assert dict(zip(pairs[::2], pairs[1::2], strict=True)) == fields
+        assert pairs[4] == b"a"  # the orchestrator's scan relies on where "a" is
+    assert [f[b"b"] for _, f in raw] == [p[9] for _, p in flat]
+    await store.trim(0, results[5].position)
+    with pytest.raises(PositionTrimmed):
+        await store.read_flat(0, results[1].position)
+
+
 async def test_read_aggregate_from_version_with_limit(store: EventStore) -> None:
     for i in range(10):
         await store.append_one(message(thread_id="a", content=f"a{i}"))

@@ -111,6 +111,10 @@ async def _guard(call: Awaitable[T]) -> T:
     return result
 
 
+def _unparsed(response: Any, **options: Any) -> Any:
+    return response
+
+
 class _Pending:
     __slots__ = ("args", "future", "keys")
 
@@ -158,6 +162,8 @@ class EventStore:
         self.url = url
         self.idempotency_window_ms = int(idempotency_window * 1000)
         self._tail_redis = tail_redis
+        #: A client on the same connections whose XRANGE replies stay unparsed.
+        self._flat_redis: aioredis.Redis | None = None
         self._max_batch = max_batch
         lib = resources.files("chatlog.eventstore").joinpath("append.lua").read_text()
         self._append_script = redis.register_script(lib + APPEND_ONE)
@@ -480,6 +486,28 @@ class EventStore:
         if self.is_cluster:
             return await _cluster.read_raw_checked(self, partition, after, limit)
         pipe = self.redis.pipeline(transaction=True)
+        pipe.get(self.keys.horizon(partition))
+        pipe.xrange(self.keys.log(partition), f"({after}" if after != START else "-", "+", limit)
+        horizon, entries = await _guard(pipe.execute())
+        self._check_horizon(partition, after, horizon)
+        return entries  # type: ignore[no-any-return]
+
+    async def read_flat(
+        self, partition: int, after: str = START, limit: int = 1000
+    ) -> list[tuple[bytes, list[bytes]]]:
+        """Like :meth:`read_raw`, but each entry's fields as the flat list the server
+        sent (``[b"i", id, b"t", type, ...]``): no dict per entry, which was a quarter
+        of a log scan's time (the orchestrator's catch-up on start)."""
+        if self.is_cluster:
+            return [(pos, [x for kv in fields.items() for x in kv])
+                    for pos, fields in await self.read_raw(partition, after, limit)]
+        self._check_partition(partition)
+        parse_position(after)
+        if self._flat_redis is None:
+            assert isinstance(self.redis, aioredis.Redis)
+            self._flat_redis = aioredis.Redis(connection_pool=self.redis.connection_pool)
+            self._flat_redis.set_response_callback("XRANGE", _unparsed)
+        pipe = self._flat_redis.pipeline(transaction=True)
         pipe.get(self.keys.horizon(partition))
         pipe.xrange(self.keys.log(partition), f"({after}" if after != START else "-", "+", limit)
         horizon, entries = await _guard(pipe.execute())

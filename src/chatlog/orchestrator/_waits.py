@@ -165,14 +165,16 @@ class PartitionTailer:
     async def _catch_up(self) -> None:
         marker = b"/workflow/"
         while True:
-            entries = await self.store.read_raw(self.partition, self.position, self.page)
+            entries = await self.store.read_flat(self.partition, self.position, self.page)
             raise_if_cancelling()
             if not entries:
                 return
             batch = [
-                decode_entry(self.partition, pos, fields)
-                for pos, fields in entries
-                if marker in fields[b"a"]
+                decode_entry(self.partition, pos, dict(zip(flat[::2], flat[1::2], strict=True)))
+                for pos, flat in entries
+                # The "a" field (aggregate) is the third; look it up only if it is not.
+                if marker in (flat[5] if len(flat) > 5 and flat[4] == b"a"
+                              else dict(zip(flat[::2], flat[1::2], strict=True)).get(b"a", b""))
             ]
             last = entries[-1][0]
             self.position = last.decode() if isinstance(last, bytes) else last
