@@ -113,7 +113,7 @@ def create_app(
         started: list[Any] = []
         try:
             if manage_services:
-                for part in (services.projector, services.orchestrator):
+                for part in (services.orchestrator, services.projector):
                     if part is not None:
                         await part.start()
                         started.append(part)
