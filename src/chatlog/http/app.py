@@ -113,6 +113,8 @@ def create_app(
         started: list[Any] = []
         try:
             if manage_services:
+                # The orchestrator first: its start returns once it has scanned the
+                # log, which the projector's own catch-up would slow down (measured).
                 for part in (services.orchestrator, services.projector):
                     if part is not None:
                         await part.start()
@@ -120,7 +122,7 @@ def create_app(
             yield
         finally:
             await fanout.stop()
-            for part in reversed(started):  # orchestrator first, then projector
+            for part in reversed(started):  # projector first, then orchestrator
                 await part.stop()
             if manage_services and services.read_model is not None:
                 services.read_model.close()
