@@ -485,12 +485,9 @@ class EventStore:
         parse_position(after)
         if self.is_cluster:
             return await _cluster.read_raw_checked(self, partition, after, limit)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.get(self.keys.horizon(partition))
-        pipe.xrange(self.keys.log(partition), f"({after}" if after != START else "-", "+", limit)
-        horizon, entries = await _guard(pipe.execute())
-        self._check_horizon(partition, after, horizon)
-        return entries  # type: ignore[no-any-return]
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._xrange_checked(
+            self.redis, partition, after, limit)
+        return entries
 
     async def read_flat(
         self, partition: int, after: str = START, limit: int = 1000
@@ -507,12 +504,20 @@ class EventStore:
             assert isinstance(self.redis, aioredis.Redis)
             self._flat_redis = aioredis.Redis(connection_pool=self.redis.connection_pool)
             self._flat_redis.set_response_callback("XRANGE", _unparsed)
-        pipe = self._flat_redis.pipeline(transaction=True)
+        entries: list[tuple[bytes, list[bytes]]] = await self._xrange_checked(
+            self._flat_redis, partition, after, limit)
+        return entries
+
+    async def _xrange_checked(self, client: Any, partition: int, after: str,
+                              limit: int) -> Any:
+        """XRANGE after ``after`` and the trim horizon in one MULTI (one server):
+        raises :class:`PositionTrimmed` when events after ``after`` are gone."""
+        pipe = client.pipeline(transaction=True)
         pipe.get(self.keys.horizon(partition))
         pipe.xrange(self.keys.log(partition), f"({after}" if after != START else "-", "+", limit)
         horizon, entries = await _guard(pipe.execute())
         self._check_horizon(partition, after, horizon)
-        return entries  # type: ignore[no-any-return]
+        return entries
 
     async def read_cursor(
         self, cursor: Cursor, limit: int = 1000, partitions: Sequence[int] | None = None
