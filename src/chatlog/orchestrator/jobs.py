@@ -165,9 +165,10 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _job_event(
-    project: ProjectKey, workflow_id: str, data: EventData, event_id: uuid.UUID
+def workflow_event(
+    project: ProjectKey, workflow_id: str, data: EventData, event_id: uuid.UUID | None = None
 ) -> NewEvent:
+    """An event of the workflow ``workflow_id`` (its commands and its jobs' events)."""
     return NewEvent.of(
         data,
         project=project.key,
@@ -464,7 +465,7 @@ class Worker:
     async def _append(self, job: Job, data: EventData, step: str) -> None:
         """Append a job event whose id is fixed by (job, step): a repeat appends nothing."""
         event_id = uuid.uuid5(JOB_EVENT_NAMESPACE, f"{job.id}/{step}")
-        await self.store.append_one(_job_event(job.project, job.workflow_id, data, event_id))
+        await self.store.append_one(workflow_event(job.project, job.workflow_id, data, event_id))
 
 
 async def _run_handler(handler: Handler, job: Job) -> dict[str, Any] | None:

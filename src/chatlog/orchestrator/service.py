@@ -318,7 +318,7 @@ class Orchestrator:
             ]
             try:
                 await self.store.append(
-                    [self._event(project, wait.workflow_id, d) for d in events],
+                    [_jobs.workflow_event(project, wait.workflow_id, d) for d in events],
                     expected_version=version,
                 )
             except VersionConflict:
@@ -354,15 +354,6 @@ class Orchestrator:
         return WorkflowView.of(project.key, await self._load(project, workflow_id))
 
     # -- commands ----------------------------------------------------------------------------
-
-    def _event(self, project: ProjectKey, workflow_id: str, data: EventData) -> NewEvent:
-        return NewEvent.of(
-            data,
-            project=project.key,
-            project_name=project.display,
-            aggregate_type="workflow",
-            aggregate_id=workflow_id,
-        )
 
     async def _command(
         self,
@@ -411,7 +402,7 @@ class Orchestrator:
     ) -> list[NewEvent]:
         """The command's events; :class:`InvalidInput` when its data cannot be stored."""
         try:
-            return [self._event(project, workflow_id, d) for d in build(state)]
+            return [_jobs.workflow_event(project, workflow_id, d) for d in build(state)]
         except ChatlogError:
             raise
         except (ValidationError, PydanticSerializationError, TypeError, ValueError) as exc:
