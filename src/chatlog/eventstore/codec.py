@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -19,6 +20,25 @@ from chatlog.events import NewEvent, RecordedEvent, position_time
 
 POSITION_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 START = "0-0"
+
+
+#: Where the append script puts each field in an entry's flat field list.
+_FIELD_AT = {b"i": 0, b"t": 2, b"a": 4, b"v": 6, b"b": 8}
+
+
+def flat_fields(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+    """An entry's flat field list (``[b"i", id, b"t", type, ...]``, as the server
+    sends it when the reply is left unparsed) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def flat_field(flat: Sequence[bytes], name: bytes) -> bytes:
+    """One field of a flat field list (``b""`` when missing): looked for where the
+    append script puts it, so scanning a long log builds no dict per entry."""
+    at = _FIELD_AT[name]
+    if len(flat) > at + 1 and flat[at] == name:
+        return flat[at + 1]
+    return flat_fields(flat).get(name, b"")
 
 
 def encode_body(event: NewEvent) -> bytes:

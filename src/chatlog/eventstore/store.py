@@ -27,7 +27,14 @@ from chatlog.errors import (
 )
 from chatlog.events import NewEvent, RecordedEvent, aggregate_key
 from chatlog.eventstore import cluster as _cluster
-from chatlog.eventstore.codec import START, Cursor, decode_entry, encode_body, parse_position
+from chatlog.eventstore.codec import (
+    START,
+    Cursor,
+    decode_entry,
+    encode_body,
+    flat_fields,
+    parse_position,
+)
 from chatlog.eventstore.keys import Keys, partition_of
 from chatlog.eventstore.packing import hiredis_packing
 from chatlog.eventstore.replication import run_replicated
@@ -558,8 +565,7 @@ class EventStore:
                 horizon = await _guard(self.redis.get(self.keys.horizon(partition)))
                 raise PositionTrimmed(partition, text(row[0]), text(horizon))
             pos, flat = row
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            events.append(decode_entry(partition, pos, fields))
+            events.append(decode_entry(partition, pos, flat_fields(flat)))
         return events
 
     async def aggregate_version(self, project: Any, aggregate_type: str, aggregate_id: str) -> int:

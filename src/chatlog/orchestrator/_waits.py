@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from chatlog.errors import PositionTrimmed, StoreUnavailable
 from chatlog.events import RecordedEvent, aggregate_key
-from chatlog.eventstore.codec import START, Cursor, decode_entry
+from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_field, flat_fields
 from chatlog.eventstore.store import EventStore
 from chatlog.orchestrator._cancel import check_cancelled, raise_if_cancelling
 from chatlog.orchestrator.machine import WorkflowState
@@ -170,11 +170,9 @@ class PartitionTailer:
             if not entries:
                 return
             batch = [
-                decode_entry(self.partition, pos, dict(zip(flat[::2], flat[1::2], strict=True)))
+                decode_entry(self.partition, pos, flat_fields(flat))
                 for pos, flat in entries
-                # The "a" field (aggregate) is the third; look it up only if it is not.
-                if marker in (flat[5] if len(flat) > 5 and flat[4] == b"a"
-                              else dict(zip(flat[::2], flat[1::2], strict=True)).get(b"a", b""))
+                if marker in flat_field(flat, b"a")
             ]
             last = entries[-1][0]
             self.position = last.decode() if isinstance(last, bytes) else last

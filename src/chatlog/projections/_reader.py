@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import IO, Any, cast
 
 from chatlog.errors import ProjectionError
+from chatlog.eventstore.codec import flat_field
 from chatlog.eventstore.keys import Keys
 from chatlog.eventstore.store import connect
 
@@ -34,17 +35,6 @@ RawEntry = tuple[bytes, list[bytes]]
 #: /proc/sys/fs/pipe-max-size, 1 MiB by default; then smaller frames help).
 PIPE_BYTES = 8 << 20
 Message = tuple[Any, ...]
-
-
-def entry_type(flat: list[bytes]) -> bytes:
-    """The ``t`` field of a raw entry's flat field list."""
-    if len(flat) > 3 and flat[2] == b"t":
-        return flat[3]
-    return dict(zip(flat[::2], flat[1::2], strict=True)).get(b"t", b"")
-
-
-def entry_fields(flat: list[bytes]) -> dict[bytes, bytes]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _raw_reply(response: Any, **options: Any) -> Any:
@@ -88,9 +78,7 @@ async def read_folded(
                     pending = request
                     await asyncio.sleep(0)  # let the request go out before folding
                 rows = [fold.rows(entries) for fold in folds]
-                # entry_type inlined for the common layout (a call per entry shows).
-                types = [flat[3] if len(flat) > 3 and flat[2] == b"t" else entry_type(flat)
-                         for _, flat in entries]
+                types = [flat_field(flat, b"t") for _, flat in entries]
                 if plain_types is None:
                     plain = entries
                 elif plain_types:

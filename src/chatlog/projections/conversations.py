@@ -26,6 +26,7 @@ import orjson
 from sqlite_utils.db import DescIndex
 
 from chatlog.events import RecordedEvent
+from chatlog.eventstore.codec import flat_fields
 from chatlog.projections import _db
 
 MESSAGE_TYPE = "message.appended"
@@ -238,7 +239,7 @@ def _fields(flat: list[bytes]) -> tuple[bytes, bytes, bytes, bytes, bytes]:
     if len(flat) == 10 and flat[0] == b"i" and flat[2] == b"t" and flat[4] == b"a" \
             and flat[6] == b"v" and flat[8] == b"b":
         return flat[1], flat[3], flat[5], flat[7], flat[9]
-    d = dict(zip(flat[::2], flat[1::2], strict=True))
+    d = flat_fields(flat)
     return d[b"i"], d[b"t"], d[b"a"], d[b"v"], d[b"b"]
 
 

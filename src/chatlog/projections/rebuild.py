@@ -47,10 +47,10 @@ from typing import Any
 
 from chatlog.errors import ProjectionError
 from chatlog.events import RecordedEvent, known_types
-from chatlog.eventstore.codec import START, Cursor, decode_entry
+from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_field, flat_fields
 from chatlog.eventstore.store import EventStore
 from chatlog.projections import _db
-from chatlog.projections._reader import ChildReader, entry_fields, entry_type, read_folded
+from chatlog.projections._reader import ChildReader, read_folded
 from chatlog.projections.base import Projection
 
 log = logging.getLogger(__name__)
@@ -174,8 +174,8 @@ class _Writer:
             proj.bulk_write(conn, proj_rows)
         for proj, wanted in self.plain:
             events: list[RecordedEvent] = [
-                decode_entry(partition, pos, entry_fields(flat)) for pos, flat in plain_entries
-                if wanted is None or entry_type(flat) in wanted
+                decode_entry(partition, pos, flat_fields(flat)) for pos, flat in plain_entries
+                if wanted is None or flat_field(flat, b"t") in wanted
             ]
             if events:
                 proj.apply(conn, events)
