@@ -14,6 +14,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chatlog.identity import random_uuid
+
 SCHEMA_VERSION = 1
 
 AggregateType = Literal["thread", "workflow"]
@@ -192,7 +194,7 @@ class NewEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    id: uuid.UUID = Field(default_factory=random_uuid)
     #: True when the caller chose ``id``: a retry with it appends nothing.
     id_supplied: bool = False
     type: str
@@ -216,7 +218,7 @@ class NewEvent(BaseModel):
     ) -> NewEvent:
         """Build an event from a typed data model."""
         return cls(
-            id=event_id or uuid.uuid4(),
+            id=event_id or random_uuid(),
             id_supplied=event_id is not None,
             type=data.event_type,  # type: ignore[attr-defined]
             project=project,
