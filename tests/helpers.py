@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import uuid
+from collections.abc import Awaitable, Callable
 
 from chatlog.events import MessageAppended, NewEvent
 from chatlog.identity import normalize_project_id
@@ -25,3 +28,29 @@ def message(
         aggregate_id=thread_id,
         event_id=event_id,
     )
+
+
+async def eventually(
+    check: Callable[[], object | Awaitable[object]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    what: str = "the condition",
+) -> object:
+    """Await until ``check()`` (sync or async) returns a truthy value; return it.
+
+    The one way tests wait for something to happen: on a slow machine it just
+    waits longer, instead of silently testing another path the way a fixed
+    ``sleep`` does. Fails the test with ``what`` when ``timeout`` passes.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        await asyncio.sleep(interval)
