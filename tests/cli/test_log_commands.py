@@ -21,9 +21,10 @@ def run(redis_url: str, key_prefix: str, tmp_path: Path) -> Callable[..., subpro
     env = {**os.environ, "CHATLOG_REDIS_URL": redis_url, "CHATLOG_KEY_PREFIX": key_prefix,
            "CHATLOG_DATA_DIR": str(tmp_path / "data")}
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, check: bool = True,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([*CHATLOG, *args], env=env, capture_output=True, text=True,
-                              timeout=60)
+                              timeout=60, input=input)
         if check:
             assert proc.returncode == 0, proc.stderr
         return proc
@@ -98,9 +99,24 @@ def test_trim_then_tail_from_a_trimmed_position_is_gone(
     run: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
     positions = [json.loads(run("append", "p", str(i)).stdout)["position"] for i in range(4)]
-    assert "removed 2 events" in run("trim", "0", positions[2], "--yes").stdout
+    assert "deleted 2 events" in run("trim", "0", positions[2], "--yes").stdout
     proc = run("tail", "--no-follow", "--after", positions[0], check=False)
-    assert proc.returncode == 1 and "was trimmed" in proc.stderr
+    assert proc.returncode == 1 and "was deleted" in proc.stderr
+    assert f"oldest cursor still available is {positions[1]}" in proc.stderr
+
+
+def test_delete_before_asks_then_tail_without_a_cursor_starts_at_the_oldest_kept(
+    run: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    positions = [json.loads(run("append", "p", str(i)).stdout)["position"] for i in range(4)]
+    refused = run("delete-before", "0", positions[2], check=False, input="n\n")
+    assert refused.returncode == 1 and "Aborted" in refused.stderr
+    assert len(run("tail", "--no-follow").stdout.splitlines()) == 4  # nothing was deleted
+    assert "deleted 2 events" in run("delete-before", "0", positions[2], input="y\n").stdout
+    lines = [json.loads(x) for x in run("tail", "--no-follow").stdout.splitlines()]
+    assert [e["position"] for e in lines] == positions[2:]
+    resumed = run("tail", "--no-follow", "--after", positions[1]).stdout.splitlines()
+    assert [json.loads(x)["data"]["content"] for x in resumed] == ["2", "3"]
 
 
 def test_embedded_default_end_to_end(tmp_path: Path, short_tmp: Path) -> None:

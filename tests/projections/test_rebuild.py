@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from chatlog.errors import ChatlogError
 from chatlog.eventstore import EventStore
 from chatlog.identity import normalize_project_id
 from chatlog.projections.conversations import ConversationsProjection
@@ -92,15 +91,26 @@ async def test_one_rebuild_at_a_time(store: EventStore, model_path: Path) -> Non
             await rebuild(store, model_path, [ConversationsProjection()])
 
 
-async def test_a_trimmed_log_cannot_be_rebuilt_silently(store: EventStore,
-                                                        model_path: Path) -> None:
-    for i in range(3):
-        await store.append_one(message("Trim", "thread-1", str(i)))
-    head = await store.head(0)
-    await store.trim(0, head)
-    with pytest.raises(ChatlogError, match="trimmed"):
-        await rebuild(store, model_path, [ConversationsProjection()])
-    assert not _exists(model_path)
+async def test_a_log_with_deleted_history_rebuilds_from_the_oldest_kept(
+        store: EventStore, model_path: Path) -> None:
+    """Rebuild keeps only what the log keeps: the deleted events are gone from it too."""
+    kept = []
+    for i in range(5):
+        kept.append(await store.append_one(message("Trim", "thread-1", str(i))))
+    await store.append_one(message("Trim", "thread-2", "other"))
+    await store.trim(0, kept[3].position)
+    result = await rebuild(store, model_path, [ConversationsProjection()])
+    assert result.events == 3
+    model = ReadModel(model_path)
+    try:
+        key = normalize_project_id("trim")
+        thread = model.list_messages(key, "thread-1").messages
+        assert [(m.version, m.content) for m in thread] == [(4, "3"), (5, "4")]
+    finally:
+        model.close()
+    # and it equals an incremental build of the same (kept) log
+    await incremental(store, model_path.with_name("inc.sqlite"))
+    assert dump(model_path) == dump(model_path.with_name("inc.sqlite"))
 
 
 def _exists(path: Path) -> bool:

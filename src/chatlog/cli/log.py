@@ -1,4 +1,5 @@
-"""``chatlog append``, ``tail``, ``status`` and ``trim``: the log from the shell."""
+"""``chatlog append``, ``tail``, ``status`` and ``delete-before`` (alias ``trim``): the log
+from the shell."""
 
 from __future__ import annotations
 
@@ -171,6 +172,37 @@ async def status(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"{name:<11} {json.dumps(value)}")
 
 
+async def _delete_before(ctx: click.Context, partition: int, before: str, yes: bool) -> None:
+    settings = settings_from(ctx)
+    if not yes:
+        click.confirm(f"delete every event of partition {partition} before {before}, in every "
+                      "tier, for good?", abort=True)
+    async with open_store(settings) as opened:
+        removed = await opened.store.trim(partition, before)
+        horizon = await opened.store.horizon(partition)
+    click.echo(f"deleted {removed} events from partition {partition}"
+               + (f"; cursors up to {horizon} are gone (410), reads without a cursor start "
+                  "after it" if horizon else ""))
+
+
+@cli.command(name="delete-before")
+@click.argument("partition", type=int)
+@click.argument("before")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+@run_async
+async def delete_before(ctx: click.Context, partition: int, before: str, yes: bool) -> None:
+    """Delete PARTITION's events before position BEFORE, for good (explicit retention).
+
+    Nothing is deleted otherwise: archiving moves old events to the archive, it
+    does not delete them. Afterwards a reader whose cursor lies in the deleted
+    history gets a clear "gone" error (HTTP 410) naming the oldest cursor still
+    available; a reader without a cursor starts at the oldest event kept, and
+    `chatlog rebuild` rebuilds from it. Asks for confirmation unless --yes.
+    """
+    await _delete_before(ctx, partition, before, yes)
+
+
 @cli.command()
 @click.argument("partition", type=int)
 @click.argument("before")
@@ -178,14 +210,5 @@ async def status(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 @run_async
 async def trim(ctx: click.Context, partition: int, before: str, yes: bool) -> None:
-    """Remove PARTITION's events before position BEFORE (explicit retention).
-
-    Readers asking for a removed position afterwards get a clear "gone" error
-    (HTTP 410), never a silent gap.
-    """
-    settings = settings_from(ctx)
-    if not yes:
-        click.confirm(f"remove every event of partition {partition} before {before}?", abort=True)
-    async with open_store(settings) as opened:
-        removed = await opened.store.trim(partition, before)
-    click.echo(f"removed {removed} events from partition {partition}")
+    """The old name of `chatlog delete-before` (same arguments, same effect)."""
+    await _delete_before(ctx, partition, before, yes)

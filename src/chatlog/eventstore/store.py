@@ -477,7 +477,9 @@ class EventStore:
     ) -> list[RecordedEvent]:
         """Events of ``partition`` after position ``after``, oldest first, at most ``limit``.
 
-        Raises :class:`PositionTrimmed` when events after ``after`` were trimmed.
+        ``after`` = ``START`` reads from the first event kept. Raises
+        :class:`PositionTrimmed` when ``after`` lies inside history deleted with
+        :meth:`trim` (events after it are gone).
         """
         return [
             decode_entry(partition, pos, fields)
@@ -534,7 +536,10 @@ class EventStore:
         for p in partitions if partitions is not None else range(self.partitions):
             if len(events) >= limit:
                 break
-            batch = await self.read(p, cursor.positions[p], limit - len(events))
+            try:
+                batch = await self.read(p, cursor.positions[p], limit - len(events))
+            except PositionTrimmed as exc:
+                raise await self.gone(exc, cursor) from None
             if batch:
                 cursor = cursor.advanced(p, batch[-1].position)
                 events.extend(batch)
@@ -595,12 +600,32 @@ class EventStore:
             )
 
     def _check_horizon(self, partition: int, after: str, horizon: bytes | None) -> None:
-        if horizon and parse_position(after) < parse_position(horizon.decode()):
+        """:class:`PositionTrimmed` when ``after`` lies inside deliberately deleted history.
+
+        ``START`` is no position but "from the first event kept": it is never gone.
+        """
+        if horizon and after != START and parse_position(after) < parse_position(
+                horizon.decode()):
             raise PositionTrimmed(partition, after, horizon.decode())
 
     async def horizon(self, partition: int) -> str | None:
+        """The last position deliberately deleted from ``partition`` (None: nothing was)."""
         raw = await _guard(self.redis.get(self.keys.horizon(partition)))
         return text(raw) if raw else None
+
+    async def oldest_cursor(self, cursor: Cursor) -> Cursor:
+        """``cursor`` with every position inside deleted history moved up to its horizon:
+        the oldest cursor still available from where ``cursor`` stood."""
+        for p, position in enumerate(cursor.positions):
+            horizon = await self.horizon(p)
+            if horizon is not None and position != START and (
+                    parse_position(position) < parse_position(horizon)):
+                cursor = cursor.advanced(p, horizon)
+        return cursor
+
+    async def gone(self, exc: PositionTrimmed, cursor: Cursor) -> PositionTrimmed:
+        """``exc`` naming the whole cursor a reader at ``cursor`` can resume from."""
+        return exc.with_cursor(str(await self.oldest_cursor(cursor)))
 
     # -- tailing --------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from chatlog.errors import ChatlogError, InvalidPosition
+from chatlog.errors import ChatlogError, InvalidPosition, PositionTrimmed
 from chatlog.events import RecordedEvent
 from chatlog.eventstore import Cursor, EventStore, parse_position, position_after
 from chatlog.eventstore.codec import decode_entry
@@ -144,8 +144,11 @@ async def scan(
             ask = min(1000, budget - scanned)
             if ask <= 0:
                 return found, cursor, True
-            async with st.reads:
-                entries = await store.read_raw(p, cursor.positions[p], ask)
+            try:
+                async with st.reads:
+                    entries = await store.read_raw(p, cursor.positions[p], ask)
+            except PositionTrimmed as exc:
+                raise await store.gone(exc, cursor) from None
             for pos, fields in entries:
                 scanned += 1
                 cursor = cursor.advanced(p, pos.decode())
@@ -217,7 +220,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     flt = build_filter(st, principal, q)
     last_id = request.headers.get("Last-Event-ID") or q.after
     cursor = parse_cursor(last_id, st.store.partitions)
-    # The first read happens before the answer starts, so a trimmed position
+    # The first read happens before the answer starts, so a deleted position
     # (410) or a missing Redis (503) is still a proper problem document.
     found, cursor, more = await scan(st, cursor, flt, 500)
 

@@ -22,6 +22,13 @@ How it works:
    the checkpoint in the file is not the one it committed, and resumes from
    the new one (see :mod:`chatlog.projections.projector`).
 
+A rebuild reads the log from its first event kept. After a deliberate
+deletion (``chatlog delete-before``), the rebuilt model holds only what the
+log still holds: the deleted events' messages and workflow rows are gone
+from it too ("rebuild keeps only what the log keeps"), while the live model
+keeps them until the next rebuild. Archiving deletes nothing, so a rebuild
+of an archived log equals the incremental model row for row.
+
 Interrupted at any moment (Ctrl-C, kill -9): before the switch the live
 file was never opened for writing; during it, the backup's transaction is
 rolled back by SQLite. The next rebuild deletes the leftovers and starts over.
@@ -240,12 +247,6 @@ async def build(
     started = time.perf_counter()
     _remove_db(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for p in range(store.partitions):
-        horizon = await store.horizon(p)
-        if horizon is not None:
-            raise ProjectionError(
-                f"cannot rebuild from the log: partition {p} was trimmed up to {horizon}, so "
-                "the events before it are gone; the live read model is left as it is")
     total = (await store.status()).length
     bulk = [p for p in projections if hasattr(p, "bulk_fold")]
     plain: list[tuple[Projection, frozenset[bytes] | None]] = []
