@@ -66,10 +66,20 @@ class Settings(BaseSettings):
     sse_keepalive: float = Field(default=15.0, gt=0, description="Seconds between SSE keep-alives")
     sse_buffer: int = Field(default=1000, ge=1, description="Events buffered per SSE subscriber")
     log_level: str = Field(default="INFO")
+    archive_url: str | None = Field(
+        default=None,
+        description="Where sealed segments of old events go: a directory, file:// or an fsspec "
+        "URL (s3://..., needs chatlog[s3]); unset = <data dir>/archive. Shared by every node",
+    )
 
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "readmodel.sqlite"
+
+    @property
+    def archive_location(self) -> str:
+        """Where the archive lives: ``archive_url``, or ``<data dir>/archive``."""
+        return self.archive_url or str(self.data_dir / "archive")
 
     @property
     def valkey_dir(self) -> Path:

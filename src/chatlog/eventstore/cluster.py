@@ -190,14 +190,16 @@ async def placement(store: EventStore) -> dict[str, Any]:
 
 
 async def read_raw_checked(
-    store: EventStore, partition: int, after: str, limit: int
-) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    store: EventStore, partition: int, after: str, limit: int, *, with_first: bool = False
+) -> tuple[list[tuple[bytes, dict[bytes, bytes]]], bytes | None]:
     """XRANGE between two reads of the horizon, on one connection, without MULTI.
 
     redis-py's async cluster transactions run on a helper thread and event
     loop, so they are not used. Trimming always moves the horizon, so equal
     horizons before and after the XRANGE mean no trim ran in between and the
-    entries have no gap; otherwise read again.
+    entries have no gap; otherwise read again. ``with_first``: also the
+    stream's first position, read before and after the XRANGE too (equal: no
+    archiver removed entries in between, so it is the first one of that read).
     """
     from chatlog.eventstore.store import _guard
 
@@ -206,12 +208,19 @@ async def read_raw_checked(
     for _ in range(100):
         pipe = store.redis.pipeline(transaction=False)
         pipe.get(horizon_key)
+        if with_first:
+            pipe.xrange(log_key, "-", "+", 1)
         pipe.xrange(log_key, start, "+", limit)
+        if with_first:
+            pipe.xrange(log_key, "-", "+", 1)
         pipe.get(horizon_key)
-        before, entries, again = await _guard(pipe.execute())
-        if before == again:
+        replies = await _guard(pipe.execute())
+        before, again = replies[0], replies[-1]
+        entries = replies[2] if with_first else replies[1]
+        firsts = [r[0][0] if r else None for r in replies[1:4:2]] if with_first else [None]
+        if before == again and firsts[0] == firsts[-1]:
             store._check_horizon(partition, after, before)
-            return entries  # type: ignore[no-any-return]
+            return entries, firsts[0]
     raise AssertionError(f"partition {partition} was trimmed 100 times during one read")
 
 

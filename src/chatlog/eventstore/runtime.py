@@ -11,10 +11,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from chatlog.eventstore.embedded import EmbeddedValkey, socket_answers
 from chatlog.eventstore.store import EventStore
 from chatlog.settings import Settings
+
+if TYPE_CHECKING:
+    from chatlog.eventstore.archive import Archive
 
 
 @dataclass
@@ -22,6 +26,14 @@ class OpenedStore:
     store: EventStore
     url: str
     embedded: EmbeddedValkey | None
+
+
+def open_archive(settings: Settings) -> Archive:
+    """The archive tier ``settings`` name (``CHATLOG_ARCHIVE_URL``, default
+    ``<data dir>/archive``), read with Redis as one log."""
+    from chatlog.eventstore.archive import Archive
+
+    return Archive.open(settings.archive_location)
 
 
 @contextlib.asynccontextmanager
@@ -47,6 +59,7 @@ async def open_store(settings: Settings) -> AsyncIterator[OpenedStore]:
             ack_replicas=settings.ack_replicas,
             ack_timeout=settings.ack_timeout,
             ack_fsync=settings.ack_fsync,
+            archive=open_archive(settings),
         )
         try:
             yield OpenedStore(store, url, embedded)

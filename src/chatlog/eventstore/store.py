@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -32,6 +32,7 @@ from chatlog.eventstore.codec import (
     Cursor,
     decode_entry,
     encode_body,
+    flat_field,
     flat_fields,
     parse_position,
 )
@@ -41,12 +42,21 @@ from chatlog.eventstore.replication import run_replicated
 from chatlog.eventstore.scripts import (
     APPEND_MANY,
     APPEND_ONE,
-    READ_AGGREGATE,
     TRIM,
     raise_if_cancelled,
     stream_items,
     text,
 )
+from chatlog.eventstore.tiers import (
+    READ_AGGREGATE_TIERED,
+    archived_between,
+    archived_versions,
+    last_archived_before,
+    needs_archive,
+)
+
+if TYPE_CHECKING:
+    from chatlog.eventstore.archive import Archive
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +164,11 @@ class EventStore:
         ack_replicas: int = 1,
         ack_timeout: float = 2.0,
         ack_fsync: bool = False,
+        archive: Archive | None = None,
     ) -> None:
         self.redis = redis
+        #: The archive tier (sealed segments of old events), read with Redis as one log.
+        self.archive = archive
         self.is_cluster = isinstance(redis, RedisCluster)
         #: ``local``: acknowledged once the primary has it (fsynced with the embedded
         #: default); ``replicated``: also once ``ack_replicas`` replicas have it.
@@ -176,7 +189,7 @@ class EventStore:
         self._append_script = redis.register_script(lib + APPEND_ONE)
         self._append_many_script = redis.register_script(lib + APPEND_MANY)
         self._trim_script = redis.register_script(TRIM)
-        self._read_aggregate_script = redis.register_script(READ_AGGREGATE)
+        self._read_aggregate_script = redis.register_script(READ_AGGREGATE_TIERED)
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._inline = False  # an append is in flight from its caller's task
@@ -196,11 +209,13 @@ class EventStore:
         ack_replicas: int = 1,
         ack_timeout: float = 2.0,
         ack_fsync: bool = False,
+        archive: Archive | None = None,
     ) -> EventStore:
         """Connect to ``url`` and open (or create) the log with ``partitions`` partitions.
 
         ``url`` is ``redis://``, ``rediss://``, ``unix://`` or, for a Redis
-        Cluster, ``redis+cluster://host:port[,host:port...]``.
+        Cluster, ``redis+cluster://host:port[,host:port...]``. With ``archive``
+        every read sees the archive's segments and Redis as one log.
         Raises :class:`PartitionMismatch` when the log exists with another count.
         """
         redis = connect(url)
@@ -216,6 +231,7 @@ class EventStore:
             ack_replicas=ack_replicas,
             ack_timeout=ack_timeout,
             ack_fsync=ack_fsync,
+            archive=archive,
         )
         try:
             await _cluster.initialize(redis, tail)
@@ -492,11 +508,16 @@ class EventStore:
         """Like :meth:`read`, but the stream entries undecoded (for bulk consumers)."""
         self._check_partition(partition)
         parse_position(after)
-        if self.is_cluster:
-            return await _cluster.read_raw_checked(self, partition, after, limit)
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._xrange_checked(
-            self.redis, partition, after, limit)
-        return entries
+        hot, first = await self._read_hot(partition, after, limit, flat=False)
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = hot
+        if self.archive is None or not needs_archive(entries, first):
+            return entries
+        archived = await asyncio.to_thread(
+            archived_between, self.archive, partition, after,
+            entries[0][0] if entries else None, limit)
+        cold: list[tuple[bytes, dict[bytes, bytes]]] = [
+            (pos, flat_fields(flat)) for pos, flat in archived]
+        return cold + entries[: limit - len(archived)]
 
     async def read_flat(
         self, partition: int, after: str = START, limit: int = 1000
@@ -504,29 +525,52 @@ class EventStore:
         """Like :meth:`read_raw`, but each entry's fields as the flat list the server
         sent (``[b"i", id, b"t", type, ...]``): no dict per entry, which was a quarter
         of a log scan's time (the orchestrator's catch-up on start)."""
-        if self.is_cluster:
-            return [(pos, [x for kv in fields.items() for x in kv])
-                    for pos, fields in await self.read_raw(partition, after, limit)]
         self._check_partition(partition)
         parse_position(after)
-        if self._flat_redis is None:
-            assert isinstance(self.redis, aioredis.Redis)
-            self._flat_redis = aioredis.Redis(connection_pool=self.redis.connection_pool)
-            self._flat_redis.set_response_callback("XRANGE", _unparsed)
-        entries: list[tuple[bytes, list[bytes]]] = await self._xrange_checked(
-            self._flat_redis, partition, after, limit)
-        return entries
+        hot, first = await self._read_hot(partition, after, limit, flat=True)
+        entries: list[tuple[bytes, list[bytes]]] = hot
+        if self.archive is None or not needs_archive(entries, first):
+            return entries
+        archived = await asyncio.to_thread(
+            archived_between, self.archive, partition, after,
+            entries[0][0] if entries else None, limit)
+        return archived + entries[: limit - len(archived)]
+
+    async def _read_hot(self, partition: int, after: str, limit: int,
+                        flat: bool) -> tuple[Any, bytes | None]:
+        """Redis's entries after ``after`` checked against the deletion horizon, and
+        (with an archive) the stream's first position, read in the same transaction."""
+        with_first = self.archive is not None
+        if self.is_cluster:
+            raw, first = await _cluster.read_raw_checked(
+                self, partition, after, limit, with_first=with_first)
+            if flat:
+                return [(pos, [x for kv in fields.items() for x in kv])
+                        for pos, fields in raw], first
+            return raw, first
+        client: Any = self.redis
+        if flat:
+            if self._flat_redis is None:
+                assert isinstance(self.redis, aioredis.Redis)
+                self._flat_redis = aioredis.Redis(connection_pool=self.redis.connection_pool)
+                self._flat_redis.set_response_callback("XRANGE", _unparsed)
+            client = self._flat_redis
+        return await self._xrange_checked(client, partition, after, limit, with_first)
 
     async def _xrange_checked(self, client: Any, partition: int, after: str,
-                              limit: int) -> Any:
-        """XRANGE after ``after`` and the trim horizon in one MULTI (one server):
-        raises :class:`PositionTrimmed` when events after ``after`` are gone."""
+                              limit: int, with_first: bool = False) -> tuple[Any, bytes | None]:
+        """XRANGE after ``after`` and the deletion horizon in one MULTI (one server):
+        raises :class:`PositionTrimmed` when ``after`` lies in deleted history.
+        ``with_first``: also the stream's first position (None when it is empty)."""
         pipe = client.pipeline(transaction=True)
         pipe.get(self.keys.horizon(partition))
         pipe.xrange(self.keys.log(partition), f"({after}" if after != START else "-", "+", limit)
-        horizon, entries = await _guard(pipe.execute())
+        if with_first:
+            pipe.xrange(self.keys.log(partition), "-", "+", 1)
+        horizon, entries, *head = await _guard(pipe.execute())
         self._check_horizon(partition, after, horizon)
-        return entries
+        first = head[0][0][0] if head and head[0] else None
+        return entries, first
 
     async def read_cursor(
         self, cursor: Cursor, limit: int = 1000, partitions: Sequence[int] | None = None
@@ -553,25 +597,44 @@ class EventStore:
         from_version: int = 1,
         limit: int | None = None,
     ) -> list[RecordedEvent]:
-        """One aggregate's events from ``from_version`` on, in version order."""
+        """One aggregate's events from ``from_version`` on, in version order.
+
+        Archived versions come from the archive's aggregate index (only the
+        row groups holding them are read), the rest from Redis. A version that
+        was deliberately deleted raises :class:`PositionTrimmed`.
+        """
         partition = self.partition_of(project)
         aggregate = aggregate_key(project, aggregate_type, aggregate_id)
-        start = max(from_version, 1) - 1
-        stop = -1 if limit is None else start + limit - 1
-        rows = await _guard(
+        from_version = max(from_version, 1)
+        reply = await _guard(
             self._read_aggregate_script(
-                keys=[self.keys.log(partition), self.keys.aggregate_index(partition, aggregate)],
-                args=[start, stop],
+                keys=[self.keys.log(partition), self.keys.aggregate_index(partition, aggregate),
+                      self.keys.versions(partition)],
+                args=[aggregate, from_version, -1 if limit is None else limit],
             )
         )
-        events = []
+        offset, rows = int(reply[0]), reply[1:]
+        flats: list[tuple[bytes, list[bytes]]] = []
+        if from_version <= offset and (limit is None or limit > 0):
+            count = offset - from_version + 1 if limit is None else min(
+                limit, offset - from_version + 1)
+            if self.archive is not None:
+                flats = await asyncio.to_thread(
+                    archived_versions, self.archive, partition, aggregate, from_version, count)
+            versions = [int(flat_field(flat, b"v")) for _, flat in flats]
+            if versions != list(range(from_version, from_version + count)):
+                missing = next((v for v, w in zip(
+                    [*versions, 0], range(from_version, from_version + count), strict=False)
+                    if v != w), from_version)
+                horizon = await self.horizon(partition)
+                raise PositionTrimmed(partition, f"version {missing} of {aggregate}",
+                                      horizon or "0-0")
         for row in rows:
             if len(row) == 1:
-                horizon = await _guard(self.redis.get(self.keys.horizon(partition)))
-                raise PositionTrimmed(partition, text(row[0]), text(horizon))
-            pos, flat = row
-            events.append(decode_entry(partition, pos, flat_fields(flat)))
-        return events
+                raise PositionTrimmed(partition, text(row[0]),
+                                      await self.horizon(partition) or "0-0")
+            flats.append((row[0], row[1]))
+        return [decode_entry(partition, pos, flat_fields(flat)) for pos, flat in flats]
 
     async def aggregate_version(self, project: Any, aggregate_type: str, aggregate_id: str) -> int:
         partition = self.partition_of(project)
@@ -669,6 +732,9 @@ class EventStore:
     ) -> AsyncIterator[list[tuple[int, bytes, dict[bytes, bytes]]]]:
         """Like :meth:`tail`, but ``(partition, position, fields)`` undecoded.
 
+        With an archive, it first catches up through the tiered read (so a cursor
+        in the archive works), then blocks on Redis.
+
         For consumers that want a few event types out of many: they can skip an
         entry by its ``a`` (aggregate) or ``t`` (type) field without paying for
         decoding it. On a cluster it reads one partition.
@@ -677,6 +743,18 @@ class EventStore:
         wanted = list(partitions) if partitions is not None else list(range(self.partitions))
         if self.is_cluster and len(wanted) > 1:
             raise InvalidInput("tail_raw reads one partition at a time on a cluster")
+        if self.archive is not None:
+            # A cursor may lie in the archive (or before the hot tail's start): catch up
+            # through the tiered read first; XREAD only sees what Redis still holds.
+            for p in wanted:
+                while True:
+                    rows = await self.read_raw(p, cursor.positions[p], count)
+                    if not rows:
+                        break
+                    cursor = cursor.advanced(p, text(rows[-1][0]))
+                    yield [(p, pos, fields) for pos, fields in rows]
+                    if len(rows) < count:
+                        break
         client = self._tail_redis or self.redis
         by_key = {self.keys.log(p): p for p in wanted}
         backoff = 0.05
@@ -718,18 +796,39 @@ class EventStore:
     # -- retention -------------------------------------------------------------------
 
     async def trim(self, partition: int, before: str) -> int:
-        """Remove the events of ``partition`` before position ``before``; return how many.
+        """Delete the events of ``partition`` before position ``before`` from every tier
+        (the archive's segments, then Redis); return how many.
 
-        Readers asking for a removed position then get :class:`PositionTrimmed`.
+        The deletion horizon (the last position deleted) is recorded first, so a
+        crash halfway leaves cursors into the deleted history answered
+        :class:`PositionTrimmed`, never a silent gap; running it again finishes
+        the job. Reads without a cursor then start at the first event kept.
+        No archiver may run on the partition meanwhile (see docs/archive.md).
         """
         self._check_partition(partition)
         parse_position(before)
-        removed, _ = await _guard(
+        removed = 0
+        if self.archive is not None:
+            last = await self._last_before(partition, before)
+            if last is not None:
+                current = await self.horizon(partition)
+                if current is None or parse_position(current) < parse_position(last):
+                    await _guard(self.redis.set(self.keys.horizon(partition), last))
+            removed += await asyncio.to_thread(self.archive.delete_before, partition, before)
+        trimmed, _ = await _guard(
             self._trim_script(
                 keys=[self.keys.log(partition), self.keys.horizon(partition)], args=[before]
             )
         )
-        return int(removed)
+        return removed + int(trimmed)
+
+    async def _last_before(self, partition: int, before: str) -> str | None:
+        """The last position before ``before`` in either tier (None: there is none)."""
+        row = await _guard(self.redis.xrevrange(self.keys.log(partition), f"({before}", "-", 1))
+        if row:
+            return text(row[0][0])
+        assert self.archive is not None
+        return await asyncio.to_thread(last_archived_before, self.archive, partition, before)
 
     # -- status ------------------------------------------------------------------------
 

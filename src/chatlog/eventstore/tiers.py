@@ -1,0 +1,151 @@
+"""One log across two tiers: the archive's sealed segments, then Redis's hot tail.
+
+The archiver publishes a segment *before* it removes the segment's events
+from Redis (and their aggregate index entries). So a read of Redis taken at
+one moment, and a read of the archive made after it, together hold every
+event kept, and the boundary can be found from the Redis read alone:
+
+- the Redis read returns the entries after ``after`` and, in the same
+  transaction, the stream's first entry ``F``;
+- when the first entry returned is ``F`` itself (or the stream is empty),
+  events between ``after`` and ``F`` may have left Redis: they are in the
+  archive, which is read for positions after ``after`` and *before* the
+  first Redis entry; otherwise Redis alone holds everything after ``after``.
+
+An event a crash left in both tiers (published, not yet removed from Redis)
+is taken from Redis only: archive entries are cut at the first Redis entry,
+so nothing repeats. The archive's manifest is cached; it is re-read when a
+read of the archive comes back short of both its limit and the Redis tier
+(a segment may have been published since), so nothing is skipped either.
+
+Aggregate reads use the same rule by version: the archiver pops the archived
+positions off the head of each aggregate's index list, so versions up to
+``current version - list length`` are in the archive (found through its
+aggregate index, never by scanning segments) and the rest in Redis.
+
+Everything here is synchronous file I/O on the archive side; the store calls
+it through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from chatlog.eventstore.codec import START, flat_field, parse_position
+
+if TYPE_CHECKING:
+    from chatlog.eventstore.archive import Archive
+
+#: A stream entry with its fields as the flat list the server sends.
+FlatEntry = tuple[bytes, list[bytes]]
+
+#: KEYS[1] stream, KEYS[2] aggregate index list, KEYS[3] versions hash; ARGV[1]
+#: aggregate, ARGV[2] first version wanted, ARGV[3] how many (-1: all).
+#: Returns ``{offset, row...}``: versions up to ``offset`` are no longer in the
+#: list (archived); each row is ``{position, fields}``, or ``{position}`` when
+#: the entry left the stream (deliberately deleted).
+READ_AGGREGATE_TIERED = """
+local n = redis.call('LLEN', KEYS[2])
+local current = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+local offset = current - n
+if offset < 0 then offset = 0 end
+local first = tonumber(ARGV[2]) - 1 - offset
+local start = first
+if start < 0 then start = 0 end
+local stop = -1
+if tonumber(ARGV[3]) >= 0 then
+  stop = first + tonumber(ARGV[3]) - 1
+  if stop < start then return {offset} end
+end
+local out = {offset}
+for _, id in ipairs(redis.call('LRANGE', KEYS[2], start, stop)) do
+  local e = redis.call('XRANGE', KEYS[1], id, id)
+  if e[1] then out[#out + 1] = e[1] else out[#out + 1] = {id} end
+end
+return out
+"""
+
+
+def _key(position: bytes | str) -> tuple[int, int]:
+    return parse_position(position.decode() if isinstance(position, bytes) else position)
+
+
+def needs_archive(entries: list[Any], first: bytes | str | None) -> bool:
+    """Whether events after the read's start may be in the archive: the Redis read
+    (``entries``, taken with the stream's ``first`` entry) starts at the stream's
+    first entry, or the stream is empty."""
+    if first is None:
+        return True
+    if not entries:
+        return False
+    return _key(entries[0][0]) == _key(first)
+
+
+def archived_between(archive: Archive, partition: int, after: str, before: bytes | None,
+                     limit: int) -> list[FlatEntry]:
+    """Archived entries after ``after`` and before position ``before`` (None: no bound),
+    oldest first, at most ``limit``; the manifest is re-read when a short answer
+    might come from a stale one."""
+    bound = None if before is None else _key(before)
+    for attempt in (0, 1):
+        got = archive.read_flat(partition, after, limit)
+        kept = got if bound is None else [e for e in got if _key(e[0]) < bound]
+        if len(got) >= limit or len(kept) < len(got) or attempt == 1:
+            return kept
+        archive.reload()
+    raise AssertionError("unreachable")
+
+
+def archived_versions(archive: Archive, partition: int, aggregate: str, from_version: int,
+                      count: int) -> list[FlatEntry]:
+    """Versions ``from_version .. from_version + count - 1`` of ``aggregate`` from the
+    archive's aggregate index; re-reads the manifest once if some are missing. The
+    answer may still lack versions (deliberately deleted): the caller checks."""
+    wanted = list(range(from_version, from_version + count))
+    got: list[FlatEntry] = []
+    for attempt in (0, 1):
+        got = archive.read_aggregate(partition, aggregate, from_version, count)
+        if [int(flat_field(flat, b"v")) for _, flat in got] == wanted or attempt == 1:
+            break
+        archive.reload()
+    return got
+
+
+def iter_archive(archive: Archive, partition: int, after: str = START,
+                 before: bytes | None = None) -> Iterator[Any]:
+    """The archive's columnar batches after ``after`` and before ``before`` (None: no
+    bound), manifest re-read first: ``pyarrow.RecordBatch``es with the columns
+    position, event_id, aggregate, version, type, time, body."""
+    import pyarrow as pa
+
+    archive.reload()
+    bound = None if before is None else _key(before)
+    for batch in archive.iter_batches(partition, after):
+        if bound is not None and _key(str(batch.column("position")[-1])) >= bound:
+            # the batch that reaches the Redis tier: only its rows before it
+            keep = [_key(p) < bound for p in batch.column("position").to_pylist()]
+            batch = batch.filter(pa.array(keep))
+            if batch.num_rows:
+                yield batch
+            return
+        yield batch
+
+
+def last_archived_before(archive: Archive, partition: int, before: str) -> str | None:
+    """The last archived position before ``before`` (None: none), reading at most the
+    one segment that straddles it."""
+    archive.reload()
+    bound = parse_position(before)
+    last: str | None = None
+    for segment in archive.segments(partition):
+        if _key(segment.last) < bound:
+            last = segment.last
+            continue
+        if _key(segment.first) < bound:
+            for pos, _ in archive.read_flat(partition, last or START, segment.count):
+                if _key(pos) >= bound:
+                    break
+                last = pos.decode()
+        break
+    return last
