@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from chatlog.errors import PositionTrimmed
 from chatlog.eventstore import Cursor, EventStore
 from chatlog.eventstore.archive import Archive
-from chatlog.eventstore.codec import START, parse_position
+from chatlog.eventstore.codec import START
 from chatlog.identity import normalize_project_id
 from tests.helpers import eventually, message
+from tests.sealing import archiver
 
 THREADS = 3
 
@@ -43,41 +43,6 @@ async def fill(store: EventStore, n: int, start: int = 0) -> list[str]:
         await store.append_one(message(thread_id=f"t{i % THREADS}", content=f"m{i}"))
         contents.append(f"m{i}")
     return contents
-
-
-class Sealer:
-    """Moves a partition's oldest events beyond ``hot`` into segments of ``segment``,
-    the archiver's way: publish the segment, pop its positions off the aggregates'
-    index lists, then XTRIM the stream. (``crash_before_trim``: publish only, as
-    after a crash between publishing and trimming.)"""
-
-    def __init__(self, store: EventStore, archive: Archive, hot: int, segment: int = 15):
-        self.store, self.archive, self.hot, self.segment = store, archive, hot, segment
-
-    async def run_pass(self, crash_before_trim: bool = False) -> int:
-        store, key = self.store, self.store.keys.log(0)
-        excess = int(await store.redis.xlen(key)) - self.hot
-        sealed = 0
-        while excess - sealed > 0:
-            raw: Any = await store.redis.xrange(key, "-", "+", min(self.segment, excess - sealed))
-            entries = [(pos, [x for kv in fields.items() for x in kv]) for pos, fields in raw]
-            self.archive.publish(self.archive.stage(0, entries), fence=1)
-            sealed += len(entries)
-            if crash_before_trim:
-                return sealed
-            per_aggregate: dict[bytes, int] = {}
-            for _, fields in raw:
-                per_aggregate[fields[b"a"]] = per_aggregate.get(fields[b"a"], 0) + 1
-            for aggregate, n in per_aggregate.items():
-                index = store.keys.aggregate_index(0, aggregate.decode())
-                await store.redis.ltrim(index, n, -1)
-            ms, seq = parse_position(entries[-1][0].decode())
-            await store.redis.xtrim(key, minid=f"{ms}-{seq + 1}", approximate=False)
-        return sealed
-
-
-def archiver(store: EventStore, archive: Archive, hot: int, segment: int = 15) -> Sealer:
-    return Sealer(store, archive, hot, segment)
 
 
 async def redis_length(store: EventStore) -> int:

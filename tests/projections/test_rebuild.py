@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from chatlog.eventstore import EventStore
+from chatlog.eventstore.archive import Archive
 from chatlog.identity import normalize_project_id
 from chatlog.projections.conversations import ConversationsProjection
 from chatlog.projections.projector import Projector
@@ -21,6 +22,7 @@ from chatlog.projections.queries import ReadModel
 from chatlog.projections.rebuild import RebuildRunning, build, rebuild, rebuild_lock, rebuild_path
 from tests.helpers import message
 from tests.projections._util import dump, fill, indexes
+from tests.sealing import archiver
 
 
 async def incremental(store: EventStore, path: Path) -> None:
@@ -207,3 +209,22 @@ async def test_every_default_projection_rebuilds_equal(store: EventStore, tmp_pa
     assert {"messages", "threads", "projects"} <= set(inc)
     assert len(default_projections()) >= 2 and any(len(rows) == 5 for t, rows in inc.items()
                                                    if t.startswith("workflow"))
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["in-process", "child-process"])
+async def test_rebuild_of_an_archived_log_equals_incremental(
+        store: EventStore, tmp_path: Path, processes: bool) -> None:
+    """Archive batches (folded column by column), then the hot tail: the same model."""
+    store.archive = Archive.open(str(tmp_path / "archive"))
+    await fill(store, ["Blog-Project", "Docs"], threads=3, per_thread=10)
+    await incremental(store, tmp_path / "inc.sqlite")  # built while everything was in Redis
+    assert await archiver(store, Archive.open(store.archive.url), hot=13, segment=20).run_pass()
+    # a thread that spans both tiers, and one event left in both (a crash before trimming)
+    await store.append_one(message("docs", "thread-0", "after archiving"))
+    await archiver(store, Archive.open(store.archive.url), hot=5, segment=3).run_pass(
+        crash_before_trim=True)
+    await incremental(store, tmp_path / "inc.sqlite")
+    result = await build(store, tmp_path / "reb.sqlite", [ConversationsProjection()],
+                         processes=processes, chunk=4)
+    assert result.events == 61
+    assert dump(tmp_path / "inc.sqlite") == dump(result.path)

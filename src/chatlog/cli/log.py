@@ -135,12 +135,23 @@ def _status_hooks() -> list[Any]:
 STATUS_SECTIONS: list[Any] = []
 
 
+def _size(n: int) -> str:
+    """Bytes as B / KiB / MiB / GiB."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
 @run_async
 async def status(ctx: click.Context, as_json: bool) -> None:
-    """Show the server, the partitions (length, first and last position) and lag."""
+    """Show the server, each partition's tiers (archive segments and the Redis hot
+    tail: segments, events, bytes, oldest and newest position) and lag."""
     settings = settings_from(ctx)
     async with open_store(settings) as opened:
         st = await opened.store.status()
@@ -150,9 +161,13 @@ async def status(ctx: click.Context, as_json: bool) -> None:
             "embedded": opened.embedded is not None or settings.redis_url is None,
             "partitions": len(st.partitions),
             "length": st.length,
+            "events": st.events,
             "log": [
                 {"partition": p.partition, "key": p.key, "length": p.length,
-                 "first": p.first_position, "last": p.last_position, "trimmed_to": p.horizon}
+                 "first": p.first_position, "last": p.last_position, "trimmed_to": p.horizon,
+                 "tiers": [{"tier": t.tier, "segments": t.segments, "events": t.events,
+                            "bytes": t.bytes, "oldest": t.oldest, "newest": t.newest}
+                           for t in p.tiers]}
                 for p in st.partitions
             ],
         }
@@ -162,13 +177,17 @@ async def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(f"server      {doc['server']} at {doc['url']}")
-    click.echo(f"partitions  {doc['partitions']}   events {doc['length']}")
+    click.echo(f"partitions  {doc['partitions']}   events {doc['events']} "
+               f"({doc['length']} in Redis)")
     for p in doc["log"]:
-        click.echo(f"  p{p['partition']:<3} {p['length']:>10} events  first {p['first'] or '-'}  "
-                   f"last {p['last'] or '-'}" + (f"  trimmed to {p['trimmed_to']}"
-                                                 if p["trimmed_to"] else ""))
+        click.echo(f"  p{p['partition']:<3}" + (f"  deleted up to {p['trimmed_to']}"
+                                               if p["trimmed_to"] else ""))
+        for t in p["tiers"]:
+            click.echo(f"    {t['tier']:<8} {t['segments']:>6} segments {t['events']:>12,} events "
+                       f"{_size(t['bytes']):>10}  oldest {t['oldest'] or '-'}  "
+                       f"newest {t['newest'] or '-'}")
     for name, value in doc.items():
-        if name not in {"server", "url", "embedded", "partitions", "length", "log"}:
+        if name not in {"server", "url", "embedded", "partitions", "length", "events", "log"}:
             click.echo(f"{name:<11} {json.dumps(value)}")
 
 

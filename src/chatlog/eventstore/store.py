@@ -88,13 +88,34 @@ class AppendResult:
 
 
 @dataclass(frozen=True, slots=True)
+class TierStatus:
+    """One tier of one partition: ``redis`` (the hot tail) or ``archive`` (segments)."""
+
+    tier: str
+    segments: int
+    events: int
+    bytes: int
+    oldest: str | None
+    newest: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class PartitionStatus:
     partition: int
     key: str
+    #: Entries in the Redis stream (the hot tail).
     length: int
     first_position: str | None
     last_position: str | None
+    #: The last position deliberately deleted (None: nothing was).
     horizon: str | None
+    #: Per tier: the archive's segments first (when there is an archive), then Redis.
+    tiers: list[TierStatus] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        """Events kept in every tier (an event a crash left in both counts twice)."""
+        return sum(t.events for t in self.tiers) if self.tiers else self.length
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +128,11 @@ class StoreStatus:
     @property
     def length(self) -> int:
         return sum(p.length for p in self.partitions)
+
+    @property
+    def events(self) -> int:
+        """Events kept in every tier, every partition."""
+        return sum(p.events for p in self.partitions)
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailable:
@@ -814,7 +840,7 @@ class EventStore:
                 current = await self.horizon(partition)
                 if current is None or parse_position(current) < parse_position(last):
                     await _guard(self.redis.set(self.keys.horizon(partition), last))
-            removed += await asyncio.to_thread(self.archive.delete_before, partition, before)
+            removed += await asyncio.to_thread(_delete_archived, self.archive, partition, before)
         trimmed, _ = await _guard(
             self._trim_script(
                 keys=[self.keys.log(partition), self.keys.horizon(partition)], args=[before]
@@ -846,18 +872,42 @@ class EventStore:
             pipe.xrange(key, "-", "+", 1)
             pipe.xrevrange(key, "+", "-", 1)
             pipe.get(self.keys.horizon(p))
-            length, first, last, horizon = await _guard(pipe.execute())
+            pipe.memory_usage(key)
+            length, first, last, horizon, size = await _guard(pipe.execute())
+            oldest = first[0][0].decode() if first else None
+            newest = last[0][0].decode() if last else None
+            tiers = [TierStatus("redis", 0, int(length), int(size or 0), oldest, newest)]
+            if self.archive is not None:
+                tiers.insert(0, await asyncio.to_thread(_archive_tier, self.archive, p))
             parts.append(
                 PartitionStatus(
                     partition=p,
                     key=key,
                     length=int(length),
-                    first_position=first[0][0].decode() if first else None,
-                    last_position=last[0][0].decode() if last else None,
+                    first_position=oldest,
+                    last_position=newest,
                     horizon=horizon.decode() if horizon else None,
+                    tiers=tiers,
                 )
             )
         return StoreStatus(server=server, version=version, url=self.url, partitions=parts)
+
+
+def _delete_archived(archive: Archive, partition: int, before: str) -> int:
+    """``archive.delete_before`` when the partition has segments (nothing to do, and no
+    manifest to write, otherwise)."""
+    archive.reload()
+    if not archive.segments(partition):
+        return 0
+    return archive.delete_before(partition, before)
+
+
+def _archive_tier(archive: Archive, partition: int) -> TierStatus:
+    archive.reload()
+    segments = archive.segments(partition)
+    return TierStatus("archive", len(segments), sum(s.count for s in segments),
+                      sum(s.bytes for s in segments), archive.oldest(partition),
+                      archive.newest(partition))
 
 
 def connect(url: str, *, blocking: bool = False) -> Client:

@@ -149,3 +149,22 @@ def last_archived_before(archive: Archive, partition: int, before: str) -> str |
                 last = pos.decode()
         break
     return last
+
+
+def batch_entries(batch: Any) -> list[FlatEntry]:
+    """An archive batch's rows as stream entries ``(position, flat fields)`` (for the
+    few consumers that need entries rather than columns)."""
+    import pyarrow as pa
+
+    def column(name: str) -> list[Any]:
+        col = batch.column(name)
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            col = col.cast(pa.binary())
+        return col.to_pylist()  # type: ignore[no-any-return]
+
+    return [
+        (pos, [b"i", eid, b"t", kind, b"a", agg, b"v", str(version).encode(), b"b", body])
+        for pos, eid, kind, agg, version, body in zip(
+            column("position"), column("event_id"), column("type"), column("aggregate"),
+            column("version"), column("body"), strict=True)
+    ]

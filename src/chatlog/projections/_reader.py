@@ -1,10 +1,11 @@
-"""The reading half of a rebuild: XRANGE the whole log and fold it, here or in a child process.
+"""The reading half of a rebuild: read the whole log and fold it, here or in a child process.
 
-Entries are read undecoded (XRANGE without redis-py's reply parsing, which
-halves the cost of reading) and folded by each bulk-capable projection into
-rows. With ``processes``, this runs in a child process and sends each
-chunk's rows down a pipe, so reading and folding (the child) overlap writing
-SQLite (the parent) on two cores.
+The archive's segments come as columnar batches, the hot tail as undecoded
+entries (XRANGE without redis-py's reply parsing, which halves the cost of
+reading); each bulk-capable projection folds both into rows. With
+``processes``, this runs in a child process and sends each chunk's rows down
+a pipe, so reading and folding (the child) overlap writing SQLite (the
+parent) on two cores.
 
 Messages: ``("chunk", partition, last_position, n, rows_per_fold, plain_entries,
 unknown)`` per chunk, then ``("done", finals_per_fold)``; ``("error", text)``
@@ -23,12 +24,12 @@ import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import IO, Any, cast
+from typing import IO, Any
 
 from chatlog.errors import ProjectionError
-from chatlog.eventstore.codec import flat_field
-from chatlog.eventstore.keys import Keys
-from chatlog.eventstore.store import connect
+from chatlog.eventstore.codec import START, flat_field
+from chatlog.eventstore.store import EventStore
+from chatlog.eventstore.tiers import batch_entries, iter_archive
 
 RawEntry = tuple[bytes, list[bytes]]
 #: Pipe buffer asked for (Linux allows unprivileged processes up to
@@ -37,65 +38,108 @@ PIPE_BYTES = 8 << 20
 Message = tuple[Any, ...]
 
 
-def _raw_reply(response: Any, **options: Any) -> Any:
-    return response
-
-
 async def read_folded(
-    url: str,
-    prefix: str,
-    partitions: int,
+    store: EventStore,
     bulk: Sequence[Any],
     plain_types: frozenset[bytes] | None,
     known: frozenset[bytes],
     chunk: int,
 ) -> AsyncIterator[Message]:
-    """Read every partition from its start; yield folded chunks, then the folds' finals.
+    """Read every partition from its first event kept; yield folded chunks, then the
+    folds' finals.
+
+    Each partition is read archive first, as columnar batches (folded column by
+    column: no dict or event object per row), then through the store's tiered
+    read (:meth:`EventStore.read_flat`), which also picks up whatever the
+    archiver moved meanwhile: in order, no gap, no repeat. The next read is
+    sent before the current chunk is folded.
 
     ``plain_types``: the entries to pass on undecoded (for projections without
     a bulk fold); ``None`` passes every entry, an empty set none.
     """
-    client = connect(url)
-    client.set_response_callback("XRANGE", _raw_reply)
     folds = [proj.bulk_fold() for proj in bulk]
-    keys = Keys(prefix)
-    pending: asyncio.Task[Any] | None = None
-    try:
-        for p in range(partitions):
-            key = keys.log(p)
-            request = asyncio.ensure_future(client.xrange(key, "-", "+", chunk))
+    for p in range(store.partitions):
+        after = START
+        if store.archive is not None:
+            batches = iter_archive(store.archive, p)
+            while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+                after = str(batch.column("position")[-1])
+                yield _folded_batch(p, batch, folds, plain_types, known)
+        request = asyncio.ensure_future(store.read_flat(p, after, chunk))
+        pending: asyncio.Future[Any] | None = request
+        try:
             while True:
-                pending = request
-                entries = cast(list[RawEntry], await request)
+                entries: list[RawEntry] = await request
                 pending = None
                 if not entries:
                     break
                 last = entries[-1][0].decode()
                 full = len(entries) >= chunk
                 if full:  # the server reads the next chunk while this one is folded
-                    request = asyncio.ensure_future(
-                        client.xrange(key, f"({last}", "+", chunk))
-                    pending = request
+                    request = pending = asyncio.ensure_future(store.read_flat(p, last, chunk))
                     await asyncio.sleep(0)  # let the request go out before folding
-                rows = [fold.rows(entries) for fold in folds]
-                types = [flat_field(flat, b"t") for _, flat in entries]
-                if plain_types is None:
-                    plain = entries
-                elif plain_types:
-                    plain = [e for e, t in zip(entries, types, strict=True) if t in plain_types]
-                else:
-                    plain = []
-                unknown = len(types) - sum(map(known.__contains__, types))
-                yield ("chunk", p, last, len(entries), rows, plain, unknown)
+                yield _folded_entries(p, last, entries, folds, plain_types, known)
                 if not full:
                     break
-        yield ("done", [fold.final() for fold in folds])
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+    yield ("done", [fold.final() for fold in folds])
+
+
+def _folded_entries(partition: int, last: str, entries: list[RawEntry], folds: Sequence[Any],
+                    plain_types: frozenset[bytes] | None,
+                    known: frozenset[bytes]) -> Message:
+    rows = [fold.rows(entries) for fold in folds]
+    types = [flat_field(flat, b"t") for _, flat in entries]
+    if plain_types is None:
+        plain = entries
+    elif plain_types:
+        plain = [e for e, t in zip(entries, types, strict=True) if t in plain_types]
+    else:
+        plain = []
+    unknown = len(types) - sum(map(known.__contains__, types))
+    return ("chunk", partition, last, len(entries), rows, plain, unknown)
+
+
+def _folded_batch(partition: int, batch: Any, folds: Sequence[Any],
+                  plain_types: frozenset[bytes] | None, known: frozenset[bytes]) -> Message:
+    """A chunk message of an archive batch, folded column by column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    types = batch.column("type")
+    rows = [fold.rows_batch(batch) if hasattr(fold, "rows_batch")
+            else fold.rows(batch_entries(batch)) for fold in folds]
+    if plain_types is None:
+        plain = batch_entries(batch)
+    elif plain_types:
+        wanted = pa.array([t.decode() for t in plain_types], pa.string())
+        plain = batch_entries(batch.filter(pc.is_in(types, value_set=wanted)))
+    else:
+        plain = []
+    names = pa.array([t.decode() for t in known], pa.string())
+    unknown = batch.num_rows - int(pc.sum(pc.is_in(types, value_set=names)).as_py() or 0)
+    last = str(batch.column("position")[-1])
+    return ("chunk", partition, last, batch.num_rows, rows, plain, unknown)
+
+
+async def _read_opened(url: str, prefix: str, partitions: int, archive_url: str | None,
+                       *args: Any) -> AsyncIterator[Message]:
+    """:func:`read_folded` on a store opened here (in the child process)."""
+    archive = None
+    if archive_url is not None:
+        from chatlog.eventstore.archive import Archive
+
+        archive = Archive.open(archive_url)
+    store = await EventStore.open(url, partitions=partitions, prefix=prefix, archive=archive)
+    try:
+        async for msg in read_folded(store, *args):
+            yield msg
     finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-        await client.aclose()
+        await store.close()
 
 
 _HEADER = struct.Struct("<Q")
@@ -129,7 +173,7 @@ def child_main() -> None:
     gc.disable()  # a short-lived process that makes no cycles (see rebuild._gc_paused)
 
     async def run() -> None:
-        async for msg in read_folded(*args):
+        async for msg in _read_opened(*args):
             _write_frame(out, msg)
 
     try:
