@@ -8,15 +8,19 @@ after a deletion starts quietly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import pytest
 
 from chatlog.eventstore import partition_of
+from chatlog.eventstore.archive import Archive
 from chatlog.http import STATE
 from chatlog.identity import normalize_project_id
+from tests.helpers import eventually
 from tests.http.conftest import post_message, read_sse
+from tests.sealing import archiver
 
 
 async def _problem(resp: Any, status: int) -> dict[str, Any]:
@@ -89,3 +93,61 @@ async def test_a_server_started_after_a_deletion_starts_without_warnings(
     warnings = [r for r in caplog.records
                 if r.levelno >= logging.WARNING and r.name.startswith("chatlog")]
     assert warnings == [], [r.getMessage() for r in warnings]
+
+
+async def test_replay_and_sse_resume_from_the_archive_while_appends_continue(
+        client, tmp_path) -> None:
+    """A cursor in the archive, across the tier boundary, while appends and archiving
+    continue: every event once, in order."""
+    store = client.app[STATE].store
+    store.archive = Archive.open(str(tmp_path / "archive"))
+    sealer = archiver(store, Archive.open(store.archive.url), hot=6, segment=7)
+    posted = [await post_message(client, "P", f"m{i}", thread_id="t") for i in range(25)]
+    await sealer.run_pass()
+
+    async def more() -> None:
+        for i in range(25, 45):
+            posted.append(await post_message(client, "P", f"m{i}", thread_id="t"))
+            if i % 5 == 0:
+                await sealer.run_pass()
+
+    appending = asyncio.create_task(more())
+
+    def appended_beyond(n: int) -> Any:
+        return lambda: appending.done() or len(posted) > n
+
+    seen: list[str] = []
+    after = "0-0"
+    try:
+        while len(seen) < 45:
+            page = await (await client.get("/v1/events", params={"after": after,
+                                                                 "limit": "4"})).json()
+            seen += [e["data"]["content"] for e in page["events"]]
+            after = page["cursor"]
+            if not page["events"]:
+                await eventually(appended_beyond(len(seen)), what="another append")
+    finally:
+        await appending
+    assert seen == [f"m{i}" for i in range(45)]
+
+    # An SSE client that stopped at event 3 (now archived) resumes: the rest, once, in order.
+    resp = await client.get("/v1/events/stream", headers={"Last-Event-ID": posted[3]["position"]})
+    assert resp.status == 200
+    late = asyncio.create_task(post_message(client, "P", "m45", thread_id="t"))
+    got = await read_sse(resp, 42)
+    await late
+    resp.close()
+    assert [d["data"]["content"] for _, d in got] == [f"m{i}" for i in range(4, 46)]
+
+
+async def test_a_deletion_across_tiers_over_http(client, tmp_path) -> None:
+    store = client.app[STATE].store
+    store.archive = Archive.open(str(tmp_path / "archive"))
+    posted = [await post_message(client, "P", f"m{i}") for i in range(20)]
+    await archiver(store, Archive.open(store.archive.url), hot=5, segment=6).run_pass()
+    await store.trim(0, posted[8]["position"])  # inside the archive
+    page = await (await client.get("/v1/events")).json()
+    assert [e["position"] for e in page["events"]] == [m["position"] for m in posted[8:]]
+    doc = await _problem(
+        await client.get("/v1/events", params={"after": posted[2]["position"]}), 410)
+    assert doc["oldest_cursor"] == posted[7]["position"]

@@ -9,15 +9,18 @@ when the history that opened the wait is no longer in the log.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from chatlog.eventstore import EventStore
+from chatlog.eventstore.archive import Archive
 from chatlog.eventstore.codec import START
 from chatlog.identity import ProjectKey
 from chatlog.orchestrator import Orchestrator
 from chatlog.projections.projector import Projector
 from chatlog.settings import Settings
 from tests.helpers import eventually, message
+from tests.sealing import archiver
 
 
 async def _project(store: EventStore, settings: Settings) -> str:
@@ -102,3 +105,35 @@ async def test_a_deadline_that_passed_while_down_times_out_with_its_history_dele
 
     await eventually(late_failed, what="wf-late to time out after the restart")
     assert second.open_waits == 1  # wf-later still waits, with the time it has left
+
+
+async def test_restart_with_open_workflows_whose_history_is_archived(
+    orchestrator_factory: Callable[..., Any], store: EventStore, settings: Settings,
+    project: ProjectKey, tmp_path: Path,
+) -> None:
+    """Waits and deadlines behave as before the archive; the workflows read through it."""
+    store.archive = Archive.open(str(tmp_path / "archive"))
+    first: Orchestrator = await orchestrator_factory(start=False)
+    await first.create_workflow(project, workflow_id="wf-late", start_timeout=0.05)
+    await first.create_workflow(project, workflow_id="wf-long", start_timeout=60)
+    await first.create_workflow(project, workflow_id="wf-appr", start_timeout=60)
+    await first.start_workflow(project, "wf-appr")
+    await first.request_approval(project, "wf-appr", timeout=60)
+    for i in range(10):
+        await store.append_one(message(content=f"m{i}"))
+    await _project(store, settings)
+    assert await archiver(store, Archive.open(store.archive.url), hot=2).run_pass() == 13
+
+    reads = _spy_reads(store)
+    second: Orchestrator = await orchestrator_factory()
+    assert START not in reads
+
+    async def late_failed() -> bool:
+        events = await store.read_aggregate(project.key, "workflow", "wf-late")
+        return [e.type for e in events][-2:] == ["workflow.timed_out", "workflow.failed"]
+
+    await eventually(late_failed, what="wf-late to time out after the restart")
+    assert (await second.start_workflow(project, "wf-long")).state == "running"
+    assert (await second.decide_approval(project, "wf-appr", approved=True)).state == "approved"
+    history = await store.read_aggregate(project.key, "workflow", "wf-appr")
+    assert [e.version for e in history] == [1, 2, 3, 4]

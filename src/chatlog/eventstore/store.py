@@ -672,14 +672,28 @@ class EventStore:
         """The last position of ``partition`` (``0-0`` when empty)."""
         self._check_partition(partition)
         last = await _guard(self.redis.xrevrange(self.keys.log(partition), "+", "-", 1))
-        return text(last[0][0]) if last else START
+        return text(last[0][0]) if last else await self._archived_head(partition)
 
     async def heads(self) -> Cursor:
+        """The last position of every partition (either tier)."""
         pipe = self.redis.pipeline(transaction=False)
         for p in range(self.partitions):
             pipe.xrevrange(self.keys.log(p), "+", "-", 1)
         rows = await _guard(pipe.execute())
-        return Cursor([r[0][0].decode() if r else START for r in rows])
+        return Cursor([r[0][0].decode() if r else await self._archived_head(p)
+                       for p, r in enumerate(rows)])
+
+    async def _archived_head(self, partition: int) -> str:
+        """The head of a partition whose Redis stream is empty: the archive's newest."""
+        if self.archive is None:
+            return START
+        archive = self.archive
+
+        def newest() -> str | None:
+            archive.reload()
+            return archive.newest(partition)
+
+        return await asyncio.to_thread(newest) or START
 
     def _check_partition(self, partition: int) -> None:
         if not 0 <= partition < self.partitions:
