@@ -340,8 +340,7 @@ class EventStore:
         events = []
         for row in rows:
             if len(row) == 1:
-                horizon = await guard(self.redis.get(self.keys.horizon(partition)))
-                raise PositionTrimmed(partition, text(row[0]), text(horizon))
+                raise PositionTrimmed(partition, text(row[0]), await self.horizon(partition) or "")
             pos, flat = row
             events.append(decode_entry(partition, pos, flat_fields(flat)))
         return events
@@ -488,9 +487,9 @@ class EventStore:
                     partition=p,
                     key=key,
                     length=int(length),
-                    first_position=first[0][0].decode() if first else None,
-                    last_position=last[0][0].decode() if last else None,
-                    horizon=horizon.decode() if horizon else None,
+                    first_position=text(first[0][0]) if first else None,
+                    last_position=text(last[0][0]) if last else None,
+                    horizon=text(horizon) if horizon else None,
                 )
             )
         return StoreStatus(server=server, version=version, url=self.url, partitions=parts)
