@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
@@ -90,7 +91,7 @@ def _flattened(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[FlatEntr
     return [(pos, [x for kv in fields.items() for x in kv]) for pos, fields in entries]
 
 
-class Topology:
+class Topology(ABC):
     """What the store does differently on one server and on a cluster."""
 
     is_cluster: ClassVar[bool] = False
@@ -101,6 +102,7 @@ class Topology:
         self.tail_redis = tail_redis or redis
         self._own_tail = tail_redis is not None and tail_redis is not redis
 
+    @abstractmethod
     async def initialize(self) -> None:
         """Whatever must happen before the first command (nothing on one server)."""
 
@@ -110,15 +112,16 @@ class Topology:
         if self._own_tail:
             await self.tail_redis.aclose()
 
+    @abstractmethod
     async def after_unavailable(self) -> None:
         """After a connection failure: make the next command find a live connection."""
 
+    @abstractmethod
     async def read_checked(
         self, keys: Keys, partition: int, after: str, limit: int
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Entries after ``after`` (at most ``limit``), or :class:`PositionTrimmed`
         when events after ``after`` are gone."""
-        raise NotImplementedError
 
     async def read_flat_checked(
         self, keys: Keys, partition: int, after: str, limit: int
@@ -170,7 +173,11 @@ class SingleServer(Topology):
         self._flat = aioredis.Redis(connection_pool=redis.connection_pool)
         self._flat.set_response_callback("XRANGE", _unparsed)
 
+    async def initialize(self) -> None:
+        return None
+
     async def after_unavailable(self) -> None:
+        """Drop the idle pooled connections (the next command opens a fresh one)."""
         with contextlib.suppress(Exception):
             await self.redis.connection_pool.disconnect(inuse_connections=False)
 
