@@ -94,14 +94,14 @@ def client_options(*, blocking: bool = False) -> dict[str, Any]:
     }
 
 
-def text(value: object) -> str:
-    """A reply value as ``str``: bytes decoded, ``None`` as ``""``, others by ``str()``."""
+def text(value: object, default: str = "") -> str:
+    """A reply value as ``str``: bytes decoded, ``None`` as ``default``, others by ``str()``."""
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, str):
         return value
     if value is None:
-        return ""
+        return default
     if isinstance(value, bytearray | memoryview):
         return bytes(value).decode()
     return str(value)
