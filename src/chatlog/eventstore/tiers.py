@@ -168,3 +168,27 @@ def batch_entries(batch: Any) -> list[FlatEntry]:
             column("position"), column("event_id"), column("type"), column("aggregate"),
             column("version"), column("body"), strict=True)
     ]
+
+
+def archived_head(archive: Archive, partition: int) -> str | None:
+    """The archive's newest position (manifest re-read first)."""
+    archive.reload()
+    return archive.newest(partition)
+
+
+def delete_archived(archive: Archive, partition: int, before: str) -> int:
+    """``archive.delete_before`` when the partition has segments (nothing to do, and no
+    manifest to write, otherwise); how many events it deleted."""
+    archive.reload()
+    if not archive.segments(partition):
+        return 0
+    return archive.delete_before(partition, before)
+
+
+def archive_tier(archive: Archive,
+                 partition: int) -> tuple[int, int, int, str | None, str | None]:
+    """``(segments, events, bytes, oldest, newest)`` of the partition's archive."""
+    archive.reload()
+    segments = archive.segments(partition)
+    return (len(segments), sum(s.count for s in segments), sum(s.bytes for s in segments),
+            archive.oldest(partition), archive.newest(partition))

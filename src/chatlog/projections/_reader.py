@@ -1,11 +1,11 @@
-"""The reading half of a rebuild: read the whole log and fold it, here or in a child process.
+"""The reading half of a rebuild: scan the whole log and fold it, here or in a child process.
 
-The archive's segments come as columnar batches, the hot tail as undecoded
-entries (XRANGE without redis-py's reply parsing, which halves the cost of
-reading); each bulk-capable projection folds both into rows. With
-``processes``, this runs in a child process and sends each chunk's rows down
-a pipe, so reading and folding (the child) overlap writing SQLite (the
-parent) on two cores.
+The archive's segments come as columnar batches and the hot tail as
+undecoded entries (:meth:`EventStore.scan`; XRANGE without redis-py's reply
+parsing, which halves the cost of reading); each bulk-capable projection
+folds both into rows. With ``processes``, this runs in a
+child process and sends each chunk's rows down a pipe, so reading and folding
+(the child) overlap writing SQLite (the parent) on two cores.
 
 Messages: ``("chunk", partition, last_position, n, rows_per_fold, plain_entries,
 unknown)`` per chunk, then ``("done", finals_per_fold)``; ``("error", text)``
@@ -27,9 +27,9 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import IO, Any
 
 from chatlog.errors import ProjectionError
-from chatlog.eventstore.codec import START, flat_field
+from chatlog.eventstore.codec import flat_field
 from chatlog.eventstore.store import EventStore
-from chatlog.eventstore.tiers import batch_entries, iter_archive
+from chatlog.eventstore.tiers import batch_entries
 
 RawEntry = tuple[bytes, list[bytes]]
 #: Pipe buffer asked for (Linux allows unprivileged processes up to
@@ -48,50 +48,32 @@ async def read_folded(
     """Read every partition from its first event kept; yield folded chunks, then the
     folds' finals.
 
-    Each partition is read archive first, as columnar batches (folded column by
-    column: no dict or event object per row), then through the store's tiered
-    read (:meth:`EventStore.read_flat`), which also picks up whatever the
-    archiver moved meanwhile: in order, no gap, no repeat. The next read is
-    sent before the current chunk is folded.
+    :meth:`EventStore.scan` gives the archive's segments as columnar batches,
+    folded column by column (no dict or event object per row), then the hot
+    tail as entries: in order, no gap, no repeat, even while the archiver runs.
 
     ``plain_types``: the entries to pass on undecoded (for projections without
     a bulk fold); ``None`` passes every entry, an empty set none.
     """
     folds = [proj.bulk_fold() for proj in bulk]
     for p in range(store.partitions):
-        after = START
-        if store.archive is not None:
-            batches = iter_archive(store.archive, p)
-            while (batch := await asyncio.to_thread(next, batches, None)) is not None:
-                after = str(batch.column("position")[-1])
-                yield _folded_batch(p, batch, folds, plain_types, known)
-        request = asyncio.ensure_future(store.read_flat(p, after, chunk))
-        pending: asyncio.Future[Any] | None = request
+        scan = store.scan(p, chunk=chunk)
         try:
-            while True:
-                entries: list[RawEntry] = await request
-                pending = None
-                if not entries:
-                    break
-                last = entries[-1][0].decode()
-                full = len(entries) >= chunk
-                if full:  # the server reads the next chunk while this one is folded
-                    request = pending = asyncio.ensure_future(store.read_flat(p, last, chunk))
-                    await asyncio.sleep(0)  # let the request go out before folding
-                yield _folded_entries(p, last, entries, folds, plain_types, known)
-                if not full:
-                    break
+            async for item in scan:
+                if isinstance(item, list):
+                    yield _folded_entries(p, item, folds, plain_types, known)
+                else:
+                    yield _folded_batch(p, item, folds, plain_types, known)
         finally:
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
+            await scan.aclose()  # type: ignore[attr-defined]
     yield ("done", [fold.final() for fold in folds])
 
 
-def _folded_entries(partition: int, last: str, entries: list[RawEntry], folds: Sequence[Any],
+def _folded_entries(partition: int, entries: list[RawEntry], folds: Sequence[Any],
                     plain_types: frozenset[bytes] | None,
                     known: frozenset[bytes]) -> Message:
+    """A chunk message of hot-tail entries."""
+    last = entries[-1][0].decode()
     rows = [fold.rows(entries) for fold in folds]
     types = [flat_field(flat, b"t") for _, flat in entries]
     if plain_types is None:
@@ -128,7 +110,8 @@ def _folded_batch(partition: int, batch: Any, folds: Sequence[Any],
 
 async def _read_opened(url: str, prefix: str, partitions: int, archive_url: str | None,
                        *args: Any) -> AsyncIterator[Message]:
-    """:func:`read_folded` on a store opened here (in the child process)."""
+    """:func:`read_folded` on a store opened here (in the child process), reading the
+    same archive as the parent's store."""
     archive = None
     if archive_url is not None:
         from chatlog.eventstore.archive import Archive
@@ -187,6 +170,9 @@ def child_main() -> None:
 
 class ChildReader:
     """:func:`read_folded` in a child process; iterate :meth:`messages` (blocking).
+
+    Arguments: the store's URL, key prefix and partition count (the child opens
+    the store itself), then :func:`read_folded`'s after the store.
 
     The child is ``python -m chatlog.projections._rebuild_child`` (not
     ``multiprocessing``, which would re-import the caller's main module).
