@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from chatlog.eventstore import EmbeddedValkey
+from chatlog.eventstore import EmbeddedValkey, EventStore
+from chatlog.eventstore.archive import Archive
+from tests.sealing import archiver
 
 CHATLOG = [sys.executable, "-m", "chatlog"]
 
@@ -137,3 +139,25 @@ def test_embedded_default_end_to_end(tmp_path: Path, short_tmp: Path) -> None:
         shared = subprocess.run([*CHATLOG, "status", "--json"], env=env, capture_output=True,
                                 text=True, timeout=60)
         assert json.loads(shared.stdout)["length"] == 1
+
+
+async def test_status_shows_each_tier_and_tail_reads_both(
+    run: Callable[..., subprocess.CompletedProcess[str]], store: EventStore, tmp_path: Path
+) -> None:
+    positions = [json.loads(run("append", "p", str(i)).stdout)["position"] for i in range(6)]
+    archive = Archive.open(str(tmp_path / "data" / "archive"))  # the CLI's default archive
+    assert await archiver(store, archive, hot=2, segment=3).run_pass() == 4
+    doc = json.loads(run("status", "--json").stdout)
+    assert doc["events"] == 6 and doc["length"] == 2
+    cold, hot = doc["log"][0]["tiers"]
+    assert (cold["tier"], cold["segments"], cold["events"]) == ("archive", 2, 4)
+    assert (cold["oldest"], cold["newest"]) == (positions[0], positions[3])
+    assert cold["bytes"] > 0 and hot["bytes"] > 0
+    assert (hot["tier"], hot["events"], hot["oldest"], hot["newest"]) == (
+        "redis", 2, positions[4], positions[5])
+    text = run("status").stdout
+    assert "archive" in text and "redis" in text and positions[0] in text
+    lines = run("tail", "--no-follow").stdout.splitlines()
+    assert [json.loads(x)["position"] for x in lines] == positions
+    resumed = run("tail", "--no-follow", "--after", positions[1]).stdout.splitlines()
+    assert [json.loads(x)["position"] for x in resumed] == positions[2:]
