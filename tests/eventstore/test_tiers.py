@@ -144,3 +144,22 @@ async def test_deletion_removes_from_both_tiers_and_only_deleted_cursors_are_gon
     assert [e.position for e in await tiered.read(0)] == before[25:]
     archive.reload()
     assert archive.count(0) == 0 and await tiered.horizon(0) == before[24]
+
+
+async def test_a_live_tail_left_a_whole_hot_window_behind_misses_nothing(
+        tiered: EventStore, archive: Archive) -> None:
+    contents = await fill(tiered, 3)
+    tail = tiered.tail(Cursor.start(1), block=0.05, count=2)
+    seen = [e.data["content"] for e in await tail.__anext__()]
+    seen += [e.data["content"] for e in await tail.__anext__()]  # caught up: next is XREAD
+    assert seen == contents
+    # While the consumer is busy, the log moves on and the archiver moves past its cursor.
+    contents += await fill(tiered, 20, start=3)
+    await archiver(tiered, archive, hot=3, segment=6).run_pass()
+    try:
+        async with asyncio.timeout(10):
+            while len(seen) < len(contents):
+                seen += [e.data["content"] for e in await tail.__anext__()]
+    finally:
+        await tail.aclose()  # type: ignore[attr-defined]
+    assert seen == contents

@@ -602,9 +602,47 @@ class EventStore:
                                    on_idle=on_idle)
         try:
             async for batch in tail:
+                if self.archive is not None:
+                    batch = await self._archived_under(cursor, batch, count)
+                    positions = list(cursor.positions)
+                    for p, pos, _ in batch:
+                        positions[p] = text(pos)
+                    cursor = Cursor(positions)
                 yield batch
         finally:
             await tail.aclose()  # type: ignore[attr-defined]
+
+    async def _archived_under(self, cursor: Cursor, batch: list[RawEntry],
+                              count: int) -> list[RawEntry]:
+        """``batch`` (from XREAD after ``cursor``) preceded by the events the archiver moved
+        out of Redis before the XREAD read them (a tail a whole hot window behind).
+
+        The stream's first position ``F`` is read after the XREAD: if ``F`` comes
+        before a partition's first entry ``e0``, ``F`` was there when XREAD ran
+        (entries leave from the head only), so nothing between the cursor and
+        ``e0`` was archived. Otherwise the archive is read for that range.
+        """
+        assert self.archive is not None
+        firsts: dict[int, bytes] = {}
+        for p, pos, _ in batch:
+            firsts.setdefault(p, pos)
+        pipe = self.redis.pipeline(transaction=False)
+        for p in firsts:
+            pipe.xrange(self.keys.log(p), "-", "+", 1)
+        heads = await guard(pipe.execute())
+        missed: list[RawEntry] = []
+        for (p, e0), head in zip(firsts.items(), heads, strict=True):
+            if head and parse_position(text(head[0][0])) < parse_position(text(e0)):
+                continue
+            after = cursor.positions[p]
+            while True:
+                page = await asyncio.to_thread(
+                    archived_between, self.archive, p, after, e0, count)
+                missed.extend((p, pos, flat_fields(flat)) for pos, flat in page)
+                if len(page) < count:
+                    break
+                after = text(page[-1][0])
+        return missed + batch if missed else batch
 
     # -- retention -------------------------------------------------------------------
 
