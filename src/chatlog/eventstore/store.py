@@ -36,7 +36,6 @@ from chatlog.eventstore.tiers import (
     archived_between,
     archived_head,
     archived_versions,
-    batch_entries,
     delete_archived,
     iter_archive,
     last_archived_before,
@@ -391,13 +390,35 @@ class EventStore:
     async def scan_flat(
         self, partition: int, *, chunk: int = 10_000
     ) -> AsyncIterator[list[FlatEntry]]:
-        """Like :meth:`scan`, but archive batches as entries too (flat fields)."""
-        scan = self.scan(partition, chunk=chunk)
+        """Every entry of ``partition``'s Redis stream (the hot tier only: what the
+        archiver seals), oldest first, in chunks of up to ``chunk``, fields as
+        :meth:`read_flat` gives them. A scan of the whole log, archive included,
+        is :meth:`scan`.
+
+        The next chunk is asked for before this one is yielded, so the server
+        reads it while the caller works on this one. Not checked against the
+        trim horizon: it starts at the first entry kept.
+        """
+        self._check_partition(partition)
+        key = self.keys.log(partition)
+        request = asyncio.ensure_future(self._topology.xrange_flat(key, "-", chunk))
         try:
-            async for item in scan:
-                yield item if isinstance(item, list) else batch_entries(item)
+            while True:
+                entries = await request
+                if not entries:
+                    return
+                full = len(entries) >= chunk
+                if full:  # the server reads the next chunk while this one is used
+                    request = asyncio.ensure_future(
+                        self._topology.xrange_flat(key, f"({text(entries[-1][0])}", chunk))
+                    await asyncio.sleep(0)  # let the request go out first
+                yield entries
+                if not full:
+                    return
         finally:
-            await scan.aclose()  # type: ignore[attr-defined]
+            if not request.done():
+                request.cancel()
+            await asyncio.gather(request, return_exceptions=True)
 
     async def read_cursor(
         self, cursor: Cursor, limit: int = 1000, partitions: Sequence[int] | None = None
