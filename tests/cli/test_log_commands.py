@@ -13,6 +13,7 @@ import pytest
 
 from chatlog.eventstore import EmbeddedValkey, EventStore
 from chatlog.eventstore.archive import Archive
+from tests.helpers import message
 from tests.sealing import archiver
 
 CHATLOG = [sys.executable, "-m", "chatlog"]
@@ -107,10 +108,11 @@ def test_trim_then_tail_from_a_trimmed_position_is_gone(
     assert f"oldest cursor still available is {positions[1]}" in proc.stderr
 
 
-def test_delete_before_asks_then_tail_without_a_cursor_starts_at_the_oldest_kept(
-    run: Callable[..., subprocess.CompletedProcess[str]]
+async def test_delete_before_asks_then_tail_without_a_cursor_starts_at_the_oldest_kept(
+    run: Callable[..., subprocess.CompletedProcess[str]], store: EventStore
 ) -> None:
-    positions = [json.loads(run("append", "p", str(i)).stdout)["position"] for i in range(4)]
+    positions = [(await store.append_one(message("p", content=str(i)))).position
+                 for i in range(4)]
     refused = run("delete-before", "0", positions[2], check=False, input="n\n")
     assert refused.returncode == 1 and "Aborted" in refused.stderr
     assert len(run("tail", "--no-follow").stdout.splitlines()) == 4  # nothing was deleted
@@ -144,7 +146,8 @@ def test_embedded_default_end_to_end(tmp_path: Path, short_tmp: Path) -> None:
 async def test_status_shows_each_tier_and_tail_reads_both(
     run: Callable[..., subprocess.CompletedProcess[str]], store: EventStore, tmp_path: Path
 ) -> None:
-    positions = [json.loads(run("append", "p", str(i)).stdout)["position"] for i in range(6)]
+    positions = [(await store.append_one(message("p", content=str(i)))).position
+                 for i in range(6)]
     archive = Archive.open(str(tmp_path / "data" / "archive"))  # the CLI's default archive
     assert await archiver(store, archive, hot=2, segment=3).run_pass() == 4
     doc = json.loads(run("status", "--json").stdout)
