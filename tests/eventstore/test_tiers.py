@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from chatlog.errors import PositionTrimmed
 from chatlog.eventstore import Cursor, EventStore
 from chatlog.eventstore.archive import Archive
 from chatlog.eventstore.codec import START
+from chatlog.eventstore.migration import migrate
 from chatlog.identity import normalize_project_id
 from tests.helpers import eventually, message
 from tests.sealing import archiver
@@ -31,7 +33,10 @@ def archive(tmp_path: Path) -> Archive:
 
 @pytest.fixture
 async def tiered(store: EventStore, archive: Archive) -> EventStore:
-    """The test's store, reading through ``archive`` (a second handle on the same files)."""
+    """The test's store, reading through ``archive`` (a second handle on the same files).
+
+    Tests that also name ``store`` run on one server, the cluster and Redis 7.
+    """
     store.archive = Archive.open(archive.url)
     return store
 
@@ -50,7 +55,7 @@ async def redis_length(store: EventStore) -> int:
 
 
 async def test_position_reads_cross_the_boundary_once_in_order(
-        tiered: EventStore, archive: Archive) -> None:
+        store: EventStore, tiered: EventStore, archive: Archive) -> None:
     contents = await fill(tiered, 50)
     await archiver(tiered, archive, hot=10).run_pass()
     assert await redis_length(tiered) == 10 and archive.count(0) == 40
@@ -68,7 +73,7 @@ async def test_position_reads_cross_the_boundary_once_in_order(
 
 
 async def test_aggregate_reads_of_archived_aggregates(
-        tiered: EventStore, archive: Archive) -> None:
+        store: EventStore, tiered: EventStore, archive: Archive) -> None:
     contents = await fill(tiered, 45)
     await archiver(tiered, archive, hot=8, segment=10).run_pass()
     key = normalize_project_id("Blog-Project").key
@@ -103,7 +108,7 @@ async def test_an_event_left_in_both_tiers_is_read_once(
 
 
 async def test_a_tail_from_the_archive_sees_every_event_once_while_archiving_and_appending(
-        tiered: EventStore, archive: Archive) -> None:
+        store: EventStore, tiered: EventStore, archive: Archive) -> None:
     contents = await fill(tiered, 40)
     worker = archiver(tiered, archive, hot=5, segment=7)
     await worker.run_pass()
@@ -163,3 +168,16 @@ async def test_a_live_tail_left_a_whole_hot_window_behind_misses_nothing(
     finally:
         await tail.aclose()  # type: ignore[attr-defined]
     assert seen == contents
+
+
+async def test_migrate_copies_both_tiers(tiered: EventStore, archive: Archive,
+                                         store_factory: Any, key_prefix: str) -> None:
+    contents = await fill(tiered, 30)
+    await archiver(tiered, archive, hot=7, segment=9).run_pass()
+    target: EventStore = await store_factory(prefix=f"{key_prefix}-to")
+    result = await migrate(tiered, target, batch=8)
+    assert (result.copied, result.total) == (30, 30)
+    assert [e.data["content"] for e in await target.read(0, START, 100)] == contents
+    key = normalize_project_id("Blog-Project").key
+    assert [e.version for e in await target.read_aggregate(key, "thread", "t2")] == list(
+        range(1, 11))
