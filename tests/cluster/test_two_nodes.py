@@ -74,7 +74,7 @@ async def test_read_your_writes_sse_and_waits_across_nodes(nodes: tuple[Served, 
         # a wait registered on B ends on an approval posted to A
         wf = await _json(await http.post(f"{b.url}/v1/projects/Shared/workflows",
                                          json={"name": "publish"}), 201)
-        item = f"/v1/projects/Shared/workflows/{wf['id']}"
+        item = f"/v1/projects/Shared/workflows/{wf['workflow_id']}"
         await _json(await http.post(f"{b.url}{item}/start", json={}))
         await _json(await http.post(f"{b.url}{item}/approval-requests", json={"prompt": "ok?"}))
         waiting = asyncio.create_task(http.get(
@@ -119,7 +119,7 @@ async def test_workers_on_two_nodes_share_the_jobs(
         for i in range(24):
             project = normalize_project_id(f"jobs-{i % 6}")
             o = orchestrators[i % 2]
-            wid = (await o.create_workflow(project, start_timeout=60)).id
+            wid = (await o.create_workflow(project, start_timeout=60)).workflow_id
             await o.start_workflow(project, wid)
             jobs.append(await o.enqueue_job(project, wid, kind="render"))
         async with asyncio.timeout(60):

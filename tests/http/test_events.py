@@ -15,7 +15,7 @@ async def test_replay_filters_and_pages(client) -> None:
     a2 = await post_message(client, "a", "a2", thread_id=a1["thread_id"])
     wf = await client.post("/v1/projects/A/workflows", json={"name": "w"})
     assert wf.status == 201
-    wid = (await wf.json())["id"]
+    wid = (await wf.json())["workflow_id"]
 
     async def ids(**params: str) -> list[str]:
         page = await (await client.get("/v1/events", params=params)).json()

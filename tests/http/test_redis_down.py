@@ -59,10 +59,10 @@ async def test_redis_down_is_503_and_the_service_recovers_without_restart(
     stream.close()
     # The orchestrator's tailers resumed: a long-poll sees a transition made now.
     wf = await (await client.post("/v1/projects/Ops/workflows", json={})).json()
-    poll = asyncio.ensure_future(client.get(f"/v1/projects/Ops/workflows/{wf['id']}",
+    poll = asyncio.ensure_future(client.get(f"/v1/projects/Ops/workflows/{wf['workflow_id']}",
                                             params={"wait_for": "running", "timeout": "20"}))
     await asyncio.sleep(0.1)
-    started = await client.post(f"/v1/projects/Ops/workflows/{wf['id']}/start", json={})
+    started = await client.post(f"/v1/projects/Ops/workflows/{wf['workflow_id']}/start", json={})
     assert started.status == 200
     resp = await poll
     assert resp.status == 200 and (await resp.json())["state"] == "running"

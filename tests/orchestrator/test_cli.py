@@ -22,7 +22,7 @@ async def _dead_letter_one(settings: Settings) -> tuple[str, str]:
     try:
         project = normalize_project_id("Ops")
         o = Orchestrator(store, settings)
-        wid = (await o.create_workflow(project, start_timeout=60)).id
+        wid = (await o.create_workflow(project, start_timeout=60)).workflow_id
         await o.start_workflow(project, wid)
         ok = await o.enqueue_job(project, wid, kind="echo", payload={"a": 1})
         bad = await o.enqueue_job(project, wid, kind="fail", payload={"message": "nope"})

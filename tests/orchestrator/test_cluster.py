@@ -32,8 +32,8 @@ async def test_waits_timeouts_races_and_jobs_across_partitions(
         projects = [normalize_project_id(f"cluster-project-{i}") for i in range(4)]
         assert len({store.partition_of(p.key) for p in projects}) > 1
         for p in projects:
-            late = (await o.create_workflow(p, start_timeout=0.3)).id
-            wid = (await o.create_workflow(p, start_timeout=60)).id
+            late = (await o.create_workflow(p, start_timeout=0.3)).workflow_id
+            wid = (await o.create_workflow(p, start_timeout=60)).workflow_id
             waiting = asyncio.create_task(o.wait_for_start(p, wid))
             await asyncio.sleep(0.02)
             await o.start_workflow(p, wid)
@@ -55,7 +55,7 @@ async def test_waits_timeouts_races_and_jobs_across_partitions(
         worker_task = asyncio.create_task(worker.run())
         jobs = []
         for p in projects:
-            wid = (await o.create_workflow(p, start_timeout=60)).id
+            wid = (await o.create_workflow(p, start_timeout=60)).workflow_id
             await o.start_workflow(p, wid)
             jobs.append((p, wid, await o.enqueue_job(p, wid, kind="good")))
         bad_p, bad_wid, _ = jobs[0]

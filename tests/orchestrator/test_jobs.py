@@ -63,7 +63,7 @@ async def workers(store: EventStore, settings: Settings) -> Any:
 
 
 async def _running(o: Orchestrator, project: ProjectKey) -> str:
-    wid = (await o.create_workflow(project, start_timeout=60)).id
+    wid = (await o.create_workflow(project, start_timeout=60)).workflow_id
     await o.start_workflow(project, wid)
     return wid
 

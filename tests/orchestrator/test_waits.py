@@ -25,7 +25,7 @@ async def test_a_start_between_registering_and_blocking_is_never_missed(
     iterations = 70 if hook != "random" else 60  # ~200 in all
     rng = random.Random(5)
     for _ in range(iterations):
-        wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
+        wid = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
 
         async def start_now(wid: str = wid) -> None:
             await orchestrator.start_workflow(project, wid)
@@ -72,7 +72,7 @@ async def test_two_thousand_concurrent_waits_share_one_connection(
                                          start_timeout=30 if i % 2 else 1.5)
             for i in range(n)
         ))
-        assert len({v.id for v in views}) == n
+        assert len({v.workflow_id for v in views}) == n
         waits = [asyncio.create_task(orchestrator.wait_for_start(project, f"wf-{i}"))
                  for i in range(n)]
         await asyncio.sleep(0.2)
@@ -90,7 +90,7 @@ async def test_two_thousand_concurrent_waits_share_one_connection(
                 assert r.workflow_id == f"wf-{i}" and r.awaited == "start_task"
         states = await asyncio.gather(*(orchestrator.get_workflow(project, f"wf-{i}")
                                         for i in range(0, n, 97)))
-        assert all(v.state == "failed" for v in states if int(v.id[3:]) % 2 == 0)
+        assert all(v.state == "failed" for v in states if int(v.workflow_id[3:]) % 2 == 0)
         assert orchestrator.waiters == 0 and orchestrator.open_waits == 0
     finally:
         await orchestrator.stop()
@@ -102,11 +102,11 @@ async def test_restart_resumes_open_waits_and_fails_the_expired_ones(
     orchestrator_factory: Callable[..., Any], project: ProjectKey, store: EventStore,
 ) -> None:
     first: Orchestrator = await orchestrator_factory()
-    expires_while_down = (await first.create_workflow(project, start_timeout=0.6)).id
-    still_open = (await first.create_workflow(project, start_timeout=60)).id
-    started_while_down = (await first.create_workflow(project, start_timeout=60)).id
-    expires_after_restart = (await first.create_workflow(project, start_timeout=2.0)).id
-    approval_open = (await first.create_workflow(project, start_timeout=60)).id
+    expires_while_down = (await first.create_workflow(project, start_timeout=0.6)).workflow_id
+    still_open = (await first.create_workflow(project, start_timeout=60)).workflow_id
+    started_while_down = (await first.create_workflow(project, start_timeout=60)).workflow_id
+    expires_after_restart = (await first.create_workflow(project, start_timeout=2.0)).workflow_id
+    approval_open = (await first.create_workflow(project, start_timeout=60)).workflow_id
     await first.start_workflow(project, approval_open)
     await first.request_approval(project, approval_open, timeout=60)
     pending = asyncio.create_task(first.wait_for_start(project, still_open))
@@ -154,7 +154,7 @@ async def test_two_orchestrators_time_out_a_workflow_exactly_once(
     other_store = await store_factory()
     a: Orchestrator = await orchestrator_factory()
     b: Orchestrator = await orchestrator_factory(store_=other_store)
-    ids = [(await a.create_workflow(project, start_timeout=0.3)).id for _ in range(20)]
+    ids = [(await a.create_workflow(project, start_timeout=0.3)).workflow_id for _ in range(20)]
     for wid in ids:
         await asyncio.wait_for(b.wait_for_state(project, wid, "failed", 10), 15)
     for wid in ids:
@@ -176,9 +176,9 @@ async def test_waits_and_timeouts_work_across_partitions(
     try:
         projects = [normalize_project_id(f"project-{i}") for i in range(6)]
         assert len({store.partition_of(p.key) for p in projects}) > 1
-        ids = [(p, (await orchestrator.create_workflow(p, start_timeout=0.4)).id)
+        ids = [(p, (await orchestrator.create_workflow(p, start_timeout=0.4)).workflow_id)
                for p in projects]
-        started = [(p, (await orchestrator.create_workflow(p, start_timeout=30)).id)
+        started = [(p, (await orchestrator.create_workflow(p, start_timeout=30)).workflow_id)
                    for p in projects]
         waits = [asyncio.create_task(orchestrator.wait_for_start(p, w)) for p, w in started]
         await asyncio.sleep(0.05)
@@ -203,8 +203,8 @@ async def test_waits_and_deadlines_survive_a_valkey_restart(
     orchestrator = Orchestrator(store, settings)
     try:
         await orchestrator.start()
-        expiring = (await orchestrator.create_workflow(project, start_timeout=1.0)).id
-        waiting = (await orchestrator.create_workflow(project, start_timeout=60)).id
+        expiring = (await orchestrator.create_workflow(project, start_timeout=1.0)).workflow_id
+        waiting = (await orchestrator.create_workflow(project, start_timeout=60)).workflow_id
         pending = asyncio.create_task(orchestrator.wait_for_start(project, waiting))
         await asyncio.sleep(0.05)
         server.kill()  # the deadline passes while Valkey is down
@@ -226,7 +226,7 @@ async def test_a_start_cancelled_during_catch_up_leaves_nothing_running(
     orchestrator_factory: Callable[..., Any], project: ProjectKey,
 ) -> None:
     o: Orchestrator = await orchestrator_factory(start=False)
-    wid = (await o.create_workflow(project, start_timeout=0.3)).id
+    wid = (await o.create_workflow(project, start_timeout=0.3)).workflow_id
     starting = asyncio.create_task(o.start())
     await asyncio.sleep(0)
     starting.cancel()
@@ -245,7 +245,7 @@ async def test_cancelled_waits_end_and_unregister_whenever_the_cancel_lands(
     orchestrator: Orchestrator, project: ProjectKey,
 ) -> None:
     # redis-py may finish a command whose task was cancelled; the wait must still end
-    wid = (await orchestrator.create_workflow(project, start_timeout=60)).id
+    wid = (await orchestrator.create_workflow(project, start_timeout=60)).workflow_id
     for i in range(60):
         task = asyncio.create_task(orchestrator.wait_for_start(project, wid))
         await asyncio.sleep(0.0001 * (i % 12))

@@ -27,7 +27,7 @@ async def test_a_workflow_runs_through_approval_to_completion(
                                               start_timeout=30)
     assert view.state == "waiting_for_start" and view.awaiting == "start_task"
     assert view.deadline is not None and view.version == 1
-    wid = view.id
+    wid = view.workflow_id
     assert (await orchestrator.start_workflow(project, wid)).state == "running"
     asked = await orchestrator.request_approval(project, wid, prompt="publish?", timeout=30)
     assert asked.state == "awaiting_approval" and asked.awaiting == "approval"
@@ -46,7 +46,7 @@ async def test_a_workflow_runs_through_approval_to_completion(
 async def test_invalid_transitions_name_the_current_state(
     orchestrator: Orchestrator, project: ProjectKey
 ) -> None:
-    wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
+    wid = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
     with pytest.raises(InvalidTransition, match="it is waiting_for_start") as err:
         await orchestrator.decide_approval(project, wid, approved=True)
     assert err.value.status == 409 and err.value.state == "waiting_for_start"
@@ -81,7 +81,7 @@ async def test_bad_input_and_missing_workflows(
         await orchestrator.create_workflow(project, input={"x": object()})
     with pytest.raises(InvalidInput, match="JSON objects"):
         await orchestrator.create_workflow(project, input="text")  # type: ignore[arg-type]
-    wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
+    wid = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
     with pytest.raises(InvalidInput):
         await orchestrator.fail(project, wid, reason=" ")
     await orchestrator.start_workflow(project, wid)
@@ -96,7 +96,7 @@ async def test_two_racing_approvals_exactly_one_wins(
     orchestrator: Orchestrator, project: ProjectKey, store: EventStore
 ) -> None:
     for _ in range(10):
-        wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
+        wid = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
         await orchestrator.start_workflow(project, wid)
         await orchestrator.request_approval(project, wid, timeout=30)
         results = await asyncio.gather(
@@ -119,7 +119,7 @@ async def test_seed_test_1_no_start_task_times_out_then_fails(
 ) -> None:
     orchestrator: Orchestrator = await orchestrator_factory(start_timeout=0.5)
     caplog.set_level(logging.WARNING, logger="chatlog.orchestrator")
-    wid = (await orchestrator.create_workflow(project, name="start task")).id
+    wid = (await orchestrator.create_workflow(project, name="start task")).workflow_id
     with pytest.raises(WaitTimeout) as err:
         await asyncio.wait_for(orchestrator.wait_for_start(project, wid), 20)
     assert err.value.workflow_id == wid and err.value.awaited == "start_task"
@@ -142,7 +142,7 @@ async def test_seed_test_1_no_start_task_times_out_then_fails(
 async def test_approval_times_out_the_same_way(
     orchestrator: Orchestrator, project: ProjectKey
 ) -> None:
-    wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
+    wid = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
     await orchestrator.start_workflow(project, wid)
     await orchestrator.request_approval(project, wid, prompt="ok?")  # 0.5 s (settings)
     with pytest.raises(WaitTimeout, match="waiting for approval"):
@@ -159,7 +159,7 @@ async def test_a_command_after_the_deadline_loses_even_before_the_timer_fires(
 ) -> None:
     # not started: no timer at all; the deadline still wins over a late start
     orchestrator: Orchestrator = await orchestrator_factory(start=False)
-    wid = (await orchestrator.create_workflow(project, start_timeout=0.3)).id
+    wid = (await orchestrator.create_workflow(project, start_timeout=0.3)).workflow_id
     await asyncio.sleep(0.4)
     with pytest.raises(InvalidTransition, match="it is failed"):
         await orchestrator.start_workflow(project, wid)
@@ -170,7 +170,7 @@ async def test_a_command_after_the_deadline_loses_even_before_the_timer_fires(
 async def test_wait_for_start_returns_the_event_that_ended_the_wait(
     orchestrator: Orchestrator, project: ProjectKey
 ) -> None:
-    wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
+    wid = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
     waiting = asyncio.create_task(orchestrator.wait_for_start(project, wid))
     await asyncio.sleep(0.05)
     started = await orchestrator.start_workflow(project, wid, input={"go": 1})
@@ -181,7 +181,7 @@ async def test_wait_for_start_returns_the_event_that_ended_the_wait(
     assert (await orchestrator.wait_for_start(project, wid)).id == event.id
     with pytest.raises(InvalidTransition, match="wait for approval"):
         await orchestrator.wait_for_approval(project, wid)
-    cancelled = (await orchestrator.create_workflow(project, start_timeout=30)).id
+    cancelled = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
     await orchestrator.cancel(project, cancelled, reason="user left")
     assert (await orchestrator.wait_for_start(project, cancelled)).type == "workflow.cancelled"
 
@@ -189,7 +189,7 @@ async def test_wait_for_start_returns_the_event_that_ended_the_wait(
 async def test_wait_for_state_long_polls_and_times_out(
     orchestrator: Orchestrator, project: ProjectKey
 ) -> None:
-    wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
+    wid = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
     with pytest.raises(WaitTimeout, match="state running"):
         await orchestrator.wait_for_state(project, wid, "running", 0.2)
     with pytest.raises(WaitTimeout):
@@ -229,7 +229,7 @@ async def test_the_orchestrator_follows_the_machine_for_random_command_sequences
     }
     rng = random.Random(11)
     for _ in range(25):
-        wid = (await o.create_workflow(project, start_timeout=60)).id
+        wid = (await o.create_workflow(project, start_timeout=60)).workflow_id
         state, version = State.WAITING_FOR_START, 1
         for _ in range(rng.randint(1, 8)):
             command = rng.choice(list(calls))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -178,10 +177,6 @@ class MessagesQuery(Query):
     min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
 
 
-class PositionQuery(Query):
-    min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
-
-
 class ProjectsPage(Out):
     """The projects the caller may read."""
 
@@ -241,29 +236,6 @@ class WorkflowsQuery(Query):
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=500, description="The next_cursor")
     min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
-
-
-class WorkflowSummary(Out):
-    """A workflow as the list shows it (the full state and history: GET one workflow)."""
-
-    workflow_id: str
-    project: uuid.UUID
-    project_name: str
-    name: str
-    state: str
-    awaiting: str | None
-    deadline: datetime | None
-    reason: str | None
-    version: int
-    position: str
-    created_at: datetime
-    updated_at: datetime
-    jobs: int
-
-
-class WorkflowsPage(Out):
-    workflows: list[WorkflowSummary]
-    next_cursor: str | None = None
 
 
 # -- operations --------------------------------------------------------------------

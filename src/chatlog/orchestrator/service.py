@@ -35,11 +35,14 @@ from chatlog.errors import (
     WaitTimeout,
 )
 from chatlog.events import (
+    AWAITED,
+    TERMINAL,
     ApprovalRequested,
     EventData,
     JobEnqueued,
     NewEvent,
     RecordedEvent,
+    State,
     WorkflowApproved,
     WorkflowCancelled,
     WorkflowCompleted,
@@ -58,10 +61,7 @@ from chatlog.orchestrator._cancel import raise_if_cancelling
 from chatlog.orchestrator._timers import DeadlineTimers, OpenWait
 from chatlog.orchestrator._waits import Dispatcher, Done, PartitionTailer, Waiter
 from chatlog.orchestrator.machine import (
-    AWAITED,
-    TERMINAL,
     Command,
-    State,
     WorkflowState,
     decide,
     fold,
@@ -225,7 +225,7 @@ class Orchestrator:
         for event in events:
             self._timers.observe(event)
             self._dispatcher.dispatch(event)
-            if event.type == "job.enqueued":
+            if event.type == JobEnqueued.event_type:
                 self._requeue_if_lost(event)
 
     def _requeue_if_lost(self, event: RecordedEvent) -> None:
@@ -604,7 +604,7 @@ class Orchestrator:
         raises :class:`WaitTimeout` naming the workflow, ``start_task`` and
         the time waited.
         """
-        return await self._wait_for(project, workflow_id, "workflow.created", "start_task")
+        return await self._wait_for(project, workflow_id, WorkflowCreated.event_type, "start_task")
 
     async def wait_for_approval(self, project: ProjectKey, workflow_id: str) -> RecordedEvent:
         """Wait until the latest approval request is decided; the event that decided it.
@@ -614,7 +614,7 @@ class Orchestrator:
         :class:`InvalidTransition` if no approval was ever requested.
         """
         return await self._wait_for(
-            project, workflow_id, "workflow.approval_requested", "approval"
+            project, workflow_id, ApprovalRequested.event_type, "approval"
         )
 
     async def _wait_for(
@@ -629,7 +629,7 @@ class Orchestrator:
         ended = wait_outcome(state, opened_by)
         if ended is None:
             raise InvalidTransition(workflow_id, f"wait for {awaited}", state.state.value)
-        if ended.type == "workflow.timed_out":
+        if ended.type == WorkflowTimedOut.event_type:
             raise WaitTimeout(workflow_id, awaited, float(ended.data.get("waited", 0.0)))
         return ended
 

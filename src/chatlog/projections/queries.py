@@ -14,7 +14,7 @@ import binascii
 import sqlite3
 import threading
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,17 @@ import orjson
 from chatlog.errors import InvalidInput
 from chatlog.eventstore.codec import Cursor
 from chatlog.identity import ProjectKey
-from chatlog.projections import _db
-from chatlog.projections.conversations import ConversationsProjection
+from chatlog.projections import _db, workflows
+from chatlog.projections._time import time_of
 from chatlog.projections.models import (
     Message,
     MessagePage,
     ProjectSummary,
     ThreadPage,
     ThreadSummary,
+    WorkflowsPage,
 )
+from chatlog.projections.registry import default_projections
 
 MAX_LIMIT = 1000
 
@@ -58,10 +60,6 @@ QUERIES: dict[str, str] = {
 }
 
 
-def _time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
 def _key(project: uuid.UUID | ProjectKey | str) -> str:
     if isinstance(project, ProjectKey):
         return str(project.key)
@@ -81,24 +79,30 @@ def _limit(limit: int) -> int:
     return limit
 
 
-def encode_cursor(updated_ms: int, updated_seq: int) -> str:
-    raw = f"{updated_ms}-{updated_seq}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def encode_cursor(key: Sequence[int | str]) -> str:
+    """An opaque page cursor for a page key (the sort key of a page's last row)."""
+    return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[int, int]:
+def decode_cursor(cursor: str, shape: tuple[type, ...]) -> tuple[Any, ...]:
+    """The page key of a cursor :func:`encode_cursor` made, its parts of types ``shape``.
+
+    Anything else is :class:`InvalidInput` (400), never a crash.
+    """
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ms, seq = text.split("-", 1)
-        return int(ms), int(seq)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not (isinstance(key, list) and len(key) == len(shape)
+                and all(type(v) is t for v, t in zip(key, shape, strict=True))):
+            raise ValueError(cursor)
+        return tuple(key)
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
         raise InvalidInput(
             f"cursor {cursor!r} is not one this API gave out; pass next_cursor unchanged"
         ) from None
 
 
 class ReadModel:
-    """Queries over the read model in ``path`` (projects, threads, messages).
+    """Queries over the read model in ``path`` (projects, threads, messages, workflows).
 
     Project arguments are normalised project keys (a UUID, or a
     :class:`~chatlog.identity.ProjectKey`): normalise raw names with
@@ -130,7 +134,7 @@ class ReadModel:
             if not self._ready:
                 writer = _db.connect_writer(self.path)
                 try:
-                    _db.create_all(writer, [ConversationsProjection()])
+                    _db.create_all(writer, default_projections())
                 finally:
                     writer.close()
                 self._ready = True
@@ -159,8 +163,8 @@ class ReadModel:
     @staticmethod
     def _project(row: tuple[Any, ...]) -> ProjectSummary:
         return ProjectSummary(project=uuid.UUID(row[0]), name=row[1], thread_count=row[2],
-                              message_count=row[3], created_at=_time(row[4]),
-                              updated_at=_time(row[5]))
+                              message_count=row[3], created_at=time_of(row[4]),
+                              updated_at=time_of(row[5]))
 
     # -- threads ----------------------------------------------------------------
 
@@ -173,14 +177,14 @@ class ReadModel:
         key = _key(project)
         n = _limit(limit)
         if cursor:
-            ms, seq = decode_cursor(cursor)
+            ms, seq = decode_cursor(cursor, (int, int))
             rows = self._all("list_threads_after", (key, ms, seq, n + 1))
         else:
             rows = self._all("list_threads", (key, n + 1))
         more = len(rows) > n
         rows = rows[:n]
         threads = [self._thread(row) for row in rows]
-        next_cursor = encode_cursor(rows[-1][5], rows[-1][6]) if more else None
+        next_cursor = encode_cursor((rows[-1][5], rows[-1][6])) if more else None
         return ThreadPage(threads=threads, next_cursor=next_cursor)
 
     def get_thread(self, project: uuid.UUID | ProjectKey | str,
@@ -194,8 +198,8 @@ class ReadModel:
     @staticmethod
     def _thread(row: tuple[Any, ...]) -> ThreadSummary:
         return ThreadSummary(project=uuid.UUID(row[0]), thread_id=row[1], message_count=row[2],
-                             last_version=row[3], created_at=_time(row[4]),
-                             updated_at=_time(row[5]), last_message_id=uuid.UUID(row[7]),
+                             last_version=row[3], created_at=time_of(row[4]),
+                             updated_at=time_of(row[5]), last_message_id=uuid.UUID(row[7]),
                              last_role=row[8], last_preview=row[9])
 
     # -- messages -----------------------------------------------------------------
@@ -211,11 +215,31 @@ class ReadModel:
         messages = [
             Message(message_id=uuid.UUID(r[0]), project=uuid.UUID(r[1]), thread_id=r[2],
                     version=r[3], role=r[4], content=r[5], metadata=orjson.loads(r[6]),
-                    created_at=_time(r[7]), position=r[8])
+                    created_at=time_of(r[7]), position=r[8])
             for r in rows[:n]
         ]
         return MessagePage(messages=messages,
                            next_after_version=messages[-1].version if more else None)
+
+    # -- workflows --------------------------------------------------------------------
+
+    def list_workflows(self, project: uuid.UUID | ProjectKey | str, *, state: str | None = None,
+                       limit: int = 50, cursor: str | None = None) -> WorkflowsPage:
+        """The project's workflows, most recently changed first (only ``state``, if given).
+
+        ``cursor`` is the ``next_cursor`` of the previous page (opaque).
+        """
+        n = _limit(limit)
+        before: workflows.PageKey | None = None
+        if cursor:
+            ms, seq, last = decode_cursor(cursor, (int, int, str))
+            before = (ms, seq, last)
+        rows = workflows.list_workflows(self._conn(), _key(project), state=state, limit=n + 1,
+                                        before=before)
+        more = len(rows) > n
+        rows = rows[:n]
+        return WorkflowsPage(workflows=[summary for summary, _ in rows],
+                             next_cursor=encode_cursor(rows[-1][1]) if more and rows else None)
 
     # -- the projector's progress ---------------------------------------------------
 
