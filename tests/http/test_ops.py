@@ -57,3 +57,41 @@ async def test_not_ready_while_the_read_models_are_far_behind(store, tmp_path) -
         finally:
             await services.projector.stop()
             services.read_model.close()
+
+
+class _Failing:
+    """A projection whose every batch fails: the projector retries, and says why."""
+
+    name = "failing"
+    event_types = frozenset({"message.appended"})
+
+    def create_schema(self, conn: object) -> None:
+        pass
+
+    def create_indexes(self, conn: object) -> None:
+        pass
+
+    def apply(self, conn: object, events: object) -> None:
+        raise RuntimeError("this projection cannot apply anything")
+
+
+async def test_readiness_shows_the_projectors_last_error(store, tmp_path) -> None:
+    from chatlog.http import Services
+    from chatlog.projections.projector import Projector
+    from tests.helpers import eventually
+
+    await store.append([message("Broken", "thread-1", "hello")])
+    settings = Settings(redis_url=store.url, key_prefix=store.keys.prefix, data_dir=tmp_path)
+    projector = Projector(store, settings.sqlite_path, [_Failing()], retry_delay=0.05)
+    app = create_app(settings, store, services=Services(projector=projector))
+    async with TestClient(TestServer(app)) as client:
+
+        async def failing() -> dict | None:
+            doc = await (await client.get("/readyz")).json()
+            return doc if "last_error" in doc["projection"] else None
+
+        doc = await eventually(failing, what="/readyz naming the projector's error")
+        assert isinstance(doc, dict)
+        assert doc["projection"]["last_error"] == (
+            "RuntimeError: this projection cannot apply anything")
+        assert doc["projection"]["events_behind"] == 1  # it retries from its checkpoint

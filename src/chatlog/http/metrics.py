@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -48,10 +47,6 @@ class Metrics:
             self._by_status[status] = counters
         for counter in counters:
             counter.inc()
-
-    def lag_from(self, read: Callable[[], float]) -> None:
-        """Read the projection lag at scrape time from ``read``."""
-        self.projection_lag.set_function(read)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -330,8 +330,8 @@ class Projector:
                     past[e.partition] = True
                 fresh.append(e)
             for proj in self.projections:
-                wanted = getattr(proj, "event_types", None)
-                mine = fresh if wanted is None else [e for e in fresh if e.type in wanted]
+                wanted = proj.event_types
+                mine = [e for e in fresh if e.type in wanted]
                 if mine:
                     proj.apply(conn, mine)
             unknown = sum(1 for e in fresh if e.type not in self._known)

@@ -101,6 +101,24 @@ def decode_cursor(cursor: str, shape: tuple[type, ...]) -> tuple[Any, ...]:
         ) from None
 
 
+def read_progress(path: Path, partitions: int) -> tuple[Cursor, list[int], dict[str, int]] | None:
+    """The projector's progress stored in the read model file at ``path``, read-only.
+
+    ``(checkpoint, events applied per partition, counters)``; None when there
+    is no file or the projector has not created its tables yet.
+    """
+    if not Path(path).exists():
+        return None
+    conn = _db.connect_reader(Path(path))
+    try:
+        if not _db.table_exists(conn, "projector_checkpoints"):
+            return None
+        cursor, counts = _db.read_checkpoint(conn, partitions)
+        return cursor, counts, _db.counters(conn)
+    finally:
+        conn.close()
+
+
 class ReadModel:
     """Queries over the read model in ``path`` (projects, threads, messages, workflows).
 
