@@ -18,7 +18,8 @@ process (``chatlog worker`` runs one with a demo handler).
 """
 
 from chatlog.events import TERMINAL, State
-from chatlog.orchestrator.jobs import DeadLetter, Handler, Job, Worker, list_dead_letters
+from chatlog.orchestrator.job_admin import list_dead_letters
+from chatlog.orchestrator.jobs import DeadLetter, Handler, Job
 from chatlog.orchestrator.machine import (
     TRANSITIONS,
     Command,
@@ -28,6 +29,7 @@ from chatlog.orchestrator.machine import (
 )
 from chatlog.orchestrator.service import Orchestrator, timeout_reason
 from chatlog.orchestrator.views import HistoryEntry, WorkflowView
+from chatlog.orchestrator.worker import Worker
 
 __all__ = [
     "TERMINAL",

@@ -8,6 +8,7 @@ workflow's aggregate (they show in its history) but never change its state.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -18,7 +19,9 @@ from chatlog.events import (
     AWAITED,
     STATE_AFTER,
     ApprovalRequested,
+    EventData,
     JobEnqueued,
+    NewEvent,
     RecordedEvent,
     State,
     WorkflowApproved,
@@ -30,6 +33,7 @@ from chatlog.events import (
     WorkflowStarted,
     WorkflowTimedOut,
 )
+from chatlog.identity import ProjectKey
 
 
 class Command(StrEnum):
@@ -84,6 +88,20 @@ EVENT_OF: dict[Command, str] = {
     C.TIME_OUT: WorkflowTimedOut.event_type,
     C.ENQUEUE_JOB: JobEnqueued.event_type,
 }
+
+
+def workflow_event(
+    project: ProjectKey, workflow_id: str, data: EventData, event_id: uuid.UUID | None = None
+) -> NewEvent:
+    """An event of the workflow ``workflow_id`` (its commands and its jobs' events)."""
+    return NewEvent.of(
+        data,
+        project=project.key,
+        project_name=project.display,
+        aggregate_type="workflow",
+        aggregate_id=workflow_id,
+        event_id=event_id,
+    )
 
 
 def _words(command: Command) -> str:
