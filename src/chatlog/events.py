@@ -357,6 +357,12 @@ def aggregate_key(project: uuid.UUID, aggregate_type: str, aggregate_id: str) ->
     return f"{project}/{aggregate_type}/{aggregate_id}"
 
 
+def time_of(ms: int) -> datetime:
+    """The UTC time of ``ms`` milliseconds since the epoch (how the log and the
+    read models keep times)."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
 def position_time(position: str) -> datetime:
     """The server time of a position: its stream id's millisecond part."""
-    return datetime.fromtimestamp(int(position.split("-", 1)[0]) / 1000, tz=UTC)
+    return time_of(int(position.split("-", 1)[0]))

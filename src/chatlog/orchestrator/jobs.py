@@ -10,6 +10,7 @@ once: a handler may run again after a crash.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,14 +29,19 @@ GROUP = "workers"
 #: uuid5 namespace of job event ids (``<job id>/<step>``), which makes them idempotent.
 JOB_EVENT_NAMESPACE = uuid.UUID("4b1d6a52-5a8e-5c7b-9f0e-6a6f62730001")
 MAX_KIND = 100
+MAX_JOB_ID = 200
 
 # was pushed before (whatever became of it since).
 _PUSH_LUA = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[5], 'project', ARGV[1],
+                         'name', ARGV[2], 'workflow', ARGV[3], 'kind', ARGV[4],
+                         'payload', ARGV[6], 'max', ARGV[7])
 redis.call('HSET', KEYS[2], 'state', 'queued', 'workflow', ARGV[3], 'project', ARGV[1],
-           'kind', ARGV[4])
-return redis.call('XADD', KEYS[1], '*', 'job', ARGV[5], 'project', ARGV[1], 'name', ARGV[2],
-                  'workflow', ARGV[3], 'kind', ARGV[4], 'payload', ARGV[6], 'max', ARGV[7])
+           'name', ARGV[2], 'kind', ARGV[4], 'payload', ARGV[6], 'max', ARGV[7],
+           'attempts', 0, 'enqueued_ms', ARGV[8], 'updated_ms', ARGV[8], 'entry', entry)
+redis.call('ZADD', KEYS[3], ARGV[8], ARGV[5])
+return entry
 """
 
 
@@ -76,13 +82,35 @@ class DeadLetter:
 Handler = Callable[[Job], Awaitable[dict[str, Any] | None]]
 
 
-def new_job(kind: str, payload: dict[str, Any] | None, max_deliveries: int) -> JobEnqueued:
+def now_ms() -> int:
+    """Wall-clock milliseconds, as job records keep their times."""
+    return int(time.time() * 1000)
+
+
+def check_job_id(job_id: str) -> str:
+    """A job id as given, or :class:`InvalidInput` saying what a valid one is."""
+    if (
+        not job_id or len(job_id) > MAX_JOB_ID or "/" in job_id
+        or not job_id.isprintable() or job_id != job_id.strip()
+    ):
+        raise InvalidInput(
+            f"job id {job_id!r} is not valid: use 1 to {MAX_JOB_ID} printable characters "
+            "without '/' or surrounding spaces"
+        )
+    return job_id
+
+
+def new_job(
+    kind: str, payload: dict[str, Any] | None, max_deliveries: int, job_id: str | None = None
+) -> JobEnqueued:
     if not kind or len(kind) > MAX_KIND or not kind.isprintable():
         raise InvalidInput(f"job kind {kind!r} must be 1 to {MAX_KIND} printable characters")
     if payload is not None and not isinstance(payload, dict):
         raise InvalidInput("a job payload must be a JSON object")
+    if max_deliveries < 1:
+        raise InvalidInput(f"max_deliveries must be at least 1, not {max_deliveries}")
     return JobEnqueued(
-        job_id=f"job-{uuid.uuid4()}",
+        job_id=check_job_id(job_id) if job_id is not None else f"job-{uuid.uuid4()}",
         kind=kind,
         payload=payload or {},
         max_deliveries=max_deliveries,
@@ -143,8 +171,8 @@ class JobQueue:
             self._grouped.add(p)
         keys = self.store.keys
         entry = await self._push(
-            keys=[keys.jobs(p), keys.job(p, job.job_id)],
+            keys=[keys.jobs(p), keys.job(p, job.job_id), keys.job_index(p, project.key)],
             args=[str(project.key), project.display, workflow_id, job.kind, job.job_id,
-                  orjson.dumps(job.payload), job.max_deliveries],
+                  orjson.dumps(job.payload), job.max_deliveries, now_ms()],
         )
         return None if entry is None else text(entry)

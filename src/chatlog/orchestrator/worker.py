@@ -44,6 +44,7 @@ from chatlog.orchestrator.jobs import (
     Job,
     ensure_group,
     job_fields,
+    now_ms,
     stream_items,
     text,
 )
@@ -88,7 +89,8 @@ local id = redis.call('XADD', KEYS[2], '*', 'job', ARGV[3], 'project', ARGV[4], 
   'workflow', ARGV[6], 'kind', ARGV[7], 'payload', ARGV[8], 'deliveries', ARGV[9],
   'reason', ARGV[10], 'entry', ARGV[2], 'worker', ARGV[11])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[3], 'state', 'dead', 'worker', ARGV[11])
+redis.call('HSET', KEYS[3], 'state', 'dead', 'worker', ARGV[11], 'last_error', ARGV[10],
+           'updated_ms', ARGV[12])
 return id
 """
 
@@ -97,7 +99,7 @@ _FINISH_LUA = """
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('HSET', KEYS[2], 'state', ARGV[4], 'worker', ARGV[2])
+redis.call('HSET', KEYS[2], 'state', ARGV[4], 'worker', ARGV[2], 'updated_ms', ARGV[5])
 return 1
 """
 
@@ -232,9 +234,11 @@ class Worker:
 
     async def _process(self, job: Job) -> None:
         keys = self.store.keys
+        record = keys.job(job.partition, job.id)
         await self._redis.hset(
-            keys.job(job.partition, job.id), mapping={"state": "running", "worker": self.name}
+            record, mapping={"state": "running", "worker": self.name, "updated_ms": now_ms()}
         )
+        await self._redis.hincrby(record, "attempts", 1)
         await self._append(
             job, JobStarted(job_id=job.id, worker=self.name, delivery=job.delivery),
             f"started/{job.delivery}",
@@ -301,7 +305,7 @@ class Worker:
         keys = self.store.keys
         done = await self._finish(
             keys=[keys.jobs(job.partition), keys.job(job.partition, job.id)],
-            args=[GROUP, self.name, job.entry_id, state],
+            args=[GROUP, self.name, job.entry_id, state, now_ms()],
         )
         return bool(done)
 
@@ -313,12 +317,17 @@ class Worker:
             job_id=job.id, worker=self.name, error=error, delivery=job.delivery),
             f"failed/{job.delivery}")
         self.processed += 1
+        await self._redis.hset(
+            self.store.keys.job(job.partition, job.id),
+            mapping={"last_error": error, "updated_ms": now_ms()},
+        )
         if job.delivery >= job.max_deliveries:
             await self._dead_letter(
                 job, job.delivery, f"failed on each of {job.delivery} deliveries; last: {error}"
             )
             return
         # Release it: reclaimable at once (by any worker) instead of after the lease.
+        await self._redis.hset(self.store.keys.job(job.partition, job.id), "state", "queued")
         await self._renew(
             keys=[self.store.keys.jobs(job.partition)],
             args=[GROUP, self.name, job.entry_id, str(self.lease_ms + 1)],
@@ -331,7 +340,7 @@ class Worker:
             keys=[keys.jobs(p), keys.dead_letters(p), keys.job(p, job.id)],
             args=[GROUP, job.entry_id, job.id, str(job.project.key), job.project.display,
                   job.workflow_id, job.kind, orjson.dumps(job.payload), deliveries, reason,
-                  self.name],
+                  self.name, now_ms()],
         )
         log.error("worker %s: job %s (%s, workflow %s) dead-lettered: %s",
                   self.name, job.id, job.kind, job.workflow_id, reason)

@@ -9,22 +9,20 @@ entirely or not at all. Connections are read-only and per thread: a
 
 from __future__ import annotations
 
-import base64
-import binascii
 import sqlite3
 import threading
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from chatlog.errors import InvalidInput
+from chatlog.events import time_of
 from chatlog.eventstore.codec import Cursor
 from chatlog.identity import ProjectKey
+from chatlog.pages import decode_cursor, encode_cursor
 from chatlog.projections import _db, workflows
-from chatlog.projections._time import time_of
 from chatlog.projections.models import (
     Message,
     MessagePage,
@@ -77,28 +75,6 @@ def _limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
     return limit
-
-
-def encode_cursor(key: Sequence[int | str]) -> str:
-    """An opaque page cursor for a page key (the sort key of a page's last row)."""
-    return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, shape: tuple[type, ...]) -> tuple[Any, ...]:
-    """The page key of a cursor :func:`encode_cursor` made, its parts of types ``shape``.
-
-    Anything else is :class:`InvalidInput` (400), never a crash.
-    """
-    try:
-        key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not (isinstance(key, list) and len(key) == len(shape)
-                and all(type(v) is t for v, t in zip(key, shape, strict=True))):
-            raise ValueError(cursor)
-        return tuple(key)
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise InvalidInput(
-            f"cursor {cursor!r} is not one this API gave out; pass next_cursor unchanged"
-        ) from None
 
 
 def read_progress(path: Path, partitions: int) -> tuple[Cursor, list[int], dict[str, int]] | None:

@@ -24,10 +24,10 @@ from chatlog.events import (
     JobEnqueued,
     RecordedEvent,
     WorkflowCreated,
+    time_of,
     types_of,
 )
 from chatlog.projections import _db
-from chatlog.projections._time import time_of
 from chatlog.projections.models import WorkflowSummary
 
 #: An index sqlite-utils cannot declare (it has a WHERE clause): the timer's query.
