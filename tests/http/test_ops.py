@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp.test_utils import TestClient, TestServer
 
 from chatlog.http import create_app
 from chatlog.http.app import build_services
 from chatlog.settings import Settings
-from tests.helpers import message
+from tests.helpers import eventually, message
 from tests.http.conftest import post_message, read_sse
 
 
@@ -47,13 +45,13 @@ async def test_not_ready_while_the_read_models_are_far_behind(store, tmp_path) -
         # Once the projector has caught up, it is ready.
         await services.projector.start()
         try:
-            for _ in range(100):
+
+            async def ready() -> dict | None:
                 resp = await client.get("/readyz")
-                if resp.status == 200:
-                    break
-                await asyncio.sleep(0.1)
-            assert resp.status == 200
-            assert (await resp.json())["projection"]["events_behind"] == 0
+                return await resp.json() if resp.status == 200 else None
+
+            doc = await eventually(ready, what="/readyz answering 200")
+            assert isinstance(doc, dict) and doc["projection"]["events_behind"] == 0
         finally:
             await services.projector.stop()
             services.read_model.close()
@@ -78,7 +76,7 @@ class _Failing:
 async def test_readiness_shows_the_projectors_last_error(store, tmp_path) -> None:
     from chatlog.http import Services
     from chatlog.projections.projector import Projector
-    from tests.helpers import eventually
+
 
     await store.append([message("Broken", "thread-1", "hello")])
     settings = Settings(redis_url=store.url, key_prefix=store.keys.prefix, data_dir=tmp_path)

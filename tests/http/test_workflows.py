@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from chatlog.http import STATE
+from chatlog.identity import normalize_project_id
+
 BASE = "/v1/projects/Blog-Project/workflows"
 
 
@@ -56,7 +59,9 @@ async def test_long_poll_returns_when_the_state_is_reached(client) -> None:
     item = f"{BASE}/{wf['workflow_id']}"
     poll = asyncio.ensure_future(
         client.get(item, params={"wait_for": "running", "timeout": "10"}))
-    await asyncio.sleep(0.2)
+    orchestrator = client.app[STATE].services.orchestrator
+    await asyncio.wait_for(orchestrator.until_blocked(
+        normalize_project_id("Blog-Project"), wf["workflow_id"]), 10)
     assert not poll.done()
     await _ok(await client.post(f"{item}/start", json={}))
     got = await _ok(await poll)

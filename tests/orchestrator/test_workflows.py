@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from chatlog.errors import InvalidInput, InvalidTransition, NotFound, WaitTimeou
 from chatlog.eventstore import EventStore
 from chatlog.identity import ProjectKey, normalize_project_id
 from chatlog.orchestrator import Orchestrator
+from tests.helpers import eventually
 
 
 def _types(view: Any) -> list[str]:
@@ -159,8 +161,10 @@ async def test_a_command_after_the_deadline_loses_even_before_the_timer_fires(
 ) -> None:
     # not started: no timer at all; the deadline still wins over a late start
     orchestrator: Orchestrator = await orchestrator_factory(start=False)
-    wid = (await orchestrator.create_workflow(project, start_timeout=0.3)).workflow_id
-    await asyncio.sleep(0.4)
+    made = await orchestrator.create_workflow(project, start_timeout=0.3)
+    wid, deadline = made.workflow_id, made.deadline
+    assert deadline is not None
+    await eventually(lambda: datetime.now(UTC) > deadline, what="the deadline passing")
     with pytest.raises(InvalidTransition, match="it is failed"):
         await orchestrator.start_workflow(project, wid)
     view = await orchestrator.get_workflow(project, wid)
@@ -172,7 +176,7 @@ async def test_wait_for_start_returns_the_event_that_ended_the_wait(
 ) -> None:
     wid = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
     waiting = asyncio.create_task(orchestrator.wait_for_start(project, wid))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(orchestrator.until_blocked(project, wid), 10)
     started = await orchestrator.start_workflow(project, wid, input={"go": 1})
     event = await asyncio.wait_for(waiting, 20)
     assert event.type == "workflow.started" and event.version == 2
@@ -198,7 +202,7 @@ async def test_wait_for_state_long_polls_and_times_out(
     assert now.state == "waiting_for_start"  # already there: no time needed
     poll = asyncio.create_task(
         orchestrator.wait_for_state(project, wid, {"awaiting_approval", "running"}, 20))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(orchestrator.until_blocked(project, wid), 10)
     await orchestrator.start_workflow(project, wid)
     view = await poll
     assert view.state == "running" and view.version == 2
