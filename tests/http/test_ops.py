@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp.test_utils import TestClient, TestServer
 
 from chatlog.http import create_app
@@ -93,3 +95,20 @@ async def test_readiness_shows_the_projectors_last_error(store, tmp_path) -> Non
         assert doc["projection"]["last_error"] == (
             "RuntimeError: this projection cannot apply anything")
         assert doc["projection"]["events_behind"] == 1  # it retries from its checkpoint
+
+
+async def test_metrics_count_the_blocked_workflow_waits(client) -> None:
+    from chatlog.http import STATE
+    from chatlog.identity import normalize_project_id
+
+    base = "/v1/projects/Waits/workflows"
+    wf = await (await client.post(base, json={})).json()
+    poll = asyncio.ensure_future(client.get(
+        f"{base}/{wf['workflow_id']}", params={"wait_for": "running", "timeout": "20"}))
+    orchestrator = client.app[STATE].services.orchestrator
+    await asyncio.wait_for(
+        orchestrator.until_blocked(normalize_project_id("Waits"), wf["workflow_id"]), 10)
+    assert "chatlog_workflow_waits 1.0" in await (await client.get("/metrics")).text()
+    await client.post(f"{base}/{wf['workflow_id']}/start", json={})
+    assert (await (await poll).json())["state"] == "running"
+    assert "chatlog_workflow_waits 0.0" in await (await client.get("/metrics")).text()

@@ -29,6 +29,10 @@ class Metrics:
             "chatlog_sse_cutoffs", "SSE subscribers cut off because their buffer overflowed",
             registry=self.registry,
         )
+        self.workflow_waits = Gauge(
+            "chatlog_workflow_waits", "Callers blocked in a workflow wait or long-poll",
+            registry=self.registry,
+        )
         self.projection_lag = Gauge(
             "chatlog_projection_lag_events", "Events the read models are behind the log",
             registry=self.registry,

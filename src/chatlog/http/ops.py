@@ -72,6 +72,8 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics in the text format."""
     st = state(request)
+    if st.services.orchestrator is not None:
+        st.metrics.workflow_waits.set(st.services.orchestrator.blocked)
     if st.services.projector is not None:
         try:
             async with asyncio.timeout(1.0):

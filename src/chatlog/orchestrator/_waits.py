@@ -106,8 +106,10 @@ class Dispatcher:
             if not waiters:
                 del self._waiters[key]
 
-    def blocked(self, key: str) -> int:
-        """How many waiters on ``key`` read its state and now wait for an event."""
+    def blocked(self, key: str | None = None) -> int:
+        """How many waiters (on ``key``, or on any) read their state and now wait for an event."""
+        if key is None:
+            return sum(1 for ws in self._waiters.values() for w in ws if w.blocked)
         return sum(1 for w in self._waiters.get(key, ()) if w.blocked)
 
     def began_blocking(self) -> None:

@@ -167,6 +167,11 @@ class Orchestrator(WorkflowCommands):
         """How many callers are blocked in a wait right now."""
         return len(self._dispatcher)
 
+    @property
+    def blocked(self) -> int:
+        """How many callers wait for an event of a workflow, having read its state."""
+        return self._dispatcher.blocked()
+
     def blocked_on(self, project: ProjectKey, workflow_id: str) -> int:
         """How many callers wait on this workflow, having read its state: an event
         appended now reaches them through the tailer."""
