@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from redis import exceptions as rexc
 
+from chatlog.eventstore.codec import flat_fields
+from chatlog.eventstore.connection import text
 from chatlog.eventstore.store import EventStore
-from chatlog.orchestrator.jobs import GROUP, DeadLetter, job_fields, text
+from chatlog.orchestrator.jobs import GROUP, DeadLetter
 
 
 async def list_dead_letters(
@@ -21,22 +23,22 @@ async def list_dead_letters(
     for p in partitions if partitions is not None else range(store.partitions):
         if len(out) >= limit:
             break
-        redis: Any = cast(Any, store.redis)
+        redis: Any = store.redis
         entries = await redis.xrange(store.keys.dead_letters(p), "-", "+", limit - len(out))
         for entry_id, flat in entries:
-            f = job_fields(flat)
+            f = flat_fields(flat)
             out.append(DeadLetter(
-                job_id=text(f["job"]), kind=text(f["kind"]), payload=orjson.loads(f["payload"]),
-                project=uuid.UUID(text(f["project"])), project_name=text(f["name"]),
-                workflow_id=text(f["workflow"]), deliveries=int(f["deliveries"]),
-                reason=text(f["reason"]), partition=p, position=text(entry_id),
+                job_id=text(f[b"job"]), kind=text(f[b"kind"]), payload=orjson.loads(f[b"payload"]),
+                project=uuid.UUID(text(f[b"project"])), project_name=text(f[b"name"]),
+                workflow_id=text(f[b"workflow"]), deliveries=int(f[b"deliveries"]),
+                reason=text(f[b"reason"]), partition=p, position=text(entry_id),
             ))
     return out
 
 
 async def job_status(store: EventStore) -> dict[str, Any]:
     """Per partition: jobs in the stream, pending (delivered, not acknowledged), dead letters."""
-    redis: Any = cast(Any, store.redis)
+    redis: Any = store.redis
     parts = []
     for p in range(store.partitions):
         keys = store.keys

@@ -14,13 +14,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from redis import exceptions as rexc
 
 from chatlog.errors import InvalidInput
 from chatlog.events import JobEnqueued
+from chatlog.eventstore.connection import text
 from chatlog.eventstore.store import EventStore
 from chatlog.identity import ProjectKey
 from chatlog.settings import Settings
@@ -117,27 +118,6 @@ def new_job(
     )
 
 
-def text(value: Any) -> str:
-    """A Redis reply value as text."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def job_fields(flat: Any) -> dict[str, bytes]:
-    """A job stream entry's fields by name (from a flat list or a dict reply)."""
-    if isinstance(flat, dict):
-        return {text(k): v for k, v in flat.items()}
-    return {text(k): v for k, v in zip(flat[::2], flat[1::2], strict=True)}
-
-
-def stream_items(reply: Any) -> list[tuple[Any, list[Any]]]:
-    """``(stream, entries)`` pairs of an XREAD / XREADGROUP reply (RESP2 or RESP3)."""
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        return [(k, v[0] if v and isinstance(v[0], list) else v) for k, v in reply.items()]
-    return [(k, v) for k, v in reply]
-
-
 async def ensure_group(store: EventStore, partition: int) -> None:
     """Create the ``workers`` group on the partition's job stream (idempotent)."""
     redis: Any = store.redis
@@ -155,7 +135,7 @@ class JobQueue:
         self.store = store
         self.settings = settings
         self._grouped: set[int] = set()
-        redis: Any = cast(Any, store.redis)
+        redis: Any = store.redis
         self._push = redis.register_script(_PUSH_LUA)
 
     async def push(

@@ -21,7 +21,7 @@ import socket
 import traceback
 import uuid
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
@@ -34,7 +34,9 @@ from chatlog.events import (
     JobReclaimed,
     JobStarted,
 )
-from chatlog.eventstore.store import UNAVAILABLE, EventStore
+from chatlog.eventstore.codec import flat_fields
+from chatlog.eventstore.connection import UNAVAILABLE, stream_items, text
+from chatlog.eventstore.store import EventStore
 from chatlog.identity import ProjectKey
 from chatlog.orchestrator._cancel import raise_if_cancelling
 from chatlog.orchestrator.jobs import (
@@ -43,10 +45,7 @@ from chatlog.orchestrator.jobs import (
     Handler,
     Job,
     ensure_group,
-    job_fields,
     now_ms,
-    stream_items,
-    text,
 )
 from chatlog.orchestrator.machine import workflow_event
 from chatlog.settings import Settings
@@ -104,17 +103,17 @@ return 1
 """
 
 
-def _job_of(partition: int, entry_id: str, fields: dict[str, bytes], delivery: int) -> Job:
+def _job_of(partition: int, entry_id: str, fields: dict[bytes, bytes], delivery: int) -> Job:
     return Job(
-        id=text(fields["job"]),
-        kind=text(fields["kind"]),
-        payload=orjson.loads(fields["payload"]),
-        project=ProjectKey(uuid.UUID(text(fields["project"])), text(fields["name"])),
-        workflow_id=text(fields["workflow"]),
+        id=text(fields[b"job"]),
+        kind=text(fields[b"kind"]),
+        payload=orjson.loads(fields[b"payload"]),
+        project=ProjectKey(uuid.UUID(text(fields[b"project"])), text(fields[b"name"])),
+        workflow_id=text(fields[b"workflow"]),
         partition=partition,
         entry_id=entry_id,
         delivery=delivery,
-        max_deliveries=int(fields["max"]),
+        max_deliveries=int(fields[b"max"]),
     )
 
 
@@ -145,7 +144,7 @@ class Worker:
         )
         self.lease_ms = max(1, int(settings.job_lease * 1000))
         self.block = min(1.0, settings.job_lease / 2)
-        self._redis: Any = cast(Any, store.redis)
+        self._redis: Any = store.redis
         self._reclaim = self._redis.register_script(_RECLAIM_LUA)
         self._renew = self._redis.register_script(_RENEW_LUA)
         self._finish = self._redis.register_script(_FINISH_LUA)
@@ -192,7 +191,7 @@ class Worker:
             )
             for _, entries in stream_items(reply):
                 for entry_id, flat in entries:
-                    job = await self._accept(p, text(entry_id), job_fields(flat), 1, None)
+                    job = await self._accept(p, text(entry_id), flat_fields(flat), 1, None)
                     if job is not None:
                         return job
         return None
@@ -204,10 +203,10 @@ class Worker:
         if not reply or text(reply[0]) != "ok":
             return None
         entry_id, previous, delivery = text(reply[1]), text(reply[2]), int(reply[3])
-        return await self._accept(p, entry_id, job_fields(reply[4]), delivery, previous)
+        return await self._accept(p, entry_id, flat_fields(reply[4]), delivery, previous)
 
     async def _accept(
-        self, p: int, entry_id: str, fields: dict[str, bytes], delivery: int, previous: str | None
+        self, p: int, entry_id: str, fields: dict[bytes, bytes], delivery: int, previous: str | None
     ) -> Job | None:
         """A job to run, or None when it was done before or has used up its deliveries."""
         job = _job_of(p, entry_id, fields, delivery)
