@@ -141,7 +141,6 @@ class WorkflowCreated(WorkflowEvent):
     """A workflow now waits for ``start_task`` until ``deadline``."""
 
     event_type: ClassVar[str] = "workflow.created"
-
     state_after: ClassVar[State | None] = State.WAITING_FOR_START
 
     name: str = ""
@@ -154,7 +153,6 @@ class WorkflowStarted(WorkflowEvent):
     """The ``start_task`` event: the workflow runs."""
 
     event_type: ClassVar[str] = "workflow.started"
-
     state_after: ClassVar[State | None] = State.RUNNING
 
     input: dict[str, Any] = Field(default_factory=dict)
@@ -162,8 +160,8 @@ class WorkflowStarted(WorkflowEvent):
 
 class ApprovalRequested(WorkflowEvent):
     event_type: ClassVar[str] = "workflow.approval_requested"
-
     state_after: ClassVar[State | None] = State.AWAITING_APPROVAL
+
     prompt: str = ""
     approval_timeout: float
     deadline: datetime
@@ -171,36 +169,36 @@ class ApprovalRequested(WorkflowEvent):
 
 class WorkflowApproved(WorkflowEvent):
     event_type: ClassVar[str] = "workflow.approved"
-
     state_after: ClassVar[State | None] = State.APPROVED
+
     comment: str = ""
 
 
 class WorkflowRejected(WorkflowEvent):
     event_type: ClassVar[str] = "workflow.rejected"
-
     state_after: ClassVar[State | None] = State.REJECTED
+
     comment: str = ""
 
 
 class WorkflowCompleted(WorkflowEvent):
     event_type: ClassVar[str] = "workflow.completed"
-
     state_after: ClassVar[State | None] = State.COMPLETED
+
     result: dict[str, Any] = Field(default_factory=dict)
 
 
 class WorkflowFailed(WorkflowEvent):
     event_type: ClassVar[str] = "workflow.failed"
-
     state_after: ClassVar[State | None] = State.FAILED
+
     reason: str
 
 
 class WorkflowTimedOut(WorkflowEvent):
     event_type: ClassVar[str] = "workflow.timed_out"
-
     state_after: ClassVar[State | None] = State.TIMED_OUT
+
     awaited: str
     waited: float
     reason: str
@@ -208,8 +206,8 @@ class WorkflowTimedOut(WorkflowEvent):
 
 class WorkflowCancelled(WorkflowEvent):
     event_type: ClassVar[str] = "workflow.cancelled"
-
     state_after: ClassVar[State | None] = State.CANCELLED
+
     reason: str = ""
 
 

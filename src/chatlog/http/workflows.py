@@ -14,27 +14,72 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from chatlog.errors import InvalidInput
 from chatlog.events import WORKFLOW_STATES
 from chatlog.http._routing import Endpoint, Handler, json_response, read_body, read_query
 from chatlog.http._state import state
-from chatlog.http.models import (
-    CancelWorkflow,
-    CompleteWorkflow,
-    CreateWorkflow,
-    DecideApproval,
-    FailWorkflow,
-    RequestApproval,
-    StartWorkflow,
-    WorkflowQuery,
-    WorkflowsQuery,
-)
+from chatlog.http.models import POSITION_PATTERN, Body, JsonObject, Query
 from chatlog.http.queries import wait_for_position
 from chatlog.identity import ProjectKey
 from chatlog.orchestrator import Orchestrator, WorkflowView
 from chatlog.projections.models import WorkflowsPage
+
+# -- request bodies and queries -------------------------------------------------------------------
+
+
+class CreateWorkflow(Body):
+    name: str = Field(default="", max_length=200)
+    input: JsonObject = Field(default_factory=dict)
+    workflow_id: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="Your id for it; default wf-<uuid4>. Creating it again is a 409",
+    )
+
+
+class StartWorkflow(Body):
+    input: JsonObject = Field(default_factory=dict)
+
+
+class RequestApproval(Body):
+    prompt: str = Field(default="", max_length=10_000)
+
+
+class DecideApproval(Body):
+    approved: bool
+    comment: str = Field(default="", max_length=10_000)
+
+
+class CompleteWorkflow(Body):
+    result: JsonObject = Field(default_factory=dict)
+
+
+class FailWorkflow(Body):
+    reason: str = Field(min_length=1, max_length=10_000)
+
+
+class CancelWorkflow(Body):
+    reason: str = Field(default="", max_length=10_000)
+
+
+class WorkflowQuery(Query):
+    wait_for: str | None = Field(
+        default=None, max_length=500, description="Comma-separated states to long-poll for"
+    )
+    timeout: float = Field(default=30.0, ge=0, le=300, description="Seconds to long-poll")
+    min_position: str | None = Field(
+        default=None, pattern=POSITION_PATTERN,
+        description="Accepted for symmetry: workflow reads are always current",
+    )
+
+
+class WorkflowsQuery(Query):
+    state: str | None = Field(default=None, max_length=40, description="Only this state")
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, max_length=500, description="The next_cursor")
+    min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
+
 
 BASE = "/v1/projects/{project}/workflows"
 ITEM = BASE + "/{workflow_id}"
