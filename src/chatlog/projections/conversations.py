@@ -263,9 +263,10 @@ class ConversationFold:
         # bytes as they came: a thread seen before needs no decoding, and its
         # rows share its first row's strings.
         threads = fold.threads
+        message_type = _MESSAGE_TYPE_BYTES
         for pos, flat in entries:
             event_id, type_, aggregate, version, body = _fields(flat)
-            if type_ != _MESSAGE_TYPE_BYTES:
+            if type_ != message_type:
                 continue
             thread = threads.get(aggregate)
             if thread is not None:
