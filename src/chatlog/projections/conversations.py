@@ -25,11 +25,12 @@ from typing import Any
 import orjson
 from sqlite_utils.db import DescIndex
 
-from chatlog.events import RecordedEvent
+from chatlog.events import MessageAppended, RecordedEvent
 from chatlog.eventstore.codec import flat_fields
 from chatlog.projections import _db
 
-MESSAGE_TYPE = "message.appended"
+MESSAGE_TYPE = MessageAppended.event_type
+_MESSAGE_TYPE_BYTES = MESSAGE_TYPE.encode()
 #: Characters of the last message shown in the conversation list.
 PREVIEW_CHARS = 200
 
@@ -259,7 +260,7 @@ class ConversationFold:
             (pos, event_id, aggregate, version, body)
             for pos, flat in entries
             for event_id, type_, aggregate, version, body in (_fields(flat),)
-            if type_ == b"message.appended"
+            if type_ == _MESSAGE_TYPE_BYTES
         )
         return self._fold(messages, decoded=False)
 
