@@ -7,10 +7,8 @@ the group-committed append path is :mod:`._append`.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rexc
@@ -23,23 +21,28 @@ from chatlog.eventstore.codec import (
     START,
     Cursor,
     decode_entry,
-    flat_field,
     flat_fields,
     parse_position,
 )
 from chatlog.eventstore.connection import UNAVAILABLE, Client, guard, text
 from chatlog.eventstore.keys import Keys, partition_of
 from chatlog.eventstore.scripts import TRIM
+from chatlog.eventstore.status import (
+    LogInfo,
+    PartitionStatus,
+    StoreStatus,
+    TierStatus,
+    read_status,
+)
 from chatlog.eventstore.tiers import (
     READ_AGGREGATE_TIERED,
-    archive_tier,
-    archived_between,
     archived_head,
-    archived_versions,
-    delete_archived,
-    iter_archive,
-    last_archived_before,
-    needs_archive,
+    delete_both,
+    oldest_cursor,
+    read_both,
+    read_versions,
+    scan_both,
+    tail_both,
 )
 
 if TYPE_CHECKING:
@@ -59,70 +62,6 @@ __all__ = [
 ]
 
 LOG_FORMAT = "1"
-
-
-@dataclass(frozen=True, slots=True)
-class TierStatus:
-    """One tier of one partition: ``redis`` (the hot tail) or ``archive`` (segments)."""
-
-    tier: str
-    segments: int
-    events: int
-    bytes: int
-    oldest: str | None
-    newest: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionStatus:
-    partition: int
-    key: str
-    #: Entries in the Redis stream (the hot tail).
-    length: int
-    first_position: str | None
-    last_position: str | None
-    #: The last position deliberately deleted (None: nothing was).
-    horizon: str | None
-    #: Per tier: the archive's segments first (when there is an archive), then Redis.
-    tiers: list[TierStatus] = field(default_factory=list)
-
-    @property
-    def events(self) -> int:
-        """Events kept in every tier (an event a crash left in both counts twice)."""
-        return sum(t.events for t in self.tiers) if self.tiers else self.length
-
-
-@dataclass(frozen=True, slots=True)
-class StoreStatus:
-    server: str
-    version: str
-    url: str
-    partitions: list[PartitionStatus] = field(default_factory=list)
-
-    @property
-    def length(self) -> int:
-        return sum(p.length for p in self.partitions)
-
-    @property
-    def events(self) -> int:
-        """Events kept in every tier, every partition."""
-        return sum(p.events for p in self.partitions)
-
-
-@dataclass(frozen=True, slots=True)
-class LogInfo:
-    """One partition's log as seen from a reader at position ``after``."""
-
-    partition: int
-    #: Entries in the stream now.
-    length: int
-    #: Entries ever added to the stream (``entries-added``; ``length`` on servers
-    #: before Redis 7), so trimmed entries still count.
-    added: int
-    #: The last position (None when the stream is empty).
-    head: str | None
-    #: The first position after ``after`` (None when the reader is caught up).
-    next_position: str | None
 
 
 class EventStore:
@@ -320,16 +259,8 @@ class EventStore:
         parse_position(after)
         if self.archive is None:
             return await self._topology.read_checked(self.keys, partition, after, limit)
-        hot, first = await self._topology.read_checked_first(
-            self.keys, partition, after, limit, flat=False)
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = hot
-        if not needs_archive(entries, first):
-            return entries
-        archived = await asyncio.to_thread(
-            archived_between, self.archive, partition, after,
-            entries[0][0] if entries else None, limit)
-        cold = [(pos, flat_fields(flat)) for pos, flat in archived]
-        return cold + entries[: limit - len(archived)]
+        return await read_both(self._topology, self.keys, self.archive, partition, after,
+                               limit, flat=False)
 
     async def read_flat(
         self, partition: int, after: str = START, limit: int = 1000
@@ -341,84 +272,32 @@ class EventStore:
         parse_position(after)
         if self.archive is None:
             return await self._topology.read_flat_checked(self.keys, partition, after, limit)
-        hot, first = await self._topology.read_checked_first(
-            self.keys, partition, after, limit, flat=True)
-        entries: list[FlatEntry] = hot
-        if not needs_archive(entries, first):
-            return entries
-        archived = await asyncio.to_thread(
-            archived_between, self.archive, partition, after,
-            entries[0][0] if entries else None, limit)
-        return archived + entries[: limit - len(archived)]
+        return await read_both(self._topology, self.keys, self.archive, partition, after,
+                               limit, flat=True)
 
-    async def scan(self, partition: int, *, chunk: int = 10_000) -> AsyncIterator[Any]:
+    def scan(self, partition: int, *, chunk: int = 10_000) -> AsyncIterator[Any]:
         """Every event ``partition`` keeps, oldest first, for rebuilds and other full scans:
         the archive's segments as columnar batches (``pyarrow.RecordBatch``, columns
         position, event_id, aggregate, version, type, time, body), then the hot tail
-        as lists of up to ``chunk`` entries with flat fields (:meth:`read_flat`).
-
-        The hot tail is read through the tiered read, so events the archiver moves
-        meanwhile are still seen once. The next chunk is asked for before this one
-        is yielded, so the server reads it while the caller works on this one.
+        as lists of up to ``chunk`` entries with flat fields, read through
+        :meth:`read_flat` (so what the archiver moves meanwhile is still seen once).
         """
         self._check_partition(partition)
-        after = START
-        if self.archive is not None:
-            batches = iter_archive(self.archive, partition)
-            while (batch := await asyncio.to_thread(next, batches, None)) is not None:
-                after = str(batch.column("position")[-1])
-                yield batch
-        request = asyncio.ensure_future(self.read_flat(partition, after, chunk))
-        try:
-            while True:
-                entries = await request
-                if not entries:
-                    return
-                full = len(entries) >= chunk
-                if full:  # the server reads the next chunk while this one is used
-                    request = asyncio.ensure_future(
-                        self.read_flat(partition, text(entries[-1][0]), chunk))
-                    await asyncio.sleep(0)  # let the request go out first
-                yield entries
-                if not full:
-                    return
-        finally:
-            if not request.done():
-                request.cancel()
-            await asyncio.gather(request, return_exceptions=True)
+        return scan_both(self.archive, partition, chunk, self.read_flat)
 
-    async def scan_flat(
-        self, partition: int, *, chunk: int = 10_000
-    ) -> AsyncIterator[list[FlatEntry]]:
+    def scan_flat(self, partition: int, *, chunk: int = 10_000) -> AsyncIterator[list[FlatEntry]]:
         """Every entry of ``partition``'s Redis stream (the hot tier only: what the
-        archiver seals), oldest first, in chunks of up to ``chunk``, fields as
-        :meth:`read_flat` gives them. A scan of the whole log, archive included,
-        is :meth:`scan`.
-
-        The next chunk is asked for before this one is yielded, so the server
-        reads it while the caller works on this one. Not checked against the
-        trim horizon: it starts at the first entry kept.
+        archiver seals), oldest first, in chunks of up to ``chunk``, flat fields, the
+        next chunk asked for before this one is yielded. Not checked against the
+        deletion horizon. A scan of the whole log, archive included, is :meth:`scan`.
         """
         self._check_partition(partition)
         key = self.keys.log(partition)
-        request = asyncio.ensure_future(self._topology.xrange_flat(key, "-", chunk))
-        try:
-            while True:
-                entries = await request
-                if not entries:
-                    return
-                full = len(entries) >= chunk
-                if full:  # the server reads the next chunk while this one is used
-                    request = asyncio.ensure_future(
-                        self._topology.xrange_flat(key, f"({text(entries[-1][0])}", chunk))
-                    await asyncio.sleep(0)  # let the request go out first
-                yield entries
-                if not full:
-                    return
-        finally:
-            if not request.done():
-                request.cancel()
-            await asyncio.gather(request, return_exceptions=True)
+
+        def xrange(p: int, after: str, count: int) -> Awaitable[list[FlatEntry]]:
+            return self._topology.xrange_flat(key, f"({after}" if after != START else "-", count)
+
+        return scan_both(None, partition, chunk, xrange)
 
     async def read_cursor(
         self, cursor: Cursor, limit: int = 1000, partitions: Sequence[int] | None = None
@@ -457,33 +336,9 @@ class EventStore:
         """
         partition = self.partition_of(project)
         aggregate = aggregate_key(project, aggregate_type, aggregate_id)
-        from_version = max(from_version, 1)
-        reply = await guard(
-            self._read_aggregate_script(
-                keys=[self.keys.log(partition), self.keys.aggregate_index(partition, aggregate),
-                      self.keys.versions(partition)],
-                args=[aggregate, from_version, -1 if limit is None else limit],
-            )
-        )
-        offset, rows = int(reply[0]), reply[1:]
-        flats: list[FlatEntry] = []
-        if from_version <= offset and (limit is None or limit > 0):
-            count = offset - from_version + 1 if limit is None else min(
-                limit, offset - from_version + 1)
-            if self.archive is not None:
-                flats = await asyncio.to_thread(
-                    archived_versions, self.archive, partition, aggregate, from_version, count)
-            versions = [int(flat_field(flat, b"v")) for _, flat in flats]
-            wanted = list(range(from_version, from_version + count))
-            if versions != wanted:
-                missing = next((w for v, w in zip([*versions, 0], wanted, strict=False)
-                                if v != w), from_version)
-                raise PositionTrimmed(partition, f"version {missing} of {aggregate}",
-                                      await self.horizon(partition) or START)
-        for row in rows:
-            if len(row) == 1:
-                raise PositionTrimmed(partition, text(row[0]), await self.horizon(partition) or "")
-            flats.append((row[0], row[1]))
+        flats = await read_versions(
+            self._read_aggregate_script, self.keys, self.archive, partition, aggregate,
+            max(from_version, 1), limit, lambda: self.horizon(partition))
         return [decode_entry(partition, pos, flat_fields(flat)) for pos, flat in flats]
 
     async def aggregate_version(self, project: Any, aggregate_type: str, aggregate_id: str) -> int:
@@ -509,9 +364,7 @@ class EventStore:
 
     async def _archived_head(self, partition: int) -> str:
         """The head of a partition whose Redis stream is empty: the archive's newest."""
-        if self.archive is None:
-            return START
-        return await asyncio.to_thread(archived_head, self.archive, partition) or START
+        return await archived_head(self.archive, partition) if self.archive else START
 
     def _check_partition(self, partition: int) -> None:
         if not 0 <= partition < self.partitions:
@@ -525,19 +378,10 @@ class EventStore:
         raw = await guard(self._topology.raw_horizon(self.keys, partition))
         return text(raw) if raw else None
 
-    async def oldest_cursor(self, cursor: Cursor) -> Cursor:
-        """``cursor`` with every position inside deleted history moved up to its horizon:
-        the oldest cursor still available from where ``cursor`` stood."""
-        for p, position in enumerate(cursor.positions):
-            horizon = await self.horizon(p)
-            if horizon is not None and position != START and (
-                    parse_position(position) < parse_position(horizon)):
-                cursor = cursor.advanced(p, horizon)
-        return cursor
-
     async def gone(self, exc: PositionTrimmed, cursor: Cursor) -> PositionTrimmed:
-        """``exc`` naming the whole cursor a reader at ``cursor`` can resume from."""
-        return exc.with_cursor(str(await self.oldest_cursor(cursor)))
+        """``exc`` naming the whole cursor a reader at ``cursor`` can resume from: each
+        position inside deleted history moved up to its partition's horizon."""
+        return exc.with_cursor(str(await oldest_cursor(cursor, self.horizon)))
 
     async def log_info(self, partition: int, after: str = START) -> LogInfo:
         """How long ``partition``'s log is, and where it stands relative to ``after``
@@ -608,62 +452,16 @@ class EventStore:
         cursor = cursor or Cursor.start(self.partitions)
         wanted = list(partitions) if partitions is not None else list(range(self.partitions))
         if self.archive is not None:
-            # A cursor may lie in the archive (or before the hot tail's start): catch up
-            # through the tiered read first; XREAD only sees what Redis still holds.
-            for p in wanted:
-                while True:
-                    rows = await self.read_raw(p, cursor.positions[p], count)
-                    if not rows:
-                        break
-                    cursor = cursor.advanced(p, text(rows[-1][0]))
-                    yield [(p, pos, fields) for pos, fields in rows]
-                    if len(rows) < count:
-                        break
-        tail = self._topology.tail(self.keys, cursor, wanted, block=block, count=count,
-                                   on_idle=on_idle)
+            tail = tail_both(self._topology, self.keys, self.archive, self.read_raw, cursor,
+                             wanted, block=block, count=count, on_idle=on_idle)
+        else:
+            tail = self._topology.tail(self.keys, cursor, wanted, block=block, count=count,
+                                       on_idle=on_idle)
         try:
             async for batch in tail:
-                if self.archive is not None:
-                    batch = await self._archived_under(cursor, batch, count)
-                    positions = list(cursor.positions)
-                    for p, pos, _ in batch:
-                        positions[p] = text(pos)
-                    cursor = Cursor(positions)
                 yield batch
         finally:
             await tail.aclose()  # type: ignore[attr-defined]
-
-    async def _archived_under(self, cursor: Cursor, batch: list[RawEntry],
-                              count: int) -> list[RawEntry]:
-        """``batch`` (from XREAD after ``cursor``) preceded by the events the archiver moved
-        out of Redis before the XREAD read them (a tail a whole hot window behind).
-
-        The stream's first position ``F`` is read after the XREAD: if ``F`` comes
-        before a partition's first entry ``e0``, ``F`` was there when XREAD ran
-        (entries leave from the head only), so nothing between the cursor and
-        ``e0`` was archived. Otherwise the archive is read for that range.
-        """
-        assert self.archive is not None
-        firsts: dict[int, bytes] = {}
-        for p, pos, _ in batch:
-            firsts.setdefault(p, pos)
-        pipe = self.redis.pipeline(transaction=False)
-        for p in firsts:
-            pipe.xrange(self.keys.log(p), "-", "+", 1)
-        heads = await guard(pipe.execute())
-        missed: list[RawEntry] = []
-        for (p, e0), head in zip(firsts.items(), heads, strict=True):
-            if head and parse_position(text(head[0][0])) < parse_position(text(e0)):
-                continue
-            after = cursor.positions[p]
-            while True:
-                page = await asyncio.to_thread(
-                    archived_between, self.archive, p, after, e0, count)
-                missed.extend((p, pos, flat_fields(flat)) for pos, flat in page)
-                if len(page) < count:
-                    break
-                after = text(page[-1][0])
-        return missed + batch if missed else batch
 
     # -- retention -------------------------------------------------------------------
 
@@ -675,18 +473,13 @@ class EventStore:
         crash halfway leaves cursors into the deleted history answered
         :class:`PositionTrimmed`, never a silent gap; running it again finishes
         the job. Reads without a cursor then start at the first event kept.
-        No archiver may run on the partition meanwhile (see docs/archive.md).
+        No archiver may run on the partition meanwhile (see docs/retention.md).
         """
         self._check_partition(partition)
         parse_position(before)
         removed = 0
         if self.archive is not None:
-            last = await self._last_before(partition, before)
-            if last is not None:
-                current = await self.horizon(partition)
-                if current is None or parse_position(current) < parse_position(last):
-                    await guard(self.redis.set(self.keys.horizon(partition), last))
-            removed += await asyncio.to_thread(delete_archived, self.archive, partition, before)
+            removed = await delete_both(self.redis, self.keys, self.archive, partition, before)
         trimmed, _ = await guard(
             self._trim_script(
                 keys=[self.keys.log(partition), self.keys.horizon(partition)], args=[before]
@@ -694,49 +487,13 @@ class EventStore:
         )
         return removed + int(trimmed)
 
-    async def _last_before(self, partition: int, before: str) -> str | None:
-        """The last position before ``before`` in either tier (None: there is none)."""
-        row = await guard(self.redis.xrevrange(self.keys.log(partition), f"({before}", "-", 1))
-        if row:
-            return text(row[0][0])
-        assert self.archive is not None
-        return await asyncio.to_thread(last_archived_before, self.archive, partition, before)
-
     # -- status ------------------------------------------------------------------------
 
     async def status(self) -> StoreStatus:
-        info = await self._topology.server_info()
-        server = "valkey" if "valkey_version" in info else "redis"
-        version = str(info.get("valkey_version") or info.get("redis_version", "?"))
-        parts = []
-        for p in range(self.partitions):
-            pipe = self.redis.pipeline(transaction=False)
-            key = self.keys.log(p)
-            pipe.xlen(key)
-            pipe.xrange(key, "-", "+", 1)
-            pipe.xrevrange(key, "+", "-", 1)
-            pipe.get(self.keys.horizon(p))
-            pipe.memory_usage(key)
-            length, first, last, horizon, size = await guard(pipe.execute())
-            oldest = text(first[0][0]) if first else None
-            newest = text(last[0][0]) if last else None
-            tiers = [TierStatus("redis", 0, int(length), int(size or 0), oldest, newest)]
-            if self.archive is not None:
-                tiers.insert(0, TierStatus(
-                    "archive", *await asyncio.to_thread(archive_tier, self.archive, p)))
-            parts.append(
-                PartitionStatus(
-                    partition=p,
-                    key=key,
-                    length=int(length),
-                    first_position=oldest,
-                    last_position=newest,
-                    horizon=text(horizon) if horizon else None,
-                    tiers=tiers,
-                )
-            )
-        return StoreStatus(server=server, version=version, url=self.url, partitions=parts)
-
+        """The server, and per partition its tiers: segments, events, bytes, oldest and
+        newest position (the archive's, when there is one, then Redis's)."""
+        return await read_status(self._topology, self.keys, self.partitions, self.url,
+                                 self.archive)
 
     async def placement(self) -> dict[str, Any]:
         """Which node serves each partition now (``{}`` on one server), for ``chatlog status``."""

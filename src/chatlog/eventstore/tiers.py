@@ -29,16 +29,23 @@ it through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from chatlog.eventstore.codec import START, flat_field, parse_position
+from chatlog.errors import PositionTrimmed
+from chatlog.eventstore.codec import START, Cursor, flat_field, flat_fields, parse_position
+from chatlog.eventstore.connection import guard, text
+from chatlog.eventstore.keys import Keys
 
 if TYPE_CHECKING:
+    from chatlog.eventstore._topology import Topology
     from chatlog.eventstore.archive import Archive
 
 #: A stream entry with its fields as the flat list the server sends.
 FlatEntry = tuple[bytes, list[bytes]]
+#: A stream entry as a tail yields it: (partition, position, fields).
+RawEntry = tuple[int, bytes, dict[bytes, bytes]]
 
 #: KEYS[1] stream, KEYS[2] aggregate index list, KEYS[3] versions hash; ARGV[1]
 #: aggregate, ARGV[2] first version wanted, ARGV[3] how many (-1: all).
@@ -68,7 +75,7 @@ return out
 
 
 def _key(position: bytes | str) -> tuple[int, int]:
-    return parse_position(position.decode() if isinstance(position, bytes) else position)
+    return parse_position(text(position))
 
 
 def needs_archive(entries: list[Any], first: bytes | str | None) -> bool:
@@ -170,10 +177,25 @@ def batch_entries(batch: Any) -> list[FlatEntry]:
     ]
 
 
-def archived_head(archive: Archive, partition: int) -> str | None:
-    """The archive's newest position (manifest re-read first)."""
-    archive.reload()
-    return archive.newest(partition)
+async def archived_head(archive: Archive, partition: int) -> str:
+    """The archive's newest position (manifest re-read first; ``START`` when empty)."""
+
+    def newest() -> str | None:
+        archive.reload()
+        return archive.newest(partition)
+
+    return await asyncio.to_thread(newest) or START
+
+
+async def oldest_cursor(cursor: Cursor,
+                        horizon: Callable[[int], Awaitable[str | None]]) -> Cursor:
+    """``cursor`` with every position inside deleted history moved up to its partition's
+    ``horizon``: the oldest cursor still available from where ``cursor`` stood."""
+    for p, position in enumerate(cursor.positions):
+        last = await horizon(p)
+        if last is not None and position != START and _key(position) < _key(last):
+            cursor = cursor.advanced(p, last)
+    return cursor
 
 
 def delete_archived(archive: Archive, partition: int, before: str) -> int:
@@ -192,3 +214,159 @@ def archive_tier(archive: Archive,
     segments = archive.segments(partition)
     return (len(segments), sum(s.count for s in segments), sum(s.bytes for s in segments),
             archive.oldest(partition), archive.newest(partition))
+
+
+# -- the store's reads, completed from the archive ------------------------------------
+
+
+async def read_both(topology: Topology, keys: Keys, archive: Archive, partition: int,
+                    after: str, limit: int, *, flat: bool) -> list[Any]:
+    """Up to ``limit`` entries after ``after`` across both tiers (flat fields with
+    ``flat``, else dicts), checked against the deletion horizon."""
+    read, first = await topology.read_checked_first(keys, partition, after, limit, flat=flat)
+    hot: list[Any] = read
+    if not needs_archive(hot, first):
+        return hot
+    archived = await asyncio.to_thread(
+        archived_between, archive, partition, after, hot[0][0] if hot else None, limit)
+    cold: list[Any] = archived if flat else [(pos, flat_fields(f)) for pos, f in archived]
+    return cold + hot[: limit - len(archived)]
+
+
+async def scan_both(archive: Archive | None, partition: int, chunk: int,
+                    read_flat: Callable[[int, str, int], Awaitable[list[FlatEntry]]],
+                    ) -> AsyncIterator[Any]:
+    """The archive's batches, then chunks of ``read_flat`` (the tiered read), the next
+    chunk asked for before this one is yielded."""
+    after = START
+    if archive is not None:
+        batches = iter_archive(archive, partition)
+        while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+            after = str(batch.column("position")[-1])
+            yield batch
+    request = asyncio.ensure_future(read_flat(partition, after, chunk))
+    try:
+        while True:
+            entries = await request
+            if not entries:
+                return
+            full = len(entries) >= chunk
+            if full:  # the server reads the next chunk while this one is used
+                request = asyncio.ensure_future(
+                    read_flat(partition, text(entries[-1][0]), chunk))
+                await asyncio.sleep(0)  # let the request go out first
+            yield entries
+            if not full:
+                return
+    finally:
+        if not request.done():
+            request.cancel()
+        await asyncio.gather(request, return_exceptions=True)
+
+
+async def read_versions(script: Any, keys: Keys, archive: Archive | None, partition: int,
+                        aggregate: str, from_version: int, limit: int | None,
+                        horizon: Callable[[], Awaitable[str | None]]) -> list[FlatEntry]:
+    """An aggregate's entries from ``from_version`` (at most ``limit``), archived versions
+    from the archive's aggregate index, the rest from Redis (``script`` is
+    :data:`READ_AGGREGATE_TIERED`); :class:`PositionTrimmed` for a deleted version."""
+    reply = await guard(script(
+        keys=[keys.log(partition), keys.aggregate_index(partition, aggregate),
+              keys.versions(partition)],
+        args=[aggregate, from_version, -1 if limit is None else limit]))
+    offset, rows = int(reply[0]), reply[1:]
+    flats: list[FlatEntry] = []
+    if from_version <= offset and (limit is None or limit > 0):
+        count = offset - from_version + 1 if limit is None else min(
+            limit, offset - from_version + 1)
+        if archive is not None:
+            flats = await asyncio.to_thread(
+                archived_versions, archive, partition, aggregate, from_version, count)
+        versions = [int(flat_field(flat, b"v")) for _, flat in flats]
+        wanted = list(range(from_version, from_version + count))
+        if versions != wanted:
+            missing = next((w for v, w in zip([*versions, 0], wanted, strict=False) if v != w),
+                           from_version)
+            raise PositionTrimmed(partition, f"version {missing} of {aggregate}",
+                                  await horizon() or START)
+    for row in rows:
+        if len(row) == 1:
+            raise PositionTrimmed(partition, text(row[0]), await horizon() or "")
+        flats.append((row[0], row[1]))
+    return flats
+
+
+async def archived_under(redis: Any, keys: Keys, archive: Archive, cursor: Cursor,
+                         batch: list[RawEntry], count: int) -> list[RawEntry]:
+    """``batch`` (from XREAD after ``cursor``) preceded by the events the archiver moved
+    out of Redis before the XREAD read them (a tail a whole hot window behind).
+
+    The stream's first position ``F`` is read after the XREAD: if ``F`` comes
+    before a partition's first entry ``e0``, ``F`` was there when XREAD ran
+    (entries leave from the head only), so nothing between the cursor and
+    ``e0`` was archived. Otherwise the archive is read for that range.
+    """
+    firsts: dict[int, bytes] = {}
+    for p, pos, _ in batch:
+        firsts.setdefault(p, pos)
+    pipe = redis.pipeline(transaction=False)
+    for p in firsts:
+        pipe.xrange(keys.log(p), "-", "+", 1)
+    heads = await guard(pipe.execute())
+    missed: list[RawEntry] = []
+    for (p, e0), head in zip(firsts.items(), heads, strict=True):
+        if head and _key(head[0][0]) < _key(e0):
+            continue
+        after = cursor.positions[p]
+        while True:
+            page = await asyncio.to_thread(archived_between, archive, p, after, e0, count)
+            missed.extend((p, pos, flat_fields(flat)) for pos, flat in page)
+            if len(page) < count:
+                break
+            after = text(page[-1][0])
+    return missed + batch if missed else batch
+
+
+async def delete_both(redis: Any, keys: Keys, archive: Archive, partition: int,
+                      before: str) -> int:
+    """The archive's part of a deliberate deletion before ``before``: record the horizon
+    (the last position deleted, in either tier) first, then delete the archived
+    events; how many. The caller then trims Redis."""
+    row = await guard(redis.xrevrange(keys.log(partition), f"({before}", "-", 1))
+    last = text(row[0][0]) if row else await asyncio.to_thread(
+        last_archived_before, archive, partition, before)
+    if last is not None:
+        current = await guard(redis.get(keys.horizon(partition)))
+        if not current or _key(current) < _key(last):
+            await guard(redis.set(keys.horizon(partition), last))
+    return await asyncio.to_thread(delete_archived, archive, partition, before)
+
+
+async def tail_both(topology: Topology, keys: Keys, archive: Archive,
+                    read_raw: Callable[[int, str, int], Awaitable[list[Any]]], cursor: Cursor,
+                    partitions: list[int], *, block: float, count: int,
+                    on_idle: Callable[[], Awaitable[None]] | None,
+                    ) -> AsyncIterator[list[RawEntry]]:
+    """A tail across tiers: catch up through the tiered ``read_raw`` (a cursor may lie in
+    the archive; XREAD only sees what Redis holds), then XREAD, each batch preceded
+    by what the archiver moved past the cursor meanwhile (:func:`archived_under`)."""
+    for p in partitions:
+        while True:
+            rows = await read_raw(p, cursor.positions[p], count)
+            if not rows:
+                break
+            cursor = cursor.advanced(p, text(rows[-1][0]))
+            yield [(p, pos, fields) for pos, fields in rows]
+            if len(rows) < count:
+                break
+    hot = topology.tail(keys, cursor, partitions, block=block, count=count, on_idle=on_idle)
+    try:
+        async for batch in hot:
+            batch = await archived_under(topology.redis, keys, archive, cursor, batch, count)
+            positions = list(cursor.positions)
+            for p, pos, _ in batch:
+                positions[p] = text(pos)
+            cursor = Cursor(positions)
+            yield batch
+    finally:
+        await hot.aclose()  # type: ignore[attr-defined]
