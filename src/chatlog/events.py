@@ -18,7 +18,9 @@ from chatlog.identity import random_uuid
 
 SCHEMA_VERSION = 1
 
-AggregateType = Literal["thread", "workflow"]
+#: What an event belongs to: a chat thread, a workflow, or the records of an
+#: integration (a LangGraph thread's checkpoints, an ``eventsourcing`` application).
+AggregateType = Literal["thread", "workflow", "langgraph", "eventsourcing"]
 
 
 class EventData(BaseModel):
@@ -186,6 +188,54 @@ class JobDeadLettered(EventData):
     reason: str
 
 
+# -- integrations (their payloads are bytes: the event's ``blob``) --------------
+
+
+@event_type("langgraph.checkpoint")
+class LangGraphCheckpoint(EventData):
+    """A LangGraph checkpoint of the thread (the aggregate); checkpoint and metadata in the blob."""
+
+    ns: str
+    checkpoint_id: str
+    parent_id: str | None = None
+    #: The serializer's type tag of the blob (``msgpack``, ``pickle``...).
+    serde: str
+
+
+@event_type("langgraph.writes")
+class LangGraphWrites(EventData):
+    """Pending writes of one task against a checkpoint; their values in the blob."""
+
+    ns: str
+    checkpoint_id: str
+    task_id: str
+    task_path: str = ""
+    idx: list[int]
+    channels: list[str]
+    serde: str
+
+
+@event_type("eventsourcing.recorded")
+class EventsourcingRecorded(EventData):
+    """A stored event of an ``eventsourcing`` application; its state in the blob."""
+
+    recorder: str
+    originator_id: str
+    originator_version: int
+    topic: str
+    #: The application's notification id (application recorders only).
+    notification_id: int | None = None
+
+
+@event_type("eventsourcing.tracked")
+class EventsourcingTracked(EventData):
+    """A tracking record: ``notification_id`` of ``upstream`` was processed."""
+
+    recorder: str
+    upstream: str
+    notification_id: int
+
+
 # -- envelopes ----------------------------------------------------------------
 
 
@@ -204,6 +254,8 @@ class NewEvent(BaseModel):
     aggregate_id: str
     data: dict[str, Any]
     schema_version: int = SCHEMA_VERSION
+    #: A binary payload stored as raw bytes beside ``data`` (no base64 in the log).
+    blob: bytes | None = None
 
     @classmethod
     def of(
@@ -215,6 +267,7 @@ class NewEvent(BaseModel):
         aggregate_type: AggregateType,
         aggregate_id: str,
         event_id: uuid.UUID | None = None,
+        blob: bytes | None = None,
     ) -> NewEvent:
         """Build an event from a typed data model."""
         return cls(
@@ -226,6 +279,7 @@ class NewEvent(BaseModel):
             aggregate_type=aggregate_type,
             aggregate_id=aggregate_id,
             data=data.model_dump(mode="json"),
+            blob=blob,
         )
 
     @property
@@ -236,7 +290,8 @@ class NewEvent(BaseModel):
 class RecordedEvent(BaseModel):
     """An event as stored: the envelope with its version, position and time."""
 
-    model_config = ConfigDict(frozen=True)
+    # A blob is base64url in JSON (HTTP replay, SSE); it is raw bytes in the log.
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
     id: uuid.UUID
     type: str
@@ -251,6 +306,8 @@ class RecordedEvent(BaseModel):
     time: datetime
     data: dict[str, Any]
     schema_version: int = SCHEMA_VERSION
+    #: The binary payload of an integration's event (absent from JSON when there is none).
+    blob: bytes | None = Field(default=None, exclude_if=lambda v: v is None)
 
     def typed_data(self) -> EventData | None:
         """The data validated by its type's model; None for unknown types."""
