@@ -1,0 +1,609 @@
+"""A LangGraph checkpoint saver on chatlog's log.
+
+::
+
+    async with ChatlogSaver.from_conn_string("./data", project="Blog-Project") as saver:
+        graph = builder.compile(checkpointer=saver)
+
+    with ChatlogSaver.from_conn_string_sync("redis://...", project="Blog-Project") as saver:
+        graph.invoke(inputs, {"configurable": {"thread_id": "t-1"}})   # blocking use
+
+Every checkpoint is a ``langgraph.checkpoint`` event and every call of
+``put_writes`` a ``langgraph.writes`` event of the aggregate
+``<project>/langgraph/<thread_id>``, with the serialised values as the
+event's binary ``blob``; they replay, archive and migrate with the rest of
+the log, and conversation projections skip them. Small index keys beside
+the log (in the partition's slot) find a thread's checkpoints by namespace
+and id; each operation is one atomic script.
+
+Deleting (``delete_thread``, ``prune``, ``delete_for_runs``) removes the
+entries from the Redis stream and the index keys. Not removed by it: copies
+already sealed into archive segments, and the bytes in the append-only file
+until Valkey rewrites it (``BGREWRITEAOF``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from chatlog.events import LangGraphCheckpoint, LangGraphWrites
+from chatlog.eventstore.codec import flat_field, split_body
+from chatlog.eventstore.store import EventStore
+from chatlog.identity import ProjectKey
+from chatlog.integrations._runtime import (
+    LUA_ADD_ENTRY,
+    LoopThread,
+    digest,
+    event_body,
+    open_log,
+    project_key,
+    run_blocking,
+)
+
+# KEYS: log, versions, index, ns set, cp zset, pos hash, threads set, run set
+# ARGV: id, type, aggregate, body, ns, checkpoint id, thread, run member ('' = none)
+_PUT = LUA_ADD_ENTRY + """
+local pos = add_entry(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+redis.call('SADD', KEYS[4], ARGV[5])
+redis.call('ZADD', KEYS[5], 0, ARGV[6])
+redis.call('HSET', KEYS[6], ARGV[6], pos)
+redis.call('SADD', KEYS[7], ARGV[7])
+if ARGV[8] ~= '' then redis.call('SADD', KEYS[8], ARGV[8]) end
+return pos
+"""
+
+# KEYS: log, versions, index, writes hash, writes-keys set
+# ARGV: id, type, aggregate, body, replace ('1' = overwrite), then (field, k) pairs.
+# Nothing is added when every (task, idx) was written before (and replace is off).
+_WRITES = LUA_ADD_ENTRY + """
+local fresh = {}
+for i = 6, #ARGV, 2 do
+  if ARGV[5] == '1' or redis.call('HEXISTS', KEYS[4], ARGV[i]) == 0 then
+    fresh[#fresh + 1] = i
+  end
+end
+if #fresh == 0 then return false end
+local pos = add_entry(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+for _, i in ipairs(fresh) do
+  redis.call('HSET', KEYS[4], ARGV[i], pos .. ' ' .. ARGV[i + 1])
+end
+redis.call('SADD', KEYS[5], KEYS[4])
+return pos
+"""
+
+# KEYS: log, cp zset, pos hash; ARGV: checkpoint id ('' = latest), writes key prefix, ns.
+# -> false | {checkpoint id, checkpoint entry fields, {write position, fields}..., {field, k}...}
+_READ = """
+local cid = ARGV[1]
+if cid == '' then
+  local top = redis.call('ZREVRANGEBYLEX', KEYS[2], '+', '-', 'LIMIT', 0, 1)
+  if #top == 0 then return false end
+  cid = top[1]
+end
+local pos = redis.call('HGET', KEYS[3], cid)
+if not pos then return false end
+local e = redis.call('XRANGE', KEYS[1], pos, pos)
+if #e == 0 then return false end
+local w = redis.call('HGETALL', ARGV[2] .. redis.sha1hex(ARGV[3] .. '\\0' .. cid))
+local entries, refs, seen = {}, {}, {}
+for i = 1, #w, 2 do
+  local v = w[i + 1]
+  local sep = string.find(v, ' ', 1, true)
+  local p = string.sub(v, 1, sep - 1)
+  if not seen[p] then
+    seen[p] = true
+    local we = redis.call('XRANGE', KEYS[1], p, p)
+    if #we > 0 then entries[#entries + 1] = {p, we[1][2]} end
+  end
+  refs[#refs + 1] = {p, string.sub(v, sep + 1)}
+end
+return {cid, e[1][2], entries, refs}
+"""
+
+# KEYS: log, versions, index, ns set, threads set, writes-keys set
+# ARGV: aggregate, thread key prefix, thread id. Deletes the thread's entries and keys.
+_DELETE_THREAD = LUA_ADD_ENTRY + """
+local positions = redis.call('LRANGE', KEYS[3], 0, -1)
+xdel_all(KEYS[1], positions)
+for _, ns in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  local h = redis.sha1hex(ns)
+  redis.call('DEL', ARGV[2] .. ':cp:' .. h, ARGV[2] .. ':pos:' .. h)
+end
+for _, w in ipairs(redis.call('SMEMBERS', KEYS[6])) do redis.call('DEL', w) end
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[6])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[5], ARGV[3])
+return #positions
+"""
+
+# KEYS: log, index, writes-keys set; ARGV: thread key prefix, then (ns, checkpoint id) pairs.
+# Deletes those checkpoints, their writes and their entries.
+_DELETE_SOME = LUA_ADD_ENTRY + """
+local dead, ids = {}, {}
+for i = 2, #ARGV, 2 do
+  local h = redis.sha1hex(ARGV[i])
+  local poskey = ARGV[1] .. ':pos:' .. h
+  local pos = redis.call('HGET', poskey, ARGV[i + 1])
+  if pos and not dead[pos] then dead[pos] = true; ids[#ids + 1] = pos end
+  redis.call('HDEL', poskey, ARGV[i + 1])
+  redis.call('ZREM', ARGV[1] .. ':cp:' .. h, ARGV[i + 1])
+  local wkey = ARGV[1] .. ':w:' .. redis.sha1hex(ARGV[i] .. '\\0' .. ARGV[i + 1])
+  for _, v in ipairs(redis.call('HVALS', wkey)) do
+    local p = string.sub(v, 1, string.find(v, ' ', 1, true) - 1)
+    if not dead[p] then dead[p] = true; ids[#ids + 1] = p end
+  end
+  redis.call('DEL', wkey)
+  redis.call('SREM', KEYS[3], wkey)
+end
+if #ids == 0 then return 0 end
+xdel_all(KEYS[1], ids)
+local keep = {}
+for _, p in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  if not dead[p] then keep[#keep + 1] = p end
+end
+redis.call('DEL', KEYS[2])
+for i = 1, #keep, 500 do
+  redis.call('RPUSH', KEYS[2], unpack(keep, i, math.min(i + 499, #keep)))
+end
+return #ids
+"""
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _Keys:
+    """Index key names of one project's checkpoints (all in the partition's slot)."""
+
+    def __init__(self, store: EventStore, project: ProjectKey) -> None:
+        self.partition = store.partition_of(project.key)
+        keys = store.keys
+        self.log = keys.log(self.partition)
+        self.versions = keys.versions(self.partition)
+        self.base = f"{keys.tag(self.partition)}:lg:{project.key}"
+        self.threads = f"{self.base}:threads"
+        self._index = keys.aggregate_index
+
+    def thread(self, thread_id: str) -> str:
+        return f"{self.base}:t:{digest(thread_id)}"
+
+    def index(self, aggregate: str) -> str:
+        return self._index(self.partition, aggregate)
+
+    def ns_set(self, thread_id: str) -> str:
+        return f"{self.thread(thread_id)}:ns"
+
+    def cps(self, thread_id: str, ns: str) -> str:
+        return f"{self.thread(thread_id)}:cp:{digest(ns)}"
+
+    def positions(self, thread_id: str, ns: str) -> str:
+        return f"{self.thread(thread_id)}:pos:{digest(ns)}"
+
+    def writes_prefix(self, thread_id: str) -> str:
+        return f"{self.thread(thread_id)}:w:"
+
+    def writes(self, thread_id: str, ns: str, checkpoint_id: str) -> str:
+        return self.writes_prefix(thread_id) + digest(f"{ns}\0{checkpoint_id}")
+
+    def writes_keys(self, thread_id: str) -> str:
+        return f"{self.thread(thread_id)}:wkeys"
+
+    def run(self, run_id: str) -> str:
+        return f"{self.base}:run:{digest(run_id)}"
+
+
+def _configurable(config: RunnableConfig) -> dict[str, Any]:
+    conf: dict[str, Any] = config.get("configurable") or {}
+    return conf
+
+
+def _body_parts(flat: Sequence[bytes]) -> tuple[dict[str, Any], bytes]:
+    doc, blob = split_body(flat_field(flat, b"b"))
+    data: dict[str, Any] = orjson.loads(doc)["d"]
+    return data, blob or b""
+
+
+class ChatlogSaver(BaseCheckpointSaver[int]):
+    """LangGraph checkpoints and pending writes as events in chatlog's log.
+
+    Build it with :meth:`from_conn_string` (async) or :meth:`from_conn_string_sync`
+    (blocking code), or ``ChatlogSaver(store, project=...)`` on an open
+    :class:`~chatlog.eventstore.EventStore`. The async methods run on the
+    loop the store was opened on; the blocking ones (``get_tuple``, ``put``...)
+    hand their work to that loop from another thread and raise if called on
+    the loop's own thread (waiting there would deadlock).
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        project: str | None,
+        serde: SerializerProtocol | None = None,
+        namespace: Any = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        from chatlog.settings import Settings
+
+        settings = Settings() if namespace is None else Settings(project_namespace=namespace)
+        self.store = store
+        self.project = project_key(project, settings)
+        self.keys = _Keys(store, self.project)
+        redis: Any = store.redis
+        self._put_script = redis.register_script(_PUT)
+        self._writes_script = redis.register_script(_WRITES)
+        self._read_script = redis.register_script(_READ)
+        self._delete_thread_script = redis.register_script(_DELETE_THREAD)
+        self._delete_some_script = redis.register_script(_DELETE_SOME)
+        self.loop = loop or asyncio.get_running_loop()
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def from_conn_string(
+        cls,
+        url_or_data_dir: str | Path,
+        *,
+        project: str | None,
+        serde: SerializerProtocol | None = None,
+        key_prefix: str | None = None,
+    ) -> AsyncIterator[ChatlogSaver]:
+        """A saver on the log at a Redis/Valkey URL or under a chatlog data dir."""
+        async with open_log(url_or_data_dir, key_prefix=key_prefix) as (store, settings):
+            yield cls(store, project=project, serde=serde, namespace=settings.project_namespace)
+
+    @classmethod
+    @contextlib.contextmanager
+    def from_conn_string_sync(
+        cls,
+        url_or_data_dir: str | Path,
+        *,
+        project: str | None,
+        serde: SerializerProtocol | None = None,
+        key_prefix: str | None = None,
+    ) -> Iterator[ChatlogSaver]:
+        """Like :meth:`from_conn_string`, for blocking code: the saver's loop runs on a
+        thread of its own while the block runs."""
+        runner = LoopThread("chatlog-langgraph")
+        opened = open_log(url_or_data_dir, key_prefix=key_prefix)
+        try:
+            store, settings = runner.run(opened.__aenter__())
+            try:
+
+                async def make() -> ChatlogSaver:
+                    return cls(store, project=project, serde=serde,
+                               namespace=settings.project_namespace)
+
+                yield runner.run(make())
+            finally:
+                runner.run(opened.__aexit__(None, None, None))
+        finally:
+            runner.stop()
+
+    # -- async API -------------------------------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        conf = _configurable(config)
+        thread_id = str(conf["thread_id"])
+        ns = str(conf.get("checkpoint_ns", ""))
+        return await self._read(thread_id, ns, get_checkpoint_id(config) or "")
+
+    async def _read(self, thread_id: str, ns: str, checkpoint_id: str) -> CheckpointTuple | None:
+        k = self.keys
+        reply = await self._read_script(
+            keys=[k.log, k.cps(thread_id, ns), k.positions(thread_id, ns)],
+            args=[checkpoint_id, k.writes_prefix(thread_id), ns],
+        )
+        if not reply:
+            return None
+        cid, flat, entries, refs = _s(reply[0]), reply[1], reply[2], reply[3]
+        data, blob = _body_parts(flat)
+        saved = self.serde.loads_typed((data["serde"], blob))
+        checkpoint: Checkpoint = saved["checkpoint"]
+        metadata: CheckpointMetadata = saved["metadata"]
+        writes = self._pending_writes(entries, refs)
+        config: RunnableConfig = {"configurable": {
+            "thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}}
+        parent = data.get("parent_id")
+        parent_config: RunnableConfig | None = (
+            {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
+                              "checkpoint_id": parent}} if parent else None
+        )
+        return CheckpointTuple(config, checkpoint, metadata, parent_config, writes)
+
+    def _pending_writes(self, entries: list[Any], refs: list[Any]) -> list[tuple[str, str, Any]]:
+        decoded: dict[str, tuple[dict[str, Any], list[Any]]] = {}
+        for pos, flat in entries:
+            data, blob = _body_parts(flat)
+            decoded[_s(pos)] = (data, self.serde.loads_typed((data["serde"], blob)))
+        rows: list[tuple[tuple[str, str, int], tuple[str, str, Any]]] = []
+        for pos, k in refs:
+            got = decoded.get(_s(pos))
+            if got is None:
+                continue
+            data, values = got
+            i = int(k)
+            rows.append((
+                (data.get("task_path", ""), data["task_id"], int(data["idx"][i])),
+                (data["task_id"], data["channels"][i], values[i]),
+            ))
+        rows.sort(key=lambda r: r[0])
+        return [w for _, w in rows]
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        redis: Any = self.store.redis
+        k = self.keys
+        conf = _configurable(config) if config else {}
+        if "thread_id" in conf:
+            threads = [str(conf["thread_id"])]
+        else:
+            threads = sorted(_s(t) for t in await redis.smembers(k.threads))
+        before_id = get_checkpoint_id(before) if before else None
+        only_id = get_checkpoint_id(config) if config else None
+        left = limit
+        for thread_id in threads:
+            if "checkpoint_ns" in conf:
+                namespaces = [str(conf["checkpoint_ns"])]
+            else:
+                namespaces = sorted(_s(n) for n in await redis.smembers(k.ns_set(thread_id)))
+            found: list[tuple[str, str]] = []
+            for ns in namespaces:
+                top = f"({before_id}" if before_id else "+"
+                for cid in await redis.zrevrangebylex(k.cps(thread_id, ns), top, "-"):
+                    if only_id is None or _s(cid) == only_id:
+                        found.append((_s(cid), ns))
+            found.sort(reverse=True)
+            for cid, ns in found:
+                if left is not None and left <= 0:
+                    return
+                tup = await self._read(thread_id, ns, cid)
+                if tup is None:
+                    continue
+                if filter and not all(tup.metadata.get(key) == v for key, v in filter.items()):
+                    continue
+                if left is not None:
+                    left -= 1
+                yield tup
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        conf = _configurable(config)
+        thread_id = str(conf["thread_id"])
+        ns = str(conf.get("checkpoint_ns", ""))
+        parent_id = conf.get("checkpoint_id")
+        cid = str(checkpoint["id"])
+        meta = get_checkpoint_metadata(config, metadata)
+        kind, blob = self.serde.dumps_typed({"checkpoint": checkpoint, "metadata": meta})
+        eid, type_, aggregate, body = event_body(
+            self.project, "langgraph", thread_id,
+            LangGraphCheckpoint(ns=ns, checkpoint_id=cid, parent_id=parent_id, serde=kind),
+            blob,
+        )
+        k = self.keys
+        run_id = meta.get("run_id")
+        run_key = k.run(str(run_id)) if run_id is not None else k.log
+        await self._put_script(
+            keys=[k.log, k.versions, k.index(aggregate), k.ns_set(thread_id),
+                  k.cps(thread_id, ns), k.positions(thread_id, ns), k.threads, run_key],
+            args=[eid, type_, aggregate, body, ns, cid, thread_id,
+                  f"{thread_id}\0{ns}\0{cid}" if run_id is not None else ""],
+        )
+        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
+                                 "checkpoint_id": cid}}
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        if not writes:
+            return
+        conf = _configurable(config)
+        thread_id = str(conf["thread_id"])
+        ns = str(conf.get("checkpoint_ns", ""))
+        cid = str(conf["checkpoint_id"])
+        idx = [WRITES_IDX_MAP.get(channel, i) for i, (channel, _) in enumerate(writes)]
+        channels = [channel for channel, _ in writes]
+        kind, blob = self.serde.dumps_typed([value for _, value in writes])
+        eid, type_, aggregate, body = event_body(
+            self.project, "langgraph", thread_id,
+            LangGraphWrites(ns=ns, checkpoint_id=cid, task_id=task_id, task_path=task_path,
+                            idx=idx, channels=channels, serde=kind),
+            blob,
+        )
+        replace = all(channel in WRITES_IDX_MAP for channel in channels)
+        args: list[Any] = [eid, type_, aggregate, body, "1" if replace else "0"]
+        for i, j in enumerate(idx):
+            args.extend((f"{task_id}\0{j}", i))
+        k = self.keys
+        await self._writes_script(
+            keys=[k.log, k.versions, k.index(aggregate), k.writes(thread_id, ns, cid),
+                  k.writes_keys(thread_id)],
+            args=args,
+        )
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Delete the thread's checkpoints and writes: their entries leave the log."""
+        k = self.keys
+        thread_id = str(thread_id)
+        aggregate = self._aggregate(thread_id)
+        await self._delete_thread_script(
+            keys=[k.log, k.versions, k.index(aggregate), k.ns_set(thread_id), k.threads,
+                  k.writes_keys(thread_id)],
+            args=[aggregate, k.thread(thread_id), thread_id],
+        )
+
+    async def _delete_checkpoints(self, thread_id: str, targets: list[tuple[str, str]]) -> None:
+        if not targets:
+            return
+        k = self.keys
+        args: list[Any] = [k.thread(thread_id)]
+        for ns, cid in targets:
+            args.extend((ns, cid))
+        await self._delete_some_script(
+            keys=[k.log, k.index(self._aggregate(thread_id)), k.writes_keys(thread_id)],
+            args=args,
+        )
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (and their writes) that the given runs made."""
+        redis: Any = self.store.redis
+        for run_id in run_ids:
+            key = self.keys.run(str(run_id))
+            by_thread: dict[str, list[tuple[str, str]]] = {}
+            for member in await redis.smembers(key):
+                thread_id, ns, cid = _s(member).split("\0", 2)
+                by_thread.setdefault(thread_id, []).append((ns, cid))
+            for thread_id, targets in by_thread.items():
+                await self._delete_checkpoints(thread_id, targets)
+            await redis.delete(key)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """``keep_latest``: only each namespace's newest checkpoint (and its writes)
+        stays; ``delete``: the threads go entirely."""
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"unknown prune strategy {strategy!r}; use keep_latest or delete")
+        redis: Any = self.store.redis
+        for thread_id in map(str, thread_ids):
+            if strategy == "delete":
+                await self.adelete_thread(thread_id)
+                continue
+            targets: list[tuple[str, str]] = []
+            for ns in await redis.smembers(self.keys.ns_set(thread_id)):
+                cids = await redis.zrevrangebylex(self.keys.cps(thread_id, _s(ns)), "+", "-")
+                targets.extend((_s(ns), _s(c)) for c in cids[1:])
+            await self._delete_checkpoints(thread_id, targets)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint (oldest first) and its writes to another thread."""
+        redis: Any = self.store.redis
+        k = self.keys
+        src, dst = str(source_thread_id), str(target_thread_id)
+        for ns in sorted(_s(n) for n in await redis.smembers(k.ns_set(src))):
+            for cid in map(_s, await redis.zrangebylex(k.cps(src, ns), "-", "+")):
+                tup = await self._read(src, ns, cid)
+                if tup is None:
+                    continue
+                parent = tup.parent_config
+                config: RunnableConfig = {"configurable": {
+                    "thread_id": dst, "checkpoint_ns": ns,
+                    **({"checkpoint_id": get_checkpoint_id(parent)} if parent else {})}}
+                stored = await self.aput(config, tup.checkpoint, tup.metadata, {})
+                await self._copy_writes(src, dst, ns, cid, stored)
+
+    async def _copy_writes(
+        self, src: str, dst: str, ns: str, cid: str, stored: RunnableConfig
+    ) -> None:
+        redis: Any = self.store.redis
+        groups: dict[str, list[int]] = {}
+        for value in (await redis.hgetall(self.keys.writes(src, ns, cid))).values():
+            pos, k = _s(value).split(" ", 1)
+            groups.setdefault(pos, []).append(int(k))
+        for pos in sorted(groups, key=lambda p: tuple(int(x) for x in p.split("-"))):
+            entries = await redis.xrange(self.keys.log, pos, pos)
+            if not entries:
+                continue
+            fields = entries[0][1]
+            flat = [x for kv in fields.items() for x in kv]
+            data, blob = _body_parts(flat)
+            values = self.serde.loads_typed((data["serde"], blob))
+            keep = sorted(groups[pos])
+            await self.aput_writes(
+                stored, [(data["channels"][i], values[i]) for i in keep], data["task_id"],
+                data.get("task_path", ""),
+            )
+
+    def _aggregate(self, thread_id: str) -> str:
+        from chatlog.events import aggregate_key
+
+        return aggregate_key(self.project.key, "langgraph", thread_id)
+
+    # -- blocking API ------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return run_blocking(self.loop, self.aget_tuple(config), "ChatlogSaver.get_tuple")
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        async def collect() -> list[CheckpointTuple]:
+            return [t async for t in self.alist(config, filter=filter, before=before,
+                                                limit=limit)]
+
+        yield from run_blocking(self.loop, collect(), "ChatlogSaver.list")
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return run_blocking(self.loop, self.aput(config, checkpoint, metadata, new_versions),
+                            "ChatlogSaver.put")
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        run_blocking(self.loop, self.aput_writes(config, writes, task_id, task_path),
+                     "ChatlogSaver.put_writes")
+
+    def delete_thread(self, thread_id: str) -> None:
+        run_blocking(self.loop, self.adelete_thread(thread_id), "ChatlogSaver.delete_thread")
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        run_blocking(self.loop, self.adelete_for_runs(run_ids), "ChatlogSaver.delete_for_runs")
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        run_blocking(self.loop, self.acopy_thread(source_thread_id, target_thread_id),
+                     "ChatlogSaver.copy_thread")
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        run_blocking(self.loop, self.aprune(thread_ids, strategy=strategy), "ChatlogSaver.prune")
+
+
+__all__ = ["ChatlogSaver"]
