@@ -1,0 +1,538 @@
+"""A persistence module for the ``eventsourcing`` library, on chatlog's log.
+
+::
+
+    PERSISTENCE_MODULE=chatlog.integrations.eventsourcing
+    CHATLOG_REDIS_URL=redis://127.0.0.1:6379/0     # or CHATLOG_DATA_DIR=./data
+    CHATLOG_PROJECT=Bank                           # default: the application's name
+
+Every stored event is an ``eventsourcing.recorded`` event of the aggregate
+``<project>/eventsourcing/<recorder>/<originator id>`` (its state as the
+event's binary ``blob``), and every tracking record an ``eventsourcing.tracked``
+event: ordinary log events that replay, archive and migrate with the rest.
+
+One atomic script per write checks ``(originator_id, originator_version)``
+for conflicts (also inside the batch) and the tracking position, assigns
+contiguous notification ids (1, 2, 3... per application, in commit order),
+adds the entries and updates the indexes. All of an application's keys
+carry its partition's hash tag: one slot, so this works on a cluster too.
+
+The recorders are blocking (the library calls them from many threads): each
+call runs on an event loop of the factory's own thread, never on
+``chatlog serve``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    InfrastructureFactory,
+    IntegrityError,
+    ListenNotifySubscription,
+    Notification,
+    ProcessRecorder,
+    StoredEvent,
+    Subscription,
+    Tracking,
+    TrackingRecorder,
+)
+from eventsourcing.utils import Environment, EnvType, resolve_topic
+
+from chatlog.events import EventsourcingRecorded, EventsourcingTracked, aggregate_key
+from chatlog.eventstore.codec import START, Cursor, flat_field, split_body
+from chatlog.eventstore.store import EventStore
+from chatlog.identity import ProjectKey
+from chatlog.integrations._runtime import (
+    LUA_ADD_ENTRY,
+    LoopThread,
+    digest,
+    event_body,
+    open_log,
+    project_key,
+)
+
+T = TypeVar("T")
+
+_NID = b'"notification_id":'
+_PLACEHOLDER = _NID + b"-1"
+
+# KEYS: log, versions, sequence, notifications, tracking
+# ARGV: base, application ('1'/'0'), then the tracking record (upstream ('' = none), id,
+# event id, type, aggregate, body, index), n, then per event 10 values: event id, type,
+# aggregate, index, originator digest, originator version, topic, JSON head, JSON tail, blob.
+_INSERT = LUA_ADD_ENTRY + """
+local function be32(n)
+  return string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
+                     math.floor(n / 256) % 256, n % 256)
+end
+local base, app, n = ARGV[1], ARGV[2] == '1', tonumber(ARGV[10])
+local seen = {}
+for i = 0, n - 1 do
+  local b = 11 + i * 10
+  local okey = base .. ':o:' .. ARGV[b + 4]
+  local mark = ARGV[b + 4] .. '#' .. ARGV[b + 5]
+  if seen[mark] then return {'conflict', i} end
+  seen[mark] = true
+  if #redis.call('ZRANGEBYSCORE', okey, ARGV[b + 5], ARGV[b + 5], 'LIMIT', 0, 1) > 0 then
+    return {'conflict', i}
+  end
+end
+if ARGV[3] ~= '' then
+  local current = redis.call('HGET', KEYS[5], ARGV[3])
+  if current and tonumber(current) >= tonumber(ARGV[4]) then return {'tracking', current} end
+end
+local out = {'ok'}
+for i = 0, n - 1 do
+  local b = 11 + i * 10
+  local doc = ARGV[b + 7]
+  local nid = 0
+  if app then
+    nid = redis.call('INCR', KEYS[3])
+    doc = doc .. tostring(nid) .. ARGV[b + 8]
+  end
+  local body = '\\0' .. be32(#doc) .. doc .. ARGV[b + 9]
+  local pos = add_entry(KEYS[1], KEYS[2], ARGV[b + 3], ARGV[b], ARGV[b + 1], ARGV[b + 2], body)
+  redis.call('ZADD', base .. ':o:' .. ARGV[b + 4], ARGV[b + 5], pos)
+  if app then redis.call('ZADD', KEYS[4], nid, pos .. ' ' .. ARGV[b + 6]) end
+  out[#out + 1] = nid
+end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[5], ARGV[3], ARGV[4])
+  add_entry(KEYS[1], KEYS[2], ARGV[9], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+end
+return out
+"""
+
+# KEYS: log, originator zset; ARGV: min, max, desc ('1'/'0'), limit ('' = none)
+_SELECT_EVENTS = """
+local cmd, lo, hi = 'ZRANGEBYSCORE', ARGV[1], ARGV[2]
+if ARGV[3] == '1' then cmd, lo, hi = 'ZREVRANGEBYSCORE', ARGV[2], ARGV[1] end
+local r
+if ARGV[4] ~= '' then
+  r = redis.call(cmd, KEYS[2], lo, hi, 'LIMIT', 0, tonumber(ARGV[4]))
+else
+  r = redis.call(cmd, KEYS[2], lo, hi)
+end
+local out = {}
+for i = 1, #r do
+  local e = redis.call('XRANGE', KEYS[1], r[i], r[i])
+  if #e > 0 then out[#out + 1] = e[1][2] end
+end
+return out
+"""
+
+# KEYS: log, notifications; ARGV: min, max, limit, topics...
+_SELECT_NOTIFICATIONS = """
+local want = nil
+if #ARGV > 3 then
+  want = {}
+  for i = 4, #ARGV do want[ARGV[i]] = true end
+end
+local limit = tonumber(ARGV[3])
+local out, offset = {}, 0
+while #out < limit do
+  local chunk = limit - #out
+  if want then chunk = 500 end
+  local r = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], ARGV[2], 'WITHSCORES',
+                       'LIMIT', offset, chunk)
+  if #r == 0 then break end
+  offset = offset + #r / 2
+  for i = 1, #r, 2 do
+    local m = r[i]
+    local sep = string.find(m, ' ', 1, true)
+    if (not want) or want[string.sub(m, sep + 1)] then
+      local pos = string.sub(m, 1, sep - 1)
+      local e = redis.call('XRANGE', KEYS[1], pos, pos)
+      if #e > 0 then out[#out + 1] = {r[i + 1], e[1][2]} end
+      if #out >= limit then break end
+    end
+  end
+  if #r / 2 < chunk then break end
+end
+return out
+"""
+
+
+class Datastore:
+    """The log, a loop on a thread of its own, and the scripts, shared by a factory's recorders."""
+
+    def __init__(
+        self,
+        target: str | Path,
+        *,
+        project: str | None,
+        key_prefix: str | None = None,
+        originator_id_type: str = "uuid",
+    ) -> None:
+        if originator_id_type not in ("uuid", "text"):
+            raise ValueError(
+                f"ORIGINATOR_ID_TYPE must be 'uuid' or 'text', not {originator_id_type!r}"
+            )
+        self.originator_id_type = originator_id_type
+        self.runner = LoopThread("chatlog-eventsourcing")
+        self._opened = open_log(target, key_prefix=key_prefix)
+        try:
+            self.store, settings = self.runner.run(self._opened.__aenter__())
+        except BaseException:
+            self.runner.stop()
+            raise
+        self.project: ProjectKey = project_key(project, settings)
+        self.partition = self.store.partition_of(self.project.key)
+        redis: Any = self.store.redis
+        self.insert_script = redis.register_script(_INSERT)
+        self.select_events_script = redis.register_script(_SELECT_EVENTS)
+        self.select_notifications_script = redis.register_script(_SELECT_NOTIFICATIONS)
+        self._closed = False
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("this chatlog eventsourcing datastore is closed")
+        return self.runner.run(coro)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.runner.run(self._opened.__aexit__(None, None, None))
+        finally:
+            self.runner.stop()
+
+    def base(self, recorder: str) -> str:
+        tag = self.store.keys.tag(self.partition)
+        return f"{tag}:es:{self.project.key}:{digest(recorder)}"
+
+    def originator_id(self, text: str) -> uuid.UUID | str:
+        return uuid.UUID(text) if self.originator_id_type == "uuid" else text
+
+
+def _decode(flat: Sequence[bytes]) -> tuple[dict[str, Any], bytes]:
+    doc, blob = split_body(flat_field(flat, b"b"))
+    data: dict[str, Any] = orjson.loads(doc)["d"]
+    return data, blob or b""
+
+
+class ChatlogRecorder:
+    """What every recorder has: the datastore and its name (its keys' namespace)."""
+
+    def __init__(self, datastore: Datastore, name: str) -> None:
+        self.datastore = datastore
+        self.name = name
+        self.base = datastore.base(name)
+        keys = datastore.store.keys
+        p = datastore.partition
+        self._log = keys.log(p)
+        self._versions = keys.versions(p)
+        self._sequence = f"{self.base}:seq"
+        self._notifications = f"{self.base}:n"
+        self._tracking = f"{self.base}:t"
+        self._lock = threading.Lock()
+        self._listeners: set[threading.Event] = set()
+
+    def _aggregate(self, tail: str) -> tuple[str, str]:
+        aggregate = aggregate_key(self.datastore.project.key, "eventsourcing",
+                                  f"{self.name}/{tail}")
+        return aggregate, self.datastore.store.keys.aggregate_index(
+            self.datastore.partition, aggregate)
+
+    def _insert(
+        self, stored_events: Sequence[StoredEvent], *, application: bool,
+        tracking: Tracking | None = None,
+    ) -> list[int]:
+        args: list[Any] = [self.base, "1" if application else "0"]
+        if tracking is not None:
+            aggregate, index = self._aggregate(f"tracking/{tracking.application_name}")
+            eid, type_, _, body = event_body(
+                self.datastore.project, "eventsourcing",
+                f"{self.name}/tracking/{tracking.application_name}",
+                EventsourcingTracked(recorder=self.name, upstream=tracking.application_name,
+                                     notification_id=tracking.notification_id),
+                None,
+            )
+            args += [tracking.application_name, tracking.notification_id, eid, type_,
+                     aggregate, body, index]
+        else:
+            args += ["", 0, "", "", "", "", ""]
+        args.append(len(stored_events))
+        for s in stored_events:
+            oid = str(s.originator_id)
+            aggregate, index = self._aggregate(oid)
+            eid, type_, _, doc = event_body(
+                self.datastore.project, "eventsourcing", f"{self.name}/{oid}",
+                EventsourcingRecorded(
+                    recorder=self.name, originator_id=oid,
+                    originator_version=s.originator_version, topic=s.topic,
+                    notification_id=-1 if application else None,
+                ),
+                None,
+            )
+            if application:
+                at = doc.rindex(_PLACEHOLDER)
+                head, tail = doc[: at + len(_NID)], doc[at + len(_PLACEHOLDER):]
+            else:
+                head, tail = doc, b""
+            args += [eid, type_, aggregate, index, digest(oid), s.originator_version, s.topic,
+                     head, tail, bytes(s.state)]
+        reply = self.datastore.run(self.datastore.insert_script(
+            keys=[self._log, self._versions, self._sequence, self._notifications,
+                  self._tracking],
+            args=args,
+        ))
+        status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        if status == "conflict":
+            s = stored_events[int(reply[1])]
+            raise IntegrityError(
+                f"stored event {s.originator_id} version {s.originator_version} exists "
+                f"already in {self.name!r} (or twice in this batch)"
+            )
+        if status == "tracking":
+            assert tracking is not None
+            raise IntegrityError(
+                f"tracking {tracking.application_name} notification {tracking.notification_id} "
+                f"is not after the recorded {int(reply[1])} in {self.name!r}"
+            )
+        for listener in list(self._listeners):
+            listener.set()
+        return [int(x) for x in reply[1:]]
+
+    def _select_events(
+        self, originator_id: uuid.UUID | str, *, gt: int | None, lte: int | None, desc: bool,
+        limit: int | None,
+    ) -> list[StoredEvent]:
+        okey = f"{self.base}:o:{digest(str(originator_id))}"
+        rows = self.datastore.run(self.datastore.select_events_script(
+            keys=[self._log, okey],
+            args=[f"({gt}" if gt is not None else "-inf", lte if lte is not None else "+inf",
+                  "1" if desc else "0", "" if limit is None else limit],
+        ))
+        out = []
+        for flat in rows:
+            data, state = _decode(flat)
+            out.append(StoredEvent(
+                originator_id=self.datastore.originator_id(data["originator_id"]),
+                originator_version=int(data["originator_version"]),
+                topic=data["topic"], state=state,
+            ))
+        return out
+
+    def _max_tracking_id(self, application_name: str) -> int | None:
+        async def read() -> Any:
+            return await self.datastore.store.redis.hget(self._tracking, application_name)
+
+        raw = self.datastore.run(read())
+        return None if raw is None else int(raw)
+
+
+class ChatlogAggregateRecorder(ChatlogRecorder, AggregateRecorder):
+    """Stored events of aggregates (snapshots too): insert a batch atomically, select."""
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        if stored_events:
+            self._insert(stored_events, application=False)
+        return None
+
+    def select_events(
+        self,
+        originator_id: uuid.UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        return self._select_events(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
+
+
+class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
+    """Aggregate events plus the application sequence (contiguous notification ids)."""
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        tracking: Tracking | None = kwargs.get("tracking")
+        if not stored_events and tracking is None:
+            return []
+        return self._insert(stored_events, application=True, tracking=tracking)
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        if start is None:
+            low = "-inf"
+        else:
+            low = str(start) if inclusive_of_start else f"({start}"
+        rows = self.datastore.run(self.datastore.select_notifications_script(
+            keys=[self._log, self._notifications],
+            args=[low, "+inf" if stop is None else stop, limit, *topics],
+        ))
+        out = []
+        for nid, flat in rows:
+            data, state = _decode(flat)
+            out.append(Notification(
+                id=int(float(nid)),
+                originator_id=self.datastore.originator_id(data["originator_id"]),
+                originator_version=int(data["originator_version"]),
+                topic=data["topic"], state=state,
+            ))
+        return out
+
+    def max_notification_id(self) -> int | None:
+        async def read() -> Any:
+            return await self.datastore.store.redis.get(self._sequence)
+
+        raw = self.datastore.run(read())
+        return int(raw) if raw and int(raw) > 0 else None
+
+    def subscribe(
+        self, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> Subscription[ApplicationRecorder]:
+        return ChatlogSubscription(self, gt=gt, topics=topics)
+
+
+class ChatlogSubscription(ListenNotifySubscription[ChatlogApplicationRecorder]):
+    """New notifications as they are recorded, in this process or any other.
+
+    The log's head is read before the first select, then a tail from that
+    position wakes the puller whenever this recorder's entries arrive: an
+    insert between the two is never missed.
+    """
+
+    def __init__(
+        self, recorder: ChatlogApplicationRecorder, gt: int | None = None,
+        topics: Sequence[str] = (),
+    ) -> None:
+        ds = recorder.datastore
+        head = ds.run(ds.store.head(ds.partition))
+        prefix = aggregate_key(ds.project.key, "eventsourcing", f"{recorder.name}/").encode()
+        super().__init__(recorder=recorder, gt=gt, topics=topics)
+        recorder._listeners.add(self._has_been_notified)
+        cursor = Cursor([START] * ds.store.partitions).advanced(ds.partition, head)
+        self._watch = ds.runner.submit(
+            self._watch_log(ds.store, cursor, ds.partition, prefix))
+
+    async def _watch_log(
+        self, store: EventStore, cursor: Cursor, partition: int, prefix: bytes
+    ) -> None:
+        async for batch in store.tail_raw(cursor, partitions=[partition], block=0.25):
+            if any(fields.get(b"a", b"").startswith(prefix) for _, _, fields in batch):
+                self._has_been_notified.set()
+
+    def stop(self) -> None:
+        super().stop()
+        self._recorder._listeners.discard(self._has_been_notified)
+        self._watch.cancel()
+        with contextlib.suppress(BaseException):
+            self._watch.result(5)
+
+
+class ChatlogTrackingRecorder(ChatlogRecorder, TrackingRecorder):
+    """Tracking records: the last notification id processed per upstream application."""
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        self._insert([], application=False, tracking=tracking)
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        return self._max_tracking_id(application_name)
+
+
+class ChatlogProcessRecorder(
+    ChatlogTrackingRecorder, ChatlogApplicationRecorder, ProcessRecorder
+):
+    """An application recorder whose inserts may carry a tracking record (one atomic step)."""
+
+
+class ChatlogFactory(InfrastructureFactory[ChatlogTrackingRecorder]):
+    """Builds chatlog recorders from the environment.
+
+    ``CHATLOG_REDIS_URL`` (or ``CHATLOG_DATA_DIR``), ``CHATLOG_KEY_PREFIX``,
+    ``CHATLOG_PROJECT`` (default: the application's name) and
+    ``ORIGINATOR_ID_TYPE`` (``uuid``, the default, or ``text``); each may be
+    prefixed with the application's name, as the library does.
+    """
+
+    CHATLOG_REDIS_URL = "CHATLOG_REDIS_URL"
+    CHATLOG_DATA_DIR = "CHATLOG_DATA_DIR"
+    CHATLOG_KEY_PREFIX = "CHATLOG_KEY_PREFIX"
+    CHATLOG_PROJECT = "CHATLOG_PROJECT"
+    ORIGINATOR_ID_TYPE = "ORIGINATOR_ID_TYPE"
+
+    aggregate_recorder_class = ChatlogAggregateRecorder
+    application_recorder_class = ChatlogApplicationRecorder
+    tracking_recorder_class = ChatlogTrackingRecorder
+    process_recorder_class = ChatlogProcessRecorder
+
+    def __init__(self, env: Environment | EnvType | None) -> None:
+        super().__init__(env)
+        target = self.env.get(self.CHATLOG_REDIS_URL) or self.env.get(
+            self.CHATLOG_DATA_DIR) or "data"
+        self.datastore = Datastore(
+            target,
+            project=self.env.get(self.CHATLOG_PROJECT) or self.env.name or None,
+            key_prefix=self.env.get(self.CHATLOG_KEY_PREFIX) or None,
+            originator_id_type=(self.env.get(self.ORIGINATOR_ID_TYPE) or "uuid").lower(),
+        )
+
+    def _name(self, suffix: str = "") -> str:
+        return (self.env.name or "application") + suffix
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        return self.aggregate_recorder_class(self.datastore, self._name(f".{purpose}"))
+
+    def application_recorder(self) -> ApplicationRecorder:
+        topic = self.env.get(self.APPLICATION_RECORDER_TOPIC)
+        cls = resolve_topic(topic) if topic else self.application_recorder_class
+        recorder: ApplicationRecorder = cls(self.datastore, self._name())
+        return recorder
+
+    def tracking_recorder(
+        self, tracking_recorder_class: type[ChatlogTrackingRecorder] | None = None
+    ) -> ChatlogTrackingRecorder:
+        if tracking_recorder_class is None:
+            topic = self.env.get(self.TRACKING_RECORDER_TOPIC)
+            tracking_recorder_class = (
+                resolve_topic(topic) if topic else self.tracking_recorder_class
+            )
+        assert tracking_recorder_class is not None
+        return tracking_recorder_class(self.datastore, self._name(".tracking"))
+
+    def process_recorder(self) -> ProcessRecorder:
+        topic = self.env.get(self.PROCESS_RECORDER_TOPIC)
+        cls = resolve_topic(topic) if topic else self.process_recorder_class
+        recorder: ProcessRecorder = cls(self.datastore, self._name())
+        return recorder
+
+    def close(self) -> None:
+        self.datastore.close()
+        super().close()
+
+
+Factory = ChatlogFactory
+
+__all__ = [
+    "ChatlogAggregateRecorder",
+    "ChatlogApplicationRecorder",
+    "ChatlogFactory",
+    "ChatlogProcessRecorder",
+    "ChatlogSubscription",
+    "ChatlogTrackingRecorder",
+    "Datastore",
+    "Factory",
+]
