@@ -47,10 +47,15 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, EnvType, resolve_topic
 
-from chatlog.events import EventsourcingRecorded, EventsourcingTracked, aggregate_key
-from chatlog.eventstore.codec import START, Cursor, flat_field, split_body
+from chatlog.events import (
+    SCHEMA_VERSION,
+    EventsourcingRecorded,
+    EventsourcingTracked,
+    aggregate_key,
+)
+from chatlog.eventstore.codec import START, Cursor, split_body
 from chatlog.eventstore.store import EventStore
-from chatlog.identity import ProjectKey
+from chatlog.identity import ProjectKey, random_uuid
 from chatlog.integrations._runtime import (
     LUA_ADD_ENTRY,
     LoopThread,
@@ -64,6 +69,7 @@ T = TypeVar("T")
 
 _NID = b'"notification_id":'
 _PLACEHOLDER = _NID + b"-1"
+_RECORDED: str = EventsourcingRecorded.event_type  # type: ignore[attr-defined]
 
 # KEYS: log, versions, sequence, notifications, tracking
 # ARGV: base, application ('1'/'0'), then the tracking record (upstream ('' = none), id,
@@ -112,8 +118,18 @@ end
 return out
 """
 
-# KEYS: log, originator zset; ARGV: min, max, desc ('1'/'0'), limit ('' = none)
-_SELECT_EVENTS = """
+#: Lua: the body (field ``b``) of an entry's flat field list.
+_BODY_OF = """
+local function body_of(flat)
+  for j = 1, #flat, 2 do
+    if flat[j] == 'b' then return flat[j + 1] end
+  end
+  return ''
+end
+"""
+
+# KEYS: log, originator zset; ARGV: min, max, desc ('1'/'0'), limit ('' = none) -> bodies
+_SELECT_EVENTS = _BODY_OF + """
 local cmd, lo, hi = 'ZRANGEBYSCORE', ARGV[1], ARGV[2]
 if ARGV[3] == '1' then cmd, lo, hi = 'ZREVRANGEBYSCORE', ARGV[2], ARGV[1] end
 local r
@@ -125,13 +141,13 @@ end
 local out = {}
 for i = 1, #r do
   local e = redis.call('XRANGE', KEYS[1], r[i], r[i])
-  if #e > 0 then out[#out + 1] = e[1][2] end
+  if #e > 0 then out[#out + 1] = body_of(e[1][2]) end
 end
 return out
 """
 
-# KEYS: log, notifications; ARGV: min, max, limit, topics...
-_SELECT_NOTIFICATIONS = """
+# KEYS: log, notifications; ARGV: min, max, limit, topics... -> {notification id, body}...
+_SELECT_NOTIFICATIONS = _BODY_OF + """
 local want = nil
 if #ARGV > 3 then
   want = {}
@@ -152,7 +168,7 @@ while #out < limit do
     if (not want) or want[string.sub(m, sep + 1)] then
       local pos = string.sub(m, 1, sep - 1)
       local e = redis.call('XRANGE', KEYS[1], pos, pos)
-      if #e > 0 then out[#out + 1] = {r[i + 1], e[1][2]} end
+      if #e > 0 then out[#out + 1] = {r[i + 1], body_of(e[1][2])} end
       if #out >= limit then break end
     end
   end
@@ -216,8 +232,8 @@ class Datastore:
         return uuid.UUID(text) if self.originator_id_type == "uuid" else text
 
 
-def _decode(flat: Sequence[bytes]) -> tuple[dict[str, Any], bytes]:
-    doc, blob = split_body(flat_field(flat, b"b"))
+def _decode(body: bytes) -> tuple[dict[str, Any], bytes]:
+    doc, blob = split_body(body)
     data: dict[str, Any] = orjson.loads(doc)["d"]
     return data, blob or b""
 
@@ -264,25 +280,27 @@ class ChatlogRecorder:
         else:
             args += ["", 0, "", "", "", "", ""]
         args.append(len(stored_events))
+        project = self.datastore.project
+        agg_prefix = f"{project.key}/eventsourcing/{self.name}/"
+        index_of = self.datastore.store.keys.aggregate_index
+        partition = self.datastore.partition
         for s in stored_events:
+            # The body exactly as codec.encode_body writes an EventsourcingRecorded event
+            # (built here without the model: a batch of 100 is a hot path).
             oid = str(s.originator_id)
-            aggregate, index = self._aggregate(oid)
-            eid, type_, _, doc = event_body(
-                self.datastore.project, "eventsourcing", f"{self.name}/{oid}",
-                EventsourcingRecorded(
-                    recorder=self.name, originator_id=oid,
-                    originator_version=s.originator_version, topic=s.topic,
-                    notification_id=-1 if application else None,
-                ),
-                None,
-            )
+            doc = orjson.dumps({"n": project.display, "d": {
+                "recorder": self.name, "originator_id": oid,
+                "originator_version": s.originator_version, "topic": s.topic,
+                "notification_id": -1 if application else None,
+            }, "s": SCHEMA_VERSION})
             if application:
                 at = doc.rindex(_PLACEHOLDER)
                 head, tail = doc[: at + len(_NID)], doc[at + len(_PLACEHOLDER):]
             else:
                 head, tail = doc, b""
-            args += [eid, type_, aggregate, index, digest(oid), s.originator_version, s.topic,
-                     head, tail, bytes(s.state)]
+            aggregate = agg_prefix + oid
+            args += [str(random_uuid()), _RECORDED, aggregate, index_of(partition, aggregate),
+                     digest(oid), s.originator_version, s.topic, head, tail, bytes(s.state)]
         reply = self.datastore.run(self.datastore.insert_script(
             keys=[self._log, self._versions, self._sequence, self._notifications,
                   self._tracking],
@@ -316,8 +334,8 @@ class ChatlogRecorder:
                   "1" if desc else "0", "" if limit is None else limit],
         ))
         out = []
-        for flat in rows:
-            data, state = _decode(flat)
+        for body in rows:
+            data, state = _decode(body)
             out.append(StoredEvent(
                 originator_id=self.datastore.originator_id(data["originator_id"]),
                 originator_version=int(data["originator_version"]),
@@ -384,8 +402,8 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
             args=[low, "+inf" if stop is None else stop, limit, *topics],
         ))
         out = []
-        for nid, flat in rows:
-            data, state = _decode(flat)
+        for nid, body in rows:
+            data, state = _decode(body)
             out.append(Notification(
                 id=int(float(nid)),
                 originator_id=self.datastore.originator_id(data["originator_id"]),
