@@ -17,9 +17,10 @@ contiguous notification ids (1, 2, 3... per application, in commit order),
 adds the entries and updates the indexes. All of an application's keys
 carry its partition's hash tag: one slot, so this works on a cluster too.
 
-The recorders are blocking (the library calls them from many threads): each
-call runs on an event loop of the factory's own thread, never on
-``chatlog serve``'s.
+The recorders are blocking (the library calls them from many threads): they
+use a blocking Redis client whose pool makes threads wait for a connection;
+subscriptions tail the log on an event loop of the factory's own thread,
+never on ``chatlog serve``'s.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from eventsourcing.persistence import (
     TrackingRecorder,
 )
 from eventsourcing.utils import Environment, EnvType, resolve_topic
+from redis import BlockingConnectionPool, Redis
+from redis.cluster import ClusterNode, RedisCluster
 
 from chatlog.events import (
     SCHEMA_VERSION,
@@ -53,6 +56,7 @@ from chatlog.events import (
     EventsourcingTracked,
     aggregate_key,
 )
+from chatlog.eventstore.cluster import CLUSTER_SCHEMES
 from chatlog.eventstore.codec import START, Cursor, split_body
 from chatlog.eventstore.store import EventStore
 from chatlog.identity import ProjectKey, random_uuid
@@ -203,10 +207,14 @@ class Datastore:
             raise
         self.project: ProjectKey = project_key(project, settings)
         self.partition = self.store.partition_of(self.project.key)
-        redis: Any = self.store.redis
-        self.insert_script = redis.register_script(_INSERT)
-        self.select_events_script = redis.register_script(_SELECT_EVENTS)
-        self.select_notifications_script = redis.register_script(_SELECT_NOTIFICATIONS)
+        # The recorders are called from the library's threads: they use a blocking
+        # client with a blocking pool in the calling thread (a hop to the loop's
+        # thread per call cost more than the call); the loop serves subscriptions.
+        assert self.store.url is not None
+        self.redis = sync_client(self.store.url)
+        self.insert_script = self.redis.register_script(_INSERT)
+        self.select_events_script = self.redis.register_script(_SELECT_EVENTS)
+        self.select_notifications_script = self.redis.register_script(_SELECT_NOTIFICATIONS)
         self._closed = False
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -220,6 +228,7 @@ class Datastore:
             return
         self._closed = True
         try:
+            self.redis.close()
             self.runner.run(self._opened.__aexit__(None, None, None))
         finally:
             self.runner.stop()
@@ -230,6 +239,20 @@ class Datastore:
 
     def originator_id(self, text: str) -> uuid.UUID | str:
         return uuid.UUID(text) if self.originator_id_type == "uuid" else text
+
+
+def sync_client(url: str) -> Any:
+    """A blocking client for ``url`` whose pool makes callers wait for a connection
+    (up to 30 s) instead of failing when many threads call at once."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() in CLUSTER_SCHEMES:
+        nodes = []
+        for seed in rest.rsplit("@", 1)[-1].split("/", 1)[0].split(","):
+            host, _, port = seed.strip().rpartition(":")
+            nodes.append(ClusterNode(host.strip("[]"), int(port)))  # type: ignore[no-untyped-call]
+        return RedisCluster(startup_nodes=nodes, decode_responses=False, max_connections=256)
+    pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=30)
+    return Redis(connection_pool=pool)
 
 
 def _decode(body: bytes) -> tuple[dict[str, Any], bytes]:
@@ -301,11 +324,11 @@ class ChatlogRecorder:
             aggregate = agg_prefix + oid
             args += [str(random_uuid()), _RECORDED, aggregate, index_of(partition, aggregate),
                      digest(oid), s.originator_version, s.topic, head, tail, bytes(s.state)]
-        reply = self.datastore.run(self.datastore.insert_script(
+        reply = self.datastore.insert_script(
             keys=[self._log, self._versions, self._sequence, self._notifications,
                   self._tracking],
             args=args,
-        ))
+        )
         status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         if status == "conflict":
             s = stored_events[int(reply[1])]
@@ -328,11 +351,11 @@ class ChatlogRecorder:
         limit: int | None,
     ) -> list[StoredEvent]:
         okey = f"{self.base}:o:{digest(str(originator_id))}"
-        rows = self.datastore.run(self.datastore.select_events_script(
+        rows = self.datastore.select_events_script(
             keys=[self._log, okey],
             args=[f"({gt}" if gt is not None else "-inf", lte if lte is not None else "+inf",
                   "1" if desc else "0", "" if limit is None else limit],
-        ))
+        )
         out = []
         for body in rows:
             data, state = _decode(body)
@@ -344,10 +367,7 @@ class ChatlogRecorder:
         return out
 
     def _max_tracking_id(self, application_name: str) -> int | None:
-        async def read() -> Any:
-            return await self.datastore.store.redis.hget(self._tracking, application_name)
-
-        raw = self.datastore.run(read())
+        raw = self.datastore.redis.hget(self._tracking, application_name)
         return None if raw is None else int(raw)
 
 
@@ -397,10 +417,10 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
             low = "-inf"
         else:
             low = str(start) if inclusive_of_start else f"({start}"
-        rows = self.datastore.run(self.datastore.select_notifications_script(
+        rows = self.datastore.select_notifications_script(
             keys=[self._log, self._notifications],
             args=[low, "+inf" if stop is None else stop, limit, *topics],
-        ))
+        )
         out = []
         for nid, body in rows:
             data, state = _decode(body)
@@ -413,10 +433,7 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
         return out
 
     def max_notification_id(self) -> int | None:
-        async def read() -> Any:
-            return await self.datastore.store.redis.get(self._sequence)
-
-        raw = self.datastore.run(read())
+        raw = self.datastore.redis.get(self._sequence)
         return int(raw) if raw and int(raw) > 0 else None
 
     def subscribe(
