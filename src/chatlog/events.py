@@ -193,8 +193,9 @@ class JobDeadLettered(EventData):
 
 @event_type("langgraph.checkpoint")
 class LangGraphCheckpoint(EventData):
-    """A LangGraph checkpoint of the thread (the aggregate); checkpoint and metadata in the blob."""
+    """A LangGraph checkpoint; the checkpoint and its metadata are in the blob."""
 
+    thread_id: str
     ns: str
     checkpoint_id: str
     parent_id: str | None = None
@@ -206,6 +207,7 @@ class LangGraphCheckpoint(EventData):
 class LangGraphWrites(EventData):
     """Pending writes of one task against a checkpoint; their values in the blob."""
 
+    thread_id: str
     ns: str
     checkpoint_id: str
     task_id: str

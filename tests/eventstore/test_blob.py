@@ -19,7 +19,8 @@ BLOB = bytes(range(256)) * 4  # every byte value, not valid UTF-8
 def checkpoint_event(blob: bytes = BLOB) -> NewEvent:
     key = normalize_project_id("Agents")
     return NewEvent.of(
-        LangGraphCheckpoint(ns="", checkpoint_id="cp-1", serde="msgpack"),
+        LangGraphCheckpoint(thread_id="thread-a", ns="", checkpoint_id="cp-1",
+                            serde="msgpack"),
         project=key.key, project_name=key.display, aggregate_type="langgraph",
         aggregate_id="thread-a", blob=blob,
     )
@@ -37,7 +38,8 @@ async def test_a_blob_round_trips_as_raw_bytes(store: EventStore) -> None:
     assert read[0].blob is None and read[1].blob == BLOB
     agg = await store.read_aggregate(normalize_project_id("Agents").key, "langgraph", "thread-a")
     assert [e.blob for e in agg] == [BLOB]
-    assert agg[0].typed_data() == LangGraphCheckpoint(ns="", checkpoint_id="cp-1", serde="msgpack")
+    assert agg[0].typed_data() == LangGraphCheckpoint(thread_id="thread-a", ns="", checkpoint_id="cp-1",
+                            serde="msgpack")
 
 
 def test_json_carries_a_blob_as_base64_and_omits_an_absent_one() -> None:

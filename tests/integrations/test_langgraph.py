@@ -44,28 +44,38 @@ async def _keys(store: EventStore, pattern: str) -> list[bytes]:
 
 async def test_checkpoints_are_log_events_and_deleting_removes_them(store: EventStore) -> None:
     saver = ChatlogSaver(store, project="Agents")
-    await _thread(saver, "t-keep", 2)
+    kept = await _thread(saver, "t-keep", 2)
     await _thread(saver, "t-gone", 3)
     events = await store.read(0)
     assert {e.type for e in events} == {"langgraph.checkpoint", "langgraph.writes"}
     assert all(e.aggregate_type == "langgraph" and e.blob for e in events)
+    assert sum(e.data["thread_id"] == "t-gone" for e in events) == 6
     project = normalize_project_id("Agents").key
-    assert len(await store.read_aggregate(project, "langgraph", "t-gone")) == 6
+
+    def aggregate(cfg: dict) -> str:
+        c = cfg["configurable"]
+        return f"{c['thread_id']}/{c['checkpoint_ns']}/{c['checkpoint_id']}"
+
+    # A checkpoint and its writes are one aggregate, versions 1, 2.
+    first = await store.read_aggregate(project, "langgraph", aggregate(kept[0]))
+    assert [(e.type, e.version) for e in first] == [
+        ("langgraph.checkpoint", 1), ("langgraph.writes", 2)]
 
     await saver.adelete_thread("t-gone")
     left = await store.read(0)
-    assert {e.aggregate_id for e in left} == {"t-keep"}  # the entries left the stream
-    assert await store.read_aggregate(project, "langgraph", "t-gone") == []
+    assert {e.data["thread_id"] for e in left} == {"t-keep"}  # the entries left the stream
     gone = saver.keys.thread("t-gone")
     assert await _keys(store, f"{gone}*") == []
     assert await saver.aget_tuple(generate_config("t-gone")) is None
 
     await saver.aprune(["t-keep"])
-    kept = await store.read_aggregate(project, "langgraph", "t-keep")
-    assert [e.type for e in kept] == ["langgraph.checkpoint", "langgraph.writes"]
+    assert await store.read_aggregate(project, "langgraph", aggregate(kept[0])) == []
+    latest = await store.read_aggregate(project, "langgraph", aggregate(kept[1]))
+    assert [(e.type, e.version) for e in latest] == [
+        ("langgraph.checkpoint", 1), ("langgraph.writes", 2)]
     assert len(await store.read(0)) == 2
-    latest = await saver.aget_tuple(generate_config("t-keep"))
-    assert latest is not None and latest.pending_writes == [("task-1", "x", b"\x00\xff" * 10)]
+    tup = await saver.aget_tuple(generate_config("t-keep"))
+    assert tup is not None and tup.pending_writes == [("task-1", "x", b"\x00\xff" * 10)]
 
 
 async def test_blocking_calls_raise_on_the_saver_loop_and_work_elsewhere(

@@ -233,6 +233,39 @@ class Datastore:
         finally:
             self.runner.stop()
 
+    def reindex(self) -> int:
+        """Rebuild this project's index keys from its events in the log; how many it read.
+
+        For a log copied by ``chatlog migrate``, which carries the events but
+        not the recorders' index keys. Idempotent.
+        """
+        after, seen = START, 0
+        sequences: dict[str, int] = {}
+        while batch := self.run(self.store.read(self.partition, after, 1000)):
+            after = batch[-1].position
+            pipe = self.redis.pipeline(transaction=False)
+            for event in batch:
+                if event.aggregate_type != "eventsourcing" or event.project != self.project.key:
+                    continue
+                seen += 1
+                d = event.data
+                base = self.base(d["recorder"])
+                if event.type == "eventsourcing.recorded":
+                    okey = f"{base}:o:{digest(d['originator_id'])}"
+                    pipe.zadd(okey, {event.position: d["originator_version"]})
+                    nid = d.get("notification_id")
+                    if nid is not None:
+                        pipe.zadd(f"{base}:n", {f"{event.position} {d['topic']}": nid})
+                        sequences[base] = max(sequences.get(base, 0), int(nid))
+                elif event.type == "eventsourcing.tracked":
+                    pipe.hset(f"{base}:t", d["upstream"], d["notification_id"])
+            pipe.execute()
+        for base, top in sequences.items():
+            current = int(self.redis.get(f"{base}:seq") or 0)
+            if top > current:
+                self.redis.set(f"{base}:seq", top)
+        return seen
+
     def base(self, recorder: str) -> str:
         tag = self.store.keys.tag(self.partition)
         return f"{tag}:es:{self.project.key}:{digest(recorder)}"

@@ -9,9 +9,10 @@
         graph.invoke(inputs, {"configurable": {"thread_id": "t-1"}})   # blocking use
 
 Every checkpoint is a ``langgraph.checkpoint`` event and every call of
-``put_writes`` a ``langgraph.writes`` event of the aggregate
-``<project>/langgraph/<thread_id>``, with the serialised values as the
-event's binary ``blob``; they replay, archive and migrate with the rest of
+``put_writes`` a ``langgraph.writes`` event of the checkpoint's aggregate
+``<project>/langgraph/<thread_id>/<checkpoint_ns>/<checkpoint_id>`` (so
+deleting checkpoints deletes whole aggregates), with the serialised values
+as the event's binary ``blob``; they replay, archive and migrate with the rest of
 the log, and conversation projections skip them. Small index keys beside
 the log (in the partition's slot) find a thread's checkpoints by namespace
 and id; each operation is one atomic script.
@@ -44,8 +45,8 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from chatlog.events import LangGraphCheckpoint, LangGraphWrites
-from chatlog.eventstore.codec import flat_field, split_body
+from chatlog.events import LangGraphCheckpoint, LangGraphWrites, aggregate_key
+from chatlog.eventstore.codec import START, flat_field, split_body
 from chatlog.eventstore.store import EventStore
 from chatlog.identity import ProjectKey
 from chatlog.integrations._runtime import (
@@ -58,7 +59,11 @@ from chatlog.integrations._runtime import (
     run_blocking,
 )
 
-# KEYS: log, versions, index, ns set, cp zset, pos hash, threads set, run set
+# A checkpoint and the writes against it are one aggregate of the log,
+# <project>/langgraph/<thread>/<ns>/<checkpoint id>, so deleting checkpoints deletes
+# whole aggregates and every aggregate left keeps versions 1, 2, 3...
+
+# KEYS: log, versions, index, ns set, cp zset, pos hash, threads set, run set, members set
 # ARGV: id, type, aggregate, body, ns, checkpoint id, thread, run member ('' = none)
 _PUT = LUA_ADD_ENTRY + """
 local pos = add_entry(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
@@ -67,15 +72,16 @@ redis.call('ZADD', KEYS[5], 0, ARGV[6])
 redis.call('HSET', KEYS[6], ARGV[6], pos)
 redis.call('SADD', KEYS[7], ARGV[7])
 if ARGV[8] ~= '' then redis.call('SADD', KEYS[8], ARGV[8]) end
+redis.call('SADD', KEYS[9], ARGV[5] .. '\0' .. ARGV[6])
 return pos
 """
 
-# KEYS: log, versions, index, writes hash, writes-keys set
-# ARGV: id, type, aggregate, body, replace ('1' = overwrite), then (field, k) pairs.
+# KEYS: log, versions, index, writes hash, members set
+# ARGV: id, type, aggregate, body, replace ('1' = overwrite), member, then (field, k) pairs.
 # Nothing is added when every (task, idx) was written before (and replace is off).
 _WRITES = LUA_ADD_ENTRY + """
 local fresh = {}
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   if ARGV[5] == '1' or redis.call('HEXISTS', KEYS[4], ARGV[i]) == 0 then
     fresh[#fresh + 1] = i
   end
@@ -85,7 +91,7 @@ local pos = add_entry(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV
 for _, i in ipairs(fresh) do
   redis.call('HSET', KEYS[4], ARGV[i], pos .. ' ' .. ARGV[i + 1])
 end
-redis.call('SADD', KEYS[5], KEYS[4])
+redis.call('SADD', KEYS[5], ARGV[6])
 return pos
 """
 
@@ -102,7 +108,7 @@ local pos = redis.call('HGET', KEYS[3], cid)
 if not pos then return false end
 local e = redis.call('XRANGE', KEYS[1], pos, pos)
 if #e == 0 then return false end
-local w = redis.call('HGETALL', ARGV[2] .. redis.sha1hex(ARGV[3] .. '\\0' .. cid))
+local w = redis.call('HGETALL', ARGV[2] .. redis.sha1hex(ARGV[3] .. '\0' .. cid))
 local entries, refs, seen = {}, {}, {}
 for i = 1, #w, 2 do
   local v = w[i + 1]
@@ -118,52 +124,46 @@ end
 return {cid, e[1][2], entries, refs}
 """
 
-# KEYS: log, versions, index, ns set, threads set, writes-keys set
-# ARGV: aggregate, thread key prefix, thread id. Deletes the thread's entries and keys.
-_DELETE_THREAD = LUA_ADD_ENTRY + """
-local positions = redis.call('LRANGE', KEYS[3], 0, -1)
-xdel_all(KEYS[1], positions)
-for _, ns in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-  local h = redis.sha1hex(ns)
-  redis.call('DEL', ARGV[2] .. ':cp:' .. h, ARGV[2] .. ':pos:' .. h)
-end
-for _, w in ipairs(redis.call('SMEMBERS', KEYS[6])) do redis.call('DEL', w) end
-redis.call('DEL', KEYS[3], KEYS[4], KEYS[6])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('SREM', KEYS[5], ARGV[3])
-return #positions
-"""
-
-# KEYS: log, index, writes-keys set; ARGV: thread key prefix, then (ns, checkpoint id) pairs.
-# Deletes those checkpoints, their writes and their entries.
-_DELETE_SOME = LUA_ADD_ENTRY + """
-local dead, ids = {}, {}
-for i = 2, #ARGV, 2 do
-  local h = redis.sha1hex(ARGV[i])
-  local poskey = ARGV[1] .. ':pos:' .. h
-  local pos = redis.call('HGET', poskey, ARGV[i + 1])
-  if pos and not dead[pos] then dead[pos] = true; ids[#ids + 1] = pos end
-  redis.call('HDEL', poskey, ARGV[i + 1])
-  redis.call('ZREM', ARGV[1] .. ':cp:' .. h, ARGV[i + 1])
-  local wkey = ARGV[1] .. ':w:' .. redis.sha1hex(ARGV[i] .. '\\0' .. ARGV[i + 1])
-  for _, v in ipairs(redis.call('HVALS', wkey)) do
-    local p = string.sub(v, 1, string.find(v, ' ', 1, true) - 1)
-    if not dead[p] then dead[p] = true; ids[#ids + 1] = p end
+# Deletes checkpoints of one thread: their aggregates' entries, versions and indexes.
+# KEYS: log, versions, ns set, members set, threads set
+# ARGV: thread key prefix, aggregate prefix (<project>/langgraph/<thread>/), index key
+# prefix, thread id, all ('1': every member, then the thread's own keys), then
+# (ns, checkpoint id) pairs.
+_DELETE = LUA_ADD_ENTRY + """
+local t, aggp, idxp = ARGV[1], ARGV[2], ARGV[3]
+local targets = {}
+if ARGV[5] == '1' then
+  for _, m in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+    local sep = string.find(m, '\0', 1, true)
+    targets[#targets + 1] = {string.sub(m, 1, sep - 1), string.sub(m, sep + 1)}
   end
-  redis.call('DEL', wkey)
-  redis.call('SREM', KEYS[3], wkey)
+else
+  for i = 6, #ARGV, 2 do targets[#targets + 1] = {ARGV[i], ARGV[i + 1]} end
 end
-if #ids == 0 then return 0 end
-xdel_all(KEYS[1], ids)
-local keep = {}
-for _, p in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-  if not dead[p] then keep[#keep + 1] = p end
+local removed = 0
+for _, target in ipairs(targets) do
+  local ns, cid = target[1], target[2]
+  local aggregate = aggp .. ns .. '/' .. cid
+  local index = idxp .. aggregate
+  local positions = redis.call('LRANGE', index, 0, -1)
+  xdel_all(KEYS[1], positions)
+  removed = removed + #positions
+  redis.call('DEL', index, t .. ':w:' .. redis.sha1hex(ns .. '\0' .. cid))
+  redis.call('HDEL', KEYS[2], aggregate)
+  local h = redis.sha1hex(ns)
+  redis.call('HDEL', t .. ':pos:' .. h, cid)
+  redis.call('ZREM', t .. ':cp:' .. h, cid)
+  redis.call('SREM', KEYS[4], ns .. '\0' .. cid)
 end
-redis.call('DEL', KEYS[2])
-for i = 1, #keep, 500 do
-  redis.call('RPUSH', KEYS[2], unpack(keep, i, math.min(i + 499, #keep)))
+if ARGV[5] == '1' then
+  for _, ns in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    local h = redis.sha1hex(ns)
+    redis.call('DEL', t .. ':cp:' .. h, t .. ':pos:' .. h)
+  end
+  redis.call('DEL', KEYS[3], KEYS[4])
+  redis.call('SREM', KEYS[5], ARGV[4])
 end
-return #ids
+return removed
 """
 
 
@@ -204,8 +204,12 @@ class _Keys:
     def writes(self, thread_id: str, ns: str, checkpoint_id: str) -> str:
         return self.writes_prefix(thread_id) + digest(f"{ns}\0{checkpoint_id}")
 
-    def writes_keys(self, thread_id: str) -> str:
-        return f"{self.thread(thread_id)}:wkeys"
+    def members(self, thread_id: str) -> str:
+        """Set: ``<ns>NUL<checkpoint id>`` of every checkpoint aggregate of the thread."""
+        return f"{self.thread(thread_id)}:members"
+
+    def index_prefix(self) -> str:
+        return self._index(self.partition, "")
 
     def run(self, run_id: str) -> str:
         return f"{self.base}:run:{digest(run_id)}"
@@ -214,6 +218,11 @@ class _Keys:
 def _configurable(config: RunnableConfig) -> dict[str, Any]:
     conf: dict[str, Any] = config.get("configurable") or {}
     return conf
+
+
+def _aggregate_id(thread_id: str, ns: str, checkpoint_id: str) -> str:
+    """The aggregate of one checkpoint and its writes (its data names the parts)."""
+    return f"{thread_id}/{ns}/{checkpoint_id}"
 
 
 def _body_parts(flat: Sequence[bytes]) -> tuple[dict[str, Any], bytes]:
@@ -253,8 +262,7 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         self._put_script = redis.register_script(_PUT)
         self._writes_script = redis.register_script(_WRITES)
         self._read_script = redis.register_script(_READ)
-        self._delete_thread_script = redis.register_script(_DELETE_THREAD)
-        self._delete_some_script = redis.register_script(_DELETE_SOME)
+        self._delete_script = redis.register_script(_DELETE)
         self.loop = loop or asyncio.get_running_loop()
 
     # -- construction ------------------------------------------------------------------
@@ -408,8 +416,9 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         meta = get_checkpoint_metadata(config, metadata)
         kind, blob = self.serde.dumps_typed({"checkpoint": checkpoint, "metadata": meta})
         eid, type_, aggregate, body = event_body(
-            self.project, "langgraph", thread_id,
-            LangGraphCheckpoint(ns=ns, checkpoint_id=cid, parent_id=parent_id, serde=kind),
+            self.project, "langgraph", _aggregate_id(thread_id, ns, cid),
+            LangGraphCheckpoint(thread_id=thread_id, ns=ns, checkpoint_id=cid,
+                                parent_id=parent_id, serde=kind),
             blob,
         )
         k = self.keys
@@ -417,7 +426,8 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         run_key = k.run(str(run_id)) if run_id is not None else k.log
         await self._put_script(
             keys=[k.log, k.versions, k.index(aggregate), k.ns_set(thread_id),
-                  k.cps(thread_id, ns), k.positions(thread_id, ns), k.threads, run_key],
+                  k.cps(thread_id, ns), k.positions(thread_id, ns), k.threads, run_key,
+                  k.members(thread_id)],
             args=[eid, type_, aggregate, body, ns, cid, thread_id,
                   f"{thread_id}\0{ns}\0{cid}" if run_id is not None else ""],
         )
@@ -441,42 +451,41 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         channels = [channel for channel, _ in writes]
         kind, blob = self.serde.dumps_typed([value for _, value in writes])
         eid, type_, aggregate, body = event_body(
-            self.project, "langgraph", thread_id,
-            LangGraphWrites(ns=ns, checkpoint_id=cid, task_id=task_id, task_path=task_path,
-                            idx=idx, channels=channels, serde=kind),
+            self.project, "langgraph", _aggregate_id(thread_id, ns, cid),
+            LangGraphWrites(thread_id=thread_id, ns=ns, checkpoint_id=cid, task_id=task_id,
+                            task_path=task_path, idx=idx, channels=channels, serde=kind),
             blob,
         )
         replace = all(channel in WRITES_IDX_MAP for channel in channels)
-        args: list[Any] = [eid, type_, aggregate, body, "1" if replace else "0"]
+        args: list[Any] = [eid, type_, aggregate, body, "1" if replace else "0",
+                           f"{ns}\0{cid}"]
         for i, j in enumerate(idx):
             args.extend((f"{task_id}\0{j}", i))
         k = self.keys
         await self._writes_script(
             keys=[k.log, k.versions, k.index(aggregate), k.writes(thread_id, ns, cid),
-                  k.writes_keys(thread_id)],
+                  k.members(thread_id)],
             args=args,
         )
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete the thread's checkpoints and writes: their entries leave the log."""
-        k = self.keys
-        thread_id = str(thread_id)
-        aggregate = self._aggregate(thread_id)
-        await self._delete_thread_script(
-            keys=[k.log, k.versions, k.index(aggregate), k.ns_set(thread_id), k.threads,
-                  k.writes_keys(thread_id)],
-            args=[aggregate, k.thread(thread_id), thread_id],
-        )
+        await self._delete(str(thread_id), None)
 
     async def _delete_checkpoints(self, thread_id: str, targets: list[tuple[str, str]]) -> None:
-        if not targets:
-            return
+        if targets:
+            await self._delete(thread_id, targets)
+
+    async def _delete(self, thread_id: str, targets: list[tuple[str, str]] | None) -> None:
         k = self.keys
-        args: list[Any] = [k.thread(thread_id)]
-        for ns, cid in targets:
+        args: list[Any] = [
+            k.thread(thread_id), aggregate_key(self.project.key, "langgraph", f"{thread_id}/"),
+            k.index_prefix(), thread_id, "1" if targets is None else "0",
+        ]
+        for ns, cid in targets or []:
             args.extend((ns, cid))
-        await self._delete_some_script(
-            keys=[k.log, k.index(self._aggregate(thread_id)), k.writes_keys(thread_id)],
+        await self._delete_script(
+            keys=[k.log, k.versions, k.ns_set(thread_id), k.members(thread_id), k.threads],
             args=args,
         )
 
@@ -548,10 +557,48 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
                 data.get("task_path", ""),
             )
 
-    def _aggregate(self, thread_id: str) -> str:
-        from chatlog.events import aggregate_key
+    async def areindex(self) -> int:
+        """Rebuild this project's index keys from its events in the log; how many it read.
 
-        return aggregate_key(self.project.key, "langgraph", thread_id)
+        For a log copied by ``chatlog migrate``, which carries the events but
+        not the saver's index keys. Idempotent.
+        """
+        redis: Any = self.store.redis
+        k = self.keys
+        after, seen = START, 0
+        while batch := await self.store.read(k.partition, after, 1000):
+            after = batch[-1].position
+            pipe = redis.pipeline(transaction=False)
+            for event in batch:
+                if event.aggregate_type != "langgraph" or event.project != self.project.key:
+                    continue
+                seen += 1
+                d = event.data
+                thread_id, ns, cid = d["thread_id"], d["ns"], d["checkpoint_id"]
+                pipe.sadd(k.members(thread_id), f"{ns}\0{cid}")
+                if event.type == "langgraph.checkpoint":
+                    pipe.sadd(k.ns_set(thread_id), ns)
+                    pipe.zadd(k.cps(thread_id, ns), {cid: 0})
+                    pipe.hset(k.positions(thread_id, ns), cid, event.position)
+                    pipe.sadd(k.threads, thread_id)
+                    saved = self.serde.loads_typed((d["serde"], event.blob or b""))
+                    run_id = saved["metadata"].get("run_id")
+                    if run_id is not None:
+                        pipe.sadd(k.run(str(run_id)), f"{thread_id}\0{ns}\0{cid}")
+                elif event.type == "langgraph.writes":
+                    replace = all(c in WRITES_IDX_MAP for c in d["channels"])
+                    wkey = k.writes(thread_id, ns, cid)
+                    for i, j in enumerate(d["idx"]):
+                        field, value = f"{d['task_id']}\0{j}", f"{event.position} {i}"
+                        if replace:
+                            pipe.hset(wkey, field, value)
+                        else:
+                            pipe.hsetnx(wkey, field, value)
+            await pipe.execute()
+        return seen
+
+    def reindex(self) -> int:
+        return run_blocking(self.loop, self.areindex(), "ChatlogSaver.reindex")
 
     # -- blocking API ------------------------------------------------------------------
 
