@@ -14,6 +14,7 @@ from chatlog.client._calls import (
     RETRY_STATUS,
     STREAM_ERRORS,
     Call,
+    Retry,
     SseParser,
     Unreachable,
     WaitResult,
@@ -90,6 +91,8 @@ class AsyncClient:
                 continue
             if resp.status_code < 400 or resp.status_code in call.accept:
                 return call.parse(resp)
+            if resp.status_code == 504 and call.retry is Retry.ONCE:
+                raise give_up(call, resp, None)  # 504: the outcome is unknown
             if resp.status_code not in RETRY_STATUS[call.retry]:
                 raise problem_of(resp)
         raise give_up(call, resp, error) from error
