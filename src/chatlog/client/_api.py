@@ -75,9 +75,10 @@ def stream_params(
     *, project: str | None, thread_id: str | None, workflow_id: str | None,
     types: list[str] | None,
 ) -> dict[str, Any]:
-    call: Call[None] = Call("GET", "/v1/events/stream", lambda r: None, params={
-        "project": project, "thread_id": thread_id, "workflow_id": workflow_id, "types": types})
-    return call.query()
+    params = {"project": project, "thread_id": thread_id, "workflow_id": workflow_id,
+              "types": types}
+    return {k: ",".join(v) if isinstance(v, list) else v
+            for k, v in params.items() if v is not None}
 
 
 # -- workflows ---------------------------------------------------------------------

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import hashlib
 import threading
-import uuid
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import Future
 from pathlib import Path
@@ -100,10 +99,6 @@ def event_body(
     return str(event.id), event.type, event.aggregate, encode_body(event)
 
 
-def new_event_id() -> str:
-    return str(uuid.uuid4())
-
-
 class LoopThread:
     """An event loop on a daemon thread, for blocking callers of async code."""
 
@@ -122,10 +117,6 @@ class LoopThread:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and wait for its result (never call it from the loop)."""
         return self.submit(coro).result()
-
-    @property
-    def thread(self) -> threading.Thread:
-        return self._thread
 
     def stop(self) -> None:
         if self.loop.is_closed():

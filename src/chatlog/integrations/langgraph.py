@@ -58,6 +58,7 @@ from chatlog.integrations._runtime import (
     project_key,
     run_blocking,
 )
+from chatlog.settings import Settings
 
 # A checkpoint and the writes against it are one aggregate of the log,
 # <project>/langgraph/<thread>/<ns>/<checkpoint id>, so deleting checkpoints deletes
@@ -252,8 +253,6 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(serde=serde)
-        from chatlog.settings import Settings
-
         settings = Settings() if namespace is None else Settings(project_namespace=namespace)
         self.store = store
         self.project = project_key(project, settings)
