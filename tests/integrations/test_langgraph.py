@@ -117,3 +117,12 @@ def test_an_interrupted_graph_resumes_in_a_new_process_after_kill_9(
     assert out.returncode == 0, out.stderr
     state = json.loads(out.stdout.strip().splitlines()[-1])
     assert state == {"draft": "a post about event logs", "answer": "yes", "published": True}
+
+
+async def test_from_conn_string_on_a_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with ChatlogSaver.from_conn_string(data, project="Agents") as saver:
+        [stored] = await _thread(saver, "t-dir", 1)
+    async with ChatlogSaver.from_conn_string(str(data), project="agents") as saver:  # reopened
+        got = await saver.aget_tuple(stored)
+    assert got is not None and got.checkpoint["channel_values"] == {"x": 0}
