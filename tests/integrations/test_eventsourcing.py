@@ -66,3 +66,16 @@ def test_an_application_on_a_data_dir(tmp_path: Path) -> None:
         assert app.recorder.max_notification_id() == 1
     finally:
         app.close()
+
+
+def test_applications_sharing_a_data_dir_outlive_the_first_to_close(tmp_path: Path) -> None:
+    env = {"PERSISTENCE_MODULE": "chatlog.integrations.eventsourcing",
+           "CHATLOG_DATA_DIR": str(tmp_path / "data")}
+    first = Application[uuid.UUID](env=env)
+    second = Application[uuid.UUID](env={**env, "CHATLOG_PROJECT": "Other"})
+    first.save(Aggregate())
+    first.close()  # the embedded server this process started stays up for `second`
+    try:
+        assert second.save(Aggregate())[-1].notification.id == 1
+    finally:
+        second.close()

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from chatlog.events import AggregateType, EventData, NewEvent
 from chatlog.eventstore.codec import encode_body
+from chatlog.eventstore.embedded import EmbeddedValkey, socket_answers
 from chatlog.eventstore.runtime import open_store
 from chatlog.eventstore.store import EventStore
 from chatlog.identity import ProjectKey, normalize_project_id
@@ -70,17 +71,65 @@ def settings_for(target: str | Path, key_prefix: str | None = None) -> Settings:
     return Settings(**values)
 
 
+class _Embedded:
+    """Embedded servers this process started, by data dir, with how many logs use each:
+    several savers or factories (an application and its projection, say) share one,
+    and it stops when the last of them closes, not when the first does."""
+
+    _lock = threading.Lock()
+    _servers: dict[Path, tuple[EmbeddedValkey, int]] = {}
+
+    @classmethod
+    def acquire(cls, settings: Settings) -> str | None:
+        """The URL to use for ``settings``' data dir; None when a server not started
+        by this process (``chatlog serve``) answers there: open_store joins it."""
+        key = settings.valkey_dir.resolve()
+        with cls._lock:
+            held = cls._servers.get(key)
+            if held is not None:
+                cls._servers[key] = (held[0], held[1] + 1)
+                return held[0].url
+            candidate = EmbeddedValkey(settings.valkey_dir)
+            if candidate.socket is not None and socket_answers(candidate.socket):
+                return None
+            candidate.start()
+            cls._servers[key] = (candidate, 1)
+            return candidate.url
+
+    @classmethod
+    def release(cls, settings: Settings) -> None:
+        key = settings.valkey_dir.resolve()
+        with cls._lock:
+            held = cls._servers.get(key)
+            if held is None:
+                return
+            if held[1] > 1:
+                cls._servers[key] = (held[0], held[1] - 1)
+                return
+            del cls._servers[key]
+        held[0].stop()
+
+
 @contextlib.asynccontextmanager
 async def open_log(
     target: str | Path, *, key_prefix: str | None = None
 ) -> AsyncIterator[tuple[EventStore, Settings]]:
     """The log at a URL, or under a data dir (joining a running ``chatlog serve``'s Valkey,
-    or starting the embedded one for as long as the block runs)."""
+    or the embedded one, started while any log of this process uses it)."""
     settings = settings_for(target, key_prefix)
-    if not is_url(target):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    async with open_store(settings) as opened:
-        yield opened.store, settings
+    if is_url(target):
+        async with open_store(settings) as opened:
+            yield opened.store, settings
+        return
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = await asyncio.to_thread(_Embedded.acquire, settings)
+    try:
+        joined = settings.model_copy(update={"redis_url": url}) if url else settings
+        async with open_store(joined) as opened:
+            yield opened.store, settings
+    finally:
+        if url is not None:
+            await asyncio.to_thread(_Embedded.release, settings)
 
 
 def project_key(project: str | None, settings: Settings) -> ProjectKey:
