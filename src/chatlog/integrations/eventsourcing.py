@@ -26,6 +26,7 @@ never on ``chatlog serve``'s.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import uuid
 from collections.abc import Coroutine, Sequence
@@ -182,6 +183,10 @@ return out
 """
 
 
+#: Reads meet the same few originators again and again.
+_uuid = functools.lru_cache(maxsize=4096)(uuid.UUID)
+
+
 class Datastore:
     """The log, a loop on a thread of its own, and the scripts, shared by a factory's recorders."""
 
@@ -271,7 +276,7 @@ class Datastore:
         return f"{tag}:es:{self.project.key}:{digest(recorder)}"
 
     def originator_id(self, text: str) -> uuid.UUID | str:
-        return uuid.UUID(text) if self.originator_id_type == "uuid" else text
+        return _uuid(text) if self.originator_id_type == "uuid" else text
 
 
 def sync_client(url: str) -> Any:
@@ -458,7 +463,7 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
         for nid, body in rows:
             data, state = _decode(body)
             out.append(Notification(
-                id=int(float(nid)),
+                id=int(nid),
                 originator_id=self.datastore.originator_id(data["originator_id"]),
                 originator_version=int(data["originator_version"]),
                 topic=data["topic"], state=state,
