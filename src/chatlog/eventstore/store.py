@@ -541,9 +541,8 @@ class EventStore:
             if before == START:
                 return []
         end = "+" if before is None else f"({before}"
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = await _guard(
-            self.redis.xrevrange(self.keys.log(partition), end, "-", limit))
-        return entries
+        entries: Any = await _guard(self.redis.xrevrange(self.keys.log(partition), end, "-", limit))
+        return list(entries)
 
     async def read_cursor(
         self, cursor: Cursor, limit: int = 1000, partitions: Sequence[int] | None = None

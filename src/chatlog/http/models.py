@@ -253,6 +253,10 @@ class WorkflowQuery(Query):
 
 class WorkflowsQuery(Query):
     state: str | None = Field(default=None, max_length=40, description="Only this state")
+    name: str | None = Field(
+        default=None, max_length=200, description="Only workflows whose name contains this")
+    workflow_id: str | None = Field(
+        default=None, max_length=200, description="Only workflows whose id starts with this")
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=500, description="The next_cursor")
     min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
@@ -279,6 +283,9 @@ class WorkflowSummary(Out):
 class WorkflowsPage(Out):
     workflows: list[WorkflowSummary]
     next_cursor: str | None = None
+    counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="Workflows per state (with the name and id search, without `state`)")
 
 
 # -- operations --------------------------------------------------------------------

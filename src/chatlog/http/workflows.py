@@ -41,7 +41,7 @@ from chatlog.http.models import (
 from chatlog.http.queries import wait_for_position
 from chatlog.identity import ProjectKey
 from chatlog.orchestrator.views import WorkflowView
-from chatlog.projections.workflows import STATE_AFTER
+from chatlog.projections.workflows import STATE_AFTER, state_counts
 from chatlog.projections.workflows import list_workflows as read_workflows
 
 STATES = frozenset(STATE_AFTER.values())
@@ -155,20 +155,22 @@ async def list_workflows(request: web.Request) -> web.Response:
     read_model = st.read_model()
     await wait_for_position(st, project, q.min_position)
 
-    def query() -> list[Any]:
+    def query() -> tuple[list[Any], dict[str, int]]:
         # The read model's own per-thread read connection (one snapshot per query).
         conn = read_model._conn()
         try:
             rows: list[Any] = read_workflows(
-                conn, project.key, state=q.state, limit=q.limit + 1, before=before
+                conn, project.key, state=q.state, limit=q.limit + 1, before=before,
+                name=q.name, id_prefix=q.workflow_id,
             )
+            counts = state_counts(conn, project.key, name=q.name, id_prefix=q.workflow_id)
         except sqlite3.OperationalError as exc:
             if "no such table" not in str(exc):
                 raise
-            rows = []  # the projector has not created its tables yet: nothing to list
-        return rows
+            return [], {}  # the projector has not created its tables yet: nothing to list
+        return rows, counts
 
-    rows = await asyncio.to_thread(query)
+    rows, counts = await asyncio.to_thread(query)
     more = len(rows) > q.limit
     rows = rows[: q.limit]
     page = WorkflowsPage(
@@ -183,6 +185,7 @@ async def list_workflows(request: web.Request) -> web.Response:
             for r in rows
         ],
         next_cursor=_encode_cursor(rows[-1].page_key) if more and rows else None,
+        counts=counts,
     )
     return json_response(page)
 

@@ -22,6 +22,9 @@ class ProjectSummary(_Model):
     message_count: int
     created_at: datetime
     updated_at: datetime
+    workflow_count: int = Field(default=0, description="Workflows created in the project")
+    last_activity_at: datetime | None = Field(
+        default=None, description="The last message or workflow change")
 
 
 class ThreadSummary(_Model):

@@ -182,6 +182,19 @@ _COLUMNS = ("project, id, project_name, name, state, awaiting, deadline_ms, reas
             "position, created_ms, updated_ms, updated_seq, jobs")
 
 
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _search(where: list[str], args: list[Any], name: str | None, id_prefix: str | None) -> None:
+    if name:
+        where.append("name LIKE ? ESCAPE '\\'")  # case-insensitive for ASCII
+        args.append(f"%{_like(name)}%")
+    if id_prefix:
+        where.append("id LIKE ? ESCAPE '\\'")
+        args.append(f"{_like(id_prefix)}%")
+
+
 def list_workflows(
     conn: sqlite3.Connection,
     project: uuid.UUID | str,
@@ -189,13 +202,17 @@ def list_workflows(
     state: str | None = None,
     limit: int = 50,
     before: tuple[int, int, str] | None = None,
+    name: str | None = None,
+    id_prefix: str | None = None,
 ) -> list[WorkflowRow]:
-    """A project's workflows, most recently changed first (optionally in one ``state``).
+    """A project's workflows, most recently changed first (optionally in one ``state``,
+    with ``name`` in their name, or an id starting with ``id_prefix``).
 
     ``before`` is the :attr:`WorkflowRow.page_key` of the last row of the previous page.
     """
     where = ["project = ?"]
     args: list[Any] = [str(project)]
+    _search(where, args, name, id_prefix)
     if state is not None:
         where.append("state = ?")
         args.append(state)
@@ -209,6 +226,30 @@ def list_workflows(
         args,
     ).fetchall()
     return [WorkflowRow(*r) for r in rows]
+
+
+def state_counts(
+    conn: sqlite3.Connection, project: uuid.UUID | str, *, name: str | None = None,
+    id_prefix: str | None = None,
+) -> dict[str, int]:
+    """How many of a project's workflows are in each state (with the same search)."""
+    where = ["project = ?"]
+    args: list[Any] = [str(project)]
+    _search(where, args, name, id_prefix)
+    rows = conn.execute(
+        f"SELECT state, COUNT(*) FROM workflows WHERE {' AND '.join(where)} GROUP BY state",
+        args,
+    ).fetchall()
+    return {state: count for state, count in rows}
+
+
+def project_activity(conn: sqlite3.Connection) -> dict[str, tuple[str, int, int, int]]:
+    """Per project key: ``(name, workflow count, first created ms, last change ms)``."""
+    rows = conn.execute(
+        "SELECT project, MIN(project_name), COUNT(*), MIN(created_ms), MAX(updated_ms) "
+        "FROM workflows GROUP BY project"
+    ).fetchall()
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
 
 def open_waits(
