@@ -155,6 +155,7 @@ async function load() {
   $("#ev-newest").disabled = top;
   $("#ev-older").disabled = !data.has_more;
   $("#ev-page").textContent = top ? `newest ${events.length}` : `page ${stack.length} (older)`;
+  if (!performance.getEntriesByName("chatlog:first-rows").length) performance.mark("chatlog:first-rows");
   if (top && visible) {
     cursor = data.newer_cursor;
     failures = 0;

@@ -2,7 +2,6 @@
 // appends/s, requests/s, p99 latency and projection lag, from GET /v1/stats (sampled
 // by the server every second; this view polls it while shown).
 
-import uPlot from "../vendor/uplot/uPlot.esm.js";
 import { api, ApiError, getToken } from "./api.js";
 import { $, el, kv } from "./ui.js";
 
@@ -28,7 +27,11 @@ export function hide() {
   clearTimeout(timer);
 }
 
-function makeCharts() {
+let chartsReady = null;
+let uPlot = null;      // loaded with the first visit of this view, not with the console
+
+async function makeCharts() {
+  if (!uPlot) uPlot = (await import("../vendor/uplot/uPlot.esm.js")).default;
   charts = {};
   const made = CHARTS.map(([name, label]) => {
     const value = el("span", { class: "value", dataset: { metric: name } }, "–");
@@ -88,7 +91,8 @@ async function stats() {
   $("#store-detail").textContent = doc.store.latency_ms != null ? ` ${doc.store.latency_ms} ms` : ` ${doc.store.detail || ""}`;
   badge($("#archive-badge"), doc.archive.status === "ok" ? true : doc.archive.status === "not configured" ? "na" : false, doc.archive.status);
   $("#archive-detail").textContent = ` ${doc.archive.detail || ""}`;
-  if (!charts) makeCharts();
+  chartsReady ??= makeCharts();
+  await chartsReady;
   const xs = doc.samples.map((s) => s.time);
   for (const [name, , format] of CHARTS) {
     const ys = doc.samples.map((s) => s[name] ?? null);
