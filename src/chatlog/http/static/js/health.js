@@ -125,8 +125,9 @@ function text(v) {
 
 function partitionTable(parts) {
   const cols = [...new Set(parts.flatMap((p) => Object.keys(p || {})))];
-  return el("div", { class: "scroll-x" }, el("table", { class: "partitions" },
+  return el("div", { class: "scroll-x", tabindex: "0", role: "region", "aria-label": "Projection per partition" },
+    el("table", { class: "partitions" },
     el("caption", { class: "visually-hidden" }, "Projection per partition"),
     el("thead", {}, el("tr", {}, cols.map((c) => el("th", { scope: "col" }, c.replaceAll("_", " "))))),
-    el("tbody", {}, parts.map((p) => el("tr", {}, cols.map((c) => el("td", { class: "mono" }, text(p?.[c]))))))));
+      el("tbody", {}, parts.map((p) => el("tr", {}, cols.map((c) => el("td", { class: "mono" }, text(p?.[c]))))))));
 }
