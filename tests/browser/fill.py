@@ -5,17 +5,28 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from chatlog.events import NewEvent, aggregate_key, random_uuid
+from chatlog.events import NewEvent, aggregate_key
 from chatlog.eventstore.runtime import open_store
 from chatlog.identity import normalize_project_id
 from chatlog.settings import Settings
 
 BATCH = 1000  # events per append: one thread's messages, all or nothing
 CONCURRENT = 4
+
+
+_BASE = uuid.uuid4().hex
+_COUNT = iter(range(2**48))
+
+
+def _next_id() -> str:
+    """A distinct, valid UUID string per event, without a random draw each."""
+    n = next(_COUNT)
+    return f"{_BASE[:8]}-{_BASE[8:12]}-4{_BASE[13:16]}-8{_BASE[17:20]}-{n:012x}"
 
 
 @dataclass(slots=True)
@@ -27,7 +38,7 @@ class _Message:
     project_name: str
     aggregate_id: str
     data: dict[str, Any]
-    id: uuid.UUID = field(default_factory=random_uuid)
+    id: str = field(default_factory=lambda: _next_id())
     type: str = "message.appended"
     aggregate_type: str = "thread"
     id_supplied: bool = False
@@ -64,5 +75,7 @@ async def _fill(data_dir: Path, total: int, project: str) -> None:
 def fill_log(data_dir: Path, total: int, project: str = "Bulk") -> float:
     """Append ``total`` messages to ``project`` in the server's log; return the seconds taken."""
     began = time.perf_counter()
-    asyncio.run(_fill(data_dir, total, project))
+    # Its own thread: Playwright's sync API may run an event loop in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _fill(data_dir, total, project)).result()
     return time.perf_counter() - began

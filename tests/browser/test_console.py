@@ -14,6 +14,7 @@ import asyncio
 import json
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
@@ -227,7 +228,9 @@ def _dead_letter_one(server: Server, project: str) -> str:
             await worker.stop()
             await task
 
-    asyncio.run(work())
+    # Playwright's sync API runs an event loop in this thread: the worker gets its own.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, work()).result()
     return str(job["job_id"])
 
 
@@ -239,6 +242,7 @@ def test_jobs_view_shows_a_dead_lettered_job(server: Server, page: Any) -> None:
     expect(row).to_contain_text("dead-lettered")
     expect(row).to_contain_text("out of ink")
     expect(row).to_contain_text("1 / 1")
+    screenshot(page, "jobs-dead-lettered")
 
 
 def test_health_view(server: Server, page: Any) -> None:
@@ -365,6 +369,8 @@ def test_every_page_at_1280_and_390_px_is_clean_accessible_and_photographed(
     server.call("POST", workflow_path("Tour", wf) + "/start", {})
     server.call("POST", workflow_path("Tour", wf) + "/approval-requests",
                 {"prompt": "Publish 'Event logs 101'?"})
+    server.call("POST", "/v1/projects/Tour/jobs",
+                {"kind": "render", "payload": {"page": 1}, "workflow_id": wf})
     problems: list[str] = []
     for width in (1280, 390):
         context = browser.new_context(viewport={"width": width, "height": 860})
