@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.browser.fill import fill_log
-from tests.browser.harness import ROOT, Server
+from tests.browser.harness import ROOT, Server, screenshot
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").expect
@@ -74,6 +74,7 @@ def test_newest_first_and_paging_back_and_forth_on_200k_events(big: Server, page
         pages.append(positions(page))
         assert contents(page)[0] == f"user: bulk {TOTAL - 1 - PAGE * (n - 1)}"
     expect(page.locator("#ev-status")).to_have_attribute("data-state", "paused")
+    screenshot(page, "events-200k-page-4")
     flat = [p for pg in pages for p in pg]
     assert len(flat) == len(set(flat)) == 4 * PAGE
     api = big.call("GET", f"/v1/events?before=end&limit={4 * PAGE}")

@@ -287,12 +287,13 @@ function rowOf(ev) {
     }, "▸")),
     el("td", { class: "mono nowrap pos wide" }, ev.position ?? ""),
     el("td", { class: "nowrap", title: fmtTime(ev.time) }, fmtShortTime(ev.time)),
-    el("td", { class: "nowrap type" }, ev.type ?? ""),
+    el("td", { class: "nowrap type" }, ev.type ?? "",
+      el("span", { class: "narrow-only sub" }, summary(ev))),
     el("td", { class: "wide", title: ev.project ?? "" }, ev.project_name || ev.project || ""),
     el("td", { class: "mono wide agg", title: `${ev.aggregate_type ?? ""} ${ev.aggregate_id ?? ""}` },
       `${ev.aggregate_type ?? ""} ${ev.aggregate_id ?? ""}`),
     el("td", { class: "wide" }, ev.version ?? ""),
-    el("td", { class: "data" }, summary(ev)));
+    el("td", { class: "data wide-only" }, summary(ev)));
 }
 
 function toggle(button) {
