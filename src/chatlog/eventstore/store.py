@@ -319,7 +319,8 @@ class EventStore:
             if before == START:
                 return []
         end = "+" if before is None else f"({before}"
-        entries: Any = await _guard(self.redis.xrevrange(self.keys.log(partition), end, "-", limit))
+        # One key, so one node on a cluster too: no topology branch needed.
+        entries: Any = await guard(self.redis.xrevrange(self.keys.log(partition), end, "-", limit))
         return list(entries)
 
     async def read_cursor(
