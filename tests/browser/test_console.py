@@ -115,7 +115,8 @@ def test_conversations_survive_a_refresh(server: Server, page: Any) -> None:
 
 
 def test_a_long_thread_opens_at_its_end_and_pages_back(server: Server, page: Any) -> None:
-    first = post(server, "Long-Talk", "message 1")
+    # Imported history keeps its original time in the metadata (chatlog import does this).
+    first = post(server, "Long-Talk", "message 1", metadata={"created_at": "2025-12-01T10:00:00Z"})
     for i in range(2, 131):
         post(server, "Long-Talk", f"message {i}", first["thread_id"],
              role="assistant" if i % 2 else "user")
@@ -127,6 +128,8 @@ def test_a_long_thread_opens_at_its_end_and_pages_back(server: Server, page: Any
     page.get_by_role("button", name="Load earlier messages").click()
     expect(items).to_have_count(130)
     expect(items.first.locator(".content")).to_have_text("message 1")
+    expect(items.first.locator("time")).to_have_attribute("datetime", "2025-12-01T10:00:00Z")
+    expect(items.first).to_contain_text("(original time)")
     expect(page.get_by_role("button", name="Load earlier messages")).to_be_hidden()
 
 

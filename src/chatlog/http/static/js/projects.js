@@ -53,7 +53,9 @@ export function init() {
 export async function show() {
   const box = $("#project-cards");
   try {
-    const list = await projects({ fresh: true });
+    // Most recently active first: where an operator is likely headed.
+    const last = (p) => new Date(p.last_activity_at ?? p.updated_at ?? 0).getTime();
+    const list = [...await projects({ fresh: true })].sort((a, b) => last(b) - last(a));
     box.replaceChildren(...(list.length ? list.map(card)
       : [el("p", { class: "muted" }, "No projects yet: post a message or create a workflow.")]));
   } catch (err) {
