@@ -271,7 +271,7 @@ def test_live_events_exactly_once_across_a_server_restart(
     expect(page.locator("#ev-status")).to_have_attribute("data-state", "live")
     expect(rows).to_have_count(1)
     for i in range(2, 6):
-        post(server, project, f"m{i:02d}", thread)
+        fifth = post(server, project, f"m{i:02d}", thread)
     expect(rows).to_have_count(5)
 
     # The server goes away mid-stream; messages keep being appended to its log meanwhile.
@@ -295,6 +295,16 @@ def test_live_events_exactly_once_across_a_server_restart(
     page.reload()
     expect(rows).to_have_count(14)
     assert [t.removeprefix("user: ") for t in texts(rows.locator("td.data"))] == data
+
+    # After an explicit trim the view still opens (at the newest events) and stays live.
+    server.cli("trim", "0", fifth["position"], "--yes")
+    page.reload()
+    expect(rows).to_have_count(10)
+    expect(page.locator("#ev-status")).to_have_attribute("data-state", "live")
+    expect(page.get_by_role("button", name="Older →")).to_be_disabled()
+    post(server, project, "m15", thread)
+    expect(rows).to_have_count(11)
+    expect(rows.first.locator("td.data")).to_have_text("user: m15")
 
 
 def test_refused_request_shows_a_clear_message(
