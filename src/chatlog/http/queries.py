@@ -61,8 +61,7 @@ def _projects_with_workflows(read_model: ReadModel) -> list[ProjectSummary]:
     """Projects with messages or workflows: counts of both and the last activity."""
     projects = {str(p.project): p for p in read_model.list_projects()}
     try:
-        # The read model's own per-thread read connection (one snapshot per query).
-        activity = project_activity(read_model._conn())
+        activity = project_activity(read_model.connection())
     except sqlite3.OperationalError as exc:
         if "no such table" not in str(exc):
             raise

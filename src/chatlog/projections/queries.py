@@ -122,6 +122,11 @@ class ReadModel:
                 self._conns.append(conn)
         return conn
 
+    def connection(self) -> sqlite3.Connection:
+        """This thread's read-only connection, for read queries kept beside their
+        projection (``chatlog.projections.workflows``); one snapshot per statement."""
+        return self._conn()
+
     def _ensure_file(self) -> None:
         """Create an empty model when there is none yet, so queries answer "nothing"."""
         if self._ready:
