@@ -178,5 +178,7 @@ def screenshot(page: Any, name: str) -> Path:
     """Save a full-page screenshot as a test artefact under artifacts/screenshots/."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    # From the top: a sticky header would otherwise be drawn where the page was scrolled to.
+    page.evaluate("() => window.scrollTo(0, 0)")
     page.screenshot(path=str(path), full_page=True)
     return path
