@@ -191,8 +191,9 @@ def _search(where: list[str], args: list[Any], name: str | None, id_prefix: str 
         where.append("name LIKE ? ESCAPE '\\'")  # case-insensitive for ASCII
         args.append(f"%{_like(name)}%")
     if id_prefix:
-        where.append("id LIKE ? ESCAPE '\\'")
-        args.append(f"{_like(id_prefix)}%")
+        # A range, not LIKE: ids are case-sensitive and the primary key serves it.
+        where.append("id >= ? AND id < ?")
+        args.extend((id_prefix, id_prefix + "\U0010ffff"))
 
 
 def list_workflows(
