@@ -1,6 +1,7 @@
-"""``GET /v1/vocabulary``: the event types and workflow states, from their one home.
+"""``GET /v1/vocabulary``: the event types and workflow states this server knows.
 
-The console reads these instead of keeping copies of its own.
+The console (and any client) reads its lists from here rather than keeping
+copies: they come from :mod:`chatlog.events`, the one place they are defined.
 """
 
 from __future__ import annotations
@@ -8,33 +9,35 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import Field
 
-from chatlog.events import known_types
+from chatlog.events import TERMINAL, WORKFLOW_STATES, known_types
 from chatlog.http._routing import Endpoint, json_response
 from chatlog.http.models import Out
-from chatlog.orchestrator.machine import STATE_AFTER, TERMINAL
 
 
 class Vocabulary(Out):
-    event_types: list[str] = Field(description="Every event type this server knows")
-    workflow_states: list[str] = Field(description="The states a workflow can be in, in order")
-    terminal_states: list[str] = Field(description="States nothing follows")
+    """The words of this server's log."""
+
+    event_types: list[str] = Field(description="Every event type, sorted")
+    workflow_states: list[str] = Field(
+        description="Every state a workflow can be seen in, in the order of its life")
+    terminal_states: list[str] = Field(description="The states a workflow never leaves")
 
 
 def vocabulary_document() -> Vocabulary:
-    states = list(dict.fromkeys(str(s) for s in STATE_AFTER.values()))
+    """The vocabulary as :mod:`chatlog.events` defines it."""
     return Vocabulary(
-        event_types=known_types(), workflow_states=states,
-        terminal_states=[s for s in states if s in TERMINAL],
+        event_types=known_types(),
+        workflow_states=[s.value for s in WORKFLOW_STATES],
+        terminal_states=[s.value for s in WORKFLOW_STATES if s in TERMINAL],
     )
 
 
-async def get_vocabulary(request: web.Request) -> web.Response:
-    """Event types, workflow states and which of them are terminal."""
+async def vocabulary(request: web.Request) -> web.Response:
+    """The event types, workflow states and terminal states (no token needed)."""
     return json_response(vocabulary_document())
 
 
 ENDPOINTS = [
-    Endpoint("GET", "/v1/vocabulary", get_vocabulary, "Event types and workflow states",
-             "operations", auth=False,
-             responses={200: (Vocabulary, "The vocabulary")}),
+    Endpoint("GET", "/v1/vocabulary", vocabulary, "Event types and workflow states", "operations",
+             auth=False, responses={200: (Vocabulary, "The server's vocabulary")}),
 ]

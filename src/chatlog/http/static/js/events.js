@@ -8,12 +8,11 @@
 // is inserted at the top; the rows being read stay where they are (the page scrolls
 // by the inserted height), and a pill says how many arrived above.
 
-import { api, ApiError, getToken, items, query } from "./api.js";
+import { api, ApiError, getToken, items, query, vocabulary } from "./api.js";
 import { jsonView } from "./json.js";
 import { projects } from "./projects.js";
 import { saveParams } from "./state.js";
 import { $, el, fmtShortTime, fmtTime, showError } from "./ui.js";
-import { vocabulary } from "./vocab.js";
 
 const PAGE = 50;
 const MAX_LIVE = 500;   // live rows inserted before the view asks to reload the newest page

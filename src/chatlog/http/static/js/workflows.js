@@ -3,12 +3,11 @@
 // beside Approve / Reject, a countdown to the wait's deadline and the history as
 // a timeline. States come from GET /v1/vocabulary.
 
-import { api, items, nextCursor, projectPath, query } from "./api.js";
+import { api, items, nextCursor, projectPath, query, vocabulary } from "./api.js";
 import { jsonView } from "./json.js";
 import { projects } from "./projects.js";
 import { saveParams } from "./state.js";
 import { $, el, clearError, fmtAgo, fmtDuration, fmtTime, human, showError, stateKind } from "./ui.js";
-import { vocabulary } from "./vocab.js";
 
 const POLL_MS = 1000;
 const LIST_EVERY = 5;   // the list is refreshed every 5th poll; the open workflow every poll
