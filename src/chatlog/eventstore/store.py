@@ -304,25 +304,6 @@ class EventStore:
                 request.cancel()
             await asyncio.gather(request, return_exceptions=True)
 
-    async def read_raw_before(
-        self, partition: int, before: str | None = None, limit: int = 1000
-    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Entries of ``partition`` before position ``before`` (``None``: from the
-        newest), newest first, at most ``limit``, undecoded.
-
-        Reading backwards never raises :class:`PositionTrimmed`: it simply ends
-        at the oldest event kept.
-        """
-        self._check_partition(partition)
-        if before is not None:
-            parse_position(before)
-            if before == START:
-                return []
-        end = "+" if before is None else f"({before}"
-        # One key, so one node on a cluster too: no topology branch needed.
-        entries: Any = await guard(self.redis.xrevrange(self.keys.log(partition), end, "-", limit))
-        return list(entries)
-
     async def read_cursor(
         self, cursor: Cursor, limit: int = 1000, partitions: Sequence[int] | None = None
     ) -> tuple[list[RecordedEvent], Cursor]:

@@ -22,6 +22,7 @@ from aiohttp import web
 from chatlog.errors import ChatlogError, InvalidInput, InvalidPosition
 from chatlog.events import RecordedEvent
 from chatlog.eventstore import START, Cursor, EventStore, parse_position, position_after
+from chatlog.eventstore.backward import read_raw_before
 from chatlog.eventstore.codec import decode_entry
 from chatlog.http._routing import Endpoint, json_response, read_query
 from chatlog.http._state import AppState, state
@@ -198,7 +199,7 @@ async def scan_back(
             if n <= 0:
                 return found, Cursor(positions), True
             async with st.reads:
-                entries = await store.read_raw_before(p, positions[p], n)
+                entries = await read_raw_before(store, p, positions[p], n)
             fetched += len(entries)
             if len(entries) < n:
                 ended.add(p)
