@@ -206,7 +206,7 @@ def test_a_workflow_created_on_the_page_times_out_on_screen(server: Server, page
 def _dead_letter_one(server: Server, project: str) -> str:
     """Enqueue a job over HTTP and let a worker fail it until it is dead-lettered."""
     from chatlog.eventstore.runtime import open_store
-    from chatlog.orchestrator.jobs import Worker
+    from chatlog.orchestrator import Worker
     from chatlog.settings import Settings
 
     try:
