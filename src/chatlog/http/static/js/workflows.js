@@ -230,8 +230,7 @@ function timelineItem(h) {
   const type = String(h.type ?? "");
   return el("li", { dataset: { type, kind: stateKind(type.split(".").pop()) } },
     el("span", { class: "when", title: fmtTime(h.time) }, fmtTime(h.time)),
-    el("strong", {}, human(type.replace(/^workflow\./, ""))),
-    type.startsWith("job.") ? el("span", { class: "muted" }, " (job)") : "",
+    el("strong", {}, human(type.replace(/^workflow\./, "").replace(".", " "))),
     details ? el("span", { class: "details" }, details) : "");
 }
 
