@@ -120,21 +120,21 @@ def test_an_append_retried_after_a_timeout_is_written_once(served: Served) -> No
 def test_workflow_commands_and_wait_for(served: Served) -> None:
     with Client(served.url) as c:
         wf = c.create_workflow(P, name="publish")
-        early = c.wait_for(P, wf.id, "running", timeout=0.2)
+        early = c.wait_for(P, wf.workflow_id, "running", timeout=0.2)
         assert not early.reached and early.state == "waiting_for_start"  # no exception
-        c.start_workflow(P, wf.id)
-        assert c.wait_for(P, wf.id, "running", timeout=5).reached
-        c.request_approval(P, wf.id, prompt="ok?")
-        assert c.approve(P, wf.id).state == "approved"
-        done = c.complete_workflow(P, wf.id, result={"ok": True})
-        ended = c.wait_for(P, wf.id, ["approved"], timeout=5)
+        c.start_workflow(P, wf.workflow_id)
+        assert c.wait_for(P, wf.workflow_id, "running", timeout=5).reached
+        c.request_approval(P, wf.workflow_id, prompt="ok?")
+        assert c.approve(P, wf.workflow_id).state == "approved"
+        done = c.complete_workflow(P, wf.workflow_id, result={"ok": True})
+        ended = c.wait_for(P, wf.workflow_id, ["approved"], timeout=5)
         assert not ended.reached and ended.state == "completed"  # ended elsewhere: returns
         with pytest.raises(ApiError) as err:
-            c.cancel_workflow(P, wf.id)
+            c.cancel_workflow(P, wf.workflow_id)
         assert err.value.status == 409 and err.value.problem["state"] == "completed"
         page = c.list_workflows(P, min_position=done.position)
-        assert wf.id in {w.workflow_id for w in page.workflows}
-        events = list(c.replay(project=P, workflow_id=wf.id, page_size=2))
+        assert wf.workflow_id in {w.workflow_id for w in page.workflows}
+        events = list(c.replay(project=P, workflow_id=wf.workflow_id, page_size=2))
         assert [e.type for e in events][-1] == "workflow.completed"
 
 
@@ -144,13 +144,13 @@ async def test_async_client(served: Served) -> None:
         page = await c.messages(P, sent.thread_id, min_position=sent.position)
         assert [m.content for m in page.messages] == ["async hello"]
         wf = await c.create_workflow(P)
-        assert not (await c.wait_for(P, wf.id, "running", timeout=0.1)).reached
-        await c.start_workflow(P, wf.id)
-        job = await c.enqueue_job(P, "echo", workflow_id=wf.id, payload={"a": 1})
+        assert not (await c.wait_for(P, wf.workflow_id, "running", timeout=0.1)).reached
+        await c.start_workflow(P, wf.workflow_id)
+        job = await c.enqueue_job(P, "echo", workflow_id=wf.workflow_id, payload={"a": 1})
         assert (await c.get_job(P, job.job_id)).state == "pending"
         assert job.job_id in {j.job_id for j in (await c.list_jobs(P)).jobs}
         got: list[EventOut] = []
-        async for event in c.stream(project=P, workflow_id=wf.id):
+        async for event in c.stream(project=P, workflow_id=wf.workflow_id):
             got.append(event)
             if event.type == "job.enqueued":
                 break

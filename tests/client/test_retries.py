@@ -13,10 +13,11 @@ from chatlog.client import ApiError, Client, OutcomeUnknown
 ACCEPTED = {"message_id": "6f1c1d7e-0000-4000-8000-000000000001", "thread_id": "t",
             "project": "6f1c1d7e-0000-4000-8000-000000000002", "project_name": "P",
             "partition": 0, "position": "1-0", "version": 1, "duplicate": False}
-WORKFLOW = {"id": "wf-1", "project": "6f1c1d7e-0000-4000-8000-000000000002",
+WORKFLOW = {"workflow_id": "wf-1", "project": "6f1c1d7e-0000-4000-8000-000000000002",
             "project_name": "P", "name": "", "state": "running", "deadline": None,
             "awaiting": None, "version": 2, "position": "2-0", "input": {}, "result": None,
-            "reason": None, "history": []}
+            "reason": None, "history": [], "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z", "jobs": 0}
 
 
 def scripted(*answers: int, body: dict | None = None) -> tuple[Client, list[httpx.Request]]:

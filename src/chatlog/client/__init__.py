@@ -10,7 +10,7 @@ Typed with the server's own pydantic models::
         for event in c.stream(project="Blog-Project"):   # resumes by itself after a disconnect
             ...
         wf = c.create_workflow("Blog-Project", name="publish")
-        result = c.wait_for("Blog-Project", wf.id, "running", timeout=5)   # result.reached
+        result = c.wait_for("Blog-Project", wf.workflow_id, "running", timeout=5)   # result.reached
         job = c.enqueue_job("Blog-Project", "echo", payload={"n": 1})
 """
 

@@ -9,10 +9,10 @@ import httpx
 
 from chatlog.client._calls import Call, Retry, model, new_id
 from chatlog.http.jobs import JobsPage
-from chatlog.http.models import EventsPage, MessageAccepted, ProjectsPage, WorkflowsPage
+from chatlog.http.models import EventsPage, MessageAccepted, ProjectsPage
 from chatlog.orchestrator.job_records import JobView
 from chatlog.orchestrator.views import WorkflowView
-from chatlog.projections.models import MessagePage, ThreadPage
+from chatlog.projections.models import MessagePage, ThreadPage, WorkflowsPage
 
 #: The server's longest long-poll (seconds); longer waits are several polls.
 MAX_POLL = 300.0

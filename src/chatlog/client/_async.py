@@ -25,10 +25,10 @@ from chatlog.client._calls import (
     settled,
 )
 from chatlog.http.jobs import JobsPage
-from chatlog.http.models import EventOut, EventsPage, MessageAccepted, ProjectsPage, WorkflowsPage
+from chatlog.http.models import EventOut, EventsPage, MessageAccepted, ProjectsPage
 from chatlog.orchestrator.job_records import JobView
 from chatlog.orchestrator.views import WorkflowView
-from chatlog.projections.models import MessagePage, ThreadPage
+from chatlog.projections.models import MessagePage, ThreadPage, WorkflowsPage
 
 T = TypeVar("T")
 

@@ -24,7 +24,7 @@ import httpx
 import orjson
 from pydantic import BaseModel
 
-from chatlog.orchestrator.machine import TERMINAL
+from chatlog.events import TERMINAL
 from chatlog.orchestrator.views import WorkflowView
 
 T = TypeVar("T")

@@ -19,7 +19,11 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+from redis import BlockingConnectionPool, Redis
+from redis.cluster import ClusterNode, RedisCluster
+
 from chatlog.events import AggregateType, EventData, NewEvent
+from chatlog.eventstore.cluster import CLUSTER_SCHEMES
 from chatlog.eventstore.codec import encode_body
 from chatlog.eventstore.embedded import EmbeddedValkey, socket_answers
 from chatlog.eventstore.runtime import open_store
@@ -193,3 +197,17 @@ def run_blocking(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], 
         coro.close()
         raise RuntimeError(f"{what}: the saver's event loop is not running (was it closed?)")
     return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+def sync_client(url: str) -> Any:
+    """A blocking client for ``url`` whose pool makes callers wait for a connection
+    (up to 30 s) instead of failing when many threads call at once."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() in CLUSTER_SCHEMES:
+        nodes = []
+        for seed in rest.rsplit("@", 1)[-1].split("/", 1)[0].split(","):
+            host, _, port = seed.strip().rpartition(":")
+            nodes.append(ClusterNode(host.strip("[]"), int(port)))  # type: ignore[no-untyped-call]
+        return RedisCluster(startup_nodes=nodes, decode_responses=False, max_connections=256)
+    pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=30)
+    return Redis(connection_pool=pool)

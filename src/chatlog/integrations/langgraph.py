@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -46,190 +45,27 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from chatlog.events import LangGraphCheckpoint, LangGraphWrites, aggregate_key
-from chatlog.eventstore.codec import START, flat_field, split_body
+from chatlog.eventstore.codec import START
 from chatlog.eventstore.store import EventStore
-from chatlog.identity import ProjectKey
+from chatlog.integrations._langgraph_store import (
+    DELETE,
+    PUT,
+    READ,
+    WRITES,
+    Keys,
+    aggregate_id,
+    body_parts,
+    configurable,
+    text,
+)
 from chatlog.integrations._runtime import (
-    LUA_ADD_ENTRY,
     LoopThread,
-    digest,
     event_body,
     open_log,
     project_key,
     run_blocking,
 )
 from chatlog.settings import Settings
-
-# A checkpoint and the writes against it are one aggregate of the log,
-# <project>/langgraph/<thread>/<ns>/<checkpoint id>, so deleting checkpoints deletes
-# whole aggregates and every aggregate left keeps versions 1, 2, 3...
-
-# KEYS: log, versions, index, ns set, cp zset, pos hash, threads set, run set, members set
-# ARGV: id, type, aggregate, body, ns, checkpoint id, thread, run member ('' = none)
-_PUT = LUA_ADD_ENTRY + """
-local pos = add_entry(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
-redis.call('SADD', KEYS[4], ARGV[5])
-redis.call('ZADD', KEYS[5], 0, ARGV[6])
-redis.call('HSET', KEYS[6], ARGV[6], pos)
-redis.call('SADD', KEYS[7], ARGV[7])
-if ARGV[8] ~= '' then redis.call('SADD', KEYS[8], ARGV[8]) end
-redis.call('SADD', KEYS[9], ARGV[5] .. '\0' .. ARGV[6])
-return pos
-"""
-
-# KEYS: log, versions, index, writes hash, members set
-# ARGV: id, type, aggregate, body, replace ('1' = overwrite), member, then (field, k) pairs.
-# Nothing is added when every (task, idx) was written before (and replace is off).
-_WRITES = LUA_ADD_ENTRY + """
-local fresh = {}
-for i = 7, #ARGV, 2 do
-  if ARGV[5] == '1' or redis.call('HEXISTS', KEYS[4], ARGV[i]) == 0 then
-    fresh[#fresh + 1] = i
-  end
-end
-if #fresh == 0 then return false end
-local pos = add_entry(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
-for _, i in ipairs(fresh) do
-  redis.call('HSET', KEYS[4], ARGV[i], pos .. ' ' .. ARGV[i + 1])
-end
-redis.call('SADD', KEYS[5], ARGV[6])
-return pos
-"""
-
-# KEYS: log, cp zset, pos hash; ARGV: checkpoint id ('' = latest), writes key prefix, ns.
-# -> false | {checkpoint id, checkpoint entry fields, {write position, fields}..., {field, k}...}
-_READ = """
-local cid = ARGV[1]
-if cid == '' then
-  local top = redis.call('ZREVRANGEBYLEX', KEYS[2], '+', '-', 'LIMIT', 0, 1)
-  if #top == 0 then return false end
-  cid = top[1]
-end
-local pos = redis.call('HGET', KEYS[3], cid)
-if not pos then return false end
-local e = redis.call('XRANGE', KEYS[1], pos, pos)
-if #e == 0 then return false end
-local w = redis.call('HGETALL', ARGV[2] .. redis.sha1hex(ARGV[3] .. '\0' .. cid))
-local entries, refs, seen = {}, {}, {}
-for i = 1, #w, 2 do
-  local v = w[i + 1]
-  local sep = string.find(v, ' ', 1, true)
-  local p = string.sub(v, 1, sep - 1)
-  if not seen[p] then
-    seen[p] = true
-    local we = redis.call('XRANGE', KEYS[1], p, p)
-    if #we > 0 then entries[#entries + 1] = {p, we[1][2]} end
-  end
-  refs[#refs + 1] = {p, string.sub(v, sep + 1)}
-end
-return {cid, e[1][2], entries, refs}
-"""
-
-# Deletes checkpoints of one thread: their aggregates' entries, versions and indexes.
-# KEYS: log, versions, ns set, members set, threads set
-# ARGV: thread key prefix, aggregate prefix (<project>/langgraph/<thread>/), index key
-# prefix, thread id, all ('1': every member, then the thread's own keys), then
-# (ns, checkpoint id) pairs.
-_DELETE = LUA_ADD_ENTRY + """
-local t, aggp, idxp = ARGV[1], ARGV[2], ARGV[3]
-local targets = {}
-if ARGV[5] == '1' then
-  for _, m in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-    local sep = string.find(m, '\0', 1, true)
-    targets[#targets + 1] = {string.sub(m, 1, sep - 1), string.sub(m, sep + 1)}
-  end
-else
-  for i = 6, #ARGV, 2 do targets[#targets + 1] = {ARGV[i], ARGV[i + 1]} end
-end
-local removed = 0
-for _, target in ipairs(targets) do
-  local ns, cid = target[1], target[2]
-  local aggregate = aggp .. ns .. '/' .. cid
-  local index = idxp .. aggregate
-  local positions = redis.call('LRANGE', index, 0, -1)
-  xdel_all(KEYS[1], positions)
-  removed = removed + #positions
-  redis.call('DEL', index, t .. ':w:' .. redis.sha1hex(ns .. '\0' .. cid))
-  redis.call('HDEL', KEYS[2], aggregate)
-  local h = redis.sha1hex(ns)
-  redis.call('HDEL', t .. ':pos:' .. h, cid)
-  redis.call('ZREM', t .. ':cp:' .. h, cid)
-  redis.call('SREM', KEYS[4], ns .. '\0' .. cid)
-end
-if ARGV[5] == '1' then
-  for _, ns in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-    local h = redis.sha1hex(ns)
-    redis.call('DEL', t .. ':cp:' .. h, t .. ':pos:' .. h)
-  end
-  redis.call('DEL', KEYS[3], KEYS[4])
-  redis.call('SREM', KEYS[5], ARGV[4])
-end
-return removed
-"""
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class _Keys:
-    """Index key names of one project's checkpoints (all in the partition's slot)."""
-
-    def __init__(self, store: EventStore, project: ProjectKey) -> None:
-        self.partition = store.partition_of(project.key)
-        keys = store.keys
-        self.log = keys.log(self.partition)
-        self.versions = keys.versions(self.partition)
-        self.base = f"{keys.tag(self.partition)}:lg:{project.key}"
-        self.threads = f"{self.base}:threads"
-        self._index = keys.aggregate_index
-
-    def thread(self, thread_id: str) -> str:
-        return f"{self.base}:t:{digest(thread_id)}"
-
-    def index(self, aggregate: str) -> str:
-        return self._index(self.partition, aggregate)
-
-    def ns_set(self, thread_id: str) -> str:
-        return f"{self.thread(thread_id)}:ns"
-
-    def cps(self, thread_id: str, ns: str) -> str:
-        return f"{self.thread(thread_id)}:cp:{digest(ns)}"
-
-    def positions(self, thread_id: str, ns: str) -> str:
-        return f"{self.thread(thread_id)}:pos:{digest(ns)}"
-
-    def writes_prefix(self, thread_id: str) -> str:
-        return f"{self.thread(thread_id)}:w:"
-
-    def writes(self, thread_id: str, ns: str, checkpoint_id: str) -> str:
-        return self.writes_prefix(thread_id) + digest(f"{ns}\0{checkpoint_id}")
-
-    def members(self, thread_id: str) -> str:
-        """Set: ``<ns>NUL<checkpoint id>`` of every checkpoint aggregate of the thread."""
-        return f"{self.thread(thread_id)}:members"
-
-    def index_prefix(self) -> str:
-        return self._index(self.partition, "")
-
-    def run(self, run_id: str) -> str:
-        return f"{self.base}:run:{digest(run_id)}"
-
-
-def _configurable(config: RunnableConfig) -> dict[str, Any]:
-    conf: dict[str, Any] = config.get("configurable") or {}
-    return conf
-
-
-def _aggregate_id(thread_id: str, ns: str, checkpoint_id: str) -> str:
-    """The aggregate of one checkpoint and its writes (its data names the parts)."""
-    return f"{thread_id}/{ns}/{checkpoint_id}"
-
-
-def _body_parts(flat: Sequence[bytes]) -> tuple[dict[str, Any], bytes]:
-    doc, blob = split_body(flat_field(flat, b"b"))
-    data: dict[str, Any] = orjson.loads(doc)["d"]
-    return data, blob or b""
 
 
 class ChatlogSaver(BaseCheckpointSaver[int]):
@@ -256,12 +92,12 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         settings = Settings() if namespace is None else Settings(project_namespace=namespace)
         self.store = store
         self.project = project_key(project, settings)
-        self.keys = _Keys(store, self.project)
+        self.keys = Keys(store, self.project)
         redis: Any = store.redis
-        self._put_script = redis.register_script(_PUT)
-        self._writes_script = redis.register_script(_WRITES)
-        self._read_script = redis.register_script(_READ)
-        self._delete_script = redis.register_script(_DELETE)
+        self._put_script = redis.register_script(PUT)
+        self._writes_script = redis.register_script(WRITES)
+        self._read_script = redis.register_script(READ)
+        self._delete_script = redis.register_script(DELETE)
         self.loop = loop or asyncio.get_running_loop()
 
     # -- construction ------------------------------------------------------------------
@@ -311,7 +147,7 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
     # -- async API -------------------------------------------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        conf = _configurable(config)
+        conf = configurable(config)
         thread_id = str(conf["thread_id"])
         ns = str(conf.get("checkpoint_ns", ""))
         return await self._read(thread_id, ns, get_checkpoint_id(config) or "")
@@ -324,8 +160,8 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         )
         if not reply:
             return None
-        cid, flat, entries, refs = _s(reply[0]), reply[1], reply[2], reply[3]
-        data, blob = _body_parts(flat)
+        cid, flat, entries, refs = text(reply[0]), reply[1], reply[2], reply[3]
+        data, blob = body_parts(flat)
         saved = self.serde.loads_typed((data["serde"], blob))
         checkpoint: Checkpoint = saved["checkpoint"]
         metadata: CheckpointMetadata = saved["metadata"]
@@ -342,11 +178,11 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
     def _pending_writes(self, entries: list[Any], refs: list[Any]) -> list[tuple[str, str, Any]]:
         decoded: dict[str, tuple[dict[str, Any], list[Any]]] = {}
         for pos, flat in entries:
-            data, blob = _body_parts(flat)
-            decoded[_s(pos)] = (data, self.serde.loads_typed((data["serde"], blob)))
+            data, blob = body_parts(flat)
+            decoded[text(pos)] = (data, self.serde.loads_typed((data["serde"], blob)))
         rows: list[tuple[tuple[str, str, int], tuple[str, str, Any]]] = []
         for pos, k in refs:
-            got = decoded.get(_s(pos))
+            got = decoded.get(text(pos))
             if got is None:
                 continue
             data, values = got
@@ -368,11 +204,11 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
     ) -> AsyncIterator[CheckpointTuple]:
         redis: Any = self.store.redis
         k = self.keys
-        conf = _configurable(config) if config else {}
+        conf = configurable(config) if config else {}
         if "thread_id" in conf:
             threads = [str(conf["thread_id"])]
         else:
-            threads = sorted(_s(t) for t in await redis.smembers(k.threads))
+            threads = sorted(text(t) for t in await redis.smembers(k.threads))
         before_id = get_checkpoint_id(before) if before else None
         only_id = get_checkpoint_id(config) if config else None
         left = limit
@@ -380,13 +216,13 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
             if "checkpoint_ns" in conf:
                 namespaces = [str(conf["checkpoint_ns"])]
             else:
-                namespaces = sorted(_s(n) for n in await redis.smembers(k.ns_set(thread_id)))
+                namespaces = sorted(text(n) for n in await redis.smembers(k.ns_set(thread_id)))
             found: list[tuple[str, str]] = []
             for ns in namespaces:
                 top = f"({before_id}" if before_id else "+"
                 for cid in await redis.zrevrangebylex(k.cps(thread_id, ns), top, "-"):
-                    if only_id is None or _s(cid) == only_id:
-                        found.append((_s(cid), ns))
+                    if only_id is None or text(cid) == only_id:
+                        found.append((text(cid), ns))
             found.sort(reverse=True)
             for cid, ns in found:
                 if left is not None and left <= 0:
@@ -407,7 +243,7 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        conf = _configurable(config)
+        conf = configurable(config)
         thread_id = str(conf["thread_id"])
         ns = str(conf.get("checkpoint_ns", ""))
         parent_id = conf.get("checkpoint_id")
@@ -415,7 +251,7 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         meta = get_checkpoint_metadata(config, metadata)
         kind, blob = self.serde.dumps_typed({"checkpoint": checkpoint, "metadata": meta})
         eid, type_, aggregate, body = event_body(
-            self.project, "langgraph", _aggregate_id(thread_id, ns, cid),
+            self.project, "langgraph", aggregate_id(thread_id, ns, cid),
             LangGraphCheckpoint(thread_id=thread_id, ns=ns, checkpoint_id=cid,
                                 parent_id=parent_id, serde=kind),
             blob,
@@ -442,7 +278,7 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
     ) -> None:
         if not writes:
             return
-        conf = _configurable(config)
+        conf = configurable(config)
         thread_id = str(conf["thread_id"])
         ns = str(conf.get("checkpoint_ns", ""))
         cid = str(conf["checkpoint_id"])
@@ -450,7 +286,7 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         channels = [channel for channel, _ in writes]
         kind, blob = self.serde.dumps_typed([value for _, value in writes])
         eid, type_, aggregate, body = event_body(
-            self.project, "langgraph", _aggregate_id(thread_id, ns, cid),
+            self.project, "langgraph", aggregate_id(thread_id, ns, cid),
             LangGraphWrites(thread_id=thread_id, ns=ns, checkpoint_id=cid, task_id=task_id,
                             task_path=task_path, idx=idx, channels=channels, serde=kind),
             blob,
@@ -495,7 +331,7 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
             key = self.keys.run(str(run_id))
             by_thread: dict[str, list[tuple[str, str]]] = {}
             for member in await redis.smembers(key):
-                thread_id, ns, cid = _s(member).split("\0", 2)
+                thread_id, ns, cid = text(member).split("\0", 2)
                 by_thread.setdefault(thread_id, []).append((ns, cid))
             for thread_id, targets in by_thread.items():
                 await self._delete_checkpoints(thread_id, targets)
@@ -513,8 +349,8 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
                 continue
             targets: list[tuple[str, str]] = []
             for ns in await redis.smembers(self.keys.ns_set(thread_id)):
-                cids = await redis.zrevrangebylex(self.keys.cps(thread_id, _s(ns)), "+", "-")
-                targets.extend((_s(ns), _s(c)) for c in cids[1:])
+                cids = await redis.zrevrangebylex(self.keys.cps(thread_id, text(ns)), "+", "-")
+                targets.extend((text(ns), text(c)) for c in cids[1:])
             await self._delete_checkpoints(thread_id, targets)
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
@@ -522,8 +358,8 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         redis: Any = self.store.redis
         k = self.keys
         src, dst = str(source_thread_id), str(target_thread_id)
-        for ns in sorted(_s(n) for n in await redis.smembers(k.ns_set(src))):
-            for cid in map(_s, await redis.zrangebylex(k.cps(src, ns), "-", "+")):
+        for ns in sorted(text(n) for n in await redis.smembers(k.ns_set(src))):
+            for cid in map(text, await redis.zrangebylex(k.cps(src, ns), "-", "+")):
                 tup = await self._read(src, ns, cid)
                 if tup is None:
                     continue
@@ -540,7 +376,7 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         redis: Any = self.store.redis
         groups: dict[str, list[int]] = {}
         for value in (await redis.hgetall(self.keys.writes(src, ns, cid))).values():
-            pos, k = _s(value).split(" ", 1)
+            pos, k = text(value).split(" ", 1)
             groups.setdefault(pos, []).append(int(k))
         for pos in sorted(groups, key=lambda p: tuple(int(x) for x in p.split("-"))):
             entries = await redis.xrange(self.keys.log, pos, pos)
@@ -548,7 +384,7 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
                 continue
             fields = entries[0][1]
             flat = [x for kv in fields.items() for x in kv]
-            data, blob = _body_parts(flat)
+            data, blob = body_parts(flat)
             values = self.serde.loads_typed((data["serde"], blob))
             keep = sorted(groups[pos])
             await self.aput_writes(
