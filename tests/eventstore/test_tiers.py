@@ -12,11 +12,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from chatlog.errors import PositionTrimmed
 from chatlog.eventstore import Cursor, EventStore
 from chatlog.eventstore.archive import Archive
+from chatlog.eventstore.backward import read_raw_before
 from chatlog.eventstore.codec import START
 from chatlog.eventstore.migration import migrate
 from chatlog.identity import normalize_project_id
@@ -181,3 +183,18 @@ async def test_migrate_copies_both_tiers(tiered: EventStore, archive: Archive,
     key = normalize_project_id("Blog-Project").key
     assert [e.version for e in await target.read_aggregate(key, "thread", "t2")] == list(
         range(1, 11))
+
+
+async def test_reading_backwards_continues_into_the_archive(
+        store: EventStore, tiered: EventStore, archive: Archive) -> None:
+    contents = await fill(tiered, 30)
+    sealer = archiver(tiered, archive, hot=7, segment=9)
+    await sealer.run_pass()
+    contents += await fill(tiered, 5, start=30)
+    await archiver(tiered, archive, hot=9, segment=2).run_pass(crash_before_trim=True)
+    seen: list[str] = []
+    before: str | None = None
+    while page := await read_raw_before(tiered, 0, before, 4):
+        seen += [orjson.loads(fields[b"b"])["d"]["content"] for _, fields in page]
+        before = page[-1][0].decode()
+    assert seen == contents[::-1]

@@ -370,3 +370,25 @@ async def tail_both(topology: Topology, keys: Keys, archive: Archive,
             yield batch
     finally:
         await hot.aclose()  # type: ignore[attr-defined]
+
+
+def archived_before(archive: Archive, partition: int, before: bytes | str | None,
+                    limit: int) -> list[FlatEntry]:
+    """Up to ``limit`` archived entries before ``before`` (None: from the newest), newest
+    first (for reading backwards). Reads segments newest first, each from its start:
+    only the segments the page reaches."""
+    archive.reload()
+    bound = None if before is None else _key(before)
+    segments = archive.segments(partition)
+    out: list[FlatEntry] = []
+    for i in range(len(segments) - 1, -1, -1):
+        segment = segments[i]
+        if bound is not None and _key(segment.first) >= bound:
+            continue
+        after = segments[i - 1].last if i > 0 else START
+        rows = archive.read_flat(partition, after, segment.count)
+        kept = [e for e in rows if bound is None or _key(e[0]) < bound]
+        out.extend(reversed(kept[-(limit - len(out)):]))
+        if len(out) >= limit:
+            break
+    return out
