@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     job_max_deliveries: int = Field(default=5, ge=1, description="Deliveries before dead letter")
     sse_keepalive: float = Field(default=15.0, gt=0, description="Seconds between SSE keep-alives")
     sse_buffer: int = Field(default=1000, ge=1, description="Events buffered per SSE subscriber")
+    header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a connection has to send a request line and "
+        "headers (from opening, or from its first byte after a keep-alive pause)")
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a request has to send its whole body")
+    keepalive_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds an idle keep-alive connection stays open")
+    max_connections: int = Field(
+        default=1000, ge=8, description="Open HTTP connections at most (lowered to fit the "
+        "open-file limit); at the cap a new connection evicts the longest idle one")
     log_level: str = Field(default="INFO")
 
     @property

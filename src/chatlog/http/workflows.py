@@ -131,6 +131,8 @@ def _decode_cursor(text: str) -> tuple[int, int, str]:
         ms, seq, wid = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         if not (isinstance(ms, int) and isinstance(seq, int) and isinstance(wid, str)):
             raise ValueError(text)
+        if not (0 <= ms < 2**63 and 0 <= seq < 2**63):  # SQLite's integers
+            raise ValueError(text)
         return ms, seq, wid
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
         raise InvalidInput(

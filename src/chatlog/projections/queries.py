@@ -34,6 +34,8 @@ from chatlog.projections.models import (
 )
 
 MAX_LIMIT = 1000
+#: The largest integer SQLite stores; a cursor beyond it was not given out.
+SQLITE_MAX_INT = 2**63 - 1
 
 _PROJECT_COLS = "project, name, thread_count, message_count, created_ms, updated_ms"
 _THREAD_COLS = ("project, thread_id, message_count, last_version, created_ms, updated_ms,"
@@ -89,8 +91,10 @@ def encode_cursor(updated_ms: int, updated_seq: int) -> str:
 def decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ms, seq = text.split("-", 1)
-        return int(ms), int(seq)
+        ms, seq = (int(part) for part in text.split("-", 1))
+        if not (0 <= ms <= SQLITE_MAX_INT and 0 <= seq <= SQLITE_MAX_INT):
+            raise ValueError(text)
+        return ms, seq
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput(
             f"cursor {cursor!r} is not one this API gave out; pass next_cursor unchanged"
