@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -19,6 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from chatlog.errors import ChatlogError, InvalidInput
+from chatlog.http.models import PARSED_BY_ORJSON
 from chatlog.identity import ProjectKey, normalize_project_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -87,6 +90,10 @@ class RequestTimeout(ChatlogError):
 BODY_TIMEOUT: web.AppKey[float] = web.AppKey("chatlog.body_timeout", float)
 #: Bodies from this size on are parsed in a thread, off the event loop.
 BIG_BODY = 65_536
+_LONG_DIGITS = re.compile(rb"\d{19}")
+#: One thread parses big bodies, one at a time: a C parser holds the GIL while it
+#: runs, so two at once would keep the event loop from it twice as long.
+_BIG_BODY_PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatlog-body")
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:
@@ -109,21 +116,26 @@ async def read_body(request: web.Request, model: type[M]) -> M:
         raw = b"{}"
     try:
         if len(raw) >= BIG_BODY:
-            return await asyncio.to_thread(_validate_big, model, raw)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(_BIG_BODY_PARSER, _validate_big, model, raw)
         return model.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestInvalid("body", exc) from None
 
 
 def _validate_big(model: type[M], raw: bytes) -> M:
-    """``model.model_validate_json(raw)`` for a big body, with the GIL mostly free.
+    """``model.model_validate_json(raw)`` for a big body, holding the GIL less.
 
     pydantic's JSON parser holds the GIL while it builds every value (measured:
-    over 100 ms for a 1 MB body of tiny values). orjson builds them several
-    times faster; the top-level scalars are then validated from JSON (strict
-    JSON rules, the same errors), and the nested objects and arrays from
-    Python, whose validators run as bytecode that yields the GIL.
+    over 100 ms for a 1 MB body of tiny values), and JsonObject's check then
+    walks every value in Python. orjson builds them several times faster and
+    refuses non-finite numbers itself; the top-level scalars are validated from
+    JSON (strict JSON rules, the same errors), the nested objects and arrays from
+    Python without the walk. orjson reads integers beyond 64 bits as floats, so
+    a body with a run of 19 digits anywhere takes pydantic's own path.
     """
+    if _LONG_DIGITS.search(raw) is not None:
+        return model.model_validate_json(raw)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -137,7 +149,8 @@ def _validate_big(model: type[M], raw: bytes) -> M:
     )
     if not containers:
         return head
-    return model.model_validate({**dict(head), **containers})
+    return model.model_validate({**dict(head), **containers},
+                                context={PARSED_BY_ORJSON: True})
 
 
 def read_query(request: web.Request, model: type[M]) -> M:
