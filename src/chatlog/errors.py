@@ -149,6 +149,26 @@ class EmbeddedServerError(EventStoreError):
     title = "Embedded Valkey failed"
 
 
+class ArchiveError(EventStoreError):
+    """The archive (sealed segments of old events) cannot be read or written as asked."""
+
+    title = "Archive error"
+
+
+class ArchiveConflict(ArchiveError):
+    """A segment could not be published: it overlaps the archive, or another archiver
+    holds a newer lease (fencing token) for the partition. Nothing was published."""
+
+    status = 409
+    title = "Archive conflict"
+
+
+class ArchiveCorrupt(ArchiveError):
+    """A segment or manifest does not hold what was written (count or checksum)."""
+
+    title = "Archive corrupt"
+
+
 # -- projections -------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from chatlog.errors import ConfigError
 from chatlog.eventstore import EventStore
-from chatlog.http import events, messages, ops, queries, workflows
+from chatlog.http import events, jobs, messages, ops, queries, workflows
 from chatlog.http._routing import BODY_TIMEOUT, Endpoint
 from chatlog.http._server import AcceptErrors, ChatlogRunner, ConnectionLimits
 from chatlog.http._state import STATE, AppState, Services
@@ -41,6 +41,7 @@ def endpoints() -> list[Endpoint]:
         *messages.ENDPOINTS,
         *queries.ENDPOINTS,
         *workflows.ENDPOINTS,
+        *jobs.ENDPOINTS,
         *events.ENDPOINTS,
         *ops.ENDPOINTS,
     ]
