@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         default=1000, ge=8, description="Open HTTP connections at most (lowered to fit the "
         "open-file limit); at the cap a new connection evicts the longest idle one")
+    replay_page_bytes: int = Field(
+        default=4 * 1_048_576, ge=1024, description="Event bytes a replay page holds at most "
+        "(beside its limit; a page always holds one event): has_more says go on")
     log_level: str = Field(default="INFO")
 
     @property

@@ -17,13 +17,14 @@ import functools
 import uuid
 from dataclasses import dataclass
 
+import orjson
 from aiohttp import web
 
 from chatlog.errors import ChatlogError, InvalidPosition
 from chatlog.events import RecordedEvent
 from chatlog.eventstore import Cursor, EventStore, parse_position, position_after
 from chatlog.eventstore.codec import decode_entry
-from chatlog.http._routing import Endpoint, json_response, read_query
+from chatlog.http._routing import Endpoint, read_query
 from chatlog.http._state import AppState, state
 from chatlog.http.auth import Principal
 from chatlog.http.fanout import Subscriber
@@ -128,49 +129,131 @@ def event_out(ev: RecordedEvent, cursor: Cursor) -> EventOut:
     return EventOut(**ev.model_dump(), cursor=str(cursor))
 
 
+@dataclass
+class Scanned:
+    """What one :func:`scan` found: matching events (each with the cursor after it),
+    the cursor to go on from, whether more may follow, and the bytes it returned."""
+
+    found: list[tuple[RecordedEvent, Cursor]]
+    cursor: Cursor
+    more: bool
+    bytes: int = 0
+
+
+#: Entries asked of Redis per read at first; later reads size themselves by the
+#: entries seen, so big events are not fetched a thousand at a time.
+FIRST_READ = 32
+MAX_READ = 1000
+
+
 async def scan(
-    st: AppState, cursor: Cursor, flt: EventFilter, limit: int, budget: int = SCAN_BUDGET
-) -> tuple[list[tuple[RecordedEvent, Cursor]], Cursor, bool]:
-    """Matching events after ``cursor`` (each with the cursor after it), the new cursor,
-    and whether more may follow. Looks at most at ``budget`` events, and decodes
-    only the ones that match (a filtered reader skims past the rest)."""
+    st: AppState,
+    cursor: Cursor,
+    flt: EventFilter,
+    limit: int,
+    *,
+    max_bytes: int | None = None,
+    budget: int = SCAN_BUDGET,
+    take_one: bool = True,
+) -> Scanned:
+    """Matching events after ``cursor``, at most ``limit`` of them and (after the first)
+    at most ``max_bytes`` of event bodies (but one event even if it is bigger, with
+    ``take_one``); decodes only the ones that match.
+
+    A reader of every project (``flt.projects`` None) advances its cursor past each
+    entry it looks at and stops after ``budget`` of them (``more`` then says go on). A
+    reader confined to some projects advances only past events it receives, and has
+    no budget: its pages, cursors and ``more`` do not depend on what other projects
+    wrote (it may not read them; a cursor must not tell it when they wrote).
+    """
     store = st.store
     parts = flt.partitions(store)
+    scoped = flt.projects is not None
+    max_bytes = max_bytes if max_bytes is not None else st.settings.replay_page_bytes
     found: list[tuple[RecordedEvent, Cursor]] = []
+    used = 0
     scanned = 0
-    while len(found) < limit and scanned < budget:
-        more = False
+    seen_bytes = 0
+    # Where each partition's reads stand (for a scoped reader, ahead of its cursor).
+    read_from = list(cursor.positions)
+    exhausted: set[int] = set()
+    while True:
+        progressed = False
         for p in parts if parts is not None else range(store.partitions):
-            ask = min(1000, budget - scanned)
-            if ask <= 0:
-                return found, cursor, True
+            if p in exhausted:
+                continue
+            avg = seen_bytes // scanned if scanned else 0
+            ask = min(MAX_READ, FIRST_READ if not avg else max(1, (max_bytes - used) // avg + 1))
+            if not scoped:
+                ask = min(ask, budget - scanned)
+                if ask <= 0:
+                    return Scanned(found, cursor, True, used)
             async with st.reads:
-                entries = await store.read_raw(p, cursor.positions[p], ask)
+                entries = await store.read_raw(p, read_from[p], ask)
+            if len(entries) < ask:
+                exhausted.add(p)
             for pos, fields in entries:
                 scanned += 1
-                cursor = cursor.advanced(p, pos.decode())
+                size = len(fields.get(b"b", b""))
+                seen_bytes += size
+                position = pos.decode()
                 if flt.matches_raw(fields):
+                    if (found or not take_one) and used + size > max_bytes:
+                        return Scanned(found, cursor, True, used)
+                    cursor = cursor.advanced(p, position)
                     found.append((decode_entry(p, pos, fields), cursor))
+                    used += size
                     if len(found) >= limit:
-                        return found, cursor, True
-            more = more or len(entries) == ask
-        if not more:
-            return found, cursor, False
-    return found, cursor, True
+                        return Scanned(found, cursor, True, used)
+                elif not scoped:
+                    cursor = cursor.advanced(p, position)
+                read_from[p] = position
+                progressed = True
+        if not progressed or len(exhausted) == len(parts if parts is not None else
+                                                   range(store.partitions)):
+            return Scanned(found, cursor, False, used)
 
 
-async def list_events(request: web.Request) -> web.Response:
-    """Events after ``after`` (a cursor), oldest first, filtered; ``cursor`` continues."""
+#: Events encoded per write of a streamed replay page.
+WRITE_CHUNK = 100
+
+
+async def list_events(request: web.Request) -> web.StreamResponse:
+    """Events after ``after`` (a cursor), oldest first, filtered; ``cursor`` continues.
+
+    A page holds at most ``limit`` events and at most CHATLOG_REPLAY_PAGE_BYTES of
+    event bodies (always at least one event); ``has_more`` says whether to go on.
+    It is written as it is read, a few events at a time, not built whole.
+    """
     st = state(request)
     principal = st.tokens.authenticate(request)
     q = read_query(request, EventsQuery)
     flt = build_filter(st, principal, q)
     cursor = parse_cursor(q.after, st.store.partitions)
-    found, cursor, more = await scan(st, cursor, flt, q.limit)
-    page = EventsPage(
-        events=[event_out(ev, cur) for ev, cur in found], cursor=str(cursor), has_more=more
-    )
-    return json_response(page)
+    max_bytes = st.settings.replay_page_bytes
+    # The first read happens before the answer starts, so a trimmed position (410)
+    # or a missing Redis (503) is still a proper problem document.
+    page = await scan(st, cursor, flt, min(q.limit, WRITE_CHUNK), max_bytes=max_bytes)
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    await response.write(b'{"events":[')
+    sent = used = 0
+    while True:
+        if page.found:
+            chunk = b",".join(event_out(ev, cur).model_dump_json().encode()
+                              for ev, cur in page.found)
+            await response.write((b"," if sent else b"") + chunk)
+        sent += len(page.found)
+        used += page.bytes
+        cursor = page.cursor
+        if not page.more or not page.found or sent >= q.limit or used >= max_bytes:
+            break
+        page = await scan(st, cursor, flt, min(q.limit - sent, WRITE_CHUNK),
+                          max_bytes=max_bytes - used, take_one=False)
+    tail = {"cursor": str(cursor), "has_more": page.more}
+    await response.write(b"]," + orjson.dumps(tail)[1:])
+    await response.write_eof()
+    return response
 
 
 class SseStream:
@@ -219,7 +302,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     cursor = parse_cursor(last_id, st.store.partitions)
     # The first read happens before the answer starts, so a trimmed position
     # (410) or a missing Redis (503) is still a proper problem document.
-    found, cursor, more = await scan(st, cursor, flt, 500)
+    first = await scan(st, cursor, flt, 500)
 
     response = web.StreamResponse(
         headers={
@@ -233,7 +316,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     st.streams.add(stream)
     try:
         await stream.write(b"retry: 1000\n\n")
-        await _catch_up(st, stream, flt, cursor, found, more)
+        await _catch_up(st, stream, flt, first)
         if not stream.stopping:
             assert stream.cursor is not None
             await _live(st, stream, flt, stream.cursor)
@@ -251,26 +334,19 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _catch_up(
-    st: AppState,
-    stream: SseStream,
-    flt: EventFilter,
-    cursor: Cursor,
-    found: list[tuple[RecordedEvent, Cursor]],
-    more: bool,
-) -> None:
+async def _catch_up(st: AppState, stream: SseStream, flt: EventFilter, page: Scanned) -> None:
     """Send what the log has; then subscribe and send what arrived meanwhile."""
     subscribed = False
     while not stream.stopping:
-        if found:
-            await stream.write(b"".join(st.sse.encode(ev, cur) for ev, cur in found))
-        if not more:
+        if page.found:
+            await stream.write(b"".join(st.sse.encode(ev, cur) for ev, cur in page.found))
+        if not page.more:
             if subscribed:
                 break
             stream.subscribed(await st.fanout.subscribe())
             subscribed = True
-        found, cursor, more = await scan(st, cursor, flt, 500)
-    stream.cursor = cursor
+        page = await scan(st, page.cursor, flt, 500)
+    stream.cursor = page.cursor
 
 
 async def _live(st: AppState, stream: SseStream, flt: EventFilter, cursor: Cursor) -> None:
@@ -288,9 +364,13 @@ async def _live(st: AppState, stream: SseStream, flt: EventFilter, cursor: Curso
         for ev in sub.drain():
             if not position_after(ev.position, cursor.positions[ev.partition]):
                 continue  # already sent by the catch-up read
-            cursor = cursor.advanced(ev.partition, ev.position)
             if flt.matches(ev):
+                # Only past events it receives: an id must not tell a reader
+                # confined to some projects when the others wrote.
+                cursor = cursor.advanced(ev.partition, ev.position)
                 chunks.append(st.sse.encode(ev, cursor))
+            elif flt.projects is None:
+                cursor = cursor.advanced(ev.partition, ev.position)
         if sub.keepalive:
             sub.keepalive = False
             if not chunks:
