@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     idempotency_window: float = Field(
         default=86_400.0, gt=0, description="Seconds a client-supplied event id is remembered"
     )
+    outcome_window: float = Field(
+        default=600.0, gt=0, description="Seconds a server-made event id is remembered: a "
+        "retry of an append answered 504 (outcome unknown) with its event_id within this "
+        "time appends nothing twice")
+    outcome_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds an append that the store did not answer "
+        "keeps asking it for the outcome before answering 504 (outcome unknown)")
     ack: Literal["local", "replicated"] = Field(
         default="local", description="local: fsync on the primary; replicated: also N replicas"
     )

@@ -48,6 +48,7 @@ _TITLES = {
     415: "Unsupported media type",
     500: "Internal error",
     503: "Service unavailable",
+    504: "Outcome unknown",
 }
 
 
@@ -82,7 +83,7 @@ def from_error(exc: ChatlogError) -> web.Response:
     """The problem document of one of chatlog's errors: status and fields from its class."""
     headers: dict[str, str] = {}
     retry_after = getattr(exc, "retry_after", None)
-    if exc.status == 503:
+    if exc.status in (503, 504):
         headers["Retry-After"] = str(retry_after or 1)
     return problem(exc.status, str(exc), title=exc.title, headers=headers, **exc.extra())
 

@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 from redis import exceptions as rexc
 
-from chatlog.errors import InvalidInput, StoreUnavailable
+from chatlog.errors import InvalidInput, OutcomeUnknown, StoreUnavailable
 from chatlog.events import (
     EventData,
     JobCompleted,
@@ -48,7 +48,7 @@ from chatlog.identity import ProjectKey
 from chatlog.orchestrator._cancel import raise_if_cancelling
 from chatlog.settings import Settings
 
-_UNAVAILABLE: tuple[type[BaseException], ...] = (*UNAVAILABLE, StoreUnavailable)
+_UNAVAILABLE: tuple[type[BaseException], ...] = (*UNAVAILABLE, StoreUnavailable, OutcomeUnknown)
 
 log = logging.getLogger("chatlog.orchestrator.jobs")
 
