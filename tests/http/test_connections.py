@@ -5,6 +5,7 @@ Server-Sent Events stream is not cut while its keep-alives flow."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import resource
 import subprocess
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from chatlog.http._server import AcceptErrors
 from tests.helpers import eventually
 from tests.http.conftest import read_sse
 from tests.http.serving import CHATLOG, clean_env
@@ -122,3 +124,23 @@ async def test_idle_and_slowloris_connections_do_not_lock_out_a_good_client(
                 t.cancel()
             await asyncio.gather(*attackers, return_exceptions=True)
             sse.close()
+
+
+async def test_failed_accepts_are_logged_once_per_interval_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.get_running_loop()
+    handler = AcceptErrors(loop, interval=3600)
+    handler.install()
+    try:
+        caplog.set_level(logging.WARNING)
+        for _ in range(500):
+            loop.call_exception_handler({
+                "message": "socket.accept() out of system resource",
+                "exception": OSError(24, "Too many open files"),
+            })
+    finally:
+        handler.uninstall()
+    lines = [r for r in caplog.records if "cannot accept" in r.getMessage()]
+    assert len(lines) == 1 and not lines[0].exc_info
+    assert handler.count == 500

@@ -316,7 +316,7 @@ class AcceptErrors:
         self.interval = interval
         self.count = 0
         self._unlogged = 0
-        self._last = 0.0
+        self._last: float | None = None
         self._previous = loop.get_exception_handler()
 
     def install(self) -> None:
@@ -331,7 +331,7 @@ class AcceptErrors:
             self.count += 1
             self._unlogged += 1
             now = time.monotonic()
-            if now - self._last >= self.interval:
+            if self._last is None or now - self._last >= self.interval:
                 exc = context.get("exception")
                 log.warning("cannot accept connections: %s (%d failed accepts since the "
                             "last report); raise the open-file limit or lower "
