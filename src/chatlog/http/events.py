@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import orjson
@@ -141,81 +142,104 @@ class Scanned:
 
 
 #: Entries asked of Redis per read at first; later reads size themselves by the
-#: entries seen, so big events are not fetched a thousand at a time.
+#: entries seen (their size, and how many matched), so big events are not
+#: fetched a thousand at a time and a page reads little beyond its end.
 FIRST_READ = 32
 MAX_READ = 1000
 
 
-async def scan(
-    st: AppState,
-    cursor: Cursor,
-    flt: EventFilter,
-    limit: int,
-    *,
-    max_bytes: int | None = None,
-    budget: int = SCAN_BUDGET,
-    take_one: bool = True,
-) -> Scanned:
-    """Matching events after ``cursor``, at most ``limit`` of them and (after the first)
-    at most ``max_bytes`` of event bodies (but one event even if it is bigger, with
-    ``take_one``); decodes only the ones that match.
+class Scan:
+    """One pass over the log after ``cursor`` for the events ``flt`` lets through: at
+    most ``limit`` of them and (after the first) at most ``max_bytes`` of event bodies;
+    only the matching entries are decoded.
 
     A reader of every project (``flt.projects`` None) advances its cursor past each
-    entry it looks at and stops after ``budget`` of them (``more`` then says go on). A
-    reader confined to some projects advances only past events it receives, and has
+    entry it looks at and stops after ``budget`` entries (``more`` then says go on). A
+    reader confined to some projects advances only past events it receives and has
     no budget: its pages, cursors and ``more`` do not depend on what other projects
     wrote (it may not read them; a cursor must not tell it when they wrote).
     """
-    store = st.store
-    parts = flt.partitions(store)
-    scoped = flt.projects is not None
-    max_bytes = max_bytes if max_bytes is not None else st.settings.replay_page_bytes
-    found: list[tuple[RecordedEvent, Cursor]] = []
-    used = 0
-    scanned = 0
-    seen_bytes = 0
-    # Where each partition's reads stand (for a scoped reader, ahead of its cursor).
-    read_from = list(cursor.positions)
-    exhausted: set[int] = set()
-    while True:
-        progressed = False
-        for p in parts if parts is not None else range(store.partitions):
-            if p in exhausted:
-                continue
-            avg = seen_bytes // scanned if scanned else 0
-            ask = min(MAX_READ, FIRST_READ if not avg else max(1, (max_bytes - used) // avg + 1))
-            if not scoped:
-                ask = min(ask, budget - scanned)
-                if ask <= 0:
-                    return Scanned(found, cursor, True, used)
-            async with st.reads:
-                entries = await store.read_raw(p, read_from[p], ask)
-            if len(entries) < ask:
-                exhausted.add(p)
-            for pos, fields in entries:
-                scanned += 1
-                size = len(fields.get(b"b", b""))
-                seen_bytes += size
-                position = pos.decode()
-                if flt.matches_raw(fields):
-                    if (found or not take_one) and used + size > max_bytes:
-                        return Scanned(found, cursor, True, used)
-                    cursor = cursor.advanced(p, position)
-                    found.append((decode_entry(p, pos, fields), cursor))
-                    used += size
-                    if len(found) >= limit:
-                        return Scanned(found, cursor, True, used)
-                elif not scoped:
-                    cursor = cursor.advanced(p, position)
-                read_from[p] = position
-                progressed = True
-        if not progressed or len(exhausted) == len(parts if parts is not None else
-                                                   range(store.partitions)):
-            return Scanned(found, cursor, False, used)
+
+    def __init__(self, st: AppState, cursor: Cursor, flt: EventFilter, limit: int,
+                 max_bytes: int, budget: int = SCAN_BUDGET) -> None:
+        self.st, self.flt, self.limit, self.max_bytes, self.budget = (
+            st, flt, limit, max_bytes, budget)
+        #: Where the reader goes on from, once the batches are read.
+        self.cursor = cursor
+        #: Whether more may follow, once the batches are read.
+        self.more = False
+        self.count = 0
+        self.bytes = 0
+
+    async def batches(self) -> AsyncGenerator[list[tuple[RecordedEvent, Cursor]], None]:
+        """The matching events, one list per read of the log."""
+        store, flt = self.st.store, self.flt
+        parts = flt.partitions(store)
+        wanted = parts if parts is not None else list(range(store.partitions))
+        scoped = flt.projects is not None
+        cursor = self.cursor
+        read_from = list(cursor.positions)
+        exhausted: set[int] = set()
+        scanned = seen_bytes = matched = 0
+        while len(exhausted) < len(wanted):
+            for p in wanted:
+                if p in exhausted:
+                    continue
+                ask = FIRST_READ
+                if scanned:
+                    avg = max(seen_bytes // scanned, 1)
+                    share = max(matched / scanned, 0.01)
+                    ask = min((self.max_bytes - self.bytes) // avg + 1,
+                              int((self.limit - self.count) / share) + 1)
+                ask = min(max(ask, 1), MAX_READ)
+                if not scoped:
+                    ask = min(ask, self.budget - scanned)
+                    if ask <= 0:
+                        self.cursor, self.more = cursor, True
+                        return
+                async with self.st.reads:
+                    entries = await store.read_raw(p, read_from[p], ask)
+                if len(entries) < ask:
+                    exhausted.add(p)
+                batch: list[tuple[RecordedEvent, Cursor]] = []
+                for pos, fields in entries:
+                    scanned += 1
+                    size = len(fields.get(b"b", b""))
+                    seen_bytes += size
+                    position = pos.decode()
+                    if flt.matches_raw(fields):
+                        matched += 1
+                        if self.count and self.bytes + size > self.max_bytes:
+                            self.cursor, self.more = cursor, True
+                            yield batch
+                            return
+                        cursor = cursor.advanced(p, position)
+                        batch.append((decode_entry(p, pos, fields), cursor))
+                        self.count += 1
+                        self.bytes += size
+                        if self.count >= self.limit:
+                            self.cursor, self.more = cursor, True
+                            yield batch
+                            return
+                    elif not scoped:
+                        cursor = cursor.advanced(p, position)
+                    read_from[p] = position
+                self.cursor = cursor
+                if batch:
+                    yield batch
+        self.cursor, self.more = cursor, False
 
 
-#: Events encoded per write of a streamed replay page.
-WRITE_CHUNK = 100
+async def scan(
+    st: AppState, cursor: Cursor, flt: EventFilter, limit: int, *,
+    max_bytes: int | None = None, budget: int = SCAN_BUDGET,
+) -> Scanned:
+    """All of one :class:`Scan` at once (the SSE catch-up reads it this way)."""
+    pass_ = Scan(st, cursor, flt, limit,
+                 max_bytes if max_bytes is not None else st.settings.replay_page_bytes, budget)
+    async with contextlib.aclosing(pass_.batches()) as batches:
+        found = [item async for batch in batches for item in batch]
+    return Scanned(found, pass_.cursor, pass_.more, pass_.bytes)
 
 
 async def list_events(request: web.Request) -> web.StreamResponse:
@@ -223,34 +247,29 @@ async def list_events(request: web.Request) -> web.StreamResponse:
 
     A page holds at most ``limit`` events and at most CHATLOG_REPLAY_PAGE_BYTES of
     event bodies (always at least one event); ``has_more`` says whether to go on.
-    It is written as it is read, a few events at a time, not built whole.
+    It is written as it is read, one read of the log at a time, not built whole.
     """
     st = state(request)
     principal = st.tokens.authenticate(request)
     q = read_query(request, EventsQuery)
     flt = build_filter(st, principal, q)
-    cursor = parse_cursor(q.after, st.store.partitions)
-    max_bytes = st.settings.replay_page_bytes
-    # The first read happens before the answer starts, so a trimmed position (410)
-    # or a missing Redis (503) is still a proper problem document.
-    page = await scan(st, cursor, flt, min(q.limit, WRITE_CHUNK), max_bytes=max_bytes)
-    response = web.StreamResponse(headers={"Content-Type": "application/json"})
-    await response.prepare(request)
-    await response.write(b'{"events":[')
-    sent = used = 0
-    while True:
-        if page.found:
-            chunk = b",".join(event_out(ev, cur).model_dump_json().encode()
-                              for ev, cur in page.found)
-            await response.write((b"," if sent else b"") + chunk)
-        sent += len(page.found)
-        used += page.bytes
-        cursor = page.cursor
-        if not page.more or not page.found or sent >= q.limit or used >= max_bytes:
-            break
-        page = await scan(st, cursor, flt, min(q.limit - sent, WRITE_CHUNK),
-                          max_bytes=max_bytes - used, take_one=False)
-    tail = {"cursor": str(cursor), "has_more": page.more}
+    pass_ = Scan(st, parse_cursor(q.after, st.store.partitions), flt, q.limit,
+                 st.settings.replay_page_bytes)
+    async with contextlib.aclosing(pass_.batches()) as batches:
+        # The first read happens before the answer starts, so a trimmed position (410)
+        # or a missing Redis (503) is still a proper problem document.
+        batch = await anext(batches, None)
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b'{"events":[')
+        sep = b""
+        while batch is not None:
+            if batch:
+                await response.write(sep + b",".join(
+                    event_out(ev, cur).model_dump_json().encode() for ev, cur in batch))
+                sep = b","
+            batch = await anext(batches, None)
+    tail = {"cursor": str(pass_.cursor), "has_more": pass_.more}
     await response.write(b"]," + orjson.dumps(tail)[1:])
     await response.write_eof()
     return response
