@@ -30,7 +30,7 @@ async def test_the_five_inputs_that_answered_500_are_4xx_problems(
     requests = {
         "threads cursor beyond SQLite": (
             "GET", "/v1/projects/Blog-Project/threads",
-            {"cursor": _b64(b"9223372036854775808-0")}, admin, None),
+            {"cursor": _b64(orjson.dumps([2**63, 0]))}, admin, None),
         "workflows cursor beyond SQLite": (
             "GET", "/v1/projects/Blog-Project/workflows",
             {"cursor": _b64(orjson.dumps([2**63, 0, "x"]))}, admin, None),

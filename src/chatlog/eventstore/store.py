@@ -93,8 +93,7 @@ class EventStore:
         partitions: int = 1,
         prefix: str = "chatlog",
         idempotency_window: float = 86_400.0,
-        outcome_window: float = 600.0,
-        outcome_timeout: float = 5.0,
+        outcome_window: float = 600.0, outcome_timeout: float = 5.0,
         url: str = "",
         tail_redis: Client | None = None,
         max_batch: int = 512,
@@ -114,9 +113,8 @@ class EventStore:
         self.idempotency_window_ms = int(idempotency_window * 1000)
         self._appender = Appender(
             self._topology, self.keys, partitions,
-            idempotency_window_ms=self.idempotency_window_ms,
+            idempotency_window_ms=self.idempotency_window_ms, max_batch=max_batch, ack=ack,
             outcome_window_ms=int(outcome_window * 1000), outcome_timeout=outcome_timeout,
-            max_batch=max_batch, ack=ack,
             ack_replicas=ack_replicas, ack_timeout=ack_timeout, ack_fsync=ack_fsync,
         )
         self._trim_script = redis.register_script(TRIM)
@@ -169,8 +167,7 @@ class EventStore:
         partitions: int = 1,
         prefix: str = "chatlog",
         idempotency_window: float = 86_400.0,
-        outcome_window: float = 600.0,
-        outcome_timeout: float = 5.0,
+        outcome_window: float = 600.0, outcome_timeout: float = 5.0,
         ack: str = "local",
         ack_replicas: int = 1,
         ack_timeout: float = 2.0,
@@ -187,8 +184,7 @@ class EventStore:
             partitions=partitions,
             prefix=prefix,
             idempotency_window=idempotency_window,
-            outcome_window=outcome_window,
-            outcome_timeout=outcome_timeout,
+            outcome_window=outcome_window, outcome_timeout=outcome_timeout,
             url=url,
             tail_redis=connect(url, blocking=True),
             ack=ack,
@@ -233,32 +229,15 @@ class EventStore:
     def partition_of(self, project: Any) -> int:
         return partition_of(project, self.partitions)
 
-    async def append(
-        self,
-        events: Sequence[NewEvent],
-        *,
-        expected_version: int | None = None,
-        digests: Sequence[str] | None = None,
-    ) -> list[AppendResult]:
-        """Append events of one aggregate, all or nothing.
-
-        ``expected_version`` (0 = the aggregate must not exist yet) makes the
-        append conditional. Every event is deduplicated by (project, event id):
-        a batch whose ids were all appended before returns the original results
-        and writes nothing; an id used before for other content (``digests``
-        say what counts as the same content) raises :class:`EventIdReused`.
-        :class:`StoreUnavailable`: nothing was written; :class:`OutcomeUnknown`:
-        the store did not answer, a retry with the same ids is safe.
-        """
+    async def append(self, events: Sequence[NewEvent], *, expected_version: int | None = None,
+                     digests: Sequence[str] | None = None) -> list[AppendResult]:
+        """Append events of one aggregate, all or nothing, deduplicated by (project, event
+        id); ``expected_version``, ``digests``, and what StoreUnavailable (nothing written)
+        and OutcomeUnknown (retry with the same ids) mean: :meth:`Appender.append`."""
         return await self._appender.append(events, expected_version, digests)
 
-    async def append_one(
-        self,
-        event: NewEvent,
-        *,
-        expected_version: int | None = None,
-        digest: str | None = None,
-    ) -> AppendResult:
+    async def append_one(self, event: NewEvent, *, expected_version: int | None = None,
+                         digest: str | None = None) -> AppendResult:
         digests = None if digest is None else [digest]
         return (await self._appender.append([event], expected_version, digests))[0]
 
