@@ -111,8 +111,9 @@ async def test_batch_must_be_one_aggregate(store: EventStore) -> None:
 async def test_idempotency_window_expires(store_factory) -> None:  # type: ignore[no-untyped-def]
     store = await store_factory(idempotency_window=0.2)
     event_id = uuid.uuid4()
-    first = await store.append_one(message(event_id=event_id))
-    key = store.keys.event_id(first.partition, event_id)
+    event = message(event_id=event_id)
+    first = await store.append_one(event)
+    key = store.keys.event_id(first.partition, event.project, event_id)
 
     async def expired() -> bool:
         return not await store.redis.exists(key)
