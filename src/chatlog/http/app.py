@@ -12,7 +12,7 @@ from aiohttp import web
 
 from chatlog.errors import ConfigError
 from chatlog.eventstore import EventStore
-from chatlog.http import events, jobs, messages, ops, queries, vocabulary, workflows
+from chatlog.http import events, jobs, messages, ops, queries, stats, vocabulary, workflows
 from chatlog.http._routing import BODY_TIMEOUT, Endpoint
 from chatlog.http._server import AcceptErrors, ChatlogRunner, ConnectionLimits
 from chatlog.http._state import STATE, AppState, Services
@@ -47,6 +47,7 @@ def endpoints() -> list[Endpoint]:
         *events.ENDPOINTS,
         *ops.ENDPOINTS,
         *vocabulary.ENDPOINTS,
+        *stats.ENDPOINTS,
     ]
 
 
@@ -77,7 +78,7 @@ def create_app(
     """
     metrics = Metrics()
     app = web.Application(
-        middlewares=[make_problem_middleware(metrics.observe_status)],
+        middlewares=[stats.timing_middleware, make_problem_middleware(metrics.observe_status)],
         client_max_size=settings.max_body_bytes,
     )
     app[BODY_TIMEOUT] = settings.body_timeout
@@ -124,6 +125,7 @@ def create_app(
             stream.stop()
 
     app.cleanup_ctx.append(background)
+    app.cleanup_ctx.append(stats.sampling)
     app.on_shutdown.append(close_streams)
     return app
 

@@ -15,25 +15,23 @@ from __future__ import annotations
 import contextlib
 import functools
 import uuid
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
 
-from chatlog.errors import ChatlogError, InvalidPosition
+from chatlog.errors import ChatlogError, InvalidInput, InvalidPosition
 from chatlog.events import RecordedEvent
-from chatlog.eventstore import Cursor, EventStore, parse_position, position_after
+from chatlog.eventstore import START, Cursor, EventStore, parse_position, position_after
+from chatlog.eventstore.backward import read_raw_before
 from chatlog.eventstore.codec import decode_entry
-from chatlog.http._routing import Endpoint, read_query
+from chatlog.http._routing import Endpoint, json_response, read_query
+from chatlog.http._scan import SCAN_BUDGET, Scan, Scanned, scan
 from chatlog.http._state import AppState, state
 from chatlog.http.auth import Principal
 from chatlog.http.fanout import Subscriber
 from chatlog.http.models import EventOut, EventsPage, EventsQuery, StreamQuery
 from chatlog.identity import normalize_project_id
-
-#: Events looked at per replay request, matching or not (the page says has_more).
-SCAN_BUDGET = 10_000
 
 
 @dataclass(frozen=True)
@@ -111,6 +109,8 @@ def build_filter(
 
 
 _MAX_ID = 2**64 - 1
+#: A position after any a log holds (the largest one a cursor may name).
+_END = f"{_MAX_ID}-{_MAX_ID - 1}"
 
 
 def parse_cursor(text: str | None, partitions: int) -> Cursor:
@@ -130,116 +130,123 @@ def event_out(ev: RecordedEvent, cursor: Cursor) -> EventOut:
     return EventOut(**ev.model_dump(), cursor=str(cursor))
 
 
-@dataclass
-class Scanned:
-    """What one :func:`scan` found: matching events (each with the cursor after it),
-    the cursor to go on from, whether more may follow, and the bytes it returned."""
-
-    found: list[tuple[RecordedEvent, Cursor]]
-    cursor: Cursor
-    more: bool
-    bytes: int = 0
+def _successor(position: str) -> str:
+    ms, seq = parse_position(position)
+    return f"{ms}-{seq + 1}" if seq < _MAX_ID else f"{ms + 1}-0"
 
 
-#: Entries asked of Redis per read at first; later reads size themselves by the
-#: entries seen (their size, and how many matched), so big events are not
-#: fetched a thousand at a time and a page reads little beyond its end.
-FIRST_READ = 32
-MAX_READ = 1000
+def _predecessor(position: str) -> str:
+    ms, seq = parse_position(position)
+    if seq > 0:
+        return f"{ms}-{seq - 1}"
+    return f"{ms - 1}-{_MAX_ID}" if ms > 0 else START
 
 
-class Scan:
-    """One pass over the log after ``cursor`` for the events ``flt`` lets through: at
-    most ``limit`` of them and (after the first) at most ``max_bytes`` of event bodies;
-    only the matching entries are decoded.
+async def scan_back(
+    st: AppState, before: Cursor, flt: EventFilter, limit: int, budget: int = SCAN_BUDGET
+) -> tuple[list[tuple[RecordedEvent, Cursor]], Cursor, bool]:
+    """Matching events before ``before`` (exclusive, per partition), newest first.
 
-    A reader of every project (``flt.projects`` None) advances its cursor past each
-    entry it looks at and stops after ``budget`` entries (``more`` then says go on). A
-    reader confined to some projects advances only past events it receives and has
-    no budget: its pages, cursors and ``more`` do not depend on what other projects
-    wrote (it may not read them; a cursor must not tell it when they wrote).
+    The partitions are merged by position (newest first); each event comes with
+    the cursor that continues backwards after it. Returns the events, that
+    cursor, and whether older events may follow. Looks at most at ``budget``
+    events; a partition ends at the oldest event it keeps (no 410). A reader
+    confined to some projects has no budget, and its cursor moves only past
+    events it receives (as in :class:`Scan`): nothing it gets depends on what
+    other projects wrote.
     """
-
-    def __init__(self, st: AppState, cursor: Cursor, flt: EventFilter, limit: int,
-                 max_bytes: int, budget: int = SCAN_BUDGET) -> None:
-        self.st, self.flt, self.limit, self.max_bytes, self.budget = (
-            st, flt, limit, max_bytes, budget)
-        #: Where the reader goes on from, once the batches are read.
-        self.cursor = cursor
-        #: Whether more may follow, once the batches are read.
-        self.more = False
-        self.count = 0
-        self.bytes = 0
-
-    async def batches(self) -> AsyncGenerator[list[tuple[RecordedEvent, Cursor]], None]:
-        """The matching events, one list per read of the log."""
-        store, flt = self.st.store, self.flt
-        parts = flt.partitions(store)
-        wanted = parts if parts is not None else list(range(store.partitions))
-        scoped = flt.projects is not None
-        cursor = self.cursor
-        read_from = list(cursor.positions)
-        exhausted: set[int] = set()
-        scanned = seen_bytes = matched = 0
-        while len(exhausted) < len(wanted):
-            for p in wanted:
-                if p in exhausted:
-                    continue
-                ask = FIRST_READ
-                if scanned:
-                    avg = max(seen_bytes // scanned, 1)
-                    share = max(matched / scanned, 0.01)
-                    ask = min((self.max_bytes - self.bytes) // avg + 1,
-                              int((self.limit - self.count) / share) + 1)
-                ask = min(max(ask, 1), MAX_READ)
-                if not scoped:
-                    ask = min(ask, self.budget - scanned)
-                    if ask <= 0:
-                        self.cursor, self.more = cursor, True
-                        return
-                async with self.st.reads:
-                    entries = await store.read_raw(p, read_from[p], ask)
-                if len(entries) < ask:
-                    exhausted.add(p)
-                batch: list[tuple[RecordedEvent, Cursor]] = []
-                for pos, fields in entries:
-                    scanned += 1
-                    size = len(fields.get(b"b", b""))
-                    seen_bytes += size
-                    position = pos.decode()
-                    if flt.matches_raw(fields):
-                        matched += 1
-                        if self.count and self.bytes + size > self.max_bytes:
-                            self.cursor, self.more = cursor, True
-                            yield batch
-                            return
-                        cursor = cursor.advanced(p, position)
-                        batch.append((decode_entry(p, pos, fields), cursor))
-                        self.count += 1
-                        self.bytes += size
-                        if self.count >= self.limit:
-                            self.cursor, self.more = cursor, True
-                            yield batch
-                            return
-                    elif not scoped:
-                        cursor = cursor.advanced(p, position)
-                    read_from[p] = position
-                self.cursor = cursor
-                if batch:
-                    yield batch
-        self.cursor, self.more = cursor, False
+    scoped = flt.projects is not None
+    store = st.store
+    parts = flt.partitions(store)
+    wanted = parts if parts is not None else list(range(store.partitions))
+    positions = list(before.positions)
+    read_to = list(before.positions)  # where each partition's reads stand
+    buffers: dict[int, list[tuple[bytes, dict[bytes, bytes]]]] = {p: [] for p in wanted}
+    ended: set[int] = set()
+    fetched = 0
+    found: list[tuple[RecordedEvent, Cursor]] = []
+    ask = min(1000, max(limit, 100))
+    while True:
+        for p in wanted:
+            if buffers[p] or p in ended:
+                continue
+            n = ask if scoped else min(ask, budget - fetched)
+            if n <= 0:
+                return found, Cursor(positions), True
+            async with st.reads:
+                entries = await read_raw_before(store, p, read_to[p], n)
+            fetched += len(entries)
+            if len(entries) < n:
+                ended.add(p)
+            entries.reverse()  # oldest first, so the newest pops off the end cheaply
+            buffers[p] = entries
+        ready = [p for p in wanted if buffers[p]]
+        if not ready:
+            return found, Cursor(positions), False
+        p = max(ready, key=lambda q: parse_position(buffers[q][-1][0].decode()))
+        pos, fields = buffers[p].pop()
+        read_to[p] = pos.decode()
+        if not scoped:
+            positions[p] = read_to[p]
+        if flt.matches_raw(fields):
+            positions[p] = read_to[p]
+            found.append((decode_entry(p, pos, fields), Cursor(list(positions))))
+            if len(found) >= limit:
+                more = scoped or any(buffers[q] or q not in ended for q in wanted)
+                return found, Cursor(positions), more
 
 
-async def scan(
-    st: AppState, cursor: Cursor, flt: EventFilter, limit: int, *,
-    max_bytes: int | None = None, budget: int = SCAN_BUDGET,
-) -> Scanned:
-    """All of one :class:`Scan` at once (the SSE catch-up reads it this way)."""
-    pass_ = Scan(st, cursor, flt, limit,
-                 max_bytes if max_bytes is not None else st.settings.replay_page_bytes, budget)
-    async with contextlib.aclosing(pass_.batches()) as batches:
-        found = [item async for batch in batches for item in batch]
-    return Scanned(found, pass_.cursor, pass_.more, pass_.bytes)
+async def _own_heads(
+    st: AppState, before: Cursor, flt: EventFilter, found: list[tuple[RecordedEvent, Cursor]]
+) -> Cursor:
+    """For a reader confined to some projects: per partition, its own newest event before
+    ``before`` (the start when it has none). The log's heads would tell it when the
+    other projects last wrote; its own newest events tell it nothing, and nothing
+    of its own lies between them and the heads."""
+    assert flt.projects is not None
+    newer = Cursor([START] * st.store.partitions)
+    for ev, _ in found:
+        if position_after(ev.position, newer.positions[ev.partition]):
+            newer = newer.advanced(ev.partition, ev.position)
+    for p in flt.partitions(st.store) or []:
+        if newer.positions[p] != START:
+            continue
+        mine = frozenset(k for k in flt.projects if st.store.partition_of(k) == p)
+        only_p = EventFilter(projects=mine, thread_id=flt.thread_id,
+                             workflow_id=flt.workflow_id, types=flt.types)
+        last, _, _ = await scan_back(st, before, only_p, 1)
+        if last:
+            newer = newer.advanced(p, last[0][0].position)
+    return newer
+
+
+async def list_events_before(
+    st: AppState, q: EventsQuery, flt: EventFilter
+) -> EventsPage:
+    """A page read backwards (``before``): newest first, with the cursor of what is newer."""
+    assert q.before is not None
+    newer: Cursor | None = None
+    if q.before == "end" and flt.projects is not None:
+        # Not the heads: they would tell a reader confined to some projects when the
+        # others last wrote. It reads from the end of any log; its newer cursor is its
+        # own newest events (see _own_heads).
+        before = Cursor([_END] * st.store.partitions)
+    elif q.before == "end":
+        # The heads first: the page holds nothing newer than them, so a reader that
+        # follows ``newer_cursor`` gets every later event exactly once.
+        heads = await st.store.heads()
+        before = Cursor([_successor(h) for h in heads.positions])
+        newer = heads
+    else:
+        before = parse_cursor(q.before, st.store.partitions)
+        newer = Cursor([_predecessor(b) for b in before.positions])
+    found, cursor, more = await scan_back(st, before, flt, q.limit)
+    if newer is None:
+        newer = await _own_heads(st, before, flt, found)
+    return EventsPage(
+        events=[event_out(ev, cur) for ev, cur in found], cursor=str(cursor),
+        has_more=more, newer_cursor=str(newer),
+    )
 
 
 async def list_events(request: web.Request) -> web.StreamResponse:
@@ -248,11 +255,16 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     A page holds at most ``limit`` events and at most CHATLOG_REPLAY_PAGE_BYTES of
     event bodies (always at least one event); ``has_more`` says whether to go on.
     It is written as it is read, one read of the log at a time, not built whole.
+    With ``before`` instead: events before it, newest first (``before=end``: the newest).
     """
     st = state(request)
     principal = st.tokens.authenticate(request)
     q = read_query(request, EventsQuery)
     flt = build_filter(st, principal, q)
+    if q.before is not None:
+        if q.after is not None:
+            raise InvalidInput("pass either after (read forwards) or before (backwards), not both")
+        return json_response(await list_events_before(st, q, flt))
     pass_ = Scan(st, parse_cursor(q.after, st.store.partitions), flt, q.limit,
                  st.settings.replay_page_bytes)
     async with contextlib.aclosing(pass_.batches()) as batches:
@@ -400,11 +412,18 @@ async def _live(st: AppState, stream: SseStream, flt: EventFilter, cursor: Curso
 
 ENDPOINTS = [
     Endpoint(
-        "GET", "/v1/events", list_events, "Replay events after a position", "events",
+        "GET", "/v1/events", list_events, "Replay events after a position (or before one)",
+        "events",
         query=EventsQuery,
         responses={200: (EventsPage, "A page of events; `cursor` continues after it")},
         errors=(410,),
-        description="Without `project`, a token scoped to projects sees only its own.",
+        description=(
+            "Without `project`, a token scoped to projects sees only its own. With "
+            "`before=CURSOR` (or `before=end`) the page is read backwards, newest first, "
+            "with the same filters: `cursor` continues to older events (pass it as "
+            "`before`), `newer_cursor` reads what is newer (pass it as `after`). Reading "
+            "backwards ends at the oldest event kept, never 410."
+        ),
     ),
     Endpoint(
         "GET", "/v1/events/stream", stream_events, "Events as Server-Sent Events", "events",
