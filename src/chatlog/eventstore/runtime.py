@@ -28,12 +28,15 @@ class OpenedStore:
     embedded: EmbeddedValkey | None
 
 
-def open_archive(settings: Settings) -> Archive:
-    """The archive tier ``settings`` name (``CHATLOG_ARCHIVE_URL``, default
-    ``<data dir>/archive``), read with Redis as one log."""
+def open_archive(settings: Settings) -> Archive | str:
+    """The archive tier ``settings`` name, read with Redis as one log:
+    ``CHATLOG_ARCHIVE_URL`` when set, else ``<data dir>/archive``, which the store
+    opens once the archiver has created it."""
+    if settings.archive_url is None:
+        return settings.archive_location
     from chatlog.eventstore.archive import Archive
 
-    return Archive.open(settings.archive_location)
+    return Archive.open(settings.archive_url)
 
 
 @contextlib.asynccontextmanager

@@ -1,8 +1,8 @@
 """The event log: atomic appends, reads by position and by aggregate, tails, trimming.
 
-:class:`EventStore` is the one door to the log. What differs between one
-server and a cluster is behind :mod:`._topology` (chosen once, at connect);
-the group-committed append path is :mod:`._append`.
+:class:`EventStore` is the one door to the log. What differs between one server and
+a cluster is behind :mod:`._topology` (chosen once, at connect); the group-committed
+append path is :mod:`._append`; reading the archive and Redis as one log, :mod:`.tiers`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from chatlog.eventstore.status import (
 )
 from chatlog.eventstore.tiers import (
     READ_AGGREGATE_TIERED,
+    archive_if_there,
     archived_head,
     delete_both,
     oldest_cursor,
@@ -88,12 +89,12 @@ class EventStore:
         ack_replicas: int = 1,
         ack_timeout: float = 2.0,
         ack_fsync: bool = False,
-        archive: Archive | None = None,
+        archive: Archive | str | None = None,
     ) -> None:
         #: The client for commands the store has no method for (job streams, scripts).
         self.redis = redis
-        #: The archive tier (sealed segments of old events), read with Redis as one log.
-        self.archive = archive
+        self._archive: Archive | None = None if isinstance(archive, str) else archive
+        self._archive_dir: str | None = archive if isinstance(archive, str) else None
         self._topology = topology_of(redis, tail_redis)
         #: True on a Redis Cluster (for reports; the store itself never branches on it).
         self.is_cluster = self._topology.is_cluster
@@ -109,6 +110,17 @@ class EventStore:
         )
         self._trim_script = redis.register_script(TRIM)
         self._read_aggregate_script = redis.register_script(READ_AGGREGATE_TIERED)
+
+    @property
+    def archive(self) -> Archive | None:
+        """The archive tier, read with Redis as one log (None: nothing archived here)."""
+        if self._archive is None and self._archive_dir is not None:
+            self._archive = archive_if_there(self._archive_dir)
+        return self._archive
+
+    @archive.setter
+    def archive(self, archive: Archive | None) -> None:
+        self._archive, self._archive_dir = archive, None
 
     # The acknowledgement policy lives on the append path; these read and set it there.
 
@@ -162,13 +174,14 @@ class EventStore:
         ack_replicas: int = 1,
         ack_timeout: float = 2.0,
         ack_fsync: bool = False,
-        archive: Archive | None = None,
+        archive: Archive | str | None = None,
     ) -> EventStore:
         """Connect to ``url`` and open (or create) the log with ``partitions`` partitions.
 
         ``url`` is ``redis://``, ``rediss://``, ``unix://`` or, for a Redis
-        Cluster, ``redis+cluster://host:port[,host:port...]``. With ``archive``
-        every read sees the archive's segments and Redis as one log.
+        Cluster, ``redis+cluster://host:port[,host:port...]``. With ``archive`` (or a
+        local directory, opened once the archiver made it) every read sees the
+        archive's segments and Redis as one log.
         Raises :class:`PartitionMismatch` when the log exists with another count.
         """
         store = cls(
@@ -276,21 +289,16 @@ class EventStore:
                                limit, flat=True)
 
     def scan(self, partition: int, *, chunk: int = 10_000) -> AsyncIterator[Any]:
-        """Every event ``partition`` keeps, oldest first, for rebuilds and other full scans:
-        the archive's segments as columnar batches (``pyarrow.RecordBatch``, columns
-        position, event_id, aggregate, version, type, time, body), then the hot tail
-        as lists of up to ``chunk`` entries with flat fields, read through
-        :meth:`read_flat` (so what the archiver moves meanwhile is still seen once).
-        """
+        """Every event ``partition`` keeps, oldest first (rebuilds, full scans): the
+        archive's segments as ``pyarrow.RecordBatch``es, then the hot tail in lists of
+        up to ``chunk`` flat entries through :meth:`read_flat` (see :mod:`.tiers`)."""
         self._check_partition(partition)
         return scan_both(self.archive, partition, chunk, self.read_flat)
 
     def scan_flat(self, partition: int, *, chunk: int = 10_000) -> AsyncIterator[list[FlatEntry]]:
-        """Every entry of ``partition``'s Redis stream (the hot tier only: what the
-        archiver seals), oldest first, in chunks of up to ``chunk``, flat fields, the
-        next chunk asked for before this one is yielded. Not checked against the
-        deletion horizon. A scan of the whole log, archive included, is :meth:`scan`.
-        """
+        """Every entry of ``partition``'s Redis stream (the hot tier the archiver seals),
+        oldest first, in flat chunks of up to ``chunk``; unchecked against the horizon.
+        The whole log, archive included, is :meth:`scan`."""
         self._check_partition(partition)
         key = self.keys.log(partition)
 
@@ -328,12 +336,9 @@ class EventStore:
         from_version: int = 1,
         limit: int | None = None,
     ) -> list[RecordedEvent]:
-        """One aggregate's events from ``from_version`` on, in version order.
-
-        Archived versions come from the archive's aggregate index (only the
-        row groups holding them are read), the rest from Redis. A version that
-        was deliberately deleted raises :class:`PositionTrimmed`.
-        """
+        """One aggregate's events from ``from_version`` on, in version order: archived
+        versions through the archive's aggregate index, the rest from Redis; a
+        deliberately deleted version raises :class:`PositionTrimmed`."""
         partition = self.partition_of(project)
         aggregate = aggregate_key(project, aggregate_type, aggregate_id)
         flats = await read_versions(
@@ -362,8 +367,7 @@ class EventStore:
         return Cursor([r[0][0].decode() if r else await self._archived_head(p)
                        for p, r in enumerate(rows)])
 
-    async def _archived_head(self, partition: int) -> str:
-        """The head of a partition whose Redis stream is empty: the archive's newest."""
+    async def _archived_head(self, partition: int) -> str:  # when Redis's stream is empty
         return await archived_head(self.archive, partition) if self.archive else START
 
     def _check_partition(self, partition: int) -> None:
@@ -379,8 +383,7 @@ class EventStore:
         return text(raw) if raw else None
 
     async def gone(self, exc: PositionTrimmed, cursor: Cursor) -> PositionTrimmed:
-        """``exc`` naming the whole cursor a reader at ``cursor`` can resume from: each
-        position inside deleted history moved up to its partition's horizon."""
+        """``exc`` naming the whole cursor a reader at ``cursor`` can resume from."""
         return exc.with_cursor(str(await oldest_cursor(cursor, self.horizon)))
 
     async def log_info(self, partition: int, after: str = START) -> LogInfo:
@@ -466,14 +469,11 @@ class EventStore:
     # -- retention -------------------------------------------------------------------
 
     async def trim(self, partition: int, before: str) -> int:
-        """Delete the events of ``partition`` before position ``before`` from every tier
-        (the archive's segments, then Redis); return how many.
+        """Delete ``partition``'s events before ``before`` from every tier; how many.
 
-        The deletion horizon (the last position deleted) is recorded first, so a
-        crash halfway leaves cursors into the deleted history answered
-        :class:`PositionTrimmed`, never a silent gap; running it again finishes
-        the job. Reads without a cursor then start at the first event kept.
-        No archiver may run on the partition meanwhile (see docs/retention.md).
+        The horizon (last position deleted) is recorded first: a crash halfway leaves
+        the deleted cursors gone (:class:`PositionTrimmed`), never a silent gap; running
+        it again finishes the job. No archiver may run meanwhile (docs/retention.md).
         """
         self._check_partition(partition)
         parse_position(before)
@@ -490,8 +490,7 @@ class EventStore:
     # -- status ------------------------------------------------------------------------
 
     async def status(self) -> StoreStatus:
-        """The server, and per partition its tiers: segments, events, bytes, oldest and
-        newest position (the archive's, when there is one, then Redis's)."""
+        """The server, and per partition and tier: segments, events, bytes, oldest, newest."""
         return await read_status(self._topology, self.keys, self.partitions, self.url,
                                  self.archive)
 

@@ -30,6 +30,7 @@ it through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,16 @@ for _, id in ipairs(redis.call('LRANGE', KEYS[2], start, stop)) do
 end
 return out
 """
+
+
+def archive_if_there(directory: str) -> Archive | None:
+    """The archive in local ``directory`` once it exists (the archiver creates it on its
+    first pass); None before, so opening the store creates nothing."""
+    if not os.path.isdir(directory):
+        return None
+    from chatlog.eventstore.archive import Archive
+
+    return Archive.open(directory)
 
 
 def _key(position: bytes | str) -> tuple[int, int]:

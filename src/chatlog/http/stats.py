@@ -154,15 +154,13 @@ ARCHIVE_EVERY = 10.0
 
 
 def archive_url(settings: Any) -> str | None:
-    """Where the archive is: ``CHATLOG_ARCHIVE_URL`` when set, else ``<data dir>/archive``
-    if anything was archived there (None: no archive here)."""
+    """Where the archive is: ``CHATLOG_ARCHIVE_URL`` once settings have it, else
+    ``<data dir>/archive`` if it exists (None: no archive here)."""
     url = getattr(settings, "archive_url", None)
     if url:
         return str(url)
     local = Path(settings.data_dir) / "archive"
-    # The store opens (and so creates) the default archive directory; empty, nothing
-    # was ever archived: every event is in Redis.
-    return str(local) if local.is_dir() and any(local.iterdir()) else None
+    return str(local) if local.is_dir() else None
 
 
 def archive_status(settings: Any) -> ComponentStatus:
