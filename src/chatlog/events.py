@@ -25,7 +25,7 @@ from chatlog.identity import random_uuid
 
 SCHEMA_VERSION = 1
 
-AggregateType = Literal["thread", "workflow"]
+AggregateType = Literal["thread", "workflow", "erasure"]
 
 
 class State(StrEnum):
@@ -263,6 +263,28 @@ class JobDeadLettered(WorkflowEvent):
     job_id: str
     deliveries: int
     reason: str
+
+
+# -- erasure -----------------------------------------------------------------------
+
+
+class ErasureRecorded(EventData):
+    """The tombstone of an erasure: a project's or a thread's events before this one
+    were erased from every tier. It carries no content, only who asked, when, and what.
+
+    Its aggregate is the erasure (``erasure/<erasure_id>`` in the erased project), so
+    the erasure never erases its own tombstone. Projections delete the scope's rows
+    when they apply it, so a rebuild or another node's read model converges.
+    """
+
+    event_type: ClassVar[str] = "erasure.recorded"
+    aggregate_type: ClassVar[AggregateType] = "erasure"
+
+    erasure_id: str
+    scope: Literal["project", "thread"]
+    thread_id: str | None = None
+    requested_by: str = ""
+    requested_at: datetime
 
 
 # -- the workflow state table, from the types above ---------------------------------

@@ -1,0 +1,181 @@
+"""The hot tier's side of an erasure: stream entries, aggregate indexes, versions,
+then an AOF rewrite on every node so no file keeps the erased bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
+
+from chatlog.errors import StoreUnavailable
+from chatlog.eventstore import EventStore
+from chatlog.eventstore.connection import guard, text
+
+#: Entries read per round trip while looking for the erased ones.
+SCAN_CHUNK = 2_000
+#: Entries deleted per XDEL.
+DELETE_CHUNK = 500
+
+#: Drops an aggregate index's positions before ARGV[1] (ms) / ARGV[2] (seq); when
+#: none is left the index and the aggregate's version go, so appends to it after
+#: the erasure start a fresh history at version 1. Returns how many were dropped.
+PRUNE_INDEX = """
+local ms, seq = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+local keep = {}
+for _, id in ipairs(ids) do
+  local dash = string.find(id, '-', 1, true)
+  local a, b = tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+  if a > ms or (a == ms and b >= seq) then keep[#keep + 1] = id end
+end
+if #keep == #ids then return 0 end
+redis.call('DEL', KEYS[1])
+if #keep == 0 then
+  redis.call('HDEL', KEYS[2], ARGV[3])
+else
+  for i = 1, #keep, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(keep, i, math.min(i + 999, #keep)))
+  end
+end
+return #ids - #keep
+"""
+
+
+def in_scope(aggregate: str, project: str, aggregate_key: str | None) -> bool:
+    """Whether ``aggregate`` is erased: the thread's, or any of the project's but
+    its erasures' (whose tombstones stay)."""
+    if aggregate_key is not None:
+        return aggregate == aggregate_key
+    return aggregate.startswith(f"{project}/") and not aggregate.startswith(
+        f"{project}/erasure/")
+
+
+async def erase_hot(store: EventStore, partition: int, project: str,
+                    aggregate_key: str | None, before: str) -> int:
+    """XDEL the scope's entries of ``partition`` before position ``before`` and prune
+    the aggregates' indexes and versions; return how many entries were deleted."""
+    log = store.keys.log(partition)
+    start = "-"
+    erased = 0
+    aggregates: set[str] = set() if aggregate_key is None else {aggregate_key}
+    while True:
+        entries = await guard(store.redis.xrange(log, start, f"({before}", SCAN_CHUNK))
+        if not entries:
+            break
+        doomed: list[Any] = []
+        for pos, fields in entries:
+            agg = text((fields or {}).get(b"a", b""))
+            if in_scope(agg, project, aggregate_key):
+                doomed.append(pos)
+                aggregates.add(agg)
+        for i in range(0, len(doomed), DELETE_CHUNK):
+            erased += int(await guard(store.redis.xdel(log, *doomed[i:i + DELETE_CHUNK])))
+        if len(entries) < SCAN_CHUNK:
+            break
+        start = f"({text(entries[-1][0])}"
+        await asyncio.sleep(0)  # appends go on meanwhile
+    if aggregate_key is None:  # aggregates whose events are all archived have an index too
+        pattern = store.keys.aggregate_index(partition, f"{project}/*")
+        async for key in store.redis.scan_iter(match=pattern, count=1000):
+            agg = text(key).split(":agg:", 1)[1]
+            if in_scope(agg, project, None):
+                aggregates.add(agg)
+    ms, _, seq = before.partition("-")
+    prune = store.redis.register_script(PRUNE_INDEX)
+    for agg in sorted(aggregates):
+        await guard(prune(keys=[store.keys.aggregate_index(partition, agg),
+                                store.keys.versions(partition)], args=[ms, seq, agg]))
+    return erased
+
+
+def _nodes(store: EventStore) -> list[aioredis.Redis]:
+    """A client per server holding the log: the one server, or every cluster node
+    (masters and replicas)."""
+    redis: Any = store.redis
+    if isinstance(redis, RedisCluster):
+        return [aioredis.Redis(host=n.host, port=int(n.port)) for n in redis.get_nodes()]
+    return [redis]
+
+
+async def rewrite_aof(store: EventStore, within: float = 300.0) -> int:
+    """Make every node's append-only file forget deleted entries; return how many
+    rewrites ran.
+
+    A stream keeps XDEL'd entries in its listpacks until the node is rewritten,
+    and an RDB preamble (the AOF base file's default format) copies them as they
+    are; so the preamble is switched off and each node rewrites its AOF as
+    commands, after its replicas have received the deletions.
+    """
+    nodes = _nodes(store)
+    own = nodes != [store.redis]
+    try:
+        await _replicas_caught_up(nodes, within)
+        done = 0
+        for node in nodes:
+            done += await _rewrite_one(node, within)
+        return done
+    finally:
+        if own:
+            for node in nodes:
+                await node.aclose()
+
+
+async def _replicas_caught_up(nodes: list[aioredis.Redis], within: float) -> None:
+    offsets: dict[tuple[str, int], int] = {}
+    replicas = []
+    for node in nodes:
+        info = await guard(node.info("replication"))
+        if info.get("role") == "master":
+            kw = node.connection_pool.connection_kwargs
+            offsets[(str(kw.get("host")), int(kw.get("port", 0)))] = int(
+                info.get("master_repl_offset", 0))
+        else:
+            replicas.append(node)
+    deadline = time.monotonic() + within
+    for node in replicas:
+        while True:
+            info = await guard(node.info("replication"))
+            want = offsets.get((str(info.get("master_host")), int(info.get("master_port", 0))))
+            if want is None or int(info.get("slave_repl_offset", 0)) >= want:
+                break
+            if time.monotonic() > deadline:
+                raise StoreUnavailable("a replica did not receive the erasure in time")
+            await asyncio.sleep(0.05)
+
+
+async def _rewrite_one(node: aioredis.Redis, within: float) -> int:
+    info = await guard(node.info("persistence"))
+    if not int(info.get("aof_enabled", 0)):
+        return 0
+    try:
+        await node.config_set("aof-use-rdb-preamble", "no")
+    except rexc.ResponseError:  # CONFIG renamed or disabled: the operator's choice
+        pass
+    deadline = time.monotonic() + within
+    while True:  # a rewrite already running started before the deletions: wait it out
+        info = await guard(node.info("persistence"))
+        before = int(info.get("aof_rewrites", 0))
+        if not int(info.get("aof_rewrite_in_progress", 0)):
+            try:
+                await node.bgrewriteaof()
+                break
+            except rexc.ResponseError:
+                pass
+        if time.monotonic() > deadline:
+            raise StoreUnavailable("the append-only file rewrite did not start in time")
+        await asyncio.sleep(0.05)
+    while True:
+        info = await guard(node.info("persistence"))
+        if (int(info.get("aof_rewrites", 0)) > before
+                and not int(info.get("aof_rewrite_in_progress", 0))
+                and not int(info.get("aof_rewrite_scheduled", 0))):
+            if info.get("aof_last_bgrewrite_status") != "ok":
+                raise StoreUnavailable("the append-only file rewrite failed on a node")
+            return 1
+        if time.monotonic() > deadline:
+            raise StoreUnavailable("the append-only file rewrite did not finish in time")
+        await asyncio.sleep(0.05)

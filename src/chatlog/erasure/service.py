@@ -1,0 +1,265 @@
+"""Erasure of a project or a thread from every tier, resumable after a crash.
+
+An erasure is recorded durably first (a Redis hash, and its id in the set of
+unfinished erasures), then driven step by step, each step idempotent and its
+completion recorded before the next begins:
+
+``recorded``    the request is durable
+``tombstoned``  the tombstone (``erasure.recorded``) is in the log; its position
+                bounds the erasure: the scope's events before it go, later
+                appends are a fresh history
+``redis``       the scope's stream entries XDEL'd, aggregate indexes and versions pruned
+``archive``     archive segments rewritten without the scope's rows
+``read_models`` rows deleted (``secure_delete``), WAL checkpointed with TRUNCATE
+``aof``         every node's append-only file rewritten (and waited for)
+``done``
+
+:meth:`Eraser.resume` (called when ``serve`` starts) drives the unfinished ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chatlog.erasure import _redis
+from chatlog.events import ErasureRecorded, NewEvent, aggregate_key
+from chatlog.eventstore import EventStore
+from chatlog.eventstore.archive import Archive
+from chatlog.eventstore.connection import guard, text
+from chatlog.projections.erasure import count_rows, purge_read_model
+
+STEPS = ("recorded", "tombstoned", "redis", "archive", "read_models", "aof", "done")
+
+#: Called with each step an erasure completed (a fault hook for tests).
+StepHook = Callable[[str], None]
+#: Waits until the local projector has applied the log up to a position.
+ReachedWait = Callable[[int, str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class ErasureReport:
+    """What an erasure did so far (``state`` ``done`` once every tier is rewritten)."""
+
+    erasure_id: str
+    project: str
+    project_name: str
+    thread_id: str | None
+    requested_by: str
+    requested_at: float
+    step: str = "recorded"
+    tombstone_position: str | None = None
+    #: Events erased per tier: ``redis``, ``archive``.
+    events_erased: dict[str, int] = field(default_factory=dict)
+    read_model_rows: int = 0
+    #: Bytes of archive segments written anew, and of the AOF files rewritten.
+    bytes_rewritten: int = 0
+    aof_rewrites: int = 0
+    finished_at: float | None = None
+    error: str | None = None
+
+    @property
+    def scope(self) -> str:
+        return "thread" if self.thread_id is not None else "project"
+
+    @property
+    def state(self) -> str:
+        if self.step == "done":
+            return "done"
+        return "failed" if self.error else "running"
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["scope"] = self.scope
+        out["state"] = self.state
+        out["progress"] = f"{STEPS.index(self.step)}/{len(STEPS) - 1}"
+        return out
+
+    def _fields(self) -> dict[bytes | bytearray | memoryview | str | int | float,
+                              bytes | bytearray | memoryview | str | int | float]:
+        return {
+            "erasure_id": self.erasure_id, "project": self.project,
+            "project_name": self.project_name, "thread_id": self.thread_id or "",
+            "scope": self.scope, "requested_by": self.requested_by,
+            "requested_at": repr(self.requested_at), "step": self.step,
+            "tombstone_position": self.tombstone_position or "",
+            "events_redis": str(self.events_erased.get("redis", 0)),
+            "events_archive": str(self.events_erased.get("archive", 0)),
+            "read_model_rows": str(self.read_model_rows),
+            "bytes_rewritten": str(self.bytes_rewritten),
+            "aof_rewrites": str(self.aof_rewrites),
+            "finished_at": "" if self.finished_at is None else repr(self.finished_at),
+            "error": self.error or "",
+        }
+
+    @classmethod
+    def _of(cls, raw: dict[Any, Any]) -> ErasureReport:
+        f = {text(k): text(v) for k, v in raw.items()}
+        return cls(
+            erasure_id=f["erasure_id"], project=f["project"], project_name=f["project_name"],
+            thread_id=f["thread_id"] if f.get("scope") == "thread" else None,
+            requested_by=f.get("requested_by", ""), requested_at=float(f["requested_at"]),
+            step=f["step"], tombstone_position=f.get("tombstone_position") or None,
+            events_erased={"redis": int(f.get("events_redis", 0)),
+                           "archive": int(f.get("events_archive", 0))},
+            read_model_rows=int(f.get("read_model_rows", 0)),
+            bytes_rewritten=int(f.get("bytes_rewritten", 0)),
+            aof_rewrites=int(f.get("aof_rewrites", 0)),
+            finished_at=float(f["finished_at"]) if f.get("finished_at") else None,
+            error=f.get("error") or None,
+        )
+
+
+class Eraser:
+    """Erases projects and threads from the log, the archive, the read models and
+    the servers' files; each erasure resumable after a crash.
+
+    ``read_models``: the SQLite files to purge (the projector's); ``wait_applied``:
+    waits until the local projector has applied up to a position (so no batch it
+    read before the deletion writes the rows back); ``on_step``: called after each
+    step is recorded.
+    """
+
+    def __init__(self, store: EventStore, *, archive: Archive | None = None,
+                 read_models: Sequence[Path] = (), wait_applied: ReachedWait | None = None,
+                 on_step: StepHook | None = None, aof_timeout: float = 300.0) -> None:
+        self.store = store
+        self.archive = archive
+        self.read_models = list(read_models)
+        self.wait_applied = wait_applied
+        self.on_step = on_step
+        self.aof_timeout = aof_timeout
+        self._lock = asyncio.Lock()
+
+    async def request(self, project: uuid.UUID, project_name: str, thread_id: str | None = None,
+                      *, requested_by: str = "") -> ErasureReport:
+        """Record an erasure durably (not yet run); :meth:`run` or :meth:`resume` drives it."""
+        report = ErasureReport(
+            erasure_id=str(uuid.uuid4()), project=str(project), project_name=project_name,
+            thread_id=thread_id, requested_by=requested_by, requested_at=time.time(),
+        )
+        await self._save(report)
+        await guard(self.store.redis.sadd(self.store.keys.erasures, report.erasure_id))
+        return report
+
+    async def erase(self, project: uuid.UUID, project_name: str, thread_id: str | None = None,
+                    *, requested_by: str = "") -> ErasureReport:
+        """Erase ``project`` (or only its thread ``thread_id``) from every tier; return
+        the report once the physical erasure is complete (library entry point, e.g.
+        for a checkpoint saver's ``adelete_thread``)."""
+        report = await self.request(project, project_name, thread_id, requested_by=requested_by)
+        return await self.run(report.erasure_id)
+
+    async def status(self, erasure_id: str) -> ErasureReport | None:
+        raw = await guard(self.store.redis.hgetall(self.store.keys.erasure(erasure_id)))
+        return ErasureReport._of(raw) if raw else None
+
+    async def pending(self) -> list[str]:
+        """Ids of the erasures not finished yet."""
+        return sorted(text(m) for m in await guard(
+            self.store.redis.smembers(self.store.keys.erasures)))
+
+    async def resume(self) -> list[ErasureReport]:
+        """Drive every unfinished erasure to its end (``serve`` calls this on start)."""
+        return [await self.run(i) for i in await self.pending()]
+
+    async def run(self, erasure_id: str) -> ErasureReport:
+        """Drive one erasure from the step it reached to ``done``."""
+        async with self._lock:  # one erasure at a time: they share the AOF rewrites
+            report = await self.status(erasure_id)
+            if report is None:
+                raise KeyError(erasure_id)
+            try:
+                while report.step != "done":
+                    step = STEPS[STEPS.index(report.step) + 1]
+                    await getattr(self, f"_{step}")(report)
+                    report.step = step
+                    report.error = None
+                    if step == "done":
+                        report.finished_at = time.time()
+                    await self._save(report)
+                    if self.on_step is not None:
+                        self.on_step(step)
+            except Exception as exc:
+                report.error = f"{type(exc).__name__}: {exc}"
+                await self._save(report)
+                raise
+            await guard(self.store.redis.srem(self.store.keys.erasures, erasure_id))
+            return report
+
+    async def _save(self, report: ErasureReport) -> None:
+        await guard(self.store.redis.hset(self.store.keys.erasure(report.erasure_id),
+                                          mapping=report._fields()))
+
+    # -- the steps ------------------------------------------------------------------
+
+    @property
+    def _partition_count(self) -> int:
+        return self.store.partitions
+
+    def _scope(self, report: ErasureReport) -> tuple[int, str | None]:
+        project = uuid.UUID(report.project)
+        agg = (None if report.thread_id is None
+               else aggregate_key(project, "thread", report.thread_id))
+        return self.store.partition_of(project), agg
+
+    async def _tombstoned(self, report: ErasureReport) -> None:
+        data = ErasureRecorded(
+            erasure_id=report.erasure_id, scope="thread" if report.thread_id else "project",
+            thread_id=report.thread_id, requested_by=report.requested_by,
+            requested_at=datetime.fromtimestamp(report.requested_at, tz=UTC))
+        event = NewEvent.of(
+            data, project=uuid.UUID(report.project), project_name=report.project_name,
+            aggregate_type="erasure", aggregate_id=report.erasure_id,
+            event_id=uuid.UUID(report.erasure_id))  # a retry after a crash appends nothing
+        result = await self.store.append_one(event)
+        report.tombstone_position = result.position
+
+    async def _redis(self, report: ErasureReport) -> None:
+        partition, agg = self._scope(report)
+        assert report.tombstone_position is not None
+        n = await _redis.erase_hot(self.store, partition, report.project, agg,
+                                   report.tombstone_position)
+        report.events_erased["redis"] = report.events_erased.get("redis", 0) + n
+
+    async def _archive(self, report: ErasureReport) -> None:
+        if self.archive is None:
+            return
+        partition, agg = self._scope(report)
+        archive = self.archive
+        assert report.tombstone_position is not None
+
+        def run() -> Any:
+            archive.reload()
+            return archive.erase(partition, report.project, agg, report.tombstone_position or "")
+
+        done = await asyncio.to_thread(run)
+        report.events_erased["archive"] = report.events_erased.get("archive", 0) + done.events
+        report.bytes_rewritten += done.bytes_rewritten
+
+    async def _read_models(self, report: ErasureReport) -> None:
+        partition, _ = self._scope(report)
+        assert report.tombstone_position is not None
+        paths = [p for p in self.read_models if p.exists()]
+        # Counted before the projector applies the tombstone (which deletes them too).
+        found = [await asyncio.to_thread(count_rows, p, report.project, report.thread_id)
+                 for p in paths]
+        if self.wait_applied is not None:
+            await self.wait_applied(partition, report.tombstone_position)
+        for path, n in zip(paths, found, strict=True):
+            purged = await asyncio.to_thread(
+                purge_read_model, path, report.project, report.thread_id)
+            report.read_model_rows += max(n, purged)
+
+    async def _aof(self, report: ErasureReport) -> None:
+        report.aof_rewrites += await _redis.rewrite_aof(self.store, self.aof_timeout)
+
+    async def _done(self, report: ErasureReport) -> None:
+        return None
+
