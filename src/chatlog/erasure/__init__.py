@@ -1,6 +1,6 @@
 """Erasure: forget a project or a thread in every tier (log, AOF, archive, read models),
 leaving a tombstone event without content; resumable after a crash."""
 
-from chatlog.erasure.service import STEPS, Eraser, ErasureReport
+from chatlog.erasure.service import FAULT_ENV, STEPS, Eraser, ErasureReport, erasure_fault_hook
 
-__all__ = ["STEPS", "Eraser", "ErasureReport"]
+__all__ = ["FAULT_ENV", "STEPS", "Eraser", "ErasureReport", "erasure_fault_hook"]

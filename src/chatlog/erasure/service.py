@@ -20,6 +20,8 @@ completion recorded before the next begins:
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -114,6 +116,24 @@ class ErasureReport:
             finished_at=float(f["finished_at"]) if f.get("finished_at") else None,
             error=f.get("error") or None,
         )
+
+
+#: A fault hook for crash tests: ``serve`` kills itself (SIGKILL, as ``kill -9``)
+#: right after an erasure records the step this variable names.
+FAULT_ENV = "CHATLOG_FAULT_ERASE_AFTER"
+
+
+def erasure_fault_hook() -> StepHook | None:
+    """The hook :data:`FAULT_ENV` asks for (None when it is unset)."""
+    stop_after = os.environ.get(FAULT_ENV)
+    if not stop_after:
+        return None
+
+    def hook(step: str) -> None:
+        if step == stop_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
 
 
 class Eraser:
