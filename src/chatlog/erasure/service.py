@@ -34,8 +34,10 @@ from chatlog.erasure import _redis
 from chatlog.events import ErasureRecorded, NewEvent, aggregate_key
 from chatlog.eventstore import EventStore
 from chatlog.eventstore.archive import Archive
+from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import guard, text
-from chatlog.projections.erasure import count_rows, purge_read_model
+from chatlog.projections.erasure import applied_position, count_rows, purge_read_model
+from chatlog.settings import Settings
 
 STEPS = ("recorded", "tombstoned", "redis", "archive", "read_models", "aof", "done")
 
@@ -118,6 +120,10 @@ class ErasureReport:
         )
 
 
+#: Seconds an eraser without its own projector waits for the read model's (``serve``'s)
+#: to apply the tombstone before it purges the rows itself.
+READ_MODEL_WAIT = 30.0
+
 #: A fault hook for crash tests: ``serve`` kills itself (SIGKILL, as ``kill -9``)
 #: right after an erasure records the step this variable names.
 FAULT_ENV = "CHATLOG_FAULT_ERASE_AFTER"
@@ -134,6 +140,30 @@ def erasure_fault_hook() -> StepHook | None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return hook
+
+
+def eraser_for(settings: Settings, store: EventStore,
+               wait_applied: ReachedWait | None = None) -> Eraser:
+    """The eraser of ``settings``' data dir: its archive and its read model.
+
+    ``wait_applied`` defaults to watching the read model file's checkpoint (its
+    projector may be another process, ``serve``) for up to ``readmodel_wait`` s.
+    """
+    path = settings.sqlite_path
+
+    async def file_applied(partition: int, position: str) -> None:
+        if not path.exists():
+            return  # no read model here: nothing to wait for
+        deadline = time.monotonic() + READ_MODEL_WAIT
+        target = parse_position(position)
+        while time.monotonic() < deadline:
+            seen = await asyncio.to_thread(applied_position, path, partition)
+            if parse_position(seen) >= target:
+                return
+            await asyncio.sleep(0.05)
+
+    return Eraser(store, archive=Archive.open(str(settings.archive_dir)), read_models=[path],
+                  wait_applied=wait_applied or file_applied, on_step=erasure_fault_hook())
 
 
 class Eraser:

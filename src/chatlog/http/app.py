@@ -10,10 +10,10 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
-from chatlog.erasure import Eraser, erasure_fault_hook
+from chatlog import erasure as erasure_service
+from chatlog.erasure import Eraser
 from chatlog.errors import ConfigError
 from chatlog.eventstore import EventStore
-from chatlog.eventstore.archive import Archive
 from chatlog.http import erasure, events, jobs, messages, ops, queries, vocabulary, workflows
 from chatlog.http._routing import Endpoint
 from chatlog.http._state import STATE, AppState, Services
@@ -59,20 +59,18 @@ def build_services(settings: Settings, store: EventStore) -> Services:
         projector=projector,
         read_model=ReadModel(settings.sqlite_path),
         orchestrator=Orchestrator(store, settings),
-        eraser=eraser_for(settings, store, projector),
+        eraser=_eraser_for(settings, store, projector),
     )
 
 
-def eraser_for(settings: Settings, store: EventStore, projector: Projector | None) -> Eraser:
+def _eraser_for(settings: Settings, store: EventStore, projector: Projector | None) -> Eraser:
     """The eraser of ``settings``' data dir: its archive, its read model, its projector."""
 
     async def applied(partition: int, position: str) -> None:
         if projector is not None and projector.running:
             await projector.wait_for(partition, position, timeout=300.0)
 
-    return Eraser(store, archive=Archive.open(str(settings.archive_dir)),
-                  read_models=[settings.sqlite_path], wait_applied=applied,
-                  on_step=erasure_fault_hook())
+    return erasure_service.eraser_for(settings, store, applied if projector is not None else None)
 
 
 def create_app(

@@ -72,6 +72,22 @@ def count_rows(path: Path, project: str, thread_id: str | None) -> int:
         conn.close()
 
 
+def applied_position(path: Path, partition: int) -> str:
+    """The last position of ``partition`` the read model at ``path`` has applied (its
+    projector may run in another process); ``0-0`` when none or no file."""
+    if not path.exists():
+        return "0-0"
+    conn = _db.connect_reader(path)
+    try:
+        if not _db.table_exists(conn, "projector_checkpoints"):
+            return "0-0"
+        row = conn.execute("SELECT position FROM projector_checkpoints WHERE partition = ?",
+                           (partition,)).fetchone()
+        return str(row[0]) if row else "0-0"
+    finally:
+        conn.close()
+
+
 class ErasureProjection:
     """Deletes the rows of an erased project or thread when its tombstone is applied."""
 
