@@ -14,7 +14,17 @@ from chatlog import erasure as erasure_service
 from chatlog.erasure import Eraser
 from chatlog.errors import ConfigError
 from chatlog.eventstore import EventStore
-from chatlog.http import erasure, events, jobs, messages, ops, queries, vocabulary, workflows
+from chatlog.http import (
+    erasure,
+    events,
+    jobs,
+    messages,
+    ops,
+    queries,
+    stats,
+    vocabulary,
+    workflows,
+)
 from chatlog.http._routing import Endpoint
 from chatlog.http._state import STATE, AppState, Services
 from chatlog.http.auth import TokenRegistry
@@ -49,6 +59,7 @@ def endpoints() -> list[Endpoint]:
         *events.ENDPOINTS,
         *ops.ENDPOINTS,
         *vocabulary.ENDPOINTS,
+        *stats.ENDPOINTS,
     ]
 
 
@@ -91,7 +102,7 @@ def create_app(
     """
     metrics = Metrics()
     app = web.Application(
-        middlewares=[make_problem_middleware(metrics.observe_status)],
+        middlewares=[stats.timing_middleware, make_problem_middleware(metrics.observe_status)],
         client_max_size=settings.max_body_bytes,
     )
     services = services or Services()
@@ -145,6 +156,7 @@ def create_app(
             stream.stop()
 
     app.cleanup_ctx.append(background)
+    app.cleanup_ctx.append(stats.sampling)
     app.on_shutdown.append(close_streams)
     return app
 
