@@ -162,7 +162,11 @@ def eraser_for(settings: Settings, store: EventStore,
                 return
             await asyncio.sleep(0.05)
 
-    return Eraser(store, archive=Archive.open(str(settings.archive_dir)), read_models=[path],
+    def archive() -> Archive | None:  # opened when needed: an absent archive stays absent
+        where = settings.archive_dir
+        return Archive.open(str(where)) if where.exists() else None
+
+    return Eraser(store, archive=archive, read_models=[path],
                   wait_applied=wait_applied or file_applied, on_step=erasure_fault_hook())
 
 
@@ -170,13 +174,15 @@ class Eraser:
     """Erases projects and threads from the log, the archive, the read models and
     the servers' files; each erasure resumable after a crash.
 
-    ``read_models``: the SQLite files to purge (the projector's); ``wait_applied``:
-    waits until the local projector has applied up to a position (so no batch it
+    ``archive``: the archive, or a function that opens it when an erasure needs it
+    (None: no archive); ``read_models``: the SQLite files to purge (the projector's);
+    ``wait_applied``: waits until the local projector has applied up to a position (so no batch it
     read before the deletion writes the rows back); ``on_step``: called after each
     step is recorded.
     """
 
-    def __init__(self, store: EventStore, *, archive: Archive | None = None,
+    def __init__(self, store: EventStore, *,
+                 archive: Archive | Callable[[], Archive | None] | None = None,
                  read_models: Sequence[Path] = (), wait_applied: ReachedWait | None = None,
                  on_step: StepHook | None = None, aof_timeout: float = 300.0) -> None:
         self.store = store
@@ -279,10 +285,11 @@ class Eraser:
         report.events_erased["redis"] = report.events_erased.get("redis", 0) + n
 
     async def _archive(self, report: ErasureReport) -> None:
-        if self.archive is None:
+        found = self.archive() if callable(self.archive) else self.archive
+        if found is None:
             return
+        archive = found
         partition, agg = self._scope(report)
-        archive = self.archive
         assert report.tombstone_position is not None
 
         def run() -> Any:
