@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -90,6 +91,33 @@ async def erase_hot(store: EventStore, partition: int, project: str,
         await guard(prune(keys=[store.keys.aggregate_index(partition, agg),
                                 store.keys.versions(partition)], args=[ms, seq, agg]))
     return erased
+
+
+async def erase_jobs(store: EventStore, partition: int, project: str) -> int:
+    """Remove the project's job records, its job stream and dead-letter entries
+    (they carry the payloads); return how many jobs were removed."""
+    index = store.keys.job_index(partition, uuid.UUID(project))
+    jobs = [text(j) for j in await guard(store.redis.zrange(index, 0, -1))]
+    queue = store.keys.jobs(partition)
+    for job_id in jobs:
+        key = store.keys.job(partition, job_id)
+        entry = await guard(store.redis.hget(key, "entry"))
+        if entry:
+            await guard(store.redis.xdel(queue, entry))
+        await guard(store.redis.delete(key))
+    dead = store.keys.dead_letters(partition)
+    start = "-"
+    while True:
+        entries: list[Any] = await guard(store.redis.xrange(dead, start, "+", SCAN_CHUNK)) or []
+        doomed: list[Any] = [pos for pos, f in entries
+                             if text((f or {}).get(b"project", b"")) == project]
+        if doomed:
+            await guard(store.redis.xdel(dead, *doomed))
+        if len(entries) < SCAN_CHUNK:
+            break
+        start = f"({text(entries[-1][0])}"
+    await guard(store.redis.delete(index))
+    return len(jobs)
 
 
 async def _nodes(store: EventStore) -> list[aioredis.Redis]:
