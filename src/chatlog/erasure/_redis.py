@@ -108,7 +108,8 @@ async def erase_jobs(store: EventStore, partition: int, project: str) -> int:
     dead = store.keys.dead_letters(partition)
     start = "-"
     while True:
-        entries: list[Any] = await guard(store.redis.xrange(dead, start, "+", SCAN_CHUNK)) or []
+        found: Any = await guard(store.redis.xrange(dead, start, "+", SCAN_CHUNK))
+        entries: list[Any] = found or []
         doomed: list[Any] = [pos for pos, f in entries
                              if text((f or {}).get(b"project", b"")) == project]
         if doomed:
