@@ -14,35 +14,40 @@ from redis.asyncio.cluster import RedisCluster
 
 from chatlog.errors import StoreUnavailable
 from chatlog.eventstore import EventStore
+from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import guard, text
 
-#: Entries read per round trip while looking for the erased ones.
+#: Dead letters read per round trip while looking for a project's.
 SCAN_CHUNK = 2_000
 #: Entries deleted per XDEL.
 DELETE_CHUNK = 500
 
-#: Drops an aggregate index's positions before ARGV[1] (ms) / ARGV[2] (seq); when
-#: none is left the index and the aggregate's version go, so appends to it after
-#: the erasure start a fresh history at version 1. Returns how many were dropped.
-PRUNE_INDEX = """
+#: Drops from each aggregate index (KEYS[2..]) its positions before ARGV[1] (ms) /
+#: ARGV[2] (seq); when none is left the index and the aggregate's version in the
+#: versions hash (KEYS[1]; aggregates from ARGV[3] on) go, so appends to it after
+#: the erasure start a fresh history at version 1.
+PRUNE_INDEXES = """
 local ms, seq = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ids = redis.call('LRANGE', KEYS[1], 0, -1)
-local keep = {}
-for _, id in ipairs(ids) do
-  local dash = string.find(id, '-', 1, true)
-  local a, b = tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
-  if a > ms or (a == ms and b >= seq) then keep[#keep + 1] = id end
-end
-if #keep == #ids then return 0 end
-redis.call('DEL', KEYS[1])
-if #keep == 0 then
-  redis.call('HDEL', KEYS[2], ARGV[3])
-else
-  for i = 1, #keep, 1000 do
-    redis.call('RPUSH', KEYS[1], unpack(keep, i, math.min(i + 999, #keep)))
+for k = 2, #KEYS do
+  local ids = redis.call('LRANGE', KEYS[k], 0, -1)
+  local keep = {}
+  for _, id in ipairs(ids) do
+    local dash = string.find(id, '-', 1, true)
+    local a, b = tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+    if a > ms or (a == ms and b >= seq) then keep[#keep + 1] = id end
+  end
+  if #keep ~= #ids then
+    redis.call('DEL', KEYS[k])
+    if #keep == 0 then
+      redis.call('HDEL', KEYS[1], ARGV[k + 1])
+    else
+      for i = 1, #keep, 1000 do
+        redis.call('RPUSH', KEYS[k], unpack(keep, i, math.min(i + 999, #keep)))
+      end
+    end
   end
 end
-return #ids - #keep
+return 0
 """
 
 
@@ -58,38 +63,41 @@ def in_scope(aggregate: str, project: str, aggregate_key: str | None) -> bool:
 async def erase_hot(store: EventStore, partition: int, project: str,
                     aggregate_key: str | None, before: str) -> int:
     """XDEL the scope's entries of ``partition`` before position ``before`` and prune
-    the aggregates' indexes and versions; return how many entries were deleted."""
+    the aggregates' indexes and versions; return how many entries were deleted.
+
+    The entries are found through the aggregates' index lists (every writer, the
+    append script and ``migrate``, keeps them), so the cost is the scope's size,
+    not the partition's.
+    """
     log = store.keys.log(partition)
-    start = "-"
-    erased = 0
     aggregates: set[str] = set() if aggregate_key is None else {aggregate_key}
-    while True:
-        entries = await guard(store.redis.xrange(log, start, f"({before}", SCAN_CHUNK))
-        if not entries:
-            break
-        doomed: list[Any] = []
-        for pos, fields in entries:
-            agg = text((fields or {}).get(b"a", b""))
-            if in_scope(agg, project, aggregate_key):
-                doomed.append(pos)
-                aggregates.add(agg)
-        for i in range(0, len(doomed), DELETE_CHUNK):
-            erased += int(await guard(store.redis.xdel(log, *doomed[i:i + DELETE_CHUNK])))
-        if len(entries) < SCAN_CHUNK:
-            break
-        start = f"({text(entries[-1][0])}"
-        await asyncio.sleep(0)  # appends go on meanwhile
-    if aggregate_key is None:  # aggregates whose events are all archived have an index too
+    if aggregate_key is None:
         pattern = store.keys.aggregate_index(partition, f"{project}/*")
         async for key in store.redis.scan_iter(match=pattern, count=1000):
             agg = text(key).split(":agg:", 1)[1]
             if in_scope(agg, project, None):
                 aggregates.add(agg)
+    bound = parse_position(before)
     ms, _, seq = before.partition("-")
-    prune = store.redis.register_script(PRUNE_INDEX)
-    for agg in sorted(aggregates):
-        await guard(prune(keys=[store.keys.aggregate_index(partition, agg),
-                                store.keys.versions(partition)], args=[ms, seq, agg]))
+    prune = store.redis.register_script(PRUNE_INDEXES)
+    erased = 0
+    ordered = sorted(aggregates)
+    # Pipelined: with appendfsync always each round trip of writes costs an fsync.
+    for i in range(0, len(ordered), DELETE_CHUNK):
+        group = ordered[i:i + DELETE_CHUNK]
+        pipe = store.redis.pipeline(transaction=False)
+        for agg in group:
+            pipe.lrange(store.keys.aggregate_index(partition, agg), 0, -1)
+        lists = await guard(pipe.execute())
+        positions = [p for found in lists for p in found if parse_position(text(p)) < bound]
+        pipe = store.redis.pipeline(transaction=False)
+        for j in range(0, len(positions), DELETE_CHUNK):
+            pipe.xdel(log, *positions[j:j + DELETE_CHUNK])
+        erased += sum(int(r) for r in await guard(pipe.execute()))
+        await guard(prune(
+            keys=[store.keys.versions(partition),
+                  *(store.keys.aggregate_index(partition, agg) for agg in group)],
+            args=[ms, seq, *group]))
     return erased
 
 

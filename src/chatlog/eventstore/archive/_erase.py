@@ -60,7 +60,11 @@ def erase(archive: Archive, partition: int, project: str, aggregate: str | None,
         changed: set[int] = set()
         added: list[pa.Table] = []
         next_id = m.next_segment
+        holding = _segments_holding(archive, partition, m, project, aggregate)
         for entry in m.segments:
+            if holding is not None and entry.id not in holding:
+                kept.append(entry)
+                continue
             path = storage.join(f"partition={partition}", entry.name)
             table = pq.read_table(storage.open(path)).replace_schema_metadata(None)
             mask = _mask(table, project, aggregate, before)
@@ -122,6 +126,19 @@ def erase(archive: Archive, partition: int, project: str, aggregate: str | None,
         archive._rows.clear()
         return ArchiveErasure(events=erased, segments_rewritten=rewritten,
                               segments_dropped=dropped_n, bytes_rewritten=written)
+
+
+def _segments_holding(archive: Archive, partition: int, m: Manifest, project: str,
+                      aggregate: str | None) -> set[int] | None:
+    """The ids of the segments the aggregate index says hold the scope (None: no index,
+    every segment must be read)."""
+    index = archive._index(partition) if m.index else None
+    if index is None:
+        return None
+    column = index.column("aggregate")
+    hit = (pc.equal(column, aggregate) if aggregate is not None
+           else pc.starts_with(column, f"{project}/"))
+    return {int(s) for s in index.filter(hit).column("segment").to_pylist()}
 
 
 def _remove_unlisted(archive: Archive, partition: int, m: Manifest) -> None:
