@@ -11,11 +11,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from langgraph.checkpoint.conformance.test_utils import (
+    generate_checkpoint,
+    generate_config,
+    generate_metadata,
+)
+
 from chatlog.erasure import Eraser
 from chatlog.events import aggregate_key
 from chatlog.eventstore import EmbeddedValkey, EventStore
 from chatlog.eventstore.archive import Archive
 from chatlog.identity import normalize_project_id
+from chatlog.integrations.langgraph import ChatlogSaver
 from chatlog.projections import Projector
 from tests.helpers import message
 
@@ -81,6 +88,12 @@ async def test_erase_thread_then_project_leaves_no_byte(
                 await store.append_one(message("Blog", t, f"round {round_} {marker}",
                                                event_id=eid))
                 await store.append_one(message("Shop", t, f"shop {round_} {t}"))
+        # A LangGraph checkpoint of the project, its channel values holding the marker.
+        saver = ChatlogSaver(store, project="Blog")
+        config = generate_config("graph-1")
+        saved = await saver.aput(config, generate_checkpoint(channel_values={"m": project_marker}),
+                                 generate_metadata(step=0), {"m": 1})
+        await saver.aput_writes(saved, [("m", project_marker)], "task-0")
         projector = Projector(store, data / "readmodel.sqlite")
         await projector.open()
         await projector.catch_up()
@@ -113,7 +126,7 @@ async def test_erase_thread_then_project_leaves_no_byte(
 
         report = await eraser.erase(blog, "Blog", requested_by="test")
         assert report.state == "done"
-        assert report.events_erased["redis"] + report.events_erased["archive"] == 7
+        assert report.events_erased["redis"] + report.events_erased["archive"] == 9
         await projector.catch_up()
         assert files_holding(data, project_marker) == []
         assert files_holding(data, thread_marker) == []
@@ -121,6 +134,8 @@ async def test_erase_thread_then_project_leaves_no_byte(
         # Only the two tombstones are left of the project, without content.
         left = await project_entries(store, archive, str(blog))
         assert [f[b"t"] for _, f in left] == [b"erasure.recorded"] * 2
+        assert await saver.aget_tuple(saved) is None
+        assert [k async for k in store.redis.scan_iter(match=f"*:lg:{blog}:*")] == []
         assert await eraser.pending() == []
         assert not await store.redis.exists(
             store.keys.aggregate_index(0, aggregate_key(blog, "thread", "t2")))

@@ -129,6 +129,22 @@ async def erase_jobs(store: EventStore, partition: int, project: str) -> int:
     return len(jobs)
 
 
+#: Key families of the integrations under a partition's tag, per project:
+#: ``lg`` (the LangGraph saver's indexes), ``es`` (the eventsourcing recorders').
+INTEGRATION_FAMILIES = ("lg", "es")
+
+
+async def erase_integration_keys(store: EventStore, partition: int, project: str) -> int:
+    """Remove the integrations' own index keys of the project; return how many."""
+    removed = 0
+    for family in INTEGRATION_FAMILIES:
+        pattern = f"{store.keys.tag(partition)}:{family}:{project}:*"
+        doomed = [key async for key in store.redis.scan_iter(match=pattern, count=1000)]
+        for i in range(0, len(doomed), DELETE_CHUNK):
+            removed += int(await guard(store.redis.delete(*doomed[i:i + DELETE_CHUNK])))
+    return removed
+
+
 async def _nodes(store: EventStore) -> list[aioredis.Redis]:
     """A client per server holding the log: the one server, or every cluster node
     (masters and replicas, as ``CLUSTER NODES`` lists them: the client may not

@@ -282,8 +282,10 @@ class Eraser:
         assert report.tombstone_position is not None
         n = await _redis.erase_hot(self.store, partition, report.project, agg,
                                    report.tombstone_position)
-        if agg is None:  # a project's jobs (records, queue and dead letters) go too
+        if agg is None:  # a project's jobs (records, queue and dead letters) go too,
             await _redis.erase_jobs(self.store, partition, report.project)
+            # and the integrations' indexes of it (LangGraph, eventsourcing)
+            await _redis.erase_integration_keys(self.store, partition, report.project)
         report.events_erased["redis"] = report.events_erased.get("redis", 0) + n
 
     async def _archive(self, report: ErasureReport) -> None:
