@@ -42,7 +42,7 @@ async def _post(http: aiohttp.ClientSession, url: str, project: str, thread: str
         return doc
 
 
-@pytest.mark.parametrize("step", ["redis"])
+@pytest.mark.parametrize("step", ["tombstoned", "redis", "archive"])
 async def test_kill_9_during_erasure_then_restart_completes_it(
         served: list[Served], short_tmp: Path, step: str) -> None:
     data = short_tmp / f"k{uuid.uuid4().hex[:6]}"
