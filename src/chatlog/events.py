@@ -350,8 +350,11 @@ class ErasureRecorded(EventData):
     aggregate_type: ClassVar[AggregateType] = "erasure"
 
     erasure_id: str
-    scope: Literal["project", "thread"]
+    #: ``project``; ``thread`` (``thread_id``); ``aggregates``: those whose key after
+    #: ``<project>/`` starts with ``aggregates`` (an integration's, e.g. a LangGraph thread).
+    scope: Literal["project", "thread", "aggregates"]
     thread_id: str | None = None
+    aggregates: str | None = None
     requested_by: str = ""
     requested_at: datetime
 

@@ -142,3 +142,24 @@ async def test_erase_thread_then_project_leaves_no_byte(
         await projector.stop()
     finally:
         await store.close()
+
+
+async def test_erase_a_langgraph_threads_checkpoints(store: EventStore, tmp_path: Path,
+                                                     session_valkey: EmbeddedValkey) -> None:
+    """The integrations' entry point: the aggregates under a prefix (one LangGraph
+    thread's checkpoints) go from every tier; the saver's other thread stays."""
+    marker = secrets.token_hex(32)
+    saver = ChatlogSaver(store, project="Graphs")
+    gone = await saver.aput(generate_config("g-1"),
+                            generate_checkpoint(channel_values={"m": marker}),
+                            generate_metadata(step=0), {"m": 1})
+    kept = await saver.aput(generate_config("g-2"), generate_checkpoint(channel_values={"m": 2}),
+                            generate_metadata(step=0), {"m": 1})
+    key = normalize_project_id("Graphs")
+    archive = Archive.open(str(tmp_path / "archive"))
+    report = await Eraser(store, archive=archive).erase_aggregates(
+        key.key, key.display, "langgraph", "g-1/")
+    assert report.scope == "aggregates" and report.events_erased["redis"] >= 1
+    assert files_holding(session_valkey.dir, marker) == []
+    assert await saver.aget_tuple(kept) is not None
+    assert await saver.aget_tuple(gone) is None

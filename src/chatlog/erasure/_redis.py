@@ -51,17 +51,26 @@ return 0
 """
 
 
-def in_scope(aggregate: str, project: str, aggregate_key: str | None) -> bool:
-    """Whether ``aggregate`` is erased: the thread's, or any of the project's but
-    its erasures' (whose tombstones stay)."""
+def in_scope(aggregate: str, project: str, aggregate_key: str | None,
+             prefix: str | None = None) -> bool:
+    """Whether ``aggregate`` is erased: the thread's (``aggregate_key``), those under
+    ``prefix``, or any of the project's but its erasures' (whose tombstones stay)."""
     if aggregate_key is not None:
         return aggregate == aggregate_key
+    if prefix is not None:
+        return aggregate.startswith(prefix)
     return aggregate.startswith(f"{project}/") and not aggregate.startswith(
         f"{project}/erasure/")
 
 
+def glob_escape(literal: str) -> str:
+    """``literal`` as a SCAN MATCH pattern that matches only itself."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in literal)
+
+
 async def erase_hot(store: EventStore, partition: int, project: str,
-                    aggregate_key: str | None, before: str) -> int:
+                    aggregate_key: str | None, before: str, *,
+                    prefix: str | None = None) -> int:
     """XDEL the scope's entries of ``partition`` before position ``before`` and prune
     the aggregates' indexes and versions; return how many entries were deleted.
 
@@ -72,10 +81,11 @@ async def erase_hot(store: EventStore, partition: int, project: str,
     log = store.keys.log(partition)
     aggregates: set[str] = set() if aggregate_key is None else {aggregate_key}
     if aggregate_key is None:
-        pattern = store.keys.aggregate_index(partition, f"{project}/*")
+        base = store.keys.aggregate_index(partition, "")
+        pattern = glob_escape(base + (prefix if prefix is not None else f"{project}/")) + "*"
         async for key in store.redis.scan_iter(match=pattern, count=1000):
-            agg = text(key).split(":agg:", 1)[1]
-            if in_scope(agg, project, None):
+            agg = text(key)[len(base):]
+            if in_scope(agg, project, None, prefix):
                 aggregates.add(agg)
     bound = parse_position(before)
     ms, _, seq = before.partition("-")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from chatlog.erasure import _redis
+from chatlog.errors import InvalidInput
 from chatlog.events import ErasureRecorded, NewEvent, aggregate_key
 from chatlog.eventstore import EventStore
 from chatlog.eventstore.archive import Archive
@@ -57,6 +58,9 @@ class ErasureReport:
     thread_id: str | None
     requested_by: str
     requested_at: float
+    #: The scope is the aggregates whose key (after ``<project>/``) starts with this
+    #: (an integration's: ``langgraph/<thread id>/``); None: the thread or the project.
+    aggregates: str | None = None
     step: str = "recorded"
     tombstone_position: str | None = None
     #: Events erased per tier: ``redis``, ``archive``.
@@ -70,7 +74,9 @@ class ErasureReport:
 
     @property
     def scope(self) -> str:
-        return "thread" if self.thread_id is not None else "project"
+        if self.thread_id is not None:
+            return "thread"
+        return "aggregates" if self.aggregates is not None else "project"
 
     @property
     def state(self) -> str:
@@ -90,7 +96,8 @@ class ErasureReport:
         return {
             "erasure_id": self.erasure_id, "project": self.project,
             "project_name": self.project_name, "thread_id": self.thread_id or "",
-            "scope": self.scope, "requested_by": self.requested_by,
+            "scope": self.scope, "aggregates": self.aggregates or "",
+            "requested_by": self.requested_by,
             "requested_at": repr(self.requested_at), "step": self.step,
             "tombstone_position": self.tombstone_position or "",
             "events_redis": str(self.events_erased.get("redis", 0)),
@@ -109,6 +116,7 @@ class ErasureReport:
             erasure_id=f["erasure_id"], project=f["project"], project_name=f["project_name"],
             thread_id=f["thread_id"] if f.get("scope") == "thread" else None,
             requested_by=f.get("requested_by", ""), requested_at=float(f["requested_at"]),
+            aggregates=f.get("aggregates") if f.get("scope") == "aggregates" else None,
             step=f["step"], tombstone_position=f.get("tombstone_position") or None,
             events_erased={"redis": int(f.get("events_redis", 0)),
                            "archive": int(f.get("events_archive", 0))},
@@ -194,11 +202,16 @@ class Eraser:
         self._lock = asyncio.Lock()
 
     async def request(self, project: uuid.UUID, project_name: str, thread_id: str | None = None,
-                      *, requested_by: str = "") -> ErasureReport:
+                      *, aggregates: str | None = None, requested_by: str = "") -> ErasureReport:
         """Record an erasure durably (not yet run); :meth:`run` or :meth:`resume` drives it."""
+        if thread_id is not None and aggregates is not None:
+            raise InvalidInput("erase a thread or the aggregates under a prefix, not both")
+        if aggregates is not None and (not aggregates or aggregates.startswith("erasure/")):
+            raise InvalidInput(f"cannot erase the aggregates under {aggregates!r}")
         report = ErasureReport(
             erasure_id=str(uuid.uuid4()), project=str(project), project_name=project_name,
             thread_id=thread_id, requested_by=requested_by, requested_at=time.time(),
+            aggregates=aggregates,
         )
         await self._save(report)
         await guard(self.store.redis.sadd(self.store.keys.erasures, report.erasure_id))
@@ -210,6 +223,17 @@ class Eraser:
         the report once the physical erasure is complete (library entry point, e.g.
         for a checkpoint saver's ``adelete_thread``)."""
         report = await self.request(project, project_name, thread_id, requested_by=requested_by)
+        return await self.run(report.erasure_id)
+
+    async def erase_aggregates(self, project: uuid.UUID, project_name: str,
+                               aggregate_type: str, id_prefix: str, *,
+                               requested_by: str = "") -> ErasureReport:
+        """Erase every aggregate of ``project`` of ``aggregate_type`` whose id starts
+        with ``id_prefix`` (a LangGraph thread's checkpoints: ``("langgraph",
+        f"{thread_id}/")``) from every tier, like :meth:`erase`."""
+        report = await self.request(project, project_name,
+                                    aggregates=f"{aggregate_type}/{id_prefix}",
+                                    requested_by=requested_by)
         return await self.run(report.erasure_id)
 
     async def status(self, erasure_id: str) -> ErasureReport | None:
@@ -259,16 +283,19 @@ class Eraser:
     def _partition_count(self) -> int:
         return self.store.partitions
 
-    def _scope(self, report: ErasureReport) -> tuple[int, str | None]:
+    def _scope(self, report: ErasureReport) -> tuple[int, str | None, str | None]:
+        """The partition, the one aggregate key (a thread) and the key prefix (aggregates)."""
         project = uuid.UUID(report.project)
         agg = (None if report.thread_id is None
                else aggregate_key(project, "thread", report.thread_id))
-        return self.store.partition_of(project), agg
+        prefix = None if report.aggregates is None else f"{project}/{report.aggregates}"
+        return self.store.partition_of(project), agg, prefix
 
     async def _tombstoned(self, report: ErasureReport) -> None:
         data = ErasureRecorded(
-            erasure_id=report.erasure_id, scope="thread" if report.thread_id else "project",
-            thread_id=report.thread_id, requested_by=report.requested_by,
+            erasure_id=report.erasure_id, scope=report.scope,
+            thread_id=report.thread_id, aggregates=report.aggregates,
+            requested_by=report.requested_by,
             requested_at=datetime.fromtimestamp(report.requested_at, tz=UTC))
         event = NewEvent.of(
             data, project=uuid.UUID(report.project), project_name=report.project_name,
@@ -278,11 +305,11 @@ class Eraser:
         report.tombstone_position = result.position
 
     async def _redis(self, report: ErasureReport) -> None:
-        partition, agg = self._scope(report)
+        partition, agg, prefix = self._scope(report)
         assert report.tombstone_position is not None
         n = await _redis.erase_hot(self.store, partition, report.project, agg,
-                                   report.tombstone_position)
-        if agg is None:  # a project's jobs (records, queue and dead letters) go too,
+                                   report.tombstone_position, prefix=prefix)
+        if report.scope == "project":  # a project's jobs (records, queue and dead letters) go too,
             await _redis.erase_jobs(self.store, partition, report.project)
             # and the integrations' indexes of it (LangGraph, eventsourcing)
             await _redis.erase_integration_keys(self.store, partition, report.project)
@@ -293,20 +320,23 @@ class Eraser:
         if found is None:
             return
         archive = found
-        partition, agg = self._scope(report)
+        partition, agg, prefix = self._scope(report)
         assert report.tombstone_position is not None
 
         def run() -> Any:
             archive.reload()
-            return archive.erase(partition, report.project, agg, report.tombstone_position or "")
+            return archive.erase(partition, report.project, agg, report.tombstone_position or "",
+                                 prefix)
 
         done = await asyncio.to_thread(run)
         report.events_erased["archive"] = report.events_erased.get("archive", 0) + done.events
         report.bytes_rewritten += done.bytes_rewritten
 
     async def _read_models(self, report: ErasureReport) -> None:
-        partition, _ = self._scope(report)
+        partition, _, _ = self._scope(report)
         assert report.tombstone_position is not None
+        if report.scope == "aggregates":
+            return  # the read models keep no rows of an integration's aggregates
         paths = [p for p in self.read_models if p.exists()]
         # Counted before the projector applies the tombstone (which deletes them too).
         found = [await asyncio.to_thread(count_rows, p, report.project, report.thread_id)

@@ -38,8 +38,10 @@ class ErasureView(Out):
     erasure_id: str
     project: str
     project_name: str
-    scope: str = Field(description="`project` or `thread`")
+    scope: str = Field(description="`project`, `thread` or `aggregates` (an integration's)")
     thread_id: str | None = None
+    aggregates: str | None = Field(default=None, description="With scope `aggregates`: "
+                                   "the aggregate key prefix after `<project>/`")
     requested_by: str
     requested_at: float = Field(description="Unix time")
     state: str = Field(description="`running`, `done` or `failed` (it is retried on restart)")

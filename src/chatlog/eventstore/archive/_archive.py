@@ -465,10 +465,11 @@ class Archive:
             return removed
 
     def erase(self, partition: int, project: str, aggregate: str | None,
-              before: str) -> ArchiveErasure:
-        """Erase ``project``'s rows (or only ``aggregate``'s) before ``before``: the
-        segments holding them are rewritten without them (see :mod:`._erase`)."""
-        return _erase.erase(self, partition, project, aggregate, before)
+              before: str, prefix: str | None = None) -> ArchiveErasure:
+        """Erase ``project``'s rows (or only ``aggregate``'s, or those of the aggregates
+        under ``prefix``) before ``before``: the segments holding them are rewritten
+        without them (see :mod:`._erase`)."""
+        return _erase.erase(self, partition, project, aggregate, before, prefix)
 
     def _rewrite_after(
         self, partition: int, entry: SegmentEntry, before: tuple[int, int], new_id: int,

@@ -35,8 +35,11 @@ class ArchiveErasure:
     bytes_rewritten: int = 0
 
 
-def _mask(table: pa.Table, project: str, aggregate: str | None, before: str) -> pa.Array:
-    if aggregate is None:
+def _mask(table: pa.Table, project: str, aggregate: str | None, before: str,
+          prefix: str | None) -> pa.Array:
+    if prefix is not None:
+        scope = pc.starts_with(table.column("aggregate"), prefix)
+    elif aggregate is None:
         scope = pc.and_(pc.equal(table.column("project"), project),
                         pc.invert(pc.starts_with(table.column("aggregate"),
                                                  f"{project}/erasure/")))
@@ -46,9 +49,10 @@ def _mask(table: pa.Table, project: str, aggregate: str | None, before: str) -> 
 
 
 def erase(archive: Archive, partition: int, project: str, aggregate: str | None,
-          before: str) -> ArchiveErasure:
-    """Remove the rows of ``project`` (or of its ``aggregate`` only) before position
-    ``before`` from ``partition``'s segments."""
+          before: str, prefix: str | None = None) -> ArchiveErasure:
+    """Remove the rows of ``project`` (or of its ``aggregate`` only, or of the
+    aggregates under ``prefix``) before position ``before`` from ``partition``'s
+    segments."""
     storage = archive.storage
     with archive._lock:
         m = archive._read_manifest(partition)
@@ -60,14 +64,14 @@ def erase(archive: Archive, partition: int, project: str, aggregate: str | None,
         changed: set[int] = set()
         added: list[pa.Table] = []
         next_id = m.next_segment
-        holding = _segments_holding(archive, partition, m, project, aggregate)
+        holding = _segments_holding(archive, partition, m, project, aggregate, prefix)
         for entry in m.segments:
             if holding is not None and entry.id not in holding:
                 kept.append(entry)
                 continue
             path = storage.join(f"partition={partition}", entry.name)
             table = pq.read_table(storage.open(path)).replace_schema_metadata(None)
-            mask = _mask(table, project, aggregate, before)
+            mask = _mask(table, project, aggregate, before, prefix)
             hits = int(pc.sum(mask).as_py() or 0)
             if not hits:
                 kept.append(entry)
@@ -129,15 +133,17 @@ def erase(archive: Archive, partition: int, project: str, aggregate: str | None,
 
 
 def _segments_holding(archive: Archive, partition: int, m: Manifest, project: str,
-                      aggregate: str | None) -> set[int] | None:
+                      aggregate: str | None, prefix: str | None) -> set[int] | None:
     """The ids of the segments the aggregate index says hold the scope (None: no index,
     every segment must be read)."""
     index = archive._index(partition) if m.index else None
     if index is None:
         return None
     column = index.column("aggregate")
-    hit = (pc.equal(column, aggregate) if aggregate is not None
-           else pc.starts_with(column, f"{project}/"))
+    if aggregate is not None:
+        hit = pc.equal(column, aggregate)
+    else:
+        hit = pc.starts_with(column, prefix if prefix is not None else f"{project}/")
     return {int(s) for s in index.filter(hit).column("segment").to_pylist()}
 
 
