@@ -34,7 +34,7 @@ from chatlog.erasure import _redis
 from chatlog.errors import InvalidInput
 from chatlog.events import ErasureRecorded, NewEvent, aggregate_key
 from chatlog.eventstore import EventStore
-from chatlog.eventstore.archive import Archive
+from chatlog.eventstore.archive import Archive, erase_rows
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import guard, text
 from chatlog.projections.erasure import applied_position, count_rows, purge_read_model
@@ -325,8 +325,8 @@ class Eraser:
 
         def run() -> Any:
             archive.reload()
-            return archive.erase(partition, report.project, agg, report.tombstone_position or "",
-                                 prefix)
+            return erase_rows(archive, partition, report.project, agg,
+                              report.tombstone_position or "", prefix)
 
         done = await asyncio.to_thread(run)
         report.events_erased["archive"] = report.events_erased.get("archive", 0) + done.events

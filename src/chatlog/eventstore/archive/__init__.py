@@ -2,7 +2,7 @@
 with a manifest per partition and an aggregate -> segments index (docs/archive.md)."""
 
 from chatlog.eventstore.archive._archive import Archive, StagedSegment, StepHook
-from chatlog.eventstore.archive._erase import ArchiveErasure
+from chatlog.eventstore.archive._erase import ArchiveErasure, erase_rows
 from chatlog.eventstore.archive._manifest import SegmentInfo
 from chatlog.eventstore.archive._segments import BATCH_COLUMNS, ROW_GROUP_ROWS, SCHEMA
 
@@ -15,4 +15,5 @@ __all__ = [
     "SegmentInfo",
     "StagedSegment",
     "StepHook",
+    "erase_rows",
 ]

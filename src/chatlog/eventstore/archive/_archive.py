@@ -31,9 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from chatlog.errors import ArchiveConflict, ArchiveCorrupt, InvalidInput
-from chatlog.eventstore.archive import _erase
 from chatlog.eventstore.archive import _segments as seg
-from chatlog.eventstore.archive._erase import ArchiveErasure
 from chatlog.eventstore.archive._fs import Storage, storage_for
 from chatlog.eventstore.archive._manifest import MANIFEST, Manifest, SegmentEntry, SegmentInfo
 from chatlog.eventstore.codec import START, parse_position
@@ -463,13 +461,6 @@ class Archive:
             for name in dropped:
                 self.storage.remove(self.storage.join(f"partition={partition}", name))
             return removed
-
-    def erase(self, partition: int, project: str, aggregate: str | None,
-              before: str, prefix: str | None = None) -> ArchiveErasure:
-        """Erase ``project``'s rows (or only ``aggregate``'s, or those of the aggregates
-        under ``prefix``) before ``before``: the segments holding them are rewritten
-        without them (see :mod:`._erase`)."""
-        return _erase.erase(self, partition, project, aggregate, before, prefix)
 
     def _rewrite_after(
         self, partition: int, entry: SegmentEntry, before: tuple[int, int], new_id: int,

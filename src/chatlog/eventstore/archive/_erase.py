@@ -48,8 +48,8 @@ def _mask(table: pa.Table, project: str, aggregate: str | None, before: str,
     return pc.and_(scope, seg.before_mask(table, seg.split_position(before)))
 
 
-def erase(archive: Archive, partition: int, project: str, aggregate: str | None,
-          before: str, prefix: str | None = None) -> ArchiveErasure:
+def erase_rows(archive: Archive, partition: int, project: str, aggregate: str | None,
+               before: str, prefix: str | None = None) -> ArchiveErasure:
     """Remove the rows of ``project`` (or of its ``aggregate`` only, or of the
     aggregates under ``prefix``) before position ``before`` from ``partition``'s
     segments."""
