@@ -10,10 +10,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
-from redis.asyncio.cluster import RedisCluster
 
 from chatlog.errors import StoreUnavailable
 from chatlog.eventstore import EventStore
+from chatlog.eventstore.cluster import every_server
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import guard, text
 
@@ -155,34 +155,6 @@ async def erase_integration_keys(store: EventStore, partition: int, project: str
     return removed
 
 
-async def _nodes(store: EventStore) -> list[aioredis.Redis]:
-    """A client per server holding the log: the one server, or every cluster node
-    (masters and replicas, as ``CLUSTER NODES`` lists them: the client may not
-    know every replica)."""
-    redis: Any = store.redis
-    if not isinstance(redis, RedisCluster):
-        return [redis]
-    listing = await guard(redis.execute_command("CLUSTER NODES"))
-    if isinstance(listing, dict):  # redis-py parsed it per node
-        addresses = {addr.split("@")[0] for addr, info in listing.items()
-                     if not _down(str(info.get("flags", "")))}
-    else:
-        addresses = set()
-        for line in text(listing).splitlines():
-            parts = line.split()
-            if len(parts) > 2 and not _down(parts[2]):
-                addresses.add(parts[1].split("@")[0].split(",")[0])
-    out = []
-    for addr in sorted(addresses):
-        host, _, port = addr.rpartition(":")
-        out.append(aioredis.Redis(host=host, port=int(port)))
-    return out
-
-
-def _down(flags: str) -> bool:
-    return any(f in flags for f in ("fail", "noaddr", "handshake"))
-
-
 async def rewrite_aof(store: EventStore, within: float = 300.0) -> int:
     """Make every node's append-only file forget deleted entries; return how many
     rewrites ran.
@@ -192,8 +164,7 @@ async def rewrite_aof(store: EventStore, within: float = 300.0) -> int:
     are; so the preamble is switched off and each node rewrites its AOF as
     commands, after its replicas have received the deletions.
     """
-    nodes = await _nodes(store)
-    own = nodes != [store.redis]
+    nodes, own = await every_server(store.redis)
     try:
         await _replicas_caught_up(nodes, within)
         done = 0

@@ -292,6 +292,10 @@ class Eraser:
         return self.store.partition_of(project), agg, prefix
 
     async def _tombstoned(self, report: ErasureReport) -> None:
+        if report.scope != "aggregates":  # counted before a projector can delete them
+            report.read_model_rows = sum([
+                await asyncio.to_thread(count_rows, p, report.project, report.thread_id)
+                for p in self.read_models if p.exists()])
         data = ErasureRecorded(
             erasure_id=report.erasure_id, scope=report.scope,
             thread_id=report.thread_id, aggregates=report.aggregates,
@@ -337,16 +341,16 @@ class Eraser:
         assert report.tombstone_position is not None
         if report.scope == "aggregates":
             return  # the read models keep no rows of an integration's aggregates
-        paths = [p for p in self.read_models if p.exists()]
-        # Counted before the projector applies the tombstone (which deletes them too).
-        found = [await asyncio.to_thread(count_rows, p, report.project, report.thread_id)
-                 for p in paths]
         if self.wait_applied is not None:
             await self.wait_applied(partition, report.tombstone_position)
-        for path, n in zip(paths, found, strict=True):
-            purged = await asyncio.to_thread(
-                purge_read_model, path, report.project, report.thread_id)
-            report.read_model_rows += max(n, purged)
+        purged = 0
+        for path in self.read_models:
+            if path.exists():
+                purged += await asyncio.to_thread(
+                    purge_read_model, path, report.project, report.thread_id)
+        # The projector deleted most of them when it applied the tombstone: the rows
+        # were counted before it was appended.
+        report.read_model_rows = max(report.read_model_rows, purged)
 
     async def _aof(self, report: ErasureReport) -> None:
         report.aof_rewrites += await _redis.rewrite_aof(self.store, self.aof_timeout)

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -25,6 +28,8 @@ from chatlog.identity import ProjectKey
 PROJECT = "/v1/projects/{project}"
 THREAD = PROJECT + "/threads/{thread_id}"
 STATUS = PROJECT + "/erasures/{erasure_id}"
+
+log = logging.getLogger(__name__)
 
 
 class EraseQuery(Query):
@@ -74,6 +79,15 @@ def _authorized(request: web.Request) -> tuple[AppState, ProjectKey]:
     return st, project
 
 
+def _finished(st: AppState) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        st.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("erasure failed (resumed when serve restarts): %s", task.exception())
+
+    return done
+
+
 async def _erase(request: web.Request, thread_id: str | None) -> web.Response:
     st, project = _authorized(request)
     q = read_query(request, EraseQuery)
@@ -82,7 +96,7 @@ async def _erase(request: web.Request, thread_id: str | None) -> web.Response:
     report = await eraser.request(project.key, project.display, thread_id, requested_by=who)
     task = asyncio.get_running_loop().create_task(eraser.run(report.erasure_id))
     st.background.add(task)
-    task.add_done_callback(st.background.discard)
+    task.add_done_callback(_finished(st))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(task), q.wait)
     current = await eraser.status(report.erasure_id)
