@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from langgraph.checkpoint.conformance.test_utils import (
     generate_checkpoint,
     generate_config,
@@ -18,6 +19,7 @@ from langgraph.checkpoint.conformance.test_utils import (
 )
 
 from chatlog.erasure import Eraser
+from chatlog.errors import EventIdReused
 from chatlog.events import aggregate_key
 from chatlog.eventstore import EmbeddedValkey, EventStore
 from chatlog.eventstore.archive import Archive
@@ -114,11 +116,15 @@ async def test_erase_thread_then_project_leaves_no_byte(
         assert report.read_model_rows == 4  # 3 messages and the thread
         assert files_holding(data, thread_marker) == []
         assert files_holding(data, project_marker)  # the other threads are still there
-        # A retried append with an erased id writes nothing back.
+        # A retried append with an erased id writes nothing back: the same content is
+        # a duplicate (of an erased position), other content a conflict.
         t1_id = next(e for t, e in ids if t == "t1")
-        again = await store.append_one(message("Blog", "t1", f"again {thread_marker}",
+        again = await store.append_one(message("Blog", "t1", f"round 0 {thread_marker}",
                                                event_id=t1_id))
         assert again.duplicate
+        with pytest.raises(EventIdReused):
+            await store.append_one(message("Blog", "t1", "other", event_id=t1_id))
+        assert files_holding(data / "valkey", thread_marker) == []
         # The thread's history is gone; a new message starts it afresh at version 1.
         assert await store.aggregate_version(blog, "thread", "t1") == 0
         fresh = await store.append_one(message("Blog", "t1", "after erasure"))
