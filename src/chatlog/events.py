@@ -355,6 +355,8 @@ class ErasureRecorded(EventData):
     scope: Literal["project", "thread", "aggregates"]
     thread_id: str | None = None
     aggregates: str | None = None
+    #: The scope's events when the tombstone was appended (hot and archived).
+    events: int = 0
     requested_by: str = ""
     requested_at: datetime
 

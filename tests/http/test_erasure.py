@@ -48,6 +48,7 @@ async def test_delete_thread_then_project(api: Any, session_valkey: EmbeddedValk
     threads = [e for e in events if e["aggregate_type"] != "workflow"]
     assert [e["type"] for e in threads] == ["message.appended", "erasure.recorded"]
     assert threads[1]["data"]["scope"] == "thread" and threads[1]["data"]["thread_id"] == "t1"
+    assert threads[1]["data"]["events"] == 2  # a count, no content
     resp = await client.get("/v1/events", params={"after": first["position"]})
     assert resp.status == 200
     assert files_holding(session_valkey.dir, marker) == []

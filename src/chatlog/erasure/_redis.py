@@ -68,6 +68,34 @@ def glob_escape(literal: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in literal)
 
 
+async def scope_aggregates(store: EventStore, partition: int, project: str,
+                           aggregate_key: str | None, prefix: str | None) -> set[str]:
+    """The aggregates of the scope that have an index list (every one that has events)."""
+    if aggregate_key is not None:
+        return {aggregate_key}
+    aggregates = set()
+    base = store.keys.aggregate_index(partition, "")
+    pattern = glob_escape(base + (prefix if prefix is not None else f"{project}/")) + "*"
+    async for key in store.redis.scan_iter(match=pattern, count=1000):
+        agg = text(key)[len(base):]
+        if in_scope(agg, project, None, prefix):
+            aggregates.add(agg)
+    return aggregates
+
+
+async def count_scope(store: EventStore, partition: int, project: str,
+                      aggregate_key: str | None, prefix: str | None) -> int:
+    """How many events the scope has (hot and archived), as its index lists count them."""
+    aggregates = sorted(await scope_aggregates(store, partition, project, aggregate_key, prefix))
+    total = 0
+    for i in range(0, len(aggregates), DELETE_CHUNK):
+        pipe = store.redis.pipeline(transaction=False)
+        for agg in aggregates[i:i + DELETE_CHUNK]:
+            pipe.llen(store.keys.aggregate_index(partition, agg))
+        total += sum(int(n) for n in await guard(pipe.execute()))
+    return total
+
+
 async def erase_hot(store: EventStore, partition: int, project: str,
                     aggregate_key: str | None, before: str, *,
                     prefix: str | None = None) -> int:
@@ -79,14 +107,7 @@ async def erase_hot(store: EventStore, partition: int, project: str,
     not the partition's.
     """
     log = store.keys.log(partition)
-    aggregates: set[str] = set() if aggregate_key is None else {aggregate_key}
-    if aggregate_key is None:
-        base = store.keys.aggregate_index(partition, "")
-        pattern = glob_escape(base + (prefix if prefix is not None else f"{project}/")) + "*"
-        async for key in store.redis.scan_iter(match=pattern, count=1000):
-            agg = text(key)[len(base):]
-            if in_scope(agg, project, None, prefix):
-                aggregates.add(agg)
+    aggregates = await scope_aggregates(store, partition, project, aggregate_key, prefix)
     bound = parse_position(before)
     ms, _, seq = before.partition("-")
     prune = store.redis.register_script(PRUNE_INDEXES)

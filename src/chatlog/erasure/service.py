@@ -292,6 +292,7 @@ class Eraser:
         return self.store.partition_of(project), agg, prefix
 
     async def _tombstoned(self, report: ErasureReport) -> None:
+        partition, agg, prefix = self._scope(report)
         if report.scope != "aggregates":  # counted before a projector can delete them
             report.read_model_rows = sum([
                 await asyncio.to_thread(count_rows, p, report.project, report.thread_id)
@@ -299,6 +300,7 @@ class Eraser:
         data = ErasureRecorded(
             erasure_id=report.erasure_id, scope=report.scope,
             thread_id=report.thread_id, aggregates=report.aggregates,
+            events=await _redis.count_scope(self.store, partition, report.project, agg, prefix),
             requested_by=report.requested_by,
             requested_at=datetime.fromtimestamp(report.requested_at, tz=UTC))
         event = NewEvent.of(
