@@ -164,3 +164,16 @@ async def test_status_shows_each_tier_and_tail_reads_both(
     assert [json.loads(x)["position"] for x in lines] == positions
     resumed = run("tail", "--no-follow", "--after", positions[1]).stdout.splitlines()
     assert [json.loads(x)["position"] for x in resumed] == positions[2:]
+
+
+def test_erase_a_thread_asks_then_reports(
+        run: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    first = json.loads(run("append", "Blog", "forget me", "--thread", "t1").stdout)
+    run("append", "Blog", "keep me", "--thread", "t2")
+    refused = run("erase", "--project", "Blog", "--thread", "t1", check=False)
+    assert refused.returncode == 1 and "Aborted" in refused.stderr
+    report = json.loads(run("erase", "--project", "Blog", "--thread", "t1", "--yes").stdout)
+    assert report["state"] == "done" and report["events_erased"]["redis"] == 1
+    tail = run("tail", "--no-follow", "--project", "Blog").stdout
+    assert "forget me" not in tail and "keep me" in tail and "erasure.recorded" in tail
+    assert first["position"]
