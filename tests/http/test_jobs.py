@@ -172,6 +172,24 @@ async def test_a_job_id_is_per_project(api, tokens_file) -> None:
         await eventually(both_done, timeout=20, what="both projects' jobs done")
 
 
+async def test_a_rejected_job_leaves_no_workflow_behind(client) -> None:
+    """A 400 for the job itself comes before its own workflow is created and started.
+
+    It used to create and start ``job:<kind>`` first: every bad job_id left a
+    running workflow with no job.
+    """
+    for body in ({"kind": "echo", "job_id": "a\u0000b"}, {"kind": "echo", "job_id": " padded"},
+                 {"kind": "ec\u0000ho"}):
+        resp = await client.post(BASE, json=body)
+        assert resp.status == 400, await resp.text()
+        assert resp.content_type == "application/problem+json"
+    marker = await _ok(await client.post("/v1/projects/Blog-Project/workflows",
+                                         json={"name": "marker"}), 201)
+    page = await _ok(await client.get("/v1/projects/Blog-Project/workflows",
+                                      params={"min_position": marker["position"]}))
+    assert [w["name"] for w in page["workflows"]] == ["marker"]
+
+
 async def test_openapi_documents_the_jobs_endpoints(client) -> None:
     doc = await _ok(await client.get("/openapi.json"))
     paths = doc["paths"]
