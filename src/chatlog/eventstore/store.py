@@ -364,6 +364,35 @@ class EventStore:
         rows = await guard(pipe.execute())
         return Cursor([r[0][0].decode() if r else START for r in rows])
 
+    async def missing(self, cursor: Cursor, partitions: Sequence[int] | None = None) -> list[int]:
+        """The partitions whose position in ``cursor`` the log no longer holds.
+
+        A position the log once gave out disappears when a failover promotes a
+        replica that never received it, or when the server is restored from an
+        older snapshot: a reader that went past it has seen events the log
+        does not keep. Positions at or before the trim horizon were removed on
+        purpose and are not missing; ``0-0`` never is.
+        """
+        wanted = [p for p in (partitions if partitions is not None else range(self.partitions))
+                  if cursor.positions[p] != START]
+        if not wanted:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for p in wanted:
+            pos = cursor.positions[p]
+            pipe.xrange(self.keys.log(p), pos, pos, 1)
+            pipe.get(self.keys.horizon(p))
+        replies = await guard(pipe.execute())
+        gone = []
+        for i, p in enumerate(wanted):
+            found, horizon = replies[2 * i], replies[2 * i + 1]
+            if found:
+                continue
+            if horizon and parse_position(cursor.positions[p]) <= parse_position(text(horizon)):
+                continue
+            gone.append(p)
+        return gone
+
     def _check_partition(self, partition: int) -> None:
         if not 0 <= partition < self.partitions:
             raise InvalidInput(

@@ -91,6 +91,7 @@ def create_app(
         client_max_size=settings.max_body_bytes,
     )
     services = services or Services()
+    metrics.watch_projector(lambda: services.projector)
     fanout = Fanout(
         store,
         buffer=settings.sse_buffer,

@@ -76,6 +76,12 @@ async def readyz(request: web.Request) -> web.Response:
         if not getattr(st.services.projector, "running", True):
             ready = False
             projection["running"] = False
+        problem = getattr(st.services.projector, "problem", None)
+        if problem:  # a batch that keeps failing, or a repair in progress
+            ready = False
+            projection["problem"] = problem
+        projection["batch_failures"] = getattr(st.services.projector, "failures_total", 0)
+        projection["repairs"] = getattr(st.services.projector, "repairs", 0)
     elif st.services.projector is None:
         projection = {"running": False, "detail": "no projector in this process"}
     answer = Readiness(ready=ready, store=store_status, projection=projection)
