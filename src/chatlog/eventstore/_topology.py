@@ -14,6 +14,14 @@ never asks which one it has. What differs:
   XREAD per partition, since one cannot span slots, merged as they come);
 - the server's INFO, which node serves each partition, and which node each
   append of a replicated group commit runs on.
+
+What both share: with ``committed_only`` (``CHATLOG_ACK=replicated``) every
+read and tail delivers only entries at or before the partition's committed
+position (its high watermark, advanced after each successful WAIT: see
+:mod:`.replication`). The checked reads read it in the same MULTI or pipeline
+as the entries; a tail blocks on the committed position itself (XREAD on the
+``committed`` stream from the reader's cursor wakes once it moves past it),
+then reads the log up to it.
 """
 
 from __future__ import annotations
@@ -87,6 +95,28 @@ def _unparsed(response: Any, **options: Any) -> Any:
     return response
 
 
+def _pos(entry: Any) -> tuple[int, int]:
+    return parse_position(text(entry[0]))
+
+
+def committed_of(reply: Any) -> str:
+    """The committed position from an ``XREVRANGE <committed> + - COUNT 1`` reply."""
+    return text(reply[0][0]) if reply else START
+
+
+def capped(entries: list[Any], committed: str) -> list[Any]:
+    """The leading ``entries`` (in position order) at or before ``committed``."""
+    if not entries:
+        return entries
+    limit = parse_position(committed)
+    if _pos(entries[-1]) <= limit:
+        return entries
+    n = 0
+    while n < len(entries) and _pos(entries[n]) <= limit:
+        n += 1
+    return entries[:n]
+
+
 def _flattened(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[FlatEntry]:
     return [(pos, [x for kv in fields.items() for x in kv]) for pos, fields in entries]
 
@@ -101,6 +131,16 @@ class Topology(ABC):
         #: The client for blocking reads (XREAD BLOCK); the main one when there is none.
         self.tail_redis = tail_redis or redis
         self._own_tail = tail_redis is not None and tail_redis is not redis
+        #: Deliver only entries at or before each partition's committed position
+        #: (the store sets it under ``CHATLOG_ACK=replicated``).
+        self.committed_only = False
+
+    async def committed(self, keys: Keys, partitions: Sequence[int]) -> list[str]:
+        """Each partition's committed position (``0-0`` before the first)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for p in partitions:
+            pipe.xrevrange(keys.committed(p), "+", "-", 1)
+        return [committed_of(r) for r in await guard(pipe.execute())]
 
     @abstractmethod
     async def initialize(self) -> None:
@@ -206,9 +246,14 @@ class SingleServer(Topology):
         """XRANGE after ``after`` and the trim horizon in one MULTI."""
         pipe = client.pipeline(transaction=True)
         pipe.get(keys.horizon(partition))
+        if self.committed_only:
+            pipe.xrevrange(keys.committed(partition), "+", "-", 1)
         pipe.xrange(keys.log(partition), f"({after}" if after != START else "-", "+", limit)
-        horizon, entries = await guard(pipe.execute())
+        replies = await guard(pipe.execute())
+        horizon, entries = replies[0], replies[-1]
         check_horizon(partition, after, horizon)
+        if self.committed_only:
+            return capped(entries, committed_of(replies[1]))
         return entries
 
 
@@ -264,11 +309,16 @@ class Cluster(Topology):
         for _ in range(100):
             pipe = self.redis.pipeline(transaction=False)
             pipe.get(horizon_key)
+            if self.committed_only:
+                pipe.xrevrange(keys.committed(partition), "+", "-", 1)
             pipe.xrange(log_key, start, "+", limit)
             pipe.get(horizon_key)
-            before, entries, again = await guard(pipe.execute())
+            replies = await guard(pipe.execute())
+            before, entries, again = replies[0], replies[-2], replies[-1]
             if before == again:
                 check_horizon(partition, after, before)
+                if self.committed_only:
+                    return capped(entries, committed_of(replies[1]))
                 return entries  # type: ignore[no-any-return]
         raise AssertionError(f"partition {partition} was trimmed 100 times during one read")
 
@@ -359,7 +409,9 @@ async def tail_streams(
     nothing is skipped or repeated.
     """
     client = topology.tail_redis
-    by_key = {keys.log(p): p for p in partitions}
+    committed = topology.committed_only
+    by_key = {(keys.committed(p) if committed else keys.log(p)): p for p in partitions}
+    log_partition = {keys.log(p): p for p in partitions}
     backoff = 0.05
     checked = False
     while True:
@@ -368,8 +420,12 @@ async def tail_streams(
                 for p in partitions:
                     check_horizon(p, cursor.positions[p], await topology.raw_horizon(keys, p))
                 checked = True
-            streams: dict[Any, Any] = {keys.log(p): cursor.positions[p] for p in partitions}
-            reply = await client.xread(streams, count=count, block=int(block * 1000))
+            streams: dict[Any, Any] = {k: cursor.positions[p] for k, p in by_key.items()}
+            reply: Any = await client.xread(streams, count=1 if committed else count,
+                                            block=int(block * 1000))
+            if committed and reply:
+                reply, cursor = await _read_committed(topology, keys, cursor, by_key, reply,
+                                                      count)
             backoff = 0.05
         except UNAVAILABLE as exc:
             raise_if_cancelled()
@@ -385,9 +441,33 @@ async def tail_streams(
             continue
         batch: list[RawEntry] = []
         for key, entries in stream_items(reply):
-            p = by_key[text(key)]
+            p = log_partition[text(key)]
             batch.extend((p, pos, fields) for pos, fields in entries)
             if entries:
                 cursor = cursor.advanced(p, text(entries[-1][0]))
         if batch:
             yield batch
+
+
+async def _read_committed(
+    topology: Topology, keys: Keys, cursor: Cursor, by_key: dict[str, int], reply: Any,
+    count: int,
+) -> tuple[list[tuple[bytes, list[Any]]], Cursor]:
+    """The log entries up to the committed positions an XREAD on them returned,
+    as XREAD's ``[(log key, entries)]`` would give them (and the cursor moved
+    past a committed range the log holds nothing of, so the tail does not spin)."""
+    ranges = []
+    pipe = topology.redis.pipeline(transaction=False)
+    for key, entries in stream_items(reply):
+        p = by_key[text(key)]
+        upto = text(entries[-1][0])
+        after = cursor.positions[p]
+        ranges.append((p, upto))
+        pipe.xrange(keys.log(p), f"({after}" if after != START else "-", upto, count)
+    out = []
+    for (p, upto), entries in zip(ranges, await pipe.execute(), strict=True):
+        if entries:
+            out.append((keys.log(p).encode(), entries))
+        else:
+            cursor = cursor.advanced(p, upto)
+    return out, cursor

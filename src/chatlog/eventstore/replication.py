@@ -12,17 +12,31 @@ A retried append that turns out to be a duplicate wrote nothing, so WAIT on
 its connection would prove nothing about the original write; for those a
 small fence write (``<tag>:ackfence``) on the partition's primary is followed
 by WAIT: replicas that have the fence have everything the primary wrote before it.
+
+**The committed position (high watermark).** Once WAIT confirms a group
+commit, each partition's committed position advances to the last position
+that commit wrote (``<tag>:committed``: a stream holding one entry whose id
+is the position; an XADD with a smaller id fails, so it only moves forward).
+Everything at or before it is replicated: WAIT covers every write the primary
+made before the client's last one, and stream ids grow in write order. Readers
+under ``ack=replicated`` deliver nothing past it (:mod:`._topology`), so a
+stale primary's appends, which WAIT never confirms, are never observed
+downstream, and the clients' retries on the new primary are.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from redis import exceptions as rexc
 
 from chatlog.errors import NotReplicated
-from chatlog.eventstore.connection import text
+from chatlog.eventstore.codec import parse_position
+from chatlog.eventstore.connection import UNAVAILABLE, text
+
+log = logging.getLogger("chatlog.eventstore.store")
 
 #: How long the fence key lives (it only needs to outlive one WAIT).
 FENCE_TTL_MS = 60_000
@@ -46,6 +60,11 @@ NodeGroups = Callable[[Sequence[str]], Awaitable[list[tuple[Any, list[int]]]]]
 def fence_key(log_key: str) -> str:
     """``<prefix>:{pN}:log`` → ``<prefix>:{pN}:ackfence`` (same slot)."""
     return log_key.rsplit(":", 1)[0] + ":ackfence"
+
+
+def committed_key(log_key: str) -> str:
+    """``<prefix>:{pN}:log`` → ``<prefix>:{pN}:committed`` (see :meth:`Keys.committed`)."""
+    return log_key.rsplit(":", 1)[0] + ":committed"
 
 
 def _status(reply: Any) -> str:
@@ -112,7 +131,35 @@ async def run_replicated(
     dups = [i for i, r in enumerate(replies) if _status(r) == "dup"]
     if dups:
         await _fence(client, batch, dups, replies, replicas, wait_s, fsync, node_groups)
+    await advance_committed(client, batch, replies)
     return replies
+
+
+async def advance_committed(client: Any, batch: Sequence[Pending], replies: list[Any]) -> None:
+    """Move each partition's committed position to the last replicated position of ``batch``.
+
+    Done before the appends are answered, so a client that reads its own
+    write finds it delivered. Should it fail, the appends still stand (they
+    are replicated); the next commit of the partition moves the position past them.
+    """
+    top: dict[str, tuple[tuple[int, int], str]] = {}
+    for p, reply in zip(batch, replies, strict=True):
+        if _status(reply) in ("ok", "dup"):
+            pos = text(reply[-2])  # ok|dup, pos1, ver1, ..., posN, verN
+            key = p.keys[0]
+            parsed = parse_position(pos)
+            if key not in top or parsed > top[key][0]:
+                top[key] = (parsed, pos)
+    if not top:
+        return
+    pipe = client.pipeline(transaction=False)
+    for key, (_, pos) in top.items():
+        # An id at or below the stream's top fails: the position never moves back.
+        pipe.xadd(committed_key(key), {"c": "1"}, id=pos, maxlen=1, approximate=False)
+    try:
+        await pipe.execute(raise_on_error=False)
+    except UNAVAILABLE as exc:
+        log.warning("could not advance the committed position (%s); the next commit will", exc)
 
 
 async def _fence(

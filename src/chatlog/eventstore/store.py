@@ -18,7 +18,14 @@ from redis import exceptions as rexc
 from chatlog.errors import InvalidInput, PartitionMismatch, PositionTrimmed
 from chatlog.events import NewEvent, RecordedEvent, aggregate_key
 from chatlog.eventstore._append import Appender, AppendResult
-from chatlog.eventstore._topology import FlatEntry, RawEntry, connect, topology_of
+from chatlog.eventstore._topology import (
+    FlatEntry,
+    RawEntry,
+    capped,
+    committed_of,
+    connect,
+    topology_of,
+)
 from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_fields, parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, Client, guard, text
 from chatlog.eventstore.keys import Keys, partition_of
@@ -115,6 +122,7 @@ class EventStore:
             idempotency_window_ms=self.idempotency_window_ms, max_batch=max_batch, ack=ack,
             ack_replicas=ack_replicas, ack_timeout=ack_timeout, ack_fsync=ack_fsync,
         )
+        self._topology.committed_only = ack == "replicated"
         self._trim_script = redis.register_script(TRIM)
         self._read_aggregate_script = redis.register_script(READ_AGGREGATE)
 
@@ -129,6 +137,18 @@ class EventStore:
     @ack.setter
     def ack(self, value: str) -> None:
         self._appender.ack = value
+        self._topology.committed_only = value == "replicated"
+
+    @property
+    def committed_only(self) -> bool:
+        """True when readers see only entries at or before each partition's committed
+        position (``ack=replicated``): what a stale primary could not replicate is
+        never delivered."""
+        return self._topology.committed_only
+
+    async def committed(self) -> Cursor:
+        """Each partition's committed position (its replicated high watermark)."""
+        return Cursor(await self._topology.committed(self.keys, range(self.partitions)))
 
     @property
     def ack_replicas(self) -> int:
@@ -285,10 +305,19 @@ class EventStore:
         """
         self._check_partition(partition)
         key = self.keys.log(partition)
+        upto = None
+        if self._topology.committed_only:
+            upto = (await self._topology.committed(self.keys, [partition]))[0]
         request = asyncio.ensure_future(self._topology.xrange_flat(key, "-", chunk))
         try:
             while True:
                 entries = await request
+                if upto is not None:
+                    kept = capped(entries, upto)
+                    if len(kept) < len(entries):
+                        if kept:
+                            yield kept
+                        return
                 if not entries:
                     return
                 full = len(entries) >= chunk
@@ -329,6 +358,9 @@ class EventStore:
         """One aggregate's events from ``from_version`` on, in version order."""
         partition = self.partition_of(project)
         aggregate = aggregate_key(project, aggregate_type, aggregate_id)
+        upto = None
+        if self._topology.committed_only:
+            upto = parse_position((await self._topology.committed(self.keys, [partition]))[0])
         start = max(from_version, 1) - 1
         stop = -1 if limit is None else start + limit - 1
         rows = await guard(
@@ -342,6 +374,8 @@ class EventStore:
             if len(row) == 1:
                 raise PositionTrimmed(partition, text(row[0]), await self.horizon(partition) or "")
             pos, flat = row
+            if upto is not None and parse_position(text(pos)) > upto:
+                break  # not replicated (yet): the rest of the aggregate comes after it
             events.append(decode_entry(partition, pos, flat_fields(flat)))
         return events
 
@@ -354,15 +388,27 @@ class EventStore:
     async def head(self, partition: int) -> str:
         """The last position of ``partition`` (``0-0`` when empty)."""
         self._check_partition(partition)
-        last = await guard(self.redis.xrevrange(self.keys.log(partition), "+", "-", 1))
-        return text(last[0][0]) if last else START
+        return (await self._heads([partition]))[0]
 
     async def heads(self) -> Cursor:
+        """The last position of every partition (under ``ack=replicated``: the last
+        committed one, which is as far as readers go)."""
+        return Cursor(await self._heads(range(self.partitions)))
+
+    async def _heads(self, partitions: Sequence[int]) -> list[str]:
         pipe = self.redis.pipeline(transaction=False)
-        for p in range(self.partitions):
+        for p in partitions:
             pipe.xrevrange(self.keys.log(p), "+", "-", 1)
+            if self._topology.committed_only:
+                pipe.xrevrange(self.keys.committed(p), "+", "-", 1)
         rows = await guard(pipe.execute())
-        return Cursor([r[0][0].decode() if r else START for r in rows])
+        if not self._topology.committed_only:
+            return [text(r[0][0]) if r else START for r in rows]
+        heads = []
+        for last, committed in zip(rows[::2], rows[1::2], strict=True):
+            head, mark = (text(last[0][0]) if last else START), committed_of(committed)
+            heads.append(min(head, mark, key=parse_position))
+        return heads
 
     async def missing(self, cursor: Cursor, partitions: Sequence[int] | None = None) -> list[int]:
         """The partitions whose position in ``cursor`` the log no longer holds.
@@ -414,7 +460,14 @@ class EventStore:
         pipe.xrevrange(key, "+", "-", 1)
         pipe.xrange(key, f"({after}" if after != START else "-", "+", 1)
         pipe.xlen(key)
-        last, first_pending, length = await guard(pipe.execute())
+        if self._topology.committed_only:
+            pipe.xrevrange(self.keys.committed(partition), "+", "-", 1)
+        last, first_pending, length, *mark = await guard(pipe.execute())
+        if mark:  # readers go no further than the committed position
+            upto = committed_of(mark[0])
+            if last and parse_position(text(last[0][0])) > parse_position(upto):
+                last = [(upto.encode(), {})] if upto != START else []
+            first_pending = capped(first_pending, upto)
         added = int(length)
         try:
             info: dict[Any, Any] = await guard(self.redis.xinfo_stream(key))
