@@ -183,3 +183,43 @@ async def _fence(
         if n < replicas:
             for j in idx:
                 replies[dups[j]] = NotReplicated(n, replicas, wait_s)
+
+
+async def confirm_heads(
+    client: Any, log_keys: Sequence[str], replicas: int, wait_s: float, fsync: bool,
+    node_groups: NodeGroups,
+) -> None:
+    """Advance the committed positions of ``log_keys`` to their heads, if replicated.
+
+    Per node: read each log's last position, write the fence, WAIT; when
+    enough replicas acknowledge, everything up to those heads is replicated.
+    For what no append of this process confirmed: a log written before
+    ``ack=replicated`` was chosen, a migration's copy, or entries a promoted
+    replica holds beyond the committed position it received.
+    """
+    timeout_ms = max(int(wait_s * 1000), 1)
+    groups = await node_groups(log_keys)
+    pipe = client.pipeline(transaction=False)
+    for node, idx in groups:
+        extra = {} if node is None else {"target_nodes": node}
+        for i in idx:
+            pipe.execute_command("XREVRANGE", log_keys[i], "+", "-", "COUNT", 1, **extra)
+        pipe.execute_command("SET", fence_key(log_keys[idx[0]]), b"1", "PX", FENCE_TTL_MS,
+                             **extra)
+        _wait(pipe, node, replicas, timeout_ms, fsync)
+    raw: list[Any] = await pipe.execute(raise_on_error=False)
+    heads: list[tuple[str, str]] = []
+    it = iter(raw)
+    for _node, idx in groups:
+        lasts = [next(it) for _ in idx]
+        fenced, acked = next(it), next(it)
+        if isinstance(fenced, BaseException) or _acked(acked) < replicas:
+            continue
+        for i, last in zip(idx, lasts, strict=True):
+            if isinstance(last, list) and last:
+                heads.append((log_keys[i], text(last[0][0])))
+    if heads:
+        pipe = client.pipeline(transaction=False)
+        for key, pos in heads:
+            pipe.xadd(committed_key(key), {"c": "1"}, id=pos, maxlen=1, approximate=False)
+        await pipe.execute(raise_on_error=False)

@@ -29,6 +29,7 @@ from chatlog.eventstore._topology import (
 from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_fields, parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, Client, guard, text
 from chatlog.eventstore.keys import Keys, partition_of
+from chatlog.eventstore.replication import confirm_heads
 from chatlog.eventstore.scripts import READ_AGGREGATE, TRIM
 
 __all__ = [
@@ -150,6 +151,23 @@ class EventStore:
         """Each partition's committed position (its replicated high watermark)."""
         return Cursor(await self._topology.committed(self.keys, range(self.partitions)))
 
+    async def confirm_committed(self) -> Cursor:
+        """Under ``ack=replicated``: move each partition's committed position to its head
+        when the replicas have everything up to it (a fence write and WAIT per node);
+        return the committed positions.
+
+        Appends advance it themselves; this is for entries no append of this
+        process confirmed: a log written under ``ack=local``, a migration's
+        copy, what a promoted replica holds beyond its committed position.
+        It runs when the store opens.
+        """
+        if self._topology.committed_only:
+            await guard(confirm_heads(
+                self.redis, [self.keys.log(p) for p in range(self.partitions)],
+                self.ack_replicas, self.ack_timeout, self.ack_fsync,
+                self._topology.node_groups))
+        return await self.committed()
+
     @property
     def ack_replicas(self) -> int:
         return self._appender.ack_replicas
@@ -211,6 +229,8 @@ class EventStore:
         try:
             await store._topology.initialize()
             await store.ensure_meta()
+            if store.committed_only:
+                await store.confirm_committed()
         except BaseException:
             await store.close()
             raise
