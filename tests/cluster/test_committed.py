@@ -95,3 +95,22 @@ async def test_opening_with_replicated_acks_confirms_what_the_replicas_hold(
         assert replicated.committed_only
         assert (await replicated.committed()).positions == [written[-1].position]
         assert len(await replicated.read(0)) == 3
+
+
+async def test_ack_fsync_waits_once_per_group_commit(
+    valkey_factory: Callable[..., EmbeddedValkey], key_prefix: str
+) -> None:
+    """One WAIT + WAITAOF per group commit (per shard), not per append."""
+    primary, replica = await primary_with_replica(valkey_factory)
+    async with await EventStore.open(primary.url, prefix=key_prefix, ack="replicated",
+                                     ack_replicas=1, ack_timeout=5.0,
+                                     ack_fsync=True) as store:
+        await store.redis.config_resetstat()
+        results = await asyncio.gather(*(store.append_one(message(content=str(i)))
+                                         for i in range(100)))
+        assert sorted(r.version for r in results) == list(range(1, 101))
+        stats = await store.redis.info("commandstats")
+        waitaof = stats.get("cmdstat_waitaof", {}).get("calls", 0)
+        assert 1 <= waitaof <= 5, f"{waitaof} WAITAOF calls for 100 concurrent appends"
+        with redis.Redis(host="127.0.0.1", port=int(replica.port or 0)) as r:
+            assert r.xlen(store.keys.log(0)) == 100
