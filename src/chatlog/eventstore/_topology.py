@@ -201,6 +201,11 @@ class Topology(ABC):
         """``[(node or None, indexes of log_keys)]``: one group per node the keys live on."""
         return [(None, list(range(len(log_keys))))]
 
+    def shard_of(self, key: str) -> str:
+        """The name of the node that serves ``key`` now, as far as known (``""`` on one
+        server): appends group-commit per shard, so a stalled one holds up only its own."""
+        return ""
+
 
 class SingleServer(Topology):
     """One Redis or Valkey server (``redis://``, ``rediss://``, ``unix://``)."""
@@ -387,6 +392,13 @@ class Cluster(Topology):
             where[f"p{p}"] = node.name if node is not None else None
         masters = sorted(n.name for n in client.get_primaries())
         return {"masters": masters, "partitions": where}
+
+    def shard_of(self, key: str) -> str:
+        try:
+            node = self.redis.get_node_from_key(key)
+        except Exception:  # topology not known yet (or being rediscovered): one shared queue
+            return ""
+        return node.name if node is not None else ""
 
     async def node_groups(self, log_keys: Sequence[str]) -> list[tuple[Any, list[int]]]:
         await self.redis.initialize()

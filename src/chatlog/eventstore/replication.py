@@ -2,8 +2,9 @@
 
 After the append scripts of one group commit, the same pipeline sends
 ``WAIT numreplicas timeout`` (with ``ack_fsync``, followed by ``WAITAOF 0
-numreplicas timeout``: fsynced by the replicas; see :func:`_wait`) on the same connection (on a cluster: one WAIT per
-node, after that node's scripts), so WAIT covers exactly those writes. When
+numreplicas timeout``: fsynced by the replicas; see :func:`_wait`) on the
+same connection (on a cluster: one WAIT per node, after that node's scripts),
+so WAIT covers exactly those writes. When
 fewer replicas acknowledged in time, each append of that node fails with
 :class:`NotReplicated` (HTTP 503): it is on the primary and may or may not
 survive a failover; a retry with the same event ids is safe.
@@ -112,7 +113,7 @@ def _acked(reply: Any) -> int:
 
 async def run_replicated(
     client: Any, script: Script, batch: list[Pending], replicas: int, wait_s: float,
-    fsync: bool = False, *, node_groups: NodeGroups,
+    fsync: bool = False, *, node_groups: NodeGroups, load: bool = False,
 ) -> list[Any]:
     """Run the append scripts of ``batch`` and wait for ``replicas`` replicas.
 
@@ -125,7 +126,8 @@ async def run_replicated(
         for i in idx:
             p = batch[i]
             extra = {} if node is None else {"target_nodes": node}
-            pipe.execute_command("EVALSHA", script.sha, len(p.keys), *p.keys, *p.args, **extra)
+            pipe.execute_command(*(("EVAL", script.script) if load else ("EVALSHA", script.sha)),
+                                 len(p.keys), *p.keys, *p.args, **extra)
         _wait(pipe, node, replicas, timeout_ms, fsync)
     raw: list[Any] = await pipe.execute(raise_on_error=False)
     replies: list[Any] = [None] * len(batch)
@@ -142,10 +144,10 @@ async def run_replicated(
                 replies[i] = reply
     missing = [i for i, r in enumerate(replies) if isinstance(r, rexc.NoScriptError)]
     if missing:
-        # A restarted or promoted primary forgot the script; nothing of these ran.
-        script.sha = await client.script_load(script.script)
+        # A restarted or promoted primary forgot the script; nothing of these ran. Send
+        # the script itself (EVAL caches it there; SCRIPT LOAD would wait for every primary).
         again = await run_replicated(client, script, [batch[i] for i in missing], replicas,
-                                     wait_s, fsync, node_groups=node_groups)
+                                     wait_s, fsync, node_groups=node_groups, load=True)
         for i, r in zip(missing, again, strict=True):
             replies[i] = r
     dups = [i for i, r in enumerate(replies) if _status(r) == "dup"]
