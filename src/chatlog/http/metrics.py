@@ -32,6 +32,10 @@ class Metrics:
             "chatlog_sse_cutoffs", "SSE subscribers cut off because their buffer overflowed",
             registry=self.registry,
         )
+        self.workflow_waits = Gauge(
+            "chatlog_workflow_waits", "Callers blocked in a workflow wait or long-poll",
+            registry=self.registry,
+        )
         self.projection_lag = Gauge(
             "chatlog_projection_lag_events", "Events the read models are behind the log",
             registry=self.registry,
@@ -55,10 +59,6 @@ class Metrics:
         """Count the projector's failed batches and self-repairs at scrape time
         (``projector()`` gives the projector, or None when there is none)."""
         self.registry.register(_ProjectorCollector(projector))
-
-    def lag_from(self, read: Callable[[], float]) -> None:
-        """Read the projection lag at scrape time from ``read``."""
-        self.projection_lag.set_function(read)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
