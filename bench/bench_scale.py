@@ -183,7 +183,8 @@ async def measure_ack(
 
 
 async def measure_delivery(url: str, ack: str, samples: int) -> dict[str, float]:
-    """Latency (ms) from sending one append to a reader's tail yielding it, one at a time."""
+    """Latency (ms) from sending one append to a reader's tail yielding it, one at a time
+    (``p50``, ``p99``...), and to the append being answered (``ack_p50``, ``ack_p99``)."""
     store = await EventStore.open(url, partitions=ACK_PARTITIONS,
                                   prefix=f"d{uuid.uuid4().hex[:6]}", ack=ack, ack_replicas=1,
                                   ack_timeout=2.0)
@@ -200,18 +201,22 @@ async def measure_delivery(url: str, ack: str, samples: int) -> dict[str, float]
 
     reader = asyncio.create_task(follow())
     latencies: list[float] = []
+    acked: list[float] = []
     try:
         await asyncio.sleep(0.2)  # the reader is blocked in its XREAD
         for i in range(samples + 5):
             start = time.perf_counter()
             result = await store.append_one(event(i, thread_no=0))  # project 0: one partition
+            answered = time.perf_counter()
             while True:
                 pos, when = await arrived.get()
                 if pos == result.position:
                     break
             if i >= 5:
                 latencies.append((when - start) * 1000)
-        return percentiles(latencies)
+                acked.append((answered - start) * 1000)
+        ack_lat = percentiles(acked)
+        return {**percentiles(latencies), "ack_p50": ack_lat["p50"], "ack_p99": ack_lat["p99"]}
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
@@ -247,7 +252,9 @@ async def ack_levels(base: Path, args: Any) -> tuple[list[dict[str, Any]], list[
                 deliveries[ack] = delivery
                 results.append(metric(f"replicated cluster: {name}, append to tail delivery p99",
                                       [delivery["p99"]], "ms", higher_is_better=False,
-                                      p50_ms=round(delivery["p50"], 3)))
+                                      p50_ms=round(delivery["p50"], 3),
+                                      one_append_ack_p50_ms=round(delivery["ack_p50"], 3),
+                                      one_append_ack_p99_ms=round(delivery["ack_p99"], 3)))
             rows.append([name, round(runs[best]), round(lats[best]["p50"], 2),
                          round(lats[best]["p99"], 2),
                          round(delivery["p50"], 2) if delivery else "-",
@@ -255,7 +262,8 @@ async def ack_levels(base: Path, args: Any) -> tuple[list[dict[str, Any]], list[
             print(f"  {name:>28}: {runs[best]:>8,.0f}/s  append p50 {lats[best]['p50']:.2f} ms "
                   f"p99 {lats[best]['p99']:.2f} ms"
                   + (f"  delivery p50 {delivery['p50']:.2f} ms p99 {delivery['p99']:.2f} ms"
-                     if delivery else ""), flush=True)
+                     f" (one append answered p50 {delivery['ack_p50']:.2f} ms"
+                     f" p99 {delivery['ack_p99']:.2f} ms)" if delivery else ""), flush=True)
     finally:
         cluster.stop()
     return results, rows
