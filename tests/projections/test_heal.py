@@ -153,3 +153,20 @@ async def test_a_batch_that_keeps_failing_is_reported(store: EventStore, model_p
             assert float(line.split()[-1]) >= 3
     finally:
         services.read_model.close()
+
+
+async def test_an_entry_deleted_on_purpose_is_not_a_lost_one(store: EventStore,
+                                                              model_path: Path) -> None:
+    """XDEL (the integrations' deletes) and trimming remove entries on purpose: no repair."""
+    for i in range(3):
+        await store.append_one(message("Deleted", "thread-1", f"m{i}"))
+    async with Projector(store, model_path, [ConversationsProjection()], block=0.1) as pj:
+        last = await store.append_one(message("Deleted", "thread-1", "deleted later"))
+        await pj.wait_for(0, last.position, 10)
+        assert await store.missing(pj.checkpoint) == []
+        redis: Any = store.redis
+        await redis.xdel(store.keys.log(0), last.position)
+        assert await store.missing(pj.checkpoint) == []
+        after = await store.append_one(message("Deleted", "thread-1", "after"))
+        await pj.wait_for(0, after.position, 10)
+        assert pj.repairs == 0

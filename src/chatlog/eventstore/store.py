@@ -449,12 +449,27 @@ class EventStore:
             pipe.xrange(self.keys.log(p), pos, pos, 1)
             pipe.get(self.keys.horizon(p))
         replies = await guard(pipe.execute())
-        gone = []
+        absent = []
         for i, p in enumerate(wanted):
             found, horizon = replies[2 * i], replies[2 * i + 1]
             if found:
                 continue
             if horizon and parse_position(cursor.positions[p]) <= parse_position(text(horizon)):
+                continue
+            absent.append(p)
+        if not absent:
+            return []
+        # An entry deleted on purpose (XDEL, as the integrations' deletes do) is not
+        # lost either: the stream remembers the largest id ever deleted (Redis >= 7).
+        pipe = self.redis.pipeline(transaction=False)
+        for p in absent:
+            pipe.xinfo_stream(self.keys.log(p))
+        infos = await guard(pipe.execute(raise_on_error=False))
+        gone = []
+        for p, info in zip(absent, infos, strict=True):
+            deleted = info.get("max-deleted-entry-id", info.get(b"max-deleted-entry-id")) \
+                if isinstance(info, dict) else None
+            if deleted and parse_position(cursor.positions[p]) <= parse_position(text(deleted)):
                 continue
             gone.append(p)
         return gone
