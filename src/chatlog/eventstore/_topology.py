@@ -38,6 +38,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from chatlog.errors import PositionTrimmed
 from chatlog.eventstore import cluster as _cluster
+from chatlog.eventstore._watermark import capped, committed_of
 from chatlog.eventstore.codec import START, Cursor, parse_position
 from chatlog.eventstore.connection import (
     UNAVAILABLE,
@@ -93,28 +94,6 @@ def check_horizon(partition: int, after: str, horizon: bytes | None) -> None:
 
 def _unparsed(response: Any, **options: Any) -> Any:
     return response
-
-
-def _pos(entry: Any) -> tuple[int, int]:
-    return parse_position(text(entry[0]))
-
-
-def committed_of(reply: Any) -> str:
-    """The committed position from an ``XREVRANGE <committed> + - COUNT 1`` reply."""
-    return text(reply[0][0]) if reply else START
-
-
-def capped(entries: list[Any], committed: str) -> list[Any]:
-    """The leading ``entries`` (in position order) at or before ``committed``."""
-    if not entries:
-        return entries
-    limit = parse_position(committed)
-    if _pos(entries[-1]) <= limit:
-        return entries
-    n = 0
-    while n < len(entries) and _pos(entries[n]) <= limit:
-        n += 1
-    return entries[:n]
 
 
 def _flattened(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[FlatEntry]:

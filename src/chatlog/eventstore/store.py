@@ -10,22 +10,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from redis import exceptions as rexc
 
 from chatlog.errors import InvalidInput, PartitionMismatch, PositionTrimmed
 from chatlog.events import NewEvent, RecordedEvent, aggregate_key
+from chatlog.eventstore import _watermark
 from chatlog.eventstore._append import Appender, AppendResult
-from chatlog.eventstore._topology import (
-    FlatEntry,
-    RawEntry,
-    capped,
-    committed_of,
-    connect,
-    topology_of,
-)
+from chatlog.eventstore._status import LogInfo, PartitionStatus, StoreStatus, read_status
+from chatlog.eventstore._topology import FlatEntry, RawEntry, connect, topology_of
+from chatlog.eventstore._watermark import capped, committed_of
 from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_fields, parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, Client, guard, text
 from chatlog.eventstore.keys import Keys, partition_of
@@ -45,44 +40,6 @@ __all__ = [
 ]
 
 LOG_FORMAT = "1"
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionStatus:
-    partition: int
-    key: str
-    length: int
-    first_position: str | None
-    last_position: str | None
-    horizon: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class StoreStatus:
-    server: str
-    version: str
-    url: str
-    partitions: list[PartitionStatus] = field(default_factory=list)
-
-    @property
-    def length(self) -> int:
-        return sum(p.length for p in self.partitions)
-
-
-@dataclass(frozen=True, slots=True)
-class LogInfo:
-    """One partition's log as seen from a reader at position ``after``."""
-
-    partition: int
-    #: Entries in the stream now.
-    length: int
-    #: Entries ever added to the stream (``entries-added``; ``length`` on servers
-    #: before Redis 7), so trimmed entries still count.
-    added: int
-    #: The last position (None when the stream is empty).
-    head: str | None
-    #: The first position after ``after`` (None when the reader is caught up).
-    next_position: str | None
 
 
 class EventStore:
@@ -143,8 +100,7 @@ class EventStore:
     @property
     def committed_only(self) -> bool:
         """True when readers see only entries at or before each partition's committed
-        position (``ack=replicated``): what a stale primary could not replicate is
-        never delivered."""
+        position (``ack=replicated``)."""
         return self._topology.committed_only
 
     async def committed(self) -> Cursor:
@@ -153,14 +109,8 @@ class EventStore:
 
     async def confirm_committed(self) -> Cursor:
         """Under ``ack=replicated``: move each partition's committed position to its head
-        when the replicas have everything up to it (a fence write and WAIT per node);
-        return the committed positions.
-
-        Appends advance it themselves; this is for entries no append of this
-        process confirmed: a log written under ``ack=local``, a migration's
-        copy, what a promoted replica holds beyond its committed position.
-        It runs when the store opens.
-        """
+        if replicated (fence + WAIT per node), for what no append confirmed (a log
+        written under ``ack=local``, a migrated copy); run at open. The positions."""
         if self._topology.committed_only:
             await guard(confirm_heads(
                 self.redis, [self.keys.log(p) for p in range(self.partitions)],
@@ -416,63 +366,16 @@ class EventStore:
         return Cursor(await self._heads(range(self.partitions)))
 
     async def _heads(self, partitions: Sequence[int]) -> list[str]:
-        pipe = self.redis.pipeline(transaction=False)
-        for p in partitions:
-            pipe.xrevrange(self.keys.log(p), "+", "-", 1)
-            if self._topology.committed_only:
-                pipe.xrevrange(self.keys.committed(p), "+", "-", 1)
-        rows = await guard(pipe.execute())
-        if not self._topology.committed_only:
-            return [text(r[0][0]) if r else START for r in rows]
-        heads = []
-        for last, committed in zip(rows[::2], rows[1::2], strict=True):
-            head, mark = (text(last[0][0]) if last else START), committed_of(committed)
-            heads.append(min(head, mark, key=parse_position))
-        return heads
+        return await guard(_watermark.heads(self.redis, self.keys, partitions,
+                                            self._topology.committed_only))
 
     async def missing(self, cursor: Cursor, partitions: Sequence[int] | None = None) -> list[int]:
-        """The partitions whose position in ``cursor`` the log no longer holds.
-
-        A position the log once gave out disappears when a failover promotes a
-        replica that never received it, or when the server is restored from an
-        older snapshot: a reader that went past it has seen events the log
-        does not keep. Positions at or before the trim horizon were removed on
-        purpose and are not missing; ``0-0`` never is.
-        """
+        """The partitions whose position in ``cursor`` the log no longer holds: a failover
+        promoted a replica that never got it, or the server was restored from an older
+        snapshot (see :func:`._watermark.missing`)."""
         wanted = [p for p in (partitions if partitions is not None else range(self.partitions))
                   if cursor.positions[p] != START]
-        if not wanted:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for p in wanted:
-            pos = cursor.positions[p]
-            pipe.xrange(self.keys.log(p), pos, pos, 1)
-            pipe.get(self.keys.horizon(p))
-        replies = await guard(pipe.execute())
-        absent = []
-        for i, p in enumerate(wanted):
-            found, horizon = replies[2 * i], replies[2 * i + 1]
-            if found:
-                continue
-            if horizon and parse_position(cursor.positions[p]) <= parse_position(text(horizon)):
-                continue
-            absent.append(p)
-        if not absent:
-            return []
-        # An entry deleted on purpose (XDEL, as the integrations' deletes do) is not
-        # lost either: the stream remembers the largest id ever deleted (Redis >= 7).
-        pipe = self.redis.pipeline(transaction=False)
-        for p in absent:
-            pipe.xinfo_stream(self.keys.log(p))
-        infos = await guard(pipe.execute(raise_on_error=False))
-        gone = []
-        for p, info in zip(absent, infos, strict=True):
-            deleted = info.get("max-deleted-entry-id", info.get(b"max-deleted-entry-id")) \
-                if isinstance(info, dict) else None
-            if deleted and parse_position(cursor.positions[p]) <= parse_position(text(deleted)):
-                continue
-            gone.append(p)
-        return gone
+        return await guard(_watermark.missing(self.redis, self.keys, cursor, wanted))
 
     def _check_partition(self, partition: int) -> None:
         if not 0 <= partition < self.partitions:
@@ -587,30 +490,9 @@ class EventStore:
     # -- status ------------------------------------------------------------------------
 
     async def status(self) -> StoreStatus:
-        info = await self._topology.server_info()
-        server = "valkey" if "valkey_version" in info else "redis"
-        version = str(info.get("valkey_version") or info.get("redis_version", "?"))
-        parts = []
-        for p in range(self.partitions):
-            pipe = self.redis.pipeline(transaction=False)
-            key = self.keys.log(p)
-            pipe.xlen(key)
-            pipe.xrange(key, "-", "+", 1)
-            pipe.xrevrange(key, "+", "-", 1)
-            pipe.get(self.keys.horizon(p))
-            length, first, last, horizon = await guard(pipe.execute())
-            parts.append(
-                PartitionStatus(
-                    partition=p,
-                    key=key,
-                    length=int(length),
-                    first_position=text(first[0][0]) if first else None,
-                    last_position=text(last[0][0]) if last else None,
-                    horizon=text(horizon) if horizon else None,
-                )
-            )
-        return StoreStatus(server=server, version=version, url=self.url, partitions=parts)
-
+        """The server, and each partition's length, first and last positions, horizon."""
+        return await read_status(self.redis, self._topology, self.keys, self.partitions,
+                                 self.url)
 
     async def placement(self) -> dict[str, Any]:
         """Which node serves each partition now (``{}`` on one server), for ``chatlog status``."""
