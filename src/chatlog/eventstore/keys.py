@@ -54,6 +54,12 @@ class Keys:
         """
         return f"{self.tag(partition)}:eid:{project}:{event_id}"
 
+    def committed(self, partition: int) -> str:
+        """Stream of one entry whose id is the partition's committed position (its high
+        watermark): the last position replicated as ``CHATLOG_ACK=replicated`` asks.
+        Readers deliver nothing past it (see :mod:`chatlog.eventstore.replication`)."""
+        return f"{self.tag(partition)}:committed"
+
     def horizon(self, partition: int) -> str:
         """String: the last position removed by retention trimming."""
         return f"{self.tag(partition)}:horizon"
