@@ -72,9 +72,13 @@ class Keys:
         """Stream: jobs that used up their deliveries."""
         return f"{self.tag(partition)}:dead"
 
-    def job(self, partition: int, job_id: str) -> str:
-        """Hash: one job's record (workflow, kind, payload, state)."""
-        return f"{self.tag(partition)}:job:{job_id}"
+    def job(self, partition: int, project: uuid.UUID, job_id: str) -> str:
+        """Hash: one job's record (workflow, kind, payload, state).
+
+        A job id is the project's (as an event id is): the same id in two
+        projects of one partition is two jobs.
+        """
+        return f"{self.tag(partition)}:job:{project}:{job_id}"
 
     def job_index(self, partition: int, project: uuid.UUID) -> str:
         """Sorted set: a project's job ids, scored by enqueue time (ms)."""
