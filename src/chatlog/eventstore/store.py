@@ -11,40 +11,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from redis import exceptions as rexc
-
 from chatlog.errors import InvalidInput, PartitionMismatch, PositionTrimmed
 from chatlog.events import NewEvent, RecordedEvent, aggregate_key
+from chatlog.eventstore import _status, _watermark, tiers
 from chatlog.eventstore._append import Appender, AppendResult
+from chatlog.eventstore._status import LogInfo, PartitionStatus, StoreStatus, TierStatus
 from chatlog.eventstore._topology import FlatEntry, RawEntry, connect, topology_of
-from chatlog.eventstore.codec import (
-    START,
-    Cursor,
-    decode_entry,
-    flat_fields,
-    parse_position,
-)
+from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_fields, parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, Client, guard, text
 from chatlog.eventstore.keys import Keys, partition_of
+from chatlog.eventstore.replication import confirm_heads
 from chatlog.eventstore.scripts import TRIM
-from chatlog.eventstore.status import (
-    LogInfo,
-    PartitionStatus,
-    StoreStatus,
-    TierStatus,
-    read_status,
-)
-from chatlog.eventstore.tiers import (
-    READ_AGGREGATE_TIERED,
-    archive_if_there,
-    archived_head,
-    delete_both,
-    oldest_cursor,
-    read_both,
-    read_versions,
-    scan_both,
-    tail_both,
-)
 
 if TYPE_CHECKING:
     from chatlog.eventstore.archive import Archive
@@ -108,14 +85,15 @@ class EventStore:
             outcome_window_ms=int(outcome_window * 1000), outcome_timeout=outcome_timeout,
             ack_replicas=ack_replicas, ack_timeout=ack_timeout, ack_fsync=ack_fsync,
         )
+        self._topology.committed_only = ack == "replicated"
         self._trim_script = redis.register_script(TRIM)
-        self._read_aggregate_script = redis.register_script(READ_AGGREGATE_TIERED)
+        self._read_aggregate_script = redis.register_script(tiers.READ_AGGREGATE_TIERED)
 
     @property
     def archive(self) -> Archive | None:
         """The archive tier, read with Redis as one log (None: nothing archived here)."""
         if self._archive is None and self._archive_dir is not None:
-            self._archive = archive_if_there(self._archive_dir)
+            self._archive = tiers.archive_if_there(self._archive_dir)
         return self._archive
 
     @archive.setter
@@ -133,6 +111,28 @@ class EventStore:
     @ack.setter
     def ack(self, value: str) -> None:
         self._appender.ack = value
+        self._topology.committed_only = value == "replicated"
+
+    @property
+    def committed_only(self) -> bool:
+        """True when readers see only entries at or before each partition's committed
+        position (``ack=replicated``)."""
+        return self._topology.committed_only
+
+    async def committed(self) -> Cursor:
+        """Each partition's committed position (its replicated high watermark)."""
+        return Cursor(await self._topology.committed(self.keys, range(self.partitions)))
+
+    async def confirm_committed(self) -> Cursor:
+        """Under ``ack=replicated``: move each partition's committed position to its head
+        if replicated (fence + WAIT per node), for what no append confirmed (a log
+        written under ``ack=local``, a migrated copy); run at open. The positions."""
+        if self._topology.committed_only:
+            await guard(confirm_heads(
+                self.redis, [self.keys.log(p) for p in range(self.partitions)],
+                self.ack_replicas, self.ack_timeout, self.ack_fsync,
+                self._topology.node_groups))
+        return await self.committed()
 
     @property
     def ack_replicas(self) -> int:
@@ -179,10 +179,9 @@ class EventStore:
         """Connect to ``url`` and open (or create) the log with ``partitions`` partitions.
 
         ``url`` is ``redis://``, ``rediss://``, ``unix://`` or, for a Redis
-        Cluster, ``redis+cluster://host:port[,host:port...]``. With ``archive`` (or a
-        local directory, opened once the archiver made it) every read sees the
-        archive's segments and Redis as one log.
-        Raises :class:`PartitionMismatch` when the log exists with another count.
+        Cluster, ``redis+cluster://host:port[,host:port...]``; ``archive``: the archive
+        tier (or a local directory, opened once it exists). Raises
+        :class:`PartitionMismatch` when the log exists with another count.
         """
         store = cls(
             connect(url),
@@ -201,6 +200,8 @@ class EventStore:
         try:
             await store._topology.initialize()
             await store.ensure_meta()
+            if store.committed_only:
+                await store.confirm_committed()
         except BaseException:
             await store.close()
             raise
@@ -254,10 +255,7 @@ class EventStore:
     ) -> list[RecordedEvent]:
         """Events of ``partition`` after position ``after``, oldest first, at most ``limit``.
 
-        One log across the tiers: the archive's segments, then Redis (see
-        :mod:`.tiers`). ``after`` = ``START`` reads from the first event kept.
-        Raises :class:`PositionTrimmed` when ``after`` lies inside history
-        deleted with :meth:`trim` (events after it are gone).
+        Raises :class:`PositionTrimmed` when events after ``after`` were trimmed.
         """
         return [
             decode_entry(partition, pos, fields)
@@ -272,7 +270,8 @@ class EventStore:
         parse_position(after)
         if self.archive is None:
             return await self._topology.read_checked(self.keys, partition, after, limit)
-        return await read_both(self._topology, self.keys, self.archive, partition, after,
+        return await tiers.read_both(self._topology, self.keys, self.archive, partition,
+                                     after,
                                limit, flat=False)
 
     async def read_flat(
@@ -285,7 +284,8 @@ class EventStore:
         parse_position(after)
         if self.archive is None:
             return await self._topology.read_flat_checked(self.keys, partition, after, limit)
-        return await read_both(self._topology, self.keys, self.archive, partition, after,
+        return await tiers.read_both(self._topology, self.keys, self.archive, partition,
+                                     after,
                                limit, flat=True)
 
     def scan(self, partition: int, *, chunk: int = 10_000) -> AsyncIterator[Any]:
@@ -293,28 +293,20 @@ class EventStore:
         archive's segments as ``pyarrow.RecordBatch``es, then the hot tail in lists of
         up to ``chunk`` flat entries through :meth:`read_flat` (see :mod:`.tiers`)."""
         self._check_partition(partition)
-        return scan_both(self.archive, partition, chunk, self.read_flat)
+        return tiers.scan_both(self.archive, partition, chunk, self.read_flat)
 
     def scan_flat(self, partition: int, *, chunk: int = 10_000) -> AsyncIterator[list[FlatEntry]]:
         """Every entry of ``partition``'s Redis stream (the hot tier the archiver seals),
-        oldest first, in flat chunks of up to ``chunk``; unchecked against the horizon.
-        The whole log, archive included, is :meth:`scan`."""
+        oldest first, in flat chunks of up to ``chunk``, the next one asked for before
+        this one is yielded; unchecked against the horizon. The whole log is :meth:`scan`.
+        """
         self._check_partition(partition)
-        key = self.keys.log(partition)
-
-        def xrange(p: int, after: str, count: int) -> Awaitable[list[FlatEntry]]:
-            return self._topology.xrange_flat(key, f"({after}" if after != START else "-", count)
-
-        return scan_both(None, partition, chunk, xrange)
+        return tiers.scan_hot(self._topology, self.keys, partition, chunk)
 
     async def read_cursor(
         self, cursor: Cursor, limit: int = 1000, partitions: Sequence[int] | None = None
     ) -> tuple[list[RecordedEvent], Cursor]:
-        """Events after ``cursor`` in the given partitions (default: all), and the new cursor.
-
-        A cursor inside deleted history raises :class:`PositionTrimmed` naming the
-        whole cursor to resume from.
-        """
+        """Events after ``cursor`` in the given partitions (default: all), and the new cursor."""
         events: list[RecordedEvent] = []
         for p in partitions if partitions is not None else range(self.partitions):
             if len(events) >= limit:
@@ -341,10 +333,18 @@ class EventStore:
         deliberately deleted version raises :class:`PositionTrimmed`."""
         partition = self.partition_of(project)
         aggregate = aggregate_key(project, aggregate_type, aggregate_id)
-        flats = await read_versions(
+        upto = None
+        if self._topology.committed_only:
+            upto = parse_position((await self._topology.committed(self.keys, [partition]))[0])
+        flats = await tiers.read_versions(
             self._read_aggregate_script, self.keys, self.archive, partition, aggregate,
             max(from_version, 1), limit, lambda: self.horizon(partition))
-        return [decode_entry(partition, pos, flat_fields(flat)) for pos, flat in flats]
+        events = []
+        for pos, flat in flats:
+            if upto is not None and parse_position(text(pos)) > upto:
+                break  # not replicated (yet): the rest of the aggregate comes after it
+            events.append(decode_entry(partition, pos, flat_fields(flat)))
+        return events
 
     async def aggregate_version(self, project: Any, aggregate_type: str, aggregate_id: str) -> int:
         partition = self.partition_of(project)
@@ -355,20 +355,28 @@ class EventStore:
     async def head(self, partition: int) -> str:
         """The last position of ``partition`` (``0-0`` when empty)."""
         self._check_partition(partition)
-        last = await guard(self.redis.xrevrange(self.keys.log(partition), "+", "-", 1))
-        return text(last[0][0]) if last else await self._archived_head(partition)
+        return (await self._heads([partition]))[0]
 
     async def heads(self) -> Cursor:
-        """The last position of every partition (either tier)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for p in range(self.partitions):
-            pipe.xrevrange(self.keys.log(p), "+", "-", 1)
-        rows = await guard(pipe.execute())
-        return Cursor([r[0][0].decode() if r else await self._archived_head(p)
-                       for p, r in enumerate(rows)])
+        """The last position of every partition (under ``ack=replicated``: the last
+        committed one, which is as far as readers go)."""
+        return Cursor(await self._heads(range(self.partitions)))
 
-    async def _archived_head(self, partition: int) -> str:  # when Redis's stream is empty
-        return await archived_head(self.archive, partition) if self.archive else START
+    async def _heads(self, partitions: Sequence[int]) -> list[str]:
+        heads: list[str] = await guard(_watermark.heads(self.redis, self.keys, partitions,
+                                                        self._topology.committed_only))
+        if self.archive is None:
+            return heads
+        return [h if h != START else await tiers.archived_head(self.archive, p)  # Redis empty
+                for p, h in zip(partitions, heads, strict=True)]
+
+    async def missing(self, cursor: Cursor, partitions: Sequence[int] | None = None) -> list[int]:
+        """The partitions whose position in ``cursor`` the log no longer holds: a failover
+        promoted a replica that never got it, or the server was restored from an older
+        snapshot (see :func:`._watermark.missing`)."""
+        wanted = [p for p in (partitions if partitions is not None else range(self.partitions))
+                  if cursor.positions[p] != START]
+        return await guard(_watermark.missing(self.redis, self.keys, cursor, wanted))
 
     def _check_partition(self, partition: int) -> None:
         if not 0 <= partition < self.partitions:
@@ -384,31 +392,13 @@ class EventStore:
 
     async def gone(self, exc: PositionTrimmed, cursor: Cursor) -> PositionTrimmed:
         """``exc`` naming the whole cursor a reader at ``cursor`` can resume from."""
-        return exc.with_cursor(str(await oldest_cursor(cursor, self.horizon)))
+        return exc.with_cursor(str(await tiers.oldest_cursor(cursor, self.horizon)))
 
     async def log_info(self, partition: int, after: str = START) -> LogInfo:
         """How long ``partition``'s log is, and where it stands relative to ``after``
         (for lag reports: how far a reader at ``after`` is behind)."""
         self._check_partition(partition)
-        key = self.keys.log(partition)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xrevrange(key, "+", "-", 1)
-        pipe.xrange(key, f"({after}" if after != START else "-", "+", 1)
-        pipe.xlen(key)
-        last, first_pending, length = await guard(pipe.execute())
-        added = int(length)
-        try:
-            info: dict[Any, Any] = await guard(self.redis.xinfo_stream(key))
-            added = int(info.get("entries-added", info.get(b"entries-added")) or length)
-        except rexc.ResponseError:  # no such key, or a server before Redis 7
-            pass
-        return LogInfo(
-            partition=partition,
-            length=int(length),
-            added=added,
-            head=text(last[0][0]) if last else None,
-            next_position=text(first_pending[0][0]) if first_pending else None,
-        )
+        return await _status.read_log_info(self.redis, self._topology, self.keys, partition, after)
 
     # -- tailing --------------------------------------------------------------------
 
@@ -449,13 +439,13 @@ class EventStore:
         For consumers that want a few event types out of many: they can skip an
         entry by its ``a`` (aggregate) or ``t`` (type) field without paying for
         decoding it. On a cluster, several partitions are tailed one XREAD each,
-        and each batch then holds entries of one partition. With an archive, it
-        first catches up through the tiered read (a cursor in the archive works).
+        and each batch then holds entries of one partition.
         """
         cursor = cursor or Cursor.start(self.partitions)
         wanted = list(partitions) if partitions is not None else list(range(self.partitions))
-        if self.archive is not None:
-            tail = tail_both(self._topology, self.keys, self.archive, self.read_raw, cursor,
+        if self.archive is not None:  # catch up across tiers first (see tiers.tail_both)
+            tail = tiers.tail_both(self._topology, self.keys, self.archive, self.read_raw,
+                                   cursor,
                              wanted, block=block, count=count, on_idle=on_idle)
         else:
             tail = self._topology.tail(self.keys, cursor, wanted, block=block, count=count,
@@ -479,7 +469,8 @@ class EventStore:
         parse_position(before)
         removed = 0
         if self.archive is not None:
-            removed = await delete_both(self.redis, self.keys, self.archive, partition, before)
+            removed = await tiers.delete_both(self.redis, self.keys, self.archive, partition,
+                                              before)
         trimmed, _ = await guard(
             self._trim_script(
                 keys=[self.keys.log(partition), self.keys.horizon(partition)], args=[before]
@@ -491,8 +482,8 @@ class EventStore:
 
     async def status(self) -> StoreStatus:
         """The server, and per partition and tier: segments, events, bytes, oldest, newest."""
-        return await read_status(self._topology, self.keys, self.partitions, self.url,
-                                 self.archive)
+        return await _status.read_status(self.redis, self._topology, self.keys, self.partitions,
+                                 self.url, self.archive)
 
     async def placement(self) -> dict[str, Any]:
         """Which node serves each partition now (``{}`` on one server), for ``chatlog status``."""

@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from chatlog.errors import PositionTrimmed
+from chatlog.eventstore._watermark import capped
 from chatlog.eventstore.codec import START, Cursor, flat_field, flat_fields, parse_position
 from chatlog.eventstore.connection import guard, text
 from chatlog.eventstore.keys import Keys
@@ -403,3 +404,37 @@ def archived_before(archive: Archive, partition: int, before: bytes | str | None
         if len(out) >= limit:
             break
     return out
+
+
+async def scan_hot(topology: Topology, keys: Keys, partition: int,
+                   chunk: int) -> AsyncIterator[list[FlatEntry]]:
+    """See :meth:`EventStore.scan_flat` (under ``ack=replicated``: up to the committed
+    position)."""
+    key = keys.log(partition)
+    upto = None
+    if topology.committed_only:
+        upto = (await topology.committed(keys, [partition]))[0]
+    request = asyncio.ensure_future(topology.xrange_flat(key, "-", chunk))
+    try:
+        while True:
+            entries = await request
+            if upto is not None:
+                kept = capped(entries, upto)
+                if len(kept) < len(entries):
+                    if kept:
+                        yield kept
+                    return
+            if not entries:
+                return
+            full = len(entries) >= chunk
+            if full:  # the server reads the next chunk while this one is used
+                request = asyncio.ensure_future(
+                    topology.xrange_flat(key, f"({text(entries[-1][0])}", chunk))
+                await asyncio.sleep(0)  # let the request go out first
+            yield entries
+            if not full:
+                return
+    finally:
+        if not request.done():
+            request.cancel()
+        await asyncio.gather(request, return_exceptions=True)

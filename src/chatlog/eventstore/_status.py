@@ -1,17 +1,21 @@
-"""What ``EventStore.status`` and ``EventStore.log_info`` report."""
+"""What ``chatlog status`` and lag reports show of the log: plain records, and reading them."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from redis import exceptions as rexc
+
+from chatlog.eventstore._topology import Topology
+from chatlog.eventstore._watermark import capped, committed_of
+from chatlog.eventstore.codec import START, parse_position
 from chatlog.eventstore.connection import guard, text
 from chatlog.eventstore.keys import Keys
 from chatlog.eventstore.tiers import archive_tier
 
 if TYPE_CHECKING:
-    from chatlog.eventstore._topology import Topology
     from chatlog.eventstore.archive import Archive
 
 
@@ -31,7 +35,6 @@ class TierStatus:
 class PartitionStatus:
     partition: int
     key: str
-    #: Entries in the Redis stream (the hot tail).
     length: int
     first_position: str | None
     last_position: str | None
@@ -79,15 +82,16 @@ class LogInfo:
     next_position: str | None
 
 
-async def read_status(topology: Topology, keys: Keys, partitions: int, url: str,
-                      archive: Archive | None) -> StoreStatus:
-    """The server, and per partition its tiers (see :meth:`EventStore.status`)."""
+async def read_status(redis: Any, topology: Topology, keys: Keys, partitions: int,
+                      url: str, archive: Archive | None = None) -> StoreStatus:
+    """The server, and per partition and tier: segments, events, bytes, oldest, newest
+    (plus the Redis stream's length and the deletion horizon)."""
     info = await topology.server_info()
     server = "valkey" if "valkey_version" in info else "redis"
     version = str(info.get("valkey_version") or info.get("redis_version", "?"))
     parts = []
     for p in range(partitions):
-        pipe = topology.redis.pipeline(transaction=False)
+        pipe = redis.pipeline(transaction=False)
         key = keys.log(p)
         pipe.xlen(key)
         pipe.xrange(key, "-", "+", 1)
@@ -103,5 +107,33 @@ async def read_status(topology: Topology, keys: Keys, partitions: int, url: str,
                 "archive", *await asyncio.to_thread(archive_tier, archive, p)))
         parts.append(PartitionStatus(
             partition=p, key=key, length=int(length), first_position=oldest,
-            last_position=newest, horizon=text(horizon) if horizon else None, tiers=tiers))
+            last_position=newest, horizon=text(horizon) if horizon else None, tiers=tiers,
+        ))
     return StoreStatus(server=server, version=version, url=url, partitions=parts)
+
+
+async def read_log_info(redis: Any, topology: Topology, keys: Keys, partition: int,
+                        after: str) -> LogInfo:
+    """See :meth:`EventStore.log_info`."""
+    key = keys.log(partition)
+    pipe = redis.pipeline(transaction=False)
+    pipe.xrevrange(key, "+", "-", 1)
+    pipe.xrange(key, f"({after}" if after != START else "-", "+", 1)
+    pipe.xlen(key)
+    if topology.committed_only:
+        pipe.xrevrange(keys.committed(partition), "+", "-", 1)
+    last, first_pending, length, *mark = await guard(pipe.execute())
+    if mark:  # readers go no further than the committed position
+        upto = committed_of(mark[0])
+        if last and parse_position(text(last[0][0])) > parse_position(upto):
+            last = [(upto.encode(), {})] if upto != START else []
+        first_pending = capped(first_pending, upto)
+    added = int(length)
+    try:
+        info: dict[Any, Any] = await guard(redis.xinfo_stream(key))
+        added = int(info.get("entries-added", info.get(b"entries-added")) or length)
+    except rexc.ResponseError:  # no such key, or a server before Redis 7
+        pass
+    return LogInfo(partition=partition, length=int(length), added=added,
+                   head=text(last[0][0]) if last else None,
+                   next_position=text(first_pending[0][0]) if first_pending else None)
