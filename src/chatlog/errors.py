@@ -149,6 +149,12 @@ class EmbeddedServerError(EventStoreError):
     title = "Embedded Valkey failed"
 
 
+class DataDirError(EventStoreError):
+    """The data dir is missing, or owned by another process."""
+
+    title = "Data dir unavailable"
+
+
 # -- projections -------------------------------------------------------------
 
 

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     job_max_deliveries: int = Field(default=5, ge=1, description="Deliveries before dead letter")
     sse_keepalive: float = Field(default=15.0, gt=0, description="Seconds between SSE keep-alives")
     sse_buffer: int = Field(default=1000, ge=1, description="Events buffered per SSE subscriber")
+    valkey_max_restarts: int = Field(
+        default=5, ge=0,
+        description="serve: restarts of a dead embedded Valkey tried in a row (with backoff) "
+        "before serve exits with an error",
+    )
     log_level: str = Field(default="INFO")
 
     @property

@@ -83,6 +83,7 @@ async def rebuild(ctx: click.Context, processes: bool, quiet: bool) -> None:
     model or the new one, never a mix, and the running projector resumes
     from the new checkpoint by itself. Interrupted at any moment (Ctrl-C,
     kill -9), the live model is untouched; the next rebuild starts clean.
+    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
     """
     from chatlog.projections.rebuild import RebuildInterrupted
     from chatlog.projections.rebuild import rebuild as rebuild_models
@@ -101,7 +102,7 @@ async def rebuild(ctx: click.Context, processes: bool, quiet: bool) -> None:
 
     loop.add_signal_handler(signal.SIGINT, interrupt)
     try:
-        async with open_store(settings) as opened:
+        async with open_store(settings, "rebuild") as opened:
             with _progress("rebuild", quiet) as update:
                 result = await rebuild_models(opened.store, settings.sqlite_path,
                                               on_progress=update, processes=processes,
@@ -135,12 +136,13 @@ async def import_(ctx: click.Context, file: Path, quiet: bool) -> None:
     project. Event ids are derived from each line, so importing the same file
     again adds nothing. The whole file is checked first: if any line is bad,
     the bad lines are listed with their numbers and nothing is imported.
+    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
     """
     from chatlog.projections.legacy import import_events, read_legacy
 
     settings = settings_from(ctx)
     events = read_legacy(file, settings.project_namespace)
-    async with open_store(settings) as opened:
+    async with open_store(settings, "import") as opened:
         with _progress("import", quiet or len(events) < 1000) as update:
             imported, present = await import_events(opened.store, events, on_progress=update)
     click.echo(f"imported {imported} messages from {file} "

@@ -48,9 +48,10 @@ async def worker(ctx: click.Context, name: str | None, lease: float | None,
       sleep  sleeps payload["seconds"] (default 1), heartbeating its lease
       fail   raises (retried, then dead-lettered after max deliveries)
     Platform code runs its own handlers with chatlog.orchestrator.Worker.
+    Needs a running `chatlog serve` (or CHATLOG_REDIS_URL): it never starts a Valkey.
     """
     settings = settings_from(ctx, job_lease=lease, job_max_deliveries=max_deliveries)
-    async with open_store(settings) as opened:
+    async with open_store(settings, "worker", private=False) as opened:
         w = Worker(opened.store, settings, demo_handler, name=name)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -65,9 +66,12 @@ async def worker(ctx: click.Context, name: str | None, lease: float | None,
 @click.pass_context
 @run_async
 async def dead_letters(ctx: click.Context, limit: int) -> None:
-    """List jobs that used up their deliveries (JSON Lines, oldest first)."""
+    """List jobs that used up their deliveries (JSON Lines, oldest first).
+
+    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
+    """
     settings = settings_from(ctx)
-    async with open_store(settings) as opened:
+    async with open_store(settings, "dead-letters") as opened:
         for d in await list_dead_letters(opened.store, limit=limit):
             click.echo(json.dumps({
                 "job_id": d.job_id, "kind": d.kind, "project": str(d.project),

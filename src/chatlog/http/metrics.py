@@ -34,6 +34,10 @@ class Metrics:
             "chatlog_projection_lag_events", "Events the read models are behind the log",
             registry=self.registry,
         )
+        self.valkey_restarts = Counter(
+            "chatlog_valkey_restarts", "Restarts of the embedded Valkey after it died",
+            registry=self.registry,
+        )
         self._by_status: dict[int, list[Any]] = {}
         self.created = self.appends.labels("created")
         self.duplicates = self.appends.labels("duplicate")
