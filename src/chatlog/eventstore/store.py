@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -64,6 +64,16 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 #: A client for one server or for a cluster (``redis+cluster://``).
 Client: TypeAlias = aioredis.Redis | RedisCluster
 T = TypeVar("T")
+
+class AppendObserver(Protocol):
+    """What the store reports about its appends (the metrics implement it)."""
+
+    def appended(self, seconds: float) -> None:
+        """An append (one aggregate's batch) was acknowledged after ``seconds``."""
+
+    def committed(self, group_size: int) -> None:
+        """``group_size`` appends went to the server in one round trip."""
+
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
@@ -181,6 +191,8 @@ class EventStore:
         self._flusher: asyncio.Task[None] | None = None
         self._inline = False  # an append is in flight from its caller's task
         self._closed = False
+        #: Told about every acknowledged append and group commit (None: nobody listens).
+        self.observer: AppendObserver | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -279,6 +291,7 @@ class EventStore:
                 )
         if expected_version is not None and expected_version < 0:
             raise InvalidInput(f"expected_version must be 0 or more, not {expected_version}")
+        started = time.perf_counter()
         partition = self.partition_of(first.project)
         log_key = self.keys.log(partition)
         keys = [
@@ -309,6 +322,8 @@ class EventStore:
                 "but others were; retry the whole batch with the ids it had, or new ids"
             )
         duplicate = status == "dup"
+        if self.observer is not None:
+            self.observer.appended(time.perf_counter() - started)
         return [
             AppendResult(
                 event_id=event_id,
@@ -406,6 +421,8 @@ class EventStore:
 
     async def _run_scripts(self, batch: list[_Pending]) -> list[Any]:
         script = self._append_script
+        if self.observer is not None:
+            self.observer.committed(len(batch))
         if self.ack == "replicated":
             return await run_replicated(
                 self.redis, script, batch, self.ack_replicas, self.ack_timeout,  # type: ignore[arg-type]

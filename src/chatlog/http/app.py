@@ -86,10 +86,13 @@ def create_app(
     """
     metrics = Metrics()
     app = web.Application(
-        middlewares=[make_problem_middleware(metrics.observe_status)],
+        middlewares=[metrics.middleware, make_problem_middleware(metrics.observe_status)],
         client_max_size=settings.max_body_bytes,
     )
     services = services or Services()
+    store.observer = metrics
+    if services.projector is not None and hasattr(services.projector, "on_applied"):
+        services.projector.on_applied = metrics.applied
     fanout = Fanout(
         store,
         buffer=settings.sse_buffer,

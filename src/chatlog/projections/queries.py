@@ -217,6 +217,16 @@ class ReadModel:
         return MessagePage(messages=messages,
                            next_after_version=messages[-1].version if more else None)
 
+    # -- operations -------------------------------------------------------------
+
+    def workflow_counts(self) -> dict[str, int]:
+        """Workflows by state, over every project (the metrics' gauge)."""
+        conn = self._conn()
+        if not _db.table_exists(conn, "workflows"):
+            return {}
+        rows = conn.execute("SELECT state, count(*) FROM workflows GROUP BY state").fetchall()
+        return {str(state): int(n) for state, n in rows}
+
     # -- the projector's progress ---------------------------------------------------
 
     def checkpoint(self, partitions: int) -> tuple[Cursor, list[int]]:
