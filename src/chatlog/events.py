@@ -8,12 +8,13 @@ written by a newer chatlog never crashes an older reader.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chatlog.errors import InvalidInput
 from chatlog.identity import random_uuid
 
 SCHEMA_VERSION = 1
@@ -54,6 +55,18 @@ def data_model(type_name: str) -> type[EventData] | None:
 
 def known_types() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def require_known_types(types: Iterable[str]) -> None:
+    """Raise :class:`InvalidInput` naming the known types when one of ``types`` is not known
+    (a filter on an unknown type could only match nothing, silently)."""
+    known = known_types()
+    unknown = sorted(set(types) - set(known))
+    if unknown:
+        raise InvalidInput(
+            f"unknown event type{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(t) for t in unknown)}; known types: {', '.join(known)}"
+        )
 
 
 def upcast(type_name: str, schema_version: int, data: dict[str, Any]) -> dict[str, Any]:

@@ -71,7 +71,12 @@ def test_tail_follows_new_events(run: Callable[..., subprocess.CompletedProcess[
     ("args", "message"),
     [
         (["append", "a\x01b", "x"], "contains control characters"),
-        (["append", "p", "x", "--event-id", "not-a-uuid"], "--event-id a UUID"),
+        (["append", "p", "x", "--event-id", "not-a-uuid"], "--event-id must be a UUID"),
+        (["append", "p", "x", "--metadata", "not json"], "--metadata must be a JSON object:"),
+        (["append", "", "x"], "spell it out: system-master"),
+        (["append", "  ", "x"], "spell it out: system-master"),
+        (["tail", "--no-follow", "--type", "bogus.type"],
+         "unknown event type 'bogus.type'; known types: job.completed"),
         (["append", "p", "x", "--metadata", "[1]"], "must be a JSON object"),
         (["tail", "--after", "yesterday"], "is not of the form"),
         (["trim", "0", "bad", "--yes"], "is not of the form"),
@@ -83,6 +88,8 @@ def test_bad_input_is_one_readable_line(run: Callable[..., subprocess.CompletedP
     assert proc.returncode == 1
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    if "--metadata" in args:
+        assert "--event-id" not in proc.stderr  # only the wrong option is named
 
 
 def test_version_conflict_is_one_line(run: Callable[..., subprocess.CompletedProcess[str]]) -> None:

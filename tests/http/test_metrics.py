@@ -116,3 +116,15 @@ async def test_job_metrics(api) -> None:
 async def _when(scrape, check):  # type: ignore[no-untyped-def]
     text = await scrape
     return text if check(text) else None
+
+
+def test_every_metric_is_documented() -> None:
+    from pathlib import Path
+
+    from chatlog.http.metrics import Metrics
+
+    docs = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    names = {metric.name for metric in Metrics().registry.collect()}
+    assert names
+    for name in names:
+        assert f"`{name}" in docs, f"{name} is not in docs/operations.md"

@@ -13,7 +13,7 @@ import orjson
 
 from chatlog.cli._app import cli, run_async, settings_from
 from chatlog.errors import InvalidInput
-from chatlog.events import MessageAppended, NewEvent, RecordedEvent
+from chatlog.events import MessageAppended, NewEvent, RecordedEvent, require_known_types
 from chatlog.eventstore.codec import Cursor
 from chatlog.eventstore.owner import Owner, read_owner
 from chatlog.eventstore.runtime import open_store
@@ -50,17 +50,22 @@ async def append(ctx: click.Context, project: str, content: str, thread_id: str 
     Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
     """
     settings = settings_from(ctx)
+    if not project.strip():
+        raise InvalidInput(
+            "PROJECT is empty; to write to the system scope, spell it out: system-master"
+        )
     key = normalize_project_id(project, settings.project_namespace)
     thread, _ = normalize_thread_id(thread_id)
     try:
         meta: dict[str, Any] = json.loads(metadata) if metadata else {}
-        eid = uuid.UUID(event_id) if event_id else None
     except ValueError as exc:
-        raise InvalidInput(
-            f"--metadata must be a JSON object and --event-id a UUID: {exc}"
-        ) from None
+        raise InvalidInput(f"--metadata must be a JSON object: {exc}") from None
     if not isinstance(meta, dict):
         raise InvalidInput("--metadata must be a JSON object")
+    try:
+        eid = uuid.UUID(event_id) if event_id else None
+    except ValueError:
+        raise InvalidInput(f"--event-id must be a UUID, not {event_id!r}") from None
     event = NewEvent.of(
         MessageAppended(thread_id=thread, role=role, content=content, metadata=meta),
         project=key.key, project_name=key.display, aggregate_type="thread",
@@ -97,6 +102,8 @@ async def tail(ctx: click.Context, after: str | None, project: str | None,
     --no-follow and no server, a private Valkey runs while it reads.
     """
     settings = settings_from(ctx)
+    if types:
+        require_known_types(types)
     key = normalize_project_id(project, settings.project_namespace) if project else None
     async with open_store(settings, "tail", private=not follow) as opened:
         store = opened.store

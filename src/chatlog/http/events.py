@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from chatlog.errors import ChatlogError, InvalidPosition
-from chatlog.events import RecordedEvent
+from chatlog.events import RecordedEvent, require_known_types
 from chatlog.eventstore import Cursor, EventStore, parse_position, position_after
 from chatlog.eventstore.codec import decode_entry
 from chatlog.http._routing import Endpoint, json_response, read_query
@@ -100,6 +100,8 @@ def build_filter(
     else:
         projects = principal.readable
     types = frozenset(t.strip() for t in q.types.split(",") if t.strip()) if q.types else None
+    if types:
+        require_known_types(types)
     return EventFilter(
         projects=projects,
         thread_id=q.thread_id.strip() if q.thread_id else None,

@@ -217,6 +217,15 @@ class ReadModel:
         return MessagePage(messages=messages,
                            next_after_version=messages[-1].version if more else None)
 
+    def project_known(self, project: uuid.UUID | ProjectKey | str) -> bool:
+        """True when anything (a message or a workflow) was ever written to the project."""
+        key = _key(project)
+        conn = self._conn()
+        if conn.execute("SELECT 1 FROM projects WHERE project = ?", (key,)).fetchone():
+            return True
+        return _db.table_exists(conn, "workflows") and conn.execute(
+            "SELECT 1 FROM workflows WHERE project = ? LIMIT 1", (key,)).fetchone() is not None
+
     # -- operations -------------------------------------------------------------
 
     def workflow_counts(self) -> dict[str, int]:
