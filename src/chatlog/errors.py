@@ -170,6 +170,26 @@ class DataDirError(EventStoreError):
     title = "Data dir unavailable"
 
 
+class ArchiveError(EventStoreError):
+    """The archive (sealed segments of old events) cannot be read or written as asked."""
+
+    title = "Archive error"
+
+
+class ArchiveConflict(ArchiveError):
+    """A segment could not be published: it overlaps the archive, or another archiver
+    holds a newer lease (fencing token) for the partition. Nothing was published."""
+
+    status = 409
+    title = "Archive conflict"
+
+
+class ArchiveCorrupt(ArchiveError):
+    """A segment or manifest does not hold what was written (count or checksum)."""
+
+    title = "Archive corrupt"
+
+
 # -- projections -------------------------------------------------------------
 
 

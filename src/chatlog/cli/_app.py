@@ -52,6 +52,9 @@ def global_options() -> list[click.Option]:
 class ChatlogGroup(click.Group):
     """The ``chatlog`` group: every subcommand also takes the global options."""
 
+    #: Sub-groups (``chatlog jobs``) are ChatlogGroups too, so their commands take them as well.
+    group_class = type
+
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         have = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
         cmd.params.extend(o for o in global_options() if not have & set(o.opts))

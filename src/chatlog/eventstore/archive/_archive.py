@@ -1,0 +1,490 @@
+"""The archive: sealed, immutable Parquet segments of each partition's old events.
+
+Layout under the archive URL (one directory per partition, Hive style, so
+``read_parquet('archive/**/*.parquet')`` reads every event and a ``partition``
+column)::
+
+    partition=0/manifest.json                 the published segments (replaced atomically)
+    partition=0/aggregates-<generation>.arrow aggregate -> (segment, row group, versions)
+    partition=0/<first>_<last>.parquet        one segment: events first..last
+
+Readers see a segment once its manifest entry is durable. Writers (the
+archiver of a partition, holding its lease) stage a segment under a temporary
+name, verify it, then publish it: rename, index, manifest.
+
+The API is synchronous file I/O; async callers wrap it in ``asyncio.to_thread``.
+It is safe to call from several threads.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from chatlog.errors import ArchiveConflict, ArchiveCorrupt, InvalidInput
+from chatlog.eventstore.archive import _segments as seg
+from chatlog.eventstore.archive._fs import Storage, storage_for
+from chatlog.eventstore.archive._manifest import MANIFEST, Manifest, SegmentEntry, SegmentInfo
+from chatlog.eventstore.codec import START, parse_position
+
+#: Called with the name of each step a write reached (the archiver's fault hook).
+StepHook = Callable[[str], None]
+#: Decoded row groups kept for reads that page through a segment.
+_ROWS_CACHED = 16
+
+
+@dataclass(slots=True)
+class StagedSegment:
+    """A segment written and verified under a temporary name, not yet visible."""
+
+    partition: int
+    name: str
+    tmp_path: str
+    first: str
+    last: str
+    count: int
+    bytes: int
+    checksum: str
+    index_rows: pa.Table
+
+
+class Archive:
+    """The archive at one URL: a local directory, ``file://`` or an fsspec URL."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.url = storage.url
+        self._lock = threading.RLock()
+        self._manifests: dict[int, Manifest] = {}
+        self._indexes: dict[int, tuple[str, pa.Table]] = {}
+        self._metadata: OrderedDict[str, pq.FileMetaData] = OrderedDict()
+        self._rows: OrderedDict[tuple[str, int], seg.Rows] = OrderedDict()
+
+    @classmethod
+    def open(cls, url: str) -> Archive:
+        """Open (or create) the archive at ``url``: a local path, ``file://`` or fsspec URL."""
+        return cls(storage_for(url))
+
+    # -- the manifest --------------------------------------------------------------------
+
+    def partition_dir(self, partition: int) -> str:
+        return self.storage.join(f"partition={partition}")
+
+    def partitions(self) -> list[int]:
+        """The partitions that have an archive directory."""
+        out = []
+        for name in self.storage.listdir(self.storage.root):
+            if name.startswith("partition=") and name[10:].isdigit():
+                out.append(int(name[10:]))
+        return sorted(out)
+
+    def reload(self) -> None:
+        """Forget the cached manifests: the next call re-reads them (others may have published)."""
+        with self._lock:
+            self._manifests.clear()
+
+    def _read_manifest(self, partition: int) -> Manifest:
+        path = self.storage.join(f"partition={partition}", MANIFEST)
+        try:
+            data = self.storage.read_bytes(path)
+        except FileNotFoundError:
+            return Manifest(partition=partition)
+        return Manifest.loads(data, path)
+
+    def _manifest(self, partition: int) -> Manifest:
+        with self._lock:
+            m = self._manifests.get(partition)
+            if m is None:
+                m = self._manifests[partition] = self._read_manifest(partition)
+            return m
+
+    def _info(self, partition: int, entry: SegmentEntry) -> SegmentInfo:
+        return SegmentInfo(
+            partition=partition, first=entry.first, last=entry.last, count=entry.count,
+            bytes=entry.bytes, path=self.storage.join(f"partition={partition}", entry.name),
+            checksum=entry.checksum, id=entry.id,
+        )
+
+    def segments(self, partition: int) -> list[SegmentInfo]:
+        """The partition's published segments, oldest first."""
+        return [self._info(partition, e) for e in self._manifest(partition).segments]
+
+    def oldest(self, partition: int) -> str | None:
+        """The first archived position kept (None: nothing archived)."""
+        segments = self._manifest(partition).segments
+        return segments[0].first if segments else None
+
+    def newest(self, partition: int) -> str | None:
+        """The last archived position (None: nothing archived)."""
+        segments = self._manifest(partition).segments
+        return segments[-1].last if segments else None
+
+    def deleted_before(self, partition: int) -> str | None:
+        """The position a deliberate deletion removed everything before (None: none)."""
+        return self._manifest(partition).deleted_before
+
+    def count(self, partition: int) -> int:
+        return sum(e.count for e in self._manifest(partition).segments)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _file_metadata(self, path: str) -> pq.FileMetaData:
+        with self._lock:
+            meta = self._metadata.get(path)
+            if meta is not None:
+                self._metadata.move_to_end(path)
+                return meta
+        meta = pq.ParquetFile(self.storage.open(path)).metadata
+        with self._lock:
+            self._metadata[path] = meta
+            while len(self._metadata) > 256:
+                self._metadata.popitem(last=False)
+        return meta
+
+    def _parquet(self, path: str) -> pq.ParquetFile:
+        meta = self._file_metadata(path)
+        source = self.storage.open(path)
+        return pq.ParquetFile(source, metadata=meta, memory_map=isinstance(source, str))
+
+    def _row_group(self, path: str, group: int) -> seg.Rows:
+        key = (path, group)
+        with self._lock:
+            rows = self._rows.get(key)
+            if rows is not None:
+                self._rows.move_to_end(key)
+                return rows
+        rows = seg.Rows.of(self._parquet(path).read_row_group(group))
+        with self._lock:
+            self._rows[key] = rows
+            while len(self._rows) > _ROWS_CACHED:
+                self._rows.popitem(last=False)
+        return rows
+
+    def read_flat(
+        self, partition: int, after: str = START, limit: int = 1000
+    ) -> list[tuple[bytes, list[bytes]]]:
+        """Archived events after position ``after``, oldest first, at most ``limit``, each
+        as ``(position, [b"i", id, b"t", type, b"a", aggregate, b"v", version, b"b", body])``
+        (the shape of ``EventStore.read_flat``). Opens only the segments and row groups
+        that can hold positions after ``after``."""
+        key = parse_position(after)
+        out: list[tuple[bytes, list[bytes]]] = []
+        if limit <= 0:
+            return out
+        for entry in self._manifest(partition).segments:
+            if seg.split_position(entry.last) <= key:
+                continue
+            path = self.storage.join(f"partition={partition}", entry.name)
+            meta = self._file_metadata(path)
+            for group in range(meta.num_row_groups):
+                most = seg.row_group_max_ms(meta, group)
+                if most is not None and most < key[0]:
+                    continue
+                rows = self._row_group(path, group)
+                start = bisect.bisect_right(rows.keys, key)
+                for i in range(start, len(rows.keys)):
+                    out.append(rows.flat(i))
+                    if len(out) >= limit:
+                        return out
+        return out
+
+    def read_aggregate(
+        self, partition: int, aggregate: str, from_version: int = 1, limit: int | None = None
+    ) -> list[tuple[bytes, list[bytes]]]:
+        """One aggregate's archived events from ``from_version`` on, in version order, found
+        through the aggregate index (only the row groups that hold them are read)."""
+        if limit is not None and limit <= 0:
+            return []
+        index = self._index(partition)
+        if index is None:
+            return []
+        hits = index.filter(pc.equal(index.column("aggregate"), aggregate))
+        if from_version > 1:
+            hits = hits.filter(pc.greater_equal(hits.column("last_version"), from_version))
+        if hits.num_rows == 0:
+            return []
+        names = {e.id: e.name for e in self._manifest(partition).segments}
+        places = sorted(zip(hits.column("first_version").to_pylist(),
+                            hits.column("segment").to_pylist(),
+                            hits.column("row_group").to_pylist(), strict=True))
+        wanted = aggregate.encode()
+        found: dict[bytes, tuple[int, tuple[bytes, list[bytes]]]] = {}
+        for _, segment_id, group in places:
+            name = names.get(segment_id)
+            if name is None:  # deleted since the index was read
+                continue
+            rows = self._row_group(self.storage.join(f"partition={partition}", name), group)
+            for i, agg in enumerate(rows.aggregates):
+                if agg == wanted and rows.versions[i] >= from_version:
+                    found[rows.positions[i]] = (rows.versions[i], rows.flat(i))
+            if limit is not None and len(found) >= limit:
+                break
+        events = [flat for _, flat in sorted(found.values(), key=lambda vf: vf[0])]
+        return events if limit is None else events[:limit]
+
+    def iter_batches(self, partition: int, after: str = START) -> Iterator[pa.RecordBatch]:
+        """The archived events after ``after`` as columnar batches, oldest first (for
+        rebuilds): columns position, event_id, aggregate, version, type, time, body."""
+        key = parse_position(after)
+        for entry in self._manifest(partition).segments:
+            if seg.split_position(entry.last) <= key:
+                continue
+            path = self.storage.join(f"partition={partition}", entry.name)
+            f = self._parquet(path)
+            if seg.split_position(entry.first) > key:
+                yield from f.iter_batches(batch_size=65_536, columns=seg.BATCH_COLUMNS)
+                continue
+            groups = [g for g in range(f.metadata.num_row_groups)
+                      if (seg.row_group_max_ms(f.metadata, g) or key[0]) >= key[0]]
+            columns = [*seg.BATCH_COLUMNS, "position_ms", "position_seq"]
+            for batch in f.iter_batches(batch_size=65_536, row_groups=groups, columns=columns):
+                kept = batch.filter(seg.after_mask(batch, key)).select(seg.BATCH_COLUMNS)
+                if kept.num_rows:
+                    yield kept
+
+    def _index(self, partition: int) -> pa.Table | None:
+        name = self._manifest(partition).index
+        if name is None:
+            return None
+        with self._lock:
+            cached = self._indexes.get(partition)
+            if cached is not None and cached[0] == name:
+                return cached[1]
+        path = self.storage.join(f"partition={partition}", name)
+        source = self.storage.open(path)
+        if isinstance(source, str):
+            table = pa.ipc.open_file(pa.memory_map(source)).read_all()
+        else:
+            table = pa.ipc.open_file(pa.BufferReader(self.storage.read_bytes(path))).read_all()
+        with self._lock:
+            self._indexes[partition] = (name, table)
+        return table
+
+    # -- writing (the archiver of the partition, holding its lease) ----------------------
+
+    def stage(
+        self,
+        partition: int,
+        entries: Sequence[tuple[bytes, Sequence[bytes]]],
+        *,
+        on_step: StepHook | None = None,
+        row_group_rows: int = seg.ROW_GROUP_ROWS,
+    ) -> StagedSegment:
+        """Write ``entries`` (consecutive, position order) as a segment under a temporary
+        name, fsync it, read it back and check its count and checksum. Nothing is
+        visible to readers until :meth:`publish`."""
+        if not entries:
+            raise InvalidInput("a segment needs at least one event")
+        table = seg.table_of(entries)
+        checksum = seg.checksum_of(table)
+        first = str(table.column("position")[0])
+        last = str(table.column("position")[-1])
+        directory = self.partition_dir(partition)
+        self.storage.makedirs(directory)
+        name = f"{first}_{last}.parquet"
+        tmp = self.storage.join(f"partition={partition}", f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+        metadata = {"partition": str(partition), "first": first, "last": last,
+                    "count": str(table.num_rows), "checksum": checksum}
+        with self.storage.create(tmp) as f:
+            seg.write(table, f, metadata, row_group_rows)
+        if on_step:
+            on_step("written")
+        self._verify(tmp, table.num_rows, checksum)
+        if on_step:
+            on_step("verified")
+        return StagedSegment(
+            partition=partition, name=name, tmp_path=tmp, first=first, last=last,
+            count=table.num_rows, bytes=self.storage.size(tmp), checksum=checksum,
+            index_rows=seg.aggregate_rows(table, 0, row_group_rows),
+        )
+
+    def _verify(self, path: str, count: int, checksum: str) -> None:
+        back = pq.read_table(self.storage.open(path))
+        got = seg.checksum_of(back) if back.num_rows == count else "?"
+        if back.num_rows != count or got != checksum:
+            self.storage.remove(path)
+            raise ArchiveCorrupt(
+                f"segment {path} read back {back.num_rows} events (checksum {got}); "
+                f"wrote {count} (checksum {checksum}); it was removed"
+            )
+
+    def discard(self, staged: StagedSegment) -> None:
+        """Remove a staged segment that will not be published."""
+        self.storage.remove(staged.tmp_path)
+
+    def publish(
+        self, staged: StagedSegment, *, fence: int = 0, on_step: StepHook | None = None
+    ) -> SegmentInfo:
+        """Make a staged segment part of the archive: rename it into place, add its
+        aggregates to the index and its entry to the manifest, each durably.
+
+        Raises :class:`ArchiveConflict` (and discards it) when it does not start after
+        the newest published segment, or when a larger fencing token published here.
+        """
+        partition = staged.partition
+        with self._lock:
+            m = self._read_manifest(partition)
+            if fence < m.fence:
+                self.discard(staged)
+                raise ArchiveConflict(
+                    f"partition {partition}: an archiver with a newer lease (fencing token "
+                    f"{m.fence} > {fence}) published; this segment was not"
+                )
+            if m.segments and parse_position(staged.first) <= parse_position(m.segments[-1].last):
+                self.discard(staged)
+                raise ArchiveConflict(
+                    f"partition {partition}: segment {staged.first}..{staged.last} overlaps the "
+                    f"archive, which already ends at {m.segments[-1].last}"
+                )
+            self.storage.rename(staged.tmp_path, self.storage.join(
+                f"partition={partition}", staged.name))
+            if on_step:
+                on_step("renamed")
+            entry = SegmentEntry(
+                id=m.next_segment, name=staged.name, first=staged.first, last=staged.last,
+                count=staged.count, bytes=staged.bytes, checksum=staged.checksum, fence=fence,
+                created=time.time(),
+            )
+            rows = staged.index_rows.set_column(
+                1, "segment", pa.array([entry.id] * staged.index_rows.num_rows, pa.int32()))
+            old_index = self._index(partition) if m.index else None
+            index = rows if old_index is None else pa.concat_tables([old_index, rows])
+            new = Manifest(
+                partition=partition, generation=m.generation + 1, fence=max(m.fence, fence),
+                next_segment=m.next_segment + 1, deleted_before=m.deleted_before,
+                index=m.index, segments=[*m.segments, entry],
+            )
+            self._commit(new, index, old_index=m.index)
+            if on_step:
+                on_step("published")
+            return self._info(partition, entry)
+
+    def _commit(self, new: Manifest, index: pa.Table | None, old_index: str | None) -> None:
+        """Write the index (if any) and the manifest, durably; then drop the old index."""
+        partition = new.partition
+        if index is not None and index.num_rows:
+            new.index = f"aggregates-{new.generation}.arrow"
+            with self.storage.create(self.storage.join(
+                    f"partition={partition}", new.index)) as f:
+                with pa.ipc.new_file(f, seg.INDEX_SCHEMA) as writer:
+                    writer.write_table(index.combine_chunks())
+        else:
+            new.index = None
+        self.storage.replace_bytes(
+            self.storage.join(f"partition={partition}", MANIFEST), new.dumps())
+        self._manifests[partition] = new
+        if index is not None and new.index is not None:
+            self._indexes[partition] = (new.index, index)
+        if old_index and old_index != new.index:
+            self.storage.remove(self.storage.join(f"partition={partition}", old_index))
+
+    def remove_orphans(self, partition: int) -> int:
+        """Remove files of the partition that no manifest refers to (left by a crash
+        between a rename and its manifest entry, or by a staged segment never
+        published); return how many. Only the partition's archiver calls this."""
+        with self._lock:
+            m = self._read_manifest(partition)
+            self._manifests[partition] = m
+            keep = {e.name for e in m.segments} | {MANIFEST}
+            if m.index:
+                keep.add(m.index)
+            removed = 0
+            for name in self.storage.listdir(self.partition_dir(partition)):
+                if name not in keep:
+                    self.storage.remove(self.storage.join(f"partition={partition}", name))
+                    removed += 1
+            return removed
+
+    def delete_before(self, partition: int, position: str, *, fence: int | None = None) -> int:
+        """Deliberately delete the archived events before ``position``; return how many.
+
+        Segments wholly before it are dropped; a segment that straddles it is
+        rewritten without them. The manifest then records ``deleted_before``.
+        With ``fence`` (the caller holds the partition's archiver lease, see
+        :class:`chatlog.eventstore.archiver.Lease`) it refuses when a newer lease
+        published; without, the caller makes sure no archiver runs meanwhile.
+        """
+        before = parse_position(position)
+        with self._lock:
+            m = self._read_manifest(partition)
+            if fence is not None and fence < m.fence:
+                raise ArchiveConflict(
+                    f"partition {partition}: an archiver with a newer lease (fencing token "
+                    f"{m.fence} > {fence}) owns this archive"
+                )
+            fence = m.fence if fence is None else max(m.fence, fence)
+            removed = 0
+            kept: list[SegmentEntry] = []
+            dropped: list[str] = []
+            added: list[pa.Table] = []
+            next_id = m.next_segment
+            for entry in m.segments:
+                if seg.split_position(entry.last) < before:
+                    removed += entry.count
+                    dropped.append(entry.name)
+                elif seg.split_position(entry.first) < before:
+                    new_entry, rows = self._rewrite_after(partition, entry, before, next_id,
+                                                          fence)
+                    next_id += 1
+                    removed += entry.count - new_entry.count
+                    dropped.append(entry.name)
+                    kept.append(new_entry)
+                    added.append(rows)
+                else:
+                    kept.append(entry)
+            if m.deleted_before is None or parse_position(m.deleted_before) < before:
+                deleted_before: str | None = position
+            else:
+                deleted_before = m.deleted_before
+            live = pa.array([e.id for e in kept], pa.int32())
+            old_index = self._index(partition) if m.index else None
+            parts = []
+            if old_index is not None:
+                parts.append(old_index.filter(pc.is_in(old_index.column("segment"), live)))
+            parts.extend(added)
+            index = pa.concat_tables(parts) if parts else None
+            new = Manifest(
+                partition=partition, generation=m.generation + 1, fence=max(m.fence, fence),
+                next_segment=next_id, deleted_before=deleted_before, index=m.index,
+                segments=kept,
+            )
+            self._commit(new, index, old_index=m.index)
+            for name in dropped:
+                self.storage.remove(self.storage.join(f"partition={partition}", name))
+            return removed
+
+    def _rewrite_after(
+        self, partition: int, entry: SegmentEntry, before: tuple[int, int], new_id: int,
+        fence: int,
+    ) -> tuple[SegmentEntry, pa.Table]:
+        path = self.storage.join(f"partition={partition}", entry.name)
+        meta = self._file_metadata(path)
+        rows_per_group = meta.row_group(0).num_rows if meta.num_row_groups else 1
+        rows_per_group = max(rows_per_group, 1)
+        table = pq.read_table(self.storage.open(path)).replace_schema_metadata(None)
+        table = table.filter(pc.invert(seg.before_mask(table, before)))
+        checksum = seg.checksum_of(table)
+        first = str(table.column("position")[0])
+        name = f"{first}_{entry.last}.parquet"
+        tmp = self.storage.join(f"partition={partition}", f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+        with self.storage.create(tmp) as f:
+            seg.write(table, f, {"partition": str(partition), "first": first,
+                                 "last": entry.last, "count": str(table.num_rows),
+                                 "checksum": checksum}, rows_per_group)
+        self._verify(tmp, table.num_rows, checksum)
+        size = self.storage.size(tmp)
+        self.storage.rename(tmp, self.storage.join(f"partition={partition}", name))
+        new_entry = SegmentEntry(
+            id=new_id, name=name, first=first, last=entry.last, count=table.num_rows,
+            bytes=size, checksum=checksum, fence=fence, created=time.time(),
+        )
+        return new_entry, seg.aggregate_rows(table, new_id, rows_per_group)

@@ -1,0 +1,235 @@
+"""One segment: a Parquet file (zstd) of consecutive events of one partition.
+
+Columns (documented in docs/archive.md):
+
+=============  =====================  ==================================================
+position       string                 the stream position ``<ms>-<seq>``
+position_ms    int64                  its millisecond part (row-group statistics)
+position_seq   int64                  its sequence part
+event_id       string                 the event's UUID
+project        string                 the project key (UUID), first part of ``aggregate``
+aggregate      string                 ``<project>/<aggregate type>/<aggregate id>``
+version        int64                  the event's version within its aggregate
+type           string                 the event type (``MessageAppended``...)
+time           timestamp[ms, UTC]     when it was appended (the position's ms)
+body           binary                 JSON: ``n`` project name, ``d`` data, ``s`` schema
+=============  =====================  ==================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from chatlog.eventstore.codec import flat_field
+
+FORMAT = "chatlog-archive/1"
+#: Rows per row group: what a read from a cursor decodes at least.
+ROW_GROUP_ROWS = 16_384
+
+SCHEMA = pa.schema(
+    [
+        ("position", pa.string()),
+        ("position_ms", pa.int64()),
+        ("position_seq", pa.int64()),
+        ("event_id", pa.string()),
+        ("project", pa.string()),
+        ("aggregate", pa.string()),
+        ("version", pa.int64()),
+        ("type", pa.string()),
+        ("time", pa.timestamp("ms", tz="UTC")),
+        ("body", pa.binary()),
+    ]
+)
+#: The columns :meth:`Archive.iter_batches` yields, in this order.
+BATCH_COLUMNS = ["position", "event_id", "aggregate", "version", "type", "time", "body"]
+#: The columns the content checksum covers (everything else derives from them).
+_CHECKED = ["position", "event_id", "aggregate", "version", "type", "body"]
+_STATS = ["position_ms", "position_seq", "version", "time", "type", "project"]
+
+
+def split_position(text: str) -> tuple[int, int]:
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq)
+
+
+def table_of(entries: Sequence[tuple[bytes, Sequence[bytes]]]) -> pa.Table:
+    """Stream entries (``(position, flat fields)``, as ``read_flat`` gives them) as a table."""
+    positions: list[bytes] = []
+    ms: list[int] = []
+    seq: list[int] = []
+    ids: list[bytes] = []
+    projects: list[bytes] = []
+    aggregates: list[bytes] = []
+    versions: list[int] = []
+    types: list[bytes] = []
+    bodies: list[bytes] = []
+    for pos, flat in entries:
+        p = pos if isinstance(pos, bytes) else str(pos).encode()
+        m, _, s = p.partition(b"-")
+        positions.append(p)
+        ms.append(int(m))
+        seq.append(int(s))
+        ids.append(flat_field(flat, b"i"))
+        aggregate = flat_field(flat, b"a")
+        aggregates.append(aggregate)
+        projects.append(aggregate.partition(b"/")[0])
+        versions.append(int(flat_field(flat, b"v")))
+        types.append(flat_field(flat, b"t"))
+        bodies.append(flat_field(flat, b"b"))
+
+    def text(values: list[bytes]) -> pa.Array:
+        return pa.array(values, pa.binary()).cast(pa.string())
+
+    return pa.table(
+        {
+            "position": text(positions),
+            "position_ms": pa.array(ms, pa.int64()),
+            "position_seq": pa.array(seq, pa.int64()),
+            "event_id": text(ids),
+            "project": text(projects),
+            "aggregate": text(aggregates),
+            "version": pa.array(versions, pa.int64()),
+            "type": text(types),
+            "time": pa.array(ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+            "body": pa.array(bodies, pa.binary()),
+        },
+        schema=SCHEMA,
+    )
+
+
+def checksum_of(table: pa.Table) -> str:
+    """A digest of the events' content, independent of how Parquet encoded them."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(table.num_rows).encode())
+    for name in _CHECKED:
+        column = table.column(name)
+        if pa.types.is_integer(column.type):
+            column = column.cast(pa.string())
+        if not pa.types.is_binary(column.type):
+            column = column.cast(pa.binary())
+        h.update(b"\x01")
+        h.update(b"\x00".join(column.to_pylist()))
+    return "blake2b:" + h.hexdigest()
+
+
+def write(table: pa.Table, sink: Any, metadata: dict[str, str],
+          row_group_rows: int = ROW_GROUP_ROWS) -> None:
+    """Write ``table`` as one Parquet segment to ``sink`` (a path or a binary file)."""
+    table = table.replace_schema_metadata({"chatlog": FORMAT, **metadata})
+    pq.write_table(
+        table,
+        sink,
+        row_group_size=row_group_rows,
+        compression="zstd",
+        use_dictionary=["type", "project", "aggregate"],
+        write_statistics=_STATS,
+        sorting_columns=[pq.SortingColumn(1), pq.SortingColumn(2)],
+    )
+
+
+def row_group_max_ms(meta: pq.FileMetaData, group: int) -> int | None:
+    """The largest ``position_ms`` of a row group, from its statistics (None: unknown)."""
+    column = meta.row_group(group).column(1)
+    stats = column.statistics
+    if stats is None or not stats.has_min_max:
+        return None
+    return int(stats.max)
+
+
+def after_mask(table: pa.Table | pa.RecordBatch, after: tuple[int, int]) -> Any:
+    """Rows whose position comes after ``after``."""
+    ms = table.column("position_ms")
+    seq = table.column("position_seq")
+    return pc.or_(
+        pc.greater(ms, after[0]),
+        pc.and_(pc.equal(ms, after[0]), pc.greater(seq, after[1])),
+    )
+
+
+def before_mask(table: pa.Table, before: tuple[int, int]) -> Any:
+    """Rows whose position comes before ``before``."""
+    ms = table.column("position_ms")
+    seq = table.column("position_seq")
+    return pc.or_(
+        pc.less(ms, before[0]),
+        pc.and_(pc.equal(ms, before[0]), pc.less(seq, before[1])),
+    )
+
+
+def aggregate_rows(table: pa.Table, segment: int,
+                   row_group_rows: int = ROW_GROUP_ROWS) -> pa.Table:
+    """The aggregate index rows of one segment: per aggregate and row group, its versions."""
+    groups = pa.array(
+        [i // row_group_rows for i in range(table.num_rows)], pa.int32()
+    )
+    keyed = pa.table(
+        {"aggregate": table.column("aggregate"), "row_group": groups,
+         "version": table.column("version")}
+    )
+    grouped = keyed.group_by(["aggregate", "row_group"]).aggregate(
+        [("version", "min"), ("version", "max")]
+    )
+    return pa.table(
+        {
+            "aggregate": grouped.column("aggregate"),
+            "segment": pa.array([segment] * grouped.num_rows, pa.int32()),
+            "row_group": grouped.column("row_group"),
+            "first_version": grouped.column("version_min"),
+            "last_version": grouped.column("version_max"),
+        },
+        schema=INDEX_SCHEMA,
+    )
+
+
+INDEX_SCHEMA = pa.schema(
+    [
+        ("aggregate", pa.string()),
+        ("segment", pa.int32()),
+        ("row_group", pa.int32()),
+        ("first_version", pa.int64()),
+        ("last_version", pa.int64()),
+    ]
+)
+
+
+@dataclass(slots=True)
+class Rows:
+    """One decoded row group, ready to hand out as flat field lists."""
+
+    keys: list[tuple[int, int]]
+    positions: list[bytes]
+    ids: list[bytes]
+    types: list[bytes]
+    aggregates: list[bytes]
+    versions: list[int]
+    bodies: list[bytes]
+
+    @classmethod
+    def of(cls, table: pa.Table) -> Rows:
+        def raw(name: str) -> list[bytes]:
+            out: list[bytes] = table.column(name).cast(pa.binary()).to_pylist()
+            return out
+
+        return cls(
+            keys=list(zip(table.column("position_ms").to_pylist(),
+                          table.column("position_seq").to_pylist(), strict=True)),
+            positions=raw("position"),
+            ids=raw("event_id"),
+            types=raw("type"),
+            aggregates=raw("aggregate"),
+            versions=table.column("version").to_pylist(),
+            bodies=raw("body"),
+        )
+
+    def flat(self, i: int) -> tuple[bytes, list[bytes]]:
+        return self.positions[i], [
+            b"i", self.ids[i], b"t", self.types[i], b"a", self.aggregates[i],
+            b"v", str(self.versions[i]).encode(), b"b", self.bodies[i],
+        ]
