@@ -12,7 +12,13 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from chatlog.errors import InvalidInput
 from chatlog.identity import random_uuid
@@ -90,6 +96,16 @@ class MessageAppended(EventData):
     role: str = Field(min_length=1, max_length=64)
     content: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: When the message was written, if before it reached the log (a legacy import):
+    #: the read models date it (and its thread) by this instead of the append time.
+    created_at: datetime | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_time(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if out.get("created_at") is None:
+            out.pop("created_at", None)
+        return out
 
 
 # -- workflows ---------------------------------------------------------------
