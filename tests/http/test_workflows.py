@@ -63,12 +63,18 @@ async def test_long_poll_returns_when_the_state_is_reached(client) -> None:
     assert got["state"] == "running"
 
 
-async def test_long_poll_timeout_is_408_and_unknown_state_is_400(client) -> None:
+async def test_long_poll_not_yet_is_200_with_reached_false_and_unknown_state_is_400(
+    client,
+) -> None:
     wf = await _ok(await client.post(BASE, json={}), 201)
     item = f"{BASE}/{wf['id']}"
     resp = await client.get(item, params={"wait_for": "approved", "timeout": "0.2"})
-    assert resp.status == 408
-    assert "approved" in (await resp.json())["detail"]
+    assert resp.status == 200  # not a 408 that proxies and clients retry by themselves
+    doc = await resp.json()
+    assert doc["reached"] is False and doc["state"] == "waiting_for_start"
+    doc = await _ok(await client.get(item, params={"wait_for": "waiting_for_start"}))
+    assert doc["reached"] is True
+    assert "reached" not in await _ok(await client.get(item))  # a plain read
     resp = await client.get(item, params={"wait_for": "sleeping", "timeout": "0.2"})
     assert resp.status == 400
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from chatlog.errors import InvalidInput
+from chatlog.errors import InvalidInput, WaitTimeout
 from chatlog.http._routing import Endpoint, json_response, read_body, read_query
 from chatlog.http._state import state
 from chatlog.http.models import (
@@ -115,11 +115,27 @@ async def get_workflow(request: web.Request) -> web.Response:
     orchestrator = st.orchestrator()
     workflow_id = request.match_info["workflow_id"]
     view: WorkflowView = await orchestrator.get_workflow(project, workflow_id)  # 404 first
-    if q.wait_for:
-        states = {s.strip() for s in q.wait_for.split(",") if s.strip()}
-        if view.state not in states:
+    if not q.wait_for:
+        return json_response(view)
+    states = {s.strip() for s in q.wait_for.split(",") if s.strip()}
+    if view.state not in states:
+        try:
             view = await orchestrator.wait_for_state(project, workflow_id, states, q.timeout)
-    return json_response(view)
+        except WaitTimeout:
+            # "Not yet" is an answer, not an error: proxies and clients retry a 408 by
+            # themselves. The caller sees the current state and polls again.
+            view = await orchestrator.get_workflow(project, workflow_id)
+    return json_response(PolledWorkflow(**view.model_dump(), reached=view.state in states))
+
+
+class PolledWorkflow(WorkflowView):
+    """A workflow as a long-poll (``wait_for``) answers it."""
+
+    reached: bool | None = Field(
+        default=None,
+        description="With `wait_for`: true when the workflow is in one of the states asked "
+                    "for, false when the time was up (or it ended in another state) first",
+    )
 
 
 def _encode_cursor(key: tuple[int, int, str]) -> str:
@@ -209,10 +225,10 @@ ENDPOINTS = [
     Endpoint(
         "GET", ITEM, get_workflow, "A workflow's state, deadline and history", "workflows",
         query=WorkflowQuery,
-        responses={200: (WorkflowView, "The workflow")},
-        errors=(408,),
+        responses={200: (PolledWorkflow, "The workflow")},
         description="With `wait_for`, waits up to `timeout` s for one of the states "
-                    "(or an end state); 408 when the time is up.",
+                    "(or an end state), then answers 200 with the current state and "
+                    "`reached`: false when the time was up first (poll again).",
     ),
     _ep("/start", "start_workflow", StartWorkflow, _start, "The start_task event"),
     _ep("/approval-requests", "request_approval", RequestApproval, _ask,
