@@ -112,3 +112,20 @@ async def test_list_workflows_newest_first_by_state_and_pages(client) -> None:
     assert (await client.get(BASE, params={"cursor": "nope"})).status == 400
     other = await _ok(await client.get("/v1/projects/Elsewhere/workflows"))
     assert other["workflows"] == []
+
+
+async def test_state_timed_out_lists_the_workflows_that_timed_out(api) -> None:
+    client = await api(start_timeout=0.3)
+    late = await _ok(await client.post(BASE, json={}), 201)
+    other = await _ok(await client.post(BASE, json={}), 201)
+    await _ok(await client.post(f"{BASE}/{other['id']}/fail", json={"reason": "by hand"}))
+    got = await _ok(await client.get(f"{BASE}/{late['id']}",
+                                     params={"wait_for": "failed", "timeout": "10"}))
+    assert got["state"] == "failed" and got["timed_out"] is True
+    page = await _ok(await client.get(BASE, params={"state": "timed_out",
+                                                    "min_position": got["position"]}))
+    assert [(w["workflow_id"], w["timed_out"]) for w in page["workflows"]] == [
+        (late["id"], True)]
+    failed = await _ok(await client.get(BASE, params={"state": "failed"}))
+    assert {w["workflow_id"]: w["timed_out"] for w in failed["workflows"]} == {
+        late["id"]: True, other["id"]: False}

@@ -259,6 +259,8 @@ class WorkflowSummary(Out):
     created_at: datetime
     updated_at: datetime
     jobs: int
+    #: It ended because a wait timed out (``state=timed_out`` lists these).
+    timed_out: bool = False
 
 
 class WorkflowsPage(Out):

@@ -195,6 +195,7 @@ async def list_workflows(request: web.Request) -> web.Response:
                 deadline=_time(r.deadline_ms) if r.deadline_ms is not None else None,
                 reason=r.reason, version=r.version, position=r.position,
                 created_at=_time(r.created_ms), updated_at=_time(r.updated_ms), jobs=r.jobs,
+                timed_out=bool(r.timed_out),
             )
             for r in rows
         ],

@@ -59,6 +59,8 @@ class WorkflowView(BaseModel):
     result: dict[str, Any] | None
     #: Why it failed, timed out or was cancelled.
     reason: str | None
+    #: It ended because a wait timed out (it is ``failed``; ``reason`` says what it awaited).
+    timed_out: bool = False
     history: list[HistoryEntry]
 
     @classmethod
@@ -76,5 +78,6 @@ class WorkflowView(BaseModel):
             input=state.input,
             result=state.result,
             reason=state.reason,
+            timed_out=any(e.type == "workflow.timed_out" for e in state.history),
             history=[HistoryEntry.of(e) for e in state.history],
         )

@@ -171,6 +171,8 @@ class WorkflowRow:
     updated_ms: int
     updated_seq: int
     jobs: int
+    #: It ended because a wait timed out (its state is ``failed``, its reason says why).
+    timed_out: bool = False
 
     @property
     def page_key(self) -> tuple[int, int, str]:
@@ -178,8 +180,13 @@ class WorkflowRow:
         return (self.updated_ms, self.updated_seq, self.id)
 
 
+#: Whether the workflow timed out: its history holds a ``workflow.timed_out`` event.
+_TIMED_OUT = ("EXISTS (SELECT 1 FROM workflow_history h WHERE h.project = workflows.project"
+              " AND h.workflow_id = workflows.id AND h.type = 'workflow.timed_out')")
 _COLUMNS = ("project, id, project_name, name, state, awaiting, deadline_ms, reason, version, "
-            "position, created_ms, updated_ms, updated_seq, jobs")
+            f"position, created_ms, updated_ms, updated_seq, jobs, {_TIMED_OUT}")
+#: The pseudo-state a list filters on to find workflows that timed out (they end ``failed``).
+TIMED_OUT = "timed_out"
 
 
 def list_workflows(
@@ -192,11 +199,15 @@ def list_workflows(
 ) -> list[WorkflowRow]:
     """A project's workflows, most recently changed first (optionally in one ``state``).
 
+    ``state="timed_out"`` lists the workflows that timed out (they rest in ``failed``).
+
     ``before`` is the :attr:`WorkflowRow.page_key` of the last row of the previous page.
     """
     where = ["project = ?"]
     args: list[Any] = [str(project)]
-    if state is not None:
+    if state == TIMED_OUT:
+        where.append(f"state = 'failed' AND {_TIMED_OUT}")
+    elif state is not None:
         where.append("state = ?")
         args.append(state)
     if before is not None:
