@@ -315,10 +315,14 @@ ENDPOINTS = [
         responses={200: (None, "text/event-stream; each event's `id:` is the cursor after it")},
         errors=(410,),
         media_type="text/event-stream",
+        headers=(("Last-Event-ID", "The `id:` of the last event received: the stream resumes "
+                  "right after it (a reconnecting EventSource sends it by itself)"),),
         description=(
             "Catches up after `Last-Event-ID` (or `after`), then streams live events. "
             "Keep-alive comments every CHATLOG_SSE_KEEPALIVE seconds. A subscriber more "
-            "than CHATLOG_SSE_BUFFER events behind is cut off and resumes from its last id."
+            "than CHATLOG_SSE_BUFFER events behind is cut off and resumes from its last id. "
+            "Each frame's `event:` is the event type and `data:` an `Event` (its `data` "
+            "schema depends on `type`)."
         ),
     ),
 ]
