@@ -20,8 +20,6 @@ from rich.progress import (
     ProgressColumn,
     Task,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.text import Text
 
@@ -41,6 +39,24 @@ class _RateColumn(ProgressColumn):
         return Text(f"{rate:,.0f} events/s", style="progress.data.speed")
 
 
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class TimesColumn(ProgressColumn):
+    """``elapsed 0:00:01 · left 0:00:00``: both times, each with its name."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.finished_time if task.finished else task.elapsed
+        left = 0.0 if task.finished else task.time_remaining
+        return Text(f"elapsed {_clock(elapsed or 0.0)} · left {_clock(left)}",
+                    style="progress.elapsed")
+
+
 @contextmanager
 def _progress(label: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar (on stderr); yields ``update(done, total)``."""
@@ -53,9 +69,7 @@ def _progress(label: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
         BarColumn(),
         MofNCompleteColumn(),
         _RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("left"),
-        TimeRemainingColumn(),
+        TimesColumn(),
         console=console,
         transient=False,
     ) as progress:
