@@ -102,8 +102,9 @@ async def test_job_metrics(api) -> None:
     try:
         text = await eventually(
             lambda: _when(scrape(), lambda t: value(t, 'chatlog_jobs{state="dead"}') == 1.0
-                          and value(t, "chatlog_jobs_dead_lettered_total") == 1.0),
-            timeout=20, what="the failing job to be dead-lettered and counted")
+                          and value(t, "chatlog_jobs_dead_lettered_total") == 1.0
+                          and value(t, 'chatlog_jobs{state="running"}') == 0.0),
+            timeout=20, what="both jobs to finish, the failing one dead-lettered and counted")
     finally:
         await worker.stop()
         await task
