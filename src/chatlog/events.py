@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -85,11 +85,26 @@ def upcast(type_name: str, schema_version: int, data: dict[str, Any]) -> dict[st
     return data
 
 
+class OptionalFields(EventData):
+    """Event data whose optional fields are left out of the stored body while unset, so
+    adding one changes no existing event's bytes (``omit_if_none`` names them)."""
+
+    omit_if_none: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        for name in self.omit_if_none:
+            if out.get(name) is None:
+                out.pop(name, None)
+        return out
+
+
 # -- messages ----------------------------------------------------------------
 
 
 @event_type("message.appended")
-class MessageAppended(EventData):
+class MessageAppended(OptionalFields):
     """A chat message in a thread. The event id is the message id."""
 
     thread_id: str
@@ -100,30 +115,39 @@ class MessageAppended(EventData):
     #: the read models date it (and its thread) by this instead of the append time.
     created_at: datetime | None = None
 
-    @model_serializer(mode="wrap")
-    def _without_absent_time(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        out: dict[str, Any] = handler(self)
-        if out.get("created_at") is None:
-            out.pop("created_at", None)
-        return out
+    omit_if_none: ClassVar[frozenset[str]] = frozenset({"created_at"})
 
 
 # -- workflows ---------------------------------------------------------------
 
 
 @event_type("workflow.created")
-class WorkflowCreated(EventData):
+class WorkflowCreated(OptionalFields):
     """A workflow now waits for ``start_task`` until ``deadline``."""
 
     name: str = ""
     input: dict[str, Any] = Field(default_factory=dict)
     start_timeout: float
     deadline: datetime
+    #: Seconds it may run (from start, and from each approval decision) before it times
+    #: out; None: no limit.
+    run_timeout: float | None = None
+
+    omit_if_none: ClassVar[frozenset[str]] = frozenset({"run_timeout"})
+
+
+class RunDeadline(OptionalFields):
+    """Data of an event after which the workflow runs: with a run timeout, until when."""
+
+    run_timeout: float | None = None
+    deadline: datetime | None = None
+
+    omit_if_none: ClassVar[frozenset[str]] = frozenset({"run_timeout", "deadline"})
 
 
 @event_type("workflow.started")
-class WorkflowStarted(EventData):
-    """The ``start_task`` event: the workflow runs."""
+class WorkflowStarted(RunDeadline):
+    """The ``start_task`` event: the workflow runs (until ``deadline``, if it has one)."""
 
     input: dict[str, Any] = Field(default_factory=dict)
 
@@ -136,12 +160,12 @@ class ApprovalRequested(EventData):
 
 
 @event_type("workflow.approved")
-class WorkflowApproved(EventData):
+class WorkflowApproved(RunDeadline):
     comment: str = ""
 
 
 @event_type("workflow.rejected")
-class WorkflowRejected(EventData):
+class WorkflowRejected(RunDeadline):
     comment: str = ""
 
 

@@ -129,3 +129,34 @@ async def test_state_timed_out_lists_the_workflows_that_timed_out(api) -> None:
     failed = await _ok(await client.get(BASE, params={"state": "failed"}))
     assert {w["workflow_id"]: w["timed_out"] for w in failed["workflows"]} == {
         late["id"]: True, other["id"]: False}
+
+
+async def test_run_timeout_fails_a_workflow_that_runs_too_long(api) -> None:
+    client = await api()
+    # Off by default: a running workflow has no deadline.
+    free = await _ok(await client.post(BASE, json={}), 201)
+    running = await _ok(await client.post(f"{BASE}/{free['id']}/start", json={}))
+    assert (running["state"], running["deadline"], running["awaiting"]) == ("running", None, None)
+    # Its own run_timeout: it times out while running, like a wait.
+    wf = await _ok(await client.post(BASE, json={"run_timeout": 0.3}), 201)
+    started = await _ok(await client.post(f"{BASE}/{wf['id']}/start", json={}))
+    assert started["awaiting"] == "completion" and started["deadline"] is not None
+    got = await _ok(await client.get(f"{BASE}/{wf['id']}",
+                                     params={"wait_for": "failed", "timeout": "10"}))
+    assert got["state"] == "failed" and got["timed_out"] is True
+    assert "waiting for completion" in got["reason"]
+    assert (await client.post(f"{BASE}/{wf['id']}/complete", json={})).status == 409
+    page = await _ok(await client.get(BASE, params={"state": "timed_out",
+                                                    "min_position": got["position"]}))
+    assert [w["workflow_id"] for w in page["workflows"]] == [wf["id"]]
+    still = await _ok(await client.get(f"{BASE}/{free['id']}"))
+    assert still["state"] == "running"
+
+
+async def test_chatlog_run_timeout_setting_bounds_every_run(api) -> None:
+    client = await api(run_timeout=0.3)
+    wf = await _ok(await client.post(BASE, json={}), 201)
+    await _ok(await client.post(f"{BASE}/{wf['id']}/start", json={}))
+    got = await _ok(await client.get(f"{BASE}/{wf['id']}",
+                                     params={"wait_for": "failed", "timeout": "10"}))
+    assert got["timed_out"] is True

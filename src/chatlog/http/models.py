@@ -198,6 +198,11 @@ class CreateWorkflow(Body):
         default=None, min_length=1, max_length=200,
         description="Your id for it; default wf-<uuid4>. Creating it again is a 409",
     )
+    run_timeout: float | None = Field(
+        default=None, gt=0, le=31_536_000,
+        description="Seconds it may run (from start, and from each approval decision) "
+                    "before it times out; default CHATLOG_RUN_TIMEOUT (unset: no limit)",
+    )
 
 
 class StartWorkflow(Body):

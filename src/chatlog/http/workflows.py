@@ -56,7 +56,8 @@ async def create_workflow(request: web.Request) -> web.Response:
     body = await read_body(request, CreateWorkflow)
     orchestrator = st.orchestrator()
     view = await orchestrator.create_workflow(
-        project, name=body.name, input=body.input, workflow_id=body.workflow_id
+        project, name=body.name, input=body.input, workflow_id=body.workflow_id,
+        run_timeout=body.run_timeout,
     )
     return json_response(view, 201)
 

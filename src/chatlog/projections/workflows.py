@@ -34,8 +34,10 @@ STATE_AFTER: dict[str, str] = {
     "workflow.timed_out": "timed_out",
     "workflow.cancelled": "cancelled",
 }
-#: What a waiting state awaits.
-AWAITED: dict[str, str] = {"waiting_for_start": "start_task", "awaiting_approval": "approval"}
+#: What a waiting state awaits (the running states only with a run timeout: a deadline).
+AWAITED: dict[str, str] = {"waiting_for_start": "start_task", "awaiting_approval": "approval",
+                           "running": "completion", "approved": "completion",
+                           "rejected": "completion"}
 
 JOB_TYPES = frozenset({
     "job.enqueued", "job.started", "job.completed", "job.failed", "job.reclaimed",
@@ -139,6 +141,8 @@ class WorkflowsProjection:
                 continue
             awaiting = AWAITED.get(target)
             deadline = _deadline_ms(data) if awaiting else None
+            if deadline is None:
+                awaiting = None
             if ev.type == "workflow.created":
                 conn.execute(_INSERT, (project, wid, ev.project_name, str(data.get("name", "")),
                                        target, awaiting, deadline, ev.version,
