@@ -133,9 +133,17 @@ function projectInfo(data) {
 async function loadThreads({ append = false, minPosition, quiet = false } = {}) {
   const seq = ++loadSeq;
   try {
-    const data = await api(`${projectPath(project)}/threads${query({
-      limit: PAGE, cursor: append ? threadsCursor : undefined, min_position: minPosition,
-    })}`);
+    let data;
+    try {
+      data = await api(`${projectPath(project)}/threads${query({
+        limit: PAGE, cursor: append ? threadsCursor : undefined, min_position: minPosition,
+      })}`);
+    } catch (err) {
+      // 404 naming the project: nothing was ever written to it (a new one, or a typo).
+      if (!(err.status === 404 && err.body && err.body.project)) throw err;
+      data = { threads: [], project: err.body.project, project_name: err.body.project_name,
+               unknown: true };
+    }
     if (seq !== loadSeq) return;
     if (!quiet) clearError();
     threadsFailed = false;
@@ -153,7 +161,10 @@ async function loadThreads({ append = false, minPosition, quiet = false } = {}) 
     else list.replaceChildren(...rows);
     $("#more-threads").hidden = !threadsCursor;
     if (!rows.length && !append) {
-      list.append(el("li", { class: "muted" }, "No conversations yet: post the first message."));
+      list.append(el("li", { class: "muted" }, data.unknown
+        ? "No conversations yet: nothing was ever written to this project. "
+          + "Check its spelling, or post the first message."
+        : "No conversations yet: post the first message."));
     }
     markCurrent();
     if (focused) list.querySelector(`button[data-thread-id="${CSS.escape(focused)}"]`)?.focus();
