@@ -1,5 +1,6 @@
 """The event log: Redis Streams, atomic appends, reads, tails, the embedded Valkey."""
 
+from chatlog.eventstore._append import AppendObserver, observe_appends
 from chatlog.eventstore.codec import START, Cursor, parse_position, position_after
 from chatlog.eventstore.connection import (
     UNAVAILABLE,
@@ -23,6 +24,7 @@ from chatlog.eventstore.store import (
 __all__ = [
     "START",
     "UNAVAILABLE",
+    "AppendObserver",
     "AppendResult",
     "Cursor",
     "EmbeddedValkey",
@@ -33,6 +35,7 @@ __all__ = [
     "StoreStatus",
     "connect",
     "guard",
+    "observe_appends",
     "parse_position",
     "partition_of",
     "position_after",

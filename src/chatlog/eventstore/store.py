@@ -17,7 +17,7 @@ from redis import exceptions as rexc
 
 from chatlog.errors import InvalidInput, PartitionMismatch, PositionTrimmed
 from chatlog.events import NewEvent, RecordedEvent, aggregate_key
-from chatlog.eventstore._append import Appender, AppendObserver, AppendResult
+from chatlog.eventstore._append import Appender, AppendResult
 from chatlog.eventstore._topology import FlatEntry, RawEntry, connect, topology_of
 from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_fields, parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, Client, guard, text
@@ -154,15 +154,6 @@ class EventStore:
     @ack_fsync.setter
     def ack_fsync(self, value: bool) -> None:
         self._appender.ack_fsync = value
-
-    @property
-    def observer(self) -> AppendObserver | None:
-        """Told about every acknowledged append and group commit (the metrics)."""
-        return self._appender.observer
-
-    @observer.setter
-    def observer(self, value: AppendObserver | None) -> None:
-        self._appender.observer = value
 
     # -- lifecycle ------------------------------------------------------------
 

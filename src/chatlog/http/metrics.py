@@ -91,6 +91,9 @@ class Metrics:
         self.workflow_timeouts = Counter(
             "chatlog_workflow_timeouts", "Workflow waits that timed out (workflow.timed_out)",
             registry=r)
+        self.workflow_waits = Gauge(
+            "chatlog_workflow_waits", "Callers blocked in a workflow wait or long-poll",
+            registry=r)
         self.long_polls = Gauge(
             "chatlog_workflow_long_polls", "Workflow long-polls (wait_for) waiting now",
             registry=r)
@@ -148,10 +151,6 @@ class Metrics:
                 self.jobs_retried.inc()
             elif kind == DEAD_LETTERED:
                 self.jobs_dead_lettered.inc()
-
-    def lag_from(self, read: Callable[[], float]) -> None:
-        """Read the projection lag at scrape time from ``read``."""
-        self.projection_lag.set_function(read)
 
     @web.middleware
     async def middleware(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -178,99 +177,10 @@ class MessagesQuery(Query):
     min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
 
 
-class PositionQuery(Query):
-    min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
-
-
 class ProjectsPage(Out):
     """The projects the caller may read."""
 
     projects: list[ProjectSummary]
-
-
-# -- workflows -------------------------------------------------------------------
-
-
-class CreateWorkflow(Body):
-    name: str = Field(default="", max_length=200)
-    input: JsonObject = Field(default_factory=dict)
-    workflow_id: str | None = Field(
-        default=None, min_length=1, max_length=200,
-        description="Your id for it; default wf-<uuid4>. Creating it again is a 409",
-    )
-    run_timeout: float | None = Field(
-        default=None, gt=0, le=31_536_000,
-        description="Seconds it may run (from start, and from each approval decision) "
-                    "before it times out; default CHATLOG_RUN_TIMEOUT (unset: no limit)",
-    )
-
-
-class StartWorkflow(Body):
-    input: JsonObject = Field(default_factory=dict)
-
-
-class RequestApproval(Body):
-    prompt: str = Field(default="", max_length=10_000)
-
-
-class DecideApproval(Body):
-    approved: bool
-    comment: str = Field(default="", max_length=10_000)
-
-
-class CompleteWorkflow(Body):
-    result: JsonObject = Field(default_factory=dict)
-
-
-class FailWorkflow(Body):
-    reason: str = Field(min_length=1, max_length=10_000)
-
-
-class CancelWorkflow(Body):
-    reason: str = Field(default="", max_length=10_000)
-
-
-class WorkflowQuery(Query):
-    wait_for: str | None = Field(
-        default=None, max_length=500, description="Comma-separated states to long-poll for"
-    )
-    timeout: float = Field(default=30.0, ge=0, le=300, description="Seconds to long-poll")
-    min_position: str | None = Field(
-        default=None, pattern=POSITION_PATTERN,
-        description="Accepted for symmetry: workflow reads are always current",
-    )
-
-
-class WorkflowsQuery(Query):
-    state: str | None = Field(default=None, max_length=40, description="Only this state")
-    limit: int = Field(default=50, ge=1, le=500)
-    cursor: str | None = Field(default=None, max_length=500, description="The next_cursor")
-    min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
-
-
-class WorkflowSummary(Out):
-    """A workflow as the list shows it (the full state and history: GET one workflow)."""
-
-    workflow_id: str
-    project: uuid.UUID
-    project_name: str
-    name: str
-    state: str
-    awaiting: str | None
-    deadline: datetime | None
-    reason: str | None
-    version: int
-    position: str
-    created_at: datetime
-    updated_at: datetime
-    jobs: int
-    #: It ended because a wait timed out (``state=timed_out`` lists these).
-    timed_out: bool = False
-
-
-class WorkflowsPage(Out):
-    workflows: list[WorkflowSummary]
-    next_cursor: str | None = None
 
 
 # -- operations --------------------------------------------------------------------

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
 
+from chatlog.events import WORKFLOW_STATES
+from chatlog.eventstore import EventStore
+from chatlog.eventstore.connection import text
 from chatlog.http._routing import Endpoint, json_response
 from chatlog.http._state import AppState, state
 from chatlog.http.models import Health, Readiness
+from chatlog.orchestrator.jobs import GROUP as JOB_GROUP
 
 #: Not ready while the read models are more than this many events behind.
 READY_MAX_LAG = 1000
@@ -24,30 +26,17 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response(Health(status="ok"))
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: v for k, v in dataclasses.asdict(value).items()}
-    if isinstance(value, dict):
-        return value
-    return {"value": str(value)}
-
-
 def lag_events(lag: dict[str, Any]) -> int | None:
     """The number of events the read models are behind, from a lag report."""
-    for name in ("events", "events_behind", "behind", "total"):
-        value = lag.get(name)
-        if isinstance(value, int):
-            return value
-    return None
+    value = lag.get("events_behind")
+    return value if isinstance(value, int) else None
 
 
 async def projection_lag(st: AppState) -> dict[str, Any] | None:
     projector = st.services.projector
     if projector is None:
         return None
-    return _as_dict(await projector.lag())
+    return (await projector.lag()).model_dump(mode="json")
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -74,9 +63,11 @@ async def readyz(request: web.Request) -> web.Response:
             st.metrics.projection_lag.set(behind)
             if behind > READY_MAX_LAG:
                 ready = False
-        if not getattr(st.services.projector, "running", True):
+        if not st.services.projector.running:
             ready = False
             projection["running"] = False
+        if st.services.projector.last_error is not None:
+            projection["last_error"] = st.services.projector.last_error
     elif st.services.projector is None:
         projection = {"running": False, "detail": "no projector in this process"}
     answer = Readiness(ready=ready, store=store_status, projection=projection)
@@ -94,6 +85,8 @@ async def metrics(request: web.Request) -> web.Response:
 async def refresh_gauges(st: AppState) -> None:
     """Read what the gauges show at scrape time; a part that fails keeps its last value."""
     m = st.metrics
+    if st.services.orchestrator is not None:
+        m.workflow_waits.set(st.services.orchestrator.blocked)
     if st.services.projector is not None:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
@@ -105,10 +98,10 @@ async def refresh_gauges(st: AppState) -> None:
             if isinstance(seconds, (int, float)):
                 m.projection_lag_seconds.set(seconds)
     read_model = st.services.read_model
-    if read_model is not None and hasattr(read_model, "workflow_counts"):
+    if read_model is not None:
         with contextlib.suppress(Exception):
             counts = await asyncio.to_thread(read_model.workflow_counts)
-            for name in {*_workflow_states(), *counts}:
+            for name in {*WORKFLOW_STATES, *counts}:
                 m.workflows.labels(name).set(counts.get(name, 0))
     with contextlib.suppress(Exception):
         async with asyncio.timeout(1.0):
@@ -117,12 +110,10 @@ async def refresh_gauges(st: AppState) -> None:
             m.jobs.labels(name).set(value)
 
 
-async def job_gauges(store: Any) -> dict[str, int]:
+async def job_gauges(store: EventStore) -> dict[str, int]:
     """Jobs waiting (not yet delivered), running (delivered, unfinished) and dead."""
-    from chatlog.orchestrator.jobs import GROUP
-
     waiting = running = dead = 0
-    redis = store.redis
+    redis: Any = store.redis
     for p in range(store.partitions):
         dead += int(await redis.xlen(store.keys.dead_letters(p)))
         try:
@@ -130,20 +121,10 @@ async def job_gauges(store: Any) -> dict[str, int]:
         except Exception:  # no job stream yet
             continue
         for g in groups:
-            if _text(g.get("name")) == GROUP:
+            if text(g.get("name")) == JOB_GROUP:
                 running += int(g.get("pending") or 0)
                 waiting += int(g.get("lag") or 0)
     return {"waiting": waiting, "running": running, "dead": dead}
-
-
-def _workflow_states() -> list[str]:
-    from chatlog.orchestrator.machine import State
-
-    return [s.value for s in State if s is not State.CREATED]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 ENDPOINTS = [

@@ -15,8 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from chatlog.events import RecordedEvent, aggregate_key
-from chatlog.orchestrator.machine import AWAITED, STATE_AFTER, wait_timeout
+from chatlog.events import AWAITED, STATE_AFTER, RecordedEvent, aggregate_key, wait_timeout
 
 
 @dataclass(slots=True)

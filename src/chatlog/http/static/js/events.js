@@ -7,16 +7,10 @@
 // de-duplicated by (partition, position) as a belt-and-braces check; duplicates
 // are counted on screen (they should stay 0).
 
-import { api, ApiError, getToken, items, nextCursor, query } from "./api.js";
+import { api, ApiError, getToken, items, nextCursor, query, vocabulary } from "./api.js";
 import { saveParams } from "./state.js";
 import { $, el, fmtShortTime, showError } from "./ui.js";
 
-const KNOWN_TYPES = [
-  "message.appended", "workflow.created", "workflow.started", "workflow.approval_requested",
-  "workflow.approved", "workflow.rejected", "workflow.completed", "workflow.failed",
-  "workflow.timed_out", "workflow.cancelled", "job.enqueued", "job.started", "job.completed",
-  "job.failed", "job.reclaimed", "job.dead_lettered",
-];
 const FETCH_PAGE = 500;
 const MAX_ROWS = 5000;
 
@@ -106,14 +100,23 @@ function streamUrl() {
   return `/v1/events/stream${query({ ...filters, after: cursor || undefined, access_token: getToken() || undefined })}`;
 }
 
-function open({ reconnected, missed }) {
+async function open({ reconnected, missed }) {
   const gen = ++generation;
   setStatus(reconnected ? "reconnecting" : "connecting", reconnected ? "reconnecting…" : "connecting…");
+  // Each SSE event is named by its type: listen for every type the server knows.
+  let types;
+  try {
+    types = (await vocabulary()).event_types;
+  } catch {
+    if (gen === generation) recover(gen, 0);
+    return;
+  }
+  if (gen !== generation) return;
   const source = new EventSource(streamUrl());
   es = source;
   const onEvent = (e) => { if (gen === generation) receive(e); };
   source.onmessage = onEvent;
-  for (const t of KNOWN_TYPES) source.addEventListener(t, onEvent);
+  for (const t of types) source.addEventListener(t, onEvent);
   source.onopen = () => {
     if (gen !== generation) return;
     if (reconnected) {

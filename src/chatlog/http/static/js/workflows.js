@@ -1,10 +1,10 @@
 // Workflows: list, state, a live countdown to the wait's deadline, history, actions.
 
-import { api, ApiError, items, projectPath, query } from "./api.js";
+import { api, ApiError, items, projectPath, query, vocabulary } from "./api.js";
 import { saveParams } from "./state.js";
 import { $, el, fmtTime, showError, clearError } from "./ui.js";
 
-const TERMINAL = new Set(["completed", "failed", "timed_out", "cancelled"]);
+let TERMINAL = new Set(); // the server's terminal_states (GET /v1/vocabulary)
 const POLL_MS = 1000;
 const LIST_EVERY = 5;    // the list is refreshed every 5th poll; the open workflow every poll
 const LIST_STATES = 20;
@@ -25,6 +25,7 @@ function save() {
 }
 
 export function init() {
+  vocabulary().then((v) => { TERMINAL = new Set(v.terminal_states); }).catch(() => {});
   $("#wf-project-form").addEventListener("submit", (e) => {
     e.preventDefault();
     project = $("#wf-project").value.trim();
