@@ -11,7 +11,7 @@ from aiohttp import web
 
 from chatlog.errors import ConfigError
 from chatlog.eventstore import EventStore, observe_appends
-from chatlog.http import events, jobs, messages, ops, queries, vocabulary, workflows
+from chatlog.http import events, jobs, messages, ops, queries, stats, vocabulary, workflows
 from chatlog.http._routing import Endpoint
 from chatlog.http._state import STATE, AppState, Services
 from chatlog.http.auth import TokenRegistry
@@ -45,6 +45,7 @@ def endpoints() -> list[Endpoint]:
         *events.ENDPOINTS,
         *ops.ENDPOINTS,
         *vocabulary.ENDPOINTS,
+        *stats.ENDPOINTS,
     ]
 
 
@@ -75,7 +76,8 @@ def create_app(
     """
     metrics = Metrics()
     app = web.Application(
-        middlewares=[metrics.middleware, make_problem_middleware(metrics.observe_status)],
+        middlewares=[metrics.middleware, stats.timing_middleware,
+                     make_problem_middleware(metrics.observe_status)],
         client_max_size=settings.max_body_bytes,
     )
     services = services or Services()
@@ -124,6 +126,7 @@ def create_app(
             stream.stop()
 
     app.cleanup_ctx.append(background)
+    app.cleanup_ctx.append(stats.sampling)
     app.on_shutdown.append(close_streams)
     return app
 

@@ -135,12 +135,27 @@ class EventOut(RecordedEvent):
 
 class EventsPage(Out):
     events: list[EventOut]
-    cursor: str = Field(description="Where this page ends: pass as `after` for the next page")
+    cursor: str = Field(
+        description="Where this page ends: pass as `after` for the next page (as `before` "
+                    "when this page was read with `before`: the next older page)")
     has_more: bool
+    newer_cursor: str | None = Field(
+        default=None,
+        description="Pages read with `before` only: pass as `after` (or to the stream) to "
+                    "get exactly the events newer than this page")
+
+
+#: ``before=end``: read backwards from the newest event.
+BEFORE_PATTERN = r"^(end|\d{1,20}-\d{1,20}(,\d{1,20}-\d{1,20})*)$"
 
 
 class EventsQuery(Query):
     after: str | None = Field(default=None, pattern=CURSOR_PATTERN, description="A cursor")
+    before: str | None = Field(
+        default=None, pattern=BEFORE_PATTERN,
+        description="Read backwards, newest first: events before this cursor (`end`: from "
+                    "the newest event). Each event's `cursor` then continues backwards",
+    )
     project: str | None = Field(default=None, max_length=300)
     thread_id: str | None = Field(default=None, max_length=200)
     workflow_id: str | None = Field(default=None, max_length=200)

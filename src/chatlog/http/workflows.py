@@ -81,6 +81,10 @@ class WorkflowQuery(Query):
 
 class WorkflowsQuery(Query):
     state: str | None = Field(default=None, max_length=40, description="Only this state")
+    name: str | None = Field(
+        default=None, max_length=200, description="Only workflows whose name contains this")
+    workflow_id: str | None = Field(
+        default=None, max_length=200, description="Only workflows whose id starts with this")
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=500, description="The next_cursor")
     min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
@@ -163,7 +167,8 @@ async def list_workflows(request: web.Request) -> web.Response:
     read_model = st.read_model()
     await wait_for_position(st, project, q.min_position)
     page = await asyncio.to_thread(
-        read_model.list_workflows, project, state=q.state, limit=q.limit, cursor=q.cursor
+        read_model.list_workflows, project, state=q.state, limit=q.limit, cursor=q.cursor,
+        name=q.name, id_prefix=q.workflow_id,
     )
     return json_response(page)
 

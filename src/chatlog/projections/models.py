@@ -22,6 +22,9 @@ class ProjectSummary(_Model):
     message_count: int
     created_at: datetime
     updated_at: datetime
+    workflow_count: int = Field(default=0, description="Workflows created in the project")
+    last_activity_at: datetime | None = Field(
+        default=None, description="The last message or workflow change")
 
 
 class ThreadSummary(_Model):
@@ -103,3 +106,6 @@ class WorkflowsPage(_Model):
     workflows: list[WorkflowSummary]
     next_cursor: str | None = Field(
         default=None, description="Pass as cursor for the next page; null on the last page")
+    counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="Workflows per state (with the name and id search, without `state`)")

@@ -120,6 +120,11 @@ class ReadModel:
                 self._conns.append(conn)
         return conn
 
+    def connection(self) -> sqlite3.Connection:
+        """This thread's read-only connection, for read queries kept beside their
+        projection (``chatlog.projections.workflows``); one snapshot per statement."""
+        return self._conn()
+
     def _ensure_file(self) -> None:
         """Create an empty model when there is none yet, so queries answer "nothing"."""
         if self._ready:
@@ -218,8 +223,11 @@ class ReadModel:
     # -- workflows --------------------------------------------------------------------
 
     def list_workflows(self, project: uuid.UUID | ProjectKey | str, *, state: str | None = None,
-                       limit: int = 50, cursor: str | None = None) -> WorkflowsPage:
-        """The project's workflows, most recently changed first (only ``state``, if given).
+                       limit: int = 50, cursor: str | None = None, name: str | None = None,
+                       id_prefix: str | None = None) -> WorkflowsPage:
+        """The project's workflows, most recently changed first (only ``state``, if given;
+        only names containing ``name``, ids starting with ``id_prefix``), with the
+        count per state of that search.
 
         ``cursor`` is the ``next_cursor`` of the previous page (opaque).
         """
@@ -228,12 +236,15 @@ class ReadModel:
         if cursor:
             ms, seq, last = decode_cursor(cursor, (int, int, str))
             before = (ms, seq, last)
-        rows = workflows.list_workflows(self._conn(), _key(project), state=state, limit=n + 1,
-                                        before=before)
+        conn, key = self._conn(), _key(project)
+        rows = workflows.list_workflows(conn, key, state=state, limit=n + 1, before=before,
+                                        name=name, id_prefix=id_prefix)
+        counts = workflows.state_counts(conn, key, name=name, id_prefix=id_prefix)
         more = len(rows) > n
         rows = rows[:n]
         return WorkflowsPage(workflows=[summary for summary, _ in rows],
-                             next_cursor=encode_cursor(rows[-1][1]) if more and rows else None)
+                             next_cursor=encode_cursor(rows[-1][1]) if more and rows else None,
+                             counts=counts)
 
     def project_known(self, project: uuid.UUID | ProjectKey | str) -> bool:
         """True when anything (a message or a workflow) was ever written to the project."""

@@ -155,6 +155,20 @@ TIMED_OUT = "timed_out"
 PageKey = tuple[int, int, str]
 
 
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _search(where: list[str], args: list[Any], name: str | None, id_prefix: str | None) -> None:
+    if name:
+        where.append("name LIKE ? ESCAPE '\\'")  # case-insensitive for ASCII
+        args.append(f"%{_like(name)}%")
+    if id_prefix:
+        # A range, not LIKE: ids are case-sensitive and the primary key serves it.
+        where.append("id >= ? AND id < ?")
+        args.extend((id_prefix, id_prefix + "\U0010ffff"))
+
+
 def list_workflows(
     conn: sqlite3.Connection,
     project: uuid.UUID | str,
@@ -162,14 +176,18 @@ def list_workflows(
     state: str | None = None,
     limit: int = 50,
     before: PageKey | None = None,
+    name: str | None = None,
+    id_prefix: str | None = None,
 ) -> list[tuple[WorkflowSummary, PageKey]]:
-    """A project's workflows, most recently changed first (optionally in one ``state``),
-    each with its page key: pass the last one as ``before`` for the next page.
+    """A project's workflows, most recently changed first (optionally in one ``state``,
+    with ``name`` in their name, or an id starting with ``id_prefix``), each with its
+    page key: pass the last one as ``before`` for the next page.
 
     ``state="timed_out"`` lists the workflows that timed out (they rest in ``failed``).
     """
     where = ["project = ?"]
     args: list[Any] = [str(project)]
+    _search(where, args, name, id_prefix)
     if state == TIMED_OUT:
         where.append(f"state = 'failed' AND {_TIMED_OUT}")
     elif state is not None:
@@ -185,6 +203,30 @@ def list_workflows(
         args,
     ).fetchall()
     return [(_summary(r), (r[11], r[13], r[0])) for r in rows]
+
+
+def state_counts(
+    conn: sqlite3.Connection, project: uuid.UUID | str, *, name: str | None = None,
+    id_prefix: str | None = None,
+) -> dict[str, int]:
+    """How many of a project's workflows are in each state (with the same search)."""
+    where = ["project = ?"]
+    args: list[Any] = [str(project)]
+    _search(where, args, name, id_prefix)
+    rows = conn.execute(
+        f"SELECT state, COUNT(*) FROM workflows WHERE {' AND '.join(where)} GROUP BY state",
+        args,
+    ).fetchall()
+    return {state: count for state, count in rows}
+
+
+def project_activity(conn: sqlite3.Connection) -> dict[str, tuple[str, int, int, int]]:
+    """Per project key: ``(name, workflow count, first created ms, last change ms)``."""
+    rows = conn.execute(
+        "SELECT project, MIN(project_name), COUNT(*), MIN(created_ms), MAX(updated_ms) "
+        "FROM workflows GROUP BY project"
+    ).fetchall()
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
 
 def _summary(r: tuple[Any, ...]) -> WorkflowSummary:
