@@ -1,6 +1,5 @@
 """The event log: Redis Streams, atomic appends, reads, tails, the embedded Valkey."""
 
-from chatlog.eventstore._append import AppendObserver, observe_appends
 from chatlog.eventstore.codec import START, Cursor, parse_position, position_after
 from chatlog.eventstore.connection import (
     UNAVAILABLE,
@@ -12,6 +11,7 @@ from chatlog.eventstore.connection import (
 )
 from chatlog.eventstore.embedded import EmbeddedValkey
 from chatlog.eventstore.keys import Keys, partition_of
+from chatlog.eventstore.observe import AppendObserver, observe_appends
 from chatlog.eventstore.store import (
     AppendResult,
     EventStore,

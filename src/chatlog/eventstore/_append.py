@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from redis import exceptions as rexc
 
@@ -26,9 +26,6 @@ from chatlog.eventstore.connection import UNAVAILABLE, text, unavailable
 from chatlog.eventstore.keys import Keys, partition_of
 from chatlog.eventstore.replication import run_replicated
 from chatlog.eventstore.scripts import APPEND_MANY, APPEND_ONE
-
-if TYPE_CHECKING:
-    from chatlog.eventstore.store import EventStore
 
 
 class AppendObserver(Protocol):
@@ -313,8 +310,3 @@ class Appender:
             todo = again
         return replies
 
-
-def observe_appends(store: EventStore, observer: AppendObserver | None) -> None:
-    """Tell ``observer`` about every acknowledged append and group commit of ``store``
-    (the metrics); None stops it."""
-    store._appender.observer = observer
