@@ -63,17 +63,6 @@ AWAITED: dict[State, str] = {
     State.APPROVED: "completion",
     State.REJECTED: "completion",
 }
-#: The timeout field of the event that opens each kind of wait.
-TIMEOUT_FIELDS = ("start_timeout", "approval_timeout", "run_timeout")
-
-
-def wait_timeout(data: dict[str, Any]) -> float | None:
-    """The timeout (seconds) recorded in the event that opened a wait."""
-    for name in TIMEOUT_FIELDS:
-        value = data.get(name)
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
 
 _REGISTRY: dict[str, type[EventData]] = {}
 #: ``(type, from_schema_version) -> upcaster``: small named functions that

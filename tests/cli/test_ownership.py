@@ -188,3 +188,18 @@ async def test_kill_9_of_migrate_then_rerun_leaves_no_valkey(
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(rerun.stdout)["events"] == 1
     assert valkeys_on(data) == []
+
+
+async def test_a_library_owned_valkey_is_not_taken_for_an_orphan(data: Path, serve) -> None:
+    from chatlog.integrations._runtime import open_log
+    from tests.helpers import message
+
+    serve(data).stop()
+    async with open_log(data) as (store, _):
+        await store.append_one(message("Library", "t1", "before"))
+        owner = read_owner(data)
+        assert owner is not None and owner.command == "library"
+        status = chatlog("status", "--data-dir", str(data))
+        assert f"in use by chatlog library (pid {os.getpid()}" in one_line(status)
+        await store.append_one(message("Library", "t1", "after"))  # its Valkey still runs
+    assert read_owner(data) is None and valkeys_on(data) == []

@@ -15,7 +15,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from chatlog.events import AWAITED, STATE_AFTER, RecordedEvent, aggregate_key, wait_timeout
+from chatlog.events import AWAITED, STATE_AFTER, RecordedEvent, aggregate_key
+from chatlog.orchestrator.machine import wait_timeout
 
 
 @dataclass(slots=True)

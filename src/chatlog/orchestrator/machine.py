@@ -32,9 +32,20 @@ from chatlog.events import (
     WorkflowRejected,
     WorkflowStarted,
     WorkflowTimedOut,
-    wait_timeout,
 )
 from chatlog.identity import ProjectKey
+
+#: The timeout field of the event that opens each kind of wait.
+TIMEOUT_FIELDS = ("start_timeout", "approval_timeout", "run_timeout")
+
+
+def wait_timeout(data: dict[str, Any]) -> float | None:
+    """The timeout (seconds) recorded in the event that opened a wait."""
+    for name in TIMEOUT_FIELDS:
+        value = data.get(name)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
 
 
 class Command(StrEnum):
