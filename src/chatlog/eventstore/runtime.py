@@ -64,6 +64,8 @@ async def _connect(settings: Settings, url: str) -> EventStore:
         partitions=settings.partitions,
         prefix=settings.key_prefix,
         idempotency_window=settings.idempotency_window,
+        outcome_window=settings.outcome_window,
+        outcome_timeout=settings.outcome_timeout,
         ack=settings.ack,
         ack_replicas=settings.ack_replicas,
         ack_timeout=settings.ack_timeout,
