@@ -14,20 +14,14 @@ API and (through ``GET /v1/vocabulary``) the console read them from here.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializerFunctionWrapHandler,
-    model_serializer,
-)
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
 
-from chatlog.errors import InvalidInput
 from chatlog.identity import random_uuid
 
 SCHEMA_VERSION = 1
@@ -58,11 +52,8 @@ TERMINAL: frozenset[State] = frozenset({State.COMPLETED, State.FAILED, State.CAN
 #: States that wait for an outside event until a deadline, and what they await. The
 #: running states have a deadline only when the workflow has a run timeout.
 AWAITED: dict[State, str] = {
-    State.WAITING_FOR_START: "start_task",
-    State.AWAITING_APPROVAL: "approval",
-    State.RUNNING: "completion",
-    State.APPROVED: "completion",
-    State.REJECTED: "completion",
+    State.WAITING_FOR_START: "start_task", State.AWAITING_APPROVAL: "approval",
+    State.RUNNING: "completion", State.APPROVED: "completion", State.REJECTED: "completion",
 }
 
 _REGISTRY: dict[str, type[EventData]] = {}
@@ -119,18 +110,6 @@ def known_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def require_known_types(types: Iterable[str]) -> None:
-    """Raise :class:`InvalidInput` naming the known types when one of ``types`` is not known
-    (a filter on an unknown type could only match nothing, silently)."""
-    known = known_types()
-    unknown = sorted(set(types) - set(known))
-    if unknown:
-        raise InvalidInput(
-            f"unknown event type{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(repr(t) for t in unknown)}; known types: {', '.join(known)}"
-        )
-
-
 def types_of(aggregate_type: AggregateType) -> frozenset[str]:
     """The registered event types whose events belong to ``aggregate_type`` aggregates."""
     return frozenset(n for n, m in _REGISTRY.items() if m.aggregate_type == aggregate_type)
@@ -147,13 +126,12 @@ def upcast(type_name: str, schema_version: int, data: dict[str, Any]) -> dict[st
 
 
 class OptionalFields(EventData):
-    """Event data whose optional fields are left out of the stored body while unset, so
-    adding one changes no existing event's bytes (``omit_if_none`` names them)."""
+    """Event data whose ``omit_if_none`` fields stay out of the stored body while unset."""
 
     omit_if_none: ClassVar[frozenset[str]] = frozenset()
 
-    @model_serializer(mode="wrap")
-    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    @pydantic.model_serializer(mode="wrap")
+    def _without_unset(self, handler: pydantic.SerializerFunctionWrapHandler) -> dict[str, Any]:
         out: dict[str, Any] = handler(self)
         for name in self.omit_if_none:
             if out.get(name) is None:
@@ -166,7 +144,6 @@ class RunDeadline(OptionalFields):
 
     run_timeout: float | None = None
     deadline: datetime | None = None
-
     omit_if_none: ClassVar[frozenset[str]] = frozenset({"run_timeout", "deadline"})
 
 
@@ -182,10 +159,8 @@ class MessageAppended(OptionalFields, ThreadEvent):
     role: str = Field(min_length=1, max_length=64)
     content: str
     metadata: dict[str, Any] = Field(default_factory=dict)
-    #: When the message was written, if before it reached the log (a legacy import):
-    #: the read models date it (and its thread) by this instead of the append time.
+    #: When it was written, if before it reached the log (an import): the read models' date.
     created_at: datetime | None = None
-
     omit_if_none: ClassVar[frozenset[str]] = frozenset({"created_at"})
 
 
@@ -202,10 +177,8 @@ class WorkflowCreated(OptionalFields, WorkflowEvent):
     input: dict[str, Any] = Field(default_factory=dict)
     start_timeout: float
     deadline: datetime
-    #: Seconds it may run (from start, and from each approval decision) before it times
-    #: out; None: no limit.
+    #: Seconds it may run (from start, and from each approval decision); None: no limit.
     run_timeout: float | None = None
-
     omit_if_none: ClassVar[frozenset[str]] = frozenset({"run_timeout"})
 
 

@@ -13,10 +13,11 @@ import orjson
 
 from chatlog.cli._app import cli, run_async, settings_from
 from chatlog.errors import InvalidInput
-from chatlog.events import MessageAppended, NewEvent, RecordedEvent, require_known_types
+from chatlog.events import MessageAppended, NewEvent, RecordedEvent
 from chatlog.eventstore.codec import Cursor
 from chatlog.eventstore.owner import Owner, read_owner
 from chatlog.eventstore.runtime import open_store
+from chatlog.filters import require_known_types
 from chatlog.identity import normalize_project_id, normalize_thread_id
 
 

@@ -21,10 +21,11 @@ import orjson
 from aiohttp import web
 
 from chatlog.errors import ChatlogError, InvalidInput, InvalidPosition
-from chatlog.events import RecordedEvent, require_known_types
+from chatlog.events import RecordedEvent
 from chatlog.eventstore import START, Cursor, EventStore, parse_position, position_after
 from chatlog.eventstore.backward import read_raw_before
 from chatlog.eventstore.codec import decode_entry
+from chatlog.filters import require_known_types
 from chatlog.http._routing import Endpoint, json_response, read_query
 from chatlog.http._scan import SCAN_BUDGET, Scan, Scanned, scan
 from chatlog.http._state import AppState, state
