@@ -45,7 +45,8 @@ async def test_sigkill_of_valkey_under_append_load_loses_nothing_and_resumes(
                 except aiohttp.ClientError:
                     continue
                 statuses.add(resp.status)
-                if resp.status == 201:
+                # 200: the store resent it after the restart and found it there (duplicate).
+                if resp.status in (200, 201):
                     acked.append(eid)
                     if killed.is_set():
                         after_kill.append(eid)
@@ -62,7 +63,7 @@ async def test_sigkill_of_valkey_under_append_load_loses_nothing_and_resumes(
             finally:
                 done.set()
                 await asyncio.gather(*writers)
-            assert statuses <= {201, 503, 504}, statuses
+            assert statuses <= {200, 201, 503, 504}, statuses
             # Every acknowledged event is in the log.
             seen: set[str] = set()
             params = {"limit": "1000"}
