@@ -112,6 +112,7 @@ def create_app(
     observe_appends(store, metrics)
     if services.projector is not None and hasattr(services.projector, "on_applied"):
         services.projector.on_applied = metrics.applied
+    metrics.watch_projector(lambda: services.projector)
     fanout = Fanout(
         store,
         buffer=settings.sse_buffer,

@@ -19,7 +19,7 @@ No ``*_created`` series: they double the output and nobody alerts on them.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -31,6 +31,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -173,7 +175,32 @@ class Metrics:
                 self.request_seconds.labels(route, request.method).observe(
                     time.perf_counter() - start)
 
+    def watch_projector(self, projector: Callable[[], Any]) -> None:
+        """Count the projector's failed batches and self-repairs at scrape time
+        (``projector()`` gives the projector, or None when there is none)."""
+        self.registry.register(_ProjectorCollector(projector))
+
     async def render(self) -> bytes:
         for collect in self.collectors:
             await collect()
         return generate_latest(self.registry)
+
+
+class _ProjectorCollector(Collector):
+    """The projector's own counters, read when scraped."""
+
+    def __init__(self, projector: Callable[[], Any]) -> None:
+        self._projector = projector
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        projector = self._projector()
+        yield CounterMetricFamily(
+            "chatlog_projector_batch_failures",
+            "Projector batches (or repairs) that failed; each is retried, and the read "
+            "model is rebuilt after a few in a row",
+            value=getattr(projector, "failures_total", 0))
+        yield CounterMetricFamily(
+            "chatlog_projector_repairs",
+            "Times the projector rebuilt its read model by itself because the log lost "
+            "events it had applied (failover, restore) or a batch kept failing",
+            value=getattr(projector, "repairs", 0))
