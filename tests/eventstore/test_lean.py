@@ -1,0 +1,143 @@
+"""The lean connection: pipelined replies in order, failures mapped like redis-py's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+
+import pytest
+from redis import exceptions as rexc
+
+from chatlog.eventstore import EmbeddedValkey
+from chatlog.eventstore.embedded import free_port
+from chatlog.eventstore.lean import LeanConnection, LeanPool, ReplyLost, ReplyTimeout
+from tests.helpers import eventually
+
+
+async def test_concurrent_replies_come_back_to_their_commands(redis_url: str,
+                                                              key_prefix: str) -> None:
+    conn = LeanConnection.from_url(redis_url)
+    try:
+        key = f"{key_prefix}:n"
+        await conn.execute("SET", key, "not a number")
+
+        async def one(i: int) -> object:
+            if i % 7 == 0:  # an error reply in the middle answers only its own command
+                with pytest.raises(rexc.ResponseError):
+                    await conn.execute("INCR", key)
+                return i
+            reply = await conn.execute("ECHO", str(i))
+            assert reply == str(i).encode()
+            return i
+
+        assert await asyncio.gather(*(one(i) for i in range(3000))) == list(range(3000))
+        group = await conn.execute_many([("ECHO", "a"), ("INCR", key), ("ECHO", "b")])
+        assert group[0] == b"a" and group[2] == b"b"
+        assert isinstance(group[1], rexc.ResponseError)
+    finally:
+        await conn.close()
+
+
+async def test_a_cancelled_caller_leaves_the_connection_in_step(redis_url: str,
+                                                                key_prefix: str) -> None:
+    conn = LeanConnection.from_url(redis_url, timeout=None)
+    try:
+        slow = asyncio.create_task(
+            conn.execute("XREAD", "BLOCK", "300", "STREAMS", f"{key_prefix}:s", "$"))
+        await eventually(lambda: conn.in_flight == 1, what="the XREAD sent")
+        slow.cancel()
+        # the XREAD's late reply is read and dropped; this PING gets its own
+        assert await conn.execute("PING") == b"PONG"
+        assert await conn.execute("ECHO", "x") == b"x"
+    finally:
+        await conn.close()
+
+
+async def test_server_errors_are_redis_py_classes(redis_url: str, key_prefix: str) -> None:
+    conn = LeanConnection.from_url(redis_url)
+    try:
+        with pytest.raises(rexc.NoScriptError):
+            await conn.execute("EVALSHA", "0" * 40, 0)
+        await conn.execute("SET", f"{key_prefix}:k", "v")
+        with pytest.raises(rexc.ResponseError, match="WRONGTYPE"):
+            await conn.execute("XADD", f"{key_prefix}:k", "*", "a", "b")
+        # EVALSHA of a script the server does not know: loaded, then run
+        script = "return ARGV[1]"
+        sha = await conn.execute("SCRIPT", "LOAD", script)
+        await conn.execute("SCRIPT", "FLUSH")
+        assert await conn.evalsha(sha.decode(), script, [], ["hi"]) == b"hi"
+    finally:
+        await conn.close()
+
+
+async def test_killed_server_fails_commands_in_flight_then_reconnects(
+    valkey_factory: Callable[..., EmbeddedValkey], key_prefix: str
+) -> None:
+    server = valkey_factory()
+    conn = LeanConnection.from_url(server.url, timeout=None)
+    try:
+        assert await conn.execute("PING") == b"PONG"
+        blocked = [asyncio.create_task(
+            conn.execute("XREAD", "BLOCK", "0", "STREAMS", f"{key_prefix}:s", "$"))]
+        blocked += [asyncio.create_task(conn.execute("PING")) for _ in range(10)]
+        await eventually(lambda: conn.in_flight == 11, what="11 commands in flight")
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGKILL)
+        for task in blocked:  # sent, never answered: may have been applied
+            with pytest.raises(ReplyLost, match="may have been applied"):
+                await task
+        # nothing to connect to: not sent at all, and it says so
+        with pytest.raises(rexc.ConnectionError, match="connecting to") as info:
+            await conn.execute("PING")
+        assert not isinstance(info.value, ReplyLost)
+        server.kill()
+        server.start()
+        assert await conn.execute("PING") == b"PONG"  # reconnected by the next command
+    finally:
+        await conn.close()
+
+
+async def test_no_reply_within_the_timeout(redis_url: str, key_prefix: str) -> None:
+    conn = LeanConnection.from_url(redis_url, timeout=0.2)
+    try:
+        with pytest.raises(ReplyTimeout, match="may have been applied"):
+            await conn.execute("XREAD", "BLOCK", "0", "STREAMS", f"{key_prefix}:s", "$")
+        assert isinstance(ReplyTimeout("x"), rexc.TimeoutError)
+        assert await conn.execute("PING") == b"PONG"  # a fresh connection
+    finally:
+        await conn.close()
+
+
+async def test_tcp_with_a_database_number(
+    valkey_factory: Callable[..., EmbeddedValkey], key_prefix: str
+) -> None:
+    server = valkey_factory(port=free_port())
+    assert server.url.startswith("redis://")
+    conn = LeanConnection.from_url(server.url + "/3")
+    try:
+        await conn.execute("SET", f"{key_prefix}:db", "3")
+        assert await conn.execute("CLIENT", "INFO") is not None
+        assert b"db=3" in await conn.execute("CLIENT", "INFO")
+    finally:
+        await conn.close()
+
+
+async def test_pool_gives_blocking_callers_their_own_connections(redis_url: str,
+                                                                 key_prefix: str) -> None:
+    pool = LeanPool(LeanConnection.from_url(redis_url, timeout=None))
+    try:
+        a, b = pool.acquire(), pool.acquire()
+        assert a is not b
+        reads = [asyncio.create_task(c.execute("XREAD", "BLOCK", "5000", "STREAMS",
+                                               f"{key_prefix}:s", "$")) for c in (a, b)]
+        await eventually(lambda: a.in_flight == b.in_flight == 1, what="both blocked")
+        writer = pool.acquire()
+        await writer.execute("XADD", f"{key_prefix}:s", "*", "f", "v")
+        for r in reads:  # both woke: neither blocked the other
+            assert (await r)[0][0] == f"{key_prefix}:s".encode()
+        await pool.release(a)
+        assert pool.acquire() is a
+    finally:
+        await pool.close()
