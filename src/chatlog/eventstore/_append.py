@@ -233,9 +233,12 @@ class Appender:
                 self.redis, script, batch, self.ack_replicas, self.ack_timeout,  # type: ignore[arg-type]
                 self.ack_fsync, node_groups=self.topology.node_groups,
             )
+        lean = self.topology.lean
         if len(batch) == 1:
             p = batch[0]
             try:
+                if lean is not None:
+                    return [await lean.evalsha(script.sha, script.script, p.keys, p.args)]
                 return [await script(keys=p.keys, args=p.args)]
             except rexc.ResponseError as exc:
                 return [exc]
@@ -263,11 +266,17 @@ class Appender:
             calls.append((members, [len(keys), *keys, *args]))
         replies: list[Any] = [None] * len(batch)
         todo = calls
+        lean = self.topology.lean
         for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            for _, command in todo:
-                pipe.execute_command("EVALSHA", script.sha, *command)
-            results: list[Any] = await pipe.execute(raise_on_error=False)
+            results: list[Any]
+            if lean is not None:  # one write; errors come back as values
+                results = await lean.execute_many(
+                    [("EVALSHA", script.sha, *command) for _, command in todo])
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                for _, command in todo:
+                    pipe.execute_command("EVALSHA", script.sha, *command)
+                results = await pipe.execute(raise_on_error=False)
             again = []
             for (members, command), result in zip(todo, results, strict=True):
                 if attempt == 1 and isinstance(result, rexc.NoScriptError):

@@ -42,6 +42,7 @@ from chatlog.eventstore.connection import (
     unavailable,
 )
 from chatlog.eventstore.keys import Keys
+from chatlog.eventstore.lean import LeanConnection, LeanPool, address_of_pool
 from chatlog.eventstore.packing import hiredis_packing
 
 log = logging.getLogger("chatlog.eventstore.store")
@@ -69,11 +70,17 @@ def connect(url: str, *, blocking: bool = False) -> Client:
     return client
 
 
-def topology_of(redis: Client, tail_redis: Client | None = None) -> Topology:
-    """The topology ``redis`` talks to (``tail_redis``: a client for blocking reads)."""
+def topology_of(
+    redis: Client, tail_redis: Client | None = None, *, lean: bool = True
+) -> Topology:
+    """The topology ``redis`` talks to (``tail_redis``: a client for blocking reads).
+
+    ``lean``: on one server, the hot paths (appends, tails, range reads) go over
+    :mod:`.lean` connections (not for TLS); False keeps them on redis-py.
+    """
     if isinstance(redis, RedisCluster):
         return Cluster(redis, tail_redis)
-    return SingleServer(redis, tail_redis)
+    return SingleServer(redis, tail_redis, lean=lean)
 
 
 def check_horizon(partition: int, after: str, horizon: bytes | None) -> None:
@@ -95,6 +102,8 @@ class Topology(ABC):
     """What the store does differently on one server and on a cluster."""
 
     is_cluster: ClassVar[bool] = False
+    #: The lean connection group commits go over (None: through redis-py).
+    lean: LeanConnection | None = None
 
     def __init__(self, redis: Client, tail_redis: Client | None) -> None:
         self.redis = redis
@@ -148,6 +157,13 @@ class Topology(ABC):
         return tail_streams(self, keys, cursor, partitions, block=block, count=count,
                             on_idle=on_idle)
 
+    async def xread(
+        self, streams: dict[str, str], *, count: int, block_ms: int
+    ) -> list[tuple[Any, list[tuple[bytes, dict[bytes, bytes]]]]]:
+        """One ``XREAD COUNT BLOCK`` on a blocking connection: ``[(key, entries)]``."""
+        reply = await self.tail_redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
+        return stream_items(reply)
+
     async def server_info(self) -> dict[Any, Any]:
         """INFO ``server`` of (one node of) the deployment."""
         info: dict[Any, Any] = await guard(self.redis.info("server"))
@@ -163,27 +179,53 @@ class Topology(ABC):
 
 
 class SingleServer(Topology):
-    """One Redis or Valkey server (``redis://``, ``rediss://``, ``unix://``)."""
+    """One Redis or Valkey server (``redis://``, ``rediss://``, ``unix://``).
+
+    Unless ``lean`` is off (or the server is reached over TLS), the hot paths
+    go over :mod:`.lean` connections: group commits over one, range reads over
+    another (a long read does not hold appends back), each tail's
+    ``XREAD BLOCK`` over one of its own. Everything else stays on redis-py.
+    """
 
     redis: aioredis.Redis
 
-    def __init__(self, redis: aioredis.Redis, tail_redis: Client | None) -> None:
+    def __init__(self, redis: aioredis.Redis, tail_redis: Client | None, *,
+                 lean: bool = True) -> None:
         super().__init__(redis, tail_redis)
         #: A client on the same connections whose XRANGE replies stay unparsed.
         self._flat = aioredis.Redis(connection_pool=redis.connection_pool)
         self._flat.set_response_callback("XRANGE", _unparsed)
+        self.lean = address_of_pool(redis.connection_pool) if lean else None
+        self._lean_reads: LeanConnection | None = None
+        self._lean_tails: LeanPool | None = None
+        if self.lean is not None:
+            self._lean_reads = address_of_pool(redis.connection_pool)
+            self._lean_tails = LeanPool(address_of_pool(redis.connection_pool, timeout=None)
+                                        or self.lean)
 
     async def initialize(self) -> None:
         return None
 
+    async def close(self) -> None:
+        await super().close()
+        for conn in (self.lean, self._lean_reads):
+            if conn is not None:
+                await conn.close()
+        if self._lean_tails is not None:
+            await self._lean_tails.close()
+
     async def after_unavailable(self) -> None:
-        """Drop the idle pooled connections (the next command opens a fresh one)."""
+        """Drop the idle pooled connections (the next command opens a fresh one;
+        a lean connection reopens by itself)."""
         with contextlib.suppress(Exception):
             await self.redis.connection_pool.disconnect(inuse_connections=False)
 
     async def read_checked(
         self, keys: Keys, partition: int, after: str, limit: int
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        if self._lean_reads is not None:
+            return [(pos, dict(zip(flat[::2], flat[1::2], strict=True)))
+                    for pos, flat in await self.read_flat_checked(keys, partition, after, limit)]
         entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._xrange_checked(
             self.redis, keys, partition, after, limit)
         return entries
@@ -191,14 +233,45 @@ class SingleServer(Topology):
     async def read_flat_checked(
         self, keys: Keys, partition: int, after: str, limit: int
     ) -> list[FlatEntry]:
-        entries: list[FlatEntry] = await self._xrange_checked(
+        if self._lean_reads is not None:
+            start = f"({after}" if after != START else "-"
+            replies = await guard(self._lean_reads.execute_many([
+                ("MULTI",), ("GET", keys.horizon(partition)),
+                ("XRANGE", keys.log(partition), start, "+", "COUNT", limit), ("EXEC",),
+            ]))
+            _raise_any(replies)
+            horizon, entries = replies[-1]
+            _raise_any([horizon, entries])
+            check_horizon(partition, after, horizon)
+            return entries  # type: ignore[no-any-return]
+        flat: list[FlatEntry] = await self._xrange_checked(
             self._flat, keys, partition, after, limit)
-        return entries
+        return flat
 
     async def xrange_flat(self, key: str, start: str, count: int) -> list[FlatEntry]:
-        entries: list[FlatEntry] = await guard(
+        if self._lean_reads is not None:
+            entries: list[FlatEntry] = await guard(
+                self._lean_reads.execute("XRANGE", key, start, "+", "COUNT", count))
+            return entries
+        entries = await guard(
             self._flat.xrange(key, start, "+", count))  # type: ignore[arg-type]
         return entries
+
+    async def xread(
+        self, streams: dict[str, str], *, count: int, block_ms: int
+    ) -> list[tuple[Any, list[tuple[bytes, dict[bytes, bytes]]]]]:
+        if self._lean_tails is None:
+            return await super().xread(streams, count=count, block_ms=block_ms)
+        conn = self._lean_tails.acquire()
+        try:
+            reply = await conn.execute("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS",
+                                       *streams.keys(), *streams.values())
+        finally:
+            await self._lean_tails.release(conn)
+        if not reply:
+            return []
+        return [(key, [(pos, dict(zip(flat[::2], flat[1::2], strict=True)))
+                       for pos, flat in entries]) for key, entries in reply]
 
     async def _xrange_checked(
         self, client: aioredis.Redis, keys: Keys, partition: int, after: str, limit: int
@@ -210,6 +283,13 @@ class SingleServer(Topology):
         horizon, entries = await guard(pipe.execute())
         check_horizon(partition, after, horizon)
         return entries
+
+
+def _raise_any(replies: list[Any]) -> None:
+    """Raise the first error among replies (a MULTI's parts fail as redis-py's would)."""
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
 
 
 class Cluster(Topology):
@@ -358,7 +438,6 @@ async def tail_streams(
     connection is retried with backoff from the last entry yielded, so
     nothing is skipped or repeated.
     """
-    client = topology.tail_redis
     by_key = {keys.log(p): p for p in partitions}
     backoff = 0.05
     checked = False
@@ -368,8 +447,8 @@ async def tail_streams(
                 for p in partitions:
                     check_horizon(p, cursor.positions[p], await topology.raw_horizon(keys, p))
                 checked = True
-            streams: dict[Any, Any] = {keys.log(p): cursor.positions[p] for p in partitions}
-            reply = await client.xread(streams, count=count, block=int(block * 1000))
+            streams = {keys.log(p): cursor.positions[p] for p in partitions}
+            items = await topology.xread(streams, count=count, block_ms=int(block * 1000))
             backoff = 0.05
         except UNAVAILABLE as exc:
             raise_if_cancelled()
@@ -379,12 +458,12 @@ async def tail_streams(
             checked = False
             continue
         raise_if_cancelled()
-        if not reply:
+        if not items:
             if on_idle is not None:
                 await on_idle()
             continue
         batch: list[RawEntry] = []
-        for key, entries in stream_items(reply):
+        for key, entries in items:
             p = by_key[text(key)]
             batch.extend((p, pos, fields) for pos, fields in entries)
             if entries:
