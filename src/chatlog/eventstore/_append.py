@@ -177,8 +177,10 @@ class Appender:
             # As in _flush: let the loop deliver pending socket events first, so a pooled
             # connection whose server died is seen at EOF and replaced. (One turn runs the
             # tasks already ready; the events polled in it are handled in the next.)
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
+            # A lean connection checks itself, with no turn of the loop.
+            if self.topology.lean is None:
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
             unused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             reply = (await self._run_scripts([_Pending(keys, args, unused)]))[0]
         except UNAVAILABLE as exc:
@@ -238,7 +240,7 @@ class Appender:
             p = batch[0]
             try:
                 if lean is not None:
-                    return [await lean.evalsha(script.sha, script.script, p.keys, p.args)]
+                    return [await lean.evalsha(text(script.sha), text(script.script), p.keys, p.args)]
                 return [await script(keys=p.keys, args=p.args)]
             except rexc.ResponseError as exc:
                 return [exc]

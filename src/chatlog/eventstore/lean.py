@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -62,10 +63,11 @@ class _Group:
 
 
 class _Protocol(asyncio.Protocol):
-    __slots__ = ("closed", "conn", "pending", "reader", "transport")
+    __slots__ = ("closed", "conn", "pending", "reader", "sock", "transport")
 
-    def __init__(self, conn: LeanConnection) -> None:
+    def __init__(self, conn: LeanConnection, sock: socket.socket) -> None:
         self.conn = conn
+        self.sock = sock
         self.reader = hiredis.Reader(replyError=BaseParser.parse_error)
         self.pending: collections.deque[Any] = collections.deque()
         self.transport: asyncio.Transport | None = None
@@ -106,6 +108,28 @@ class _Protocol(asyncio.Protocol):
                     head.set_exception(reply)
                 else:
                     head.set_result(reply)
+
+    def usable(self) -> bool:
+        """Open, and, when idle, not closed by the server behind our back.
+
+        An idle connection has nothing to read; if it has (the EOF of a server
+        that went away, not yet seen by the event loop), it is closed here, and
+        the command goes over a new one instead of failing as "may have been
+        applied". One non-blocking peek, no turn of the event loop.
+        """
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            return False
+        if self.pending:
+            return True
+        try:
+            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        except OSError:
+            pass
+        self.fail(ReplyLost(f"Connection to {self.conn.where} closed while idle"))
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = f": {exc}" if exc else ""
@@ -186,7 +210,7 @@ class LeanConnection:
     async def execute(self, *args: Any) -> Any:
         """Send one command; its reply (a ``ResponseError`` reply is raised)."""
         proto = self._proto
-        if proto is None or proto.closed or proto.transport.is_closing():  # type: ignore[union-attr]
+        if proto is None or not proto.usable():
             proto = await self._connect()
         assert proto.transport is not None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -200,7 +224,7 @@ class LeanConnection:
         """Send commands in one write (nothing else goes between them, so a
         MULTI ... EXEC stays whole); their replies, errors as exception values."""
         proto = self._proto
-        if proto is None or proto.closed or proto.transport.is_closing():  # type: ignore[union-attr]
+        if proto is None or not proto.usable():
             proto = await self._connect()
         assert proto.transport is not None
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
@@ -260,17 +284,35 @@ class LeanConnection:
 
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
+        sock: socket.socket | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if self.path:
-                    _, proto = await loop.create_unix_connection(
-                        lambda: _Protocol(self), self.path)
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    address: Any = self.path
                 else:
-                    _, proto = await loop.create_connection(
-                        lambda: _Protocol(self), self.host, self.port)
+                    family, kind, number, _, address = (await loop.getaddrinfo(
+                        self.host, self.port, type=socket.SOCK_STREAM))[0]
+                    sock = socket.socket(family, kind, number)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setblocking(False)
+                await loop.sock_connect(sock, address)
+                made = sock
+
+                def factory() -> _Protocol:
+                    return _Protocol(self, made)
+
+                if self.path:
+                    _, proto = await loop.create_unix_connection(factory, sock=sock)
+                else:
+                    _, proto = await loop.create_connection(factory, sock=sock)
         except TimeoutError as exc:
+            if sock is not None:
+                sock.close()
             raise rexc.TimeoutError(f"Timeout connecting to {self.where}") from exc
         except OSError as exc:
+            if sock is not None:
+                sock.close()
             raise rexc.ConnectionError(f"Error connecting to {self.where}: {exc}") from exc
         self._proto = proto
         hello: list[tuple[Any, ...]] = []
