@@ -84,9 +84,12 @@ class RawWaker:
 
 
 async def _blocked(o: Orchestrator, n: int) -> None:
+    """Until ``n`` waits have read their workflow and wait on the tailer (registered
+    is not enough: a burst measured while their reads still run measures the reads)."""
     while o.waiters < n:
         await asyncio.sleep(0.002)
-    await asyncio.sleep(0.002)  # their reads are done; they wait on the tailer
+    while o.blocked < n:
+        await asyncio.sleep(0.002)
 
 
 async def _woken_at(o: Orchestrator, wid: str) -> float:

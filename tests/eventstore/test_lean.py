@@ -141,3 +141,17 @@ async def test_pool_gives_blocking_callers_their_own_connections(redis_url: str,
         assert pool.acquire() is a
     finally:
         await pool.close()
+
+
+async def test_an_idle_connection_to_a_restarted_server_is_replaced_not_failed(
+    valkey_factory: Callable[..., EmbeddedValkey],
+) -> None:
+    server = valkey_factory()
+    conn = LeanConnection.from_url(server.url)
+    try:
+        assert await conn.execute("PING") == b"PONG"
+        server.kill()  # no turn of the event loop in between: its EOF is not seen yet
+        server.start()
+        assert await conn.execute("PING") == b"PONG"
+    finally:
+        await conn.close()
