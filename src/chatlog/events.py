@@ -25,7 +25,9 @@ from chatlog.identity import random_uuid
 
 SCHEMA_VERSION = 1
 
-AggregateType = Literal["thread", "workflow"]
+#: What an event belongs to: a chat thread, a workflow, or the records of an
+#: integration (a LangGraph thread's checkpoints, an ``eventsourcing`` application).
+AggregateType = Literal["thread", "workflow", "langgraph", "eventsourcing"]
 
 
 class State(StrEnum):
@@ -265,6 +267,72 @@ class JobDeadLettered(WorkflowEvent):
     reason: str
 
 
+# -- integrations (their payloads are bytes: the event's ``blob``) --------------
+
+
+class LangGraphEvent(EventData):
+    """Base of the event types of a LangGraph checkpoint (and the writes against it)."""
+
+    aggregate_type: ClassVar[AggregateType] = "langgraph"
+
+
+class EventsourcingEvent(EventData):
+    """Base of the event types an ``eventsourcing`` application's recorders store."""
+
+    aggregate_type: ClassVar[AggregateType] = "eventsourcing"
+
+
+class LangGraphCheckpoint(LangGraphEvent):
+    """A LangGraph checkpoint; the checkpoint and its metadata are in the blob."""
+
+    event_type: ClassVar[str] = "langgraph.checkpoint"
+
+    thread_id: str
+    ns: str
+    checkpoint_id: str
+    parent_id: str | None = None
+    #: The serializer's type tag of the blob (``msgpack``, ``pickle``...).
+    serde: str
+
+
+class LangGraphWrites(LangGraphEvent):
+    """Pending writes of one task against a checkpoint; their values in the blob."""
+
+    event_type: ClassVar[str] = "langgraph.writes"
+
+    thread_id: str
+    ns: str
+    checkpoint_id: str
+    task_id: str
+    task_path: str = ""
+    idx: list[int]
+    channels: list[str]
+    serde: str
+
+
+class EventsourcingRecorded(EventsourcingEvent):
+    """A stored event of an ``eventsourcing`` application; its state in the blob."""
+
+    event_type: ClassVar[str] = "eventsourcing.recorded"
+
+    recorder: str
+    originator_id: str
+    originator_version: int
+    topic: str
+    #: The application's notification id (application recorders only).
+    notification_id: int | None = None
+
+
+class EventsourcingTracked(EventsourcingEvent):
+    """A tracking record: ``notification_id`` of ``upstream`` was processed."""
+
+    event_type: ClassVar[str] = "eventsourcing.tracked"
+
+    recorder: str
+    upstream: str
+    notification_id: int
+
+
 # -- the workflow state table, from the types above ---------------------------------
 
 #: The state a workflow event leads to. Events not listed leave the state alone.
@@ -295,6 +363,8 @@ class NewEvent(BaseModel):
     aggregate_id: str
     data: dict[str, Any]
     schema_version: int = SCHEMA_VERSION
+    #: A binary payload stored as raw bytes beside ``data`` (no base64 in the log).
+    blob: bytes | None = None
 
     @classmethod
     def of(
@@ -306,6 +376,7 @@ class NewEvent(BaseModel):
         aggregate_type: AggregateType,
         aggregate_id: str,
         event_id: uuid.UUID | None = None,
+        blob: bytes | None = None,
     ) -> NewEvent:
         """Build an event from a typed data model."""
         return cls(
@@ -317,6 +388,7 @@ class NewEvent(BaseModel):
             aggregate_type=aggregate_type,
             aggregate_id=aggregate_id,
             data=data.model_dump(mode="json"),
+            blob=blob,
         )
 
     @property
@@ -327,7 +399,8 @@ class NewEvent(BaseModel):
 class RecordedEvent(BaseModel):
     """An event as stored: the envelope with its version, position and time."""
 
-    model_config = ConfigDict(frozen=True)
+    # A blob is base64url in JSON (HTTP replay, SSE); it is raw bytes in the log.
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
     id: uuid.UUID
     type: str
@@ -342,6 +415,8 @@ class RecordedEvent(BaseModel):
     time: datetime
     data: dict[str, Any]
     schema_version: int = SCHEMA_VERSION
+    #: The binary payload of an integration's event (absent from JSON when there is none).
+    blob: bytes | None = Field(default=None, exclude_if=lambda v: v is None)
 
     def typed_data(self) -> EventData | None:
         """The data validated by its type's model; None for unknown types."""

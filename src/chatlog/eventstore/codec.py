@@ -3,7 +3,8 @@
 A stream entry has five fields: ``i`` event id, ``t`` type, ``a`` aggregate
 key (``<project>/<type>/<id>``), ``v`` version and ``b`` the JSON body
 (``n`` raw project name, ``d`` data, ``s`` schema version). The event's time is
-its position's millisecond part, so it costs no field.
+its position's millisecond part, so it costs no field. A body with a binary
+payload (``blob``) is framed: see :func:`frame_body`.
 """
 
 from __future__ import annotations
@@ -45,8 +46,32 @@ def flat_field(flat: Sequence[bytes], name: bytes) -> bytes:
     return flat_fields(flat).get(name, b"")
 
 
+#: First byte of a body that carries a blob: JSON never starts with it.
+BLOB_MARK = b"\x00"
+
+
 def encode_body(event: NewEvent) -> bytes:
-    return orjson.dumps({"n": event.project_name, "d": event.data, "s": event.schema_version})
+    doc = orjson.dumps({"n": event.project_name, "d": event.data, "s": event.schema_version})
+    if event.blob is None:
+        return doc
+    return frame_body(doc, event.blob)
+
+
+def frame_body(doc: bytes, blob: bytes) -> bytes:
+    """A body with a binary payload: mark, JSON length (4 bytes), JSON, raw blob.
+
+    It stays one field ``b``, so everything that copies entries (replay,
+    archive, migrate) carries the blob without knowing about it.
+    """
+    return BLOB_MARK + len(doc).to_bytes(4, "big") + doc + blob
+
+
+def split_body(body: bytes) -> tuple[bytes, bytes | None]:
+    """The JSON document of a body and its blob (None for a plain JSON body)."""
+    if body[:1] != BLOB_MARK:
+        return body, None
+    size = int.from_bytes(body[1:5], "big")
+    return body[5 : 5 + size], body[5 + size :]
 
 
 def decode_entry(
@@ -54,7 +79,8 @@ def decode_entry(
 ) -> RecordedEvent:
     """A stream entry as a :class:`RecordedEvent`."""
     pos = text(position)
-    body: dict[str, Any] = orjson.loads(fields[b"b"])
+    doc, blob = split_body(fields[b"b"])
+    body: dict[str, Any] = orjson.loads(doc)
     project, aggregate_type, aggregate_id = fields[b"a"].decode().split("/", 2)
     return RecordedEvent.model_construct(
         id=uuid.UUID(fields[b"i"].decode()),
@@ -69,6 +95,7 @@ def decode_entry(
         time=position_time(pos),
         data=body["d"],
         schema_version=body.get("s", 1),
+        blob=blob,
     )
 
 

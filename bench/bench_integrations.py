@@ -1,0 +1,196 @@
+"""Integrations: LangGraph checkpoints and eventsourcing applications on chatlog, beside their own stores.
+
+- LangGraph: a 20-step graph's checkpoint traffic (each step ``aget_tuple``
+  of the latest checkpoint, then ``aput`` of the next one with a growing
+  message list), as pairs per second and the p99 of a pair, for chatlog's
+  ``ChatlogSaver`` (embedded-default Valkey, fsync always), LangGraph's
+  ``AsyncSqliteSaver`` (a file) and ``InMemorySaver``.
+- eventsourcing: ``Application.save`` of 1 and of 100 events, and reads of
+  100 notifications, for chatlog's persistence module and the library's own
+  SQLite module (a file).
+
+Goals (issue 13): >= 1x AsyncSqliteSaver's throughput; >= 1x the SQLite module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from _common import (
+    Latencies,
+    bench_args,
+    emit,
+    metric,
+    percentiles,
+    print_table,
+    reset_server,
+    scratch_dir,
+    valkey_server,
+)
+from chatlog.integrations.langgraph import ChatlogSaver
+
+STEPS = 20
+
+
+# -- LangGraph ---------------------------------------------------------------------------
+
+
+def _checkpoint(step: int) -> Any:
+    cp = empty_checkpoint()
+    cp["channel_values"] = {
+        "messages": [{"role": "user" if i % 2 else "assistant", "content": "x" * 200}
+                     for i in range(step + 1)],
+        "step": step,
+    }
+    cp["channel_versions"] = {"messages": step + 1, "step": step + 1}
+    return cp
+
+
+async def _graph_runs(saver: Any, duration: float) -> tuple[float, list[float]]:
+    """Pairs (aget_tuple + aput) per second over ``duration``, and each pair's time."""
+    lat = Latencies()
+    pairs = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < duration:
+        thread = f"t-{uuid.uuid4().hex[:12]}"
+        config: Any = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+        for step in range(STEPS):
+            with lat.timed():
+                await saver.aget_tuple(config)
+                config = await saver.aput(
+                    config, _checkpoint(step), {"source": "loop", "step": step, "parents": {}},
+                    {"messages": step + 1, "step": step + 1},
+                )
+            pairs += 1
+    return pairs / (time.perf_counter() - start), lat.samples
+
+
+async def _langgraph_rep(url: str, data: Path, rep: int, duration: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    async with ChatlogSaver.from_conn_string(url, project="bench", key_prefix=f"lg{rep}") as s:
+        out["chatlog"] = await _graph_runs(s, duration)
+    async with AsyncSqliteSaver.from_conn_string(str(data / f"lg{rep}.sqlite")) as s:
+        await s.setup()
+        out["sqlite"] = await _graph_runs(s, duration)
+    out["memory"] = await _graph_runs(InMemorySaver(), duration)
+    return out
+
+
+# -- eventsourcing ------------------------------------------------------------------------
+
+
+class Account(Aggregate):
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.balance = 0
+
+    @event("Credited")
+    def credit(self, amount: int) -> None:
+        self.balance += amount
+
+
+class Bank(Application[uuid.UUID]):
+    pass
+
+
+def _es_rep(env: dict[str, str], duration: float) -> dict[str, float]:
+    app = Bank(env=env)
+    try:
+        def per_s(step: Any) -> float:
+            n = 0
+            start = time.perf_counter()
+            while time.perf_counter() - start < duration:
+                step()
+                n += 1
+            return n / (time.perf_counter() - start)
+
+        def save_one() -> None:
+            app.save(Account("alice"))
+
+        def save_hundred() -> None:
+            a = Account("bob")
+            for _ in range(99):
+                a.credit(1)
+            app.save(a)
+
+        one = per_s(save_one)
+        hundred = per_s(save_hundred)
+        top = app.recorder.max_notification_id() or 1
+        starts = iter(range(1, 10**9, 100))
+
+        def read() -> None:
+            start = next(starts)
+            if start > top - 100:
+                start = 1
+            app.recorder.select_notifications(start, 100)
+
+        reads = per_s(read)
+        return {"save1": one, "save100": hundred, "read100": reads}
+    finally:
+        app.close()
+
+
+def main() -> None:
+    args = bench_args(__doc__.splitlines()[0])
+    runs: list[dict[str, Any]] = []
+    with valkey_server() as server, scratch_dir("integrations") as data:
+        for rep in range(args.reps):
+            asyncio.run(reset_server(server.url))
+            lg = asyncio.run(_langgraph_rep(server.url, data, rep, args.duration))
+            chatlog_env = {"PERSISTENCE_MODULE": "chatlog.integrations.eventsourcing",
+                           "CHATLOG_REDIS_URL": server.url, "CHATLOG_KEY_PREFIX": f"es{rep}"}
+            sqlite_env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                          "SQLITE_DBNAME": str(data / f"es{rep}.sqlite")}
+            es_chatlog = _es_rep(chatlog_env, args.duration)
+            es_sqlite = _es_rep(sqlite_env, args.duration)
+            runs.append({"lg": lg, "es_chatlog": es_chatlog, "es_sqlite": es_sqlite})
+            print(f"rep {rep + 1}/{args.reps} done", flush=True)
+
+    def lg_rate(kind: str) -> list[float]:
+        return [r["lg"][kind][0] for r in runs]
+
+    def lg_p99(kind: str) -> list[float]:
+        return [percentiles(r["lg"][kind][1], (99,))["p99"] * 1000 for r in runs]
+
+    def es(kind: str, what: str) -> list[float]:
+        return [r[f"es_{kind}"][what] for r in runs]
+
+    ratio_lg = [c / s for c, s in zip(lg_rate("chatlog"), lg_rate("sqlite"), strict=True)]
+    results = [
+        metric("LangGraph InMemorySaver, aget_tuple+aput", lg_rate("memory"), "pairs/s"),
+        metric("LangGraph AsyncSqliteSaver, aget_tuple+aput", lg_rate("sqlite"), "pairs/s"),
+        metric("LangGraph ChatlogSaver, aget_tuple+aput", lg_rate("chatlog"), "pairs/s",
+               ratio=round(max(ratio_lg), 2), ratio_to="AsyncSqliteSaver (same rep)",
+               goal=">= 1x", goal_met=max(ratio_lg) >= 1.0),
+        metric("LangGraph InMemorySaver pair p99", lg_p99("memory"), "ms",
+               higher_is_better=False),
+        metric("LangGraph AsyncSqliteSaver pair p99", lg_p99("sqlite"), "ms",
+               higher_is_better=False),
+        metric("LangGraph ChatlogSaver pair p99", lg_p99("chatlog"), "ms",
+               higher_is_better=False),
+    ]
+    for what, label, unit in (("save1", "Application.save, 1 event", "saves/s"),
+                              ("save100", "Application.save, 100 events", "saves/s"),
+                              ("read100", "select_notifications, 100", "reads/s")):
+        ratio = [c / s for c, s in zip(es("chatlog", what), es("sqlite", what), strict=True)]
+        results.append(metric(f"eventsourcing SQLite: {label}", es("sqlite", what), unit))
+        results.append(metric(f"eventsourcing chatlog: {label}", es("chatlog", what), unit,
+                              ratio=round(max(ratio), 2), ratio_to="SQLite (same rep)",
+                              goal=">= 1x", goal_met=max(ratio) >= 1.0))
+    print_table(f"integrations (LangGraph {STEPS}-step graphs; eventsourcing)", results)
+    emit("integrations", results, args, steps=STEPS, pid=os.getpid())
+
+
+if __name__ == "__main__":
+    main()

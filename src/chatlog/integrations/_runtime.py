@@ -1,0 +1,213 @@
+"""What both integrations need: open the log from a URL or a data dir, run a loop on a thread.
+
+Their records are ordinary log events: :func:`event_body` builds an entry's
+body exactly as the store's append does (``codec.encode_body``), so replay,
+archive and migrate carry them. Their scripts add entries with the fields
+the store writes (``i t a v b``) and keep the aggregate's index and version
+as the store's append does, plus their own index keys, all under the
+partition's hash tag (one slot, also on a cluster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import threading
+from collections.abc import AsyncIterator, Coroutine
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from redis import BlockingConnectionPool, Redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from chatlog.events import AggregateType, EventData, NewEvent
+from chatlog.eventstore.cluster import CLUSTER_SCHEMES
+from chatlog.eventstore.codec import encode_body
+from chatlog.eventstore.embedded import EmbeddedValkey, socket_answers
+from chatlog.eventstore.runtime import open_store
+from chatlog.eventstore.store import EventStore
+from chatlog.identity import ProjectKey, normalize_project_id
+from chatlog.settings import Settings
+
+T = TypeVar("T")
+
+URL_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "valkey://")
+
+#: Lua: append one entry as the store's append does (fields, version, aggregate index).
+#: KEYS: log, versions, aggregate index; ARGV: id, type, aggregate, body. Leaves ``pos``.
+LUA_ADD_ENTRY = """
+local function add_entry(log, versions, index, id, type, aggregate, body)
+  local v = redis.call('HINCRBY', versions, aggregate, 1)
+  local pos = redis.call('XADD', log, '*', 'i', id, 't', type, 'a', aggregate,
+                         'v', tostring(v), 'b', body)
+  redis.call('RPUSH', index, pos)
+  return pos
+end
+local function xdel_all(log, ids)
+  for i = 1, #ids, 500 do
+    redis.call('XDEL', log, unpack(ids, i, math.min(i + 499, #ids)))
+  end
+end
+"""
+
+
+def digest(text: str) -> str:
+    """A short stable name for arbitrary text inside a key (SHA-1 hex, as Lua's sha1hex)."""
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def is_url(target: str | Path) -> bool:
+    return isinstance(target, str) and target.startswith(URL_SCHEMES)
+
+
+def settings_for(target: str | Path, key_prefix: str | None = None) -> Settings:
+    """Settings for a Redis/Valkey URL or a chatlog data dir (the rest from CHATLOG_*)."""
+    values: dict[str, Any] = {}
+    if is_url(target):
+        values["redis_url"] = str(target)
+    else:
+        values["data_dir"] = Path(target)
+        values["redis_url"] = None
+    if key_prefix is not None:
+        values["key_prefix"] = key_prefix
+    return Settings(**values)
+
+
+class _Embedded:
+    """Embedded servers this process started, by data dir, with how many logs use each:
+    several savers or factories (an application and its projection, say) share one,
+    and it stops when the last of them closes, not when the first does."""
+
+    _lock = threading.Lock()
+    _servers: dict[Path, tuple[EmbeddedValkey, int]] = {}
+
+    @classmethod
+    def acquire(cls, settings: Settings) -> str | None:
+        """The URL to use for ``settings``' data dir; None when a server not started
+        by this process (``chatlog serve``) answers there: open_store joins it."""
+        key = settings.valkey_dir.resolve()
+        with cls._lock:
+            held = cls._servers.get(key)
+            if held is not None:
+                cls._servers[key] = (held[0], held[1] + 1)
+                return held[0].url
+            candidate = EmbeddedValkey(settings.valkey_dir)
+            if candidate.socket is not None and socket_answers(candidate.socket):
+                return None
+            candidate.start()
+            cls._servers[key] = (candidate, 1)
+            return candidate.url
+
+    @classmethod
+    def release(cls, settings: Settings) -> None:
+        key = settings.valkey_dir.resolve()
+        with cls._lock:
+            held = cls._servers.get(key)
+            if held is None:
+                return
+            if held[1] > 1:
+                cls._servers[key] = (held[0], held[1] - 1)
+                return
+            del cls._servers[key]
+        held[0].stop()
+
+
+@contextlib.asynccontextmanager
+async def open_log(
+    target: str | Path, *, key_prefix: str | None = None
+) -> AsyncIterator[tuple[EventStore, Settings]]:
+    """The log at a URL, or under a data dir (joining a running ``chatlog serve``'s Valkey,
+    or the embedded one, started while any log of this process uses it)."""
+    settings = settings_for(target, key_prefix)
+    if is_url(target):
+        async with open_store(settings) as opened:
+            yield opened.store, settings
+        return
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = await asyncio.to_thread(_Embedded.acquire, settings)
+    try:
+        joined = settings.model_copy(update={"redis_url": url}) if url else settings
+        async with open_store(joined) as opened:
+            yield opened.store, settings
+    finally:
+        if url is not None:
+            await asyncio.to_thread(_Embedded.release, settings)
+
+
+def project_key(project: str | None, settings: Settings) -> ProjectKey:
+    return normalize_project_id(project, settings.project_namespace)
+
+
+def event_body(
+    project: ProjectKey, aggregate_type: AggregateType, aggregate_id: str, data: EventData,
+    blob: bytes | None,
+) -> tuple[str, str, str, bytes]:
+    """(event id, type, aggregate key, body) of a new event, encoded as the store encodes it."""
+    event = NewEvent.of(
+        data, project=project.key, project_name=project.display,
+        aggregate_type=aggregate_type, aggregate_id=aggregate_id, blob=blob,
+    )
+    return str(event.id), event.type, event.aggregate, encode_body(event)
+
+
+class LoopThread:
+    """An event loop on a daemon thread, for blocking callers of async code."""
+
+    def __init__(self, name: str = "chatlog-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait for its result (never call it from the loop)."""
+        return self.submit(coro).result()
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+def run_blocking(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], what: str) -> T:
+    """Run ``coro`` on ``loop`` from another thread and wait; on ``loop``'s own thread
+    raise instead (waiting there would deadlock)."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        coro.close()
+        raise RuntimeError(
+            f"{what} is a blocking call made on the event loop the saver runs on, where it "
+            "would wait for itself forever; await its async form instead, or call it "
+            "from another thread"
+        )
+    if loop.is_closed() or not loop.is_running():
+        coro.close()
+        raise RuntimeError(f"{what}: the saver's event loop is not running (was it closed?)")
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+def sync_client(url: str) -> Any:
+    """A blocking client for ``url`` whose pool makes callers wait for a connection
+    (up to 30 s) instead of failing when many threads call at once."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() in CLUSTER_SCHEMES:
+        nodes = []
+        for seed in rest.rsplit("@", 1)[-1].split("/", 1)[0].split(","):
+            host, _, port = seed.strip().rpartition(":")
+            nodes.append(ClusterNode(host.strip("[]"), int(port)))  # type: ignore[no-untyped-call]
+        return RedisCluster(startup_nodes=nodes, decode_responses=False, max_connections=256)
+    pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=30)
+    return Redis(connection_pool=pool)

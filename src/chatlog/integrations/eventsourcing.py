@@ -1,0 +1,492 @@
+"""A persistence module for the ``eventsourcing`` library, on chatlog's log.
+
+::
+
+    PERSISTENCE_MODULE=chatlog.integrations.eventsourcing
+    CHATLOG_REDIS_URL=redis://127.0.0.1:6379/0     # or CHATLOG_DATA_DIR=./data
+    CHATLOG_PROJECT=Bank                           # default: the application's name
+
+Every stored event is an ``eventsourcing.recorded`` event of the aggregate
+``<project>/eventsourcing/<recorder>/<originator id>`` (its state as the
+event's binary ``blob``), and every tracking record an ``eventsourcing.tracked``
+event: ordinary log events that replay, archive and migrate with the rest.
+
+One atomic script per write checks ``(originator_id, originator_version)``
+for conflicts (also inside the batch) and the tracking position, assigns
+contiguous notification ids (1, 2, 3... per application, in commit order),
+adds the entries and updates the indexes. All of an application's keys
+carry its partition's hash tag: one slot, so this works on a cluster too.
+
+The recorders are blocking (the library calls them from many threads): they
+use a blocking Redis client whose pool makes threads wait for a connection;
+subscriptions tail the log on an event loop of the factory's own thread,
+never on ``chatlog serve``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import uuid
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    InfrastructureFactory,
+    IntegrityError,
+    ListenNotifySubscription,
+    Notification,
+    ProcessRecorder,
+    StoredEvent,
+    Subscription,
+    Tracking,
+    TrackingRecorder,
+)
+from eventsourcing.utils import Environment, EnvType, resolve_topic
+
+from chatlog.events import (
+    SCHEMA_VERSION,
+    EventsourcingRecorded,
+    EventsourcingTracked,
+    aggregate_key,
+)
+from chatlog.eventstore.codec import START, Cursor, split_body
+from chatlog.eventstore.store import EventStore
+from chatlog.identity import ProjectKey, random_uuid
+from chatlog.integrations._eventsourcing_scripts import (
+    _INSERT,
+    _SELECT_EVENTS,
+    _SELECT_NOTIFICATIONS,
+)
+from chatlog.integrations._runtime import (
+    LoopThread,
+    digest,
+    event_body,
+    open_log,
+    project_key,
+    sync_client,
+)
+
+T = TypeVar("T")
+
+_NID = b'"notification_id":'
+_PLACEHOLDER = _NID + b"-1"
+_RECORDED: str = EventsourcingRecorded.event_type
+
+#: Reads meet the same few originators again and again.
+_uuid = functools.lru_cache(maxsize=4096)(uuid.UUID)
+
+
+class Datastore:
+    """The log, a loop on a thread of its own, and the scripts, shared by a factory's recorders."""
+
+    def __init__(
+        self,
+        target: str | Path,
+        *,
+        project: str | None,
+        key_prefix: str | None = None,
+        originator_id_type: str = "uuid",
+    ) -> None:
+        if originator_id_type not in ("uuid", "text"):
+            raise ValueError(
+                f"ORIGINATOR_ID_TYPE must be 'uuid' or 'text', not {originator_id_type!r}"
+            )
+        self.originator_id_type = originator_id_type
+        self.runner = LoopThread("chatlog-eventsourcing")
+        self._opened = open_log(target, key_prefix=key_prefix)
+        try:
+            self.store, settings = self.runner.run(self._opened.__aenter__())
+        except BaseException:
+            self.runner.stop()
+            raise
+        self.project: ProjectKey = project_key(project, settings)
+        self.partition = self.store.partition_of(self.project.key)
+        # The recorders are called from the library's threads: they use a blocking
+        # client with a blocking pool in the calling thread (a hop to the loop's
+        # thread per call cost more than the call); the loop serves subscriptions.
+        assert self.store.url is not None
+        self.redis = sync_client(self.store.url)
+        self.insert_script = self.redis.register_script(_INSERT)
+        self.select_events_script = self.redis.register_script(_SELECT_EVENTS)
+        self.select_notifications_script = self.redis.register_script(_SELECT_NOTIFICATIONS)
+        self._closed = False
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("this chatlog eventsourcing datastore is closed")
+        return self.runner.run(coro)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.redis.close()
+            self.runner.run(self._opened.__aexit__(None, None, None))
+        finally:
+            self.runner.stop()
+
+    def reindex(self) -> int:
+        """Rebuild this project's index keys from its events in the log; how many it read.
+
+        For a log copied by ``chatlog migrate``, which carries the events but
+        not the recorders' index keys. Idempotent.
+        """
+        after, seen = START, 0
+        sequences: dict[str, int] = {}
+        while batch := self.run(self.store.read(self.partition, after, 1000)):
+            after = batch[-1].position
+            pipe = self.redis.pipeline(transaction=False)
+            for event in batch:
+                if event.aggregate_type != "eventsourcing" or event.project != self.project.key:
+                    continue
+                seen += 1
+                d = event.data
+                base = self.base(d["recorder"])
+                if event.type == "eventsourcing.recorded":
+                    okey = f"{base}:o:{digest(d['originator_id'])}"
+                    pipe.zadd(okey, {event.position: d["originator_version"]})
+                    nid = d.get("notification_id")
+                    if nid is not None:
+                        pipe.zadd(f"{base}:n", {f"{event.position} {d['topic']}": nid})
+                        sequences[base] = max(sequences.get(base, 0), int(nid))
+                elif event.type == "eventsourcing.tracked":
+                    pipe.hset(f"{base}:t", d["upstream"], d["notification_id"])
+            pipe.execute()
+        for base, top in sequences.items():
+            current = int(self.redis.get(f"{base}:seq") or 0)
+            if top > current:
+                self.redis.set(f"{base}:seq", top)
+        return seen
+
+    def base(self, recorder: str) -> str:
+        tag = self.store.keys.tag(self.partition)
+        return f"{tag}:es:{self.project.key}:{digest(recorder)}"
+
+    def originator_id(self, text: str) -> uuid.UUID | str:
+        return _uuid(text) if self.originator_id_type == "uuid" else text
+
+
+def _decode(body: bytes) -> tuple[dict[str, Any], bytes]:
+    doc, blob = split_body(body)
+    data: dict[str, Any] = orjson.loads(doc)["d"]
+    return data, blob or b""
+
+
+class ChatlogRecorder:
+    """What every recorder has: the datastore and its name (its keys' namespace)."""
+
+    def __init__(self, datastore: Datastore, name: str) -> None:
+        self.datastore = datastore
+        self.name = name
+        self.base = datastore.base(name)
+        keys = datastore.store.keys
+        p = datastore.partition
+        self._log = keys.log(p)
+        self._versions = keys.versions(p)
+        self._sequence = f"{self.base}:seq"
+        self._notifications = f"{self.base}:n"
+        self._tracking = f"{self.base}:t"
+        self._lock = threading.Lock()
+        self._listeners: set[threading.Event] = set()
+
+    def _aggregate(self, tail: str) -> tuple[str, str]:
+        aggregate = aggregate_key(self.datastore.project.key, "eventsourcing",
+                                  f"{self.name}/{tail}")
+        return aggregate, self.datastore.store.keys.aggregate_index(
+            self.datastore.partition, aggregate)
+
+    def _insert(
+        self, stored_events: Sequence[StoredEvent], *, application: bool,
+        tracking: Tracking | None = None,
+    ) -> list[int]:
+        args: list[Any] = [self.base, "1" if application else "0"]
+        if tracking is not None:
+            aggregate, index = self._aggregate(f"tracking/{tracking.application_name}")
+            eid, type_, _, body = event_body(
+                self.datastore.project, "eventsourcing",
+                f"{self.name}/tracking/{tracking.application_name}",
+                EventsourcingTracked(recorder=self.name, upstream=tracking.application_name,
+                                     notification_id=tracking.notification_id),
+                None,
+            )
+            args += [tracking.application_name, tracking.notification_id, eid, type_,
+                     aggregate, body, index]
+        else:
+            args += ["", 0, "", "", "", "", ""]
+        args.append(len(stored_events))
+        project = self.datastore.project
+        agg_prefix = f"{project.key}/eventsourcing/{self.name}/"
+        index_of = self.datastore.store.keys.aggregate_index
+        partition = self.datastore.partition
+        for s in stored_events:
+            # The body exactly as codec.encode_body writes an EventsourcingRecorded event
+            # (built here without the model: a batch of 100 is a hot path).
+            oid = str(s.originator_id)
+            doc = orjson.dumps({"n": project.display, "d": {
+                "recorder": self.name, "originator_id": oid,
+                "originator_version": s.originator_version, "topic": s.topic,
+                "notification_id": -1 if application else None,
+            }, "s": SCHEMA_VERSION})
+            if application:
+                at = doc.rindex(_PLACEHOLDER)
+                head, tail = doc[: at + len(_NID)], doc[at + len(_PLACEHOLDER):]
+            else:
+                head, tail = doc, b""
+            aggregate = agg_prefix + oid
+            args += [str(random_uuid()), _RECORDED, aggregate, index_of(partition, aggregate),
+                     digest(oid), s.originator_version, s.topic, head, tail, bytes(s.state)]
+        reply = self.datastore.insert_script(
+            keys=[self._log, self._versions, self._sequence, self._notifications,
+                  self._tracking],
+            args=args,
+        )
+        status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        if status == "conflict":
+            s = stored_events[int(reply[1])]
+            raise IntegrityError(
+                f"stored event {s.originator_id} version {s.originator_version} exists "
+                f"already in {self.name!r} (or twice in this batch)"
+            )
+        if status == "tracking":
+            assert tracking is not None
+            raise IntegrityError(
+                f"tracking {tracking.application_name} notification {tracking.notification_id} "
+                f"is not after the recorded {int(reply[1])} in {self.name!r}"
+            )
+        for listener in list(self._listeners):
+            listener.set()
+        return [int(x) for x in reply[1:]]
+
+    def _select_events(
+        self, originator_id: uuid.UUID | str, *, gt: int | None, lte: int | None, desc: bool,
+        limit: int | None,
+    ) -> list[StoredEvent]:
+        okey = f"{self.base}:o:{digest(str(originator_id))}"
+        rows = self.datastore.select_events_script(
+            keys=[self._log, okey],
+            args=[f"({gt}" if gt is not None else "-inf", lte if lte is not None else "+inf",
+                  "1" if desc else "0", "" if limit is None else limit],
+        )
+        out = []
+        for body in rows:
+            data, state = _decode(body)
+            out.append(StoredEvent(
+                originator_id=self.datastore.originator_id(data["originator_id"]),
+                originator_version=int(data["originator_version"]),
+                topic=data["topic"], state=state,
+            ))
+        return out
+
+    def _max_tracking_id(self, application_name: str) -> int | None:
+        raw = self.datastore.redis.hget(self._tracking, application_name)
+        return None if raw is None else int(raw)
+
+
+class ChatlogAggregateRecorder(ChatlogRecorder, AggregateRecorder):
+    """Stored events of aggregates (snapshots too): insert a batch atomically, select."""
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        if stored_events:
+            self._insert(stored_events, application=False)
+        return None
+
+    def select_events(
+        self,
+        originator_id: uuid.UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        return self._select_events(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
+
+
+class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
+    """Aggregate events plus the application sequence (contiguous notification ids)."""
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        tracking: Tracking | None = kwargs.get("tracking")
+        if not stored_events and tracking is None:
+            return []
+        return self._insert(stored_events, application=True, tracking=tracking)
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        if start is None:
+            low = "-inf"
+        else:
+            low = str(start) if inclusive_of_start else f"({start}"
+        rows = self.datastore.select_notifications_script(
+            keys=[self._log, self._notifications],
+            args=[low, "+inf" if stop is None else stop, limit, *topics],
+        )
+        out = []
+        for nid, body in rows:
+            data, state = _decode(body)
+            out.append(Notification(
+                id=int(nid),
+                originator_id=self.datastore.originator_id(data["originator_id"]),
+                originator_version=int(data["originator_version"]),
+                topic=data["topic"], state=state,
+            ))
+        return out
+
+    def max_notification_id(self) -> int | None:
+        raw = self.datastore.redis.get(self._sequence)
+        return int(raw) if raw and int(raw) > 0 else None
+
+    def subscribe(
+        self, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> Subscription[ApplicationRecorder]:
+        return ChatlogSubscription(self, gt=gt, topics=topics)
+
+
+class ChatlogSubscription(ListenNotifySubscription[ChatlogApplicationRecorder]):
+    """New notifications as they are recorded, in this process or any other.
+
+    The log's head is read before the first select, then a tail from that
+    position wakes the puller whenever this recorder's entries arrive: an
+    insert between the two is never missed.
+    """
+
+    def __init__(
+        self, recorder: ChatlogApplicationRecorder, gt: int | None = None,
+        topics: Sequence[str] = (),
+    ) -> None:
+        ds = recorder.datastore
+        head = ds.run(ds.store.head(ds.partition))
+        prefix = aggregate_key(ds.project.key, "eventsourcing", f"{recorder.name}/").encode()
+        super().__init__(recorder=recorder, gt=gt, topics=topics)
+        recorder._listeners.add(self._has_been_notified)
+        cursor = Cursor([START] * ds.store.partitions).advanced(ds.partition, head)
+        self._watch = ds.runner.submit(
+            self._watch_log(ds.store, cursor, ds.partition, prefix))
+
+    async def _watch_log(
+        self, store: EventStore, cursor: Cursor, partition: int, prefix: bytes
+    ) -> None:
+        async for batch in store.tail_raw(cursor, partitions=[partition], block=0.25):
+            if any(fields.get(b"a", b"").startswith(prefix) for _, _, fields in batch):
+                self._has_been_notified.set()
+
+    def stop(self) -> None:
+        super().stop()
+        self._recorder._listeners.discard(self._has_been_notified)
+        self._watch.cancel()
+        with contextlib.suppress(BaseException):
+            self._watch.result(5)
+
+
+class ChatlogTrackingRecorder(ChatlogRecorder, TrackingRecorder):
+    """Tracking records: the last notification id processed per upstream application."""
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        self._insert([], application=False, tracking=tracking)
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        return self._max_tracking_id(application_name)
+
+
+class ChatlogProcessRecorder(
+    ChatlogTrackingRecorder, ChatlogApplicationRecorder, ProcessRecorder
+):
+    """An application recorder whose inserts may carry a tracking record (one atomic step)."""
+
+
+class ChatlogFactory(InfrastructureFactory[ChatlogTrackingRecorder]):
+    """Builds chatlog recorders from the environment.
+
+    ``CHATLOG_REDIS_URL`` (or ``CHATLOG_DATA_DIR``), ``CHATLOG_KEY_PREFIX``,
+    ``CHATLOG_PROJECT`` (default: the application's name) and
+    ``ORIGINATOR_ID_TYPE`` (``uuid``, the default, or ``text``); each may be
+    prefixed with the application's name, as the library does.
+    """
+
+    CHATLOG_REDIS_URL = "CHATLOG_REDIS_URL"
+    CHATLOG_DATA_DIR = "CHATLOG_DATA_DIR"
+    CHATLOG_KEY_PREFIX = "CHATLOG_KEY_PREFIX"
+    CHATLOG_PROJECT = "CHATLOG_PROJECT"
+    ORIGINATOR_ID_TYPE = "ORIGINATOR_ID_TYPE"
+
+    aggregate_recorder_class = ChatlogAggregateRecorder
+    application_recorder_class = ChatlogApplicationRecorder
+    tracking_recorder_class = ChatlogTrackingRecorder
+    process_recorder_class = ChatlogProcessRecorder
+
+    def __init__(self, env: Environment | EnvType | None) -> None:
+        super().__init__(env)
+        target = self.env.get(self.CHATLOG_REDIS_URL) or self.env.get(
+            self.CHATLOG_DATA_DIR) or "data"
+        self.datastore = Datastore(
+            target,
+            project=self.env.get(self.CHATLOG_PROJECT) or self.env.name or None,
+            key_prefix=self.env.get(self.CHATLOG_KEY_PREFIX) or None,
+            originator_id_type=(self.env.get(self.ORIGINATOR_ID_TYPE) or "uuid").lower(),
+        )
+
+    def _name(self, suffix: str = "") -> str:
+        return (self.env.name or "application") + suffix
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        return self.aggregate_recorder_class(self.datastore, self._name(f".{purpose}"))
+
+    def application_recorder(self) -> ApplicationRecorder:
+        topic = self.env.get(self.APPLICATION_RECORDER_TOPIC)
+        cls = resolve_topic(topic) if topic else self.application_recorder_class
+        recorder: ApplicationRecorder = cls(self.datastore, self._name())
+        return recorder
+
+    def tracking_recorder(
+        self, tracking_recorder_class: type[ChatlogTrackingRecorder] | None = None
+    ) -> ChatlogTrackingRecorder:
+        if tracking_recorder_class is None:
+            topic = self.env.get(self.TRACKING_RECORDER_TOPIC)
+            tracking_recorder_class = (
+                resolve_topic(topic) if topic else self.tracking_recorder_class
+            )
+        assert tracking_recorder_class is not None
+        return tracking_recorder_class(self.datastore, self._name(".tracking"))
+
+    def process_recorder(self) -> ProcessRecorder:
+        topic = self.env.get(self.PROCESS_RECORDER_TOPIC)
+        cls = resolve_topic(topic) if topic else self.process_recorder_class
+        recorder: ProcessRecorder = cls(self.datastore, self._name())
+        return recorder
+
+    def close(self) -> None:
+        self.datastore.close()
+        super().close()
+
+
+Factory = ChatlogFactory
+
+__all__ = [
+    "ChatlogAggregateRecorder",
+    "ChatlogApplicationRecorder",
+    "ChatlogFactory",
+    "ChatlogProcessRecorder",
+    "ChatlogSubscription",
+    "ChatlogTrackingRecorder",
+    "Datastore",
+    "Factory",
+]
