@@ -240,7 +240,8 @@ class Appender:
             p = batch[0]
             try:
                 if lean is not None:
-                    return [await lean.evalsha(text(script.sha), text(script.script), p.keys, p.args)]
+                    sha, source = text(script.sha), text(script.script)
+                    return [await lean.evalsha(sha, source, p.keys, p.args)]
                 return [await script(keys=p.keys, args=p.args)]
             except rexc.ResponseError as exc:
                 return [exc]
