@@ -8,12 +8,14 @@ import signal
 from collections.abc import Callable
 
 import pytest
+import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
-from chatlog.eventstore import EmbeddedValkey
+from chatlog.errors import StoreUnavailable
+from chatlog.eventstore import AppendResult, EmbeddedValkey, EventStore
 from chatlog.eventstore.embedded import free_port
 from chatlog.eventstore.lean import LeanConnection, LeanPool, ReplyLost, ReplyTimeout
-from tests.helpers import eventually
+from tests.helpers import eventually, message
 
 
 async def test_concurrent_replies_come_back_to_their_commands(redis_url: str,
@@ -155,3 +157,45 @@ async def test_an_idle_connection_to_a_restarted_server_is_replaced_not_failed(
         assert await conn.execute("PING") == b"PONG"
     finally:
         await conn.close()
+
+
+async def test_group_commits_cut_mid_flight_fail_unavailable_and_lose_no_ack(
+    valkey_factory: Callable[..., EmbeddedValkey], key_prefix: str
+) -> None:
+    """The store's lean append connection killed under load (two group commits may be in
+    flight): their appends fail with StoreUnavailable, nothing hangs, the next appends
+    reconnect, and every acknowledged append is in the log in version order."""
+    server = valkey_factory()
+    store = await EventStore.open(server.url, prefix=key_prefix)
+    admin = aioredis.from_url(server.url)
+    acked: list[AppendResult] = []
+    failed = 0
+
+    async def writer(n: int) -> None:
+        nonlocal failed
+        for i in range(40):
+            try:
+                acked.append(await store.append_one(message(thread_id=f"w{n}", content=str(i))))
+            except StoreUnavailable:
+                failed += 1
+
+    try:
+        writers = asyncio.gather(*(writer(n) for n in range(64)))
+        for round_ in range(3):
+            await eventually(lambda r=round_: len(acked) >= 300 * (r + 1) or writers.done(),
+                             interval=0.002, what="appends acknowledged")
+            for client in await admin.client_list():
+                if client.get("cmd") in ("evalsha", "eval"):
+                    await admin.client_kill_filter(_id=client["id"])
+        await asyncio.wait_for(writers, 60)
+        stored = await store.read(0, limit=100_000)
+    finally:
+        await admin.aclose()
+        await store.close()
+    assert len(acked) + failed == 64 * 40
+    by_position = {e.position: e for e in stored}
+    for ack in acked:
+        assert by_position[ack.position].version == ack.version
+    for n in range(64):
+        versions = [e.version for e in stored if e.aggregate_id == f"w{n}"]
+        assert versions == list(range(1, len(versions) + 1))

@@ -199,34 +199,50 @@ class Appender:
         # whose server died is then seen at EOF and replaced, instead of failing
         # the append that happens to pick it up.
         await asyncio.sleep(0)
-        while self._pending:
-            batch = self._pending[: self._max_batch]
-            self._pending = self._pending[self._max_batch :]
-            try:
-                replies = await self._run_scripts(batch)
-            except UNAVAILABLE as exc:
-                err = unavailable(exc)
-                await self.topology.after_unavailable()
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(err)
-                continue
-            except BaseException as exc:  # pragma: no cover - a bug, surfaced to callers
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for p, reply in zip(batch, replies, strict=True):
-                if p.future.done():
+        # Over a lean connection a second group commit goes out while the first is
+        # in flight: the client answers one and builds the next while the server
+        # runs the other (on one connection, they run in the order sent).
+        depth = 2 if self.topology.lean is not None and self.ack == "local" else 1
+        running: set[asyncio.Task[None]] = set()
+        while self._pending or running:
+            if self._pending and len(running) < depth:
+                batch = self._pending[: self._max_batch]
+                self._pending = self._pending[self._max_batch :]
+                if depth == 1:
+                    await self._commit(batch)
                     continue
-                if isinstance(reply, BaseException):
-                    p.future.set_exception(
-                        unavailable(reply) if isinstance(reply, UNAVAILABLE) else reply
-                    )
-                else:
-                    p.future.set_result(reply)
+                running.add(asyncio.get_running_loop().create_task(self._commit(batch)))
+                await asyncio.sleep(0)  # its command goes out; appends arrive meanwhile
+                continue
+            _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        """One group commit: send ``batch``, answer each append in it."""
+        try:
+            replies = await self._run_scripts(batch)
+        except UNAVAILABLE as exc:
+            err = unavailable(exc)
+            await self.topology.after_unavailable()
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(err)
+            return
+        except BaseException as exc:  # pragma: no cover - a bug, surfaced to callers
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for p, reply in zip(batch, replies, strict=True):
+            if p.future.done():
+                continue
+            if isinstance(reply, BaseException):
+                p.future.set_exception(
+                    unavailable(reply) if isinstance(reply, UNAVAILABLE) else reply
+                )
+            else:
+                p.future.set_result(reply)
 
     async def _run_scripts(self, batch: list[_Pending]) -> list[Any]:
         script = self._append_script
