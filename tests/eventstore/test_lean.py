@@ -199,3 +199,23 @@ async def test_group_commits_cut_mid_flight_fail_unavailable_and_lose_no_ack(
     for n in range(64):
         versions = [e.version for e in stored if e.aggregate_id == f"w{n}"]
         assert versions == list(range(1, len(versions) + 1))
+
+
+async def test_the_store_over_tcp_appends_reads_and_tails(
+    valkey_factory: Callable[..., EmbeddedValkey], key_prefix: str
+) -> None:
+    server = valkey_factory(port=free_port())
+    store = await EventStore.open(server.url, prefix=key_prefix)
+    try:
+        assert store._topology.lean is not None and store._topology.lean.path is None
+        results = await asyncio.gather(*(store.append_one(message(content=str(i)))
+                                         for i in range(50)))
+        assert sorted(r.version for r in results) == list(range(1, 51))
+        assert [e.data["content"] for e in await store.read(0)] == [
+            str(i) for i in range(50)]
+        tail = store.tail(block=0.2)
+        first = await asyncio.wait_for(anext(tail), 10)
+        assert first[0].version == 1
+        await tail.aclose()  # type: ignore[attr-defined]
+    finally:
+        await store.close()
