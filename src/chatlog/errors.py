@@ -88,6 +88,23 @@ class IdempotencyConflict(IntegrityError):
     title = "Idempotency conflict"
 
 
+class EventIdReused(IdempotencyConflict):
+    """An event id of this project was appended before with other content: a retry
+    must send the same event, a new event needs a new id."""
+
+    title = "Event id reused"
+
+    def __init__(self, event_id: str) -> None:
+        self.event_id = event_id
+        super().__init__(
+            f"event_id {event_id} was used for a different event in this project; "
+            "a retry must send the same content, and a new event needs a new event_id"
+        )
+
+    def extra(self) -> dict[str, Any]:
+        return {"event_id": self.event_id}
+
+
 class PartitionMismatch(EventStoreError):
     """The log was created with another partition count."""
 
@@ -115,14 +132,41 @@ class PositionTrimmed(EventStoreError):
 
 
 class StoreUnavailable(EventStoreError):
-    """Redis cannot be reached; nothing was written. Retry later."""
+    """Redis cannot be reached; nothing was written. Retry later.
+
+    (When something may have been written, the append path raises
+    :class:`OutcomeUnknown` instead.)"""
 
     status = 503
     title = "Event store unavailable"
     retry_after = 1
 
 
-class NotReplicated(StoreUnavailable):
+class OutcomeUnknown(EventStoreError):
+    """The append may or may not be in the log: the store took the command but did
+    not answer in time, and did not answer a check either. A retry with the same
+    ``event_id`` is safe: it appends the event if it is missing and nothing if not.
+    """
+
+    status = 504
+    title = "Outcome unknown"
+    retry_after = 1
+
+    def __init__(self, detail: str, event_ids: list[str] | None = None) -> None:
+        #: The ids of the events whose append is in doubt (set by the append path).
+        self.event_ids = list(event_ids or [])
+        super().__init__(detail)
+
+    def extra(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"retry_safe": True}
+        if self.event_ids:
+            doc["event_id"] = self.event_ids[0]
+        if len(self.event_ids) > 1:
+            doc["event_ids"] = self.event_ids
+        return doc
+
+
+class NotReplicated(OutcomeUnknown):
     """With ``ack=replicated``: the append reached the primary, but fewer replicas
     than required acknowledged it in time. It may or may not survive a failover;
     a retry with the same event ids is safe (it appends nothing twice, waits again).
@@ -140,7 +184,8 @@ class NotReplicated(StoreUnavailable):
         )
 
     def extra(self) -> dict[str, Any]:
-        return {"replicas_acknowledged": self.acknowledged, "replicas_required": self.required}
+        return {**super().extra(), "replicas_acknowledged": self.acknowledged,
+                "replicas_required": self.required}
 
 
 class EmbeddedServerError(EventStoreError):

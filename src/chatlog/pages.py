@@ -15,6 +15,9 @@ import orjson
 
 from chatlog.errors import InvalidInput
 
+#: The integers SQLite stores; a page key beyond them was not given out.
+SQLITE_MIN, SQLITE_MAX = -(2**63), 2**63 - 1
+
 
 def encode_cursor(key: Sequence[int | str]) -> str:
     """An opaque page cursor for a page key (the sort key of a page's last row)."""
@@ -31,6 +34,8 @@ def decode_cursor(cursor: str, shape: tuple[type, ...]) -> tuple[Any, ...]:
         if not (isinstance(key, list) and len(key) == len(shape)
                 and all(type(v) is t for v, t in zip(key, shape, strict=True))):
             raise ValueError(cursor)
+        if any(type(v) is int and not SQLITE_MIN <= v <= SQLITE_MAX for v in key):
+            raise ValueError(cursor)  # no page key is beyond SQLite's integers
         return tuple(key)
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
         raise InvalidInput(

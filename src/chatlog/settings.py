@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     idempotency_window: float = Field(
         default=86_400.0, gt=0, description="Seconds a client-supplied event id is remembered"
     )
+    outcome_window: float = Field(
+        default=600.0, gt=0, description="Seconds a server-made event id is remembered: a "
+        "retry of an append answered 504 (outcome unknown) with its event_id within this "
+        "time appends nothing twice")
+    outcome_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds an append that the store did not answer "
+        "keeps asking it for the outcome before answering 504 (outcome unknown)")
     ack: Literal["local", "replicated"] = Field(
         default="local", description="local: fsync on the primary; replicated: also N replicas"
     )
@@ -65,6 +72,19 @@ class Settings(BaseSettings):
     job_max_deliveries: int = Field(default=5, ge=1, description="Deliveries before dead letter")
     sse_keepalive: float = Field(default=15.0, gt=0, description="Seconds between SSE keep-alives")
     sse_buffer: int = Field(default=1000, ge=1, description="Events buffered per SSE subscriber")
+    header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a connection has to send a request line and "
+        "headers (from opening, or from its first byte after a keep-alive pause)")
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a request has to send its whole body")
+    keepalive_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds an idle keep-alive connection stays open")
+    max_connections: int = Field(
+        default=1000, ge=8, description="Open HTTP connections at most (lowered to fit the "
+        "open-file limit); at the cap a new connection evicts the longest idle one")
+    replay_page_bytes: int = Field(
+        default=4 * 1_048_576, ge=1024, description="Event bytes a replay page holds at most "
+        "(beside its limit; a page always holds one event): has_more says go on")
     log_level: str = Field(default="INFO")
 
     @property

@@ -43,6 +43,7 @@ class _Message:
     aggregate_type: str = "thread"
     id_supplied: bool = False
     schema_version: int = 1
+    blob: None = None  # encode_body reads it (integrations: large bodies out of line)
 
     @property
     def aggregate(self) -> str:

@@ -155,7 +155,9 @@ async def test_too_few_replicas_is_not_replicated_and_a_retry_is_safe(
     event = message(event_id=uuid.uuid4())
     with pytest.raises(NotReplicated) as err:
         await store.append_one(event)
-    assert err.value.status == 503 and err.value.retry_after >= 1
+    # It is on the primary: "outcome unknown" (504) naming the event, not "nothing written".
+    assert err.value.status == 504 and err.value.retry_after >= 1
+    assert err.value.extra()["event_id"] == str(event.id)
     assert err.value.acknowledged == 1 and err.value.required == 2
     assert "retry with the same event_id" in str(err.value).lower()
     with pytest.raises(NotReplicated):  # the retry is a duplicate, and still not replicated

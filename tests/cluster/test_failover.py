@@ -3,8 +3,9 @@
 The replica is promoted (cluster-node-timeout 1 s; CLUSTER FAILOVER TAKEOVER
 from the test if the election takes longer than 10 s), the store rediscovers
 the topology, and appends continue. During the switch every failure is
-StoreUnavailable (HTTP 503 with Retry-After) and the writers retry with the
-same event id. With ``ack=replicated`` no acknowledged event is lost (the
+StoreUnavailable (HTTP 503 with Retry-After) or, for an append the store may
+have applied, OutcomeUnknown (504), and the writers retry with the same event
+id. With ``ack=replicated`` no acknowledged event is lost (the
 promoted master has no replica left, so its appends fail until the killed node
 is restarted and rejoins as its replica, as an operator would); with
 ``ack=local`` the events acknowledged but not yet replicated when the master
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from chatlog.errors import StoreUnavailable
+from chatlog.errors import OutcomeUnknown, StoreUnavailable
 from chatlog.eventstore import AppendResult, EventStore
 from chatlog.testing import LocalCluster
 from tests.helpers import eventually, message
@@ -75,7 +76,7 @@ async def test_appends_continue_after_a_master_is_killed(
                 try:
                     acked[event.id] = await store.append_one(event)
                     break
-                except StoreUnavailable as exc:  # 503 + Retry-After; retry, same id
+                except (StoreUnavailable, OutcomeUnknown) as exc:  # 503 / 504; same id
                     errors.append(type(exc).__name__)
                     await asyncio.sleep(0.05)
 

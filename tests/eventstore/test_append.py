@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from chatlog.errors import IdempotencyConflict, InvalidInput, VersionConflict
+from chatlog.errors import EventIdReused, IdempotencyConflict, InvalidInput, VersionConflict
 from chatlog.eventstore import EventStore, parse_position
 from chatlog.identity import normalize_project_id
 from tests.helpers import eventually, message
@@ -48,9 +48,12 @@ async def test_conflict_names_the_current_version(store: EventStore) -> None:
 async def test_retried_append_with_same_event_id_adds_nothing(store: EventStore) -> None:
     event_id = uuid.uuid4()
     first = await store.append_one(message(event_id=event_id))
-    again = await store.append_one(message(content="changed", event_id=event_id))
+    again = await store.append_one(message(event_id=event_id))
     assert again.duplicate and not first.duplicate
     assert (again.position, again.version) == (first.position, first.version)
+    # The same id with other content is another event under a reused id: refused.
+    with pytest.raises(EventIdReused):
+        await store.append_one(message(content="changed", event_id=event_id))
     assert len(await store.read(0)) == 1
 
 
@@ -108,8 +111,9 @@ async def test_batch_must_be_one_aggregate(store: EventStore) -> None:
 async def test_idempotency_window_expires(store_factory) -> None:  # type: ignore[no-untyped-def]
     store = await store_factory(idempotency_window=0.2)
     event_id = uuid.uuid4()
-    first = await store.append_one(message(event_id=event_id))
-    key = store.keys.event_id(first.partition, event_id)
+    event = message(event_id=event_id)
+    first = await store.append_one(event)
+    key = store.keys.event_id(first.partition, event.project, event_id)
 
     async def expired() -> bool:
         return not await store.redis.exists(key)

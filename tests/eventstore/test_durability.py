@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from chatlog.errors import StoreUnavailable
+from chatlog.errors import OutcomeUnknown, StoreUnavailable
 from chatlog.eventstore import AppendResult, EmbeddedValkey, EventStore
 from tests.helpers import eventually, message
 
@@ -20,7 +20,7 @@ async def test_acknowledged_appends_survive_kill_9(
     valkey_factory: Callable[..., EmbeddedValkey], key_prefix: str
 ) -> None:
     server = valkey_factory()
-    store = await EventStore.open(server.url, prefix=key_prefix)
+    store = await EventStore.open(server.url, prefix=key_prefix, outcome_timeout=0.5)
     acked: list[AppendResult] = []
     stop = asyncio.Event()
 
@@ -29,7 +29,7 @@ async def test_acknowledged_appends_survive_kill_9(
         while not stop.is_set() and i < 2000:
             try:
                 acked.append(await store.append_one(message(thread_id=f"w{n}", content=str(i))))
-            except StoreUnavailable:
+            except (StoreUnavailable, OutcomeUnknown):
                 return
             i += 1
 

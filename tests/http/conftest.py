@@ -21,6 +21,7 @@ from chatlog.http import Services, create_app
 from chatlog.http.app import build_services
 from chatlog.http.models import MessageAccepted
 from chatlog.settings import Settings
+from tests.http.live import live  # noqa: F401  (a fixture: the app on a real server)
 
 TOKENS = {
     "admin": "admin-token-0001",

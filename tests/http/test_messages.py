@@ -123,14 +123,15 @@ async def test_retry_with_event_id_returns_the_original_and_appends_nothing(clie
     assert [e["id"] for e in events["events"]] == [event_id]
 
 
-async def test_event_id_of_another_project_is_a_conflict(client) -> None:
+async def test_event_id_of_another_project_is_another_event(client) -> None:
+    # Team decision 4: an event id's identity is (project, event_id).
     event_id = str(uuid.uuid4())
-    await post_message(client, "A", "mine", event_id=event_id)
+    first = await post_message(client, "A", "mine", event_id=event_id)
     resp = await client.post(
         "/v1/projects/B/messages", json={"role": "user", "content": "x", "event_id": event_id}
     )
-    assert resp.status == 409
-    assert resp.content_type == "application/problem+json"
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["project"] != first["project"]
 
 
 async def test_expected_version_conflict_names_the_current_version(client) -> None:

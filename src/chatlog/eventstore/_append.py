@@ -10,18 +10,27 @@ append goes from its caller's task, with no task or future of its own.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import orjson
 from redis import exceptions as rexc
 
-from chatlog.errors import IdempotencyConflict, InvalidInput, StoreUnavailable, VersionConflict
+from chatlog.errors import (
+    EventIdReused,
+    IdempotencyConflict,
+    InvalidInput,
+    OutcomeUnknown,
+    StoreUnavailable,
+    VersionConflict,
+)
 from chatlog.events import NewEvent
 from chatlog.eventstore._topology import Topology
 from chatlog.eventstore.codec import encode_body
-from chatlog.eventstore.connection import UNAVAILABLE, text, unavailable
+from chatlog.eventstore.connection import UNAVAILABLE, never_sent, text, unavailable
 from chatlog.eventstore.keys import Keys, partition_of
 from chatlog.eventstore.replication import run_replicated
 from chatlog.eventstore.scripts import APPEND_MANY, APPEND_ONE
@@ -37,6 +46,17 @@ class AppendResult:
     version: int
     #: True when the event id was appended before: nothing new was written.
     duplicate: bool = False
+
+
+def content_digest(event: NewEvent) -> str:
+    """What makes two appends with one event id the same event: its type, aggregate,
+    data and schema version (not the display name of its project)."""
+    h = hashlib.blake2b(digest_size=12)
+    for part in (event.type, event.aggregate, str(event.schema_version)):
+        h.update(part.encode())
+        h.update(b"\0")
+    h.update(orjson.dumps(event.data, option=orjson.OPT_SORT_KEYS))
+    return h.hexdigest()
 
 
 class _Pending:
@@ -59,6 +79,8 @@ class Appender:
         partitions: int,
         *,
         idempotency_window_ms: int,
+        outcome_window_ms: int = 600_000,
+        outcome_timeout: float = 5.0,
         max_batch: int,
         ack: str,
         ack_replicas: int,
@@ -70,6 +92,11 @@ class Appender:
         self.keys = keys
         self.partitions = partitions
         self.idempotency_window_ms = idempotency_window_ms
+        #: How long a server-assigned event id is remembered: long enough to find out
+        #: an unanswered append's outcome, and for a client to retry after a 504.
+        self.outcome_window_ms = outcome_window_ms
+        #: Seconds spent finding out whether an unanswered append was applied.
+        self.outcome_timeout = outcome_timeout
         #: ``local``: acknowledged once the primary has it (fsynced with the embedded
         #: default); ``replicated``: also once ``ack_replicas`` replicas have it.
         self.ack = ack
@@ -93,13 +120,25 @@ class Appender:
             await asyncio.gather(self._flusher, return_exceptions=True)
 
     async def append(
-        self, events: Sequence[NewEvent], expected_version: int | None = None
+        self,
+        events: Sequence[NewEvent],
+        expected_version: int | None = None,
+        digests: Sequence[str] | None = None,
     ) -> list[AppendResult]:
         """Append events of one aggregate, all or nothing.
 
         ``expected_version`` (0 = the aggregate must not exist yet) makes the
-        append conditional. A batch whose client-supplied ids were all
-        appended before returns the original results and writes nothing.
+        append conditional. Every event is deduplicated by its id within its
+        project: a batch whose ids were all appended before returns the original
+        results and writes nothing (client-chosen ids are remembered for the
+        idempotency window, server-made ones for the outcome window); an id
+        appended before with other content (``digests``, default
+        :func:`content_digest`) raises :class:`EventIdReused`.
+
+        When the store does not answer after the append may have been sent, it
+        is sent again (same ids: it cannot land twice) until the store answers,
+        for ``outcome_timeout`` seconds; then :class:`OutcomeUnknown`. A
+        :class:`StoreUnavailable` means nothing was written.
         """
         if not events:
             return []
@@ -127,13 +166,16 @@ class Appender:
             len(events),
         ]
         ids = [str(ev.id) for ev in events]
-        for ev, event_id in zip(events, ids, strict=True):
-            # The script reads an event's id key only for a client-chosen id; for the
-            # others any key of the partition's slot will do, and costs nothing to build.
-            keys.append(self.keys.event_id(partition, ev.id) if ev.id_supplied else log_key)
-            args.extend((event_id, "1" if ev.id_supplied else "0", ev.type, encode_body(ev)))
-        reply = await self._submit(keys, args)
+        if digests is None:
+            digests = [content_digest(ev) for ev in events]
+        for ev, event_id, digest in zip(events, ids, digests, strict=True):
+            window = self.idempotency_window_ms if ev.id_supplied else self.outcome_window_ms
+            keys.append(self.keys.event_id(partition, ev.project, ev.id))
+            args.extend((event_id, f"{window}:{digest}", ev.type, encode_body(ev)))
+        reply, resent = await self._submit_resolved(keys, args, ids)
         status = text(reply[0])
+        if status == "reused":
+            raise EventIdReused(ids[int(reply[1]) - 1])
         if status == "conflict":
             assert expected_version is not None
             raise VersionConflict(aggregate, expected_version, int(reply[1]))
@@ -142,7 +184,8 @@ class Appender:
                 f"event {events[int(reply[1]) - 1].id} of this batch was not appended before "
                 "but others were; retry the whole batch with the ids it had, or new ids"
             )
-        duplicate = status == "dup"
+        # A duplicate of a server-made id after a resend is this append's own first try.
+        duplicate = status == "dup" and not (resent and not any(e.id_supplied for e in events))
         return [
             AppendResult(
                 event_id=event_id,
@@ -153,6 +196,44 @@ class Appender:
             )
             for i, event_id in enumerate(ids)
         ]
+
+    async def _submit_resolved(
+        self, keys: list[str], args: list[Any], ids: list[str]
+    ) -> tuple[Any, bool]:
+        """The append's reply, and whether it took a resend to learn it."""
+        try:
+            return await self._submit(keys, args), False
+        except OutcomeUnknown as exc:
+            exc.event_ids = ids
+            raise
+        except StoreUnavailable as exc:
+            if never_sent(exc.__cause__):
+                raise  # nothing was written: a 503 is the truth
+            doubt: BaseException = exc
+        # It may be in the log. Ask again with the same ids until the store answers:
+        # the reply then tells what the log holds, and it cannot land twice.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.outcome_timeout
+        delay = 0.05
+        while (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 0.5)
+            try:
+                async with asyncio.timeout(max(deadline - loop.time(), 0.001)):
+                    return await self._submit(keys, args), True
+            except TimeoutError:
+                break
+            except OutcomeUnknown as exc:
+                exc.event_ids = ids
+                raise
+            except StoreUnavailable:
+                continue  # still not there; ``doubt`` says what happened to the append
+        raise OutcomeUnknown(
+            f"the event store did not answer the append, nor a check within "
+            f"{self.outcome_timeout:g} s ({doubt}); the event may or may not be in the log. "
+            "Retry with the same event_id: that is safe (it is appended if missing, "
+            "and not twice)", ids,
+        ) from doubt
 
     async def _submit(self, keys: list[str], args: list[Any]) -> Any:
         if self._closed:
@@ -221,7 +302,7 @@ class Appender:
         try:
             replies = await self._run_scripts(batch)
         except UNAVAILABLE as exc:
-            err = unavailable(exc)
+            err = unavailable(exc)  # its cause tells whether it was sent
             await self.topology.after_unavailable()
             for p in batch:
                 if not p.future.done():

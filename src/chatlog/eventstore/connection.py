@@ -47,7 +47,29 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 def unavailable(exc: BaseException) -> StoreUnavailable:
     """The :class:`StoreUnavailable` to raise (``from exc``) for one of :data:`UNAVAILABLE`."""
-    return StoreUnavailable(f"event store unavailable: {exc.__class__.__name__}: {exc}")
+    err = StoreUnavailable(f"event store unavailable: {exc.__class__.__name__}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+#: Errors with which the server refused a command without running it.
+_REFUSED: tuple[type[BaseException], ...] = (
+    rexc.BusyLoadingError, rexc.ClusterDownError, rexc.TryAgainError,
+    ConnectionRefusedError, FileNotFoundError,
+)
+
+
+def never_sent(exc: BaseException | None) -> bool:
+    """True when ``exc`` shows a command was not run: it failed while connecting (the
+    command was never written), or the server refused it. Any other failure (a read
+    that timed out, a connection lost while waiting for the reply) leaves it unknown
+    whether the server ran it."""
+    if exc is None:
+        return True
+    if isinstance(exc, _REFUSED):
+        return True
+    text_ = str(exc)
+    return "connecting to" in text_ or "cannot be connected" in text_
 
 
 async def guard(call: Awaitable[T]) -> T:

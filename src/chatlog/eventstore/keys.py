@@ -37,9 +37,13 @@ class Keys:
         """List: the positions of one aggregate's events, version 1 first."""
         return f"{self.tag(partition)}:agg:{aggregate}"
 
-    def event_id(self, partition: int, event_id: uuid.UUID) -> str:
-        """String: ``"<position> <version>"`` of a client-identified event (expires)."""
-        return f"{self.tag(partition)}:eid:{event_id}"
+    def event_id(self, partition: int, project: uuid.UUID, event_id: uuid.UUID) -> str:
+        """String: ``"<position> <version> <digest>"`` of an appended event (expires).
+
+        An event id's identity is (project, event id): the same id in another
+        project is another event, whatever the partition count or topology.
+        """
+        return f"{self.tag(partition)}:eid:{project}:{event_id}"
 
     def horizon(self, partition: int) -> str:
         """String: the last position removed by retention trimming."""

@@ -156,7 +156,7 @@ async def migrate(
             tp = partition_of(project, target.partitions)
             keys = [target.keys.log(tp), target.keys.versions(tp),
                     target.keys.aggregate_index(tp, aggregate),
-                    target.keys.event_id(tp, uuid.UUID(text(fields[b"i"])))]
+                    target.keys.event_id(tp, project, uuid.UUID(text(fields[b"i"])))]
             flat: list[Any] = []
             for k, v in fields.items():
                 flat += [k, v]
@@ -204,5 +204,6 @@ async def _id_ttls(source: EventStore, chunk: list[Entry]) -> list[int]:
     """How long the source still remembers each event's client-supplied id (ms; <=0: not)."""
     pipe = source.redis.pipeline(transaction=False)
     for p, _pos, fields in chunk:
-        pipe.pttl(source.keys.event_id(p, uuid.UUID(text(fields[b"i"]))))
+        project = uuid.UUID(text(fields[b"a"]).split("/", 1)[0])
+        pipe.pttl(source.keys.event_id(p, project, uuid.UUID(text(fields[b"i"]))))
     return [int(t) for t in await guard(pipe.execute())]

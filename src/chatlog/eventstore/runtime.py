@@ -43,6 +43,8 @@ async def open_store(settings: Settings) -> AsyncIterator[OpenedStore]:
             partitions=settings.partitions,
             prefix=settings.key_prefix,
             idempotency_window=settings.idempotency_window,
+            outcome_window=settings.outcome_window,
+            outcome_timeout=settings.outcome_timeout,
             ack=settings.ack,
             ack_replicas=settings.ack_replicas,
             ack_timeout=settings.ack_timeout,

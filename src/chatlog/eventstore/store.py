@@ -93,6 +93,7 @@ class EventStore:
         partitions: int = 1,
         prefix: str = "chatlog",
         idempotency_window: float = 86_400.0,
+        outcome_window: float = 600.0, outcome_timeout: float = 5.0,
         url: str = "",
         tail_redis: Client | None = None,
         max_batch: int = 512,
@@ -113,6 +114,7 @@ class EventStore:
         self._appender = Appender(
             self._topology, self.keys, partitions,
             idempotency_window_ms=self.idempotency_window_ms, max_batch=max_batch, ack=ack,
+            outcome_window_ms=int(outcome_window * 1000), outcome_timeout=outcome_timeout,
             ack_replicas=ack_replicas, ack_timeout=ack_timeout, ack_fsync=ack_fsync,
         )
         self._trim_script = redis.register_script(TRIM)
@@ -165,6 +167,7 @@ class EventStore:
         partitions: int = 1,
         prefix: str = "chatlog",
         idempotency_window: float = 86_400.0,
+        outcome_window: float = 600.0, outcome_timeout: float = 5.0,
         ack: str = "local",
         ack_replicas: int = 1,
         ack_timeout: float = 2.0,
@@ -181,6 +184,7 @@ class EventStore:
             partitions=partitions,
             prefix=prefix,
             idempotency_window=idempotency_window,
+            outcome_window=outcome_window, outcome_timeout=outcome_timeout,
             url=url,
             tail_redis=connect(url, blocking=True),
             ack=ack,
@@ -225,21 +229,17 @@ class EventStore:
     def partition_of(self, project: Any) -> int:
         return partition_of(project, self.partitions)
 
-    async def append(
-        self, events: Sequence[NewEvent], *, expected_version: int | None = None
-    ) -> list[AppendResult]:
-        """Append events of one aggregate, all or nothing.
+    async def append(self, events: Sequence[NewEvent], *, expected_version: int | None = None,
+                     digests: Sequence[str] | None = None) -> list[AppendResult]:
+        """Append events of one aggregate, all or nothing, deduplicated by (project, event
+        id); ``expected_version``, ``digests``, and what StoreUnavailable (nothing written)
+        and OutcomeUnknown (retry with the same ids) mean: :meth:`Appender.append`."""
+        return await self._appender.append(events, expected_version, digests)
 
-        ``expected_version`` (0 = the aggregate must not exist yet) makes the
-        append conditional. A batch whose client-supplied ids were all
-        appended before returns the original results and writes nothing.
-        """
-        return await self._appender.append(events, expected_version)
-
-    async def append_one(
-        self, event: NewEvent, *, expected_version: int | None = None
-    ) -> AppendResult:
-        return (await self._appender.append([event], expected_version))[0]
+    async def append_one(self, event: NewEvent, *, expected_version: int | None = None,
+                         digest: str | None = None) -> AppendResult:
+        digests = None if digest is None else [digest]
+        return (await self._appender.append([event], expected_version, digests))[0]
 
     # -- reading ------------------------------------------------------------------
 

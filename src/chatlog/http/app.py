@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -12,7 +13,8 @@ from aiohttp import web
 from chatlog.errors import ConfigError
 from chatlog.eventstore import EventStore
 from chatlog.http import events, jobs, messages, ops, queries, stats, vocabulary, workflows
-from chatlog.http._routing import Endpoint
+from chatlog.http._routing import BODY_TIMEOUT, Endpoint
+from chatlog.http._server import AcceptErrors, ChatlogRunner, ConnectionLimits
 from chatlog.http._state import STATE, AppState, Services
 from chatlog.http.auth import TokenRegistry
 from chatlog.http.fanout import Fanout
@@ -79,6 +81,7 @@ def create_app(
         middlewares=[stats.timing_middleware, make_problem_middleware(metrics.observe_status)],
         client_max_size=settings.max_body_bytes,
     )
+    app[BODY_TIMEOUT] = settings.body_timeout
     services = services or Services()
     fanout = Fanout(
         store,
@@ -127,16 +130,35 @@ def create_app(
     return app
 
 
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """The connection bounds of ``settings``."""
+    return ConnectionLimits(
+        header_timeout=settings.header_timeout,
+        keepalive_timeout=settings.keepalive_timeout,
+        body_timeout=settings.body_timeout,
+        max_connections=settings.max_connections,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running(app: web.Application, host: str, port: int) -> AsyncIterator[web.AppRunner]:
-    """Serve ``app`` on ``host:port`` until the block ends (then stop it cleanly)."""
-    runner = web.AppRunner(
+    """Serve ``app`` on ``host:port`` until the block ends (then stop it cleanly).
+
+    Connections are bounded by the app's settings (header, body and keep-alive
+    timeouts, a connection cap); requests aiohttp's parser rejects are
+    answered as problem+json; failed accepts (out of file descriptors) are
+    logged once per interval with a count.
+    """
+    runner = ChatlogRunner(
         app,
+        limits=connection_limits(app[STATE].settings),
         shutdown_timeout=5.0,
         access_log=None,
         max_line_size=SERVER_LINE_LIMIT,
         max_field_size=SERVER_LINE_LIMIT,
     )
+    accept_errors = AcceptErrors(asyncio.get_running_loop())
+    accept_errors.install()
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -150,3 +172,4 @@ async def running(app: web.Application, host: str, port: int) -> AsyncIterator[w
         yield runner
     finally:
         await runner.cleanup()
+        accept_errors.uninstall()

@@ -83,7 +83,9 @@ OPEN_ACCESS = Principal(name="open access (no tokens configured)", admin=True)
 
 
 def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+    # A header's bytes that are not UTF-8 arrive as surrogate escapes: they make
+    # a digest no token has (401), never an encoding error.
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 class TokenRegistry:

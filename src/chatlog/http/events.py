@@ -17,6 +17,7 @@ import functools
 import uuid
 from dataclasses import dataclass
 
+import orjson
 from aiohttp import web
 
 from chatlog.errors import ChatlogError, InvalidInput, InvalidPosition
@@ -25,14 +26,12 @@ from chatlog.eventstore import START, Cursor, EventStore, parse_position, positi
 from chatlog.eventstore.backward import read_raw_before
 from chatlog.eventstore.codec import decode_entry
 from chatlog.http._routing import Endpoint, json_response, read_query
+from chatlog.http._scan import SCAN_BUDGET, Scan, Scanned, scan
 from chatlog.http._state import AppState, state
 from chatlog.http.auth import Principal
 from chatlog.http.fanout import Subscriber
 from chatlog.http.models import EventOut, EventsPage, EventsQuery, StreamQuery
 from chatlog.identity import normalize_project_id
-
-#: Events looked at per replay request, matching or not (the page says has_more).
-SCAN_BUDGET = 10_000
 
 
 @dataclass(frozen=True)
@@ -110,6 +109,8 @@ def build_filter(
 
 
 _MAX_ID = 2**64 - 1
+#: A position after any a log holds (the largest one a cursor may name).
+_END = f"{_MAX_ID}-{_MAX_ID - 1}"
 
 
 def parse_cursor(text: str | None, partitions: int) -> Cursor:
@@ -127,37 +128,6 @@ def parse_cursor(text: str | None, partitions: int) -> Cursor:
 
 def event_out(ev: RecordedEvent, cursor: Cursor) -> EventOut:
     return EventOut(**ev.model_dump(), cursor=str(cursor))
-
-
-async def scan(
-    st: AppState, cursor: Cursor, flt: EventFilter, limit: int, budget: int = SCAN_BUDGET
-) -> tuple[list[tuple[RecordedEvent, Cursor]], Cursor, bool]:
-    """Matching events after ``cursor`` (each with the cursor after it), the new cursor,
-    and whether more may follow. Looks at most at ``budget`` events, and decodes
-    only the ones that match (a filtered reader skims past the rest)."""
-    store = st.store
-    parts = flt.partitions(store)
-    found: list[tuple[RecordedEvent, Cursor]] = []
-    scanned = 0
-    while len(found) < limit and scanned < budget:
-        more = False
-        for p in parts if parts is not None else range(store.partitions):
-            ask = min(1000, budget - scanned)
-            if ask <= 0:
-                return found, cursor, True
-            async with st.reads:
-                entries = await store.read_raw(p, cursor.positions[p], ask)
-            for pos, fields in entries:
-                scanned += 1
-                cursor = cursor.advanced(p, pos.decode())
-                if flt.matches_raw(fields):
-                    found.append((decode_entry(p, pos, fields), cursor))
-                    if len(found) >= limit:
-                        return found, cursor, True
-            more = more or len(entries) == ask
-        if not more:
-            return found, cursor, False
-    return found, cursor, True
 
 
 def _successor(position: str) -> str:
@@ -180,12 +150,17 @@ async def scan_back(
     The partitions are merged by position (newest first); each event comes with
     the cursor that continues backwards after it. Returns the events, that
     cursor, and whether older events may follow. Looks at most at ``budget``
-    events; a partition ends at the oldest event it keeps (no 410).
+    events; a partition ends at the oldest event it keeps (no 410). A reader
+    confined to some projects has no budget, and its cursor moves only past
+    events it receives (as in :class:`Scan`): nothing it gets depends on what
+    other projects wrote.
     """
+    scoped = flt.projects is not None
     store = st.store
     parts = flt.partitions(store)
     wanted = parts if parts is not None else list(range(store.partitions))
     positions = list(before.positions)
+    read_to = list(before.positions)  # where each partition's reads stand
     buffers: dict[int, list[tuple[bytes, dict[bytes, bytes]]]] = {p: [] for p in wanted}
     ended: set[int] = set()
     fetched = 0
@@ -195,11 +170,11 @@ async def scan_back(
         for p in wanted:
             if buffers[p] or p in ended:
                 continue
-            n = min(ask, budget - fetched)
+            n = ask if scoped else min(ask, budget - fetched)
             if n <= 0:
                 return found, Cursor(positions), True
             async with st.reads:
-                entries = await read_raw_before(store, p, positions[p], n)
+                entries = await read_raw_before(store, p, read_to[p], n)
             fetched += len(entries)
             if len(entries) < n:
                 ended.add(p)
@@ -210,12 +185,39 @@ async def scan_back(
             return found, Cursor(positions), False
         p = max(ready, key=lambda q: parse_position(buffers[q][-1][0].decode()))
         pos, fields = buffers[p].pop()
-        positions[p] = pos.decode()
+        read_to[p] = pos.decode()
+        if not scoped:
+            positions[p] = read_to[p]
         if flt.matches_raw(fields):
+            positions[p] = read_to[p]
             found.append((decode_entry(p, pos, fields), Cursor(list(positions))))
             if len(found) >= limit:
-                more = any(buffers[q] or q not in ended for q in wanted)
+                more = scoped or any(buffers[q] or q not in ended for q in wanted)
                 return found, Cursor(positions), more
+
+
+async def _own_heads(
+    st: AppState, before: Cursor, flt: EventFilter, found: list[tuple[RecordedEvent, Cursor]]
+) -> Cursor:
+    """For a reader confined to some projects: per partition, its own newest event before
+    ``before`` (the start when it has none). The log's heads would tell it when the
+    other projects last wrote; its own newest events tell it nothing, and nothing
+    of its own lies between them and the heads."""
+    assert flt.projects is not None
+    newer = Cursor([START] * st.store.partitions)
+    for ev, _ in found:
+        if position_after(ev.position, newer.positions[ev.partition]):
+            newer = newer.advanced(ev.partition, ev.position)
+    for p in flt.partitions(st.store) or []:
+        if newer.positions[p] != START:
+            continue
+        mine = frozenset(k for k in flt.projects if st.store.partition_of(k) == p)
+        only_p = EventFilter(projects=mine, thread_id=flt.thread_id,
+                             workflow_id=flt.workflow_id, types=flt.types)
+        last, _, _ = await scan_back(st, before, only_p, 1)
+        if last:
+            newer = newer.advanced(p, last[0][0].position)
+    return newer
 
 
 async def list_events_before(
@@ -223,7 +225,13 @@ async def list_events_before(
 ) -> EventsPage:
     """A page read backwards (``before``): newest first, with the cursor of what is newer."""
     assert q.before is not None
-    if q.before == "end":
+    newer: Cursor | None = None
+    if q.before == "end" and flt.projects is not None:
+        # Not the heads: they would tell a reader confined to some projects when the
+        # others last wrote. It reads from the end of any log; its newer cursor is its
+        # own newest events (see _own_heads).
+        before = Cursor([_END] * st.store.partitions)
+    elif q.before == "end":
         # The heads first: the page holds nothing newer than them, so a reader that
         # follows ``newer_cursor`` gets every later event exactly once.
         heads = await st.store.heads()
@@ -233,15 +241,20 @@ async def list_events_before(
         before = parse_cursor(q.before, st.store.partitions)
         newer = Cursor([_predecessor(b) for b in before.positions])
     found, cursor, more = await scan_back(st, before, flt, q.limit)
+    if newer is None:
+        newer = await _own_heads(st, before, flt, found)
     return EventsPage(
         events=[event_out(ev, cur) for ev, cur in found], cursor=str(cursor),
         has_more=more, newer_cursor=str(newer),
     )
 
 
-async def list_events(request: web.Request) -> web.Response:
+async def list_events(request: web.Request) -> web.StreamResponse:
     """Events after ``after`` (a cursor), oldest first, filtered; ``cursor`` continues.
 
+    A page holds at most ``limit`` events and at most CHATLOG_REPLAY_PAGE_BYTES of
+    event bodies (always at least one event); ``has_more`` says whether to go on.
+    It is written as it is read, one read of the log at a time, not built whole.
     With ``before`` instead: events before it, newest first (``before=end``: the newest).
     """
     st = state(request)
@@ -252,12 +265,26 @@ async def list_events(request: web.Request) -> web.Response:
         if q.after is not None:
             raise InvalidInput("pass either after (read forwards) or before (backwards), not both")
         return json_response(await list_events_before(st, q, flt))
-    cursor = parse_cursor(q.after, st.store.partitions)
-    found, cursor, more = await scan(st, cursor, flt, q.limit)
-    page = EventsPage(
-        events=[event_out(ev, cur) for ev, cur in found], cursor=str(cursor), has_more=more
-    )
-    return json_response(page)
+    pass_ = Scan(st, parse_cursor(q.after, st.store.partitions), flt, q.limit,
+                 st.settings.replay_page_bytes)
+    async with contextlib.aclosing(pass_.batches()) as batches:
+        # The first read happens before the answer starts, so a trimmed position (410)
+        # or a missing Redis (503) is still a proper problem document.
+        batch = await anext(batches, None)
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b'{"events":[')
+        sep = b""
+        while batch is not None:
+            if batch:
+                await response.write(sep + b",".join(
+                    event_out(ev, cur).model_dump_json().encode() for ev, cur in batch))
+                sep = b","
+            batch = await anext(batches, None)
+    tail = {"cursor": str(pass_.cursor), "has_more": pass_.more}
+    await response.write(b"]," + orjson.dumps(tail)[1:])
+    await response.write_eof()
+    return response
 
 
 class SseStream:
@@ -306,7 +333,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     cursor = parse_cursor(last_id, st.store.partitions)
     # The first read happens before the answer starts, so a trimmed position
     # (410) or a missing Redis (503) is still a proper problem document.
-    found, cursor, more = await scan(st, cursor, flt, 500)
+    first = await scan(st, cursor, flt, 500)
 
     response = web.StreamResponse(
         headers={
@@ -320,7 +347,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     st.streams.add(stream)
     try:
         await stream.write(b"retry: 1000\n\n")
-        await _catch_up(st, stream, flt, cursor, found, more)
+        await _catch_up(st, stream, flt, first)
         if not stream.stopping:
             assert stream.cursor is not None
             await _live(st, stream, flt, stream.cursor)
@@ -338,26 +365,19 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _catch_up(
-    st: AppState,
-    stream: SseStream,
-    flt: EventFilter,
-    cursor: Cursor,
-    found: list[tuple[RecordedEvent, Cursor]],
-    more: bool,
-) -> None:
+async def _catch_up(st: AppState, stream: SseStream, flt: EventFilter, page: Scanned) -> None:
     """Send what the log has; then subscribe and send what arrived meanwhile."""
     subscribed = False
     while not stream.stopping:
-        if found:
-            await stream.write(b"".join(st.sse.encode(ev, cur) for ev, cur in found))
-        if not more:
+        if page.found:
+            await stream.write(b"".join(st.sse.encode(ev, cur) for ev, cur in page.found))
+        if not page.more:
             if subscribed:
                 break
             stream.subscribed(await st.fanout.subscribe())
             subscribed = True
-        found, cursor, more = await scan(st, cursor, flt, 500)
-    stream.cursor = cursor
+        page = await scan(st, page.cursor, flt, 500)
+    stream.cursor = page.cursor
 
 
 async def _live(st: AppState, stream: SseStream, flt: EventFilter, cursor: Cursor) -> None:
@@ -375,9 +395,13 @@ async def _live(st: AppState, stream: SseStream, flt: EventFilter, cursor: Curso
         for ev in sub.drain():
             if not position_after(ev.position, cursor.positions[ev.partition]):
                 continue  # already sent by the catch-up read
-            cursor = cursor.advanced(ev.partition, ev.position)
             if flt.matches(ev):
+                # Only past events it receives: an id must not tell a reader
+                # confined to some projects when the others wrote.
+                cursor = cursor.advanced(ev.partition, ev.position)
                 chunks.append(st.sse.encode(ev, cursor))
+            elif flt.projects is None:
+                cursor = cursor.advanced(ev.partition, ev.position)
         if sub.keepalive:
             sub.keepalive = False
             if not chunks:

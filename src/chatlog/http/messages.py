@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 from aiohttp import web
 
-from chatlog.errors import IdempotencyConflict
 from chatlog.events import SCHEMA_VERSION, MessageAppended, NewEvent, RecordedEvent
 from chatlog.eventstore import AppendResult, EventStore
 from chatlog.http._routing import Endpoint, read_body
@@ -27,16 +28,29 @@ async def _original(store: EventStore, result: AppendResult) -> RecordedEvent | 
     return events[0] if events and events[0].position == result.position else None
 
 
+def _digest(body: PostMessage, thread_id: str | None) -> str:
+    """The content an ``event_id`` stands for: what the client sent (a new thread as
+    "new", since each try of it makes another thread id)."""
+    h = hashlib.blake2b(digest_size=12)
+    for part in (MESSAGE_TYPE, thread_id or "", body.role, body.content):
+        h.update(part.encode())
+        h.update(b"\0")
+    h.update(orjson.dumps(body.metadata, option=orjson.OPT_SORT_KEYS))
+    return h.hexdigest()
+
+
 async def post_message(request: web.Request) -> web.Response:
     """Append a message; a new thread when ``thread_id`` is null in any spelling.
 
     201 with what the log assigned. A retry with an ``event_id`` that was
-    appended before writes nothing and answers 200 with the original answer.
+    appended before writes nothing and answers 200 with the original answer;
+    the same ``event_id`` with other content is a 409. When the store does not
+    answer in time, 504 "outcome unknown" names the ``event_id`` to retry with.
     """
     st = state(request)
     project = st.authorized_project(request, write=True)
     body = await read_body(request, PostMessage)
-    thread_id, _ = normalize_thread_id(body.thread_id)
+    thread_id, new_thread = normalize_thread_id(body.thread_id)
     # The body was validated by PostMessage, whose rules include MessageAppended's
     # (role 1..64 characters, metadata a JSON object), so the event is built
     # without validating the same fields a second time on the hot path.
@@ -52,16 +66,14 @@ async def post_message(request: web.Request) -> web.Response:
               "metadata": body.metadata},
         schema_version=SCHEMA_VERSION,
     )
-    result = await st.store.append_one(event, expected_version=body.expected_version)
+    result = await st.store.append_one(
+        event, expected_version=body.expected_version,
+        digest=_digest(body, None if new_thread else thread_id),
+    )
     project_name = project.display
     if result.duplicate:
         original = await _original(st.store, result)
         if original is not None:
-            if original.project != project.key or original.type != "message.appended":
-                raise IdempotencyConflict(
-                    f"event_id {result.event_id} was already used for another event; "
-                    "use a new event_id for a new message"
-                )
             thread_id = original.aggregate_id
             project_name = original.project_name
     (st.metrics.duplicates if result.duplicate else st.metrics.created).inc()
@@ -90,7 +102,7 @@ ENDPOINTS = [
             201: (MessageAccepted, "Appended"),
             200: (MessageAccepted, "A retry of an event_id appended before: nothing new written"),
         },
-        errors=(409,),
+        errors=(409, 504),
         description=(
             "`thread_id` null, \"\", \"null\", \"none\" or \"undefined\" starts a new thread "
             "`thread-<uuid4>`; the answer names it. `expected_version` makes the append "

@@ -10,7 +10,7 @@ import math
 import uuid
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 from chatlog.events import RecordedEvent
 from chatlog.projections.models import ProjectSummary
@@ -36,9 +36,15 @@ def _check_json(value: Any, where: str = "") -> None:
             _check_json(v, f"{where}[{i}]")
 
 
-def _storable(value: dict[str, Any]) -> dict[str, Any]:
+#: Validation context of values orjson parsed: it refuses what ``_check_json``
+#: looks for (integers beyond 64 bits, non-finite numbers), so the walk is skipped.
+PARSED_BY_ORJSON = "parsed_by_orjson"
+
+
+def _storable(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
     """JSON objects are stored as they came: numbers must fit 64 bits and be finite."""
-    _check_json(value)
+    if not (info.context and info.context.get(PARSED_BY_ORJSON)):
+        _check_json(value)
     return value
 
 

@@ -27,12 +27,15 @@ _ERROR_TEXT = {
     401: "No bearer token, or an unknown one",
     403: "The token may not do this",
     404: "Unknown thread, workflow or path",
-    408: "A long-poll ended before the awaited state",
+    408: "A long-poll ended before the awaited state, or the body came too slowly",
     409: "Conflict (version, idempotency or workflow state)",
     410: "The position was trimmed from the log",
     413: "The request body is too large",
     414: "The URL is too long",
-    503: "Redis or a needed part unavailable; retry after Retry-After seconds",
+    503: "Redis or a needed part unavailable, nothing was written; retry after Retry-After "
+         "seconds",
+    504: "Outcome unknown: the store did not answer in time; the append may be in the log. "
+         "Retry with the `event_id` given (`retry_safe`: it cannot land twice)",
 }
 
 
@@ -107,7 +110,9 @@ def build(endpoints: Sequence[Endpoint], *, title: str, version: str) -> dict[st
         if ep.auth:
             errors |= {401, 403}
         if ep.body is not None:
-            errors.add(413)
+            errors |= {408, 413}  # 408: the body did not arrive within CHATLOG_BODY_TIMEOUT
+        if ep.method == "POST":
+            errors.add(504)  # the store did not answer an append: retry with its event_id
         if _PATH_PARAM.search(ep.path):
             errors.add(404)
         for status in sorted(errors):

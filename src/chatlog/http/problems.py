@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
 from chatlog.errors import ChatlogError
@@ -46,6 +48,7 @@ _TITLES = {
     415: "Unsupported media type",
     500: "Internal error",
     503: "Service unavailable",
+    504: "Outcome unknown",
 }
 
 
@@ -80,7 +83,7 @@ def from_error(exc: ChatlogError) -> web.Response:
     """The problem document of one of chatlog's errors: status and fields from its class."""
     headers: dict[str, str] = {}
     retry_after = getattr(exc, "retry_after", None)
-    if exc.status == 503:
+    if exc.status in (503, 504):
         headers["Retry-After"] = str(retry_after or 1)
     return problem(exc.status, str(exc), title=exc.title, headers=headers, **exc.extra())
 
@@ -117,6 +120,13 @@ def from_http_error(exc: web.HTTPException) -> web.Response:
     return problem(status, detail, title=exc.reason, headers=headers)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", "") or exc or exc.__class__.__name__).strip()
+    line = text.splitlines()[0] if text else exc.__class__.__name__
+    line = "".join(c if c.isprintable() else "?" for c in line)
+    return line[:200]
+
+
 def make_problem_middleware(on_status: StatusHook | None = None) -> Any:
     """The middleware that answers every failure as problem+json."""
 
@@ -139,8 +149,14 @@ def make_problem_middleware(on_status: StatusHook | None = None) -> Any:
             response = from_http_error(exc)
         except orjson.JSONDecodeError as exc:
             response = problem(400, f"the request body is not valid JSON: {exc}")
-        except ConnectionResetError:
-            raise
+        except (HttpProcessingError, RequestPayloadError) as exc:
+            # The body could not be read as sent: a malformed chunk, a
+            # Content-Encoding that does not match the bytes...
+            code = getattr(exc, "code", 400)
+            status = code if isinstance(code, int) and 400 <= code < 500 else 400
+            response = problem(status, f"the request body is malformed: {_first_line(exc)}")
+        except ConnectionError:
+            raise  # the client went away; the server logs one rate-limited line
         except Exception:
             log.exception("unexpected error answering %s %s", request.method, request.path)
             response = problem(500, "unexpected server error; it has been logged")

@@ -34,8 +34,12 @@ def static_routes(directory: Path = STATIC_DIR) -> list[web.RouteDef]:
 
     async def static(request: web.Request) -> web.StreamResponse:
         rel = request.match_info["path"]
-        target = (root / rel).resolve()
-        if not target.is_relative_to(root) or not target.is_file():
+        try:
+            target = (root / rel).resolve()
+            found = target.is_relative_to(root) and target.is_file()
+        except (ValueError, OSError):  # a NUL byte, a name too long...
+            found = False
+        if not found:
             raise NotFound(f"no static file {rel!r}")
         return web.FileResponse(target, headers={"Cache-Control": "no-cache"})
 

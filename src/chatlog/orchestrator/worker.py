@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from chatlog.errors import StoreUnavailable
+from chatlog.errors import OutcomeUnknown, StoreUnavailable
 from chatlog.events import (
     EventData,
     JobCompleted,
@@ -50,7 +50,7 @@ from chatlog.orchestrator.jobs import (
 from chatlog.orchestrator.machine import workflow_event
 from chatlog.settings import Settings
 
-_UNAVAILABLE: tuple[type[BaseException], ...] = (*UNAVAILABLE, StoreUnavailable)
+_UNAVAILABLE: tuple[type[BaseException], ...] = (*UNAVAILABLE, StoreUnavailable, OutcomeUnknown)
 
 log = logging.getLogger("chatlog.orchestrator.jobs")
 
@@ -348,9 +348,14 @@ class Worker:
         )
 
     async def _append(self, job: Job, data: EventData, step: str) -> None:
-        """Append a job event whose id is fixed by (job, step): a repeat appends nothing."""
+        """Append a job event whose id is fixed by (job, step): a repeat appends nothing.
+
+        The id stands for the step, not for its details: a redelivery's completion
+        (another worker, another result) is the same event, not a reused id.
+        """
         event_id = uuid.uuid5(JOB_EVENT_NAMESPACE, f"{job.id}/{step}")
-        await self.store.append_one(workflow_event(job.project, job.workflow_id, data, event_id))
+        await self.store.append_one(workflow_event(job.project, job.workflow_id, data, event_id),
+                                    digest=event_id.hex)
 
 
 async def _run_handler(handler: Handler, job: Job) -> dict[str, Any] | None:

@@ -1,0 +1,92 @@
+"""A legal 1 MB body of half a million tiny JSON values is parsed and validated off the
+event loop (issue 15 #9); the figure (/healthz max latency) is in bench/bench_bigbody.py."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Annotated, Any
+
+from aiohttp.streams import StreamReader
+from aiohttp.test_utils import make_mocked_request
+from pydantic import AfterValidator
+
+from chatlog.http._routing import read_body
+from chatlog.http.models import Body, PostMessage
+from tests.http.conftest import post_message
+
+PATHOLOGICAL = (b'{"role": "user", "content": "x", "metadata": {"a": ['
+                + b",".join([b"0"] * 500_000) + b"]}}")
+
+seen_threads: list[int] = []
+
+
+def _record_thread(value: dict[str, Any]) -> dict[str, Any]:
+    seen_threads.append(threading.get_ident())
+    return value
+
+
+class Probe(Body):
+    """A body whose validator notes the thread it runs in."""
+
+    role: str
+    content: str
+    metadata: Annotated[dict[str, Any], AfterValidator(_record_thread)]
+
+
+class _Protocol:
+    transport = None
+    _reading_paused = False
+
+    def pause_reading(self, **_: object) -> None: ...
+
+    def resume_reading(self, **_: object) -> None: ...
+
+
+async def _read(model: type[Body], raw: bytes) -> Body:
+    payload = StreamReader(_Protocol(), 2**16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+    payload.feed_data(raw)
+    payload.feed_eof()
+    request = make_mocked_request("POST", "/", payload=payload,
+                                  headers={"Content-Length": str(len(raw))},
+                                  client_max_size=2**21)
+    return await read_body(request, model)
+
+
+async def test_a_big_body_is_validated_off_the_event_loop_thread() -> None:
+    seen_threads.clear()
+    body = await _read(Probe, PATHOLOGICAL)
+    assert len(body.metadata["a"]) == 500_000  # type: ignore[attr-defined]
+    assert seen_threads and seen_threads[0] != threading.get_ident()
+
+
+async def test_big_bodies_keep_the_strict_rules_and_errors(client) -> None:
+    # The same answers as a small body: strict JSON types, fields named.
+    parsed = await _read(PostMessage, PATHOLOGICAL)
+    assert isinstance(parsed, PostMessage) and parsed.role == "user"
+    pad = b" " * 70_000
+    for raw, field in [
+        (b'{"role": 5, "content": "x"}' + pad, "role"),
+        (b'{"role": "u", "content": "x", "expected_version": "3"}' + pad, "expected_version"),
+        (b'{"role": "u", "content": "x", "event_id": "nope"}' + pad, "event_id"),
+        (b'{"role": "u", "content": "x", "metadata": {"f": [1e400]}}' + pad, "metadata|JSON"),
+        (b'{"role": "u", "content": ["x"]}' + pad, "content"),
+        (b'[1, 2]' + pad, "body"),
+    ]:
+        resp = await client.post("/v1/projects/P/messages", data=raw,
+                                 headers={"Content-Type": "application/json"})
+        assert resp.status == 400, (raw[:60], await resp.text())
+        doc = await resp.json()
+        fields = {e["field"] for e in doc.get("errors", [])}
+        assert any(f in fields or f in doc["detail"] for f in field.split("|")), doc
+    doc = await post_message(client, "P", "big", metadata={"a": list(range(20_000))})
+    assert doc["version"] == 1
+
+
+async def test_a_big_body_with_an_integer_beyond_64_bits_is_refused(client) -> None:
+    raw = (b'{"role": "u", "content": "x", "metadata": {"n": 18446744073709551616, "pad": "'
+           + b"p" * 70_000 + b'"}}')
+    resp = await client.post("/v1/projects/P/messages", data=raw,
+                             headers={"Content-Type": "application/json"})
+    assert resp.status == 400, await resp.text()
+    assert "64-bit" in (await resp.json())["detail"]
