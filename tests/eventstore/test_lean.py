@@ -13,6 +13,7 @@ from redis import exceptions as rexc
 
 from chatlog.errors import StoreUnavailable
 from chatlog.eventstore import AppendResult, EmbeddedValkey, EventStore
+from chatlog.eventstore.connection import never_sent
 from chatlog.eventstore.embedded import free_port
 from chatlog.eventstore.lean import LeanConnection, LeanPool, ReplyLost, ReplyTimeout
 from tests.helpers import eventually, message
@@ -219,3 +220,26 @@ async def test_the_store_over_tcp_appends_reads_and_tails(
         await tail.aclose()  # type: ignore[attr-defined]
     finally:
         await store.close()
+
+
+async def test_lean_failures_tell_the_outcome_rule_whether_a_command_was_sent(
+    valkey_factory: Callable[..., EmbeddedValkey], key_prefix: str
+) -> None:
+    """A connect failure is 'never sent' (a 503 is the truth); a reply lost or timed
+    out is not (the append path resends, else 504)."""
+    server = valkey_factory()
+    conn = LeanConnection.from_url(server.url, timeout=None)
+    try:
+        blocked = asyncio.create_task(
+            conn.execute("XREAD", "BLOCK", "0", "STREAMS", f"{key_prefix}:s", "$"))
+        await eventually(lambda: conn.in_flight == 1, what="the XREAD sent")
+        server.kill()
+        with pytest.raises(ReplyLost) as lost:
+            await blocked
+        assert not never_sent(lost.value)
+        with pytest.raises(rexc.ConnectionError) as refused:
+            await conn.execute("PING")
+        assert never_sent(refused.value)
+        assert not never_sent(ReplyTimeout("x"))
+    finally:
+        await conn.close()
