@@ -243,3 +243,21 @@ async def test_lean_failures_tell_the_outcome_rule_whether_a_command_was_sent(
         assert not never_sent(ReplyTimeout("x"))
     finally:
         await conn.close()
+
+
+def test_content_digest_hashes_the_same_bytes_as_before() -> None:
+    """The digest hashed in one buffer stays the per-part digest stored ids were made with."""
+    import hashlib
+
+    import orjson
+
+    from chatlog.eventstore._append import content_digest
+
+    for i in range(20):
+        ev = message(thread_id=f"t{i}", content="é" * i)
+        h = hashlib.blake2b(digest_size=12)
+        for part in (ev.type, ev.aggregate, str(ev.schema_version)):
+            h.update(part.encode())
+            h.update(b"\0")
+        h.update(orjson.dumps(ev.data, option=orjson.OPT_SORT_KEYS))
+        assert content_digest(ev) == h.hexdigest()
