@@ -26,8 +26,9 @@ from chatlog.identity import random_uuid
 SCHEMA_VERSION = 1
 
 #: What an event belongs to: a chat thread, a workflow, or the records of an
-#: integration (a LangGraph thread's checkpoints, an ``eventsourcing`` application).
-AggregateType = Literal["thread", "workflow", "langgraph", "eventsourcing"]
+#: integration (a LangGraph thread's checkpoints, an ``eventsourcing`` application),
+#: or an erasure (its tombstone).
+AggregateType = Literal["thread", "workflow", "langgraph", "eventsourcing", "erasure"]
 
 
 class State(StrEnum):
@@ -331,6 +332,33 @@ class EventsourcingTracked(EventsourcingEvent):
     recorder: str
     upstream: str
     notification_id: int
+
+
+# -- erasure -----------------------------------------------------------------------
+
+
+class ErasureRecorded(EventData):
+    """The tombstone of an erasure: a project's or a thread's events before this one
+    were erased from every tier. It carries no content, only who asked, when, and what.
+
+    Its aggregate is the erasure (``erasure/<erasure_id>`` in the erased project), so
+    the erasure never erases its own tombstone. Projections delete the scope's rows
+    when they apply it, so a rebuild or another node's read model converges.
+    """
+
+    event_type: ClassVar[str] = "erasure.recorded"
+    aggregate_type: ClassVar[AggregateType] = "erasure"
+
+    erasure_id: str
+    #: ``project``; ``thread`` (``thread_id``); ``aggregates``: those whose key after
+    #: ``<project>/`` starts with ``aggregates`` (an integration's, e.g. a LangGraph thread).
+    scope: Literal["project", "thread", "aggregates"]
+    thread_id: str | None = None
+    aggregates: str | None = None
+    #: The scope's events when the tombstone was appended (hot and archived).
+    events: int = 0
+    requested_by: str = ""
+    requested_at: datetime
 
 
 # -- the workflow state table, from the types above ---------------------------------

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         return self.data_dir / "readmodel.sqlite"
 
     @property
+    def archive_dir(self) -> Path:
+        """Where the archive tier's segments live (``<data dir>/archive``)."""
+        return self.data_dir / "archive"
+
+    @property
     def valkey_dir(self) -> Path:
         return self.data_dir / "valkey"
 

@@ -121,3 +121,16 @@ def test_embedded_default_end_to_end(tmp_path: Path, short_tmp: Path) -> None:
         shared = subprocess.run([*CHATLOG, "status", "--json"], env=env, capture_output=True,
                                 text=True, timeout=60)
         assert json.loads(shared.stdout)["length"] == 1
+
+
+def test_erase_a_thread_asks_then_reports(
+        run: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    first = json.loads(run("append", "Blog", "forget me", "--thread", "t1").stdout)
+    run("append", "Blog", "keep me", "--thread", "t2")
+    refused = run("erase", "--project", "Blog", "--thread", "t1", check=False)
+    assert refused.returncode == 1 and "Aborted" in refused.stderr
+    report = json.loads(run("erase", "--project", "Blog", "--thread", "t1", "--yes").stdout)
+    assert report["state"] == "done" and report["events_erased"]["redis"] == 1
+    tail = run("tail", "--no-follow", "--project", "Blog").stdout
+    assert "forget me" not in tail and "keep me" in tail and "erasure.recorded" in tail
+    assert first["position"]

@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 
 from chatlog import events
+from chatlog.erasure import Eraser
 from chatlog.http import Services
 from chatlog.orchestrator import Orchestrator
 from chatlog.projections.projector import Projector
@@ -52,6 +53,7 @@ def test_the_http_state_holds_the_real_service_types() -> None:
         "projector": Projector | None,
         "read_model": ReadModel | None,
         "orchestrator": Orchestrator | None,
+        "eraser": Eraser | None,
     }
 
 

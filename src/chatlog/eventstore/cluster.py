@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
@@ -22,7 +23,9 @@ from chatlog.errors import ConfigError
 from chatlog.eventstore.connection import CLUSTER_UNAVAILABLE, client_options
 from chatlog.eventstore.packing import hiredis_packing
 
-__all__ = ["CLUSTER_SCHEMES", "CLUSTER_UNAVAILABLE", "connect_cluster", "is_cluster_url"]
+__all__ = [
+    "CLUSTER_SCHEMES", "CLUSTER_UNAVAILABLE", "connect_cluster", "every_server", "is_cluster_url",
+]
 
 #: URL schemes that mean "a Redis Cluster", and the plain scheme each stands for.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -95,3 +98,30 @@ def _host_port(seed: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise ConfigError(f"cluster seed {seed!r} is not host:port")
     return host.strip("[]"), int(port)
+
+
+async def every_server(redis: Any) -> tuple[list[aioredis.Redis], bool]:
+    """A client per server holding ``redis``'s data, and whether the caller must close
+    them: the one server itself (False), or every node of a cluster, masters and
+    replicas as ``CLUSTER NODES`` lists them (the cluster client may not know every
+    replica) but those failed or unreachable (True). For per-server maintenance such
+    as an append-only file rewrite."""
+    if not isinstance(redis, RedisCluster):
+        return [redis], False
+    listing = await redis.execute_command("CLUSTER NODES")
+    down = ("fail", "noaddr", "handshake")
+    if isinstance(listing, dict):  # redis-py parsed it per node
+        addresses = {addr.split("@")[0] for addr, info in listing.items()
+                     if not any(f in str(info.get("flags", "")) for f in down)}
+    else:
+        addresses = set()
+        text = listing.decode() if isinstance(listing, bytes) else str(listing)
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) > 2 and not any(f in parts[2] for f in down):
+                addresses.add(parts[1].split("@")[0].split(",")[0])
+    clients = []
+    for addr in sorted(addresses):
+        host, _, port = addr.rpartition(":")
+        clients.append(aioredis.Redis(host=host, port=int(port)))
+    return clients, True

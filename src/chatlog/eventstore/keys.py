@@ -22,6 +22,15 @@ class Keys:
         """Hash: the log's metadata (partition count, creation time, format)."""
         return f"{self.prefix}:meta"
 
+    def erasure(self, erasure_id: str) -> str:
+        """Hash: one erasure's record (scope, step reached, counts), kept after it is done."""
+        return f"{self.prefix}:erasure:{erasure_id}"
+
+    @property
+    def erasures(self) -> str:
+        """Set: the ids of erasures not finished yet (resumed when ``serve`` starts)."""
+        return f"{self.prefix}:erasures"
+
     def tag(self, partition: int) -> str:
         return f"{self.prefix}:{{p{partition}}}"
 

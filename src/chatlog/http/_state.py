@@ -8,6 +8,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from chatlog.erasure import Eraser
 from chatlog.errors import ChatlogError
 from chatlog.eventstore import EventStore
 from chatlog.http._routing import project_of
@@ -47,6 +48,8 @@ class Services:
     read_model: ReadModel | None = None
     #: Drives workflows and their waits.
     orchestrator: Orchestrator | None = None
+    #: Erases projects and threads (and resumes unfinished erasures on start).
+    eraser: Eraser | None = None
 
 
 @dataclass
@@ -65,6 +68,12 @@ class AppState:
     reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_SLOTS))
     #: Each event's SSE encoding, made once for all subscribers.
     sse: SseEncoder = field(default_factory=SseEncoder)
+    #: Tasks the app owns beyond a request (erasures that outlive their DELETE).
+    background: set[asyncio.Task[object]] = field(default_factory=set)
+
+    def project_of(self, request: web.Request) -> ProjectKey:
+        """The path's ``{project}``, normalised (no authorization)."""
+        return project_of(request, self.settings.project_namespace)
 
     def authorized_project(self, request: web.Request, *, write: bool = False) -> ProjectKey:
         """The path's ``{project}``, normalised, once the caller's token may read it

@@ -10,9 +10,21 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
+from chatlog import erasure as erasure_service
+from chatlog.erasure import Eraser
 from chatlog.errors import ConfigError
 from chatlog.eventstore import EventStore
-from chatlog.http import events, jobs, messages, ops, queries, stats, vocabulary, workflows
+from chatlog.http import (
+    erasure,
+    events,
+    jobs,
+    messages,
+    ops,
+    queries,
+    stats,
+    vocabulary,
+    workflows,
+)
 from chatlog.http._routing import BODY_TIMEOUT, Endpoint
 from chatlog.http._server import AcceptErrors, ChatlogRunner, ConnectionLimits
 from chatlog.http._state import STATE, AppState, Services
@@ -44,6 +56,7 @@ def endpoints() -> list[Endpoint]:
         *queries.ENDPOINTS,
         *workflows.ENDPOINTS,
         *jobs.ENDPOINTS,
+        *erasure.ENDPOINTS,
         *events.ENDPOINTS,
         *ops.ENDPOINTS,
         *vocabulary.ENDPOINTS,
@@ -52,12 +65,24 @@ def endpoints() -> list[Endpoint]:
 
 
 def build_services(settings: Settings, store: EventStore) -> Services:
-    """The projector, read model and orchestrator for ``settings`` (not started)."""
+    """The projector, read model, orchestrator and eraser for ``settings`` (not started)."""
+    projector = Projector.from_settings(store, settings)
     return Services(
-        projector=Projector.from_settings(store, settings),
+        projector=projector,
         read_model=ReadModel(settings.sqlite_path),
         orchestrator=Orchestrator(store, settings),
+        eraser=_eraser_for(settings, store, projector),
     )
+
+
+def _eraser_for(settings: Settings, store: EventStore, projector: Projector | None) -> Eraser:
+    """The eraser of ``settings``' data dir: its archive, its read model, its projector."""
+
+    async def applied(partition: int, position: str) -> None:
+        if projector is not None and projector.running:
+            await projector.wait_for(partition, position, timeout=300.0)
+
+    return erasure_service.eraser_for(settings, store, applied if projector is not None else None)
 
 
 def create_app(
@@ -112,8 +137,16 @@ def create_app(
                     if part is not None:
                         await part.start()
                         started.append(part)
+            if manage_services and services.eraser is not None:
+                resume = asyncio.get_running_loop().create_task(_resume(services.eraser))
+                app[STATE].background.add(resume)
             yield
         finally:
+            for task in list(app[STATE].background):
+                task.cancel()
+            for task in list(app[STATE].background):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await fanout.stop()
             for part in reversed(started):  # projector first, then orchestrator
                 await part.stop()
@@ -128,6 +161,17 @@ def create_app(
     app.cleanup_ctx.append(stats.sampling)
     app.on_shutdown.append(close_streams)
     return app
+
+
+async def _resume(eraser: Eraser) -> None:
+    """Complete the erasures a crash or a restart interrupted (logged if one fails)."""
+    try:
+        done = await eraser.resume()
+    except Exception:
+        log.exception("an interrupted erasure could not be completed; it is retried on restart")
+        return
+    for report in done:
+        log.info("resumed erasure %s of project %s: done", report.erasure_id, report.project)
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:

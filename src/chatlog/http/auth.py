@@ -5,12 +5,14 @@ The file is JSON::
     {"tokens": [
       {"token": "s3cret-admin", "name": "ops", "admin": true},
       {"token": "s3cret-blog", "name": "blog-agent",
-       "read": ["Blog-Project"], "write": ["Blog-Project"]}
+       "read": ["Blog-Project"], "write": ["Blog-Project"]},
+      {"token": "s3cret-dpo", "name": "privacy", "erase": ["Blog-Project"]}
     ]}
 
 Project names are normalised with the identity rules, so ``"blog-project"``
 and ``"Blog-Project"`` are one scope; a write scope implies read. ``admin``
-may do everything. Without a tokens file every caller is admin, which
+may do everything; ``erase`` lists the projects a token may erase (only
+admin and those may). Without a tokens file every caller is admin, which
 ``chatlog serve`` allows only on a loopback address (and the app answers only
 loopback clients then).
 """
@@ -42,6 +44,8 @@ class TokenEntry(BaseModel):
     admin: bool = False
     read: list[str] = Field(default_factory=list)
     write: list[str] = Field(default_factory=list)
+    #: Projects this token may erase (``DELETE`` of the project or its threads).
+    erase: list[str] = Field(default_factory=list)
 
 
 class TokensFile(BaseModel):
@@ -58,6 +62,7 @@ class Principal:
     admin: bool = False
     read: frozenset[uuid.UUID] = field(default_factory=frozenset)
     write: frozenset[uuid.UUID] = field(default_factory=frozenset)
+    erase: frozenset[uuid.UUID] = field(default_factory=frozenset)
 
     def can_read(self, project: uuid.UUID) -> bool:
         return self.admin or project in self.read or project in self.write
@@ -73,6 +78,11 @@ class Principal:
     def require_read(self, project: ProjectKey) -> None:
         if not self.can_read(project.key):
             raise Forbidden(f"this token may not read project {project.display!r}")
+
+    def require_erase(self, project: ProjectKey) -> None:
+        if not (self.admin or project.key in self.erase):
+            raise Forbidden(f"this token may not erase project {project.display!r} "
+                            "(it needs admin, or the project in its 'erase' list)")
 
     def require_write(self, project: ProjectKey) -> None:
         if not self.can_write(project.key):
@@ -105,7 +115,7 @@ class TokenRegistry:
 
             principals[_digest(e.token)] = Principal(
                 name=e.name or f"token #{i + 1}", admin=e.admin,
-                read=keys(e.read), write=keys(e.write),
+                read=keys(e.read), write=keys(e.write), erase=keys(e.erase),
             )
         return cls(principals)
 

@@ -61,6 +61,9 @@ def connect_writer(path: Path) -> sqlite3.Connection:
                            timeout=BUSY_TIMEOUT_MS / 1000)
     _when_unlocked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
     conn.execute("PRAGMA synchronous=NORMAL")
+    # Deleted and overwritten text is zeroed in the file, not left in free space
+    # (an erasure must leave no byte of the erased content behind).
+    conn.execute("PRAGMA secure_delete=ON")
     # Live inserts land at random places of the messages index; with SQLite's
     # 2 MiB default cache a large model makes every batch read pages from disk.
     conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")

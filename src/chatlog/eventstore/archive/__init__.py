@@ -2,6 +2,7 @@
 with a manifest per partition and an aggregate -> segments index (docs/archive.md)."""
 
 from chatlog.eventstore.archive._archive import Archive, StagedSegment, StepHook
+from chatlog.eventstore.archive._erase import ArchiveErasure, erase_rows
 from chatlog.eventstore.archive._manifest import SegmentInfo
 from chatlog.eventstore.archive._segments import BATCH_COLUMNS, ROW_GROUP_ROWS, SCHEMA
 
@@ -10,7 +11,9 @@ __all__ = [
     "ROW_GROUP_ROWS",
     "SCHEMA",
     "Archive",
+    "ArchiveErasure",
     "SegmentInfo",
     "StagedSegment",
     "StepHook",
+    "erase_rows",
 ]

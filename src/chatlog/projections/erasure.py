@@ -1,0 +1,134 @@
+"""The read models' side of an erasure: a tombstone deletes its scope's rows.
+
+When the projector applies an ``erasure.recorded`` event it deletes the
+erased project's (or thread's) rows from the conversation and workflow tables.
+The writer connection has ``secure_delete`` on, so the deleted text is
+overwritten in the file; the erasure service then checkpoints the WAL with
+``TRUNCATE``. A rebuild reads a log that no longer holds the erased events and
+converges to the same tables.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from chatlog.events import ErasureRecorded, RecordedEvent
+from chatlog.projections import _db
+
+ERASURE_TYPE = ErasureRecorded.event_type
+
+#: Tables keyed by ``project`` that hold a project's rows, and the column naming
+#: the thread (None: the table has no per-thread rows).
+_PROJECT_TABLES = (("messages", "thread_id"), ("threads", "thread_id"), ("projects", None),
+                   ("workflow_history", None), ("workflows", None))
+
+
+def erase_rows(conn: sqlite3.Connection, project: str, thread_id: str | None) -> int:
+    """Delete ``project``'s rows (only ``thread_id``'s when given); return how many.
+
+    Runs inside the caller's transaction; idempotent.
+    """
+    removed = 0
+    if thread_id is not None:
+        if not _db.table_exists(conn, "threads"):
+            return 0
+        row = conn.execute(
+            "SELECT message_count FROM threads WHERE project = ? AND thread_id = ?",
+            (project, thread_id)).fetchone()
+        removed += conn.execute("DELETE FROM messages WHERE project = ? AND thread_id = ?",
+                                (project, thread_id)).rowcount
+        removed += conn.execute("DELETE FROM threads WHERE project = ? AND thread_id = ?",
+                                (project, thread_id)).rowcount
+        if row is not None:
+            conn.execute(
+                "UPDATE projects SET thread_count = max(thread_count - 1, 0), "
+                "message_count = max(message_count - ?, 0) WHERE project = ?",
+                (int(row[0]), project))
+        return removed
+    for table, _ in _PROJECT_TABLES:
+        if _db.table_exists(conn, table):
+            removed += conn.execute(f"DELETE FROM {table} WHERE project = ?",
+                                    (project,)).rowcount
+    return removed
+
+
+def count_rows(path: Path, project: str, thread_id: str | None) -> int:
+    """How many rows of the scope the read model at ``path`` holds (read only)."""
+    conn = _db.connect_reader(path)
+    try:
+        if thread_id is not None:
+            if not _db.table_exists(conn, "threads"):
+                return 0
+            where, args = "project = ? AND thread_id = ?", (project, thread_id)
+            return sum(conn.execute(f"SELECT count(*) FROM {t} WHERE {where}", args).fetchone()[0]
+                       for t in ("messages", "threads"))
+        return sum(conn.execute(f"SELECT count(*) FROM {t} WHERE project = ?",
+                                (project,)).fetchone()[0]
+                   for t, _ in _PROJECT_TABLES if _db.table_exists(conn, t))
+    finally:
+        conn.close()
+
+
+def applied_position(path: Path, partition: int) -> str:
+    """The last position of ``partition`` the read model at ``path`` has applied (its
+    projector may run in another process); ``0-0`` when none or no file."""
+    if not path.exists():
+        return "0-0"
+    conn = _db.connect_reader(path)
+    try:
+        if not _db.table_exists(conn, "projector_checkpoints"):
+            return "0-0"
+        row = conn.execute("SELECT position FROM projector_checkpoints WHERE partition = ?",
+                           (partition,)).fetchone()
+        return str(row[0]) if row else "0-0"
+    finally:
+        conn.close()
+
+
+class ErasureProjection:
+    """Deletes the rows of an erased project or thread when its tombstone is applied."""
+
+    name = "erasure"
+    #: The event types this projection reads; the projector skips others for it.
+    event_types = frozenset({ERASURE_TYPE})
+
+    def create_schema(self, conn: sqlite3.Connection) -> None:
+        """Nothing of its own: it deletes from the other projections' tables."""
+
+    def create_indexes(self, conn: sqlite3.Connection) -> None:
+        """Nothing of its own."""
+
+    def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
+        for ev in events:
+            if ev.type != ERASURE_TYPE or not isinstance(ev.data, dict):
+                continue
+            thread = ev.data.get("thread_id") if ev.data.get("scope") == "thread" else None
+            erase_rows(conn, str(ev.project), thread if isinstance(thread, str) else None)
+
+
+def purge_read_model(path: Path, project: str, thread_id: str | None) -> int:
+    """Delete the scope's rows from the read model at ``path`` with ``secure_delete``
+    on, then checkpoint its WAL with TRUNCATE, so neither the file's free pages nor
+    a WAL frame keeps the text; return the rows deleted."""
+    conn = _db.connect_writer(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            removed = erase_rows(conn, project, thread_id)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        deadline = time.monotonic() + 60
+        while True:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return removed
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError(f"{path}: readers kept the WAL from truncating")
+            time.sleep(0.05)
+    finally:
+        conn.close()
