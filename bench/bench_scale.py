@@ -16,6 +16,15 @@ with ``--quick``), and ``MEMORY USAGE`` of the stream alone. Client-supplied
 event ids cost an extra key per event while the idempotency window lasts:
 measured too, on a tenth of the events.
 
+Acknowledgement levels, on a 3-master cluster with one replica per master
+(every node ``appendfsync always``), 16 partitions, 256 concurrent
+``append_one`` calls: throughput and per-append latency with ``ack=local``,
+``ack=replicated`` and ``ack=replicated`` + ``ACK_FSYNC=true`` (WAIT, then
+WAITAOF: the replicas fsynced it); and the delivery latency of one reader
+tailing one partition (append sent → the tail yields it: what a waiter's
+wake-up and an SSE delivery ride on) with ``local`` and with ``replicated``,
+where readers wait for the committed position (the replicated high watermark).
+
 The client is one Python process; on a small machine it, not the servers, may
 be the limit — the per-node server CPU is printed beside each figure.
 """
@@ -25,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +49,7 @@ from _common import (
     format_table,
     message_data,
     metric,
+    percentiles,
     run_for,
     scratch_dir,
 )
@@ -84,7 +95,8 @@ def deployments(base: Path) -> Iterator[dict[str, Any]]:
 def flush(nodes: list[EmbeddedValkey]) -> None:
     for node in nodes:
         with redis.Redis(host="127.0.0.1", port=int(node.port or 0)) as r:
-            r.execute_command("FLUSHALL", "SYNC")
+            if r.execute_command("ROLE")[0] in (b"master", "master"):  # replicas follow
+                r.execute_command("FLUSHALL", "SYNC")
 
 
 def cpu(nodes: list[EmbeddedValkey]) -> float:
@@ -134,6 +146,135 @@ async def measure_chatlog(url: str, partitions: int, duration: float) -> float:
         await store.close()
 
 
+ACK_LEVELS = (("local", False), ("replicated", False), ("replicated", True))
+ACK_PARTITIONS = 16
+
+
+def ack_name(ack: str, fsync: bool) -> str:
+    return f"ack={ack}" + (" + ACK_FSYNC" if fsync else "")
+
+
+async def measure_ack(
+    url: str, ack: str, fsync: bool, duration: float
+) -> tuple[float, dict[str, float]]:
+    """Appends/s and per-append latency (ms) at ``CONCURRENCY`` concurrent appends."""
+    store = await EventStore.open(url, partitions=ACK_PARTITIONS,
+                                  prefix=f"a{uuid.uuid4().hex[:6]}", ack=ack, ack_replicas=1,
+                                  ack_timeout=2.0, ack_fsync=fsync)
+    counter = iter(range(10**9))
+    latencies: list[float] = []
+    try:
+
+        async def one(i: int) -> None:
+            start = time.perf_counter()
+            await store.append_one(event(i))
+            latencies.append((time.perf_counter() - start) * 1000)
+
+        async def step() -> int:
+            await asyncio.gather(*(one(next(counter)) for _ in range(CONCURRENCY)))
+            return CONCURRENCY
+
+        await run_for(WARMUP, step)
+        latencies.clear()
+        rate = (await run_for(duration, step)).per_s
+        return rate, percentiles(latencies)
+    finally:
+        await store.close()
+
+
+async def measure_delivery(url: str, ack: str, samples: int) -> dict[str, float]:
+    """Latency (ms) from sending one append to a reader's tail yielding it, one at a time
+    (``p50``, ``p99``...), and to the append being answered (``ack_p50``, ``ack_p99``)."""
+    store = await EventStore.open(url, partitions=ACK_PARTITIONS,
+                                  prefix=f"d{uuid.uuid4().hex[:6]}", ack=ack, ack_replicas=1,
+                                  ack_timeout=2.0)
+    ev0 = event(0)
+    partition = store.partition_of(ev0.project)
+    arrived: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
+
+    async def follow() -> None:
+        tail = store.tail_raw(await store.heads(), partitions=[partition], block=1.0)
+        async for batch in tail:
+            now = time.perf_counter()
+            for _, pos, _ in batch:
+                arrived.put_nowait((pos.decode(), now))
+
+    reader = asyncio.create_task(follow())
+    latencies: list[float] = []
+    acked: list[float] = []
+    try:
+        await asyncio.sleep(0.2)  # the reader is blocked in its XREAD
+        for i in range(samples + 5):
+            start = time.perf_counter()
+            result = await store.append_one(event(i, thread_no=0))  # project 0: one partition
+            answered = time.perf_counter()
+            while True:
+                pos, when = await arrived.get()
+                if pos == result.position:
+                    break
+            if i >= 5:
+                latencies.append((when - start) * 1000)
+                acked.append((answered - start) * 1000)
+        ack_lat = percentiles(acked)
+        return {**percentiles(latencies), "ack_p50": ack_lat["p50"], "ack_p99": ack_lat["p99"]}
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await store.close()
+
+
+async def ack_levels(base: Path, args: Any) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+    """The acknowledgement levels on a 3-master cluster with one replica per master."""
+    results: list[dict[str, Any]] = []
+    rows: list[list[Any]] = []
+    cluster = LocalCluster(base / "replicated", masters=3, replicas=1, fsync="always")
+    samples = 50 if args.quick else 300
+    try:
+        cluster.start()
+        deliveries = {}
+        for ack, fsync in ACK_LEVELS:
+            name = ack_name(ack, fsync)
+            runs, lats = [], []
+            for _ in range(args.reps):
+                flush(cluster.nodes)
+                rate, lat = await measure_ack(cluster.url, ack, fsync, args.duration)
+                runs.append(rate)
+                lats.append(lat)
+            best = max(range(len(runs)), key=runs.__getitem__)
+            results.append(metric(f"replicated cluster, P={ACK_PARTITIONS}: {name}, "
+                                  f"{CONCURRENCY} concurrent append_one", runs, "events/s",
+                                  p50_ms=round(lats[best]["p50"], 2),
+                                  p99_ms=round(lats[best]["p99"], 2)))
+            delivery: dict[str, float] = {}
+            if not fsync:
+                flush(cluster.nodes)
+                delivery = await measure_delivery(cluster.url, ack, samples)
+                deliveries[ack] = delivery
+                results.append(metric(f"replicated cluster: {name}, append to tail delivery p99",
+                                      [delivery["p99"]], "ms", higher_is_better=False,
+                                      p50_ms=round(delivery["p50"], 3),
+                                      one_append_ack_p50_ms=round(delivery["ack_p50"], 3),
+                                      one_append_ack_p99_ms=round(delivery["ack_p99"], 3)))
+            rows.append([name, round(runs[best]), round(lats[best]["p50"], 2),
+                         round(lats[best]["p99"], 2),
+                         round(delivery["p50"], 2) if delivery else "-",
+                         round(delivery["p99"], 2) if delivery else "-"])
+            print(f"  {name:>28}: {runs[best]:>8,.0f}/s  append p50 {lats[best]['p50']:.2f} ms "
+                  f"p99 {lats[best]['p99']:.2f} ms"
+                  + (f"  delivery p50 {delivery['p50']:.2f} ms p99 {delivery['p99']:.2f} ms"
+                     f" (one append answered p50 {delivery['ack_p50']:.2f} ms"
+                     f" p99 {delivery['ack_p99']:.2f} ms)" if delivery else ""), flush=True)
+    finally:
+        cluster.stop()
+    return results, rows
+
+
+def print_ack_table(rows: list[list[Any]]) -> None:
+    print("\nacknowledgement levels (3 masters + 1 replica each, P=16, best of reps)")
+    print(format_table(["ack", "appends/s", "append p50 ms", "append p99 ms",
+                        "delivery p50 ms", "delivery p99 ms"], rows))
+
+
 async def memory_per_event(url: str, n: int, *, with_id: bool) -> dict[str, float]:
     """Bytes of Redis memory per stored message event, after ``n`` events."""
     r = aioredis.from_url(url)
@@ -161,7 +302,15 @@ async def memory_per_event(url: str, n: int, *, with_id: bool) -> dict[str, floa
 
 
 async def main() -> None:
-    args = bench_args(__doc__.splitlines()[0])
+    args = bench_args(__doc__.splitlines()[0], add=lambda parser: parser.add_argument(
+        "--ack-only", action="store_true",
+        help="only the acknowledgement levels on the replicated cluster"))
+    if args.ack_only:
+        with scratch_dir("scale") as base:
+            results, rows = await ack_levels(base, args)
+        print_ack_table(rows)
+        emit("scale-ack", results, args)
+        return
     n_memory = 10_000 if args.quick else 100_000
     results: list[dict[str, Any]] = []
     rows: list[list[Any]] = []
@@ -191,6 +340,8 @@ async def main() -> None:
                 print(f"  {name:>16} P={p:<3} raw {raw['value']:>9,.0f}/s  chatlog "
                       f"{log['value']:>8,.0f}/s  server CPU {server_cpu:.2f} s/s "
                       f"({per_event:.1f} us/event)", flush=True)
+        ack_results, ack_rows = await ack_levels(base, args)
+        results += ack_results
         single_url = deps["one server"][0]
         mem = await memory_per_event(single_url, n_memory, with_id=False)
         mem_id = await memory_per_event(single_url, max(n_memory // 10, 1000), with_id=True)
@@ -203,6 +354,7 @@ async def main() -> None:
     print("\nappend throughput (best of reps, events/s)")
     print(format_table(["deployment", "partitions", "raw XADD pipelined", "chatlog concurrent",
                         "ratio", "server CPU s/s", "server us/event"], rows))
+    print_ack_table(ack_rows)
     print(f"\nmemory per stored message event at {mem['events']:,} events: "
           f"{mem['used_memory']:.0f} bytes (used_memory delta; the stream alone "
           f"{mem['stream']:.0f}); with a client event id in the window: "

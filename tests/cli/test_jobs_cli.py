@@ -61,3 +61,23 @@ def test_enqueue_list_show(redis_url: str, key_prefix: str, tmp_path: Path) -> N
     again = runner.invoke(cli, ["--redis-url", redis_url, "jobs", "enqueue", "Ops", "echo",
                                 "--job-id", "j-1"], env=env)
     assert again.exit_code == 1 and "exists already" in again.output
+
+
+def test_a_rejected_job_leaves_no_workflow_behind(
+    redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """A bad --job-id is one line, and no ``job:<kind>`` workflow was created for it first."""
+    env = {"CHATLOG_KEY_PREFIX": key_prefix, "CHATLOG_DATA_DIR": str(tmp_path)}
+    bad = CliRunner().invoke(cli, ["--redis-url", redis_url, "jobs", "enqueue", "Ops", "echo",
+                                   "--job-id", "a/b"], env=env)
+    assert bad.exit_code == 1 and "job id" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
+
+    async def log_length() -> int:
+        store = await EventStore.open(redis_url, prefix=key_prefix)
+        try:
+            return (await store.status()).length
+        finally:
+            await store.close()
+
+    assert asyncio.run(log_length()) == 0

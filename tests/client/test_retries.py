@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import traceback
 from collections.abc import Callable
 
 import httpx
 import pytest
 
-from chatlog.client import ApiError, Client, OutcomeUnknown
+from chatlog.client import ApiError, AsyncClient, Client, OutcomeUnknown, Unreachable
 
 ACCEPTED = {"message_id": "6f1c1d7e-0000-4000-8000-000000000001", "thread_id": "t",
             "project": "6f1c1d7e-0000-4000-8000-000000000002", "project_name": "P",
@@ -77,3 +80,31 @@ def test_a_problem_is_raised_at_once() -> None:
     with pytest.raises(ApiError) as err:
         client.append("P", "hi")
     assert err.value.status == 409 and len(seen) == 1
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _one_traceback(exc: BaseException) -> bool:
+    return "".join(traceback.format_exception(exc)).count("Traceback") == 1
+
+
+def test_a_stopped_server_is_one_clear_error() -> None:
+    """Unreachable alone: not httpcore's and httpx's tracebacks chained above it."""
+    url = f"http://127.0.0.1:{_closed_port()}"
+    with Client(url, retries=1, backoff=0) as client, pytest.raises(Unreachable) as err:
+        client.append("P", "hi")
+    assert "did not answer" in str(err.value) and _one_traceback(err.value)
+    with Client(url, retries=0) as client, pytest.raises(Unreachable) as err:
+        client.create_workflow("P", name="x")
+    assert _one_traceback(err.value)
+
+    async def main() -> None:
+        async with AsyncClient(url, retries=1, backoff=0) as aclient:
+            with pytest.raises(Unreachable) as aerr:
+                await aclient.append("P", "hi")
+            assert _one_traceback(aerr.value)
+    asyncio.run(main())

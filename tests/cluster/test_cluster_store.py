@@ -162,7 +162,12 @@ async def test_too_few_replicas_is_not_replicated_and_a_retry_is_safe(
     assert "retry with the same event_id" in str(err.value).lower()
     with pytest.raises(NotReplicated):  # the retry is a duplicate, and still not replicated
         await store.append_one(event)
-    [stored] = await store.read(0)  # written once, on the primary
+    # Written once, on the primary; but never replicated, so no reader sees it.
+    assert await store.redis.xlen(store.keys.log(0)) == 1
+    assert await store.read(0) == []
+    assert (await store.committed()).positions[0] == "0-0"
+    store.ack = "local"  # a reader that does not ask for replication sees it
+    [stored] = await store.read(0)
     assert stored.id == event.id
 
 
@@ -200,7 +205,9 @@ async def test_replicated_ack_on_one_server_with_a_replica(
         store.ack_timeout = 0.2
         with pytest.raises(NotReplicated, match="0 of 1 replicas"):
             await store.append_one(message(content="alone"))
-        assert len(await store.read(0)) == 24  # on the primary; the client was told
+        # On the primary (the client was told 503), but not delivered to readers.
+        assert await store.redis.xlen(store.keys.log(0)) == 24
+        assert len(await store.read(0)) == 23
     finally:
         await store.close()
 

@@ -143,6 +143,53 @@ async def test_jobs_are_scoped_to_their_project(api, tokens_file) -> None:
     assert (await client.get(BASE)).status == 401
 
 
+async def test_a_job_id_is_per_project(api, tokens_file) -> None:
+    """The same job_id in two projects is two jobs (as event ids are per project).
+
+    It used to be one record per partition: the second project's enqueue
+    appended ``job.enqueued`` to its new workflow, found the id taken, pushed
+    nothing and answered 404 "enqueued but its record is gone" -- a job that
+    never runs, and an oracle for another project's job ids.
+    """
+    client = await api(tokens_file=tokens_file)
+    body = {"kind": "echo", "job_id": "job-shared"}
+    shop = await _ok(await client.post("/v1/projects/Shop/jobs", json={**body, "payload": {"s": 1}},
+                                       headers=bearer("shop")), 201)
+    blog = await _ok(await client.post(BASE, json=body, headers=bearer("blog")), 201)
+    assert blog["job_id"] == shop["job_id"] == "job-shared"
+    assert blog["project"] != shop["project"] and blog["payload"] == {}
+    again = await _ok(await client.get(f"{BASE}/job-shared", headers=bearer("blog")))
+    assert again["workflow_id"] == blog["workflow_id"]
+    theirs = await _ok(await client.get("/v1/projects/Shop/jobs/job-shared", headers=bearer("shop")))
+    assert theirs["payload"] == {"s": 1} and theirs["workflow_id"] == shop["workflow_id"]
+    # Both run, each as its own project's job.
+    async with _worker(client):
+        async def both_done() -> bool:
+            a = await _ok(await client.get(f"{BASE}/job-shared", headers=bearer("blog")))
+            b = await _ok(await client.get("/v1/projects/Shop/jobs/job-shared",
+                                           headers=bearer("shop")))
+            return a["state"] == b["state"] == "done"
+        await eventually(both_done, timeout=20, what="both projects' jobs done")
+
+
+async def test_a_rejected_job_leaves_no_workflow_behind(client) -> None:
+    """A 400 for the job itself comes before its own workflow is created and started.
+
+    It used to create and start ``job:<kind>`` first: every bad job_id left a
+    running workflow with no job.
+    """
+    for body in ({"kind": "echo", "job_id": "a\u0000b"}, {"kind": "echo", "job_id": " padded"},
+                 {"kind": "ec\u0000ho"}):
+        resp = await client.post(BASE, json=body)
+        assert resp.status == 400, await resp.text()
+        assert resp.content_type == "application/problem+json"
+    marker = await _ok(await client.post("/v1/projects/Blog-Project/workflows",
+                                         json={"name": "marker"}), 201)
+    page = await _ok(await client.get("/v1/projects/Blog-Project/workflows",
+                                      params={"min_position": marker["position"]}))
+    assert [w["name"] for w in page["workflows"]] == ["marker"]
+
+
 async def test_openapi_documents_the_jobs_endpoints(client) -> None:
     doc = await _ok(await client.get("/openapi.json"))
     paths = doc["paths"]

@@ -12,6 +12,7 @@ from chatlog.errors import InvalidInput, NotFound
 from chatlog.eventstore.runtime import open_store
 from chatlog.identity import normalize_project_id
 from chatlog.orchestrator.job_records import JobState, list_jobs, read_job
+from chatlog.orchestrator.jobs import new_job
 from chatlog.orchestrator.service import Orchestrator
 
 
@@ -58,6 +59,8 @@ async def enqueue(ctx: click.Context, project: str, kind: str, payload: str | No
         orchestrator = Orchestrator(opened.store, settings)
         if job_id is not None and await read_job(opened.store, key, job_id) is not None:
             raise InvalidInput(f"job {job_id} exists already in project {key.display!r}")
+        # The job's own checks (kind, job_id) before its workflow exists.
+        new_job(kind, data, max_deliveries if max_deliveries is not None else 1, job_id)
         if workflow_id is None:
             created = await orchestrator.create_workflow(key, name=f"job:{kind}")
             workflow_id = created.workflow_id

@@ -85,7 +85,7 @@ class Client:
                 )
             except httpx.TransportError as exc:
                 if not retryable_error(call, exc):
-                    raise give_up(call, None, exc) from exc
+                    raise give_up(call, None, exc) from None
                 error = exc
                 continue
             if resp.status_code < 400 or resp.status_code in call.accept:
@@ -94,7 +94,7 @@ class Client:
                 raise give_up(call, resp, None)  # 504: the outcome is unknown
             if resp.status_code not in RETRY_STATUS[call.retry]:
                 raise problem_of(resp)
-        raise give_up(call, resp, error) from error
+        raise give_up(call, resp, error) from None
 
     # -- messages ------------------------------------------------------------------
 

@@ -135,11 +135,12 @@ async def erase_hot(store: EventStore, partition: int, project: str,
 async def erase_jobs(store: EventStore, partition: int, project: str) -> int:
     """Remove the project's job records, its job stream and dead-letter entries
     (they carry the payloads); return how many jobs were removed."""
-    index = store.keys.job_index(partition, uuid.UUID(project))
+    key_of = uuid.UUID(project)
+    index = store.keys.job_index(partition, key_of)
     jobs = [text(j) for j in await guard(store.redis.zrange(index, 0, -1))]
     queue = store.keys.jobs(partition)
     for job_id in jobs:
-        key = store.keys.job(partition, job_id)
+        key = store.keys.job(partition, key_of, job_id)
         entry = await guard(store.redis.hget(key, "entry"))
         if entry:
             await guard(store.redis.xdel(queue, entry))

@@ -5,6 +5,10 @@ trip is in flight go to Redis together in the next one (one ``APPEND_MANY``
 call per partition), each still answered only once Redis has acknowledged it
 (with ``appendfsync always``, once it is on disk). With nothing in flight an
 append goes from its caller's task, with no task or future of its own.
+
+Group commits are per shard (the node serving the partition: one on a single
+server, one per master on a cluster), each with its own queue and round
+trips, so a stalled shard delays only the appends to its own partitions.
 """
 
 from __future__ import annotations
@@ -67,6 +71,21 @@ class _Pending:
         self.future = future
 
 
+class _Shard:
+    """One shard's group commit: the appends waiting, and whether one is in flight."""
+
+    __slots__ = ("flusher", "inline", "pending")
+
+    def __init__(self) -> None:
+        self.pending: list[_Pending] = []
+        self.flusher: asyncio.Task[None] | None = None
+        self.inline = False  # an append is in flight from its caller's task
+
+    def idle(self) -> bool:
+        return not self.inline and not self.pending and (
+            self.flusher is None or self.flusher.done())
+
+
 class Appender:
     """The store's append path: builds each append's keys and arguments, sends
     appends in group commits, and reads the replies."""
@@ -107,16 +126,14 @@ class Appender:
         lib = resources.files("chatlog.eventstore").joinpath("append.lua").read_text()
         self._append_script = self.redis.register_script(lib + APPEND_ONE)
         self._append_many_script = self.redis.register_script(lib + APPEND_MANY)
-        self._pending: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._inline = False  # an append is in flight from its caller's task
+        self._shards: dict[str, _Shard] = {}
         self._closed = False
 
     async def close(self) -> None:
         """Refuse new appends; wait for the ones in flight to be answered."""
         self._closed = True
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        flushers = [s.flusher for s in self._shards.values() if s.flusher is not None]
+        await asyncio.gather(*flushers, return_exceptions=True)
 
     async def append(
         self,
@@ -237,22 +254,24 @@ class Appender:
     async def _submit(self, keys: list[str], args: list[Any]) -> Any:
         if self._closed:
             raise StoreUnavailable("event store is closed")
-        if not self._inline and not self._pending and (
-            self._flusher is None or self._flusher.done()
-        ):
-            return await self._submit_inline(keys, args)
+        name = self.topology.shard_of(keys[0])
+        shard = self._shards.get(name)
+        if shard is None:
+            shard = self._shards[name] = _Shard()
+        if shard.idle():
+            return await self._submit_inline(shard, keys, args)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(keys, args, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        shard.pending.append(_Pending(keys, args, future))
+        if shard.flusher is None or shard.flusher.done():
+            shard.flusher = asyncio.get_running_loop().create_task(self._flush(shard))
         return await future
 
-    async def _submit_inline(self, keys: list[str], args: list[Any]) -> Any:
+    async def _submit_inline(self, shard: _Shard, keys: list[str], args: list[Any]) -> Any:
         """Nothing in flight: send this append from the caller's task (no task, no future).
 
         Appends that arrive meanwhile queue up and go together once it is answered.
         """
-        self._inline = True
+        shard.inline = True
         try:
             # As in _flush: let the loop deliver pending socket events first, so a pooled
             # connection whose server died is seen at EOF and replaced. (One turn runs the
@@ -267,14 +286,14 @@ class Appender:
             await self.topology.after_unavailable()
             raise unavailable(exc) from exc
         finally:
-            self._inline = False
-            if self._pending and (self._flusher is None or self._flusher.done()):
-                self._flusher = asyncio.get_running_loop().create_task(self._flush())
+            shard.inline = False
+            if shard.pending and (shard.flusher is None or shard.flusher.done()):
+                shard.flusher = asyncio.get_running_loop().create_task(self._flush(shard))
         if isinstance(reply, BaseException):
             raise unavailable(reply) if isinstance(reply, UNAVAILABLE) else reply
         return reply
 
-    async def _flush(self) -> None:
+    async def _flush(self, shard: _Shard) -> None:
         # Let the loop deliver pending socket events first: a pooled connection
         # whose server died is then seen at EOF and replaced, instead of failing
         # the append that happens to pick it up.
@@ -284,10 +303,10 @@ class Appender:
         # runs the other (on one connection, they run in the order sent).
         depth = 2 if self.topology.lean is not None and self.ack == "local" else 1
         running: set[asyncio.Task[None]] = set()
-        while self._pending or running:
-            if self._pending and len(running) < depth:
-                batch = self._pending[: self._max_batch]
-                self._pending = self._pending[self._max_batch :]
+        while shard.pending or running:
+            if shard.pending and len(running) < depth:
+                batch = shard.pending[: self._max_batch]
+                shard.pending = shard.pending[self._max_batch :]
                 if depth == 1:
                     await self._commit(batch)
                     continue
@@ -338,7 +357,12 @@ class Appender:
                 if lean is not None:
                     sha, source = text(script.sha), text(script.script)
                     return [await lean.evalsha(sha, source, p.keys, p.args)]
-                return [await script(keys=p.keys, args=p.args)]
+                try:
+                    return [await self.redis.evalsha(script.sha, len(p.keys), *p.keys, *p.args)]
+                except rexc.NoScriptError:  # EVAL caches it on this node only (SCRIPT LOAD
+                    # goes to every primary, and would wait for a stalled one)
+                    return [await self.redis.eval(
+                        script.script, len(p.keys), *p.keys, *p.args)]  # type: ignore[arg-type]
             except rexc.ResponseError as exc:
                 return [exc]
         return await self._run_grouped(batch)
@@ -367,14 +391,17 @@ class Appender:
         todo = calls
         lean = self.topology.lean
         for attempt in (1, 2):
+            # A retry sends the script itself (EVAL caches it on that node):
+            # SCRIPT LOAD would go to every primary, and wait for a stalled one.
+            head: tuple[Any, ...] = (("EVALSHA", script.sha) if attempt == 1
+                                     else ("EVAL", script.script))
             results: list[Any]
             if lean is not None:  # one write; errors come back as values
-                results = await lean.execute_many(
-                    [("EVALSHA", script.sha, *command) for _, command in todo])
+                results = await lean.execute_many([(*head, *command) for _, command in todo])
             else:
                 pipe = self.redis.pipeline(transaction=False)
                 for _, command in todo:
-                    pipe.execute_command("EVALSHA", script.sha, *command)
+                    pipe.execute_command(*head, *command)
                 results = await pipe.execute(raise_on_error=False)
             again = []
             for (members, command), result in zip(todo, results, strict=True):
@@ -396,6 +423,5 @@ class Appender:
                     j += 2 + count
             if not again:
                 break
-            script.sha = await self.redis.script_load(script.script)
             todo = again
         return replies

@@ -14,6 +14,14 @@ never asks which one it has. What differs:
   XREAD per partition, since one cannot span slots, merged as they come);
 - the server's INFO, which node serves each partition, and which node each
   append of a replicated group commit runs on.
+
+What both share: with ``committed_only`` (``CHATLOG_ACK=replicated``) every
+read and tail delivers only entries at or before the partition's committed
+position (its high watermark, advanced after each successful WAIT: see
+:mod:`.replication`). The checked reads read it in the same MULTI or pipeline
+as the entries; a tail blocks on the committed position itself (XREAD on the
+``committed`` stream from the reader's cursor wakes once it moves past it),
+then reads the log up to it.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from chatlog.errors import PositionTrimmed
 from chatlog.eventstore import cluster as _cluster
+from chatlog.eventstore._watermark import capped, committed_of
 from chatlog.eventstore.codec import START, Cursor, parse_position
 from chatlog.eventstore.connection import (
     UNAVAILABLE,
@@ -110,6 +119,16 @@ class Topology(ABC):
         #: The client for blocking reads (XREAD BLOCK); the main one when there is none.
         self.tail_redis = tail_redis or redis
         self._own_tail = tail_redis is not None and tail_redis is not redis
+        #: Deliver only entries at or before each partition's committed position
+        #: (the store sets it under ``CHATLOG_ACK=replicated``).
+        self.committed_only = False
+
+    async def committed(self, keys: Keys, partitions: Sequence[int]) -> list[str]:
+        """Each partition's committed position (``0-0`` before the first)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for p in partitions:
+            pipe.xrevrange(keys.committed(p), "+", "-", 1)
+        return [committed_of(r) for r in await guard(pipe.execute())]
 
     @abstractmethod
     async def initialize(self) -> None:
@@ -177,6 +196,11 @@ class Topology(ABC):
         """``[(node or None, indexes of log_keys)]``: one group per node the keys live on."""
         return [(None, list(range(len(log_keys))))]
 
+    def shard_of(self, key: str) -> str:
+        """The name of the node that serves ``key`` now, as far as known (``""`` on one
+        server): appends group-commit per shard, so a stalled one holds up only its own."""
+        return ""
+
 
 class SingleServer(Topology):
     """One Redis or Valkey server (``redis://``, ``rediss://``, ``unix://``).
@@ -235,14 +259,20 @@ class SingleServer(Topology):
     ) -> list[FlatEntry]:
         if self._lean_reads is not None:
             start = f"({after}" if after != START else "-"
+            committed = self.committed_only
             replies = await guard(self._lean_reads.execute_many([
                 ("MULTI",), ("GET", keys.horizon(partition)),
+                *([("XREVRANGE", keys.committed(partition), "+", "-", "COUNT", 1)]
+                  if committed else []),
                 ("XRANGE", keys.log(partition), start, "+", "COUNT", limit), ("EXEC",),
             ]))
             _raise_any(replies)
-            horizon, entries = replies[-1]
-            _raise_any([horizon, entries])
+            done = replies[-1]
+            _raise_any(done)
+            horizon, entries = done[0], done[-1]
             check_horizon(partition, after, horizon)
+            if committed:
+                return capped(entries, committed_of(done[1]))
             return entries  # type: ignore[no-any-return]
         flat: list[FlatEntry] = await self._xrange_checked(
             self._flat, keys, partition, after, limit)
@@ -279,9 +309,14 @@ class SingleServer(Topology):
         """XRANGE after ``after`` and the trim horizon in one MULTI."""
         pipe = client.pipeline(transaction=True)
         pipe.get(keys.horizon(partition))
+        if self.committed_only:
+            pipe.xrevrange(keys.committed(partition), "+", "-", 1)
         pipe.xrange(keys.log(partition), f"({after}" if after != START else "-", "+", limit)
-        horizon, entries = await guard(pipe.execute())
+        replies = await guard(pipe.execute())
+        horizon, entries = replies[0], replies[-1]
         check_horizon(partition, after, horizon)
+        if self.committed_only:
+            return capped(entries, committed_of(replies[1]))
         return entries
 
 
@@ -344,11 +379,16 @@ class Cluster(Topology):
         for _ in range(100):
             pipe = self.redis.pipeline(transaction=False)
             pipe.get(horizon_key)
+            if self.committed_only:
+                pipe.xrevrange(keys.committed(partition), "+", "-", 1)
             pipe.xrange(log_key, start, "+", limit)
             pipe.get(horizon_key)
-            before, entries, again = await guard(pipe.execute())
+            replies = await guard(pipe.execute())
+            before, entries, again = replies[0], replies[-2], replies[-1]
             if before == again:
                 check_horizon(partition, after, before)
+                if self.committed_only:
+                    return capped(entries, committed_of(replies[1]))
                 return entries  # type: ignore[no-any-return]
         raise AssertionError(f"partition {partition} was trimmed 100 times during one read")
 
@@ -418,6 +458,13 @@ class Cluster(Topology):
         masters = sorted(n.name for n in client.get_primaries())
         return {"masters": masters, "partitions": where}
 
+    def shard_of(self, key: str) -> str:
+        try:
+            node = self.redis.get_node_from_key(key)
+        except Exception:  # topology not known yet (or being rediscovered): one shared queue
+            return ""
+        return node.name if node is not None else ""
+
     async def node_groups(self, log_keys: Sequence[str]) -> list[tuple[Any, list[int]]]:
         await self.redis.initialize()
         groups: dict[str, tuple[Any, list[int]]] = {}
@@ -438,7 +485,9 @@ async def tail_streams(
     connection is retried with backoff from the last entry yielded, so
     nothing is skipped or repeated.
     """
-    by_key = {keys.log(p): p for p in partitions}
+    committed = topology.committed_only
+    by_key = {(keys.committed(p) if committed else keys.log(p)): p for p in partitions}
+    log_partition = {keys.log(p): p for p in partitions}
     backoff = 0.05
     checked = False
     while True:
@@ -447,8 +496,13 @@ async def tail_streams(
                 for p in partitions:
                     check_horizon(p, cursor.positions[p], await topology.raw_horizon(keys, p))
                 checked = True
-            streams = {keys.log(p): cursor.positions[p] for p in partitions}
-            items = await topology.xread(streams, count=count, block_ms=int(block * 1000))
+            streams = {k: cursor.positions[p] for k, p in by_key.items()}
+            items = await topology.xread(streams, count=1 if committed else count,
+                                         block_ms=int(block * 1000))
+            if committed and items:
+                reply, cursor = await _read_committed(topology, keys, cursor, by_key, items,
+                                                      count)
+                items = stream_items(reply)
             backoff = 0.05
         except UNAVAILABLE as exc:
             raise_if_cancelled()
@@ -464,9 +518,33 @@ async def tail_streams(
             continue
         batch: list[RawEntry] = []
         for key, entries in items:
-            p = by_key[text(key)]
+            p = log_partition[text(key)]
             batch.extend((p, pos, fields) for pos, fields in entries)
             if entries:
                 cursor = cursor.advanced(p, text(entries[-1][0]))
         if batch:
             yield batch
+
+
+async def _read_committed(
+    topology: Topology, keys: Keys, cursor: Cursor, by_key: dict[str, int], reply: Any,
+    count: int,
+) -> tuple[list[tuple[bytes, list[Any]]], Cursor]:
+    """The log entries up to the committed positions an XREAD on them returned,
+    as XREAD's ``[(log key, entries)]`` would give them (and the cursor moved
+    past a committed range the log holds nothing of, so the tail does not spin)."""
+    ranges = []
+    pipe = topology.redis.pipeline(transaction=False)
+    for key, entries in stream_items(reply):
+        p = by_key[text(key)]
+        upto = text(entries[-1][0])
+        after = cursor.positions[p]
+        ranges.append((p, upto))
+        pipe.xrange(keys.log(p), f"({after}" if after != START else "-", upto, count)
+    out = []
+    for (p, upto), entries in zip(ranges, await pipe.execute(), strict=True):
+        if entries:
+            out.append((keys.log(p).encode(), entries))
+        else:
+            cursor = cursor.advanced(p, upto)
+    return out, cursor

@@ -54,6 +54,12 @@ class Keys:
         """
         return f"{self.tag(partition)}:eid:{project}:{event_id}"
 
+    def committed(self, partition: int) -> str:
+        """Stream of one entry whose id is the partition's committed position (its high
+        watermark): the last position replicated as ``CHATLOG_ACK=replicated`` asks.
+        Readers deliver nothing past it (see :mod:`chatlog.eventstore.replication`)."""
+        return f"{self.tag(partition)}:committed"
+
     def horizon(self, partition: int) -> str:
         """String: the last position removed by retention trimming."""
         return f"{self.tag(partition)}:horizon"
@@ -66,9 +72,13 @@ class Keys:
         """Stream: jobs that used up their deliveries."""
         return f"{self.tag(partition)}:dead"
 
-    def job(self, partition: int, job_id: str) -> str:
-        """Hash: one job's record (workflow, kind, payload, state)."""
-        return f"{self.tag(partition)}:job:{job_id}"
+    def job(self, partition: int, project: uuid.UUID, job_id: str) -> str:
+        """Hash: one job's record (workflow, kind, payload, state).
+
+        A job id is the project's (as an event id is): the same id in two
+        projects of one partition is two jobs.
+        """
+        return f"{self.tag(partition)}:job:{project}:{job_id}"
 
     def job_index(self, partition: int, project: uuid.UUID) -> str:
         """Sorted set: a project's job ids, scored by enqueue time (ms)."""

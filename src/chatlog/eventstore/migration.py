@@ -197,6 +197,7 @@ async def migrate(
         if len(chunk) >= batch:
             await flush()
     await flush()
+    await target.confirm_committed()  # under ack=replicated, readers see the copy once replicated
     return progress
 
 

@@ -10,18 +10,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from redis import exceptions as rexc
 
 from chatlog.errors import InvalidInput, PartitionMismatch, PositionTrimmed
 from chatlog.events import NewEvent, RecordedEvent, aggregate_key
+from chatlog.eventstore import _watermark
 from chatlog.eventstore._append import Appender, AppendResult
+from chatlog.eventstore._status import LogInfo, PartitionStatus, StoreStatus, read_status
 from chatlog.eventstore._topology import FlatEntry, RawEntry, connect, topology_of
+from chatlog.eventstore._watermark import capped, committed_of
 from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_fields, parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, Client, guard, text
 from chatlog.eventstore.keys import Keys, partition_of
+from chatlog.eventstore.replication import confirm_heads
 from chatlog.eventstore.scripts import READ_AGGREGATE, TRIM
 
 __all__ = [
@@ -37,44 +40,6 @@ __all__ = [
 ]
 
 LOG_FORMAT = "1"
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionStatus:
-    partition: int
-    key: str
-    length: int
-    first_position: str | None
-    last_position: str | None
-    horizon: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class StoreStatus:
-    server: str
-    version: str
-    url: str
-    partitions: list[PartitionStatus] = field(default_factory=list)
-
-    @property
-    def length(self) -> int:
-        return sum(p.length for p in self.partitions)
-
-
-@dataclass(frozen=True, slots=True)
-class LogInfo:
-    """One partition's log as seen from a reader at position ``after``."""
-
-    partition: int
-    #: Entries in the stream now.
-    length: int
-    #: Entries ever added to the stream (``entries-added``; ``length`` on servers
-    #: before Redis 7), so trimmed entries still count.
-    added: int
-    #: The last position (None when the stream is empty).
-    head: str | None
-    #: The first position after ``after`` (None when the reader is caught up).
-    next_position: str | None
 
 
 class EventStore:
@@ -117,6 +82,7 @@ class EventStore:
             outcome_window_ms=int(outcome_window * 1000), outcome_timeout=outcome_timeout,
             ack_replicas=ack_replicas, ack_timeout=ack_timeout, ack_fsync=ack_fsync,
         )
+        self._topology.committed_only = ack == "replicated"
         self._trim_script = redis.register_script(TRIM)
         self._read_aggregate_script = redis.register_script(READ_AGGREGATE)
 
@@ -131,6 +97,28 @@ class EventStore:
     @ack.setter
     def ack(self, value: str) -> None:
         self._appender.ack = value
+        self._topology.committed_only = value == "replicated"
+
+    @property
+    def committed_only(self) -> bool:
+        """True when readers see only entries at or before each partition's committed
+        position (``ack=replicated``)."""
+        return self._topology.committed_only
+
+    async def committed(self) -> Cursor:
+        """Each partition's committed position (its replicated high watermark)."""
+        return Cursor(await self._topology.committed(self.keys, range(self.partitions)))
+
+    async def confirm_committed(self) -> Cursor:
+        """Under ``ack=replicated``: move each partition's committed position to its head
+        if replicated (fence + WAIT per node), for what no append confirmed (a log
+        written under ``ack=local``, a migrated copy); run at open. The positions."""
+        if self._topology.committed_only:
+            await guard(confirm_heads(
+                self.redis, [self.keys.log(p) for p in range(self.partitions)],
+                self.ack_replicas, self.ack_timeout, self.ack_fsync,
+                self._topology.node_groups))
+        return await self.committed()
 
     @property
     def ack_replicas(self) -> int:
@@ -195,6 +183,8 @@ class EventStore:
         try:
             await store._topology.initialize()
             await store.ensure_meta()
+            if store.committed_only:
+                await store.confirm_committed()
         except BaseException:
             await store.close()
             raise
@@ -285,10 +275,19 @@ class EventStore:
         """
         self._check_partition(partition)
         key = self.keys.log(partition)
+        upto = None
+        if self._topology.committed_only:
+            upto = (await self._topology.committed(self.keys, [partition]))[0]
         request = asyncio.ensure_future(self._topology.xrange_flat(key, "-", chunk))
         try:
             while True:
                 entries = await request
+                if upto is not None:
+                    kept = capped(entries, upto)
+                    if len(kept) < len(entries):
+                        if kept:
+                            yield kept
+                        return
                 if not entries:
                     return
                 full = len(entries) >= chunk
@@ -329,6 +328,9 @@ class EventStore:
         """One aggregate's events from ``from_version`` on, in version order."""
         partition = self.partition_of(project)
         aggregate = aggregate_key(project, aggregate_type, aggregate_id)
+        upto = None
+        if self._topology.committed_only:
+            upto = parse_position((await self._topology.committed(self.keys, [partition]))[0])
         start = max(from_version, 1) - 1
         stop = -1 if limit is None else start + limit - 1
         rows = await guard(
@@ -342,6 +344,8 @@ class EventStore:
             if len(row) == 1:
                 raise PositionTrimmed(partition, text(row[0]), await self.horizon(partition) or "")
             pos, flat = row
+            if upto is not None and parse_position(text(pos)) > upto:
+                break  # not replicated (yet): the rest of the aggregate comes after it
             events.append(decode_entry(partition, pos, flat_fields(flat)))
         return events
 
@@ -354,15 +358,24 @@ class EventStore:
     async def head(self, partition: int) -> str:
         """The last position of ``partition`` (``0-0`` when empty)."""
         self._check_partition(partition)
-        last = await guard(self.redis.xrevrange(self.keys.log(partition), "+", "-", 1))
-        return text(last[0][0]) if last else START
+        return (await self._heads([partition]))[0]
 
     async def heads(self) -> Cursor:
-        pipe = self.redis.pipeline(transaction=False)
-        for p in range(self.partitions):
-            pipe.xrevrange(self.keys.log(p), "+", "-", 1)
-        rows = await guard(pipe.execute())
-        return Cursor([r[0][0].decode() if r else START for r in rows])
+        """The last position of every partition (under ``ack=replicated``: the last
+        committed one, which is as far as readers go)."""
+        return Cursor(await self._heads(range(self.partitions)))
+
+    async def _heads(self, partitions: Sequence[int]) -> list[str]:
+        return await guard(_watermark.heads(self.redis, self.keys, partitions,
+                                            self._topology.committed_only))
+
+    async def missing(self, cursor: Cursor, partitions: Sequence[int] | None = None) -> list[int]:
+        """The partitions whose position in ``cursor`` the log no longer holds: a failover
+        promoted a replica that never got it, or the server was restored from an older
+        snapshot (see :func:`._watermark.missing`)."""
+        wanted = [p for p in (partitions if partitions is not None else range(self.partitions))
+                  if cursor.positions[p] != START]
+        return await guard(_watermark.missing(self.redis, self.keys, cursor, wanted))
 
     def _check_partition(self, partition: int) -> None:
         if not 0 <= partition < self.partitions:
@@ -385,7 +398,14 @@ class EventStore:
         pipe.xrevrange(key, "+", "-", 1)
         pipe.xrange(key, f"({after}" if after != START else "-", "+", 1)
         pipe.xlen(key)
-        last, first_pending, length = await guard(pipe.execute())
+        if self._topology.committed_only:
+            pipe.xrevrange(self.keys.committed(partition), "+", "-", 1)
+        last, first_pending, length, *mark = await guard(pipe.execute())
+        if mark:  # readers go no further than the committed position
+            upto = committed_of(mark[0])
+            if last and parse_position(text(last[0][0])) > parse_position(upto):
+                last = [(upto.encode(), {})] if upto != START else []
+            first_pending = capped(first_pending, upto)
         added = int(length)
         try:
             info: dict[Any, Any] = await guard(self.redis.xinfo_stream(key))
@@ -470,30 +490,9 @@ class EventStore:
     # -- status ------------------------------------------------------------------------
 
     async def status(self) -> StoreStatus:
-        info = await self._topology.server_info()
-        server = "valkey" if "valkey_version" in info else "redis"
-        version = str(info.get("valkey_version") or info.get("redis_version", "?"))
-        parts = []
-        for p in range(self.partitions):
-            pipe = self.redis.pipeline(transaction=False)
-            key = self.keys.log(p)
-            pipe.xlen(key)
-            pipe.xrange(key, "-", "+", 1)
-            pipe.xrevrange(key, "+", "-", 1)
-            pipe.get(self.keys.horizon(p))
-            length, first, last, horizon = await guard(pipe.execute())
-            parts.append(
-                PartitionStatus(
-                    partition=p,
-                    key=key,
-                    length=int(length),
-                    first_position=text(first[0][0]) if first else None,
-                    last_position=text(last[0][0]) if last else None,
-                    horizon=text(horizon) if horizon else None,
-                )
-            )
-        return StoreStatus(server=server, version=version, url=self.url, partitions=parts)
-
+        """The server, and each partition's length, first and last positions, horizon."""
+        return await read_status(self.redis, self._topology, self.keys, self.partitions,
+                                 self.url)
 
     async def placement(self) -> dict[str, Any]:
         """Which node serves each partition now (``{}`` on one server), for ``chatlog status``."""

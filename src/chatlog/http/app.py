@@ -108,6 +108,7 @@ def create_app(
     )
     app[BODY_TIMEOUT] = settings.body_timeout
     services = services or Services()
+    metrics.watch_projector(lambda: services.projector)
     fanout = Fanout(
         store,
         buffer=settings.sse_buffer,

@@ -17,7 +17,7 @@ from chatlog.http._routing import Endpoint, json_response, read_body, read_query
 from chatlog.http._state import state
 from chatlog.http.models import Body, JsonObject, Out, Query
 from chatlog.orchestrator.job_records import JobState, JobView, list_jobs, read_job
-from chatlog.orchestrator.jobs import MAX_JOB_ID, MAX_KIND
+from chatlog.orchestrator.jobs import MAX_JOB_ID, MAX_KIND, new_job
 
 BASE = "/v1/projects/{project}/jobs"
 ITEM = BASE + "/{job_id}"
@@ -74,6 +74,8 @@ async def enqueue_job(request: web.Request) -> web.Response:
     st = state(request)
     project = st.authorized_project(request, write=True)
     body = await read_body(request, EnqueueJob)
+    # The job's own checks (kind, job_id) before its workflow exists: a 400 creates nothing.
+    new_job(body.kind, body.payload, body.max_deliveries or 1, body.job_id)
     orchestrator = st.orchestrator()
     if body.job_id is not None:
         existing = await read_job(st.store, project, body.job_id)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 
 class Metrics:
@@ -52,5 +55,30 @@ class Metrics:
         for counter in counters:
             counter.inc()
 
+    def watch_projector(self, projector: Callable[[], Any]) -> None:
+        """Count the projector's failed batches and self-repairs at scrape time
+        (``projector()`` gives the projector, or None when there is none)."""
+        self.registry.register(_ProjectorCollector(projector))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ProjectorCollector(Collector):
+    """The projector's own counters, read when scraped."""
+
+    def __init__(self, projector: Callable[[], Any]) -> None:
+        self._projector = projector
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        projector = self._projector()
+        yield CounterMetricFamily(
+            "chatlog_projector_batch_failures",
+            "Projector batches (or repairs) that failed; each is retried, and the read "
+            "model is rebuilt after a few in a row",
+            value=getattr(projector, "failures_total", 0))
+        yield CounterMetricFamily(
+            "chatlog_projector_repairs",
+            "Times the projector rebuilt its read model by itself because the log lost "
+            "events it had applied (failover, restore) or a batch kept failing",
+            value=getattr(projector, "repairs", 0))

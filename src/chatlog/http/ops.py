@@ -63,6 +63,12 @@ async def readyz(request: web.Request) -> web.Response:
             projection["running"] = False
         if st.services.projector.last_error is not None:
             projection["last_error"] = st.services.projector.last_error
+        problem = st.services.projector.problem
+        if problem:  # a batch that keeps failing, or a repair in progress
+            ready = False
+            projection["problem"] = problem
+        projection["batch_failures"] = st.services.projector.failures_total
+        projection["repairs"] = st.services.projector.repairs
     elif st.services.projector is None:
         projection = {"running": False, "detail": "no projector in this process"}
     answer = Readiness(ready=ready, store=store_status, projection=projection)

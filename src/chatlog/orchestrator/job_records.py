@@ -81,7 +81,7 @@ async def read_job(store: EventStore, project: ProjectKey, job_id: str) -> JobVi
     """One job of ``project``; None if the project has no job with that id."""
     p = store.partition_of(project.key)
     redis: Any = store.redis
-    view = view_of(job_id, await redis.hgetall(store.keys.job(p, job_id)))
+    view = view_of(job_id, await redis.hgetall(store.keys.job(p, project.key, job_id)))
     if view is None or view.project != project.key:
         return None
     return view
@@ -120,7 +120,7 @@ async def list_jobs(
             ids.append((job_id, ms))
         pipe = redis.pipeline(transaction=False)
         for job_id, _ in ids:
-            pipe.hgetall(store.keys.job(p, job_id))
+            pipe.hgetall(store.keys.job(p, project.key, job_id))
         records = await pipe.execute() if ids else []
         for (job_id, ms), record in zip(ids, records, strict=True):
             view = view_of(job_id, record)

@@ -151,7 +151,9 @@ class JobQueue:
             self._grouped.add(p)
         keys = self.store.keys
         entry = await self._push(
-            keys=[keys.jobs(p), keys.job(p, job.job_id), keys.job_index(p, project.key)],
+            keys=[
+                keys.jobs(p), keys.job(p, project.key, job.job_id), keys.job_index(p, project.key)
+            ],
             args=[str(project.key), project.display, workflow_id, job.kind, job.job_id,
                   orjson.dumps(job.payload), job.max_deliveries, now_ms()],
         )

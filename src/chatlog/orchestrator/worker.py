@@ -210,7 +210,7 @@ class Worker:
     ) -> Job | None:
         """A job to run, or None when it was done before or has used up its deliveries."""
         job = _job_of(p, entry_id, fields, delivery)
-        state = await self._redis.hget(self.store.keys.job(p, job.id), "state")
+        state = await self._redis.hget(self.store.keys.job(p, job.project.key, job.id), "state")
         if state in (b"completed", b"dead"):
             await self._redis.xack(self.store.keys.jobs(p), GROUP, entry_id)
             return None
@@ -233,7 +233,7 @@ class Worker:
 
     async def _process(self, job: Job) -> None:
         keys = self.store.keys
-        record = keys.job(job.partition, job.id)
+        record = keys.job(job.partition, job.project.key, job.id)
         await self._redis.hset(
             record, mapping={"state": "running", "worker": self.name, "updated_ms": now_ms()}
         )
@@ -303,7 +303,7 @@ class Worker:
     async def _owner_finish(self, job: Job, state: str) -> bool:
         keys = self.store.keys
         done = await self._finish(
-            keys=[keys.jobs(job.partition), keys.job(job.partition, job.id)],
+            keys=[keys.jobs(job.partition), keys.job(job.partition, job.project.key, job.id)],
             args=[GROUP, self.name, job.entry_id, state, now_ms()],
         )
         return bool(done)
@@ -317,7 +317,7 @@ class Worker:
             f"failed/{job.delivery}")
         self.processed += 1
         await self._redis.hset(
-            self.store.keys.job(job.partition, job.id),
+            self.store.keys.job(job.partition, job.project.key, job.id),
             mapping={"last_error": error, "updated_ms": now_ms()},
         )
         if job.delivery >= job.max_deliveries:
@@ -326,7 +326,8 @@ class Worker:
             )
             return
         # Release it: reclaimable at once (by any worker) instead of after the lease.
-        await self._redis.hset(self.store.keys.job(job.partition, job.id), "state", "queued")
+        record = self.store.keys.job(job.partition, job.project.key, job.id)
+        await self._redis.hset(record, "state", "queued")
         await self._renew(
             keys=[self.store.keys.jobs(job.partition)],
             args=[GROUP, self.name, job.entry_id, str(self.lease_ms + 1)],
@@ -336,7 +337,7 @@ class Worker:
         keys = self.store.keys
         p = job.partition
         await self._dead(
-            keys=[keys.jobs(p), keys.dead_letters(p), keys.job(p, job.id)],
+            keys=[keys.jobs(p), keys.dead_letters(p), keys.job(p, job.project.key, job.id)],
             args=[GROUP, job.entry_id, job.id, str(job.project.key), job.project.display,
                   job.workflow_id, job.kind, orjson.dumps(job.payload), deliveries, reason,
                   self.name, now_ms()],

@@ -11,6 +11,17 @@ second projector ran on the same file. The projector then rolls back and
 resumes from the checkpoint it found. This is how a running ``chatlog serve``
 follows a rebuild made by another process, with nothing to signal.
 
+Before each batch (and whenever the tail is idle) the projector checks that
+the log still holds its checkpoint positions. A position disappears when a
+failover promotes a replica that never received it, or when the server is
+restored from an older snapshot: the read model then describes events the log
+does not keep, and the log's replacements may clash with them. The projector
+repairs itself: it rebuilds the read model beside the live one and switches
+(:func:`chatlog.projections.rebuild.rebuild`), so the result is a clean
+rebuild by construction. A batch that keeps failing for another reason is
+counted and reported (:attr:`Projector.problem`, ``/readyz``); after
+``heal_after`` failures in a row the projector repairs by the same rebuild.
+
 The SQLite work runs on one dedicated thread, so the event loop (and HTTP
 latency) is not held up by a batch.
 """
@@ -21,13 +32,13 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from chatlog.errors import ProjectionLagTimeout
+from chatlog.errors import ProjectionError, ProjectionLagTimeout
 from chatlog.events import RecordedEvent, known_types
 from chatlog.eventstore.codec import Cursor, decode_entry, parse_position
 from chatlog.eventstore.store import EventStore
@@ -44,6 +55,16 @@ RawEntry = tuple[int, bytes, dict[bytes, bytes]]
 
 class _Moved(Exception):
     """The checkpoint in the file is not the one this projector last committed."""
+
+
+class _Diverged(Exception):
+    """The log no longer holds a checkpoint position: the read model saw events it lost."""
+
+    def __init__(self, partitions: list[int], checkpoint: Cursor) -> None:
+        self.partitions = partitions
+        where = ", ".join(f"p{p} at {checkpoint.positions[p]}" for p in partitions)
+        super().__init__(f"the log no longer holds the checkpoint position of {where} "
+                         "(a failover or a restore lost events the read model applied)")
 
 
 class Projector:
@@ -65,6 +86,7 @@ class Projector:
         commit_interval: float = 0.05,
         retry_delay: float = 1.0,
         wait_timeout: float = 5.0,
+        heal_after: int = 3,
     ) -> None:
         if projections is None:
             from chatlog.projections.registry import default_projections
@@ -83,6 +105,17 @@ class Projector:
         self.skipped_unknown = 0
         #: The last error the live loop hit (it retries from the checkpoint).
         self.last_error: str | None = None
+        #: Why the read model cannot be trusted now (None: it follows the log);
+        #: ``/readyz`` reports it and answers 503 while it is set.
+        self.problem: str | None = None
+        #: Failed attempts at the batch after the checkpoint, in a row; ever.
+        self.failing = 0
+        self.failures_total = 0
+        #: Times the projector rebuilt its read model because it diverged from the log.
+        self.repairs = 0
+        #: Repair by a rebuild after this many failures of one batch in a row
+        #: (0: never repair; :meth:`catch_up` raises on a divergence instead).
+        self.heal_after = heal_after
         self._partitions = store.partitions
         self._committed = Cursor.start(self._partitions)
         self._counts = [0] * self._partitions
@@ -242,6 +275,13 @@ class Projector:
                 events = await self.store.read(p, self._committed.positions[p], self.batch_size)
                 if events:
                     progressed = True
+                    try:
+                        await self._verify([p])
+                    except _Diverged as exc:
+                        if self.heal_after <= 0:
+                            raise ProjectionError(str(exc)) from None
+                        await self._heal(str(exc))
+                        continue
                     with contextlib.suppress(_Moved):
                         total += await self._commit(events)
             if not progressed:
@@ -255,8 +295,10 @@ class Projector:
                 tail = self._tail()
                 try:
                     async for batch in tail:
+                        await self._verify({e[0] for e in batch})
                         await self._commit(batch)
                         delay = self.retry_delay
+                        self.failing, self.problem = 0, None
                         await self._gather_more(len(batch))
                 finally:
                     aclose = getattr(tail, "aclose", None)
@@ -265,16 +307,72 @@ class Projector:
             except _Moved:
                 log.info("projector: the read model was replaced; resuming from %s",
                          self._committed)
+            except _Diverged as exc:
+                try:
+                    await self._heal(str(exc))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as heal_exc:
+                    delay = await self._failed(heal_exc, delay)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.last_error = f"{exc.__class__.__name__}: {exc}"
-                log.exception("projector: batch failed; retrying from %s in %.1f s",
-                              self._committed, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                with contextlib.suppress(Exception):
-                    await self._run_sync(self._reload_sync)
+                delay = await self._failed(exc, delay)
+
+    async def _failed(self, exc: Exception, delay: float) -> float:
+        """Count and report a failed batch (or repair), wait, and return the next delay.
+
+        After ``heal_after`` failures in a row the read model is rebuilt: a
+        batch that keeps failing means the read model disagrees with the log
+        (a rebuild is what the log says), and a rebuild that fails too stays
+        reported, never silent.
+        """
+        self.failing += 1
+        self.failures_total += 1
+        self.last_error = f"{exc.__class__.__name__}: {exc}"
+        self.problem = (f"the batch after {self._committed} failed {self.failing} time(s) in "
+                        f"a row: {self.last_error}")
+        log.exception("projector: batch failed (%d in a row); retrying from %s in %.1f s",
+                      self.failing, self._committed, delay, exc_info=exc)
+        await asyncio.sleep(delay)
+        with contextlib.suppress(Exception):
+            await self._run_sync(self._reload_sync)
+        if 0 < self.heal_after <= self.failing:
+            try:
+                await self._heal(self.problem)
+            except asyncio.CancelledError:
+                raise
+            except Exception as heal_exc:
+                self.problem = (f"{self.problem}; the repair by a rebuild failed too: "
+                                f"{heal_exc.__class__.__name__}: {heal_exc}")
+                log.exception("projector: repair failed", exc_info=heal_exc)
+        return min(delay * 2, 30.0)
+
+    async def _verify(self, partitions: Iterable[int]) -> None:
+        """Raise :class:`_Diverged` when the log lost a checkpoint position of ``partitions``."""
+        gone = await self.store.missing(self._committed, sorted(partitions))
+        if gone:
+            raise _Diverged(gone, self._committed)
+
+    async def _on_idle(self) -> None:
+        await self._verify(range(self._partitions))
+
+    async def _heal(self, reason: str) -> None:
+        """Rebuild the read model beside the live one and switch to it, then resume there.
+
+        The rebuild equals a fresh ``chatlog rebuild`` of the log as it is now;
+        readers see the old model until the switch, then the new one.
+        """
+        from chatlog.projections.rebuild import rebuild
+
+        self.problem = f"repairing the read model by a rebuild: {reason}"
+        log.warning("projector: %s", self.problem)
+        await rebuild(self.store, self.path, self.projections, chunk=max(self.batch_size, 1000))
+        await self._run_sync(self._reload_sync)
+        self.repairs += 1
+        self.failing, self.problem = 0, None
+        log.warning("projector: repaired; resuming from %s", self._committed)
+        self._notify()
 
     async def _gather_more(self, last_batch: int) -> None:
         """After a commit, let events gather for ``commit_interval`` before the next read.
@@ -304,7 +402,8 @@ class Projector:
     def _tail(self) -> AsyncIterator[list[Any]]:
         """Batches to commit: entries left undecoded (decoded on the projector's
         thread, so a large batch does not hold up the event loop in one go)."""
-        return self.store.tail_raw(self._committed, count=self.batch_size, block=self.block)
+        return self.store.tail_raw(self._committed, count=self.batch_size, block=self.block,
+                                   on_idle=self._on_idle)
 
     async def _commit(self, events: Sequence[RecordedEvent | RawEntry]) -> int:
         applied = await self._run_sync(self._apply_sync, events)

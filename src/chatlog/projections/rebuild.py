@@ -293,7 +293,7 @@ async def build(
     # Events appended while the indexes were built: the ordinary path, on this file.
     from chatlog.projections.projector import Projector
 
-    tail = Projector(store, path, projections, batch_size=chunk)
+    tail = Projector(store, path, projections, batch_size=chunk, heal_after=0)
     try:
         done += await tail.catch_up()
         checkpoint = tail.checkpoint
