@@ -30,24 +30,24 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from chatlog.errors import PositionTrimmed
+from chatlog.eventstore import _lean_reads
 from chatlog.eventstore import cluster as _cluster
+from chatlog.eventstore._tail import OnIdle, check_horizon, tail_streams
+from chatlog.eventstore._tail import RawEntry as RawEntry
 from chatlog.eventstore._watermark import capped, committed_of
-from chatlog.eventstore.codec import START, Cursor, parse_position
+from chatlog.eventstore.codec import START, Cursor
 from chatlog.eventstore.connection import (
     UNAVAILABLE,
     Client,
     client_options,
     guard,
-    raise_if_cancelled,
     stream_items,
-    text,
     unavailable,
 )
 from chatlog.eventstore.keys import Keys
@@ -56,11 +56,8 @@ from chatlog.eventstore.packing import hiredis_packing
 
 log = logging.getLogger("chatlog.eventstore.store")
 
-#: A stream entry as a tail yields it: (partition, position, fields).
-RawEntry = tuple[int, bytes, dict[bytes, bytes]]
 #: A stream entry with its fields as the flat list the server sent.
 FlatEntry = tuple[bytes, list[bytes]]
-OnIdle = Callable[[], Awaitable[None]] | None
 
 
 def connect(url: str, *, blocking: bool = False) -> Client:
@@ -90,13 +87,6 @@ def topology_of(
     if isinstance(redis, RedisCluster):
         return Cluster(redis, tail_redis)
     return SingleServer(redis, tail_redis, lean=lean)
-
-
-def check_horizon(partition: int, after: str, horizon: bytes | None) -> None:
-    """Raise :class:`PositionTrimmed` when events after ``after`` were trimmed
-    (``horizon``, the last trimmed position, is past it)."""
-    if horizon and parse_position(after) < parse_position(horizon.decode()):
-        raise PositionTrimmed(partition, after, horizon.decode())
 
 
 def _unparsed(response: Any, **options: Any) -> Any:
@@ -258,22 +248,10 @@ class SingleServer(Topology):
         self, keys: Keys, partition: int, after: str, limit: int
     ) -> list[FlatEntry]:
         if self._lean_reads is not None:
-            start = f"({after}" if after != START else "-"
-            committed = self.committed_only
-            replies = await guard(self._lean_reads.execute_many([
-                ("MULTI",), ("GET", keys.horizon(partition)),
-                *([("XREVRANGE", keys.committed(partition), "+", "-", "COUNT", 1)]
-                  if committed else []),
-                ("XRANGE", keys.log(partition), start, "+", "COUNT", limit), ("EXEC",),
-            ]))
-            _raise_any(replies)
-            done = replies[-1]
-            _raise_any(done)
-            horizon, entries = done[0], done[-1]
+            horizon, entries = await _lean_reads.read_flat_checked(
+                self._lean_reads, keys, partition, after, limit, committed=self.committed_only)
             check_horizon(partition, after, horizon)
-            if committed:
-                return capped(entries, committed_of(done[1]))
-            return entries  # type: ignore[no-any-return]
+            return entries
         flat: list[FlatEntry] = await self._xrange_checked(
             self._flat, keys, partition, after, limit)
         return flat
@@ -292,16 +270,8 @@ class SingleServer(Topology):
     ) -> list[tuple[Any, list[tuple[bytes, dict[bytes, bytes]]]]]:
         if self._lean_tails is None:
             return await super().xread(streams, count=count, block_ms=block_ms)
-        conn = self._lean_tails.acquire()
-        try:
-            reply = await conn.execute("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS",
-                                       *streams.keys(), *streams.values())
-        finally:
-            await self._lean_tails.release(conn)
-        if not reply:
-            return []
-        return [(key, [(pos, dict(zip(flat[::2], flat[1::2], strict=True)))
-                       for pos, flat in entries]) for key, entries in reply]
+        return await _lean_reads.xread(self._lean_tails, streams, count=count,
+                                       block_ms=block_ms)
 
     async def _xrange_checked(
         self, client: aioredis.Redis, keys: Keys, partition: int, after: str, limit: int
@@ -318,13 +288,6 @@ class SingleServer(Topology):
         if self.committed_only:
             return capped(entries, committed_of(replies[1]))
         return entries
-
-
-def _raise_any(replies: list[Any]) -> None:
-    """Raise the first error among replies (a MULTI's parts fail as redis-py's would)."""
-    for reply in replies:
-        if isinstance(reply, BaseException):
-            raise reply
 
 
 class Cluster(Topology):
@@ -474,77 +437,3 @@ class Cluster(Topology):
             groups.setdefault(node.name, (node, []))[1].append(i)
         return list(groups.values())
 
-
-async def tail_streams(
-    topology: Topology, keys: Keys, cursor: Cursor, partitions: list[int], *, block: float,
-    count: int, on_idle: OnIdle,
-) -> AsyncIterator[list[RawEntry]]:
-    """One XREAD BLOCK over ``partitions`` (one server, or one slot), forever.
-
-    The positions are first checked against the trim horizons. A dropped
-    connection is retried with backoff from the last entry yielded, so
-    nothing is skipped or repeated.
-    """
-    committed = topology.committed_only
-    by_key = {(keys.committed(p) if committed else keys.log(p)): p for p in partitions}
-    log_partition = {keys.log(p): p for p in partitions}
-    backoff = 0.05
-    checked = False
-    while True:
-        try:
-            if not checked:
-                for p in partitions:
-                    check_horizon(p, cursor.positions[p], await topology.raw_horizon(keys, p))
-                checked = True
-            streams = {k: cursor.positions[p] for k, p in by_key.items()}
-            items = await topology.xread(streams, count=1 if committed else count,
-                                         block_ms=int(block * 1000))
-            if committed and items:
-                reply, cursor = await _read_committed(topology, keys, cursor, by_key, items,
-                                                      count)
-                items = stream_items(reply)
-            backoff = 0.05
-        except UNAVAILABLE as exc:
-            raise_if_cancelled()
-            log.warning("tail: %s; retrying in %.2f s from %s", exc, backoff, cursor)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
-            checked = False
-            continue
-        raise_if_cancelled()
-        if not items:
-            if on_idle is not None:
-                await on_idle()
-            continue
-        batch: list[RawEntry] = []
-        for key, entries in items:
-            p = log_partition[text(key)]
-            batch.extend((p, pos, fields) for pos, fields in entries)
-            if entries:
-                cursor = cursor.advanced(p, text(entries[-1][0]))
-        if batch:
-            yield batch
-
-
-async def _read_committed(
-    topology: Topology, keys: Keys, cursor: Cursor, by_key: dict[str, int], reply: Any,
-    count: int,
-) -> tuple[list[tuple[bytes, list[Any]]], Cursor]:
-    """The log entries up to the committed positions an XREAD on them returned,
-    as XREAD's ``[(log key, entries)]`` would give them (and the cursor moved
-    past a committed range the log holds nothing of, so the tail does not spin)."""
-    ranges = []
-    pipe = topology.redis.pipeline(transaction=False)
-    for key, entries in stream_items(reply):
-        p = by_key[text(key)]
-        upto = text(entries[-1][0])
-        after = cursor.positions[p]
-        ranges.append((p, upto))
-        pipe.xrange(keys.log(p), f"({after}" if after != START else "-", upto, count)
-    out = []
-    for (p, upto), entries in zip(ranges, await pipe.execute(), strict=True):
-        if entries:
-            out.append((keys.log(p).encode(), entries))
-        else:
-            cursor = cursor.advanced(p, upto)
-    return out, cursor
