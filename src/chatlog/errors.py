@@ -46,6 +46,21 @@ class NotFound(ChatlogError):
     title = "Not found"
 
 
+class ProjectNotFound(NotFound):
+    """Nothing was ever written to this project (often: a misspelt name)."""
+
+    def __init__(self, name: str, key: str) -> None:
+        self.name = name
+        self.key = key
+        super().__init__(
+            f"project {name!r} (key {key}) has never been written to; check its spelling "
+            "(names are compared case-insensitively)"
+        )
+
+    def extra(self) -> dict[str, Any]:
+        return {"project": self.key, "project_name": self.name}
+
+
 # -- event store (PEP 249 style: integrity errors name what conflicted) ------
 
 
@@ -192,6 +207,12 @@ class EmbeddedServerError(EventStoreError):
     """The embedded Valkey server could not be started."""
 
     title = "Embedded Valkey failed"
+
+
+class DataDirError(EventStoreError):
+    """The data dir is missing, or owned by another process."""
+
+    title = "Data dir unavailable"
 
 
 class ArchiveError(EventStoreError):

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
+import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatlog.identity import random_uuid
@@ -48,10 +49,11 @@ class State(StrEnum):
 
 #: States a workflow never leaves.
 TERMINAL: frozenset[State] = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
-#: States that wait for an outside event until a deadline, and what they await.
+#: States that wait for an outside event until a deadline, and what they await. The
+#: running states have a deadline only when the workflow has a run timeout.
 AWAITED: dict[State, str] = {
-    State.WAITING_FOR_START: "start_task",
-    State.AWAITING_APPROVAL: "approval",
+    State.WAITING_FOR_START: "start_task", State.AWAITING_APPROVAL: "approval",
+    State.RUNNING: "completion", State.APPROVED: "completion", State.REJECTED: "completion",
 }
 
 _REGISTRY: dict[str, type[EventData]] = {}
@@ -123,10 +125,32 @@ def upcast(type_name: str, schema_version: int, data: dict[str, Any]) -> dict[st
     return data
 
 
+class OptionalFields(EventData):
+    """Event data whose ``omit_if_none`` fields stay out of the stored body while unset."""
+
+    omit_if_none: ClassVar[frozenset[str]] = frozenset()
+
+    @pydantic.model_serializer(mode="wrap")
+    def _without_unset(self, handler: pydantic.SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        for name in self.omit_if_none:
+            if out.get(name) is None:
+                out.pop(name, None)
+        return out
+
+
+class RunDeadline(OptionalFields):
+    """Data of an event after which the workflow runs: with a run timeout, until when."""
+
+    run_timeout: float | None = None
+    deadline: datetime | None = None
+    omit_if_none: ClassVar[frozenset[str]] = frozenset({"run_timeout", "deadline"})
+
+
 # -- messages ----------------------------------------------------------------
 
 
-class MessageAppended(ThreadEvent):
+class MessageAppended(OptionalFields, ThreadEvent):
     """A chat message in a thread. The event id is the message id."""
 
     event_type: ClassVar[str] = "message.appended"
@@ -135,12 +159,15 @@ class MessageAppended(ThreadEvent):
     role: str = Field(min_length=1, max_length=64)
     content: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: When it was written, if before it reached the log (an import): the read models' date.
+    created_at: datetime | None = None
+    omit_if_none: ClassVar[frozenset[str]] = frozenset({"created_at"})
 
 
 # -- workflows ---------------------------------------------------------------
 
 
-class WorkflowCreated(WorkflowEvent):
+class WorkflowCreated(OptionalFields, WorkflowEvent):
     """A workflow now waits for ``start_task`` until ``deadline``."""
 
     event_type: ClassVar[str] = "workflow.created"
@@ -150,10 +177,13 @@ class WorkflowCreated(WorkflowEvent):
     input: dict[str, Any] = Field(default_factory=dict)
     start_timeout: float
     deadline: datetime
+    #: Seconds it may run (from start, and from each approval decision); None: no limit.
+    run_timeout: float | None = None
+    omit_if_none: ClassVar[frozenset[str]] = frozenset({"run_timeout"})
 
 
-class WorkflowStarted(WorkflowEvent):
-    """The ``start_task`` event: the workflow runs."""
+class WorkflowStarted(RunDeadline, WorkflowEvent):
+    """The ``start_task`` event: the workflow runs (until ``deadline``, if it has one)."""
 
     event_type: ClassVar[str] = "workflow.started"
     state_after: ClassVar[State | None] = State.RUNNING
@@ -170,14 +200,14 @@ class ApprovalRequested(WorkflowEvent):
     deadline: datetime
 
 
-class WorkflowApproved(WorkflowEvent):
+class WorkflowApproved(RunDeadline, WorkflowEvent):
     event_type: ClassVar[str] = "workflow.approved"
     state_after: ClassVar[State | None] = State.APPROVED
 
     comment: str = ""
 
 
-class WorkflowRejected(WorkflowEvent):
+class WorkflowRejected(RunDeadline, WorkflowEvent):
     event_type: ClassVar[str] = "workflow.rejected"
     state_after: ClassVar[State | None] = State.REJECTED
 

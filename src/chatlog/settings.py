@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     key_prefix: str = Field(default="chatlog", pattern=r"^[A-Za-z0-9_.-]+$")
     start_timeout: float = Field(default=300.0, gt=0, description="Seconds to wait for start_task")
     approval_timeout: float = Field(default=600.0, gt=0, description="Seconds to wait for approval")
+    run_timeout: float | None = Field(
+        default=None, gt=0,
+        description="Seconds a workflow may run (from start_task, and from each approval "
+        "decision) before it times out; unset: no limit. A workflow's own run_timeout wins",
+    )
     tokens_file: Path | None = Field(default=None, description="JSON file of bearer tokens")
     project_namespace: uuid.UUID = Field(
         default=DEFAULT_PROJECT_NAMESPACE, description="uuid5 namespace for project keys"
@@ -72,6 +77,11 @@ class Settings(BaseSettings):
     job_max_deliveries: int = Field(default=5, ge=1, description="Deliveries before dead letter")
     sse_keepalive: float = Field(default=15.0, gt=0, description="Seconds between SSE keep-alives")
     sse_buffer: int = Field(default=1000, ge=1, description="Events buffered per SSE subscriber")
+    valkey_max_restarts: int = Field(
+        default=5, ge=0,
+        description="serve: restarts of a dead embedded Valkey tried in a row (with backoff) "
+        "before serve exits with an error",
+    )
     header_timeout: float = Field(
         default=10.0, gt=0, description="Seconds a connection has to send a request line and "
         "headers (from opening, or from its first byte after a keep-alive pause)")

@@ -110,4 +110,7 @@ def test_port_in_use_is_one_clear_line(short_tmp) -> None:
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
-    assert not (short_tmp / "inuse" / "valkey" / "valkey.pid").exists()  # Valkey stopped
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    # It failed before starting anything: no Valkey, no orchestrator, no projector.
+    assert not (short_tmp / "inuse" / "valkey").exists()
+    assert not (short_tmp / "inuse" / "readmodel.sqlite").exists()

@@ -68,12 +68,18 @@ async def test_long_poll_returns_when_the_state_is_reached(client) -> None:
     assert got["state"] == "running"
 
 
-async def test_long_poll_timeout_is_408_and_unknown_state_is_400(client) -> None:
+async def test_long_poll_not_yet_is_200_with_reached_false_and_unknown_state_is_400(
+    client,
+) -> None:
     wf = await _ok(await client.post(BASE, json={}), 201)
     item = f"{BASE}/{wf['workflow_id']}"
     resp = await client.get(item, params={"wait_for": "approved", "timeout": "0.2"})
-    assert resp.status == 408
-    assert "approved" in (await resp.json())["detail"]
+    assert resp.status == 200  # not a 408 that proxies and clients retry by themselves
+    doc = await resp.json()
+    assert doc["reached"] is False and doc["state"] == "waiting_for_start"
+    doc = await _ok(await client.get(item, params={"wait_for": "waiting_for_start"}))
+    assert doc["reached"] is True
+    assert "reached" not in await _ok(await client.get(item))  # a plain read
     resp = await client.get(item, params={"wait_for": "sleeping", "timeout": "0.2"})
     assert resp.status == 400
 
@@ -111,3 +117,51 @@ async def test_list_workflows_newest_first_by_state_and_pages(client) -> None:
     assert (await client.get(BASE, params={"cursor": "nope"})).status == 400
     other = await _ok(await client.get("/v1/projects/Elsewhere/workflows"))
     assert other["workflows"] == []
+
+
+async def test_state_timed_out_lists_the_workflows_that_timed_out(api) -> None:
+    client = await api(start_timeout=0.3)
+    late = await _ok(await client.post(BASE, json={}), 201)
+    other = await _ok(await client.post(BASE, json={}), 201)
+    await _ok(await client.post(f"{BASE}/{other['workflow_id']}/fail", json={"reason": "by hand"}))
+    got = await _ok(await client.get(f"{BASE}/{late['workflow_id']}",
+                                     params={"wait_for": "failed", "timeout": "10"}))
+    assert got["state"] == "failed" and got["timed_out"] is True
+    page = await _ok(await client.get(BASE, params={"state": "timed_out",
+                                                    "min_position": got["position"]}))
+    assert [(w["workflow_id"], w["timed_out"]) for w in page["workflows"]] == [
+        (late["workflow_id"], True)]
+    failed = await _ok(await client.get(BASE, params={"state": "failed"}))
+    assert {w["workflow_id"]: w["timed_out"] for w in failed["workflows"]} == {
+        late["workflow_id"]: True, other["workflow_id"]: False}
+
+
+async def test_run_timeout_fails_a_workflow_that_runs_too_long(api) -> None:
+    client = await api()
+    # Off by default: a running workflow has no deadline.
+    free = await _ok(await client.post(BASE, json={}), 201)
+    running = await _ok(await client.post(f"{BASE}/{free['workflow_id']}/start", json={}))
+    assert (running["state"], running["deadline"], running["awaiting"]) == ("running", None, None)
+    # Its own run_timeout: it times out while running, like a wait.
+    wf = await _ok(await client.post(BASE, json={"run_timeout": 0.3}), 201)
+    started = await _ok(await client.post(f"{BASE}/{wf['workflow_id']}/start", json={}))
+    assert started["awaiting"] == "completion" and started["deadline"] is not None
+    got = await _ok(await client.get(f"{BASE}/{wf['workflow_id']}",
+                                     params={"wait_for": "failed", "timeout": "10"}))
+    assert got["state"] == "failed" and got["timed_out"] is True
+    assert "waiting for completion" in got["reason"]
+    assert (await client.post(f"{BASE}/{wf['workflow_id']}/complete", json={})).status == 409
+    page = await _ok(await client.get(BASE, params={"state": "timed_out",
+                                                    "min_position": got["position"]}))
+    assert [w["workflow_id"] for w in page["workflows"]] == [wf["workflow_id"]]
+    still = await _ok(await client.get(f"{BASE}/{free['workflow_id']}"))
+    assert still["state"] == "running"
+
+
+async def test_chatlog_run_timeout_setting_bounds_every_run(api) -> None:
+    client = await api(run_timeout=0.3)
+    wf = await _ok(await client.post(BASE, json={}), 201)
+    await _ok(await client.post(f"{BASE}/{wf['workflow_id']}/start", json={}))
+    got = await _ok(await client.get(f"{BASE}/{wf['workflow_id']}",
+                                     params={"wait_for": "failed", "timeout": "10"}))
+    assert got["timed_out"] is True

@@ -70,3 +70,49 @@ def test_worker_help_names_the_demo_kinds() -> None:
     assert out.exit_code == 0
     for kind in ("echo", "sleep", "fail"):
         assert kind in out.output
+
+
+def test_dead_letters_says_none(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
+    out = CliRunner().invoke(cli, ["dead-letters", "--redis-url", redis_url],
+                             env={"CHATLOG_KEY_PREFIX": key_prefix,
+                                  "CHATLOG_DATA_DIR": str(tmp_path)})
+    assert out.exit_code == 0, out.output
+    assert out.stdout == ""
+    assert "none" in out.stderr
+
+
+async def test_worker_max_deliveries_flag_and_its_exit_line(
+    redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """A job enqueued with 5 deliveries is dead-lettered after the worker's --max-deliveries 2;
+    the exit line counts jobs (1), not deliveries (2)."""
+    import signal
+    import subprocess
+
+    from tests.helpers import eventually
+    from tests.http.serving import CHATLOG, clean_env
+
+    settings = Settings(redis_url=redis_url, key_prefix=key_prefix, data_dir=tmp_path,
+                        job_max_deliveries=5, job_lease=0.5)
+    store = await EventStore.open(redis_url, prefix=key_prefix)
+    try:
+        project = normalize_project_id("Retries")
+        o = Orchestrator(store, settings)
+        wid = (await o.create_workflow(project, start_timeout=60)).workflow_id
+        await o.start_workflow(project, wid)
+        bad = await o.enqueue_job(project, wid, kind="fail", payload={"message": "nope"})
+        proc = subprocess.Popen(  # noqa: ASYNC220
+            [*CHATLOG, "worker", "--max-deliveries", "2", "--lease", "0.5",
+             "--redis-url", redis_url],
+            env=clean_env(CHATLOG_KEY_PREFIX=key_prefix, CHATLOG_DATA_DIR=str(tmp_path)),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            letters = await eventually(o.dead_letters, timeout=30, what="a dead letter")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+        assert [(d.job_id, d.deliveries) for d in letters] == [(bad, 2)]  # type: ignore[attr-defined]
+        assert proc.returncode == 0, err
+        assert "stopped after 1 job (2 deliveries)" in err.strip().splitlines()[-1]
+    finally:
+        await store.close()

@@ -32,6 +32,9 @@ def _event(type_: str, version: int) -> RecordedEvent:
     elif type_ == "workflow.approval_requested":
         data = {"approval_timeout": 1.0,
                 "deadline": (datetime.now(UTC) + timedelta(1)).isoformat()}
+    elif type_ in ("workflow.started", "workflow.approved", "workflow.rejected"):
+        # as with a run timeout: the running states have a deadline too
+        data = {"run_timeout": 1.0, "deadline": (datetime.now(UTC) + timedelta(1)).isoformat()}
     elif type_ in ("workflow.failed", "workflow.timed_out"):
         data = {"reason": "r"}
     return RecordedEvent(

@@ -119,3 +119,43 @@ def test_event_ids_are_deterministic(tmp_path: Path) -> None:
     assert len({e.id for e in a}) == len(a)
     assert all(e.id_supplied for e in a)
     assert a[2].aggregate_id == a[3].aggregate_id == a[4].aggregate_id
+
+
+async def test_imported_history_keeps_its_dates_live_and_after_a_rebuild(
+    store: EventStore, tmp_path: Path, model_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from chatlog.projections.projector import Projector
+    from tests.helpers import message
+
+    await store.append_one(message("Blog-Project", "t-live", "written today"))
+    src = write_jsonl(tmp_path / "legacy.jsonl", LEGACY[:2])
+    await import_file(store, src, DEFAULT_PROJECT_NAMESPACE)
+    blog = normalize_project_id("blog-project")
+    sent = datetime(2025, 11, 2, 9, 0, 0, tzinfo=UTC)
+    answered = datetime(2025, 11, 2, 9, 0, 5, tzinfo=UTC)
+
+    def check(path: Path) -> None:
+        model = ReadModel(path)
+        try:
+            msgs = model.list_messages(blog, "t-100").messages
+            assert [m.created_at for m in msgs] == [sent, answered]
+            threads = model.list_threads(blog).threads
+            # the imported conversation sorts as old, below today's
+            assert [t.thread_id for t in threads] == ["t-live", "t-100"]
+            assert (threads[1].created_at, threads[1].updated_at) == (sent, answered)
+        finally:
+            model.close()
+
+    incremental = tmp_path / "incremental.sqlite"
+    async with Projector(store, incremental, [ConversationsProjection()]) as projector:
+        await projector.catch_up()
+    check(incremental)
+    await rebuild(store, model_path, [ConversationsProjection()])
+    check(model_path)
+    # the event's own time is still the append time
+    events = await store.read(0, "0-0", 10)
+    imported = [e for e in events if e.aggregate_id == "t-100"]
+    assert all(e.time > answered for e in imported)
+    assert imported[0].data["created_at"].startswith("2025-11-02T09:00:00")

@@ -17,17 +17,57 @@ from chatlog.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--redis-url", envvar="CHATLOG_REDIS_URL", default=None,
-              help="Redis/Valkey URL (redis://, unix://, redis+cluster://). "
-                   "Unset: the embedded Valkey under the data dir.  [env: CHATLOG_REDIS_URL]")
-@click.option("--data-dir", envvar="CHATLOG_DATA_DIR", type=click.Path(path_type=Path),
-              default=None, help="Where Valkey and SQLite keep data (default ./data).  "
-                                 "[env: CHATLOG_DATA_DIR]")
-@click.option("--partitions", envvar="CHATLOG_PARTITIONS", type=int, default=None,
-              help="Log partitions; fixed when the log is created (default 1).  "
+REDIS_URL_HELP = ("Redis/Valkey URL (redis://, unix://, redis+cluster://). Unset: the embedded "
+                  "Valkey under the data dir.  [env: CHATLOG_REDIS_URL]")
+DATA_DIR_HELP = "Where Valkey and SQLite keep data (default ./data).  [env: CHATLOG_DATA_DIR]"
+PARTITIONS_HELP = ("Log partitions; fixed when the log is created (default 1).  "
                    "[env: CHATLOG_PARTITIONS]")
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A global option given after the subcommand: it overrides the group's value."""
+    if value is not None and param.name is not None:
+        root = ctx.find_root()
+        root.obj = {**(root.obj or {}), param.name: value}
+    return value
+
+
+def global_options() -> list[click.Option]:
+    """``--data-dir``, ``--redis-url`` and ``--partitions`` for one subcommand.
+
+    The environment is read once, by the group; here only an explicit flag
+    counts, so ``chatlog --data-dir A append --data-dir B`` uses B and
+    ``CHATLOG_DATA_DIR=A chatlog append --data-dir B`` uses B too.
+    """
+    return [
+        click.Option(["--data-dir"], type=click.Path(path_type=Path), default=None,
+                     expose_value=False, callback=_remember, help=DATA_DIR_HELP),
+        click.Option(["--redis-url"], default=None, expose_value=False, callback=_remember,
+                     help=REDIS_URL_HELP),
+        click.Option(["--partitions"], type=int, default=None, expose_value=False,
+                     callback=_remember, help=PARTITIONS_HELP),
+    ]
+
+
+class ChatlogGroup(click.Group):
+    """The ``chatlog`` group: every subcommand also takes the global options."""
+
+    #: Sub-groups (``chatlog jobs``) are ChatlogGroups too, so their commands take them as well.
+    group_class = type
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        have = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
+        cmd.params.extend(o for o in global_options() if not have & set(o.opts))
+        super().add_command(cmd, name)
+
+
+@click.group(cls=ChatlogGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--redis-url", envvar="CHATLOG_REDIS_URL", default=None, help=REDIS_URL_HELP)
+@click.option("--data-dir", envvar="CHATLOG_DATA_DIR", type=click.Path(path_type=Path),
+              default=None, help=DATA_DIR_HELP)
+@click.option("--partitions", envvar="CHATLOG_PARTITIONS", type=int, default=None,
+              help=PARTITIONS_HELP)
 @click.version_option(package_name="chatlog")
 @click.pass_context
 def cli(ctx: click.Context, redis_url: str | None, data_dir: Path | None,
@@ -36,7 +76,15 @@ def cli(ctx: click.Context, redis_url: str | None, data_dir: Path | None,
 
     Every chat message and workflow transition is appended to a Redis Stream;
     SQLite read models, orchestrator waits and replay are built from it.
-    Settings come from these options and CHATLOG_* environment variables.
+    Settings come from these options (accepted before or after the command)
+    and CHATLOG_* environment variables.
+
+    \b
+    One owner per data dir: `chatlog serve` locks it. Commands that need the
+    log use the running server's Valkey. When no server runs, append, tail
+    --no-follow, status, trim, rebuild, import, migrate and dead-letters start
+    a private Valkey for as long as they run (safe: nothing else uses the
+    log meanwhile); worker and tail --follow need a running server.
     """
     overrides: dict[str, Any] = {}
     if redis_url is not None:

@@ -42,7 +42,7 @@ async def erase(ctx: click.Context, project: str, thread_id: str | None, yes: bo
         f"project {key.display!r} ({key.key})")
     if not yes:
         click.confirm(f"erase {what} from every tier? This cannot be undone", abort=True)
-    async with open_store(settings) as opened:
+    async with open_store(settings, "erase") as opened:
         eraser = eraser_for(settings, opened.store)
         report = await eraser.erase(key.key, key.display, thread_id,
                                     requested_by=requested_by)

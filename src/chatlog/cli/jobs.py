@@ -55,7 +55,7 @@ async def enqueue(ctx: click.Context, project: str, kind: str, payload: str | No
     settings = settings_from(ctx)
     key = normalize_project_id(project, settings.project_namespace)
     data = _payload(payload)
-    async with open_store(settings) as opened:
+    async with open_store(settings, "jobs") as opened:
         orchestrator = Orchestrator(opened.store, settings)
         if job_id is not None and await read_job(opened.store, key, job_id) is not None:
             raise InvalidInput(f"job {job_id} exists already in project {key.display!r}")
@@ -85,7 +85,7 @@ async def list_(ctx: click.Context, project: str, state: JobState | None, limit:
     """List PROJECT's jobs, newest first (JSON Lines)."""
     settings = settings_from(ctx)
     key = normalize_project_id(project, settings.project_namespace)
-    async with open_store(settings) as opened:
+    async with open_store(settings, "jobs") as opened:
         cursor: str | None = None
         left = limit
         while left > 0:
@@ -108,7 +108,7 @@ async def show(ctx: click.Context, project: str, job_id: str) -> None:
     """Print one job of PROJECT: state, attempts, last error."""
     settings = settings_from(ctx)
     key = normalize_project_id(project, settings.project_namespace)
-    async with open_store(settings) as opened:
+    async with open_store(settings, "jobs") as opened:
         view = await read_job(opened.store, key, job_id)
         if view is None:
             raise NotFound(f"job {job_id} does not exist in project {key.display!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import uuid
@@ -14,7 +15,9 @@ from chatlog.cli._app import cli, run_async, settings_from
 from chatlog.errors import InvalidInput
 from chatlog.events import MessageAppended, NewEvent, RecordedEvent
 from chatlog.eventstore.codec import Cursor
+from chatlog.eventstore.owner import Owner, read_owner
 from chatlog.eventstore.runtime import open_store
+from chatlog.filters import require_known_types
 from chatlog.identity import normalize_project_id, normalize_thread_id
 
 
@@ -40,25 +43,32 @@ async def append(ctx: click.Context, project: str, content: str, thread_id: str 
     Example:
       chatlog append Blog-Project "hello" --role user
       chatlog append blog-project "again" --thread thread-...   # same project, same thread
+
+    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
     """
     settings = settings_from(ctx)
+    if not project.strip():
+        raise InvalidInput(
+            "PROJECT is empty; to write to the system scope, spell it out: system-master"
+        )
     key = normalize_project_id(project, settings.project_namespace)
     thread, _ = normalize_thread_id(thread_id)
     try:
         meta: dict[str, Any] = json.loads(metadata) if metadata else {}
-        eid = uuid.UUID(event_id) if event_id else None
     except ValueError as exc:
-        raise InvalidInput(
-            f"--metadata must be a JSON object and --event-id a UUID: {exc}"
-        ) from None
+        raise InvalidInput(f"--metadata must be a JSON object: {exc}") from None
     if not isinstance(meta, dict):
         raise InvalidInput("--metadata must be a JSON object")
+    try:
+        eid = uuid.UUID(event_id) if event_id else None
+    except ValueError:
+        raise InvalidInput(f"--event-id must be a UUID, not {event_id!r}") from None
     event = NewEvent.of(
         MessageAppended(thread_id=thread, role=role, content=content, metadata=meta),
         project=key.key, project_name=key.display, aggregate_type="thread",
         aggregate_id=thread, event_id=eid,
     )
-    async with open_store(settings) as opened:
+    async with open_store(settings, "append") as opened:
         result = await opened.store.append_one(event, expected_version=expected_version)
     click.echo(json.dumps({
         "message_id": result.event_id, "thread_id": thread, "project": str(key.key),
@@ -84,10 +94,15 @@ async def tail(ctx: click.Context, after: str | None, project: str | None,
 
     Each line carries "cursor": pass it to --after to resume exactly after
     that event, with nothing skipped and nothing repeated.
+
+    --follow needs a running `chatlog serve` (or CHATLOG_REDIS_URL); with
+    --no-follow and no server, a private Valkey runs while it reads.
     """
     settings = settings_from(ctx)
+    if types:
+        require_known_types(types)
     key = normalize_project_id(project, settings.project_namespace) if project else None
-    async with open_store(settings) as opened:
+    async with open_store(settings, "tail", private=not follow) as opened:
         store = opened.store
         cursor = Cursor.parse(after, store.partitions)
         parts = [store.partition_of(key.key)] if key else None
@@ -135,14 +150,23 @@ STATUS_SECTIONS: list[Any] = []
 @click.pass_context
 @run_async
 async def status(ctx: click.Context, as_json: bool) -> None:
-    """Show the server, the partitions (length, first and last position) and lag."""
+    """Show who owns the data dir, the partitions (length, first and last position) and lag.
+
+    Uses the running `chatlog serve`'s Valkey; when none runs, starts a
+    private one for as long as it takes (says so). In a directory without
+    chatlog data it says so and creates nothing.
+    """
     settings = settings_from(ctx)
-    async with open_store(settings) as opened:
+    async with open_store(settings, "status") as opened:
         st = await opened.store.status()
+        owner = opened.owner
+        if owner is None and settings.redis_url is not None:
+            owner = await asyncio.to_thread(read_owner, settings.data_dir)
         doc: dict[str, Any] = {
             "server": f"{st.server} {st.version}",
             "url": opened.url,
-            "embedded": opened.embedded is not None or settings.redis_url is None,
+            "embedded": settings.redis_url is None,
+            "owner": owner_doc(owner, private=opened.private),
             "partitions": len(st.partitions),
             "length": st.length,
             "log": [
@@ -156,15 +180,67 @@ async def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
-    click.echo(f"server      {doc['server']} at {doc['url']}")
-    click.echo(f"partitions  {doc['partitions']}   events {doc['length']}")
+    print_status(doc)
+
+
+def owner_doc(owner: Owner | None, *, private: bool) -> dict[str, Any] | None:
+    """The ``owner`` section of ``chatlog status``: the serve that owns the data dir."""
+    if owner is None or private:
+        return None
+    return owner.as_dict()
+
+
+def _uptime(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return (f"{days}d " if days else "") + f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def print_status(doc: dict[str, Any]) -> None:
+    """``chatlog status`` for people: a few lines and one table per section."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=True)
+    owner = doc.get("owner")
+    console.print(f"server      {doc['server']} at {doc['url']}")
+    if owner:
+        console.print(f"owner       chatlog {owner['command']} pid {owner['pid']}"
+                      f"{' at ' + owner['address'] if owner.get('address') else ''}, "
+                      f"up {_uptime(owner['uptime_seconds'])}")
+    elif doc.get("embedded"):
+        console.print("owner       none: no chatlog serve runs on this data dir "
+                      "(a private Valkey was started for this command)")
+    console.print(f"partitions  {doc['partitions']}   events {doc['length']}")
+    log_table = Table("partition", "events", "first", "last", "trimmed to", box=None)
     for p in doc["log"]:
-        click.echo(f"  p{p['partition']:<3} {p['length']:>10} events  first {p['first'] or '-'}  "
-                   f"last {p['last'] or '-'}" + (f"  trimmed to {p['trimmed_to']}"
-                                                 if p["trimmed_to"] else ""))
+        log_table.add_row(f"p{p['partition']}", str(p["length"]), p["first"] or "-",
+                          p["last"] or "-", p["trimmed_to"] or "-")
+    console.print(log_table)
+    shown = {"server", "url", "embedded", "owner", "partitions", "length", "log"}
     for name, value in doc.items():
-        if name not in {"server", "url", "embedded", "partitions", "length", "log"}:
-            click.echo(f"{name:<11} {json.dumps(value)}")
+        if name in shown:
+            continue
+        console.print(f"\n[bold]{name}[/bold]")
+        rows = value if isinstance(value, list) else None
+        if rows and all(isinstance(r, dict) for r in rows):
+            table = Table(*rows[0].keys(), box=None)
+            for r in rows:
+                table.add_row(*(_cell(r.get(k)) for k in rows[0]))
+        else:
+            table = Table("", "", box=None, show_header=False)
+            for key, item in (value.items() if isinstance(value, dict) else [("", value)]):
+                table.add_row(str(key), _cell(item))
+        console.print(table)
 
 
 @cli.command()
@@ -178,10 +254,12 @@ async def trim(ctx: click.Context, partition: int, before: str, yes: bool) -> No
 
     Readers asking for a removed position afterwards get a clear "gone" error
     (HTTP 410), never a silent gap.
+
+    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
     """
     settings = settings_from(ctx)
     if not yes:
         click.confirm(f"remove every event of partition {partition} before {before}?", abort=True)
-    async with open_store(settings) as opened:
+    async with open_store(settings, "trim") as opened:
         removed = await opened.store.trim(partition, before)
     click.echo(f"removed {removed} events from partition {partition}")

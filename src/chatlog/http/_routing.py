@@ -49,6 +49,8 @@ class Endpoint:
     #: Media type of the success answer (``text/event-stream``, ``text/plain``...).
     media_type: str = JSON
     description: str = ""
+    #: Request headers it reads: name -> description (documented as header parameters).
+    headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def operation_id(self) -> str:

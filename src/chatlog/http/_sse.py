@@ -31,5 +31,8 @@ class SseEncoder:
         return body
 
     def encode(self, ev: RecordedEvent, cursor: Cursor) -> bytes:
+        """One SSE frame: ``event:`` is the event type (browsers can ``addEventListener``
+        per type), ``id:`` the cursor a reconnect sends back as ``Last-Event-ID``."""
         c = str(cursor).encode()
-        return b"id: " + c + b"\ndata: " + self.body(ev) + b',"cursor":"' + c + b'"}\n\n'
+        return (b"event: " + ev.type.encode() + b"\nid: " + c + b"\ndata: " + self.body(ev)
+                + b',"cursor":"' + c + b'"}\n\n')

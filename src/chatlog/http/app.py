@@ -13,7 +13,7 @@ from aiohttp import web
 from chatlog import erasure as erasure_service
 from chatlog.erasure import Eraser
 from chatlog.errors import ConfigError
-from chatlog.eventstore import EventStore
+from chatlog.eventstore import EventStore, observe_appends
 from chatlog.http import (
     erasure,
     events,
@@ -103,11 +103,15 @@ def create_app(
     """
     metrics = Metrics()
     app = web.Application(
-        middlewares=[stats.timing_middleware, make_problem_middleware(metrics.observe_status)],
+        middlewares=[metrics.middleware, stats.timing_middleware,
+                     make_problem_middleware(metrics.observe_status)],
         client_max_size=settings.max_body_bytes,
     )
     app[BODY_TIMEOUT] = settings.body_timeout
     services = services or Services()
+    observe_appends(store, metrics)
+    if services.projector is not None and hasattr(services.projector, "on_applied"):
+        services.projector.on_applied = metrics.applied
     metrics.watch_projector(lambda: services.projector)
     fanout = Fanout(
         store,

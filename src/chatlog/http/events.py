@@ -25,6 +25,7 @@ from chatlog.events import RecordedEvent
 from chatlog.eventstore import START, Cursor, EventStore, parse_position, position_after
 from chatlog.eventstore.backward import read_raw_before
 from chatlog.eventstore.codec import decode_entry
+from chatlog.filters import require_known_types
 from chatlog.http._routing import Endpoint, json_response, read_query
 from chatlog.http._scan import SCAN_BUDGET, Scan, Scanned, scan
 from chatlog.http._state import AppState, state
@@ -100,6 +101,8 @@ def build_filter(
     else:
         projects = principal.readable
     types = frozenset(t.strip() for t in q.types.split(",") if t.strip()) if q.types else None
+    if types:
+        require_known_types(types)
     return EventFilter(
         projects=projects,
         thread_id=q.thread_id.strip() if q.thread_id else None,
@@ -431,10 +434,14 @@ ENDPOINTS = [
         responses={200: (None, "text/event-stream; each event's `id:` is the cursor after it")},
         errors=(410,),
         media_type="text/event-stream",
+        headers=(("Last-Event-ID", "The `id:` of the last event received: the stream resumes "
+                  "right after it (a reconnecting EventSource sends it by itself)"),),
         description=(
             "Catches up after `Last-Event-ID` (or `after`), then streams live events. "
             "Keep-alive comments every CHATLOG_SSE_KEEPALIVE seconds. A subscriber more "
-            "than CHATLOG_SSE_BUFFER events behind is cut off and resumes from its last id."
+            "than CHATLOG_SSE_BUFFER events behind is cut off and resumes from its last id. "
+            "Each frame's `event:` is the event type and `data:` an `Event` (its `data` "
+            "schema depends on `type`)."
         ),
     ),
 ]

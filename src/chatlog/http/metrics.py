@@ -1,48 +1,124 @@
-"""Prometheus metrics of one app (its own registry, so apps never share counters)."""
+"""Prometheus metrics of one app (its own registry, so apps never share counters).
+
+What an operator alerts on (docs/operations.md lists every series):
+
+* HTTP: answers by status, request latency by route *template* and method
+  (bounded cardinality: ``/v1/projects/{project}/messages``, never raw paths).
+* Appends: HTTP outcomes, the store's append latency and group-commit size
+  (every append this process makes: HTTP, orchestrator, in-process workers),
+  and ``chatlog_events_total{type}``: events of every type as they reach the
+  read models, whoever wrote them (HTTP, CLI, import, orchestrator, another
+  node), since they are counted from the log itself.
+* Projection lag in events and seconds, SSE subscribers and cut-offs, workflows
+  by state, timeouts fired, long-polls waiting, jobs waiting / running / dead,
+  retries and dead-letterings, restarts of the embedded Valkey.
+
+No ``*_created`` series: they double the output and nobody alerts on them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from aiohttp import web
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+#: Seconds: from a cache hit to a slow fsync'd group commit under load.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Appends sent to the server in one round trip.
+GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+#: Routes left out of the latency histogram: they last as long as the client stays.
+STREAMING_ROUTES = frozenset({"/v1/events/stream"})
+#: The route whose ``wait_for`` query is a long-poll.
+WORKFLOW_ROUTE = "/v1/projects/{project}/workflows/{workflow_id}"
+#: Event types that feed a counter of their own.
+TIMED_OUT = "workflow.timed_out"
+RETRIED = frozenset({"job.failed", "job.reclaimed"})
+DEAD_LETTERED = "job.dead_lettered"
+
 
 class Metrics:
-    """Appends, answers by status, SSE subscribers and cut-offs, projection lag."""
+    """Every series of one app; the app and its parts feed it through small hooks."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry = CollectorRegistry(auto_describe=True)
         self.appends = Counter(
-            "chatlog_appends", "Messages appended over HTTP", ["outcome"], registry=self.registry
-        )
+            "chatlog_appends", "Messages appended over HTTP, by outcome", ["outcome"], registry=r)
         self.responses = Counter(
-            "chatlog_http_responses", "HTTP answers by status", ["status"], registry=self.registry
-        )
+            "chatlog_http_responses", "HTTP answers by status", ["status"], registry=r)
         self.errors = Counter(
             "chatlog_http_errors", "HTTP error answers (4xx/5xx) by status", ["status"],
-            registry=self.registry,
-        )
+            registry=r)
+        self.request_seconds = Histogram(
+            "chatlog_http_request_duration_seconds",
+            "HTTP request latency by route template and method (SSE streams excluded)",
+            ["route", "method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.append_seconds = Histogram(
+            "chatlog_append_duration_seconds",
+            "Store appends of this process, from the call to the acknowledgement",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.group_commit_size = Histogram(
+            "chatlog_group_commit_size", "Appends sent to the server in one round trip",
+            buckets=GROUP_BUCKETS, registry=r)
+        self.events = Counter(
+            "chatlog_events", "Events by type as they reach the read models (every writer)",
+            ["type"], registry=r)
         self.sse_subscribers = Gauge(
-            "chatlog_sse_subscribers", "Live Server-Sent Events subscribers", registry=self.registry
-        )
+            "chatlog_sse_subscribers", "Live Server-Sent Events subscribers", registry=r)
         self.sse_cutoffs = Counter(
-            "chatlog_sse_cutoffs", "SSE subscribers cut off because their buffer overflowed",
-            registry=self.registry,
-        )
-        self.workflow_waits = Gauge(
-            "chatlog_workflow_waits", "Callers blocked in a workflow wait or long-poll",
-            registry=self.registry,
-        )
+            "chatlog_sse_cutoffs",
+            "Slow SSE subscribers dropped because their buffer overflowed", registry=r)
         self.projection_lag = Gauge(
             "chatlog_projection_lag_events", "Events the read models are behind the log",
-            registry=self.registry,
-        )
+            registry=r)
+        self.projection_lag_seconds = Gauge(
+            "chatlog_projection_lag_seconds",
+            "Age of the oldest event the read models have not applied (0 when caught up)",
+            registry=r)
+        self.workflows = Gauge(
+            "chatlog_workflows", "Workflows in the read model by state", ["state"], registry=r)
+        self.workflow_timeouts = Counter(
+            "chatlog_workflow_timeouts", "Workflow waits that timed out (workflow.timed_out)",
+            registry=r)
+        self.workflow_waits = Gauge(
+            "chatlog_workflow_waits", "Callers blocked in a workflow wait or long-poll",
+            registry=r)
+        self.long_polls = Gauge(
+            "chatlog_workflow_long_polls", "Workflow long-polls (wait_for) waiting now",
+            registry=r)
+        self.jobs = Gauge(
+            "chatlog_jobs",
+            "Jobs by state: waiting (not yet delivered), running (delivered, not finished), "
+            "dead (dead letters)", ["state"], registry=r)
+        self.jobs_retried = Counter(
+            "chatlog_jobs_retried", "Job deliveries that failed or whose lease lapsed",
+            registry=r)
+        self.jobs_dead_lettered = Counter(
+            "chatlog_jobs_dead_lettered", "Jobs moved to the dead-letter stream", registry=r)
+        self.valkey_restarts = Counter(
+            "chatlog_valkey_restarts", "Restarts of the embedded Valkey after it died",
+            registry=r)
         self._by_status: dict[int, list[Any]] = {}
+        self._events_by_type: dict[str, Any] = {}
         self.created = self.appends.labels("created")
         self.duplicates = self.appends.labels("duplicate")
+        #: ``async () -> None`` callables run before each scrape (gauges read at scrape time).
+        self.collectors: list[Callable[[], Awaitable[None]]] = []
+
+    # -- hooks ------------------------------------------------------------------
 
     def observe_status(self, status: int) -> None:
         counters = self._by_status.get(status)
@@ -55,12 +131,58 @@ class Metrics:
         for counter in counters:
             counter.inc()
 
+    def appended(self, seconds: float) -> None:
+        """The store acknowledged an append after ``seconds`` (store hook)."""
+        self.append_seconds.observe(seconds)
+
+    def committed(self, group_size: int) -> None:
+        """The store sent ``group_size`` appends in one round trip (store hook)."""
+        self.group_commit_size.observe(group_size)
+
+    def applied(self, events: Sequence[Any]) -> None:
+        """The projector applied ``events`` (they carry ``type``): count them by type."""
+        for ev in events:
+            kind = ev.type
+            counter = self._events_by_type.get(kind)
+            if counter is None:
+                counter = self._events_by_type[kind] = self.events.labels(kind)
+            counter.inc()
+            if kind == TIMED_OUT:
+                self.workflow_timeouts.inc()
+            elif kind in RETRIED:
+                self.jobs_retried.inc()
+            elif kind == DEAD_LETTERED:
+                self.jobs_dead_lettered.inc()
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Time each request under its route template; count long-polls while they wait."""
+        info = request.match_info
+        route = info.route.resource.canonical if info.route.resource is not None else "unmatched"
+        long_poll = route == WORKFLOW_ROUTE and "wait_for" in request.query
+        if long_poll:
+            self.long_polls.inc()
+        start = time.perf_counter()
+        try:
+            return await handler(request)
+        finally:
+            if long_poll:
+                self.long_polls.dec()
+            if route not in STREAMING_ROUTES:
+                self.request_seconds.labels(route, request.method).observe(
+                    time.perf_counter() - start)
+
     def watch_projector(self, projector: Callable[[], Any]) -> None:
         """Count the projector's failed batches and self-repairs at scrape time
         (``projector()`` gives the projector, or None when there is none)."""
         self.registry.register(_ProjectorCollector(projector))
 
-    def render(self) -> bytes:
+    async def render(self) -> bytes:
+        for collect in self.collectors:
+            await collect()
         return generate_latest(self.registry)
 
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from chatlog.events import data_model, known_types
 from chatlog.http._routing import JSON, Endpoint
 from chatlog.http.models import Problem
 
@@ -83,10 +84,14 @@ def build(endpoints: Sequence[Endpoint], *, title: str, version: str) -> dict[st
         for model, _ in ep.responses.values():
             if model is not None:
                 used.append((model, "serialization"))
+    typed = _event_data_models()
+    used += [(model, "validation") for model in typed.values()]
     refs, defs = models_json_schema(
         list(dict.fromkeys(used)), ref_template="#/components/schemas/{model}"
     )
     problem_ref = refs[(Problem, "serialization")]
+    schemas: dict[str, Any] = defs.get("$defs", {})
+    event_ref = _event_schemas(schemas, {t: refs[(m, "validation")] for t, m in typed.items()})
 
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
@@ -98,12 +103,16 @@ def build(endpoints: Sequence[Endpoint], *, title: str, version: str) -> dict[st
         ]
         if ep.query is not None:
             params += _query_parameters(ep.query)
+        params += [{"name": name, "in": "header", "required": False,
+                    "schema": {"type": "string"}, "description": text}
+                   for name, text in ep.headers]
         responses: dict[str, Any] = {}
         for status, (model, text) in sorted(ep.responses.items()):
             media = JSON if model is not None else ep.media_type
+            plain = event_ref if media == "text/event-stream" else {"type": "string"}
             content = (
                 {media: {"schema": refs[(model, "serialization")]}}
-                if model is not None else {media: {"schema": {"type": "string"}}}
+                if model is not None else {media: {"schema": plain}}
             )
             responses[str(status)] = {"description": text, "content": content}
         errors = {400, 414, 503, *ep.errors}
@@ -153,10 +162,42 @@ def build(endpoints: Sequence[Endpoint], *, title: str, version: str) -> dict[st
         },
         "paths": paths,
         "components": {
-            "schemas": defs.get("$defs", {}),
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _event_data_models() -> dict[str, type[BaseModel]]:
+    models = {t: data_model(t) for t in known_types()}
+    return {t: m for t, m in models.items() if m is not None}
+
+
+def _event_schemas(schemas: dict[str, Any], data_refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``Event``: an event whose ``data`` schema depends on its ``type`` (a discriminated
+    union, one ``<Data>Event`` per type); its ``$ref``."""
+    mapping: dict[str, str] = {}
+    for type_name, ref in data_refs.items():
+        name = ref["$ref"].rsplit("/", 1)[1] + "Event"
+        schemas[name] = {
+            "type": "object",
+            "description": f"A `{type_name}` event",
+            "required": ["id", "type", "data"],
+            "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "type": {"const": type_name},
+                "data": ref,
+            },
+        }
+        mapping[type_name] = f"#/components/schemas/{name}"
+    schemas["Event"] = {
+        "description": "An event of the log; the schema of `data` depends on `type`. "
+                       "Other fields (project, aggregate, version, position, time, cursor) "
+                       "are as in the replay page's events.",
+        "oneOf": [{"$ref": ref} for ref in mapping.values()],
+        "discriminator": {"propertyName": "type", "mapping": mapping},
+    }
+    return {"$ref": "#/components/schemas/Event"}
 
 
 class OpenApiDocument(BaseModel):

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from chatlog.events import WORKFLOW_STATES
+from chatlog.eventstore import EventStore
+from chatlog.eventstore.connection import text
 from chatlog.http._routing import Endpoint, json_response
 from chatlog.http._state import AppState, state
 from chatlog.http.models import Health, Readiness
+from chatlog.orchestrator.jobs import GROUP as JOB_GROUP
 
 #: Not ready while the read models are more than this many events behind.
 READY_MAX_LAG = 1000
@@ -78,17 +83,54 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics in the text format."""
     st = state(request)
+    await refresh_gauges(st)
+    body = await st.metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def refresh_gauges(st: AppState) -> None:
+    """Read what the gauges show at scrape time; a part that fails keeps its last value."""
+    m = st.metrics
     if st.services.orchestrator is not None:
-        st.metrics.workflow_waits.set(st.services.orchestrator.blocked)
+        m.workflow_waits.set(st.services.orchestrator.blocked)
     if st.services.projector is not None:
-        try:
+        with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
-                behind = lag_events(await projection_lag(st) or {})
+                lag = await projection_lag(st) or {}
+            behind = lag_events(lag)
             if behind is not None:
-                st.metrics.projection_lag.set(behind)
-        except Exception:  # a scrape still answers with the last known lag
-            pass
-    return web.Response(body=st.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+                m.projection_lag.set(behind)
+            seconds = lag.get("seconds_behind")
+            if isinstance(seconds, (int, float)):
+                m.projection_lag_seconds.set(seconds)
+    read_model = st.services.read_model
+    if read_model is not None:
+        with contextlib.suppress(Exception):
+            counts = await asyncio.to_thread(read_model.workflow_counts)
+            for name in {*WORKFLOW_STATES, *counts}:
+                m.workflows.labels(name).set(counts.get(name, 0))
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1.0):
+            jobs = await job_gauges(st.store)
+        for name, value in jobs.items():
+            m.jobs.labels(name).set(value)
+
+
+async def job_gauges(store: EventStore) -> dict[str, int]:
+    """Jobs waiting (not yet delivered), running (delivered, unfinished) and dead."""
+    waiting = running = dead = 0
+    redis: Any = store.redis
+    for p in range(store.partitions):
+        dead += int(await redis.xlen(store.keys.dead_letters(p)))
+        try:
+            groups = await redis.xinfo_groups(store.keys.jobs(p))
+        except Exception:  # no job stream yet
+            continue
+        for g in groups:
+            if text(g.get("name")) == JOB_GROUP:
+                running += int(g.get("pending") or 0)
+                waiting += int(g.get("lag") or 0)
+    return {"waiting": waiting, "running": running, "dead": dead}
 
 
 ENDPOINTS = [

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from chatlog.errors import InvalidInput, NotFound
+from chatlog.errors import InvalidInput, NotFound, ProjectNotFound
 from chatlog.eventstore import parse_position
 from chatlog.http._routing import Endpoint, json_response, read_query
 from chatlog.http._state import AppState, state
@@ -89,7 +89,25 @@ async def list_threads(request: web.Request) -> web.Response:
     q = read_query(request, ThreadsQuery)
     read_model = st.read_model()
     await wait_for_position(st, project, q.min_position)
-    page = await asyncio.to_thread(read_model.list_threads, project.key, q.limit, q.cursor)
+
+    def query() -> ThreadPage | None:
+        page: ThreadPage = read_model.list_threads(project.key, q.limit, q.cursor)
+        if not page.threads and q.cursor is None and not read_model.project_known(project.key):
+            return None
+        return page
+
+    page = await asyncio.to_thread(query)
+    if page is None:
+        # Unknown to the read model: maybe only not projected yet. Wait until it has
+        # everything the log holds now, then decide (a 503 if it cannot catch up in time).
+        partition = st.store.partition_of(project.key)
+        head = await st.store.head(partition)
+        projector = st.projector()
+        if not projector.reached(partition, head):
+            await projector.wait_for(partition, head, st.settings.read_your_writes_timeout)
+            page = await asyncio.to_thread(query)
+    if page is None:
+        raise ProjectNotFound(project.display, str(project.key))
     return json_response(page)
 
 

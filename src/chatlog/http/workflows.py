@@ -16,7 +16,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from chatlog.errors import InvalidInput
+from chatlog.errors import InvalidInput, WaitTimeout
 from chatlog.events import WORKFLOW_STATES
 from chatlog.http._routing import Endpoint, Handler, json_response, read_body, read_query
 from chatlog.http._state import state
@@ -35,6 +35,11 @@ class CreateWorkflow(Body):
     workflow_id: str | None = Field(
         default=None, min_length=1, max_length=200,
         description="Your id for it; default wf-<uuid4>. Creating it again is a 409",
+    )
+    run_timeout: float | None = Field(
+        default=None, gt=0, le=31_536_000,
+        description="Seconds it may run (from start, and from each approval decision) "
+                    "before it times out; default CHATLOG_RUN_TIMEOUT (unset: no limit)",
     )
 
 
@@ -100,7 +105,8 @@ async def create_workflow(request: web.Request) -> web.Response:
     body = await read_body(request, CreateWorkflow)
     orchestrator = st.orchestrator()
     view = await orchestrator.create_workflow(
-        project, name=body.name, input=body.input, workflow_id=body.workflow_id
+        project, name=body.name, input=body.input, workflow_id=body.workflow_id,
+        run_timeout=body.run_timeout,
     )
     return json_response(view, 201)
 
@@ -126,11 +132,27 @@ async def get_workflow(request: web.Request) -> web.Response:
     orchestrator = st.orchestrator()
     workflow_id = request.match_info["workflow_id"]
     view = await orchestrator.get_workflow(project, workflow_id)  # 404 first
-    if q.wait_for:
-        states = {s.strip() for s in q.wait_for.split(",") if s.strip()}
-        if view.state not in states:
+    if not q.wait_for:
+        return json_response(view)
+    states = {s.strip() for s in q.wait_for.split(",") if s.strip()}
+    if view.state not in states:
+        try:
             view = await orchestrator.wait_for_state(project, workflow_id, states, q.timeout)
-    return json_response(view)
+        except WaitTimeout:
+            # "Not yet" is an answer, not an error: proxies and clients retry a 408 by
+            # themselves. The caller sees the current state and polls again.
+            view = await orchestrator.get_workflow(project, workflow_id)
+    return json_response(PolledWorkflow(**view.model_dump(), reached=view.state in states))
+
+
+class PolledWorkflow(WorkflowView):
+    """A workflow as a long-poll (``wait_for``) answers it."""
+
+    reached: bool | None = Field(
+        default=None,
+        description="With `wait_for`: true when the workflow is in one of the states asked "
+                    "for, false when the time was up (or it ended in another state) first",
+    )
 
 
 async def list_workflows(request: web.Request) -> web.Response:
@@ -173,10 +195,10 @@ ENDPOINTS = [
     Endpoint(
         "GET", ITEM, get_workflow, "A workflow's state, deadline and history", "workflows",
         query=WorkflowQuery,
-        responses={200: (WorkflowView, "The workflow")},
-        errors=(408,),
+        responses={200: (PolledWorkflow, "The workflow")},
         description="With `wait_for`, waits up to `timeout` s for one of the states "
-                    "(or an end state); 408 when the time is up.",
+                    "(or an end state), then answers 200 with the current state and "
+                    "`reached`: false when the time was up first (poll again).",
     ),
     _ep("/start", "start_workflow", StartWorkflow,
         lambda o, p, wid, b: o.start_workflow(p, wid, input=b.input), "The start_task event"),

@@ -25,7 +25,8 @@ from redis.cluster import ClusterNode, RedisCluster
 from chatlog.events import AggregateType, EventData, NewEvent
 from chatlog.eventstore.cluster import CLUSTER_SCHEMES
 from chatlog.eventstore.codec import encode_body
-from chatlog.eventstore.embedded import EmbeddedValkey, socket_answers
+from chatlog.eventstore.embedded import EmbeddedValkey
+from chatlog.eventstore.owner import DataDirLock, stop_orphan
 from chatlog.eventstore.runtime import open_store
 from chatlog.eventstore.store import EventStore
 from chatlog.identity import ProjectKey, normalize_project_id
@@ -81,23 +82,33 @@ class _Embedded:
     and it stops when the last of them closes, not when the first does."""
 
     _lock = threading.Lock()
-    _servers: dict[Path, tuple[EmbeddedValkey, int]] = {}
+    _servers: dict[Path, tuple[EmbeddedValkey, int, DataDirLock]] = {}
 
     @classmethod
     def acquire(cls, settings: Settings) -> str | None:
-        """The URL to use for ``settings``' data dir; None when a server not started
-        by this process (``chatlog serve``) answers there: open_store joins it."""
+        """The URL to use for ``settings``' data dir; None when another process owns the
+        data dir (``chatlog serve``): open_store joins its Valkey, or says why it cannot.
+
+        Like ``serve``, this process takes the data dir's lock while its server runs
+        (one owner per data dir), so nobody mistakes that server for an orphan."""
         key = settings.valkey_dir.resolve()
         with cls._lock:
             held = cls._servers.get(key)
             if held is not None:
-                cls._servers[key] = (held[0], held[1] + 1)
+                cls._servers[key] = (held[0], held[1] + 1, held[2])
                 return held[0].url
-            candidate = EmbeddedValkey(settings.valkey_dir)
-            if candidate.socket is not None and socket_answers(candidate.socket):
+            lock = DataDirLock(settings.data_dir)
+            if lock.acquire("library") is not None:
                 return None
-            candidate.start()
-            cls._servers[key] = (candidate, 1)
+            try:
+                stop_orphan(settings.valkey_dir)
+                candidate = EmbeddedValkey(settings.valkey_dir)
+                candidate.start()
+            except BaseException:
+                lock.release()
+                raise
+            lock.record(valkey_url=candidate.url, valkey_pid=candidate.pid)
+            cls._servers[key] = (candidate, 1, lock)
             return candidate.url
 
     @classmethod
@@ -108,10 +119,13 @@ class _Embedded:
             if held is None:
                 return
             if held[1] > 1:
-                cls._servers[key] = (held[0], held[1] - 1)
+                cls._servers[key] = (held[0], held[1] - 1, held[2])
                 return
             del cls._servers[key]
-        held[0].stop()
+        try:
+            held[0].stop()
+        finally:
+            held[2].release()
 
 
 @contextlib.asynccontextmanager

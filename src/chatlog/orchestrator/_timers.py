@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from chatlog.events import AWAITED, STATE_AFTER, RecordedEvent, aggregate_key
+from chatlog.orchestrator.machine import wait_timeout
 
 
 @dataclass(slots=True)
@@ -54,15 +55,13 @@ class DeadlineTimers:
             if wait is not None and event.version > wait.version:
                 wait.version = event.version
             return
-        if target not in AWAITED:
-            self.open.pop(key, None)
-            return
         data = event.data
         raw = data.get("deadline")
-        if not isinstance(raw, str):
+        if target not in AWAITED or not isinstance(raw, str):
+            self.open.pop(key, None)  # the wait before it ended; no new one opens
             return
         deadline = datetime.fromisoformat(raw)
-        timeout = float(data.get("start_timeout", data.get("approval_timeout", 0.0)))
+        timeout = wait_timeout(data) or 0.0
         self.open[key] = OpenWait(
             key=key,
             project=event.project,

@@ -243,15 +243,19 @@ class WorkflowCommands:
         input: dict[str, Any] | None = None,
         workflow_id: str | None = None,
         start_timeout: float | None = None,
+        run_timeout: float | None = None,
     ) -> WorkflowView:
         """Create a workflow that waits for ``start_task`` until now + the start timeout.
 
         ``workflow_id`` defaults to ``wf-<uuid4>``; creating an id that exists
         is an :class:`InvalidTransition` naming its state. ``start_timeout``
-        overrides ``settings.start_timeout`` for this workflow.
+        overrides ``settings.start_timeout`` for this workflow; ``run_timeout``
+        (default ``settings.run_timeout``, off) bounds how long it may run.
         """
         wid = workflow_id if workflow_id is not None else f"wf-{uuid.uuid4()}"
         timeout = _timeout(start_timeout, self.settings.start_timeout, "start_timeout")
+        run_for = (None if run_timeout is None and self.settings.run_timeout is None
+                   else _timeout(run_timeout, self.settings.run_timeout or 0.0, "run_timeout"))
 
         def build(_: WorkflowState) -> list[EventData]:
             return [
@@ -260,6 +264,7 @@ class WorkflowCommands:
                     input=input or {},
                     start_timeout=timeout,
                     deadline=utc_now() + timedelta(seconds=timeout),
+                    run_timeout=run_for,
                 )
             ]
 
@@ -270,7 +275,8 @@ class WorkflowCommands:
     ) -> WorkflowView:
         """The ``start_task`` event: a workflow waiting for start runs."""
         state = await self._command(
-            project, workflow_id, Command.START, lambda _: [WorkflowStarted(input=input or {})]
+            project, workflow_id, Command.START,
+            lambda s: [WorkflowStarted(input=input or {}, **_run_deadline(s))],
         )
         return self._view(project, state)
 
@@ -304,12 +310,12 @@ class WorkflowCommands:
         if approved:
             state = await self._command(
                 project, workflow_id, Command.APPROVE,
-                lambda _: [WorkflowApproved(comment=comment)],
+                lambda s: [WorkflowApproved(comment=comment, **_run_deadline(s))],
             )
         else:
             state = await self._command(
                 project, workflow_id, Command.REJECT,
-                lambda _: [WorkflowRejected(comment=comment)],
+                lambda s: [WorkflowRejected(comment=comment, **_run_deadline(s))],
             )
         return self._view(project, state)
 
@@ -373,6 +379,14 @@ class WorkflowCommands:
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Jobs that used up their deliveries, oldest first, across partitions."""
         return await list_dead_letters(self.store, limit=limit)
+
+
+def _run_deadline(state: WorkflowState) -> dict[str, Any]:
+    """The run timeout and deadline an event that (re)starts the run records, if any."""
+    if state.run_timeout is None:
+        return {}
+    return {"run_timeout": state.run_timeout,
+            "deadline": utc_now() + timedelta(seconds=state.run_timeout)}
 
 
 def _timeout(given: float | None, default: float, name: str) -> float:

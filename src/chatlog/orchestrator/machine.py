@@ -35,6 +35,18 @@ from chatlog.events import (
 )
 from chatlog.identity import ProjectKey
 
+#: The timeout field of the event that opens each kind of wait.
+TIMEOUT_FIELDS = ("start_timeout", "approval_timeout", "run_timeout")
+
+
+def wait_timeout(data: dict[str, Any]) -> float | None:
+    """The timeout (seconds) recorded in the event that opened a wait."""
+    for name in TIMEOUT_FIELDS:
+        value = data.get(name)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
 
 class Command(StrEnum):
     """What a caller (or the durable timer) asks a workflow to do."""
@@ -69,6 +81,10 @@ TRANSITIONS: dict[tuple[State, Command], State] = {
     (S.REJECTED, C.REQUEST_APPROVAL): S.AWAITING_APPROVAL,
     (S.REJECTED, C.COMPLETE): S.COMPLETED,
     (S.TIMED_OUT, C.FAIL): S.FAILED,
+    # With a run timeout (off by default) the running states have a deadline too.
+    (S.RUNNING, C.TIME_OUT): S.TIMED_OUT,
+    (S.APPROVED, C.TIME_OUT): S.TIMED_OUT,
+    (S.REJECTED, C.TIME_OUT): S.TIMED_OUT,
 }
 for _s in (S.WAITING_FOR_START, S.RUNNING, S.AWAITING_APPROVAL, S.APPROVED, S.REJECTED):
     for _c, _target in _ENDINGS.items():
@@ -164,6 +180,8 @@ class WorkflowState:
     input: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] | None = None
     reason: str | None = None
+    #: Seconds it may run before it times out (from ``workflow.created``); None: no limit.
+    run_timeout: float | None = None
     history: list[RecordedEvent] = field(default_factory=list)
 
     def apply(self, event: RecordedEvent) -> None:
@@ -186,17 +204,18 @@ class WorkflowState:
         if event.type == WorkflowCreated.event_type:
             self.name = str(data.get("name", ""))
             self.input = dict(data.get("input") or {})
+            self.run_timeout = data.get("run_timeout")
         elif event.type == WorkflowStarted.event_type and data.get("input"):
             self.input = {**self.input, **data["input"]}
         elif event.type == WorkflowCompleted.event_type:
             self.result = dict(data.get("result") or {})
         elif "reason" in data:
             self.reason = str(data.get("reason", "")) or self.reason
-        if target in AWAITED:
+        raw = data.get("deadline")
+        if target in AWAITED and raw is not None:
             self.awaiting = AWAITED[target]
-            raw = data.get("deadline")
             self.deadline = datetime.fromisoformat(raw) if isinstance(raw, str) else raw
-            self.timeout = data.get("start_timeout", data.get("approval_timeout"))
+            self.timeout = wait_timeout(data)
             self.wait_since = event.time
         else:
             self.awaiting = None

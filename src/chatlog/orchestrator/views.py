@@ -63,6 +63,7 @@ class WorkflowView(WorkflowSummary):
             created_at=state.created_at,
             updated_at=state.updated_at,
             jobs=state.jobs,
+            timed_out=any(e.type == "workflow.timed_out" for e in state.history),
             input=state.input,
             result=state.result,
             history=[HistoryEntry.of(e) for e in state.history],

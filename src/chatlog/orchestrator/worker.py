@@ -21,6 +21,7 @@ import socket
 import traceback
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -134,8 +135,12 @@ class Worker:
         *,
         name: str | None = None,
         partitions: Sequence[int] | None = None,
+        max_deliveries: int | None = None,
     ) -> None:
         self.store = store
+        #: Deliveries before dead letter for every job this worker takes, whatever the
+        #: job was enqueued with (None: each job's own ``max_deliveries``).
+        self.max_deliveries = max_deliveries
         self.settings = settings
         self.handler = handler
         self.name = name or f"worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -150,8 +155,10 @@ class Worker:
         self._finish = self._redis.register_script(_FINISH_LUA)
         self._dead = self._redis.register_script(_DEAD_LUA)
         self._stopping = asyncio.Event()
-        #: Jobs this worker finished (completed, failed or dead-lettered), for operators and tests.
+        #: Deliveries this worker finished (completed, failed or dead-lettered).
         self.processed = 0
+        #: Ids of the jobs this worker ran (a job retried here counts once).
+        self.jobs: set[str] = set()
 
     async def stop(self) -> None:
         """Finish the current job, then make ``run()`` return."""
@@ -210,6 +217,8 @@ class Worker:
     ) -> Job | None:
         """A job to run, or None when it was done before or has used up its deliveries."""
         job = _job_of(p, entry_id, fields, delivery)
+        if self.max_deliveries is not None:
+            job = replace(job, max_deliveries=self.max_deliveries)
         state = await self._redis.hget(self.store.keys.job(p, job.project.key, job.id), "state")
         if state in (b"completed", b"dead"):
             await self._redis.xack(self.store.keys.jobs(p), GROUP, entry_id)
@@ -233,6 +242,7 @@ class Worker:
 
     async def _process(self, job: Job) -> None:
         keys = self.store.keys
+        self.jobs.add(job.id)
         record = keys.job(job.partition, job.project.key, job.id)
         await self._redis.hset(
             record, mapping={"state": "running", "worker": self.name, "updated_ms": now_ms()}

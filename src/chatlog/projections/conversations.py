@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -72,6 +73,18 @@ ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
 _VERSION, _MESSAGE_ID, _ROLE, _CONTENT, _CREATED_MS, _POSITION = 2, 3, 4, 5, 7, 8
 
 
+def _ms(text: Any) -> int | None:
+    """Milliseconds since the epoch of a message's own ``created_at`` (ISO 8601, UTC if
+    naive); None when it does not parse (the append time is used instead)."""
+    try:
+        when = datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
 def _thread_row(project: str, thread_id: str, state: list[Any]) -> tuple[Any, ...]:
     """A threads row (``_UPSERT_THREAD``) from a thread's fold state."""
     added, first, last = state[0], state[1], state[2]
@@ -108,9 +121,10 @@ class _Fold:
             self.invalid += 1
             return
         metadata = data.get("metadata")
+        written = data.get("created_at")
         row = (project, thread_id, version, message_id, role, content,
                orjson.dumps(metadata).decode() if metadata else "{}",
-               int(position.partition("-")[0]), position)
+               (written and _ms(written)) or int(position.partition("-")[0]), position)
         self.rows.append(row)
         thread = self.threads.get(key)
         if thread is None:

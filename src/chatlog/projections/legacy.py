@@ -132,7 +132,7 @@ def read_legacy(path: Path, namespace: uuid.UUID) -> list[NewEvent]:
                 metadata["legacy_message_id"] = str(msg.message_id)
             events.append(NewEvent.of(
                 MessageAppended(thread_id=thread_id, role=msg.role, content=msg.content,
-                                metadata=metadata),
+                                metadata=metadata, created_at=msg.created_at),
                 project=key.key, project_name=key.display, aggregate_type="thread",
                 aggregate_id=thread_id, event_id=_event_id(msg, key.key, thread_id, seen),
             ))

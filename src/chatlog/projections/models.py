@@ -95,6 +95,9 @@ class WorkflowSummary(_Model):
     created_at: datetime
     updated_at: datetime
     jobs: int = Field(description="Jobs enqueued for it")
+    timed_out: bool = Field(default=False, description="It ended because a wait timed out "
+                            "(it is failed; reason says what it awaited). "
+                            "state=timed_out lists these")
 
 
 class WorkflowsPage(_Model):

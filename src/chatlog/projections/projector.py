@@ -116,6 +116,8 @@ class Projector:
         #: Repair by a rebuild after this many failures of one batch in a row
         #: (0: never repair; :meth:`catch_up` raises on a divergence instead).
         self.heal_after = heal_after
+        #: Called (on the event loop) with each committed batch's new events (the metrics).
+        self.on_applied: Callable[[Sequence[RecordedEvent]], None] | None = None
         self._partitions = store.partitions
         self._committed = Cursor.start(self._partitions)
         self._counts = [0] * self._partitions
@@ -406,16 +408,18 @@ class Projector:
                                    on_idle=self._on_idle)
 
     async def _commit(self, events: Sequence[RecordedEvent | RawEntry]) -> int:
-        applied = await self._run_sync(self._apply_sync, events)
-        self.applied += applied
+        fresh = await self._run_sync(self._apply_sync, events)
+        self.applied += len(fresh)
         self._notify()
-        return applied
+        if self.on_applied is not None and fresh:
+            self.on_applied(fresh)
+        return len(fresh)
 
     def _reload_sync(self) -> None:
         assert self._conn is not None
         self._committed, self._counts = _db.read_checkpoint(self._conn, self._partitions)
 
-    def _apply_sync(self, batch: Sequence[RecordedEvent | RawEntry]) -> int:
+    def _apply_sync(self, batch: Sequence[RecordedEvent | RawEntry]) -> list[RecordedEvent]:
         conn = self._conn
         assert conn is not None
         events = [e if isinstance(e, RecordedEvent) else decode_entry(*e) for e in batch]
@@ -459,7 +463,7 @@ class Projector:
             raise
         self._committed, self._counts = Cursor(positions), counts
         self.skipped_unknown += unknown
-        return len(fresh)
+        return fresh
 
     def _notify(self) -> None:
         done = [parse_position(pos) for pos in self._committed.positions]

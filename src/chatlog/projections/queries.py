@@ -246,6 +246,25 @@ class ReadModel:
                              next_cursor=encode_cursor(rows[-1][1]) if more and rows else None,
                              counts=counts)
 
+    def project_known(self, project: uuid.UUID | ProjectKey | str) -> bool:
+        """True when anything (a message or a workflow) was ever written to the project."""
+        key = _key(project)
+        conn = self._conn()
+        if conn.execute("SELECT 1 FROM projects WHERE project = ?", (key,)).fetchone():
+            return True
+        return _db.table_exists(conn, "workflows") and conn.execute(
+            "SELECT 1 FROM workflows WHERE project = ? LIMIT 1", (key,)).fetchone() is not None
+
+    # -- operations -------------------------------------------------------------
+
+    def workflow_counts(self) -> dict[str, int]:
+        """Workflows by state, over every project (the metrics' gauge)."""
+        conn = self._conn()
+        if not _db.table_exists(conn, "workflows"):
+            return {}
+        rows = conn.execute("SELECT state, count(*) FROM workflows GROUP BY state").fetchall()
+        return {str(state): int(n) for state, n in rows}
+
     # -- the projector's progress ---------------------------------------------------
 
     def checkpoint(self, partitions: int) -> tuple[Cursor, list[int]]:

@@ -128,6 +128,8 @@ class WorkflowsProjection:
                 continue
             awaiting = AWAITED.get(target)
             deadline = _deadline_ms(data) if awaiting else None
+            if deadline is None:
+                awaiting = None  # a running state without a run timeout waits for nothing
             if ev.type == WorkflowCreated.event_type:
                 conn.execute(_INSERT, (project, wid, ev.project_name, str(data.get("name", "")),
                                        target.value, awaiting, deadline, ev.version,
@@ -141,8 +143,13 @@ class WorkflowsProjection:
 
 # -- queries -----------------------------------------------------------------------
 
+#: Whether the workflow timed out: its history holds a ``workflow.timed_out`` event.
+_TIMED_OUT = ("EXISTS (SELECT 1 FROM workflow_history h WHERE h.project = workflows.project"
+              " AND h.workflow_id = workflows.id AND h.type = 'workflow.timed_out')")
 _COLUMNS = ("id, project, project_name, name, state, awaiting, deadline_ms, reason, version, "
-            "position, created_ms, updated_ms, jobs, updated_seq")
+            f"position, created_ms, updated_ms, jobs, updated_seq, {_TIMED_OUT}")
+#: The pseudo-state a list filters on to find workflows that timed out (they end ``failed``).
+TIMED_OUT = "timed_out"
 
 #: A page key: the last row's ``(updated_ms, updated_seq, id)``.
 PageKey = tuple[int, int, str]
@@ -174,11 +181,16 @@ def list_workflows(
 ) -> list[tuple[WorkflowSummary, PageKey]]:
     """A project's workflows, most recently changed first (optionally in one ``state``,
     with ``name`` in their name, or an id starting with ``id_prefix``), each with its
-    page key: pass the last one as ``before`` for the next page."""
+    page key: pass the last one as ``before`` for the next page.
+
+    ``state="timed_out"`` lists the workflows that timed out (they rest in ``failed``).
+    """
     where = ["project = ?"]
     args: list[Any] = [str(project)]
     _search(where, args, name, id_prefix)
-    if state is not None:
+    if state == TIMED_OUT:
+        where.append(f"state = 'failed' AND {_TIMED_OUT}")
+    elif state is not None:
         where.append("state = ?")
         args.append(state)
     if before is not None:
@@ -222,5 +234,5 @@ def _summary(r: tuple[Any, ...]) -> WorkflowSummary:
         workflow_id=r[0], project=uuid.UUID(r[1]), project_name=r[2], name=r[3], state=r[4],
         awaiting=r[5], deadline=time_of(r[6]) if r[6] is not None else None, reason=r[7],
         version=r[8], position=r[9], created_at=time_of(r[10]), updated_at=time_of(r[11]),
-        jobs=r[12],
+        jobs=r[12], timed_out=bool(r[14]),
     )

@@ -106,6 +106,24 @@ async function load({ minPosition } = {}) {
   else $("#message-list").replaceChildren();
 }
 
+/** True when the project list (GET /v1/projects, refreshed when it is not there) has it.
+ * A project missing from it may still be one this token cannot list: asking for its
+ * workflows (200 even when there are none) tells, and a refusal is thrown as usual. */
+async function projectExists(name) {
+  const matches = (list) => list.some((p) => String(p.project) === name.toLowerCase()
+    || nameKey(p.name ?? "") === nameKey(name));
+  if (matches(knownProjects)) return true;
+  try {
+    knownProjects = await projects({ fresh: true });
+  } catch (err) {
+    if (err instanceof ApiError && err.refused) throw err;
+    return true; // cannot tell: ask for the threads
+  }
+  if (matches(knownProjects)) return true;
+  await api(`${projectPath(name)}/workflows${query({ limit: 1 })}`); // 401/403 thrown
+  return false;
+}
+
 /** The identity rule's name key, as far as a browser can tell (NFKC + case fold). */
 function nameKey(name) {
   return String(name).normalize("NFKC").toLowerCase().trim();
@@ -134,9 +152,23 @@ function projectInfo(data) {
 async function loadThreads({ append = false, minPosition, quiet = false } = {}) {
   const seq = ++loadSeq;
   try {
-    const data = await api(`${projectPath(project)}/threads${query({
-      limit: PAGE, cursor: append ? threadsCursor : undefined, min_position: minPosition,
-    })}`);
+    let data;
+    if (!append && !minPosition && !(await projectExists(project))) {
+      // Nothing was ever written to it (a new project, or a typo): the threads of a
+      // project the server does not know are a 404, so do not ask.
+      data = { threads: [], unknown: true };
+    } else {
+      try {
+        data = await api(`${projectPath(project)}/threads${query({
+          limit: PAGE, cursor: append ? threadsCursor : undefined, min_position: minPosition,
+        })}`);
+      } catch (err) {
+        // 404 naming the project: it was not written to after all.
+        if (!(err.status === 404 && err.body && err.body.project)) throw err;
+        data = { threads: [], project: err.body.project, project_name: err.body.project_name,
+                 unknown: true };
+      }
+    }
     if (seq !== loadSeq) return;
     if (!quiet) clearError();
     threadsFailed = false;
@@ -154,7 +186,10 @@ async function loadThreads({ append = false, minPosition, quiet = false } = {}) 
     else list.replaceChildren(...rows);
     $("#more-threads").hidden = !threadsCursor;
     if (!rows.length && !append) {
-      list.append(el("li", { class: "muted" }, "No conversations yet: post the first message."));
+      list.append(el("li", { class: "muted" }, data.unknown
+        ? "No conversations yet: nothing was ever written to this project. "
+          + "Check its spelling, or post the first message."
+        : "No conversations yet: post the first message."));
     }
     markCurrent();
     if (focused) list.querySelector(`button[data-thread-id="${CSS.escape(focused)}"]`)?.focus();

@@ -172,7 +172,12 @@ function streamUrl() {
   return `/v1/events/stream${query({ ...filters, after: cursor || undefined, access_token: getToken() || undefined })}`;
 }
 
-function open(gen) {
+async function open(gen) {
+  if (gen !== generation) return;
+  // Each frame names its type (`event:`), so it reaches the listeners of that type,
+  // not onmessage: listen to every type the server knows.
+  let types = [];
+  try { types = (await vocabulary()).event_types || []; } catch { /* onmessage only */ }
   if (gen !== generation) return;
   const source = new EventSource(streamUrl());
   es = source;
@@ -181,13 +186,15 @@ function open(gen) {
     failures = 0;
     setStatus("live", "live");
   };
-  source.onmessage = (e) => {
+  const onEvent = (e) => {
     if (gen !== generation) return;
     let ev;
     try { ev = JSON.parse(e.data); } catch { return; }
     if (e.lastEventId) cursor = e.lastEventId;
     insertLive([ev]);
   };
+  source.onmessage = onEvent;
+  for (const t of types) source.addEventListener(t, onEvent);
   source.onerror = () => {
     if (gen !== generation) return;
     source.close();
