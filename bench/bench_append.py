@@ -5,9 +5,13 @@ appendfsync always, unix socket), in the same run:
 
 - ceiling 1: raw redis-py XADD of the same entry, awaited one at a time;
 - ceiling 2: raw redis-py XADD pipelined, 1,000 a batch;
+- the lean ceiling: raw XADD over one lean connection (``hiredis`` packing and
+  parsing, :mod:`chatlog.eventstore.lean`), 256 concurrent awaited XADDs
+  written back to back;
 - chatlog ``await store.append_one(ev)`` one at a time (goal: ≥ 0.5x ceiling 1);
 - chatlog ``store.append([...100 events of one thread...])`` (goal: ≥ 0.5x ceiling 2);
-- chatlog 256 concurrent ``append_one`` calls, group-committed (goal: ≥ 0.5x ceiling 2);
+- chatlog 256 concurrent ``append_one`` calls, group-committed (goals: ≥ 0.5x ceiling 2
+  and ≥ 0.5x the lean ceiling);
 - the peer: the ``eventsourcing`` library's SQLite module, one event per save and
   100 events per save.
 
@@ -50,6 +54,7 @@ from _common import (
 from chatlog.events import MessageAppended, NewEvent
 from chatlog.eventstore import EventStore
 from chatlog.eventstore.codec import encode_body
+from chatlog.eventstore.lean import LeanConnection
 
 THREADS = thread_ids(100)
 BATCH = 100  # events per chatlog / peer batch (one thread)
@@ -60,6 +65,7 @@ ROUNDS = 3  # slices per mode and repetition, interleaved with the other modes
 
 RAW_AWAITED = "raw XADD, awaited"
 RAW_PIPELINED = f"raw XADD, pipelined x{PIPELINE}"
+RAW_LEAN = f"raw XADD, lean connection, {CONCURRENCY} concurrent"
 SINGLE = "chatlog append_one, awaited"
 BATCHED = f"chatlog append, batches of {BATCH}"
 CONCURRENT = f"chatlog append_one, {CONCURRENCY} concurrent"
@@ -145,6 +151,35 @@ class RawPipelined(RawAwaited):
             pipe.xadd("bench:raw", self.fields)  # type: ignore[arg-type]
         await pipe.execute()
         return PIPELINE
+
+
+class RawLean(Mode):
+    """The lean ceiling: concurrent awaited XADDs over one hiredis connection."""
+
+    name = RAW_LEAN
+
+    async def open(self, url: str, tmp: Path) -> None:
+        self.conn = LeanConnection.from_url(url)
+        self.args = [x for kv in raw_fields().items() for x in kv]
+        await super().open(url, tmp)
+
+    async def run(self, seconds: float) -> Rate:
+        cpu = time.process_time()
+        start = time.perf_counter()
+        deadline = start + seconds
+        counts = [0] * CONCURRENCY
+        execute, args = self.conn.execute, self.args
+
+        async def worker(w: int) -> None:
+            while time.perf_counter() < deadline:
+                await execute("XADD", "bench:lean", "*", *args)
+                counts[w] += 1
+
+        await asyncio.gather(*(worker(w) for w in range(CONCURRENCY)))
+        return Rate(sum(counts), time.perf_counter() - start, time.process_time() - cpu)
+
+    async def close(self) -> None:
+        await self.conn.close()
 
 
 class ChatlogSingle(Mode):
@@ -253,7 +288,7 @@ class Peer(Mode):
 
 
 def all_modes() -> list[Mode]:
-    return [RawAwaited(), RawPipelined(), ChatlogSingle(), ChatlogBatched(),
+    return [RawAwaited(), RawPipelined(), RawLean(), ChatlogSingle(), ChatlogBatched(),
             ChatlogConcurrent(), Peer(1), Peer(BATCH)]
 
 
@@ -327,7 +362,7 @@ def main() -> int:
     }
     results = build_results(rates, runs)
     for row in results:
-        row["client_cpu_us"], row["server_cpu_us"] = cpu[row["metric"]]
+        row["client_cpu_us"], row["server_cpu_us"] = cpu[row["metric"].split(" (vs ")[0]]
     print_table("Appends/s on the embedded default (appendfsync always, unix socket)", results)
     print("\nCPU per event, median of the reps (steadier than wall time on a busy machine;"
           " the peer's SQLite work is in the client column)")
@@ -387,9 +422,16 @@ def build_results(
     return [
         metric(RAW_AWAITED, runs[RAW_AWAITED], "events/s", role="ceiling 1"),
         metric(RAW_PIPELINED, runs[RAW_PIPELINED], "events/s", role="ceiling 2"),
+        metric(RAW_LEAN, runs[RAW_LEAN], "events/s", role="lean ceiling"),
         goal_row(SINGLE, RAW_AWAITED, 0.5, ">= 0.5x ceiling 1"),
         goal_row(BATCHED, RAW_PIPELINED, 0.5, ">= 0.5x ceiling 2"),
         goal_row(CONCURRENT, RAW_PIPELINED, 0.5, ">= 0.5x ceiling 2"),
+        {**goal_row(CONCURRENT, RAW_LEAN, 0.5, ">= 0.5x the lean ceiling"),
+         "metric": f"{CONCURRENT} (vs lean)"},
+        {**goal_row(SINGLE, PEER_SINGLE, 1.2, ">= 1.2x the peer"),
+         "metric": f"{SINGLE} (vs peer)"},
+        {**goal_row(BATCHED, PEER_BATCHED, 1.2, ">= 1.2x the peer"),
+         "metric": f"{BATCHED} (vs peer)"},
         metric(PEER_SINGLE, runs[PEER_SINGLE], "events/s", role="peer",
                **ratios(PEER_SINGLE, RAW_AWAITED)),
         metric(PEER_BATCHED, runs[PEER_BATCHED], "events/s", role="peer",

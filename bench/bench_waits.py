@@ -84,9 +84,12 @@ class RawWaker:
 
 
 async def _blocked(o: Orchestrator, n: int) -> None:
+    """Until ``n`` waits have read their workflow and wait on the tailer (registered
+    is not enough: a burst measured while their reads still run measures the reads)."""
     while o.waiters < n:
         await asyncio.sleep(0.002)
-    await asyncio.sleep(0.002)  # their reads are done; they wait on the tailer
+    while o.blocked < n:
+        await asyncio.sleep(0.002)
 
 
 async def _woken_at(o: Orchestrator, wid: str) -> float:
@@ -141,13 +144,16 @@ async def block_many(o: Orchestrator, n: int) -> tuple[list[asyncio.Task[float]]
     }
 
 
-async def _burst(store: EventStore, holders: list[asyncio.Task[float]]) -> float:
-    """Append every blocked workflow's start at once; seconds until all woke."""
+async def _burst(store: EventStore, holders: list[asyncio.Task[float]]) -> dict[str, float]:
+    """Append every blocked workflow's start at once: seconds until all woke, and of
+    that, how long the appends took (the rest is the fan-out to the waiters)."""
     ids = [h.get_name() for h in holders]
     start = time.perf_counter()
     await asyncio.gather(*(store.append([_started(w)], expected_version=1) for w in ids))
+    acked = time.perf_counter()
     woke = await asyncio.gather(*holders)
-    return round(max(woke) - start, 3)
+    return {"burst_s": round(max(woke) - start, 3), "burst_appends_s": round(acked - start, 3),
+            "burst_after_appends_s": round(max(max(woke) - acked, 0.0), 3)}
 
 
 async def measure(url: str, prefix: str, samples: int, waiters: int,
@@ -167,8 +173,7 @@ async def measure(url: str, prefix: str, samples: int, waiters: int,
         await o.stop()
         await raw.close()
         await store.close()
-    return {"raw": raw1, "one": one, "raw_many": raw_many, "many": many, "burst_s": burst,
-            **memory}
+    return {"raw": raw1, "one": one, "raw_many": raw_many, "many": many, **burst, **memory}
 
 
 def main() -> None:
@@ -211,7 +216,12 @@ def main() -> None:
                higher_is_better=False, ratio=round(min(many99) / min(rawm99), 2),
                ratio_to="raw p99 beside them", goal="< 50 ms", goal_met=min(many99) < 50.0),
         metric(f"wake all {waiters:,} at once (burst of appends)", [r["burst_s"] for r in runs],
-               "s", higher_is_better=False),
+               "s", higher_is_better=False, goal="<= 0.3 s (10,000, quiet machine)",
+               goal_met=min(r["burst_s"] for r in runs) <= 0.3),
+        metric("  of which the appends", [r["burst_appends_s"] for r in runs], "s",
+               higher_is_better=False),
+        metric("  woken after the last append was acknowledged",
+               [r["burst_after_appends_s"] for r in runs], "s", higher_is_better=False),
         metric("Python heap per blocked wait (tracemalloc)", [r["kb_per_wait"] for r in runs],
                "KiB", higher_is_better=False),
         metric(f"process RSS with {waiters:,} waits", [r["rss_mb_with_waits"] for r in runs],

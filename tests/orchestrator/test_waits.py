@@ -279,3 +279,24 @@ async def test_the_waiter_registry_says_when_a_wait_blocks(
     for event in await asyncio.wait_for(asyncio.gather(*waits), 10):
         assert event.type == "workflow.started"
     assert orchestrator.blocked_on(project, wid) == 0 and orchestrator.waiters == 0
+
+
+async def test_a_burst_wakes_many_waits_on_one_workflow_and_on_many(
+    orchestrator: Orchestrator, project: ProjectKey
+) -> None:
+    """One batch of the tailer ends every wait it satisfies, grouped by workflow: all
+    the waits on one workflow and one wait on each of many, each with its own event."""
+    shared = (await orchestrator.create_workflow(project, start_timeout=60)).workflow_id
+    own = [(await orchestrator.create_workflow(project, start_timeout=60)).workflow_id
+           for _ in range(50)]
+    waits = [asyncio.create_task(orchestrator.wait_for_start(project, shared))
+             for _ in range(300)]
+    waits += [asyncio.create_task(orchestrator.wait_for_start(project, w)) for w in own]
+    await eventually(lambda: orchestrator.blocked == len(waits), timeout=30,
+                     what="every wait blocking")
+    await asyncio.gather(*(orchestrator.start_workflow(project, w) for w in [shared, *own]))
+    results = await asyncio.wait_for(asyncio.gather(*waits), 30)
+    assert {r.aggregate_id for r in results[:300]} == {shared}
+    assert [r.aggregate_id for r in results[300:]] == own
+    assert all(r.type == "workflow.started" for r in results)
+    assert orchestrator.waiters == 0

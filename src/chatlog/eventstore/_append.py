@@ -66,12 +66,11 @@ class AppendResult:
 def content_digest(event: NewEvent) -> str:
     """What makes two appends with one event id the same event: its type, aggregate,
     data and schema version (not the display name of its project)."""
-    h = hashlib.blake2b(digest_size=12)
-    for part in (event.type, event.aggregate, str(event.schema_version)):
-        h.update(part.encode())
-        h.update(b"\0")
-    h.update(orjson.dumps(event.data, option=orjson.OPT_SORT_KEYS))
-    return h.hexdigest()
+    # One buffer hashed once (the same bytes, so the same digest, as one update per part).
+    head = f"{event.type}\0{event.project}/{event.aggregate_type}/{event.aggregate_id}\0" \
+        f"{event.schema_version}\0"
+    data = orjson.dumps(event.data, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(head.encode() + data, digest_size=12).hexdigest()
 
 
 class _Pending:
@@ -293,8 +292,10 @@ class Appender:
             # As in _flush: let the loop deliver pending socket events first, so a pooled
             # connection whose server died is seen at EOF and replaced. (One turn runs the
             # tasks already ready; the events polled in it are handled in the next.)
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
+            # A lean connection checks itself, with no turn of the loop.
+            if self.topology.lean is None:
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
             unused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             reply = (await self._run_scripts([_Pending(keys, args, unused)]))[0]
         except UNAVAILABLE as exc:
@@ -313,34 +314,50 @@ class Appender:
         # whose server died is then seen at EOF and replaced, instead of failing
         # the append that happens to pick it up.
         await asyncio.sleep(0)
-        while shard.pending:
-            batch = shard.pending[: self._max_batch]
-            shard.pending = shard.pending[self._max_batch :]
-            try:
-                replies = await self._run_scripts(batch)
-            except UNAVAILABLE as exc:
-                err = unavailable(exc)  # its cause tells whether it was sent
-                await self.topology.after_unavailable()
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(err)
-                continue
-            except BaseException as exc:  # pragma: no cover - a bug, surfaced to callers
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for p, reply in zip(batch, replies, strict=True):
-                if p.future.done():
+        # Over a lean connection a second group commit goes out while the first is
+        # in flight: the client answers one and builds the next while the server
+        # runs the other (on one connection, they run in the order sent).
+        depth = 2 if self.topology.lean is not None and self.ack == "local" else 1
+        running: set[asyncio.Task[None]] = set()
+        while shard.pending or running:
+            if shard.pending and len(running) < depth:
+                batch = shard.pending[: self._max_batch]
+                shard.pending = shard.pending[self._max_batch :]
+                if depth == 1:
+                    await self._commit(batch)
                     continue
-                if isinstance(reply, BaseException):
-                    p.future.set_exception(
-                        unavailable(reply) if isinstance(reply, UNAVAILABLE) else reply
-                    )
-                else:
-                    p.future.set_result(reply)
+                running.add(asyncio.get_running_loop().create_task(self._commit(batch)))
+                await asyncio.sleep(0)  # its command goes out; appends arrive meanwhile
+                continue
+            _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        """One group commit: send ``batch``, answer each append in it."""
+        try:
+            replies = await self._run_scripts(batch)
+        except UNAVAILABLE as exc:
+            err = unavailable(exc)  # its cause tells whether it was sent
+            await self.topology.after_unavailable()
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(err)
+            return
+        except BaseException as exc:  # pragma: no cover - a bug, surfaced to callers
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for p, reply in zip(batch, replies, strict=True):
+            if p.future.done():
+                continue
+            if isinstance(reply, BaseException):
+                p.future.set_exception(
+                    unavailable(reply) if isinstance(reply, UNAVAILABLE) else reply
+                )
+            else:
+                p.future.set_result(reply)
 
     async def _run_scripts(self, batch: list[_Pending]) -> list[Any]:
         script = self._append_script
@@ -351,9 +368,13 @@ class Appender:
                 self.redis, script, batch, self.ack_replicas, self.ack_timeout,  # type: ignore[arg-type]
                 self.ack_fsync, node_groups=self.topology.node_groups,
             )
+        lean = self.topology.lean
         if len(batch) == 1:
             p = batch[0]
             try:
+                if lean is not None:
+                    sha, source = text(script.sha), text(script.script)
+                    return [await lean.evalsha(sha, source, p.keys, p.args)]
                 try:
                     return [await self.redis.evalsha(script.sha, len(p.keys), *p.keys, *p.args)]
                 except rexc.NoScriptError:  # EVAL caches it on this node only (SCRIPT LOAD
@@ -386,14 +407,20 @@ class Appender:
             calls.append((members, [len(keys), *keys, *args]))
         replies: list[Any] = [None] * len(batch)
         todo = calls
+        lean = self.topology.lean
         for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            for _, command in todo:
-                # A retry sends the script itself (EVAL caches it on that node):
-                # SCRIPT LOAD would go to every primary, and wait for a stalled one.
-                pipe.execute_command(*(("EVALSHA", script.sha) if attempt == 1
-                                       else ("EVAL", script.script)), *command)
-            results: list[Any] = await pipe.execute(raise_on_error=False)
+            # A retry sends the script itself (EVAL caches it on that node):
+            # SCRIPT LOAD would go to every primary, and wait for a stalled one.
+            head: tuple[Any, ...] = (("EVALSHA", script.sha) if attempt == 1
+                                     else ("EVAL", script.script))
+            results: list[Any]
+            if lean is not None:  # one write; errors come back as values
+                results = await lean.execute_many([(*head, *command) for _, command in todo])
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                for _, command in todo:
+                    pipe.execute_command(*head, *command)
+                results = await pipe.execute(raise_on_error=False)
             again = []
             for (members, command), result in zip(todo, results, strict=True):
                 if attempt == 1 and isinstance(result, rexc.NoScriptError):

@@ -30,36 +30,34 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from chatlog.errors import PositionTrimmed
+from chatlog.eventstore import _lean_reads
 from chatlog.eventstore import cluster as _cluster
+from chatlog.eventstore._tail import OnIdle, check_horizon, tail_streams
+from chatlog.eventstore._tail import RawEntry as RawEntry
 from chatlog.eventstore._watermark import capped, committed_of
-from chatlog.eventstore.codec import START, Cursor, parse_position
+from chatlog.eventstore.codec import START, Cursor
 from chatlog.eventstore.connection import (
     UNAVAILABLE,
     Client,
     client_options,
     guard,
-    raise_if_cancelled,
     stream_items,
-    text,
     unavailable,
 )
 from chatlog.eventstore.keys import Keys
+from chatlog.eventstore.lean import LeanConnection, LeanPool, address_of_pool
 from chatlog.eventstore.packing import hiredis_packing
 
 log = logging.getLogger("chatlog.eventstore.store")
 
-#: A stream entry as a tail yields it: (partition, position, fields).
-RawEntry = tuple[int, bytes, dict[bytes, bytes]]
 #: A stream entry with its fields as the flat list the server sent.
 FlatEntry = tuple[bytes, list[bytes]]
-OnIdle = Callable[[], Awaitable[None]] | None
 
 
 def connect(url: str, *, blocking: bool = False) -> Client:
@@ -78,22 +76,17 @@ def connect(url: str, *, blocking: bool = False) -> Client:
     return client
 
 
-def topology_of(redis: Client, tail_redis: Client | None = None) -> Topology:
-    """The topology ``redis`` talks to (``tail_redis``: a client for blocking reads)."""
+def topology_of(
+    redis: Client, tail_redis: Client | None = None, *, lean: bool = True
+) -> Topology:
+    """The topology ``redis`` talks to (``tail_redis``: a client for blocking reads).
+
+    ``lean``: on one server, the hot paths (appends, tails, range reads) go over
+    :mod:`.lean` connections (not for TLS); False keeps them on redis-py.
+    """
     if isinstance(redis, RedisCluster):
         return Cluster(redis, tail_redis)
-    return SingleServer(redis, tail_redis)
-
-
-def check_horizon(partition: int, after: str, horizon: bytes | None) -> None:
-    """Raise :class:`PositionTrimmed` when ``after`` lies inside deliberately deleted
-    history (``horizon``, the last deleted position, is past it).
-
-    ``START`` is no position but "from the first event kept": it is never gone.
-    """
-    if horizon and after != START and parse_position(after) < parse_position(
-            horizon.decode()):
-        raise PositionTrimmed(partition, after, horizon.decode())
+    return SingleServer(redis, tail_redis, lean=lean)
 
 
 def _unparsed(response: Any, **options: Any) -> Any:
@@ -108,6 +101,8 @@ class Topology(ABC):
     """What the store does differently on one server and on a cluster."""
 
     is_cluster: ClassVar[bool] = False
+    #: The lean connection group commits go over (None: through redis-py).
+    lean: LeanConnection | None = None
 
     def __init__(self, redis: Client, tail_redis: Client | None) -> None:
         self.redis = redis
@@ -198,6 +193,13 @@ class Topology(ABC):
         return tail_streams(self, keys, cursor, partitions, block=block, count=count,
                             on_idle=on_idle)
 
+    async def xread(
+        self, streams: dict[str, str], *, count: int, block_ms: int
+    ) -> list[tuple[Any, list[tuple[bytes, dict[bytes, bytes]]]]]:
+        """One ``XREAD COUNT BLOCK`` on a blocking connection: ``[(key, entries)]``."""
+        reply = await self.tail_redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
+        return stream_items(reply)
+
     async def server_info(self) -> dict[Any, Any]:
         """INFO ``server`` of (one node of) the deployment."""
         info: dict[Any, Any] = await guard(self.redis.info("server"))
@@ -218,27 +220,53 @@ class Topology(ABC):
 
 
 class SingleServer(Topology):
-    """One Redis or Valkey server (``redis://``, ``rediss://``, ``unix://``)."""
+    """One Redis or Valkey server (``redis://``, ``rediss://``, ``unix://``).
+
+    Unless ``lean`` is off (or the server is reached over TLS), the hot paths
+    go over :mod:`.lean` connections: group commits over one, range reads over
+    another (a long read does not hold appends back), each tail's
+    ``XREAD BLOCK`` over one of its own. Everything else stays on redis-py.
+    """
 
     redis: aioredis.Redis
 
-    def __init__(self, redis: aioredis.Redis, tail_redis: Client | None) -> None:
+    def __init__(self, redis: aioredis.Redis, tail_redis: Client | None, *,
+                 lean: bool = True) -> None:
         super().__init__(redis, tail_redis)
         #: A client on the same connections whose XRANGE replies stay unparsed.
         self._flat = aioredis.Redis(connection_pool=redis.connection_pool)
         self._flat.set_response_callback("XRANGE", _unparsed)
+        self.lean = address_of_pool(redis.connection_pool) if lean else None
+        self._lean_reads: LeanConnection | None = None
+        self._lean_tails: LeanPool | None = None
+        if self.lean is not None:
+            self._lean_reads = address_of_pool(redis.connection_pool)
+            self._lean_tails = LeanPool(address_of_pool(redis.connection_pool, timeout=None)
+                                        or self.lean)
 
     async def initialize(self) -> None:
         return None
 
+    async def close(self) -> None:
+        await super().close()
+        for conn in (self.lean, self._lean_reads):
+            if conn is not None:
+                await conn.close()
+        if self._lean_tails is not None:
+            await self._lean_tails.close()
+
     async def after_unavailable(self) -> None:
-        """Drop the idle pooled connections (the next command opens a fresh one)."""
+        """Drop the idle pooled connections (the next command opens a fresh one;
+        a lean connection reopens by itself)."""
         with contextlib.suppress(Exception):
             await self.redis.connection_pool.disconnect(inuse_connections=False)
 
     async def read_checked(
         self, keys: Keys, partition: int, after: str, limit: int
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        if self._lean_reads is not None:
+            return [(pos, dict(zip(flat[::2], flat[1::2], strict=True)))
+                    for pos, flat in await self.read_flat_checked(keys, partition, after, limit)]
         entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._xrange_checked(
             self.redis, keys, partition, after, limit)
         return entries
@@ -246,14 +274,31 @@ class SingleServer(Topology):
     async def read_flat_checked(
         self, keys: Keys, partition: int, after: str, limit: int
     ) -> list[FlatEntry]:
-        entries: list[FlatEntry] = await self._xrange_checked(
+        if self._lean_reads is not None:
+            horizon, entries = await _lean_reads.read_flat_checked(
+                self._lean_reads, keys, partition, after, limit, committed=self.committed_only)
+            check_horizon(partition, after, horizon)
+            return entries
+        flat: list[FlatEntry] = await self._xrange_checked(
             self._flat, keys, partition, after, limit)
-        return entries
+        return flat
 
     async def xrange_flat(self, key: str, start: str, count: int) -> list[FlatEntry]:
-        entries: list[FlatEntry] = await guard(
+        if self._lean_reads is not None:
+            entries: list[FlatEntry] = await guard(
+                self._lean_reads.execute("XRANGE", key, start, "+", "COUNT", count))
+            return entries
+        entries = await guard(
             self._flat.xrange(key, start, "+", count))  # type: ignore[arg-type]
         return entries
+
+    async def xread(
+        self, streams: dict[str, str], *, count: int, block_ms: int
+    ) -> list[tuple[Any, list[tuple[bytes, dict[bytes, bytes]]]]]:
+        if self._lean_tails is None:
+            return await super().xread(streams, count=count, block_ms=block_ms)
+        return await _lean_reads.xread(self._lean_tails, streams, count=count,
+                                       block_ms=block_ms)
 
     async def _xrange_checked(
         self, client: aioredis.Redis, keys: Keys, partition: int, after: str, limit: int
@@ -420,77 +465,3 @@ class Cluster(Topology):
             groups.setdefault(node.name, (node, []))[1].append(i)
         return list(groups.values())
 
-
-async def tail_streams(
-    topology: Topology, keys: Keys, cursor: Cursor, partitions: list[int], *, block: float,
-    count: int, on_idle: OnIdle,
-) -> AsyncIterator[list[RawEntry]]:
-    """One XREAD BLOCK over ``partitions`` (one server, or one slot), forever.
-
-    The positions are first checked against the trim horizons. A dropped
-    connection is retried with backoff from the last entry yielded, so
-    nothing is skipped or repeated.
-    """
-    client = topology.tail_redis
-    committed = topology.committed_only
-    by_key = {(keys.committed(p) if committed else keys.log(p)): p for p in partitions}
-    log_partition = {keys.log(p): p for p in partitions}
-    backoff = 0.05
-    checked = False
-    while True:
-        try:
-            if not checked:
-                for p in partitions:
-                    check_horizon(p, cursor.positions[p], await topology.raw_horizon(keys, p))
-                checked = True
-            streams: dict[Any, Any] = {k: cursor.positions[p] for k, p in by_key.items()}
-            reply: Any = await client.xread(streams, count=1 if committed else count,
-                                            block=int(block * 1000))
-            if committed and reply:
-                reply, cursor = await _read_committed(topology, keys, cursor, by_key, reply,
-                                                      count)
-            backoff = 0.05
-        except UNAVAILABLE as exc:
-            raise_if_cancelled()
-            log.warning("tail: %s; retrying in %.2f s from %s", exc, backoff, cursor)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
-            checked = False
-            continue
-        raise_if_cancelled()
-        if not reply:
-            if on_idle is not None:
-                await on_idle()
-            continue
-        batch: list[RawEntry] = []
-        for key, entries in stream_items(reply):
-            p = log_partition[text(key)]
-            batch.extend((p, pos, fields) for pos, fields in entries)
-            if entries:
-                cursor = cursor.advanced(p, text(entries[-1][0]))
-        if batch:
-            yield batch
-
-
-async def _read_committed(
-    topology: Topology, keys: Keys, cursor: Cursor, by_key: dict[str, int], reply: Any,
-    count: int,
-) -> tuple[list[tuple[bytes, list[Any]]], Cursor]:
-    """The log entries up to the committed positions an XREAD on them returned,
-    as XREAD's ``[(log key, entries)]`` would give them (and the cursor moved
-    past a committed range the log holds nothing of, so the tail does not spin)."""
-    ranges = []
-    pipe = topology.redis.pipeline(transaction=False)
-    for key, entries in stream_items(reply):
-        p = by_key[text(key)]
-        upto = text(entries[-1][0])
-        after = cursor.positions[p]
-        ranges.append((p, upto))
-        pipe.xrange(keys.log(p), f"({after}" if after != START else "-", upto, count)
-    out = []
-    for (p, upto), entries in zip(ranges, await pipe.execute(), strict=True):
-        if entries:
-            out.append((keys.log(p).encode(), entries))
-        else:
-            cursor = cursor.advanced(p, upto)
-    return out, cursor

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from chatlog.errors import PositionTrimmed, StoreUnavailable
 from chatlog.events import RecordedEvent, aggregate_key
@@ -52,12 +52,19 @@ class Waiter:
         return self.future.done()
 
     def feed(self, event: RecordedEvent) -> None:
+        self.feed_all((event,))
+
+    def feed_all(self, events: Sequence[RecordedEvent]) -> None:
+        """Events of this waiter's aggregate, in log order."""
         if self.future.done():
             return
         if self.state is None:
-            self._buffer.append(event)
-        else:
+            self._buffer.extend(events)
+            return
+        for event in events:
             self._apply(event)
+            if self.future.done():
+                return
 
     def _apply(self, event: RecordedEvent) -> None:
         state = self.state
@@ -127,13 +134,34 @@ class Dispatcher:
             await self._blocking.wait()
 
     def dispatch(self, event: RecordedEvent) -> None:
-        if not self._waiters:
+        self.dispatch_all([event])
+
+    def dispatch_all(self, events: list[RecordedEvent]) -> None:
+        """Feed a batch of events to their waiters in one pass.
+
+        Events are grouped by aggregate first (one key and one lookup per event;
+        events of aggregates nobody waits on are dropped there); each waiter of
+        an aggregate then folds that aggregate's events in order and is
+        answered once, with the first event that satisfied it. A burst that
+        ends 10,000 waits costs 10,000 folds and 10,000 wake-ups, nothing per
+        (event, waiter) pair and no future or callback beyond the one each
+        blocked caller already awaits.
+        """
+        waiting = self._waiters
+        if not waiting:
             return
-        key = aggregate_key(event.project, event.aggregate_type, event.aggregate_id)
-        waiters = self._waiters.get(key)
-        if waiters:
-            for waiter in list(waiters):
-                waiter.feed(event)
+        grouped: dict[str, list[RecordedEvent]] = {}
+        for event in events:
+            key = aggregate_key(event.project, event.aggregate_type, event.aggregate_id)
+            if key in waiting:
+                group = grouped.get(key)
+                if group is None:
+                    grouped[key] = [event]
+                else:
+                    group.append(event)
+        for key, group in grouped.items():
+            for waiter in list(waiting[key]):
+                waiter.feed_all(group)
 
     def fail_all(self, exc: BaseException) -> None:
         for waiters in self._waiters.values():

@@ -254,9 +254,9 @@ class Orchestrator(WorkflowCommands):
     def _on_events(self, events: list[RecordedEvent]) -> None:
         for event in events:
             self._timers.observe(event)
-            self._dispatcher.dispatch(event)
             if event.type == JobEnqueued.event_type:
                 self._requeue_if_lost(event)
+        self._dispatcher.dispatch_all(events)  # every waiter of the batch, in one pass
 
     def _requeue_if_lost(self, event: RecordedEvent) -> None:
         """Make sure an enqueued job is on its job stream (idempotent by job id).

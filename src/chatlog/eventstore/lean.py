@@ -1,0 +1,392 @@
+"""A lean connection to one Redis or Valkey server, for the store's hot paths.
+
+redis-py's asyncio client costs ~150 us of Python per command (a pool
+checkout, a lock, a stream reader, per-command futures and callbacks). Here
+one asyncio ``Protocol`` owns one socket: each command is packed by
+``hiredis.pack_command`` and written at once, so commands issued concurrently
+go out back to back (natural pipelining); ``hiredis.Reader`` parses the
+replies, which are matched to the waiting futures in FIFO order.
+
+Behaviour kept exactly like the redis-py clients it stands beside:
+
+- errors are redis-py's classes (replies parsed by redis-py's own
+  ``parse_error``: ``NoScriptError``, ``BusyLoadingError``, ...), so
+  :data:`~chatlog.eventstore.connection.UNAVAILABLE` and ``guard`` apply
+  unchanged;
+- a failure to connect says "Error connecting to ..." (nothing was sent);
+  a connection lost or timed out with commands in flight fails each of them
+  with :class:`ReplyLost` / :class:`ReplyTimeout`, which say the command may
+  have been applied (the unknown-outcome rule);
+- no retries behind the caller's back; the next command after a failure
+  opens a new connection;
+- ``timeout``: seconds without any reply while commands wait (redis-py's
+  socket timeout); None for connections that serve ``XREAD BLOCK``.
+
+A caller cancelled while waiting leaves the connection usable: its reply is
+still read, in order, and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import hiredis
+from redis import exceptions as rexc
+from redis._parsers.base import BaseParser
+
+__all__ = ["LeanConnection", "LeanPool", "ReplyLost", "ReplyTimeout", "address_of_pool"]
+
+
+class ReplyLost(rexc.ConnectionError):
+    """The connection closed while this command waited for its reply: it may have
+    been applied."""
+
+
+class ReplyTimeout(rexc.TimeoutError):
+    """No reply within the timeout: the command may have been applied (the
+    connection is closed, as its replies can no longer be matched)."""
+
+
+class _Group:
+    """Several commands written together; one future for all their replies."""
+
+    __slots__ = ("future", "n", "replies")
+
+    def __init__(self, future: asyncio.Future[list[Any]], n: int) -> None:
+        self.future = future
+        self.n = n
+        self.replies: list[Any] = []
+
+
+class _Protocol(asyncio.Protocol):
+    __slots__ = ("closed", "conn", "pending", "reader", "sock", "transport")
+
+    def __init__(self, conn: LeanConnection, sock: socket.socket) -> None:
+        self.conn = conn
+        self.sock = sock
+        self.reader = hiredis.Reader(replyError=BaseParser.parse_error)
+        self.pending: collections.deque[Any] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        reader.feed(data)
+        pending = self.pending
+        self.conn._progress = True
+        while True:
+            try:
+                reply = reader.gets()
+            except hiredis.ProtocolError as exc:
+                self.fail(rexc.ConnectionError(f"protocol error: {exc}"))
+                return
+            if reply is False:
+                return
+            if not pending:  # a reply nobody asked for: the stream is out of step
+                self.fail(rexc.ConnectionError("unexpected reply from the server"))
+                return
+            head = pending[0]
+            if type(head) is _Group:
+                head.replies.append(reply)
+                if len(head.replies) < head.n:
+                    continue
+                pending.popleft()
+                if not head.future.done():
+                    head.future.set_result(head.replies)
+                continue
+            pending.popleft()
+            if not head.done():
+                if isinstance(reply, rexc.RedisError):
+                    head.set_exception(reply)
+                else:
+                    head.set_result(reply)
+
+    def usable(self) -> bool:
+        """Open, and, when idle, not closed by the server behind our back.
+
+        An idle connection has nothing to read; if it has (the EOF of a server
+        that went away, not yet seen by the event loop), it is closed here, and
+        the command goes over a new one instead of failing as "may have been
+        applied". One non-blocking peek, no turn of the event loop.
+        """
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            return False
+        if self.pending:
+            return True
+        try:
+            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        except OSError:
+            pass
+        self.fail(ReplyLost(f"Connection to {self.conn.where} closed while idle"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f": {exc}" if exc else ""
+        self.fail(ReplyLost(
+            f"Connection to {self.conn.where} lost while waiting for the reply{reason} "
+            "(the command may have been applied)"))
+
+    def fail(self, exc: BaseException) -> None:
+        """Close; every command still waiting fails with ``exc``."""
+        self.closed = True
+        if self.conn._proto is self:
+            self.conn._proto = None
+        pending, self.pending = self.pending, collections.deque()
+        for item in pending:
+            future = item.future if type(item) is _Group else item
+            if not future.done():
+                future.set_exception(exc)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+class LeanConnection:
+    """One connection (opened on first use, reopened after a failure)."""
+
+    def __init__(
+        self,
+        *,
+        path: str | None = None,
+        host: str = "localhost",
+        port: int = 6379,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float | None = 10.0,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        self.path = path
+        self.host = host
+        self.port = port
+        self.db = db
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.where = f"unix:{path}" if path else f"{host}:{port}"
+        self._proto: _Protocol | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None
+        self._progress = False  # a reply arrived since the watchdog last looked
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> LeanConnection:
+        """``redis://[user:password@]host[:port][/db]`` or ``unix://path[?db=N]``."""
+        u = urlparse(url)
+        password = unquote(u.password) if u.password else None
+        username = unquote(u.username) if u.username else None
+        if u.scheme == "unix":
+            query = dict(p.split("=", 1) for p in u.query.split("&") if "=" in p)
+            return cls(path=u.path, db=int(query.get("db", 0)), username=username,
+                       password=password, **options)
+        if u.scheme != "redis":
+            raise ValueError(f"a lean connection takes redis:// or unix:// URLs, not {url!r}")
+        db = int(u.path.strip("/") or 0)
+        return cls(host=u.hostname or "localhost", port=u.port or 6379, db=db,
+                   username=username, password=password, **options)
+
+    @property
+    def connected(self) -> bool:
+        return self._proto is not None and not self._proto.closed
+
+    @property
+    def in_flight(self) -> int:
+        """Commands (or groups) written and not answered yet."""
+        return len(self._proto.pending) if self._proto is not None else 0
+
+    # -- commands ------------------------------------------------------------
+
+    async def execute(self, *args: Any) -> Any:
+        """Send one command; its reply (a ``ResponseError`` reply is raised)."""
+        proto = self._proto
+        if proto is None or not proto.usable():
+            proto = await self._connect()
+        assert proto.transport is not None
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        proto.transport.write(hiredis.pack_command(args))
+        proto.pending.append(future)
+        if self.timeout is not None and self._watchdog is None:
+            self._arm()
+        return await future
+
+    async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send commands in one write (nothing else goes between them, so a
+        MULTI ... EXEC stays whole); their replies, errors as exception values."""
+        proto = self._proto
+        if proto is None or not proto.usable():
+            proto = await self._connect()
+        assert proto.transport is not None
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        proto.transport.write(b"".join([hiredis.pack_command(c) for c in commands]))
+        proto.pending.append(_Group(future, len(commands)))
+        if self.timeout is not None and self._watchdog is None:
+            self._arm()
+        return await future
+
+    async def evalsha(self, sha: str, script: str, keys: list[Any], args: list[Any]) -> Any:
+        """EVALSHA; on NOSCRIPT (the server forgot it, nothing ran) load it and run again."""
+        try:
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except rexc.NoScriptError:
+            await self.execute("SCRIPT", "LOAD", script)
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+
+    async def close(self) -> None:
+        """Close the connection; commands still waiting fail with :class:`ReplyLost`."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        proto, self._proto = self._proto, None
+        if proto is not None and not proto.closed:
+            proto.connection_lost(None)
+
+    # -- internals -----------------------------------------------------------
+
+    def _arm(self) -> None:
+        assert self.timeout is not None
+        self._progress = False
+        self._watchdog = asyncio.get_running_loop().call_later(self.timeout, self._check)
+
+    def _check(self) -> None:
+        """Every ``timeout`` s while commands wait: no reply at all since the last
+        look means the server stopped answering."""
+        self._watchdog = None
+        proto = self._proto
+        if proto is None or proto.closed or not proto.pending:
+            return
+        if not self._progress:
+            proto.fail(ReplyTimeout(
+                f"Timeout reading from {self.where}: no reply in {self.timeout:g} s "
+                "(the command may have been applied)"))
+            return
+        self._arm()
+
+    async def _connect(self) -> _Protocol:
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._open())
+        connecting = self._connecting
+        try:
+            return await asyncio.shield(connecting)
+        finally:
+            if connecting.done() and self._connecting is connecting:
+                self._connecting = None
+
+    async def _open(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        sock: socket.socket | None = None
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if self.path:
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    address: Any = self.path
+                else:
+                    family, kind, number, _, address = (await loop.getaddrinfo(
+                        self.host, self.port, type=socket.SOCK_STREAM))[0]
+                    sock = socket.socket(family, kind, number)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setblocking(False)
+                await loop.sock_connect(sock, address)
+                made = sock
+
+                def factory() -> _Protocol:
+                    return _Protocol(self, made)
+
+                if self.path:
+                    _, proto = await loop.create_unix_connection(factory, sock=sock)
+                else:
+                    _, proto = await loop.create_connection(factory, sock=sock)
+        except TimeoutError as exc:
+            if sock is not None:
+                sock.close()
+            raise rexc.TimeoutError(f"Timeout connecting to {self.where}") from exc
+        except OSError as exc:
+            if sock is not None:
+                sock.close()
+            raise rexc.ConnectionError(f"Error connecting to {self.where}: {exc}") from exc
+        self._proto = proto
+        hello: list[tuple[Any, ...]] = []
+        if self.password is not None:
+            hello.append(("AUTH", self.username, self.password) if self.username
+                         else ("AUTH", self.password))
+        if self.db:
+            hello.append(("SELECT", self.db))
+        if hello:
+            try:
+                replies = await self.execute_many(hello)
+            except rexc.ConnectionError as exc:
+                raise rexc.ConnectionError(f"Error connecting to {self.where}: {exc}") from exc
+            for reply in replies:
+                if isinstance(reply, BaseException):
+                    proto.fail(rexc.ConnectionError(f"Error connecting to {self.where}"))
+                    raise reply
+        return proto
+
+
+def address_of_pool(pool: Any, *, timeout: float | None = 10.0) -> LeanConnection | None:
+    """A lean connection to where a redis-py pool connects (None for TLS and others)."""
+    from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+
+    kw = pool.connection_kwargs
+    options: dict[str, Any] = {
+        "db": int(kw.get("db") or 0),
+        "username": kw.get("username"),
+        "password": kw.get("password"),
+        "connect_timeout": float(kw.get("socket_connect_timeout") or 2.0),
+        "timeout": timeout,
+    }
+    cls = pool.connection_class
+    if issubclass(cls, UnixDomainSocketConnection):
+        return LeanConnection(path=kw["path"], **options)
+    if issubclass(cls, SSLConnection) or not issubclass(cls, Connection):
+        return None
+    return LeanConnection(host=kw.get("host", "localhost"), port=int(kw.get("port", 6379)),
+                          **options)
+
+
+class LeanPool:
+    """Lean connections for blocking commands (``XREAD BLOCK`` holds its connection
+    until it returns): one per concurrent caller, idle ones kept for reuse."""
+
+    def __init__(self, template: LeanConnection, keep: int = 8) -> None:
+        self._template = template
+        self._idle: list[LeanConnection] = []
+        self._keep = keep
+        self._all: set[LeanConnection] = set()
+
+    def acquire(self) -> LeanConnection:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.connected:
+                return conn
+            self._all.discard(conn)
+        t = self._template
+        conn = LeanConnection(path=t.path, host=t.host, port=t.port, db=t.db,
+                              username=t.username, password=t.password, timeout=t.timeout,
+                              connect_timeout=t.connect_timeout)
+        self._all.add(conn)
+        return conn
+
+    async def release(self, conn: LeanConnection) -> None:
+        """Back to the pool when it is idle and open (else closed: a cancelled
+        blocking command's reply would hold up the next user)."""
+        if conn.connected and conn.in_flight == 0 and len(self._idle) < self._keep:
+            self._idle.append(conn)
+            return
+        self._all.discard(conn)
+        await conn.close()
+
+    async def close(self) -> None:
+        conns, self._all, self._idle = self._all, set(), []
+        for conn in conns:
+            await conn.close()
