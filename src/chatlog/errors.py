@@ -128,22 +128,35 @@ class PartitionMismatch(EventStoreError):
 
 
 class PositionTrimmed(EventStoreError):
-    """The position asked for lies before the log's retention horizon."""
+    """The position asked for lies inside history that was deliberately deleted.
+
+    Only a cursor is ever gone: a read without one starts at the oldest event
+    kept. ``oldest_cursor`` is the cursor to resume from (the caller's cursor
+    with each deleted position moved up to its partition's horizon).
+    """
 
     status = 410
     title = "Gone"
 
-    def __init__(self, partition: int, position: str, horizon: str) -> None:
+    def __init__(self, partition: int, position: str, horizon: str,
+                 oldest_cursor: str | None = None) -> None:
         self.partition = partition
         self.position = position
         self.horizon = horizon
+        self.oldest_cursor = oldest_cursor or horizon
         super().__init__(
-            f"position {position} of partition {partition} was trimmed: the log "
-            f"now starts after {horizon}; re-read from a snapshot or from the start"
+            f"position {position} of partition {partition} was deleted: the events up to "
+            f"{horizon} were removed on purpose; the oldest cursor still available is "
+            f"{self.oldest_cursor} (or read without a cursor to start at the oldest event kept)"
         )
 
+    def with_cursor(self, oldest_cursor: str) -> PositionTrimmed:
+        """The same error naming a whole (multi-partition) cursor to resume from."""
+        return PositionTrimmed(self.partition, self.position, self.horizon, oldest_cursor)
+
     def extra(self) -> dict[str, Any]:
-        return {"partition": self.partition, "position": self.position, "horizon": self.horizon}
+        return {"partition": self.partition, "position": self.position, "horizon": self.horizon,
+                "oldest_cursor": self.oldest_cursor}
 
 
 class StoreUnavailable(EventStoreError):

@@ -96,10 +96,20 @@ class Settings(BaseSettings):
         default=4 * 1_048_576, ge=1024, description="Event bytes a replay page holds at most "
         "(beside its limit; a page always holds one event): has_more says go on")
     log_level: str = Field(default="INFO")
+    archive_url: str | None = Field(
+        default=None,
+        description="Where sealed segments of old events go: a directory, file:// or an fsspec "
+        "URL (s3://..., needs chatlog[s3]); unset = <data dir>/archive. Shared by every node",
+    )
 
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "readmodel.sqlite"
+
+    @property
+    def archive_location(self) -> str:
+        """Where the archive lives: ``archive_url``, or ``<data dir>/archive``."""
+        return self.archive_url or str(self.data_dir / "archive")
 
     @property
     def archive_dir(self) -> Path:

@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from chatlog.eventstore import EventStore
+from chatlog.eventstore.archive import Archive
+from tests.helpers import message
+from tests.sealing import archiver
+
 CHATLOG = [sys.executable, "-m", "chatlog"]
 
 
@@ -19,9 +24,10 @@ def run(redis_url: str, key_prefix: str, tmp_path: Path) -> Callable[..., subpro
     env = {**os.environ, "CHATLOG_REDIS_URL": redis_url, "CHATLOG_KEY_PREFIX": key_prefix,
            "CHATLOG_DATA_DIR": str(tmp_path / "data")}
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, check: bool = True,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([*CHATLOG, *args], env=env, capture_output=True, text=True,
-                              timeout=60)
+                              timeout=60, input=input)
         if check:
             assert proc.returncode == 0, proc.stderr
         return proc
@@ -103,9 +109,25 @@ def test_trim_then_tail_from_a_trimmed_position_is_gone(
     run: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
     positions = [json.loads(run("append", "p", str(i)).stdout)["position"] for i in range(4)]
-    assert "removed 2 events" in run("trim", "0", positions[2], "--yes").stdout
+    assert "deleted 2 events" in run("trim", "0", positions[2], "--yes").stdout
     proc = run("tail", "--no-follow", "--after", positions[0], check=False)
-    assert proc.returncode == 1 and "was trimmed" in proc.stderr
+    assert proc.returncode == 1 and "was deleted" in proc.stderr
+    assert f"oldest cursor still available is {positions[1]}" in proc.stderr
+
+
+async def test_delete_before_asks_then_tail_without_a_cursor_starts_at_the_oldest_kept(
+    run: Callable[..., subprocess.CompletedProcess[str]], store: EventStore
+) -> None:
+    positions = [(await store.append_one(message("p", content=str(i)))).position
+                 for i in range(4)]
+    refused = run("delete-before", "0", positions[2], check=False, input="n\n")
+    assert refused.returncode == 1 and "Aborted" in refused.stderr
+    assert len(run("tail", "--no-follow").stdout.splitlines()) == 4  # nothing was deleted
+    assert "deleted 2 events" in run("delete-before", "0", positions[2], input="y\n").stdout
+    lines = [json.loads(x) for x in run("tail", "--no-follow").stdout.splitlines()]
+    assert [e["position"] for e in lines] == positions[2:]
+    resumed = run("tail", "--no-follow", "--after", positions[1]).stdout.splitlines()
+    assert [json.loads(x)["data"]["content"] for x in resumed] == ["2", "3"]
 
 
 def test_embedded_default_end_to_end(tmp_path: Path, short_tmp: Path) -> None:
@@ -122,6 +144,29 @@ def test_embedded_default_end_to_end(tmp_path: Path, short_tmp: Path) -> None:
     assert json.loads(status.stdout)["length"] == 1
     assert (data / "valkey" / "aof").is_dir()
     assert not (data / "valkey" / "valkey.pid").exists()  # stopped on exit
+
+
+async def test_status_shows_each_tier_and_tail_reads_both(
+    run: Callable[..., subprocess.CompletedProcess[str]], store: EventStore, tmp_path: Path
+) -> None:
+    positions = [(await store.append_one(message("p", content=str(i)))).position
+                 for i in range(6)]
+    archive = Archive.open(str(tmp_path / "data" / "archive"))  # the CLI's default archive
+    assert await archiver(store, archive, hot=2, segment=3).run_pass() == 4
+    doc = json.loads(run("status", "--json").stdout)
+    assert doc["events"] == 6 and doc["length"] == 2
+    cold, hot = doc["log"][0]["tiers"]
+    assert (cold["tier"], cold["segments"], cold["events"]) == ("archive", 2, 4)
+    assert (cold["oldest"], cold["newest"]) == (positions[0], positions[3])
+    assert cold["bytes"] > 0 and hot["bytes"] > 0
+    assert (hot["tier"], hot["events"], hot["oldest"], hot["newest"]) == (
+        "redis", 2, positions[4], positions[5])
+    text = run("status").stdout
+    assert "events 6 (2 in Redis)" in text
+    lines = run("tail", "--no-follow").stdout.splitlines()
+    assert [json.loads(x)["position"] for x in lines] == positions
+    resumed = run("tail", "--no-follow", "--after", positions[1]).stdout.splitlines()
+    assert [json.loads(x)["position"] for x in resumed] == positions[2:]
 
 
 def test_erase_a_thread_asks_then_reports(

@@ -117,7 +117,7 @@ async def test_trimmed_position_is_410(client) -> None:
     assert await store.trim(0, posted[2]["position"]) == 2
     doc = await _problem(await client.get("/v1/events", params={"after": posted[0]["position"]}),
                          410)
-    assert doc["horizon"] == posted[1]["position"]
+    assert doc["horizon"] == doc["oldest_cursor"] == posted[1]["position"]
     doc = await _problem(
         await client.get("/v1/events/stream", headers={"Last-Event-ID": posted[0]["position"]}),
         410,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chatlog.errors import ChatlogError
 from chatlog.eventstore import EventStore
+from chatlog.eventstore.archive import Archive
 from chatlog.identity import normalize_project_id
 from chatlog.projections.conversations import ConversationsProjection
 from chatlog.projections.projector import Projector
@@ -21,6 +21,7 @@ from chatlog.projections.queries import ReadModel
 from chatlog.projections.rebuild import RebuildRunning, build, rebuild, rebuild_lock, rebuild_path
 from tests.helpers import eventually, message
 from tests.projections._util import dump, fill, indexes
+from tests.sealing import archiver
 
 
 async def incremental(store: EventStore, path: Path) -> None:
@@ -91,15 +92,26 @@ async def test_one_rebuild_at_a_time(store: EventStore, model_path: Path) -> Non
             await rebuild(store, model_path, [ConversationsProjection()])
 
 
-async def test_a_trimmed_log_cannot_be_rebuilt_silently(store: EventStore,
-                                                        model_path: Path) -> None:
-    for i in range(3):
-        await store.append_one(message("Trim", "thread-1", str(i)))
-    head = await store.head(0)
-    await store.trim(0, head)
-    with pytest.raises(ChatlogError, match="trimmed"):
-        await rebuild(store, model_path, [ConversationsProjection()])
-    assert not _exists(model_path)
+async def test_a_log_with_deleted_history_rebuilds_from_the_oldest_kept(
+        store: EventStore, model_path: Path) -> None:
+    """Rebuild keeps only what the log keeps: the deleted events are gone from it too."""
+    kept = []
+    for i in range(5):
+        kept.append(await store.append_one(message("Trim", "thread-1", str(i))))
+    await store.append_one(message("Trim", "thread-2", "other"))
+    await store.trim(0, kept[3].position)
+    result = await rebuild(store, model_path, [ConversationsProjection()])
+    assert result.events == 3
+    # it equals an incremental build of the same (kept) log
+    await incremental(store, model_path.with_name("inc.sqlite"))
+    assert dump(model_path) == dump(model_path.with_name("inc.sqlite"))
+    model = ReadModel(model_path)
+    try:
+        key = normalize_project_id("trim")
+        thread = model.list_messages(key, "thread-1").messages
+        assert [(m.version, m.content) for m in thread] == [(4, "3"), (5, "4")]
+    finally:
+        model.close()
 
 
 def _exists(path: Path) -> bool:
@@ -194,3 +206,22 @@ async def test_every_default_projection_rebuilds_equal(store: EventStore, tmp_pa
     assert {"messages", "threads", "projects"} <= set(inc)
     assert len(default_projections()) >= 2 and any(len(rows) == 5 for t, rows in inc.items()
                                                    if t.startswith("workflow"))
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["in-process", "child-process"])
+async def test_rebuild_of_an_archived_log_equals_incremental(
+        store: EventStore, tmp_path: Path, processes: bool) -> None:
+    """Archive batches (folded column by column), then the hot tail: the same model."""
+    store.archive = Archive.open(str(tmp_path / "archive"))
+    await fill(store, ["Blog-Project", "Docs"], threads=3, per_thread=10)
+    await incremental(store, tmp_path / "inc.sqlite")  # built while everything was in Redis
+    assert await archiver(store, Archive.open(store.archive.url), hot=13, segment=20).run_pass()
+    # a thread that spans both tiers, and one event left in both (a crash before trimming)
+    await store.append_one(message("docs", "thread-0", "after archiving"))
+    await archiver(store, Archive.open(store.archive.url), hot=5, segment=3).run_pass(
+        crash_before_trim=True)
+    await incremental(store, tmp_path / "inc.sqlite")
+    result = await build(store, tmp_path / "reb.sqlite", [ConversationsProjection()],
+                         processes=processes, chunk=4)
+    assert result.events == 61
+    assert dump(tmp_path / "inc.sqlite") == dump(result.path)

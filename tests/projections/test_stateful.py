@@ -5,9 +5,12 @@ or padding, retries of the same event id, events of unknown types) are
 interleaved with projector runs that crash at random points: between
 batches (a run that stops after some batches) and inside a batch (the
 projection raises after k events, so the batch's transaction rolls back).
-Each run is a new projector on the same file, like a restarted process. At
-the end the incremental model, caught up, equals a rebuild of the same log
-row for row, and holds exactly the messages that were appended.
+Each run is a new projector on the same file, like a restarted process.
+Archiving passes move the oldest events into archive segments in the middle
+of the run (sometimes "crashing" after publishing, before trimming Redis, so
+events sit in both tiers). At the end the incremental model, caught up,
+equals a rebuild of the same log (archive batches, then Redis) row for row,
+and holds exactly the messages that were appended.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ from hypothesis.stateful import (
 
 from chatlog.events import NewEvent, RecordedEvent
 from chatlog.eventstore import EventStore
+from chatlog.eventstore.archive import Archive
 from chatlog.identity import normalize_project_id
 from chatlog.projections.conversations import ConversationsProjection
 from chatlog.projections.projector import Projector
 from chatlog.projections.rebuild import build
 from tests.helpers import message
 from tests.projections._util import dump
+from tests.sealing import archiver
 
 PROJECT_NAMES = ["Blog-Project", "blog-project", " BLOG-PROJECT ", "Docs", "docs ", "Ünïcode"]
 THREADS = ["thread-1", "thread-2", "thread-3"]
@@ -77,8 +82,10 @@ class ProjectionMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.dir = Path(tempfile.mkdtemp(dir=workdir))
         self.path = self.dir / "incremental.sqlite"
+        self.archive_url = str(self.dir / "archive")
         self.store: EventStore = self.loop.run_until_complete(
-            EventStore.open(redis_url, prefix=f"h{uuid.uuid4().hex[:12]}"))
+            EventStore.open(redis_url, prefix=f"h{uuid.uuid4().hex[:12]}",
+                            archive=Archive.open(self.archive_url)))
         #: event id -> (project key, thread, content) of every message in the log
         self.appended: dict[str, tuple[uuid.UUID, str, str]] = {}
         #: project key -> the raw name of its first message (kept for display)
@@ -123,6 +130,12 @@ class ProjectionMachine(RuleBasedStateMachine):
         self.run(self.store.append_one(NewEvent(
             type="message.reacted", project=key.key, project_name=key.display,
             aggregate_type="thread", aggregate_id="thread-1", data={"emoji": ":)"})))
+
+    @rule(hot=st.integers(0, 6), segment=st.integers(1, 8), crash=st.booleans())
+    def archive(self, hot: int, segment: int, crash: bool) -> None:
+        """An archiving pass keeps ``hot`` events in Redis; the rest go to segments."""
+        sealer = archiver(self.store, Archive.open(self.archive_url), hot=hot, segment=segment)
+        self.run(sealer.run_pass(crash_before_trim=crash))
 
     @rule(batch=st.integers(1, 6), crash_after=st.none() | st.integers(0, 12))
     def run_projector(self, batch: int, crash_after: int | None) -> None:

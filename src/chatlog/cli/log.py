@@ -1,4 +1,5 @@
-"""``chatlog append``, ``tail``, ``status`` and ``trim``: the log from the shell."""
+"""``chatlog append``, ``tail``, ``status`` and ``delete-before`` (alias ``trim``): the log
+from the shell."""
 
 from __future__ import annotations
 
@@ -145,12 +146,23 @@ def _status_hooks() -> list[Any]:
 STATUS_SECTIONS: list[Any] = []
 
 
+def _size(n: int) -> str:
+    """Bytes as B / KiB / MiB / GiB."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
 @run_async
 async def status(ctx: click.Context, as_json: bool) -> None:
-    """Show who owns the data dir, the partitions (length, first and last position) and lag.
+    """Show who owns the data dir, each partition's tiers (archive, redis: segments,
+    events, bytes, oldest and newest position) and lag.
 
     Uses the running `chatlog serve`'s Valkey; when none runs, starts a
     private one for as long as it takes (says so). In a directory without
@@ -169,9 +181,13 @@ async def status(ctx: click.Context, as_json: bool) -> None:
             "owner": owner_doc(owner, private=opened.private),
             "partitions": len(st.partitions),
             "length": st.length,
+            "events": st.events,
             "log": [
                 {"partition": p.partition, "key": p.key, "length": p.length,
-                 "first": p.first_position, "last": p.last_position, "trimmed_to": p.horizon}
+                 "first": p.first_position, "last": p.last_position, "trimmed_to": p.horizon,
+                 "tiers": [{"tier": t.tier, "segments": t.segments, "events": t.events,
+                            "bytes": t.bytes, "oldest": t.oldest, "newest": t.newest}
+                           for t in p.tiers]}
                 for p in st.partitions
             ],
         }
@@ -220,13 +236,17 @@ def print_status(doc: dict[str, Any]) -> None:
     elif doc.get("embedded"):
         console.print("owner       none: no chatlog serve runs on this data dir "
                       "(a private Valkey was started for this command)")
-    console.print(f"partitions  {doc['partitions']}   events {doc['length']}")
-    log_table = Table("partition", "events", "first", "last", "trimmed to", box=None)
+    console.print(f"partitions  {doc['partitions']}   events {doc['events']} "
+                  f"({doc['length']} in Redis)")
+    log_table = Table("partition", "tier", "segments", "events", "bytes", "oldest", "newest",
+                      "deleted up to", box=None)
     for p in doc["log"]:
-        log_table.add_row(f"p{p['partition']}", str(p["length"]), p["first"] or "-",
-                          p["last"] or "-", p["trimmed_to"] or "-")
+        for t in p["tiers"]:
+            log_table.add_row(f"p{p['partition']}", t["tier"], str(t["segments"]),
+                              f"{t['events']:,}", _size(t["bytes"]), t["oldest"] or "-",
+                              t["newest"] or "-", p["trimmed_to"] or "-")
     console.print(log_table)
-    shown = {"server", "url", "embedded", "owner", "partitions", "length", "log"}
+    shown = {"server", "url", "embedded", "owner", "partitions", "length", "events", "log"}
     for name, value in doc.items():
         if name in shown:
             continue
@@ -243,6 +263,37 @@ def print_status(doc: dict[str, Any]) -> None:
         console.print(table)
 
 
+async def _delete_before(ctx: click.Context, partition: int, before: str, yes: bool) -> None:
+    settings = settings_from(ctx)
+    if not yes:
+        click.confirm(f"delete every event of partition {partition} before {before}, in every "
+                      "tier, for good?", abort=True)
+    async with open_store(settings, "delete-before") as opened:
+        removed = await opened.store.trim(partition, before)
+        horizon = await opened.store.horizon(partition)
+    click.echo(f"deleted {removed} events from partition {partition}"
+               + (f"; cursors up to {horizon} are gone (410), reads without a cursor start "
+                  "after it" if horizon else ""))
+
+
+@cli.command(name="delete-before")
+@click.argument("partition", type=int)
+@click.argument("before")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+@run_async
+async def delete_before(ctx: click.Context, partition: int, before: str, yes: bool) -> None:
+    """Delete PARTITION's events before position BEFORE, for good (explicit retention).
+
+    Nothing is deleted otherwise: archiving moves old events to the archive, it
+    does not delete them. Afterwards a reader whose cursor lies in the deleted
+    history gets a clear "gone" error (HTTP 410) naming the oldest cursor still
+    available; a reader without a cursor starts at the oldest event kept, and
+    `chatlog rebuild` rebuilds from it. Asks for confirmation unless --yes.
+    """
+    await _delete_before(ctx, partition, before, yes)
+
+
 @cli.command()
 @click.argument("partition", type=int)
 @click.argument("before")
@@ -250,16 +301,5 @@ def print_status(doc: dict[str, Any]) -> None:
 @click.pass_context
 @run_async
 async def trim(ctx: click.Context, partition: int, before: str, yes: bool) -> None:
-    """Remove PARTITION's events before position BEFORE (explicit retention).
-
-    Readers asking for a removed position afterwards get a clear "gone" error
-    (HTTP 410), never a silent gap.
-
-    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
-    """
-    settings = settings_from(ctx)
-    if not yes:
-        click.confirm(f"remove every event of partition {partition} before {before}?", abort=True)
-    async with open_store(settings, "trim") as opened:
-        removed = await opened.store.trim(partition, before)
-    click.echo(f"removed {removed} events from partition {partition}")
+    """The old name of `chatlog delete-before` (same arguments, same effect)."""
+    await _delete_before(ctx, partition, before, yes)

@@ -58,7 +58,7 @@ async def migrate(ctx: click.Context, to_url: str, to_partitions: int | None,
             idempotency_window=settings.idempotency_window,
         )
         try:
-            total = (await source.status()).length
+            total = (await source.status()).events
             show = not quiet and sys.stderr.isatty()
             with click.progressbar(length=total, label="copying", file=sys.stderr,
                                    show_pos=True) if show else _NoBar() as bar:

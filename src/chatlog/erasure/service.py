@@ -171,6 +171,8 @@ def eraser_for(settings: Settings, store: EventStore,
             await asyncio.sleep(0.05)
 
     def archive() -> Archive | None:  # opened when needed: an absent archive stays absent
+        if store.archive is not None:  # the readers' own: they see the erasure at once
+            return store.archive
         where = settings.archive_dir
         return Archive.open(str(where)) if where.exists() else None
 

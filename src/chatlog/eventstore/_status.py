@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from redis import exceptions as rexc
 
 from chatlog.eventstore._topology import Topology
+from chatlog.eventstore._watermark import capped, committed_of
+from chatlog.eventstore.codec import START, parse_position
 from chatlog.eventstore.connection import guard, text
 from chatlog.eventstore.keys import Keys
+from chatlog.eventstore.tiers import archive_tier
+
+if TYPE_CHECKING:
+    from chatlog.eventstore.archive import Archive
+
+
+@dataclass(frozen=True, slots=True)
+class TierStatus:
+    """One tier of one partition: ``redis`` (the hot tail) or ``archive`` (segments)."""
+
+    tier: str
+    segments: int
+    events: int
+    bytes: int
+    oldest: str | None
+    newest: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +38,15 @@ class PartitionStatus:
     length: int
     first_position: str | None
     last_position: str | None
+    #: The last position deliberately deleted (None: nothing was).
     horizon: str | None
+    #: Per tier: the archive's segments first (when there is an archive), then Redis.
+    tiers: list[TierStatus] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        """Events kept in every tier (an event a crash left in both counts twice)."""
+        return sum(t.events for t in self.tiers) if self.tiers else self.length
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +59,11 @@ class StoreStatus:
     @property
     def length(self) -> int:
         return sum(p.length for p in self.partitions)
+
+    @property
+    def events(self) -> int:
+        """Events kept in every tier, every partition."""
+        return sum(p.events for p in self.partitions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +83,9 @@ class LogInfo:
 
 
 async def read_status(redis: Any, topology: Topology, keys: Keys, partitions: int,
-                      url: str) -> StoreStatus:
-    """The server, and each partition's length, first and last positions, horizon."""
+                      url: str, archive: Archive | None = None) -> StoreStatus:
+    """The server, and per partition and tier: segments, events, bytes, oldest, newest
+    (plus the Redis stream's length and the deletion horizon)."""
     info = await topology.server_info()
     server = "valkey" if "valkey_version" in info else "redis"
     version = str(info.get("valkey_version") or info.get("redis_version", "?"))
@@ -62,11 +97,43 @@ async def read_status(redis: Any, topology: Topology, keys: Keys, partitions: in
         pipe.xrange(key, "-", "+", 1)
         pipe.xrevrange(key, "+", "-", 1)
         pipe.get(keys.horizon(p))
-        length, first, last, horizon = await guard(pipe.execute())
+        pipe.memory_usage(key)
+        length, first, last, horizon, size = await guard(pipe.execute())
+        oldest = text(first[0][0]) if first else None
+        newest = text(last[0][0]) if last else None
+        tiers = [TierStatus("redis", 0, int(length), int(size or 0), oldest, newest)]
+        if archive is not None:
+            tiers.insert(0, TierStatus(
+                "archive", *await asyncio.to_thread(archive_tier, archive, p)))
         parts.append(PartitionStatus(
-            partition=p, key=key, length=int(length),
-            first_position=text(first[0][0]) if first else None,
-            last_position=text(last[0][0]) if last else None,
-            horizon=text(horizon) if horizon else None,
+            partition=p, key=key, length=int(length), first_position=oldest,
+            last_position=newest, horizon=text(horizon) if horizon else None, tiers=tiers,
         ))
     return StoreStatus(server=server, version=version, url=url, partitions=parts)
+
+
+async def read_log_info(redis: Any, topology: Topology, keys: Keys, partition: int,
+                        after: str) -> LogInfo:
+    """See :meth:`EventStore.log_info`."""
+    key = keys.log(partition)
+    pipe = redis.pipeline(transaction=False)
+    pipe.xrevrange(key, "+", "-", 1)
+    pipe.xrange(key, f"({after}" if after != START else "-", "+", 1)
+    pipe.xlen(key)
+    if topology.committed_only:
+        pipe.xrevrange(keys.committed(partition), "+", "-", 1)
+    last, first_pending, length, *mark = await guard(pipe.execute())
+    if mark:  # readers go no further than the committed position
+        upto = committed_of(mark[0])
+        if last and parse_position(text(last[0][0])) > parse_position(upto):
+            last = [(upto.encode(), {})] if upto != START else []
+        first_pending = capped(first_pending, upto)
+    added = int(length)
+    try:
+        info: dict[Any, Any] = await guard(redis.xinfo_stream(key))
+        added = int(info.get("entries-added", info.get(b"entries-added")) or length)
+    except rexc.ResponseError:  # no such key, or a server before Redis 7
+        pass
+    return LogInfo(partition=partition, length=int(length), added=added,
+                   head=text(last[0][0]) if last else None,
+                   next_position=text(first_pending[0][0]) if first_pending else None)

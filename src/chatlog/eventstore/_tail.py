@@ -22,9 +22,11 @@ log = logging.getLogger("chatlog.eventstore.store")
 
 
 def check_horizon(partition: int, after: str, horizon: bytes | None) -> None:
-    """Raise :class:`PositionTrimmed` when events after ``after`` were trimmed
-    (``horizon``, the last trimmed position, is past it)."""
-    if horizon and parse_position(after) < parse_position(horizon.decode()):
+    """Raise :class:`PositionTrimmed` when ``after`` lies inside deliberately deleted
+    history (``horizon``, the last deleted position, is past it). ``START`` is no
+    position but "from the first event kept": it is never gone."""
+    if horizon and after != START and parse_position(after) < parse_position(
+            horizon.decode()):
         raise PositionTrimmed(partition, after, horizon.decode())
 
 

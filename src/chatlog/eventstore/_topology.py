@@ -147,6 +147,33 @@ class Topology(ABC):
         """:meth:`read_checked` with each entry's fields as a flat list."""
         return _flattened(await self.read_checked(keys, partition, after, limit))
 
+    async def read_checked_first(
+        self, keys: Keys, partition: int, after: str, limit: int, *, flat: bool
+    ) -> tuple[Any, bytes | None]:
+        """:meth:`read_checked` (flat fields with ``flat``) and the stream's first position
+        then (None: empty), which tells the tiered read whether the archive holds events
+        after ``after``. Horizon and first entry are read before and after the XRANGE,
+        without MULTI (as :class:`Cluster` reads): equal, nothing was trimmed between."""
+        horizon_key, log_key = keys.horizon(partition), keys.log(partition)
+        start = f"({after}" if after != START else "-"
+        for _ in range(100):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.get(horizon_key)
+            pipe.xrange(log_key, "-", "+", 1)
+            if self.committed_only:
+                pipe.xrevrange(keys.committed(partition), "+", "-", 1)
+            pipe.xrange(log_key, start, "+", limit)
+            pipe.xrange(log_key, "-", "+", 1)
+            pipe.get(horizon_key)
+            before, head, *mark, entries, head_again, again = await guard(pipe.execute())
+            first = head[0][0] if head else None
+            if before == again and first == (head_again[0][0] if head_again else None):
+                check_horizon(partition, after, before)
+                if mark:
+                    entries = capped(entries, committed_of(mark[0]))
+                return (_flattened(entries) if flat else entries), first
+        raise AssertionError(f"partition {partition} was trimmed 100 times during one read")
+
     async def xrange_flat(self, key: str, start: str, count: int) -> list[FlatEntry]:
         """XRANGE ``key`` from ``start`` (``-`` or ``(pos``), flat fields, unchecked."""
         entries: list[tuple[bytes, dict[bytes, bytes]]] = await guard(
@@ -288,6 +315,7 @@ class SingleServer(Topology):
         if self.committed_only:
             return capped(entries, committed_of(replies[1]))
         return entries
+
 
 
 class Cluster(Topology):

@@ -7,12 +7,14 @@ the partition on a cluster too.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from chatlog.errors import InvalidInput
-from chatlog.eventstore.codec import START, parse_position
+from chatlog.eventstore.codec import START, flat_fields, parse_position
 from chatlog.eventstore.connection import guard
 from chatlog.eventstore.store import EventStore
+from chatlog.eventstore.tiers import archived_before
 
 
 async def read_raw_before(
@@ -21,7 +23,8 @@ async def read_raw_before(
     """Entries of ``partition`` before position ``before`` (``None``: from the newest),
     newest first, at most ``limit``, undecoded.
 
-    Reading backwards never raises ``PositionTrimmed``: it ends at the oldest event kept.
+    Reading backwards never raises ``PositionTrimmed``: it ends at the oldest event kept,
+    in the archive once past Redis's hot tail.
     """
     if not 0 <= partition < store.partitions:
         raise InvalidInput(
@@ -33,5 +36,13 @@ async def read_raw_before(
         if before == START:
             return []
     end = "+" if before is None else f"({before}"
-    entries: Any = await guard(store.redis.xrevrange(store.keys.log(partition), end, "-", limit))
-    return list(entries)
+    rows: Any = await guard(store.redis.xrevrange(store.keys.log(partition), end, "-", limit))
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = list(rows)
+    if store.archive is None or len(entries) >= limit:
+        return entries
+    # Past the oldest Redis entry (or before it): the archive, which holds everything
+    # older than the stream's first entry (published before it left Redis).
+    older = await asyncio.to_thread(
+        archived_before, store.archive, partition,
+        entries[-1][0] if entries else before, limit - len(entries))
+    return entries + [(pos, flat_fields(flat)) for pos, flat in older]

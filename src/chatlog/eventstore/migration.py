@@ -140,7 +140,7 @@ async def migrate(
     """Copy every event of ``source`` into ``target``; return how many were copied/skipped."""
     progress = MigrationProgress()
     status = await source.status()
-    progress.total = status.length
+    progress.total = status.events
     script = target.redis.register_script(_COPY_LUA)
     await guard(target.redis.script_load(_COPY_LUA))
     chunk: list[Entry] = []

@@ -23,12 +23,16 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chatlog.errors import DataDirError, EmbeddedServerError
 from chatlog.eventstore.embedded import EmbeddedValkey
 from chatlog.eventstore.owner import DataDirLock, Owner, read_owner, stop_orphan
 from chatlog.eventstore.store import EventStore
 from chatlog.settings import Settings
+
+if TYPE_CHECKING:
+    from chatlog.eventstore.archive import Archive
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,19 @@ async def _connect(settings: Settings, url: str) -> EventStore:
         ack_replicas=settings.ack_replicas,
         ack_timeout=settings.ack_timeout,
         ack_fsync=settings.ack_fsync,
+        archive=open_archive(settings),
     )
+
+
+def open_archive(settings: Settings) -> Archive | str:
+    """The archive tier ``settings`` name, read with Redis as one log:
+    ``CHATLOG_ARCHIVE_URL`` when set, else ``<data dir>/archive``, which the store
+    opens once the archiver has created it."""
+    if settings.archive_url is None:
+        return settings.archive_location
+    from chatlog.eventstore.archive import Archive
+
+    return Archive.open(settings.archive_url)
 
 
 async def _start_embedded(embedded: EmbeddedValkey) -> None:

@@ -1,31 +1,30 @@
 """The event log: atomic appends, reads by position and by aggregate, tails, trimming.
 
-:class:`EventStore` is the one door to the log. What differs between one
-server and a cluster is behind :mod:`._topology` (chosen once, at connect);
-the group-committed append path is :mod:`._append`.
+:class:`EventStore` is the one door to the log. What differs between one server and
+a cluster is behind :mod:`._topology` (chosen once, at connect); the group-committed
+append path is :mod:`._append`; reading the archive and Redis as one log, :mod:`.tiers`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
-
-from redis import exceptions as rexc
+from typing import TYPE_CHECKING, Any
 
 from chatlog.errors import InvalidInput, PartitionMismatch, PositionTrimmed
 from chatlog.events import NewEvent, RecordedEvent, aggregate_key
-from chatlog.eventstore import _watermark
+from chatlog.eventstore import _status, _watermark, tiers
 from chatlog.eventstore._append import Appender, AppendResult
-from chatlog.eventstore._status import LogInfo, PartitionStatus, StoreStatus, read_status
+from chatlog.eventstore._status import LogInfo, PartitionStatus, StoreStatus, TierStatus
 from chatlog.eventstore._topology import FlatEntry, RawEntry, connect, topology_of
-from chatlog.eventstore._watermark import capped, committed_of
 from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_fields, parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, Client, guard, text
 from chatlog.eventstore.keys import Keys, partition_of
 from chatlog.eventstore.replication import confirm_heads
-from chatlog.eventstore.scripts import READ_AGGREGATE, TRIM
+from chatlog.eventstore.scripts import TRIM
+
+if TYPE_CHECKING:
+    from chatlog.eventstore.archive import Archive
 
 __all__ = [
     "LOG_FORMAT",
@@ -36,6 +35,7 @@ __all__ = [
     "LogInfo",
     "PartitionStatus",
     "StoreStatus",
+    "TierStatus",
     "connect",
 ]
 
@@ -66,9 +66,12 @@ class EventStore:
         ack_replicas: int = 1,
         ack_timeout: float = 2.0,
         ack_fsync: bool = False,
+        archive: Archive | str | None = None,
     ) -> None:
         #: The client for commands the store has no method for (job streams, scripts).
         self.redis = redis
+        self._archive: Archive | None = None if isinstance(archive, str) else archive
+        self._archive_dir: str | None = archive if isinstance(archive, str) else None
         self._topology = topology_of(redis, tail_redis)
         #: True on a Redis Cluster (for reports; the store itself never branches on it).
         self.is_cluster = self._topology.is_cluster
@@ -84,7 +87,18 @@ class EventStore:
         )
         self._topology.committed_only = ack == "replicated"
         self._trim_script = redis.register_script(TRIM)
-        self._read_aggregate_script = redis.register_script(READ_AGGREGATE)
+        self._read_aggregate_script = redis.register_script(tiers.READ_AGGREGATE_TIERED)
+
+    @property
+    def archive(self) -> Archive | None:
+        """The archive tier, read with Redis as one log (None: nothing archived here)."""
+        if self._archive is None and self._archive_dir is not None:
+            self._archive = tiers.archive_if_there(self._archive_dir)
+        return self._archive
+
+    @archive.setter
+    def archive(self, archive: Archive | None) -> None:
+        self._archive, self._archive_dir = archive, None
 
     # The acknowledgement policy lives on the append path; these read and set it there.
 
@@ -160,12 +174,14 @@ class EventStore:
         ack_replicas: int = 1,
         ack_timeout: float = 2.0,
         ack_fsync: bool = False,
+        archive: Archive | str | None = None,
     ) -> EventStore:
         """Connect to ``url`` and open (or create) the log with ``partitions`` partitions.
 
         ``url`` is ``redis://``, ``rediss://``, ``unix://`` or, for a Redis
-        Cluster, ``redis+cluster://host:port[,host:port...]``.
-        Raises :class:`PartitionMismatch` when the log exists with another count.
+        Cluster, ``redis+cluster://host:port[,host:port...]``; ``archive``: the archive
+        tier (or a local directory, opened once it exists). Raises
+        :class:`PartitionMismatch` when the log exists with another count.
         """
         store = cls(
             connect(url),
@@ -179,6 +195,7 @@ class EventStore:
             ack_replicas=ack_replicas,
             ack_timeout=ack_timeout,
             ack_fsync=ack_fsync,
+            archive=archive,
         )
         try:
             await store._topology.initialize()
@@ -251,7 +268,11 @@ class EventStore:
         """Like :meth:`read`, but the stream entries undecoded (for bulk consumers)."""
         self._check_partition(partition)
         parse_position(after)
-        return await self._topology.read_checked(self.keys, partition, after, limit)
+        if self.archive is None:
+            return await self._topology.read_checked(self.keys, partition, after, limit)
+        return await tiers.read_both(self._topology, self.keys, self.archive, partition,
+                                     after,
+                               limit, flat=False)
 
     async def read_flat(
         self, partition: int, after: str = START, limit: int = 1000
@@ -261,47 +282,26 @@ class EventStore:
         of a log scan's time (the orchestrator's catch-up on start)."""
         self._check_partition(partition)
         parse_position(after)
-        return await self._topology.read_flat_checked(self.keys, partition, after, limit)
+        if self.archive is None:
+            return await self._topology.read_flat_checked(self.keys, partition, after, limit)
+        return await tiers.read_both(self._topology, self.keys, self.archive, partition,
+                                     after,
+                               limit, flat=True)
 
-    async def scan_flat(
-        self, partition: int, *, chunk: int = 10_000
-    ) -> AsyncIterator[list[FlatEntry]]:
-        """Every entry ``partition`` keeps, oldest first, in chunks of up to ``chunk``,
-        fields as :meth:`read_flat` gives them (for rebuilds and other full scans).
+    def scan(self, partition: int, *, chunk: int = 10_000) -> AsyncIterator[Any]:
+        """Every event ``partition`` keeps, oldest first (rebuilds, full scans): the
+        archive's segments as ``pyarrow.RecordBatch``es, then the hot tail in lists of
+        up to ``chunk`` flat entries through :meth:`read_flat` (see :mod:`.tiers`)."""
+        self._check_partition(partition)
+        return tiers.scan_both(self.archive, partition, chunk, self.read_flat)
 
-        The next chunk is asked for before this one is yielded, so the server
-        reads it while the caller works on this one. Not checked against the
-        trim horizon: it starts at the first entry kept.
+    def scan_flat(self, partition: int, *, chunk: int = 10_000) -> AsyncIterator[list[FlatEntry]]:
+        """Every entry of ``partition``'s Redis stream (the hot tier the archiver seals),
+        oldest first, in flat chunks of up to ``chunk``, the next one asked for before
+        this one is yielded; unchecked against the horizon. The whole log is :meth:`scan`.
         """
         self._check_partition(partition)
-        key = self.keys.log(partition)
-        upto = None
-        if self._topology.committed_only:
-            upto = (await self._topology.committed(self.keys, [partition]))[0]
-        request = asyncio.ensure_future(self._topology.xrange_flat(key, "-", chunk))
-        try:
-            while True:
-                entries = await request
-                if upto is not None:
-                    kept = capped(entries, upto)
-                    if len(kept) < len(entries):
-                        if kept:
-                            yield kept
-                        return
-                if not entries:
-                    return
-                full = len(entries) >= chunk
-                if full:  # the server reads the next chunk while this one is used
-                    request = asyncio.ensure_future(
-                        self._topology.xrange_flat(key, f"({text(entries[-1][0])}", chunk))
-                    await asyncio.sleep(0)  # let the request go out first
-                yield entries
-                if not full:
-                    return
-        finally:
-            if not request.done():
-                request.cancel()
-            await asyncio.gather(request, return_exceptions=True)
+        return tiers.scan_hot(self._topology, self.keys, partition, chunk)
 
     async def read_cursor(
         self, cursor: Cursor, limit: int = 1000, partitions: Sequence[int] | None = None
@@ -311,7 +311,10 @@ class EventStore:
         for p in partitions if partitions is not None else range(self.partitions):
             if len(events) >= limit:
                 break
-            batch = await self.read(p, cursor.positions[p], limit - len(events))
+            try:
+                batch = await self.read(p, cursor.positions[p], limit - len(events))
+            except PositionTrimmed as exc:
+                raise await self.gone(exc, cursor) from None
             if batch:
                 cursor = cursor.advanced(p, batch[-1].position)
                 events.extend(batch)
@@ -325,25 +328,19 @@ class EventStore:
         from_version: int = 1,
         limit: int | None = None,
     ) -> list[RecordedEvent]:
-        """One aggregate's events from ``from_version`` on, in version order."""
+        """One aggregate's events from ``from_version`` on, in version order: archived
+        versions through the archive's aggregate index, the rest from Redis; a
+        deliberately deleted version raises :class:`PositionTrimmed`."""
         partition = self.partition_of(project)
         aggregate = aggregate_key(project, aggregate_type, aggregate_id)
         upto = None
         if self._topology.committed_only:
             upto = parse_position((await self._topology.committed(self.keys, [partition]))[0])
-        start = max(from_version, 1) - 1
-        stop = -1 if limit is None else start + limit - 1
-        rows = await guard(
-            self._read_aggregate_script(
-                keys=[self.keys.log(partition), self.keys.aggregate_index(partition, aggregate)],
-                args=[start, stop],
-            )
-        )
+        flats = await tiers.read_versions(
+            self._read_aggregate_script, self.keys, self.archive, partition, aggregate,
+            max(from_version, 1), limit, lambda: self.horizon(partition))
         events = []
-        for row in rows:
-            if len(row) == 1:
-                raise PositionTrimmed(partition, text(row[0]), await self.horizon(partition) or "")
-            pos, flat = row
+        for pos, flat in flats:
             if upto is not None and parse_position(text(pos)) > upto:
                 break  # not replicated (yet): the rest of the aggregate comes after it
             events.append(decode_entry(partition, pos, flat_fields(flat)))
@@ -366,8 +363,12 @@ class EventStore:
         return Cursor(await self._heads(range(self.partitions)))
 
     async def _heads(self, partitions: Sequence[int]) -> list[str]:
-        return await guard(_watermark.heads(self.redis, self.keys, partitions,
-                                            self._topology.committed_only))
+        heads: list[str] = await guard(_watermark.heads(self.redis, self.keys, partitions,
+                                                        self._topology.committed_only))
+        if self.archive is None:
+            return heads
+        return [h if h != START else await tiers.archived_head(self.archive, p)  # Redis empty
+                for p, h in zip(partitions, heads, strict=True)]
 
     async def missing(self, cursor: Cursor, partitions: Sequence[int] | None = None) -> list[int]:
         """The partitions whose position in ``cursor`` the log no longer holds: a failover
@@ -389,36 +390,15 @@ class EventStore:
         raw = await guard(self._topology.raw_horizon(self.keys, partition))
         return text(raw) if raw else None
 
+    async def gone(self, exc: PositionTrimmed, cursor: Cursor) -> PositionTrimmed:
+        """``exc`` naming the whole cursor a reader at ``cursor`` can resume from."""
+        return exc.with_cursor(str(await tiers.oldest_cursor(cursor, self.horizon)))
+
     async def log_info(self, partition: int, after: str = START) -> LogInfo:
         """How long ``partition``'s log is, and where it stands relative to ``after``
         (for lag reports: how far a reader at ``after`` is behind)."""
         self._check_partition(partition)
-        key = self.keys.log(partition)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xrevrange(key, "+", "-", 1)
-        pipe.xrange(key, f"({after}" if after != START else "-", "+", 1)
-        pipe.xlen(key)
-        if self._topology.committed_only:
-            pipe.xrevrange(self.keys.committed(partition), "+", "-", 1)
-        last, first_pending, length, *mark = await guard(pipe.execute())
-        if mark:  # readers go no further than the committed position
-            upto = committed_of(mark[0])
-            if last and parse_position(text(last[0][0])) > parse_position(upto):
-                last = [(upto.encode(), {})] if upto != START else []
-            first_pending = capped(first_pending, upto)
-        added = int(length)
-        try:
-            info: dict[Any, Any] = await guard(self.redis.xinfo_stream(key))
-            added = int(info.get("entries-added", info.get(b"entries-added")) or length)
-        except rexc.ResponseError:  # no such key, or a server before Redis 7
-            pass
-        return LogInfo(
-            partition=partition,
-            length=int(length),
-            added=added,
-            head=text(last[0][0]) if last else None,
-            next_position=text(first_pending[0][0]) if first_pending else None,
-        )
+        return await _status.read_log_info(self.redis, self._topology, self.keys, partition, after)
 
     # -- tailing --------------------------------------------------------------------
 
@@ -463,8 +443,13 @@ class EventStore:
         """
         cursor = cursor or Cursor.start(self.partitions)
         wanted = list(partitions) if partitions is not None else list(range(self.partitions))
-        tail = self._topology.tail(self.keys, cursor, wanted, block=block, count=count,
-                                   on_idle=on_idle)
+        if self.archive is not None:  # catch up across tiers first (see tiers.tail_both)
+            tail = tiers.tail_both(self._topology, self.keys, self.archive, self.read_raw,
+                                   cursor,
+                             wanted, block=block, count=count, on_idle=on_idle)
+        else:
+            tail = self._topology.tail(self.keys, cursor, wanted, block=block, count=count,
+                                       on_idle=on_idle)
         try:
             async for batch in tail:
                 yield batch
@@ -474,25 +459,31 @@ class EventStore:
     # -- retention -------------------------------------------------------------------
 
     async def trim(self, partition: int, before: str) -> int:
-        """Remove the events of ``partition`` before position ``before``; return how many.
+        """Delete ``partition``'s events before ``before`` from every tier; how many.
 
-        Readers asking for a removed position then get :class:`PositionTrimmed`.
+        The horizon (last position deleted) is recorded first: a crash halfway leaves
+        the deleted cursors gone (:class:`PositionTrimmed`), never a silent gap; running
+        it again finishes the job. No archiver may run meanwhile (docs/retention.md).
         """
         self._check_partition(partition)
         parse_position(before)
-        removed, _ = await guard(
+        removed = 0
+        if self.archive is not None:
+            removed = await tiers.delete_both(self.redis, self.keys, self.archive, partition,
+                                              before)
+        trimmed, _ = await guard(
             self._trim_script(
                 keys=[self.keys.log(partition), self.keys.horizon(partition)], args=[before]
             )
         )
-        return int(removed)
+        return removed + int(trimmed)
 
     # -- status ------------------------------------------------------------------------
 
     async def status(self) -> StoreStatus:
-        """The server, and each partition's length, first and last positions, horizon."""
-        return await read_status(self.redis, self._topology, self.keys, self.partitions,
-                                 self.url)
+        """The server, and per partition and tier: segments, events, bytes, oldest, newest."""
+        return await _status.read_status(self.redis, self._topology, self.keys, self.partitions,
+                                 self.url, self.archive)
 
     async def placement(self) -> dict[str, Any]:
         """Which node serves each partition now (``{}`` on one server), for ``chatlog status``."""

@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from chatlog.errors import PositionTrimmed
 from chatlog.events import RecordedEvent
 from chatlog.eventstore import Cursor
 from chatlog.eventstore.codec import decode_entry
@@ -93,8 +94,11 @@ class Scan:
                     if ask <= 0:
                         self.cursor, self.more = cursor, True
                         return
-                async with self.st.reads:
-                    entries = await store.read_raw(p, read_from[p], ask)
+                try:
+                    async with self.st.reads:
+                        entries = await store.read_raw(p, read_from[p], ask)
+                except PositionTrimmed as exc:  # name the whole cursor to resume from
+                    raise await store.gone(exc, Cursor(list(read_from))) from None
                 if len(entries) < ask:
                     exhausted.add(p)
                 batch: list[tuple[RecordedEvent, Cursor]] = []

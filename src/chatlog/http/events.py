@@ -334,7 +334,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     flt = build_filter(st, principal, q)
     last_id = request.headers.get("Last-Event-ID") or q.after
     cursor = parse_cursor(last_id, st.store.partitions)
-    # The first read happens before the answer starts, so a trimmed position
+    # The first read happens before the answer starts, so a deleted position
     # (410) or a missing Redis (503) is still a proper problem document.
     first = await scan(st, cursor, flt, 500)
 

@@ -30,7 +30,8 @@ _ERROR_TEXT = {
     404: "Unknown thread, workflow or path",
     408: "A long-poll ended before the awaited state, or the body came too slowly",
     409: "Conflict (version, idempotency or workflow state)",
-    410: "The position was trimmed from the log",
+    410: "The cursor lies in history that was deliberately deleted; `oldest_cursor` "
+         "names the oldest cursor still available",
     413: "The request body is too large",
     414: "The URL is too long",
     503: "Redis or a needed part unavailable, nothing was written; retry after Retry-After "

@@ -1,9 +1,10 @@
 """The durable timer's bookkeeping: every open wait of every workflow, by deadline.
 
-Fed by the tailer with every workflow event (from the start of the log on
-``start()``, then live), so it knows the open waits whoever created them, and
-after a restart it knows the ones that were open while the orchestrator was
-down. Pure bookkeeping: the orchestrator decides what firing means.
+Seeded on ``start()`` with the open waits of the workflows read model at its
+checkpoint (or, without one, from the start of the log), then fed by the
+tailer with every workflow event after that, so it knows the open waits
+whoever created them, and after a restart the ones that were open while the
+orchestrator was down. Pure bookkeeping: the orchestrator decides what firing means.
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ class DeadlineTimers:
             version=event.version,
         )
         self.push(key, deadline.timestamp())
+
+    def add(self, wait: OpenWait) -> None:
+        """Know ``wait`` (restored from a checkpoint) as if its opening event was observed."""
+        self.open[wait.key] = wait
+        self.push(wait.key, wait.deadline.timestamp())
 
     def push(self, key: str, when: float) -> None:
         heapq.heappush(self._heap, (when, next(self._seq), key))

@@ -170,7 +170,7 @@ class Dispatcher:
 
 
 class PartitionTailer:
-    """Reads one partition's workflow events, from the start, then live; forever.
+    """Reads one partition's workflow events after ``position``, then live; forever.
 
     Catch-up reads raw entries and decodes only workflow events (cheap over a
     long log of messages); then one ``store.tail`` (one blocking connection)
@@ -185,13 +185,15 @@ class PartitionTailer:
         *,
         block: float = 1.0,
         page: int = 5000,
+        position: str = START,
     ) -> None:
         self.store = store
         self.partition = partition
         self.on_events = on_events
         self.block = block
         self.page = page
-        self.position = START
+        #: Where the catch-up starts: the log's start, or a restored checkpoint.
+        self.position = position
         self.caught_up = asyncio.Event()
 
     async def run(self) -> None:

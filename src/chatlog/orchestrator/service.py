@@ -11,9 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -25,6 +29,8 @@ from chatlog.errors import (
     WaitTimeout,
 )
 from chatlog.events import (
+    AWAITED,
+    STATE_AFTER,
     TERMINAL,
     ApprovalRequested,
     JobEnqueued,
@@ -34,6 +40,7 @@ from chatlog.events import (
     WorkflowTimedOut,
     aggregate_key,
 )
+from chatlog.eventstore.codec import START
 from chatlog.eventstore.store import EventStore
 from chatlog.identity import ProjectKey
 from chatlog.orchestrator._cancel import raise_if_cancelling
@@ -47,6 +54,7 @@ from chatlog.orchestrator.commands import (
 )
 from chatlog.orchestrator.machine import WorkflowState, wait_outcome
 from chatlog.orchestrator.views import WorkflowView
+from chatlog.projections.workflows import OpenWaitRow, recent_jobs, restore_point
 from chatlog.settings import Settings
 
 log = logging.getLogger("chatlog.orchestrator")
@@ -75,7 +83,9 @@ class Orchestrator(WorkflowCommands):
         self._tasks: list[asyncio.Task[None]] = []
         self._expiries: set[asyncio.Task[None]] = set()
         self._expiry_slots = asyncio.Semaphore(_EXPIRY_CONCURRENCY)
-        self._requeue_pending: deque[RecordedEvent] = deque()
+        #: Jobs to re-check: (project, workflow id, the job.enqueued data).
+        self._requeue_pending: deque[tuple[ProjectKey, str, Any]] = deque()
+        self._restored_from = ""
         self._requeue_ready = asyncio.Event()
         self._running = False
         # Test hooks: awaited right after a wait registers / right after it read the state.
@@ -87,17 +97,25 @@ class Orchestrator(WorkflowCommands):
     async def start(self) -> None:
         """Start one tailer per partition and the durable timer.
 
-        The tailers read the log from its start (decoding only workflow
-        events), so the timer knows every open wait; it fires, after the
-        catch-up, the waits whose deadline passed while nobody was running.
-        Returns once the catch-up is done.
+        Start-up does not read history: the open waits and the position they
+        hold at come from the workflows read model's checkpoint (see
+        :meth:`_restore`); the tailers then read only the log after it
+        (decoding only workflow events), so the timer knows every open wait.
+        Without a read model they read the log from its start. After the
+        catch-up the timer fires the waits whose deadline passed while nobody
+        was running. Returns once the catch-up is done.
         """
         if self._running:
             return
         self._running = True
         loop = asyncio.get_running_loop()
+        try:
+            positions, restored = await self._restore()
+        except BaseException:
+            self._running = False
+            raise
         for p in range(self.store.partitions):
-            tailer = PartitionTailer(self.store, p, self._on_events)
+            tailer = PartitionTailer(self.store, p, self._on_events, position=positions[p])
             self._tailers.append(tailer)
             self._tasks.append(loop.create_task(tailer.run(), name=f"orchestrator-tail-p{p}"))
         self._tasks.append(loop.create_task(self._run_timer(), name="orchestrator-timer"))
@@ -107,8 +125,52 @@ class Orchestrator(WorkflowCommands):
         except BaseException:
             await self.stop()  # cancelled (or failed) while catching up: leave nothing running
             raise
-        log.info("orchestrator: started; %d open waits recovered from the log",
-                 len(self._timers.open))
+        if restored:
+            self._tasks.append(loop.create_task(
+                self._requeue_recent(), name="orchestrator-requeue-restored"))
+        log.info("orchestrator: started; %d open waits recovered (%s)",
+                 len(self._timers.open), self._restored_from)
+
+    async def _restore(self) -> tuple[list[str], bool]:
+        """Seed the timer from the workflows read model: the positions to read the log
+        after, and whether they came from it (False: from the log's start).
+
+        The read model and its checkpoint commit together, so its open waits
+        (with the events that opened them) are exactly those of the log up to
+        the checkpoint; the log after it is read as usual. Jobs enqueued before
+        the checkpoint in the last day are re-checked in the background. A
+        missing or unreadable model means reading the log from its start.
+        """
+        start = [START] * self.store.partitions
+        path = self.settings.sqlite_path
+        self._restored_from = "the log from its start"
+        try:
+            point = await asyncio.to_thread(restore_point, path, self.store.partitions)
+        except sqlite3.Error as exc:
+            log.warning("orchestrator: cannot read the workflows read model %s (%s); reading "
+                        "the log from its start", path, exc)
+            return start, False
+        if point is None:
+            return start, False
+        for row in point.open_waits:
+            wait = _restored_wait(row)
+            if wait is not None:
+                self._timers.add(wait)
+        self._restored_from = f"the read model at {','.join(point.positions)}, then the log"
+        return point.positions, True
+
+    async def _requeue_recent(self) -> None:
+        """Re-check the jobs of the last day that the restored checkpoint covers."""
+        since = int((time.time() - _REQUEUE_HORIZON) * 1000)
+        try:
+            rows = await asyncio.to_thread(recent_jobs, self.settings.sqlite_path, since)
+        except sqlite3.Error as exc:
+            log.warning("orchestrator: cannot re-check restored jobs (%s)", exc)
+            return
+        for project, name, workflow_id, data in rows:
+            self._requeue_pending.append(
+                (ProjectKey(uuid.UUID(project), name), workflow_id, data))
+        self._requeue_ready.set()
 
     async def _caught_up(self) -> None:
         waits = [asyncio.ensure_future(t.caught_up.wait()) for t in self._tailers]
@@ -207,7 +269,8 @@ class Orchestrator(WorkflowCommands):
         """
         if (utc_now() - event.time).total_seconds() > _REQUEUE_HORIZON:
             return
-        self._requeue_pending.append(event)
+        self._requeue_pending.append(
+            (ProjectKey(event.project, event.project_name), event.aggregate_id, event.data))
         self._requeue_ready.set()
 
     async def _run_requeue(self) -> None:
@@ -217,18 +280,17 @@ class Orchestrator(WorkflowCommands):
             pending = self._requeue_pending
             while pending:
                 batch = [pending.popleft() for _ in range(min(_REQUEUE_BATCH, len(pending)))]
-                await asyncio.gather(*(self._requeue(e) for e in batch))
+                await asyncio.gather(*(self._requeue(*e) for e in batch))
 
-    async def _requeue(self, event: RecordedEvent) -> None:
-        project = ProjectKey(event.project, event.project_name)
+    async def _requeue(self, project: ProjectKey, workflow_id: str, data: Any) -> None:
         try:
-            job = JobEnqueued.model_validate(event.data)
+            job = JobEnqueued.model_validate(data)
         except ValidationError:
             return
         delay = 0.2
         while True:
             try:
-                await self._jobs.push(project, event.aggregate_id, job)
+                await self._jobs.push(project, workflow_id, job)
                 raise_if_cancelling()
                 return
             except StoreUnavailable as exc:
@@ -369,6 +431,27 @@ class Orchestrator(WorkflowCommands):
         if ended.type == WorkflowTimedOut.event_type:
             raise WaitTimeout(workflow_id, awaited, float(ended.data.get("waited", 0.0)))
         return ended
+
+
+def _restored_wait(row: OpenWaitRow) -> OpenWait | None:
+    """The open wait of a read-model row, as the timer would have observed it."""
+    target = STATE_AFTER.get(row.opened_by)
+    raw = row.data.get("deadline")
+    if target not in AWAITED or not isinstance(raw, str):
+        return None
+    project = uuid.UUID(row.project)
+    timeout = row.data.get("start_timeout", row.data.get("approval_timeout", 0.0))
+    return OpenWait(
+        key=aggregate_key(project, "workflow", row.workflow_id),
+        project=project,
+        project_name=row.project_name,
+        workflow_id=row.workflow_id,
+        awaited=AWAITED[target],
+        deadline=datetime.fromisoformat(raw),
+        timeout=float(timeout) if isinstance(timeout, int | float) else 0.0,
+        since=datetime.fromtimestamp(row.time_ms / 1000, tz=UTC),
+        version=row.version,
+    )
 
 
 __all__ = ["Orchestrator", "WorkflowView", "check_workflow_id", "timeout_reason"]

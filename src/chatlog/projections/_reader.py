@@ -1,8 +1,9 @@
 """The reading half of a rebuild: scan the whole log and fold it, here or in a child process.
 
-Entries are read undecoded (:meth:`EventStore.scan_flat`: XRANGE without
-redis-py's reply parsing, which halves the cost of reading) and folded by
-each bulk-capable projection into rows. With ``processes``, this runs in a
+The archive's segments come as columnar batches and the hot tail as
+undecoded entries (:meth:`EventStore.scan`; XRANGE without redis-py's reply
+parsing, which halves the cost of reading); each bulk-capable projection
+folds both into rows. With ``processes``, this runs in a
 child process and sends each chunk's rows down a pipe, so reading and folding
 (the child) overlap writing SQLite (the parent) on two cores.
 
@@ -28,6 +29,7 @@ from typing import IO, Any
 from chatlog.errors import ProjectionError
 from chatlog.eventstore.codec import flat_field
 from chatlog.eventstore.store import EventStore
+from chatlog.eventstore.tiers import batch_entries
 
 RawEntry = tuple[bytes, list[bytes]]
 #: Pipe buffer asked for (Linux allows unprivileged processes up to
@@ -43,37 +45,79 @@ async def read_folded(
     known: frozenset[bytes],
     chunk: int,
 ) -> AsyncIterator[Message]:
-    """Read every partition from its start; yield folded chunks, then the folds' finals.
+    """Read every partition from its first event kept; yield folded chunks, then the
+    folds' finals.
+
+    :meth:`EventStore.scan` gives the archive's segments as columnar batches,
+    folded column by column (no dict or event object per row), then the hot
+    tail as entries: in order, no gap, no repeat, even while the archiver runs.
 
     ``plain_types``: the entries to pass on undecoded (for projections without
     a bulk fold); ``None`` passes every entry, an empty set none.
     """
     folds = [proj.bulk_fold() for proj in bulk]
     for p in range(store.partitions):
-        scan = store.scan_flat(p, chunk=chunk)
+        scan = store.scan(p, chunk=chunk)
         try:
-            async for entries in scan:
-                last = entries[-1][0].decode()
-                rows = [fold.rows(entries) for fold in folds]
-                types = [flat_field(flat, b"t") for _, flat in entries]
-                if plain_types is None:
-                    plain = entries
-                elif plain_types:
-                    plain = [e for e, t in zip(entries, types, strict=True) if t in plain_types]
+            async for item in scan:
+                if isinstance(item, list):
+                    yield _folded_entries(p, item, folds, plain_types, known)
                 else:
-                    plain = []
-                unknown = len(types) - sum(map(known.__contains__, types))
-                yield ("chunk", p, last, len(entries), rows, plain, unknown)
+                    yield _folded_batch(p, item, folds, plain_types, known)
         finally:
             await scan.aclose()  # type: ignore[attr-defined]
     yield ("done", [fold.final() for fold in folds])
 
 
-async def _read_opened(
-    url: str, prefix: str, partitions: int, *args: Any
-) -> AsyncIterator[Message]:
-    """:func:`read_folded` on a store opened here (in the child process)."""
-    store = await EventStore.open(url, partitions=partitions, prefix=prefix)
+def _folded_entries(partition: int, entries: list[RawEntry], folds: Sequence[Any],
+                    plain_types: frozenset[bytes] | None,
+                    known: frozenset[bytes]) -> Message:
+    """A chunk message of hot-tail entries."""
+    last = entries[-1][0].decode()
+    rows = [fold.rows(entries) for fold in folds]
+    types = [flat_field(flat, b"t") for _, flat in entries]
+    if plain_types is None:
+        plain = entries
+    elif plain_types:
+        plain = [e for e, t in zip(entries, types, strict=True) if t in plain_types]
+    else:
+        plain = []
+    unknown = len(types) - sum(map(known.__contains__, types))
+    return ("chunk", partition, last, len(entries), rows, plain, unknown)
+
+
+def _folded_batch(partition: int, batch: Any, folds: Sequence[Any],
+                  plain_types: frozenset[bytes] | None, known: frozenset[bytes]) -> Message:
+    """A chunk message of an archive batch, folded column by column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    types = batch.column("type")
+    rows = [fold.rows_batch(batch) if hasattr(fold, "rows_batch")
+            else fold.rows(batch_entries(batch)) for fold in folds]
+    if plain_types is None:
+        plain = batch_entries(batch)
+    elif plain_types:
+        wanted = pa.array([t.decode() for t in plain_types], pa.string())
+        plain = batch_entries(batch.filter(pc.is_in(types, value_set=wanted)))
+    else:
+        plain = []
+    names = pa.array([t.decode() for t in known], pa.string())
+    unknown = batch.num_rows - int(pc.sum(pc.is_in(types, value_set=names)).as_py() or 0)
+    last = str(batch.column("position")[-1])
+    return ("chunk", partition, last, batch.num_rows, rows, plain, unknown)
+
+
+async def _read_opened(url: str, prefix: str, partitions: int, archive_url: str | None,
+                       *args: Any) -> AsyncIterator[Message]:
+    """:func:`read_folded` on a store opened here (in the child process), reading the
+    same archive as the parent's store."""
+    archive = None
+    if archive_url is not None:
+        from chatlog.eventstore.archive import Archive
+
+        archive = Archive.open(archive_url)
+    store = await EventStore.open(url, partitions=partitions, prefix=prefix, archive=archive)
     try:
         async for msg in read_folded(store, *args):
             yield msg

@@ -269,6 +269,40 @@ class ConversationFold:
         self.fold = _Fold()
 
     def rows(self, entries: Iterable[tuple[bytes, list[bytes]]]) -> list[tuple[Any, ...]]:
+        """Message rows of stream entries (the hot tail, read from Redis)."""
+        messages = (
+            (pos, event_id, aggregate, version, body)
+            for pos, flat in entries
+            for event_id, type_, aggregate, version, body in (_fields(flat),)
+            if type_ == _MESSAGE_TYPE_BYTES
+        )
+        return self._fold(messages, decoded=False)
+
+    def rows_batch(self, batch: Any) -> list[tuple[Any, ...]]:
+        """Message rows of an archive batch (a ``pyarrow.RecordBatch`` with the columns
+        position, event_id, aggregate, version, type, time, body).
+
+        Columnar: the messages are selected in Arrow, and only their columns become
+        Python values (no dict, no event object per row). Aggregates come as bytes,
+        like the hot tail's, so a thread that spans both tiers is one thread.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        messages = batch.filter(pc.equal(batch.column("type"), MESSAGE_TYPE))
+        columns = (
+            messages.column("position").to_pylist(),
+            messages.column("event_id").to_pylist(),
+            messages.column("aggregate").cast(pa.binary()).to_pylist(),
+            messages.column("version").to_pylist(),
+            messages.column("body").to_pylist(),
+        )
+        return self._fold(zip(*columns, strict=True), decoded=True)
+
+    def _fold(self, messages: Iterable[tuple[Any, Any, bytes, Any, bytes]],
+              decoded: bool) -> list[tuple[Any, ...]]:
+        """Fold ``(position, event id, aggregate, version, body)`` of messages; position
+        and event id are bytes unless ``decoded``, version bytes or int."""
         fold = self.fold
         fold.rows = []
         add = fold.add
@@ -277,11 +311,7 @@ class ConversationFold:
         # bytes as they came: a thread seen before needs no decoding, and its
         # rows share its first row's strings.
         threads = fold.threads
-        message_type = _MESSAGE_TYPE_BYTES
-        for pos, flat in entries:
-            event_id, type_, aggregate, version, body = _fields(flat)
-            if type_ != message_type:
-                continue
+        for pos, event_id, aggregate, version, body in messages:
             thread = threads.get(aggregate)
             if thread is not None:
                 project, thread_id = thread[1][0], thread[1][1]
@@ -290,8 +320,12 @@ class ConversationFold:
                 if not thread_id:
                     continue
             doc = loads(body)
-            add(aggregate, project, doc["n"], thread_id, int(version), event_id.decode(),
-                doc["d"], pos.decode(), False)
+            if decoded:
+                add(aggregate, project, doc["n"], thread_id, version, event_id, doc["d"], pos,
+                    False)
+            else:
+                add(aggregate, project, doc["n"], thread_id, int(version), event_id.decode(),
+                    doc["d"], pos.decode(), False)
         return fold.rows
 
     def final(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:

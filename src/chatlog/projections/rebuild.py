@@ -22,6 +22,13 @@ How it works:
    the checkpoint in the file is not the one it committed, and resumes from
    the new one (see :mod:`chatlog.projections.projector`).
 
+A rebuild reads the log from its first event kept. After a deliberate
+deletion (``chatlog delete-before``), the rebuilt model holds only what the
+log still holds: the deleted events' messages and workflow rows are gone
+from it too ("rebuild keeps only what the log keeps"), while the live model
+keeps them until the next rebuild. Archiving deletes nothing, so a rebuild
+of an archived log equals the incremental model row for row.
+
 Interrupted at any moment (Ctrl-C, kill -9): before the switch the live
 file was never opened for writing; during it, the backup's transaction is
 rolled back by SQLite. The next rebuild deletes the leftovers and starts over.
@@ -201,7 +208,8 @@ async def _load(loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor, w
                 store: EventStore, args: tuple[Any, ...], processes: bool) -> None:
     """Read and fold the whole log (here or in a child process) into ``writer``."""
     if processes:
-        reader = ChildReader(store.url, store.keys.prefix, store.partitions, *args)
+        archive_url = store.archive.url if store.archive is not None else None
+        reader = ChildReader(store.url, store.keys.prefix, store.partitions, archive_url, *args)
         try:
             await loop.run_in_executor(executor, writer.drain, reader)
         finally:
@@ -240,13 +248,7 @@ async def build(
     started = time.perf_counter()
     _remove_db(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for p in range(store.partitions):
-        horizon = await store.horizon(p)
-        if horizon is not None:
-            raise ProjectionError(
-                f"cannot rebuild from the log: partition {p} was trimmed up to {horizon}, so "
-                "the events before it are gone; the live read model is left as it is")
-    total = (await store.status()).length
+    total = (await store.status()).events
     bulk = [p for p in projections if isinstance(p, BulkProjection)]
     plain: list[tuple[Projection, frozenset[bytes] | None]] = [
         (proj, frozenset(t.encode() for t in proj.event_types))

@@ -12,7 +12,9 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -236,3 +238,94 @@ def _summary(r: tuple[Any, ...]) -> WorkflowSummary:
         version=r[8], position=r[9], created_at=time_of(r[10]), updated_at=time_of(r[11]),
         jobs=r[12], timed_out=bool(r[14]),
     )
+
+
+# -- the orchestrator's restore point ------------------------------------------------
+
+_OPEN_WAITS_WITH_OPENING = """
+SELECT w.project, w.id, w.project_name, w.version, h.type, h.data, h.time_ms
+FROM workflows AS w
+JOIN workflow_history AS h
+  ON h.project = w.project AND h.workflow_id = w.id AND h.version = (
+     SELECT MAX(version) FROM workflow_history
+     WHERE project = w.project AND workflow_id = w.id
+       AND type IN ('workflow.created', 'workflow.approval_requested'))
+WHERE w.deadline_ms IS NOT NULL
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenWaitRow:
+    """A workflow that waited at the checkpoint, with the event that opened its wait."""
+
+    project: str
+    workflow_id: str
+    project_name: str
+    #: The workflow's latest version at the checkpoint (job events included).
+    version: int
+    #: ``workflow.created`` or ``workflow.approval_requested``.
+    opened_by: str
+    #: That event's data (``deadline``, ``start_timeout`` / ``approval_timeout``).
+    data: dict[str, Any]
+    #: That event's time (ms since the epoch).
+    time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RestorePoint:
+    """What the workflows read model knew at its checkpoint, read in one transaction."""
+
+    #: The checkpoint: the last position applied, per partition.
+    positions: list[str]
+    open_waits: list[OpenWaitRow]
+
+
+def restore_point(path: Path, partitions: int) -> RestorePoint | None:
+    """The open waits of the read model at ``path`` and the checkpoint they hold at.
+
+    None when there is no usable read model (no file, no workflow tables yet, or
+    nothing applied): the caller then reads the log from its start.
+    """
+    if not path.exists():
+        return None
+    conn = _db.connect_reader(path)
+    try:
+        conn.execute("BEGIN")  # one snapshot: the rows are those of the checkpoint
+        try:
+            if not all(_db.table_exists(conn, t) for t in (
+                    "projector_checkpoints", "workflows", "workflow_history")):
+                return None
+            cursor, _ = _db.read_checkpoint(conn, partitions)
+            if all(p == "0-0" for p in cursor.positions):
+                return None
+            waits = [
+                OpenWaitRow(project, wid, name, version, kind, orjson.loads(data), time_ms)
+                for project, wid, name, version, kind, data, time_ms
+                in conn.execute(_OPEN_WAITS_WITH_OPENING)
+            ]
+        finally:
+            conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return RestorePoint(cursor.positions, waits)
+
+
+def recent_jobs(path: Path, since_ms: int) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """``(project, project_name, workflow_id, job data)`` of the ``job.enqueued`` events
+    since ``since_ms``, oldest first (the orchestrator re-checks them after a restore)."""
+    if not path.exists():
+        return []
+    conn = _db.connect_reader(path)
+    try:
+        if not _db.table_exists(conn, "workflow_history"):
+            return []
+        rows = conn.execute(
+            "SELECT h.project, w.project_name, h.workflow_id, h.data FROM workflows AS w "
+            "JOIN workflow_history AS h ON h.project = w.project AND h.workflow_id = w.id "
+            "WHERE w.jobs > 0 AND w.updated_ms >= ? AND h.type = 'job.enqueued' "
+            "AND h.time_ms >= ? ORDER BY h.time_ms",
+            (since_ms, since_ms),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(p, name, wid, orjson.loads(data)) for p, name, wid, data in rows]

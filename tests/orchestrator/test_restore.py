@@ -1,0 +1,139 @@
+"""Start-up from the workflows read model's checkpoint, not from the whole log.
+
+A restarted orchestrator learns its open waits and pending deadlines from the
+read model (which commits with its checkpoint) and reads only the log after
+it; a deadline that passed while everything was down still times out, even
+when the history that opened the wait is no longer in the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from chatlog.eventstore import EventStore
+from chatlog.eventstore.archive import Archive
+from chatlog.eventstore.codec import START
+from chatlog.identity import ProjectKey
+from chatlog.orchestrator import Orchestrator
+from chatlog.projections.projector import Projector
+from chatlog.settings import Settings
+from tests.helpers import eventually, message
+from tests.sealing import archiver
+
+
+async def _project(store: EventStore, settings: Settings) -> str:
+    """Bring the read model up to the head; the checkpoint of partition 0."""
+    pj = Projector(store, settings.sqlite_path)
+    try:
+        await pj.catch_up()
+        return pj.checkpoint.positions[0]
+    finally:
+        await pj.stop()
+
+
+def _spy_reads(store: EventStore) -> list[str]:
+    """Record the position every flat read starts after (the orchestrator's catch-up)."""
+    seen: list[str] = []
+    read_flat = store.read_flat
+
+    async def spy(partition: int, after: str = START, limit: int = 1000) -> Any:
+        seen.append(after)
+        return await read_flat(partition, after, limit)
+
+    store.read_flat = spy  # type: ignore[method-assign]
+    return seen
+
+
+async def _types_of(store: EventStore, workflow_id: str) -> list[str]:
+    events = await store.read(0, START, 10_000)
+    return [e.type for e in events if e.aggregate_id == workflow_id]
+
+
+async def test_restart_reads_the_log_after_the_checkpoint_only(
+    orchestrator_factory: Callable[..., Any], store: EventStore, settings: Settings,
+    project: ProjectKey,
+) -> None:
+    first: Orchestrator = await orchestrator_factory(start=False)  # commands need no start
+    await first.create_workflow(project, workflow_id="wf-long", start_timeout=60)
+    await first.create_workflow(project, workflow_id="wf-appr", start_timeout=60)
+    await first.start_workflow(project, "wf-appr")
+    await first.request_approval(project, "wf-appr", timeout=60)
+    for i in range(20):
+        await store.append_one(message(content=f"m{i}"))
+    checkpoint = await _project(store, settings)
+    # After the checkpoint, before the restart: a wait the read model does not know yet.
+    await first.create_workflow(project, workflow_id="wf-new", start_timeout=0.05)
+
+    reads = _spy_reads(store)
+    second: Orchestrator = await orchestrator_factory()
+    assert reads and reads[0] == checkpoint and START not in reads
+    assert {"wf-long", "wf-appr"} <= {w.workflow_id for w in second._timers.open.values()}
+
+    async def new_timed_out() -> bool:
+        return "workflow.timed_out" in await _types_of(store, "wf-new")
+
+    await eventually(new_timed_out, what="wf-new (created after the checkpoint) to time out")
+    # The restored waits behave as before the restart.
+    view = await second.start_workflow(project, "wf-long")
+    assert view.state == "running"
+    view = await second.decide_approval(project, "wf-appr", approved=True)
+    assert view.state == "approved"
+    await eventually(lambda: second.open_waits == 0, what="no open wait left")
+
+
+async def test_a_deadline_that_passed_while_down_times_out_with_its_history_deleted(
+    orchestrator_factory: Callable[..., Any], store: EventStore, settings: Settings,
+    project: ProjectKey,
+) -> None:
+    first: Orchestrator = await orchestrator_factory(start=False)
+    await first.create_workflow(project, workflow_id="wf-late", start_timeout=0.05)
+    await first.create_workflow(project, workflow_id="wf-later", start_timeout=60)
+    for i in range(5):
+        await store.append_one(message(content=f"m{i}"))
+    await _project(store, settings)
+    cut = await store.append_one(message(content="the first event kept"))
+    assert await store.trim(0, cut.position) == 7  # the workflows' history is gone
+
+    second: Orchestrator = await orchestrator_factory()
+    assert "wf-later" in {w.workflow_id for w in second._timers.open.values()}
+
+    async def late_failed() -> list[str]:
+        types = [e.type for e in await store.read(0) if e.aggregate_id == "wf-late"]
+        return types if types == ["workflow.timed_out", "workflow.failed"] else []
+
+    await eventually(late_failed, what="wf-late to time out after the restart")
+    assert second.open_waits == 1  # wf-later still waits, with the time it has left
+
+
+async def test_restart_with_open_workflows_whose_history_is_archived(
+    orchestrator_factory: Callable[..., Any], store: EventStore, settings: Settings,
+    project: ProjectKey, tmp_path: Path,
+) -> None:
+    """Waits and deadlines behave as before the archive; the workflows read through it."""
+    store.archive = Archive.open(str(tmp_path / "archive"))
+    first: Orchestrator = await orchestrator_factory(start=False)
+    await first.create_workflow(project, workflow_id="wf-late", start_timeout=0.05)
+    await first.create_workflow(project, workflow_id="wf-long", start_timeout=60)
+    await first.create_workflow(project, workflow_id="wf-appr", start_timeout=60)
+    await first.start_workflow(project, "wf-appr")
+    await first.request_approval(project, "wf-appr", timeout=60)
+    for i in range(10):
+        await store.append_one(message(content=f"m{i}"))
+    await _project(store, settings)
+    assert await archiver(store, Archive.open(store.archive.url), hot=2).run_pass() == 13
+
+    reads = _spy_reads(store)
+    second: Orchestrator = await orchestrator_factory()
+    assert START not in reads
+
+    async def late_failed() -> bool:
+        events = await store.read_aggregate(project.key, "workflow", "wf-late")
+        return [e.type for e in events][-2:] == ["workflow.timed_out", "workflow.failed"]
+
+    await eventually(late_failed, what="wf-late to time out after the restart")
+    assert (await second.start_workflow(project, "wf-long")).state == "running"
+    assert (await second.decide_approval(project, "wf-appr", approved=True)).state == "approved"
+    history = await store.read_aggregate(project.key, "workflow", "wf-appr")
+    assert [e.version for e in history] == [1, 2, 3, 4]
