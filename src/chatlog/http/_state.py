@@ -44,6 +44,8 @@ class Services:
     read_model: Any | None = None
     #: Drives workflows and their waits.
     orchestrator: Any | None = None
+    #: Moves events beyond the hot window from Redis into the archive.
+    archiver: Any | None = None
 
 
 @dataclass

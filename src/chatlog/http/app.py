@@ -65,6 +65,12 @@ def build_services(settings: Settings, store: EventStore) -> Services:
         services.orchestrator = Orchestrator(store, settings)
     except ImportError as exc:  # pragma: no cover - a partial install
         log.warning("orchestrator not available: %s", exc)
+    try:
+        from chatlog.eventstore.archiver import Archiver
+
+        services.archiver = Archiver.from_settings(store, settings)
+    except ImportError as exc:  # pragma: no cover - a partial install (no pyarrow)
+        log.warning("archiver not available: %s", exc)
     return services
 
 
@@ -115,14 +121,15 @@ def create_app(
             if manage_services:
                 # The orchestrator first: its start returns once it has scanned the
                 # log, which the projector's own catch-up would slow down (measured).
-                for part in (services.orchestrator, services.projector):
+                # The archiver last: its passes are background work.
+                for part in (services.orchestrator, services.projector, services.archiver):
                     if part is not None:
                         await part.start()
                         started.append(part)
             yield
         finally:
             await fanout.stop()
-            for part in reversed(started):  # projector first, then orchestrator
+            for part in reversed(started):  # archiver, projector, then orchestrator
                 await part.stop()
             if manage_services and services.read_model is not None:
                 services.read_model.close()
