@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from chatlog.errors import ArchiveConflict, ChatlogError, StoreUnavailable
 from chatlog.eventstore.archive import Archive
 from chatlog.eventstore.codec import START, parse_position
@@ -208,6 +210,11 @@ class Archiver:
         self.holder = uuid.uuid4().hex
         self._trim_index = store.redis.register_script(TRIM_INDEX)
         self._task: asyncio.Task[None] | None = None
+        #: On one server, XRANGE replies left as flat field lists (no dict per entry).
+        self._flat: Any = None
+        if isinstance(store.redis, aioredis.Redis):
+            self._flat = aioredis.Redis(connection_pool=store.redis.connection_pool)
+            self._flat.set_response_callback("XRANGE", lambda response, **options: response)
 
     @classmethod
     def from_settings(cls, store: EventStore, settings: Settings) -> Archiver:
@@ -294,15 +301,14 @@ class Archiver:
             done = False
             while len(entries) < self.segment_events:
                 want = min(_READ_BATCH, self.segment_events - len(entries))
-                rows: Any = await self.store.redis.xrange(log_key, f"({after}", "+", want)
-                for pos, fields in rows:
-                    position = pos if isinstance(pos, bytes) else str(pos).encode()
+                rows = await self._xrange(log_key, after, want)
+                for position, flat in rows:
                     if archived + len(entries) >= count and (
                         time_cut is None or int(position.split(b"-", 1)[0]) >= time_cut
                     ):
                         done = True
                         break
-                    entries.append((position, [x for kv in fields.items() for x in kv]))
+                    entries.append((position, flat))
                 if done or len(rows) < want:
                     done = True
                     break
@@ -317,6 +323,15 @@ class Archiver:
             if done or not entries:
                 break
         return PassResult(partition, archived=archived, segments=segments, trimmed=trimmed)
+
+    async def _xrange(self, key: str, after: str, count: int) -> list[tuple[bytes, list[bytes]]]:
+        """Up to ``count`` entries after ``after``, each as (position, flat field list)."""
+        if self._flat is not None:
+            flat: Any = await self._flat.xrange(key, f"({after}", "+", count)
+            return [(bytes(pos), list(fields)) for pos, fields in flat]
+        rows: Any = await self.store.redis.xrange(key, f"({after}", "+", count)
+        return [(pos if isinstance(pos, bytes) else str(pos).encode(),
+                 [x for kv in fields.items() for x in kv]) for pos, fields in rows]
 
     async def _excess(self, partition: int) -> tuple[int, int | None] | None:
         """How many of the stream's oldest events lie beyond the hot window, and the
