@@ -39,7 +39,7 @@ import redis.asyncio as aioredis
 from chatlog.errors import ArchiveConflict, ChatlogError, StoreUnavailable
 from chatlog.eventstore.archive import Archive
 from chatlog.eventstore.codec import START, parse_position
-from chatlog.eventstore.scripts import text
+from chatlog.eventstore.scripts import raise_if_cancelled, text
 from chatlog.eventstore.store import UNAVAILABLE, EventStore
 from chatlog.settings import Settings
 
@@ -245,17 +245,19 @@ class Archiver:
     async def _run(self) -> None:
         while True:
             try:
-                for result in await self.run_pass():
+                results = await self.run_pass()
+                raise_if_cancelled()
+                for result in results:
                     if result.archived or result.trimmed:
                         log.info("archived %d events of partition %d in %d segments",
                                  result.archived, result.partition, result.segments)
             except _RETRYABLE as exc:
-                log.warning("archiver: Redis unavailable (%s); next pass in %.0f s",
-                            exc, self.interval)
+                raise_if_cancelled()
+                log.warning("archiver: pass failed (%s: %s); next pass in %.0f s",
+                            exc.__class__.__name__, exc, self.interval)
             except ChatlogError as exc:
                 log.warning("archiver: %s; next pass in %.0f s", exc, self.interval)
-            except OSError as exc:  # the archive's storage
-                log.error("archiver: cannot write the archive: %s", exc)
+            raise_if_cancelled()  # redis-py may have swallowed a cancellation
             await asyncio.sleep(self.interval)
 
     # -- one pass ----------------------------------------------------------------------
@@ -302,6 +304,7 @@ class Archiver:
             while len(entries) < self.segment_events:
                 want = min(_READ_BATCH, self.segment_events - len(entries))
                 rows = await self._xrange(log_key, after, want)
+                raise_if_cancelled()
                 for position, flat in rows:
                     if archived + len(entries) >= count and (
                         time_cut is None or int(position.split(b"-", 1)[0]) >= time_cut
