@@ -173,6 +173,16 @@ async def next_pass_completes(store: EventStore, archive: Archive) -> None:
     await eventually(passed, timeout=10, what="the dead archiver's lease to expire")
 
 
+def test_archive_command_names_a_missing_partition_in_one_line(
+    crash_env: dict[str, str]
+) -> None:
+    proc = subprocess.run([*CHATLOG, "archive", "--partition", "7"], capture_output=True,
+                          text=True, timeout=60, env=crash_env)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "Error: partition 7 does not exist; this log has partitions 0..0"]
+
+
 @pytest.mark.parametrize("step", STEPS)
 async def test_a_crash_at_any_step_loses_nothing(
     step: str, store: EventStore, tmp_path: Path, crash_env: dict[str, str]

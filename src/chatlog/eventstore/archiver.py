@@ -36,7 +36,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from chatlog.errors import ArchiveConflict, ChatlogError, StoreUnavailable
+from chatlog.errors import ArchiveConflict, ChatlogError, InvalidInput, StoreUnavailable
 from chatlog.eventstore.archive import Archive
 from chatlog.eventstore.codec import START, parse_position
 from chatlog.eventstore.scripts import raise_if_cancelled, text
@@ -267,6 +267,12 @@ class Archiver:
     ) -> list[PassResult]:
         """Archive every partition (or those given) once; what was done to each."""
         wanted = range(self.store.partitions) if partitions is None else partitions
+        for p in wanted:
+            if not 0 <= p < self.store.partitions:
+                raise InvalidInput(
+                    f"partition {p} does not exist; this log has partitions "
+                    f"0..{self.store.partitions - 1}"
+                )
         return [await self.archive_partition(p, progress=progress) for p in wanted]
 
     async def archive_partition(
