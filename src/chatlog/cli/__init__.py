@@ -7,6 +7,7 @@ turns chatlog's errors into one readable line (exit code 1), never a traceback.
 from __future__ import annotations
 
 from chatlog.cli import archive as _archive  # noqa: F401  (archive)
+from chatlog.cli import jobs as _jobs  # noqa: F401  (jobs enqueue, list, show)
 from chatlog.cli import log as _log  # noqa: F401  (registers append, tail, status, trim)
 from chatlog.cli import migrate as _migrate  # noqa: F401  (migrate)
 from chatlog.cli import readmodel as _readmodel  # noqa: F401  (rebuild, import)

@@ -57,6 +57,10 @@ class Keys:
         """Hash: one job's record (workflow, kind, payload, state)."""
         return f"{self.tag(partition)}:job:{job_id}"
 
+    def job_index(self, partition: int, project: uuid.UUID) -> str:
+        """Sorted set: a project's job ids, scored by enqueue time (ms)."""
+        return f"{self.tag(partition)}:jobidx:{project}"
+
 
 def partition_of(project: uuid.UUID, partitions: int) -> int:
     """The partition a project's events live in: a stable hash mod P."""

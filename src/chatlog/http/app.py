@@ -12,7 +12,7 @@ from aiohttp import web
 
 from chatlog.errors import ConfigError
 from chatlog.eventstore import EventStore
-from chatlog.http import events, messages, ops, queries, workflows
+from chatlog.http import events, jobs, messages, ops, queries, workflows
 from chatlog.http._routing import Endpoint
 from chatlog.http._state import STATE, AppState, Services
 from chatlog.http.auth import TokenRegistry
@@ -39,6 +39,7 @@ def endpoints() -> list[Endpoint]:
         *messages.ENDPOINTS,
         *queries.ENDPOINTS,
         *workflows.ENDPOINTS,
+        *jobs.ENDPOINTS,
         *events.ENDPOINTS,
         *ops.ENDPOINTS,
     ]

@@ -20,6 +20,7 @@ _PARAM_DOCS = {
     "project": "A project name (case-insensitive) or UUID; `system-master` is the system scope",
     "thread_id": "A thread id as the append answered it",
     "workflow_id": "A workflow id",
+    "job_id": "A job id as the enqueue answered it",
 }
 _ERROR_TEXT = {
     400: "Invalid input (malformed JSON, wrong types, unknown or missing fields)",

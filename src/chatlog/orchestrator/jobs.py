@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,6 +54,7 @@ GROUP = "workers"
 #: uuid5 namespace of job event ids (``<job id>/<step>``), which makes them idempotent.
 JOB_EVENT_NAMESPACE = uuid.UUID("4b1d6a52-5a8e-5c7b-9f0e-6a6f62730001")
 MAX_KIND = 100
+MAX_JOB_ID = 200
 
 # Claim the oldest entry idle longer than the lease; say who held it and how often
 # it was delivered (this claim included). XCLAIM re-checks the idle time, atomically.
@@ -85,10 +87,14 @@ return 1
 # was pushed before (whatever became of it since).
 _PUSH_LUA = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[5], 'project', ARGV[1],
+                         'name', ARGV[2], 'workflow', ARGV[3], 'kind', ARGV[4],
+                         'payload', ARGV[6], 'max', ARGV[7])
 redis.call('HSET', KEYS[2], 'state', 'queued', 'workflow', ARGV[3], 'project', ARGV[1],
-           'kind', ARGV[4])
-return redis.call('XADD', KEYS[1], '*', 'job', ARGV[5], 'project', ARGV[1], 'name', ARGV[2],
-                  'workflow', ARGV[3], 'kind', ARGV[4], 'payload', ARGV[6], 'max', ARGV[7])
+           'name', ARGV[2], 'kind', ARGV[4], 'payload', ARGV[6], 'max', ARGV[7],
+           'attempts', 0, 'enqueued_ms', ARGV[8], 'updated_ms', ARGV[8], 'entry', entry)
+redis.call('ZADD', KEYS[3], ARGV[8], ARGV[5])
+return entry
 """
 
 # Move a job to the dead-letter stream: add it there, acknowledge it, mark it dead.
@@ -97,7 +103,8 @@ local id = redis.call('XADD', KEYS[2], '*', 'job', ARGV[3], 'project', ARGV[4], 
   'workflow', ARGV[6], 'kind', ARGV[7], 'payload', ARGV[8], 'deliveries', ARGV[9],
   'reason', ARGV[10], 'entry', ARGV[2], 'worker', ARGV[11])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[3], 'state', 'dead', 'worker', ARGV[11])
+redis.call('HSET', KEYS[3], 'state', 'dead', 'worker', ARGV[11], 'last_error', ARGV[10],
+           'updated_ms', ARGV[12])
 return id
 """
 
@@ -106,7 +113,7 @@ _FINISH_LUA = """
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('HSET', KEYS[2], 'state', ARGV[4], 'worker', ARGV[2])
+redis.call('HSET', KEYS[2], 'state', ARGV[4], 'worker', ARGV[2], 'updated_ms', ARGV[5])
 return 1
 """
 
@@ -148,13 +155,35 @@ class DeadLetter:
 Handler = Callable[[Job], Awaitable[dict[str, Any] | None]]
 
 
-def new_job(kind: str, payload: dict[str, Any] | None, max_deliveries: int) -> JobEnqueued:
+def now_ms() -> int:
+    """Wall-clock milliseconds, as job records keep their times."""
+    return int(time.time() * 1000)
+
+
+def check_job_id(job_id: str) -> str:
+    """A job id as given, or :class:`InvalidInput` saying what a valid one is."""
+    if (
+        not job_id or len(job_id) > MAX_JOB_ID or "/" in job_id
+        or not job_id.isprintable() or job_id != job_id.strip()
+    ):
+        raise InvalidInput(
+            f"job id {job_id!r} is not valid: use 1 to {MAX_JOB_ID} printable characters "
+            "without '/' or surrounding spaces"
+        )
+    return job_id
+
+
+def new_job(
+    kind: str, payload: dict[str, Any] | None, max_deliveries: int, job_id: str | None = None
+) -> JobEnqueued:
     if not kind or len(kind) > MAX_KIND or not kind.isprintable():
         raise InvalidInput(f"job kind {kind!r} must be 1 to {MAX_KIND} printable characters")
     if payload is not None and not isinstance(payload, dict):
         raise InvalidInput("a job payload must be a JSON object")
+    if max_deliveries < 1:
+        raise InvalidInput(f"max_deliveries must be at least 1, not {max_deliveries}")
     return JobEnqueued(
-        job_id=f"job-{uuid.uuid4()}",
+        job_id=check_job_id(job_id) if job_id is not None else f"job-{uuid.uuid4()}",
         kind=kind,
         payload=payload or {},
         max_deliveries=max_deliveries,
@@ -212,9 +241,9 @@ class JobQueue:
             self._grouped.add(p)
         keys = self.store.keys
         entry = await self._push(
-            keys=[keys.jobs(p), keys.job(p, job.job_id)],
+            keys=[keys.jobs(p), keys.job(p, job.job_id), keys.job_index(p, project.key)],
             args=[str(project.key), project.display, workflow_id, job.kind, job.job_id,
-                  orjson.dumps(job.payload), job.max_deliveries],
+                  orjson.dumps(job.payload), job.max_deliveries, now_ms()],
         )
         return None if entry is None else _s(entry)
 
@@ -355,9 +384,11 @@ class Worker:
 
     async def _process(self, job: Job) -> None:
         keys = self.store.keys
+        record = keys.job(job.partition, job.id)
         await self._redis.hset(
-            keys.job(job.partition, job.id), mapping={"state": "running", "worker": self.name}
+            record, mapping={"state": "running", "worker": self.name, "updated_ms": now_ms()}
         )
+        await self._redis.hincrby(record, "attempts", 1)
         await self._append(
             job, JobStarted(job_id=job.id, worker=self.name, delivery=job.delivery),
             f"started/{job.delivery}",
@@ -424,7 +455,7 @@ class Worker:
         keys = self.store.keys
         done = await self._finish(
             keys=[keys.jobs(job.partition), keys.job(job.partition, job.id)],
-            args=[GROUP, self.name, job.entry_id, state],
+            args=[GROUP, self.name, job.entry_id, state, now_ms()],
         )
         return bool(done)
 
@@ -436,12 +467,17 @@ class Worker:
             job_id=job.id, worker=self.name, error=error, delivery=job.delivery),
             f"failed/{job.delivery}")
         self.processed += 1
+        await self._redis.hset(
+            self.store.keys.job(job.partition, job.id),
+            mapping={"last_error": error, "updated_ms": now_ms()},
+        )
         if job.delivery >= job.max_deliveries:
             await self._dead_letter(
                 job, job.delivery, f"failed on each of {job.delivery} deliveries; last: {error}"
             )
             return
         # Release it: reclaimable at once (by any worker) instead of after the lease.
+        await self._redis.hset(self.store.keys.job(job.partition, job.id), "state", "queued")
         await self._renew(
             keys=[self.store.keys.jobs(job.partition)],
             args=[GROUP, self.name, job.entry_id, str(self.lease_ms + 1)],
@@ -454,7 +490,7 @@ class Worker:
             keys=[keys.jobs(p), keys.dead_letters(p), keys.job(p, job.id)],
             args=[GROUP, job.entry_id, job.id, str(job.project.key), job.project.display,
                   job.workflow_id, job.kind, orjson.dumps(job.payload), deliveries, reason,
-                  self.name],
+                  self.name, now_ms()],
         )
         log.error("worker %s: job %s (%s, workflow %s) dead-lettered: %s",
                   self.name, job.id, job.kind, job.workflow_id, reason)

@@ -642,15 +642,22 @@ class Orchestrator:
         *,
         kind: str,
         payload: dict[str, Any] | None = None,
+        job_id: str | None = None,
+        max_deliveries: int | None = None,
     ) -> str:
         """Queue a job for a workflow that has not ended; its id.
 
         Appends ``job.enqueued`` to the workflow (in its history), then adds
         the job to the partition's job stream for :class:`~chatlog.orchestrator.Worker`.
         Should the second step fail, a running orchestrator adds it when it
-        reads the event (the push is idempotent by job id).
+        reads the event (the push is idempotent by job id). ``job_id``
+        defaults to ``job-<uuid4>``; ``max_deliveries`` to the setting.
         """
-        job = _jobs.new_job(kind, payload, self.settings.job_max_deliveries)
+        job = _jobs.new_job(
+            kind, payload,
+            max_deliveries if max_deliveries is not None else self.settings.job_max_deliveries,
+            job_id,
+        )
         await self._command(project, workflow_id, Command.ENQUEUE_JOB, lambda _: [job])
         await self._jobs.push(project, workflow_id, job)
         return job.job_id

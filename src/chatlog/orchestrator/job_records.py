@@ -1,0 +1,163 @@
+"""Jobs as operators and clients see them: one job's record, a project's jobs by state.
+
+Each job has a record (a hash next to its partition's job stream) that the
+queue writes when it pushes the job and the workers update as they run it;
+a per-project sorted set (scored by enqueue time) lists a project's jobs.
+The job's lifecycle events stay in its workflow's history; the record is
+the quick answer to "where is job X".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal, cast
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from chatlog.errors import InvalidInput
+from chatlog.eventstore.store import EventStore
+from chatlog.identity import ProjectKey
+
+JobState = Literal["pending", "running", "done", "dead"]
+#: Job states as the API names them.
+JOB_STATES: tuple[JobState, ...] = ("pending", "running", "done", "dead")
+#: Record state -> API state.
+_STATE_OF: dict[str, JobState] = {
+    "queued": "pending", "running": "running", "completed": "done", "dead": "dead",
+}
+_SCAN = 200
+
+
+class JobView(BaseModel):
+    """A job as the API shows it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    #: The normalised project key.
+    project: uuid.UUID
+    kind: str
+    workflow_id: str
+    #: ``pending`` (queued or released for a retry), ``running``, ``done``, ``dead``.
+    state: JobState
+    #: Deliveries so far (a reclaimed or retried job counts each).
+    attempts: int
+    max_deliveries: int
+    #: The last failure (or the dead-letter reason); null if none.
+    last_error: str | None
+    enqueued_at: datetime
+    updated_at: datetime
+    payload: dict[str, Any]
+
+
+def _time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _text(value: bytes | str | None, default: str = "") -> str:
+    if value is None:
+        return default
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def view_of(job_id: str, record: dict[Any, Any]) -> JobView | None:
+    """The view of a job record (HGETALL reply); None for a missing or foreign record."""
+    f = {_text(k): v for k, v in record.items()}
+    if "kind" not in f or "project" not in f:
+        return None
+    entry_ms = int(_text(f.get("entry"), "0-0").split("-", 1)[0])
+    enqueued = int(_text(f.get("enqueued_ms"), str(entry_ms)))
+    error = f.get("last_error")
+    return JobView(
+        job_id=job_id,
+        project=uuid.UUID(_text(f["project"])),
+        kind=_text(f["kind"]),
+        workflow_id=_text(f.get("workflow")),
+        state=_STATE_OF.get(_text(f.get("state")), "pending"),
+        attempts=int(_text(f.get("attempts"), "0")),
+        max_deliveries=int(_text(f.get("max"), "0")),
+        last_error=_text(error) if error is not None else None,
+        enqueued_at=_time(enqueued),
+        updated_at=_time(int(_text(f.get("updated_ms"), str(enqueued)))),
+        payload=orjson.loads(f["payload"]) if "payload" in f else {},
+    )
+
+
+async def read_job(store: EventStore, project: ProjectKey, job_id: str) -> JobView | None:
+    """One job of ``project``; None if the project has no job with that id."""
+    p = store.partition_of(project.key)
+    redis: Any = cast(Any, store.redis)
+    view = view_of(job_id, await redis.hgetall(store.keys.job(p, job_id)))
+    if view is None or view.project != project.key:
+        return None
+    return view
+
+
+def _encode_cursor(score: int, job_id: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([score, job_id])).decode().rstrip("=")
+
+
+def _decode_cursor(text: str) -> tuple[int, str]:
+    try:
+        score, job_id = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        if not (isinstance(score, int) and isinstance(job_id, str)):
+            raise ValueError(text)
+        return score, job_id
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise InvalidInput(
+            f"cursor {text!r} is not one this API gave out; pass next_cursor unchanged"
+        ) from None
+
+
+async def list_jobs(
+    store: EventStore,
+    project: ProjectKey,
+    *,
+    state: JobState | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[JobView], str | None]:
+    """A project's jobs, newest first (only ``state`` if given); the page and its next cursor."""
+    p = store.partition_of(project.key)
+    redis: Any = cast(Any, store.redis)
+    index = store.keys.job_index(p, project.key)
+    after = _decode_cursor(cursor) if cursor else None
+    top: int | str = after[0] if after else "+inf"
+    offset = 0
+    out: list[JobView] = []
+    last: tuple[int, str] | None = None
+    while True:
+        members = await redis.zrevrangebyscore(
+            index, top, "-inf", start=offset, num=_SCAN, withscores=True
+        )
+        if not members:
+            return out, None
+        offset += len(members)
+        ids: list[tuple[str, int]] = []
+        for member, score in members:
+            job_id, ms = _text(member), int(score)
+            # Same millisecond: members come in reverse order, so resume below the cursor's.
+            if after is not None and ms == after[0] and job_id >= after[1]:
+                continue
+            ids.append((job_id, ms))
+        pipe = redis.pipeline(transaction=False)
+        for job_id, _ in ids:
+            pipe.hgetall(store.keys.job(p, job_id))
+        records = await pipe.execute() if ids else []
+        for (job_id, ms), record in zip(ids, records, strict=True):
+            view = view_of(job_id, record)
+            if view is None or view.project != project.key:
+                continue
+            if state is not None and view.state != state:
+                continue
+            if len(out) == limit:
+                assert last is not None
+                return out, _encode_cursor(*last)
+            out.append(view)
+            last = (ms, job_id)
+        if len(members) < _SCAN:
+            return out, None

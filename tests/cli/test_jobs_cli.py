@@ -1,0 +1,62 @@
+"""``chatlog jobs enqueue / list / show``: jobs from the shell, as the HTTP API shows them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from chatlog.cli import cli
+from chatlog.cli.worker import demo_handler
+from chatlog.eventstore import EventStore
+from chatlog.identity import normalize_project_id
+from chatlog.orchestrator import Worker
+from chatlog.orchestrator.job_records import read_job
+from chatlog.settings import Settings
+
+
+async def _run_until_done(settings: Settings, job_id: str) -> None:
+    assert settings.redis_url is not None
+    store = await EventStore.open(settings.redis_url, prefix=settings.key_prefix)
+    worker = Worker(store, settings, demo_handler, name="cli-test")
+    task = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                view = await read_job(store, normalize_project_id("Ops"), job_id)
+                if view is not None and view.state == "done":
+                    return
+                await asyncio.sleep(0.05)
+    finally:
+        await worker.stop()
+        await asyncio.wait_for(task, 10)
+        await store.close()
+
+
+def test_enqueue_list_show(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
+    env = {"CHATLOG_KEY_PREFIX": key_prefix, "CHATLOG_DATA_DIR": str(tmp_path)}
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        out = runner.invoke(cli, ["--redis-url", redis_url, "jobs", *args], env=env)
+        assert out.exit_code == 0, out.output
+        return out.output
+
+    job = json.loads(run("enqueue", "Ops", "echo", "--payload", '{"n": 1}', "--job-id", "j-1"))
+    assert job["job_id"] == "j-1" and job["state"] == "pending" and job["payload"] == {"n": 1}
+    listed = [json.loads(line) for line in run("list", "ops", "--state", "pending").splitlines()]
+    assert [j["job_id"] for j in listed] == ["j-1"]
+    settings = Settings(redis_url=redis_url, key_prefix=key_prefix, data_dir=tmp_path,
+                        job_lease=2.0)
+    asyncio.run(_run_until_done(settings, "j-1"))
+    shown = json.loads(run("show", "OPS", "j-1"))
+    assert shown["state"] == "done" and shown["attempts"] == 1
+    bad = runner.invoke(cli, ["--redis-url", redis_url, "jobs", "enqueue", "Ops", "echo",
+                              "--payload", "[1]"], env=env)
+    assert bad.exit_code == 1 and "JSON object" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
+    again = runner.invoke(cli, ["--redis-url", redis_url, "jobs", "enqueue", "Ops", "echo",
+                                "--job-id", "j-1"], env=env)
+    assert again.exit_code == 1 and "exists already" in again.output
