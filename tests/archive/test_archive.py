@@ -8,6 +8,7 @@ import itertools
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -162,16 +163,27 @@ def test_orphans_of_a_crash_are_removed(log: list[Entry], tmp_path: Path) -> Non
     assert archive.read_flat(0, "0-0", 100) == entries[:10]
 
 
-def test_a_segment_that_does_not_read_back_is_not_staged(log: list[Entry], tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["a row lost", "a body changed"])
+def test_a_segment_that_does_not_read_back_is_not_staged(
+    damage: str, log: list[Entry], tmp_path: Path
+) -> None:
     entries = log[:10]
     archive = Archive.open(str(tmp_path))
 
     def corrupt(step: str) -> None:
         if step == "written":
             (tmp,) = (tmp_path / "partition=0").glob("*.tmp")
-            pq.write_table(pq.read_table(tmp).slice(1), tmp)
+            table = pq.read_table(tmp)
+            if damage == "a row lost":
+                table = table.slice(1)
+            else:
+                bodies = table.column("body").to_pylist()
+                bodies[3] = bodies[3].replace(b"m", b"M")
+                table = table.set_column(9, "body", pa.array(bodies, pa.binary()))
+            pq.write_table(table, tmp)
 
-    with pytest.raises(ArchiveCorrupt, match="read back 9 events"):
+    with pytest.raises(ArchiveCorrupt, match="read back 9 events" if damage == "a row lost"
+                       else "read back 10 events"):
         archive.stage(0, entries, on_step=corrupt)
     assert list((tmp_path / "partition=0").iterdir()) == []
 

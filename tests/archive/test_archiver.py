@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -121,6 +123,36 @@ async def test_the_memory_bound_seals_too(store: EventStore, tmp_path: Path) -> 
     (result,) = await archiver.run_pass()
     assert 100 <= result.archived < 200
     assert await store.redis.xlen(store.keys.log(0)) == 200 - result.archived
+
+
+async def test_the_age_bound_seals_what_is_older(store: EventStore, tmp_path: Path) -> None:
+    appended = await fill(store, 50)
+    last_ms = max(parse_position(p.decode())[0] for p in appended)
+    await eventually(lambda: time.time() * 1000 > last_ms + 200, what="200 ms to pass")
+    archive = Archive.open(str(tmp_path))
+    archiver = Archiver(store, archive, HotWindow(events=0, seconds=0.1, bytes=0))
+    (result,) = await archiver.run_pass()
+    assert result.archived == 50
+    assert await store.redis.xlen(store.keys.log(0)) == 0
+    await assert_every_event_once(store, archive, appended)
+
+
+async def test_archive_and_status_commands(
+    store: EventStore, crash_env: dict[str, str]
+) -> None:
+    await fill(store, 300)
+    proc = await asyncio.to_thread(subprocess.run, [*CHATLOG, "archive"], capture_output=True,
+                                   text=True, timeout=60, env=crash_env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (
+        "partition 0: archived 250 events in 5 segments; removed 250 from Redis")
+    assert "archiving p0" in proc.stderr  # the progress bar
+    proc = await asyncio.to_thread(subprocess.run, [*CHATLOG, "status", "--json"],
+                                   capture_output=True, text=True, timeout=60, env=crash_env)
+    assert proc.returncode == 0, proc.stderr
+    (part,) = json.loads(proc.stdout)["archive"]["partitions"]
+    assert (part["segments"], part["events"]) == (5, 250)
+    assert part["newest"] == Archive.open(crash_env["CHATLOG_ARCHIVE_URL"]).newest(0)
 
 
 async def test_a_lease_holder_keeps_others_out_and_a_stale_one_cannot_publish(
