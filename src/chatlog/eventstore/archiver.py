@@ -32,16 +32,18 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
 from chatlog.errors import ArchiveConflict, ChatlogError, InvalidInput, StoreUnavailable
-from chatlog.eventstore.archive import Archive
 from chatlog.eventstore.codec import START, parse_position
 from chatlog.eventstore.scripts import raise_if_cancelled, text
 from chatlog.eventstore.store import UNAVAILABLE, EventStore
 from chatlog.settings import Settings
+
+if TYPE_CHECKING:  # pyarrow is imported when the first pass opens the archive
+    from chatlog.eventstore.archive import Archive
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +192,7 @@ class Archiver:
     def __init__(
         self,
         store: EventStore,
-        archive: Archive,
+        archive: Archive | str,
         window: HotWindow,
         *,
         segment_events: int = 100_000,
@@ -201,7 +203,9 @@ class Archiver:
         if crash_at is not None and crash_at not in STEPS:
             raise ValueError(f"archiver crash step {crash_at!r} is not one of {', '.join(STEPS)}")
         self.store = store
-        self.archive = archive
+        #: The archive, or its URL until the first pass opens it (so that importing
+        #: pyarrow does not delay ``chatlog serve``'s start).
+        self._archive: Archive | str = archive
         self.window = window
         self.segment_events = segment_events
         self.interval = interval
@@ -220,13 +224,21 @@ class Archiver:
     def from_settings(cls, store: EventStore, settings: Settings) -> Archiver:
         return cls(
             store,
-            Archive.open(settings.archive_location),
+            settings.archive_location,
             HotWindow(settings.hot_events, settings.hot_seconds, settings.hot_bytes),
             segment_events=settings.archive_segment_events,
             interval=settings.archive_interval,
             lease_ttl=settings.archive_lease,
             crash_at=settings.archiver_crash_at,
         )
+
+    @property
+    def archive(self) -> Archive:
+        if isinstance(self._archive, str):
+            from chatlog.eventstore.archive import Archive
+
+            self._archive = Archive.open(self._archive)
+        return self._archive
 
     # -- background ------------------------------------------------------------------
 
@@ -267,6 +279,8 @@ class Archiver:
     ) -> list[PassResult]:
         """Archive every partition (or those given) once; what was done to each."""
         wanted = range(self.store.partitions) if partitions is None else partitions
+        if isinstance(self._archive, str):
+            await asyncio.to_thread(lambda: self.archive)
         for p in wanted:
             if not 0 <= p < self.store.partitions:
                 raise InvalidInput(
