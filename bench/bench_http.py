@@ -235,13 +235,13 @@ async def _group_commit(valkey_url: str, data_dir: Path, duration: float) -> dic
     settings = Settings(redis_url=valkey_url, data_dir=data_dir)
     store = await EventStore.open(valkey_url)
     batches: list[int] = []
-    run_scripts = store._run_scripts
+    run_scripts = store._appender._run_scripts
 
     async def counted(batch: list[Any]) -> list[Any]:
         batches.append(len(batch))
         return await run_scripts(batch)
 
-    store._run_scripts = counted  # type: ignore[method-assign]
+    store._appender._run_scripts = counted  # type: ignore[method-assign]
     port = _free_port()
     try:
         app = create_app(settings, store, services=build_services(settings, store))

@@ -44,9 +44,9 @@ from _common import (
 )
 from chatlog.events import NewEvent
 from chatlog.eventstore import EmbeddedValkey, EventStore
-from chatlog.eventstore.cluster import LocalCluster
 from chatlog.eventstore.codec import encode_body
 from chatlog.identity import normalize_project_id
+from chatlog.testing import LocalCluster
 
 PARTITIONS = (1, 4, 16)
 CONCURRENCY = 256

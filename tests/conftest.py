@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from chatlog.eventstore import EmbeddedValkey, EventStore
-from chatlog.eventstore.cluster import LocalCluster
+from chatlog.testing import LocalCluster
 
 CONTRACT_DIR = Path(__file__).parent / "eventstore"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chatlog.eventstore.cluster import LocalCluster
+from chatlog.testing import LocalCluster
 
 
 @pytest.fixture

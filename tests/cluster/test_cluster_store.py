@@ -14,7 +14,8 @@ import redis
 from chatlog.errors import ConfigError, NotReplicated, StoreUnavailable
 from chatlog.events import RecordedEvent
 from chatlog.eventstore import Cursor, EmbeddedValkey, EventStore
-from chatlog.eventstore.cluster import LocalCluster, connect_cluster, is_cluster_url
+from chatlog.eventstore.cluster import connect_cluster, is_cluster_url
+from chatlog.testing import LocalCluster
 from tests.helpers import message
 
 pytestmark = pytest.mark.cluster
@@ -218,3 +219,36 @@ async def test_settings_choose_the_cluster_and_the_ack_level(
         key = store.keys.log(result.partition)
         [replica] = session_cluster.replicas_of(session_cluster.master_of(key))
         assert _replica_xlen(session_cluster, replica, key) == 1
+
+
+async def test_tail_raw_across_partitions_on_a_cluster(
+    store_factory: Callable[..., object], cluster_url: str
+) -> None:
+    store: EventStore = await store_factory(cluster_url, partitions=8)  # type: ignore[misc]
+    results = [await store.append_one(message(project=f"p{i}", content=str(i)))
+               for i in range(24)]
+    got: list[tuple[int, bytes, dict[bytes, bytes]]] = []
+    async with asyncio.timeout(20):
+        async for batch in store.tail_raw(Cursor.start(8), block=0.1):
+            assert len({p for p, _, _ in batch}) == 1  # one partition per batch
+            got.extend(batch)
+            if len(got) >= len(results):
+                break
+    assert sorted(fields[b"i"].decode() for _, _, fields in got) == sorted(
+        r.event_id for r in results)
+    assert {(p, pos.decode()) for p, pos, _ in got} == {(r.partition, r.position) for r in results}
+
+
+async def test_scan_and_log_info_on_a_cluster(
+    store_factory: Callable[..., object], cluster_url: str
+) -> None:
+    store: EventStore = await store_factory(cluster_url, partitions=4)  # type: ignore[misc]
+    results = [await store.append_one(message(project="one", content=str(i))) for i in range(5)]
+    p = results[0].partition
+    scanned = [e for c in [c async for c in store.scan_flat(p, chunk=2)] for e in c]
+    assert scanned == await store.read_flat(p)
+    assert [pos.decode() for pos, _ in scanned] == [r.position for r in results]
+    info = await store.log_info(p, results[1].position)
+    assert (info.length, info.head, info.next_position) == (5, results[-1].position,
+                                                            results[2].position)
+    assert (await store.placement())["partitions"].keys() == {"p0", "p1", "p2", "p3"}

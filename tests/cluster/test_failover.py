@@ -24,7 +24,7 @@ import pytest
 
 from chatlog.errors import StoreUnavailable
 from chatlog.eventstore import AppendResult, EventStore
-from chatlog.eventstore.cluster import LocalCluster
+from chatlog.testing import LocalCluster
 from tests.helpers import message
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -90,9 +90,7 @@ class _NoBar:
 
 
 async def _cluster_section(settings: Settings, store: EventStore) -> dict[str, Any]:
-    from chatlog.eventstore.cluster import placement
-
-    where = await placement(store)
+    where = await store.placement()
     return {"cluster": where} if where else {}
 
 

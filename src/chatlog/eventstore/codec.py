@@ -17,6 +17,7 @@ import orjson
 
 from chatlog.errors import InvalidPosition
 from chatlog.events import NewEvent, RecordedEvent, position_time
+from chatlog.eventstore.connection import text
 
 POSITION_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 START = "0-0"
@@ -26,9 +27,12 @@ START = "0-0"
 _FIELD_AT = {b"i": 0, b"t": 2, b"a": 4, b"v": 6, b"b": 8}
 
 
-def flat_fields(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+def flat_fields(flat: Sequence[bytes] | dict[bytes, bytes]) -> dict[bytes, bytes]:
     """An entry's flat field list (``[b"i", id, b"t", type, ...]``, as the server
-    sends it when the reply is left unparsed) as a dict."""
+    sends it when the reply is left unparsed) as a dict; a dict (a reply redis-py
+    parsed) is returned as it is."""
+    if isinstance(flat, dict):
+        return flat
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
@@ -49,7 +53,7 @@ def decode_entry(
     partition: int, position: bytes | str, fields: dict[bytes, bytes]
 ) -> RecordedEvent:
     """A stream entry as a :class:`RecordedEvent`."""
-    pos = position.decode() if isinstance(position, bytes) else position
+    pos = text(position)
     body: dict[str, Any] = orjson.loads(fields[b"b"])
     project, aggregate_type, aggregate_id = fields[b"a"].decode().split("/", 2)
     return RecordedEvent.model_construct(

@@ -24,8 +24,9 @@ from typing import Any
 
 from chatlog.errors import EventStoreError
 from chatlog.eventstore.codec import START, parse_position
+from chatlog.eventstore.connection import guard, text
 from chatlog.eventstore.keys import partition_of
-from chatlog.eventstore.store import EventStore, _guard
+from chatlog.eventstore.store import EventStore
 
 #: KEYS: stream, versions, aggregate index, event-id key.
 #: ARGV: aggregate, version, source position, id ttl ms (0: none), event id, field, value, ...
@@ -81,10 +82,6 @@ class MigrationProgress:
         return self.copied + self.skipped
 
 
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class _Source:
     """Pages of one source partition, in position order."""
 
@@ -104,7 +101,7 @@ class _Source:
         if len(entries) < self.page:
             self.done = True
         if entries:
-            self.after = _s(entries[-1][0])
+            self.after = text(entries[-1][0])
         return entries
 
 
@@ -120,17 +117,17 @@ async def _merged(source: EventStore, page: int) -> AsyncIterator[Entry]:
         entries = await r.next_page()
         buffers.append(entries)
         if entries:
-            heapq.heappush(heap, (parse_position(_s(entries[0][0])), r.partition, 0))
+            heapq.heappush(heap, (parse_position(text(entries[0][0])), r.partition, 0))
     while heap:
         _, p, i = heapq.heappop(heap)
         pos, fields = buffers[p][i]
-        yield p, _s(pos), fields
+        yield p, text(pos), fields
         i += 1
         if i == len(buffers[p]):
             buffers[p] = await readers[p].next_page()
             i = 0
         if i < len(buffers[p]):
-            heapq.heappush(heap, (parse_position(_s(buffers[p][i][0])), p, i))
+            heapq.heappush(heap, (parse_position(text(buffers[p][i][0])), p, i))
 
 
 async def migrate(
@@ -145,7 +142,7 @@ async def migrate(
     status = await source.status()
     progress.total = status.length
     script = target.redis.register_script(_COPY_LUA)
-    await _guard(target.redis.script_load(_COPY_LUA))
+    await guard(target.redis.script_load(_COPY_LUA))
     chunk: list[Entry] = []
 
     async def flush() -> None:
@@ -154,35 +151,35 @@ async def migrate(
         ttls = await _id_ttls(source, chunk)
         pipe = target.redis.pipeline(transaction=False)
         for (_p, pos, fields), ttl in zip(chunk, ttls, strict=True):
-            aggregate = _s(fields[b"a"])
+            aggregate = text(fields[b"a"])
             project = uuid.UUID(aggregate.split("/", 1)[0])
             tp = partition_of(project, target.partitions)
             keys = [target.keys.log(tp), target.keys.versions(tp),
                     target.keys.aggregate_index(tp, aggregate),
-                    target.keys.event_id(tp, uuid.UUID(_s(fields[b"i"])))]
+                    target.keys.event_id(tp, uuid.UUID(text(fields[b"i"])))]
             flat: list[Any] = []
             for k, v in fields.items():
                 flat += [k, v]
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, aggregate,
-                                 _s(fields[b"v"]), pos, max(ttl, 0), fields[b"i"], *flat)
-        replies = await _guard(pipe.execute(raise_on_error=False))
+                                 text(fields[b"v"]), pos, max(ttl, 0), fields[b"i"], *flat)
+        replies = await guard(pipe.execute(raise_on_error=False))
         for (p, pos, fields), reply in zip(chunk, replies, strict=True):
             if isinstance(reply, BaseException):
                 raise MigrationError(
-                    f"copying event {_s(fields[b'i'])} (partition {p}, position {pos}) "
+                    f"copying event {text(fields[b'i'])} (partition {p}, position {pos}) "
                     f"failed: {reply}; nothing after it was copied; rerun to resume"
                 ) from reply
-            state = _s(reply[0])
+            state = text(reply[0])
             if state == "other":
                 raise MigrationError(
-                    f"aggregate {_s(fields[b'a'])} has another event at version "
-                    f"{_s(fields[b'v'])} in the target than event {_s(fields[b'i'])} of the "
+                    f"aggregate {text(fields[b'a'])} has another event at version "
+                    f"{text(fields[b'v'])} in the target than event {text(fields[b'i'])} of the "
                     "source: the target has events of its own; copy into an empty log"
                 )
             if state == "gap":
                 raise MigrationError(
-                    f"aggregate {_s(fields[b'a'])} is at version {_s(reply[1])} in the target "
-                    f"but the source's next event has version {_s(fields[b'v'])}: the target "
+                    f"aggregate {text(fields[b'a'])} is at version {text(reply[1])} in the target "
+                    f"but the source's next event has version {text(fields[b'v'])}: the target "
                     "has other events for it, or the source was trimmed"
                 )
             if state == "ok":
@@ -207,5 +204,5 @@ async def _id_ttls(source: EventStore, chunk: list[Entry]) -> list[int]:
     """How long the source still remembers each event's client-supplied id (ms; <=0: not)."""
     pipe = source.redis.pipeline(transaction=False)
     for p, _pos, fields in chunk:
-        pipe.pttl(source.keys.event_id(p, uuid.UUID(_s(fields[b"i"]))))
-    return [int(t) for t in await _guard(pipe.execute())]
+        pipe.pttl(source.keys.event_id(p, uuid.UUID(text(fields[b"i"]))))
+    return [int(t) for t in await guard(pipe.execute())]

@@ -28,11 +28,19 @@ class _HiredisPacking(AbstractConnection):
             return super().pack_command(*args)
 
 
-_CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+_CLASSES: dict[tuple[type[AbstractConnection], type | None], type[AbstractConnection]] = {}
 
 
-def hiredis_packing(cls: type[AbstractConnection]) -> type[AbstractConnection]:
-    """``cls`` (TCP, unix socket or TLS connection), packing with hiredis."""
-    if cls not in _CLASSES:
-        _CLASSES[cls] = type(f"Hiredis{cls.__name__}", (_HiredisPacking, cls), {})
-    return _CLASSES[cls]
+def hiredis_packing(
+    cls: type[AbstractConnection], *, first: type[AbstractConnection] | None = None
+) -> type[AbstractConnection]:
+    """``cls`` (TCP, unix socket or TLS connection), packing with hiredis.
+
+    ``first``: a mixin that goes before both (the cluster's safe send).
+    """
+    key = (cls, first)
+    if key not in _CLASSES:
+        bases = (_HiredisPacking, cls) if first is None else (first, _HiredisPacking, cls)
+        name = f"Hiredis{cls.__name__}" if first is None else f"ClusterHiredis{cls.__name__}"
+        _CLASSES[key] = type(name, bases, {})
+    return _CLASSES[key]

@@ -16,12 +16,13 @@ by WAIT: replicas that have the fence have everything the primary wrote before i
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from redis import exceptions as rexc
-from redis.asyncio.cluster import RedisCluster
 
 from chatlog.errors import NotReplicated
+from chatlog.eventstore.connection import text
 
 #: How long the fence key lives (it only needs to outlive one WAIT).
 FENCE_TTL_MS = 60_000
@@ -37,6 +38,11 @@ class Script(Protocol):
     script: Any
 
 
+#: ``[(node or None, indexes of the keys)]`` for some log keys: one group per node
+#: they live on (see :meth:`chatlog.eventstore._topology.Topology.node_groups`).
+NodeGroups = Callable[[Sequence[str]], Awaitable[list[tuple[Any, list[int]]]]]
+
+
 def fence_key(log_key: str) -> str:
     """``<prefix>:{pN}:log`` → ``<prefix>:{pN}:ackfence`` (same slot)."""
     return log_key.rsplit(":", 1)[0] + ":ackfence"
@@ -44,22 +50,8 @@ def fence_key(log_key: str) -> str:
 
 def _status(reply: Any) -> str:
     if isinstance(reply, list) and reply:
-        first = reply[0]
-        return first.decode() if isinstance(first, bytes) else str(first)
+        return text(reply[0])
     return ""
-
-
-async def _node_groups(client: Any, batch: list[Pending]) -> list[tuple[Any, list[int]]]:
-    """``[(node or None, indexes of batch)]``: one group per node the scripts run on."""
-    if not isinstance(client, RedisCluster):
-        return [(None, list(range(len(batch))))]
-    await client.initialize()
-    groups: dict[str, tuple[Any, list[int]]] = {}
-    for i, p in enumerate(batch):
-        node = client.get_node_from_key(p.keys[0])
-        assert node is not None
-        groups.setdefault(node.name, (node, []))[1].append(i)
-    return list(groups.values())
 
 
 def _wait(pipe: Any, node: Any, replicas: int, timeout_ms: int, fsync: bool) -> None:
@@ -81,14 +73,14 @@ def _acked(reply: Any) -> int:
 
 async def run_replicated(
     client: Any, script: Script, batch: list[Pending], replicas: int, wait_s: float,
-    fsync: bool = False,
+    fsync: bool = False, *, node_groups: NodeGroups,
 ) -> list[Any]:
     """Run the append scripts of ``batch`` and wait for ``replicas`` replicas.
 
     Returns one reply (or exception) per pending append, like a pipeline.
     """
     timeout_ms = max(int(wait_s * 1000), 1)
-    groups = await _node_groups(client, batch)
+    groups = await node_groups([p.keys[0] for p in batch])
     pipe = client.pipeline(transaction=False)
     for node, idx in groups:
         for i in idx:
@@ -114,30 +106,28 @@ async def run_replicated(
         # A restarted or promoted primary forgot the script; nothing of these ran.
         script.sha = await client.script_load(script.script)
         again = await run_replicated(client, script, [batch[i] for i in missing], replicas,
-                                     wait_s, fsync)
+                                     wait_s, fsync, node_groups=node_groups)
         for i, r in zip(missing, again, strict=True):
             replies[i] = r
     dups = [i for i, r in enumerate(replies) if _status(r) == "dup"]
     if dups:
-        await _fence(client, batch, dups, replies, replicas, wait_s, fsync)
+        await _fence(client, batch, dups, replies, replicas, wait_s, fsync, node_groups)
     return replies
 
 
 async def _fence(
     client: Any, batch: list[Pending], dups: list[int], replies: list[Any], replicas: int,
-    wait_s: float, fsync: bool,
+    wait_s: float, fsync: bool, node_groups: NodeGroups,
 ) -> None:
     """Make sure the original writes behind duplicate replies are on ``replicas`` replicas."""
     timeout_ms = max(int(wait_s * 1000), 1)
     subset = [batch[i] for i in dups]
-    groups = await _node_groups(client, subset)
+    groups = await node_groups([p.keys[0] for p in subset])
     pipe = client.pipeline(transaction=False)
     for node, idx in groups:
         key = fence_key(subset[idx[0]].keys[0])
-        if node is None:
-            pipe.set(key, b"1", px=FENCE_TTL_MS)
-        else:
-            pipe.execute_command("SET", key, b"1", "PX", FENCE_TTL_MS, target_nodes=node)
+        extra = {} if node is None else {"target_nodes": node}
+        pipe.execute_command("SET", key, b"1", "PX", FENCE_TTL_MS, **extra)
         _wait(pipe, node, replicas, timeout_ms, fsync)
     raw: list[Any] = await pipe.execute(raise_on_error=False)
     for k, (_node, idx) in enumerate(groups):

@@ -1,14 +1,10 @@
-"""The append scripts' entry points and other server-side scripts, and small
-helpers for the replies they and the stream commands give.
+"""The append scripts' entry points and the other server-side scripts.
 
 The append function itself lives in ``append.lua``; each entry point here is
 appended to it to make one script.
 """
 
 from __future__ import annotations
-
-import asyncio
-from typing import Any
 
 #: Entry point of one append. KEYS[1] stream, KEYS[2] versions hash, KEYS[3]
 #: aggregate index, KEYS[3+i] event i's id key (read only when it is flagged).
@@ -63,23 +59,3 @@ end
 return out
 """
 
-
-def raise_if_cancelled() -> None:
-    """redis-py may finish a command whose task was cancelled and return normally,
-    swallowing the CancelledError; a retry loop must not run on after that."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-def text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def stream_items(reply: Any) -> list[tuple[Any, list[Any]]]:
-    """XREAD replies come as a list (RESP2) or a dict (RESP3)."""
-    if isinstance(reply, dict):
-        return [(k, v[0] if v and isinstance(v[0], list) else v) for k, v in reply.items()]
-    return [(k, v) for k, v in reply]

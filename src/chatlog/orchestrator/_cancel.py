@@ -8,16 +8,12 @@ half-read reply). The cancel request is then only visible as
 
 from __future__ import annotations
 
-import asyncio
+from chatlog.eventstore.connection import raise_if_cancelled
 
-
-def raise_if_cancelling() -> None:
-    """Raise ``CancelledError`` if the current task was asked to stop."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+#: The orchestrator's name for :func:`chatlog.eventstore.raise_if_cancelled` (one implementation).
+raise_if_cancelling = raise_if_cancelled
 
 
 async def check_cancelled() -> None:
-    """:func:`raise_if_cancelling` as an awaitable (an ``on_idle`` callback)."""
-    raise_if_cancelling()
+    """:func:`raise_if_cancelled` as an awaitable (an ``on_idle`` callback)."""
+    raise_if_cancelled()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from chatlog.errors import PositionTrimmed, StoreUnavailable
 from chatlog.events import RecordedEvent, aggregate_key
 from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_field, flat_fields
+from chatlog.eventstore.connection import text
 from chatlog.eventstore.store import EventStore
 from chatlog.orchestrator._cancel import check_cancelled, raise_if_cancelling
 from chatlog.orchestrator.machine import WorkflowState
@@ -175,7 +176,7 @@ class PartitionTailer:
                 if marker in flat_field(flat, b"a")
             ]
             last = entries[-1][0]
-            self.position = last.decode() if isinstance(last, bytes) else last
+            self.position = text(last)
             if batch:
                 self.on_events(batch)
             if len(entries) < self.page:
@@ -192,7 +193,7 @@ class PartitionTailer:
             async for raw in tail:
                 raise_if_cancelling()
                 last = raw[-1][1]
-                self.position = last.decode() if isinstance(last, bytes) else last
+                self.position = text(last)
                 workflow = [
                     decode_entry(p, pos, fields) for p, pos, fields in raw if marker in fields[b"a"]
                 ]

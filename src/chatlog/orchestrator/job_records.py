@@ -13,12 +13,13 @@ import base64
 import binascii
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 
 from chatlog.errors import InvalidInput
+from chatlog.eventstore.connection import text
 from chatlog.eventstore.store import EventStore
 from chatlog.identity import ProjectKey
 
@@ -58,31 +59,25 @@ def _time(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def _text(value: bytes | str | None, default: str = "") -> str:
-    if value is None:
-        return default
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def view_of(job_id: str, record: dict[Any, Any]) -> JobView | None:
     """The view of a job record (HGETALL reply); None for a missing or foreign record."""
-    f = {_text(k): v for k, v in record.items()}
+    f = {text(k): v for k, v in record.items()}
     if "kind" not in f or "project" not in f:
         return None
-    entry_ms = int(_text(f.get("entry"), "0-0").split("-", 1)[0])
-    enqueued = int(_text(f.get("enqueued_ms"), str(entry_ms)))
+    entry_ms = int(text(f.get("entry"), "0-0").split("-", 1)[0])
+    enqueued = int(text(f.get("enqueued_ms"), str(entry_ms)))
     error = f.get("last_error")
     return JobView(
         job_id=job_id,
-        project=uuid.UUID(_text(f["project"])),
-        kind=_text(f["kind"]),
-        workflow_id=_text(f.get("workflow")),
-        state=_STATE_OF.get(_text(f.get("state")), "pending"),
-        attempts=int(_text(f.get("attempts"), "0")),
-        max_deliveries=int(_text(f.get("max"), "0")),
-        last_error=_text(error) if error is not None else None,
+        project=uuid.UUID(text(f["project"])),
+        kind=text(f["kind"]),
+        workflow_id=text(f.get("workflow")),
+        state=_STATE_OF.get(text(f.get("state")), "pending"),
+        attempts=int(text(f.get("attempts"), "0")),
+        max_deliveries=int(text(f.get("max"), "0")),
+        last_error=text(error) if error is not None else None,
         enqueued_at=_time(enqueued),
-        updated_at=_time(int(_text(f.get("updated_ms"), str(enqueued)))),
+        updated_at=_time(int(text(f.get("updated_ms"), str(enqueued)))),
         payload=orjson.loads(f["payload"]) if "payload" in f else {},
     )
 
@@ -90,7 +85,7 @@ def view_of(job_id: str, record: dict[Any, Any]) -> JobView | None:
 async def read_job(store: EventStore, project: ProjectKey, job_id: str) -> JobView | None:
     """One job of ``project``; None if the project has no job with that id."""
     p = store.partition_of(project.key)
-    redis: Any = cast(Any, store.redis)
+    redis: Any = store.redis
     view = view_of(job_id, await redis.hgetall(store.keys.job(p, job_id)))
     if view is None or view.project != project.key:
         return None
@@ -123,7 +118,7 @@ async def list_jobs(
 ) -> tuple[list[JobView], str | None]:
     """A project's jobs, newest first (only ``state`` if given); the page and its next cursor."""
     p = store.partition_of(project.key)
-    redis: Any = cast(Any, store.redis)
+    redis: Any = store.redis
     index = store.keys.job_index(p, project.key)
     after = _decode_cursor(cursor) if cursor else None
     top: int | str = after[0] if after else "+inf"
@@ -139,7 +134,7 @@ async def list_jobs(
         offset += len(members)
         ids: list[tuple[str, int]] = []
         for member, score in members:
-            job_id, ms = _text(member), int(score)
+            job_id, ms = text(member), int(score)
             # Same millisecond: members come in reverse order, so resume below the cursor's.
             if after is not None and ms == after[0] and job_id >= after[1]:
                 continue

@@ -25,7 +25,7 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from redis import exceptions as rexc
@@ -41,7 +41,9 @@ from chatlog.events import (
     JobStarted,
     NewEvent,
 )
-from chatlog.eventstore.store import UNAVAILABLE, EventStore
+from chatlog.eventstore.codec import flat_fields
+from chatlog.eventstore.connection import UNAVAILABLE, stream_items, text
+from chatlog.eventstore.store import EventStore
 from chatlog.identity import ProjectKey
 from chatlog.orchestrator._cancel import raise_if_cancelling
 from chatlog.settings import Settings
@@ -190,10 +192,6 @@ def new_job(
     )
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def workflow_event(
     project: ProjectKey, workflow_id: str, data: EventData, event_id: uuid.UUID | None = None
 ) -> NewEvent:
@@ -225,7 +223,7 @@ class JobQueue:
         self.store = store
         self.settings = settings
         self._grouped: set[int] = set()
-        redis: Any = cast(Any, store.redis)
+        redis: Any = store.redis
         self._push = redis.register_script(_PUSH_LUA)
 
     async def push(
@@ -245,26 +243,20 @@ class JobQueue:
             args=[str(project.key), project.display, workflow_id, job.kind, job.job_id,
                   orjson.dumps(job.payload), job.max_deliveries, now_ms()],
         )
-        return None if entry is None else _s(entry)
+        return None if entry is None else text(entry)
 
 
-def _fields(flat: Any) -> dict[str, bytes]:
-    if isinstance(flat, dict):
-        return {_s(k): v for k, v in flat.items()}
-    return {_s(k): v for k, v in zip(flat[::2], flat[1::2], strict=True)}
-
-
-def _job_of(partition: int, entry_id: str, fields: dict[str, bytes], delivery: int) -> Job:
+def _job_of(partition: int, entry_id: str, fields: dict[bytes, bytes], delivery: int) -> Job:
     return Job(
-        id=_s(fields["job"]),
-        kind=_s(fields["kind"]),
-        payload=orjson.loads(fields["payload"]),
-        project=ProjectKey(uuid.UUID(_s(fields["project"])), _s(fields["name"])),
-        workflow_id=_s(fields["workflow"]),
+        id=text(fields[b"job"]),
+        kind=text(fields[b"kind"]),
+        payload=orjson.loads(fields[b"payload"]),
+        project=ProjectKey(uuid.UUID(text(fields[b"project"])), text(fields[b"name"])),
+        workflow_id=text(fields[b"workflow"]),
         partition=partition,
         entry_id=entry_id,
         delivery=delivery,
-        max_deliveries=int(fields["max"]),
+        max_deliveries=int(fields[b"max"]),
     )
 
 
@@ -295,7 +287,7 @@ class Worker:
         )
         self.lease_ms = max(1, int(settings.job_lease * 1000))
         self.block = min(1.0, settings.job_lease / 2)
-        self._redis: Any = cast(Any, store.redis)
+        self._redis: Any = store.redis
         self._reclaim = self._redis.register_script(_RECLAIM_LUA)
         self._renew = self._redis.register_script(_RENEW_LUA)
         self._finish = self._redis.register_script(_FINISH_LUA)
@@ -340,9 +332,9 @@ class Worker:
             reply = await self._redis.xreadgroup(
                 GROUP, self.name, {self.store.keys.jobs(p): ">"}, count=1, block=block_ms
             )
-            for _, entries in _items(reply):
+            for _, entries in stream_items(reply):
                 for entry_id, flat in entries:
-                    job = await self._accept(p, _s(entry_id), _fields(flat), 1, None)
+                    job = await self._accept(p, text(entry_id), flat_fields(flat), 1, None)
                     if job is not None:
                         return job
         return None
@@ -351,13 +343,13 @@ class Worker:
         reply = await self._reclaim(
             keys=[self.store.keys.jobs(p)], args=[GROUP, self.name, self.lease_ms]
         )
-        if not reply or _s(reply[0]) != "ok":
+        if not reply or text(reply[0]) != "ok":
             return None
-        entry_id, previous, delivery = _s(reply[1]), _s(reply[2]), int(reply[3])
-        return await self._accept(p, entry_id, _fields(reply[4]), delivery, previous)
+        entry_id, previous, delivery = text(reply[1]), text(reply[2]), int(reply[3])
+        return await self._accept(p, entry_id, flat_fields(reply[4]), delivery, previous)
 
     async def _accept(
-        self, p: int, entry_id: str, fields: dict[str, bytes], delivery: int, previous: str | None
+        self, p: int, entry_id: str, fields: dict[bytes, bytes], delivery: int, previous: str | None
     ) -> Job | None:
         """A job to run, or None when it was done before or has used up its deliveries."""
         job = _job_of(p, entry_id, fields, delivery)
@@ -508,14 +500,6 @@ async def _run_handler(handler: Handler, job: Job) -> dict[str, Any] | None:
     return await handler(job)
 
 
-def _items(reply: Any) -> list[tuple[Any, list[Any]]]:
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        return [(k, v[0] if v and isinstance(v[0], list) else v) for k, v in reply.items()]
-    return [(k, v) for k, v in reply]
-
-
 async def list_dead_letters(
     store: EventStore, *, limit: int = 100, partitions: Sequence[int] | None = None
 ) -> list[DeadLetter]:
@@ -524,22 +508,22 @@ async def list_dead_letters(
     for p in partitions if partitions is not None else range(store.partitions):
         if len(out) >= limit:
             break
-        redis: Any = cast(Any, store.redis)
+        redis: Any = store.redis
         entries = await redis.xrange(store.keys.dead_letters(p), "-", "+", limit - len(out))
         for entry_id, flat in entries:
-            f = _fields(flat)
+            f = flat_fields(flat)
             out.append(DeadLetter(
-                job_id=_s(f["job"]), kind=_s(f["kind"]), payload=orjson.loads(f["payload"]),
-                project=uuid.UUID(_s(f["project"])), project_name=_s(f["name"]),
-                workflow_id=_s(f["workflow"]), deliveries=int(f["deliveries"]),
-                reason=_s(f["reason"]), partition=p, position=_s(entry_id),
+                job_id=text(f[b"job"]), kind=text(f[b"kind"]), payload=orjson.loads(f[b"payload"]),
+                project=uuid.UUID(text(f[b"project"])), project_name=text(f[b"name"]),
+                workflow_id=text(f[b"workflow"]), deliveries=int(f[b"deliveries"]),
+                reason=text(f[b"reason"]), partition=p, position=text(entry_id),
             ))
     return out
 
 
 async def job_status(store: EventStore) -> dict[str, Any]:
     """Per partition: jobs in the stream, pending (delivered, not acknowledged), dead letters."""
-    redis: Any = cast(Any, store.redis)
+    redis: Any = store.redis
     parts = []
     for p in range(store.partitions):
         keys = store.keys

@@ -1,10 +1,10 @@
-"""The reading half of a rebuild: XRANGE the whole log and fold it, here or in a child process.
+"""The reading half of a rebuild: scan the whole log and fold it, here or in a child process.
 
-Entries are read undecoded (XRANGE without redis-py's reply parsing, which
-halves the cost of reading) and folded by each bulk-capable projection into
-rows. With ``processes``, this runs in a child process and sends each
-chunk's rows down a pipe, so reading and folding (the child) overlap writing
-SQLite (the parent) on two cores.
+Entries are read undecoded (:meth:`EventStore.scan_flat`: XRANGE without
+redis-py's reply parsing, which halves the cost of reading) and folded by
+each bulk-capable projection into rows. With ``processes``, this runs in a
+child process and sends each chunk's rows down a pipe, so reading and folding
+(the child) overlap writing SQLite (the parent) on two cores.
 
 Messages: ``("chunk", partition, last_position, n, rows_per_fold, plain_entries,
 unknown)`` per chunk, then ``("done", finals_per_fold)``; ``("error", text)``
@@ -23,12 +23,11 @@ import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import IO, Any, cast
+from typing import IO, Any
 
 from chatlog.errors import ProjectionError
 from chatlog.eventstore.codec import flat_field
-from chatlog.eventstore.keys import Keys
-from chatlog.eventstore.store import connect
+from chatlog.eventstore.store import EventStore
 
 RawEntry = tuple[bytes, list[bytes]]
 #: Pipe buffer asked for (Linux allows unprivileged processes up to
@@ -37,14 +36,8 @@ PIPE_BYTES = 8 << 20
 Message = tuple[Any, ...]
 
 
-def _raw_reply(response: Any, **options: Any) -> Any:
-    return response
-
-
 async def read_folded(
-    url: str,
-    prefix: str,
-    partitions: int,
+    store: EventStore,
     bulk: Sequence[Any],
     plain_types: frozenset[bytes] | None,
     known: frozenset[bytes],
@@ -55,28 +48,12 @@ async def read_folded(
     ``plain_types``: the entries to pass on undecoded (for projections without
     a bulk fold); ``None`` passes every entry, an empty set none.
     """
-    client = connect(url)
-    client.set_response_callback("XRANGE", _raw_reply)
     folds = [proj.bulk_fold() for proj in bulk]
-    keys = Keys(prefix)
-    pending: asyncio.Task[Any] | None = None
-    try:
-        for p in range(partitions):
-            key = keys.log(p)
-            request = asyncio.ensure_future(client.xrange(key, "-", "+", chunk))
-            while True:
-                pending = request
-                entries = cast(list[RawEntry], await request)
-                pending = None
-                if not entries:
-                    break
+    for p in range(store.partitions):
+        scan = store.scan_flat(p, chunk=chunk)
+        try:
+            async for entries in scan:
                 last = entries[-1][0].decode()
-                full = len(entries) >= chunk
-                if full:  # the server reads the next chunk while this one is folded
-                    request = asyncio.ensure_future(
-                        client.xrange(key, f"({last}", "+", chunk))
-                    pending = request
-                    await asyncio.sleep(0)  # let the request go out before folding
                 rows = [fold.rows(entries) for fold in folds]
                 types = [flat_field(flat, b"t") for _, flat in entries]
                 if plain_types is None:
@@ -87,15 +64,21 @@ async def read_folded(
                     plain = []
                 unknown = len(types) - sum(map(known.__contains__, types))
                 yield ("chunk", p, last, len(entries), rows, plain, unknown)
-                if not full:
-                    break
-        yield ("done", [fold.final() for fold in folds])
+        finally:
+            await scan.aclose()  # type: ignore[attr-defined]
+    yield ("done", [fold.final() for fold in folds])
+
+
+async def _read_opened(
+    url: str, prefix: str, partitions: int, *args: Any
+) -> AsyncIterator[Message]:
+    """:func:`read_folded` on a store opened here (in the child process)."""
+    store = await EventStore.open(url, partitions=partitions, prefix=prefix)
+    try:
+        async for msg in read_folded(store, *args):
+            yield msg
     finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-        await client.aclose()
+        await store.close()
 
 
 _HEADER = struct.Struct("<Q")
@@ -129,7 +112,7 @@ def child_main() -> None:
     gc.disable()  # a short-lived process that makes no cycles (see rebuild._gc_paused)
 
     async def run() -> None:
-        async for msg in read_folded(*args):
+        async for msg in _read_opened(*args):
             _write_frame(out, msg)
 
     try:
@@ -143,6 +126,9 @@ def child_main() -> None:
 
 class ChildReader:
     """:func:`read_folded` in a child process; iterate :meth:`messages` (blocking).
+
+    Arguments: the store's URL, key prefix and partition count (the child opens
+    the store itself), then :func:`read_folded`'s after the store.
 
     The child is ``python -m chatlog.projections._rebuild_child`` (not
     ``multiprocessing``, which would re-import the caller's main module).

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from pydantic import BaseModel, Field
-from redis import exceptions as rexc
 
 from chatlog.eventstore.codec import Cursor
-from chatlog.eventstore.store import EventStore, _guard
+from chatlog.eventstore.store import EventStore
 
 
 class PartitionLag(BaseModel):
@@ -32,10 +30,6 @@ class ProjectionLag(BaseModel):
     partitions: list[PartitionLag]
 
 
-def _field(info: dict[Any, Any], name: str) -> Any:
-    return info.get(name, info.get(name.encode()))
-
-
 async def measure_lag(store: EventStore, checkpoint: Cursor, applied: list[int]) -> ProjectionLag:
     """Compare ``checkpoint`` (with ``applied`` events per partition) to the log's heads.
 
@@ -46,27 +40,15 @@ async def measure_lag(store: EventStore, checkpoint: Cursor, applied: list[int])
     parts: list[PartitionLag] = []
     now = time.time()
     for p in range(store.partitions):
-        key = store.keys.log(p)
         done = checkpoint.positions[p]
-        pipe = store.redis.pipeline(transaction=False)
-        pipe.xrevrange(key, "+", "-", 1)
-        pipe.xrange(key, f"({done}", "+", 1)
-        pipe.xlen(key)
-        last, first_pending, length = await _guard(pipe.execute())
-        head = last[0][0].decode() if last else done
-        added = int(length)
-        try:
-            info = await _guard(store.redis.xinfo_stream(key))
-            added = int(_field(info, "entries-added") or length)
-        except rexc.ResponseError:  # no such key, or a server before Redis 7
-            pass
+        info = await store.log_info(p, done)
         behind = 0
         seconds = 0.0
-        if first_pending:
-            behind = max(added - applied[p], 1)
-            pending_ms = int(first_pending[0][0].decode().split("-", 1)[0])
+        if info.next_position is not None:
+            behind = max(info.added - applied[p], 1)
+            pending_ms = int(info.next_position.split("-", 1)[0])
             seconds = round(max(now - pending_ms / 1000, 0.0), 3)
-        parts.append(PartitionLag(partition=p, checkpoint=done, head=head,
+        parts.append(PartitionLag(partition=p, checkpoint=done, head=info.head or done,
                                   events_behind=behind, seconds_behind=seconds))
     return ProjectionLag(
         caught_up=all(p.events_behind == 0 for p in parts),

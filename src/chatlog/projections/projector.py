@@ -293,8 +293,6 @@ class Projector:
     def _tail(self) -> AsyncIterator[list[Any]]:
         """Batches to commit: entries left undecoded (decoded on the projector's
         thread, so a large batch does not hold up the event loop in one go)."""
-        if self.store.is_cluster and self._partitions > 1:
-            return self.store.tail(self._committed, count=self.batch_size, block=self.block)
         return self.store.tail_raw(self._committed, count=self.batch_size, block=self.block)
 
     async def _commit(self, events: Sequence[RecordedEvent | RawEntry]) -> int:

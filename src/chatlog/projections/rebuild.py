@@ -198,10 +198,10 @@ class _Writer:
 
 
 async def _load(loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor, writer: _Writer,
-                args: tuple[Any, ...], processes: bool) -> None:
+                store: EventStore, args: tuple[Any, ...], processes: bool) -> None:
     """Read and fold the whole log (here or in a child process) into ``writer``."""
     if processes:
-        reader = ChildReader(*args)
+        reader = ChildReader(store.url, store.keys.prefix, store.partitions, *args)
         try:
             await loop.run_in_executor(executor, writer.drain, reader)
         finally:
@@ -213,7 +213,7 @@ async def _load(loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor, w
     # threads fight over the GIL). The overlap that pays is with the
     # server: read_folded sends the next XRANGE before folding.
     try:
-        async for msg in read_folded(*args):
+        async for msg in read_folded(store, *args):
             await loop.run_in_executor(executor, writer.write, msg)
     finally:
         writer.stopped = True
@@ -257,7 +257,7 @@ async def build(
     for _, wanted in plain:
         plain_types = None if wanted is None or plain_types is None else plain_types | wanted
     known = frozenset(t.encode() for t in known_types())
-    args = (store.url, store.keys.prefix, store.partitions, bulk, plain_types, known, chunk)
+    args = (bulk, plain_types, known, chunk)
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild") as executor:
         conn = await loop.run_in_executor(executor, _open_bulk, path)
@@ -269,7 +269,7 @@ async def build(
 
             await loop.run_in_executor(executor, setup)
             with _gc_paused():
-                await _load(loop, executor, writer, args, processes)
+                await _load(loop, executor, writer, store, args, processes)
 
             loaded = time.perf_counter()
             log.info("rebuild: loaded %d events in %.2f s", writer.done, loaded - started)
