@@ -32,14 +32,12 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING
 
 from chatlog.errors import ArchiveConflict, ChatlogError, InvalidInput, StoreUnavailable
-from chatlog.eventstore.codec import START, parse_position
-from chatlog.eventstore.scripts import raise_if_cancelled, text
-from chatlog.eventstore.store import UNAVAILABLE, EventStore
+from chatlog.eventstore.codec import parse_position
+from chatlog.eventstore.connection import UNAVAILABLE, raise_if_cancelled, text
+from chatlog.eventstore.store import EventStore
 from chatlog.settings import Settings
 
 if TYPE_CHECKING:  # pyarrow is imported when the first pass opens the archive
@@ -214,11 +212,6 @@ class Archiver:
         self.holder = uuid.uuid4().hex
         self._trim_index = store.redis.register_script(TRIM_INDEX)
         self._task: asyncio.Task[None] | None = None
-        #: On one server, XRANGE replies left as flat field lists (no dict per entry).
-        self._flat: Any = None
-        if isinstance(store.redis, aioredis.Redis):
-            self._flat = aioredis.Redis(connection_pool=store.redis.connection_pool)
-            self._flat.set_response_callback("XRANGE", lambda response, **options: response)
 
     @classmethod
     def from_settings(cls, store: EventStore, settings: Settings) -> Archiver:
@@ -313,48 +306,42 @@ class Archiver:
         if not excess:
             return PassResult(partition, trimmed=trimmed, skipped="within the hot window")
         count, time_cut = excess
-        log_key = self.store.keys.log(partition)
-        after = newest or START
+        floor = parse_position(newest) if newest else (0, 0)
         archived = segments = 0
+        entries: list[tuple[bytes, list[bytes]]] = []
         if progress:
             progress(partition, 0, count)
-        while True:
-            entries: list[tuple[bytes, list[bytes]]] = []
-            done = False
-            while len(entries) < self.segment_events:
-                want = min(_READ_BATCH, self.segment_events - len(entries))
-                rows = await self._xrange(log_key, after, want)
-                raise_if_cancelled()
-                for position, flat in rows:
-                    if archived + len(entries) >= count and (
-                        time_cut is None or int(position.split(b"-", 1)[0]) >= time_cut
-                    ):
-                        done = True
-                        break
-                    entries.append((position, flat))
-                if done or len(rows) < want:
+
+        async def seal() -> None:
+            nonlocal trimmed, archived, segments, entries
+            trimmed += await self._seal(partition, entries, lease)
+            archived += len(entries)
+            segments += 1
+            entries = []
+            if progress:
+                progress(partition, archived, max(count, archived))
+
+        done = False
+        # From the stream's first entry: everything up to the newest published
+        # position was trimmed above (and is skipped should it still be there).
+        async for chunk in self.store.scan_flat(partition, chunk=_READ_BATCH):
+            raise_if_cancelled()
+            for pos, flat in chunk:
+                position = pos if isinstance(pos, bytes) else str(pos).encode()
+                key = parse_position(position.decode())
+                if key <= floor:
+                    continue
+                if archived + len(entries) >= count and (time_cut is None or key[0] >= time_cut):
                     done = True
                     break
-                after = text(rows[-1][0])
-            if entries:
-                trimmed += await self._seal(partition, entries, lease)
-                archived += len(entries)
-                segments += 1
-                after = entries[-1][0].decode()
-                if progress:
-                    progress(partition, archived, max(count, archived))
-            if done or not entries:
+                entries.append((position, list(flat)))
+                if len(entries) >= self.segment_events:
+                    await seal()
+            if done:
                 break
+        if entries:
+            await seal()
         return PassResult(partition, archived=archived, segments=segments, trimmed=trimmed)
-
-    async def _xrange(self, key: str, after: str, count: int) -> list[tuple[bytes, list[bytes]]]:
-        """Up to ``count`` entries after ``after``, each as (position, flat field list)."""
-        if self._flat is not None:
-            flat: Any = await self._flat.xrange(key, f"({after}", "+", count)
-            return [(bytes(pos), list(fields)) for pos, fields in flat]
-        rows: Any = await self.store.redis.xrange(key, f"({after}", "+", count)
-        return [(pos if isinstance(pos, bytes) else str(pos).encode(),
-                 [x for kv in fields.items() for x in kv]) for pos, fields in rows]
 
     async def _excess(self, partition: int) -> tuple[int, int | None] | None:
         """How many of the stream's oldest events lie beyond the hot window, and the
