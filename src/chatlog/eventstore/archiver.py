@@ -236,7 +236,11 @@ class Archiver:
     # -- background ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Run passes every ``interval`` seconds until :meth:`stop`."""
+        """Run passes every ``interval`` seconds until :meth:`stop` (none when every
+        bound of the hot window is off)."""
+        if not self.window.bounded:
+            log.info("archiver: every hot-window bound is 0; not archiving")
+            return
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="archiver")
 
@@ -262,6 +266,8 @@ class Archiver:
                             exc.__class__.__name__, exc, self.interval)
             except ChatlogError as exc:
                 log.warning("archiver: %s; next pass in %.0f s", exc, self.interval)
+            except Exception:  # a bug: say so, and keep the service (and next passes) going
+                log.exception("archiver: pass failed; next pass in %.0f s", self.interval)
             raise_if_cancelled()  # redis-py may have swallowed a cancellation
             await asyncio.sleep(self.interval)
 
