@@ -162,7 +162,7 @@ class Archive:
             if rows is not None:
                 self._rows.move_to_end(key)
                 return rows
-        rows = seg.Rows.of(self._parquet(path).read_row_group(group))
+        rows = seg.Rows.of(self._parquet(path).read_row_group(group, columns=seg.ROW_COLUMNS))
         with self._lock:
             self._rows[key] = rows
             while len(self._rows) > _ROWS_CACHED:
@@ -191,10 +191,10 @@ class Archive:
                     continue
                 rows = self._row_group(path, group)
                 start = bisect.bisect_right(rows.keys, key)
-                for i in range(start, len(rows.keys)):
-                    out.append(rows.flat(i))
-                    if len(out) >= limit:
-                        return out
+                stop = min(len(rows.keys), start + limit - len(out))
+                out.extend(rows.flats(start, stop))
+                if len(out) >= limit:
+                    return out
         return out
 
     def read_aggregate(

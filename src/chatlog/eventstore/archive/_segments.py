@@ -202,6 +202,24 @@ INDEX_SCHEMA = pa.schema(
 )
 
 
+def bytes_list(column: pa.ChunkedArray | pa.Array) -> list[bytes]:
+    """A string or binary column's values as Python bytes."""
+    if pa.types.is_string(column.type):
+        column = column.cast(pa.binary())
+    out: list[bytes] = column.to_pylist()
+    return out
+
+
+def int_list(column: pa.ChunkedArray | pa.Array) -> list[int]:
+    out: list[int] = column.to_pylist()
+    return out
+
+
+#: The columns a read by position or aggregate decodes.
+ROW_COLUMNS = ["position", "position_ms", "position_seq", "event_id", "aggregate", "version",
+               "type", "body"]
+
+
 @dataclass(slots=True)
 class Rows:
     """One decoded row group, ready to hand out as flat field lists."""
@@ -212,27 +230,34 @@ class Rows:
     types: list[bytes]
     aggregates: list[bytes]
     versions: list[int]
+    #: The versions as the stream has them (``b"7"``).
+    version_texts: list[bytes]
     bodies: list[bytes]
 
     @classmethod
     def of(cls, table: pa.Table) -> Rows:
-        def raw(name: str) -> list[bytes]:
-            out: list[bytes] = table.column(name).cast(pa.binary()).to_pylist()
-            return out
-
+        versions = table.column("version")
         return cls(
-            keys=list(zip(table.column("position_ms").to_pylist(),
-                          table.column("position_seq").to_pylist(), strict=True)),
-            positions=raw("position"),
-            ids=raw("event_id"),
-            types=raw("type"),
-            aggregates=raw("aggregate"),
-            versions=table.column("version").to_pylist(),
-            bodies=raw("body"),
+            keys=list(zip(int_list(table.column("position_ms")),
+                          int_list(table.column("position_seq")), strict=True)),
+            positions=bytes_list(table.column("position")),
+            ids=bytes_list(table.column("event_id")),
+            types=bytes_list(table.column("type")),
+            aggregates=bytes_list(table.column("aggregate")),
+            versions=int_list(versions),
+            version_texts=bytes_list(versions.cast(pa.string())),
+            bodies=bytes_list(table.column("body")),
         )
 
     def flat(self, i: int) -> tuple[bytes, list[bytes]]:
         return self.positions[i], [
             b"i", self.ids[i], b"t", self.types[i], b"a", self.aggregates[i],
-            b"v", str(self.versions[i]).encode(), b"b", self.bodies[i],
+            b"v", self.version_texts[i], b"b", self.bodies[i],
         ]
+
+    def flats(self, start: int, stop: int) -> list[tuple[bytes, list[bytes]]]:
+        """Rows ``start`` to ``stop - 1`` as ``(position, flat fields)``."""
+        p, i, t, a, v, b = (self.positions, self.ids, self.types, self.aggregates,
+                            self.version_texts, self.bodies)
+        return [(p[k], [b"i", i[k], b"t", t[k], b"a", a[k], b"v", v[k], b"b", b[k]])
+                for k in range(start, stop)]
