@@ -107,6 +107,23 @@ def test_aggregate_reads_use_the_index(log: list[Entry], tmp_path: Path) -> None
     assert reader.read_aggregate(0, key, from_version=int(late[0][1][7])) == late
 
 
+def test_the_aggregate_index_stays_a_few_runs(log: list[Entry], tmp_path: Path) -> None:
+    archive = Archive.open(str(tmp_path))
+    reader = Archive.open(str(tmp_path))
+    key = thread_key("t5")
+    for i in range(0, 140, 5):  # 28 segments
+        archive.publish(archive.stage(0, log[i : i + 5], row_group_rows=2), fence=1)
+        runs = sorted(p.name for p in (tmp_path / "partition=0").glob("aggregates-*.arrow"))
+        assert len(runs) <= 5, runs
+        want = [e for e in log[: i + 5] if e[1][5] == key.encode()]
+        reader.reload()
+        assert reader.read_aggregate(0, key) == want
+    stale = Archive.open(str(tmp_path))
+    stale.segments(0)  # reads the manifest now; the runs only when first needed
+    archive.publish(archive.stage(0, [(b"99999999999999-0", log[0][1])]), fence=1)
+    assert stale.read_aggregate(0, thread_key("t0"))[0] == log[0]  # its runs were merged
+
+
 def test_batches_are_columnar_and_start_after_the_cursor(log: list[Entry], tmp_path: Path) -> None:
     entries = log[:60]
     archive = Archive.open(str(tmp_path))
