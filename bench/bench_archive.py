@@ -46,6 +46,7 @@ from _common import (
     metric,
     print_table,
     scratch_dir,
+    server_cpu_seconds,
     thread_ids,
     valkey_server,
 )
@@ -154,9 +155,12 @@ async def copy_to_redis(url: str, archive: Archive, k: int) -> None:
     await store.close()
 
 
-async def replay_redis(url: str, k: int) -> float:
+async def replay_redis(url: str, k: int) -> tuple[float, float]:
+    """Events/s, and CPU per event (this process + the server) in microseconds."""
     store = await EventStore.open(url, prefix="copy")
     n, after = 0, "0-0"
+    server0 = await server_cpu_seconds(url)
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     while n < k:
         page = await store.read_flat(0, after, 1000)
@@ -165,13 +169,16 @@ async def replay_redis(url: str, k: int) -> float:
         n += len(page)
         after = page[-1][0].decode()
     rate = n / (time.perf_counter() - t0)
+    cpu = time.process_time() - cpu0 + await server_cpu_seconds(url) - server0
     await store.close()
-    return rate
+    return rate, cpu / max(n, 1) * 1e6
 
 
-def replay_archive(archive_dir: str, k: int) -> float:
+def replay_archive(archive_dir: str, k: int) -> tuple[float, float]:
+    """Events/s, and CPU per event in microseconds."""
     archive = Archive.open(archive_dir)
     n, after = 0, "0-0"
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     while n < k:
         page = archive.read_flat(0, after, min(1000, k - n))
@@ -179,7 +186,7 @@ def replay_archive(archive_dir: str, k: int) -> float:
             break
         n += len(page)
         after = page[-1][0].decode()
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), (time.process_time() - cpu0) / max(n, 1) * 1e6
 
 
 def batches_archive(archive_dir: str, k: int) -> float:
@@ -247,9 +254,14 @@ async def main() -> None:
         k = min(k, Archive.open(archive_dir).count(0))
         await copy_to_redis(server.url, Archive.open(archive_dir), k)
         redis_runs, archive_runs, batch_runs = [], [], []
+        redis_cpu, archive_cpu = [], []
         for _ in range(args.reps):
-            redis_runs.append(await replay_redis(server.url, k))
-            archive_runs.append(await asyncio.to_thread(replay_archive, archive_dir, k))
+            rate, cpu = await replay_redis(server.url, k)
+            redis_runs.append(rate)
+            redis_cpu.append(cpu)
+            rate, cpu = await asyncio.to_thread(replay_archive, archive_dir, k)
+            archive_runs.append(rate)
+            archive_cpu.append(cpu)
             batch_runs.append(await asyncio.to_thread(batches_archive, archive_dir, k))
     append_rate = f["n"] / f["append_s"]
     results = [
@@ -278,6 +290,12 @@ async def main() -> None:
                                        / statistics.median(redis_runs), 2),
                ratio_to="Redis replay (medians)", goal=">= 1x",
                goal_met=statistics.median(archive_runs) >= statistics.median(redis_runs)),
+        metric("replay from Redis: CPU per event (client + server)", redis_cpu, "us/event",
+               higher_is_better=False),
+        metric("replay from the archive: CPU per event", archive_cpu, "us/event",
+               higher_is_better=False,
+               ratio=round(statistics.median(redis_cpu) / statistics.median(archive_cpu), 2),
+               ratio_to="Redis CPU per event / archive CPU per event (medians)"),
         metric(f"scan {k:,} events from the archive (iter_batches, columnar)", batch_runs,
                "events/s"),
     ]
