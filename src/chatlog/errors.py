@@ -184,6 +184,21 @@ class ProjectionLagTimeout(ProjectionError):
     retry_after = 1
 
 
+class ReadModelOutdated(ProjectionError):
+    """The read model file was built for another schema: ``chatlog rebuild`` makes a new one."""
+
+    status = 503
+    title = "Read model needs a rebuild"
+
+    def __init__(self, path: object, found: int, needed: int) -> None:
+        self.found = found
+        self.needed = needed
+        super().__init__(
+            f"read model schema {found}, this chatlog needs {needed}: run `chatlog rebuild` "
+            f"(read model {path})"
+        )
+
+
 # -- orchestrator ------------------------------------------------------------
 
 

@@ -1,8 +1,14 @@
 """Event models: the envelope every event is stored in, and one data model per type.
 
-Types are explicit pydantic classes registered by name. An event whose type is
-not registered is still read (its ``data`` stays a plain dict), so a log
-written by a newer chatlog never crashes an older reader.
+Types are explicit pydantic classes, each naming its type in a ``ClassVar``;
+defining the class registers it. An event whose type is not registered is
+still read (its ``data`` stays a plain dict), so a log written by a newer
+chatlog never crashes an older reader.
+
+This module is chatlog's vocabulary: every event type, every workflow state,
+the state each workflow event leads to, what a waiting state awaits, and the
+states a workflow never leaves. The orchestrator, the projections, the HTTP
+API and (through ``GET /v1/vocabulary``) the console read them from here.
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,31 +28,72 @@ SCHEMA_VERSION = 1
 AggregateType = Literal["thread", "workflow"]
 
 
-class EventData(BaseModel):
-    """Base of every per-type data model."""
+class State(StrEnum):
+    """Where a workflow stands."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    CREATED = "created"  # nothing appended yet: the only state ``create`` applies to
+    WAITING_FOR_START = "waiting_for_start"
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"  # transient: always followed by ``failed`` in the same append
+    CANCELLED = "cancelled"
 
+
+#: States a workflow never leaves.
+TERMINAL: frozenset[State] = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
+#: States that wait for an outside event until a deadline, and what they await.
+AWAITED: dict[State, str] = {
+    State.WAITING_FOR_START: "start_task",
+    State.AWAITING_APPROVAL: "approval",
+}
 
 _REGISTRY: dict[str, type[EventData]] = {}
 #: ``(type, from_schema_version) -> upcaster``: small named functions that
 #: lift old data to the current schema before validation.
 _UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
-D = TypeVar("D", bound=type[EventData])
 
+class EventData(BaseModel):
+    """Base of every per-type data model.
 
-def event_type(name: str) -> Callable[[D], D]:
-    """Register a data model under an event type name."""
+    A subclass names its type in ``event_type`` (which registers it) and, for
+    a workflow transition, the state it leads to in ``state_after``.
+    """
 
-    def register(cls: D) -> D:
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The type name events of this model are stored under.
+    event_type: ClassVar[str]
+    #: The workflow state this event leads to; None: it leaves the state alone.
+    state_after: ClassVar[State | None] = None
+    #: The kind of aggregate events of this type belong to.
+    aggregate_type: ClassVar[AggregateType]
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        name = cls.__dict__.get("event_type")
+        if name is None:
+            return  # a family base (ThreadEvent, WorkflowEvent), not a type
         if name in _REGISTRY:
             raise ValueError(f"event type {name!r} is registered twice")
         _REGISTRY[name] = cls
-        cls.event_type = name  # type: ignore[attr-defined]
-        return cls
 
-    return register
+
+class ThreadEvent(EventData):
+    """Base of the event types of a thread (a conversation)."""
+
+    aggregate_type: ClassVar[AggregateType] = "thread"
+
+
+class WorkflowEvent(EventData):
+    """Base of the event types of a workflow: its transitions and its jobs' lifecycle."""
+
+    aggregate_type: ClassVar[AggregateType] = "workflow"
 
 
 def data_model(type_name: str) -> type[EventData] | None:
@@ -53,7 +101,13 @@ def data_model(type_name: str) -> type[EventData] | None:
 
 
 def known_types() -> list[str]:
+    """Every registered event type, sorted."""
     return sorted(_REGISTRY)
+
+
+def types_of(aggregate_type: AggregateType) -> frozenset[str]:
+    """The registered event types whose events belong to ``aggregate_type`` aggregates."""
+    return frozenset(n for n, m in _REGISTRY.items() if m.aggregate_type == aggregate_type)
 
 
 def upcast(type_name: str, schema_version: int, data: dict[str, Any]) -> dict[str, Any]:
@@ -69,9 +123,10 @@ def upcast(type_name: str, schema_version: int, data: dict[str, Any]) -> dict[st
 # -- messages ----------------------------------------------------------------
 
 
-@event_type("message.appended")
-class MessageAppended(EventData):
+class MessageAppended(ThreadEvent):
     """A chat message in a thread. The event id is the message id."""
+
+    event_type: ClassVar[str] = "message.appended"
 
     thread_id: str
     role: str = Field(min_length=1, max_length=64)
@@ -82,9 +137,11 @@ class MessageAppended(EventData):
 # -- workflows ---------------------------------------------------------------
 
 
-@event_type("workflow.created")
-class WorkflowCreated(EventData):
+class WorkflowCreated(WorkflowEvent):
     """A workflow now waits for ``start_task`` until ``deadline``."""
+
+    event_type: ClassVar[str] = "workflow.created"
+    state_after: ClassVar[State | None] = State.WAITING_FOR_START
 
     name: str = ""
     input: dict[str, Any] = Field(default_factory=dict)
@@ -92,98 +149,132 @@ class WorkflowCreated(EventData):
     deadline: datetime
 
 
-@event_type("workflow.started")
-class WorkflowStarted(EventData):
+class WorkflowStarted(WorkflowEvent):
     """The ``start_task`` event: the workflow runs."""
+
+    event_type: ClassVar[str] = "workflow.started"
+    state_after: ClassVar[State | None] = State.RUNNING
 
     input: dict[str, Any] = Field(default_factory=dict)
 
 
-@event_type("workflow.approval_requested")
-class ApprovalRequested(EventData):
+class ApprovalRequested(WorkflowEvent):
+    event_type: ClassVar[str] = "workflow.approval_requested"
+    state_after: ClassVar[State | None] = State.AWAITING_APPROVAL
+
     prompt: str = ""
     approval_timeout: float
     deadline: datetime
 
 
-@event_type("workflow.approved")
-class WorkflowApproved(EventData):
+class WorkflowApproved(WorkflowEvent):
+    event_type: ClassVar[str] = "workflow.approved"
+    state_after: ClassVar[State | None] = State.APPROVED
+
     comment: str = ""
 
 
-@event_type("workflow.rejected")
-class WorkflowRejected(EventData):
+class WorkflowRejected(WorkflowEvent):
+    event_type: ClassVar[str] = "workflow.rejected"
+    state_after: ClassVar[State | None] = State.REJECTED
+
     comment: str = ""
 
 
-@event_type("workflow.completed")
-class WorkflowCompleted(EventData):
+class WorkflowCompleted(WorkflowEvent):
+    event_type: ClassVar[str] = "workflow.completed"
+    state_after: ClassVar[State | None] = State.COMPLETED
+
     result: dict[str, Any] = Field(default_factory=dict)
 
 
-@event_type("workflow.failed")
-class WorkflowFailed(EventData):
+class WorkflowFailed(WorkflowEvent):
+    event_type: ClassVar[str] = "workflow.failed"
+    state_after: ClassVar[State | None] = State.FAILED
+
     reason: str
 
 
-@event_type("workflow.timed_out")
-class WorkflowTimedOut(EventData):
+class WorkflowTimedOut(WorkflowEvent):
+    event_type: ClassVar[str] = "workflow.timed_out"
+    state_after: ClassVar[State | None] = State.TIMED_OUT
+
     awaited: str
     waited: float
     reason: str
 
 
-@event_type("workflow.cancelled")
-class WorkflowCancelled(EventData):
+class WorkflowCancelled(WorkflowEvent):
+    event_type: ClassVar[str] = "workflow.cancelled"
+    state_after: ClassVar[State | None] = State.CANCELLED
+
     reason: str = ""
 
 
 # -- jobs (their aggregate is the workflow they belong to) ---------------------
 
 
-@event_type("job.enqueued")
-class JobEnqueued(EventData):
+class JobEnqueued(WorkflowEvent):
+    event_type: ClassVar[str] = "job.enqueued"
+
     job_id: str
     kind: str
     payload: dict[str, Any] = Field(default_factory=dict)
     max_deliveries: int
 
 
-@event_type("job.started")
-class JobStarted(EventData):
+class JobStarted(WorkflowEvent):
+    event_type: ClassVar[str] = "job.started"
+
     job_id: str
     worker: str
     delivery: int
 
 
-@event_type("job.completed")
-class JobCompleted(EventData):
+class JobCompleted(WorkflowEvent):
+    event_type: ClassVar[str] = "job.completed"
+
     job_id: str
     worker: str
     result: dict[str, Any] = Field(default_factory=dict)
 
 
-@event_type("job.failed")
-class JobFailed(EventData):
+class JobFailed(WorkflowEvent):
+    event_type: ClassVar[str] = "job.failed"
+
     job_id: str
     worker: str
     error: str
     delivery: int
 
 
-@event_type("job.reclaimed")
-class JobReclaimed(EventData):
+class JobReclaimed(WorkflowEvent):
+    event_type: ClassVar[str] = "job.reclaimed"
+
     job_id: str
     worker: str
     previous_worker: str
     delivery: int
 
 
-@event_type("job.dead_lettered")
-class JobDeadLettered(EventData):
+class JobDeadLettered(WorkflowEvent):
+    event_type: ClassVar[str] = "job.dead_lettered"
+
     job_id: str
     deliveries: int
     reason: str
+
+
+# -- the workflow state table, from the types above ---------------------------------
+
+#: The state a workflow event leads to. Events not listed leave the state alone.
+STATE_AFTER: dict[str, State] = {
+    name: model.state_after
+    for name, model in _REGISTRY.items()
+    if model.state_after is not None
+}
+#: The states a workflow can be seen in (every state an event leads to), in order.
+WORKFLOW_STATES: tuple[State, ...] = tuple(s for s in State if s in STATE_AFTER.values())
 
 
 # -- envelopes ----------------------------------------------------------------
@@ -220,7 +311,7 @@ class NewEvent(BaseModel):
         return cls(
             id=event_id or random_uuid(),
             id_supplied=event_id is not None,
-            type=data.event_type,  # type: ignore[attr-defined]
+            type=data.event_type,
             project=project,
             project_name=project_name,
             aggregate_type=aggregate_type,
@@ -264,6 +355,12 @@ def aggregate_key(project: uuid.UUID, aggregate_type: str, aggregate_id: str) ->
     return f"{project}/{aggregate_type}/{aggregate_id}"
 
 
+def time_of(ms: int) -> datetime:
+    """The UTC time of ``ms`` milliseconds since the epoch (how the log and the
+    read models keep times)."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
 def position_time(position: str) -> datetime:
     """The server time of a position: its stream id's millisecond part."""
-    return datetime.fromtimestamp(int(position.split("-", 1)[0]) / 1000, tz=UTC)
+    return time_of(int(position.split("-", 1)[0]))

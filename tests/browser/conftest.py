@@ -53,13 +53,26 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    """A fresh browser context and page; JavaScript errors on the page fail the test."""
+def expected_console_errors() -> list[str]:
+    """Substrings of browser console errors a test expects (a refused request, say)."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Any, expected_console_errors: list[str]) -> Iterator[Any]:
+    """A fresh browser context and page; JavaScript errors and console errors fail the test."""
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     p = context.new_page()
     errors: list[str] = []
-    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    p.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+
+    def on_console(msg: Any) -> None:
+        if msg.type == "error":
+            errors.append(f"console: {msg.text} ({msg.location.get('url', '')})")
+
+    p.on("console", on_console)
     p.set_default_timeout(20_000)
     yield p
     context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    unexpected = [e for e in errors if not any(x in e for x in expected_console_errors)]
+    assert not unexpected, f"errors in the browser console: {unexpected}"

@@ -15,6 +15,7 @@ from chatlog.identity import normalize_project_id
 from chatlog.orchestrator import Worker
 from chatlog.orchestrator.job_records import read_job
 from chatlog.settings import Settings
+from tests.helpers import eventually
 
 
 async def _run_until_done(settings: Settings, job_id: str) -> None:
@@ -23,12 +24,12 @@ async def _run_until_done(settings: Settings, job_id: str) -> None:
     worker = Worker(store, settings, demo_handler, name="cli-test")
     task = asyncio.create_task(worker.run())
     try:
-        async with asyncio.timeout(30):
-            while True:
-                view = await read_job(store, normalize_project_id("Ops"), job_id)
-                if view is not None and view.state == "done":
-                    return
-                await asyncio.sleep(0.05)
+
+        async def done() -> bool:
+            view = await read_job(store, normalize_project_id("Ops"), job_id)
+            return view is not None and view.state == "done"
+
+        await eventually(done, timeout=30, what=f"job {job_id} done")
     finally:
         await worker.stop()
         await asyncio.wait_for(task, 10)

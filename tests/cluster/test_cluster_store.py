@@ -16,7 +16,7 @@ from chatlog.events import RecordedEvent
 from chatlog.eventstore import Cursor, EmbeddedValkey, EventStore
 from chatlog.eventstore.cluster import connect_cluster, is_cluster_url
 from chatlog.testing import LocalCluster
-from tests.helpers import message
+from tests.helpers import eventually, message
 
 pytestmark = pytest.mark.cluster
 
@@ -84,9 +84,8 @@ async def test_tail_across_partitions_merges_every_slot(
                 return
 
     task = asyncio.create_task(collect())
-    async with asyncio.timeout(20):
-        while idle < 1:  # the blocks end empty at least once before anything is appended
-            await asyncio.sleep(0.02)
+    # the blocks end empty at least once before anything is appended
+    await eventually(lambda: idle >= 1, timeout=20, what="an empty block")
     for i in range(64):
         await writer.append_one(message(project=f"p{i % 16}", thread_id="t", content=str(i)))
     await asyncio.wait_for(task, 20)
@@ -171,11 +170,12 @@ async def test_replicated_ack_on_one_server_with_a_replica(
     primary = valkey_factory(port=0, extra_args=["--repl-diskless-sync", "yes",
                                                  "--repl-diskless-sync-delay", "0"])
     replica = valkey_factory(port=0, extra_args=["--replicaof", "127.0.0.1", str(primary.port)])
-    for _ in range(200):
+
+    def linked() -> bool:
         with redis.Redis(host="127.0.0.1", port=int(replica.port or 0)) as r:
-            if r.info("replication").get("master_link_status") == "up":
-                break
-        await asyncio.sleep(0.05)
+            return bool(r.info("replication").get("master_link_status") == "up")
+
+    await eventually(linked, what="the replica's link up")
     store = await EventStore.open(primary.url, prefix=key_prefix, ack="replicated",
                                   ack_replicas=1, ack_timeout=5.0)
     try:

@@ -25,7 +25,7 @@ import pytest
 from chatlog.errors import StoreUnavailable
 from chatlog.eventstore import AppendResult, EventStore
 from chatlog.testing import LocalCluster
-from tests.helpers import message
+from tests.helpers import eventually, message
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -37,16 +37,20 @@ KILL_AFTER = 120
 async def _promote(cluster: LocalCluster, replica_port: int, deadline: float) -> str:
     """Wait for the automatic election; force it with TAKEOVER if it is slow."""
     replica = cluster.node_at(replica_port)
-    start = time.monotonic()
-    while time.monotonic() < deadline:
+    asked = [time.monotonic()]
+
+    async def promoted() -> bool:
         role = await asyncio.to_thread(cluster.command, replica, "ROLE")
         if role[0] == "master":
-            return "automatic"
-        if time.monotonic() - start > 10:
+            return True
+        if time.monotonic() - asked[0] > 10:
             await asyncio.to_thread(cluster.command, replica, "CLUSTER", "FAILOVER", "TAKEOVER")
-            start = time.monotonic()
-        await asyncio.sleep(0.1)
-    raise AssertionError("the replica was never promoted")
+            asked[0] = time.monotonic()
+        return False
+
+    await eventually(promoted, timeout=max(0.0, deadline - time.monotonic()), interval=0.1,
+                     what="the replica's promotion")
+    return "automatic"
 
 
 @pytest.mark.parametrize("ack", ["replicated", "local"])
@@ -77,8 +81,8 @@ async def test_appends_continue_after_a_master_is_killed(
 
     try:
         writers = [asyncio.create_task(writer(n)) for n in range(WRITERS)]
-        while len(acked) < KILL_AFTER:
-            await asyncio.sleep(0.005)
+        await eventually(lambda: len(acked) >= KILL_AFTER, timeout=60, interval=0.005,
+                         what=f"{KILL_AFTER} appends acknowledged")
         killed_at.append(len(acked))
         master.kill()  # SIGKILL, by pid
         promoted = await _promote(cluster, int(replica.port or 0), deadline)
@@ -149,8 +153,8 @@ async def test_http_clients_see_only_503_with_retry_after_during_a_failover(
                         await asyncio.sleep(0.1)
 
             posters = [asyncio.create_task(poster(n)) for n in range(3)]
-            while len(answered) < 30:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: len(answered) >= 30, timeout=60,
+                             what="30 messages answered")
             master.kill()
             await _promote(cluster, int(replica.port or 0), deadline)
             await asyncio.gather(*posters)

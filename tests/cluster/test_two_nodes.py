@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.helpers import eventually
 from tests.http.conftest import read_sse
 from tests.http.serving import Served
 
@@ -74,12 +75,17 @@ async def test_read_your_writes_sse_and_waits_across_nodes(nodes: tuple[Served, 
         # a wait registered on B ends on an approval posted to A
         wf = await _json(await http.post(f"{b.url}/v1/projects/Shared/workflows",
                                          json={"name": "publish"}), 201)
-        item = f"/v1/projects/Shared/workflows/{wf['id']}"
+        item = f"/v1/projects/Shared/workflows/{wf['workflow_id']}"
         await _json(await http.post(f"{b.url}{item}/start", json={}))
         await _json(await http.post(f"{b.url}{item}/approval-requests", json={"prompt": "ok?"}))
         waiting = asyncio.create_task(http.get(
             f"{b.url}{item}", params={"wait_for": "approved,rejected", "timeout": "30"}))
-        await asyncio.sleep(0.3)
+
+        async def blocked_on_b() -> bool:  # B read the workflow and waits for its events
+            async with http.get(f"{b.url}/metrics") as resp:
+                return "chatlog_workflow_waits 1.0" in await resp.text()
+
+        await eventually(blocked_on_b, what="the long-poll blocking on B")
         assert not waiting.done()
         decided = await _json(await http.post(f"{a.url}{item}/approval",
                                               json={"approved": True, "comment": "from A"}))
@@ -104,7 +110,7 @@ async def test_workers_on_two_nodes_share_the_jobs(
     def handler_for(node: str) -> Any:
         async def handler(job: Job) -> dict[str, Any]:
             done.setdefault(job.id, []).append(node)
-            await asyncio.sleep(0.05)  # some work, so the other node's worker gets a turn
+            await asyncio.sleep(0.05)  # work that takes time, so the other node gets a turn
             return {"by": node}
         return handler
 
@@ -119,12 +125,11 @@ async def test_workers_on_two_nodes_share_the_jobs(
         for i in range(24):
             project = normalize_project_id(f"jobs-{i % 6}")
             o = orchestrators[i % 2]
-            wid = (await o.create_workflow(project, start_timeout=60)).id
+            wid = (await o.create_workflow(project, start_timeout=60)).workflow_id
             await o.start_workflow(project, wid)
             jobs.append(await o.enqueue_job(project, wid, kind="render"))
-        async with asyncio.timeout(60):
-            while sum(w.processed for w in workers) < len(jobs):
-                await asyncio.sleep(0.05)
+        await eventually(lambda: sum(w.processed for w in workers) >= len(jobs), timeout=60,
+                         what="every job processed")
     finally:
         for w in workers:
             await w.stop()

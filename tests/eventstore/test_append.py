@@ -10,7 +10,7 @@ import pytest
 from chatlog.errors import IdempotencyConflict, InvalidInput, VersionConflict
 from chatlog.eventstore import EventStore, parse_position
 from chatlog.identity import normalize_project_id
-from tests.helpers import message
+from tests.helpers import eventually, message
 
 
 async def test_append_assigns_version_position_and_time(store: EventStore) -> None:
@@ -108,8 +108,13 @@ async def test_batch_must_be_one_aggregate(store: EventStore) -> None:
 async def test_idempotency_window_expires(store_factory) -> None:  # type: ignore[no-untyped-def]
     store = await store_factory(idempotency_window=0.2)
     event_id = uuid.uuid4()
-    await store.append_one(message(event_id=event_id))
-    await asyncio.sleep(0.4)
+    first = await store.append_one(message(event_id=event_id))
+    key = store.keys.event_id(first.partition, event_id)
+
+    async def expired() -> bool:
+        return not await store.redis.exists(key)
+
+    await eventually(expired, what="the event id's key expiring")
     again = await store.append_one(message(event_id=event_id))
     assert not again.duplicate
     assert len(await store.read(0)) == 2

@@ -11,7 +11,7 @@ import pytest
 
 from chatlog.errors import StoreUnavailable
 from chatlog.eventstore import AppendResult, EmbeddedValkey, EventStore
-from tests.helpers import message
+from tests.helpers import eventually, message
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,7 @@ async def test_acknowledged_appends_survive_kill_9(
             i += 1
 
     writers = [asyncio.create_task(writer(n)) for n in range(8)]
-    while len(acked) < 300:
-        await asyncio.sleep(0.005)
+    await eventually(lambda: len(acked) >= 300, interval=0.005, what="300 appends acknowledged")
     assert server.pid is not None
     os.kill(server.pid, signal.SIGKILL)  # a crash, mid-load
     await asyncio.gather(*writers)

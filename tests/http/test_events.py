@@ -6,6 +6,7 @@ import asyncio
 import json
 
 from chatlog.http import STATE
+from tests.helpers import eventually
 from tests.http.conftest import post_message, read_sse
 
 
@@ -15,7 +16,7 @@ async def test_replay_filters_and_pages(client) -> None:
     a2 = await post_message(client, "a", "a2", thread_id=a1["thread_id"])
     wf = await client.post("/v1/projects/A/workflows", json={"name": "w"})
     assert wf.status == 201
-    wid = (await wf.json())["id"]
+    wid = (await wf.json())["workflow_id"]
 
     async def ids(**params: str) -> list[str]:
         page = await (await client.get("/v1/events", params=params)).json()
@@ -118,9 +119,7 @@ async def test_the_shared_tail_runs_only_while_someone_listens(store) -> None:
         await sub.wakeup.wait()
     assert [e.data["content"] for e in sub.drain()] == ["seen"]
     fanout.unsubscribe(sub)
-    async with asyncio.timeout(5):
-        while fanout.running:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: not fanout.running, timeout=5, what="the fan-out stopping")
     # A later subscriber starts it again, from the head: only new events.
     again = await fanout.subscribe()
     await store.append_one(message("Lazy", content="later"))

@@ -33,7 +33,7 @@ async def test_direct_reads_of_a_foreign_project_are_403(world) -> None:
         "/v1/projects/blog-project/threads",
         "/v1/projects/blog-project/workflows",
         f"/v1/projects/Blog-Project/threads/{blog['thread_id']}/messages",
-        f"/v1/projects/Blog-Project/workflows/{wf['id']}",
+        f"/v1/projects/Blog-Project/workflows/{wf['workflow_id']}",
         f"/v1/projects/{blog['project']}/threads",  # by UUID too
         "/v1/events?project=BLOG-PROJECT",
         "/v1/events/stream?project=Blog-Project",
@@ -43,9 +43,9 @@ async def test_direct_reads_of_a_foreign_project_are_403(world) -> None:
         assert resp.content_type == "application/problem+json"
     # Naming a foreign thread or workflow under one's own project finds nothing.
     for path in (f"/v1/projects/Shop/threads/{blog['thread_id']}/messages",
-                 f"/v1/projects/Shop/workflows/{wf['id']}"):
+                 f"/v1/projects/Shop/workflows/{wf['workflow_id']}"):
         assert (await client.get(path, headers=SHOP)).status == 404, path
-    resp = await client.post(f"/v1/projects/Blog-Project/workflows/{wf['id']}/cancel",
+    resp = await client.post(f"/v1/projects/Blog-Project/workflows/{wf['workflow_id']}/cancel",
                              json={}, headers=SHOP)
     assert resp.status == 403
 
@@ -57,7 +57,7 @@ async def test_lists_and_replay_show_only_the_tokens_projects(world) -> None:
     everything = await (await client.get("/v1/projects", headers=bearer("admin"))).json()
     assert {p["name"] for p in everything["projects"]} == {"Blog-Project", "Shop"}
 
-    for params in ({}, {"thread_id": blog["thread_id"]}, {"workflow_id": wf["id"]},
+    for params in ({}, {"thread_id": blog["thread_id"]}, {"workflow_id": wf["workflow_id"]},
                    {"types": "message.appended,workflow.created"}):
         page = await (await client.get("/v1/events", params=params, headers=SHOP)).json()
         assert {e["project"] for e in page["events"]} <= {shop["project"]}, params

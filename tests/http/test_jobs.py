@@ -66,7 +66,7 @@ async def test_failing_job_is_listed_as_dead(client) -> None:
     wf = await _ok(await client.post("/v1/projects/Blog-Project/workflows",
                                      json={"workflow_id": "wf-dead"}), 201)
     job = await _ok(await client.post(BASE, json={
-        "kind": "fail", "workflow_id": wf["id"], "job_id": "job-fails", "max_deliveries": 2,
+        "kind": "fail", "workflow_id": wf["workflow_id"], "job_id": "job-fails", "max_deliveries": 2,
     }), 201)
     assert job["job_id"] == "job-fails" and job["max_deliveries"] == 2
     async with _worker(client):
@@ -121,9 +121,9 @@ async def test_bad_input_is_problem_json(client) -> None:
     assert missing.status == 404
     assert (await client.get(f"{BASE}/job-none")).status == 404
     ended = await _ok(await client.post("/v1/projects/Blog-Project/workflows", json={}), 201)
-    await _ok(await client.post(f"/v1/projects/Blog-Project/workflows/{ended['id']}/cancel",
-                                json={}))
-    resp = await client.post(BASE, json={"kind": "echo", "workflow_id": ended["id"]})
+    await _ok(await client.post(
+        f"/v1/projects/Blog-Project/workflows/{ended['workflow_id']}/cancel", json={}))
+    resp = await client.post(BASE, json={"kind": "echo", "workflow_id": ended["workflow_id"]})
     assert resp.status == 409 and resp.content_type == "application/problem+json"
 
 

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from chatlog.http import create_app
 from chatlog.http.app import build_services
 from chatlog.settings import Settings
-from tests.helpers import message
+from tests.helpers import eventually, message
 from tests.http.conftest import post_message, read_sse
 
 
@@ -47,13 +47,68 @@ async def test_not_ready_while_the_read_models_are_far_behind(store, tmp_path) -
         # Once the projector has caught up, it is ready.
         await services.projector.start()
         try:
-            for _ in range(100):
+
+            async def ready() -> dict | None:
                 resp = await client.get("/readyz")
-                if resp.status == 200:
-                    break
-                await asyncio.sleep(0.1)
-            assert resp.status == 200
-            assert (await resp.json())["projection"]["events_behind"] == 0
+                return await resp.json() if resp.status == 200 else None
+
+            doc = await eventually(ready, what="/readyz answering 200")
+            assert isinstance(doc, dict) and doc["projection"]["events_behind"] == 0
         finally:
             await services.projector.stop()
             services.read_model.close()
+
+
+class _Failing:
+    """A projection whose every batch fails: the projector retries, and says why."""
+
+    name = "failing"
+    event_types = frozenset({"message.appended"})
+
+    def create_schema(self, conn: object) -> None:
+        pass
+
+    def create_indexes(self, conn: object) -> None:
+        pass
+
+    def apply(self, conn: object, events: object) -> None:
+        raise RuntimeError("this projection cannot apply anything")
+
+
+async def test_readiness_shows_the_projectors_last_error(store, tmp_path) -> None:
+    from chatlog.http import Services
+    from chatlog.projections.projector import Projector
+
+
+    await store.append([message("Broken", "thread-1", "hello")])
+    settings = Settings(redis_url=store.url, key_prefix=store.keys.prefix, data_dir=tmp_path)
+    projector = Projector(store, settings.sqlite_path, [_Failing()], retry_delay=0.05)
+    app = create_app(settings, store, services=Services(projector=projector))
+    async with TestClient(TestServer(app)) as client:
+
+        async def failing() -> dict | None:
+            doc = await (await client.get("/readyz")).json()
+            return doc if "last_error" in doc["projection"] else None
+
+        doc = await eventually(failing, what="/readyz naming the projector's error")
+        assert isinstance(doc, dict)
+        assert doc["projection"]["last_error"] == (
+            "RuntimeError: this projection cannot apply anything")
+        assert doc["projection"]["events_behind"] == 1  # it retries from its checkpoint
+
+
+async def test_metrics_count_the_blocked_workflow_waits(client) -> None:
+    from chatlog.http import STATE
+    from chatlog.identity import normalize_project_id
+
+    base = "/v1/projects/Waits/workflows"
+    wf = await (await client.post(base, json={})).json()
+    poll = asyncio.ensure_future(client.get(
+        f"{base}/{wf['workflow_id']}", params={"wait_for": "running", "timeout": "20"}))
+    orchestrator = client.app[STATE].services.orchestrator
+    await asyncio.wait_for(
+        orchestrator.until_blocked(normalize_project_id("Waits"), wf["workflow_id"]), 10)
+    assert "chatlog_workflow_waits 1.0" in await (await client.get("/metrics")).text()
+    await client.post(f"{base}/{wf['workflow_id']}/start", json={})
+    assert (await (await poll).json())["state"] == "running"
+    assert "chatlog_workflow_waits 0.0" in await (await client.get("/metrics")).text()

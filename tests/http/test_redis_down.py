@@ -7,6 +7,8 @@ import asyncio
 import pytest
 
 from chatlog.http import STATE
+from chatlog.identity import normalize_project_id
+from tests.helpers import eventually
 from tests.http.conftest import post_message, read_sse
 
 pytestmark = pytest.mark.slow
@@ -21,9 +23,7 @@ async def test_redis_down_is_503_and_the_service_recovers_without_restart(
     stream = await client.get("/v1/events/stream", params={"project": "Ops"})
     assert (await read_sse(stream, 1))[0][1]["id"] == before["message_id"]
     # Make sure the stream is live (subscribed to the fan-out, catch-up done).
-    async with asyncio.timeout(10):
-        while len(client.app[STATE].fanout) < 1:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: len(client.app[STATE].fanout) >= 1, what="the stream subscribed")
     live = await post_message(client, "Ops", "live", thread_id=before["thread_id"])
     assert (await read_sse(stream, 1))[0][1]["id"] == live["message_id"]
 
@@ -40,15 +40,16 @@ async def test_redis_down_is_503_and_the_service_recovers_without_restart(
     assert (await client.get("/healthz")).status == 200
 
     valkey_factory(data_dir=server.dir)  # the same data dir and socket
-    after = None
-    for _ in range(100):  # bounded: the clients reconnect on their next command
+
+    async def append_after() -> dict | None:  # the clients reconnect on their next command
         resp = await client.post("/v1/projects/Ops/messages", json={**body, "content": "after"})
         if resp.status == 201:
-            after = await resp.json()
-            break
+            return await resp.json()
         assert resp.status == 503
-        await asyncio.sleep(0.1)
-    assert after is not None, "appends did not recover"
+        return None
+
+    after = await eventually(append_after, interval=0.1, what="appends recovering")
+    assert isinstance(after, dict)
     assert after["version"] == 3  # nothing of the refused appends was written
 
     # The projector and the SSE fan-out resumed too.
@@ -59,15 +60,18 @@ async def test_redis_down_is_503_and_the_service_recovers_without_restart(
     stream.close()
     # The orchestrator's tailers resumed: a long-poll sees a transition made now.
     wf = await (await client.post("/v1/projects/Ops/workflows", json={})).json()
-    poll = asyncio.ensure_future(client.get(f"/v1/projects/Ops/workflows/{wf['id']}",
+    poll = asyncio.ensure_future(client.get(f"/v1/projects/Ops/workflows/{wf['workflow_id']}",
                                             params={"wait_for": "running", "timeout": "20"}))
-    await asyncio.sleep(0.1)
-    started = await client.post(f"/v1/projects/Ops/workflows/{wf['id']}/start", json={})
+    orchestrator = client.app[STATE].services.orchestrator
+    assert orchestrator is not None
+    await asyncio.wait_for(
+        orchestrator.until_blocked(normalize_project_id("Ops"), wf["workflow_id"]), 10)
+    started = await client.post(f"/v1/projects/Ops/workflows/{wf['workflow_id']}/start", json={})
     assert started.status == 200
     resp = await poll
     assert resp.status == 200 and (await resp.json())["state"] == "running"
-    for _ in range(50):
-        if (await client.get("/readyz")).status == 200:
-            break
-        await asyncio.sleep(0.1)
-    assert (await client.get("/readyz")).status == 200
+
+    async def ready() -> bool:
+        return (await client.get("/readyz")).status == 200
+
+    await eventually(ready, what="/readyz answering 200 again")

@@ -47,3 +47,16 @@ async def test_a_missing_console_is_a_plain_page_not_an_error(tmp_path: Path) ->
         assert (await client.get("/static/app.js")).status == 404
     finally:
         await client.close()
+
+
+async def test_favicon_is_served_not_404() -> None:
+    from chatlog.http.static_files import STATIC_DIR
+
+    client = await _client(STATIC_DIR)
+    try:
+        resp = await client.get("/favicon.ico")
+        assert resp.status == 200
+        assert resp.content_type == "image/svg+xml"
+        assert (await client.get("/static/favicon.svg")).status == 200
+    finally:
+        await client.close()

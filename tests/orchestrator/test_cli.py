@@ -14,6 +14,7 @@ from chatlog.eventstore import EventStore
 from chatlog.identity import normalize_project_id
 from chatlog.orchestrator import Orchestrator, Worker
 from chatlog.settings import Settings
+from tests.helpers import eventually
 
 
 async def _dead_letter_one(settings: Settings) -> tuple[str, str]:
@@ -22,16 +23,17 @@ async def _dead_letter_one(settings: Settings) -> tuple[str, str]:
     try:
         project = normalize_project_id("Ops")
         o = Orchestrator(store, settings)
-        wid = (await o.create_workflow(project, start_timeout=60)).id
+        wid = (await o.create_workflow(project, start_timeout=60)).workflow_id
         await o.start_workflow(project, wid)
         ok = await o.enqueue_job(project, wid, kind="echo", payload={"a": 1})
         bad = await o.enqueue_job(project, wid, kind="fail", payload={"message": "nope"})
         worker = Worker(store, settings, demo_handler, name="demo")
         task = asyncio.create_task(worker.run())
         try:
-            async with asyncio.timeout(30):
-                while len(await o.dead_letters()) < 1 or worker.processed < 2:
-                    await asyncio.sleep(0.05)
+            async def both_done() -> bool:
+                return len(await o.dead_letters()) >= 1 and worker.processed >= 2
+
+            await eventually(both_done, timeout=30, what="the two jobs done")
         finally:
             await worker.stop()
             await asyncio.wait_for(task, 10)

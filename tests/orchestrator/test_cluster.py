@@ -16,6 +16,7 @@ from chatlog.errors import InvalidTransition, WaitTimeout
 from chatlog.identity import normalize_project_id
 from chatlog.orchestrator import Job, Orchestrator, Worker
 from chatlog.settings import Settings
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.also_on_cluster
 
@@ -32,10 +33,10 @@ async def test_waits_timeouts_races_and_jobs_across_partitions(
         projects = [normalize_project_id(f"cluster-project-{i}") for i in range(4)]
         assert len({store.partition_of(p.key) for p in projects}) > 1
         for p in projects:
-            late = (await o.create_workflow(p, start_timeout=0.3)).id
-            wid = (await o.create_workflow(p, start_timeout=60)).id
+            late = (await o.create_workflow(p, start_timeout=0.3)).workflow_id
+            wid = (await o.create_workflow(p, start_timeout=60)).workflow_id
             waiting = asyncio.create_task(o.wait_for_start(p, wid))
-            await asyncio.sleep(0.02)
+            await asyncio.wait_for(o.until_blocked(p, wid), 10)
             await o.start_workflow(p, wid)
             assert (await asyncio.wait_for(waiting, 20)).type == "workflow.started"
             with pytest.raises(WaitTimeout, match="start_task"):
@@ -55,14 +56,15 @@ async def test_waits_timeouts_races_and_jobs_across_partitions(
         worker_task = asyncio.create_task(worker.run())
         jobs = []
         for p in projects:
-            wid = (await o.create_workflow(p, start_timeout=60)).id
+            wid = (await o.create_workflow(p, start_timeout=60)).workflow_id
             await o.start_workflow(p, wid)
             jobs.append((p, wid, await o.enqueue_job(p, wid, kind="good")))
         bad_p, bad_wid, _ = jobs[0]
         bad = await o.enqueue_job(bad_p, bad_wid, kind="bad")
-        async with asyncio.timeout(30):
-            while len(await o.dead_letters()) < 1 or worker.processed < len(jobs) + 2:
-                await asyncio.sleep(0.05)
+        async def all_done() -> bool:
+            return len(await o.dead_letters()) >= 1 and worker.processed >= len(jobs) + 2
+
+        await eventually(all_done, timeout=30, what="every job done")
         for p, wid, job_id in jobs:
             view = await o.get_workflow(p, wid)
             done = [h.data for h in view.history if h.type == "job.completed"]

@@ -17,18 +17,20 @@ from chatlog.eventstore import EventStore
 from chatlog.identity import ProjectKey
 from chatlog.orchestrator import Job, Orchestrator, Worker, list_dead_letters
 from chatlog.settings import Settings
+from tests.helpers import eventually
 
 
 async def _events_until(
     store: EventStore, project: ProjectKey, wid: str,
     done: Callable[[list[RecordedEvent]], bool], timeout: float = 30.0,
 ) -> list[RecordedEvent]:
-    async with asyncio.timeout(timeout):
-        while True:
-            events = await store.read_aggregate(project.key, "workflow", wid)
-            if done(events):
-                return events
-            await asyncio.sleep(0.05)
+    async def read() -> list[RecordedEvent] | None:
+        events = await store.read_aggregate(project.key, "workflow", wid)
+        return events if done(events) else None
+
+    found = await eventually(read, timeout=timeout, what=f"the events of workflow {wid}")
+    assert isinstance(found, list)
+    return found
 
 
 def _jobs(events: list[RecordedEvent]) -> list[tuple[str, dict[str, Any]]]:
@@ -63,7 +65,7 @@ async def workers(store: EventStore, settings: Settings) -> Any:
 
 
 async def _running(o: Orchestrator, project: ProjectKey) -> str:
-    wid = (await o.create_workflow(project, start_timeout=60)).id
+    wid = (await o.create_workflow(project, start_timeout=60)).workflow_id
     await o.start_workflow(project, wid)
     return wid
 
@@ -266,10 +268,11 @@ async def test_a_crash_between_recording_and_acknowledging_completes_once(
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(crashing.run(), 20)
     workers.start(handler, "finisher")  # reclaims it after the lease and runs it again
-    async with asyncio.timeout(30):
-        while (await store.redis.xpending(store.keys.jobs(0), "workers"))["pending"] or \
-                len(runs) < 2:
-            await asyncio.sleep(0.05)
+    async def settled() -> bool:
+        pending = (await store.redis.xpending(store.keys.jobs(0), "workers"))["pending"]
+        return not pending and len(runs) >= 2
+
+    await eventually(settled, timeout=30, what="the job ran again and was acknowledged")
     events = await store.read_aggregate(project.key, "workflow", wid)
     jobs = [t for t, _ in _jobs(events)]
     assert len(runs) == 2  # at least once: the handler ran again

@@ -10,11 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatlog.errors import InvalidTransition
-from chatlog.events import RecordedEvent
+from chatlog.events import AWAITED, TERMINAL, RecordedEvent
 from chatlog.orchestrator.machine import (
-    AWAITED,
     EVENT_OF,
-    TERMINAL,
     TRANSITIONS,
     Command,
     State,

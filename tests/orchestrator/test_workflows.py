@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from chatlog.errors import InvalidInput, InvalidTransition, NotFound, WaitTimeou
 from chatlog.eventstore import EventStore
 from chatlog.identity import ProjectKey, normalize_project_id
 from chatlog.orchestrator import Orchestrator
+from tests.helpers import eventually
 
 
 def _types(view: Any) -> list[str]:
@@ -27,7 +29,7 @@ async def test_a_workflow_runs_through_approval_to_completion(
                                               start_timeout=30)
     assert view.state == "waiting_for_start" and view.awaiting == "start_task"
     assert view.deadline is not None and view.version == 1
-    wid = view.id
+    wid = view.workflow_id
     assert (await orchestrator.start_workflow(project, wid)).state == "running"
     asked = await orchestrator.request_approval(project, wid, prompt="publish?", timeout=30)
     assert asked.state == "awaiting_approval" and asked.awaiting == "approval"
@@ -46,7 +48,7 @@ async def test_a_workflow_runs_through_approval_to_completion(
 async def test_invalid_transitions_name_the_current_state(
     orchestrator: Orchestrator, project: ProjectKey
 ) -> None:
-    wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
+    wid = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
     with pytest.raises(InvalidTransition, match="it is waiting_for_start") as err:
         await orchestrator.decide_approval(project, wid, approved=True)
     assert err.value.status == 409 and err.value.state == "waiting_for_start"
@@ -81,7 +83,7 @@ async def test_bad_input_and_missing_workflows(
         await orchestrator.create_workflow(project, input={"x": object()})
     with pytest.raises(InvalidInput, match="JSON objects"):
         await orchestrator.create_workflow(project, input="text")  # type: ignore[arg-type]
-    wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
+    wid = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
     with pytest.raises(InvalidInput):
         await orchestrator.fail(project, wid, reason=" ")
     await orchestrator.start_workflow(project, wid)
@@ -96,7 +98,7 @@ async def test_two_racing_approvals_exactly_one_wins(
     orchestrator: Orchestrator, project: ProjectKey, store: EventStore
 ) -> None:
     for _ in range(10):
-        wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
+        wid = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
         await orchestrator.start_workflow(project, wid)
         await orchestrator.request_approval(project, wid, timeout=30)
         results = await asyncio.gather(
@@ -119,7 +121,7 @@ async def test_seed_test_1_no_start_task_times_out_then_fails(
 ) -> None:
     orchestrator: Orchestrator = await orchestrator_factory(start_timeout=0.5)
     caplog.set_level(logging.WARNING, logger="chatlog.orchestrator")
-    wid = (await orchestrator.create_workflow(project, name="start task")).id
+    wid = (await orchestrator.create_workflow(project, name="start task")).workflow_id
     with pytest.raises(WaitTimeout) as err:
         await asyncio.wait_for(orchestrator.wait_for_start(project, wid), 20)
     assert err.value.workflow_id == wid and err.value.awaited == "start_task"
@@ -142,7 +144,7 @@ async def test_seed_test_1_no_start_task_times_out_then_fails(
 async def test_approval_times_out_the_same_way(
     orchestrator: Orchestrator, project: ProjectKey
 ) -> None:
-    wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
+    wid = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
     await orchestrator.start_workflow(project, wid)
     await orchestrator.request_approval(project, wid, prompt="ok?")  # 0.5 s (settings)
     with pytest.raises(WaitTimeout, match="waiting for approval"):
@@ -159,8 +161,10 @@ async def test_a_command_after_the_deadline_loses_even_before_the_timer_fires(
 ) -> None:
     # not started: no timer at all; the deadline still wins over a late start
     orchestrator: Orchestrator = await orchestrator_factory(start=False)
-    wid = (await orchestrator.create_workflow(project, start_timeout=0.3)).id
-    await asyncio.sleep(0.4)
+    made = await orchestrator.create_workflow(project, start_timeout=0.3)
+    wid, deadline = made.workflow_id, made.deadline
+    assert deadline is not None
+    await eventually(lambda: datetime.now(UTC) > deadline, what="the deadline passing")
     with pytest.raises(InvalidTransition, match="it is failed"):
         await orchestrator.start_workflow(project, wid)
     view = await orchestrator.get_workflow(project, wid)
@@ -170,9 +174,9 @@ async def test_a_command_after_the_deadline_loses_even_before_the_timer_fires(
 async def test_wait_for_start_returns_the_event_that_ended_the_wait(
     orchestrator: Orchestrator, project: ProjectKey
 ) -> None:
-    wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
+    wid = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
     waiting = asyncio.create_task(orchestrator.wait_for_start(project, wid))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(orchestrator.until_blocked(project, wid), 10)
     started = await orchestrator.start_workflow(project, wid, input={"go": 1})
     event = await asyncio.wait_for(waiting, 20)
     assert event.type == "workflow.started" and event.version == 2
@@ -181,7 +185,7 @@ async def test_wait_for_start_returns_the_event_that_ended_the_wait(
     assert (await orchestrator.wait_for_start(project, wid)).id == event.id
     with pytest.raises(InvalidTransition, match="wait for approval"):
         await orchestrator.wait_for_approval(project, wid)
-    cancelled = (await orchestrator.create_workflow(project, start_timeout=30)).id
+    cancelled = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
     await orchestrator.cancel(project, cancelled, reason="user left")
     assert (await orchestrator.wait_for_start(project, cancelled)).type == "workflow.cancelled"
 
@@ -189,7 +193,7 @@ async def test_wait_for_start_returns_the_event_that_ended_the_wait(
 async def test_wait_for_state_long_polls_and_times_out(
     orchestrator: Orchestrator, project: ProjectKey
 ) -> None:
-    wid = (await orchestrator.create_workflow(project, start_timeout=30)).id
+    wid = (await orchestrator.create_workflow(project, start_timeout=30)).workflow_id
     with pytest.raises(WaitTimeout, match="state running"):
         await orchestrator.wait_for_state(project, wid, "running", 0.2)
     with pytest.raises(WaitTimeout):
@@ -198,7 +202,7 @@ async def test_wait_for_state_long_polls_and_times_out(
     assert now.state == "waiting_for_start"  # already there: no time needed
     poll = asyncio.create_task(
         orchestrator.wait_for_state(project, wid, {"awaiting_approval", "running"}, 20))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(orchestrator.until_blocked(project, wid), 10)
     await orchestrator.start_workflow(project, wid)
     view = await poll
     assert view.state == "running" and view.version == 2
@@ -229,7 +233,7 @@ async def test_the_orchestrator_follows_the_machine_for_random_command_sequences
     }
     rng = random.Random(11)
     for _ in range(25):
-        wid = (await o.create_workflow(project, start_timeout=60)).id
+        wid = (await o.create_workflow(project, start_timeout=60)).workflow_id
         state, version = State.WAITING_FOR_START, 1
         for _ in range(rng.randint(1, 8)):
             command = rng.choice(list(calls))

@@ -15,7 +15,7 @@ from chatlog.identity import normalize_project_id, normalize_thread_id
 from chatlog.projections.conversations import ConversationsProjection
 from chatlog.projections.projector import Projector
 from chatlog.projections.queries import ReadModel
-from tests.helpers import message
+from tests.helpers import eventually, message
 
 
 def projector(store: EventStore, path: Path, **kw: object) -> Projector:
@@ -181,7 +181,7 @@ async def test_a_read_your_writes_wait_ends_the_pause_between_commits(
     async with projector(store, model_path, block=0.1, commit_interval=60) as pj:
         first = await store.append_one(message("Pause", "thread-1", "one"))
         await pj.wait_for(first.partition, first.position, 10)
-        await asyncio.sleep(0.2)  # the projector is now pausing after that commit
+        await eventually(lambda: pj.pausing, what="the projector pausing after that commit")
         second = await store.append_one(message("Pause", "thread-1", "two"))
         await pj.wait_for(second.partition, second.position, 10)
         assert pj.reached(second.partition, second.position)
@@ -205,9 +205,8 @@ async def test_a_projector_behind_reads_on_without_pausing(
         results = await store.append([message("Behind", "thread-1", f"m{i}")
                                       for i in range(100)])
         last = results[-1]
-        async with asyncio.timeout(20):
-            while not pj.reached(last.partition, last.position):  # no waiter to wake it
-                await asyncio.sleep(0.05)
+        await eventually(lambda: pj.reached(last.partition, last.position),  # no waiter to wake it
+                         timeout=20, what="the projector reaching the last event")
         assert pj.applied == 100
 
 
@@ -274,7 +273,7 @@ async def test_stopping_the_projector_answers_pending_waits(store: EventStore,
     await pj.open()
     r = await store.append_one(message("Stop", "thread-1", "x"))
     waiting = asyncio.create_task(pj.wait_for(r.partition, r.position, 30))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: pj.waiters == 1, what="the wait registered")
     await pj.stop()
     with pytest.raises(ProjectionLagTimeout, match="stopped"):
         await waiting

@@ -19,6 +19,7 @@ from chatlog.projections.legacy import (
 )
 from chatlog.projections.queries import ReadModel
 from chatlog.projections.rebuild import rebuild
+from tests.helpers import eventually
 
 LEGACY = [
     {"project_id": "Blog-Project", "thread_id": "t-100", "role": "user",
@@ -83,9 +84,11 @@ async def test_reimport_after_the_idempotency_window_still_adds_nothing(
     short = await store_factory(idempotency_window=0.001)  # type: ignore[operator]
     src = write_jsonl(tmp_path / "legacy.jsonl", LEGACY)
     await import_file(short, src, DEFAULT_PROJECT_NAMESPACE)
-    import asyncio
 
-    await asyncio.sleep(0.05)  # every event-id key has expired
+    async def expired() -> bool:  # every event-id key has expired
+        return not await short.redis.keys(f"{short.keys.tag(0)}:eid:*")
+
+    await eventually(expired, what="every event id's key expiring")
     again = await import_file(short, src, DEFAULT_PROJECT_NAMESPACE)
     assert again.imported == 0
     assert (await short.status()).length == len(LEGACY)

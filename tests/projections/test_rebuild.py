@@ -8,7 +8,6 @@ import os
 import signal
 import sqlite3
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from chatlog.projections.conversations import ConversationsProjection
 from chatlog.projections.projector import Projector
 from chatlog.projections.queries import ReadModel
 from chatlog.projections.rebuild import RebuildRunning, build, rebuild, rebuild_lock, rebuild_path
-from tests.helpers import message
+from tests.helpers import eventually, message
 from tests.projections._util import dump, fill, indexes
 
 
@@ -118,10 +117,8 @@ async def _interrupt_rebuild(env: dict[str, str], temp: Path,
         *_chatlog("rebuild", "--quiet"), env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while proc.returncode is None and not _exists(temp):
-            assert time.monotonic() < deadline, "the rebuild never started"
-            await asyncio.sleep(0.002)
+        await eventually(lambda: proc.returncode is not None or _exists(temp), timeout=60,
+                         interval=0.002, what="the rebuild starting")
         assert proc.returncode is None, "the rebuild finished before it could be interrupted"
     finally:
         os.kill(proc.pid, sig)

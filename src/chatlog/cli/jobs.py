@@ -60,7 +60,7 @@ async def enqueue(ctx: click.Context, project: str, kind: str, payload: str | No
             raise InvalidInput(f"job {job_id} exists already in project {key.display!r}")
         if workflow_id is None:
             created = await orchestrator.create_workflow(key, name=f"job:{kind}")
-            workflow_id = created.id
+            workflow_id = created.workflow_id
             await orchestrator.start_workflow(key, workflow_id)
         new_id = await orchestrator.enqueue_job(
             key, workflow_id, kind=kind, payload=data, job_id=job_id,

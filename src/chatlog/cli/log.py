@@ -18,10 +18,6 @@ from chatlog.eventstore.runtime import open_store
 from chatlog.identity import normalize_project_id, normalize_thread_id
 
 
-def event_json(event: RecordedEvent) -> str:
-    return orjson.dumps(event.model_dump(mode="json")).decode()
-
-
 @cli.command()
 @click.argument("project")
 @click.argument("content")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -150,26 +149,12 @@ async def import_(ctx: click.Context, file: Path, quiet: bool) -> None:
 # -- chatlog status: the projection's lag ------------------------------------------
 
 
-def _read_checkpoint(path: Path, partitions: int) -> tuple[Any, list[int], dict[str, int]] | None:
-    from chatlog.projections import _db
-
-    if not path.exists():
-        return None
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        if not _db.table_exists(conn, "projector_checkpoints"):
-            return None
-        cursor, counts = _db.read_checkpoint(conn, partitions)
-        return cursor, counts, _db.counters(conn)
-    finally:
-        conn.close()
-
-
 async def projection_status(settings: Settings, store: EventStore) -> dict[str, Any]:
     """The ``projection`` section of ``chatlog status``: lag in events and seconds."""
     from chatlog.projections.lag import measure_lag
+    from chatlog.projections.queries import read_progress
 
-    found = await asyncio.to_thread(_read_checkpoint, settings.sqlite_path, store.partitions)
+    found = await asyncio.to_thread(read_progress, settings.sqlite_path, store.partitions)
     if found is None:
         return {"projection": {"read_model": str(settings.sqlite_path), "state": "not built yet"}}
     cursor, counts, counters = found

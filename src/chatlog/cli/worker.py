@@ -13,7 +13,9 @@ from chatlog.cli._app import cli, run_async, settings_from
 from chatlog.cli.log import STATUS_SECTIONS
 from chatlog.eventstore.runtime import open_store
 from chatlog.eventstore.store import EventStore
-from chatlog.orchestrator.jobs import Job, Worker, job_status, list_dead_letters
+from chatlog.orchestrator.job_admin import job_status, list_dead_letters
+from chatlog.orchestrator.jobs import Job
+from chatlog.orchestrator.worker import Worker
 from chatlog.settings import Settings
 
 

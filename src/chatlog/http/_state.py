@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 
 from chatlog.errors import ChatlogError
 from chatlog.eventstore import EventStore
+from chatlog.eventstore.archiver import Archiver
 from chatlog.http._routing import project_of
 from chatlog.http._sse import SseEncoder
 from chatlog.http.auth import TokenRegistry
 from chatlog.http.fanout import Fanout
 from chatlog.http.metrics import Metrics
 from chatlog.identity import ProjectKey
+from chatlog.orchestrator.service import Orchestrator
+from chatlog.projections.projector import Projector
+from chatlog.projections.queries import ReadModel
 from chatlog.settings import Settings
 
 #: Log reads (replay, SSE catch-up) in flight at once.
@@ -39,13 +43,13 @@ class Services:
     """The parts built beside the log; None = not available here (endpoints answer 503)."""
 
     #: Keeps the read models up to date; ``wait_for`` gives read-your-writes.
-    projector: Any | None = None
+    projector: Projector | None = None
     #: Answers the read queries (projects, threads, messages, workflows).
-    read_model: Any | None = None
+    read_model: ReadModel | None = None
     #: Drives workflows and their waits.
-    orchestrator: Any | None = None
+    orchestrator: Orchestrator | None = None
     #: Moves events beyond the hot window from Redis into the archive.
-    archiver: Any | None = None
+    archiver: Archiver | None = None
 
 
 @dataclass
@@ -76,17 +80,17 @@ class AppState:
             principal.require_read(project)
         return project
 
-    def projector(self) -> Any:
+    def projector(self) -> Projector:
         if self.services.projector is None:
             raise ServiceUnavailable("the read-model projector is not running in this process")
         return self.services.projector
 
-    def read_model(self) -> Any:
+    def read_model(self) -> ReadModel:
         if self.services.read_model is None:
             raise ServiceUnavailable("the read models are not available in this process")
         return self.services.read_model
 
-    def orchestrator(self) -> Any:
+    def orchestrator(self) -> Orchestrator:
         if self.services.orchestrator is None:
             raise ServiceUnavailable("the workflow orchestrator is not running in this process")
         return self.services.orchestrator

@@ -6,13 +6,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
 from aiohttp import web
 
 from chatlog.errors import ConfigError
 from chatlog.eventstore import EventStore
-from chatlog.http import events, jobs, messages, ops, queries, workflows
+from chatlog.eventstore.archiver import Archiver
+from chatlog.http import events, jobs, messages, ops, queries, stats, vocabulary, workflows
 from chatlog.http._routing import Endpoint
 from chatlog.http._state import STATE, AppState, Services
 from chatlog.http.auth import TokenRegistry
@@ -21,6 +21,9 @@ from chatlog.http.metrics import Metrics
 from chatlog.http.openapi import with_document
 from chatlog.http.problems import SERVER_LINE_LIMIT, make_problem_middleware
 from chatlog.http.static_files import static_routes
+from chatlog.orchestrator.service import Orchestrator
+from chatlog.projections.projector import Projector
+from chatlog.projections.queries import ReadModel
 from chatlog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,37 +45,19 @@ def endpoints() -> list[Endpoint]:
         *jobs.ENDPOINTS,
         *events.ENDPOINTS,
         *ops.ENDPOINTS,
+        *vocabulary.ENDPOINTS,
+        *stats.ENDPOINTS,
     ]
 
 
 def build_services(settings: Settings, store: EventStore) -> Services:
-    """The projector, read model and orchestrator for ``settings`` (not started).
-
-    A part that cannot be loaded is left out (logged): its endpoints answer
-    503 "not available" while the rest of the API works.
-    """
-    services = Services()
-    try:
-        from chatlog.projections.projector import Projector
-        from chatlog.projections.queries import ReadModel
-
-        services.projector = Projector.from_settings(store, settings)
-        services.read_model = ReadModel(settings.sqlite_path)
-    except ImportError as exc:  # pragma: no cover - a partial install
-        log.warning("read models not available: %s", exc)
-    try:
-        from chatlog.orchestrator.service import Orchestrator
-
-        services.orchestrator = Orchestrator(store, settings)
-    except ImportError as exc:  # pragma: no cover - a partial install
-        log.warning("orchestrator not available: %s", exc)
-    try:
-        from chatlog.eventstore.archiver import Archiver
-
-        services.archiver = Archiver.from_settings(store, settings)
-    except ImportError as exc:  # pragma: no cover - a partial install (no pyarrow)
-        log.warning("archiver not available: %s", exc)
-    return services
+    """The projector, read model, orchestrator and archiver for ``settings`` (not started)."""
+    return Services(
+        projector=Projector.from_settings(store, settings),
+        read_model=ReadModel(settings.sqlite_path),
+        orchestrator=Orchestrator(store, settings),
+        archiver=Archiver.from_settings(store, settings),
+    )
 
 
 def create_app(
@@ -93,7 +78,7 @@ def create_app(
     """
     metrics = Metrics()
     app = web.Application(
-        middlewares=[make_problem_middleware(metrics.observe_status)],
+        middlewares=[stats.timing_middleware, make_problem_middleware(metrics.observe_status)],
         client_max_size=settings.max_body_bytes,
     )
     services = services or Services()
@@ -117,7 +102,7 @@ def create_app(
     app.router.add_routes(static_routes())
 
     async def background(app: web.Application) -> AsyncIterator[None]:
-        started: list[Any] = []
+        started: list[Orchestrator | Projector | Archiver] = []
         try:
             if manage_services:
                 # The orchestrator first: its start returns once it has scanned the
@@ -140,6 +125,7 @@ def create_app(
             stream.stop()
 
     app.cleanup_ctx.append(background)
+    app.cleanup_ctx.append(stats.sampling)
     app.on_shutdown.append(close_streams)
     return app
 

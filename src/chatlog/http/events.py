@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from chatlog.errors import ChatlogError, InvalidPosition
+from chatlog.errors import ChatlogError, InvalidInput, InvalidPosition
 from chatlog.events import RecordedEvent
-from chatlog.eventstore import Cursor, EventStore, parse_position, position_after
+from chatlog.eventstore import START, Cursor, EventStore, parse_position, position_after
+from chatlog.eventstore.backward import read_raw_before
 from chatlog.eventstore.codec import decode_entry
 from chatlog.http._routing import Endpoint, json_response, read_query
 from chatlog.http._state import AppState, state
@@ -159,12 +160,98 @@ async def scan(
     return found, cursor, True
 
 
+def _successor(position: str) -> str:
+    ms, seq = parse_position(position)
+    return f"{ms}-{seq + 1}" if seq < _MAX_ID else f"{ms + 1}-0"
+
+
+def _predecessor(position: str) -> str:
+    ms, seq = parse_position(position)
+    if seq > 0:
+        return f"{ms}-{seq - 1}"
+    return f"{ms - 1}-{_MAX_ID}" if ms > 0 else START
+
+
+async def scan_back(
+    st: AppState, before: Cursor, flt: EventFilter, limit: int, budget: int = SCAN_BUDGET
+) -> tuple[list[tuple[RecordedEvent, Cursor]], Cursor, bool]:
+    """Matching events before ``before`` (exclusive, per partition), newest first.
+
+    The partitions are merged by position (newest first); each event comes with
+    the cursor that continues backwards after it. Returns the events, that
+    cursor, and whether older events may follow. Looks at most at ``budget``
+    events; a partition ends at the oldest event it keeps (no 410).
+    """
+    store = st.store
+    parts = flt.partitions(store)
+    wanted = parts if parts is not None else list(range(store.partitions))
+    positions = list(before.positions)
+    buffers: dict[int, list[tuple[bytes, dict[bytes, bytes]]]] = {p: [] for p in wanted}
+    ended: set[int] = set()
+    fetched = 0
+    found: list[tuple[RecordedEvent, Cursor]] = []
+    ask = min(1000, max(limit, 100))
+    while True:
+        for p in wanted:
+            if buffers[p] or p in ended:
+                continue
+            n = min(ask, budget - fetched)
+            if n <= 0:
+                return found, Cursor(positions), True
+            async with st.reads:
+                entries = await read_raw_before(store, p, positions[p], n)
+            fetched += len(entries)
+            if len(entries) < n:
+                ended.add(p)
+            entries.reverse()  # oldest first, so the newest pops off the end cheaply
+            buffers[p] = entries
+        ready = [p for p in wanted if buffers[p]]
+        if not ready:
+            return found, Cursor(positions), False
+        p = max(ready, key=lambda q: parse_position(buffers[q][-1][0].decode()))
+        pos, fields = buffers[p].pop()
+        positions[p] = pos.decode()
+        if flt.matches_raw(fields):
+            found.append((decode_entry(p, pos, fields), Cursor(list(positions))))
+            if len(found) >= limit:
+                more = any(buffers[q] or q not in ended for q in wanted)
+                return found, Cursor(positions), more
+
+
+async def list_events_before(
+    st: AppState, q: EventsQuery, flt: EventFilter
+) -> EventsPage:
+    """A page read backwards (``before``): newest first, with the cursor of what is newer."""
+    assert q.before is not None
+    if q.before == "end":
+        # The heads first: the page holds nothing newer than them, so a reader that
+        # follows ``newer_cursor`` gets every later event exactly once.
+        heads = await st.store.heads()
+        before = Cursor([_successor(h) for h in heads.positions])
+        newer = heads
+    else:
+        before = parse_cursor(q.before, st.store.partitions)
+        newer = Cursor([_predecessor(b) for b in before.positions])
+    found, cursor, more = await scan_back(st, before, flt, q.limit)
+    return EventsPage(
+        events=[event_out(ev, cur) for ev, cur in found], cursor=str(cursor),
+        has_more=more, newer_cursor=str(newer),
+    )
+
+
 async def list_events(request: web.Request) -> web.Response:
-    """Events after ``after`` (a cursor), oldest first, filtered; ``cursor`` continues."""
+    """Events after ``after`` (a cursor), oldest first, filtered; ``cursor`` continues.
+
+    With ``before`` instead: events before it, newest first (``before=end``: the newest).
+    """
     st = state(request)
     principal = st.tokens.authenticate(request)
     q = read_query(request, EventsQuery)
     flt = build_filter(st, principal, q)
+    if q.before is not None:
+        if q.after is not None:
+            raise InvalidInput("pass either after (read forwards) or before (backwards), not both")
+        return json_response(await list_events_before(st, q, flt))
     cursor = parse_cursor(q.after, st.store.partitions)
     found, cursor, more = await scan(st, cursor, flt, q.limit)
     page = EventsPage(
@@ -301,11 +388,18 @@ async def _live(st: AppState, stream: SseStream, flt: EventFilter, cursor: Curso
 
 ENDPOINTS = [
     Endpoint(
-        "GET", "/v1/events", list_events, "Replay events after a position", "events",
+        "GET", "/v1/events", list_events, "Replay events after a position (or before one)",
+        "events",
         query=EventsQuery,
         responses={200: (EventsPage, "A page of events; `cursor` continues after it")},
         errors=(410,),
-        description="Without `project`, a token scoped to projects sees only its own.",
+        description=(
+            "Without `project`, a token scoped to projects sees only its own. With "
+            "`before=CURSOR` (or `before=end`) the page is read backwards, newest first, "
+            "with the same filters: `cursor` continues to older events (pass it as "
+            "`before`), `newer_cursor` reads what is newer (pass it as `after`). Reading "
+            "backwards ends at the oldest event kept, never 410."
+        ),
     ),
     Endpoint(
         "GET", "/v1/events/stream", stream_events, "Events as Server-Sent Events", "events",

@@ -87,7 +87,7 @@ async def enqueue_job(request: web.Request) -> web.Response:
     workflow_id = body.workflow_id
     if workflow_id is None:
         created = await orchestrator.create_workflow(project, name=f"job:{body.kind}")
-        workflow_id = created.id
+        workflow_id = created.workflow_id
         await orchestrator.start_workflow(project, workflow_id)
     job_id = await orchestrator.enqueue_job(
         project, workflow_id, kind=body.kind, payload=body.payload, job_id=body.job_id,

@@ -13,7 +13,7 @@ from chatlog.http._state import state
 from chatlog.http.models import MessageAccepted, PostMessage
 from chatlog.identity import normalize_thread_id, random_uuid
 
-MESSAGE_TYPE: str = MessageAppended.event_type  # type: ignore[attr-defined]
+MESSAGE_TYPE = MessageAppended.event_type
 
 
 def _before(position: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -30,6 +29,10 @@ class Metrics:
             "chatlog_sse_cutoffs", "SSE subscribers cut off because their buffer overflowed",
             registry=self.registry,
         )
+        self.workflow_waits = Gauge(
+            "chatlog_workflow_waits", "Callers blocked in a workflow wait or long-poll",
+            registry=self.registry,
+        )
         self.projection_lag = Gauge(
             "chatlog_projection_lag_events", "Events the read models are behind the log",
             registry=self.registry,
@@ -48,10 +51,6 @@ class Metrics:
             self._by_status[status] = counters
         for counter in counters:
             counter.inc()
-
-    def lag_from(self, read: Callable[[], float]) -> None:
-        """Read the projection lag at scrape time from ``read``."""
-        self.projection_lag.set_function(read)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -136,12 +135,27 @@ class EventOut(RecordedEvent):
 
 class EventsPage(Out):
     events: list[EventOut]
-    cursor: str = Field(description="Where this page ends: pass as `after` for the next page")
+    cursor: str = Field(
+        description="Where this page ends: pass as `after` for the next page (as `before` "
+                    "when this page was read with `before`: the next older page)")
     has_more: bool
+    newer_cursor: str | None = Field(
+        default=None,
+        description="Pages read with `before` only: pass as `after` (or to the stream) to "
+                    "get exactly the events newer than this page")
+
+
+#: ``before=end``: read backwards from the newest event.
+BEFORE_PATTERN = r"^(end|\d{1,20}-\d{1,20}(,\d{1,20}-\d{1,20})*)$"
 
 
 class EventsQuery(Query):
     after: str | None = Field(default=None, pattern=CURSOR_PATTERN, description="A cursor")
+    before: str | None = Field(
+        default=None, pattern=BEFORE_PATTERN,
+        description="Read backwards, newest first: events before this cursor (`end`: from "
+                    "the newest event). Each event's `cursor` then continues backwards",
+    )
     project: str | None = Field(default=None, max_length=300)
     thread_id: str | None = Field(default=None, max_length=200)
     workflow_id: str | None = Field(default=None, max_length=200)
@@ -178,92 +192,10 @@ class MessagesQuery(Query):
     min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
 
 
-class PositionQuery(Query):
-    min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
-
-
 class ProjectsPage(Out):
     """The projects the caller may read."""
 
     projects: list[ProjectSummary]
-
-
-# -- workflows -------------------------------------------------------------------
-
-
-class CreateWorkflow(Body):
-    name: str = Field(default="", max_length=200)
-    input: JsonObject = Field(default_factory=dict)
-    workflow_id: str | None = Field(
-        default=None, min_length=1, max_length=200,
-        description="Your id for it; default wf-<uuid4>. Creating it again is a 409",
-    )
-
-
-class StartWorkflow(Body):
-    input: JsonObject = Field(default_factory=dict)
-
-
-class RequestApproval(Body):
-    prompt: str = Field(default="", max_length=10_000)
-
-
-class DecideApproval(Body):
-    approved: bool
-    comment: str = Field(default="", max_length=10_000)
-
-
-class CompleteWorkflow(Body):
-    result: JsonObject = Field(default_factory=dict)
-
-
-class FailWorkflow(Body):
-    reason: str = Field(min_length=1, max_length=10_000)
-
-
-class CancelWorkflow(Body):
-    reason: str = Field(default="", max_length=10_000)
-
-
-class WorkflowQuery(Query):
-    wait_for: str | None = Field(
-        default=None, max_length=500, description="Comma-separated states to long-poll for"
-    )
-    timeout: float = Field(default=30.0, ge=0, le=300, description="Seconds to long-poll")
-    min_position: str | None = Field(
-        default=None, pattern=POSITION_PATTERN,
-        description="Accepted for symmetry: workflow reads are always current",
-    )
-
-
-class WorkflowsQuery(Query):
-    state: str | None = Field(default=None, max_length=40, description="Only this state")
-    limit: int = Field(default=50, ge=1, le=500)
-    cursor: str | None = Field(default=None, max_length=500, description="The next_cursor")
-    min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
-
-
-class WorkflowSummary(Out):
-    """A workflow as the list shows it (the full state and history: GET one workflow)."""
-
-    workflow_id: str
-    project: uuid.UUID
-    project_name: str
-    name: str
-    state: str
-    awaiting: str | None
-    deadline: datetime | None
-    reason: str | None
-    version: int
-    position: str
-    created_at: datetime
-    updated_at: datetime
-    jobs: int
-
-
-class WorkflowsPage(Out):
-    workflows: list[WorkflowSummary]
-    next_cursor: str | None = None
 
 
 # -- operations --------------------------------------------------------------------

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
 
 from chatlog.http._routing import Endpoint, json_response
 from chatlog.http._state import AppState, state
@@ -23,30 +21,17 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response(Health(status="ok"))
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: v for k, v in dataclasses.asdict(value).items()}
-    if isinstance(value, dict):
-        return value
-    return {"value": str(value)}
-
-
 def lag_events(lag: dict[str, Any]) -> int | None:
     """The number of events the read models are behind, from a lag report."""
-    for name in ("events", "events_behind", "behind", "total"):
-        value = lag.get(name)
-        if isinstance(value, int):
-            return value
-    return None
+    value = lag.get("events_behind")
+    return value if isinstance(value, int) else None
 
 
 async def projection_lag(st: AppState) -> dict[str, Any] | None:
     projector = st.services.projector
     if projector is None:
         return None
-    return _as_dict(await projector.lag())
+    return (await projector.lag()).model_dump(mode="json")
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -73,9 +58,11 @@ async def readyz(request: web.Request) -> web.Response:
             st.metrics.projection_lag.set(behind)
             if behind > READY_MAX_LAG:
                 ready = False
-        if not getattr(st.services.projector, "running", True):
+        if not st.services.projector.running:
             ready = False
             projection["running"] = False
+        if st.services.projector.last_error is not None:
+            projection["last_error"] = st.services.projector.last_error
     elif st.services.projector is None:
         projection = {"running": False, "detail": "no projector in this process"}
     answer = Readiness(ready=ready, store=store_status, projection=projection)
@@ -85,6 +72,8 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics in the text format."""
     st = state(request)
+    if st.services.orchestrator is not None:
+        st.metrics.workflow_waits.set(st.services.orchestrator.blocked)
     if st.services.projector is not None:
         try:
             async with asyncio.timeout(1.0):

@@ -9,6 +9,9 @@ has applied it: read-your-writes. A position the log has not reached yet is a
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import uuid
+from datetime import UTC, datetime
 
 from aiohttp import web
 
@@ -18,7 +21,9 @@ from chatlog.http._routing import Endpoint, json_response, read_query
 from chatlog.http._state import AppState, state
 from chatlog.http.models import MessagesQuery, ProjectsPage, ThreadsQuery
 from chatlog.identity import ProjectKey
-from chatlog.projections.models import MessagePage, ThreadPage
+from chatlog.projections.models import MessagePage, ProjectSummary, ThreadPage
+from chatlog.projections.queries import ReadModel
+from chatlog.projections.workflows import project_activity
 
 
 async def wait_for_position(st: AppState, project: ProjectKey, position: str | None) -> None:
@@ -43,9 +48,38 @@ async def list_projects(request: web.Request) -> web.Response:
     st = state(request)
     principal = st.tokens.authenticate(request)
     read_model = st.read_model()
-    projects = await asyncio.to_thread(read_model.list_projects)
+    projects = await asyncio.to_thread(_projects_with_workflows, read_model)
     visible = [p for p in projects if principal.can_read(p.project)]
     return json_response(ProjectsPage(projects=visible))
+
+
+def _ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _projects_with_workflows(read_model: ReadModel) -> list[ProjectSummary]:
+    """Projects with messages or workflows: counts of both and the last activity."""
+    projects = {str(p.project): p for p in read_model.list_projects()}
+    try:
+        activity = project_activity(read_model.connection())
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        activity = {}  # the projector has not created its tables yet
+    out: list[ProjectSummary] = []
+    for key in projects.keys() | activity.keys():
+        summary = projects.get(key)
+        name, workflows, first_ms, last_ms = activity.get(key, ("", 0, 0, 0))
+        if summary is None:
+            summary = ProjectSummary(
+                project=uuid.UUID(key), name=name, thread_count=0, message_count=0,
+                created_at=_ms(first_ms), updated_at=_ms(last_ms),
+            )
+        last = max(summary.updated_at, _ms(last_ms)) if workflows else summary.updated_at
+        out.append(summary.model_copy(
+            update={"workflow_count": workflows, "last_activity_at": last}))
+    out.sort(key=lambda p: (p.name.casefold(), str(p.project)))
+    return out
 
 
 async def list_threads(request: web.Request) -> web.Response:

@@ -39,4 +39,12 @@ def static_routes(directory: Path = STATIC_DIR) -> list[web.RouteDef]:
             raise NotFound(f"no static file {rel!r}")
         return web.FileResponse(target, headers={"Cache-Control": "no-cache"})
 
-    return [web.get("/", index), web.get("/static/{path:.+}", static)]
+    async def favicon(request: web.Request) -> web.StreamResponse:
+        icon = root / "favicon.svg"
+        if not icon.is_file():
+            raise NotFound("no favicon")
+        return web.FileResponse(icon, headers={
+            "Cache-Control": "max-age=86400", "Content-Type": "image/svg+xml"})
+
+    return [web.get("/", index), web.get("/favicon.ico", favicon),
+            web.get("/static/{path:.+}", static)]

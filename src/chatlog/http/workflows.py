@@ -10,43 +10,87 @@ is always current; the list comes from the workflows read model (with
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import sqlite3
-import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any
+from typing import TypeVar
 
-import orjson
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from chatlog.errors import InvalidInput
-from chatlog.http._routing import Endpoint, json_response, read_body, read_query
+from chatlog.events import WORKFLOW_STATES
+from chatlog.http._routing import Endpoint, Handler, json_response, read_body, read_query
 from chatlog.http._state import state
-from chatlog.http.models import (
-    CancelWorkflow,
-    CompleteWorkflow,
-    CreateWorkflow,
-    DecideApproval,
-    FailWorkflow,
-    RequestApproval,
-    StartWorkflow,
-    WorkflowQuery,
-    WorkflowsPage,
-    WorkflowsQuery,
-    WorkflowSummary,
-)
+from chatlog.http.models import POSITION_PATTERN, Body, JsonObject, Query
 from chatlog.http.queries import wait_for_position
 from chatlog.identity import ProjectKey
-from chatlog.orchestrator.views import WorkflowView
-from chatlog.projections.workflows import STATE_AFTER
-from chatlog.projections.workflows import list_workflows as read_workflows
+from chatlog.orchestrator import Orchestrator, WorkflowView
+from chatlog.projections.models import WorkflowsPage
 
-STATES = frozenset(STATE_AFTER.values())
+# -- request bodies and queries -------------------------------------------------------------------
+
+
+class CreateWorkflow(Body):
+    name: str = Field(default="", max_length=200)
+    input: JsonObject = Field(default_factory=dict)
+    workflow_id: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="Your id for it; default wf-<uuid4>. Creating it again is a 409",
+    )
+
+
+class StartWorkflow(Body):
+    input: JsonObject = Field(default_factory=dict)
+
+
+class RequestApproval(Body):
+    prompt: str = Field(default="", max_length=10_000)
+
+
+class DecideApproval(Body):
+    approved: bool
+    comment: str = Field(default="", max_length=10_000)
+
+
+class CompleteWorkflow(Body):
+    result: JsonObject = Field(default_factory=dict)
+
+
+class FailWorkflow(Body):
+    reason: str = Field(min_length=1, max_length=10_000)
+
+
+class CancelWorkflow(Body):
+    reason: str = Field(default="", max_length=10_000)
+
+
+class WorkflowQuery(Query):
+    wait_for: str | None = Field(
+        default=None, max_length=500, description="Comma-separated states to long-poll for"
+    )
+    timeout: float = Field(default=30.0, ge=0, le=300, description="Seconds to long-poll")
+    min_position: str | None = Field(
+        default=None, pattern=POSITION_PATTERN,
+        description="Accepted for symmetry: workflow reads are always current",
+    )
+
+
+class WorkflowsQuery(Query):
+    state: str | None = Field(default=None, max_length=40, description="Only this state")
+    name: str | None = Field(
+        default=None, max_length=200, description="Only workflows whose name contains this")
+    workflow_id: str | None = Field(
+        default=None, max_length=200, description="Only workflows whose id starts with this")
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, max_length=500, description="The next_cursor")
+    min_position: str | None = Field(default=None, pattern=POSITION_PATTERN)
+
+
 BASE = "/v1/projects/{project}/workflows"
 ITEM = BASE + "/{workflow_id}"
+
+B = TypeVar("B", bound=BaseModel)
+#: A command: the orchestrator call a request body turns into.
+Command = Callable[[Orchestrator, ProjectKey, str, B], Awaitable[WorkflowView]]
 
 
 async def create_workflow(request: web.Request) -> web.Response:
@@ -61,10 +105,7 @@ async def create_workflow(request: web.Request) -> web.Response:
     return json_response(view, 201)
 
 
-Command = Callable[[Any, ProjectKey, str, Any], Awaitable[WorkflowView]]
-
-
-def _command(name: str, body_model: type[BaseModel], run: Command) -> Any:
+def _command(name: str, body_model: type[B], run: Command[B]) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         st = state(request)
         project = st.authorized_project(request, write=True)
@@ -77,36 +118,6 @@ def _command(name: str, body_model: type[BaseModel], run: Command) -> Any:
     return handler
 
 
-async def _start(o: Any, p: ProjectKey, wid: str, b: StartWorkflow) -> WorkflowView:
-    view: WorkflowView = await o.start_workflow(p, wid, input=b.input)
-    return view
-
-
-async def _ask(o: Any, p: ProjectKey, wid: str, b: RequestApproval) -> WorkflowView:
-    view: WorkflowView = await o.request_approval(p, wid, prompt=b.prompt)
-    return view
-
-
-async def _decide(o: Any, p: ProjectKey, wid: str, b: DecideApproval) -> WorkflowView:
-    view: WorkflowView = await o.decide_approval(p, wid, approved=b.approved, comment=b.comment)
-    return view
-
-
-async def _complete(o: Any, p: ProjectKey, wid: str, b: CompleteWorkflow) -> WorkflowView:
-    view: WorkflowView = await o.complete(p, wid, result=b.result)
-    return view
-
-
-async def _fail(o: Any, p: ProjectKey, wid: str, b: FailWorkflow) -> WorkflowView:
-    view: WorkflowView = await o.fail(p, wid, reason=b.reason)
-    return view
-
-
-async def _cancel(o: Any, p: ProjectKey, wid: str, b: CancelWorkflow) -> WorkflowView:
-    view: WorkflowView = await o.cancel(p, wid, reason=b.reason)
-    return view
-
-
 async def get_workflow(request: web.Request) -> web.Response:
     """State, deadline and history; ``wait_for=STATE[,STATE]`` long-polls up to ``timeout``."""
     st = state(request)
@@ -114,7 +125,7 @@ async def get_workflow(request: web.Request) -> web.Response:
     q = read_query(request, WorkflowQuery)
     orchestrator = st.orchestrator()
     workflow_id = request.match_info["workflow_id"]
-    view: WorkflowView = await orchestrator.get_workflow(project, workflow_id)  # 404 first
+    view = await orchestrator.get_workflow(project, workflow_id)  # 404 first
     if q.wait_for:
         states = {s.strip() for s in q.wait_for.split(",") if s.strip()}
         if view.state not in states:
@@ -122,72 +133,25 @@ async def get_workflow(request: web.Request) -> web.Response:
     return json_response(view)
 
 
-def _encode_cursor(key: tuple[int, int, str]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
-
-
-def _decode_cursor(text: str) -> tuple[int, int, str]:
-    try:
-        ms, seq, wid = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        if not (isinstance(ms, int) and isinstance(seq, int) and isinstance(wid, str)):
-            raise ValueError(text)
-        return ms, seq, wid
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise InvalidInput(
-            f"cursor {text!r} is not one this API gave out; pass next_cursor unchanged"
-        ) from None
-
-
-def _time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
 async def list_workflows(request: web.Request) -> web.Response:
     """A project's workflows, most recently changed first (``state`` filters)."""
     st = state(request)
     project = st.authorized_project(request)
     q = read_query(request, WorkflowsQuery)
-    if q.state is not None and q.state not in STATES:
+    if q.state is not None and q.state not in WORKFLOW_STATES:
         raise InvalidInput(
-            f"unknown workflow state {q.state!r}; states are {', '.join(sorted(STATES))}"
+            f"unknown workflow state {q.state!r}; states are {', '.join(WORKFLOW_STATES)}"
         )
-    before = _decode_cursor(q.cursor) if q.cursor else None
     read_model = st.read_model()
     await wait_for_position(st, project, q.min_position)
-
-    def query() -> list[Any]:
-        # The read model's own per-thread read connection (one snapshot per query).
-        conn = read_model._conn()
-        try:
-            rows: list[Any] = read_workflows(
-                conn, project.key, state=q.state, limit=q.limit + 1, before=before
-            )
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                raise
-            rows = []  # the projector has not created its tables yet: nothing to list
-        return rows
-
-    rows = await asyncio.to_thread(query)
-    more = len(rows) > q.limit
-    rows = rows[: q.limit]
-    page = WorkflowsPage(
-        workflows=[
-            WorkflowSummary(
-                workflow_id=r.id, project=uuid.UUID(r.project), project_name=r.project_name,
-                name=r.name, state=r.state, awaiting=r.awaiting,
-                deadline=_time(r.deadline_ms) if r.deadline_ms is not None else None,
-                reason=r.reason, version=r.version, position=r.position,
-                created_at=_time(r.created_ms), updated_at=_time(r.updated_ms), jobs=r.jobs,
-            )
-            for r in rows
-        ],
-        next_cursor=_encode_cursor(rows[-1].page_key) if more and rows else None,
+    page = await asyncio.to_thread(
+        read_model.list_workflows, project, state=q.state, limit=q.limit, cursor=q.cursor,
+        name=q.name, id_prefix=q.workflow_id,
     )
     return json_response(page)
 
 
-def _ep(path: str, name: str, body: type[BaseModel], run: Any, summary: str) -> Endpoint:
+def _ep(path: str, name: str, body: type[B], run: Command[B], summary: str) -> Endpoint:
     return Endpoint(
         "POST", ITEM + path, _command(name, body, run), summary, "workflows",
         body=body, responses={200: (WorkflowView, "The workflow after the command")},
@@ -214,11 +178,18 @@ ENDPOINTS = [
         description="With `wait_for`, waits up to `timeout` s for one of the states "
                     "(or an end state); 408 when the time is up.",
     ),
-    _ep("/start", "start_workflow", StartWorkflow, _start, "The start_task event"),
-    _ep("/approval-requests", "request_approval", RequestApproval, _ask,
+    _ep("/start", "start_workflow", StartWorkflow,
+        lambda o, p, wid, b: o.start_workflow(p, wid, input=b.input), "The start_task event"),
+    _ep("/approval-requests", "request_approval", RequestApproval,
+        lambda o, p, wid, b: o.request_approval(p, wid, prompt=b.prompt),
         "Ask for approval (waits until now + the approval timeout)"),
-    _ep("/approval", "decide_approval", DecideApproval, _decide, "Approve or reject"),
-    _ep("/complete", "complete_workflow", CompleteWorkflow, _complete, "Complete it"),
-    _ep("/fail", "fail_workflow", FailWorkflow, _fail, "Fail it"),
-    _ep("/cancel", "cancel_workflow", CancelWorkflow, _cancel, "Cancel it"),
+    _ep("/approval", "decide_approval", DecideApproval,
+        lambda o, p, wid, b: o.decide_approval(p, wid, approved=b.approved, comment=b.comment),
+        "Approve or reject"),
+    _ep("/complete", "complete_workflow", CompleteWorkflow,
+        lambda o, p, wid, b: o.complete(p, wid, result=b.result), "Complete it"),
+    _ep("/fail", "fail_workflow", FailWorkflow,
+        lambda o, p, wid, b: o.fail(p, wid, reason=b.reason), "Fail it"),
+    _ep("/cancel", "cancel_workflow", CancelWorkflow,
+        lambda o, p, wid, b: o.cancel(p, wid, reason=b.reason), "Cancel it"),
 ]

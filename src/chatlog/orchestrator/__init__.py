@@ -6,7 +6,7 @@ Usage (``chatlog serve`` does the same through the HTTP app's lifecycle)::
     await orchestrator.start()      # tailers catch up, open waits resume, timer runs
     view = await orchestrator.create_workflow(project, name="post")
     try:
-        started = await orchestrator.wait_for_start(project, view.id)
+        started = await orchestrator.wait_for_start(project, view.workflow_id)
     except WaitTimeout as exc:      # the log now says timed_out, then failed
         ...
     await orchestrator.stop()
@@ -17,18 +17,19 @@ naming the current state. Jobs: ``enqueue_job`` and a :class:`Worker` per
 process (``chatlog worker`` runs one with a demo handler).
 """
 
-from chatlog.orchestrator.jobs import DeadLetter, Handler, Job, Worker, list_dead_letters
+from chatlog.events import TERMINAL, State
+from chatlog.orchestrator.job_admin import list_dead_letters
+from chatlog.orchestrator.jobs import DeadLetter, Handler, Job
 from chatlog.orchestrator.machine import (
-    TERMINAL,
     TRANSITIONS,
     Command,
-    State,
     WorkflowState,
     decide,
     fold,
 )
 from chatlog.orchestrator.service import Orchestrator, timeout_reason
 from chatlog.orchestrator.views import HistoryEntry, WorkflowView
+from chatlog.orchestrator.worker import Worker
 
 __all__ = [
     "TERMINAL",

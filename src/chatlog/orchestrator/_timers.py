@@ -15,8 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from chatlog.events import RecordedEvent, aggregate_key
-from chatlog.orchestrator.machine import AWAITED, STATE_AFTER
+from chatlog.events import AWAITED, STATE_AFTER, RecordedEvent, aggregate_key
 
 
 @dataclass(slots=True)

@@ -75,6 +75,11 @@ class Waiter:
         if not self.future.done():
             self.future.set_exception(exc)
 
+    @property
+    def blocked(self) -> bool:
+        """True once it has read the state and waits for an event (not answered yet)."""
+        return self.state is not None and not self.future.done()
+
 
 class Dispatcher:
     """Aggregate key -> the waiters registered on it."""
@@ -82,6 +87,8 @@ class Dispatcher:
     def __init__(self) -> None:
         self._waiters: dict[str, set[Waiter]] = {}
         self._count = 0
+        #: Set (and replaced) whenever a waiter starts blocking.
+        self._blocking: asyncio.Event | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -99,6 +106,25 @@ class Dispatcher:
             self._count -= 1
             if not waiters:
                 del self._waiters[key]
+
+    def blocked(self, key: str | None = None) -> int:
+        """How many waiters (on ``key``, or on any) read their state and now wait for an event."""
+        if key is None:
+            return sum(1 for ws in self._waiters.values() for w in ws if w.blocked)
+        return sum(1 for w in self._waiters.get(key, ()) if w.blocked)
+
+    def began_blocking(self) -> None:
+        """Tell :meth:`until_blocked` callers that a waiter now blocks."""
+        if self._blocking is not None:
+            self._blocking.set()
+            self._blocking = None
+
+    async def until_blocked(self, key: str, count: int) -> None:
+        """Return once at least ``count`` waiters on ``key`` block."""
+        while self.blocked(key) < count:
+            if self._blocking is None:
+                self._blocking = asyncio.Event()
+            await self._blocking.wait()
 
     def dispatch(self, event: RecordedEvent) -> None:
         if not self._waiters:

@@ -9,19 +9,18 @@ the quick answer to "where is job X".
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from chatlog.errors import InvalidInput
+from chatlog.events import time_of
 from chatlog.eventstore.connection import text
 from chatlog.eventstore.store import EventStore
 from chatlog.identity import ProjectKey
+from chatlog.pages import decode_cursor, encode_cursor
 
 JobState = Literal["pending", "running", "done", "dead"]
 #: Job states as the API names them.
@@ -55,10 +54,6 @@ class JobView(BaseModel):
     payload: dict[str, Any]
 
 
-def _time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
 def view_of(job_id: str, record: dict[Any, Any]) -> JobView | None:
     """The view of a job record (HGETALL reply); None for a missing or foreign record."""
     f = {text(k): v for k, v in record.items()}
@@ -76,8 +71,8 @@ def view_of(job_id: str, record: dict[Any, Any]) -> JobView | None:
         attempts=int(text(f.get("attempts"), "0")),
         max_deliveries=int(text(f.get("max"), "0")),
         last_error=text(error) if error is not None else None,
-        enqueued_at=_time(enqueued),
-        updated_at=_time(int(text(f.get("updated_ms"), str(enqueued)))),
+        enqueued_at=time_of(enqueued),
+        updated_at=time_of(int(text(f.get("updated_ms"), str(enqueued)))),
         payload=orjson.loads(f["payload"]) if "payload" in f else {},
     )
 
@@ -92,22 +87,6 @@ async def read_job(store: EventStore, project: ProjectKey, job_id: str) -> JobVi
     return view
 
 
-def _encode_cursor(score: int, job_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([score, job_id])).decode().rstrip("=")
-
-
-def _decode_cursor(text: str) -> tuple[int, str]:
-    try:
-        score, job_id = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        if not (isinstance(score, int) and isinstance(job_id, str)):
-            raise ValueError(text)
-        return score, job_id
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise InvalidInput(
-            f"cursor {text!r} is not one this API gave out; pass next_cursor unchanged"
-        ) from None
-
-
 async def list_jobs(
     store: EventStore,
     project: ProjectKey,
@@ -120,7 +99,7 @@ async def list_jobs(
     p = store.partition_of(project.key)
     redis: Any = store.redis
     index = store.keys.job_index(p, project.key)
-    after = _decode_cursor(cursor) if cursor else None
+    after = decode_cursor(cursor, (int, str)) if cursor else None
     top: int | str = after[0] if after else "+inf"
     offset = 0
     out: list[JobView] = []
@@ -151,7 +130,7 @@ async def list_jobs(
                 continue
             if len(out) == limit:
                 assert last is not None
-                return out, _encode_cursor(*last)
+                return out, encode_cursor(last)
             out.append(view)
             last = (ms, job_id)
         if len(members) < _SCAN:

@@ -8,28 +8,32 @@ workflow's aggregate (they show in its history) but never change its state.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from chatlog.errors import InvalidTransition
-from chatlog.events import RecordedEvent
-
-
-class State(StrEnum):
-    """Where a workflow stands."""
-
-    CREATED = "created"  # nothing appended yet: the only state ``create`` applies to
-    WAITING_FOR_START = "waiting_for_start"
-    RUNNING = "running"
-    AWAITING_APPROVAL = "awaiting_approval"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"  # transient: always followed by ``failed`` in the same append
-    CANCELLED = "cancelled"
+from chatlog.events import (
+    AWAITED,
+    STATE_AFTER,
+    ApprovalRequested,
+    EventData,
+    JobEnqueued,
+    NewEvent,
+    RecordedEvent,
+    State,
+    WorkflowApproved,
+    WorkflowCancelled,
+    WorkflowCompleted,
+    WorkflowCreated,
+    WorkflowFailed,
+    WorkflowRejected,
+    WorkflowStarted,
+    WorkflowTimedOut,
+)
+from chatlog.identity import ProjectKey
 
 
 class Command(StrEnum):
@@ -71,37 +75,33 @@ for _s in (S.WAITING_FOR_START, S.RUNNING, S.AWAITING_APPROVAL, S.APPROVED, S.RE
         TRANSITIONS[(_s, _c)] = _target
     TRANSITIONS[(_s, C.ENQUEUE_JOB)] = _s  # jobs run beside the workflow; state unchanged
 
-#: States a workflow never leaves.
-TERMINAL: frozenset[State] = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED})
-#: States that wait for an outside event until a deadline, and what they await.
-AWAITED: dict[State, str] = {S.WAITING_FOR_START: "start_task", S.AWAITING_APPROVAL: "approval"}
-
 #: The event type each state-changing command appends.
 EVENT_OF: dict[Command, str] = {
-    C.CREATE: "workflow.created",
-    C.START: "workflow.started",
-    C.REQUEST_APPROVAL: "workflow.approval_requested",
-    C.APPROVE: "workflow.approved",
-    C.REJECT: "workflow.rejected",
-    C.COMPLETE: "workflow.completed",
-    C.FAIL: "workflow.failed",
-    C.CANCEL: "workflow.cancelled",
-    C.TIME_OUT: "workflow.timed_out",
-    C.ENQUEUE_JOB: "job.enqueued",
+    C.CREATE: WorkflowCreated.event_type,
+    C.START: WorkflowStarted.event_type,
+    C.REQUEST_APPROVAL: ApprovalRequested.event_type,
+    C.APPROVE: WorkflowApproved.event_type,
+    C.REJECT: WorkflowRejected.event_type,
+    C.COMPLETE: WorkflowCompleted.event_type,
+    C.FAIL: WorkflowFailed.event_type,
+    C.CANCEL: WorkflowCancelled.event_type,
+    C.TIME_OUT: WorkflowTimedOut.event_type,
+    C.ENQUEUE_JOB: JobEnqueued.event_type,
 }
 
-#: The state a workflow event leads to. Events not listed leave the state alone.
-STATE_AFTER: dict[str, State] = {
-    "workflow.created": S.WAITING_FOR_START,
-    "workflow.started": S.RUNNING,
-    "workflow.approval_requested": S.AWAITING_APPROVAL,
-    "workflow.approved": S.APPROVED,
-    "workflow.rejected": S.REJECTED,
-    "workflow.completed": S.COMPLETED,
-    "workflow.failed": S.FAILED,
-    "workflow.timed_out": S.TIMED_OUT,
-    "workflow.cancelled": S.CANCELLED,
-}
+
+def workflow_event(
+    project: ProjectKey, workflow_id: str, data: EventData, event_id: uuid.UUID | None = None
+) -> NewEvent:
+    """An event of the workflow ``workflow_id`` (its commands and its jobs' events)."""
+    return NewEvent.of(
+        data,
+        project=project.key,
+        project_name=project.display,
+        aggregate_type="workflow",
+        aggregate_id=workflow_id,
+        event_id=event_id,
+    )
 
 
 def _words(command: Command) -> str:
@@ -156,19 +156,25 @@ class WorkflowState:
     wait_since: datetime | None = None
     version: int = 0
     position: str | None = None
+    #: The time of its first and of its latest event.
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    #: Jobs enqueued for it.
+    jobs: int = 0
     input: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] | None = None
     reason: str | None = None
     history: list[RecordedEvent] = field(default_factory=list)
 
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL
-
     def apply(self, event: RecordedEvent) -> None:
         """Fold one more event (the next version) into this state."""
         self.version = event.version
         self.position = event.position
+        if self.created_at is None:
+            self.created_at = event.time
+        self.updated_at = event.time
+        if event.type == JobEnqueued.event_type:
+            self.jobs += 1
         self.history.append(event)
         if not self.project_name:
             self.project_name = event.project_name
@@ -177,14 +183,14 @@ class WorkflowState:
         if target is None:
             return  # job events and unknown types leave the state alone
         self.state = target
-        if event.type == "workflow.created":
+        if event.type == WorkflowCreated.event_type:
             self.name = str(data.get("name", ""))
             self.input = dict(data.get("input") or {})
-        elif event.type == "workflow.started" and data.get("input"):
+        elif event.type == WorkflowStarted.event_type and data.get("input"):
             self.input = {**self.input, **data["input"]}
-        elif event.type == "workflow.completed":
+        elif event.type == WorkflowCompleted.event_type:
             self.result = dict(data.get("result") or {})
-        elif event.type in ("workflow.failed", "workflow.cancelled", "workflow.timed_out"):
+        elif "reason" in data:
             self.reason = str(data.get("reason", "")) or self.reason
         if target in AWAITED:
             self.awaiting = AWAITED[target]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from chatlog.events import RecordedEvent
 from chatlog.orchestrator.machine import WorkflowState
+from chatlog.projections.models import WorkflowSummary
 
 
 class HistoryEntry(BaseModel):
@@ -36,45 +37,33 @@ class HistoryEntry(BaseModel):
         )
 
 
-class WorkflowView(BaseModel):
-    """A workflow as the API shows it."""
+class WorkflowView(WorkflowSummary):
+    """A workflow as the API shows it: the list's fields, then its input, result and history."""
 
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    #: The normalised project key.
-    project: uuid.UUID
-    #: The project name as first given.
-    project_name: str
-    name: str
-    state: str
-    #: When the current wait ends (null unless waiting for start or approval).
-    deadline: datetime | None
-    #: What the current wait awaits: ``start_task``, ``approval`` or null.
-    awaiting: str | None
-    version: int
-    #: Position of the workflow's latest event in its partition.
-    position: str | None
     input: dict[str, Any]
     result: dict[str, Any] | None
-    #: Why it failed, timed out or was cancelled.
-    reason: str | None
     history: list[HistoryEntry]
 
     @classmethod
     def of(cls, project: uuid.UUID, state: WorkflowState) -> WorkflowView:
+        """The view of a workflow folded from at least one event."""
+        if state.position is None or state.created_at is None or state.updated_at is None:
+            raise ValueError(f"workflow {state.id} has no events to show")
         return cls(
-            id=state.id,
+            workflow_id=state.id,
             project=project,
             project_name=state.project_name,
             name=state.name,
             state=state.state.value,
-            deadline=state.deadline,
             awaiting=state.awaiting,
+            deadline=state.deadline,
+            reason=state.reason,
             version=state.version,
             position=state.position,
+            created_at=state.created_at,
+            updated_at=state.updated_at,
+            jobs=state.jobs,
             input=state.input,
             result=state.result,
-            reason=state.reason,
             history=[HistoryEntry.of(e) for e in state.history],
         )

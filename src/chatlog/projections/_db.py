@@ -9,6 +9,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from chatlog.errors import ReadModelOutdated
 from chatlog.eventstore.codec import START, Cursor
 from chatlog.projections.base import Projection
 
@@ -23,8 +24,11 @@ WAL_AUTOCHECKPOINT_PAGES = 2_000
 #: How long a writer waits for another writer's lock (a rebuild's switch holds it).
 BUSY_TIMEOUT_MS = 60_000
 
-#: Tables that belong to the projector, not to a projection (left out of comparisons).
-PROJECTOR_TABLES = ("projector_checkpoints", "projector_counters", "projector_meta")
+#: The read model's schema: bump it whenever a projection's tables or the meaning
+#: of their columns change. It is stored in the file (``PRAGMA user_version``);
+#: a file of another schema is refused on open, naming ``chatlog rebuild``.
+#: Files written before the version was stored hold schema 1.
+READ_MODEL_SCHEMA = 1
 
 
 def schema(conn: sqlite3.Connection) -> sqlite_utils.Database:
@@ -103,6 +107,7 @@ def create_all(conn: sqlite3.Connection, projections: Sequence[Projection],
     """
 
     def create() -> None:
+        check_schema(conn)
         _create_projector_tables(conn)
         for proj in projections:
             proj.create_schema(conn)
@@ -110,6 +115,25 @@ def create_all(conn: sqlite3.Connection, projections: Sequence[Projection],
                 proj.create_indexes(conn)
 
     _when_unlocked(create)
+
+
+def check_schema(conn: sqlite3.Connection) -> None:
+    """Stamp a fresh file with the read model schema; refuse a file of another one.
+
+    Raises :class:`~chatlog.errors.ReadModelOutdated` ("read model schema 3,
+    this chatlog needs 4: run `chatlog rebuild`").
+    """
+    needed = READ_MODEL_SCHEMA
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found == 0:
+        fresh = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' LIMIT 1").fetchone() is None
+        found = needed if fresh else 1
+        if found == needed:
+            conn.execute(f"PRAGMA user_version = {int(needed)}")
+    if found != needed:
+        path = conn.execute("PRAGMA database_list").fetchone()[2] or ":memory:"
+        raise ReadModelOutdated(path, found, needed)
 
 
 def read_checkpoint(conn: sqlite3.Connection, partitions: int) -> tuple[Cursor, list[int]]:

@@ -25,11 +25,12 @@ from typing import Any
 import orjson
 from sqlite_utils.db import DescIndex
 
-from chatlog.events import RecordedEvent
+from chatlog.events import MessageAppended, RecordedEvent
 from chatlog.eventstore.codec import flat_fields
 from chatlog.projections import _db
 
-MESSAGE_TYPE = "message.appended"
+MESSAGE_TYPE = MessageAppended.event_type
+_MESSAGE_TYPE_BYTES = MESSAGE_TYPE.encode()
 #: Characters of the last message shown in the conversation list.
 PREVIEW_CHARS = 200
 
@@ -262,9 +263,10 @@ class ConversationFold:
         # bytes as they came: a thread seen before needs no decoding, and its
         # rows share its first row's strings.
         threads = fold.threads
+        message_type = _MESSAGE_TYPE_BYTES
         for pos, flat in entries:
             event_id, type_, aggregate, version, body = _fields(flat)
-            if type_ != b"message.appended":
+            if type_ != message_type:
                 continue
             thread = threads.get(aggregate)
             if thread is not None:

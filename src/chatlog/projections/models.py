@@ -22,6 +22,9 @@ class ProjectSummary(_Model):
     message_count: int
     created_at: datetime
     updated_at: datetime
+    workflow_count: int = Field(default=0, description="Workflows created in the project")
+    last_activity_at: datetime | None = Field(
+        default=None, description="The last message or workflow change")
 
 
 class ThreadSummary(_Model):
@@ -67,3 +70,39 @@ class MessagePage(_Model):
     next_after_version: int | None = Field(
         default=None,
         description="Pass as after_version for the next page; null when this page is the last")
+
+
+class WorkflowSummary(_Model):
+    """A workflow: where it stands, what it waits for until when, and how far it got.
+
+    The list of a project's workflows answers these; one workflow read
+    (:class:`chatlog.orchestrator.WorkflowView`) adds its input, result and history.
+    """
+
+    workflow_id: str
+    project: uuid.UUID = Field(description="The normalised project key")
+    project_name: str = Field(description="The project name as first given")
+    name: str
+    state: str
+    awaiting: str | None = Field(description="What the current wait awaits: start_task, "
+                                             "approval or null")
+    deadline: datetime | None = Field(description="When the current wait ends (null unless "
+                                                  "waiting for start or approval)")
+    reason: str | None = Field(description="Why it failed, timed out or was cancelled")
+    version: int
+    position: str = Field(description="Position of the workflow's latest event in its "
+                                      "partition")
+    created_at: datetime
+    updated_at: datetime
+    jobs: int = Field(description="Jobs enqueued for it")
+
+
+class WorkflowsPage(_Model):
+    """A page of a project's workflows, most recently changed first."""
+
+    workflows: list[WorkflowSummary]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as cursor for the next page; null on the last page")
+    counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="Workflows per state (with the name and id search, without `state`)")

@@ -94,6 +94,8 @@ class Projector:
         #: Set when a read-your-writes waiter arrives: ends a pause between commits
         #: (made by the live loop, on its event loop).
         self._wake: asyncio.Event | None = None
+        #: True while the live loop lets events gather between two commits.
+        self.pausing = False
 
     @classmethod
     def from_settings(cls, store: EventStore, settings: Settings,
@@ -170,6 +172,11 @@ class Projector:
     def checkpoint(self) -> Cursor:
         """The last position applied in each partition (as committed)."""
         return self._committed
+
+    @property
+    def waiters(self) -> int:
+        """Read-your-writes callers blocked in :meth:`wait_for` right now."""
+        return sum(1 for _, _, fut in self._waiters if not fut.done())
 
     def reached(self, partition: int, position: str) -> bool:
         """True when ``position`` of ``partition`` is applied (visible to readers)."""
@@ -286,9 +293,13 @@ class Projector:
                 or any(not fut.done() for _, _, fut in self._waiters):
             return
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.commit_interval):
-                await self._wake.wait()
+        self.pausing = True
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.commit_interval):
+                    await self._wake.wait()
+        finally:
+            self.pausing = False
 
     def _tail(self) -> AsyncIterator[list[Any]]:
         """Batches to commit: entries left undecoded (decoded on the projector's
@@ -328,8 +339,8 @@ class Projector:
                     past[e.partition] = True
                 fresh.append(e)
             for proj in self.projections:
-                wanted = getattr(proj, "event_types", None)
-                mine = fresh if wanted is None else [e for e in fresh if e.type in wanted]
+                wanted = proj.event_types
+                mine = [e for e in fresh if e.type in wanted]
                 if mine:
                     proj.apply(conn, mine)
             unknown = sum(1 for e in fresh if e.type not in self._known)

@@ -9,29 +9,29 @@ entirely or not at all. Connections are read-only and per thread: a
 
 from __future__ import annotations
 
-import base64
-import binascii
 import sqlite3
 import threading
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from chatlog.errors import InvalidInput
+from chatlog.events import time_of
 from chatlog.eventstore.codec import Cursor
 from chatlog.identity import ProjectKey
-from chatlog.projections import _db
-from chatlog.projections.conversations import ConversationsProjection
+from chatlog.pages import decode_cursor, encode_cursor
+from chatlog.projections import _db, workflows
 from chatlog.projections.models import (
     Message,
     MessagePage,
     ProjectSummary,
     ThreadPage,
     ThreadSummary,
+    WorkflowsPage,
 )
+from chatlog.projections.registry import default_projections
 
 MAX_LIMIT = 1000
 
@@ -58,10 +58,6 @@ QUERIES: dict[str, str] = {
 }
 
 
-def _time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
 def _key(project: uuid.UUID | ProjectKey | str) -> str:
     if isinstance(project, ProjectKey):
         return str(project.key)
@@ -81,24 +77,26 @@ def _limit(limit: int) -> int:
     return limit
 
 
-def encode_cursor(updated_ms: int, updated_seq: int) -> str:
-    raw = f"{updated_ms}-{updated_seq}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def read_progress(path: Path, partitions: int) -> tuple[Cursor, list[int], dict[str, int]] | None:
+    """The projector's progress stored in the read model file at ``path``, read-only.
 
-
-def decode_cursor(cursor: str) -> tuple[int, int]:
+    ``(checkpoint, events applied per partition, counters)``; None when there
+    is no file or the projector has not created its tables yet.
+    """
+    if not Path(path).exists():
+        return None
+    conn = _db.connect_reader(Path(path))
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ms, seq = text.split("-", 1)
-        return int(ms), int(seq)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput(
-            f"cursor {cursor!r} is not one this API gave out; pass next_cursor unchanged"
-        ) from None
+        if not _db.table_exists(conn, "projector_checkpoints"):
+            return None
+        cursor, counts = _db.read_checkpoint(conn, partitions)
+        return cursor, counts, _db.counters(conn)
+    finally:
+        conn.close()
 
 
 class ReadModel:
-    """Queries over the read model in ``path`` (projects, threads, messages).
+    """Queries over the read model in ``path`` (projects, threads, messages, workflows).
 
     Project arguments are normalised project keys (a UUID, or a
     :class:`~chatlog.identity.ProjectKey`): normalise raw names with
@@ -122,6 +120,11 @@ class ReadModel:
                 self._conns.append(conn)
         return conn
 
+    def connection(self) -> sqlite3.Connection:
+        """This thread's read-only connection, for read queries kept beside their
+        projection (``chatlog.projections.workflows``); one snapshot per statement."""
+        return self._conn()
+
     def _ensure_file(self) -> None:
         """Create an empty model when there is none yet, so queries answer "nothing"."""
         if self._ready:
@@ -130,7 +133,7 @@ class ReadModel:
             if not self._ready:
                 writer = _db.connect_writer(self.path)
                 try:
-                    _db.create_all(writer, [ConversationsProjection()])
+                    _db.create_all(writer, default_projections())
                 finally:
                     writer.close()
                 self._ready = True
@@ -159,8 +162,8 @@ class ReadModel:
     @staticmethod
     def _project(row: tuple[Any, ...]) -> ProjectSummary:
         return ProjectSummary(project=uuid.UUID(row[0]), name=row[1], thread_count=row[2],
-                              message_count=row[3], created_at=_time(row[4]),
-                              updated_at=_time(row[5]))
+                              message_count=row[3], created_at=time_of(row[4]),
+                              updated_at=time_of(row[5]))
 
     # -- threads ----------------------------------------------------------------
 
@@ -173,14 +176,14 @@ class ReadModel:
         key = _key(project)
         n = _limit(limit)
         if cursor:
-            ms, seq = decode_cursor(cursor)
+            ms, seq = decode_cursor(cursor, (int, int))
             rows = self._all("list_threads_after", (key, ms, seq, n + 1))
         else:
             rows = self._all("list_threads", (key, n + 1))
         more = len(rows) > n
         rows = rows[:n]
         threads = [self._thread(row) for row in rows]
-        next_cursor = encode_cursor(rows[-1][5], rows[-1][6]) if more else None
+        next_cursor = encode_cursor((rows[-1][5], rows[-1][6])) if more else None
         return ThreadPage(threads=threads, next_cursor=next_cursor)
 
     def get_thread(self, project: uuid.UUID | ProjectKey | str,
@@ -194,8 +197,8 @@ class ReadModel:
     @staticmethod
     def _thread(row: tuple[Any, ...]) -> ThreadSummary:
         return ThreadSummary(project=uuid.UUID(row[0]), thread_id=row[1], message_count=row[2],
-                             last_version=row[3], created_at=_time(row[4]),
-                             updated_at=_time(row[5]), last_message_id=uuid.UUID(row[7]),
+                             last_version=row[3], created_at=time_of(row[4]),
+                             updated_at=time_of(row[5]), last_message_id=uuid.UUID(row[7]),
                              last_role=row[8], last_preview=row[9])
 
     # -- messages -----------------------------------------------------------------
@@ -211,11 +214,37 @@ class ReadModel:
         messages = [
             Message(message_id=uuid.UUID(r[0]), project=uuid.UUID(r[1]), thread_id=r[2],
                     version=r[3], role=r[4], content=r[5], metadata=orjson.loads(r[6]),
-                    created_at=_time(r[7]), position=r[8])
+                    created_at=time_of(r[7]), position=r[8])
             for r in rows[:n]
         ]
         return MessagePage(messages=messages,
                            next_after_version=messages[-1].version if more else None)
+
+    # -- workflows --------------------------------------------------------------------
+
+    def list_workflows(self, project: uuid.UUID | ProjectKey | str, *, state: str | None = None,
+                       limit: int = 50, cursor: str | None = None, name: str | None = None,
+                       id_prefix: str | None = None) -> WorkflowsPage:
+        """The project's workflows, most recently changed first (only ``state``, if given;
+        only names containing ``name``, ids starting with ``id_prefix``), with the
+        count per state of that search.
+
+        ``cursor`` is the ``next_cursor`` of the previous page (opaque).
+        """
+        n = _limit(limit)
+        before: workflows.PageKey | None = None
+        if cursor:
+            ms, seq, last = decode_cursor(cursor, (int, int, str))
+            before = (ms, seq, last)
+        conn, key = self._conn(), _key(project)
+        rows = workflows.list_workflows(conn, key, state=state, limit=n + 1, before=before,
+                                        name=name, id_prefix=id_prefix)
+        counts = workflows.state_counts(conn, key, name=name, id_prefix=id_prefix)
+        more = len(rows) > n
+        rows = rows[:n]
+        return WorkflowsPage(workflows=[summary for summary, _ in rows],
+                             next_cursor=encode_cursor(rows[-1][1]) if more and rows else None,
+                             counts=counts)
 
     # -- the projector's progress ---------------------------------------------------
 

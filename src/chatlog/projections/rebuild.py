@@ -51,7 +51,7 @@ from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_field, fl
 from chatlog.eventstore.store import EventStore
 from chatlog.projections import _db
 from chatlog.projections._reader import ChildReader, read_folded
-from chatlog.projections.base import Projection
+from chatlog.projections.base import BulkProjection, Projection
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def _open_bulk(path: Path) -> sqlite3.Connection:
 class _Writer:
     """Runs on the writer thread: writes folded chunks into the fresh file."""
 
-    def __init__(self, conn: sqlite3.Connection, bulk: Sequence[Any],
+    def __init__(self, conn: sqlite3.Connection, bulk: Sequence[BulkProjection],
                  plain: Sequence[tuple[Projection, frozenset[bytes] | None]],
                  partitions: int, on_progress: Progress | None, total: int,
                  stop: threading.Event | None) -> None:
@@ -166,12 +166,12 @@ class _Writer:
                                      "untouched")
         conn = self.conn
         if msg[0] == "done":
-            for proj, final in zip(self.bulk, msg[1], strict=True):
-                proj.bulk_finish(conn, final)
+            for bulk, final in zip(self.bulk, msg[1], strict=True):
+                bulk.bulk_finish(conn, final)
             return
         _, partition, last, n, rows, plain_entries, unknown = msg
-        for proj, proj_rows in zip(self.bulk, rows, strict=True):
-            proj.bulk_write(conn, proj_rows)
+        for bulk, proj_rows in zip(self.bulk, rows, strict=True):
+            bulk.bulk_write(conn, proj_rows)
         for proj, wanted in self.plain:
             events: list[RecordedEvent] = [
                 decode_entry(partition, pos, flat_fields(flat)) for pos, flat in plain_entries
@@ -247,12 +247,11 @@ async def build(
                 f"cannot rebuild from the log: partition {p} was trimmed up to {horizon}, so "
                 "the events before it are gone; the live read model is left as it is")
     total = (await store.status()).length
-    bulk = [p for p in projections if hasattr(p, "bulk_fold")]
-    plain: list[tuple[Projection, frozenset[bytes] | None]] = []
-    for proj in projections:
-        if not hasattr(proj, "bulk_fold"):
-            wanted = getattr(proj, "event_types", None)
-            plain.append((proj, None if wanted is None else frozenset(t.encode() for t in wanted)))
+    bulk = [p for p in projections if isinstance(p, BulkProjection)]
+    plain: list[tuple[Projection, frozenset[bytes] | None]] = [
+        (proj, frozenset(t.encode() for t in proj.event_types))
+        for proj in projections if not isinstance(proj, BulkProjection)
+    ]
     plain_types: frozenset[bytes] | None = frozenset()
     for _, wanted in plain:
         plain_types = None if wanted is None or plain_types is None else plain_types | wanted

@@ -2,9 +2,9 @@
 
 One row per workflow in ``workflows`` (state, what it awaits and until when,
 version, latest position) and one row per event in ``workflow_history``
-(workflow transitions and job lifecycle). Projections do not depend on the
-orchestrator, so the state each event leads to is spelled out here again;
-a property test checks this read model against the orchestrator's fold.
+(workflow transitions and job lifecycle). The state each event leads to and
+what a state awaits come from :mod:`chatlog.events`, as the orchestrator's
+fold takes them; a property test checks this read model against that fold.
 """
 
 from __future__ import annotations
@@ -12,35 +12,23 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 from sqlite_utils.db import DescIndex
 
-from chatlog.events import RecordedEvent
+from chatlog.events import (
+    AWAITED,
+    STATE_AFTER,
+    JobEnqueued,
+    RecordedEvent,
+    WorkflowCreated,
+    time_of,
+    types_of,
+)
 from chatlog.projections import _db
-
-#: The state a workflow event leads to (as ``chatlog.orchestrator.machine.STATE_AFTER``).
-STATE_AFTER: dict[str, str] = {
-    "workflow.created": "waiting_for_start",
-    "workflow.started": "running",
-    "workflow.approval_requested": "awaiting_approval",
-    "workflow.approved": "approved",
-    "workflow.rejected": "rejected",
-    "workflow.completed": "completed",
-    "workflow.failed": "failed",
-    "workflow.timed_out": "timed_out",
-    "workflow.cancelled": "cancelled",
-}
-#: What a waiting state awaits.
-AWAITED: dict[str, str] = {"waiting_for_start": "start_task", "awaiting_approval": "approval"}
-
-JOB_TYPES = frozenset({
-    "job.enqueued", "job.started", "job.completed", "job.failed", "job.reclaimed",
-    "job.dead_lettered",
-})
+from chatlog.projections.models import WorkflowSummary
 
 #: An index sqlite-utils cannot declare (it has a WHERE clause): the timer's query.
 _OPEN_WAITS_INDEX = """
@@ -94,7 +82,7 @@ class WorkflowsProjection:
 
     name = "workflows"
     #: The event types this projection reads; the projector skips others for it.
-    event_types = frozenset(STATE_AFTER) | JOB_TYPES
+    event_types = types_of("workflow")
 
     def create_schema(self, conn: sqlite3.Connection) -> None:
         db = _db.schema(conn)
@@ -134,52 +122,44 @@ class WorkflowsProjection:
                                     ms, orjson.dumps(data).decode()))
             target = STATE_AFTER.get(ev.type)
             if target is None:
-                conn.execute(_TOUCH, (ev.version, ev.position, ms, seq,
-                                      int(ev.type == "job.enqueued"), project, wid, ev.version))
+                jobs = int(ev.type == JobEnqueued.event_type)
+                conn.execute(_TOUCH, (ev.version, ev.position, ms, seq, jobs, project, wid,
+                                      ev.version))
                 continue
             awaiting = AWAITED.get(target)
             deadline = _deadline_ms(data) if awaiting else None
-            if ev.type == "workflow.created":
+            if ev.type == WorkflowCreated.event_type:
                 conn.execute(_INSERT, (project, wid, ev.project_name, str(data.get("name", "")),
-                                       target, awaiting, deadline, ev.version,
+                                       target.value, awaiting, deadline, ev.version,
                                        ev.position, ms, ms, seq))
                 continue
             reason = data.get("reason") if isinstance(data.get("reason"), str) else None
-            conn.execute(_TRANSITION, (target, awaiting, deadline, reason or None,
+            conn.execute(_TRANSITION, (target.value, awaiting, deadline, reason or None,
                                        ev.version, ev.position, ms, seq, project, wid,
                                        ev.version))
 
 
 # -- queries -----------------------------------------------------------------------
 
+_COLUMNS = ("id, project, project_name, name, state, awaiting, deadline_ms, reason, version, "
+            "position, created_ms, updated_ms, jobs, updated_seq")
 
-@dataclass(frozen=True, slots=True)
-class WorkflowRow:
-    """A workflow as the read model lists it."""
-
-    project: str
-    id: str
-    project_name: str
-    name: str
-    state: str
-    awaiting: str | None
-    deadline_ms: int | None
-    reason: str | None
-    version: int
-    position: str
-    created_ms: int
-    updated_ms: int
-    updated_seq: int
-    jobs: int
-
-    @property
-    def page_key(self) -> tuple[int, int, str]:
-        """Pass as ``before`` to :func:`list_workflows` for the next page."""
-        return (self.updated_ms, self.updated_seq, self.id)
+#: A page key: the last row's ``(updated_ms, updated_seq, id)``.
+PageKey = tuple[int, int, str]
 
 
-_COLUMNS = ("project, id, project_name, name, state, awaiting, deadline_ms, reason, version, "
-            "position, created_ms, updated_ms, updated_seq, jobs")
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _search(where: list[str], args: list[Any], name: str | None, id_prefix: str | None) -> None:
+    if name:
+        where.append("name LIKE ? ESCAPE '\\'")  # case-insensitive for ASCII
+        args.append(f"%{_like(name)}%")
+    if id_prefix:
+        # A range, not LIKE: ids are case-sensitive and the primary key serves it.
+        where.append("id >= ? AND id < ?")
+        args.extend((id_prefix, id_prefix + "\U0010ffff"))
 
 
 def list_workflows(
@@ -188,14 +168,16 @@ def list_workflows(
     *,
     state: str | None = None,
     limit: int = 50,
-    before: tuple[int, int, str] | None = None,
-) -> list[WorkflowRow]:
-    """A project's workflows, most recently changed first (optionally in one ``state``).
-
-    ``before`` is the :attr:`WorkflowRow.page_key` of the last row of the previous page.
-    """
+    before: PageKey | None = None,
+    name: str | None = None,
+    id_prefix: str | None = None,
+) -> list[tuple[WorkflowSummary, PageKey]]:
+    """A project's workflows, most recently changed first (optionally in one ``state``,
+    with ``name`` in their name, or an id starting with ``id_prefix``), each with its
+    page key: pass the last one as ``before`` for the next page."""
     where = ["project = ?"]
     args: list[Any] = [str(project)]
+    _search(where, args, name, id_prefix)
     if state is not None:
         where.append("state = ?")
         args.append(state)
@@ -208,34 +190,37 @@ def list_workflows(
         "ORDER BY updated_ms DESC, updated_seq DESC, id LIMIT ?",
         args,
     ).fetchall()
-    return [WorkflowRow(*r) for r in rows]
+    return [(_summary(r), (r[11], r[13], r[0])) for r in rows]
 
 
-def open_waits(
-    conn: sqlite3.Connection, *, until_ms: int | None = None, limit: int = 1000
-) -> list[WorkflowRow]:
-    """Workflows waiting for start or approval, earliest deadline first (up to ``until_ms``)."""
-    sql = f"SELECT {_COLUMNS} FROM workflows WHERE deadline_ms IS NOT NULL"
-    args: list[Any] = []
-    if until_ms is not None:
-        sql += " AND deadline_ms <= ?"
-        args.append(until_ms)
-    sql += " ORDER BY deadline_ms LIMIT ?"
-    args.append(max(1, limit))
-    return [WorkflowRow(*r) for r in conn.execute(sql, args).fetchall()]
-
-
-def workflow_history(
-    conn: sqlite3.Connection, project: uuid.UUID | str, workflow_id: str
-) -> list[dict[str, Any]]:
-    """One workflow's events in version order: ``{type, version, position, time_ms, data}``."""
+def state_counts(
+    conn: sqlite3.Connection, project: uuid.UUID | str, *, name: str | None = None,
+    id_prefix: str | None = None,
+) -> dict[str, int]:
+    """How many of a project's workflows are in each state (with the same search)."""
+    where = ["project = ?"]
+    args: list[Any] = [str(project)]
+    _search(where, args, name, id_prefix)
     rows = conn.execute(
-        "SELECT type, version, position, time_ms, data, event_id FROM workflow_history "
-        "WHERE project = ? AND workflow_id = ? ORDER BY version",
-        (str(project), workflow_id),
+        f"SELECT state, COUNT(*) FROM workflows WHERE {' AND '.join(where)} GROUP BY state",
+        args,
     ).fetchall()
-    return [
-        {"type": t, "version": v, "position": p, "time_ms": ms, "data": orjson.loads(d),
-         "id": eid}
-        for t, v, p, ms, d, eid in rows
-    ]
+    return {state: count for state, count in rows}
+
+
+def project_activity(conn: sqlite3.Connection) -> dict[str, tuple[str, int, int, int]]:
+    """Per project key: ``(name, workflow count, first created ms, last change ms)``."""
+    rows = conn.execute(
+        "SELECT project, MIN(project_name), COUNT(*), MIN(created_ms), MAX(updated_ms) "
+        "FROM workflows GROUP BY project"
+    ).fetchall()
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def _summary(r: tuple[Any, ...]) -> WorkflowSummary:
+    return WorkflowSummary(
+        workflow_id=r[0], project=uuid.UUID(r[1]), project_name=r[2], name=r[3], state=r[4],
+        awaiting=r[5], deadline=time_of(r[6]) if r[6] is not None else None, reason=r[7],
+        version=r[8], position=r[9], created_at=time_of(r[10]), updated_at=time_of(r[11]),
+        jobs=r[12],
+    )

@@ -84,3 +84,17 @@ export function nextCursor(data) {
   if (!data || Array.isArray(data)) return null;
   return data.next_cursor ?? data.cursor ?? data.next ?? null;
 }
+
+let vocabularyAnswer = null;
+
+/** The server's event types and workflow states (GET /v1/vocabulary), fetched once.
+ * The console keeps no copy of these lists: chatlog.events defines them. */
+export function vocabulary() {
+  if (!vocabularyAnswer) {
+    vocabularyAnswer = api("/v1/vocabulary").catch((err) => {
+      vocabularyAnswer = null; // ask again next time
+      throw err;
+    });
+  }
+  return vocabularyAnswer;
+}

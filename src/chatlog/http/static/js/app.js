@@ -3,19 +3,22 @@
 import { getToken, setToken } from "./api.js";
 import { $, clearError } from "./ui.js";
 import { lastProject, onParamsSaved, route } from "./state.js";
+import * as projects from "./projects.js";
 import * as conversations from "./conversations.js";
 import * as events from "./events.js";
 import * as workflows from "./workflows.js";
+import * as jobs from "./jobs.js";
 import * as health from "./health.js";
 
-const VIEWS = { conversations, events, workflows, health };
+const VIEWS = { projects, events, workflows, jobs, conversations, health };
+const PROJECT_VIEWS = new Set(["conversations", "workflows", "jobs"]);
 let current = null;
 
 function updateNav() {
   const project = lastProject();
   for (const a of document.querySelectorAll("nav a[data-view]")) {
     const v = a.dataset.view;
-    a.href = project && (v === "conversations" || v === "workflows") ? `#/${v}?project=${encodeURIComponent(project)}` : `#/${v}`;
+    a.href = project && PROJECT_VIEWS.has(v) ? `#/${v}?project=${encodeURIComponent(project)}` : `#/${v}`;
     if (v === current) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
@@ -23,7 +26,7 @@ function updateNav() {
 
 function render() {
   const { view, params } = route(Object.keys(VIEWS));
-  if (!params.project && lastProject() && view !== "health" && view !== "events") params.project = lastProject();
+  if (!params.project && lastProject() && PROJECT_VIEWS.has(view)) params.project = lastProject();
   if (current && current !== view) {
     VIEWS[current].hide?.();
     $(`#view-${current}`).hidden = true;
@@ -38,7 +41,7 @@ function render() {
 function setupToken() {
   const input = $("#token-input");
   const state = $("#token-state");
-  const describe = () => { state.textContent = getToken() ? "token set for this tab" : "no token"; };
+  const describe = () => { state.textContent = getToken() ? "set" : "none"; };
   input.value = getToken();
   describe();
   $("#token-form").addEventListener("submit", (e) => {
@@ -46,6 +49,7 @@ function setupToken() {
     setToken(input.value.trim());
     describe();
     clearError();
+    $(".token-box").open = false;
     render();
   });
   $("#token-forget").addEventListener("click", () => {
@@ -56,7 +60,13 @@ function setupToken() {
   });
 }
 
+function headerHeight() {
+  document.documentElement.style.setProperty("--header-h", `${$(".top").offsetHeight}px`);
+}
+
 window.addEventListener("hashchange", render);
+window.addEventListener("resize", headerHeight);
+headerHeight();
 onParamsSaved(updateNav);
 setupToken();
 for (const v of Object.values(VIEWS)) v.init?.();

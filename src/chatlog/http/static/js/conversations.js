@@ -1,11 +1,13 @@
 // Conversations: project picker, conversation list (newest first), thread view, post a message.
 
 import { api, ApiError, items, nextCursor, projectPath, query } from "./api.js";
+import { jsonView } from "./json.js";
+import { projects } from "./projects.js";
 import { saveParams } from "./state.js";
 import { $, el, fmtTime, showError, clearError } from "./ui.js";
 
 const PAGE = 50;
-const MSG_PAGE = 200;
+const MSG_PAGE = 100;   // a long thread shows its last 100 messages; earlier ones on demand
 
 let project = "";
 let thread = "";
@@ -15,6 +17,8 @@ let threadsSignature = "";
 let threadsFailed = false;  // the last conversation list request was refused or failed
 let shownThread = "";     // the thread whose messages are on screen
 let shownVersion = 0;     // the last version on screen
+let firstVersion = 0;     // the first version on screen (earlier ones load on demand)
+let threadLast = {};      // thread id -> its last version, from the conversation list
 let visible = false;
 let polling = false;
 let pollTimer = null;
@@ -46,6 +50,7 @@ export function init() {
     $("#post-content").focus();
   });
   $("#more-threads").addEventListener("click", () => loadThreads({ append: true }));
+  $("#earlier-messages").addEventListener("click", loadEarlier);
   $("#post-form").addEventListener("submit", (e) => {
     e.preventDefault();
     post();
@@ -78,15 +83,8 @@ export function hide() {
 
 async function loadProjects() {
   try {
-    const data = await api("/v1/projects");
-    const list = $("#project-list");
-    knownProjects = items(data, "projects");
+    knownProjects = await projects({ fresh: true });
     projectInfo();
-    list.replaceChildren(...knownProjects.map((p) => {
-      const name = p.name ?? p.project_name ?? p.display ?? "";
-      const key = p.project ?? p.key ?? p.id ?? "";
-      return el("option", { value: name || key, label: name && key ? `${name} (${key})` : undefined });
-    }));
   } catch (err) {
     if (err instanceof ApiError && err.refused) showError(err, "Projects");
   }
@@ -94,9 +92,12 @@ async function loadProjects() {
 
 async function load({ minPosition } = {}) {
   renderThreadHeader();
+  $("#conv-columns").hidden = !project;
   if (!project) {
-    $("#project-info").textContent = "Pick a project to see its conversations.";
+    $("#project-info").replaceChildren("Pick a project to see its conversations, or choose one on the ",
+      el("a", { href: "#/projects" }, "Projects"), " page.");
     $("#thread-list").replaceChildren();
+    $("#more-threads").hidden = true;
     $("#message-list").replaceChildren();
     return;
   }
@@ -169,6 +170,7 @@ async function loadThreads({ append = false, minPosition, quiet = false } = {}) 
 
 function threadItem(t) {
   const id = t.thread_id ?? t.id;
+  threadLast[id] = t.last_version ?? t.message_count ?? 0;
   const count = t.message_count ?? t.count ?? t.messages ?? 0;
   const preview = t.last_preview ?? t.last_message_preview ?? t.preview ?? "";
   const role = t.last_role ? `${t.last_role}: ` : "";
@@ -201,13 +203,46 @@ function renderThreadHeader() {
 }
 
 function messageItem(m) {
+  const role = String(m.role ?? "?");
+  const meta = m.metadata && typeof m.metadata === "object" ? m.metadata : {};
+  // Imported history keeps its original time in the metadata.
+  const original = typeof meta.created_at === "string" ? meta.created_at : null;
+  const when = original ?? m.created_at ?? m.time;
+  const roleClass = ["user", "assistant", "system", "tool"].includes(role) ? role : "other";
   return el("li", {
-    class: "message", dataset: { version: m.version ?? "", messageId: m.message_id ?? m.id ?? "" },
+    class: `message role-${roleClass}`, dataset: { version: m.version ?? "", messageId: m.message_id ?? m.id ?? "", role },
   },
   el("div", { class: "meta" },
-    el("span", { class: "role" }, m.role ?? "?"),
-    `#${m.version ?? "?"} · ${fmtTime(m.created_at ?? m.time)}`),
-  el("div", { class: "content" }, m.content ?? ""));
+    el("span", { class: "role" }, role),
+    el("span", {}, `#${m.version ?? "?"} · `),
+    el("time", { datetime: when, title: original ? `imported; appended ${fmtTime(m.created_at)}` : undefined },
+      fmtTime(when)),
+    original ? el("span", { class: "muted" }, " (original time)") : ""),
+  el("div", { class: "content" }, m.content ?? ""),
+  Object.keys(meta).length ? el("details", { class: "metadata" },
+    el("summary", {}, "Metadata"), jsonView(meta, `Metadata of message ${m.version ?? ""}`)) : "");
+}
+
+/** The page of messages before the first one shown. */
+async function loadEarlier() {
+  const want = thread;
+  if (!want || firstVersion <= 1) return;
+  const from = Math.max(0, firstVersion - 1 - MSG_PAGE);
+  try {
+    const data = await api(`${projectPath(project)}/threads/${encodeURIComponent(want)}/messages${query({
+      after_version: from || undefined, limit: firstVersion - 1 - from,
+    })}`);
+    if (want !== thread) return;
+    const got = items(data, "messages");
+    const box = $("#message-list");
+    const height = box.scrollHeight;
+    box.prepend(...got.map(messageItem));
+    box.scrollTop += box.scrollHeight - height;  // keep the reader's place
+    firstVersion = from + 1;
+    $("#earlier-messages").hidden = firstVersion <= 1;
+  } catch (err) {
+    showError(err, `Thread ${want}`);
+  }
 }
 
 /** Load the current thread; ``more`` only fetches what came after the shown messages. */
@@ -216,7 +251,10 @@ async function loadMessages({ minPosition, more = false } = {}) {
   const want = thread;
   const box = $("#message-list");
   if (more && shownThread !== want) return;
-  let after = more ? shownVersion : 0;
+  // A long thread opens at its last page; "Load earlier messages" pages back.
+  const last = threadLast[want] ?? 0;
+  const start = more ? shownVersion : Math.max(0, last - MSG_PAGE);
+  let after = start;
   const list = [];
   try {
     for (let page = 0; page < 50; page++) {
@@ -243,6 +281,10 @@ async function loadMessages({ minPosition, more = false } = {}) {
   else box.replaceChildren(...list.map(messageItem));
   shownThread = want;
   shownVersion = Math.max(more ? shownVersion : 0, ...list.map((m) => m.version ?? 0));
+  if (!more) {
+    firstVersion = list.length ? Math.min(...list.map((m) => m.version ?? 1)) : 1;
+    $("#earlier-messages").hidden = firstVersion <= 1;
+  }
   if (!more || atBottom) box.scrollTop = box.scrollHeight;
 }
 

@@ -1,34 +1,34 @@
-// Live events: an EventSource on /v1/events/stream with filters.
+// Event browser: newest first, paged by cursor, following live appends at the top.
 //
-// Exactly once across a dropped connection: the page remembers the last id
-// (the log cursor) it received. When the stream fails it closes it, shows
-// "reconnecting…", fetches exactly what it missed with GET /v1/events?after=<cursor>
-// (paging), then opens a new stream with ?after=<cursor>. Every event is also
-// de-duplicated by (partition, position) as a belt-and-braces check; duplicates
-// are counted on screen (they should stay 0).
+// It opens with GET /v1/events?before=end (one backward read: the first paint does
+// not depend on the log's length). "Older" asks for the page before the current
+// page's cursor; "Newer" returns to the page it came from (a stack of cursors), so
+// paging back and forth shows no gap and no repeat. On the newest page an
+// EventSource resumes exactly after the page (its newer_cursor) and each new event
+// is inserted at the top; the rows being read stay where they are (the page scrolls
+// by the inserted height), and a pill says how many arrived above.
 
-import { api, ApiError, getToken, items, nextCursor, query } from "./api.js";
+import { api, ApiError, getToken, items, query, vocabulary } from "./api.js";
+import { jsonView } from "./json.js";
+import { projects } from "./projects.js";
 import { saveParams } from "./state.js";
-import { $, el, fmtShortTime, showError } from "./ui.js";
+import { $, el, fmtShortTime, fmtTime, showError } from "./ui.js";
 
-const KNOWN_TYPES = [
-  "message.appended", "workflow.created", "workflow.started", "workflow.approval_requested",
-  "workflow.approved", "workflow.rejected", "workflow.completed", "workflow.failed",
-  "workflow.timed_out", "workflow.cancelled", "job.enqueued", "job.started", "job.completed",
-  "job.failed", "job.reclaimed", "job.dead_lettered",
-];
-const FETCH_PAGE = 500;
-const MAX_ROWS = 5000;
+const PAGE = 50;
+const MAX_LIVE = 500;   // live rows inserted before the view asks to reload the newest page
 
 let filters = { project: "", thread_id: "", workflow_id: "", types: "" };
-let startAfter = "";
+let stack = ["end"];    // the `before` cursor of each page from the newest to the one shown
+let page = null;        // {cursor, has_more, newer_cursor}
 let es = null;
-let cursor = null;       // last id received: the position (or cursor) to resume after
+let cursor = null;      // the stream's resume cursor (the last id received)
 let seen = new Set();
-let received = 0;
+let live = 0;           // rows inserted live since the page loaded
 let duplicates = 0;
-let generation = 0;      // bumps on every (re)connect so stale callbacks are ignored
+let generation = 0;
 let retryTimer = null;
+let failures = 0;
+let visible = false;
 
 export function init() {
   $("#events-form").addEventListener("submit", (e) => {
@@ -36,35 +36,81 @@ export function init() {
     const f = new FormData(e.target);
     filters = {
       project: f.get("project").trim(), thread_id: f.get("thread_id").trim(),
-      workflow_id: f.get("workflow_id").trim(), types: f.get("types").replace(/\s+/g, ""),
+      workflow_id: f.get("workflow_id").trim(), types: f.get("types"),
     };
-    startAfter = f.get("after").trim();
+    stack = ["end"];
     save();
-    restart();
+    load();
   });
-  $("#ev-clear").addEventListener("click", () => { $("#ev-rows").replaceChildren(); });
+  $("#ev-reset").addEventListener("click", () => {
+    filters = { project: "", thread_id: "", workflow_id: "", types: "" };
+    fillForm();
+    stack = ["end"];
+    save();
+    load();
+  });
+  $("#ev-older").addEventListener("click", () => {
+    if (!page || !page.has_more) return;
+    stack.push(page.cursor);
+    save();
+    load();
+  });
+  $("#ev-newer").addEventListener("click", () => {
+    if (stack.length <= 1) return;
+    stack.pop();
+    save();
+    load();
+  });
+  $("#ev-newest").addEventListener("click", () => {
+    stack = ["end"];
+    save();
+    load();
+  });
+  $("#ev-new-above").addEventListener("click", () => {
+    if (live >= MAX_LIVE) { stack = ["end"]; load(); return; }
+    $("#ev-table").scrollIntoView({ block: "start" });
+    $("#ev-new-above").hidden = true;
+  });
+  $("#ev-rows").addEventListener("click", (e) => {
+    const button = e.target.closest("button.expand");
+    if (button) toggle(button);
+  });
+  window.addEventListener("scroll", updatePill, { passive: true });
+  vocabulary().then((v) => {
+    const select = $("#ev-types");
+    select.append(...v.event_types.map((t) => el("option", { value: t }, t)));
+    select.value = filters.types;
+  }, () => {});
+}
+
+function fillForm() {
+  for (const [k, v] of Object.entries(filters)) $(`#events-form [name="${k}"]`).value = v;
 }
 
 function save() {
-  saveParams("events", { ...filters, after: startAfter });
+  const before = stack[stack.length - 1];
+  saveParams("events", { ...filters, before: before === "end" ? "" : before });
 }
 
 export function show(params) {
+  visible = true;
   const next = {
     project: params.project || "", thread_id: params.thread_id || params.thread || "",
     workflow_id: params.workflow_id || params.workflow || "", types: params.types || "",
   };
-  const changed = JSON.stringify(next) !== JSON.stringify(filters) || (params.after || "") !== startAfter;
+  const before = params.before || "end";
+  const changed = JSON.stringify(next) !== JSON.stringify(filters) || before !== stack[stack.length - 1];
   filters = next;
-  startAfter = params.after || "";
-  for (const [k, v] of Object.entries(filters)) $(`#events-form [name="${k}"]`).value = v;
-  $('#events-form [name="after"]').value = startAfter;
-  save();
-  const stopped = ["idle", "refused", "error"].includes($("#ev-status").dataset.state);
-  if (changed || stopped) restart();
+  if (changed) stack = before === "end" ? ["end"] : ["end", before];
+  fillForm();
+  projects().catch(() => {});
+  if (changed || !page || !es) load();
 }
 
-export function hide() {}
+export function hide() {
+  visible = false;
+  stopStream();
+}
 
 function setStatus(state, text) {
   const s = $("#ev-status");
@@ -72,139 +118,202 @@ function setStatus(state, text) {
   s.textContent = text;
 }
 
-function setNote(text, kind = "ok") {
-  const note = $("#ev-note");
-  note.textContent = text;
-  note.dataset.kind = kind;
-}
-
-function counters() {
-  $("#ev-count").textContent = String(received);
-  $("#ev-dups").textContent = String(duplicates);
-  $("#ev-last").textContent = cursor || "–";
-}
-
-function restart() {
-  stop();
-  cursor = startAfter || null;
-  seen = new Set();
-  received = 0;
-  duplicates = 0;
-  $("#ev-rows").replaceChildren();
-  setNote("");
-  counters();
-  open({ reconnected: false, missed: 0 });
-}
-
-function stop() {
+function stopStream() {
   generation++;
   clearTimeout(retryTimer);
   if (es) { es.close(); es = null; }
+}
+
+async function load() {
+  stopStream();
+  const gen = generation;
+  const before = stack[stack.length - 1];
+  setStatus("loading", "loading…");
+  let data;
+  try {
+    data = await api(`/v1/events${query({ ...filters, before, limit: PAGE })}`);
+  } catch (err) {
+    if (gen !== generation) return;
+    setStatus(err instanceof ApiError && err.refused ? "refused" : "error", "stopped");
+    showError(err, "Events");
+    return;
+  }
+  if (gen !== generation) return;
+  page = data;
+  seen = new Set();
+  live = 0;
+  duplicates = 0;
+  const events = items(data, "events");
+  for (const ev of events) seen.add(key(ev));
+  $("#ev-rows").replaceChildren(...events.map(row));
+  $("#ev-empty").hidden = events.length > 0;
+  $("#ev-table").dataset.duplicates = "0";
+  $("#ev-new-above").hidden = true;
+  const top = stack.length === 1;
+  $("#ev-newer").disabled = top;
+  $("#ev-newest").disabled = top;
+  $("#ev-older").disabled = !data.has_more;
+  $("#ev-page").textContent = top ? `newest ${events.length}` : `page ${stack.length} (older)`;
+  if (!performance.getEntriesByName("chatlog:first-rows").length) performance.mark("chatlog:first-rows");
+  if (top && visible) {
+    cursor = data.newer_cursor;
+    failures = 0;
+    open(gen);
+  } else {
+    setStatus("paused", "paused: viewing older events");
+  }
+}
+
+function key(ev) {
+  return `${ev.partition ?? 0}:${ev.position}`;
 }
 
 function streamUrl() {
   return `/v1/events/stream${query({ ...filters, after: cursor || undefined, access_token: getToken() || undefined })}`;
 }
 
-function open({ reconnected, missed }) {
-  const gen = ++generation;
-  setStatus(reconnected ? "reconnecting" : "connecting", reconnected ? "reconnecting…" : "connecting…");
+function open(gen) {
+  if (gen !== generation) return;
   const source = new EventSource(streamUrl());
   es = source;
-  const onEvent = (e) => { if (gen === generation) receive(e); };
-  source.onmessage = onEvent;
-  for (const t of KNOWN_TYPES) source.addEventListener(t, onEvent);
   source.onopen = () => {
     if (gen !== generation) return;
-    if (reconnected) {
-      setStatus("live", "live (reconnected)");
-      setNote(`reconnected, ${missed} missed event${missed === 1 ? "" : "s"} received`);
-    } else {
-      setStatus("live", "live");
-    }
+    failures = 0;
+    setStatus("live", "live");
+  };
+  source.onmessage = (e) => {
+    if (gen !== generation) return;
+    let ev;
+    try { ev = JSON.parse(e.data); } catch { return; }
+    if (e.lastEventId) cursor = e.lastEventId;
+    insertLive([ev]);
   };
   source.onerror = () => {
     if (gen !== generation) return;
-    // Whatever the browser would do next, take over: close, catch up, reopen.
     source.close();
     es = null;
-    recover(gen, 0);
+    setStatus("reconnecting", "reconnecting…");
+    recover(gen);
   };
 }
 
-async function recover(gen, attempt) {
-  if (gen !== generation) return;
-  setStatus("reconnecting", "reconnecting…");
-  setNote(`connection lost after ${cursor || "the start"}; reconnecting…`, "warn");
-  let missed = 0;
+/** The stream failed: find out why (410, refused) or reopen it after a pause. */
+async function recover(gen) {
+  failures++;
   try {
-    for (let page = 0; page < 1000; page++) {
-      const data = await api(`/v1/events${query({ ...filters, after: cursor || undefined, limit: FETCH_PAGE })}`);
-      if (gen !== generation) return;
-      const got = items(data, "events");
-      for (const ev of got) if (apply(ev)) missed++;
-      const next = nextCursor(data);
-      if (next) cursor = next;
-      else if (got.length) cursor = got[got.length - 1].cursor ?? got[got.length - 1].position;
-      counters();
-      if (data.has_more === false || (data.has_more === undefined && got.length < FETCH_PAGE)) break;
-    }
+    await api(`/v1/events${query({ ...filters, after: cursor || undefined, limit: 1 })}`);
   } catch (err) {
     if (gen !== generation) return;
-    if (err instanceof ApiError && (err.refused || err.status === 400 || err.status === 410)) {
-      setStatus(err.refused ? "refused" : "error", err.refused ? "refused" : "stopped");
-      setNote("");
-      showError(err, "Live events");
+    if (err instanceof ApiError && err.status === 410) { load(); return; } // trimmed: start afresh
+    if (err instanceof ApiError && (err.refused || err.status === 400)) {
+      setStatus(err.refused ? "refused" : "error", "stopped");
+      showError(err, "Events");
       return;
     }
-    const delay = Math.min(250 * 2 ** attempt, 3000);
-    retryTimer = setTimeout(() => recover(gen, attempt + 1), delay);
-    return;
   }
   if (gen !== generation) return;
-  open({ reconnected: true, missed });
+  retryTimer = setTimeout(() => open(gen), Math.min(250 * 2 ** failures, 3000));
 }
 
-function receive(e) {
-  let ev;
-  try { ev = JSON.parse(e.data); } catch { return; }
-  if (!ev || typeof ev !== "object") return;
-  if (!ev.type && e.type !== "message") ev.type = e.type;
-  apply(ev);
-  if (e.lastEventId) cursor = e.lastEventId;
-  else if (ev.cursor || ev.position) cursor = ev.cursor ?? ev.position;
-  counters();
-}
-
-/** Add one event to the table unless it was seen already; true if added. */
-function apply(ev) {
-  const key = `${ev.partition ?? 0}:${ev.position}`;
-  if (seen.has(key)) {
-    duplicates++;
-    return false;
+/** The first row whose bottom is below the top of the window: the one being read. */
+function anchorRow() {
+  for (const tr of $("#ev-rows").children) {
+    if (tr.getBoundingClientRect().bottom > 0) return tr;
   }
-  seen.add(key);
-  received++;
+  return null;
+}
+
+function insertLive(events) {
   const rows = $("#ev-rows");
-  rows.append(row(ev));
-  while (rows.childElementCount > MAX_ROWS) rows.firstElementChild.remove();
-  return true;
+  const anchor = anchorRow();
+  const before = anchor ? anchor.getBoundingClientRect().top : 0;
+  for (const ev of events) {
+    const k = key(ev);
+    if (seen.has(k)) { duplicates++; continue; }
+    if (live >= MAX_LIVE) break;
+    seen.add(k);
+    live++;
+    const tr = row(ev);
+    tr.classList.add("fresh");
+    rows.prepend(tr);
+  }
+  $("#ev-table").dataset.duplicates = String(duplicates);
+  $("#ev-empty").hidden = rows.childElementCount > 0;
+  if (anchor) {
+    const moved = anchor.getBoundingClientRect().top - before;
+    if (moved) window.scrollBy(0, moved);
+  }
+  updatePill();
+}
+
+function updatePill() {
+  const pill = $("#ev-new-above");
+  if (live >= MAX_LIVE) {
+    pill.hidden = false;
+    pill.textContent = `More than ${MAX_LIVE} new events: show the newest`;
+    return;
+  }
+  const above = [...$("#ev-rows").querySelectorAll("tr.fresh")]
+    .filter((tr) => tr.getBoundingClientRect().bottom <= 0).length;
+  pill.hidden = above === 0;
+  pill.textContent = `${above} new event${above === 1 ? "" : "s"} above`;
 }
 
 function summary(ev) {
   const d = ev.data || {};
   if (ev.type === "message.appended") return `${d.role ?? "?"}: ${d.content ?? ""}`;
   if (d.reason) return d.reason;
-  return JSON.stringify(d);
+  if (d.prompt) return d.prompt;
+  const text = JSON.stringify(d);
+  return text === "{}" ? "" : text;
 }
 
+/** Each row keeps its event: the whole of it, for the JSON viewer. */
+const rowEvents = new WeakMap();
+
 function row(ev) {
-  return el("tr", { class: "event", dataset: { position: ev.position ?? "", type: ev.type ?? "" } },
-    el("td", { class: "mono" }, ev.position ?? ""),
-    el("td", {}, fmtShortTime(ev.time)),
-    el("td", {}, ev.type ?? ""),
-    el("td", { title: ev.project ?? "" }, ev.project_name || ev.project || ""),
-    el("td", { class: "mono" }, `${ev.aggregate_type ?? ""} ${ev.aggregate_id ?? ""}`),
-    el("td", {}, ev.version ?? ""),
-    el("td", { class: "data", title: JSON.stringify(ev.data ?? {}) }, summary(ev)));
+  const tr = rowOf(ev);
+  rowEvents.set(tr, ev);
+  return tr;
+}
+
+function rowOf(ev) {
+  const id = `ev-${(ev.partition ?? 0)}-${ev.position}`.replace(/[^\w-]/g, "_");
+  return el("tr", { class: "event", dataset: { position: ev.position ?? "", type: ev.type ?? "", cursor: ev.cursor ?? "" } },
+    el("td", {}, el("button", {
+      type: "button", class: "expand", "aria-expanded": "false", dataset: { detail: `${id}-json` },
+      "aria-label": `Show event ${ev.position} whole`,
+    }, "▸")),
+    el("td", { class: "mono nowrap pos wide" }, ev.position ?? ""),
+    el("td", { class: "nowrap", title: fmtTime(ev.time) }, fmtShortTime(ev.time)),
+    el("td", { class: "nowrap type" }, ev.type ?? "",
+      el("span", { class: "narrow-only sub" }, summary(ev))),
+    el("td", { class: "wide", title: ev.project ?? "" }, ev.project_name || ev.project || ""),
+    el("td", { class: "mono wide agg", title: `${ev.aggregate_type ?? ""} ${ev.aggregate_id ?? ""}` },
+      `${ev.aggregate_type ?? ""} ${ev.aggregate_id ?? ""}`),
+    el("td", { class: "wide" }, ev.version ?? ""),
+    el("td", { class: "data wide-only" }, summary(ev)));
+}
+
+function toggle(button) {
+  const tr = button.closest("tr");
+  const expanded = button.getAttribute("aria-expanded") === "true";
+  if (expanded) {
+    tr.nextElementSibling?.classList.contains("json-row") && tr.nextElementSibling.remove();
+    button.setAttribute("aria-expanded", "false");
+    button.removeAttribute("aria-controls");
+    button.textContent = "▸";
+    return;
+  }
+  const ev = findEvent(tr);
+  const detail = el("tr", { class: "json-row", id: button.dataset.detail },
+    el("td", { colspan: "8" }, jsonView(ev, `Event ${ev.position}`)));
+  tr.after(detail);
+  button.setAttribute("aria-controls", button.dataset.detail);
+  button.setAttribute("aria-expanded", "true");
+  button.textContent = "▾";
+}
+
+function findEvent(tr) {
+  return rowEvents.get(tr) ?? {};
 }

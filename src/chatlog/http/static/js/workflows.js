@@ -1,55 +1,70 @@
-// Workflows: list, state, a live countdown to the wait's deadline, history, actions.
+// Workflows: a list filtered by state and name, searched by id, with counts per
+// state; a detail panel with input, result or failure reason, the approval prompt
+// beside Approve / Reject, a countdown to the wait's deadline and the history as
+// a timeline. States come from GET /v1/vocabulary.
 
-import { api, ApiError, items, projectPath, query } from "./api.js";
+import { api, items, nextCursor, projectPath, query, vocabulary } from "./api.js";
+import { jsonView } from "./json.js";
+import { projects } from "./projects.js";
 import { saveParams } from "./state.js";
-import { $, el, fmtTime, showError, clearError } from "./ui.js";
+import { $, el, clearError, fmtAgo, fmtDuration, fmtTime, human, showError, stateKind } from "./ui.js";
 
-const TERMINAL = new Set(["completed", "failed", "timed_out", "cancelled"]);
 const POLL_MS = 1000;
-const LIST_EVERY = 5;    // the list is refreshed every 5th poll; the open workflow every poll
-const LIST_STATES = 20;
-const LIST_MAX = 200;
+const LIST_EVERY = 5;   // the list is refreshed every 5th poll; the open workflow every poll
+const PAGE = 50;
 
-let project = "";
-let workflow = "";
-let current = null;     // the last workflow answer
+let params = { project: "", state: "", name: "", q: "", workflow: "" };
+let vocab = { workflow_states: [], terminal_states: [] };
+let current = null;     // the open workflow's last answer
+let listCursor = null;
 let pollTimer = null;
 let tickTimer = null;
 let visible = false;
-let listEndpoint = true; // false once the server says it has no workflow listing
 let polls = 0;
 let refreshGen = 0;
 
+const idOf = (wf) => wf?.workflow_id ?? wf?.id ?? "";
+
 function save() {
-  saveParams("workflows", { project, workflow });
+  saveParams("workflows", params);
 }
 
 export function init() {
-  $("#wf-project-form").addEventListener("submit", (e) => {
+  $("#wf-filter").addEventListener("submit", (e) => {
     e.preventDefault();
-    project = $("#wf-project").value.trim();
-    workflow = "";
-    current = null;
+    const f = new FormData(e.target);
+    const project = f.get("project").trim();
+    if (project !== params.project) params.workflow = "";
+    params = { ...params, project, name: f.get("name").trim(), q: f.get("q").trim() };
     polls = 0;
     save();
-    refresh();
+    refresh({ searched: true });
   });
   $("#wf-create-form").addEventListener("submit", (e) => {
     e.preventDefault();
     create();
   });
+  $("#wf-more").addEventListener("click", () => loadList({ more: true }));
+  $("#wf-approve").addEventListener("click", () => decide(true));
+  $("#wf-reject").addEventListener("click", () => decide(false));
+  vocabulary().then((v) => { vocab = v; renderChips({}); }, () => {});
 }
 
-export function show(params) {
+export function show(p) {
   visible = true;
-  project = params.project || "";
-  workflow = params.workflow || "";
-  $("#wf-project").value = project;
+  params = {
+    project: p.project || "", state: p.state || "", name: p.name || "", q: p.q || "",
+    workflow: p.workflow || "",
+  };
+  $("#wf-project").value = params.project;
+  $("#wf-name-filter").value = params.name;
+  $("#wf-search").value = params.q;
+  projects().catch(() => {});
   polls = 0;
   save();
-  refresh();
+  refresh({ searched: Boolean(params.q) });
   clearInterval(tickTimer);
-  tickTimer = setInterval(tick, 100);
+  tickTimer = setInterval(tick, 1000);
 }
 
 export function hide() {
@@ -58,208 +73,223 @@ export function hide() {
   clearInterval(tickTimer);
 }
 
-function stateOf(wf) {
-  return String(wf?.state ?? wf?.status ?? "unknown").toLowerCase();
-}
+const stateOf = (wf) => String(wf?.state ?? "unknown");
+const terminal = (state) => vocab.terminal_states.includes(state);
 
-function kind(state) {
-  if (state.includes("wait") || state.includes("await") || state === "created") return "wait";
-  if (["failed", "timed_out", "cancelled", "rejected"].includes(state)) return "bad";
-  return "ok";
-}
-
-async function refresh() {
+async function refresh({ searched = false } = {}) {
   clearTimeout(pollTimer);
-  if (!project) {
+  if (!params.project) {
     $("#wf-list").replaceChildren(el("li", { class: "muted" }, "Pick a project."));
+    renderChips({});
     renderDetail(null);
     return;
   }
   const gen = ++refreshGen;
   const withList = polls++ % LIST_EVERY === 0;
-  await Promise.all([withList ? loadList() : null, loadDetail()]);
+  await Promise.all([withList ? loadList({ searched }) : null, loadDetail()]);
   // Only the latest refresh schedules the next one: one polling loop at a time.
   if (visible && gen === refreshGen) pollTimer = setTimeout(refresh, POLL_MS);
 }
 
-async function loadList() {
-  let list = null;
-  if (listEndpoint) {
-    try {
-      list = items(await api(`${projectPath(project)}/workflows`), "workflows");
-    } catch (err) {
-      // 404/405: this server has no workflow listing; use the log instead.
-      if (err instanceof ApiError && err.status >= 400 && err.status < 500 && !err.refused) {
-        listEndpoint = false;
-      } else { showError(err, "Workflows"); return; }
-    }
+function renderChips(counts) {
+  const total = Object.values(counts).reduce((a, b) => a + b, 0);
+  const chip = (state, label, n) => el("button", {
+    type: "button", class: "chip", dataset: { state, kind: state ? stateKind(state) : "" },
+    "aria-pressed": String(params.state === state),
+    onclick: () => { params.state = state; polls = 0; save(); refresh(); },
+  }, label, " ", el("span", { class: "count" }, String(n ?? 0)));
+  $("#wf-states").replaceChildren(chip("", "All", total),
+    ...vocab.workflow_states.map((s) => chip(s, human(s), counts[s])));
+}
+
+async function loadList({ more = false, searched = false } = {}) {
+  const project = params.project;
+  let data;
+  try {
+    data = await api(`${projectPath(project)}/workflows${query({
+      state: params.state, name: params.name, workflow_id: params.q, limit: PAGE,
+      cursor: more ? listCursor : undefined,
+    })}`);
+  } catch (err) {
+    showError(err, "Workflows");
+    return;
   }
-  if (list === null) {
-    // No listing endpoint: find workflows from their creation events.
-    try {
-      // Page through the creations (oldest first); keep the newest LIST_MAX.
-      let created = [];
-      let after;
-      for (let page = 0; page < 20; page++) {
-        const data = await api(`/v1/events${query({ project, types: "workflow.created", limit: 1000, after })}`);
-        created = created.concat(items(data, "events")).slice(-LIST_MAX);
-        after = data.cursor;
-        if (!data.has_more) break;
-      }
-      list = created.reverse().map((ev) => ({
-        workflow_id: ev.aggregate_id, name: ev.data?.name, created_at: ev.time,
-      }));
-      // The newest few get their state too (one GET each).
-      const states = await Promise.allSettled(list.slice(0, LIST_STATES).map((wf) =>
-        api(`${projectPath(project)}/workflows/${encodeURIComponent(wf.workflow_id)}`)));
-      states.forEach((r, i) => { if (r.status === "fulfilled") Object.assign(list[i], { state: r.value.state }); });
-    } catch (err) {
-      showError(err, "Workflows");
-      return;
-    }
+  if (project !== params.project) return;
+  const list = items(data, "workflows");
+  listCursor = nextCursor(data);
+  renderChips(data.counts || {});
+  const box = $("#wf-list");
+  if (more) box.append(...list.map(listItem));
+  else {
+    const focused = box.contains(document.activeElement) ? document.activeElement.dataset.workflowId : null;
+    box.replaceChildren(...(list.length ? list.map(listItem)
+      : [el("li", { class: "muted" }, params.q ? `No workflow id starts with “${params.q}”.` : "No workflows.")]));
+    if (focused) box.querySelector(`button[data-workflow-id="${CSS.escape(focused)}"]`)?.focus();
   }
-  $("#wf-list").replaceChildren(...(list.length ? list.map(listItem)
-    : [el("li", { class: "muted" }, "No workflows yet.")]));
+  $("#wf-more").hidden = !listCursor;
+  const shown = box.querySelectorAll("li.wf").length;
+  $("#wf-list-count").textContent = `(${shown}${listCursor ? "+" : ""})`;
+  // A search by id that finds it opens it.
+  if (searched && params.q) {
+    const exact = list.find((wf) => idOf(wf) === params.q) ?? (list.length === 1 ? list[0] : null);
+    if (exact) open(idOf(exact));
+  }
 }
 
 function listItem(wf) {
-  const id = wf.workflow_id ?? wf.id;
-  const state = wf.state ? stateOf(wf) : "";
+  const id = idOf(wf);
+  const state = stateOf(wf);
+  const left = wf.deadline && !terminal(state) ? (new Date(wf.deadline) - Date.now()) / 1000 : null;
   const button = el("button", {
     type: "button", dataset: { workflowId: id },
-    "aria-current": id === workflow ? "true" : undefined,
-    onclick: () => { workflow = id; save(); markCurrent(); refresh(); },
+    "aria-current": id === params.workflow ? "true" : undefined,
+    onclick: () => open(id),
   },
-  el("span", { class: "title mono" }, wf.name ? `${wf.name} · ${id}` : id),
+  el("span", { class: "title" }, wf.name || "(unnamed)"),
+  el("span", { class: "mono small id" }, id),
   el("span", { class: "meta" },
-    el("span", { class: "wf-state" }, state.replaceAll("_", " ")),
-    state ? " · " : "", fmtTime(wf.updated_at ?? wf.updated_ms ?? wf.created_at)));
-  return el("li", {}, button);
+    el("span", { class: "state", dataset: { kind: stateKind(state), state } }, human(state)),
+    " ", left !== null && left > 0 ? `times out in ${fmtDuration(left)} · ` : " ",
+    `updated ${fmtAgo(wf.updated_at)}`));
+  return el("li", { class: "wf" }, button);
 }
 
-function markCurrent() {
+function open(id) {
+  params.workflow = id;
+  save();
   for (const b of document.querySelectorAll("#wf-list button")) {
-    if (b.dataset.workflowId === workflow) b.setAttribute("aria-current", "true");
+    if (b.dataset.workflowId === id) b.setAttribute("aria-current", "true");
     else b.removeAttribute("aria-current");
   }
+  loadDetail().then(() => $("#wf-detail").scrollIntoView?.({ block: "nearest" }));
 }
 
 async function loadDetail() {
-  if (!workflow) { renderDetail(null); return; }
-  const want = workflow;
+  const want = params.workflow;
+  if (!want || !params.project) { renderDetail(null); return; }
   try {
-    const wf = await api(`${projectPath(project)}/workflows/${encodeURIComponent(want)}`);
-    if (want !== workflow) return;
-    renderDetail(wf);
+    const wf = await api(`${projectPath(params.project)}/workflows/${encodeURIComponent(want)}`);
+    if (want === params.workflow) renderDetail(wf);
   } catch (err) {
-    if (want === workflow) { renderDetail(null); showError(err, `Workflow ${want}`); }
+    if (want === params.workflow) { renderDetail(null); showError(err, `Workflow ${want}`); }
   }
 }
 
-function history(wf) {
-  return Array.isArray(wf?.history) ? wf.history : [];
-}
+const history = (wf) => (Array.isArray(wf?.history) ? wf.history : []);
 
-function failureReason(wf) {
-  if (wf.reason) return wf.reason;
-  if (wf.error) return wf.error;
+function lastOf(wf, type) {
   const h = history(wf);
-  for (let i = h.length - 1; i >= 0; i--) {
-    const d = h[i].data || {};
-    if (d.reason) return d.reason;
-  }
-  return "";
+  for (let i = h.length - 1; i >= 0; i--) if (h[i].type === type) return h[i];
+  return null;
 }
 
 function renderDetail(wf) {
   current = wf;
   $("#wf-detail").hidden = !wf;
   if (!wf) return;
+  const id = idOf(wf) || params.workflow;
   const state = stateOf(wf);
-  $("#wf-events").href = `#/events?${new URLSearchParams({ project, workflow_id: wf.id ?? workflow })}`;
-  $("#wf-title").textContent = [wf.name, wf.workflow_id ?? wf.id ?? workflow].filter(Boolean).join(" · ");
+  $("#wf-title").replaceChildren(wf.name || "(unnamed)", " ", el("span", { class: "mono muted small" }, id));
   const badge = $("#wf-state");
   const timedOut = state === "timed_out" || history(wf).some((h) => h.type === "workflow.timed_out");
-  badge.textContent = timedOut && state === "failed" ? "timed out (failed)" : state.replaceAll("_", " ");
-  badge.dataset.kind = kind(state);
+  badge.textContent = timedOut && state === "failed" ? "timed out (failed)" : human(state);
+  badge.dataset.kind = stateKind(timedOut ? "timed_out" : state);
   badge.dataset.state = state;
+  $("#wf-deadline").textContent = wf.deadline && !terminal(state)
+    ? `deadline ${fmtTime(wf.deadline)}${wf.awaiting ? ` (awaiting ${human(wf.awaiting)})` : ""}` : "";
   const reason = $("#wf-reason");
-  const why = ["failed", "timed_out", "cancelled", "rejected"].includes(state) ? failureReason(wf) : "";
+  const why = ["failed", "timed_out", "cancelled", "rejected"].includes(state) ? (wf.reason || "") : "";
   reason.hidden = !why;
   reason.textContent = why ? `${timedOut ? "Timed out" : "Reason"}: ${why}` : "";
-  $("#wf-deadline").textContent = wf.deadline && !TERMINAL.has(state) ? fmtTime(wf.deadline) : "none";
+  // The approval prompt beside the buttons that answer it.
+  const asking = state === "awaiting_approval";
+  $("#wf-approval").hidden = !asking;
+  if (asking) {
+    const prompt = lastOf(wf, "workflow.approval_requested")?.data?.prompt;
+    $("#wf-prompt").textContent = prompt || "(no prompt given)";
+  }
   renderActions(state);
-  $("#wf-history").replaceChildren(...history(wf).map((h) => el("tr", { dataset: { type: h.type ?? "" } },
-    el("td", {}, h.version ?? ""),
-    el("td", {}, fmtTime(h.time)),
-    el("td", {}, h.type ?? h.state ?? ""),
-    el("td", { class: "details" }, details(h.data)))));
-  // Keep the list's state of this workflow in step with the detail.
-  const item = document.querySelector(`#wf-list button[data-workflow-id="${CSS.escape(String(wf.id ?? workflow))}"] .wf-state`);
-  if (item) item.textContent = state.replaceAll("_", " ");
+  const input = wf.input && Object.keys(wf.input).length ? wf.input : null;
+  $("#wf-input").replaceChildren(input ? jsonView(input, "Workflow input") : el("p", { class: "muted" }, "none"));
+  $("#wf-result").replaceChildren(
+    wf.result ? jsonView(wf.result, "Workflow result")
+      : why ? el("p", { class: "reason" }, why)
+        : el("p", { class: "muted" }, terminal(state) ? "none" : "not finished"));
+  $("#wf-history").replaceChildren(...history(wf).map(timelineItem));
+  $("#wf-events").href = `#/events?${new URLSearchParams({ project: params.project, workflow_id: id })}`;
+  const item = document.querySelector(`#wf-list button[data-workflow-id="${CSS.escape(id)}"] .state`);
+  if (item) { item.textContent = human(state); item.dataset.kind = stateKind(state); }
   tick();
+}
+
+function timelineItem(h) {
+  const d = h.data || {};
+  const details = Object.entries(d)
+    .filter(([k, v]) => k !== "deadline" && !(v && typeof v === "object" && !Object.keys(v).length))
+    .map(([k, v]) => `${k}: ${v && typeof v === "object" ? JSON.stringify(v) : v}`).join(" · ");
+  const type = String(h.type ?? "");
+  return el("li", { dataset: { type, kind: stateKind(type.split(".").pop()) } },
+    el("span", { class: "when", title: fmtTime(h.time) }, fmtTime(h.time)),
+    el("strong", {}, human(type.replace(/^workflow\./, "").replace(".", " "))),
+    details ? el("span", { class: "details" }, details) : "");
 }
 
 function tick() {
   const out = $("#wf-countdown");
   const wf = current;
-  if (!wf || !wf.deadline || TERMINAL.has(stateOf(wf))) { out.textContent = ""; return; }
+  if (!wf || !wf.deadline || terminal(stateOf(wf))) { out.textContent = ""; return; }
   const left = (new Date(wf.deadline).getTime() - Date.now()) / 1000;
-  out.textContent = left > 0 ? `times out in ${left.toFixed(1)} s` : "deadline passed — timing out…";
+  out.textContent = left > 0 ? `times out in ${fmtDuration(left)}` : "deadline passed: timing out…";
 }
 
 function renderActions(state) {
-  const box = $("#wf-actions");
   const buttons = [];
   const act = (label, path, body, cls) => el("button", {
     type: "button", class: cls, onclick: () => action(path, body()),
   }, label);
-  const comment = () => $("#wf-comment").value.trim();
-  if (state === "created" || (state.includes("wait") && state.includes("start"))) {
-    buttons.push(act("Start", "start", () => ({}), "ok"));
-  }
-  if (state.includes("approval") && !TERMINAL.has(state)) {
-    buttons.push(act("Approve", "approval", () => ({ approved: true, comment: comment() }), "ok"));
-    buttons.push(act("Reject", "approval", () => ({ approved: false, comment: comment() }), "danger"));
-  }
-  if (["running", "approved", "rejected", "started"].includes(state)) {
+  const reason = (what) => $("#wf-reason-input").value.trim() || `${what} from the console`;
+  if (state === "waiting_for_start") buttons.push(act("Start", "start", () => ({}), "ok"));
+  if (["running", "approved", "rejected"].includes(state)) {
     buttons.push(act("Request approval", "approval-requests", () => ({})));
     buttons.push(act("Complete", "complete", () => ({})));
-    buttons.push(act("Fail", "fail", () => ({ reason: comment() || "failed from the console" }), "danger"));
+    buttons.push(act("Fail", "fail", () => ({ reason: reason("failed") }), "danger"));
   }
-  if (!TERMINAL.has(state)) {
-    buttons.push(act("Cancel", "cancel", () => ({ reason: comment() || "cancelled from the console" }), "danger"));
+  if (!terminal(state) && state !== "unknown") {
+    buttons.push(act("Cancel workflow", "cancel", () => ({ reason: reason("cancelled") }), "danger"));
   }
-  const showComment = buttons.length > 0;
-  $("#wf-comment").hidden = !showComment;
-  $("#wf-comment-label").hidden = !showComment;
-  // Keep focus on a button that stays, so keyboard users do not lose their place.
-  const focused = document.activeElement && box.contains(document.activeElement)
-    ? document.activeElement.textContent : null;
+  const box = $("#wf-actions");
+  $("#wf-more-actions").hidden = !buttons.length;
+  $("#wf-reason-row").hidden = !buttons.some((b) => b.classList.contains("danger"));
+  const focused = box.contains(document.activeElement) ? document.activeElement.textContent : null;
   box.replaceChildren(...buttons);
   if (focused) [...box.children].find((b) => b.textContent === focused)?.focus();
 }
 
+async function decide(approved) {
+  await action("approval", { approved, comment: $("#wf-comment").value.trim() });
+}
+
 async function action(path, body) {
   try {
-    await api(`${projectPath(project)}/workflows/${encodeURIComponent(workflow)}/${path}`, {
+    await api(`${projectPath(params.project)}/workflows/${encodeURIComponent(params.workflow)}/${path}`, {
       method: "POST", body,
     });
     clearError();
     $("#wf-comment").value = "";
+    $("#wf-reason-input").value = "";
   } catch (err) {
-    showError(err, `${path} ${workflow}`);
+    showError(err, `${path} ${params.workflow}`);
   }
   polls = 0;
   refresh();
 }
 
 async function create() {
-  if (!project) { showError(new Error("pick a project first"), "Create workflow"); return; }
+  if (!params.project) { showError(new Error("pick a project first"), "Create workflow"); return; }
   const name = $("#wf-name").value.trim();
   try {
-    const res = await api(`${projectPath(project)}/workflows`, { method: "POST", body: name ? { name } : {} });
-    workflow = res.workflow_id ?? res.id;
+    const res = await api(`${projectPath(params.project)}/workflows`, { method: "POST", body: name ? { name } : {} });
+    params.workflow = idOf(res);
     $("#wf-name").value = "";
     polls = 0;
     save();
@@ -267,12 +297,4 @@ async function create() {
   } catch (err) {
     showError(err, "Create workflow");
   }
-}
-
-function details(data) {
-  if (!data) return "";
-  return Object.entries(data)
-    .filter(([, v]) => !(v && typeof v === "object" && !Object.keys(v).length))
-    .map(([k, v]) => `${k}: ${v && typeof v === "object" ? JSON.stringify(v) : v}`)
-    .join(" · ");
 }
