@@ -217,9 +217,13 @@ def test_delete_before_drops_and_rewrites_segments(log: list[Entry], tmp_path: P
     assert reader.read_flat(0, "0-0", 100) == entries[45:]
     key = thread_key("t2")
     assert reader.read_aggregate(0, key) == [e for e in entries[45:] if e[1][5] == key.encode()]
+    stale = Archive.open(str(tmp_path))
+    stale.segments(0)
+    assert archive.delete_before(0, entries[50][0].decode()) == 5  # rewrites a segment
+    assert stale.read_flat(0, "0-0", 100) == entries[50:]  # its manifest named the old one
     assert archive.delete_before(0, entries[10][0].decode()) == 0  # nothing older is left
-    assert archive.deleted_before(0) == entries[45][0].decode()
-    assert archive.delete_before(0, "99999999999999-0") == 45
+    assert archive.deleted_before(0) == entries[50][0].decode()
+    assert archive.delete_before(0, "99999999999999-0") == 40
     assert archive.oldest(0) is None and archive.read_flat(0, "0-0", 10) == []
     assert [p.suffix for p in (tmp_path / "partition=0").iterdir()] == [".json"]
 

@@ -184,9 +184,17 @@ class Archive:
         (the shape of ``EventStore.read_flat``). Opens only the segments and row groups
         that can hold positions after ``after``."""
         key = parse_position(after)
-        out: list[tuple[bytes, list[bytes]]] = []
         if limit <= 0:
-            return out
+            return []
+        try:
+            return self._read_flat(partition, key, limit)
+        except FileNotFoundError:  # a deletion rewrote a segment since the manifest was read
+            self.reload()
+            return self._read_flat(partition, key, limit)
+
+    def _read_flat(self, partition: int, key: tuple[int, int],
+                   limit: int) -> list[tuple[bytes, list[bytes]]]:
+        out: list[tuple[bytes, list[bytes]]] = []
         for entry in self._manifest(partition).segments:
             if seg.split_position(entry.last) <= key:
                 continue
