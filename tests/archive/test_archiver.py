@@ -20,7 +20,7 @@ import pytest
 from chatlog.errors import ArchiveConflict
 from chatlog.eventstore import EventStore
 from chatlog.eventstore.archive import Archive
-from chatlog.eventstore.archiver import STEPS, Archiver, HotWindow, Lease
+from chatlog.eventstore.archiver import STEPS, Archiver, HotWindow, Lease, holding_lease
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.keys import partition_of
 from chatlog.identity import normalize_project_id
@@ -179,6 +179,32 @@ async def test_a_lease_holder_keeps_others_out_and_a_stale_one_cannot_publish(
     assert [s.count for s in archive.segments(0)] == [10]
     await second.release()
     assert await store.redis.get(second.key) is None
+
+
+async def test_a_deletion_holding_the_lease_keeps_archivers_out(
+    store: EventStore, tmp_path: Path
+) -> None:
+    appended = await fill(store, 200)
+    archive = Archive.open(str(tmp_path))
+    archiver = Archiver(store, archive, HotWindow(events=50, seconds=0, bytes=0),
+                        segment_events=60)
+    (first,) = await archiver.run_pass()
+    assert first.archived == 150
+    # A cut inside the hot tail: every archived event goes, and 20 of Redis's.
+    cut = sorted(appended, key=lambda p: parse_position(p.decode()))[170].decode()
+    async with holding_lease(store, 0, ttl=5, wait=5) as token:
+        (blocked,) = await archiver.run_pass()
+        assert blocked.skipped == "lease held by another archiver"
+        assert archive.delete_before(0, cut, fence=token) == 150
+    with pytest.raises(ArchiveConflict, match="newer lease"):
+        archive.delete_before(0, cut, fence=token - 1)
+    # Redis still holds its events (the deletion's second half is the store's): the
+    # archiver archives nothing before the deleted position again.
+    await fill(store, 200)
+    (after,) = await archiver.run_pass()
+    assert after.archived == 200  # 250 in Redis, 50 kept hot: 20 deleted ones skipped
+    archive.reload()
+    assert archive.oldest(0) == cut
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -175,6 +175,47 @@ class Lease:
             self.token = 0
 
 
+@contextlib.asynccontextmanager
+async def holding_lease(
+    store: EventStore, partition: int, *, ttl: float = 30.0, wait: float = 120.0
+) -> AsyncIterator[int]:
+    """Hold ``partition``'s archiver lease for the block (waiting up to ``wait`` s for
+    a running pass to end), renewed while held; yields its fencing token.
+
+    No archiver publishes while it is held, and passing the token to
+    :meth:`Archive.delete_before` (``fence=``) fences out any older holder: the way
+    to change a partition's archive (a deliberate deletion) beside running
+    ``chatlog serve`` nodes.
+    """
+    lease = Lease(store, partition, ttl=ttl)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    delay = 0.05
+    while not await lease.acquire():
+        if loop.time() > deadline:
+            raise ArchiveConflict(
+                f"partition {partition}: an archiver held its lease for {wait:g} s; "
+                "try again when its pass has ended"
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            await lease.renew()
+
+    renewer = loop.create_task(renew())
+    try:
+        yield lease.token
+    finally:
+        renewer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, *_RETRYABLE):
+            await renewer
+        with contextlib.suppress(*_RETRYABLE):
+            await lease.release()
+
+
 class LeaseLost(ChatlogError):
     """The archiver's lease expired or was taken over mid-pass; nothing more is published."""
 
@@ -313,6 +354,10 @@ class Archiver:
             return PassResult(partition, trimmed=trimmed, skipped="within the hot window")
         count, time_cut = excess
         floor = parse_position(newest) if newest else (0, 0)
+        deleted = self.archive.deleted_before(partition)
+        if deleted is not None:  # a deletion that has not reached Redis yet: never re-archive
+            below = parse_position(deleted)
+            floor = max(floor, (below[0], below[1] - 1) if below[1] else (below[0] - 1, 2**63))
         archived = segments = 0
         entries: list[tuple[bytes, list[bytes]]] = []
         if progress:
