@@ -101,6 +101,34 @@ class Settings(BaseSettings):
         description="Where sealed segments of old events go: a directory, file:// or an fsspec "
         "URL (s3://..., needs chatlog[s3]); unset = <data dir>/archive. Shared by every node",
     )
+    hot_events: int = Field(
+        default=500_000, ge=0,
+        description="Events per partition kept in Redis (~600 B each); older ones are archived "
+        "once the excess reaches a tenth of this (0 = no count bound)",
+    )
+    hot_seconds: float = Field(
+        default=0.0, ge=0,
+        description="Seconds an event stays in Redis before it is archived (0 = no age bound)",
+    )
+    hot_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=0,
+        description="Bytes of Redis memory a partition's stream may use before its oldest "
+        "events are archived (0 = no memory bound)",
+    )
+    archive_interval: float = Field(
+        default=30.0, gt=0, description="Seconds between the archiver's passes in serve"
+    )
+    archive_segment_events: int = Field(
+        default=100_000, ge=1, description="Most events per archive segment"
+    )
+    archive_lease: float = Field(
+        default=30.0, gt=0,
+        description="Seconds an archiver's lease on a partition lasts unless renewed",
+    )
+    archiver_crash_at: str | None = Field(
+        default=None,
+        description="Tests only: the archiver exits the process (os._exit) at this step",
+    )
 
     @property
     def sqlite_path(self) -> Path:

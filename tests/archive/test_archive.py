@@ -8,6 +8,7 @@ import itertools
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -106,6 +107,23 @@ def test_aggregate_reads_use_the_index(log: list[Entry], tmp_path: Path) -> None
     assert reader.read_aggregate(0, key, from_version=int(late[0][1][7])) == late
 
 
+def test_the_aggregate_index_stays_a_few_runs(log: list[Entry], tmp_path: Path) -> None:
+    archive = Archive.open(str(tmp_path))
+    reader = Archive.open(str(tmp_path))
+    key = thread_key("t5")
+    for i in range(0, 140, 5):  # 28 segments
+        archive.publish(archive.stage(0, log[i : i + 5], row_group_rows=2), fence=1)
+        runs = sorted(p.name for p in (tmp_path / "partition=0").glob("aggregates-*.arrow"))
+        assert len(runs) <= 5, runs
+        want = [e for e in log[: i + 5] if e[1][5] == key.encode()]
+        reader.reload()
+        assert reader.read_aggregate(0, key) == want
+    stale = Archive.open(str(tmp_path))
+    stale.segments(0)  # reads the manifest now; the runs only when first needed
+    archive.publish(archive.stage(0, [(b"99999999999999-0", log[0][1])]), fence=1)
+    assert stale.read_aggregate(0, thread_key("t0"))[0] == log[0]  # its runs were merged
+
+
 def test_batches_are_columnar_and_start_after_the_cursor(log: list[Entry], tmp_path: Path) -> None:
     entries = log[:60]
     archive = Archive.open(str(tmp_path))
@@ -162,16 +180,27 @@ def test_orphans_of_a_crash_are_removed(log: list[Entry], tmp_path: Path) -> Non
     assert archive.read_flat(0, "0-0", 100) == entries[:10]
 
 
-def test_a_segment_that_does_not_read_back_is_not_staged(log: list[Entry], tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["a row lost", "a body changed"])
+def test_a_segment_that_does_not_read_back_is_not_staged(
+    damage: str, log: list[Entry], tmp_path: Path
+) -> None:
     entries = log[:10]
     archive = Archive.open(str(tmp_path))
 
     def corrupt(step: str) -> None:
         if step == "written":
             (tmp,) = (tmp_path / "partition=0").glob("*.tmp")
-            pq.write_table(pq.read_table(tmp).slice(1), tmp)
+            table = pq.read_table(tmp)
+            if damage == "a row lost":
+                table = table.slice(1)
+            else:
+                bodies = table.column("body").to_pylist()
+                bodies[3] = bodies[3].replace(b"m", b"M")
+                table = table.set_column(9, "body", pa.array(bodies, pa.binary()))
+            pq.write_table(table, tmp)
 
-    with pytest.raises(ArchiveCorrupt, match="read back 9 events"):
+    with pytest.raises(ArchiveCorrupt, match="read back 9 events" if damage == "a row lost"
+                       else "read back 10 events"):
         archive.stage(0, entries, on_step=corrupt)
     assert list((tmp_path / "partition=0").iterdir()) == []
 
@@ -188,9 +217,13 @@ def test_delete_before_drops_and_rewrites_segments(log: list[Entry], tmp_path: P
     assert reader.read_flat(0, "0-0", 100) == entries[45:]
     key = thread_key("t2")
     assert reader.read_aggregate(0, key) == [e for e in entries[45:] if e[1][5] == key.encode()]
+    stale = Archive.open(str(tmp_path))
+    stale.segments(0)
+    assert archive.delete_before(0, entries[50][0].decode()) == 5  # rewrites a segment
+    assert stale.read_flat(0, "0-0", 100) == entries[50:]  # its manifest named the old one
     assert archive.delete_before(0, entries[10][0].decode()) == 0  # nothing older is left
-    assert archive.deleted_before(0) == entries[45][0].decode()
-    assert archive.delete_before(0, "99999999999999-0") == 45
+    assert archive.deleted_before(0) == entries[50][0].decode()
+    assert archive.delete_before(0, "99999999999999-0") == 40
     assert archive.oldest(0) is None and archive.read_flat(0, "0-0", 10) == []
     assert [p.suffix for p in (tmp_path / "partition=0").iterdir()] == [".json"]
 

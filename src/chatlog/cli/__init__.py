@@ -6,6 +6,7 @@ turns chatlog's errors into one readable line (exit code 1), never a traceback.
 
 from __future__ import annotations
 
+from chatlog.cli import archive as _archive  # noqa: F401  (archive)
 from chatlog.cli import erase as _erase  # noqa: F401  (erase)
 from chatlog.cli import jobs as _jobs  # noqa: F401  (jobs enqueue, list, show)
 from chatlog.cli import log as _log  # noqa: F401  (registers append, tail, status, trim)

@@ -11,6 +11,7 @@ from aiohttp import web
 from chatlog.erasure import Eraser
 from chatlog.errors import ChatlogError
 from chatlog.eventstore import EventStore
+from chatlog.eventstore.archiver import Archiver
 from chatlog.http._routing import project_of
 from chatlog.http._sse import SseEncoder
 from chatlog.http.auth import TokenRegistry
@@ -50,6 +51,8 @@ class Services:
     orchestrator: Orchestrator | None = None
     #: Erases projects and threads (and resumes unfinished erasures on start).
     eraser: Eraser | None = None
+    #: Moves events beyond the hot window from Redis into the archive.
+    archiver: Archiver | None = None
 
 
 @dataclass

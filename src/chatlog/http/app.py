@@ -14,6 +14,7 @@ from chatlog import erasure as erasure_service
 from chatlog.erasure import Eraser
 from chatlog.errors import ConfigError
 from chatlog.eventstore import EventStore, observe_appends
+from chatlog.eventstore.archiver import Archiver
 from chatlog.http import (
     erasure,
     events,
@@ -65,13 +66,14 @@ def endpoints() -> list[Endpoint]:
 
 
 def build_services(settings: Settings, store: EventStore) -> Services:
-    """The projector, read model, orchestrator and eraser for ``settings`` (not started)."""
+    """The projector, read model, orchestrator, eraser and archiver (not started)."""
     projector = Projector.from_settings(store, settings)
     return Services(
         projector=projector,
         read_model=ReadModel(settings.sqlite_path),
         orchestrator=Orchestrator(store, settings),
         eraser=_eraser_for(settings, store, projector),
+        archiver=Archiver.from_settings(store, settings),
     )
 
 
@@ -133,12 +135,13 @@ def create_app(
     app.router.add_routes(static_routes())
 
     async def background(app: web.Application) -> AsyncIterator[None]:
-        started: list[Orchestrator | Projector] = []
+        started: list[Orchestrator | Projector | Archiver] = []
         try:
             if manage_services:
                 # The orchestrator first: its start returns once it has scanned the
                 # log, which the projector's own catch-up would slow down (measured).
-                for part in (services.orchestrator, services.projector):
+                # The archiver last: its passes are background work.
+                for part in (services.orchestrator, services.projector, services.archiver):
                     if part is not None:
                         await part.start()
                         started.append(part)
@@ -153,7 +156,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await fanout.stop()
-            for part in reversed(started):  # projector first, then orchestrator
+            for part in reversed(started):  # archiver, projector, then orchestrator
                 await part.stop()
             if manage_services and services.read_model is not None:
                 services.read_model.close()

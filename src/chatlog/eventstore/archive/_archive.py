@@ -33,7 +33,13 @@ import pyarrow.parquet as pq
 from chatlog.errors import ArchiveConflict, ArchiveCorrupt, InvalidInput
 from chatlog.eventstore.archive import _segments as seg
 from chatlog.eventstore.archive._fs import Storage, storage_for
-from chatlog.eventstore.archive._manifest import MANIFEST, Manifest, SegmentEntry, SegmentInfo
+from chatlog.eventstore.archive._manifest import (
+    MANIFEST,
+    IndexRun,
+    Manifest,
+    SegmentEntry,
+    SegmentInfo,
+)
 from chatlog.eventstore.codec import START, parse_position
 
 #: Called with the name of each step a write reached (the archiver's fault hook).
@@ -65,7 +71,8 @@ class Archive:
         self.url = storage.url
         self._lock = threading.RLock()
         self._manifests: dict[int, Manifest] = {}
-        self._indexes: dict[int, tuple[str, pa.Table]] = {}
+        #: Index runs read so far, by partition and file name (they never change).
+        self._runs: dict[tuple[int, str], pa.Table] = {}
         self._metadata: OrderedDict[str, pq.FileMetaData] = OrderedDict()
         self._rows: OrderedDict[tuple[str, int], seg.Rows] = OrderedDict()
 
@@ -162,7 +169,7 @@ class Archive:
             if rows is not None:
                 self._rows.move_to_end(key)
                 return rows
-        rows = seg.Rows.of(self._parquet(path).read_row_group(group))
+        rows = seg.Rows.of(self._parquet(path).read_row_group(group, columns=seg.ROW_COLUMNS))
         with self._lock:
             self._rows[key] = rows
             while len(self._rows) > _ROWS_CACHED:
@@ -177,9 +184,17 @@ class Archive:
         (the shape of ``EventStore.read_flat``). Opens only the segments and row groups
         that can hold positions after ``after``."""
         key = parse_position(after)
-        out: list[tuple[bytes, list[bytes]]] = []
         if limit <= 0:
-            return out
+            return []
+        try:
+            return self._read_flat(partition, key, limit)
+        except FileNotFoundError:  # a deletion rewrote a segment since the manifest was read
+            self.reload()
+            return self._read_flat(partition, key, limit)
+
+    def _read_flat(self, partition: int, key: tuple[int, int],
+                   limit: int) -> list[tuple[bytes, list[bytes]]]:
+        out: list[tuple[bytes, list[bytes]]] = []
         for entry in self._manifest(partition).segments:
             if seg.split_position(entry.last) <= key:
                 continue
@@ -191,10 +206,10 @@ class Archive:
                     continue
                 rows = self._row_group(path, group)
                 start = bisect.bisect_right(rows.keys, key)
-                for i in range(start, len(rows.keys)):
-                    out.append(rows.flat(i))
-                    if len(out) >= limit:
-                        return out
+                stop = min(len(rows.keys), start + limit - len(out))
+                out.extend(rows.flats(start, stop))
+                if len(out) >= limit:
+                    return out
         return out
 
     def read_aggregate(
@@ -204,10 +219,15 @@ class Archive:
         through the aggregate index (only the row groups that hold them are read)."""
         if limit is not None and limit <= 0:
             return []
-        index = self._index(partition)
-        if index is None:
+        try:
+            tables = self._index_runs(partition)
+        except FileNotFoundError:  # merged away since this manifest was read
+            self.reload()
+            tables = self._index_runs(partition)
+        runs = [run.filter(pc.equal(run.column("aggregate"), aggregate)) for run in tables]
+        if not runs:
             return []
-        hits = index.filter(pc.equal(index.column("aggregate"), aggregate))
+        hits = pa.concat_tables(runs)
         if from_version > 1:
             hits = hits.filter(pc.greater_equal(hits.column("last_version"), from_version))
         if hits.num_rows == 0:
@@ -251,23 +271,50 @@ class Archive:
                 if kept.num_rows:
                     yield kept
 
-    def _index(self, partition: int) -> pa.Table | None:
-        name = self._manifest(partition).index
-        if name is None:
-            return None
-        with self._lock:
-            cached = self._indexes.get(partition)
-            if cached is not None and cached[0] == name:
-                return cached[1]
+    def _index_runs(self, partition: int) -> list[pa.Table]:
+        """The partition's aggregate index runs (cached: a run's file never changes)."""
+        m = self._manifest(partition)
+        tables = []
+        for run in m.indexes:
+            with self._lock:
+                table = self._runs.get((partition, run.name))
+            if table is None:
+                table = self._read_run(partition, run.name)
+                with self._lock:
+                    live = {(partition, r.name) for r in m.indexes}
+                    for key in [k for k in self._runs if k[0] == partition and k not in live]:
+                        del self._runs[key]
+                    self._runs[(partition, run.name)] = table
+            tables.append(table)
+        return tables
+
+    def _read_run(self, partition: int, name: str) -> pa.Table:
         path = self.storage.join(f"partition={partition}", name)
         source = self.storage.open(path)
         if isinstance(source, str):
-            table = pa.ipc.open_file(pa.memory_map(source)).read_all()
-        else:
-            table = pa.ipc.open_file(pa.BufferReader(self.storage.read_bytes(path))).read_all()
-        with self._lock:
-            self._indexes[partition] = (name, table)
-        return table
+            return pa.ipc.open_file(pa.memory_map(source)).read_all()
+        return pa.ipc.open_file(pa.BufferReader(self.storage.read_bytes(path))).read_all()
+
+    def _write_run(self, partition: int, name: str, table: pa.Table) -> IndexRun:
+        with self.storage.create(self.storage.join(f"partition={partition}", name)) as f:
+            with pa.ipc.new_file(f, seg.INDEX_SCHEMA) as writer:
+                writer.write_table(table.combine_chunks())
+        self._runs[(partition, name)] = table
+        return IndexRun(name=name, rows=table.num_rows)
+
+    def _add_run(self, m: Manifest, generation: int, rows: pa.Table) -> list[IndexRun]:
+        """``m``'s index runs with ``rows`` added, merged with the newest runs while the
+        older is at most twice the size of what it joins (a binary counter: about
+        log2(segments) runs, each row rewritten about log2(segments) times). Writes
+        one file, the new run."""
+        partition = m.partition
+        runs = list(m.indexes)
+        tables = self._index_runs(partition) if runs else []
+        while runs and runs[-1].rows <= 2 * rows.num_rows:
+            runs.pop()
+            rows = pa.concat_tables([tables.pop(), rows])
+        runs.append(self._write_run(partition, f"aggregates-{generation}.arrow", rows))
+        return runs
 
     # -- writing (the archiver of the partition, holding its lease) ----------------------
 
@@ -356,36 +403,29 @@ class Archive:
             )
             rows = staged.index_rows.set_column(
                 1, "segment", pa.array([entry.id] * staged.index_rows.num_rows, pa.int32()))
-            old_index = self._index(partition) if m.index else None
-            index = rows if old_index is None else pa.concat_tables([old_index, rows])
             new = Manifest(
                 partition=partition, generation=m.generation + 1, fence=max(m.fence, fence),
                 next_segment=m.next_segment + 1, deleted_before=m.deleted_before,
-                index=m.index, segments=[*m.segments, entry],
+                indexes=self._add_run(m, m.generation + 1, rows),
+                segments=[*m.segments, entry],
             )
-            self._commit(new, index, old_index=m.index)
+            self._commit(new, old=m)
             if on_step:
                 on_step("published")
             return self._info(partition, entry)
 
-    def _commit(self, new: Manifest, index: pa.Table | None, old_index: str | None) -> None:
-        """Write the index (if any) and the manifest, durably; then drop the old index."""
+    def _commit(self, new: Manifest, old: Manifest) -> None:
+        """Write the manifest durably (its index runs are written already); then remove
+        the index runs the old one had and the new one has not."""
         partition = new.partition
-        if index is not None and index.num_rows:
-            new.index = f"aggregates-{new.generation}.arrow"
-            with self.storage.create(self.storage.join(
-                    f"partition={partition}", new.index)) as f:
-                with pa.ipc.new_file(f, seg.INDEX_SCHEMA) as writer:
-                    writer.write_table(index.combine_chunks())
-        else:
-            new.index = None
         self.storage.replace_bytes(
             self.storage.join(f"partition={partition}", MANIFEST), new.dumps())
         self._manifests[partition] = new
-        if index is not None and new.index is not None:
-            self._indexes[partition] = (new.index, index)
-        if old_index and old_index != new.index:
-            self.storage.remove(self.storage.join(f"partition={partition}", old_index))
+        kept = {r.name for r in new.indexes}
+        for run in old.indexes:
+            if run.name not in kept:
+                self.storage.remove(self.storage.join(f"partition={partition}", run.name))
+                self._runs.pop((partition, run.name), None)
 
     def remove_orphans(self, partition: int) -> int:
         """Remove files of the partition that no manifest refers to (left by a crash
@@ -394,9 +434,7 @@ class Archive:
         with self._lock:
             m = self._read_manifest(partition)
             self._manifests[partition] = m
-            keep = {e.name for e in m.segments} | {MANIFEST}
-            if m.index:
-                keep.add(m.index)
+            keep = {e.name for e in m.segments} | {r.name for r in m.indexes} | {MANIFEST}
             removed = 0
             for name in self.storage.listdir(self.partition_dir(partition)):
                 if name not in keep:
@@ -446,18 +484,19 @@ class Archive:
             else:
                 deleted_before = m.deleted_before
             live = pa.array([e.id for e in kept], pa.int32())
-            old_index = self._index(partition) if m.index else None
-            parts = []
-            if old_index is not None:
-                parts.append(old_index.filter(pc.is_in(old_index.column("segment"), live)))
-            parts.extend(added)
-            index = pa.concat_tables(parts) if parts else None
+            parts = [run.filter(pc.is_in(run.column("segment"), live))
+                     for run in self._index_runs(partition)]
+            index = pa.concat_tables([*parts, *added]) if parts or added else None
+            runs = []
+            if index is not None and index.num_rows:  # deletion is rare: one run again
+                runs.append(self._write_run(partition, f"aggregates-{m.generation + 1}.arrow",
+                                            index))
             new = Manifest(
                 partition=partition, generation=m.generation + 1, fence=max(m.fence, fence),
-                next_segment=next_id, deleted_before=deleted_before, index=m.index,
+                next_segment=next_id, deleted_before=deleted_before, indexes=runs,
                 segments=kept,
             )
-            self._commit(new, index, old_index=m.index)
+            self._commit(new, old=m)
             for name in dropped:
                 self.storage.remove(self.storage.join(f"partition={partition}", name))
             return removed

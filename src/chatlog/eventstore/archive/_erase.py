@@ -109,20 +109,20 @@ def erase_rows(archive: Archive, partition: int, project: str, aggregate: str | 
         if not dropped:
             _remove_unlisted(archive, partition, m)
             return ArchiveErasure()
-        old_index = archive._index(partition) if m.index else None
-        parts = []
-        if old_index is not None:
-            gone = pa.array(sorted(changed), pa.int32())
-            parts.append(old_index.filter(pc.invert(pc.is_in(old_index.column("segment"),
-                                                             gone))))
-        parts.extend(added)
-        index = pa.concat_tables(parts) if parts else None
+        live = pa.array([e.id for e in kept], pa.int32())
+        parts = [run.filter(pc.is_in(run.column("segment"), live))
+                 for run in archive._index_runs(partition)]
+        index = pa.concat_tables([*parts, *added]) if parts or added else None
+        runs = []
+        if index is not None and index.num_rows:  # erasure is rare: one run again
+            runs.append(archive._write_run(partition, f"aggregates-{m.generation + 1}.arrow",
+                                           index))
         new = Manifest(
             partition=partition, generation=m.generation + 1, fence=m.fence,
-            next_segment=next_id, deleted_before=m.deleted_before, index=m.index,
+            next_segment=next_id, deleted_before=m.deleted_before, indexes=runs,
             segments=kept,
         )
-        archive._commit(new, index, old_index=m.index)
+        archive._commit(new, old=m)
         for name in dropped:
             storage.remove(storage.join(f"partition={partition}", name))
         _remove_unlisted(archive, partition, new)
@@ -136,9 +136,10 @@ def _segments_holding(archive: Archive, partition: int, m: Manifest, project: st
                       aggregate: str | None, prefix: str | None) -> set[int] | None:
     """The ids of the segments the aggregate index says hold the scope (None: no index,
     every segment must be read)."""
-    index = archive._index(partition) if m.index else None
-    if index is None:
+    runs = archive._index_runs(partition) if m.indexes else []
+    if not runs:
         return None
+    index = pa.concat_tables(runs)
     column = index.column("aggregate")
     if aggregate is not None:
         hit = pc.equal(column, aggregate)

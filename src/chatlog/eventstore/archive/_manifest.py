@@ -3,7 +3,9 @@
 ``partition=<p>/manifest.json``::
 
     {"format": "chatlog-archive/1", "partition": 0, "generation": 7, "fence": 3,
-     "next_segment": 8, "deleted_before": null, "index": "aggregates-7.arrow",
+     "next_segment": 8, "deleted_before": null,
+     "indexes": [{"name": "aggregates-4.arrow", "rows": 4000},
+                 {"name": "aggregates-7.arrow", "rows": 1000}],
      "segments": [{"id": 1, "name": "...parquet", "first": "...", "last": "...",
                    "count": 100000, "bytes": 8123456, "checksum": "blake2b:...",
                    "fence": 3, "created": 1764500000.0}, ...]}
@@ -53,6 +55,12 @@ class SegmentEntry:
     created: float
 
 
+@dataclass(frozen=True, slots=True)
+class IndexRun:
+    name: str
+    rows: int
+
+
 @dataclass(slots=True)
 class Manifest:
     partition: int
@@ -62,8 +70,10 @@ class Manifest:
     next_segment: int = 1
     #: Set by a deliberate deletion: nothing before this position is kept.
     deleted_before: str | None = None
-    #: File name of the aggregate -> segments index (Arrow IPC), beside the manifest.
-    index: str | None = None
+    #: The aggregate -> segments index: runs (Arrow IPC files beside the manifest),
+    #: oldest first. Each publish adds a run; runs of similar size are merged, so
+    #: there are about log2(segments) of them and a publish rewrites little.
+    indexes: list[IndexRun] = field(default_factory=list)
     segments: list[SegmentEntry] = field(default_factory=list)
 
     def dumps(self) -> bytes:
@@ -82,7 +92,7 @@ class Manifest:
                 fence=int(doc["fence"]),
                 next_segment=int(doc["next_segment"]),
                 deleted_before=doc.get("deleted_before"),
-                index=doc.get("index"),
+                indexes=[IndexRun(**r) for r in doc.get("indexes", [])],
                 segments=[SegmentEntry(**s) for s in doc["segments"]],
             )
         except (ValueError, KeyError, TypeError) as exc:

@@ -59,45 +59,35 @@ def split_position(text: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+_LAYOUT = (b"i", b"t", b"a", b"v", b"b")
+
+
 def table_of(entries: Sequence[tuple[bytes, Sequence[bytes]]]) -> pa.Table:
     """Stream entries (``(position, flat fields)``, as ``read_flat`` gives them) as a table."""
-    positions: list[bytes] = []
-    ms: list[int] = []
-    seq: list[int] = []
-    ids: list[bytes] = []
-    projects: list[bytes] = []
-    aggregates: list[bytes] = []
-    versions: list[int] = []
-    types: list[bytes] = []
-    bodies: list[bytes] = []
-    for pos, flat in entries:
-        p = pos if isinstance(pos, bytes) else str(pos).encode()
-        m, _, s = p.partition(b"-")
-        positions.append(p)
-        ms.append(int(m))
-        seq.append(int(s))
-        ids.append(flat_field(flat, b"i"))
-        aggregate = flat_field(flat, b"a")
-        aggregates.append(aggregate)
-        projects.append(aggregate.partition(b"/")[0])
-        versions.append(int(flat_field(flat, b"v")))
-        types.append(flat_field(flat, b"t"))
-        bodies.append(flat_field(flat, b"b"))
-
-    def text(values: list[bytes]) -> pa.Array:
-        return pa.array(values, pa.binary()).cast(pa.string())
-
+    flats = [flat for _, flat in entries]
+    if all(len(f) == 10 and (f[0], f[2], f[4], f[6], f[8]) == _LAYOUT for f in flats):
+        ids, types, aggregates, versions, bodies = (
+            [f[k] for f in flats] for k in (1, 3, 5, 7, 9))
+    else:  # fields in another order: look each up
+        ids, types, aggregates, versions, bodies = (
+            [flat_field(f, name) for f in flats] for name in _LAYOUT)
+    positions = pa.array(
+        [p if isinstance(p, bytes) else str(p).encode() for p, _ in entries], pa.binary()
+    ).cast(pa.string())
+    parts = pc.split_pattern(positions, "-", max_splits=1)
+    ms = pc.list_element(parts, 0).cast(pa.int64())
+    aggregate = pa.array(aggregates, pa.binary()).cast(pa.string())
     return pa.table(
         {
-            "position": text(positions),
-            "position_ms": pa.array(ms, pa.int64()),
-            "position_seq": pa.array(seq, pa.int64()),
-            "event_id": text(ids),
-            "project": text(projects),
-            "aggregate": text(aggregates),
-            "version": pa.array(versions, pa.int64()),
-            "type": text(types),
-            "time": pa.array(ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+            "position": positions,
+            "position_ms": ms,
+            "position_seq": pc.list_element(parts, 1).cast(pa.int64()),
+            "event_id": pa.array(ids, pa.binary()).cast(pa.string()),
+            "project": pc.list_element(pc.split_pattern(aggregate, "/", max_splits=1), 0),
+            "aggregate": aggregate,
+            "version": pa.array(versions, pa.binary()).cast(pa.string()).cast(pa.int64()),
+            "type": pa.array(types, pa.binary()).cast(pa.string()),
+            "time": ms.cast(pa.timestamp("ms", tz="UTC")),
             "body": pa.array(bodies, pa.binary()),
         },
         schema=SCHEMA,
@@ -105,17 +95,30 @@ def table_of(entries: Sequence[tuple[bytes, Sequence[bytes]]]) -> pa.Table:
 
 
 def checksum_of(table: pa.Table) -> str:
-    """A digest of the events' content, independent of how Parquet encoded them."""
+    """A digest of the events' content, independent of how Parquet encoded or chunked it:
+    per column, every value's length, then all values' bytes."""
     h = hashlib.blake2b(digest_size=16)
     h.update(str(table.num_rows).encode())
     for name in _CHECKED:
         column = table.column(name)
-        if pa.types.is_integer(column.type):
-            column = column.cast(pa.string())
-        if not pa.types.is_binary(column.type):
-            column = column.cast(pa.binary())
-        h.update(b"\x01")
-        h.update(b"\x00".join(column.to_pylist()))
+        array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+        h.update(b"\x01" + name.encode())
+        if array.null_count:
+            raise ValueError(f"column {name} has nulls")
+        n = len(array)
+        if pa.types.is_integer(array.type):
+            width = array.type.bit_width // 8
+            values = memoryview(array.buffers()[1])
+            h.update(values[array.offset * width : (array.offset + n) * width])
+            continue
+        if pa.types.is_string(array.type):
+            array = array.cast(pa.binary())
+        lengths = pc.binary_length(array)
+        h.update(memoryview(lengths.buffers()[1])[lengths.offset * 4:(lengths.offset + n) * 4])
+        offsets = memoryview(array.buffers()[1]).cast("i")
+        data = array.buffers()[2]
+        if data is not None and n:
+            h.update(memoryview(data)[offsets[array.offset]:offsets[array.offset + n]])
     return "blake2b:" + h.hexdigest()
 
 
@@ -199,6 +202,24 @@ INDEX_SCHEMA = pa.schema(
 )
 
 
+def bytes_list(column: pa.ChunkedArray | pa.Array) -> list[bytes]:
+    """A string or binary column's values as Python bytes."""
+    if pa.types.is_string(column.type):
+        column = column.cast(pa.binary())
+    out: list[bytes] = column.to_pylist()
+    return out
+
+
+def int_list(column: pa.ChunkedArray | pa.Array) -> list[int]:
+    out: list[int] = column.to_pylist()
+    return out
+
+
+#: The columns a read by position or aggregate decodes.
+ROW_COLUMNS = ["position", "position_ms", "position_seq", "event_id", "aggregate", "version",
+               "type", "body"]
+
+
 @dataclass(slots=True)
 class Rows:
     """One decoded row group, ready to hand out as flat field lists."""
@@ -209,27 +230,34 @@ class Rows:
     types: list[bytes]
     aggregates: list[bytes]
     versions: list[int]
+    #: The versions as the stream has them (``b"7"``).
+    version_texts: list[bytes]
     bodies: list[bytes]
 
     @classmethod
     def of(cls, table: pa.Table) -> Rows:
-        def raw(name: str) -> list[bytes]:
-            out: list[bytes] = table.column(name).cast(pa.binary()).to_pylist()
-            return out
-
+        versions = table.column("version")
         return cls(
-            keys=list(zip(table.column("position_ms").to_pylist(),
-                          table.column("position_seq").to_pylist(), strict=True)),
-            positions=raw("position"),
-            ids=raw("event_id"),
-            types=raw("type"),
-            aggregates=raw("aggregate"),
-            versions=table.column("version").to_pylist(),
-            bodies=raw("body"),
+            keys=list(zip(int_list(table.column("position_ms")),
+                          int_list(table.column("position_seq")), strict=True)),
+            positions=bytes_list(table.column("position")),
+            ids=bytes_list(table.column("event_id")),
+            types=bytes_list(table.column("type")),
+            aggregates=bytes_list(table.column("aggregate")),
+            versions=int_list(versions),
+            version_texts=bytes_list(versions.cast(pa.string())),
+            bodies=bytes_list(table.column("body")),
         )
 
     def flat(self, i: int) -> tuple[bytes, list[bytes]]:
         return self.positions[i], [
             b"i", self.ids[i], b"t", self.types[i], b"a", self.aggregates[i],
-            b"v", str(self.versions[i]).encode(), b"b", self.bodies[i],
+            b"v", self.version_texts[i], b"b", self.bodies[i],
         ]
+
+    def flats(self, start: int, stop: int) -> list[tuple[bytes, list[bytes]]]:
+        """Rows ``start`` to ``stop - 1`` as ``(position, flat fields)``."""
+        p, i, t, a, v, b = (self.positions, self.ids, self.types, self.aggregates,
+                            self.version_texts, self.bodies)
+        return [(p[k], [b"i", i[k], b"t", t[k], b"a", a[k], b"v", v[k], b"b", b[k]])
+                for k in range(start, stop)]

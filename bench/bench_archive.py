@@ -1,0 +1,310 @@
+"""The tiered log: Redis memory stays bounded while the log grows; archiving and replay rates.
+
+On a fresh embedded-default Valkey (``appendfsync always``), append N message
+events (10,000,000; ``--quick`` 1,000,000; ~200-character content, 1,000
+threads) with 256 concurrent ``append_one`` callers, while an archiver runs in
+a second process (as a ``chatlog serve`` node would run it) with a hot window of
+200,000 events, passing every 0.2 s. Measured:
+
+- Redis ``used_memory`` against events appended, sampled during the fill and
+  after it; goal: at most 200,000 x 600 B + 64 MB whatever N. The line without
+  archiving is the slope measured over the first 200,000 events (before the
+  archiver has anything to do), extrapolated. Plot:
+  ``artifacts/bench/archive-memory.png``.
+- Archiving: events sealed per second of the archiver's passes and its CPU per
+  event, beside the append rate and the appender's CPU per event.
+- Replay of the same K archived events (200,000; full size 1,000,000), paged
+  1,000 at a time: ``Archive.read_flat`` from the segments (a cold
+  ``Archive``), beside ``EventStore.read_flat`` (XRANGE) of a copy of those
+  events in a Redis stream; and ``Archive.iter_batches`` (columnar, for
+  rebuilds). Goal: the archive at least 1x the Redis rate.
+
+The fill runs once (it is the long part); the replays ``--reps`` times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from _common import (
+    ROOT,
+    bench_args,
+    emit,
+    message_event,
+    metric,
+    print_table,
+    scratch_dir,
+    server_cpu_seconds,
+    thread_ids,
+    valkey_server,
+)
+from chatlog.eventstore import EventStore
+from chatlog.eventstore.archive import Archive
+
+HOT = 200_000
+GOAL_BYTES = HOT * 600 + 64 * 2**20
+CONCURRENCY = 256
+THREADS = thread_ids(1000)
+
+ARCHIVER = textwrap.dedent("""
+    import asyncio, json, os, sys, time
+    from chatlog.eventstore import EventStore
+    from chatlog.eventstore.archive import Archive
+    from chatlog.eventstore.archiver import Archiver, HotWindow
+
+    async def main(url, archive_dir, hot, stop_file):
+        store = await EventStore.open(url, prefix="bench")
+        archiver = Archiver(store, Archive.open(archive_dir), HotWindow(hot, 0, 0),
+                            segment_events=100_000, lease_ttl=60)
+        wall = cpu = 0.0
+        archived = passes = 0
+        while True:
+            stopping = os.path.exists(stop_file)
+            t0, c0 = time.perf_counter(), time.process_time()
+            (r,) = await archiver.run_pass()
+            if r.archived:
+                wall += time.perf_counter() - t0
+                cpu += time.process_time() - c0
+                archived += r.archived
+                passes += 1
+            if stopping:
+                break
+            await asyncio.sleep(0.2)
+        await store.close()
+        print(json.dumps({"archived": archived, "wall_s": wall, "cpu_s": cpu,
+                          "passes": passes}), flush=True)
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]))
+""")
+
+
+async def fill(url: str, n: int, work: Path) -> dict[str, Any]:
+    """Append ``n`` events with the archiver process running; memory samples and rates."""
+    stop_file = work / "stop"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    archiver = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ARCHIVER, url, str(work / "archive"), str(HOT), str(stop_file),
+        stdout=subprocess.PIPE, env=env)
+    store = await EventStore.open(url, prefix="bench")
+    r = aioredis.from_url(url)
+    samples: list[tuple[int, int]] = [(0, int((await r.info("memory"))["used_memory"]))]
+    appended = 0
+    next_i = 0
+
+    async def appender() -> None:
+        nonlocal appended, next_i
+        while next_i < n:
+            i = next_i
+            next_i += 1
+            await store.append_one(message_event(i, THREADS[i % len(THREADS)]))
+            appended += 1
+
+    async def sampler() -> None:
+        last = 0
+        while appended < n:
+            if appended - last >= n // 200:
+                last = appended
+                samples.append((appended, int((await r.info("memory"))["used_memory"])))
+            await asyncio.sleep(0.05)
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    sampling = asyncio.create_task(sampler())
+    await asyncio.gather(*(appender() for _ in range(CONCURRENCY)))
+    append_s, append_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    await sampling
+    samples.append((appended, int((await r.info("memory"))["used_memory"])))
+    stop_file.touch()
+    out, _ = await archiver.communicate()
+    stats = json.loads(out.decode().strip().splitlines()[-1])
+    samples.append((appended, int((await r.info("memory"))["used_memory"])))
+    hot_len = int(await r.xlen(store.keys.log(0)))
+    await r.aclose()
+    await store.close()
+    return {"samples": samples, "append_s": append_s, "append_cpu_s": append_cpu,
+            "archiver": stats, "hot_len": hot_len, "n": appended}
+
+
+async def copy_to_redis(url: str, archive: Archive, k: int) -> None:
+    """The first ``k`` archived events as a stream under prefix ``copy`` (same positions)."""
+    store = await EventStore.open(url, prefix="copy")
+    key = store.keys.log(0)
+    after = "0-0"
+    copied = 0
+    while copied < k:
+        page = archive.read_flat(0, after, min(10_000, k - copied))
+        if not page:
+            break
+        pipe = store.redis.pipeline(transaction=False)
+        for pos, flat in page:
+            pipe.xadd(key, dict(zip(flat[::2], flat[1::2], strict=True)), id=pos)
+        await pipe.execute()
+        copied += len(page)
+        after = page[-1][0].decode()
+    await store.close()
+
+
+async def replay_redis(url: str, k: int) -> tuple[float, float]:
+    """Events/s, and CPU per event (this process + the server) in microseconds."""
+    store = await EventStore.open(url, prefix="copy")
+    n, after = 0, "0-0"
+    server0 = await server_cpu_seconds(url)
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    while n < k:
+        page = await store.read_flat(0, after, 1000)
+        if not page:
+            break
+        n += len(page)
+        after = page[-1][0].decode()
+    rate = n / (time.perf_counter() - t0)
+    cpu = time.process_time() - cpu0 + await server_cpu_seconds(url) - server0
+    await store.close()
+    return rate, cpu / max(n, 1) * 1e6
+
+
+def replay_archive(archive_dir: str, k: int) -> tuple[float, float]:
+    """Events/s, and CPU per event in microseconds."""
+    archive = Archive.open(archive_dir)
+    n, after = 0, "0-0"
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    while n < k:
+        page = archive.read_flat(0, after, min(1000, k - n))
+        if not page:
+            break
+        n += len(page)
+        after = page[-1][0].decode()
+    return n / (time.perf_counter() - t0), (time.process_time() - cpu0) / max(n, 1) * 1e6
+
+
+def batches_archive(archive_dir: str, k: int) -> float:
+    archive = Archive.open(archive_dir)
+    n = 0
+    t0 = time.perf_counter()
+    for batch in archive.iter_batches(0):
+        n += batch.num_rows
+        if n >= k:
+            break
+    return n / (time.perf_counter() - t0)
+
+
+def plot(samples: list[tuple[int, int]], slope: float, base: int, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    xs = [s[0] for s in samples]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot(xs, [s[1] / 2**20 for s in samples], label=f"tiered: hot window {HOT:,} events")
+    ax.plot(xs, [(base + slope * x) / 2**20 for x in xs], linestyle="--",
+            label=f"without archiving ({slope:.0f} B/event, measured on the first {HOT:,})")
+    ax.axhline(GOAL_BYTES / 2**20, color="red", linestyle=":",
+               label=f"goal: {HOT:,} x 600 B + 64 MB")
+    ax.set_xlabel("events appended")
+    ax.set_ylabel("Redis used_memory (MiB)")
+    ax.set_title("Redis memory while the log grows")
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+async def main() -> None:
+    def extra(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--events", type=int, default=None,
+                            help="events to append (default 10M, 1M with --quick)")
+        parser.add_argument("--hot", type=int, default=HOT, help="hot window (events)")
+
+    args = bench_args(__doc__.splitlines()[0], add=extra)
+    n = args.events or (1_000_000 if args.quick else 10_000_000)
+    k = 200_000 if args.quick else 1_000_000
+    global HOT, GOAL_BYTES
+    HOT = args.hot
+    GOAL_BYTES = HOT * 600 + 64 * 2**20
+    with valkey_server() as server, scratch_dir("archive") as work:
+        print(f"filling {n:,} events with the archiver running (hot window {HOT:,})...",
+              flush=True)
+        f = await fill(server.url, n, work)
+        samples = f["samples"]
+        early = [s for s in samples if 0 < s[0] <= HOT]
+        slope = (early[-1][1] - samples[0][1]) / early[-1][0] if early else 0.0
+        peak = max(m for _, m in samples)
+        after_fill = samples[-1][1]
+        png = ROOT / "artifacts" / "bench" / "archive-memory.png"
+        plotted = plot(samples, slope, samples[0][1], png)
+        a = f["archiver"]
+        archive_dir = str(work / "archive")
+        k = min(k, Archive.open(archive_dir).count(0))
+        await copy_to_redis(server.url, Archive.open(archive_dir), k)
+        redis_runs, archive_runs, batch_runs = [], [], []
+        redis_cpu, archive_cpu = [], []
+        for _ in range(args.reps):
+            rate, cpu = await replay_redis(server.url, k)
+            redis_runs.append(rate)
+            redis_cpu.append(cpu)
+            rate, cpu = await asyncio.to_thread(replay_archive, archive_dir, k)
+            archive_runs.append(rate)
+            archive_cpu.append(cpu)
+            batch_runs.append(await asyncio.to_thread(batches_archive, archive_dir, k))
+    append_rate = f["n"] / f["append_s"]
+    results = [
+        metric("Redis used_memory, peak during the fill", [peak / 2**20], "MiB",
+               higher_is_better=False, goal=f"<= {GOAL_BYTES / 2**20:.0f} MiB",
+               goal_met=peak <= GOAL_BYTES),
+        metric("Redis used_memory after the fill", [after_fill / 2**20], "MiB",
+               higher_is_better=False, goal=f"<= {GOAL_BYTES / 2**20:.0f} MiB",
+               goal_met=after_fill <= GOAL_BYTES),
+        metric(f"Redis memory per event without archiving (first {HOT:,})", [slope], "B/event",
+               higher_is_better=False),
+        metric("append rate (256 concurrent append_one)", [append_rate], "events/s"),
+        metric("appender CPU per event", [f["append_cpu_s"] / f["n"] * 1e6], "us/event",
+               higher_is_better=False),
+        metric("archiving rate (during its passes)",
+               [a["archived"] / a["wall_s"] if a["wall_s"] else 0.0], "events/s",
+               ratio=round((a["archived"] / a["wall_s"]) / append_rate, 2) if a["wall_s"]
+               else None, ratio_to="append rate", goal=">= 1x the append rate",
+               goal_met=bool(a["wall_s"]) and a["archived"] / a["wall_s"] >= append_rate),
+        metric("archiver CPU per event", [a["cpu_s"] / max(a["archived"], 1) * 1e6],
+               "us/event", higher_is_better=False),
+        metric(f"replay {k:,} events from Redis (EventStore.read_flat, XRANGE)", redis_runs,
+               "events/s"),
+        metric(f"replay {k:,} events from the archive (Archive.read_flat)", archive_runs,
+               "events/s", ratio=round(statistics.median(archive_runs)
+                                       / statistics.median(redis_runs), 2),
+               ratio_to="Redis replay (medians)", goal=">= 1x",
+               goal_met=statistics.median(archive_runs) >= statistics.median(redis_runs)),
+        metric("replay from Redis: CPU per event (client + server)", redis_cpu, "us/event",
+               higher_is_better=False),
+        metric("replay from the archive: CPU per event", archive_cpu, "us/event",
+               higher_is_better=False,
+               ratio=round(statistics.median(redis_cpu) / statistics.median(archive_cpu), 2),
+               ratio_to="Redis CPU per event / archive CPU per event (medians)"),
+        metric(f"scan {k:,} events from the archive (iter_batches, columnar)", batch_runs,
+               "events/s"),
+    ]
+    print_table(f"tiered log, {f['n']:,} events, hot window {HOT:,}", results)
+    emit("archive", results, args, events=f["n"], hot_len=f["hot_len"],
+         archived=a["archived"], archiver_passes=a["passes"],
+         plot=str(png) if plotted else None,
+         samples=[[x, m] for x, m in samples])
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
