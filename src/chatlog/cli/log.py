@@ -15,6 +15,7 @@ import orjson
 from chatlog.cli._app import cli, run_async, settings_from
 from chatlog.errors import InvalidInput
 from chatlog.events import MessageAppended, NewEvent, RecordedEvent
+from chatlog.eventstore.archiver import holding_lease
 from chatlog.eventstore.codec import Cursor
 from chatlog.eventstore.owner import Owner, read_owner
 from chatlog.eventstore.runtime import open_store
@@ -269,7 +270,10 @@ async def _delete_before(ctx: click.Context, partition: int, before: str, yes: b
         click.confirm(f"delete every event of partition {partition} before {before}, in every "
                       "tier, for good?", abort=True)
     async with open_store(settings, "delete-before") as opened:
-        removed = await opened.store.trim(partition, before)
+        # Hold the partition's archiver lease: a serve's archiver publishing a segment
+        # while the manifest is rewritten could otherwise lose it (then its events).
+        async with holding_lease(opened.store, partition):
+            removed = await opened.store.trim(partition, before)
         horizon = await opened.store.horizon(partition)
     click.echo(f"deleted {removed} events from partition {partition}"
                + (f"; cursors up to {horizon} are gone (410), reads without a cursor start "
