@@ -24,12 +24,12 @@ from chatlog.settings import Settings
 
 
 @cli.command("archive")
-@click.option("--partition", "partitions", type=int, multiple=True,
+@click.option("--partition", "only", type=int, multiple=True,
               help="Archive only this partition (repeatable; default: all).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 @run_async
-async def archive_command(ctx: click.Context, partitions: tuple[int, ...], quiet: bool) -> None:
+async def archive_command(ctx: click.Context, only: tuple[int, ...], quiet: bool) -> None:
     """Run one archiving pass now.
 
     Seals each partition's events beyond its hot window (CHATLOG_HOT_EVENTS,
@@ -42,9 +42,9 @@ async def archive_command(ctx: click.Context, partitions: tuple[int, ...], quiet
     from chatlog.eventstore.archiver import Archiver
 
     settings = settings_from(ctx)
-    async with open_store(settings) as opened:
+    async with open_store(settings, "archive") as opened:
         archiver = Archiver.from_settings(opened.store, settings)
-        wanted = list(partitions) or None
+        wanted = list(only) or None
         if quiet:
             results = await archiver.run_pass(wanted)
         else:
