@@ -252,7 +252,7 @@ def test_health_view(server: Server, page: Any) -> None:
     page.goto(f"{server.base}/#/health")
     expect(page.locator("#ready-badge")).to_have_attribute("data-ok", "true")
     expect(page.locator("#store-badge")).to_have_text("ok")
-    expect(page.locator("#archive-badge")).to_have_text("not configured")
+    expect(page.locator("#archive-badge")).to_have_text("ok")  # <data dir>/archive, empty
     expect(page.locator("#charts figure")).to_have_count(5)
     expect(page.locator('#charts .value[data-metric="requests_per_s"]')).not_to_have_text("–")
     expect(page.locator("#health-partitions table tbody tr")).to_have_count(1)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from chatlog import events
 from chatlog.erasure import Eraser
+from chatlog.eventstore.archiver import Archiver
 from chatlog.http import Services
 from chatlog.orchestrator import Orchestrator
 from chatlog.projections.projector import Projector
@@ -54,6 +55,7 @@ def test_the_http_state_holds_the_real_service_types() -> None:
         "read_model": ReadModel | None,
         "orchestrator": Orchestrator | None,
         "eraser": Eraser | None,
+        "archiver": Archiver | None,
     }
 
 
