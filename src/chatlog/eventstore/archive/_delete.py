@@ -1,11 +1,14 @@
 """Deliberate deletion of archived history (``Archive.delete_before``): segments
-wholly before the position are dropped, one that straddles it is rewritten."""
+wholly before the position are dropped, one that straddles it is rewritten.
+
+The functions take the :class:`Archive` as ``self`` (typed ``Any``: importing it
+here would close an import circle with ``_archive``, which calls them)."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,11 +19,8 @@ from chatlog.eventstore.archive import _segments as seg
 from chatlog.eventstore.archive._manifest import Manifest, SegmentEntry
 from chatlog.eventstore.codec import parse_position
 
-if TYPE_CHECKING:
-    from chatlog.eventstore.archive._archive import Archive
 
-
-def delete_before(self: Archive, partition: int, position: str, *,
+def delete_before(self: Any, partition: int, position: str, *,
                   fence: int | None = None) -> int:
     """Deliberately delete the archived events before ``position``; return how many.
 
@@ -81,7 +81,7 @@ def delete_before(self: Archive, partition: int, position: str, *,
         return removed
 
 def _rewrite_after(
-    self: Archive, partition: int, entry: SegmentEntry, before: tuple[int, int], new_id: int,
+    self: Any, partition: int, entry: SegmentEntry, before: tuple[int, int], new_id: int,
     fence: int,
 ) -> tuple[SegmentEntry, pa.Table]:
     path = self.storage.join(f"partition={partition}", entry.name)
