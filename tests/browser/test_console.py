@@ -21,6 +21,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.browser.harness import ApiError, Server, screenshot, serious_a11y_violations
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").expect
@@ -225,9 +226,8 @@ def _dead_letter_one(server: Server, project: str) -> str:
 
             worker = Worker(opened.store, settings, handler)
             task = asyncio.create_task(worker.run())
-            async with asyncio.timeout(20):
-                while worker.processed < 1:
-                    await asyncio.sleep(0.05)
+            await eventually(lambda: worker.processed >= 1, timeout=20,
+                             what="the worker to dead-letter the job")
             await worker.stop()
             await task
 
