@@ -129,22 +129,3 @@ def test_every_metric_is_documented() -> None:
     assert names
     for name in names:
         assert f"`{name}" in docs, f"{name} is not in docs/operations.md"
-
-
-async def test_archive_metrics_count_what_the_archiver_sealed(api) -> None:
-    from chatlog.eventstore.archiver import HotWindow
-
-    client = await api()
-    archiver = client.server.app[STATE].services.archiver
-    assert archiver is not None
-    before = await (await client.get("/metrics")).text()
-    assert value(before, "chatlog_archive_events_total") == 0
-    for i in range(5):
-        await post_message(client, "Archive-Metrics", f"m{i}")
-    archiver.window = HotWindow(events=1, seconds=0.0, bytes=0)  # keep only the newest
-    (result,) = await archiver.run_pass()
-    assert result.archived >= 4
-    text = await (await client.get("/metrics")).text()
-    assert value(text, "chatlog_archive_events_total") == result.archived
-    assert value(text, "chatlog_archive_segments_total") == result.segments >= 1
-    assert value(text, "chatlog_archive_failed_passes_total") == 0

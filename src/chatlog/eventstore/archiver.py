@@ -253,12 +253,6 @@ class Archiver:
         self.holder = uuid.uuid4().hex
         self._trim_index = store.redis.register_script(TRIM_INDEX)
         self._task: asyncio.Task[None] | None = None
-        #: Totals since start, for ``/metrics``: events sealed into segments, segments
-        #: published, events removed from Redis, passes that failed.
-        self.events_archived = 0
-        self.segments_published = 0
-        self.events_trimmed = 0
-        self.failed_passes = 0
 
     @classmethod
     def from_settings(cls, store: EventStore, settings: Settings) -> Archiver:
@@ -309,14 +303,11 @@ class Archiver:
                                  result.archived, result.partition, result.segments)
             except _RETRYABLE as exc:
                 raise_if_cancelled()
-                self.failed_passes += 1
                 log.warning("archiver: pass failed (%s: %s); next pass in %.0f s",
                             exc.__class__.__name__, exc, self.interval)
             except ChatlogError as exc:
-                self.failed_passes += 1
                 log.warning("archiver: %s; next pass in %.0f s", exc, self.interval)
             except Exception:  # a bug: say so, and keep the service (and next passes) going
-                self.failed_passes += 1
                 log.exception("archiver: pass failed; next pass in %.0f s", self.interval)
             raise_if_cancelled()  # redis-py may have swallowed a cancellation
             await asyncio.sleep(self.interval)
@@ -336,12 +327,7 @@ class Archiver:
                     f"partition {p} does not exist; this log has partitions "
                     f"0..{self.store.partitions - 1}"
                 )
-        results = [await self.archive_partition(p, progress=progress) for p in wanted]
-        for r in results:
-            self.events_archived += r.archived
-            self.segments_published += r.segments
-            self.events_trimmed += r.trimmed
-        return results
+        return [await self.archive_partition(p, progress=progress) for p in wanted]
 
     async def archive_partition(
         self, partition: int, *, progress: Progress | None = None

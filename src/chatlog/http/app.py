@@ -115,7 +115,6 @@ def create_app(
     if services.projector is not None and hasattr(services.projector, "on_applied"):
         services.projector.on_applied = metrics.applied
     metrics.watch_projector(lambda: services.projector)
-    metrics.watch_archiver(lambda: services.archiver)
     fanout = Fanout(
         store,
         buffer=settings.sse_buffer,

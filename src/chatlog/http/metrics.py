@@ -180,10 +180,6 @@ class Metrics:
         (``projector()`` gives the projector, or None when there is none)."""
         self.registry.register(_ProjectorCollector(projector))
 
-    def watch_archiver(self, archiver: Callable[[], Any]) -> None:
-        """The archiver's totals at scrape time (``archiver()`` gives it, or None)."""
-        self.registry.register(_ArchiverCollector(archiver))
-
     async def render(self) -> bytes:
         for collect in self.collectors:
             await collect()
@@ -208,26 +204,3 @@ class _ProjectorCollector(Collector):
             "Times the projector rebuilt its read model by itself because the log lost "
             "events it had applied (failover, restore) or a batch kept failing",
             value=getattr(projector, "repairs", 0))
-
-
-class _ArchiverCollector(Collector):
-    """The archiver's own totals, read when scraped (zero without an archiver)."""
-
-    FIGURES = (
-        ("chatlog_archive_events", "events_archived",
-         "Events sealed into archive segments by this node's archiver"),
-        ("chatlog_archive_segments", "segments_published",
-         "Archive segments this node's archiver published"),
-        ("chatlog_archive_trimmed", "events_trimmed",
-         "Archived events this node's archiver removed from Redis"),
-        ("chatlog_archive_failed_passes", "failed_passes",
-         "Archiver passes that failed (each is retried at the next interval)"),
-    )
-
-    def __init__(self, archiver: Callable[[], Any]) -> None:
-        self._archiver = archiver
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        archiver = self._archiver()
-        for name, attribute, doc in self.FIGURES:
-            yield CounterMetricFamily(name, doc, value=getattr(archiver, attribute, 0))
