@@ -62,20 +62,8 @@ def delete_before(self: Any, partition: int, position: str, *,
             deleted_before: str | None = position
         else:
             deleted_before = m.deleted_before
-        live = pa.array([e.id for e in kept], pa.int32())
-        parts = [run.filter(pc.is_in(run.column("segment"), live))
-                 for run in self._index_runs(partition)]
-        index = pa.concat_tables([*parts, *added]) if parts or added else None
-        runs = []
-        if index is not None and index.num_rows:  # deletion is rare: one run again
-            runs.append(self._write_run(partition, f"aggregates-{m.generation + 1}.arrow",
-                                        index))
-        new = Manifest(
-            partition=partition, generation=m.generation + 1, fence=max(m.fence, fence),
-            next_segment=next_id, deleted_before=deleted_before, indexes=runs,
-            segments=kept,
-        )
-        self._commit(new, old=m)
+        replace_segments(self, m, kept, added, next_segment=next_id,
+                         fence=max(m.fence, fence), deleted_before=deleted_before)
         for name in dropped:
             self.storage.remove(self.storage.join(f"partition={partition}", name))
         return removed
@@ -106,3 +94,27 @@ def _rewrite_after(
         bytes=size, checksum=checksum, fence=fence, created=time.time(),
     )
     return new_entry, seg.aggregate_rows(table, new_id, rows_per_group)
+
+
+def replace_segments(self: Any, m: Manifest, kept: list[SegmentEntry], added: list[pa.Table],
+                     *, next_segment: int, fence: int,
+                     deleted_before: str | None) -> Manifest:
+    """Publish the next manifest of ``m``'s partition with ``kept`` segments: their
+    rows of the aggregate index (one run again, plus the ``added`` rows of rewritten
+    segments), committed atomically. Deletion and erasure both end this way."""
+    partition = m.partition
+    live = pa.array([e.id for e in kept], pa.int32())
+    parts = [run.filter(pc.is_in(run.column("segment"), live))
+             for run in self._index_runs(partition)]
+    index = pa.concat_tables([*parts, *added]) if parts or added else None
+    runs = []
+    if index is not None and index.num_rows:  # rare: one run again
+        runs.append(self._write_run(partition, f"aggregates-{m.generation + 1}.arrow", index))
+    new = Manifest(
+        partition=partition, generation=m.generation + 1, fence=fence,
+        next_segment=next_segment, deleted_before=deleted_before, indexes=runs,
+        segments=kept,
+    )
+    self._commit(new, old=m)
+    return new
+

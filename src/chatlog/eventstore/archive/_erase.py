@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from chatlog.eventstore.archive import _segments as seg
+from chatlog.eventstore.archive._delete import replace_segments
 from chatlog.eventstore.archive._manifest import Manifest, SegmentEntry
 
 if TYPE_CHECKING:
@@ -109,20 +110,8 @@ def erase_rows(archive: Archive, partition: int, project: str, aggregate: str | 
         if not dropped:
             _remove_unlisted(archive, partition, m)
             return ArchiveErasure()
-        live = pa.array([e.id for e in kept], pa.int32())
-        parts = [run.filter(pc.is_in(run.column("segment"), live))
-                 for run in archive._index_runs(partition)]
-        index = pa.concat_tables([*parts, *added]) if parts or added else None
-        runs = []
-        if index is not None and index.num_rows:  # erasure is rare: one run again
-            runs.append(archive._write_run(partition, f"aggregates-{m.generation + 1}.arrow",
-                                           index))
-        new = Manifest(
-            partition=partition, generation=m.generation + 1, fence=m.fence,
-            next_segment=next_id, deleted_before=m.deleted_before, indexes=runs,
-            segments=kept,
-        )
-        archive._commit(new, old=m)
+        new = replace_segments(archive, m, kept, added, next_segment=next_id, fence=m.fence,
+                               deleted_before=m.deleted_before)
         for name in dropped:
             storage.remove(storage.join(f"partition={partition}", name))
         _remove_unlisted(archive, partition, new)
