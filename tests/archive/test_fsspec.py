@@ -1,6 +1,6 @@
 """The archive on fsspec URLs: fsspec's in-memory file system, and S3 through s3fs against
-moto's S3-compatible server on loopback (skipped unless ``s3fs`` and ``moto[server]``
-are installed: they are not in the test extra)."""
+moto's S3-compatible server (``ThreadedMotoServer``, a real HTTP server on 127.0.0.1;
+``s3fs`` and ``moto[server]`` are in the test extra, so this runs in every suite)."""
 
 from __future__ import annotations
 
@@ -46,18 +46,17 @@ def exercise(url: str, entries: list[Entry]) -> None:
 
 
 def test_the_archive_on_an_fsspec_file_system(log: list[Entry]) -> None:
-    pytest.importorskip("fsspec")
     exercise(f"memory://archive-{uuid.uuid4().hex[:8]}", log)
 
 
 @pytest.fixture
 def s3_url() -> Iterator[str]:
     """A bucket on moto's S3 server (a real HTTP server on loopback), stopped after."""
-    pytest.importorskip("s3fs")
-    server_mod = pytest.importorskip("moto.server")
+    import boto3
     import fsspec
+    from moto.server import ThreadedMotoServer
 
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     saved: dict[str, Any] = dict(fsspec.config.conf.get("s3", {}))
@@ -65,7 +64,6 @@ def s3_url() -> Iterator[str]:
                                 "secret": "test", "client_kwargs": {"region_name": "us-east-1"}}
     try:
         bucket = f"chatlog-{uuid.uuid4().hex[:8]}"
-        boto3 = pytest.importorskip("boto3")
         boto3.client("s3", endpoint_url=f"http://{host}:{port}", aws_access_key_id="test",
                      aws_secret_access_key="test", region_name="us-east-1",
                      ).create_bucket(Bucket=bucket)
@@ -77,3 +75,16 @@ def s3_url() -> Iterator[str]:
 
 async def test_the_archive_on_s3(log: list[Entry], s3_url: str) -> None:
     await asyncio.to_thread(exercise, s3_url, log)
+
+
+async def test_the_archiver_seals_into_s3_and_the_store_reads_both_tiers(
+        store: EventStore, log: list[Entry], s3_url: str) -> None:
+    from chatlog.eventstore.archiver import Archiver, HotWindow
+
+    archive = await asyncio.to_thread(Archive.open, s3_url)
+    (result,) = await Archiver(store, archive, HotWindow(20, 0, 0),
+                               segment_events=15).run_pass()
+    assert (result.archived, result.segments) == (40, 3)
+    assert await store.redis.xlen(store.keys.log(0)) == 20
+    store.archive = archive
+    assert await store.read_flat(0, "0-0", 100) == log
