@@ -14,12 +14,22 @@ a second process (as a ``chatlog serve`` node would run it) with a hot window of
 - Archiving: events sealed per second of the archiver's passes and its CPU per
   event, beside the append rate and the appender's CPU per event.
 - Replay of the same K archived events (200,000; full size 1,000,000), paged
-  1,000 at a time: ``Archive.read_flat`` from the segments (a cold
-  ``Archive``), beside ``EventStore.read_flat`` (XRANGE) of a copy of those
-  events in a Redis stream; and ``Archive.iter_batches`` (columnar, for
-  rebuilds). Goal: the archive at least 1x the Redis rate.
+  1,000 at a time: ``EventStore.read_flat`` through the tiered store (the
+  archive tier) and ``Archive.read_flat`` alone (a cold ``Archive``), beside
+  ``EventStore.read_flat`` (XRANGE) of a copy of the whole log in a Redis
+  stream (what today's build holds); and ``Archive.iter_batches`` (columnar,
+  for rebuilds). Goal: the archive at least 1x the Redis rate.
+- ``chatlog rebuild`` of the whole log from archive + hot tail, end to end in
+  a child process, beside the same command on the Redis-only copy (today's
+  XRANGE-based rebuild); goal >= 150,000 events/s, >= 1.5x, peak RSS < 500 MB.
+- ``chatlog serve`` on the log with the read model that rebuild left: seconds
+  to listening and to ``/readyz`` 200 (goal < 2 s), and ``/v1/events`` paging
+  (limit 1,000) from the start (archive) beside paging the hot tail (Redis);
+  once more on a fresh data dir (no read model: it catches up in the
+  background, which ``/readyz`` shows).
 
-The fill runs once (it is the long part); the replays ``--reps`` times.
+The fill runs once (it is the long part); the other phases ``--reps`` times
+(rebuilds ``--rebuild-reps``).
 """
 
 from __future__ import annotations
@@ -38,6 +48,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from _archive_phases import (
+    cli_env,
+    copy_log,
+    replay_store,
+    serve_phase,
+    serve_start,
+    timed_rebuild,
+)
 from _common import (
     ROOT,
     bench_args,
@@ -136,25 +154,6 @@ async def fill(url: str, n: int, work: Path) -> dict[str, Any]:
             "archiver": stats, "hot_len": hot_len, "n": appended}
 
 
-async def copy_to_redis(url: str, archive: Archive, k: int) -> None:
-    """The first ``k`` archived events as a stream under prefix ``copy`` (same positions)."""
-    store = await EventStore.open(url, prefix="copy")
-    key = store.keys.log(0)
-    after = "0-0"
-    copied = 0
-    while copied < k:
-        page = archive.read_flat(0, after, min(10_000, k - copied))
-        if not page:
-            break
-        pipe = store.redis.pipeline(transaction=False)
-        for pos, flat in page:
-            pipe.xadd(key, dict(zip(flat[::2], flat[1::2], strict=True)), id=pos)
-        await pipe.execute()
-        copied += len(page)
-        after = page[-1][0].decode()
-    await store.close()
-
-
 async def replay_redis(url: str, k: int) -> tuple[float, float]:
     """Events/s, and CPU per event (this process + the server) in microseconds."""
     store = await EventStore.open(url, prefix="copy")
@@ -226,11 +225,57 @@ def plot(samples: list[tuple[int, int]], slope: float, base: int, path: Path) ->
     return True
 
 
+def rebuild_metrics(rebuilds: dict[str, list[dict[str, Any]]], n: int) -> list[dict[str, Any]]:
+    tiered = [n / r["seconds"] for r in rebuilds["tiered"]]
+    redis = [n / r["seconds"] for r in rebuilds["redis"]]
+    ratio = statistics.median(tiered) / statistics.median(redis)
+    rss = [r["peak_rss_mb"] for r in rebuilds["tiered"]]
+    return [
+        metric(f"chatlog rebuild of {n:,} events, Redis only (XRANGE, today's layout)", redis,
+               "events/s"),
+        metric(f"chatlog rebuild of {n:,} events from archive + hot tail", tiered, "events/s",
+               ratio=round(ratio, 2), ratio_to="the Redis-only rebuild (medians)",
+               goal=">= 150,000 events/s and >= 1.5x",
+               goal_met=statistics.median(tiered) >= 150_000 and ratio >= 1.5),
+        metric("chatlog rebuild from the archive: peak RSS", rss, "MiB",
+               higher_is_better=False, goal="< 500 MB", goal_met=max(rss) < 500),
+        metric("chatlog rebuild, Redis only: peak RSS",
+               [r["peak_rss_mb"] for r in rebuilds["redis"]], "MiB", higher_is_better=False),
+    ]
+
+
+def serve_metrics(serves: list[dict[str, Any]], fresh: dict[str, Any],
+                  k: int) -> list[dict[str, Any]]:
+    listen = [s["listen_s"] for s in serves]
+    ready = [s["ready_s"] for s in serves]
+    archive = [s["events_archive"] for s in serves]
+    redis = [s["events_redis"] for s in serves]
+    ratio = statistics.median(archive) / statistics.median(redis)
+    return [
+        metric("chatlog serve: start to listening", listen, "s", higher_is_better=False,
+               goal="< 2 s", goal_met=max(listen) < 2),
+        metric("chatlog serve: start to /readyz 200", ready, "s", higher_is_better=False,
+               goal="< 2 s", goal_met=statistics.median(ready) < 2),
+        metric("/v1/events paging from the start (archive)", archive, "events/s",
+               ratio=round(ratio, 2), ratio_to="/v1/events paging of the hot tail (medians)",
+               goal=">= 1x", goal_met=ratio >= 1),
+        metric("/v1/events paging of the hot tail (Redis)", redis, "events/s"),
+        metric("chatlog serve on a fresh data dir (no read model): start to listening",
+               [fresh["listen_s"]], "s", higher_is_better=False, goal="< 2 s",
+               goal_met=fresh["listen_s"] < 2),
+        metric("chatlog serve on a fresh data dir: start to /readyz 200",
+               [fresh["ready_s"]], "s", higher_is_better=False, goal="< 2 s",
+               goal_met=fresh["ready_s"] < 2),
+    ]
+
+
 async def main() -> None:
     def extra(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--events", type=int, default=None,
                             help="events to append (default 10M, 1M with --quick)")
         parser.add_argument("--hot", type=int, default=HOT, help="hot window (events)")
+        parser.add_argument("--rebuild-reps", type=int, default=None,
+                            help="rebuilds of each kind (default --reps with --quick, else 1)")
 
     args = bench_args(__doc__.splitlines()[0], add=extra)
     n = args.events or (1_000_000 if args.quick else 10_000_000)
@@ -252,17 +297,33 @@ async def main() -> None:
         a = f["archiver"]
         archive_dir = str(work / "archive")
         k = min(k, Archive.open(archive_dir).count(0))
-        await copy_to_redis(server.url, Archive.open(archive_dir), k)
-        redis_runs, archive_runs, batch_runs = [], [], []
+        print("copying the whole log into one Redis stream (today's layout)...", flush=True)
+        copied = await copy_log(server.url, archive_dir, "bench", "copy")
+        redis_runs, archive_runs, batch_runs, tiered_runs = [], [], [], []
         redis_cpu, archive_cpu = [], []
         for _ in range(args.reps):
             rate, cpu = await replay_redis(server.url, k)
             redis_runs.append(rate)
             redis_cpu.append(cpu)
+            tiered_runs.append(await replay_store(server.url, "bench", archive_dir, k))
             rate, cpu = await asyncio.to_thread(replay_archive, archive_dir, k)
             archive_runs.append(rate)
             archive_cpu.append(cpu)
             batch_runs.append(await asyncio.to_thread(batches_archive, archive_dir, k))
+        tiered_env = cli_env(server.url, "bench", work / "data-tiered", archive_dir, HOT)
+        redis_env = cli_env(server.url, "copy", work / "data-redis", str(work / "no-archive"),
+                            0)
+        rebuilds: dict[str, list[dict[str, Any]]] = {"tiered": [], "redis": []}
+        for _ in range(args.rebuild_reps or (args.reps if args.quick else 1)):
+            print("rebuilding from the archive, then from the Redis copy...", flush=True)
+            rebuilds["tiered"].append(await asyncio.to_thread(timed_rebuild, tiered_env))
+            rebuilds["redis"].append(await asyncio.to_thread(timed_rebuild, redis_env))
+        hot_cursor = Archive.open(archive_dir).newest(0)
+        print("starting chatlog serve...", flush=True)
+        serves = await serve_phase(tiered_env, args.reps,
+                                   (k, hot_cursor, min(k, int(f["hot_len"]))))
+        fresh = await asyncio.to_thread(
+            serve_start, cli_env(server.url, "bench", work / "data-fresh", archive_dir, HOT))
     append_rate = f["n"] / f["append_s"]
     results = [
         metric("Redis used_memory, peak during the fill", [peak / 2**20], "MiB",
@@ -298,10 +359,18 @@ async def main() -> None:
                ratio_to="Redis CPU per event / archive CPU per event (medians)"),
         metric(f"scan {k:,} events from the archive (iter_batches, columnar)", batch_runs,
                "events/s"),
+        metric(f"replay {k:,} events through the tiered EventStore.read_flat (archive tier)",
+               tiered_runs, "events/s",
+               ratio=round(statistics.median(tiered_runs) / statistics.median(redis_runs), 2),
+               ratio_to="Redis replay (medians)", goal=">= 1x",
+               goal_met=statistics.median(tiered_runs) >= statistics.median(redis_runs)),
+        *rebuild_metrics(rebuilds, copied),
+        *serve_metrics(serves, fresh, k),
     ]
     print_table(f"tiered log, {f['n']:,} events, hot window {HOT:,}", results)
     emit("archive", results, args, events=f["n"], hot_len=f["hot_len"],
-         archived=a["archived"], archiver_passes=a["passes"],
+         archived=a["archived"], archiver_passes=a["passes"], rebuilds=rebuilds,
+         serves=serves, fresh_serve=fresh,
          plot=str(png) if plotted else None,
          samples=[[x, m] for x, m in samples])
 

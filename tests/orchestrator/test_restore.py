@@ -1,9 +1,11 @@
-"""Start-up from the workflows read model's checkpoint, not from the whole log.
+"""Start-up from a checkpoint, not from the whole log.
 
 A restarted orchestrator learns its open waits and pending deadlines from the
-read model (which commits with its checkpoint) and reads only the log after
-it; a deadline that passed while everything was down still times out, even
-when the history that opened the wait is no longer in the log.
+workflows read model (which commits with its checkpoint) or, when that is
+missing or behind, from the open-wait snapshot the archiver keeps with the
+archive, and reads only the log after it; a deadline that passed while
+everything was down still times out, even when the history that opened the
+wait is no longer in the log. Archiving is done by the real archiver.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from typing import Any
 
 from chatlog.eventstore import EventStore
 from chatlog.eventstore.archive import Archive
+from chatlog.eventstore.archiver import Archiver, HotWindow
 from chatlog.eventstore.codec import START
 from chatlog.identity import ProjectKey
 from chatlog.orchestrator import Orchestrator
 from chatlog.projections.projector import Projector
 from chatlog.settings import Settings
 from tests.helpers import eventually, message
-from tests.sealing import archiver
 
 
 async def _project(store: EventStore, settings: Settings) -> str:
@@ -104,7 +106,8 @@ async def test_a_deadline_that_passed_while_down_times_out_with_its_history_dele
         return types if types == ["workflow.timed_out", "workflow.failed"] else []
 
     await eventually(late_failed, what="wf-late to time out after the restart")
-    assert second.open_waits == 1  # wf-later still waits, with the time it has left
+    # wf-later still waits, with the time it has left (once the tailer read the expiry)
+    await eventually(lambda: second.open_waits == 1, what="wf-late's wait closed")
 
 
 async def test_restart_with_open_workflows_whose_history_is_archived(
@@ -122,7 +125,9 @@ async def test_restart_with_open_workflows_whose_history_is_archived(
     for i in range(10):
         await store.append_one(message(content=f"m{i}"))
     await _project(store, settings)
-    assert await archiver(store, Archive.open(store.archive.url), hot=2).run_pass() == 13
+    (sealed,) = await Archiver(store, Archive.open(store.archive.url), HotWindow(2, 0, 0),
+                               segment_events=5).run_pass()
+    assert sealed.archived == 13
 
     reads = _spy_reads(store)
     second: Orchestrator = await orchestrator_factory()
@@ -137,3 +142,75 @@ async def test_restart_with_open_workflows_whose_history_is_archived(
     assert (await second.decide_approval(project, "wf-appr", approved=True)).state == "approved"
     history = await store.read_aggregate(project.key, "workflow", "wf-appr")
     assert [e.version for e in history] == [1, 2, 3, 4]
+
+
+async def _open_workflows_then_archive(first: Orchestrator, store: EventStore,
+                                       project: ProjectKey) -> str:
+    """wf-late (its deadline passes at once), wf-long, wf-appr (awaiting approval),
+    messages between; then the real archiver seals all but the last 2 events in
+    segments of 4. The last archived position."""
+    await first.create_workflow(project, workflow_id="wf-late", start_timeout=0.05)
+    await first.create_workflow(project, workflow_id="wf-long", start_timeout=60)
+    for i in range(5):
+        await store.append_one(message(content=f"m{i}"))
+    await first.create_workflow(project, workflow_id="wf-appr", start_timeout=60)
+    await first.start_workflow(project, "wf-appr")
+    await first.request_approval(project, "wf-appr", timeout=60)
+    await first.create_workflow(project, workflow_id="wf-done", start_timeout=60)
+    await first.cancel(project, "wf-done")
+    for i in range(5):
+        await store.append_one(message(content=f"n{i}"))
+    assert store.archive is not None
+    length = await store.redis.xlen(store.keys.log(0))
+    (sealed,) = await Archiver(store, store.archive, HotWindow(2, 0, 0),
+                               segment_events=4).run_pass()
+    assert sealed.archived == length - 2 and sealed.segments == 4
+    newest = store.archive.newest(0)
+    assert newest is not None
+    return newest
+
+
+async def test_a_data_dir_without_read_model_starts_from_the_archive_snapshot(
+    orchestrator_factory: Callable[..., Any], store: EventStore, settings: Settings,
+    project: ProjectKey, tmp_path: Path,
+) -> None:
+    """No read model (a new node, a lost disk): the open waits come from the snapshot
+    the archiver wrote with the segments, and only the hot tail is read."""
+    store.archive = Archive.open(str(tmp_path / "archive"))
+    first: Orchestrator = await orchestrator_factory(start=False)
+    newest = await _open_workflows_then_archive(first, store, project)
+    assert not settings.sqlite_path.exists()
+
+    reads = _spy_reads(store)
+    second: Orchestrator = await orchestrator_factory()
+    assert reads and reads[0] == newest and START not in reads
+    assert {w.workflow_id for w in second._timers.open.values()} >= {"wf-long", "wf-appr"}
+    assert "wf-done" not in {w.workflow_id for w in second._timers.open.values()}
+
+    async def late_failed() -> bool:
+        events = await store.read_aggregate(project.key, "workflow", "wf-late")
+        return [e.type for e in events][-2:] == ["workflow.timed_out", "workflow.failed"]
+
+    await eventually(late_failed, what="wf-late to time out after the restart")
+    assert (await second.start_workflow(project, "wf-long")).state == "running"
+    assert (await second.decide_approval(project, "wf-appr", approved=True)).state == "approved"
+    await eventually(lambda: second.open_waits == 0, what="no open wait left")
+
+
+async def test_a_read_model_behind_the_archive_starts_from_the_snapshot(
+    orchestrator_factory: Callable[..., Any], store: EventStore, settings: Settings,
+    project: ProjectKey, tmp_path: Path,
+) -> None:
+    """A read model whose checkpoint lies inside the archive: the further snapshot wins."""
+    store.archive = Archive.open(str(tmp_path / "archive"))
+    first: Orchestrator = await orchestrator_factory(start=False)
+    await store.append_one(message(content="before the read model's checkpoint"))
+    early = await _project(store, settings)
+    newest = await _open_workflows_then_archive(first, store, project)
+    assert early < newest
+
+    reads = _spy_reads(store)
+    second: Orchestrator = await orchestrator_factory()
+    assert reads and reads[0] == newest
+    assert {w.workflow_id for w in second._timers.open.values()} >= {
+        "wf-late", "wf-long", "wf-appr"} or second.open_waits >= 2

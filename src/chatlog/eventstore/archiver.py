@@ -10,6 +10,7 @@ published segment, or in both; never in neither)::
     fence    check the lease is still ours (fencing token)
     publish  rename it into place                                      -> "renamed"
              add its aggregate index and manifest entry, durably       -> "published"
+             advance the partition's open-wait snapshot (eventstore/waits.py)
     trim     drop its positions from the aggregates' index lists       -> "index-trimmed"
              XTRIM MINID past its last position                        -> "trimmed"
 
@@ -38,6 +39,7 @@ from chatlog.errors import ArchiveConflict, ChatlogError, InvalidInput, StoreUna
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, raise_if_cancelled, text
 from chatlog.eventstore.store import EventStore
+from chatlog.eventstore.waits import advance_quietly
 from chatlog.settings import Settings
 
 if TYPE_CHECKING:  # pyarrow is imported when the first pass opens the archive
@@ -443,6 +445,7 @@ class Archiver:
                                            on_step=self._step)
         except ArchiveConflict as exc:
             raise LeaseLost(str(exc)) from exc
+        await asyncio.to_thread(advance_quietly, self.archive, partition, entries)
         return await self._trim(partition, info.last, self._aggregates(entries))
 
     @staticmethod

@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from chatlog.errors import PositionTrimmed
+from chatlog.eventstore._tail import check_horizon
 from chatlog.eventstore._watermark import capped
 from chatlog.eventstore.codec import START, Cursor, flat_field, flat_fields, parse_position
 from chatlog.eventstore.connection import guard, text
@@ -234,7 +235,20 @@ def archive_tier(archive: Archive,
 async def read_both(topology: Topology, keys: Keys, archive: Archive, partition: int,
                     after: str, limit: int, *, flat: bool) -> list[Any]:
     """Up to ``limit`` entries after ``after`` across both tiers (flat fields with
-    ``flat``, else dicts), checked against the deletion horizon."""
+    ``flat``, else dicts), checked against the deletion horizon.
+
+    A cursor before the archive's newest position (as last seen) is first served
+    from the archive alone, after one horizon check: when the archive holds a
+    whole page after it, every entry of that page is older than anything Redis
+    holds but a crash's leftovers (the same events), so the page is complete and
+    Redis is not read (a replay from the start does not also fetch a page of the
+    hot tail per archived page). Otherwise the rule above finds the boundary."""
+    newest = archive.newest(partition) if limit > 0 else None
+    if newest is not None and (after == START or _key(after) < _key(newest)):
+        check_horizon(partition, after, await guard(topology.raw_horizon(keys, partition)))
+        cold_only = await asyncio.to_thread(archive.read_flat, partition, after, limit)
+        if len(cold_only) >= limit:
+            return cold_only if flat else [(pos, flat_fields(f)) for pos, f in cold_only]
     read, first = await topology.read_checked_first(keys, partition, after, limit, flat=flat)
     hot: list[Any] = read
     if not needs_archive(hot, first):

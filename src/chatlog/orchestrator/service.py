@@ -40,10 +40,10 @@ from chatlog.events import (
     WorkflowTimedOut,
     aggregate_key,
 )
-from chatlog.eventstore.codec import START
 from chatlog.eventstore.store import EventStore
 from chatlog.identity import ProjectKey
 from chatlog.orchestrator._cancel import raise_if_cancelling
+from chatlog.orchestrator._restore import read_snapshots, start_point
 from chatlog.orchestrator._timers import DeadlineTimers, OpenWait
 from chatlog.orchestrator._waits import Dispatcher, Done, PartitionTailer, Waiter
 from chatlog.orchestrator.commands import (
@@ -132,32 +132,30 @@ class Orchestrator(WorkflowCommands):
                  len(self._timers.open), self._restored_from)
 
     async def _restore(self) -> tuple[list[str], bool]:
-        """Seed the timer from the workflows read model: the positions to read the log
-        after, and whether they came from it (False: from the log's start).
+        """Seed the timer with the open waits at a checkpoint: the positions to read the
+        log after, and whether any came from a checkpoint (False: the log's start).
 
-        The read model and its checkpoint commit together, so its open waits
-        (with the events that opened them) are exactly those of the log up to
-        the checkpoint; the log after it is read as usual. Jobs enqueued before
-        the checkpoint in the last day are re-checked in the background. A
-        missing or unreadable model means reading the log from its start.
+        Per partition, the further of the workflows read model's checkpoint and the
+        archive's open-wait snapshot (:mod:`chatlog.orchestrator._restore`): each is
+        the fold of the log up to its position, so its open waits plus the log after
+        it are every open wait. Jobs enqueued before the checkpoint in the last day
+        are re-checked in the background. Without either, the log is read from its
+        start.
         """
-        start = [START] * self.store.partitions
         path = self.settings.sqlite_path
-        self._restored_from = "the log from its start"
+        point = None
         try:
             point = await asyncio.to_thread(restore_point, path, self.store.partitions)
         except sqlite3.Error as exc:
-            log.warning("orchestrator: cannot read the workflows read model %s (%s); reading "
-                        "the log from its start", path, exc)
-            return start, False
-        if point is None:
-            return start, False
-        for row in point.open_waits:
+            log.warning("orchestrator: cannot read the workflows read model %s (%s); using "
+                        "the archive's snapshot or the log from its start", path, exc)
+        chosen = start_point(self.store, point, await read_snapshots(self.store))
+        for row in chosen.rows:
             wait = _restored_wait(row)
             if wait is not None:
                 self._timers.add(wait)
-        self._restored_from = f"the read model at {','.join(point.positions)}, then the log"
-        return point.positions, True
+        self._restored_from = chosen.describe()
+        return chosen.positions, chosen.restored
 
     async def _requeue_recent(self) -> None:
         """Re-check the jobs of the last day that the restored checkpoint covers."""

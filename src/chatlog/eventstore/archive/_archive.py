@@ -18,7 +18,6 @@ It is safe to call from several threads.
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 import uuid
@@ -157,10 +156,11 @@ class Archive:
                 self._metadata.popitem(last=False)
         return meta
 
-    def _parquet(self, path: str) -> pq.ParquetFile:
+    def _parquet(self, path: str, dictionary: list[str] | None = None) -> pq.ParquetFile:
         meta = self._file_metadata(path)
         source = self.storage.open(path)
-        return pq.ParquetFile(source, metadata=meta, memory_map=isinstance(source, str))
+        return pq.ParquetFile(source, metadata=meta, memory_map=isinstance(source, str),
+                              read_dictionary=dictionary)
 
     def _row_group(self, path: str, group: int) -> seg.Rows:
         key = (path, group)
@@ -169,7 +169,8 @@ class Archive:
             if rows is not None:
                 self._rows.move_to_end(key)
                 return rows
-        rows = seg.Rows.of(self._parquet(path).read_row_group(group, columns=seg.ROW_COLUMNS))
+        rows = seg.Rows.of(self._parquet(path, seg.DICTIONARY_COLUMNS).read_row_group(
+            group, columns=seg.ROW_COLUMNS))
         with self._lock:
             self._rows[key] = rows
             while len(self._rows) > _ROWS_CACHED:
@@ -205,8 +206,8 @@ class Archive:
                 if most is not None and most < key[0]:
                     continue
                 rows = self._row_group(path, group)
-                start = bisect.bisect_right(rows.keys, key)
-                stop = min(len(rows.keys), start + limit - len(out))
+                start = rows.index_after(key)
+                stop = min(len(rows), start + limit - len(out))
                 out.extend(rows.flats(start, stop))
                 if len(out) >= limit:
                     return out

@@ -18,6 +18,7 @@ body           binary                 JSON: ``n`` project name, ``d`` data, ``s`
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -215,6 +216,8 @@ def int_list(column: pa.ChunkedArray | pa.Array) -> list[int]:
     return out
 
 
+#: Columns read dictionary-encoded (few distinct values: one Python object each).
+DICTIONARY_COLUMNS = ["type", "aggregate"]
 #: The columns a read by position or aggregate decodes.
 ROW_COLUMNS = ["position", "position_ms", "position_seq", "event_id", "aggregate", "version",
                "type", "body"]
@@ -222,9 +225,15 @@ ROW_COLUMNS = ["position", "position_ms", "position_seq", "event_id", "aggregate
 
 @dataclass(slots=True)
 class Rows:
-    """One decoded row group, ready to hand out as flat field lists."""
+    """One decoded row group, ready to hand out as flat field lists.
 
-    keys: list[tuple[int, int]]
+    Built with as few Python objects per row as it can: the type and aggregate
+    columns are read dictionary-encoded, so each distinct value is one bytes
+    object shared by its rows, and positions are searched by their ms and seq
+    parts (no tuple per row)."""
+
+    ms: list[int]
+    seqs: list[int]
     positions: list[bytes]
     ids: list[bytes]
     types: list[bytes]
@@ -236,18 +245,28 @@ class Rows:
 
     @classmethod
     def of(cls, table: pa.Table) -> Rows:
-        versions = table.column("version")
+        versions = int_list(table.column("version"))
+        texts = {v: str(v).encode() for v in set(versions)}
         return cls(
-            keys=list(zip(int_list(table.column("position_ms")),
-                          int_list(table.column("position_seq")), strict=True)),
+            ms=int_list(table.column("position_ms")),
+            seqs=int_list(table.column("position_seq")),
             positions=bytes_list(table.column("position")),
             ids=bytes_list(table.column("event_id")),
-            types=bytes_list(table.column("type")),
-            aggregates=bytes_list(table.column("aggregate")),
-            versions=int_list(versions),
-            version_texts=bytes_list(versions.cast(pa.string())),
+            types=shared_bytes(table.column("type")),
+            aggregates=shared_bytes(table.column("aggregate")),
+            versions=versions,
+            version_texts=list(map(texts.__getitem__, versions)),
             bodies=bytes_list(table.column("body")),
         )
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def index_after(self, key: tuple[int, int]) -> int:
+        """The index of the first row whose position comes after ``key``."""
+        lo = bisect.bisect_left(self.ms, key[0])
+        hi = bisect.bisect_right(self.ms, key[0], lo)
+        return bisect.bisect_right(self.seqs, key[1], lo, hi) if lo < hi else lo
 
     def flat(self, i: int) -> tuple[bytes, list[bytes]]:
         return self.positions[i], [
@@ -257,7 +276,19 @@ class Rows:
 
     def flats(self, start: int, stop: int) -> list[tuple[bytes, list[bytes]]]:
         """Rows ``start`` to ``stop - 1`` as ``(position, flat fields)``."""
-        p, i, t, a, v, b = (self.positions, self.ids, self.types, self.aggregates,
-                            self.version_texts, self.bodies)
-        return [(p[k], [b"i", i[k], b"t", t[k], b"a", a[k], b"v", v[k], b"b", b[k]])
-                for k in range(start, stop)]
+        return [(p, [b"i", i, b"t", t, b"a", a, b"v", v, b"b", b])
+                for p, i, t, a, v, b in zip(
+                    self.positions[start:stop], self.ids[start:stop], self.types[start:stop],
+                    self.aggregates[start:stop], self.version_texts[start:stop],
+                    self.bodies[start:stop], strict=True)]
+
+
+def shared_bytes(column: pa.ChunkedArray | pa.Array) -> list[bytes]:
+    """A string column of few distinct values as bytes, one object per distinct value."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not pa.types.is_dictionary(column.type):
+        column = column.dictionary_encode()
+    values = bytes_list(column.dictionary)
+    indices: list[int] = column.indices.to_pylist()
+    return list(map(values.__getitem__, indices))

@@ -1,0 +1,174 @@
+"""The phases of ``bench_archive.py`` that run on the filled log: replay through the
+store, ``chatlog rebuild`` from the archive beside the XRANGE-based rebuild of the
+same events, and ``chatlog serve`` start-up and ``/v1/events`` paging.
+
+``chatlog rebuild`` and ``chatlog serve`` run as real child processes (``python -m
+chatlog``) on the bench's Valkey, with the settings a deployment would give them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from _common import ROOT
+from chatlog.eventstore import EventStore
+from chatlog.eventstore.archive import Archive
+from chatlog.eventstore.codec import START
+
+#: Runs a command; prints its wall time and the peak RSS of it and its children.
+_TIMED = (
+    "import json, resource, subprocess, sys, time\n"
+    "t = time.perf_counter()\n"
+    "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+    "print(json.dumps({'rc': rc, 'seconds': time.perf_counter() - t,\n"
+    "                  'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss"
+    " / 1024}))\n"
+)
+
+
+def cli_env(url: str, prefix: str, data_dir: Path, archive: str, hot: int) -> dict[str, str]:
+    """The environment of a ``chatlog`` child on the bench's log."""
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CHATLOG_REDIS_URL": url,
+            "CHATLOG_KEY_PREFIX": prefix, "CHATLOG_DATA_DIR": str(data_dir),
+            "CHATLOG_ARCHIVE_URL": archive, "CHATLOG_HOT_EVENTS": str(hot),
+            "CHATLOG_LOG_LEVEL": "WARNING"}
+
+
+async def replay_store(url: str, prefix: str, archive_dir: str | None, k: int) -> float:
+    """Events/s of an ``EventStore.read_flat`` loop from the start (the tiered read when
+    ``archive_dir`` is given), 1,000 a page."""
+    store = await EventStore.open(url, prefix=prefix)
+    if archive_dir is not None:
+        store.archive = Archive.open(archive_dir)
+    n, after = 0, START
+    t0 = time.perf_counter()
+    while n < k:
+        page = await store.read_flat(0, after, min(1000, k - n))
+        if not page:
+            break
+        n += len(page)
+        after = page[-1][0].decode()
+    rate = n / (time.perf_counter() - t0)
+    await store.close()
+    return rate
+
+
+async def copy_log(url: str, archive_dir: str, prefix: str, to_prefix: str) -> int:
+    """The whole log (archive, then hot tail) as one Redis stream under ``to_prefix``,
+    same positions and content: what today's build would hold. Events copied."""
+    src = await EventStore.open(url, prefix=prefix)
+    src.archive = Archive.open(archive_dir)
+    dst = await EventStore.open(url, prefix=to_prefix)
+    key = dst.keys.log(0)
+    copied, after = 0, START
+    while True:
+        page = await src.read_flat(0, after, 10_000)
+        if not page:
+            break
+        pipe = dst.redis.pipeline(transaction=False)
+        for pos, flat in page:
+            pipe.xadd(key, dict(zip(flat[::2], flat[1::2], strict=True)), id=pos)
+        await pipe.execute()
+        copied += len(page)
+        after = page[-1][0].decode()
+    await src.close()
+    await dst.close()
+    return copied
+
+
+def timed_rebuild(env: dict[str, str]) -> dict[str, Any]:
+    """``chatlog rebuild -q`` end to end: seconds and peak RSS (MiB)."""
+    out = subprocess.run([sys.executable, "-c", _TIMED, sys.executable, "-m", "chatlog",
+                          "rebuild", "-q"], env=env, capture_output=True, text=True,
+                         check=True)
+    doc: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    if doc["rc"]:
+        raise RuntimeError(f"chatlog rebuild exited {doc['rc']}")
+    return doc
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _page_events(base: str, after: str | None, k: int) -> tuple[float, str]:
+    """Events/s of paging ``/v1/events`` (limit 1000) for ``k`` events after ``after``;
+    and the cursor reached."""
+    n = 0
+    cursor = after
+    with httpx.Client(base_url=base, timeout=60) as http:
+        t0 = time.perf_counter()
+        while n < k:
+            params: dict[str, Any] = {"limit": min(1000, k - n)}
+            if cursor is not None:
+                params["after"] = cursor
+            doc = http.get("/v1/events", params=params).raise_for_status().json()
+            n += len(doc["events"])
+            cursor = doc["cursor"]
+            if not doc["events"] and not doc["has_more"]:
+                break
+        return n / (time.perf_counter() - t0), str(cursor)
+
+
+def serve_start(env: dict[str, str], *, page: tuple[int, str | None, int] | None = None,
+                timeout: float = 900.0) -> dict[str, Any]:
+    """Start ``chatlog serve``; seconds to listening and to ``/readyz`` 200 (and what
+    /readyz said then). With ``page`` = (k, hot cursor, hot k): also /v1/events paging
+    rates, from the start (archive) and from ``hot cursor`` (Redis). Stopped by pid."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "chatlog", "serve", "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    out: dict[str, Any] = {}
+    try:
+        while "listen_s" not in out:
+            if proc.poll() is not None or time.perf_counter() - t0 > timeout:
+                raise RuntimeError(f"serve did not listen: {proc.stderr.read().decode()[-2000:]}"
+                                   if proc.poll() is not None and proc.stderr else
+                                   "serve did not listen in time")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    out["listen_s"] = time.perf_counter() - t0
+                    break
+            time.sleep(0.01)
+        with httpx.Client(base_url=base, timeout=10) as http:
+            while True:
+                r = http.get("/readyz")
+                if r.status_code == 200:
+                    out["ready_s"] = time.perf_counter() - t0
+                    out["readyz"] = r.json()
+                    break
+                if time.perf_counter() - t0 > timeout:
+                    raise RuntimeError(f"serve not ready in {timeout:.0f} s: {r.text[:500]}")
+                time.sleep(0.01)
+        if page is not None:
+            k, hot_cursor, hot_k = page
+            out["events_archive"], _ = _page_events(base, None, k)
+            out["events_redis"], _ = _page_events(base, hot_cursor, hot_k)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return out
+
+
+async def serve_phase(env: dict[str, str], reps: int,
+                      page: tuple[int, str | None, int]) -> list[dict[str, Any]]:
+    return [await asyncio.to_thread(serve_start, env, page=page) for _ in range(reps)]
