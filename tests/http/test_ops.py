@@ -50,10 +50,12 @@ async def test_not_ready_while_the_read_models_are_far_behind(store, tmp_path) -
 
             async def ready() -> dict | None:
                 resp = await client.get("/readyz")
-                return await resp.json() if resp.status == 200 else None
+                doc = await resp.json()
+                caught_up = resp.status == 200 and doc["projection"]["events_behind"] == 0
+                return doc if caught_up else None
 
-            doc = await eventually(ready, what="/readyz answering 200")
-            assert isinstance(doc, dict) and doc["projection"]["events_behind"] == 0
+            doc = await eventually(ready, what="/readyz answering 200, caught up")
+            assert isinstance(doc, dict) and "catching_up" not in doc["projection"]
         finally:
             await services.projector.stop()
             services.read_model.close()
@@ -73,6 +75,60 @@ class _Failing:
 
     def apply(self, conn: object, events: object) -> None:
         raise RuntimeError("this projection cannot apply anything")
+
+
+class _Slow:
+    """A projection whose batches wait for ``go``: the projector stays in its catch-up."""
+
+    name = "slow"
+    event_types = frozenset({"message.appended"})
+
+    def __init__(self) -> None:
+        import threading
+
+        self.go = threading.Event()
+
+    def create_schema(self, conn: object) -> None:
+        pass
+
+    def create_indexes(self, conn: object) -> None:
+        pass
+
+    def apply(self, conn: object, events: object) -> None:
+        self.go.wait(30)
+
+
+async def test_ready_during_the_start_up_catch_up_which_it_shows(store, tmp_path) -> None:
+    """A server on a log far ahead of its read model (a fresh data dir) is ready at once;
+    /readyz says it is catching up and how far behind it is."""
+    from chatlog.http import Services
+    from chatlog.projections.projector import Projector
+
+    for i in range(12):
+        await store.append([message("Far", f"thread-{i}", f"m{j}") for j in range(100)])
+    settings = Settings(redis_url=store.url, key_prefix=store.keys.prefix, data_dir=tmp_path)
+    slow = _Slow()
+    projector = Projector(store, settings.sqlite_path, [slow], batch_size=100)
+    app = create_app(settings, store, services=Services(projector=projector))
+    try:
+        async with TestClient(TestServer(app)) as client:
+            resp = await client.get("/readyz")
+            doc = await resp.json()
+            assert resp.status == 200, doc
+            assert doc["projection"]["catching_up"] is True
+            assert doc["projection"]["events_behind"] > 1000
+            slow.go.set()
+
+            async def caught_up() -> dict | None:
+                resp = await client.get("/readyz")
+                doc = await resp.json()
+                return doc if resp.status == 200 and "catching_up" not in doc[
+                    "projection"] else None
+
+            doc = await eventually(caught_up, what="the catch-up to end")
+            assert isinstance(doc, dict) and doc["projection"]["events_behind"] == 0
+    finally:
+        slow.go.set()
 
 
 async def test_readiness_shows_the_projectors_last_error(store, tmp_path) -> None:

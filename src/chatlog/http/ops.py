@@ -40,7 +40,9 @@ async def projection_lag(st: AppState) -> dict[str, Any] | None:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: Redis answers and the read models are not far behind."""
+    """Readiness: Redis answers and the read models are not far behind (once they have
+    caught up since start: during the start-up catch-up it is ready, and says
+    ``catching_up`` with the events still behind)."""
     st = state(request)
     ready = True
     store_status = "ok"
@@ -61,7 +63,12 @@ async def readyz(request: web.Request) -> web.Response:
         behind = lag_events(projection)
         if behind is not None:
             st.metrics.projection_lag.set(behind)
-            if behind > READY_MAX_LAG:
+            if behind and not st.services.projector.caught_up_once:
+                # Start-up catch-up (a fresh data dir, a read model far behind) goes on in
+                # the background: appends, replay and waits work; queries answer what the
+                # read model has (min_position waits for an append's position).
+                projection["catching_up"] = True
+            elif behind > READY_MAX_LAG:
                 ready = False
         if not st.services.projector.running:
             ready = False

@@ -113,6 +113,9 @@ class Projector:
         self.failures_total = 0
         #: Times the projector rebuilt its read model because it diverged from the log.
         self.repairs = 0
+        #: Whether the live loop has caught up with the log since :meth:`start` (its tail
+        #: went idle once); before that it is catching up (``/readyz`` says so).
+        self.caught_up_once = False
         #: Repair by a rebuild after this many failures of one batch in a row
         #: (0: never repair; :meth:`catch_up` raises on a divergence instead).
         self.heal_after = heal_after
@@ -357,6 +360,7 @@ class Projector:
             raise _Diverged(gone, self._committed)
 
     async def _on_idle(self) -> None:
+        self.caught_up_once = True
         await self._verify(range(self._partitions))
 
     async def _heal(self, reason: str) -> None:
