@@ -395,10 +395,12 @@ class EventStore:
         return exc.with_cursor(str(await tiers.oldest_cursor(cursor, self.horizon)))
 
     async def log_info(self, partition: int, after: str = START) -> LogInfo:
-        """How long ``partition``'s log is, and where it stands relative to ``after``
-        (for lag reports: how far a reader at ``after`` is behind)."""
+        """How long ``partition``'s log is, in both tiers (first and last position,
+        events per tier and in all), and where it stands relative to ``after`` (for lag
+        reports: how far a reader at ``after`` is behind)."""
         self._check_partition(partition)
-        return await _status.read_log_info(self.redis, self._topology, self.keys, partition, after)
+        return await _status.read_log_info(self.redis, self._topology, self.keys, partition,
+                                           after, self.archive)
 
     # -- tailing --------------------------------------------------------------------
 
