@@ -122,10 +122,17 @@ def _page_events(base: str, after: str | None, k: int) -> tuple[float, str]:
         return n / (time.perf_counter() - t0), str(cursor)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def serve_start(env: dict[str, str], *, page: tuple[int, str | None, int] | None = None,
                 timeout: float = 900.0) -> dict[str, Any]:
-    """Start ``chatlog serve``; seconds to listening and to ``/readyz`` 200 (and what
-    /readyz said then). With ``page`` = (k, hot cursor, hot k): also /v1/events paging
+    """Start ``chatlog serve``; seconds to listening and to ``/readyz`` 200, the CPU
+    seconds the process had used by then (start-up work, apart from waiting for the
+    shared machine's cores), and what /readyz said then. With ``page`` = (k, hot cursor, hot k): also /v1/events paging
     rates, from the start (archive) and from ``hot cursor`` (Redis). Stopped by pid."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -143,6 +150,7 @@ def serve_start(env: dict[str, str], *, page: tuple[int, str | None, int] | None
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     out["listen_s"] = time.perf_counter() - t0
+                    out["listen_cpu_s"] = _cpu_seconds(proc.pid)
                     break
             time.sleep(0.01)
         with httpx.Client(base_url=base, timeout=10) as http:
@@ -150,6 +158,7 @@ def serve_start(env: dict[str, str], *, page: tuple[int, str | None, int] | None
                 r = http.get("/readyz")
                 if r.status_code == 200:
                     out["ready_s"] = time.perf_counter() - t0
+                    out["ready_cpu_s"] = _cpu_seconds(proc.pid)
                     out["readyz"] = r.json()
                     break
                 if time.perf_counter() - t0 > timeout:
