@@ -1,8 +1,18 @@
-"""Moving events from Redis into the archive in tests, the archiver's way.
+"""Archiving in tests: the real archiver, with a small hot window and small segments.
 
-The archiver itself (``chatlog.eventstore.archiver``) is built beside these
-readers; this helper follows its protocol with the archive's public API, so
-the readers are tested against real segments and a really trimmed Redis.
+``archiver(store, archive, hot, segment).run_pass()`` runs one pass of
+:class:`chatlog.eventstore.archiver.Archiver` (lease, stage, verify, publish,
+open-wait snapshot, index trim, XTRIM) over partition 0, so the readers are
+tested against segments it wrote and a Redis it trimmed.
+
+One thing the real archiver cannot do inside a test process is stop between two
+of its steps: its fault hook (``crash_at``) ends the process, which
+``tests/archive/test_archiver.py`` does to real ``chatlog archive`` and
+``chatlog serve`` processes at each step. A reader test that needs an event in
+both tiers at a precise boundary (``crash_before_trim``) therefore publishes the
+oldest events with the archive's own API under the partition's real lease and
+leaves Redis as it is: the state a crash between "published" and
+"index-trimmed" leaves. The next real pass finishes that trim.
 """
 
 from __future__ import annotations
@@ -11,49 +21,44 @@ from typing import Any
 
 from chatlog.eventstore import EventStore
 from chatlog.eventstore.archive import Archive
-from chatlog.eventstore.codec import parse_position
+from chatlog.eventstore.archiver import Archiver, HotWindow, Lease
 
 
 class Sealer:
-    """Moves a partition's oldest events beyond ``hot`` into segments of ``segment``,
-    the archiver's way: publish the segment, pop its positions off the aggregates'
-    index lists, then XTRIM the stream. (``crash_before_trim``: publish only, as
-    after a crash between publishing and trimming.)"""
+    """One partition's real archiver with a hot window of ``hot`` events (it seals once
+    the stream is over ``hot`` by a tenth) in segments of ``segment``."""
 
     def __init__(self, store: EventStore, archive: Archive, hot: int, segment: int = 15):
         self.store, self.archive, self.hot, self.segment = store, archive, hot, segment
+        self.archiver = Archiver(store, archive, HotWindow(hot, 0, 0), segment_events=segment)
 
     async def run_pass(self, crash_before_trim: bool = False) -> int:
         """One pass; how many events it sealed."""
+        if crash_before_trim:
+            return await self._publish_only()
+        (result,) = await self.archiver.run_pass([0])
+        assert not result.skipped or result.skipped == "within the hot window", result
+        return result.archived
+
+    async def _publish_only(self) -> int:
+        """Publish the oldest events beyond ``hot`` (after the archive's newest) as one
+        segment of at most ``segment``, and stop there, as a crash after "published"
+        would; how many it published."""
         store, key = self.store, self.store.keys.log(0)
         self.archive.reload()
         newest = self.archive.newest(0)
-        if newest is not None:  # finish what a pass that crashed before trimming left
-            await self._trim(await store.redis.xrange(key, "-", newest))
-        excess = int(await store.redis.xlen(key)) - self.hot
-        sealed = 0
-        while excess - sealed > 0:
-            raw: Any = await store.redis.xrange(key, "-", "+", min(self.segment, excess - sealed))
-            entries = [(pos, [x for kv in fields.items() for x in kv]) for pos, fields in raw]
-            self.archive.publish(self.archive.stage(0, entries), fence=1)
-            sealed += len(entries)
-            if crash_before_trim:
-                return sealed
-            await self._trim(raw)
-        return sealed
-
-    async def _trim(self, raw: Any) -> None:
-        """Pop ``raw``'s positions off their aggregates' index lists, then XTRIM them."""
+        raw: Any = await store.redis.xrange(key, f"({newest}" if newest else "-", "+")
+        raw = raw[: min(max(len(raw) - self.hot, 0), self.segment)]
         if not raw:
-            return
-        store = self.store
-        per_aggregate: dict[bytes, int] = {}
-        for _, fields in raw:
-            per_aggregate[fields[b"a"]] = per_aggregate.get(fields[b"a"], 0) + 1
-        for aggregate, n in per_aggregate.items():
-            await store.redis.ltrim(store.keys.aggregate_index(0, aggregate.decode()), n, -1)
-        ms, seq = parse_position(raw[-1][0].decode())
-        await store.redis.xtrim(store.keys.log(0), minid=f"{ms}-{seq + 1}", approximate=False)
+            return 0
+        lease = Lease(store, 0)
+        assert await lease.acquire(), "another archiver holds partition 0's lease"
+        try:
+            entries = [(pos, [x for kv in fields.items() for x in kv]) for pos, fields in raw]
+            self.archive.publish(self.archive.stage(0, entries), fence=lease.token)
+        finally:
+            await lease.release()
+        return len(raw)
 
 
 def archiver(store: EventStore, archive: Archive, hot: int, segment: int = 15) -> Sealer:

@@ -96,20 +96,24 @@ async def test_a_server_started_after_a_deletion_starts_without_warnings(
 
 
 async def test_replay_and_sse_resume_from_the_archive_while_appends_continue(
-        client, tmp_path) -> None:
-    """A cursor in the archive, across the tier boundary, while appends and archiving
-    continue: every event once, in order."""
-    store = client.app[STATE].store
-    store.archive = Archive.open(str(tmp_path / "archive"))
-    sealer = archiver(store, Archive.open(store.archive.url), hot=6, segment=7)
+        api, tmp_path) -> None:
+    """A cursor in the archive, across the tier boundary, while appends continue and the
+    server's own archiver (a hot window of 6 events, segments of 7, a pass every 50 ms)
+    keeps moving events out of Redis: every event once, in order."""
+    client = await api(hot_events=6, archive_segment_events=7, archive_interval=0.05)
+    st = client.app[STATE]
+    store = st.store
+    store.archive = Archive.open(st.settings.archive_location)
+
+    def archived() -> int:
+        return Archive.open(st.settings.archive_location).count(0)
+
     posted = [await post_message(client, "P", f"m{i}", thread_id="t") for i in range(25)]
-    await sealer.run_pass()
+    await eventually(lambda: archived() >= 19, what="the server's archiver sealing m0..m18")
 
     async def more() -> None:
         for i in range(25, 45):
             posted.append(await post_message(client, "P", f"m{i}", thread_id="t"))
-            if i % 5 == 0:
-                await sealer.run_pass()
 
     appending = asyncio.create_task(more())
 
@@ -129,8 +133,9 @@ async def test_replay_and_sse_resume_from_the_archive_while_appends_continue(
     finally:
         await appending
     assert seen == [f"m{i}" for i in range(45)]
+    await eventually(lambda: archived() >= 39, what="the archiver sealing m19..m38")
 
-    # An SSE client that stopped at event 3 (now archived) resumes: the rest, once, in order.
+    # An SSE client that stopped at event 3 (archived) resumes: the rest, once, in order.
     resp = await client.get("/v1/events/stream", headers={"Last-Event-ID": posted[3]["position"]})
     assert resp.status == 200
     late = asyncio.create_task(post_message(client, "P", "m45", thread_id="t"))
