@@ -214,3 +214,28 @@ async def test_a_read_model_behind_the_archive_starts_from_the_snapshot(
     assert reads and reads[0] == newest
     assert {w.workflow_id for w in second._timers.open.values()} >= {
         "wf-late", "wf-long", "wf-appr"} or second.open_waits >= 2
+
+
+async def test_an_erased_projects_open_waits_leave_the_snapshot(
+    orchestrator_factory: Callable[..., Any], store: EventStore, project: ProjectKey,
+    tmp_path: Path,
+) -> None:
+    """Erasing a project from the archive drops its open waits from the snapshot too, so
+    a restart from it never times out (writes to) a workflow of an erased project."""
+    from chatlog.eventstore.archive import erase_rows
+    from chatlog.eventstore.waits import read_snapshot
+    from chatlog.identity import normalize_project_id
+
+    store.archive = Archive.open(str(tmp_path / "archive"))
+    first: Orchestrator = await orchestrator_factory(start=False)
+    other = normalize_project_id("Other-Project")
+    await first.create_workflow(other, workflow_id="wf-other", start_timeout=60)
+    await _open_workflows_then_archive(first, store, project)
+    snap = read_snapshot(store.archive, 0)
+    assert snap is not None
+    assert {w["workflow_id"] for w in snap.waits.values()} == {
+        "wf-other", "wf-late", "wf-long", "wf-appr"}
+
+    erase_rows(store.archive, 0, str(project.key), None, f"{2**48}-0")
+    snap = read_snapshot(store.archive, 0)
+    assert snap is not None and [w["workflow_id"] for w in snap.waits.values()] == ["wf-other"]

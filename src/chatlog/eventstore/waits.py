@@ -164,3 +164,25 @@ def advance_quietly(archive: Archive, partition: int,
     except Exception:
         log.warning("archiver: the open-wait snapshot of partition %d was not advanced",
                     partition, exc_info=True)
+
+
+def erase_from_snapshot(archive: Archive, partition: int, project: str,
+                        aggregate: str | None = None, prefix: str | None = None) -> int:
+    """Drop the open waits of an erased scope (``project``, or its ``aggregate`` only, or
+    the aggregates under ``prefix``, as ``erase_rows`` scopes it) from the partition's
+    snapshot, so no restart brings them back; how many it dropped."""
+    snap = read_snapshot(archive, partition)
+    if snap is None:
+        return 0
+
+    def erased(key: str, wait: dict[str, Any]) -> bool:
+        if prefix is not None:
+            return key.startswith(prefix)
+        return wait["project"] == project if aggregate is None else key == aggregate
+
+    gone = [key for key, wait in snap.waits.items() if erased(key, wait)]
+    for key in gone:
+        del snap.waits[key]
+    if gone:
+        archive.storage.replace_bytes(snapshot_path(archive, partition), snap.dumps())
+    return len(gone)

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from chatlog.eventstore.archive import _segments as seg
 from chatlog.eventstore.archive._delete import replace_segments
 from chatlog.eventstore.archive._manifest import Manifest, SegmentEntry
+from chatlog.eventstore.waits import erase_from_snapshot
 
 if TYPE_CHECKING:
     from chatlog.eventstore.archive._archive import Archive
@@ -112,6 +113,7 @@ def erase_rows(archive: Archive, partition: int, project: str, aggregate: str | 
             return ArchiveErasure()
         new = replace_segments(archive, m, kept, added, next_segment=next_id, fence=m.fence,
                                deleted_before=m.deleted_before)
+        erase_from_snapshot(archive, partition, project, aggregate, prefix)
         for name in dropped:
             storage.remove(storage.join(f"partition={partition}", name))
         _remove_unlisted(archive, partition, new)
