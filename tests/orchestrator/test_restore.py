@@ -239,3 +239,29 @@ async def test_an_erased_projects_open_waits_leave_the_snapshot(
     erase_rows(store.archive, 0, str(project.key), None, f"{2**48}-0")
     snap = read_snapshot(store.archive, 0)
     assert snap is not None and [w["workflow_id"] for w in snap.waits.values()] == ["wf-other"]
+
+
+async def test_a_snapshot_that_lags_is_completed_from_the_archived_segments(
+    orchestrator_factory: Callable[..., Any], store: EventStore, project: ProjectKey,
+    tmp_path: Path,
+) -> None:
+    """No snapshot for the segments already archived (an archive older than snapshots, or
+    a pass that crashed before writing it): the next pass folds those segments first."""
+    from chatlog.eventstore.waits import read_snapshot
+
+    store.archive = Archive.open(str(tmp_path / "archive"))
+    first: Orchestrator = await orchestrator_factory(start=False)
+    await _open_workflows_then_archive(first, store, project)
+    (tmp_path / "archive" / "snapshots" / "partition=0.json").unlink()
+    for i in range(6):
+        await store.append_one(message(content=f"later {i}"))
+    (sealed,) = await Archiver(store, store.archive, HotWindow(2, 0, 0)).run_pass()
+    assert sealed.archived == 6
+    snap = read_snapshot(store.archive, 0)
+    assert snap is not None and snap.position == store.archive.newest(0)
+    assert {w["workflow_id"] for w in snap.waits.values()} == {"wf-late", "wf-long", "wf-appr"}
+
+    reads = _spy_reads(store)
+    second: Orchestrator = await orchestrator_factory()
+    assert reads[0] == snap.position
+    assert {w.workflow_id for w in second._timers.open.values()} >= {"wf-long", "wf-appr"}
