@@ -198,3 +198,21 @@ async def test_reading_backwards_continues_into_the_archive(
         seen += [orjson.loads(fields[b"b"])["d"]["content"] for _, fields in page]
         before = page[-1][0].decode()
     assert seen == contents[::-1]
+
+
+async def test_a_reader_with_a_stale_manifest_sees_a_deletion_made_elsewhere(
+        tiered: EventStore, archive: Archive) -> None:
+    """A server's reader keeps the manifest it read; a deletion made through another
+    handle (``chatlog delete-before`` in another process) is still honoured by reads
+    that the archive alone would serve: 410 inside it, the oldest kept from the start."""
+    await fill(tiered, 40)
+    assert await archiver(tiered, archive, hot=10, segment=8).run_pass() == 30
+    pos = [p.decode() for p, _ in await tiered.read_flat(0, START, 100)]
+    reader = tiered.archive  # its manifest is cached now
+    tiered.archive = Archive.open(archive.url)
+    assert await tiered.trim(0, pos[20]) == 20
+    tiered.archive = reader
+    with pytest.raises(PositionTrimmed):
+        await tiered.read_flat(0, pos[5], 5)
+    assert [p.decode() for p, _ in await tiered.read_flat(0, START, 5)] == pos[20:25]
+    assert [p.decode() for p, _ in await tiered.read_flat(0, pos[25], 3)] == pos[26:29]

@@ -232,21 +232,38 @@ def archive_tier(archive: Archive,
 # -- the store's reads, completed from the archive ------------------------------------
 
 
+def _archive_page(archive: Archive, partition: int, after: str, limit: int,
+                  horizon: bytes | None) -> list[FlatEntry]:
+    """The archive's page after ``after`` when the archive alone may serve it (see
+    :func:`read_both`; empty otherwise). The manifest is re-read first when it
+    predates the deletion that ``horizon`` (the last position deleted) records."""
+    if horizon is not None:
+        oldest = archive.oldest(partition)
+        if oldest is not None and _key(oldest) <= _key(horizon):
+            archive.reload()  # a deletion made elsewhere since the manifest was read
+    newest = archive.newest(partition)
+    if newest is None or (after != START and _key(after) >= _key(newest)):
+        return []
+    return archive.read_flat(partition, after, limit)
+
+
 async def read_both(topology: Topology, keys: Keys, archive: Archive, partition: int,
                     after: str, limit: int, *, flat: bool) -> list[Any]:
     """Up to ``limit`` entries after ``after`` across both tiers (flat fields with
     ``flat``, else dicts), checked against the deletion horizon.
 
     A cursor before the archive's newest position (as last seen) is first served
-    from the archive alone, after one horizon check: when the archive holds a
-    whole page after it, every entry of that page is older than anything Redis
-    holds but a crash's leftovers (the same events), so the page is complete and
-    Redis is not read (a replay from the start does not also fetch a page of the
-    hot tail per archived page). Otherwise the rule above finds the boundary."""
-    newest = archive.newest(partition) if limit > 0 else None
-    if newest is not None and (after == START or _key(after) < _key(newest)):
-        check_horizon(partition, after, await guard(topology.raw_horizon(keys, partition)))
-        cold_only = await asyncio.to_thread(archive.read_flat, partition, after, limit)
+    from the archive alone, after a check against the deletion horizon (one GET):
+    when the archive holds a whole page after it, every entry of that page is
+    older than anything Redis holds but a crash's leftovers (the same events), so
+    the page is complete and the hot tail is not read (a replay from the start
+    does not also fetch a page of Redis per archived page). Otherwise the rule
+    above finds the boundary."""
+    if limit > 0 and archive.newest(partition) is not None:
+        horizon = await guard(topology.raw_horizon(keys, partition))
+        check_horizon(partition, after, horizon)
+        cold_only = await asyncio.to_thread(_archive_page, archive, partition, after, limit,
+                                            horizon)
         if len(cold_only) >= limit:
             return cold_only if flat else [(pos, flat_fields(f)) for pos, f in cold_only]
     read, first = await topology.read_checked_first(keys, partition, after, limit, flat=flat)
