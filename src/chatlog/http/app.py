@@ -29,6 +29,7 @@ from chatlog.http import (
 from chatlog.http._routing import BODY_TIMEOUT, Endpoint
 from chatlog.http._server import AcceptErrors, ChatlogRunner, ConnectionLimits
 from chatlog.http._state import STATE, AppState, Services
+from chatlog.http.archive_metrics import watch_archive
 from chatlog.http.auth import TokenRegistry
 from chatlog.http.fanout import Fanout
 from chatlog.http.metrics import Metrics
@@ -115,6 +116,7 @@ def create_app(
     if services.projector is not None and hasattr(services.projector, "on_applied"):
         services.projector.on_applied = metrics.applied
     metrics.watch_projector(lambda: services.projector)
+    watch_archive(metrics, store, lambda: services.archiver)
     fanout = Fanout(
         store,
         buffer=settings.sse_buffer,
