@@ -82,9 +82,10 @@ def cli(ctx: click.Context, redis_url: str | None, data_dir: Path | None,
     \b
     One owner per data dir: `chatlog serve` locks it. Commands that need the
     log use the running server's Valkey. When no server runs, append, tail
-    --no-follow, status, trim, rebuild, import, migrate and dead-letters start
-    a private Valkey for as long as they run (safe: nothing else uses the
-    log meanwhile); worker and tail --follow need a running server.
+    --no-follow, status, delete-before (trim), rebuild, import, archive, erase,
+    jobs, migrate and dead-letters start a private Valkey for as long as they
+    run (safe: nothing else uses the log meanwhile); worker and tail --follow
+    need a running server.
     """
     overrides: dict[str, Any] = {}
     if redis_url is not None:

@@ -30,6 +30,7 @@ async def archive_command(ctx: click.Context, only: tuple[int, ...], quiet: bool
     Redis. Safe beside a running `chatlog serve`: one archiver per partition
     at a time (a lease in Redis); a partition whose lease another holds is
     skipped. See docs/archive.md.
+    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
     """
     from chatlog.eventstore.archiver import Archiver
 

@@ -33,6 +33,7 @@ async def erase(ctx: click.Context, project: str, thread_id: str | None, yes: bo
     history. An erasure interrupted by a crash is completed when ``serve``
     starts again. Run it beside the ``serve`` that owns the data dir (it waits
     for that server's read model to apply the tombstone).
+    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
 
     \b
     Example:
