@@ -60,10 +60,19 @@ async def test_archive_metrics_count_what_the_archiver_sealed(api, valkey_factor
 
 
 def test_the_example_alerts_watch_the_archive() -> None:
+    """Alerts for what the issue names (lag seconds, p99 latency, dead letters, Valkey
+    restarts) and for the archive (failing archiver, growing hot tail); a dashboard."""
     docs = DOCS.read_text()
     rules = docs[docs.index("## Example alert rules"):]
-    assert "chatlog_archive_failed_passes_total" in rules
-    assert "chatlog_hot_events" in rules
+    for series in ("chatlog_projection_lag_seconds", "histogram_quantile(0.99",
+                   "chatlog_jobs_dead_lettered_total", "chatlog_valkey_restarts_total",
+                   "chatlog_archive_failed_passes_total", "chatlog_hot_events"):
+        assert series in rules, series
+    yaml = pytest.importorskip("yaml")
+    block = re.search(r"```yaml\n(.*?)```", rules, re.DOTALL)
+    assert block is not None
+    alerts = {r["alert"] for r in yaml.safe_load(block.group(1))["groups"][0]["rules"]}
+    assert {"ChatlogArchiverFailing", "ChatlogHotTailGrowing"} <= alerts
     dashboard = (DOCS.parent / "grafana-dashboard.json").read_text()
     for series in ("chatlog_archive_events_total", "chatlog_archive_failed_passes_total",
                    "chatlog_hot_events", "chatlog_hot_oldest_age_seconds"):
