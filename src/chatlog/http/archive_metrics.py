@@ -69,17 +69,17 @@ async def hot_tier(store: EventStore) -> list[tuple[int, float]]:
     """Per partition: the events its Redis stream holds, and its oldest one's age in s."""
     redis: Any = store.redis
     now = time.time()
-    figures = []
-    for p in range(store.partitions):
+
+    async def one(p: int) -> tuple[int, float]:
         key = store.keys.log(p)
         count = int(await redis.xlen(key))
         first = await redis.xrange(key, count=1) if count else []
-        age = 0.0
-        if first:
-            ms, _ = parse_position(text(first[0][0]))
-            age = max(0.0, now - ms / 1000)
-        figures.append((count, age))
-    return figures
+        if not first:
+            return count, 0.0
+        ms, _ = parse_position(text(first[0][0]))
+        return count, max(0.0, now - ms / 1000)
+
+    return list(await asyncio.gather(*(one(p) for p in range(store.partitions))))
 
 
 class ArchiverCollector(Collector):
