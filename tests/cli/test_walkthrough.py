@@ -99,3 +99,14 @@ async def test_appends_from_the_cli_and_imports_are_counted_by_type(
 
 def test_build_is_ignored_by_git() -> None:
     assert "build/" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_without_a_server_a_command_says_it_runs_on_a_private_valkey(data: Path) -> None:
+    """README: "a command uses the running `chatlog serve`'s log, and says so when none runs"."""
+    Served(data).stop()  # creates the data dir
+    proc = subprocess.run([*CHATLOG, "append", "Blog-Project", "hello", "--data-dir", str(data)],
+                          capture_output=True, text=True, timeout=60, env=clean_env())
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["version"] == 1
+    assert proc.stderr.strip() == (f"no chatlog serve owns data dir {data}: append runs on a "
+                                   "private Valkey, stopped when it ends")
