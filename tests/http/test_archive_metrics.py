@@ -77,3 +77,16 @@ def test_the_example_alerts_watch_the_archive() -> None:
     for series in ("chatlog_archive_events_total", "chatlog_archive_failed_passes_total",
                    "chatlog_hot_events", "chatlog_hot_oldest_age_seconds"):
         assert series in dashboard, series
+
+
+async def test_an_archive_that_cannot_open_is_a_failed_pass(store, tmp_path: Path) -> None:
+    from chatlog.eventstore.archiver import Archiver
+
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the archive should be")
+    archiver = Archiver(store, str(blocked / "archive"), HotWindow(events=1, seconds=0, bytes=0))
+    for _ in range(2):
+        with pytest.raises(OSError):
+            await archiver.run_pass()
+    assert (archiver.counters.passes, archiver.counters.failed_passes) == (2, 2)
+    assert archiver.counters.last_success == 0

@@ -321,15 +321,15 @@ class Archiver:
     ) -> list[PassResult]:
         """Archive every partition (or those given) once; what was done to each."""
         wanted = range(self.store.partitions) if partitions is None else partitions
-        if isinstance(self._archive, str):
-            await asyncio.to_thread(lambda: self.archive)
         for p in wanted:
             if not 0 <= p < self.store.partitions:
                 raise InvalidInput(
                     f"partition {p} does not exist; this log has partitions "
                     f"0..{self.store.partitions - 1}"
                 )
-        with self.counters.counting() as count:
+        with self.counters.counting() as count:  # an archive that cannot open fails too
+            if isinstance(self._archive, str):
+                await asyncio.to_thread(lambda: self.archive)
             return count([await self.archive_partition(p, progress=progress) for p in wanted])
 
     async def archive_partition(
