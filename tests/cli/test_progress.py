@@ -18,8 +18,9 @@ from chatlog.eventstore.embedded import EmbeddedValkey
 from tests.helpers import message
 
 CLI = Path(__file__).parents[2] / "src" / "chatlog" / "cli"
-#: A finished bar: "<label> ━━━ 5/5 events [N events/s] elapsed 0:00:00 · left 0:00:00".
-FINISHED = r"(\d+)/\1 {unit} .*elapsed \d+:\d\d:\d\d · left 0:00:00"
+#: A finished bar, on one line even in a pipe:
+#: "<label> ━━━ 5/5 events [N events/s] elapsed 0:00:00 · left 0:00:00".
+FINISHED = r"{label} .* (\d+)/\1 {unit} .*elapsed \d+:\d\d:\d\d · left 0:00:00"
 
 
 def test_progress_reads_elapsed_and_left() -> None:
@@ -57,7 +58,7 @@ async def test_archive_migrate_erase_and_rebuild_show_the_same_bar(
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("CHATLOG_")},
            "CHATLOG_REDIS_URL": source.url, "CHATLOG_KEY_PREFIX": key_prefix,
            "CHATLOG_DATA_DIR": str(tmp_path / "data"), "CHATLOG_HOT_EVENTS": "5",
-           "CHATLOG_HOT_BYTES": "0", "COLUMNS": "200"}
+           "CHATLOG_HOT_BYTES": "0"}
 
     def chatlog(*args: str) -> str:
         proc = subprocess.run([sys.executable, "-m", "chatlog", *args], env=env,
@@ -73,9 +74,12 @@ async def test_archive_migrate_erase_and_rebuild_show_the_same_bar(
     }
     assert "archiving p0" in shown["archive"] and "copying" in shown["migrate"]
     assert "erasing" in shown["erase"] and "rebuild" in shown["rebuild"]
+    labels = {"archive": "archiving p0", "migrate": "copying", "erase": "erasing",
+              "rebuild": "rebuild"}
     for command, stderr in shown.items():
         unit = "steps" if command == "erase" else "events"
-        assert re.search(FINISHED.format(unit=unit), stderr), f"{command}: {stderr}"
+        assert re.search(FINISHED.format(label=labels[command], unit=unit), stderr), \
+            f"{command}: {stderr}"
     assert "6/6 steps" in shown["erase"]
     assert "20/20 events" in shown["migrate"]
     quiet = chatlog("migrate", "--to", target.url, "--quiet")

@@ -24,6 +24,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+#: Columns of a bar drawn into a pipe or a file.
+PIPED_WIDTH = 160
 #: ``update(done, total)`` of one bar.
 Update = Callable[[int, int], None]
 
@@ -104,8 +106,11 @@ def progress_bars(unit: str = "events", *, quiet: bool = False, rate: bool = Tru
     if quiet:
         yield Bars(None)
         return
-    with Progress(*columns(unit, rate=rate), console=console or Console(stderr=True),
-                  transient=False) as progress:
+    if console is None:
+        console = Console(stderr=True)
+        if not console.is_terminal:  # a log file: one whole line, not rich's 80 columns
+            console.width = PIPED_WIDTH
+    with Progress(*columns(unit, rate=rate), console=console, transient=False) as progress:
         yield Bars(progress)
 
 
