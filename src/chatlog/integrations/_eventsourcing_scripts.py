@@ -8,6 +8,8 @@ from chatlog.integrations._runtime import LUA_ADD_ENTRY
 # ARGV: base, application ('1'/'0'), then the tracking record (upstream ('' = none), id,
 # event id, type, aggregate, body, index), n, then per event 10 values: event id, type,
 # aggregate, index, originator digest, originator version, topic, JSON head, JSON tail, blob.
+# -> {'ok', position, notification id (0: none)..., [tracking position, 0]} (the shape
+# chatlog.eventstore.scripted acknowledges) | {'conflict', i} | {'tracking', current}
 _INSERT = LUA_ADD_ENTRY + """
 local function be32(n)
   return string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
@@ -42,11 +44,13 @@ for i = 0, n - 1 do
   local pos = add_entry(KEYS[1], KEYS[2], ARGV[b + 3], ARGV[b], ARGV[b + 1], ARGV[b + 2], body)
   redis.call('ZADD', base .. ':o:' .. ARGV[b + 4], ARGV[b + 5], pos)
   if app then redis.call('ZADD', KEYS[4], nid, pos .. ' ' .. ARGV[b + 6]) end
+  out[#out + 1] = pos
   out[#out + 1] = nid
 end
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[5], ARGV[3], ARGV[4])
-  add_entry(KEYS[1], KEYS[2], ARGV[9], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+  out[#out + 1] = add_entry(KEYS[1], KEYS[2], ARGV[9], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+  out[#out + 1] = 0
 end
 return out
 """
@@ -61,7 +65,8 @@ local function body_of(flat)
 end
 """
 
-# KEYS: log, originator zset; ARGV: min, max, desc ('1'/'0'), limit ('' = none) -> bodies
+# KEYS: log, originator zset; ARGV: min, max, desc ('1'/'0'), limit ('' = none)
+# -> per event its body, or {position} when the entry left the stream (archived)
 _SELECT_EVENTS = _BODY_OF + """
 local cmd, lo, hi = 'ZRANGEBYSCORE', ARGV[1], ARGV[2]
 if ARGV[3] == '1' then cmd, lo, hi = 'ZREVRANGEBYSCORE', ARGV[2], ARGV[1] end
@@ -74,12 +79,13 @@ end
 local out = {}
 for i = 1, #r do
   local e = redis.call('XRANGE', KEYS[1], r[i], r[i])
-  if #e > 0 then out[#out + 1] = body_of(e[1][2]) end
+  if #e > 0 then out[#out + 1] = body_of(e[1][2]) else out[#out + 1] = {r[i]} end
 end
 return out
 """
 
-# KEYS: log, notifications; ARGV: min, max, limit, topics... -> {notification id, body}...
+# KEYS: log, notifications; ARGV: min, max, limit, topics...
+# -> {notification id, body or {position} when the entry left the stream (archived)}...
 _SELECT_NOTIFICATIONS = _BODY_OF + """
 local want = nil
 if #ARGV > 3 then
@@ -101,7 +107,8 @@ while #out < limit do
     if (not want) or want[string.sub(m, sep + 1)] then
       local pos = string.sub(m, 1, sep - 1)
       local e = redis.call('XRANGE', KEYS[1], pos, pos)
-      if #e > 0 then out[#out + 1] = {r[i + 1], body_of(e[1][2])} end
+      if #e > 0 then out[#out + 1] = {r[i + 1], body_of(e[1][2])}
+      else out[#out + 1] = {r[i + 1], {pos}} end
       if #out >= limit then break end
     end
   end
