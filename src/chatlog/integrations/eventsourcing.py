@@ -119,11 +119,11 @@ class ChatlogRecorder:
                      aggregate, body, index]
         else:
             args += ["", 0, "", "", "", "", ""]
-        args.append(len(stored_events))
         project = self.datastore.project
-        agg_prefix = f"{project.key}/eventsourcing/{self.name}/"
-        index_of = self.datastore.store.keys.aggregate_index
-        partition = self.datastore.partition
+        args += [len(stored_events), _RECORDED,
+                 f"{project.key}/eventsourcing/{self.name}/",
+                 self.datastore.store.keys.aggregate_index(self.datastore.partition, "")]
+        digests: dict[str, str] = {}
         for s in stored_events:
             # The body exactly as codec.encode_body writes an EventsourcingRecorded event
             # (built here without the model: a batch of 100 is a hot path).
@@ -138,9 +138,11 @@ class ChatlogRecorder:
                 head, tail = doc[: at + len(_NID)], doc[at + len(_PLACEHOLDER):]
             else:
                 head, tail = doc, b""
-            aggregate = agg_prefix + oid
-            args += [str(random_uuid()), _RECORDED, aggregate, index_of(partition, aggregate),
-                     digest(oid), s.originator_version, s.topic, head, tail, bytes(s.state)]
+            d = digests.get(oid)
+            if d is None:
+                d = digests[oid] = digest(oid)
+            args += [str(random_uuid()), oid, d, s.originator_version, s.topic, head, tail,
+                     bytes(s.state)]
         reply = self.datastore.insert(
             [self._log, self._versions, self._sequence, self._notifications, self._tracking],
             args,
