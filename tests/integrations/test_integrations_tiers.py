@@ -86,6 +86,11 @@ async def test_archived_langgraph_checkpoints_read_back(tmp_path: Path,
         assert snapshot(await saver.aget_tuple(config)) == latest
         assert [snapshot(t) async for t in saver.alist(config)] == before
         assert [s async for s in app.aget_state_history(config)] == history
+        # a copy of the thread carries its archived checkpoints and writes
+        await saver.acopy_thread("t-1", "t-copy")
+        copied = [t async for t in saver.alist({"configurable": {"thread_id": "t-copy"}})]
+        assert [(t.checkpoint, t.metadata, t.pending_writes) for t in copied] == [
+            (b[1], b[2], b[4]) for b in before]
         # the graph goes on from its archived history
         result = await app.ainvoke({}, config)
         assert len(result["notes"]) == 8
@@ -203,6 +208,22 @@ async def test_deleting_a_thread_erases_it_from_redis_and_the_archive(
         assert [t async for t in saver.alist(generate_config("t-gone"))] == []
         assert [t.config for t in [t async for t in saver.alist(None)]] == [kept]
         assert await saver.aget_tuple(kept) is not None
+
+
+async def test_deleting_a_thread_leaves_threads_whose_ids_extend_its_own(
+        store: EventStore) -> None:
+    """The erasure's scope is an aggregate id prefix: a thread ``a`` must not take ``a/b``."""
+    saver = ChatlogSaver(store, project="Agents")
+    for thread_id in ("a", "a/b", "a%2Fb"):
+        await saver.aput(generate_config(thread_id), generate_checkpoint(),
+                         generate_metadata(step=0), {})
+    await saver.adelete_thread("a")
+    assert await saver.aget_tuple(generate_config("a")) is None
+    assert await saver.aget_tuple(generate_config("a/b")) is not None
+    assert await saver.aget_tuple(generate_config("a%2Fb")) is not None
+    await saver.adelete_thread("a/b")
+    assert await saver.aget_tuple(generate_config("a/b")) is None
+    assert await saver.aget_tuple(generate_config("a%2Fb")) is not None
 
 
 async def test_pruning_erases_the_older_checkpoints_from_every_tier(
