@@ -128,6 +128,9 @@ return out
 
 # KEYS: log, notifications; ARGV: min, max, limit, topics...
 # -> {notification id, body or {position} when the entry left the stream (archived)}...
+# The entries of one chunk are read with one XRANGE over their span when the span holds
+# few other entries (an application that has its partition to itself: all of them), and
+# one XRANGE each for those it did not reach.
 _SELECT_NOTIFICATIONS = _BODY_OF + """
 local want = nil
 if #ARGV > 3 then
@@ -143,16 +146,29 @@ while #out < limit do
                        'LIMIT', offset, chunk)
   if #r == 0 then break end
   offset = offset + #r / 2
+  local picked = {}
   for i = 1, #r, 2 do
     local m = r[i]
     local sep = string.find(m, ' ', 1, true)
     if (not want) or want[string.sub(m, sep + 1)] then
-      local pos = string.sub(m, 1, sep - 1)
-      local e = redis.call('XRANGE', KEYS[1], pos, pos)
-      if #e > 0 then out[#out + 1] = {r[i + 1], body_of(e[1][2])}
-      else out[#out + 1] = {r[i + 1], {pos}} end
-      if #out >= limit then break end
+      picked[#picked + 1] = {r[i + 1], string.sub(m, 1, sep - 1)}
+      if #out + #picked >= limit then break end
     end
+  end
+  local found = {}
+  if #picked > 1 then
+    local span = redis.call('XRANGE', KEYS[1], picked[1][2], picked[#picked][2],
+                            'COUNT', 2 * #picked)
+    for _, e in ipairs(span) do found[e[1]] = e[2] end
+  end
+  for _, p in ipairs(picked) do
+    local fields = found[p[2]]
+    if not fields then
+      local e = redis.call('XRANGE', KEYS[1], p[2], p[2])
+      if #e > 0 then fields = e[1][2] end
+    end
+    if fields then out[#out + 1] = {p[1], body_of(fields)}
+    else out[#out + 1] = {p[1], {p[2]}} end
   end
   if #r / 2 < chunk then break end
 end
