@@ -118,10 +118,22 @@ if ARGV[4] ~= '' then
 else
   r = redis.call(cmd, KEYS[2], lo, hi)
 end
+local found = {}
+if #r > 1 then  -- one XRANGE over the span (positions grow with versions)
+  local lo, hi = r[1], r[#r]
+  if ARGV[3] == '1' then lo, hi = r[#r], r[1] end
+  for _, e in ipairs(redis.call('XRANGE', KEYS[1], lo, hi, 'COUNT', 2 * #r)) do
+    found[e[1]] = e[2]
+  end
+end
 local out = {}
 for i = 1, #r do
-  local e = redis.call('XRANGE', KEYS[1], r[i], r[i])
-  if #e > 0 then out[#out + 1] = body_of(e[1][2]) else out[#out + 1] = {r[i]} end
+  local fields = found[r[i]]
+  if not fields then
+    local e = redis.call('XRANGE', KEYS[1], r[i], r[i])
+    if #e > 0 then fields = e[1][2] end
+  end
+  if fields then out[#out + 1] = body_of(fields) else out[#out + 1] = {r[i]} end
 end
 return out
 """
