@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chatlog.eventstore.connection import UNAVAILABLE, unavailable
+from chatlog.eventstore.connection import UNAVAILABLE, text, unavailable
 from chatlog.eventstore.replication import run_replicated
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ async def run_append_script(store: EventStore, script: Any, keys: Sequence[str],
     in time (the write is on the primary: retrying it must be safe).
     """
     if store.ack != "replicated":
-        return await script(keys=list(keys), args=list(args))
+        return await run_script(store, script, keys, args)
     replies = await run_replicated(
         store.redis, script, [_Call(list(keys), list(args))], store.ack_replicas,
         store.ack_timeout, store.ack_fsync,
@@ -51,3 +51,15 @@ async def run_append_script(store: EventStore, script: Any, keys: Sequence[str],
     if isinstance(reply, BaseException):
         raise unavailable(reply) if isinstance(reply, UNAVAILABLE) else reply
     return reply
+
+
+async def run_script(store: EventStore, script: Any, keys: Sequence[str],
+                     args: Sequence[Any]) -> Any:
+    """Run ``script`` (registered on ``store.redis``) over the store's lean connection
+    when it has one (one server, not TLS: what its group commits use), else through
+    redis-py; its reply. For scripts that read, or that :func:`run_append_script`
+    runs under ``ack=local``."""
+    lean = store._topology.lean  # the store's own package
+    if lean is not None:
+        return await lean.evalsha(text(script.sha), text(script.script), list(keys), list(args))
+    return await script(keys=list(keys), args=list(args))

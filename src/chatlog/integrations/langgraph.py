@@ -47,7 +47,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from chatlog.events import LangGraphCheckpoint, LangGraphWrites
-from chatlog.eventstore.scripted import run_append_script
+from chatlog.eventstore.scripted import run_append_script, run_script
 from chatlog.eventstore.store import EventStore
 from chatlog.integrations._archived import archived_entries
 from chatlog.integrations._langgraph_erase import Deleter
@@ -162,9 +162,10 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
 
     async def _read(self, thread_id: str, ns: str, checkpoint_id: str) -> CheckpointTuple | None:
         k = self.keys
-        reply = await self._read_script(
-            keys=[k.log, k.cps(thread_id, ns), k.positions(thread_id, ns)],
-            args=[checkpoint_id, k.writes_prefix(thread_id), ns],
+        reply = await run_script(
+            self.store, self._read_script,
+            [k.log, k.cps(thread_id, ns), k.positions(thread_id, ns)],
+            [checkpoint_id, k.writes_prefix(thread_id), ns],
         )
         if not reply:
             return None
