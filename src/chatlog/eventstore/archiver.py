@@ -10,7 +10,6 @@ published segment, or in both; never in neither)::
     fence    check the lease is still ours (fencing token)
     publish  rename it into place                                      -> "renamed"
              add its aggregate index and manifest entry, durably       -> "published"
-             advance the partition's open-wait snapshot (eventstore/waits.py)
     trim     drop its positions from the aggregates' index lists       -> "index-trimmed"
              XTRIM MINID past its last position                        -> "trimmed"
 
@@ -40,7 +39,7 @@ from chatlog.eventstore.archiver_counters import ArchiverCounters
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, raise_if_cancelled, text
 from chatlog.eventstore.store import EventStore
-from chatlog.eventstore.waits import advance_quietly
+from chatlog.eventstore.waits import publish_then_snapshot
 from chatlog.settings import Settings
 
 if TYPE_CHECKING:  # pyarrow is imported when the first pass opens the archive
@@ -444,11 +443,10 @@ class Archiver:
             raise LeaseLost(f"partition {partition}: the archiver's lease was lost before "
                             "publishing; the segment was discarded")
         try:
-            info = await asyncio.to_thread(self.archive.publish, staged, fence=lease.token,
-                                           on_step=self._step)
+            info = await asyncio.to_thread(publish_then_snapshot, self.archive, staged, entries,
+                                           fence=lease.token, on_step=self._step)
         except ArchiveConflict as exc:
             raise LeaseLost(str(exc)) from exc
-        await asyncio.to_thread(advance_quietly, self.archive, partition, entries)
         return await self._trim(partition, info.last, self._aggregates(entries))
 
     @staticmethod

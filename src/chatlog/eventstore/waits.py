@@ -23,7 +23,7 @@ the archiver folds the archived segments it is missing before advancing it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,7 @@ from chatlog.eventstore.codec import START, decode_entry, flat_field, flat_field
 from chatlog.eventstore.connection import text
 
 if TYPE_CHECKING:
-    from chatlog.eventstore.archive import Archive
+    from chatlog.eventstore.archive import Archive, SegmentInfo, StagedSegment
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,16 @@ def _fold_archived(archive: Archive, snap: WaitsSnapshot, before: tuple[int, int
             snap.position = last
         if not all(keep):
             break
+
+
+def publish_then_snapshot(archive: Archive, staged: StagedSegment,
+                          entries: Sequence[tuple[bytes, Sequence[bytes]]], *, fence: int,
+                          on_step: Callable[[str], None] | None = None) -> SegmentInfo:
+    """``archive.publish(staged)`` (the segment of ``entries``), then advance the
+    partition's open-wait snapshot past it (the archiver's publish step)."""
+    info = archive.publish(staged, fence=fence, on_step=on_step)
+    advance_quietly(archive, staged.partition, entries)
+    return info
 
 
 def advance_quietly(archive: Archive, partition: int,
