@@ -112,5 +112,10 @@ async def test_ack_fsync_waits_once_per_group_commit(
         stats = await store.redis.info("commandstats")
         waitaof = stats.get("cmdstat_waitaof", {}).get("calls", 0)
         assert 1 <= waitaof <= 5, f"{waitaof} WAITAOF calls for 100 concurrent appends"
+        # WAIT goes first: it makes the replica acknowledge at once (REPLCONF GETACK), and
+        # its acknowledgement carries its AOF fsync offset; a WAITAOF alone waited for the
+        # replica's next periodic acknowledgement (up to 1 s: the 30x of issue 19 #3).
+        wait = stats.get("cmdstat_wait", {}).get("calls", 0)
+        assert wait >= waitaof, f"{waitaof} WAITAOF calls but only {wait} WAIT"
         with redis.Redis(host="127.0.0.1", port=int(replica.port or 0)) as r:
             assert r.xlen(store.keys.log(0)) == 100

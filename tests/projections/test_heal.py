@@ -172,6 +172,36 @@ async def test_an_entry_deleted_on_purpose_is_not_a_lost_one(store: EventStore,
         assert pj.repairs == 0
 
 
+async def test_a_checkpoint_the_archiver_sealed_is_not_a_lost_one(
+    redis_url: str, key_prefix: str, model_path: Path, tmp_path: Path
+) -> None:
+    """The archiver seals events and trims them from Redis: a projector whose checkpoint is
+    one of them (it was stopped, or lagged a whole hot window) finds it in the archive, and
+    repairs nothing (it used to refold or rebuild the read model at every such start)."""
+    from chatlog.eventstore.archive import Archive
+    from tests.sealing import archiver
+
+    url = str(tmp_path / "archive")
+    async with await EventStore.open(redis_url, prefix=key_prefix,
+                                     archive=Archive.open(url)) as store:
+        for i in range(4):
+            await store.append_one(message("Sealed", "thread-1", f"m{i}"))
+        pj = Projector(store, model_path, [ConversationsProjection()])
+        await pj.catch_up()
+        await pj.stop()
+        await archiver(store, Archive.open(url), hot=0, segment=2).run_pass()
+        redis: Any = store.redis
+        assert await redis.xlen(store.keys.log(0)) == 0  # no longer in Redis: archived
+        assert await store.missing(pj.checkpoint) == []
+        await store.append_one(message("Sealed", "thread-1", "after the pass"))
+        again = Projector(store, model_path, [ConversationsProjection()])
+        try:
+            assert await again.catch_up() == 1
+            assert again.repairs == 0
+        finally:
+            await again.stop()
+
+
 def rows_by_partition(store: EventStore, path: Path) -> dict[int, dict[str, set[Any]]]:
     """Per partition: each table's ``(rowid, *row)`` of the rows whose project lives there."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

@@ -20,8 +20,10 @@ leaves every other row as it is (same rowid, never rewritten):
 
 Tables of the projector's own (``projector_*``) are its checkpoint and
 metadata. Tables with the columns ``(name, value)`` are counters of skipped
-events summed over every partition: they are kept as they are (a lost event
-that had been skipped stays counted until the next full rebuild). A table
+events summed over every partition, which a partition repair cannot split:
+they are kept as they are (a lost event that had been skipped stays counted,
+and a skipped event the refold applied past the old checkpoint is not
+counted, until the next full rebuild). A table
 with neither a ``project`` column nor that shape cannot be split by
 partition: :func:`splittable` says so, and the projector rebuilds the whole
 read model instead.
