@@ -40,7 +40,7 @@ from chatlog.identity import normalize_project_id
 from chatlog.projections.rebuild import build
 from chatlog.projections.registry import default_projections
 from chatlog.testing import LocalCluster
-from tests.helpers import eventually
+from tests.helpers import eventually, message
 from tests.http.serving import Served
 from tests.projections._util import dump
 
@@ -227,8 +227,8 @@ async def test_a_stale_masters_writes_are_never_observed(
             # 4. The log: every acknowledged append once, versions contiguous per thread.
             log = [e for p in range(PARTITIONS) for e in await store.read(p, limit=100_000)]
             counts = Counter(str(e.id) for e in log)
-            assert all(counts[i] == 1 for i in writers.acked), "an acknowledged append " \
-                "is missing from the log or in it twice"
+            wrong = {i: (counts[i], doc) for i, doc in writers.acked.items() if counts[i] != 1}
+            assert not wrong, f"acknowledged appends missing from the log or in it twice: {wrong}"
             versions: dict[tuple[str, str], list[int]] = {}
             for e in log:
                 versions.setdefault((str(e.project), e.aggregate_id), []).append(e.version)
@@ -265,3 +265,58 @@ async def test_a_stale_masters_writes_are_never_observed(
         await store.close()
         for node in nodes:
             await asyncio.to_thread(node.served.stop)
+
+
+async def test_a_duplicate_is_acknowledged_only_where_its_original_was_replicated(
+    cluster_factory: Callable[..., LocalCluster], key_prefix: str
+) -> None:
+    """A retry finds its event on a stale primary (a duplicate reply): it is acknowledged
+    only if that primary's replicas have it, even when the store's view of the cluster
+    changes between round trips (a failover in progress). The fence that confirms a
+    duplicate used to be a second round trip, routed afresh: on the new view it was
+    confirmed by another node, and the serve-process scenario above then lost an
+    acknowledged append (answered "duplicate", gone after the failover)."""
+    from chatlog.errors import NotReplicated
+
+    cluster = cluster_factory(masters=3, replicas=1, node_timeout=30_000)
+    store = await EventStore.open(cluster.url, partitions=PARTITIONS, prefix=key_prefix,
+                                  ack="replicated", ack_replicas=1, ack_timeout=0.5,
+                                  outcome_timeout=0.5)
+    stopped: list[int] = []
+    try:
+        name = project_in(0)
+        await store.append_one(message(name, "t", "warm"))
+        master = cluster.master_of(store.keys.log(0))
+        [replica] = cluster.replicas_of(master)
+        assert replica.process is not None
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        stopped.append(replica.process.pid)
+        await asyncio.to_thread(cluster.command, master, "CLIENT", "KILL", "TYPE", "replica")
+        lost = message(name, "t", "only on the stale primary", event_id=uuid.uuid4())
+        with pytest.raises(NotReplicated):
+            await store.append_one(lost)
+
+        # From now on the store sees the partition on another (healthy) primary.
+        healthy = next(n for n in cluster.nodes if n.port != master.port
+                       and cluster.command(n, "ROLE")[0] == "master")
+        node = store.redis.get_node(host="127.0.0.1", port=healthy.port)
+        assert node is not None
+        topology: Any = store._topology
+        real = topology.node_groups
+        calls = 0
+
+        async def moving(keys: Any) -> list[tuple[Any, list[int]]]:
+            nonlocal calls
+            calls += 1
+            groups: list[tuple[Any, list[int]]] = await real(keys)
+            return groups if calls == 1 else [(node, idx) for _, idx in groups]
+
+        topology.node_groups = moving
+        with pytest.raises(NotReplicated):
+            await store.append_one(lost)  # the retry: a duplicate on the stale primary
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        await store.close()
+
