@@ -173,8 +173,8 @@ async def advance_committed(client: Any, batch: Sequence[Pending], replies: list
     """
     top: dict[str, tuple[tuple[int, int], str]] = {}
     for p, reply in zip(batch, replies, strict=True):
-        if _status(reply) in ("ok", "dup"):
-            pos = text(reply[-2])  # ok|dup, pos1, ver1, ..., posN, verN
+        if _status(reply) in ("ok", "dup") and len(reply) >= 3:
+            pos = text(reply[-2])  # ok|dup, pos1, ver1, ..., posN, verN (none: no write)
             key = p.keys[0]
             parsed = parse_position(pos)
             if key not in top or parsed > top[key][0]:
