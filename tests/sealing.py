@@ -17,25 +17,35 @@ leaves Redis as it is: the state a crash between "published" and
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from chatlog.eventstore import EventStore
 from chatlog.eventstore.archive import Archive
 from chatlog.eventstore.archiver import Archiver, HotWindow, Lease
+from tests.helpers import eventually
 
 
 class Sealer:
     """One partition's real archiver with a hot window of ``hot`` events (it seals once
-    the stream is over ``hot`` by a tenth) in segments of ``segment``."""
+    the stream is over ``hot`` by a tenth; 0 seals everything) in segments of ``segment``."""
 
     def __init__(self, store: EventStore, archive: Archive, hot: int, segment: int = 15):
         self.store, self.archive, self.hot, self.segment = store, archive, hot, segment
-        self.archiver = Archiver(store, archive, HotWindow(hot, 0, 0), segment_events=segment)
+        # hot=0 keeps nothing: the age bound (1 ms) with every event older than that
+        window = HotWindow(hot, 0, 0) if hot else HotWindow(0, 0.001, 0)
+        self.archiver = Archiver(store, archive, window, segment_events=segment)
 
     async def run_pass(self, crash_before_trim: bool = False) -> int:
         """One pass; how many events it sealed."""
         if crash_before_trim:
             return await self._publish_only()
+        if not self.hot:
+            newest: Any = await self.store.redis.xrevrange(self.store.keys.log(0), "+", "-", 1)
+            if newest:
+                ms = int(newest[0][0].split(b"-")[0])
+                await eventually(lambda: time.time() * 1000 > ms + 3,
+                                 what="the newest event to be older than the age bound")
         (result,) = await self.archiver.run_pass([0])
         assert not result.skipped or result.skipped == "within the hot window", result
         return result.archived
