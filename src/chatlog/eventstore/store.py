@@ -210,7 +210,9 @@ class EventStore:
     async def ensure_meta(self) -> None:
         """Record P in the log's metadata, or check it against the recorded one."""
         meta = self.keys.meta
-        await guard(self.redis.hsetnx(meta, "partitions", str(self.partitions)))
+        if await guard(self.redis.hsetnx(meta, "partitions", str(self.partitions))):
+            # A new log: every writer keeps the per-project replay index from the start.
+            await guard(self.redis.hsetnx(meta, "project_index", "1"))
         await guard(self.redis.hsetnx(meta, "format", LOG_FORMAT))
         await guard(self.redis.hsetnx(meta, "created", str(time.time())))
         recorded = int(await guard(self.redis.hget(meta, "partitions")) or 0)

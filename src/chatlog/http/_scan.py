@@ -10,6 +10,7 @@ depends on what other projects wrote.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from chatlog.errors import PositionTrimmed
 from chatlog.events import RecordedEvent
 from chatlog.eventstore import Cursor
 from chatlog.eventstore.codec import decode_entry
+from chatlog.eventstore.project_index import indexed, read_projects
 from chatlog.http._state import AppState
 
 if TYPE_CHECKING:
@@ -74,6 +76,14 @@ class Scan:
         parts = flt.partitions(store)
         wanted = parts if parts is not None else list(range(store.partitions))
         scoped = flt.projects is not None
+        # A reader confined to some projects reads their index: its cost follows their
+        # events, not the partition's (a log older than the index is scanned).
+        mine: dict[int, list[uuid.UUID]] | None = None
+        if flt.projects is not None:
+            async with self.st.reads:
+                if await indexed(store):
+                    mine = {p: [k for k in flt.projects if store.partition_of(k) == p]
+                            for p in wanted}
         cursor = self.cursor
         read_from = list(cursor.positions)
         exhausted: set[int] = set()
@@ -96,7 +106,9 @@ class Scan:
                         return
                 try:
                     async with self.st.reads:
-                        entries = await store.read_raw(p, read_from[p], ask)
+                        entries = await (
+                            read_projects(store, p, mine[p], read_from[p], ask)
+                            if mine is not None else store.read_raw(p, read_from[p], ask))
                 except PositionTrimmed as exc:  # name the whole cursor to resume from
                     raise await store.gone(exc, Cursor(list(read_from))) from None
                 if len(entries) < ask:

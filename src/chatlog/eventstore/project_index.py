@@ -1,0 +1,178 @@
+"""Project-filtered reads through a per-project index, so that a replay of one project
+costs work in proportion to that project's events, not to its partition's.
+
+Every writer of the log (the append script, ``migrate``, the integrations) adds,
+in the same script as the event, an entry to the project's index stream
+(:meth:`Keys.project_index`) whose id is the event's position. A read takes the
+index entries after the cursor and the events at those positions in one script.
+
+Across tiers the index follows the log: the archiver trims the index streams with
+the stream (:func:`trim_project_indexes`, before its XTRIM), so when the index
+read starts at the index's first entry (or the index is empty) the project's
+older events may be in the archive; they are read from there through the
+archive's aggregate index (:func:`chatlog.eventstore.archive.read_project`), cut
+at the first position Redis returned (as :mod:`.tiers` does for whole reads).
+Erasure deletes the erased positions from the index. A log created before the
+index existed has no ``project_index`` flag in its metadata: :func:`indexed` says
+so and readers scan as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from chatlog.eventstore._tail import check_horizon
+from chatlog.eventstore._watermark import capped
+from chatlog.eventstore.codec import START, parse_position
+from chatlog.eventstore.connection import guard, text
+
+if TYPE_CHECKING:
+    from chatlog.eventstore.archive import Archive
+    from chatlog.eventstore.store import EventStore
+
+#: A stream entry with its fields as a dict (what ``read_raw`` returns).
+RawEntry = tuple[bytes, dict[bytes, bytes]]
+
+#: KEYS[1] stream, KEYS[2] horizon, KEYS[3] committed stream, KEYS[4..] index streams.
+#: ARGV[1] after (``0-0``: from the first), ARGV[2] count n, ARGV[3] '1': read the
+#: committed position. Walks each index after ``after`` until it has n positions:
+#: those at or past the stream's first entry ``L`` with the entry there (one whose
+#: entry left the stream, by erasure, is passed over), those before ``L`` only
+#: counted (archived). Returns ``{horizon, committed, L, flags, entries}``: per index
+#: '1' when the project's events between ``after`` and ``L`` may be archived (the
+#: walk began at the index's first entry, the index is empty, or it met archived
+#: positions), else ''; then the entries found, in position order per index.
+READ_PROJECTS = """
+local function less(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if #am ~= #bm then return #am < #bm end
+  if am ~= bm then return am < bm end
+  if #as ~= #bs then return #as < #bs end
+  return as < bs
+end
+local after, n = ARGV[1], tonumber(ARGV[2])
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+local L = head and head[1] or ''
+local behind = L == '' or less(after, L)
+local flags, entries = {}, {}
+for k = 4, #KEYS do
+  local first = redis.call('XRANGE', KEYS[k], '-', '+', 'COUNT', 1)[1]
+  local archived = (not first) or (not less(first[1], after) and first[1] ~= after)
+  local counted, start = 0, '(' .. after
+  if after == '0-0' then start = '-' end
+  while counted < n do
+    local want = n - counted
+    local got = redis.call('XRANGE', KEYS[k], start, '+', 'COUNT', want)
+    for _, e in ipairs(got) do
+      local pos = e[1]
+      if L ~= '' and less(pos, L) then
+        archived = true
+        counted = counted + 1
+      else
+        local entry = redis.call('XRANGE', KEYS[1], pos, pos)[1]
+        if entry then
+          entries[#entries + 1] = entry
+          counted = counted + 1
+        end
+      end
+      start = '(' .. pos
+    end
+    if #got < want then break end
+  end
+  if behind and archived then flags[#flags + 1] = '1' else flags[#flags + 1] = '' end
+end
+local committed = ''
+if ARGV[3] == '1' then
+  local c = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
+  if c then committed = c[1] end
+end
+return {redis.call('GET', KEYS[2]) or '', committed, L, flags, entries}
+"""
+
+_indexed: weakref.WeakKeyDictionary[EventStore, bool] = weakref.WeakKeyDictionary()
+_scripts: weakref.WeakKeyDictionary[EventStore, Any] = weakref.WeakKeyDictionary()
+
+
+async def indexed(store: EventStore) -> bool:
+    """Whether the log keeps the per-project index (created with it; remembered once true)."""
+    if _indexed.get(store):
+        return True
+    flag = await guard(store.redis.hget(store.keys.meta, "project_index"))
+    _indexed[store] = bool(flag)
+    return bool(flag)
+
+
+def _key(position: bytes | str) -> tuple[int, int]:
+    return parse_position(text(position))
+
+
+def _archived(archive: Archive, partition: int, wanted: list[tuple[str, str | None]],
+              after: str, limit: int) -> list[tuple[bytes, list[bytes]]]:
+    """The archived events of each ``(project, before)``: after ``after``, before the
+    project's first event in Redis; the manifest re-read once when an answer is short
+    (a segment may have been published since it was read)."""
+    from chatlog.eventstore.archive import read_project
+
+    out: list[tuple[bytes, list[bytes]]] = []
+    for project, bound in wanted:
+        got = read_project(archive, partition, project, after, bound, limit)
+        if len(got) < limit:
+            archive.reload()
+            got = read_project(archive, partition, project, after, bound, limit)
+        out.extend(got)
+    return out
+
+
+async def read_projects(store: EventStore, partition: int, projects: Sequence[uuid.UUID],
+                        after: str, limit: int) -> list[RawEntry]:
+    """Up to ``limit`` events of ``projects`` (all in ``partition``) after ``after``, in
+    position order, across both tiers; :class:`PositionTrimmed` when ``after`` lies in
+    deleted history. Reads the index entries and events of these projects only."""
+    parse_position(after)
+    names = sorted({str(p) for p in projects})
+    if not names or limit <= 0:
+        return []
+    script = _scripts.get(store)
+    if script is None:
+        script = _scripts[store] = store.redis.register_script(READ_PROJECTS)
+    keys = store.keys
+    reply = await guard(script(
+        keys=[keys.log(partition), keys.horizon(partition), keys.committed(partition),
+              *(keys.project_index(partition, name) for name in names)],
+        args=[after, limit, "1" if store.committed_only else "0"]))
+    horizon, mark, first, flags, rows = reply
+    check_horizon(partition, after, horizon or None)
+    hot: list[RawEntry] = sorted(
+        ((pos, dict(zip(flat[::2], flat[1::2], strict=True))) for pos, flat in rows),
+        key=lambda e: _key(e[0]))
+    if store.committed_only:
+        hot = capped(hot, text(mark) if mark else START)
+    bound = text(first) or None
+    wanted = [(name, bound) for name, flag in zip(names, flags, strict=True) if flag]
+    if wanted and store.archive is not None:
+        cold = await asyncio.to_thread(_archived, store.archive, partition, wanted, after,
+                                       limit)
+        if cold:
+            hot.extend((pos, dict(zip(flat[::2], flat[1::2], strict=True)))
+                       for pos, flat in cold)
+            hot.sort(key=lambda e: _key(e[0]))
+    return hot[:limit]
+
+
+async def trim_project_indexes(store: EventStore, partition: int, last: str,
+                               aggregates: Sequence[bytes | str]) -> None:
+    """Drop from the index streams of the projects of ``aggregates`` every position up to
+    ``last`` (archived; the archiver calls this before it trims the stream)."""
+    projects = sorted({text(a).split("/", 1)[0] for a in aggregates})
+    ms, seq = parse_position(last)
+    for i in range(0, len(projects), 500):
+        pipe = store.redis.pipeline(transaction=False)
+        for project in projects[i:i + 500]:
+            pipe.xtrim(store.keys.project_index(partition, project), minid=f"{ms}-{seq + 1}",
+                       approximate=False)
+        await guard(pipe.execute())
