@@ -156,7 +156,7 @@ async def _replay_events(client: TestClient[Any, Any], project: str) -> list[dic
 
 async def test_a_log_without_the_index_is_scanned(served: Any, tmp_path: Path) -> None:
     """A log created before the index (no ``project_index`` flag) replays by scanning."""
-    store, _, client = served
+    store = served[0]
     ids = []
     for i in range(3):
         ev = message("Small", "s", f"m {i}")
