@@ -97,9 +97,16 @@ async def test_a_project_replay_reads_its_own_events_across_tiers(served: Any) -
     for limit in (1, 3, 1000):
         assert await _replay(client, "Small", limit) == small, limit
 
+    # Backwards (the console's newest-first pages) too.
+    for limit in (1, 4, 1000):
+        assert await _replay_back(client, "Small", limit) == small[::-1], limit
+
     before = await _sent_bytes(store)
     assert await _replay(client, "Small", 1000) == small
     first_cost = await _sent_bytes(store) - before - 16  # the INFO reply's own length varies
+    before = await _sent_bytes(store)
+    assert await _replay_back(client, "Small", 1000) == small[::-1]
+    first_back = await _sent_bytes(store) - before - 16
 
     # Big writes 5x more: Small's replay reads no more from Redis than it did.
     await _fill(store, 1500, None, "more")
@@ -109,12 +116,29 @@ async def test_a_project_replay_reads_its_own_events_across_tiers(served: Any) -
     log_bytes = 1500 * 300
     assert second_cost <= first_cost + 200, (first_cost, second_cost)
     assert second_cost < log_bytes / 20
+    before = await _sent_bytes(store)
+    assert await _replay_back(client, "Small", 1000) == small[::-1]
+    second_back = await _sent_bytes(store) - before
+    assert second_back <= first_back + 200, (first_back, second_back)
 
     # The SSE stream's catch-up reads the same way.
     async with client.get("/v1/events/stream", params={"project": "Small"}) as resp:
         assert resp.status == 200
         frames = await read_sse(resp, len(small))
     assert [data["id"] for _, data in frames] == small
+
+
+async def _replay_back(client: TestClient[Any, Any], project: str, limit: int) -> list[str]:
+    ids: list[str] = []
+    params = {"project": project, "limit": str(limit), "before": "end"}
+    while True:
+        resp = await client.get("/v1/events", params=params)
+        assert resp.status == 200, await resp.text()
+        page = await resp.json()
+        ids += [e["id"] for e in page["events"]]
+        if not page["has_more"]:
+            return ids
+        params["before"] = page["cursor"]
 
 
 async def test_erasure_and_migration_keep_the_index(served: Any, valkey_factory: Callable[

@@ -94,8 +94,56 @@ end
 return {redis.call('GET', KEYS[2]) or '', committed, L, flags, entries}
 """
 
+#: KEYS[1] stream, KEYS[2..] index streams; ARGV[1] end (``+`` or ``(pos``), ARGV[2]
+#: count n. Walks each index backwards from ``end`` until it has n entries or meets
+#: a position before the stream's first entry ``L`` (archived). Returns ``{L, flags,
+#: entries}``: per index '1' when the walk ended short (the project's older events
+#: may be archived), else ''; then the entries found, newest first per index.
+READ_PROJECTS_BEFORE = """
+local function less(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if #am ~= #bm then return #am < #bm end
+  if am ~= bm then return am < bm end
+  if #as ~= #bs then return #as < #bs end
+  return as < bs
+end
+local n = tonumber(ARGV[2])
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+local L = head and head[1] or ''
+local flags, entries = {}, {}
+for k = 2, #KEYS do
+  local found, done, stop = 0, false, ARGV[1]
+  while found < n and not done do
+    local want = n - found
+    local got = redis.call('XREVRANGE', KEYS[k], stop, '-', 'COUNT', want)
+    for _, e in ipairs(got) do
+      local pos = e[1]
+      if L == '' or less(pos, L) then done = true break end
+      local entry = redis.call('XRANGE', KEYS[1], pos, pos)[1]
+      if entry then
+        entries[#entries + 1] = entry
+        found = found + 1
+      end
+      stop = '(' .. pos
+    end
+    if #got < want then done = true end
+  end
+  if found < n then flags[#flags + 1] = '1' else flags[#flags + 1] = '' end
+end
+return {L, flags, entries}
+"""
+
 _indexed: weakref.WeakKeyDictionary[EventStore, bool] = weakref.WeakKeyDictionary()
-_scripts: weakref.WeakKeyDictionary[EventStore, Any] = weakref.WeakKeyDictionary()
+_scripts: weakref.WeakKeyDictionary[EventStore, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _script(store: EventStore, backwards: bool = False) -> Any:
+    scripts = _scripts.get(store)
+    if scripts is None:
+        scripts = _scripts[store] = (store.redis.register_script(READ_PROJECTS),
+                                     store.redis.register_script(READ_PROJECTS_BEFORE))
+    return scripts[1 if backwards else 0]
 
 
 async def indexed(store: EventStore) -> bool:
@@ -137,11 +185,8 @@ async def read_projects(store: EventStore, partition: int, projects: Sequence[uu
     names = sorted({str(p) for p in projects})
     if not names or limit <= 0:
         return []
-    script = _scripts.get(store)
-    if script is None:
-        script = _scripts[store] = store.redis.register_script(READ_PROJECTS)
     keys = store.keys
-    reply = await guard(script(
+    reply = await guard(_script(store)(
         keys=[keys.log(partition), keys.horizon(partition), keys.committed(partition),
               *(keys.project_index(partition, name) for name in names)],
         args=[after, limit, "1" if store.committed_only else "0"]))
@@ -162,6 +207,48 @@ async def read_projects(store: EventStore, partition: int, projects: Sequence[uu
                        for pos, flat in cold)
             hot.sort(key=lambda e: _key(e[0]))
     return hot[:limit]
+
+
+def _archived_before(archive: Archive, partition: int, projects: list[str],
+                     before: str | None, limit: int) -> list[tuple[bytes, list[bytes]]]:
+    from chatlog.eventstore.archive import read_project_before
+
+    archive.reload()
+    out: list[tuple[bytes, list[bytes]]] = []
+    for project in projects:
+        out.extend(read_project_before(archive, partition, project, before, limit))
+    return out
+
+
+async def read_projects_before(store: EventStore, partition: int,
+                               projects: Sequence[uuid.UUID], before: str | None,
+                               limit: int) -> list[RawEntry]:
+    """Up to ``limit`` events of ``projects`` (all in ``partition``) before position
+    ``before`` (None: from the newest), newest first, across both tiers (as
+    :func:`chatlog.eventstore.backward.read_raw_before`, which reads every project's)."""
+    names = sorted({str(p) for p in projects})
+    if before is not None:
+        parse_position(before)
+        if before == START:
+            return []
+    if not names or limit <= 0:
+        return []
+    keys = store.keys
+    first, flags, rows = await guard(_script(store, backwards=True)(
+        keys=[keys.log(partition), *(keys.project_index(partition, name) for name in names)],
+        args=["+" if before is None else f"({before}", limit]))
+    found: list[RawEntry] = [(pos, dict(zip(flat[::2], flat[1::2], strict=True)))
+                             for pos, flat in rows]
+    short = [name for name, flag in zip(names, flags, strict=True) if flag]
+    if short and store.archive is not None:
+        bound = text(first) or None
+        if before is not None and (bound is None or _key(before) < _key(bound)):
+            bound = before
+        cold = await asyncio.to_thread(_archived_before, store.archive, partition, short,
+                                       bound, limit)
+        found.extend((pos, dict(zip(flat[::2], flat[1::2], strict=True))) for pos, flat in cold)
+    found.sort(key=lambda e: _key(e[0]), reverse=True)
+    return found[:limit]
 
 
 async def trim_project_indexes(store: EventStore, partition: int, last: str,

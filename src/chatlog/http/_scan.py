@@ -4,7 +4,9 @@
 the entries that match, bounds the page by count and by bytes, and sizes each
 read by what it has seen (entry size, share that matched). A reader confined to
 some projects moves its cursor only past events it receives, so nothing it gets
-depends on what other projects wrote.
+depends on what other projects wrote. Such a reader reads its projects' index
+(:mod:`chatlog.eventstore.project_index`), so its cost follows their events, not
+the log's.
 """
 
 from __future__ import annotations
@@ -28,6 +30,20 @@ if TYPE_CHECKING:
 #: Entries a reader of every project looks at per page, matching or not (the page
 #: says has_more).
 SCAN_BUDGET = 10_000
+
+async def own_projects(st: AppState, flt: EventFilter,
+                       partitions: list[int]) -> dict[int, list[uuid.UUID]] | None:
+    """For a reader confined to some projects, when the log keeps the per-project index:
+    its projects in each of ``partitions`` (it reads their index, so its cost follows
+    their events, not the partition's). None: read the partitions (a reader of every
+    project, or a log older than the index)."""
+    if flt.projects is None:
+        return None
+    async with st.reads:
+        if not await indexed(st.store):
+            return None
+    return {p: [k for k in flt.projects if st.store.partition_of(k) == p] for p in partitions}
+
 
 @dataclass
 class Scanned:
@@ -76,14 +92,7 @@ class Scan:
         parts = flt.partitions(store)
         wanted = parts if parts is not None else list(range(store.partitions))
         scoped = flt.projects is not None
-        # A reader confined to some projects reads their index: its cost follows their
-        # events, not the partition's (a log older than the index is scanned).
-        mine: dict[int, list[uuid.UUID]] | None = None
-        if flt.projects is not None:
-            async with self.st.reads:
-                if await indexed(store):
-                    mine = {p: [k for k in flt.projects if store.partition_of(k) == p]
-                            for p in wanted}
+        mine = await own_projects(self.st, flt, wanted)
         cursor = self.cursor
         read_from = list(cursor.positions)
         exhausted: set[int] = set()

@@ -4,7 +4,7 @@ with a manifest per partition and an aggregate -> segments index (docs/archive.m
 from chatlog.eventstore.archive._archive import Archive, StagedSegment, StepHook
 from chatlog.eventstore.archive._erase import ArchiveErasure, erase_rows
 from chatlog.eventstore.archive._manifest import SegmentInfo
-from chatlog.eventstore.archive._projects import read_project
+from chatlog.eventstore.archive._projects import read_project, read_project_before
 from chatlog.eventstore.archive._segments import BATCH_COLUMNS, ROW_GROUP_ROWS, SCHEMA
 
 __all__ = [
@@ -18,4 +18,5 @@ __all__ = [
     "StepHook",
     "erase_rows",
     "read_project",
+    "read_project_before",
 ]

@@ -37,21 +37,27 @@ def read_project(archive: Archive, partition: int, project: str, after: str,
         return _read(archive, partition, project, after, before, limit)
 
 
+def _row_groups(archive: Archive, partition: int, prefix: str) -> dict[int, set[int]] | None:
+    """Per segment id, the row groups the aggregate index says hold an aggregate under
+    ``prefix`` (None: the partition has no index; every row group must be read)."""
+    if not archive._manifest(partition).indexes:
+        return None
+    index = pa.concat_tables(archive._index_runs(partition))
+    hits = index.filter(pc.starts_with(index.column("aggregate"), prefix))
+    groups: dict[int, set[int]] = {}
+    for segment, group in zip(hits.column("segment").to_pylist(),
+                              hits.column("row_group").to_pylist(), strict=True):
+        groups.setdefault(int(segment), set()).add(int(group))
+    return groups
+
+
 def _read(archive: Archive, partition: int, project: str, after: str,
           before: str | None, limit: int) -> list[FlatEntry]:
     key = parse_position(after)
     bound = None if before is None else parse_position(before)
     m = archive._manifest(partition)
     prefix = f"{project}/"
-    runs = archive._index_runs(partition) if m.indexes else []
-    groups: dict[int, set[int]] | None = None
-    if runs:
-        index = pa.concat_tables(runs)
-        hits = index.filter(pc.starts_with(index.column("aggregate"), prefix))
-        groups = {}
-        for segment, group in zip(hits.column("segment").to_pylist(),
-                                  hits.column("row_group").to_pylist(), strict=True):
-            groups.setdefault(int(segment), set()).add(int(group))
+    groups = _row_groups(archive, partition, prefix)
     wanted = prefix.encode()
     out: list[FlatEntry] = []
     for entry in m.segments:
@@ -69,6 +75,47 @@ def _read(archive: Archive, partition: int, project: str, after: str,
             for i in range(bisect.bisect_right(rows.keys, key), len(rows.keys)):
                 if bound is not None and rows.keys[i] >= bound:
                     return out
+                if rows.aggregates[i].startswith(wanted):
+                    out.append(rows.flat(i))
+                    if len(out) >= limit:
+                        return out
+    return out
+
+
+def read_project_before(archive: Archive, partition: int, project: str, before: str | None,
+                        limit: int) -> list[FlatEntry]:
+    """The archived events of ``project`` before position ``before`` (None: from the
+    newest), newest first, at most ``limit``; the row groups read as
+    :func:`read_project` reads them, newest first."""
+    if limit <= 0:
+        return []
+    try:
+        return _read_before(archive, partition, project, before, limit)
+    except FileNotFoundError:
+        archive.reload()
+        return _read_before(archive, partition, project, before, limit)
+
+
+def _read_before(archive: Archive, partition: int, project: str, before: str | None,
+                 limit: int) -> list[FlatEntry]:
+    bound = None if before is None else parse_position(before)
+    m = archive._manifest(partition)
+    prefix = f"{project}/"
+    groups = _row_groups(archive, partition, prefix)
+    wanted = prefix.encode()
+    out: list[FlatEntry] = []
+    for entry in reversed(m.segments):
+        if bound is not None and seg.split_position(entry.first) >= bound:
+            continue
+        path = archive.storage.join(f"partition={partition}", entry.name)
+        if groups is None:
+            numbers = list(range(archive._file_metadata(path).num_row_groups))
+        else:
+            numbers = sorted(groups.get(entry.id, ()))
+        for number in reversed(numbers):
+            rows = archive._row_group(path, number)
+            stop = len(rows.keys) if bound is None else bisect.bisect_left(rows.keys, bound)
+            for i in range(stop - 1, -1, -1):
                 if rows.aggregates[i].startswith(wanted):
                     out.append(rows.flat(i))
                     if len(out) >= limit:
