@@ -10,7 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 from chatlog.eventstore import START, EventStore
-from chatlog.eventstore.project_index import indexed, read_projects, read_projects_before
+from chatlog.eventstore.project_index import (
+    build_project_index,
+    indexed,
+    read_projects,
+    read_projects_before,
+)
 from chatlog.identity import normalize_project_id
 from tests.helpers import message
 
@@ -59,3 +64,28 @@ async def test_a_projects_reads_return_its_events_in_order(store_factory: Any) -
         merged = await _pages(lambda after, p=p, names=names: read_projects(
             store, p, [keys[n] for n in names], after, 7), START, 7)
         assert merged == [i for i in log if i in wanted]
+
+
+async def test_a_log_from_before_the_index_gets_it_while_appends_go_on(
+        store_factory: Any) -> None:
+    store: EventStore = await store_factory(partitions=2)
+    for i in range(30):
+        await store.append_one(message(NAMES[i % 3], "t", f"old {i}"))
+    keys = [normalize_project_id(name).key for name in NAMES[:3]]
+    for k in keys:
+        await store.redis.delete(store.keys.project_index(store.partition_of(k), k))
+    await store.redis.hdel(store.keys.meta, "project_index")
+
+    async def appends() -> None:
+        for i in range(20):
+            await store.append_one(message(NAMES[i % 3], "t", f"new {i}"))
+
+    built, _ = await asyncio.gather(build_project_index(store, chunk=2), appends())
+    assert built and await indexed(store)
+    for k in keys:
+        p = store.partition_of(k)
+        log = [pos for pos, f in await store.read_raw(p, START, 1000)
+               if f[b"a"].startswith(str(k).encode())]
+        index = [pos for pos, _ in await store.redis.xrange(store.keys.project_index(p, k))]
+        assert index == log
+        assert len(log) in (16, 17)

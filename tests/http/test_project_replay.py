@@ -178,8 +178,10 @@ async def _replay_events(client: TestClient[Any, Any], project: str) -> list[dic
     return list(page["events"])
 
 
-async def test_a_log_without_the_index_is_scanned(served: Any, tmp_path: Path) -> None:
-    """A log created before the index (no ``project_index`` flag) replays by scanning."""
+async def test_a_log_from_before_the_index_is_scanned_then_indexed(
+        served: Any, tmp_path: Path) -> None:
+    """A log created before the index (no ``project_index`` flag) replays by scanning,
+    and gets its index the next time it is opened."""
     store = served[0]
     ids = []
     for i in range(3):
@@ -187,13 +189,24 @@ async def test_a_log_without_the_index_is_scanned(served: Any, tmp_path: Path) -
         await store.append_one(ev)
         ids.append(str(ev.id))
         await store.append_one(message("Big", "b", f"b {i}"))
-    await store.redis.delete(store.keys.project_index(0, SMALL))
+    old = await EventStore.open(store.url)
+    await store.redis.delete(store.keys.project_index(0, SMALL),
+                             store.keys.project_index(0, BIG))
     await store.redis.hdel(store.keys.meta, "project_index")
-    fresh = await EventStore.open(store.url)
     try:
         settings = Settings(redis_url=store.url, data_dir=tmp_path / "other")
-        app = create_app(settings, fresh, services=Services())
-        async with TestClient(TestServer(app)) as other:
-            assert await _replay(other, "Small", 2) == ids
+        async with TestClient(TestServer(create_app(settings, old, services=Services()))) as c:
+            assert await _replay(c, "Small", 2) == ids
     finally:
-        await fresh.close()
+        await old.close()
+    reopened = await EventStore.open(store.url)
+    try:
+        assert await store.redis.hget(store.keys.meta, "project_index") == b"1"
+        assert await store.redis.xlen(store.keys.project_index(0, SMALL)) == 3
+        assert await store.redis.xlen(store.keys.project_index(0, BIG)) == 3
+        settings = Settings(redis_url=store.url, data_dir=tmp_path / "third")
+        app = create_app(settings, reopened, services=Services())
+        async with TestClient(TestServer(app)) as c:
+            assert await _replay(c, "Small", 2) == ids
+    finally:
+        await reopened.close()

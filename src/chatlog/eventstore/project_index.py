@@ -13,13 +13,15 @@ older events may be in the archive; they are read from there through the
 archive's aggregate index (:func:`chatlog.eventstore.archive.read_project`), cut
 at the first position Redis returned (as :mod:`.tiers` does for whole reads).
 Erasure deletes the erased positions from the index. A log created before the
-index existed has no ``project_index`` flag in its metadata: :func:`indexed` says
-so and readers scan as before.
+index existed has no ``project_index`` flag in its metadata: opening it builds the
+index once (:func:`build_project_index`); until then :func:`indexed` says no and
+readers scan as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -33,6 +35,8 @@ from chatlog.eventstore.connection import guard, text
 if TYPE_CHECKING:
     from chatlog.eventstore.archive import Archive
     from chatlog.eventstore.store import EventStore
+
+log = logging.getLogger(__name__)
 
 #: A stream entry with its fields as a dict (what ``read_raw`` returns).
 RawEntry = tuple[bytes, dict[bytes, bytes]]
@@ -263,3 +267,76 @@ async def trim_project_indexes(store: EventStore, partition: int, last: str,
             pipe.xtrim(store.keys.project_index(partition, project), minid=f"{ms}-{seq + 1}",
                        approximate=False)
         await guard(pipe.execute())
+
+
+#: KEYS[1] stream; ARGV[1] key prefix of the indexes being built, ARGV[2] start
+#: (``-`` or ``(pos``), ARGV[3] last position to index, ARGV[4] count. Adds each
+#: entry's position to its project's index under construction; returns the last
+#: position read and the projects seen.
+_BUILD = """
+local got = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[3], 'COUNT', tonumber(ARGV[4]))
+local seen, projects = {}, {}
+for _, e in ipairs(got) do
+  local fields, aggregate = e[2], ''
+  for i = 1, #fields, 2 do
+    if fields[i] == 'a' then aggregate = fields[i + 1] end
+  end
+  local project = string.match(aggregate, '^[^/]*')
+  redis.call('XADD', ARGV[1] .. project, e[1], 'e', '')
+  if not seen[project] then seen[project] = true projects[#projects + 1] = project end
+end
+local last = ''
+if #got > 0 then last = got[#got][1] end
+return {last, projects}
+"""
+
+#: KEYS[1] the index built, KEYS[2] the live index. Adds the live entries past the
+#: built ones (appends made meanwhile), then puts the result in place.
+_SWAP = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1][1]
+for _, e in ipairs(redis.call('XRANGE', KEYS[2], '(' .. last, '+')) do
+  redis.call('XADD', KEYS[1], e[1], 'e', '')
+end
+redis.call('RENAME', KEYS[1], KEYS[2])
+return 1
+"""
+
+
+async def build_project_index(store: EventStore, chunk: int = 5_000) -> bool:
+    """Give a log created before the per-project index its index, then flag it (readers
+    scan until then). Appends made meanwhile are kept: they write the live index,
+    which is merged in at the end. One process builds it (a lock key); False when
+    another holds the lock."""
+    redis, keys = store.redis, store.keys
+    lock = f"{keys.prefix}:pidx-build-lock"
+    log.info("building the per-project replay index of the log %r (once)", keys.prefix)
+    if not await guard(redis.set(lock, "1", nx=True, ex=3600)):
+        return False
+    try:
+        build, swap = redis.register_script(_BUILD), redis.register_script(_SWAP)
+        for p in range(store.partitions):
+            prefix = f"{keys.tag(p)}:pidx-build:"
+            stale = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
+            if stale:
+                await guard(redis.delete(*stale))
+            head = await guard(redis.xrevrange(keys.log(p), "+", "-", 1))
+            if not head:
+                continue
+            last, start = text(head[0][0]), "-"
+            projects: set[str] = set()
+            while True:
+                reached, seen = await guard(build(keys=[keys.log(p)],
+                                                  args=[prefix, start, last, chunk]))
+                projects.update(text(s) for s in seen)
+                if not reached or text(reached) == last:
+                    break
+                start = f"({text(reached)}"
+            for project in sorted(projects):
+                await guard(swap(keys=[prefix + project, keys.project_index(p, project)]))
+        await guard(redis.hset(keys.meta, "project_index", "1"))
+        _indexed[store] = True
+        log.info("the per-project replay index of the log %r is built", keys.prefix)
+        return True
+    finally:
+        await guard(redis.delete(lock))

@@ -20,6 +20,7 @@ from chatlog.eventstore._topology import FlatEntry, RawEntry, connect, topology_
 from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_fields, parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, Client, guard, text
 from chatlog.eventstore.keys import Keys, partition_of
+from chatlog.eventstore.project_index import build_project_index
 from chatlog.eventstore.replication import confirm_heads
 from chatlog.eventstore.scripts import TRIM
 
@@ -222,6 +223,8 @@ class EventStore:
                 f"created with {recorded} partitions, not {self.partitions}; set "
                 f"CHATLOG_PARTITIONS={recorded} or use another prefix"
             )
+        if not await guard(self.redis.hexists(meta, "project_index")):
+            await build_project_index(self)  # a log from before the index: built once
 
     async def close(self) -> None:
         await self._appender.close()
