@@ -51,9 +51,13 @@ def _broken(pool: ProcessPoolExecutor) -> None:
 async def run(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` in the worker process, awaited from the event loop (``fn`` and its
     arguments are pickled: a module-level function). A worker that died is replaced
-    and the call made once more."""
+    and the call made once more; where no process can be started (no semaphores),
+    it runs in a thread."""
     for attempt in (1, 2):
-        pool = _executor()
+        try:
+            pool = _executor()
+        except (OSError, NotImplementedError):
+            return await asyncio.to_thread(fn, *args)
         try:
             return await asyncio.wrap_future(pool.submit(fn, *args))
         except BrokenProcessPool:
@@ -66,7 +70,10 @@ async def run(fn: Callable[..., T], *args: Any) -> T:
 def run_sync(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` in the worker process, from a thread (not the event loop's)."""
     for attempt in (1, 2):
-        pool = _executor()
+        try:
+            pool = _executor()
+        except (OSError, NotImplementedError):
+            return fn(*args)
         try:
             return pool.submit(fn, *args).result()
         except BrokenProcessPool:
