@@ -25,16 +25,31 @@ import logging
 import uuid
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chatlog.eventstore._tail import check_horizon
 from chatlog.eventstore._watermark import capped
 from chatlog.eventstore.codec import START, parse_position
 from chatlog.eventstore.connection import guard, text
+from chatlog.eventstore.keys import Keys
 
 if TYPE_CHECKING:
     from chatlog.eventstore.archive import Archive
-    from chatlog.eventstore.store import EventStore
+
+
+class IndexedStore(Protocol):
+    """What these reads need of :class:`chatlog.eventstore.EventStore` (the store calls
+    :func:`build_project_index` when it opens a log, so this module does not import it)."""
+
+    redis: Any
+    keys: Keys
+    partitions: int
+
+    @property
+    def archive(self) -> Archive | None: ...
+
+    @property
+    def committed_only(self) -> bool: ...
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +153,11 @@ end
 return {L, flags, entries}
 """
 
-_indexed: weakref.WeakKeyDictionary[EventStore, bool] = weakref.WeakKeyDictionary()
-_scripts: weakref.WeakKeyDictionary[EventStore, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+_indexed: weakref.WeakKeyDictionary[IndexedStore, bool] = weakref.WeakKeyDictionary()
+_scripts: weakref.WeakKeyDictionary[IndexedStore, tuple[Any, Any]] = weakref.WeakKeyDictionary()
 
 
-def _script(store: EventStore, backwards: bool = False) -> Any:
+def _script(store: IndexedStore, backwards: bool = False) -> Any:
     scripts = _scripts.get(store)
     if scripts is None:
         scripts = _scripts[store] = (store.redis.register_script(READ_PROJECTS),
@@ -150,7 +165,7 @@ def _script(store: EventStore, backwards: bool = False) -> Any:
     return scripts[1 if backwards else 0]
 
 
-async def indexed(store: EventStore) -> bool:
+async def indexed(store: IndexedStore) -> bool:
     """Whether the log keeps the per-project index (created with it; remembered once true)."""
     if _indexed.get(store):
         return True
@@ -180,7 +195,7 @@ def _archived(archive: Archive, partition: int, wanted: list[tuple[str, str | No
     return out
 
 
-async def read_projects(store: EventStore, partition: int, projects: Sequence[uuid.UUID],
+async def read_projects(store: IndexedStore, partition: int, projects: Sequence[uuid.UUID],
                         after: str, limit: int) -> list[RawEntry]:
     """Up to ``limit`` events of ``projects`` (all in ``partition``) after ``after``, in
     position order, across both tiers; :class:`PositionTrimmed` when ``after`` lies in
@@ -224,7 +239,7 @@ def _archived_before(archive: Archive, partition: int, projects: list[str],
     return out
 
 
-async def read_projects_before(store: EventStore, partition: int,
+async def read_projects_before(store: IndexedStore, partition: int,
                                projects: Sequence[uuid.UUID], before: str | None,
                                limit: int) -> list[RawEntry]:
     """Up to ``limit`` events of ``projects`` (all in ``partition``) before position
@@ -255,7 +270,7 @@ async def read_projects_before(store: EventStore, partition: int,
     return found[:limit]
 
 
-async def trim_project_indexes(store: EventStore, partition: int, last: str,
+async def trim_project_indexes(store: IndexedStore, partition: int, last: str,
                                aggregates: Sequence[bytes | str]) -> None:
     """Drop from the index streams of the projects of ``aggregates`` every position up to
     ``last`` (archived; the archiver calls this before it trims the stream)."""
@@ -303,7 +318,7 @@ return 1
 """
 
 
-async def build_project_index(store: EventStore, chunk: int = 5_000) -> bool:
+async def build_project_index(store: IndexedStore, chunk: int = 5_000) -> bool:
     """Give a log created before the per-project index its index, then flag it (readers
     scan until then). Appends made meanwhile are kept: they write the live index,
     which is merged in at the end. One process builds it (a lock key); False when
