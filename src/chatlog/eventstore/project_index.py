@@ -7,11 +7,12 @@ in the same script as the event, an entry to the project's index stream
 index entries after the cursor and the events at those positions in one script.
 
 Across tiers the index follows the log: the archiver trims the index streams with
-the stream (:func:`trim_project_indexes`, before its XTRIM), so when the index
-read starts at the index's first entry (or the index is empty) the project's
-older events may be in the archive; they are read from there through the
-archive's aggregate index (:func:`chatlog.eventstore.archive.read_project`), cut
-at the first position Redis returned (as :mod:`.tiers` does for whole reads).
+the stream (:func:`trim_project_indexes`, before its XTRIM). When a read starts
+before the stream's first entry ``L`` and the index begins after the cursor, is
+empty, or names positions before ``L``, the project's events between the cursor
+and ``L`` may be archived; they are read from the archive through its aggregate
+index (:func:`chatlog.eventstore.archive.read_project`), cut at ``L`` (an event a
+crash left in both tiers comes from Redis only, as :mod:`.tiers` does).
 Erasure deletes the erased positions from the index. A log created before the
 index existed has no ``project_index`` flag in its metadata: opening it builds the
 index once (:func:`build_project_index`); until then :func:`indexed` says no and
@@ -50,6 +51,7 @@ class IndexedStore(Protocol):
 
     @property
     def committed_only(self) -> bool: ...
+
 
 log = logging.getLogger(__name__)
 
