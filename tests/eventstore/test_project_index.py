@@ -89,3 +89,17 @@ async def test_a_log_from_before_the_index_gets_it_while_appends_go_on(
         index = [pos for pos, _ in await store.redis.xrange(store.keys.project_index(p, k))]
         assert index == log
         assert len(log) in (16, 17)
+
+
+async def test_a_deletion_trims_the_index_with_the_log(store_factory: Any) -> None:
+    store: EventStore = await store_factory()
+    positions = [(await store.append_one(message(NAMES[i % 2], "t", f"m {i}"))).position
+                 for i in range(10)]
+    await store.trim(0, positions[6])
+    for n, name in enumerate(NAMES[:2]):
+        k = normalize_project_id(name).key
+        index = [pos.decode() for pos, _ in await store.redis.xrange(
+            store.keys.project_index(0, k))]
+        assert index == positions[6:][n::2]
+        got = await read_projects(store, 0, [k], START, 100)
+        assert [pos.decode() for pos, _ in got] == index

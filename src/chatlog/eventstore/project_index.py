@@ -357,3 +357,16 @@ async def build_project_index(store: IndexedStore, chunk: int = 5_000) -> bool:
         return True
     finally:
         await guard(redis.delete(lock))
+
+
+async def trim_project_indexes_before(store: IndexedStore, partition: int, before: str) -> None:
+    """Drop from every project index of ``partition`` the positions before ``before``
+    (a deliberate deletion: those events are gone from both tiers)."""
+    parse_position(before)
+    pattern = f"{store.keys.tag(partition)}:pidx:*"
+    found = [k async for k in store.redis.scan_iter(match=pattern, count=1000)]
+    for i in range(0, len(found), 500):
+        pipe = store.redis.pipeline(transaction=False)
+        for key in found[i:i + 500]:
+            pipe.xtrim(key, minid=before, approximate=False)
+        await guard(pipe.execute())

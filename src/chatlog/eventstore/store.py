@@ -20,7 +20,7 @@ from chatlog.eventstore._topology import FlatEntry, RawEntry, connect, topology_
 from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_fields, parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, Client, guard, text
 from chatlog.eventstore.keys import Keys, partition_of
-from chatlog.eventstore.project_index import build_project_index
+from chatlog.eventstore.project_index import build_project_index, trim_project_indexes_before
 from chatlog.eventstore.replication import confirm_heads
 from chatlog.eventstore.scripts import TRIM
 
@@ -481,6 +481,7 @@ class EventStore:
                 keys=[self.keys.log(partition), self.keys.horizon(partition)], args=[before]
             )
         )
+        await trim_project_indexes_before(self, partition, before)
         return removed + int(trimmed)
 
     # -- status ------------------------------------------------------------------------
