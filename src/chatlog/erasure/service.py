@@ -188,19 +188,23 @@ class Eraser:
     (None: no archive); ``read_models``: the SQLite files to purge (the projector's);
     ``wait_applied``: waits until the local projector has applied up to a position (so no batch it
     read before the deletion writes the rows back); ``on_step``: called after each
-    step is recorded.
+    step is recorded; ``rewrite_aof`` off: the ``aof`` step leaves the servers' files to
+    a later erasure's rewrite (several erasures run back to back rewrite once, in the
+    last; requested before any runs, it survives a crash as pending).
     """
 
     def __init__(self, store: EventStore, *,
                  archive: Archive | Callable[[], Archive | None] | None = None,
                  read_models: Sequence[Path] = (), wait_applied: ReachedWait | None = None,
-                 on_step: StepHook | None = None, aof_timeout: float = 300.0) -> None:
+                 on_step: StepHook | None = None, aof_timeout: float = 300.0,
+                 rewrite_aof: bool = True) -> None:
         self.store = store
         self.archive = archive
         self.read_models = list(read_models)
         self.wait_applied = wait_applied
         self.on_step = on_step
         self.aof_timeout = aof_timeout
+        self.rewrite_aof = rewrite_aof
         self._lock = asyncio.Lock()
 
     async def request(self, project: uuid.UUID, project_name: str, thread_id: str | None = None,
@@ -357,6 +361,8 @@ class Eraser:
         report.read_model_rows = max(report.read_model_rows, purged)
 
     async def _aof(self, report: ErasureReport) -> None:
+        if not self.rewrite_aof:
+            return
         report.aof_rewrites += await _redis.rewrite_aof(self.store, self.aof_timeout)
 
     async def _done(self, report: ErasureReport) -> None:
