@@ -4,6 +4,8 @@ for a number of bytes from Redis that does not grow when other projects write.""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -210,3 +212,35 @@ async def test_a_log_from_before_the_index_is_scanned_then_indexed(
             assert await _replay(c, "Small", 2) == ids
     finally:
         await reopened.close()
+
+
+async def test_the_integrations_appends_are_in_the_index(redis_url: str, key_prefix: str
+                                                          ) -> None:
+    """The eventsourcing recorder writes the log with scripts of its own: its events
+    (and its tracking records) are in their project's index like any other."""
+    from eventsourcing.persistence import StoredEvent, Tracking
+    from eventsourcing.utils import Environment
+
+    from chatlog.integrations.eventsourcing import ChatlogFactory
+
+    def record() -> None:
+        factory = ChatlogFactory(Environment("Bank", {"CHATLOG_REDIS_URL": redis_url,
+                                                      "CHATLOG_KEY_PREFIX": key_prefix}))
+        try:
+            oid = uuid.uuid4()
+            factory.process_recorder().insert_events(
+                [StoredEvent(originator_id=oid, originator_version=v, topic="t:A",
+                             state=b"s") for v in (1, 2, 3)],
+                tracking=Tracking("Upstream", 7))
+        finally:
+            factory.close()
+
+    await asyncio.to_thread(record)
+    store = await EventStore.open(redis_url, prefix=key_prefix)
+    try:
+        bank = normalize_project_id("Bank").key
+        log = [pos for pos, _ in await store.read_raw(0)]
+        index = [pos for pos, _ in await store.redis.xrange(store.keys.project_index(0, bank))]
+        assert len(log) == 4 and index == log
+    finally:
+        await store.close()
