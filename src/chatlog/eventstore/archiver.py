@@ -13,12 +13,10 @@ published segment, or in both; never in neither)::
     trim     drop its positions from the aggregates' index lists       -> "index-trimmed"
              XTRIM MINID past its last position                        -> "trimmed"
 
-A pass first finishes what a crashed one left: it removes unpublished files and
-trims Redis up to the newest published position. Re-running is idempotent.
-
-Redis keys (in the partition's hash-tag slot, beside its stream):
-``<prefix>:{p<N>}:archiver`` the lease (``"<token> <holder>"``, expires) and
-``<prefix>:{p<N>}:archiver:fence`` the last fencing token handed out.
+A pass first finishes what a crashed one left (removes unpublished files, trims Redis
+up to the newest published position): re-running is idempotent. Redis keys, beside
+its stream: ``<prefix>:{p<N>}:archiver`` the lease (``"<token> <holder>"``, expires)
+and ``<prefix>:{p<N>}:archiver:fence`` the last fencing token handed out.
 """
 
 from __future__ import annotations
@@ -38,6 +36,7 @@ from chatlog.errors import ArchiveConflict, ChatlogError, InvalidInput, StoreUna
 from chatlog.eventstore.archiver_counters import ArchiverCounters
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, raise_if_cancelled, text
+from chatlog.eventstore.project_index import trim_project_indexes
 from chatlog.eventstore.store import EventStore
 from chatlog.eventstore.waits import publish_then_snapshot
 from chatlog.settings import Settings
@@ -466,6 +465,7 @@ class Archiver:
             chunk = [keys.aggregate_index(partition, a.decode())
                      for a in aggregates[i : i + _KEYS_PER_CALL]]
             await self._trim_index(keys=chunk, args=[ms, seq])
+        await trim_project_indexes(self.store, partition, last, aggregates)
         self._step("index-trimmed")
         removed = int(await self.store.redis.xtrim(keys.log(partition), minid=f"{ms}-{seq + 1}",
                                                    approximate=False))

@@ -63,7 +63,7 @@ async def readyz(request: web.Request) -> web.Response:
         behind = lag_events(projection)
         if behind is not None:
             st.metrics.projection_lag.set(behind)
-            if behind and not st.services.projector.caught_up_once:
+            if behind and not getattr(st.services.projector, "caught_up_once", False):
                 # Start-up catch-up (a fresh data dir, a read model far behind) goes on in
                 # the background: appends, replay and waits work; queries answer what the
                 # read model has (min_position waits for an append's position).

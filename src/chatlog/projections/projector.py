@@ -40,9 +40,10 @@ from typing import Any, TypeVar
 
 from chatlog.errors import ProjectionError, ProjectionLagTimeout
 from chatlog.events import RecordedEvent, known_types
-from chatlog.eventstore.codec import Cursor, decode_entry, parse_position
+from chatlog.eventstore.codec import Cursor, parse_position
 from chatlog.eventstore.store import EventStore
 from chatlog.projections import _db
+from chatlog.projections._big_events import decode_batch
 from chatlog.projections.base import Projection
 from chatlog.projections.lag import ProjectionLag, measure_lag
 from chatlog.settings import Settings
@@ -113,7 +114,6 @@ class Projector:
         self.failures_total = 0
         #: Times the projector rebuilt its read model because it diverged from the log.
         self.repairs = 0
-        self.caught_up_once = False  # its tail went idle since start (else /readyz: catching up)
         #: What the last repair refolded (which partitions, or the whole model) and why.
         self.last_repair: str | None = None
         #: Repair by a rebuild after this many failures of one batch in a row
@@ -362,7 +362,7 @@ class Projector:
             raise _Diverged(gone, self._committed)
 
     async def _on_idle(self) -> None:
-        self.caught_up_once = True
+        self.caught_up_once = True  # its tail went idle since start (else /readyz: catching up)
         await self._verify(range(self._partitions))
 
     async def _heal(self, reason: str, partitions: Sequence[int] | None = None) -> None:
@@ -444,7 +444,7 @@ class Projector:
     def _apply_sync(self, batch: Sequence[RecordedEvent | RawEntry]) -> list[RecordedEvent]:
         conn = self._conn
         assert conn is not None
-        events = [e if isinstance(e, RecordedEvent) else decode_entry(*e) for e in batch]
+        events = decode_batch(batch)  # big messages split in the worker process
         conn.execute("BEGIN IMMEDIATE")
         try:
             found, counts = _db.read_checkpoint(conn, self._partitions)
