@@ -242,6 +242,14 @@ class Rows:
     #: The versions as the stream has them (``b"7"``).
     version_texts: list[bytes]
     bodies: list[bytes]
+    _keys: list[tuple[int, int]] | None = None
+
+    @property
+    def keys(self) -> list[tuple[int, int]]:
+        """Each row's position as ``(ms, seq)`` (built once, on first use)."""
+        if self._keys is None:
+            self._keys = list(zip(self.ms, self.seqs, strict=True))
+        return self._keys
 
     @classmethod
     def of(cls, table: pa.Table) -> Rows:
