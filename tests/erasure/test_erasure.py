@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from langgraph.checkpoint.conformance.test_utils import (
     generate_checkpoint,
@@ -32,7 +34,8 @@ Entry = tuple[bytes, list[bytes]]
 
 
 def files_holding(root: Path, needle: str) -> list[str]:
-    """Every file under ``root`` whose bytes contain ``needle``."""
+    """Every file under ``root`` whose bytes contain ``needle``; a Parquet file's
+    (zstd-compressed: its raw bytes never show the text) decoded values too."""
     raw = needle.encode()
     found = []
     for dirpath, _, names in os.walk(root):
@@ -42,9 +45,15 @@ def files_holding(root: Path, needle: str) -> list[str]:
                 data = path.read_bytes()
             except (FileNotFoundError, IsADirectoryError, OSError):
                 continue  # a socket, or a file removed meanwhile
-            if raw in data:
+            if raw in data or (data[:4] == b"PAR1" and raw in _decoded(data)):
                 found.append(str(path.relative_to(root)))
     return sorted(found)
+
+
+def _decoded(parquet: bytes) -> bytes:
+    table = pq.read_table(pa.BufferReader(parquet))
+    return b"\n".join(str(v).encode() if not isinstance(v, bytes) else v
+                      for column in table.columns for v in column.to_pylist())
 
 
 def project_entries(store: EventStore, archive: Archive, project: str) -> Any:

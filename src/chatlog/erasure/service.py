@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from chatlog.erasure import _redis
-from chatlog.errors import InvalidInput
+from chatlog.errors import ArchiveConflict, InvalidInput
 from chatlog.events import ErasureRecorded, NewEvent, aggregate_key
 from chatlog.eventstore import EventStore
 from chatlog.eventstore.archive import Archive, erase_rows
+from chatlog.eventstore.archiver import holding_lease
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import guard, text
 from chatlog.projections.erasure import applied_position, count_rows, purge_read_model
@@ -132,6 +133,9 @@ class ErasureReport:
 #: to apply the tombstone before it purges the rows itself.
 READ_MODEL_WAIT = 30.0
 
+#: Rewrites of a partition's archive tried when another archiver published meanwhile.
+ARCHIVE_ATTEMPTS = 3
+
 #: A fault hook for crash tests: ``serve`` kills itself (SIGKILL, as ``kill -9``)
 #: right after an erasure records the step this variable names.
 FAULT_ENV = "CHATLOG_FAULT_ERASE_AFTER"
@@ -188,19 +192,22 @@ class Eraser:
     (None: no archive); ``read_models``: the SQLite files to purge (the projector's);
     ``wait_applied``: waits until the local projector has applied up to a position (so no batch it
     read before the deletion writes the rows back); ``on_step``: called after each
-    step is recorded.
+    step is recorded; ``lease_wait``: how long the archive step waits for a running
+    archiver pass to release the partition's lease.
     """
 
     def __init__(self, store: EventStore, *,
                  archive: Archive | Callable[[], Archive | None] | None = None,
                  read_models: Sequence[Path] = (), wait_applied: ReachedWait | None = None,
-                 on_step: StepHook | None = None, aof_timeout: float = 300.0) -> None:
+                 on_step: StepHook | None = None, aof_timeout: float = 300.0,
+                 lease_wait: float = 900.0) -> None:
         self.store = store
         self.archive = archive
         self.read_models = list(read_models)
         self.wait_applied = wait_applied
         self.on_step = on_step
         self.aof_timeout = aof_timeout
+        self.lease_wait = lease_wait
         self._lock = asyncio.Lock()
 
     async def request(self, project: uuid.UUID, project_name: str, thread_id: str | None = None,
@@ -324,21 +331,34 @@ class Eraser:
         report.events_erased["redis"] = report.events_erased.get("redis", 0) + n
 
     async def _archive(self, report: ErasureReport) -> None:
-        found = self.archive() if callable(self.archive) else self.archive
-        if found is None:
-            return
-        archive = found
         partition, agg, prefix = self._scope(report)
         assert report.tombstone_position is not None
+        before = report.tombstone_position
 
-        def run() -> Any:
+        def run(archive: Archive, fence: int) -> Any:
             archive.reload()
-            return erase_rows(archive, partition, report.project, agg,
-                              report.tombstone_position or "", prefix)
+            return erase_rows(archive, partition, report.project, agg, before, prefix,
+                              fence=fence)
 
-        done = await asyncio.to_thread(run)
-        report.events_erased["archive"] = report.events_erased.get("archive", 0) + done.events
-        report.bytes_rewritten += done.bytes_rewritten
+        # The archiver's lease, as a deletion takes it: no pass (of this node's serve or
+        # another's) publishes, or removes files it does not list, while the segments
+        # are rewritten; a pass that read the scope's entries before they were XDEL'd
+        # has published them by the time the lease is ours, so they are erased too.
+        for attempt in range(ARCHIVE_ATTEMPTS):
+            async with holding_lease(self.store, partition, wait=self.lease_wait) as fence:
+                archive = self.archive() if callable(self.archive) else self.archive
+                if archive is None:
+                    return
+                try:
+                    done = await asyncio.to_thread(run, archive, fence)
+                except ArchiveConflict:  # a holder whose lease lapsed published meanwhile
+                    if attempt + 1 == ARCHIVE_ATTEMPTS:
+                        raise
+                    continue
+            report.events_erased["archive"] = (report.events_erased.get("archive", 0)
+                                               + done.events)
+            report.bytes_rewritten += done.bytes_rewritten
+            return
 
     async def _read_models(self, report: ErasureReport) -> None:
         partition, _, _ = self._scope(report)
