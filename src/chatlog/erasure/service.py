@@ -11,7 +11,8 @@ completion recorded before the next begins:
 ``redis``       the scope's stream entries XDEL'd, aggregate indexes and versions pruned
 ``archive``     archive segments rewritten without the scope's rows
 ``read_models`` rows deleted (``secure_delete``), WAL checkpointed with TRUNCATE
-``aof``         every node's append-only file rewritten (and waited for)
+``aof``         every node's append-only file rewritten (and waited for); its RDB
+                dump file removed when it is under the data dir, else reported
 ``done``
 
 :meth:`Eraser.resume` (called when ``serve`` starts) drives the unfinished ones.
@@ -20,6 +21,7 @@ completion recorded before the next begins:
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -30,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chatlog.erasure import _redis
+from chatlog.erasure import _rdb, _redis
 from chatlog.errors import ArchiveConflict, InvalidInput
 from chatlog.events import ErasureRecorded, NewEvent, aggregate_key
 from chatlog.eventstore import EventStore
@@ -70,6 +72,9 @@ class ErasureReport:
     #: Bytes of archive segments written anew, and of the AOF files rewritten.
     bytes_rewritten: int = 0
     aof_rewrites: int = 0
+    #: Per node: its RDB file, whether the erasure removed it, whether one may still
+    #: hold erased content and why (see ``chatlog.erasure._rdb``).
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
     finished_at: float | None = None
     error: str | None = None
 
@@ -106,6 +111,7 @@ class ErasureReport:
             "read_model_rows": str(self.read_model_rows),
             "bytes_rewritten": str(self.bytes_rewritten),
             "aof_rewrites": str(self.aof_rewrites),
+            "snapshots": json.dumps(self.snapshots),
             "finished_at": "" if self.finished_at is None else repr(self.finished_at),
             "error": self.error or "",
         }
@@ -124,6 +130,7 @@ class ErasureReport:
             read_model_rows=int(f.get("read_model_rows", 0)),
             bytes_rewritten=int(f.get("bytes_rewritten", 0)),
             aof_rewrites=int(f.get("aof_rewrites", 0)),
+            snapshots=json.loads(f.get("snapshots") or "[]"),
             finished_at=float(f["finished_at"]) if f.get("finished_at") else None,
             error=f.get("error") or None,
         )
@@ -181,7 +188,8 @@ def eraser_for(settings: Settings, store: EventStore,
         return Archive.open(str(where)) if where.exists() else None
 
     return Eraser(store, archive=archive, read_models=[path],
-                  wait_applied=wait_applied or file_applied, on_step=erasure_fault_hook())
+                  wait_applied=wait_applied or file_applied, on_step=erasure_fault_hook(),
+                  data_dir=settings.data_dir)
 
 
 class Eraser:
@@ -193,14 +201,15 @@ class Eraser:
     ``wait_applied``: waits until the local projector has applied up to a position (so no batch it
     read before the deletion writes the rows back); ``on_step``: called after each
     step is recorded; ``lease_wait``: how long the archive step waits for a running
-    archiver pass to release the partition's lease.
+    archiver pass to release the partition's lease; ``data_dir``: the chatlog data
+    dir, under which a server's RDB dump file is ours to remove after the AOF rewrite.
     """
 
     def __init__(self, store: EventStore, *,
                  archive: Archive | Callable[[], Archive | None] | None = None,
                  read_models: Sequence[Path] = (), wait_applied: ReachedWait | None = None,
                  on_step: StepHook | None = None, aof_timeout: float = 300.0,
-                 lease_wait: float = 900.0) -> None:
+                 lease_wait: float = 900.0, data_dir: Path | None = None) -> None:
         self.store = store
         self.archive = archive
         self.read_models = list(read_models)
@@ -208,6 +217,7 @@ class Eraser:
         self.on_step = on_step
         self.aof_timeout = aof_timeout
         self.lease_wait = lease_wait
+        self.data_dir = data_dir
         self._lock = asyncio.Lock()
 
     async def request(self, project: uuid.UUID, project_name: str, thread_id: str | None = None,
@@ -378,6 +388,10 @@ class Eraser:
 
     async def _aof(self, report: ErasureReport) -> None:
         report.aof_rewrites += await _redis.rewrite_aof(self.store, self.aof_timeout)
+        # then the snapshots: removed under the data dir, reported elsewhere
+        notes = await _rdb.settle_snapshots(self.store, self.data_dir, report.requested_at,
+                                            self.aof_timeout)
+        report.snapshots = [n.as_dict() for n in notes]
 
     async def _done(self, report: ErasureReport) -> None:
         return None
