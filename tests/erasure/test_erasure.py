@@ -25,6 +25,7 @@ from chatlog.errors import EventIdReused
 from chatlog.events import aggregate_key
 from chatlog.eventstore import EmbeddedValkey, EventStore
 from chatlog.eventstore.archive import Archive
+from chatlog.eventstore.archiver import Archiver, HotWindow
 from chatlog.identity import normalize_project_id
 from chatlog.integrations.langgraph import ChatlogSaver
 from chatlog.projections import Projector
@@ -178,3 +179,33 @@ async def test_erase_a_langgraph_threads_checkpoints(store: EventStore, tmp_path
     assert files_holding(session_valkey.dir, marker) == []
     assert await saver.aget_tuple(kept) is not None
     assert await saver.aget_tuple(gone) is None
+
+
+async def test_a_thread_wholly_archived_starts_afresh(
+    valkey_factory: Callable[..., EmbeddedValkey], short_tmp: Path
+) -> None:
+    """A thread whose events all left Redis for the archive has no index list there,
+    only its version: the erasure drops that too, so the next message is version 1."""
+    data = short_tmp / f"w{uuid.uuid4().hex[:8]}"
+    store = await EventStore.open(valkey_factory(data / "valkey").url)
+    archive = Archive.open(str(data / "archive"))
+    blog = normalize_project_id("Blog").key
+    marker = secrets.token_hex(32)
+    try:
+        for i in range(3):
+            await store.append_one(message("Blog", "t1", f"{i} {marker}"))
+        await store.append_one(message("Blog", "t2", "stays hot"))
+        [sealed] = await Archiver(store, archive, HotWindow(events=1, seconds=0, bytes=0)
+                                  ).run_pass([0])
+        assert sealed.archived == 3
+        assert not await store.redis.exists(
+            store.keys.aggregate_index(0, aggregate_key(blog, "thread", "t1")))
+        report = await Eraser(store, archive=archive).erase(blog, "Blog", "t1")
+        assert report.events_erased == {"redis": 0, "archive": 3}
+        assert files_holding(data, marker) == []
+        assert await store.aggregate_version(blog, "thread", "t1") == 0
+        fresh = await store.append_one(message("Blog", "t1", "after erasure"))
+        assert fresh.version == 1
+        assert await store.aggregate_version(blog, "thread", "t2") == 1
+    finally:
+        await store.close()

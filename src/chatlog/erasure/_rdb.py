@@ -124,6 +124,22 @@ async def _settle(node: aioredis.Redis, owned: Path | None, erased_at: float,
                         "no save points, no snapshot since the node started, AOF on")
 
 
+async def owned_pid(node: aioredis.Redis, owned: Path | None) -> int | None:
+    """The process id of ``node`` when it is ours (its directory under ``owned``, its
+    process on this machine); else None."""
+    if owned is None:
+        return None
+    directory = await _config(node, "dir")
+    if directory is None or not _under(Path(directory), owned):
+        return None
+    pid = int((await guard(node.info("server"))).get("process_id", 0))
+    return pid if pid and _running_here(pid) else None
+
+
+def _running_here(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
 def _under(directory: Path, owned: Path) -> bool:
     try:
         return directory.resolve().is_relative_to(owned.resolve()) and directory.is_dir()

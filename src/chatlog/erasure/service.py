@@ -21,6 +21,7 @@ completion recorded before the next begins:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from chatlog.erasure import _rdb, _redis
+from chatlog.erasure._background import run_yielding
 from chatlog.errors import ArchiveConflict, InvalidInput
 from chatlog.events import ErasureRecorded, NewEvent, aggregate_key
 from chatlog.eventstore import EventStore
@@ -360,7 +362,7 @@ class Eraser:
                 if archive is None:
                     return
                 try:
-                    done = await asyncio.to_thread(run, archive, fence)
+                    done = await run_yielding(functools.partial(run, archive, fence))
                 except ArchiveConflict:  # a holder whose lease lapsed published meanwhile
                     if attempt + 1 == ARCHIVE_ATTEMPTS:
                         raise
@@ -387,7 +389,8 @@ class Eraser:
         report.read_model_rows = max(report.read_model_rows, purged)
 
     async def _aof(self, report: ErasureReport) -> None:
-        report.aof_rewrites += await _redis.rewrite_aof(self.store, self.aof_timeout)
+        report.aof_rewrites += await _redis.rewrite_aof(self.store, self.aof_timeout,
+                                                        self.data_dir)
         # then the snapshots: removed under the data dir, reported elsewhere
         notes = await _rdb.settle_snapshots(self.store, self.data_dir, report.requested_at,
                                             self.aof_timeout)

@@ -85,7 +85,9 @@ def erase_rows(archive: Archive, partition: int, project: str, aggregate: str | 
                 kept.append(entry)
                 continue
             path = storage.join(f"partition={partition}", entry.name)
-            table = pq.read_table(storage.open(path)).replace_schema_metadata(None)
+            # in the caller's thread (pyarrow's pool would run it at the pool's priority)
+            table = pq.read_table(storage.open(path), use_threads=False)
+            table = table.replace_schema_metadata(None)
             mask = _mask(table, project, aggregate, before, prefix)
             hits = int(pc.sum(mask).as_py() or 0)
             if not hits:
