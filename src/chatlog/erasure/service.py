@@ -21,7 +21,6 @@ completion recorded before the next begins:
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import signal
@@ -34,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from chatlog.erasure import _rdb, _redis
-from chatlog.erasure._background import run_yielding
+from chatlog.erasure._archive_job import erase_in_child
 from chatlog.errors import ArchiveConflict, InvalidInput
 from chatlog.events import ErasureRecorded, NewEvent, aggregate_key
 from chatlog.eventstore import EventStore
-from chatlog.eventstore.archive import Archive, erase_rows
+from chatlog.eventstore.archive import Archive
 from chatlog.eventstore.archiver import holding_lease
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import guard, text
@@ -345,31 +344,29 @@ class Eraser:
     async def _archive(self, report: ErasureReport) -> None:
         partition, agg, prefix = self._scope(report)
         assert report.tombstone_position is not None
-        before = report.tombstone_position
-
-        def run(archive: Archive, fence: int) -> Any:
-            archive.reload()
-            return erase_rows(archive, partition, report.project, agg, before, prefix,
-                              fence=fence)
-
         # The archiver's lease, as a deletion takes it: no pass (of this node's serve or
         # another's) publishes, or removes files it does not list, while the segments
         # are rewritten; a pass that read the scope's entries before they were XDEL'd
         # has published them by the time the lease is ours, so they are erased too.
+        # The rewrite runs in a low-priority child process (``_archive_job``): appends
+        # keep the CPU and this process's interpreter lock.
         for attempt in range(ARCHIVE_ATTEMPTS):
             async with holding_lease(self.store, partition, wait=self.lease_wait) as fence:
                 archive = self.archive() if callable(self.archive) else self.archive
                 if archive is None:
                     return
                 try:
-                    done = await run_yielding(functools.partial(run, archive, fence))
+                    done = await erase_in_child(archive.url, partition, report.project, agg,
+                                                report.tombstone_position, prefix, fence)
                 except ArchiveConflict:  # a holder whose lease lapsed published meanwhile
                     if attempt + 1 == ARCHIVE_ATTEMPTS:
                         raise
                     continue
+                finally:
+                    archive.reload()  # this process's readers: the new manifest
             report.events_erased["archive"] = (report.events_erased.get("archive", 0)
-                                               + done.events)
-            report.bytes_rewritten += done.bytes_rewritten
+                                               + done["events"])
+            report.bytes_rewritten += done["bytes_rewritten"]
             return
 
     async def _read_models(self, report: ErasureReport) -> None:
