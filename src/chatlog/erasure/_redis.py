@@ -27,7 +27,7 @@ SCAN_CHUNK = 2_000
 DELETE_CHUNK = 500
 #: Entries deleted per round trip (a pipeline of XDELs): between round trips the
 #: server serves the appends, and this process's event loop its other tasks.
-DELETE_ROUND = 5_000
+DELETE_ROUND = 2_000
 
 #: Drops from each aggregate index (KEYS[2..]) its positions before ARGV[1] (ms) /
 #: ARGV[2] (seq); when none is left the index and the aggregate's version in the
