@@ -29,6 +29,7 @@ from chatlog.eventstore.archiver import Archiver, HotWindow
 from chatlog.identity import normalize_project_id
 from chatlog.integrations.langgraph import ChatlogSaver
 from chatlog.projections import Projector
+from chatlog.projections.erasure import count_rows
 from tests.helpers import message
 
 Entry = tuple[bytes, list[bytes]]
@@ -209,3 +210,29 @@ async def test_a_thread_wholly_archived_starts_afresh(
         assert await store.aggregate_version(blog, "thread", "t2") == 1
     finally:
         await store.close()
+
+
+async def test_erasing_an_integrations_aggregates_keeps_the_read_model(
+    store: EventStore, tmp_path: Path, session_valkey: EmbeddedValkey
+) -> None:
+    """The tombstone of an erasure of aggregates under a prefix (a LangGraph thread's
+    checkpoints) deletes no conversation rows: the project's threads stay readable."""
+    saver = ChatlogSaver(store, project="Graphs")
+    await saver.aput(generate_config("g-1"), generate_checkpoint(channel_values={"m": 1}),
+                     generate_metadata(step=0), {"m": 1})
+    for i in range(3):
+        await store.append_one(message("Graphs", "chat", f"message {i}"))
+    projector = Projector(store, tmp_path / "readmodel.sqlite")
+    await projector.open()
+    try:
+        await projector.catch_up()
+        before = count_rows(projector.path, str(normalize_project_id("Graphs").key), None)
+        assert before >= 4  # three messages, the thread, the project
+        key = normalize_project_id("Graphs")
+        report = await Eraser(store, read_models=[projector.path]).erase_aggregates(
+            key.key, key.display, "langgraph", "g-1/")
+        assert report.state == "done"
+        await projector.catch_up()
+        assert count_rows(projector.path, str(key.key), None) == before
+    finally:
+        await projector.stop()
