@@ -41,12 +41,7 @@ from chatlog.eventstore.archive import Archive
 from chatlog.eventstore.archiver import holding_lease
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import guard, text
-from chatlog.projections.erasure import (
-    applied_position,
-    count_rows,
-    delete_messages,
-    purge_read_model,
-)
+from chatlog.projections.erasure import applied_position, count_rows, purge_read_model
 from chatlog.settings import Settings
 
 STEPS = ("recorded", "tombstoned", "redis", "archive", "read_models", "aof", "done")
@@ -145,9 +140,6 @@ class ErasureReport:
 #: Seconds an eraser without its own projector waits for the read model's (``serve``'s)
 #: to apply the tombstone before it purges the rows itself.
 READ_MODEL_WAIT = 30.0
-
-#: Message rows a read model loses per transaction before the tombstone is appended.
-PURGE_CHUNK = 2_000
 
 #: Rewrites of a partition's archive tried when another archiver published meanwhile.
 ARCHIVE_ATTEMPTS = 3
@@ -325,7 +317,6 @@ class Eraser:
             report.read_model_rows = sum([
                 await asyncio.to_thread(count_rows, p, report.project, report.thread_id)
                 for p in self.read_models if p.exists()])
-            await self._thin_read_models(report)
         data = ErasureRecorded(
             erasure_id=report.erasure_id, scope=report.scope,
             thread_id=report.thread_id, aggregates=report.aggregates,
@@ -338,19 +329,6 @@ class Eraser:
             event_id=uuid.UUID(report.erasure_id))  # a retry after a crash appends nothing
         result = await self.store.append_one(event)
         report.tombstone_position = result.position
-
-    async def _thin_read_models(self, report: ErasureReport) -> None:
-        """Delete the scope's messages from the local read models in small, paced
-        transactions before the tombstone goes in (see ``delete_messages``): rows of
-        events before it, which the tombstone's projection would delete anyway."""
-        for path in self.read_models:
-            while True:
-                started = time.monotonic()
-                n = await asyncio.to_thread(delete_messages, path, report.project,
-                                            report.thread_id, PURGE_CHUNK)
-                if n < PURGE_CHUNK:
-                    break
-                await asyncio.sleep(time.monotonic() - started)  # half the time: the appends'
 
     async def _redis(self, report: ErasureReport) -> None:
         partition, agg, prefix = self._scope(report)

@@ -55,38 +55,6 @@ def erase_rows(conn: sqlite3.Connection, project: str, thread_id: str | None) ->
     return removed
 
 
-def delete_messages(path: Path, project: str, thread_id: str | None, limit: int) -> int:
-    """Delete up to ``limit`` of the scope's message rows from the read model at
-    ``path`` in one short transaction (``secure_delete`` on); return how many.
-
-    The erasure calls it over and over, paced, before it appends the tombstone, so
-    the projector's own deletion (in one transaction, when it applies the
-    tombstone) finds little left: a large project's rows go in many small writes
-    beside the appends rather than one long one. Only ``messages`` is touched (the
-    thread's counters, read by :func:`erase_rows`, stay as they are).
-    """
-    if not path.exists():
-        return 0
-    conn = _db.connect_writer(path)
-    try:
-        if not _db.table_exists(conn, "messages"):
-            return 0
-        where, args = ("project = ?", (project,)) if thread_id is None else (
-            "project = ? AND thread_id = ?", (project, thread_id))
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            removed = conn.execute(
-                f"DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages "
-                f"WHERE {where} LIMIT ?)", (*args, limit)).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return int(removed)
-    finally:
-        conn.close()
-
-
 def count_rows(path: Path, project: str, thread_id: str | None) -> int:
     """How many rows of the scope the read model at ``path`` holds (read only)."""
     conn = _db.connect_reader(path)
