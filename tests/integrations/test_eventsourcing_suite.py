@@ -99,28 +99,17 @@ class TestNonInterleavingNotificationIDs(_OnChatlog, NonInterleavingNotification
         return self.factory().application_recorder()
 
 
-# On the cluster the suites run but for their timing printouts (test_performance,
-# test_concurrent_throughput assert nothing; they took ~12 s of six fsyncing nodes).
-_TIMING_ONLY = pytest.mark.skip(reason="timing printout only; run on one server above")
+# On the cluster too, every case of the suites runs, the timing printouts included.
 
 
 @pytest.mark.cluster
 class TestAggregateRecorderOnCluster(TestAggregateRecorder):
     backend = "cluster"
 
-    @_TIMING_ONLY
-    def test_performance(self) -> None: ...
-
 
 @pytest.mark.cluster
 class TestApplicationRecorderOnCluster(TestApplicationRecorder):
     backend = "cluster"
-
-    @_TIMING_ONLY
-    def test_performance(self) -> None: ...
-
-    @_TIMING_ONLY
-    def test_concurrent_throughput(self) -> None: ...
 
 
 @pytest.mark.cluster
@@ -131,9 +120,6 @@ class TestTrackingRecorderOnCluster(TestTrackingRecorder):
 @pytest.mark.cluster
 class TestProcessRecorderOnCluster(TestProcessRecorder):
     backend = "cluster"
-
-    @_TIMING_ONLY
-    def test_performance(self) -> None: ...
 
 
 @pytest.mark.cluster

@@ -201,7 +201,10 @@ class Eraser:
     (None: no archive); ``read_models``: the SQLite files to purge (the projector's);
     ``wait_applied``: waits until the local projector has applied up to a position (so no batch it
     read before the deletion writes the rows back); ``on_step``: called after each
-    step is recorded; ``lease_wait``: how long the archive step waits for a running
+    step is recorded; ``rewrite_aof`` off: the ``aof`` step leaves the servers' files
+    (their AOF and RDB snapshots) to a later erasure's rewrite (several erasures run
+    back to back rewrite once, in the last; requested before any runs, it survives a
+    crash as pending); ``lease_wait``: how long the archive step waits for a running
     archiver pass to release the partition's lease; ``data_dir``: the chatlog data
     dir, under which a server's RDB dump file is ours to remove after the AOF rewrite.
     """
@@ -210,13 +213,15 @@ class Eraser:
                  archive: Archive | Callable[[], Archive | None] | None = None,
                  read_models: Sequence[Path] = (), wait_applied: ReachedWait | None = None,
                  on_step: StepHook | None = None, aof_timeout: float = 300.0,
-                 lease_wait: float = 900.0, data_dir: Path | None = None) -> None:
+                 rewrite_aof: bool = True, lease_wait: float = 900.0,
+                 data_dir: Path | None = None) -> None:
         self.store = store
         self.archive = archive
         self.read_models = list(read_models)
         self.wait_applied = wait_applied
         self.on_step = on_step
         self.aof_timeout = aof_timeout
+        self.rewrite_aof = rewrite_aof
         self.lease_wait = lease_wait
         self.data_dir = data_dir
         self._lock = asyncio.Lock()
@@ -386,6 +391,8 @@ class Eraser:
         report.read_model_rows = max(report.read_model_rows, purged)
 
     async def _aof(self, report: ErasureReport) -> None:
+        if not self.rewrite_aof:
+            return
         report.aof_rewrites += await _redis.rewrite_aof(self.store, self.aof_timeout,
                                                         self.data_dir)
         # then the snapshots: removed under the data dir, reported elsewhere

@@ -6,47 +6,93 @@ from chatlog.integrations._runtime import LUA_ADD_ENTRY
 
 # KEYS: log, versions, sequence, notifications, tracking
 # ARGV: base, application ('1'/'0'), then the tracking record (upstream ('' = none), id,
-# event id, type, aggregate, body, index), n, then per event 10 values: event id, type,
-# aggregate, index, originator digest, originator version, topic, JSON head, JSON tail, blob.
+# event id, type, aggregate, body, index), n, the events' type, aggregate prefix, index key
+# prefix, then per event 8 values: event id, originator id, originator digest, originator
+# version, topic, JSON head, JSON tail, blob.
+# -> {'ok', position, notification id (0: none)..., [tracking position, 0]} (the shape
+# chatlog.eventstore.scripted acknowledges) | {'conflict', i} | {'tracking', current}
+#
+# The work is done per originator, not per event, where it can be: one conflict check
+# (ZRANGEBYSCORE over the batch's versions), one HINCRBY, RPUSH and ZADD; one INCRBY
+# for the notification ids and one ZADD of them. Only the XADDs are one per event.
 _INSERT = LUA_ADD_ENTRY + """
 local function be32(n)
   return string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
                      math.floor(n / 256) % 256, n % 256)
 end
+local function call_chunked(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
 local base, app, n = ARGV[1], ARGV[2] == '1', tonumber(ARGV[10])
-local seen = {}
+local rtype, aggp, idxp, S = ARGV[11], ARGV[12], ARGV[13], 14
+local groups, order = {}, {}
 for i = 0, n - 1 do
-  local b = 11 + i * 10
-  local okey = base .. ':o:' .. ARGV[b + 4]
-  local mark = ARGV[b + 4] .. '#' .. ARGV[b + 5]
-  if seen[mark] then return {'conflict', i} end
-  seen[mark] = true
-  if #redis.call('ZRANGEBYSCORE', okey, ARGV[b + 5], ARGV[b + 5], 'LIMIT', 0, 1) > 0 then
-    return {'conflict', i}
+  local b = S + i * 8
+  local d, v = ARGV[b + 2], tonumber(ARGV[b + 3])
+  local g = groups[d]
+  if not g then
+    g = {agg = aggp .. ARGV[b + 1], vs = {}, lo = v, hi = v, count = 0, pos = {}, z = {}}
+    groups[d] = g
+    order[#order + 1] = d
+  end
+  if g.vs[v] then return {'conflict', i} end
+  g.vs[v] = i
+  g.count = g.count + 1
+  if v < g.lo then g.lo = v end
+  if v > g.hi then g.hi = v end
+end
+for _, d in ipairs(order) do
+  local g = groups[d]
+  local hits = redis.call('ZRANGEBYSCORE', base .. ':o:' .. d, g.lo, g.hi, 'WITHSCORES')
+  for j = 2, #hits, 2 do
+    local i = g.vs[tonumber(hits[j])]
+    if i then return {'conflict', i} end
   end
 end
 if ARGV[3] ~= '' then
   local current = redis.call('HGET', KEYS[5], ARGV[3])
   if current and tonumber(current) >= tonumber(ARGV[4]) then return {'tracking', current} end
 end
-local out = {'ok'}
+for _, d in ipairs(order) do
+  local g = groups[d]
+  g.v = redis.call('HINCRBY', KEYS[2], g.agg, g.count) - g.count
+end
+local nid0 = 0
+if app and n > 0 then nid0 = redis.call('INCRBY', KEYS[3], n) - n end
+local out, notes = {'ok'}, {}
 for i = 0, n - 1 do
-  local b = 11 + i * 10
-  local doc = ARGV[b + 7]
-  local nid = 0
+  local b = S + i * 8
+  local g = groups[ARGV[b + 2]]
+  local doc, nid = ARGV[b + 5], 0
   if app then
-    nid = redis.call('INCR', KEYS[3])
-    doc = doc .. tostring(nid) .. ARGV[b + 8]
+    nid = nid0 + i + 1
+    doc = doc .. tostring(nid) .. ARGV[b + 6]
   end
-  local body = '\\0' .. be32(#doc) .. doc .. ARGV[b + 9]
-  local pos = add_entry(KEYS[1], KEYS[2], ARGV[b + 3], ARGV[b], ARGV[b + 1], ARGV[b + 2], body)
-  redis.call('ZADD', base .. ':o:' .. ARGV[b + 4], ARGV[b + 5], pos)
-  if app then redis.call('ZADD', KEYS[4], nid, pos .. ' ' .. ARGV[b + 6]) end
+  g.v = g.v + 1
+  local pos = redis.call('XADD', KEYS[1], '*', 'i', ARGV[b], 't', rtype, 'a', g.agg,
+                         'v', tostring(g.v), 'b', '\0' .. be32(#doc) .. doc .. ARGV[b + 7])
+  g.pos[#g.pos + 1] = pos
+  g.z[#g.z + 1] = ARGV[b + 3]
+  g.z[#g.z + 1] = pos
+  if app then
+    notes[#notes + 1] = nid
+    notes[#notes + 1] = pos .. ' ' .. ARGV[b + 4]
+  end
+  out[#out + 1] = pos
   out[#out + 1] = nid
 end
+for _, d in ipairs(order) do
+  local g = groups[d]
+  call_chunked('RPUSH', idxp .. g.agg, g.pos)
+  call_chunked('ZADD', base .. ':o:' .. d, g.z)
+end
+if #notes > 0 then call_chunked('ZADD', KEYS[4], notes) end
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[5], ARGV[3], ARGV[4])
-  add_entry(KEYS[1], KEYS[2], ARGV[9], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+  out[#out + 1] = add_entry(KEYS[1], KEYS[2], ARGV[9], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+  out[#out + 1] = 0
 end
 return out
 """
@@ -61,7 +107,8 @@ local function body_of(flat)
 end
 """
 
-# KEYS: log, originator zset; ARGV: min, max, desc ('1'/'0'), limit ('' = none) -> bodies
+# KEYS: log, originator zset; ARGV: min, max, desc ('1'/'0'), limit ('' = none)
+# -> per event its body, or {position} when the entry left the stream (archived)
 _SELECT_EVENTS = _BODY_OF + """
 local cmd, lo, hi = 'ZRANGEBYSCORE', ARGV[1], ARGV[2]
 if ARGV[3] == '1' then cmd, lo, hi = 'ZREVRANGEBYSCORE', ARGV[2], ARGV[1] end
@@ -71,15 +118,31 @@ if ARGV[4] ~= '' then
 else
   r = redis.call(cmd, KEYS[2], lo, hi)
 end
+local found = {}
+if #r > 1 then  -- one XRANGE over the span (positions grow with versions)
+  local lo, hi = r[1], r[#r]
+  if ARGV[3] == '1' then lo, hi = r[#r], r[1] end
+  for _, e in ipairs(redis.call('XRANGE', KEYS[1], lo, hi, 'COUNT', 2 * #r)) do
+    found[e[1]] = e[2]
+  end
+end
 local out = {}
 for i = 1, #r do
-  local e = redis.call('XRANGE', KEYS[1], r[i], r[i])
-  if #e > 0 then out[#out + 1] = body_of(e[1][2]) end
+  local fields = found[r[i]]
+  if not fields then
+    local e = redis.call('XRANGE', KEYS[1], r[i], r[i])
+    if #e > 0 then fields = e[1][2] end
+  end
+  if fields then out[#out + 1] = body_of(fields) else out[#out + 1] = {r[i]} end
 end
 return out
 """
 
-# KEYS: log, notifications; ARGV: min, max, limit, topics... -> {notification id, body}...
+# KEYS: log, notifications; ARGV: min, max, limit, topics...
+# -> {notification id, body or {position} when the entry left the stream (archived)}...
+# The entries of one chunk are read with one XRANGE over their span when the span holds
+# few other entries (an application that has its partition to itself: all of them), and
+# one XRANGE each for those it did not reach.
 _SELECT_NOTIFICATIONS = _BODY_OF + """
 local want = nil
 if #ARGV > 3 then
@@ -95,15 +158,29 @@ while #out < limit do
                        'LIMIT', offset, chunk)
   if #r == 0 then break end
   offset = offset + #r / 2
+  local picked = {}
   for i = 1, #r, 2 do
     local m = r[i]
     local sep = string.find(m, ' ', 1, true)
     if (not want) or want[string.sub(m, sep + 1)] then
-      local pos = string.sub(m, 1, sep - 1)
-      local e = redis.call('XRANGE', KEYS[1], pos, pos)
-      if #e > 0 then out[#out + 1] = {r[i + 1], body_of(e[1][2])} end
-      if #out >= limit then break end
+      picked[#picked + 1] = {r[i + 1], string.sub(m, 1, sep - 1)}
+      if #out + #picked >= limit then break end
     end
+  end
+  local found = {}
+  if #picked > 1 then
+    local span = redis.call('XRANGE', KEYS[1], picked[1][2], picked[#picked][2],
+                            'COUNT', 2 * #picked)
+    for _, e in ipairs(span) do found[e[1]] = e[2] end
+  end
+  for _, p in ipairs(picked) do
+    local fields = found[p[2]]
+    if not fields then
+      local e = redis.call('XRANGE', KEYS[1], p[2], p[2])
+      if #e > 0 then fields = e[1][2] end
+    end
+    if fields then out[#out + 1] = {p[1], body_of(fields)}
+    else out[#out + 1] = {p[1], {p[2]}} end
   end
   if #r / 2 < chunk then break end
 end

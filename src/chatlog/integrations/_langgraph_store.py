@@ -19,6 +19,7 @@ from chatlog.integrations._runtime import LUA_ADD_ENTRY, digest
 
 # KEYS: log, versions, index, ns set, cp zset, pos hash, threads set, run set, members set
 # ARGV: id, type, aggregate, body, ns, checkpoint id, thread, run member ('' = none)
+# -> {'ok', position, version} (the shape chatlog.eventstore.scripted acknowledges)
 PUT = LUA_ADD_ENTRY + """
 local pos = add_entry(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 redis.call('SADD', KEYS[4], ARGV[5])
@@ -27,12 +28,13 @@ redis.call('HSET', KEYS[6], ARGV[6], pos)
 redis.call('SADD', KEYS[7], ARGV[7])
 if ARGV[8] ~= '' then redis.call('SADD', KEYS[8], ARGV[8]) end
 redis.call('SADD', KEYS[9], ARGV[5] .. '\0' .. ARGV[6])
-return pos
+return {'ok', pos, '1'}
 """
 
 # KEYS: log, versions, index, writes hash, members set
 # ARGV: id, type, aggregate, body, replace ('1' = overwrite), member, then (field, k) pairs.
 # Nothing is added when every (task, idx) was written before (and replace is off).
+# -> {'ok', position, version} | {'none'}
 WRITES = LUA_ADD_ENTRY + """
 local fresh = {}
 for i = 7, #ARGV, 2 do
@@ -40,17 +42,18 @@ for i = 7, #ARGV, 2 do
     fresh[#fresh + 1] = i
   end
 end
-if #fresh == 0 then return false end
+if #fresh == 0 then return {'none'} end
 local pos = add_entry(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 for _, i in ipairs(fresh) do
   redis.call('HSET', KEYS[4], ARGV[i], pos .. ' ' .. ARGV[i + 1])
 end
 redis.call('SADD', KEYS[5], ARGV[6])
-return pos
+return {'ok', pos, '1'}
 """
 
 # KEYS: log, cp zset, pos hash; ARGV: checkpoint id ('' = latest), writes key prefix, ns.
-# -> false | {checkpoint id, checkpoint entry fields, {write position, fields}..., {field, k}...}
+# -> false | {checkpoint id, {position, fields}, {{write position, fields}...}, {{pos, k}...}}
+# where fields is false when the entry left the stream (archived, or deleted).
 READ = """
 local cid = ARGV[1]
 if cid == '' then
@@ -61,7 +64,8 @@ end
 local pos = redis.call('HGET', KEYS[3], cid)
 if not pos then return false end
 local e = redis.call('XRANGE', KEYS[1], pos, pos)
-if #e == 0 then return false end
+local cp = {pos, false}
+if #e > 0 then cp[2] = e[1][2] end
 local w = redis.call('HGETALL', ARGV[2] .. redis.sha1hex(ARGV[3] .. '\0' .. cid))
 local entries, refs, seen = {}, {}, {}
 for i = 1, #w, 2 do
@@ -71,53 +75,48 @@ for i = 1, #w, 2 do
   if not seen[p] then
     seen[p] = true
     local we = redis.call('XRANGE', KEYS[1], p, p)
-    if #we > 0 then entries[#entries + 1] = {p, we[1][2]} end
+    local fields = false
+    if #we > 0 then fields = we[1][2] end
+    entries[#entries + 1] = {p, fields}
   end
   refs[#refs + 1] = {p, string.sub(v, sep + 1)}
 end
-return {cid, e[1][2], entries, refs}
+return {cid, cp, entries, refs}
 """
 
-# Deletes checkpoints of one thread: their aggregates' entries, versions and indexes.
-# KEYS: log, versions, ns set, members set, threads set
-# ARGV: thread key prefix, aggregate prefix (<project>/langgraph/<thread>/), index key
-# prefix, thread id, all ('1': every member, then the thread's own keys), then
-# (ns, checkpoint id) pairs.
-DELETE = LUA_ADD_ENTRY + """
-local t, aggp, idxp = ARGV[1], ARGV[2], ARGV[3]
+# Forgets checkpoints of one thread in the saver's index keys (reads find them no more);
+# their events are erased from every tier by chatlog.erasure, which the caller runs.
+# KEYS: ns set, members set, threads set
+# ARGV: thread key prefix, thread id, all ('1': every member, then the thread's own
+# keys), then (ns, checkpoint id) pairs.
+UNINDEX = """
+local t = ARGV[1]
 local targets = {}
-if ARGV[5] == '1' then
-  for _, m in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+if ARGV[3] == '1' then
+  for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     local sep = string.find(m, '\0', 1, true)
     targets[#targets + 1] = {string.sub(m, 1, sep - 1), string.sub(m, sep + 1)}
   end
 else
-  for i = 6, #ARGV, 2 do targets[#targets + 1] = {ARGV[i], ARGV[i + 1]} end
+  for i = 4, #ARGV, 2 do targets[#targets + 1] = {ARGV[i], ARGV[i + 1]} end
 end
-local removed = 0
 for _, target in ipairs(targets) do
   local ns, cid = target[1], target[2]
-  local aggregate = aggp .. ns .. '/' .. cid
-  local index = idxp .. aggregate
-  local positions = redis.call('LRANGE', index, 0, -1)
-  xdel_all(KEYS[1], positions)
-  removed = removed + #positions
-  redis.call('DEL', index, t .. ':w:' .. redis.sha1hex(ns .. '\0' .. cid))
-  redis.call('HDEL', KEYS[2], aggregate)
+  redis.call('DEL', t .. ':w:' .. redis.sha1hex(ns .. '\0' .. cid))
   local h = redis.sha1hex(ns)
   redis.call('HDEL', t .. ':pos:' .. h, cid)
   redis.call('ZREM', t .. ':cp:' .. h, cid)
-  redis.call('SREM', KEYS[4], ns .. '\0' .. cid)
+  redis.call('SREM', KEYS[2], ns .. '\0' .. cid)
 end
-if ARGV[5] == '1' then
-  for _, ns in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+if ARGV[3] == '1' then
+  for _, ns in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     local h = redis.sha1hex(ns)
     redis.call('DEL', t .. ':cp:' .. h, t .. ':pos:' .. h)
   end
-  redis.call('DEL', KEYS[3], KEYS[4])
-  redis.call('SREM', KEYS[5], ARGV[4])
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('SREM', KEYS[3], ARGV[2])
 end
-return removed
+return #targets
 """
 
 
@@ -158,9 +157,6 @@ class Keys:
         """Set: ``<ns>NUL<checkpoint id>`` of every checkpoint aggregate of the thread."""
         return f"{self.thread(thread_id)}:members"
 
-    def index_prefix(self) -> str:
-        return self._index(self.partition, "")
-
     def run(self, run_id: str) -> str:
         return f"{self.base}:run:{digest(run_id)}"
 
@@ -174,9 +170,29 @@ def configurable(config: RunnableConfig) -> dict[str, Any]:
     return conf
 
 
+def _part(text: str) -> str:
+    return text.replace("%", "%25").replace("/", "%2F")
+
+
 def aggregate_id(thread_id: str, ns: str, checkpoint_id: str) -> str:
-    """The aggregate of one checkpoint and its writes (its data names the parts)."""
-    return f"{thread_id}/{ns}/{checkpoint_id}"
+    """The aggregate of one checkpoint and its writes (its data names the parts).
+
+    A ``/`` (and ``%``) inside a part is escaped, so that ``thread_prefix(t)``
+    starts the aggregates of thread ``t`` only (not those of a thread ``t/x``);
+    ids without them read as written."""
+    return f"{_part(thread_id)}/{_part(ns)}/{_part(checkpoint_id)}"
+
+
+def thread_prefix(thread_id: str) -> str:
+    """What the ids of one thread's checkpoint aggregates start with (and no others')."""
+    return f"{_part(thread_id)}/"
+
+
+def checkpoint_prefix(thread_id: str, ns: str, checkpoint_id: str) -> str:
+    """What the id of one checkpoint's aggregate starts with: the id itself; another
+    checkpoint's starts with it too only if its id extends this one's (LangGraph's ids
+    are fixed-length)."""
+    return aggregate_id(thread_id, ns, checkpoint_id)
 
 
 def body_parts(flat: Sequence[bytes]) -> tuple[dict[str, Any], bytes]:

@@ -10,6 +10,8 @@ Every stored event is an ``eventsourcing.recorded`` event of the aggregate
 ``<project>/eventsourcing/<recorder>/<originator id>`` (its state as the
 event's binary ``blob``), and every tracking record an ``eventsourcing.tracked``
 event: ordinary log events that replay, archive and migrate with the rest.
+Reads find the entries the archiver moved out of Redis in the archive tier
+(the recorders' index keys stay in Redis).
 
 One atomic script per write checks ``(originator_id, originator_version)``
 for conflicts (also inside the batch) and the tracking position, assigns
@@ -18,7 +20,10 @@ adds the entries and updates the indexes. All of an application's keys
 carry its partition's hash tag: one slot, so this works on a cluster too.
 
 The recorders are blocking (the library calls them from many threads): they
-use a blocking Redis client whose pool makes threads wait for a connection;
+use a blocking Redis client whose pool makes threads wait for a connection
+(under ``ack=replicated`` a write goes through the store's acknowledgement
+path on the factory's loop instead: answered once replicated, moving the
+committed position);
 subscriptions tail the log on an event loop of the factory's own thread,
 never on ``chatlog serve``'s.
 """
@@ -26,12 +31,10 @@ never on ``chatlog serve``'s.
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 import uuid
-from collections.abc import Coroutine, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from eventsourcing.persistence import (
@@ -57,121 +60,16 @@ from chatlog.events import (
 )
 from chatlog.eventstore.codec import START, Cursor, split_body
 from chatlog.eventstore.store import EventStore
-from chatlog.identity import ProjectKey, random_uuid
-from chatlog.integrations._eventsourcing_scripts import (
-    _INSERT,
-    _SELECT_EVENTS,
-    _SELECT_NOTIFICATIONS,
-)
+from chatlog.identity import random_uuid
+from chatlog.integrations._eventsourcing_datastore import Datastore
 from chatlog.integrations._runtime import (
-    LoopThread,
     digest,
     event_body,
-    open_log,
-    project_key,
-    sync_client,
 )
-
-T = TypeVar("T")
 
 _NID = b'"notification_id":'
 _PLACEHOLDER = _NID + b"-1"
 _RECORDED: str = EventsourcingRecorded.event_type
-
-#: Reads meet the same few originators again and again.
-_uuid = functools.lru_cache(maxsize=4096)(uuid.UUID)
-
-
-class Datastore:
-    """The log, a loop on a thread of its own, and the scripts, shared by a factory's recorders."""
-
-    def __init__(
-        self,
-        target: str | Path,
-        *,
-        project: str | None,
-        key_prefix: str | None = None,
-        originator_id_type: str = "uuid",
-    ) -> None:
-        if originator_id_type not in ("uuid", "text"):
-            raise ValueError(
-                f"ORIGINATOR_ID_TYPE must be 'uuid' or 'text', not {originator_id_type!r}"
-            )
-        self.originator_id_type = originator_id_type
-        self.runner = LoopThread("chatlog-eventsourcing")
-        self._opened = open_log(target, key_prefix=key_prefix)
-        try:
-            self.store, settings = self.runner.run(self._opened.__aenter__())
-        except BaseException:
-            self.runner.stop()
-            raise
-        self.project: ProjectKey = project_key(project, settings)
-        self.partition = self.store.partition_of(self.project.key)
-        # The recorders are called from the library's threads: they use a blocking
-        # client with a blocking pool in the calling thread (a hop to the loop's
-        # thread per call cost more than the call); the loop serves subscriptions.
-        assert self.store.url is not None
-        self.redis = sync_client(self.store.url)
-        self.insert_script = self.redis.register_script(_INSERT)
-        self.select_events_script = self.redis.register_script(_SELECT_EVENTS)
-        self.select_notifications_script = self.redis.register_script(_SELECT_NOTIFICATIONS)
-        self._closed = False
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._closed:
-            coro.close()
-            raise RuntimeError("this chatlog eventsourcing datastore is closed")
-        return self.runner.run(coro)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self.redis.close()
-            self.runner.run(self._opened.__aexit__(None, None, None))
-        finally:
-            self.runner.stop()
-
-    def reindex(self) -> int:
-        """Rebuild this project's index keys from its events in the log; how many it read.
-
-        For a log copied by ``chatlog migrate``, which carries the events but
-        not the recorders' index keys. Idempotent.
-        """
-        after, seen = START, 0
-        sequences: dict[str, int] = {}
-        while batch := self.run(self.store.read(self.partition, after, 1000)):
-            after = batch[-1].position
-            pipe = self.redis.pipeline(transaction=False)
-            for event in batch:
-                if event.aggregate_type != "eventsourcing" or event.project != self.project.key:
-                    continue
-                seen += 1
-                d = event.data
-                base = self.base(d["recorder"])
-                if event.type == "eventsourcing.recorded":
-                    okey = f"{base}:o:{digest(d['originator_id'])}"
-                    pipe.zadd(okey, {event.position: d["originator_version"]})
-                    nid = d.get("notification_id")
-                    if nid is not None:
-                        pipe.zadd(f"{base}:n", {f"{event.position} {d['topic']}": nid})
-                        sequences[base] = max(sequences.get(base, 0), int(nid))
-                elif event.type == "eventsourcing.tracked":
-                    pipe.hset(f"{base}:t", d["upstream"], d["notification_id"])
-            pipe.execute()
-        for base, top in sequences.items():
-            current = int(self.redis.get(f"{base}:seq") or 0)
-            if top > current:
-                self.redis.set(f"{base}:seq", top)
-        return seen
-
-    def base(self, recorder: str) -> str:
-        tag = self.store.keys.tag(self.partition)
-        return f"{tag}:es:{self.project.key}:{digest(recorder)}"
-
-    def originator_id(self, text: str) -> uuid.UUID | str:
-        return _uuid(text) if self.originator_id_type == "uuid" else text
 
 
 def _decode(body: bytes) -> tuple[dict[str, Any], bytes]:
@@ -221,11 +119,11 @@ class ChatlogRecorder:
                      aggregate, body, index]
         else:
             args += ["", 0, "", "", "", "", ""]
-        args.append(len(stored_events))
         project = self.datastore.project
-        agg_prefix = f"{project.key}/eventsourcing/{self.name}/"
-        index_of = self.datastore.store.keys.aggregate_index
-        partition = self.datastore.partition
+        args += [len(stored_events), _RECORDED,
+                 f"{project.key}/eventsourcing/{self.name}/",
+                 self.datastore.store.keys.aggregate_index(self.datastore.partition, "")]
+        digests: dict[str, str] = {}
         for s in stored_events:
             # The body exactly as codec.encode_body writes an EventsourcingRecorded event
             # (built here without the model: a batch of 100 is a hot path).
@@ -240,13 +138,14 @@ class ChatlogRecorder:
                 head, tail = doc[: at + len(_NID)], doc[at + len(_PLACEHOLDER):]
             else:
                 head, tail = doc, b""
-            aggregate = agg_prefix + oid
-            args += [str(random_uuid()), _RECORDED, aggregate, index_of(partition, aggregate),
-                     digest(oid), s.originator_version, s.topic, head, tail, bytes(s.state)]
-        reply = self.datastore.insert_script(
-            keys=[self._log, self._versions, self._sequence, self._notifications,
-                  self._tracking],
-            args=args,
+            d = digests.get(oid)
+            if d is None:
+                d = digests[oid] = digest(oid)
+            args += [str(random_uuid()), oid, d, s.originator_version, s.topic, head, tail,
+                     bytes(s.state)]
+        reply = self.datastore.insert(
+            [self._log, self._versions, self._sequence, self._notifications, self._tracking],
+            args,
         )
         status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         if status == "conflict":
@@ -263,7 +162,7 @@ class ChatlogRecorder:
             )
         for listener in list(self._listeners):
             listener.set()
-        return [int(x) for x in reply[1:]]
+        return [int(x) for x in reply[2 : 2 + 2 * len(stored_events) : 2]]
 
     def _select_events(
         self, originator_id: uuid.UUID | str, *, gt: int | None, lte: int | None, desc: bool,
@@ -276,7 +175,9 @@ class ChatlogRecorder:
                   "1" if desc else "0", "" if limit is None else limit],
         )
         out = []
-        for body in rows:
+        for body in self.datastore.bodies(rows):
+            if body is None:
+                continue
             data, state = _decode(body)
             out.append(StoredEvent(
                 originator_id=self.datastore.originator_id(data["originator_id"]),
@@ -341,7 +242,10 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
             args=[low, "+inf" if stop is None else stop, limit, *topics],
         )
         out = []
-        for nid, body in rows:
+        bodies = self.datastore.bodies([body for _, body in rows])
+        for (nid, _), body in zip(rows, bodies, strict=True):
+            if body is None:
+                continue
             data, state = _decode(body)
             out.append(Notification(
                 id=int(nid),

@@ -17,10 +17,12 @@ the log, and conversation projections skip them. Small index keys beside
 the log (in the partition's slot) find a thread's checkpoints by namespace
 and id; each operation is one atomic script.
 
-Deleting (``delete_thread``, ``prune``, ``delete_for_runs``) removes the
-entries from the Redis stream and the index keys. Not removed by it: copies
-already sealed into archive segments, and the bytes in the append-only file
-until Valkey rewrites it (``BGREWRITEAOF``).
+Reads find entries that the archiver moved out of Redis in the archive tier
+(the index keys stay in Redis). Appends are acknowledged as the store's are
+(under ``ack=replicated``, once replicated, moving the committed position).
+Deleting (``delete_thread``, ``prune``, ``delete_for_runs``) erases the
+checkpoints from every tier (Redis, archive segments, the append-only file)
+through :mod:`chatlog.erasure`, leaving a tombstone without content.
 """
 
 from __future__ import annotations
@@ -44,11 +46,13 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from chatlog.events import LangGraphCheckpoint, LangGraphWrites, aggregate_key
-from chatlog.eventstore.codec import START
+from chatlog.events import LangGraphCheckpoint, LangGraphWrites
+from chatlog.eventstore.scripted import run_append_script, run_script
 from chatlog.eventstore.store import EventStore
+from chatlog.integrations._archived import archived_entries
+from chatlog.integrations._langgraph_erase import Deleter
+from chatlog.integrations._langgraph_reindex import reindex
 from chatlog.integrations._langgraph_store import (
-    DELETE,
     PUT,
     READ,
     WRITES,
@@ -87,17 +91,22 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         serde: SerializerProtocol | None = None,
         namespace: Any = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        settings: Settings | None = None,
     ) -> None:
         super().__init__(serde=serde)
-        settings = Settings() if namespace is None else Settings(project_namespace=namespace)
+        if settings is None and namespace is not None:
+            settings_ns = Settings(project_namespace=namespace)
+        else:
+            settings_ns = settings or Settings()
         self.store = store
-        self.project = project_key(project, settings)
+        self.project = project_key(project, settings_ns)
         self.keys = Keys(store, self.project)
         redis: Any = store.redis
         self._put_script = redis.register_script(PUT)
         self._writes_script = redis.register_script(WRITES)
         self._read_script = redis.register_script(READ)
-        self._delete_script = redis.register_script(DELETE)
+        #: Deletes by erasing (with ``settings``: those of its data dir's archive).
+        self.deleter = Deleter(store, self.project, self.keys, settings)
         self.loop = loop or asyncio.get_running_loop()
 
     # -- construction ------------------------------------------------------------------
@@ -114,7 +123,7 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
     ) -> AsyncIterator[ChatlogSaver]:
         """A saver on the log at a Redis/Valkey URL or under a chatlog data dir."""
         async with open_log(url_or_data_dir, key_prefix=key_prefix) as (store, settings):
-            yield cls(store, project=project, serde=serde, namespace=settings.project_namespace)
+            yield cls(store, project=project, serde=serde, settings=settings)
 
     @classmethod
     @contextlib.contextmanager
@@ -135,8 +144,7 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
             try:
 
                 async def make() -> ChatlogSaver:
-                    return cls(store, project=project, serde=serde,
-                               namespace=settings.project_namespace)
+                    return cls(store, project=project, serde=serde, settings=settings)
 
                 yield runner.run(make())
             finally:
@@ -154,13 +162,22 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
 
     async def _read(self, thread_id: str, ns: str, checkpoint_id: str) -> CheckpointTuple | None:
         k = self.keys
-        reply = await self._read_script(
-            keys=[k.log, k.cps(thread_id, ns), k.positions(thread_id, ns)],
-            args=[checkpoint_id, k.writes_prefix(thread_id), ns],
+        reply = await run_script(
+            self.store, self._read_script,
+            [k.log, k.cps(thread_id, ns), k.positions(thread_id, ns)],
+            [checkpoint_id, k.writes_prefix(thread_id), ns],
         )
         if not reply:
             return None
-        cid, flat, entries, refs = text(reply[0]), reply[1], reply[2], reply[3]
+        cid, (cp_pos, flat), entries, refs = text(reply[0]), reply[1], reply[2], reply[3]
+        gone = [pos for pos, fields in [(cp_pos, flat), *entries] if fields is None]
+        if gone:  # moved to the archive (or deleted meanwhile: then absent there too)
+            found = await archived_entries(self.store, k.partition, gone)
+            flat = flat if flat is not None else found.get(text(cp_pos))
+            if flat is None:
+                return None
+            entries = [(pos, f if f is not None else found.get(text(pos)))
+                       for pos, f in entries]
         data, blob = body_parts(flat)
         saved = self.serde.loads_typed((data["serde"], blob))
         checkpoint: Checkpoint = saved["checkpoint"]
@@ -178,6 +195,8 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
     def _pending_writes(self, entries: list[Any], refs: list[Any]) -> list[tuple[str, str, Any]]:
         decoded: dict[str, tuple[dict[str, Any], list[Any]]] = {}
         for pos, flat in entries:
+            if flat is None:
+                continue
             data, blob = body_parts(flat)
             decoded[text(pos)] = (data, self.serde.loads_typed((data["serde"], blob)))
         rows: list[tuple[tuple[str, str, int], tuple[str, str, Any]]] = []
@@ -259,12 +278,13 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         k = self.keys
         run_id = meta.get("run_id")
         run_key = k.run(str(run_id)) if run_id is not None else k.log
-        await self._put_script(
-            keys=[k.log, k.versions, k.index(aggregate), k.ns_set(thread_id),
-                  k.cps(thread_id, ns), k.positions(thread_id, ns), k.threads, run_key,
-                  k.members(thread_id)],
-            args=[eid, type_, aggregate, body, ns, cid, thread_id,
-                  f"{thread_id}\0{ns}\0{cid}" if run_id is not None else ""],
+        await run_append_script(
+            self.store, self._put_script,
+            [k.log, k.versions, k.index(aggregate), k.ns_set(thread_id),
+             k.cps(thread_id, ns), k.positions(thread_id, ns), k.threads, run_key,
+             k.members(thread_id)],
+            [eid, type_, aggregate, body, ns, cid, thread_id,
+             f"{thread_id}\0{ns}\0{cid}" if run_id is not None else ""],
         )
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
                                  "checkpoint_id": cid}}
@@ -297,61 +317,47 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         for i, j in enumerate(idx):
             args.extend((f"{task_id}\0{j}", i))
         k = self.keys
-        await self._writes_script(
-            keys=[k.log, k.versions, k.index(aggregate), k.writes(thread_id, ns, cid),
-                  k.members(thread_id)],
-            args=args,
+        await run_append_script(
+            self.store, self._writes_script,
+            [k.log, k.versions, k.index(aggregate), k.writes(thread_id, ns, cid),
+             k.members(thread_id)],
+            args,
         )
 
     async def adelete_thread(self, thread_id: str) -> None:
-        """Delete the thread's checkpoints and writes: their entries leave the log."""
-        await self._delete(str(thread_id), None)
-
-    async def _delete_checkpoints(self, thread_id: str, targets: list[tuple[str, str]]) -> None:
-        if targets:
-            await self._delete(thread_id, targets)
-
-    async def _delete(self, thread_id: str, targets: list[tuple[str, str]] | None) -> None:
-        k = self.keys
-        args: list[Any] = [
-            k.thread(thread_id), aggregate_key(self.project.key, "langgraph", f"{thread_id}/"),
-            k.index_prefix(), thread_id, "1" if targets is None else "0",
-        ]
-        for ns, cid in targets or []:
-            args.extend((ns, cid))
-        await self._delete_script(
-            keys=[k.log, k.versions, k.ns_set(thread_id), k.members(thread_id), k.threads],
-            args=args,
-        )
+        """Delete the thread's checkpoints and writes: erased from every tier."""
+        await self.deleter.delete_thread(str(thread_id))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) that the given runs made."""
         redis: Any = self.store.redis
+        by_thread: dict[str, list[tuple[str, str]]] = {}
         for run_id in run_ids:
-            key = self.keys.run(str(run_id))
-            by_thread: dict[str, list[tuple[str, str]]] = {}
-            for member in await redis.smembers(key):
+            for member in await redis.smembers(self.keys.run(str(run_id))):
                 thread_id, ns, cid = text(member).split("\0", 2)
-                by_thread.setdefault(thread_id, []).append((ns, cid))
-            for thread_id, targets in by_thread.items():
-                await self._delete_checkpoints(thread_id, targets)
-            await redis.delete(key)
+                if (ns, cid) not in by_thread.setdefault(thread_id, []):
+                    by_thread[thread_id].append((ns, cid))
+        await self.deleter.delete(list(by_thread.items()))
+        for run_id in run_ids:
+            await redis.delete(self.keys.run(str(run_id)))
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """``keep_latest``: only each namespace's newest checkpoint (and its writes)
-        stays; ``delete``: the threads go entirely."""
+        stays; ``delete``: the threads go entirely. Erased from every tier."""
         if strategy not in ("keep_latest", "delete"):
             raise ValueError(f"unknown prune strategy {strategy!r}; use keep_latest or delete")
         redis: Any = self.store.redis
-        for thread_id in map(str, thread_ids):
+        plan: list[tuple[str, list[tuple[str, str]] | None]] = []
+        for thread_id in dict.fromkeys(map(str, thread_ids)):
             if strategy == "delete":
-                await self.adelete_thread(thread_id)
+                plan.append((thread_id, None))
                 continue
             targets: list[tuple[str, str]] = []
             for ns in await redis.smembers(self.keys.ns_set(thread_id)):
                 cids = await redis.zrevrangebylex(self.keys.cps(thread_id, text(ns)), "+", "-")
                 targets.extend((text(ns), text(c)) for c in cids[1:])
-            await self._delete_checkpoints(thread_id, targets)
+            plan.append((thread_id, targets))
+        await self.deleter.delete(plan)
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint (oldest first) and its writes to another thread."""
@@ -378,12 +384,18 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         for value in (await redis.hgetall(self.keys.writes(src, ns, cid))).values():
             pos, k = text(value).split(" ", 1)
             groups.setdefault(pos, []).append(int(k))
-        for pos in sorted(groups, key=lambda p: tuple(int(x) for x in p.split("-"))):
+        ordered = sorted(groups, key=lambda p: tuple(int(x) for x in p.split("-")))
+        hot = {}
+        for pos in ordered:
             entries = await redis.xrange(self.keys.log, pos, pos)
-            if not entries:
+            if entries:
+                hot[pos] = [x for kv in entries[0][1].items() for x in kv]
+        cold = await archived_entries(self.store, self.keys.partition,
+                                      [p for p in ordered if p not in hot])
+        for pos in ordered:
+            flat = hot.get(pos) or cold.get(pos)
+            if flat is None:
                 continue
-            fields = entries[0][1]
-            flat = [x for kv in fields.items() for x in kv]
             data, blob = body_parts(flat)
             values = self.serde.loads_typed((data["serde"], blob))
             keep = sorted(groups[pos])
@@ -398,39 +410,7 @@ class ChatlogSaver(BaseCheckpointSaver[int]):
         For a log copied by ``chatlog migrate``, which carries the events but
         not the saver's index keys. Idempotent.
         """
-        redis: Any = self.store.redis
-        k = self.keys
-        after, seen = START, 0
-        while batch := await self.store.read(k.partition, after, 1000):
-            after = batch[-1].position
-            pipe = redis.pipeline(transaction=False)
-            for event in batch:
-                if event.aggregate_type != "langgraph" or event.project != self.project.key:
-                    continue
-                seen += 1
-                d = event.data
-                thread_id, ns, cid = d["thread_id"], d["ns"], d["checkpoint_id"]
-                pipe.sadd(k.members(thread_id), f"{ns}\0{cid}")
-                if event.type == "langgraph.checkpoint":
-                    pipe.sadd(k.ns_set(thread_id), ns)
-                    pipe.zadd(k.cps(thread_id, ns), {cid: 0})
-                    pipe.hset(k.positions(thread_id, ns), cid, event.position)
-                    pipe.sadd(k.threads, thread_id)
-                    saved = self.serde.loads_typed((d["serde"], event.blob or b""))
-                    run_id = saved["metadata"].get("run_id")
-                    if run_id is not None:
-                        pipe.sadd(k.run(str(run_id)), f"{thread_id}\0{ns}\0{cid}")
-                elif event.type == "langgraph.writes":
-                    replace = all(c in WRITES_IDX_MAP for c in d["channels"])
-                    wkey = k.writes(thread_id, ns, cid)
-                    for i, j in enumerate(d["idx"]):
-                        field, value = f"{d['task_id']}\0{j}", f"{event.position} {i}"
-                        if replace:
-                            pipe.hset(wkey, field, value)
-                        else:
-                            pipe.hsetnx(wkey, field, value)
-            await pipe.execute()
-        return seen
+        return await reindex(self.store, self.keys, self.project, self.serde)
 
     def reindex(self) -> int:
         return run_blocking(self.loop, self.areindex(), "ChatlogSaver.reindex")

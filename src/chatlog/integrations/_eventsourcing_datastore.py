@@ -1,0 +1,147 @@
+"""The eventsourcing recorders' shared datastore: the log, a loop, the scripts, reads."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from chatlog.eventstore.codec import START
+from chatlog.eventstore.scripted import run_append_script
+from chatlog.identity import ProjectKey
+from chatlog.integrations._archived import archived_entries_sync, body_of
+from chatlog.integrations._eventsourcing_scripts import (
+    _INSERT,
+    _SELECT_EVENTS,
+    _SELECT_NOTIFICATIONS,
+)
+from chatlog.integrations._runtime import (
+    LoopThread,
+    digest,
+    open_log,
+    project_key,
+    sync_client,
+)
+
+T = TypeVar("T")
+
+#: Reads meet the same few originators again and again.
+_uuid = functools.lru_cache(maxsize=4096)(uuid.UUID)
+
+
+class Datastore:
+    """The log, a loop on a thread of its own, and the scripts, shared by a factory's recorders."""
+
+    def __init__(
+        self,
+        target: str | Path,
+        *,
+        project: str | None,
+        key_prefix: str | None = None,
+        originator_id_type: str = "uuid",
+    ) -> None:
+        if originator_id_type not in ("uuid", "text"):
+            raise ValueError(
+                f"ORIGINATOR_ID_TYPE must be 'uuid' or 'text', not {originator_id_type!r}"
+            )
+        self.originator_id_type = originator_id_type
+        self.runner = LoopThread("chatlog-eventsourcing")
+        self._opened = open_log(target, key_prefix=key_prefix)
+        try:
+            self.store, settings = self.runner.run(self._opened.__aenter__())
+        except BaseException:
+            self.runner.stop()
+            raise
+        self.project: ProjectKey = project_key(project, settings)
+        self.partition = self.store.partition_of(self.project.key)
+        # The recorders are called from the library's threads: they use a blocking
+        # client with a blocking pool in the calling thread (a hop to the loop's
+        # thread per call cost more than the call); the loop serves subscriptions.
+        assert self.store.url is not None
+        self.redis = sync_client(self.store.url)
+        self.insert_script = self.redis.register_script(_INSERT)
+        self.insert_script_async = self.store.redis.register_script(_INSERT)
+        self.select_events_script = self.redis.register_script(_SELECT_EVENTS)
+        self.select_notifications_script = self.redis.register_script(_SELECT_NOTIFICATIONS)
+        self._closed = False
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("this chatlog eventsourcing datastore is closed")
+        return self.runner.run(coro)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.redis.close()
+            self.runner.run(self._opened.__aexit__(None, None, None))
+        finally:
+            self.runner.stop()
+
+    def reindex(self) -> int:
+        """Rebuild this project's index keys from its events in the log; how many it read.
+
+        For a log copied by ``chatlog migrate``, which carries the events but
+        not the recorders' index keys. Idempotent.
+        """
+        after, seen = START, 0
+        sequences: dict[str, int] = {}
+        while batch := self.run(self.store.read(self.partition, after, 1000)):
+            after = batch[-1].position
+            pipe = self.redis.pipeline(transaction=False)
+            for event in batch:
+                if event.aggregate_type != "eventsourcing" or event.project != self.project.key:
+                    continue
+                seen += 1
+                d = event.data
+                base = self.base(d["recorder"])
+                if event.type == "eventsourcing.recorded":
+                    okey = f"{base}:o:{digest(d['originator_id'])}"
+                    pipe.zadd(okey, {event.position: d["originator_version"]})
+                    nid = d.get("notification_id")
+                    if nid is not None:
+                        pipe.zadd(f"{base}:n", {f"{event.position} {d['topic']}": nid})
+                        sequences[base] = max(sequences.get(base, 0), int(nid))
+                elif event.type == "eventsourcing.tracked":
+                    pipe.hset(f"{base}:t", d["upstream"], d["notification_id"])
+            pipe.execute()
+        for base, top in sequences.items():
+            current = int(self.redis.get(f"{base}:seq") or 0)
+            if top > current:
+                self.redis.set(f"{base}:seq", top)
+        return seen
+
+    def base(self, recorder: str) -> str:
+        tag = self.store.keys.tag(self.partition)
+        return f"{tag}:es:{self.project.key}:{digest(recorder)}"
+
+    def originator_id(self, text: str) -> uuid.UUID | str:
+        return _uuid(text) if self.originator_id_type == "uuid" else text
+
+    def insert(self, keys: list[str], args: list[Any]) -> Any:
+        """Run the insert script as the store acknowledges appends: in this thread
+        under ``ack=local``; under ``ack=replicated`` through the store (on the loop)."""
+        if self.store.ack != "replicated":
+            return self.insert_script(keys=keys, args=args)
+        return self.run(run_append_script(self.store, self.insert_script_async, keys, args))
+
+    def bodies(self, rows: list[Any]) -> list[bytes | None]:
+        """Entry bodies from a select script's rows: a body, or ``[position]`` for an
+        entry the archiver moved (read from the archive; None if it is gone)."""
+        gone = [row[0] for row in rows if isinstance(row, list)]
+        if not gone:
+            return rows
+        found = archived_entries_sync(self.store, self.partition, gone)
+        out: list[bytes | None] = []
+        for row in rows:
+            if isinstance(row, list):
+                flat = found.get(row[0].decode() if isinstance(row[0], bytes) else str(row[0]))
+                out.append(None if flat is None else body_of(flat))
+            else:
+                out.append(row)
+        return out
