@@ -52,7 +52,11 @@ class Keys:
         An event id's identity is (project, event id): the same id in another
         project is another event, whatever the partition count or topology.
         """
-        return f"{self.tag(partition)}:eid:{project}:{event_id}"
+        return f"{self.event_ids(partition, project)}{event_id}"
+
+    def event_ids(self, partition: int, project: uuid.UUID) -> str:
+        """The start of every :meth:`event_id` key of ``project`` (the event id follows)."""
+        return f"{self.tag(partition)}:eid:{project}:"
 
     def committed(self, partition: int) -> str:
         """Stream of one entry whose id is the partition's committed position (its high

@@ -108,8 +108,11 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     """
     timeout = request.config_dict.get(BODY_TIMEOUT)
     try:
-        async with asyncio.timeout(timeout):
+        if request.content.is_eof():  # all of it came with the head: no timer to arm
             raw = await request.read()
+        else:
+            async with asyncio.timeout(timeout):
+                raw = await request.read()
     except TimeoutError:
         raise RequestTimeout(
             f"the request body did not arrive within {timeout:g} s"
