@@ -376,7 +376,10 @@ class EventStore:
         snapshot (see :func:`._watermark.missing`)."""
         wanted = [p for p in (partitions if partitions is not None else range(self.partitions))
                   if cursor.positions[p] != START]
-        return await guard(_watermark.missing(self.redis, self.keys, cursor, wanted))
+        gone = await guard(_watermark.missing(self.redis, self.keys, cursor, wanted))
+        if gone and self.archive is not None:  # sealed, then trimmed from Redis: kept
+            gone = await tiers.not_archived(self.archive, cursor, gone)
+        return gone
 
     def _check_partition(self, partition: int) -> None:
         if not 0 <= partition < self.partitions:
