@@ -145,13 +145,16 @@ async def erase_hot(store: EventStore, partition: int, project: str,
             else:
                 positions.extend(p for p in found if parse_position(text(p)) < bound)
         # Pipelined (with appendfsync always each round trip of writes costs an
-        # fsync), in rounds, so that no round holds the server or this loop for long.
+        # fsync), in rounds, so that no round holds the server or this loop for long;
+        # the project's index stream loses the same positions.
         for j in range(0, len(positions), DELETE_ROUND):
             pipe = store.redis.pipeline(transaction=False)
             batch = positions[j:j + DELETE_ROUND]
             for k in range(0, len(batch), DELETE_CHUNK):
                 pipe.xdel(log, *batch[k:k + DELETE_CHUNK])
-            erased += sum(int(r) for r in await guard(pipe.execute()))
+                pipe.xdel(store.keys.project_index(partition, project),
+                          *batch[k:k + DELETE_CHUNK])
+            erased += sum(int(r) for r in (await guard(pipe.execute()))[::2])
         await guard(prune(
             keys=[store.keys.versions(partition),
                   *(store.keys.aggregate_index(partition, agg) for agg in group)],

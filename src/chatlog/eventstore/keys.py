@@ -46,6 +46,15 @@ class Keys:
         """List: the positions of one aggregate's events, version 1 first."""
         return f"{self.tag(partition)}:agg:{aggregate}"
 
+    def project_index(self, partition: int, project: uuid.UUID | str) -> str:
+        """Stream: the positions of one project's events, as entry ids (no content).
+
+        Every writer of the log adds to it in the same script as the event (the
+        append script derives it from the stream key: ``<tag>:pidx:<project>``);
+        the archiver trims it with the stream, erasure deletes from it. Replay of
+        one project reads it (:mod:`chatlog.eventstore.project_index`)."""
+        return f"{self.tag(partition)}:pidx:{project}"
+
     def event_id(self, partition: int, project: uuid.UUID, event_id: uuid.UUID) -> str:
         """String: ``"<position> <version> <digest>"`` of an appended event (expires).
 

@@ -40,9 +40,10 @@ from typing import Any, TypeVar
 
 from chatlog.errors import ProjectionError, ProjectionLagTimeout
 from chatlog.events import RecordedEvent, known_types
-from chatlog.eventstore.codec import Cursor, decode_entry, parse_position
+from chatlog.eventstore.codec import Cursor, parse_position
 from chatlog.eventstore.store import EventStore
 from chatlog.projections import _db
+from chatlog.projections._big_events import decode_batch
 from chatlog.projections.base import Projection
 from chatlog.projections.lag import ProjectionLag, measure_lag
 from chatlog.settings import Settings
@@ -442,7 +443,7 @@ class Projector:
     def _apply_sync(self, batch: Sequence[RecordedEvent | RawEntry]) -> list[RecordedEvent]:
         conn = self._conn
         assert conn is not None
-        events = [e if isinstance(e, RecordedEvent) else decode_entry(*e) for e in batch]
+        events = decode_batch(batch)  # big messages split in the worker process
         conn.execute("BEGIN IMMEDIATE")
         try:
             found, counts = _db.read_checkpoint(conn, self._partitions)
