@@ -6,7 +6,9 @@ every 10 ms and records each answer's latency. Reported: the probe's max and p99
 with the posters running, beside the same probe with no posters, and the same
 posters against a bare aiohttp server that only reads each body (the ceiling:
 what aiohttp itself costs; the ratio is chatlog's max to it, per repetition).
-Goal: max < 50 ms. Run alone: ``.venv/bin/python bench/bench_bigbody.py [--quick]``.
+Goal: max < 50 ms. Run alone: ``.venv/bin/python bench/bench_bigbody.py [--quick]``;
+``--endpoint workflows`` posts the tiny values as a workflow's ``input`` (create),
+``--endpoint jobs`` as a job's ``payload`` (enqueue), instead of a message's metadata.
 """
 
 from __future__ import annotations
@@ -22,8 +24,14 @@ from typing import Any
 from _common import bench_args, emit, metric, percentiles, print_table, scratch_dir
 
 CHATLOG = str(Path(sys.executable).parent / "chatlog")
-BODY = (b'{"role": "user", "content": "x", "metadata": {"a": ['
-        + b",".join([b"0"] * 520_000) + b"]}}")
+_VALUES = b'{"a": [' + b",".join([b"0"] * 520_000) + b"]}"
+#: endpoint -> (path, a 1 MB body of half a million tiny values; 201 expected)
+ENDPOINTS = {
+    "messages": ("/v1/projects/Big/messages",
+                 b'{"role": "user", "content": "x", "metadata": ' + _VALUES + b"}"),
+    "workflows": ("/v1/projects/Big/workflows", b'{"name": "big", "input": ' + _VALUES + b"}"),
+    "jobs": ("/v1/projects/Big/jobs", b'{"kind": "big", "payload": ' + _VALUES + b"}"),
+}
 
 
 #: A bare aiohttp server: reads each body whole and answers 201, and ``/healthz``
@@ -40,7 +48,7 @@ async def health(request):
     return web.json_response({"status": "ok"})
 
 app = web.Application(client_max_size=2**21)
-app.add_routes([web.post("/v1/projects/{p}/messages", post), web.get("/healthz", health)])
+app.add_routes([web.post("/v1/projects/{p}/{what}", post), web.get("/healthz", health)])
 
 async def main():
     runner = web.AppRunner(app)
@@ -79,9 +87,11 @@ def _serve(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
     return proc, line.split("listening on ", 1)[1].split(" ", 1)[0]
 
 
-async def _probe(url: str, duration: float, posters: int) -> dict[str, Any]:
+async def _probe(url: str, duration: float, posters: int,
+                 endpoint: str = "messages") -> dict[str, Any]:
     import aiohttp
 
+    path, body = ENDPOINTS[endpoint]
     latencies: list[float] = []
     posted = 0
     async with aiohttp.ClientSession(url) as http:
@@ -90,10 +100,13 @@ async def _probe(url: str, duration: float, posters: int) -> dict[str, Any]:
         async def poster() -> None:
             nonlocal posted
             while time.perf_counter() < stop:
-                async with http.post("/v1/projects/Big/messages", data=BODY,
+                async with http.post(path, data=body,
                                      headers={"Content-Type": "application/json"}) as r:
                     await r.read()
-                    posted += r.status == 201
+                    if r.status != 201:
+                        raise SystemExit(f"POST {path} answered {r.status}: "
+                                         f"{(await r.text())[:200]}")
+                    posted += 1
 
         async def prober() -> None:
             while time.perf_counter() < stop:
@@ -109,7 +122,11 @@ async def _probe(url: str, duration: float, posters: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    args = bench_args(__doc__.splitlines()[0])
+    args = bench_args(__doc__.splitlines()[0], add=lambda p: p.add_argument(
+        "--endpoint", choices=sorted(ENDPOINTS), default="messages",
+        help="where the 1 MB bodies go: a message's metadata (default), a workflow's "
+             "input (create) or a job's payload (enqueue)"))
+    endpoint = args.endpoint
     duration = 2.0 if args.quick else 6.0
     idle_max, idle_p99, busy_max, busy_p99, posted = [], [], [], [], []
     bare_max: list[float] = []
@@ -117,11 +134,11 @@ def main() -> None:
         proc, url = _serve(tmp / "data")
         bare, bare_url = _bare()
         try:
-            asyncio.run(_probe(url, duration / 2, 1))  # warm-up: the parsing worker starts
+            asyncio.run(_probe(url, duration / 2, 1, endpoint))  # warm-up: the worker starts
             for _ in range(args.reps):
                 idle = asyncio.run(_probe(url, duration / 2, 0))
-                busy = asyncio.run(_probe(url, duration, 2))
-                bare_max.append(asyncio.run(_probe(bare_url, duration, 2))["max_ms"])
+                busy = asyncio.run(_probe(url, duration, 2, endpoint))
+                bare_max.append(asyncio.run(_probe(bare_url, duration, 2, endpoint))["max_ms"])
                 idle_max.append(idle["max_ms"])
                 idle_p99.append(idle["p99_ms"])
                 busy_max.append(busy["max_ms"])
@@ -136,18 +153,18 @@ def main() -> None:
         metric("/healthz p99, no posters (ceiling)", idle_p99, "ms", higher_is_better=False),
         metric("/healthz max, bare aiohttp, 2 posters (ceiling)", bare_max, "ms",
                higher_is_better=False),
-        metric("/healthz max, 2 posters of 1 MB bodies", busy_max, "ms",
+        metric(f"/healthz max, 2 posters of 1 MB bodies to {endpoint}", busy_max, "ms",
                higher_is_better=False, goal="< 50 ms", goal_met=min(busy_max) < 50,
                ratio=round(min(busy_max) / min(bare_max), 2),
                ratio_median=round(statistics.median(
                    b / c for b, c in zip(busy_max, bare_max, strict=True)), 2),
                ratio_to="bare aiohttp"),
-        metric("/healthz p99, 2 posters of 1 MB bodies", busy_p99, "ms",
+        metric(f"/healthz p99, 2 posters of 1 MB bodies to {endpoint}", busy_p99, "ms",
                higher_is_better=False),
         metric("1 MB bodies appended per run", [float(p) for p in posted], "bodies"),
     ]
-    print_table("1 MB pathological bodies vs /healthz", results)
-    emit("bigbody", results, args)
+    print_table(f"1 MB pathological bodies ({endpoint}) vs /healthz", results)
+    emit("bigbody" if endpoint == "messages" else f"bigbody-{endpoint}", results, args)
 
 
 if __name__ == "__main__":

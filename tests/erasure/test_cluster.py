@@ -32,6 +32,9 @@ async def test_erasure_reaches_every_shard_and_replica(session_cluster: LocalClu
         assert report.state == "done" and report.events_erased["redis"] == 3
         assert report.aof_rewrites == len(session_cluster.live())  # masters and replicas
         assert files_holding(base, marker) == []
+        # Every node's RDB file is accounted for; none is under a chatlog data dir.
+        assert len(report.snapshots) == len(session_cluster.live())
+        assert not any(n["removed"] for n in report.snapshots)
         left = await store.read_aggregate(blog, "thread", "t2")
         assert [e.data["content"] for e in left] == ["0 keep", "1 keep", "2 keep"]
     finally:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from langgraph.checkpoint.conformance.test_utils import (
     generate_checkpoint,
@@ -23,16 +25,19 @@ from chatlog.errors import EventIdReused
 from chatlog.events import aggregate_key
 from chatlog.eventstore import EmbeddedValkey, EventStore
 from chatlog.eventstore.archive import Archive
+from chatlog.eventstore.archiver import Archiver, HotWindow
 from chatlog.identity import normalize_project_id
 from chatlog.integrations.langgraph import ChatlogSaver
 from chatlog.projections import Projector
+from chatlog.projections.erasure import count_rows
 from tests.helpers import message
 
 Entry = tuple[bytes, list[bytes]]
 
 
 def files_holding(root: Path, needle: str) -> list[str]:
-    """Every file under ``root`` whose bytes contain ``needle``."""
+    """Every file under ``root`` whose bytes contain ``needle``; a Parquet file's
+    (zstd-compressed: its raw bytes never show the text) decoded values too."""
     raw = needle.encode()
     found = []
     for dirpath, _, names in os.walk(root):
@@ -42,9 +47,15 @@ def files_holding(root: Path, needle: str) -> list[str]:
                 data = path.read_bytes()
             except (FileNotFoundError, IsADirectoryError, OSError):
                 continue  # a socket, or a file removed meanwhile
-            if raw in data:
+            if raw in data or (data[:4] == b"PAR1" and raw in _decoded(data)):
                 found.append(str(path.relative_to(root)))
     return sorted(found)
+
+
+def _decoded(parquet: bytes) -> bytes:
+    table = pq.read_table(pa.BufferReader(parquet))
+    return b"\n".join(str(v).encode() if not isinstance(v, bytes) else v
+                      for column in table.columns for v in column.to_pylist())
 
 
 def project_entries(store: EventStore, archive: Archive, project: str) -> Any:
@@ -169,3 +180,59 @@ async def test_erase_a_langgraph_threads_checkpoints(store: EventStore, tmp_path
     assert files_holding(session_valkey.dir, marker) == []
     assert await saver.aget_tuple(kept) is not None
     assert await saver.aget_tuple(gone) is None
+
+
+async def test_a_thread_wholly_archived_starts_afresh(
+    valkey_factory: Callable[..., EmbeddedValkey], short_tmp: Path
+) -> None:
+    """A thread whose events all left Redis for the archive has no index list there,
+    only its version: the erasure drops that too, so the next message is version 1."""
+    data = short_tmp / f"w{uuid.uuid4().hex[:8]}"
+    store = await EventStore.open(valkey_factory(data / "valkey").url)
+    archive = Archive.open(str(data / "archive"))
+    blog = normalize_project_id("Blog").key
+    marker = secrets.token_hex(32)
+    try:
+        for i in range(3):
+            await store.append_one(message("Blog", "t1", f"{i} {marker}"))
+        await store.append_one(message("Blog", "t2", "stays hot"))
+        [sealed] = await Archiver(store, archive, HotWindow(events=1, seconds=0, bytes=0)
+                                  ).run_pass([0])
+        assert sealed.archived == 3
+        assert not await store.redis.exists(
+            store.keys.aggregate_index(0, aggregate_key(blog, "thread", "t1")))
+        report = await Eraser(store, archive=archive).erase(blog, "Blog", "t1")
+        assert report.events_erased == {"redis": 0, "archive": 3}
+        assert files_holding(data, marker) == []
+        assert await store.aggregate_version(blog, "thread", "t1") == 0
+        fresh = await store.append_one(message("Blog", "t1", "after erasure"))
+        assert fresh.version == 1
+        assert await store.aggregate_version(blog, "thread", "t2") == 1
+    finally:
+        await store.close()
+
+
+async def test_erasing_an_integrations_aggregates_keeps_the_read_model(
+    store: EventStore, tmp_path: Path, session_valkey: EmbeddedValkey
+) -> None:
+    """The tombstone of an erasure of aggregates under a prefix (a LangGraph thread's
+    checkpoints) deletes no conversation rows: the project's threads stay readable."""
+    saver = ChatlogSaver(store, project="Graphs")
+    await saver.aput(generate_config("g-1"), generate_checkpoint(channel_values={"m": 1}),
+                     generate_metadata(step=0), {"m": 1})
+    for i in range(3):
+        await store.append_one(message("Graphs", "chat", f"message {i}"))
+    projector = Projector(store, tmp_path / "readmodel.sqlite")
+    await projector.open()
+    try:
+        await projector.catch_up()
+        before = count_rows(projector.path, str(normalize_project_id("Graphs").key), None)
+        assert before >= 4  # three messages, the thread, the project
+        key = normalize_project_id("Graphs")
+        report = await Eraser(store, read_models=[projector.path]).erase_aggregates(
+            key.key, key.display, "langgraph", "g-1/")
+        assert report.state == "done"
+        await projector.catch_up()
+        assert count_rows(projector.path, str(key.key), None) == before
+    finally:
+        await projector.stop()

@@ -11,7 +11,7 @@ from typing import Any
 
 from chatlog.eventstore import EmbeddedValkey
 from tests.erasure.test_erasure import files_holding
-from tests.http.conftest import TOKENS, bearer, post_message
+from tests.http.conftest import TOKENS, bearer, post_message, read_sse
 
 
 async def test_delete_thread_then_project(api: Any, session_valkey: EmbeddedValkey,
@@ -51,6 +51,12 @@ async def test_delete_thread_then_project(api: Any, session_valkey: EmbeddedValk
     assert threads[1]["data"]["events"] == 2  # a count, no content
     resp = await client.get("/v1/events", params={"after": first["position"]})
     assert resp.status == 200
+    # The SSE stream from the start skips them too: the same events as the replay.
+    stream = await client.get("/v1/events/stream", params={"project": "Blog"})
+    got = await read_sse(stream, len(events))
+    stream.close()
+    assert [d["id"] for _, d in got] == [e["id"] for e in events]
+    assert marker not in json.dumps(got)
     assert files_holding(session_valkey.dir, marker) == []
     assert files_holding(tmp_path, marker) == []
     assert files_holding(tmp_path, kept)  # t2 is still there

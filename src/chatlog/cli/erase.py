@@ -61,3 +61,7 @@ async def erase(ctx: click.Context, project: str, thread_id: str | None, yes: bo
             report = await eraser.erase(key.key, key.display, thread_id,
                                         requested_by=requested_by)
     click.echo(json.dumps(report.as_dict()))
+    for note in report.snapshots:
+        if note["may_hold"]:
+            click.echo(f"warning: {note['node']}: an RDB snapshot may still hold erased "
+                       f"content: {note['why']}", err=True)

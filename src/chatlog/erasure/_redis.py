@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
+from chatlog.erasure._background import lower_children
+from chatlog.erasure._rdb import owned_pid
 from chatlog.errors import StoreUnavailable
 from chatlog.eventstore import EventStore
 from chatlog.eventstore.cluster import every_server
@@ -19,28 +22,40 @@ from chatlog.eventstore.connection import guard, text
 
 #: Dead letters read per round trip while looking for a project's.
 SCAN_CHUNK = 2_000
+
 #: Entries deleted per XDEL.
 DELETE_CHUNK = 500
+#: Entries deleted per round trip (a pipeline of XDELs): between round trips the
+#: server serves the appends, and this process's event loop its other tasks.
+DELETE_ROUND = 2_000
 
 #: Drops from each aggregate index (KEYS[2..]) its positions before ARGV[1] (ms) /
 #: ARGV[2] (seq); when none is left the index and the aggregate's version in the
 #: versions hash (KEYS[1]; aggregates from ARGV[3] on) go, so appends to it after
-#: the erasure start a fresh history at version 1.
+#: the erasure start a fresh history at version 1. An index whose last position is
+#: before the bound (the usual case: nothing appended since the tombstone) goes
+#: whole, without reading it; so does the version of an aggregate without an index
+#: (its events all archived: they are erased from the archive next).
 PRUNE_INDEXES = """
 local ms, seq = tonumber(ARGV[1]), tonumber(ARGV[2])
+local function before(id)
+  local dash = string.find(id, '-', 1, true)
+  local a, b = tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+  return a < ms or (a == ms and b < seq)
+end
 for k = 2, #KEYS do
-  local ids = redis.call('LRANGE', KEYS[k], 0, -1)
-  local keep = {}
-  for _, id in ipairs(ids) do
-    local dash = string.find(id, '-', 1, true)
-    local a, b = tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
-    if a > ms or (a == ms and b >= seq) then keep[#keep + 1] = id end
-  end
-  if #keep ~= #ids then
+  local last = redis.call('LINDEX', KEYS[k], -1)
+  if not last or before(last) then
     redis.call('DEL', KEYS[k])
-    if #keep == 0 then
-      redis.call('HDEL', KEYS[1], ARGV[k + 1])
-    else
+    redis.call('HDEL', KEYS[1], ARGV[k + 1])
+  else
+    local ids = redis.call('LRANGE', KEYS[k], 0, -1)
+    local keep = {}
+    for _, id in ipairs(ids) do
+      if not before(id) then keep[#keep + 1] = id end
+    end
+    if #keep ~= #ids then
+      redis.call('DEL', KEYS[k])
       for i = 1, #keep, 1000 do
         redis.call('RPUSH', KEYS[k], unpack(keep, i, math.min(i + 999, #keep)))
       end
@@ -70,14 +85,17 @@ def glob_escape(literal: str) -> str:
 
 async def scope_aggregates(store: EventStore, partition: int, project: str,
                            aggregate_key: str | None, prefix: str | None) -> set[str]:
-    """The aggregates of the scope that have an index list (every one that has events)."""
+    """The aggregates of the scope: the fields of the partition's versions hash under
+    the scope's prefix (every writer sets an aggregate's version; only an erasure
+    removes it, with its index). HSCAN walks the partition's aggregates, not the
+    whole keyspace (which holds an idempotency key per event)."""
     if aggregate_key is not None:
         return {aggregate_key}
+    pattern = glob_escape(prefix if prefix is not None else f"{project}/") + "*"
     aggregates = set()
-    base = store.keys.aggregate_index(partition, "")
-    pattern = glob_escape(base + (prefix if prefix is not None else f"{project}/")) + "*"
-    async for key in store.redis.scan_iter(match=pattern, count=1000):
-        agg = text(key)[len(base):]
+    async for field, _ in store.redis.hscan_iter(store.keys.versions(partition),
+                                                  match=pattern, count=1000):
+        agg = text(field)
         if in_scope(agg, project, None, prefix):
             aggregates.add(agg)
     return aggregates
@@ -113,20 +131,30 @@ async def erase_hot(store: EventStore, partition: int, project: str,
     prune = store.redis.register_script(PRUNE_INDEXES)
     erased = 0
     ordered = sorted(aggregates)
-    # Pipelined: with appendfsync always each round trip of writes costs an fsync.
     for i in range(0, len(ordered), DELETE_CHUNK):
         group = ordered[i:i + DELETE_CHUNK]
         pipe = store.redis.pipeline(transaction=False)
         for agg in group:
             pipe.lrange(store.keys.aggregate_index(partition, agg), 0, -1)
-        lists = await guard(pipe.execute())
-        positions = [p for found in lists for p in found if parse_position(text(p)) < bound]
-        pipe = store.redis.pipeline(transaction=False)
-        for j in range(0, len(positions), DELETE_CHUNK):
-            pipe.xdel(log, *positions[j:j + DELETE_CHUNK])
-            pipe.xdel(store.keys.project_index(partition, project),
-                      *positions[j:j + DELETE_CHUNK])
-        erased += sum(int(r) for r in (await guard(pipe.execute()))[::2])
+        positions: list[Any] = []
+        for found in await guard(pipe.execute()):
+            # An index is in position order: all of it is erased unless the aggregate
+            # was appended to after the tombstone.
+            if found and parse_position(text(found[-1])) < bound:
+                positions.extend(found)
+            else:
+                positions.extend(p for p in found if parse_position(text(p)) < bound)
+        # Pipelined (with appendfsync always each round trip of writes costs an
+        # fsync), in rounds, so that no round holds the server or this loop for long;
+        # the project's index stream loses the same positions.
+        for j in range(0, len(positions), DELETE_ROUND):
+            pipe = store.redis.pipeline(transaction=False)
+            batch = positions[j:j + DELETE_ROUND]
+            for k in range(0, len(batch), DELETE_CHUNK):
+                pipe.xdel(log, *batch[k:k + DELETE_CHUNK])
+                pipe.xdel(store.keys.project_index(partition, project),
+                          *batch[k:k + DELETE_CHUNK])
+            erased += sum(int(r) for r in (await guard(pipe.execute()))[::2])
         await guard(prune(
             keys=[store.keys.versions(partition),
                   *(store.keys.aggregate_index(partition, agg) for agg in group)],
@@ -169,31 +197,43 @@ INTEGRATION_FAMILIES = ("lg", "es")
 
 
 async def erase_integration_keys(store: EventStore, partition: int, project: str) -> int:
-    """Remove the integrations' own index keys of the project; return how many."""
+    """Remove the integrations' own index keys of the project; return how many.
+
+    One SCAN of the keyspace matches every family (it is as large as the events
+    kept in the idempotency window: one pass, not one per family)."""
+    tag = store.keys.tag(partition)
+    wanted = tuple(f"{tag}:{family}:{project}:" for family in INTEGRATION_FAMILIES)
+    firsts = "".join(sorted({f[0] for f in INTEGRATION_FAMILIES}))
+    seconds = "".join(sorted({f[1] for f in INTEGRATION_FAMILIES}))
+    pattern = f"{glob_escape(tag)}:[{firsts}][{seconds}]:{glob_escape(project)}:*"
+    doomed = [key async for key in store.redis.scan_iter(match=pattern, count=1000)
+              if text(key).startswith(wanted)]
     removed = 0
-    for family in INTEGRATION_FAMILIES:
-        pattern = f"{store.keys.tag(partition)}:{family}:{project}:*"
-        doomed = [key async for key in store.redis.scan_iter(match=pattern, count=1000)]
-        for i in range(0, len(doomed), DELETE_CHUNK):
-            removed += int(await guard(store.redis.delete(*doomed[i:i + DELETE_CHUNK])))
+    for i in range(0, len(doomed), DELETE_CHUNK):
+        removed += int(await guard(store.redis.delete(*doomed[i:i + DELETE_CHUNK])))
     return removed
 
 
-async def rewrite_aof(store: EventStore, within: float = 300.0) -> int:
+async def rewrite_aof(store: EventStore, within: float = 300.0,
+                      owned: Path | None = None) -> int:
     """Make every node's append-only file forget deleted entries; return how many
     rewrites ran.
 
     A stream keeps XDEL'd entries in its listpacks until the node is rewritten,
     and an RDB preamble (the AOF base file's default format) copies them as they
     are; so the preamble is switched off and each node rewrites its AOF as
-    commands, after its replicas have received the deletions.
+    commands, after its replicas have received the deletions. On a server whose
+    directory is under ``owned`` (the data dir: the embedded Valkey), the rewrite's
+    child process runs at the lowest CPU priority, so appends keep their latency.
     """
     nodes, own = await every_server(store.redis)
     try:
         await _replicas_caught_up(nodes, within)
+        pids = [await owned_pid(node, owned) for node in nodes]
         # The nodes rewrite at once (each forks its own child): a deletion on a
         # six-node cluster waits for the slowest rewrite, not for the sum of them.
-        return sum(await asyncio.gather(*(_rewrite_one(node, within) for node in nodes)))
+        return sum(await asyncio.gather(*(_rewrite_one(node, within, pid)
+                                          for node, pid in zip(nodes, pids, strict=True))))
     finally:
         if own:
             for node in nodes:
@@ -223,7 +263,7 @@ async def _replicas_caught_up(nodes: list[aioredis.Redis], within: float) -> Non
             await asyncio.sleep(0.05)
 
 
-async def _rewrite_one(node: aioredis.Redis, within: float) -> int:
+async def _rewrite_one(node: aioredis.Redis, within: float, pid: int | None) -> int:
     info = await guard(node.info("persistence"))
     if not int(info.get("aof_enabled", 0)):
         return 0
@@ -244,7 +284,10 @@ async def _rewrite_one(node: aioredis.Redis, within: float) -> int:
         if time.monotonic() > deadline:
             raise StoreUnavailable("the append-only file rewrite did not start in time")
         await asyncio.sleep(0.01)
+    lowered = False
     while True:
+        if pid is not None and not lowered:  # the child may not be forked yet: try again
+            lowered = bool(lower_children(pid))
         info = await guard(node.info("persistence"))
         if (int(info.get("aof_rewrites", 0)) > before
                 and not int(info.get("aof_rewrite_in_progress", 0))

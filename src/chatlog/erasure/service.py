@@ -11,7 +11,8 @@ completion recorded before the next begins:
 ``redis``       the scope's stream entries XDEL'd, aggregate indexes and versions pruned
 ``archive``     archive segments rewritten without the scope's rows
 ``read_models`` rows deleted (``secure_delete``), WAL checkpointed with TRUNCATE
-``aof``         every node's append-only file rewritten (and waited for)
+``aof``         every node's append-only file rewritten (and waited for); its RDB
+                dump file removed when it is under the data dir, else reported
 ``done``
 
 :meth:`Eraser.resume` (called when ``serve`` starts) drives the unfinished ones.
@@ -20,6 +21,7 @@ completion recorded before the next begins:
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -30,11 +32,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chatlog.erasure import _redis
-from chatlog.errors import InvalidInput
+from chatlog.erasure import _rdb, _redis
+from chatlog.erasure._archive_job import erase_in_child
+from chatlog.errors import ArchiveConflict, InvalidInput
 from chatlog.events import ErasureRecorded, NewEvent, aggregate_key
 from chatlog.eventstore import EventStore
-from chatlog.eventstore.archive import Archive, erase_rows
+from chatlog.eventstore.archive import Archive
+from chatlog.eventstore.archiver import holding_lease
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import guard, text
 from chatlog.projections.erasure import applied_position, count_rows, purge_read_model
@@ -69,6 +73,9 @@ class ErasureReport:
     #: Bytes of archive segments written anew, and of the AOF files rewritten.
     bytes_rewritten: int = 0
     aof_rewrites: int = 0
+    #: Per node: its RDB file, whether the erasure removed it, whether one may still
+    #: hold erased content and why (see ``chatlog.erasure._rdb``).
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
     finished_at: float | None = None
     error: str | None = None
 
@@ -105,6 +112,7 @@ class ErasureReport:
             "read_model_rows": str(self.read_model_rows),
             "bytes_rewritten": str(self.bytes_rewritten),
             "aof_rewrites": str(self.aof_rewrites),
+            "snapshots": json.dumps(self.snapshots),
             "finished_at": "" if self.finished_at is None else repr(self.finished_at),
             "error": self.error or "",
         }
@@ -123,6 +131,7 @@ class ErasureReport:
             read_model_rows=int(f.get("read_model_rows", 0)),
             bytes_rewritten=int(f.get("bytes_rewritten", 0)),
             aof_rewrites=int(f.get("aof_rewrites", 0)),
+            snapshots=json.loads(f.get("snapshots") or "[]"),
             finished_at=float(f["finished_at"]) if f.get("finished_at") else None,
             error=f.get("error") or None,
         )
@@ -131,6 +140,9 @@ class ErasureReport:
 #: Seconds an eraser without its own projector waits for the read model's (``serve``'s)
 #: to apply the tombstone before it purges the rows itself.
 READ_MODEL_WAIT = 30.0
+
+#: Rewrites of a partition's archive tried when another archiver published meanwhile.
+ARCHIVE_ATTEMPTS = 3
 
 #: A fault hook for crash tests: ``serve`` kills itself (SIGKILL, as ``kill -9``)
 #: right after an erasure records the step this variable names.
@@ -177,7 +189,8 @@ def eraser_for(settings: Settings, store: EventStore,
         return Archive.open(str(where)) if where.exists() else None
 
     return Eraser(store, archive=archive, read_models=[path],
-                  wait_applied=wait_applied or file_applied, on_step=erasure_fault_hook())
+                  wait_applied=wait_applied or file_applied, on_step=erasure_fault_hook(),
+                  data_dir=settings.data_dir)
 
 
 class Eraser:
@@ -188,16 +201,20 @@ class Eraser:
     (None: no archive); ``read_models``: the SQLite files to purge (the projector's);
     ``wait_applied``: waits until the local projector has applied up to a position (so no batch it
     read before the deletion writes the rows back); ``on_step``: called after each
-    step is recorded; ``rewrite_aof`` off: the ``aof`` step leaves the servers' files to
-    a later erasure's rewrite (several erasures run back to back rewrite once, in the
-    last; requested before any runs, it survives a crash as pending).
+    step is recorded; ``rewrite_aof`` off: the ``aof`` step leaves the servers' files
+    (their AOF and RDB snapshots) to a later erasure's rewrite (several erasures run
+    back to back rewrite once, in the last; requested before any runs, it survives a
+    crash as pending); ``lease_wait``: how long the archive step waits for a running
+    archiver pass to release the partition's lease; ``data_dir``: the chatlog data
+    dir, under which a server's RDB dump file is ours to remove after the AOF rewrite.
     """
 
     def __init__(self, store: EventStore, *,
                  archive: Archive | Callable[[], Archive | None] | None = None,
                  read_models: Sequence[Path] = (), wait_applied: ReachedWait | None = None,
                  on_step: StepHook | None = None, aof_timeout: float = 300.0,
-                 rewrite_aof: bool = True) -> None:
+                 rewrite_aof: bool = True, lease_wait: float = 900.0,
+                 data_dir: Path | None = None) -> None:
         self.store = store
         self.archive = archive
         self.read_models = list(read_models)
@@ -205,6 +222,8 @@ class Eraser:
         self.on_step = on_step
         self.aof_timeout = aof_timeout
         self.rewrite_aof = rewrite_aof
+        self.lease_wait = lease_wait
+        self.data_dir = data_dir
         self._lock = asyncio.Lock()
 
     async def request(self, project: uuid.UUID, project_name: str, thread_id: str | None = None,
@@ -328,21 +347,32 @@ class Eraser:
         report.events_erased["redis"] = report.events_erased.get("redis", 0) + n
 
     async def _archive(self, report: ErasureReport) -> None:
-        found = self.archive() if callable(self.archive) else self.archive
-        if found is None:
-            return
-        archive = found
         partition, agg, prefix = self._scope(report)
         assert report.tombstone_position is not None
-
-        def run() -> Any:
-            archive.reload()
-            return erase_rows(archive, partition, report.project, agg,
-                              report.tombstone_position or "", prefix)
-
-        done = await asyncio.to_thread(run)
-        report.events_erased["archive"] = report.events_erased.get("archive", 0) + done.events
-        report.bytes_rewritten += done.bytes_rewritten
+        # The archiver's lease, as a deletion takes it: no pass (of this node's serve or
+        # another's) publishes, or removes files it does not list, while the segments
+        # are rewritten; a pass that read the scope's entries before they were XDEL'd
+        # has published them by the time the lease is ours, so they are erased too.
+        # The rewrite runs in a low-priority child process (``_archive_job``): appends
+        # keep the CPU and this process's interpreter lock.
+        for attempt in range(ARCHIVE_ATTEMPTS):
+            async with holding_lease(self.store, partition, wait=self.lease_wait) as fence:
+                archive = self.archive() if callable(self.archive) else self.archive
+                if archive is None:
+                    return
+                try:
+                    done = await erase_in_child(archive.url, partition, report.project, agg,
+                                                report.tombstone_position, prefix, fence)
+                except ArchiveConflict:  # a holder whose lease lapsed published meanwhile
+                    if attempt + 1 == ARCHIVE_ATTEMPTS:
+                        raise
+                    continue
+                finally:
+                    archive.reload()  # this process's readers: the new manifest
+            report.events_erased["archive"] = (report.events_erased.get("archive", 0)
+                                               + done["events"])
+            report.bytes_rewritten += done["bytes_rewritten"]
+            return
 
     async def _read_models(self, report: ErasureReport) -> None:
         partition, _, _ = self._scope(report)
@@ -363,7 +393,12 @@ class Eraser:
     async def _aof(self, report: ErasureReport) -> None:
         if not self.rewrite_aof:
             return
-        report.aof_rewrites += await _redis.rewrite_aof(self.store, self.aof_timeout)
+        report.aof_rewrites += await _redis.rewrite_aof(self.store, self.aof_timeout,
+                                                        self.data_dir)
+        # then the snapshots: removed under the data dir, reported elsewhere
+        notes = await _rdb.settle_snapshots(self.store, self.data_dir, report.requested_at,
+                                            self.aof_timeout)
+        report.snapshots = [n.as_dict() for n in notes]
 
     async def _done(self, report: ErasureReport) -> None:
         return None

@@ -37,6 +37,17 @@ class EraseQuery(Query):
                         description="Seconds to wait for the physical erasure before 202")
 
 
+class SnapshotView(Out):
+    """One server's RDB snapshot file after the erasure."""
+
+    node: str
+    file: str = Field(description="The node's dump file (its `dir`/`dbfilename`)")
+    removed: bool = Field(description="Removed by the erasure (it was under the data dir)")
+    may_hold: bool = Field(description="Whether an RDB file of this node may still hold "
+                           "erased content")
+    why: str
+
+
 class ErasureView(Out):
     """An erasure's report: what it erased where, and whether it is complete."""
 
@@ -57,6 +68,9 @@ class ErasureView(Out):
     read_model_rows: int
     bytes_rewritten: int = Field(description="Archive segment bytes written anew")
     aof_rewrites: int = Field(description="Append-only files rewritten (one per node)")
+    snapshots: list[SnapshotView] = Field(
+        default_factory=list, description="Per node, once the `aof` step is done: whether "
+        "an RDB snapshot may still hold erased content (docs/erasure.md)")
     finished_at: float | None = Field(default=None, description="When every tier was done")
     error: str | None = None
 

@@ -47,7 +47,9 @@ class Deleter:
             return Archive.open(str(settings.archive_dir))
 
         # The read models keep no rows of the integrations' aggregates: none to purge.
-        self.eraser = Eraser(store, archive=archive)
+        # Under the data dir, a Valkey's RDB dump file is the erasure's to remove.
+        data_dir = settings.data_dir if settings is not None else None
+        self.eraser = Eraser(store, archive=archive, data_dir=data_dir)
         #: For all but the last of several erasures: the last one's rewrite of the
         #: append-only files covers them.
         self.eraser_sharing_rewrite = Eraser(store, archive=archive, rewrite_aof=False)

@@ -105,7 +105,10 @@ class ErasureProjection:
         for ev in events:
             if ev.type != ERASURE_TYPE or not isinstance(ev.data, dict):
                 continue
-            thread = ev.data.get("thread_id") if ev.data.get("scope") == "thread" else None
+            scope = ev.data.get("scope")
+            if scope not in ("project", "thread"):
+                continue  # an integration's aggregates ("aggregates"): no rows here
+            thread = ev.data.get("thread_id") if scope == "thread" else None
             erase_rows(conn, str(ev.project), thread if isinstance(thread, str) else None)
 
 

@@ -101,8 +101,19 @@ def replace_segments(self: Any, m: Manifest, kept: list[SegmentEntry], added: li
                      deleted_before: str | None) -> Manifest:
     """Publish the next manifest of ``m``'s partition with ``kept`` segments: their
     rows of the aggregate index (one run again, plus the ``added`` rows of rewritten
-    segments), committed atomically. Deletion and erasure both end this way."""
+    segments), committed atomically. Deletion and erasure both end this way.
+
+    Refuses (:class:`ArchiveConflict`) when the manifest is no longer ``m``: an
+    archiver published meanwhile, whose segment the new manifest would drop. The
+    callers hold the partition's archiver lease, so only a holder whose lease had
+    lapsed can get there."""
     partition = m.partition
+    now = self._read_manifest(partition)
+    if now.generation != m.generation:  # someone published since m was read: not ours to drop
+        raise ArchiveConflict(
+            f"partition {partition}: the archive changed (generation {m.generation} -> "
+            f"{now.generation}) while it was rewritten; nothing was replaced"
+        )
     live = pa.array([e.id for e in kept], pa.int32())
     parts = [run.filter(pc.is_in(run.column("segment"), live))
              for run in self._index_runs(partition)]

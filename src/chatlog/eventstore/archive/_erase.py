@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from chatlog.errors import ArchiveConflict
 from chatlog.eventstore.archive import _segments as seg
 from chatlog.eventstore.archive._delete import replace_segments
 from chatlog.eventstore.archive._manifest import Manifest, SegmentEntry
@@ -51,13 +52,26 @@ def _mask(table: pa.Table, project: str, aggregate: str | None, before: str,
 
 
 def erase_rows(archive: Archive, partition: int, project: str, aggregate: str | None,
-               before: str, prefix: str | None = None) -> ArchiveErasure:
+               before: str, prefix: str | None = None, *,
+               fence: int | None = None) -> ArchiveErasure:
     """Remove the rows of ``project`` (or of its ``aggregate`` only, or of the
     aggregates under ``prefix``) before position ``before`` from ``partition``'s
-    segments."""
+    segments.
+
+    The caller holds the partition's archiver lease (so no archiver publishes or
+    removes files meanwhile) and passes its fencing token as ``fence``: refused
+    when a newer lease published, and recorded so an older holder's late publish
+    is refused in turn (as :meth:`Archive.delete_before`).
+    """
     storage = archive.storage
     with archive._lock:
         m = archive._read_manifest(partition)
+        if fence is not None and fence < m.fence:
+            raise ArchiveConflict(
+                f"partition {partition}: an archiver with a newer lease (fencing token "
+                f"{m.fence} > {fence}) owns this archive; the erasure did not rewrite it"
+            )
+        fence = m.fence if fence is None else max(m.fence, fence)
         if not m.segments:
             return ArchiveErasure()
         erased = rewritten = dropped_n = written = 0
@@ -72,7 +86,9 @@ def erase_rows(archive: Archive, partition: int, project: str, aggregate: str | 
                 kept.append(entry)
                 continue
             path = storage.join(f"partition={partition}", entry.name)
-            table = pq.read_table(storage.open(path)).replace_schema_metadata(None)
+            # in the caller's thread (pyarrow's pool would run it at the pool's priority)
+            table = pq.read_table(storage.open(path), use_threads=False)
+            table = table.replace_schema_metadata(None)
             mask = _mask(table, project, aggregate, before, prefix)
             hits = int(pc.sum(mask).as_py() or 0)
             if not hits:
@@ -111,7 +127,7 @@ def erase_rows(archive: Archive, partition: int, project: str, aggregate: str | 
         if not dropped:
             _remove_unlisted(archive, partition, m)
             return ArchiveErasure()
-        new = replace_segments(archive, m, kept, added, next_segment=next_id, fence=m.fence,
+        new = replace_segments(archive, m, kept, added, next_segment=next_id, fence=fence,
                                deleted_before=m.deleted_before)
         erase_from_snapshot(archive, partition, project, aggregate, prefix)
         for name in dropped:
