@@ -103,3 +103,25 @@ async def test_only_admin_or_erase_scope_may_erase(api: Any, tmp_path: Path) -> 
     resp = await client.delete("/v1/projects/Blog", params={"wait": "soon"},
                                headers=bearer("admin"))
     assert resp.status == 400
+
+
+async def test_erasing_what_was_never_written_is_refused(api: Any) -> None:
+    """A misspelt project or thread is a 404 (nothing recorded, no tombstone), a thread
+    id that names no thread (NUL, a null spelling) a 400."""
+    client = await api()
+    await post_message(client, "Blog", "hello", thread_id="t1")
+    resp = await client.delete("/v1/projects/Blog-Projekt")
+    assert resp.status == 404, await resp.text()
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    assert (await resp.json())["project_name"] == "Blog-Projekt"
+    resp = await client.delete("/v1/projects/Blog/threads/t2")
+    assert resp.status == 404
+    assert "no thread 't2'" in (await resp.json())["detail"]
+    for bad in ("%00", "null"):
+        resp = await client.delete(f"/v1/projects/Blog/threads/{bad}")
+        assert resp.status == 400, (bad, await resp.text())
+        assert resp.headers["Content-Type"].startswith("application/problem+json")
+    events = await (await client.get("/v1/events", params={"project": "Blog"})).json()
+    assert [e["type"] for e in events["events"]] == ["message.appended"]
+    resp = await client.delete("/v1/projects/Blog/threads/t1")
+    assert resp.status == 200

@@ -47,6 +47,7 @@ async def erase(ctx: click.Context, project: str, thread_id: str | None, yes: bo
         click.confirm(f"erase {what} from every tier? This cannot be undone", abort=True)
     async with open_store(settings, "erase") as opened:
         eraser = eraser_for(settings, opened.store)
+        await eraser.require_scope(key.key, key.display, thread_id)
         with progress_bar("erasing", "steps", quiet=quiet, rate=False) as update:
             steps = len(STEPS) - 1  # "recorded" is where an erasure starts
             update(0, steps)

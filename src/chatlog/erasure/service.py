@@ -34,7 +34,7 @@ from typing import Any
 
 from chatlog.erasure import _rdb, _redis
 from chatlog.erasure._archive_job import erase_in_child
-from chatlog.errors import ArchiveConflict, InvalidInput
+from chatlog.errors import ArchiveConflict, InvalidInput, NotFound, ProjectNotFound
 from chatlog.events import ErasureRecorded, NewEvent, aggregate_key
 from chatlog.eventstore import EventStore
 from chatlog.eventstore.archive import Archive
@@ -260,6 +260,28 @@ class Eraser:
                                     aggregates=f"{aggregate_type}/{id_prefix}",
                                     requested_by=requested_by)
         return await self.run(report.erasure_id)
+
+    async def require_scope(self, project: uuid.UUID, project_name: str,
+                            thread_id: str | None = None) -> None:
+        """Refuse to erase what the log never held (a misspelt project or thread would
+        otherwise "succeed"): 404 :class:`ProjectNotFound` / :class:`NotFound`."""
+        if await self.holds(project, thread_id):
+            return
+        if thread_id is None:
+            raise ProjectNotFound(project_name, str(project))
+        raise NotFound(f"project {project_name!r} has no thread {thread_id!r}")
+
+    async def holds(self, project: uuid.UUID, thread_id: str | None = None) -> bool:
+        """Whether the log holds anything of ``project`` (or of its thread ``thread_id``):
+        every writer sets its aggregate's version, and only an erasure removes it."""
+        versions = self.store.keys.versions(self.store.partition_of(project))
+        if thread_id is not None:
+            agg = aggregate_key(project, "thread", thread_id)
+            return bool(await guard(self.store.redis.hexists(versions, agg)))
+        pattern = _redis.glob_escape(f"{project}/") + "*"
+        async for _ in self.store.redis.hscan_iter(versions, match=pattern, count=1000):
+            return True
+        return False
 
     async def status(self, erasure_id: str) -> ErasureReport | None:
         raw = await guard(self.store.redis.hgetall(self.store.keys.erasure(erasure_id)))

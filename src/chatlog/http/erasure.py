@@ -19,11 +19,11 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from chatlog.erasure import Eraser, ErasureReport
-from chatlog.errors import NotFound
+from chatlog.errors import InvalidInput, NotFound
 from chatlog.http._routing import Endpoint, json_response, read_query
 from chatlog.http._state import AppState, ServiceUnavailable, state
 from chatlog.http.models import Out, Query
-from chatlog.identity import ProjectKey
+from chatlog.identity import ProjectKey, is_new_thread, normalize_thread_id
 
 PROJECT = "/v1/projects/{project}"
 THREAD = PROJECT + "/threads/{thread_id}"
@@ -106,6 +106,11 @@ async def _erase(request: web.Request, thread_id: str | None) -> web.Response:
     st, project = _authorized(request)
     q = read_query(request, EraseQuery)
     eraser = _eraser(st)
+    if thread_id is not None:
+        if is_new_thread(thread_id):
+            raise InvalidInput(f"thread_id {thread_id!r} names no thread; give the thread's id")
+        thread_id, _ = normalize_thread_id(thread_id)
+    await eraser.require_scope(project.key, project.display, thread_id)
     who = st.tokens.authenticate(request).name
     report = await eraser.request(project.key, project.display, thread_id, requested_by=who)
     task = asyncio.get_running_loop().create_task(eraser.run(report.erasure_id))
