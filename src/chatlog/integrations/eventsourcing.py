@@ -169,13 +169,19 @@ class ChatlogRecorder:
         limit: int | None,
     ) -> list[StoredEvent]:
         okey = f"{self.base}:o:{digest(str(originator_id))}"
-        rows = self.datastore.select_events_script(
-            keys=[self._log, okey],
-            args=[f"({gt}" if gt is not None else "-inf", lte if lte is not None else "+inf",
-                  "1" if desc else "0", "" if limit is None else limit],
-        )
+        low, high = f"({gt}" if gt is not None else "-inf", lte if lte is not None else "+inf"
+        page: dict[str, Any] = {} if limit is None else {"start": 0, "num": limit}
+        redis = self.datastore.redis
+        if desc:
+            positions = redis.zrevrangebyscore(okey, high, low, **page)
+        else:
+            positions = redis.zrangebyscore(okey, low, high, **page)
+        # positions grow with versions: read the span in ascending order
+        ascending = positions[::-1] if desc else positions
+        bodies = dict(zip(ascending, self.datastore.bodies(self._log, ascending), strict=True))
         out = []
-        for body in self.datastore.bodies(rows):
+        for position in positions:
+            body = bodies[position]
             if body is None:
                 continue
             data, state = _decode(body)
@@ -237,21 +243,34 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
             low = "-inf"
         else:
             low = str(start) if inclusive_of_start else f"({start}"
-        rows = self.datastore.select_notifications_script(
-            keys=[self._log, self._notifications],
-            args=[low, "+inf" if stop is None else stop, limit, *topics],
-        )
+        high = "+inf" if stop is None else str(stop)
+        want = set(topics)
+        picked: list[tuple[int, bytes, str]] = []
+        offset = 0
+        redis = self.datastore.redis
+        while len(picked) < limit:
+            chunk = 500 if want else limit - len(picked)
+            rows = redis.zrangebyscore(self._notifications, low, high, start=offset,
+                                       num=chunk, withscores=True)
+            offset += len(rows)
+            for member, nid in rows:
+                position, _, topic = member.decode().partition(" ")
+                if not want or topic in want:
+                    picked.append((int(nid), position.encode(), topic))
+                    if len(picked) >= limit:
+                        break
+            if len(rows) < chunk:
+                break
+        bodies = self.datastore.bodies(self._log, [position for _, position, _ in picked])
+        uid = self.datastore.originator_id
         out = []
-        bodies = self.datastore.bodies([body for _, body in rows])
-        for (nid, _), body in zip(rows, bodies, strict=True):
+        for (nid, _, topic), body in zip(picked, bodies, strict=True):
             if body is None:
                 continue
             data, state = _decode(body)
             out.append(Notification(
-                id=int(nid),
-                originator_id=self.datastore.originator_id(data["originator_id"]),
-                originator_version=int(data["originator_version"]),
-                topic=data["topic"], state=state,
+                id=nid, originator_id=uid(data["originator_id"]),
+                originator_version=data["originator_version"], topic=topic, state=state,
             ))
         return out
 
