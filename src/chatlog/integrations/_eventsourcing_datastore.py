@@ -8,6 +8,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from redis import Redis
+
 from chatlog.eventstore.codec import START
 from chatlog.eventstore.scripted import run_append_script
 from chatlog.identity import ProjectKey
@@ -25,6 +27,22 @@ T = TypeVar("T")
 
 #: Reads meet the same few originators again and again.
 _uuid = functools.lru_cache(maxsize=4096)(uuid.UUID)
+
+
+def _raw(response: Any, **options: Any) -> Any:
+    return response
+
+
+def _body(fields: Any) -> bytes:
+    """The body (field ``b``) of an entry's fields: the flat list the server sends
+    (the integrations write ``i t a v b``: it is the last), or redis-py's dict."""
+    if isinstance(fields, dict):
+        body: bytes = fields.get(b"b", b"")
+        return body
+    if len(fields) == 10 and fields[8] == b"b":
+        last: bytes = fields[9]
+        return last
+    return body_of(fields)
 
 
 class Datastore:
@@ -57,6 +75,11 @@ class Datastore:
         # thread per call cost more than the call); the loop serves subscriptions.
         assert self.store.url is not None
         self.redis = sync_client(self.store.url)
+        if isinstance(self.redis, Redis):
+            # the replies as the server sends them: cheaper to take apart than redis-py's
+            # dicts and float scores (a read of 100 notifications parses 100 entries)
+            for command in ("XRANGE", "ZRANGEBYSCORE", "ZREVRANGEBYSCORE"):
+                self.redis.set_response_callback(command, _raw)
         self.insert_script = self.redis.register_script(_INSERT)
         self.insert_script_async = self.store.redis.register_script(_INSERT)
         self._closed = False
@@ -124,6 +147,16 @@ class Datastore:
             return self.insert_script(keys=keys, args=args)
         return self.run(run_append_script(self.store, self.insert_script_async, keys, args))
 
+    def scored(self, key: str, low: str, high: str, offset: int,
+               count: int) -> list[tuple[bytes, int]]:
+        """Members of the sorted set ``key`` with scores in [low, high] and their
+        (integer) scores, ``count`` from ``offset``, lowest first."""
+        rows = self.redis.zrangebyscore(key, low, high, start=offset, num=count,
+                                        withscores=True)
+        if rows and not isinstance(rows[0], bytes):  # parsed by redis-py (a cluster)
+            return [(member, int(score)) for member, score in rows]
+        return list(zip(rows[::2], map(int, rows[1::2]), strict=True))
+
     def bodies(self, log: str, positions: list[bytes]) -> list[bytes | None]:
         """The bodies of the entries at ``positions`` (ascending) of the log: one XRANGE
         over their span, one pipelined XRANGE each for those it did not reach, the
@@ -138,7 +171,7 @@ class Datastore:
         if len(positions) > 1:
             span = self.redis.execute_command(
                 "XRANGE", log, positions[0], positions[-1], "COUNT", 2 * len(positions))
-            found = {pos: fields.get(b"b", b"") for pos, fields in span}
+            found = {pos: _body(fields) for pos, fields in span}
         missed = [p for p in positions if p not in found]
         if missed:
             pipe = self.redis.pipeline(transaction=False)
@@ -146,7 +179,7 @@ class Datastore:
                 pipe.execute_command("XRANGE", log, pos, pos)
             for entries in pipe.execute():
                 for pos, fields in entries:
-                    found[pos] = fields.get(b"b", b"")
+                    found[pos] = _body(fields)
             gone = [p for p in missed if p not in found]
             if gone:
                 archived = archived_entries_sync(self.store, self.partition, gone)

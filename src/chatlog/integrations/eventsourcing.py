@@ -58,7 +58,7 @@ from chatlog.events import (
     EventsourcingTracked,
     aggregate_key,
 )
-from chatlog.eventstore.codec import START, Cursor, split_body
+from chatlog.eventstore.codec import BLOB_MARK, START, Cursor, split_body
 from chatlog.eventstore.store import EventStore
 from chatlog.identity import random_uuid
 from chatlog.integrations._eventsourcing_datastore import Datastore
@@ -73,8 +73,12 @@ _RECORDED: str = EventsourcingRecorded.event_type
 
 
 def _decode(body: bytes) -> tuple[dict[str, Any], bytes]:
+    if body[:1] == BLOB_MARK:  # always, as the insert script writes them
+        end = 5 + int.from_bytes(body[1:5], "big")
+        data: dict[str, Any] = orjson.loads(memoryview(body)[5:end])["d"]
+        return data, body[end:]
     doc, blob = split_body(body)
-    data: dict[str, Any] = orjson.loads(doc)["d"]
+    data = orjson.loads(doc)["d"]
     return data, blob or b""
 
 
@@ -244,33 +248,35 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
         else:
             low = str(start) if inclusive_of_start else f"({start}"
         high = "+inf" if stop is None else str(stop)
-        want = set(topics)
-        picked: list[tuple[int, bytes, str]] = []
+        want = {t.encode() for t in topics}
+        picked: list[tuple[int, bytes, bytes]] = []
         offset = 0
-        redis = self.datastore.redis
         while len(picked) < limit:
             chunk = 500 if want else limit - len(picked)
-            rows = redis.zrangebyscore(self._notifications, low, high, start=offset,
-                                       num=chunk, withscores=True)
+            rows = self.datastore.scored(self._notifications, low, high, offset, chunk)
             offset += len(rows)
             for member, nid in rows:
-                position, _, topic = member.decode().partition(" ")
+                position, _, topic = member.partition(b" ")
                 if not want or topic in want:
-                    picked.append((int(nid), position.encode(), topic))
+                    picked.append((nid, position, topic))
                     if len(picked) >= limit:
                         break
             if len(rows) < chunk:
                 break
         bodies = self.datastore.bodies(self._log, [position for _, position, _ in picked])
         uid = self.datastore.originator_id
+        topic_text: dict[bytes, str] = {}
         out = []
         for (nid, _, topic), body in zip(picked, bodies, strict=True):
             if body is None:
                 continue
             data, state = _decode(body)
+            name = topic_text.get(topic)
+            if name is None:
+                name = topic_text[topic] = topic.decode()
             out.append(Notification(
                 id=nid, originator_id=uid(data["originator_id"]),
-                originator_version=data["originator_version"], topic=topic, state=state,
+                originator_version=data["originator_version"], topic=name, state=state,
             ))
         return out
 
