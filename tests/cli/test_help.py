@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -43,3 +45,25 @@ def test_a_global_option_after_the_command_wins(tmp_path) -> None:
     assert result.exit_code == 1
     assert f"no chatlog data here ({b})" in result.output
     assert not a.exists() and not b.exists()
+
+
+#: What each command does when no `chatlog serve` owns the data dir (issue 14: "say
+#: which, in --help"): start a private Valkey while it runs, or need a running server.
+PRIVATE_VALKEY = ["append", "archive", "dead-letters", "delete-before", "erase", "import",
+                  "jobs", "migrate", "rebuild", "status", "tail", "trim"]
+NEEDS_A_SERVER = ["worker"]
+
+
+def test_every_command_says_what_it_does_without_a_server() -> None:
+    assert set(PRIVATE_VALKEY + NEEDS_A_SERVER + ["serve"]) == set(COMMANDS)
+    top = " ".join(CliRunner().invoke(cli, ["--help"], terminal_width=200).output.split())
+    said = top[top.index("When no server runs"):]
+    for name in PRIVATE_VALKEY + NEEDS_A_SERVER:
+        assert name in said, f"chatlog --help does not say what {name} does without a server"
+    for name in PRIVATE_VALKEY:
+        text = " ".join(CliRunner().invoke(cli, [name, "--help"], terminal_width=200)
+                        .output.split())
+        assert re.search(r"starts a private (Valkey|one)|a private Valkey runs", text), name
+    for name in NEEDS_A_SERVER:
+        text = CliRunner().invoke(cli, [name, "--help"], terminal_width=200).output
+        assert "Needs a running `chatlog serve`" in " ".join(text.split()), name

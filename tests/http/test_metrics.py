@@ -76,7 +76,7 @@ async def test_operator_metrics(api) -> None:
 
 
 async def test_job_metrics(api) -> None:
-    client = await api(job_max_deliveries=1, job_lease=5)
+    client = await api(job_max_deliveries=2, job_lease=5)
     st = client.app[STATE]
     orchestrator = st.services.orchestrator
     project = normalize_project_id("Jobs-Project")
@@ -111,7 +111,9 @@ async def test_job_metrics(api) -> None:
     assert isinstance(text, str)
     assert value(text, 'chatlog_jobs{state="waiting"}') == 0.0
     assert value(text, 'chatlog_jobs{state="running"}') == 0.0
-    assert value(text, "chatlog_jobs_retried_total") == 1.0  # its one failed delivery
+    # The failing job: delivered, failed, delivered again (one retry), failed, dead-lettered.
+    assert value(text, "chatlog_jobs_failed_total") == 2.0
+    assert value(text, "chatlog_jobs_retried_total") == 1.0  # not 3: a retry is counted once
 
 
 async def _when(scrape, check):  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -82,9 +83,10 @@ def cli(ctx: click.Context, redis_url: str | None, data_dir: Path | None,
     \b
     One owner per data dir: `chatlog serve` locks it. Commands that need the
     log use the running server's Valkey. When no server runs, append, tail
-    --no-follow, status, trim, rebuild, import, migrate and dead-letters start
-    a private Valkey for as long as they run (safe: nothing else uses the
-    log meanwhile); worker and tail --follow need a running server.
+    --no-follow, status, delete-before (trim), rebuild, import, archive, erase,
+    jobs, migrate and dead-letters start a private Valkey for as long as they
+    run (safe: nothing else uses the log meanwhile); worker and tail --follow
+    need a running server.
     """
     overrides: dict[str, Any] = {}
     if redis_url is not None:
@@ -107,11 +109,28 @@ def settings_from(ctx: click.Context, **more: Any) -> Settings:
         raise click.ClickException(f"invalid setting {where}: {first['msg']}") from None
 
 
+class _Notices(logging.Handler):
+    """``chatlog.notice`` lines on the current stderr, as they are."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(record.getMessage(), err=True)
+
+
+def _show_notices() -> None:
+    notices = logging.getLogger("chatlog.notice")
+    if not any(isinstance(h, _Notices) for h in notices.handlers):
+        notices.addHandler(_Notices())
+        notices.setLevel(logging.INFO)
+        notices.propagate = False
+
+
 def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
-    """Run an async command body; chatlog errors become one line on stderr."""
+    """Run an async command body; chatlog errors become one line on stderr, notices
+    (say, "no chatlog serve owns data dir …") a line each."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _show_notices()
         try:
             return asyncio.run(fn(*args, **kwargs))
         except ChatlogError as exc:

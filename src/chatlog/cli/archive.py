@@ -6,17 +6,9 @@ import asyncio
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from chatlog.cli._app import cli, run_async, settings_from
+from chatlog.cli._progress import Update, progress_bars
 from chatlog.cli.log import STATUS_SECTIONS
 from chatlog.eventstore.runtime import open_store
 from chatlog.eventstore.store import EventStore
@@ -38,6 +30,7 @@ async def archive_command(ctx: click.Context, only: tuple[int, ...], quiet: bool
     Redis. Safe beside a running `chatlog serve`: one archiver per partition
     at a time (a lease in Redis); a partition whose lease another holds is
     skipped. See docs/archive.md.
+    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
     """
     from chatlog.eventstore.archiver import Archiver
 
@@ -45,25 +38,15 @@ async def archive_command(ctx: click.Context, only: tuple[int, ...], quiet: bool
     async with open_store(settings, "archive") as opened:
         archiver = Archiver.from_settings(opened.store, settings)
         wanted = list(only) or None
-        if quiet:
-            results = await archiver.run_pass(wanted)
-        else:
-            with Progress(
-                TextColumn("[bold]archiving p{task.fields[partition]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("events"),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-            ) as bar:
-                tasks: dict[int, TaskID] = {}
+        with progress_bars(quiet=quiet) as bars:
+            updates: dict[int, Update] = {}
 
-                def progress(partition: int, done: int, total: int) -> None:
-                    if partition not in tasks:
-                        tasks[partition] = bar.add_task("", total=total, partition=partition)
-                    bar.update(tasks[partition], completed=done, total=max(total, done))
+            def progress(partition: int, done: int, total: int) -> None:
+                if partition not in updates:
+                    updates[partition] = bars.bar(f"archiving p{partition}", total)
+                updates[partition](done, total)
 
-                results = await archiver.run_pass(wanted, progress=progress)
+            results = await archiver.run_pass(wanted, progress=progress)
     for r in results:
         if r.skipped and not r.trimmed:
             click.echo(f"partition {r.partition}: nothing archived ({r.skipped})")

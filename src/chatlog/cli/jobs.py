@@ -18,7 +18,10 @@ from chatlog.orchestrator.service import Orchestrator
 
 @cli.group()
 def jobs() -> None:
-    """Enqueue jobs for workers, list a project's jobs, inspect one (JSON output)."""
+    """Enqueue jobs for workers, list a project's jobs, inspect one (JSON output).
+
+    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
+    """
 
 
 def _payload(text: str | None) -> dict[str, Any]:

@@ -214,12 +214,28 @@ def _uptime(seconds: float) -> str:
     return (f"{days}d " if days else "") + f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Any:
+    """A table cell: text, or a table of its own for a list of records (never raw JSON)."""
     if value is None:
         return "-"
+    if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+        return _records(value)
     if isinstance(value, (dict, list)):
         return json.dumps(value)
     return str(value)
+
+
+def _records(rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(*rows[0].keys(), box=None)
+    for r in rows:
+        table.add_row(*(_cell(r.get(k)) for k in rows[0]))
+    return table
+
+
+#: Columns of ``chatlog status`` when its output is not a terminal.
+STATUS_WIDTH = 160
 
 
 def print_status(doc: dict[str, Any]) -> None:
@@ -227,7 +243,9 @@ def print_status(doc: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False, soft_wrap=True)
+    # Piped or redirected, rich would assume 80 columns and cut positions short.
+    console = Console(highlight=False, soft_wrap=True,
+                      width=None if sys.stdout.isatty() else STATUS_WIDTH)
     owner = doc.get("owner")
     console.print(f"server      {doc['server']} at {doc['url']}")
     if owner:
@@ -239,8 +257,9 @@ def print_status(doc: dict[str, Any]) -> None:
                       "(a private Valkey was started for this command)")
     console.print(f"partitions  {doc['partitions']}   events {doc['events']} "
                   f"({doc['length']} in Redis)")
-    log_table = Table("partition", "tier", "segments", "events", "bytes", "oldest", "newest",
-                      "deleted up to", box=None)
+    log_table = Table("partition", "tier", "segments", "events", "bytes", box=None)
+    for heading in ("oldest", "newest", "deleted up to"):  # positions: whole, folded if need be
+        log_table.add_column(heading, no_wrap=False, overflow="fold")
     for p in doc["log"]:
         for t in p["tiers"]:
             log_table.add_row(f"p{p['partition']}", t["tier"], str(t["segments"]),
@@ -254,9 +273,7 @@ def print_status(doc: dict[str, Any]) -> None:
         console.print(f"\n[bold]{name}[/bold]")
         rows = value if isinstance(value, list) else None
         if rows and all(isinstance(r, dict) for r in rows):
-            table = Table(*rows[0].keys(), box=None)
-            for r in rows:
-                table.add_row(*(_cell(r.get(k)) for k in rows[0]))
+            table = _records(rows)
         else:
             table = Table("", "", box=None, show_header=False)
             for key, item in (value.items() if isinstance(value, dict) else [("", value)]):
@@ -294,6 +311,7 @@ async def delete_before(ctx: click.Context, partition: int, before: str, yes: bo
     history gets a clear "gone" error (HTTP 410) naming the oldest cursor still
     available; a reader without a cursor starts at the oldest event kept, and
     `chatlog rebuild` rebuilds from it. Asks for confirmation unless --yes.
+    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
     """
     await _delete_before(ctx, partition, before, yes)
 
@@ -305,5 +323,8 @@ async def delete_before(ctx: click.Context, partition: int, before: str, yes: bo
 @click.pass_context
 @run_async
 async def trim(ctx: click.Context, partition: int, before: str, yes: bool) -> None:
-    """The old name of `chatlog delete-before` (same arguments, same effect)."""
+    """The old name of `chatlog delete-before` (same arguments, same effect).
+
+    Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
+    """
     await _delete_before(ctx, partition, before, yes)

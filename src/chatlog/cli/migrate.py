@@ -6,12 +6,12 @@ Also adds the cluster section to ``chatlog status``: which node serves each part
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 
 from chatlog.cli._app import cli, run_async, settings_from
+from chatlog.cli._progress import progress_bar
 from chatlog.cli.log import STATUS_SECTIONS
 from chatlog.eventstore.migration import MigrationProgress
 from chatlog.eventstore.migration import migrate as copy_log
@@ -59,18 +59,11 @@ async def migrate(ctx: click.Context, to_url: str, to_partitions: int | None,
         )
         try:
             total = (await source.status()).events
-            show = not quiet and sys.stderr.isatty()
-            with click.progressbar(length=total, label="copying", file=sys.stderr,
-                                   show_pos=True) if show else _NoBar() as bar:
-                seen = 0
+            with progress_bar("copying", quiet=quiet) as update:
+                update(0, total)
 
                 def advance(p: MigrationProgress) -> None:
-                    nonlocal seen
-                    bar.update(p.done - seen)
-                    seen = p.done
-                    if not show and not quiet:
-                        click.echo(f"{p.done}/{p.total} events ({p.copied} copied, "
-                                   f"{p.skipped} already there)", err=True)
+                    update(p.done, p.total)
 
                 progress = await copy_log(source, target, batch=batch, on_progress=advance)
         finally:
@@ -79,17 +72,6 @@ async def migrate(ctx: click.Context, to_url: str, to_partitions: int | None,
         "source": opened.url, "target": to_url, "partitions": target.partitions,
         "events": progress.total, "copied": progress.copied, "skipped": progress.skipped,
     }))
-
-
-class _NoBar:
-    def __enter__(self) -> _NoBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, n: int) -> None:
-        return None
 
 
 async def _cluster_section(settings: Settings, store: EventStore) -> dict[str, Any]:

@@ -5,79 +5,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-)
-from rich.text import Text
 
 from chatlog.cli._app import cli, run_async, settings_from
+from chatlog.cli._progress import progress_bar
 from chatlog.cli.log import STATUS_SECTIONS
 from chatlog.eventstore.runtime import open_store
 from chatlog.eventstore.store import EventStore
 from chatlog.settings import Settings
-
-
-class _RateColumn(ProgressColumn):
-    """Events per second over the whole run."""
-
-    def render(self, task: Task) -> Text:
-        elapsed = task.elapsed or 0.0
-        rate = task.completed / elapsed if elapsed > 0 else 0.0
-        return Text(f"{rate:,.0f} events/s", style="progress.data.speed")
-
-
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "-:--:--"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
-
-
-class TimesColumn(ProgressColumn):
-    """``elapsed 0:00:01 · left 0:00:00``: both times, each with its name."""
-
-    def render(self, task: Task) -> Text:
-        elapsed = task.finished_time if task.finished else task.elapsed
-        left = 0.0 if task.finished else task.time_remaining
-        return Text(f"elapsed {_clock(elapsed or 0.0)} · left {_clock(left)}",
-                    style="progress.elapsed")
-
-
-@contextmanager
-def _progress(label: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar (on stderr); yields ``update(done, total)``."""
-    console = Console(stderr=True)
-    if quiet:
-        yield lambda done, total: None
-        return
-    with Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimesColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=max(total, done))
-
-        yield update
 
 
 @cli.command()
@@ -116,7 +54,7 @@ async def rebuild(ctx: click.Context, processes: bool, quiet: bool) -> None:
     loop.add_signal_handler(signal.SIGINT, interrupt)
     try:
         async with open_store(settings, "rebuild") as opened:
-            with _progress("rebuild", quiet) as update:
+            with progress_bar("rebuild", quiet=quiet) as update:
                 result = await rebuild_models(opened.store, settings.sqlite_path,
                                               on_progress=update, processes=processes,
                                               stop=stop)
@@ -156,7 +94,7 @@ async def import_(ctx: click.Context, file: Path, quiet: bool) -> None:
     settings = settings_from(ctx)
     events = read_legacy(file, settings.project_namespace)
     async with open_store(settings, "import") as opened:
-        with _progress("import", quiet or len(events) < 1000) as update:
+        with progress_bar("import", quiet=quiet or len(events) < 1000) as update:
             imported, present = await import_events(opened.store, events, on_progress=update)
     click.echo(f"imported {imported} messages from {file} "
                f"({present} already present, {len(events)} lines)")

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chatlog.errors import ArchiveConflict, ChatlogError, InvalidInput, StoreUnavailable
+from chatlog.eventstore.archiver_counters import ArchiverCounters
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, raise_if_cancelled, text
 from chatlog.eventstore.store import EventStore
@@ -253,6 +254,7 @@ class Archiver:
         self.holder = uuid.uuid4().hex
         self._trim_index = store.redis.register_script(TRIM_INDEX)
         self._task: asyncio.Task[None] | None = None
+        self.counters = ArchiverCounters()  # for /metrics
 
     @classmethod
     def from_settings(cls, store: EventStore, settings: Settings) -> Archiver:
@@ -319,15 +321,16 @@ class Archiver:
     ) -> list[PassResult]:
         """Archive every partition (or those given) once; what was done to each."""
         wanted = range(self.store.partitions) if partitions is None else partitions
-        if isinstance(self._archive, str):
-            await asyncio.to_thread(lambda: self.archive)
         for p in wanted:
             if not 0 <= p < self.store.partitions:
                 raise InvalidInput(
                     f"partition {p} does not exist; this log has partitions "
                     f"0..{self.store.partitions - 1}"
                 )
-        return [await self.archive_partition(p, progress=progress) for p in wanted]
+        with self.counters.counting() as count:  # an archive that cannot open fails too
+            if isinstance(self._archive, str):
+                await asyncio.to_thread(lambda: self.archive)
+            return count([await self.archive_partition(p, progress=progress) for p in wanted])
 
     async def archive_partition(
         self, partition: int, *, progress: Progress | None = None

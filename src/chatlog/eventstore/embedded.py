@@ -69,7 +69,16 @@ def _parent_death_signal() -> Callable[[], None] | None:
     return set_pdeathsig
 
 
-def _pid_alive(pid: int) -> bool:
+def read_pidfile(path: Path) -> int:
+    """The pid a server wrote to ``path``; 0 when there is none or it is unreadable."""
+    try:
+        return int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` is a live process (a zombie child not yet reaped is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -157,11 +166,8 @@ class EmbeddedValkey:
 
     def _clear_leftovers(self) -> None:
         if self.pidfile.exists():
-            try:
-                pid = int(self.pidfile.read_text().strip() or 0)
-            except ValueError:
-                pid = 0
-            if pid and _pid_alive(pid):
+            pid = read_pidfile(self.pidfile)
+            if pid and pid_alive(pid):
                 raise EmbeddedServerError(
                     f"a Valkey server (pid {pid}) is already running on {self.dir}; "
                     "stop the other chatlog first, or use another CHATLOG_DATA_DIR"

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from chatlog.eventstore.embedded import pid_alive, read_pidfile
+
 #: The lock file's name inside the data dir.
 LOCK_FILE = "chatlog.lock"
 
@@ -159,19 +161,6 @@ def _serves_dir(pid: int, directory: Path) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    return True
-
-
 def stop_orphan(valkey_dir: Path, timeout: float = 10.0) -> int | None:
     """Stop a Valkey a killed owner left running on ``valkey_dir``; its pid, or None.
 
@@ -179,22 +168,18 @@ def stop_orphan(valkey_dir: Path, timeout: float = 10.0) -> int | None:
     that Valkey. The pid file alone is not trusted (pids are reused): the
     process must be a server working in ``valkey_dir``.
     """
-    pidfile = Path(valkey_dir) / "valkey.pid"
-    try:
-        pid = int(pidfile.read_text().strip() or 0)
-    except (OSError, ValueError):
-        return None
-    if not pid or not _alive(pid):
+    pid = read_pidfile(Path(valkey_dir) / "valkey.pid")
+    if not pid or not pid_alive(pid):
         return None
     if not _serves_dir(pid, Path(valkey_dir)):
         return None
     os.kill(pid, signal.SIGTERM)  # it flushes its AOF and exits
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
-    if _alive(pid):
+    if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        while _alive(pid) and time.monotonic() < deadline + 5:
+        while pid_alive(pid) and time.monotonic() < deadline + 5:
             time.sleep(0.02)
     return pid

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from chatlog.eventstore.archive import Archive
 
 log = logging.getLogger(__name__)
+#: What a command should tell its user (the CLI prints it on stderr; silent otherwise).
+notice = logging.getLogger("chatlog.notice")
 
 
 @dataclass
@@ -194,6 +196,8 @@ async def open_store(settings: Settings, command: str = "cli", *, private: bool 
             f"(chatlog serve --data-dir {settings.data_dir}), or set CHATLOG_REDIS_URL"
         )
     async with own_data_dir(settings, command) as owned:
+        notice.info("no chatlog serve owns data dir %s: %s runs on a private Valkey, "
+                    "stopped when it ends", settings.data_dir, command)
         store = await _connect(settings, owned.url)
         try:
             yield OpenedStore(store, owned.url, owned.embedded, owner=owned.lock.owner,

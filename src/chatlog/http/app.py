@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
+from redis import exceptions as rexc
 
 from chatlog import erasure as erasure_service
 from chatlog.erasure import Eraser
-from chatlog.errors import ConfigError
+from chatlog.errors import ConfigError, StoreUnavailable
 from chatlog.eventstore import EventStore, observe_appends
 from chatlog.eventstore.archiver import Archiver
+from chatlog.eventstore.connection import raise_if_cancelled
 from chatlog.http import (
     erasure,
     events,
@@ -29,6 +31,7 @@ from chatlog.http import (
 from chatlog.http._routing import BODY_TIMEOUT, Endpoint
 from chatlog.http._server import AcceptErrors, ChatlogRunner, ConnectionLimits
 from chatlog.http._state import STATE, AppState, Services
+from chatlog.http.archive_metrics import watch_archive
 from chatlog.http.auth import TokenRegistry
 from chatlog.http.fanout import Fanout
 from chatlog.http.metrics import Metrics
@@ -115,6 +118,7 @@ def create_app(
     if services.projector is not None and hasattr(services.projector, "on_applied"):
         services.projector.on_applied = metrics.applied
     metrics.watch_projector(lambda: services.projector)
+    watch_archive(metrics, store, lambda: services.archiver)
     fanout = Fanout(
         store,
         buffer=settings.sse_buffer,
@@ -171,15 +175,41 @@ def create_app(
     return app
 
 
+#: Seconds between attempts to resume erasures while the store is unavailable (doubling).
+RESUME_RETRY = (0.2, 5.0)
+#: The store is down (not a failure of the erasure itself): wait for it.
+_STORE_DOWN = (StoreUnavailable, rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError)
+
+
 async def _resume(eraser: Eraser) -> None:
-    """Complete the erasures a crash or a restart interrupted (logged if one fails)."""
-    try:
-        done = await eraser.resume()
-    except Exception:
-        log.exception("an interrupted erasure could not be completed; it is retried on restart")
-        return
+    """Complete the erasures a crash or a restart interrupted. While the store is
+    unavailable, say so in one line and try again until it is back; another
+    failure is logged (with its traceback) and retried on restart."""
+    delay, most = RESUME_RETRY
+    warned = False
+    while True:
+        try:
+            done = await eraser.resume()
+            break
+        except _STORE_DOWN as exc:
+            raise_if_cancelled()
+            if not warned:
+                log.warning("interrupted erasures not resumed yet: %s; retrying until the "
+                            "store is back", _first_line(exc))
+                warned = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, most)
+        except Exception:
+            log.exception("an interrupted erasure could not be completed; it is retried on "
+                          "restart")
+            return
     for report in done:
         log.info("resumed erasure %s of project %s: done", report.erasure_id, report.project)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:

@@ -46,7 +46,9 @@ STREAMING_ROUTES = frozenset({"/v1/events/stream"})
 WORKFLOW_ROUTE = "/v1/projects/{project}/workflows/{workflow_id}"
 #: Event types that feed a counter of their own.
 TIMED_OUT = "workflow.timed_out"
-RETRIED = frozenset({"job.failed", "job.reclaimed"})
+#: A job delivered again (after a failure or a lapsed lease): one retry each.
+RETRIED = "job.reclaimed"
+FAILED = "job.failed"
 DEAD_LETTERED = "job.dead_lettered"
 
 
@@ -104,8 +106,11 @@ class Metrics:
             "Jobs by state: waiting (not yet delivered), running (delivered, not finished), "
             "dead (dead letters)", ["state"], registry=r)
         self.jobs_retried = Counter(
-            "chatlog_jobs_retried", "Job deliveries that failed or whose lease lapsed",
+            "chatlog_jobs_retried",
+            "Jobs delivered again after a failed delivery or a lapsed lease (one per retry)",
             registry=r)
+        self.jobs_failed = Counter(
+            "chatlog_jobs_failed", "Job deliveries whose handler failed", registry=r)
         self.jobs_dead_lettered = Counter(
             "chatlog_jobs_dead_lettered", "Jobs moved to the dead-letter stream", registry=r)
         self.valkey_restarts = Counter(
@@ -149,8 +154,10 @@ class Metrics:
             counter.inc()
             if kind == TIMED_OUT:
                 self.workflow_timeouts.inc()
-            elif kind in RETRIED:
+            elif kind == RETRIED:
                 self.jobs_retried.inc()
+            elif kind == FAILED:
+                self.jobs_failed.inc()
             elif kind == DEAD_LETTERED:
                 self.jobs_dead_lettered.inc()
 
