@@ -5,8 +5,9 @@ All in one run, on one fresh Valkey with the embedded default's settings:
 - ceiling: a bare aiohttp handler that parses the same JSON body and answers
   a small JSON document (no Redis, no validation);
 - ``POST /v1/projects/{p}/messages`` on a real ``chatlog serve`` (projector and
-  orchestrator running in the same process, as deployed); goal: >= 40% of the
-  ceiling's requests/s with p99 < 25 ms;
+  orchestrator running in the same process, as deployed); goals, each the
+  median over repetitions of a ratio to the bare run just before it: >= 0.5x
+  the ceiling's requests/s, and p99 <= 1.5x the bare handler's p99;
 - SSE: 500 subscribers of ``/v1/events/stream``; latency from sending an
   append until each subscriber has the event; goal: p99 < 50 ms.
 
@@ -300,21 +301,28 @@ def main() -> int:
         (tmp / "gc").mkdir()
         group = asyncio.run(_group_commit(valkey.url, tmp / "gc", args.duration))
 
-    best_bare = max(r["per_s"] for r in bare_runs)
-    best_chat = max(r["per_s"] for r in chat_runs)
-    ratio = round(best_chat / best_bare, 3)
-    p99_chat = min(r["p99"] for r in chat_runs)
+    # Issue 18's goals, per repetition (the bare run and chatlog's ran back to back):
+    # requests/s >= 0.5x bare aiohttp's, and p99 <= 1.5x the bare handler's p99.
+    rate_ratios = [c["per_s"] / b["per_s"] if b["per_s"] else 0.0
+                   for c, b in zip(chat_runs, bare_runs, strict=True)]
+    p99_ratios = [c["p99"] / b["p99"] if b["p99"] else float("inf")
+                  for c, b in zip(chat_runs, bare_runs, strict=True)]
+    ratio = round(statistics.median(rate_ratios), 3)
+    p99_ratio = round(statistics.median(p99_ratios), 3)
     sse_p99 = min(r["p99"] for r in sse_runs)
     results = [
         metric("bare aiohttp JSON handler (ceiling)", [r["per_s"] for r in bare_runs], "req/s"),
         metric("bare p50", [r["p50"] for r in bare_runs], "ms", higher_is_better=False),
         metric("bare p99", [r["p99"] for r in bare_runs], "ms", higher_is_better=False),
         metric("chatlog POST messages", [r["per_s"] for r in chat_runs], "req/s",
-               ratio=ratio, ratio_to="bare aiohttp JSON handler (ceiling)",
-               goal=">= 0.4x", goal_met=ratio >= 0.4),
+               ratio=ratio, ratio_best=round(max(rate_ratios), 3),
+               ratio_to="bare aiohttp JSON handler (ceiling), same rep",
+               goal=">= 0.5x", goal_met=ratio >= 0.5),
         metric("chatlog p50", [r["p50"] for r in chat_runs], "ms", higher_is_better=False),
         metric("chatlog p99", [r["p99"] for r in chat_runs], "ms", higher_is_better=False,
-               goal="< 25 ms", goal_met=p99_chat < 25),
+               ratio=p99_ratio, ratio_best=round(min(p99_ratios), 3),
+               ratio_to="bare p99, same rep", goal="<= 1.5x bare p99",
+               goal_met=p99_ratio <= 1.5),
         metric(f"SSE delivery p50 ({subscribers} subscribers)", [r["p50"] for r in sse_runs],
                "ms", higher_is_better=False),
         metric(f"SSE delivery p99 ({subscribers} subscribers)", [r["p99"] for r in sse_runs],

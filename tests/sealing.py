@@ -12,6 +12,7 @@ from typing import Any
 from chatlog.eventstore import EventStore
 from chatlog.eventstore.archive import Archive
 from chatlog.eventstore.codec import parse_position
+from chatlog.eventstore.project_index import trim_project_indexes
 
 
 class Sealer:
@@ -43,7 +44,8 @@ class Sealer:
         return sealed
 
     async def _trim(self, raw: Any) -> None:
-        """Pop ``raw``'s positions off their aggregates' index lists, then XTRIM them."""
+        """Pop ``raw``'s positions off their aggregates' index lists and the
+        projects' index streams, then XTRIM them."""
         if not raw:
             return
         store = self.store
@@ -52,6 +54,7 @@ class Sealer:
             per_aggregate[fields[b"a"]] = per_aggregate.get(fields[b"a"], 0) + 1
         for aggregate, n in per_aggregate.items():
             await store.redis.ltrim(store.keys.aggregate_index(0, aggregate.decode()), n, -1)
+        await trim_project_indexes(store, 0, raw[-1][0].decode(), list(per_aggregate))
         ms, seq = parse_position(raw[-1][0].decode())
         await store.redis.xtrim(store.keys.log(0), minid=f"{ms}-{seq + 1}", approximate=False)
 

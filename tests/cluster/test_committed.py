@@ -112,5 +112,31 @@ async def test_ack_fsync_waits_once_per_group_commit(
         stats = await store.redis.info("commandstats")
         waitaof = stats.get("cmdstat_waitaof", {}).get("calls", 0)
         assert 1 <= waitaof <= 5, f"{waitaof} WAITAOF calls for 100 concurrent appends"
+        # WAIT goes first: it makes the replica acknowledge at once (REPLCONF GETACK), and
+        # its acknowledgement carries its AOF fsync offset; a WAITAOF alone waited for the
+        # replica's next periodic acknowledgement (up to 1 s: the 30x of issue 19 #3).
+        wait = stats.get("cmdstat_wait", {}).get("calls", 0)
+        assert wait >= waitaof, f"{waitaof} WAITAOF calls but only {wait} WAIT"
         with redis.Redis(host="127.0.0.1", port=int(replica.port or 0)) as r:
             assert r.xlen(store.keys.log(0)) == 100
+
+
+async def test_a_script_that_wrote_nothing_moves_no_committed_position(
+    valkey_factory: Callable[..., EmbeddedValkey], key_prefix: str
+) -> None:
+    """An integration's script may answer ``{'ok'}`` with no position (nothing to write):
+    the committed position stays where it is (it used to raise IndexError)."""
+    from types import SimpleNamespace
+
+    from chatlog.eventstore.replication import advance_committed
+
+    server = valkey_factory()
+    async with await EventStore.open(server.url, prefix=key_prefix) as store:
+        written = await store.append_one(message(content="before"))
+        log_key = store.keys.log(0)
+        await advance_committed(store.redis, [SimpleNamespace(keys=[log_key], args=[])],
+                                [[b"ok"]])
+        await advance_committed(store.redis, [SimpleNamespace(keys=[log_key], args=[])],
+                                [[b"ok", written.position.encode(), b"1"]])
+        assert (await store.redis.xrevrange(store.keys.committed(0), "+", "-", 1))[0][0] \
+            == written.position.encode()

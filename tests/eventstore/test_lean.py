@@ -88,6 +88,11 @@ async def test_killed_server_fails_commands_in_flight_then_reconnects(
         await eventually(lambda: conn.in_flight == 11, what="11 commands in flight")
         assert server.pid is not None
         os.kill(server.pid, signal.SIGKILL)
+        # Gone means reaped: its sockets are all released. Our connection's EOF alone
+        # does not say so (a dying process may release its listening socket after it),
+        # and a connect in between lands in the dead listener's backlog: the PING below
+        # would then be sent and lost instead of refused.
+        await eventually(lambda: server.exit_code() is not None, what="the server reaped")
         for task in blocked:  # sent, never answered: may have been applied
             with pytest.raises(ReplyLost, match="may have been applied"):
                 await task

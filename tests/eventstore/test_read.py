@@ -117,3 +117,29 @@ async def test_event_round_trip(store: EventStore) -> None:
     assert read.aggregate_id == "t/with/slashes" and read.data == ev.data
     assert read.position == result.position and read.version == 1
     assert read.typed_data() is not None
+
+
+def test_a_decoded_entry_is_the_model_that_model_construct_builds() -> None:
+    """decode_entry builds RecordedEvent without model_construct's per-field loop: the
+    same model, field for field, fields set included, with and without a blob."""
+    from chatlog.events import RecordedEvent
+    from chatlog.eventstore import codec
+
+    assert codec._PLAIN_MODEL  # no post-init, extra or root: the shortcut applies
+    for blob in (None, b"\x00\x01raw"):
+        ev = message(content="é" * 3)
+        body = codec.encode_body(ev) if blob is None else codec.frame_body(
+            codec.encode_body(ev), blob)
+        fields = {b"i": str(ev.id).encode(), b"t": ev.type.encode(),
+                  b"a": ev.aggregate.encode(), b"v": b"7", b"b": body}
+        got = codec.decode_entry(2, b"1700000000123-4", fields)
+        want = RecordedEvent.model_construct(
+            id=ev.id, type=ev.type, project=ev.project, project_name=ev.project_name,
+            aggregate_type=ev.aggregate_type, aggregate_id=ev.aggregate_id, version=7,
+            partition=2, position="1700000000123-4", time=got.time, data=ev.data,
+            schema_version=ev.schema_version, blob=blob)
+        assert got == want
+        assert got.model_fields_set == want.model_fields_set
+        assert got.model_dump_json() == want.model_dump_json()
+        assert got.time.timestamp() == 1700000000.123
+        assert list(got.__dict__) == list(RecordedEvent.model_fields)

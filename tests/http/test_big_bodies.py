@@ -7,10 +7,13 @@ import asyncio
 import threading
 from typing import Annotated, Any
 
+import orjson
+import pytest
 from aiohttp.streams import StreamReader
 from aiohttp.test_utils import make_mocked_request
 from pydantic import AfterValidator
 
+from chatlog import offload
 from chatlog.http._routing import read_body
 from chatlog.http.models import Body, PostMessage
 from tests.http.conftest import post_message
@@ -90,3 +93,57 @@ async def test_a_big_body_with_an_integer_beyond_64_bits_is_refused(client) -> N
                              headers={"Content-Type": "application/json"})
     assert resp.status == 400, await resp.text()
     assert "64-bit" in (await resp.json())["detail"]
+
+
+async def test_a_big_message_is_parsed_and_projected_in_another_process(
+    client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsing a big body holds the GIL for tens of ms even in a thread (issue 15 #9):
+    the server's process must not parse it at all, neither to append it nor to
+    project it. (The test client shares the server's process, so it counts here.)"""
+    real_loads = orjson.loads
+    big_parses: list[int] = []
+
+    def counting_loads(data: Any) -> Any:
+        if len(data) >= offload.BIG:
+            big_parses.append(len(data))
+        return real_loads(data)
+
+    monkeypatch.setattr(orjson, "loads", counting_loads)
+    raw = (b'{"role": "user", "content": "big", "thread_id": "t-big", "metadata": '
+           b'{"z": 1, "a": [' + b",".join([b"0"] * 200_000) + b"]}}")
+    resp = await client.post("/v1/projects/P/messages", data=raw,
+                             headers={"Content-Type": "application/json"})
+    assert resp.status == 201, await resp.text()
+    posted = await resp.json()
+    resp = await client.get("/v1/projects/P/threads", params={
+        "min_position": posted["position"]})
+    assert resp.status == 200
+    assert big_parses == []
+    monkeypatch.setattr(orjson, "loads", real_loads)
+    resp = await client.get("/v1/projects/P/threads/t-big/messages")
+    messages = (await resp.json())["messages"]
+    assert messages[0]["metadata"] == {"z": 1, "a": [0] * 200_000}
+
+
+async def test_a_big_and_a_small_form_of_one_message_have_one_digest(client) -> None:
+    """The worker's digest is the server's: a retry of a big body whose id was used
+    for the same content is a duplicate, for other content a 409."""
+    import uuid
+
+    event_id = str(uuid.uuid4())
+    metadata = {"a": list(range(15_000))}
+    first = await client.post("/v1/projects/P/messages", json={
+        "role": "user", "content": "x", "thread_id": "t1", "event_id": event_id,
+        "metadata": metadata})
+    assert first.status == 201, await first.text()
+    pretty = orjson.dumps({"role": "user", "content": "x", "thread_id": "t1",
+                           "event_id": event_id, "metadata": metadata},
+                          option=orjson.OPT_INDENT_2)
+    assert len(pretty) >= offload.BIG
+    again = await client.post("/v1/projects/P/messages", data=pretty,
+                              headers={"Content-Type": "application/json"})
+    assert again.status == 200, await again.text()
+    other = await client.post("/v1/projects/P/messages", data=pretty.replace(b'"x"', b'"y"'),
+                              headers={"Content-Type": "application/json"})
+    assert other.status == 409, await other.text()

@@ -170,3 +170,113 @@ async def test_an_entry_deleted_on_purpose_is_not_a_lost_one(store: EventStore,
         after = await store.append_one(message("Deleted", "thread-1", "after"))
         await pj.wait_for(0, after.position, 10)
         assert pj.repairs == 0
+
+
+async def test_a_checkpoint_the_archiver_sealed_is_not_a_lost_one(
+    redis_url: str, key_prefix: str, model_path: Path, tmp_path: Path
+) -> None:
+    """The archiver seals events and trims them from Redis: a projector whose checkpoint is
+    one of them (it was stopped, or lagged a whole hot window) finds it in the archive, and
+    repairs nothing (it used to refold or rebuild the read model at every such start)."""
+    from chatlog.eventstore.archive import Archive
+    from tests.sealing import archiver
+
+    url = str(tmp_path / "archive")
+    async with await EventStore.open(redis_url, prefix=key_prefix,
+                                     archive=Archive.open(url)) as store:
+        for i in range(4):
+            await store.append_one(message("Sealed", "thread-1", f"m{i}"))
+        pj = Projector(store, model_path, [ConversationsProjection()])
+        await pj.catch_up()
+        await pj.stop()
+        await archiver(store, Archive.open(url), hot=0, segment=2).run_pass()
+        redis: Any = store.redis
+        assert await redis.xlen(store.keys.log(0)) == 0  # no longer in Redis: archived
+        assert await store.missing(pj.checkpoint) == []
+        await store.append_one(message("Sealed", "thread-1", "after the pass"))
+        again = Projector(store, model_path, [ConversationsProjection()])
+        try:
+            assert await again.catch_up() == 1
+            assert again.repairs == 0
+        finally:
+            await again.stop()
+
+
+def rows_by_partition(store: EventStore, path: Path) -> dict[int, dict[str, set[Any]]]:
+    """Per partition: each table's ``(rowid, *row)`` of the rows whose project lives there."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    out: dict[int, dict[str, set[Any]]] = {p: {} for p in range(store.partitions)}
+    try:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        for table in tables:
+            columns = [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]
+            if "project" not in columns:
+                continue
+            at = columns.index("project") + 1
+            for row in conn.execute(f'SELECT rowid, * FROM "{table}"'):
+                p = store.partition_of(uuid.UUID(row[at]))
+                out[p].setdefault(table, set()).add(row)
+    finally:
+        conn.close()
+    return out
+
+
+async def test_a_repair_refolds_only_the_partitions_that_lost_events(
+    cluster_url: str, key_prefix: str, model_path: Path, tmp_path: Path
+) -> None:
+    """On the cluster with 4 partitions, partition 0 loses applied events: its rows are
+    refolded, and the rows of the other partitions are not rewritten (same rowids, same
+    content; a whole rebuild would have inserted every row anew), while the model ends equal
+    to a fresh rebuild. /readyz-facing state says which partitions were repaired."""
+    from chatlog.identity import normalize_project_id
+    from chatlog.projections.registry import default_projections
+
+    store = await EventStore.open(cluster_url, partitions=4, prefix=key_prefix)
+    try:
+        names: dict[int, str] = {}
+        for i in range(1000):
+            names.setdefault(store.partition_of(normalize_project_id(f"part-{i}").key),
+                             f"part-{i}")
+        assert len(names) == 4
+        async with Projector(store, model_path, default_projections(), block=0.1) as pj:
+            # Round robin, each applied before the next: the rows of the partitions
+            # interleave in the file (a rebuild would lay them out partition by partition).
+            for i in range(3):
+                for p in range(4):
+                    r = await store.append_one(message(names[p], f"thread-{i % 2}", f"m{i}"))
+                    await pj.wait_for(p, r.position, 10)
+            saved = await snapshot(store, 0)
+            ids = [uuid.uuid4(), uuid.uuid4()]
+            for i, e in enumerate(ids):
+                r = await store.append_one(message(names[0], "thread-0", f"stale {i}",
+                                                   event_id=e))
+                await pj.wait_for(0, r.position, 10)
+            last = [await store.append_one(message(names[p], "thread-1", "last"))
+                    for p in range(1, 4)]
+            for r in last:
+                await pj.wait_for(r.partition, r.position, 10)
+            before = rows_by_partition(store, model_path)
+            assert {str(e) for e in ids} <= message_ids(model_path)
+
+            await fail_over_to(store, 0, saved)
+            await store.append_one(message(names[0], "thread-0", "written on the new primary"))
+            for i, e in enumerate(ids):
+                await store.append_one(message(names[0], "thread-0", f"stale {i}", event_id=e))
+            await eventually(lambda: pj.repairs >= 1 and pj.problem is None, timeout=30,
+                             what="the projector to repair partition 0")
+
+            fresh = tmp_path / "fresh.sqlite"
+            await build(store, fresh, default_projections())
+            expected = dump(fresh)
+            await eventually(lambda: dump(model_path) == expected, timeout=30,
+                             what="the read model to equal a fresh rebuild of the log")
+            after = rows_by_partition(store, model_path)
+            for p in (1, 2, 3):
+                assert after[p] == before[p], f"rows of partition {p} were rewritten"
+            assert after[0] != before[0]
+            assert pj.repairs == 1
+            assert pj.last_repair is not None and "partition(s) 0 " in pj.last_repair
+            assert "rebuilt" not in pj.last_repair
+    finally:
+        await store.close()

@@ -124,7 +124,9 @@ async def erase_hot(store: EventStore, partition: int, project: str,
         pipe = store.redis.pipeline(transaction=False)
         for j in range(0, len(positions), DELETE_CHUNK):
             pipe.xdel(log, *positions[j:j + DELETE_CHUNK])
-        erased += sum(int(r) for r in await guard(pipe.execute()))
+            pipe.xdel(store.keys.project_index(partition, project),
+                      *positions[j:j + DELETE_CHUNK])
+        erased += sum(int(r) for r in (await guard(pipe.execute()))[::2])
         await guard(prune(
             keys=[store.keys.versions(partition),
                   *(store.keys.aggregate_index(partition, agg) for agg in group)],

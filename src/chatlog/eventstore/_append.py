@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 from redis import exceptions as rexc
@@ -66,11 +67,25 @@ class AppendResult:
 def content_digest(event: NewEvent) -> str:
     """What makes two appends with one event id the same event: its type, aggregate,
     data and schema version (not the display name of its project)."""
+    return _digest(event.type, event.aggregate, event.schema_version, event.data)
+
+
+def _digest(type_: str, aggregate: str, schema_version: int, data: dict[str, Any]) -> str:
     # One buffer hashed once (the same bytes, so the same digest, as one update per part).
-    head = f"{event.type}\0{event.project}/{event.aggregate_type}/{event.aggregate_id}\0" \
-        f"{event.schema_version}\0"
-    data = orjson.dumps(event.data, option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(head.encode() + data, digest_size=12).hexdigest()
+    head = f"{type_}\0{aggregate}\0{schema_version}\0".encode()
+    return hashlib.blake2b(head + orjson.dumps(data, option=orjson.OPT_SORT_KEYS),
+                           digest_size=12).hexdigest()
+
+
+class _ProjectKeys(NamedTuple):
+    """One project's keys in its partition, formatted once."""
+
+    log: str
+    versions: str
+    #: The project's key as text (a UUID's ``str`` costs a microsecond).
+    project: str
+    #: Its event-id keys start with this; the event id follows.
+    prefix: str
 
 
 class _Pending:
@@ -138,9 +153,20 @@ class Appender:
         self._append_script = self.redis.register_script(lib + APPEND_ONE)
         self._append_many_script = self.redis.register_script(lib + APPEND_MANY)
         self._shards: dict[str, _Shard] = {}
+        self._project_keys: dict[uuid.UUID, _ProjectKeys] = {}
         self._closed = False
         #: Told about every acknowledged append and group commit (None: nobody listens).
         self.observer: AppendObserver | None = None
+
+    def _keys_of(self, partition: int, project: uuid.UUID) -> _ProjectKeys:
+        known = self._project_keys.get(project)
+        if known is None:
+            if len(self._project_keys) >= 10_000:
+                self._project_keys.clear()
+            known = self._project_keys[project] = _ProjectKeys(
+                self.keys.log(partition), self.keys.versions(partition), str(project),
+                self.keys.event_ids(partition, project))
+        return known
 
     async def close(self) -> None:
         """Refuse new appends; wait for the ones in flight to be answered."""
@@ -172,23 +198,22 @@ class Appender:
         if not events:
             return []
         first = events[0]
-        aggregate = first.aggregate
-        ident = (first.project, first.aggregate_type, first.aggregate_id)
-        for ev in events[1:]:
-            if (ev.project, ev.aggregate_type, ev.aggregate_id) != ident:
+        project, aggregate_type, aggregate_id = (
+            first.project, first.aggregate_type, first.aggregate_id)
+        for ev in events[1:]:  # str compares first: UUID.__eq__ is Python
+            if (ev.aggregate_id != aggregate_id or ev.aggregate_type != aggregate_type
+                    or ev.project != project):
                 raise InvalidInput(
-                    f"a batch appends to one aggregate; got {aggregate} and {ev.aggregate}"
+                    f"a batch appends to one aggregate; got {first.aggregate} and {ev.aggregate}"
                 )
         if expected_version is not None and expected_version < 0:
             raise InvalidInput(f"expected_version must be 0 or more, not {expected_version}")
         started = time.perf_counter()
-        partition = partition_of(first.project, self.partitions)
-        log_key = self.keys.log(partition)
-        keys = [
-            log_key,
-            self.keys.versions(partition),
-            self.keys.aggregate_index(partition, aggregate),
-        ]
+        # Per event only what differs: its id (formatted once), digest, type and body.
+        partition = partition_of(project, self.partitions)
+        pk = self._keys_of(partition, project)
+        aggregate = f"{pk.project}/{aggregate_type}/{aggregate_id}"
+        keys = [pk.log, pk.versions, self.keys.aggregate_index(partition, aggregate)]
         args: list[Any] = [
             aggregate,
             -1 if expected_version is None else expected_version,
@@ -196,11 +221,15 @@ class Appender:
             len(events),
         ]
         ids = [str(ev.id) for ev in events]
-        if digests is None:
-            digests = [content_digest(ev) for ev in events]
-        for ev, event_id, digest in zip(events, ids, digests, strict=True):
+        prefix = pk.prefix
+        if digests is not None and len(digests) != len(events):
+            raise ValueError(f"{len(digests)} digests for {len(events)} events")
+        for i, ev in enumerate(events):
+            event_id = ids[i]
+            digest = (_digest(ev.type, aggregate, ev.schema_version, ev.data)
+                      if digests is None else digests[i])
             window = self.idempotency_window_ms if ev.id_supplied else self.outcome_window_ms
-            keys.append(self.keys.event_id(partition, ev.project, ev.id))
+            keys.append(prefix + event_id)
             args.extend((event_id, f"{window}:{digest}", ev.type, encode_body(ev)))
         reply, resent = await self._submit_resolved(keys, args, ids)
         status = text(reply[0])

@@ -58,12 +58,15 @@ local function append(stream, versions, window, index, aggregate, expected, n, e
     return {'conflict', tostring(current)}
   end
   local out = {'ok'}
+  -- the project's replay index (Keys.project_index): <tag>:pidx:<project>
+  local pidx = string.sub(stream, 1, -4) .. 'pidx:' .. string.match(aggregate, '^[^/]*')
   for i = 1, n do
     local base = ev0 + (i - 1) * 4
     local version = tostring(current + i)
     local pos = redis.call('XADD', stream, '*',
       'i', ARGV[base], 't', ARGV[base + 2], 'a', aggregate, 'v', version, 'b', ARGV[base + 3])
     redis.call('RPUSH', index, pos)
+    redis.call('XADD', pidx, pos, 'e', '')
     if ttl[i] then
       redis.call('SET', KEYS[key0 + i - 1], pos .. ' ' .. version .. ' ' .. digest[i],
         'PX', ttl[i])

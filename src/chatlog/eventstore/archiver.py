@@ -38,6 +38,7 @@ from chatlog.errors import ArchiveConflict, ChatlogError, InvalidInput, StoreUna
 from chatlog.eventstore.archiver_counters import ArchiverCounters
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, raise_if_cancelled, text
+from chatlog.eventstore.project_index import trim_project_indexes
 from chatlog.eventstore.store import EventStore
 from chatlog.settings import Settings
 
@@ -465,6 +466,7 @@ class Archiver:
             chunk = [keys.aggregate_index(partition, a.decode())
                      for a in aggregates[i : i + _KEYS_PER_CALL]]
             await self._trim_index(keys=chunk, args=[ms, seq])
+        await trim_project_indexes(self.store, partition, last, aggregates)
         self._step("index-trimmed")
         removed = int(await self.store.redis.xtrim(keys.log(partition), minid=f"{ms}-{seq + 1}",
                                                    approximate=False))

@@ -46,13 +46,26 @@ class Keys:
         """List: the positions of one aggregate's events, version 1 first."""
         return f"{self.tag(partition)}:agg:{aggregate}"
 
+    def project_index(self, partition: int, project: uuid.UUID | str) -> str:
+        """Stream: the positions of one project's events, as entry ids (no content).
+
+        Every writer of the log adds to it in the same script as the event (the
+        append script derives it from the stream key: ``<tag>:pidx:<project>``);
+        the archiver trims it with the stream, erasure deletes from it. Replay of
+        one project reads it (:mod:`chatlog.eventstore.project_index`)."""
+        return f"{self.tag(partition)}:pidx:{project}"
+
     def event_id(self, partition: int, project: uuid.UUID, event_id: uuid.UUID) -> str:
         """String: ``"<position> <version> <digest>"`` of an appended event (expires).
 
         An event id's identity is (project, event id): the same id in another
         project is another event, whatever the partition count or topology.
         """
-        return f"{self.tag(partition)}:eid:{project}:{event_id}"
+        return f"{self.event_ids(partition, project)}{event_id}"
+
+    def event_ids(self, partition: int, project: uuid.UUID) -> str:
+        """The start of every :meth:`event_id` key of ``project`` (the event id follows)."""
+        return f"{self.tag(partition)}:eid:{project}:"
 
     def committed(self, partition: int) -> str:
         """Stream of one entry whose id is the partition's committed position (its high

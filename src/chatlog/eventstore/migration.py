@@ -56,6 +56,8 @@ local fields = {}
 for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 local pos = redis.call('XADD', KEYS[1], id, unpack(fields))
 redis.call('RPUSH', KEYS[3], pos)
+redis.call('XADD', string.sub(KEYS[1], 1, -4) .. 'pidx:' .. string.match(aggregate, '^[^/]*'),
+  pos, 'e', '')
 redis.call('HSET', KEYS[2], aggregate, ARGV[2])
 if tonumber(ARGV[4]) > 0 then
   redis.call('SET', KEYS[4], pos .. ' ' .. ARGV[2], 'PX', ARGV[4])

@@ -10,9 +10,14 @@ fewer replicas acknowledged in time, each append of that node fails with
 survive a failover; a retry with the same event ids is safe.
 
 A retried append that turns out to be a duplicate wrote nothing, so WAIT on
-its connection would prove nothing about the original write; for those a
-small fence write (``<tag>:ackfence``) on the partition's primary is followed
-by WAIT: replicas that have the fence have everything the primary wrote before it.
+its connection would prove nothing about the original write; so every group
+commit writes a small fence (``<tag>:ackfence``) after its scripts, in the
+same pipeline, on the same node, before the WAIT: replicas that have the
+fence have everything that primary wrote before it, the original included.
+(It used to be a second round trip, routed afresh: when a failover moved the
+partition in between, the fence was confirmed on the new primary while the
+original lived only on the stale one, and a duplicate reply was acknowledged
+for a write the cluster then threw away.)
 
 **The committed position (high watermark).** Once WAIT confirms a group
 commit, each partition's committed position advances to the last position
@@ -123,23 +128,28 @@ async def run_replicated(
     groups = await node_groups([p.keys[0] for p in batch])
     pipe = client.pipeline(transaction=False)
     for node, idx in groups:
+        extra = {} if node is None else {"target_nodes": node}
         for i in idx:
             p = batch[i]
-            extra = {} if node is None else {"target_nodes": node}
             pipe.execute_command(*(("EVAL", script.script) if load else ("EVALSHA", script.sha)),
                                  len(p.keys), *p.keys, *p.args, **extra)
+        # The fence: this connection's last write on the node, so the WAIT after it
+        # covers the original write behind a duplicate reply too (which writes nothing).
+        pipe.execute_command("SET", fence_key(batch[idx[0]].keys[0]), b"1", "PX",
+                             FENCE_TTL_MS, **extra)
         _wait(pipe, node, replicas, timeout_ms, fsync)
     raw: list[Any] = await pipe.execute(raise_on_error=False)
     replies: list[Any] = [None] * len(batch)
     it = iter(raw)
     for _node, idx in groups:
         got = [next(it) for _ in idx]
-        acked = _take_wait(it, fsync)
+        fenced, acked = next(it), _take_wait(it, fsync)
+        n = 0 if isinstance(fenced, BaseException) else _acked(acked)
         for i, reply in zip(idx, got, strict=True):
             if isinstance(reply, BaseException):
                 replies[i] = reply
-            elif _status(reply) == "ok" and _acked(acked) < replicas:
-                replies[i] = NotReplicated(_acked(acked), replicas, wait_s)
+            elif _status(reply) in ("ok", "dup") and n < replicas:
+                replies[i] = NotReplicated(n, replicas, wait_s)
             else:
                 replies[i] = reply
     missing = [i for i, r in enumerate(replies) if isinstance(r, rexc.NoScriptError)]
@@ -150,9 +160,6 @@ async def run_replicated(
                                      wait_s, fsync, node_groups=node_groups, load=True)
         for i, r in zip(missing, again, strict=True):
             replies[i] = r
-    dups = [i for i, r in enumerate(replies) if _status(r) == "dup"]
-    if dups:
-        await _fence(client, batch, dups, replies, replicas, wait_s, fsync, node_groups)
     await advance_committed(client, batch, replies)
     return replies
 
@@ -166,8 +173,8 @@ async def advance_committed(client: Any, batch: Sequence[Pending], replies: list
     """
     top: dict[str, tuple[tuple[int, int], str]] = {}
     for p, reply in zip(batch, replies, strict=True):
-        if _status(reply) in ("ok", "dup"):
-            pos = text(reply[-2])  # ok|dup, pos1, ver1, ..., posN, verN
+        if _status(reply) in ("ok", "dup") and len(reply) >= 3:
+            pos = text(reply[-2])  # ok|dup, pos1, ver1, ..., posN, verN (none: no write)
             key = p.keys[0]
             parsed = parse_position(pos)
             if key not in top or parsed > top[key][0]:
@@ -182,30 +189,6 @@ async def advance_committed(client: Any, batch: Sequence[Pending], replies: list
         await pipe.execute(raise_on_error=False)
     except UNAVAILABLE as exc:
         log.warning("could not advance the committed position (%s); the next commit will", exc)
-
-
-async def _fence(
-    client: Any, batch: list[Pending], dups: list[int], replies: list[Any], replicas: int,
-    wait_s: float, fsync: bool, node_groups: NodeGroups,
-) -> None:
-    """Make sure the original writes behind duplicate replies are on ``replicas`` replicas."""
-    timeout_ms = max(int(wait_s * 1000), 1)
-    subset = [batch[i] for i in dups]
-    groups = await node_groups([p.keys[0] for p in subset])
-    pipe = client.pipeline(transaction=False)
-    for node, idx in groups:
-        key = fence_key(subset[idx[0]].keys[0])
-        extra = {} if node is None else {"target_nodes": node}
-        pipe.execute_command("SET", key, b"1", "PX", FENCE_TTL_MS, **extra)
-        _wait(pipe, node, replicas, timeout_ms, fsync)
-    raw: list[Any] = await pipe.execute(raise_on_error=False)
-    it = iter(raw)
-    for _node, idx in groups:
-        fenced, acked = next(it), _take_wait(it, fsync)
-        n = 0 if isinstance(fenced, BaseException) else _acked(acked)
-        if n < replicas:
-            for j in idx:
-                replies[dups[j]] = NotReplicated(n, replicas, wait_s)
 
 
 async def confirm_heads(

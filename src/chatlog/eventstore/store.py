@@ -20,6 +20,7 @@ from chatlog.eventstore._topology import FlatEntry, RawEntry, connect, topology_
 from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_fields, parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, Client, guard, text
 from chatlog.eventstore.keys import Keys, partition_of
+from chatlog.eventstore.project_index import build_project_index, trim_project_indexes_before
 from chatlog.eventstore.replication import confirm_heads
 from chatlog.eventstore.scripts import TRIM
 
@@ -210,7 +211,9 @@ class EventStore:
     async def ensure_meta(self) -> None:
         """Record P in the log's metadata, or check it against the recorded one."""
         meta = self.keys.meta
-        await guard(self.redis.hsetnx(meta, "partitions", str(self.partitions)))
+        if await guard(self.redis.hsetnx(meta, "partitions", str(self.partitions))):
+            # A new log: every writer keeps the per-project replay index from the start.
+            await guard(self.redis.hsetnx(meta, "project_index", "1"))
         await guard(self.redis.hsetnx(meta, "format", LOG_FORMAT))
         await guard(self.redis.hsetnx(meta, "created", str(time.time())))
         recorded = int(await guard(self.redis.hget(meta, "partitions")) or 0)
@@ -220,6 +223,8 @@ class EventStore:
                 f"created with {recorded} partitions, not {self.partitions}; set "
                 f"CHATLOG_PARTITIONS={recorded} or use another prefix"
             )
+        if not await guard(self.redis.hexists(meta, "project_index")):
+            await build_project_index(self)  # a log from before the index: built once
 
     async def close(self) -> None:
         await self._appender.close()
@@ -376,7 +381,10 @@ class EventStore:
         snapshot (see :func:`._watermark.missing`)."""
         wanted = [p for p in (partitions if partitions is not None else range(self.partitions))
                   if cursor.positions[p] != START]
-        return await guard(_watermark.missing(self.redis, self.keys, cursor, wanted))
+        gone = await guard(_watermark.missing(self.redis, self.keys, cursor, wanted))
+        if gone and self.archive is not None:  # sealed, then trimmed from Redis: kept
+            gone = await tiers.not_archived(self.archive, cursor, gone)
+        return gone
 
     def _check_partition(self, partition: int) -> None:
         if not 0 <= partition < self.partitions:
@@ -476,6 +484,7 @@ class EventStore:
                 keys=[self.keys.log(partition), self.keys.horizon(partition)], args=[before]
             )
         )
+        await trim_project_indexes_before(self, partition, before)
         return removed + int(trimmed)
 
     # -- status ------------------------------------------------------------------------

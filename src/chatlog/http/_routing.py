@@ -60,12 +60,13 @@ class Endpoint:
 class RequestInvalid(InvalidInput):
     """A body or query that failed validation; names every wrong field."""
 
-    def __init__(self, where: str, exc: ValidationError) -> None:
+    def __init__(self, where: str, exc: ValidationError | list[dict[str, Any]]) -> None:
         self.where = where
+        found = exc if isinstance(exc, list) else plain_errors(exc)
         self.errors = [
             {"field": ".".join(str(p) for p in e["loc"]) or where, "message": e["msg"],
              "type": e["type"]}
-            for e in exc.errors(include_url=False, include_context=False, include_input=False)
+            for e in found
         ]
         invalid_json = next((e for e in self.errors if e["type"] == "json_invalid"), None)
         if invalid_json is not None:
@@ -79,6 +80,12 @@ class RequestInvalid(InvalidInput):
 
     def extra(self) -> dict[str, Any]:
         return {"errors": self.errors}
+
+
+def plain_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """A validation error's errors as plain data (they can cross to another process)."""
+    return [dict(e) for e in exc.errors(include_url=False, include_context=False,
+                                        include_input=False)]
 
 
 class RequestTimeout(ChatlogError):
@@ -106,26 +113,42 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     parsed and validated in a thread, so that even a legal body of half a
     million tiny JSON values leaves the event loop free.
     """
-    timeout = request.config_dict.get(BODY_TIMEOUT)
-    try:
-        async with asyncio.timeout(timeout):
-            raw = await request.read()
-    except TimeoutError:
-        raise RequestTimeout(
-            f"the request body did not arrive within {timeout:g} s"
-        ) from None
-    if not raw.strip():
-        raw = b"{}"
+    raw = await read_raw_body(request)
     try:
         if len(raw) >= BIG_BODY:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(_BIG_BODY_PARSER, _validate_big, model, raw)
+            return await loop.run_in_executor(_BIG_BODY_PARSER, validate_big, model, raw)
+    except ValidationError as exc:
+        raise RequestInvalid("body", exc) from None
+    return validate_body(raw, model)
+
+
+def validate_body(raw: bytes, model: type[M]) -> M:
+    """A (small) body's bytes validated by ``model``; 400 naming the wrong fields."""
+    try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestInvalid("body", exc) from None
 
 
-def _validate_big(model: type[M], raw: bytes) -> M:
+async def read_raw_body(request: web.Request) -> bytes:
+    """The body's bytes (``{}`` when empty); 408 when it does not arrive within the
+    body timeout."""
+    timeout = request.config_dict.get(BODY_TIMEOUT)
+    try:
+        if request.content.is_eof():  # all of it came with the head: no timer to arm
+            raw = await request.read()
+        else:
+            async with asyncio.timeout(timeout):
+                raw = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {timeout:g} s"
+        ) from None
+    return raw if raw.strip() else b"{}"
+
+
+def validate_big(model: type[M], raw: bytes) -> M:
     """``model.model_validate_json(raw)`` for a big body, holding the GIL less.
 
     pydantic's JSON parser holds the GIL while it builds every value (measured:

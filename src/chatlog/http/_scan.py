@@ -4,12 +4,15 @@
 the entries that match, bounds the page by count and by bytes, and sizes each
 read by what it has seen (entry size, share that matched). A reader confined to
 some projects moves its cursor only past events it receives, so nothing it gets
-depends on what other projects wrote.
+depends on what other projects wrote. Such a reader reads its projects' index
+(:mod:`chatlog.eventstore.project_index`), so its cost follows their events, not
+the log's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,6 +21,7 @@ from chatlog.errors import PositionTrimmed
 from chatlog.events import RecordedEvent
 from chatlog.eventstore import Cursor
 from chatlog.eventstore.codec import decode_entry
+from chatlog.eventstore.project_index import indexed, read_projects
 from chatlog.http._state import AppState
 
 if TYPE_CHECKING:
@@ -26,6 +30,20 @@ if TYPE_CHECKING:
 #: Entries a reader of every project looks at per page, matching or not (the page
 #: says has_more).
 SCAN_BUDGET = 10_000
+
+async def own_projects(st: AppState, flt: EventFilter,
+                       partitions: list[int]) -> dict[int, list[uuid.UUID]] | None:
+    """For a reader confined to some projects, when the log keeps the per-project index:
+    its projects in each of ``partitions`` (it reads their index, so its cost follows
+    their events, not the partition's). None: read the partitions (a reader of every
+    project, or a log older than the index)."""
+    if flt.projects is None:
+        return None
+    async with st.reads:
+        if not await indexed(st.store):
+            return None
+    return {p: [k for k in flt.projects if st.store.partition_of(k) == p] for p in partitions}
+
 
 @dataclass
 class Scanned:
@@ -74,6 +92,7 @@ class Scan:
         parts = flt.partitions(store)
         wanted = parts if parts is not None else list(range(store.partitions))
         scoped = flt.projects is not None
+        mine = await own_projects(self.st, flt, wanted)
         cursor = self.cursor
         read_from = list(cursor.positions)
         exhausted: set[int] = set()
@@ -96,7 +115,9 @@ class Scan:
                         return
                 try:
                     async with self.st.reads:
-                        entries = await store.read_raw(p, read_from[p], ask)
+                        entries = await (
+                            read_projects(store, p, mine[p], read_from[p], ask)
+                            if mine is not None else store.read_raw(p, read_from[p], ask))
                 except PositionTrimmed as exc:  # name the whole cursor to resume from
                     raise await store.gone(exc, Cursor(list(read_from))) from None
                 if len(entries) < ask:

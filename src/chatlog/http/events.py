@@ -25,9 +25,10 @@ from chatlog.events import RecordedEvent
 from chatlog.eventstore import START, Cursor, EventStore, parse_position, position_after
 from chatlog.eventstore.backward import read_raw_before
 from chatlog.eventstore.codec import decode_entry
+from chatlog.eventstore.project_index import read_projects_before
 from chatlog.filters import require_known_types
 from chatlog.http._routing import Endpoint, json_response, read_query
-from chatlog.http._scan import SCAN_BUDGET, Scan, Scanned, scan
+from chatlog.http._scan import SCAN_BUDGET, Scan, Scanned, own_projects, scan
 from chatlog.http._state import AppState, state
 from chatlog.http.auth import Principal
 from chatlog.http.fanout import Subscriber
@@ -169,6 +170,7 @@ async def scan_back(
     fetched = 0
     found: list[tuple[RecordedEvent, Cursor]] = []
     ask = min(1000, max(limit, 100))
+    mine = await own_projects(st, flt, wanted)
     while True:
         for p in wanted:
             if buffers[p] or p in ended:
@@ -177,7 +179,9 @@ async def scan_back(
             if n <= 0:
                 return found, Cursor(positions), True
             async with st.reads:
-                entries = await read_raw_before(store, p, read_to[p], n)
+                entries = await (
+                    read_projects_before(store, p, mine[p], read_to[p], n)
+                    if mine is not None else read_raw_before(store, p, read_to[p], n))
             fetched += len(entries)
             if len(entries) < n:
                 ended.add(p)

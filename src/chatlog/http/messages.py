@@ -7,9 +7,11 @@ import hashlib
 import orjson
 from aiohttp import web
 
+from chatlog import offload
 from chatlog.events import SCHEMA_VERSION, MessageAppended, NewEvent, RecordedEvent
 from chatlog.eventstore import AppendResult, EventStore
-from chatlog.http._routing import Endpoint, read_body
+from chatlog.http._big_message import read_big_message
+from chatlog.http._routing import Endpoint, read_raw_body, validate_body
 from chatlog.http._state import state
 from chatlog.http.models import MessageAccepted, PostMessage
 from chatlog.identity import normalize_thread_id, random_uuid
@@ -28,7 +30,7 @@ async def _original(store: EventStore, result: AppendResult) -> RecordedEvent | 
     return events[0] if events and events[0].position == result.position else None
 
 
-def _digest(body: PostMessage, thread_id: str | None) -> str:
+def message_digest(body: PostMessage, thread_id: str | None) -> str:
     """The content an ``event_id`` stands for: what the client sent (a new thread as
     "new", since each try of it makes another thread id)."""
     h = hashlib.blake2b(digest_size=12)
@@ -49,7 +51,12 @@ async def post_message(request: web.Request) -> web.Response:
     """
     st = state(request)
     project = st.authorized_project(request, write=True)
-    body = await read_body(request, PostMessage)
+    raw = await read_raw_body(request)
+    digest: str | None = None
+    if len(raw) >= offload.BIG:  # parsed, checked and hashed in the worker process
+        body, digest = await read_big_message(raw)
+    else:
+        body = validate_body(raw, PostMessage)
     thread_id, new_thread = normalize_thread_id(body.thread_id)
     # The body was validated by PostMessage, whose rules include MessageAppended's
     # (role 1..64 characters, metadata a JSON object), so the event is built
@@ -68,7 +75,7 @@ async def post_message(request: web.Request) -> web.Response:
     )
     result = await st.store.append_one(
         event, expected_version=body.expected_version,
-        digest=_digest(body, None if new_thread else thread_id),
+        digest=digest or message_digest(body, None if new_thread else thread_id),
     )
     project_name = project.display
     if result.duplicate:

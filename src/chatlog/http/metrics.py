@@ -208,6 +208,6 @@ class _ProjectorCollector(Collector):
             value=getattr(projector, "failures_total", 0))
         yield CounterMetricFamily(
             "chatlog_projector_repairs",
-            "Times the projector rebuilt its read model by itself because the log lost "
-            "events it had applied (failover, restore) or a batch kept failing",
+            "Times the projector repaired its read model by itself (the partitions whose "
+            "events the log lost, or the whole model after a batch kept failing)",
             value=getattr(projector, "repairs", 0))

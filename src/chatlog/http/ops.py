@@ -74,6 +74,8 @@ async def readyz(request: web.Request) -> web.Response:
             projection["problem"] = problem
         projection["batch_failures"] = st.services.projector.failures_total
         projection["repairs"] = st.services.projector.repairs
+        if st.services.projector.last_repair is not None:
+            projection["last_repair"] = st.services.projector.last_repair
     elif st.services.projector is None:
         projection = {"running": False, "detail": "no projector in this process"}
     answer = Readiness(ready=ready, store=store_status, projection=projection)

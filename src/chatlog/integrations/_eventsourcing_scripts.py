@@ -75,6 +75,8 @@ for i = 0, n - 1 do
   g.v = g.v + 1
   local pos = redis.call('XADD', KEYS[1], '*', 'i', ARGV[b], 't', rtype, 'a', g.agg,
                          'v', tostring(g.v), 'b', '\0' .. be32(#doc) .. doc .. ARGV[b + 7])
+  redis.call('XADD', string.sub(KEYS[1], 1, -4) .. 'pidx:' .. string.match(g.agg, '^[^/]*'),
+             pos, 'e', '')
   g.pos[#g.pos + 1] = pos
   g.z[#g.z + 1] = ARGV[b + 3]
   g.z[#g.z + 1] = pos

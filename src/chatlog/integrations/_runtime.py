@@ -44,6 +44,8 @@ local function add_entry(log, versions, index, id, type, aggregate, body)
   local pos = redis.call('XADD', log, '*', 'i', id, 't', type, 'a', aggregate,
                          'v', tostring(v), 'b', body)
   redis.call('RPUSH', index, pos)
+  redis.call('XADD', string.sub(log, 1, -4) .. 'pidx:' .. string.match(aggregate, '^[^/]*'),
+             pos, 'e', '')
   return pos
 end
 local function xdel_all(log, ids)

@@ -119,7 +119,13 @@ class WorkflowCommands:
         version = wait.version
         project = ProjectKey(wait.project, wait.project_name)
         for _ in range(_RETRIES):
-            waited = round((utc_now() - wait.since).total_seconds(), 3)
+            # The wait began when its deadline was set, by the clock that set it; its
+            # opening event's time is the server's, a little later (so a 0.5 s wait
+            # that timed out at its deadline said it waited 0.497 s).
+            began = wait.since
+            if wait.timeout:
+                began = min(began, wait.deadline - timedelta(seconds=wait.timeout))
+            waited = round((utc_now() - began).total_seconds(), 3)
             reason = timeout_reason(wait.timeout, wait.awaited)
             events = [
                 WorkflowTimedOut(awaited=wait.awaited, waited=waited, reason=reason),

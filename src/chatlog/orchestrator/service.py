@@ -354,8 +354,11 @@ class Orchestrator(WorkflowCommands):
                 self._dispatcher.began_blocking()
                 if self._after_read is not None:
                     await self._after_read()
-                async with asyncio.timeout_at(deadline):
+                if deadline is None:  # no Timeout object per wait (10,000 end in one burst)
                     ended = await waiter.future
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        ended = await waiter.future
                 if ended is not None:
                     return state  # waiter.state is state, folded forward
             finally:

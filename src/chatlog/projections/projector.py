@@ -40,9 +40,10 @@ from typing import Any, TypeVar
 
 from chatlog.errors import ProjectionError, ProjectionLagTimeout
 from chatlog.events import RecordedEvent, known_types
-from chatlog.eventstore.codec import Cursor, decode_entry, parse_position
+from chatlog.eventstore.codec import Cursor, parse_position
 from chatlog.eventstore.store import EventStore
 from chatlog.projections import _db
+from chatlog.projections._big_events import decode_batch
 from chatlog.projections.base import Projection
 from chatlog.projections.lag import ProjectionLag, measure_lag
 from chatlog.settings import Settings
@@ -113,6 +114,8 @@ class Projector:
         self.failures_total = 0
         #: Times the projector rebuilt its read model because it diverged from the log.
         self.repairs = 0
+        #: What the last repair refolded (which partitions, or the whole model) and why.
+        self.last_repair: str | None = None
         #: Repair by a rebuild after this many failures of one batch in a row
         #: (0: never repair; :meth:`catch_up` raises on a divergence instead).
         self.heal_after = heal_after
@@ -267,13 +270,15 @@ class Projector:
 
     # -- applying ---------------------------------------------------------------
 
-    async def catch_up(self) -> int:
-        """Apply every event up to the head (no live tail); return how many were applied."""
+    async def catch_up(self, partitions: Iterable[int] | None = None) -> int:
+        """Apply every event up to the head (no live tail) of ``partitions`` (default: all);
+        return how many were applied."""
         await self.open()
         total = 0
+        wanted = list(range(self._partitions) if partitions is None else partitions)
         while True:
             progressed = False
-            for p in range(self._partitions):
+            for p in wanted:
                 events = await self.store.read(p, self._committed.positions[p], self.batch_size)
                 if events:
                     progressed = True
@@ -282,7 +287,7 @@ class Projector:
                     except _Diverged as exc:
                         if self.heal_after <= 0:
                             raise ProjectionError(str(exc)) from None
-                        await self._heal(str(exc))
+                        await self._heal(str(exc), exc.partitions)
                         continue
                     with contextlib.suppress(_Moved):
                         total += await self._commit(events)
@@ -311,7 +316,7 @@ class Projector:
                          self._committed)
             except _Diverged as exc:
                 try:
-                    await self._heal(str(exc))
+                    await self._heal(str(exc), exc.partitions)
                 except asyncio.CancelledError:
                     raise
                 except Exception as heal_exc:
@@ -359,21 +364,37 @@ class Projector:
     async def _on_idle(self) -> None:
         await self._verify(range(self._partitions))
 
-    async def _heal(self, reason: str) -> None:
-        """Rebuild the read model beside the live one and switch to it, then resume there.
+    async def _heal(self, reason: str, partitions: Sequence[int] | None = None) -> None:
+        """Repair beside the live model and switch to it, then resume there: only the rows
+        of ``partitions`` (:mod:`.repair`), or the whole model by a rebuild (``None``, or
+        tables that cannot be split by partition). Either equals a fresh ``chatlog
+        rebuild`` of the log as it is now; readers see the old rows until the switch."""
+        from chatlog.projections import repair
+        from chatlog.projections.rebuild import rebuild, rebuild_lock
 
-        The rebuild equals a fresh ``chatlog rebuild`` of the log as it is now;
-        readers see the old model until the switch, then the new one.
-        """
-        from chatlog.projections.rebuild import rebuild
-
-        self.problem = f"repairing the read model by a rebuild: {reason}"
+        what = "the whole read model" if partitions is None else \
+            "partition(s) " + ", ".join(map(str, partitions))
+        self.problem = f"repairing {what}: {reason}"
         log.warning("projector: %s", self.problem)
-        await rebuild(self.store, self.path, self.projections, chunk=max(self.batch_size, 1000))
+        done = False
+        if partitions is not None:
+            temp, expected = repair.repair_path(self.path), self._committed
+            with rebuild_lock(self.path):
+                try:
+                    events = await repair.refold(self.store, temp, self.projections, partitions)
+                    done = await self._run_sync(repair.swap_in, self._conn, temp, partitions,
+                                                repair.partition_function(self.store), expected)
+                finally:
+                    repair.remove(temp)
+            what = f"{what} ({events} events refolded; other partitions' rows untouched)"
+        if not done:
+            await rebuild(self.store, self.path, self.projections, chunk=max(self.batch_size, 1000))
+            what = "the whole read model (rebuilt)"
         await self._run_sync(self._reload_sync)
         self.repairs += 1
+        self.last_repair = f"{what}: {reason}"
         self.failing, self.problem = 0, None
-        log.warning("projector: repaired; resuming from %s", self._committed)
+        log.warning("projector: repaired %s; resuming from %s", what, self._committed)
         self._notify()
 
     async def _gather_more(self, last_batch: int) -> None:
@@ -422,7 +443,7 @@ class Projector:
     def _apply_sync(self, batch: Sequence[RecordedEvent | RawEntry]) -> list[RecordedEvent]:
         conn = self._conn
         assert conn is not None
-        events = [e if isinstance(e, RecordedEvent) else decode_entry(*e) for e in batch]
+        events = decode_batch(batch)  # big messages split in the worker process
         conn.execute("BEGIN IMMEDIATE")
         try:
             found, counts = _db.read_checkpoint(conn, self._partitions)

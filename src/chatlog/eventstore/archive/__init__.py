@@ -4,6 +4,7 @@ with a manifest per partition and an aggregate -> segments index (docs/archive.m
 from chatlog.eventstore.archive._archive import Archive, StagedSegment, StepHook
 from chatlog.eventstore.archive._erase import ArchiveErasure, erase_rows
 from chatlog.eventstore.archive._manifest import SegmentInfo
+from chatlog.eventstore.archive._projects import read_project, read_project_before
 from chatlog.eventstore.archive._segments import BATCH_COLUMNS, ROW_GROUP_ROWS, SCHEMA
 
 __all__ = [
@@ -16,4 +17,6 @@ __all__ = [
     "StagedSegment",
     "StepHook",
     "erase_rows",
+    "read_project",
+    "read_project_before",
 ]
