@@ -1,4 +1,6 @@
-"""The eventsourcing recorders' scripts (one atomic step per write, reads by index)."""
+"""The eventsourcing recorders' insert script (one atomic step per write).
+
+Reads are plain commands (see ``Datastore.bodies``)."""
 
 from __future__ import annotations
 
@@ -95,96 +97,6 @@ if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[5], ARGV[3], ARGV[4])
   out[#out + 1] = add_entry(KEYS[1], KEYS[2], ARGV[9], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
   out[#out + 1] = 0
-end
-return out
-"""
-
-#: Lua: the body (field ``b``) of an entry's flat field list.
-_BODY_OF = """
-local function body_of(flat)
-  for j = 1, #flat, 2 do
-    if flat[j] == 'b' then return flat[j + 1] end
-  end
-  return ''
-end
-"""
-
-# KEYS: log, originator zset; ARGV: min, max, desc ('1'/'0'), limit ('' = none)
-# -> per event its body, or {position} when the entry left the stream (archived)
-_SELECT_EVENTS = _BODY_OF + """
-local cmd, lo, hi = 'ZRANGEBYSCORE', ARGV[1], ARGV[2]
-if ARGV[3] == '1' then cmd, lo, hi = 'ZREVRANGEBYSCORE', ARGV[2], ARGV[1] end
-local r
-if ARGV[4] ~= '' then
-  r = redis.call(cmd, KEYS[2], lo, hi, 'LIMIT', 0, tonumber(ARGV[4]))
-else
-  r = redis.call(cmd, KEYS[2], lo, hi)
-end
-local found = {}
-if #r > 1 then  -- one XRANGE over the span (positions grow with versions)
-  local lo, hi = r[1], r[#r]
-  if ARGV[3] == '1' then lo, hi = r[#r], r[1] end
-  for _, e in ipairs(redis.call('XRANGE', KEYS[1], lo, hi, 'COUNT', 2 * #r)) do
-    found[e[1]] = e[2]
-  end
-end
-local out = {}
-for i = 1, #r do
-  local fields = found[r[i]]
-  if not fields then
-    local e = redis.call('XRANGE', KEYS[1], r[i], r[i])
-    if #e > 0 then fields = e[1][2] end
-  end
-  if fields then out[#out + 1] = body_of(fields) else out[#out + 1] = {r[i]} end
-end
-return out
-"""
-
-# KEYS: log, notifications; ARGV: min, max, limit, topics...
-# -> {notification id, body or {position} when the entry left the stream (archived)}...
-# The entries of one chunk are read with one XRANGE over their span when the span holds
-# few other entries (an application that has its partition to itself: all of them), and
-# one XRANGE each for those it did not reach.
-_SELECT_NOTIFICATIONS = _BODY_OF + """
-local want = nil
-if #ARGV > 3 then
-  want = {}
-  for i = 4, #ARGV do want[ARGV[i]] = true end
-end
-local limit = tonumber(ARGV[3])
-local out, offset = {}, 0
-while #out < limit do
-  local chunk = limit - #out
-  if want then chunk = 500 end
-  local r = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], ARGV[2], 'WITHSCORES',
-                       'LIMIT', offset, chunk)
-  if #r == 0 then break end
-  offset = offset + #r / 2
-  local picked = {}
-  for i = 1, #r, 2 do
-    local m = r[i]
-    local sep = string.find(m, ' ', 1, true)
-    if (not want) or want[string.sub(m, sep + 1)] then
-      picked[#picked + 1] = {r[i + 1], string.sub(m, 1, sep - 1)}
-      if #out + #picked >= limit then break end
-    end
-  end
-  local found = {}
-  if #picked > 1 then
-    local span = redis.call('XRANGE', KEYS[1], picked[1][2], picked[#picked][2],
-                            'COUNT', 2 * #picked)
-    for _, e in ipairs(span) do found[e[1]] = e[2] end
-  end
-  for _, p in ipairs(picked) do
-    local fields = found[p[2]]
-    if not fields then
-      local e = redis.call('XRANGE', KEYS[1], p[2], p[2])
-      if #e > 0 then fields = e[1][2] end
-    end
-    if fields then out[#out + 1] = {p[1], body_of(fields)}
-    else out[#out + 1] = {p[1], {p[2]}} end
-  end
-  if #r / 2 < chunk then break end
 end
 return out
 """
