@@ -9,14 +9,30 @@ answers the job (200); with other content it is a 409.
 
 from __future__ import annotations
 
+import orjson
 from aiohttp import web
 from pydantic import Field
 
+from chatlog import offload
 from chatlog.errors import IntegrityError, NotFound
-from chatlog.http._routing import Endpoint, json_response, read_body, read_query
-from chatlog.http._state import state
+from chatlog.http._big_json import read_big, same_value
+from chatlog.http._routing import (
+    Endpoint,
+    json_response,
+    read_query,
+    read_raw_body,
+    validate_body,
+)
+from chatlog.http._state import AppState, state
 from chatlog.http.models import Body, JsonObject, Out, Query
-from chatlog.orchestrator.job_records import JobState, JobView, list_jobs, read_job
+from chatlog.identity import ProjectKey
+from chatlog.orchestrator.job_records import (
+    JobState,
+    JobView,
+    job_payload,
+    list_jobs,
+    read_job,
+)
 from chatlog.orchestrator.jobs import MAX_JOB_ID, MAX_KIND, new_job
 
 BASE = "/v1/projects/{project}/jobs"
@@ -60,32 +76,49 @@ class JobConflict(IntegrityError):
     title = "Job id conflict"
 
 
-def _same(view: JobView, body: EnqueueJob) -> bool:
-    return (
+async def _same(
+    st: AppState, project: ProjectKey, view: JobView, body: EnqueueJob, given: bytes | None
+) -> bool:
+    if not (
         view.kind == body.kind
-        and view.payload == body.payload
         and (body.workflow_id is None or body.workflow_id == view.workflow_id)
         and (body.max_deliveries is None or body.max_deliveries == view.max_deliveries)
-    )
+    ):
+        return False
+    stored = await job_payload(st.store, project, view.job_id)
+    return stored is not None and await same_value(stored, body.payload, given)
+
+
+def _job_response(view: JobView, status: int = 200) -> web.Response:
+    """The view as JSON, its payload (the stored JSON, a Fragment) written as it is."""
+    doc = view.model_dump(mode="json", exclude={"payload"})
+    doc["payload"] = view.payload
+    return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")
 
 
 async def enqueue_job(request: web.Request) -> web.Response:
     """Enqueue a job (201); a repeated ``job_id`` with the same content answers it (200)."""
     st = state(request)
     project = st.authorized_project(request, write=True)
-    body = await read_body(request, EnqueueJob)
+    raw = await read_raw_body(request)
+    given: bytes | None = None
+    if len(raw) >= offload.BIG:  # parsed and checked in the worker process (issue 15 #9)
+        body, blobs = await read_big(EnqueueJob, raw, ("payload",))
+        given = blobs["payload"]
+    else:
+        body = validate_body(raw, EnqueueJob)
     # The job's own checks (kind, job_id) before its workflow exists: a 400 creates nothing.
     new_job(body.kind, body.payload, body.max_deliveries or 1, body.job_id)
     orchestrator = st.orchestrator()
     if body.job_id is not None:
-        existing = await read_job(st.store, project, body.job_id)
+        existing = await read_job(st.store, project, body.job_id, raw=True)
         if existing is not None:
-            if not _same(existing, body):
+            if not await _same(st, project, existing, body, given):
                 raise JobConflict(
                     f"job {body.job_id} exists with another kind, workflow or payload; "
                     "use a new job_id for a different job"
                 )
-            return json_response(existing)
+            return _job_response(existing)
     workflow_id = body.workflow_id
     if workflow_id is None:
         created = await orchestrator.create_workflow(project, name=f"job:{body.kind}")
@@ -95,10 +128,10 @@ async def enqueue_job(request: web.Request) -> web.Response:
         project, workflow_id, kind=body.kind, payload=body.payload, job_id=body.job_id,
         max_deliveries=body.max_deliveries,
     )
-    view = await read_job(st.store, project, job_id)
+    view = await read_job(st.store, project, job_id, raw=True)
     if view is None:  # pragma: no cover - pushed just now; only a concurrent reset loses it
         raise NotFound(f"job {job_id} was enqueued but its record is gone")
-    return json_response(view, 201)
+    return _job_response(view, 201)
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -106,10 +139,10 @@ async def get_job(request: web.Request) -> web.Response:
     st = state(request)
     project = st.authorized_project(request)
     job_id = request.match_info["job_id"]
-    view = await read_job(st.store, project, job_id)
+    view = await read_job(st.store, project, job_id, raw=True)
     if view is None:
         raise NotFound(f"job {job_id} does not exist in project {project.display!r}")
-    return json_response(view)
+    return _job_response(view)
 
 
 async def list_project_jobs(request: web.Request) -> web.Response:

@@ -14,9 +14,10 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
+from chatlog import big_events
 from chatlog.errors import PositionTrimmed, StoreUnavailable
 from chatlog.events import RecordedEvent, aggregate_key
-from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_field, flat_fields
+from chatlog.eventstore.codec import START, Cursor, flat_field, flat_fields
 from chatlog.eventstore.connection import text
 from chatlog.eventstore.store import EventStore
 from chatlog.orchestrator._cancel import check_cancelled, raise_if_cancelling
@@ -227,7 +228,7 @@ class PartitionTailer:
             if not entries:
                 return
             batch = [
-                decode_entry(self.partition, pos, flat_fields(flat))
+                await big_events.decode(self.partition, pos, flat_fields(flat))
                 for pos, flat in entries
                 if marker in flat_field(flat, b"a")
             ]
@@ -251,7 +252,8 @@ class PartitionTailer:
                 last = raw[-1][1]
                 self.position = text(last)
                 workflow = [
-                    decode_entry(p, pos, fields) for p, pos, fields in raw if marker in fields[b"a"]
+                    await big_events.decode(p, pos, fields)
+                    for p, pos, fields in raw if marker in fields[b"a"]
                 ]
                 if workflow:
                     self.on_events(workflow)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
@@ -361,7 +362,7 @@ class WorkflowCommands:
         workflow_id: str,
         *,
         kind: str,
-        payload: dict[str, Any] | None = None,
+        payload: dict[str, Any] | orjson.Fragment | None = None,
         job_id: str | None = None,
         max_deliveries: int | None = None,
     ) -> str:

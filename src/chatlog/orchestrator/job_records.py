@@ -54,15 +54,21 @@ class JobView(BaseModel):
     payload: dict[str, Any]
 
 
-def view_of(job_id: str, record: dict[Any, Any]) -> JobView | None:
-    """The view of a job record (HGETALL reply); None for a missing or foreign record."""
+def view_of(job_id: str, record: dict[Any, Any], *, raw: bool = False) -> JobView | None:
+    """The view of a job record (HGETALL reply); None for a missing or foreign record.
+
+    ``raw``: its payload is the stored JSON as an ``orjson.Fragment``, not parsed
+    (a big payload is never parsed in the event loop's process, issue 15 #9)."""
     f = {text(k): v for k, v in record.items()}
     if "kind" not in f or "project" not in f:
         return None
     entry_ms = int(text(f.get("entry"), "0-0").split("-", 1)[0])
     enqueued = int(text(f.get("enqueued_ms"), str(entry_ms)))
     error = f.get("last_error")
-    return JobView(
+    payload: Any = f.get("payload", b"{}")
+    if raw:
+        payload = orjson.Fragment(payload)
+    return (JobView.model_construct if raw else JobView)(
         job_id=job_id,
         project=uuid.UUID(text(f["project"])),
         kind=text(f["kind"]),
@@ -73,15 +79,19 @@ def view_of(job_id: str, record: dict[Any, Any]) -> JobView | None:
         last_error=text(error) if error is not None else None,
         enqueued_at=time_of(enqueued),
         updated_at=time_of(int(text(f.get("updated_ms"), str(enqueued)))),
-        payload=orjson.loads(f["payload"]) if "payload" in f else {},
+        payload=payload if raw else orjson.loads(payload),
     )
 
 
-async def read_job(store: EventStore, project: ProjectKey, job_id: str) -> JobView | None:
-    """One job of ``project``; None if the project has no job with that id."""
+async def read_job(
+    store: EventStore, project: ProjectKey, job_id: str, *, raw: bool = False
+) -> JobView | None:
+    """One job of ``project``; None if the project has no job with that id
+    (``raw``: its payload unparsed, as :func:`view_of` says)."""
     p = store.partition_of(project.key)
     redis: Any = store.redis
-    view = view_of(job_id, await redis.hgetall(store.keys.job(p, project.key, job_id)))
+    record = await redis.hgetall(store.keys.job(p, project.key, job_id))
+    view = view_of(job_id, record, raw=raw)
     if view is None or view.project != project.key:
         return None
     return view
@@ -135,3 +145,11 @@ async def list_jobs(
             last = (ms, job_id)
         if len(members) < _SCAN:
             return out, None
+
+
+async def job_payload(store: EventStore, project: ProjectKey, job_id: str) -> bytes | None:
+    """A job's payload as stored (JSON); None when there is no such job."""
+    p = store.partition_of(project.key)
+    redis: Any = store.redis
+    stored = await redis.hget(store.keys.job(p, project.key, job_id), "payload")
+    return None if stored is None else bytes(stored)

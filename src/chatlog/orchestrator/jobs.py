@@ -102,15 +102,20 @@ def check_job_id(job_id: str) -> str:
 
 
 def new_job(
-    kind: str, payload: dict[str, Any] | None, max_deliveries: int, job_id: str | None = None
+    kind: str, payload: dict[str, Any] | orjson.Fragment | None, max_deliveries: int,
+    job_id: str | None = None,
 ) -> JobEnqueued:
     if not kind or len(kind) > MAX_KIND or not kind.isprintable():
         raise InvalidInput(f"job kind {kind!r} must be 1 to {MAX_KIND} printable characters")
-    if payload is not None and not isinstance(payload, dict):
+    if payload is not None and not isinstance(payload, dict | orjson.Fragment):
         raise InvalidInput("a job payload must be a JSON object")
     if max_deliveries < 1:
         raise InvalidInput(f"max_deliveries must be at least 1, not {max_deliveries}")
-    return JobEnqueued(
+    # A Fragment: a big payload's JSON object, checked in the worker process (issue 15 #9).
+    make: Any = (
+        JobEnqueued.model_construct if isinstance(payload, orjson.Fragment) else JobEnqueued
+    )
+    return make(  # type: ignore[no-any-return]
         job_id=check_job_id(job_id) if job_id is not None else f"job-{uuid.uuid4()}",
         kind=kind,
         payload=payload or {},

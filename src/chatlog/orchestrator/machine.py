@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from chatlog.big_events import data_of
 from chatlog.errors import InvalidTransition
 from chatlog.events import (
     AWAITED,
@@ -33,7 +34,7 @@ from chatlog.events import (
     WorkflowStarted,
     WorkflowTimedOut,
 )
-from chatlog.identity import ProjectKey
+from chatlog.identity import ProjectKey, random_uuid
 
 #: The timeout field of the event that opens each kind of wait.
 TIMEOUT_FIELDS = ("start_timeout", "approval_timeout", "run_timeout")
@@ -110,13 +111,16 @@ def workflow_event(
     project: ProjectKey, workflow_id: str, data: EventData, event_id: uuid.UUID | None = None
 ) -> NewEvent:
     """An event of the workflow ``workflow_id`` (its commands and its jobs' events)."""
-    return NewEvent.of(
-        data,
+    # Not NewEvent.of: a big field built as an orjson.Fragment stays one (issue 15 #9).
+    return NewEvent(
+        id=event_id or random_uuid(),
+        id_supplied=event_id is not None,
+        type=data.event_type,
         project=project.key,
         project_name=project.display,
         aggregate_type="workflow",
         aggregate_id=workflow_id,
-        event_id=event_id,
+        data=data_of(data),
     )
 
 

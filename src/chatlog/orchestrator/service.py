@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from chatlog.errors import (
@@ -284,7 +285,10 @@ class Orchestrator(WorkflowCommands):
         try:
             job = JobEnqueued.model_validate(data)
         except ValidationError:
-            return
+            if not isinstance(data.get("payload"), orjson.Fragment):
+                return
+            # A big payload, checked when it was enqueued: pushed as its JSON.
+            job = JobEnqueued.model_construct(**data)
         delay = 0.2
         while True:
             try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from chatlog import offload
+from chatlog import big_events, offload
 from chatlog.events import MessageAppended, RecordedEvent
 from chatlog.eventstore.codec import BLOB_MARK, decode_entry
 
@@ -42,6 +42,9 @@ def decode_batch(batch: Sequence[RecordedEvent | RawEntry]) -> list[RecordedEven
             out.append(item)
             continue
         partition, position, fields = item
+        if big_events.big_field(fields) is not None:  # a job's big payload
+            out.append(big_events.decode_sync(partition, position, fields))
+            continue
         body = fields[b"b"]
         if (len(body) < offload.BIG or fields.get(b"t") != _MESSAGE
                 or body[:1] == BLOB_MARK):

@@ -1,0 +1,81 @@
+"""Workflow events with a big field (a job's ``payload``), built and decoded without
+parsing or serializing that field in the event loop's process (issue 15 #9).
+
+Built: a field whose value is an ``orjson.Fragment`` (JSON parsed and checked in
+the worker process, :mod:`chatlog.offload`) goes into the event's data as it is.
+Decoded: an entry whose body is big is split in the worker process; the event
+gets the field as a Fragment, which orjson writes as it is wherever it goes next
+(the job stream, a projection's row, an HTTP answer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from chatlog import offload
+from chatlog.events import EventData, JobEnqueued, RecordedEvent
+from chatlog.eventstore.codec import BLOB_MARK, decode_entry
+
+#: Event type -> its field that may hold a big JSON value.
+BIG_FIELDS = {JobEnqueued.event_type.encode(): "payload"}
+
+
+def data_of(data: EventData) -> dict[str, Any]:
+    """``data.model_dump(mode="json")``, with its Fragment fields kept as they are."""
+    fragments = {name: value for name, value in vars(data).items()
+                 if isinstance(value, orjson.Fragment)}
+    if not fragments:
+        return data.model_dump(mode="json")
+    return {**data.model_dump(mode="json", exclude=set(fragments)), **fragments}
+
+
+def big_field(fields: dict[bytes, bytes]) -> str | None:
+    """The field to split off an entry's body, or None when it is decoded as usual."""
+    body = fields[b"b"]
+    if len(body) < offload.BIG or body[:1] == BLOB_MARK:
+        return None
+    return BIG_FIELDS.get(fields.get(b"t", b""))
+
+
+def split_body(body: bytes, name: str) -> tuple[bytes, bytes | None]:
+    """In the worker process: the body without data field ``name``, and the field's
+    JSON (keys sorted, as content digests hash it); None when there is no such field."""
+    doc = orjson.loads(body)
+    data = doc.get("d") if isinstance(doc, dict) else None
+    if not isinstance(data, dict) or name not in data:
+        return body, None
+    value = orjson.dumps(data.pop(name), option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(doc), value
+
+
+def _joined(partition: int, position: bytes | str, fields: dict[bytes, bytes], name: str,
+            split: tuple[bytes, bytes | None]) -> RecordedEvent:
+    small, value = split
+    event = decode_entry(partition, position, {**fields, b"b": small})
+    if value is not None:
+        fragment: Any = orjson.Fragment(value)
+        event.data[name] = fragment
+    return event
+
+
+def decode_sync(partition: int, position: bytes | str,
+                fields: dict[bytes, bytes]) -> RecordedEvent:
+    """``decode_entry``, a big field split off in the worker process (blocking: for
+    a thread off the event loop)."""
+    name = big_field(fields)
+    if name is None:
+        return decode_entry(partition, position, fields)
+    split = offload.run_sync(split_body, fields[b"b"], name)
+    return _joined(partition, position, fields, name, split)
+
+
+async def decode(partition: int, position: bytes | str,
+                 fields: dict[bytes, bytes]) -> RecordedEvent:
+    """``decode_entry``, a big field split off in the worker process, awaited."""
+    name = big_field(fields)
+    if name is None:
+        return decode_entry(partition, position, fields)
+    split = await offload.run(split_body, fields[b"b"], name)
+    return _joined(partition, position, fields, name, split)

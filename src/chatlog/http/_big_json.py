@@ -1,0 +1,56 @@
+"""A big body, parsed and validated in the worker process (:mod:`chatlog.offload`).
+
+The event loop's process receives the small fields and, for each of ``big`` (the
+fields that may hold half a million tiny values), its JSON bytes, which it
+embeds as ``orjson.Fragment`` and never parses (issue 15 #9). The JSON of a big
+field has its keys sorted: the bytes :func:`~chatlog.eventstore.content_digest`
+hashes for the same value as a dict, so a retry's digest is the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from chatlog import offload
+from chatlog.http._routing import RequestInvalid, plain_errors, validate_big
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def prepare(model: type[M], raw: bytes, big: tuple[str, ...]) -> tuple[Any, ...]:
+    """In the worker: ("ok", small fields, {big field: JSON}) or ("invalid", errors)."""
+    try:
+        body = validate_big(model, raw)
+    except ValidationError as exc:
+        return ("invalid", plain_errors(exc))
+    fields = body.model_dump(exclude=set(big))
+    blobs = {name: orjson.dumps(getattr(body, name), option=orjson.OPT_SORT_KEYS)
+             for name in big}
+    return ("ok", fields, blobs)
+
+
+async def read_big(model: type[M], raw: bytes, big: tuple[str, ...]) -> tuple[M, dict[str, bytes]]:
+    """``raw`` as ``model`` whose ``big`` fields are ``orjson.Fragment``, and their JSON;
+    a 400 naming the wrong fields as :func:`~chatlog.http._routing.read_body` answers."""
+    reply = await offload.run(prepare, model, raw, big)
+    if reply[0] == "invalid":
+        raise RequestInvalid("body", reply[1])
+    _, fields, blobs = reply
+    fragments: dict[str, Any] = {name: orjson.Fragment(blob) for name, blob in blobs.items()}
+    return model.model_construct(**fields, **fragments), blobs
+
+
+def same_json(a: bytes, b: bytes) -> bool:
+    """In the worker: whether two JSON documents hold the same value."""
+    return bool(orjson.loads(a) == orjson.loads(b))
+
+
+async def same_value(stored: bytes, given: Any, given_json: bytes | None) -> bool:
+    """Whether ``stored`` (JSON) holds ``given`` (a value, or a Fragment of
+    ``given_json``); parsed in the worker when either side is big."""
+    if given_json is None and len(stored) < offload.BIG:
+        return bool(orjson.loads(stored) == given)
+    return await offload.run(same_json, stored, given_json or orjson.dumps(given))

@@ -1,0 +1,72 @@
+"""A job's legal 1 MB payload of half a million tiny values is never parsed in the
+server's process (issue 15 #9): not to validate it, store it, compare a retry with
+it, answer it, project it, nor in the orchestrator's tailer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from chatlog import offload
+from tests.http.conftest import post_message
+
+PAYLOAD = b'{"z": 1, "a": [' + b",".join([b"0"] * 500_000) + b"]}"
+
+
+def _body(payload: bytes, job_id: str = "big-1") -> bytes:
+    return b'{"kind": "echo", "job_id": "' + job_id.encode() + b'", "payload": ' + payload + b"}"
+
+
+async def _post(client: Any, raw: bytes) -> Any:
+    return await client.post("/v1/projects/P/jobs", data=raw,
+                             headers={"Content-Type": "application/json"})
+
+
+async def test_a_big_job_payload_is_never_parsed_in_the_server_process(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_loads = orjson.loads
+    big_parses: list[int] = []
+
+    def counting_loads(data: Any) -> Any:
+        if len(data) >= offload.BIG:
+            big_parses.append(len(data))
+        return real_loads(data)
+
+    monkeypatch.setattr(orjson, "loads", counting_loads)
+    assert len(PAYLOAD) >= 1_000_000
+    first = await _post(client, _body(PAYLOAD))
+    assert first.status == 201, await first.text()
+    again = await _post(client, _body(PAYLOAD))  # the same job again: 200, nothing new
+    assert again.status == 200, await again.text()
+    other = await _post(client, _body(PAYLOAD.replace(b'"z": 1', b'"z": 2')))
+    assert other.status == 409, await other.text()
+    assert (await other.json())["status"] == 409
+    got = await client.get("/v1/projects/P/jobs/big-1")
+    assert got.status == 200
+    raw_view = await got.read()
+    # The workflow projection has read the job's event when it has read a later one.
+    later = await post_message(client, "P", "after-the-job")
+    listed = await client.get("/v1/projects/P/workflows",
+                              params={"min_position": later["position"]})
+    assert listed.status == 200, await listed.text()
+    assert big_parses == []
+    monkeypatch.setattr(orjson, "loads", real_loads)
+    view = orjson.loads(raw_view)
+    assert view["payload"] == {"z": 1, "a": [0] * 500_000}
+    assert view["job_id"] == "big-1" and view["kind"] == "echo"
+    assert orjson.loads(await first.read())["payload"] == view["payload"]
+    assert orjson.loads(await again.read())["payload"] == view["payload"]
+
+
+async def test_a_small_job_payload_keeps_its_duplicate_and_conflict_rules(client: Any) -> None:
+    body = {"kind": "echo", "job_id": "small-1", "payload": {"b": 1, "a": [1, 2]}}
+    first = await client.post("/v1/projects/P/jobs", json=body)
+    assert first.status == 201, await first.text()
+    assert (await first.json())["payload"] == {"b": 1, "a": [1, 2]}
+    reordered = {**body, "payload": {"a": [1, 2], "b": 1}}
+    assert (await client.post("/v1/projects/P/jobs", json=reordered)).status == 200
+    other = {**body, "payload": {"a": [1, 2], "b": 2}}
+    assert (await client.post("/v1/projects/P/jobs", json=other)).status == 409
