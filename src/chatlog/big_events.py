@@ -1,5 +1,6 @@
-"""Workflow events with a big field (a job's ``payload``), built and decoded without
-parsing or serializing that field in the event loop's process (issue 15 #9).
+"""Workflow events with a big field (a job's ``payload``, a workflow's ``input``),
+built and decoded without parsing or serializing that field in the event loop's
+process (issue 15 #9).
 
 Built: a field whose value is an ``orjson.Fragment`` (JSON parsed and checked in
 the worker process, :mod:`chatlog.offload`) goes into the event's data as it is.
@@ -15,11 +16,12 @@ from typing import Any
 import orjson
 
 from chatlog import offload
-from chatlog.events import EventData, JobEnqueued, RecordedEvent
+from chatlog.events import EventData, JobEnqueued, RecordedEvent, WorkflowCreated
 from chatlog.eventstore.codec import BLOB_MARK, decode_entry
 
 #: Event type -> its field that may hold a big JSON value.
-BIG_FIELDS = {JobEnqueued.event_type.encode(): "payload"}
+BIG_FIELDS = {JobEnqueued.event_type.encode(): "payload",
+              WorkflowCreated.event_type.encode(): "input"}
 
 
 def data_of(data: EventData) -> dict[str, Any]:

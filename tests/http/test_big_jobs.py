@@ -70,3 +70,43 @@ async def test_a_small_job_payload_keeps_its_duplicate_and_conflict_rules(client
     assert (await client.post("/v1/projects/P/jobs", json=reordered)).status == 200
     other = {**body, "payload": {"a": [1, 2], "b": 2}}
     assert (await client.post("/v1/projects/P/jobs", json=other)).status == 409
+
+
+async def test_a_big_workflow_input_is_never_parsed_in_the_server_process(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_loads = orjson.loads
+    big_parses: list[int] = []
+
+    def counting_loads(data: Any) -> Any:
+        if len(data) >= offload.BIG:
+            big_parses.append(len(data))
+        return real_loads(data)
+
+    monkeypatch.setattr(orjson, "loads", counting_loads)
+    raw = b'{"name": "big", "workflow_id": "wf-big", "input": ' + PAYLOAD + b"}"
+    created = await client.post("/v1/projects/P/workflows", data=raw,
+                                headers={"Content-Type": "application/json"})
+    assert created.status == 201, await created.text()
+    answer = await created.read()
+    later = await post_message(client, "P", "after-the-workflow")
+    listed = await client.get("/v1/projects/P/workflows",
+                              params={"min_position": later["position"]})
+    assert listed.status == 200, await listed.text()
+    assert big_parses == []
+    monkeypatch.setattr(orjson, "loads", real_loads)
+    # Not yet off the loop: a create of an existing id folds its history (a 409).
+    again = await client.post("/v1/projects/P/workflows", data=raw,
+                              headers={"Content-Type": "application/json"})
+    assert again.status == 409, await again.text()
+    view = orjson.loads(answer)
+    expected = {"z": 1, "a": [0] * 500_000}
+    assert view["workflow_id"] == "wf-big" and view["state"] == "waiting_for_start"
+    assert view["input"] == expected
+    assert view["history"][0]["data"]["input"] == expected
+    stored = await client.get("/v1/projects/P/workflows/wf-big")
+    assert (await stored.json())["input"] == expected
+    started = await client.post("/v1/projects/P/workflows/wf-big/start",
+                                json={"input": {"y": 2}})
+    assert started.status == 200, await started.text()
+    assert (await started.json())["input"] == {**expected, "y": 2}

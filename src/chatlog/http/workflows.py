@@ -10,15 +10,26 @@ is always current; the list comes from the workflows read model (with
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from chatlog import offload
 from chatlog.errors import InvalidInput, WaitTimeout
 from chatlog.events import WORKFLOW_STATES
-from chatlog.http._routing import Endpoint, Handler, json_response, read_body, read_query
+from chatlog.http._big_json import read_big
+from chatlog.http._routing import (
+    Endpoint,
+    Handler,
+    json_response,
+    read_body,
+    read_query,
+    read_raw_body,
+    validate_body,
+)
 from chatlog.http._state import state
 from chatlog.http.models import POSITION_PATTERN, Body, JsonObject, Query
 from chatlog.http.queries import wait_for_position
@@ -102,13 +113,23 @@ async def create_workflow(request: web.Request) -> web.Response:
     """Create a workflow; it waits for start until now + the start timeout."""
     st = state(request)
     project = st.authorized_project(request, write=True)
-    body = await read_body(request, CreateWorkflow)
+    raw = await read_raw_body(request)
+    if len(raw) < offload.BIG:
+        body = validate_body(raw, CreateWorkflow)
+    else:  # parsed and checked in the worker process (issue 15 #9)
+        body, blobs = await read_big(CreateWorkflow, raw, ("input",))
     orchestrator = st.orchestrator()
     view = await orchestrator.create_workflow(
         project, name=body.name, input=body.input, workflow_id=body.workflow_id,
         run_timeout=body.run_timeout,
     )
-    return json_response(view, 201)
+    if len(raw) < offload.BIG:
+        return json_response(view, 201)
+    # The input (in the view and in its created event) is a Fragment of blobs["input"].
+    mark = f"chatlog-fragment-{uuid.uuid4()}"
+    doc = view.model_dump_json(fallback=lambda _: mark, warnings=False).encode()
+    doc = doc.replace(f'"{mark}"'.encode(), blobs["input"])
+    return web.Response(status=201, body=doc, content_type="application/json")
 
 
 def _command(name: str, body_model: type[B], run: Command[B]) -> Handler:

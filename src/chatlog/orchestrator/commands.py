@@ -247,7 +247,7 @@ class WorkflowCommands:
         project: ProjectKey,
         *,
         name: str = "",
-        input: dict[str, Any] | None = None,
+        input: dict[str, Any] | orjson.Fragment | None = None,
         workflow_id: str | None = None,
         start_timeout: float | None = None,
         run_timeout: float | None = None,
@@ -265,8 +265,11 @@ class WorkflowCommands:
                    else _timeout(run_timeout, self.settings.run_timeout or 0.0, "run_timeout"))
 
         def build(_: WorkflowState) -> list[EventData]:
+            # A Fragment: a big input's JSON object, checked in the worker process.
+            make: Any = (WorkflowCreated.model_construct if isinstance(input, orjson.Fragment)
+                         else WorkflowCreated)
             return [
-                WorkflowCreated(
+                make(
                     name=name,
                     input=input or {},
                     start_timeout=timeout,

@@ -14,6 +14,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from chatlog.big_events import data_of
 from chatlog.errors import InvalidTransition
 from chatlog.events import (
@@ -207,7 +209,10 @@ class WorkflowState:
         self.state = target
         if event.type == WorkflowCreated.event_type:
             self.name = str(data.get("name", ""))
-            self.input = dict(data.get("input") or {})
+            given: Any = data.get("input")
+            # A big input built as an orjson.Fragment stays one (only a state folded
+            # from the log, whose input is a dict, is ever started and merged).
+            self.input = given if isinstance(given, orjson.Fragment) else dict(given or {})  # type: ignore[assignment]
             self.run_timeout = data.get("run_timeout")
         elif event.type == WorkflowStarted.event_type and data.get("input"):
             self.input = {**self.input, **data["input"]}

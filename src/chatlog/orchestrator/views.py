@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
 from chatlog.events import RecordedEvent
@@ -49,7 +50,9 @@ class WorkflowView(WorkflowSummary):
         """The view of a workflow folded from at least one event."""
         if state.position is None or state.created_at is None or state.updated_at is None:
             raise ValueError(f"workflow {state.id} has no events to show")
-        return cls(
+        # A big input as an orjson.Fragment (issue 15 #9) is written, not validated.
+        make: Any = cls.model_construct if isinstance(state.input, orjson.Fragment) else cls
+        return make(  # type: ignore[no-any-return]
             workflow_id=state.id,
             project=project,
             project_name=state.project_name,
