@@ -58,6 +58,18 @@ log = logging.getLogger(__name__)
 #: A stream entry with its fields as a dict (what ``read_raw`` returns).
 RawEntry = tuple[bytes, dict[bytes, bytes]]
 
+#: Lua: ``less(a, b)``, stream positions ``ms-seq`` compared as numbers.
+_LESS = """
+local function less(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if #am ~= #bm then return #am < #bm end
+  if am ~= bm then return am < bm end
+  if #as ~= #bs then return #as < #bs end
+  return as < bs
+end
+"""
+
 #: KEYS[1] stream, KEYS[2] horizon, KEYS[3] committed stream, KEYS[4..] index streams.
 #: ARGV[1] after (``0-0``: from the first), ARGV[2] count n, ARGV[3] '1': read the
 #: committed position. Walks each index after ``after`` until it has n positions:
@@ -67,15 +79,7 @@ RawEntry = tuple[bytes, dict[bytes, bytes]]
 #: '1' when the project's events between ``after`` and ``L`` may be archived (the
 #: walk began at the index's first entry, the index is empty, or it met archived
 #: positions), else ''; then the entries found, in position order per index.
-READ_PROJECTS = """
-local function less(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  if #am ~= #bm then return #am < #bm end
-  if am ~= bm then return am < bm end
-  if #as ~= #bs then return #as < #bs end
-  return as < bs
-end
+READ_PROJECTS = _LESS + """
 local after, n = ARGV[1], tonumber(ARGV[2])
 local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
 local L = head and head[1] or ''
@@ -120,15 +124,7 @@ return {redis.call('GET', KEYS[2]) or '', committed, L, flags, entries}
 #: a position before the stream's first entry ``L`` (archived). Returns ``{L, flags,
 #: entries}``: per index '1' when the walk ended short (the project's older events
 #: may be archived), else ''; then the entries found, newest first per index.
-READ_PROJECTS_BEFORE = """
-local function less(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  if #am ~= #bm then return #am < #bm end
-  if am ~= bm then return am < bm end
-  if #as ~= #bs then return #as < #bs end
-  return as < bs
-end
+READ_PROJECTS_BEFORE = _LESS + """
 local n = tonumber(ARGV[2])
 local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
 local L = head and head[1] or ''
