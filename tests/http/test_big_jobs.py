@@ -110,3 +110,22 @@ async def test_a_big_workflow_input_is_never_parsed_in_the_server_process(
                                 json={"input": {"y": 2}})
     assert started.status == 200, await started.text()
     assert (await started.json())["input"] == {**expected, "y": 2}
+
+
+async def test_big_job_and_workflow_bodies_keep_the_strict_rules(client: Any) -> None:
+    pad = b" " * 70_000
+    for path, raw, field in [
+        ("jobs", b'{"kind": "echo", "payload": [1]}' + pad, "payload"),
+        ("jobs", b'{"kind": 5, "payload": {}}' + pad, "kind"),
+        ("jobs", b'{"kind": "echo", "payload": {"n": 18446744073709551616}}' + pad, "64-bit"),
+        ("jobs", b'{"kind": "echo", "payload": {' + pad, "JSON"),
+        ("workflows", b'{"input": {"f": [1e400]}}' + pad, "input|JSON"),
+        ("workflows", b'{"name": "x", "surprise": 1}' + pad, "surprise"),
+    ]:
+        resp = await client.post(f"/v1/projects/P/{path}", data=raw,
+                                 headers={"Content-Type": "application/json"})
+        assert resp.status == 400, (raw[:60], await resp.text())
+        assert resp.content_type == "application/problem+json"
+        doc = await resp.json()
+        fields = {e["field"] for e in doc.get("errors", [])}
+        assert any(f in fields or f in doc["detail"] for f in field.split("|")), doc

@@ -15,17 +15,21 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from chatlog import offload
+from chatlog.errors import InvalidInput
 from chatlog.http._routing import RequestInvalid, plain_errors, validate_big
 
 M = TypeVar("M", bound=BaseModel)
 
 
 def prepare(model: type[M], raw: bytes, big: tuple[str, ...]) -> tuple[Any, ...]:
-    """In the worker: ("ok", small fields, {big field: JSON}) or ("invalid", errors)."""
+    """In the worker: ("ok", small fields, {big field: JSON}), ("invalid", errors)
+    or ("error", message)."""
     try:
         body = validate_big(model, raw)
     except ValidationError as exc:
         return ("invalid", plain_errors(exc))
+    except InvalidInput as exc:
+        return ("error", str(exc))
     fields = body.model_dump(exclude=set(big))
     blobs = {name: orjson.dumps(getattr(body, name), option=orjson.OPT_SORT_KEYS)
              for name in big}
@@ -38,6 +42,8 @@ async def read_big(model: type[M], raw: bytes, big: tuple[str, ...]) -> tuple[M,
     reply = await offload.run(prepare, model, raw, big)
     if reply[0] == "invalid":
         raise RequestInvalid("body", reply[1])
+    if reply[0] == "error":
+        raise InvalidInput(reply[1])
     _, fields, blobs = reply
     fragments: dict[str, Any] = {name: orjson.Fragment(blob) for name, blob in blobs.items()}
     return model.model_construct(**fields, **fragments), blobs
