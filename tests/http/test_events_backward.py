@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from chatlog.eventstore.codec import parse_position
 from tests.http.conftest import bearer, post_message
 
 
@@ -62,7 +63,16 @@ async def test_backward_merges_partitions_newest_first(api) -> None:
     client = await api(partitions=3)
     sent = [await post_message(client, f"P{i % 5}", f"m{i}") for i in range(15)]
     got = await walk_back(client, 4)
-    assert got == [s["message_id"] for s in sent][::-1]
+    ids = [s["message_id"] for s in sent]
+    assert sorted(got) == sorted(ids) and len(got) == len(ids)
+    sent_by_id = {s["message_id"]: s for s in sent}
+    # Newest first by position across partitions; two partitions' appends in the same
+    # millisecond may tie (no order between them), within a partition the order is exact.
+    keys = [parse_position(sent_by_id[i]["position"]) for i in got]
+    assert keys == sorted(keys, reverse=True)
+    for p in range(3):
+        assert ([i for i in got if sent_by_id[i]["partition"] == p]
+                == [i for i in ids[::-1] if sent_by_id[i]["partition"] == p])
     top = await page(client, before="end", limit="1")
     assert len(top["cursor"].split(",")) == 3
 
