@@ -390,12 +390,11 @@ class Archive:
         partition = staged.partition
         with self._lock:
             m = self._read_manifest(partition)
-            if fence < m.fence:
+            try:
+                m.admit(fence, "published; this segment was not")
+            except ArchiveConflict:
                 self.discard(staged)
-                raise ArchiveConflict(
-                    f"partition {partition}: an archiver with a newer lease (fencing token "
-                    f"{m.fence} > {fence}) published; this segment was not"
-                )
+                raise
             if m.segments and parse_position(staged.first) <= parse_position(m.segments[-1].last):
                 self.discard(staged)
                 raise ArchiveConflict(

@@ -33,12 +33,7 @@ def delete_before(self: Any, partition: int, position: str, *,
     before = parse_position(position)
     with self._lock:
         m = self._read_manifest(partition)
-        if fence is not None and fence < m.fence:
-            raise ArchiveConflict(
-                f"partition {partition}: an archiver with a newer lease (fencing token "
-                f"{m.fence} > {fence}) owns this archive"
-            )
-        fence = m.fence if fence is None else max(m.fence, fence)
+        fence = m.admit(fence, "owns this archive")
         removed = 0
         kept: list[SegmentEntry] = []
         dropped: list[str] = []

@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from chatlog.errors import ArchiveConflict
 from chatlog.eventstore.archive import _segments as seg
 from chatlog.eventstore.archive._delete import replace_segments
 from chatlog.eventstore.archive._manifest import Manifest, SegmentEntry
@@ -66,12 +65,7 @@ def erase_rows(archive: Archive, partition: int, project: str, aggregate: str | 
     storage = archive.storage
     with archive._lock:
         m = archive._read_manifest(partition)
-        if fence is not None and fence < m.fence:
-            raise ArchiveConflict(
-                f"partition {partition}: an archiver with a newer lease (fencing token "
-                f"{m.fence} > {fence}) owns this archive; the erasure did not rewrite it"
-            )
-        fence = m.fence if fence is None else max(m.fence, fence)
+        fence = m.admit(fence, "owns this archive; the erasure did not rewrite it")
         if not m.segments:
             return ArchiveErasure()
         erased = rewritten = dropped_n = written = 0

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from chatlog.errors import ArchiveCorrupt
+from chatlog.errors import ArchiveConflict, ArchiveCorrupt
 from chatlog.eventstore.archive._segments import FORMAT
 
 MANIFEST = "manifest.json"
@@ -75,6 +75,19 @@ class Manifest:
     #: there are about log2(segments) of them and a publish rewrites little.
     indexes: list[IndexRun] = field(default_factory=list)
     segments: list[SegmentEntry] = field(default_factory=list)
+
+    def admit(self, fence: int | None, refused: str) -> int:
+        """The fencing token a writer holding ``fence`` records here (None: no lease, the
+        manifest's own); :class:`ArchiveConflict` ending in ``refused`` when a newer
+        lease published here."""
+        if fence is None:
+            return self.fence
+        if fence < self.fence:
+            raise ArchiveConflict(
+                f"partition {self.partition}: an archiver with a newer lease (fencing token "
+                f"{self.fence} > {fence}) {refused}"
+            )
+        return max(self.fence, fence)
 
     def dumps(self) -> bytes:
         doc: dict[str, Any] = {"format": FORMAT, **asdict(self)}
