@@ -25,14 +25,11 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from chatlog.errors import ArchiveConflict, ArchiveCorrupt, InvalidInput
-from chatlog.eventstore.archive import _segments as seg
 from chatlog.eventstore.archive._fs import Storage, storage_for
+from chatlog.eventstore.archive._lazy import LazyModule
 from chatlog.eventstore.archive._manifest import (
     MANIFEST,
     IndexRun,
@@ -41,6 +38,18 @@ from chatlog.eventstore.archive._manifest import (
     SegmentInfo,
 )
 from chatlog.eventstore.codec import START, parse_position
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from chatlog.eventstore.archive import _segments as seg
+else:  # imported when a segment is first read or written (see _lazy.py)
+    pa = LazyModule("pyarrow")
+    pc = LazyModule("pyarrow.compute")
+    pq = LazyModule("pyarrow.parquet")
+    seg = LazyModule("chatlog.eventstore.archive._segments")
 
 #: Called with the name of each step a write reached (the archiver's fault hook).
 StepHook = Callable[[str], None]
@@ -334,13 +343,15 @@ class Archive:
         entries: Sequence[tuple[bytes, Sequence[bytes]]],
         *,
         on_step: StepHook | None = None,
-        row_group_rows: int = seg.ROW_GROUP_ROWS,
+        row_group_rows: int | None = None,
     ) -> StagedSegment:
         """Write ``entries`` (consecutive, position order) as a segment under a temporary
         name, fsync it, read it back and check its count and checksum. Nothing is
         visible to readers until :meth:`publish`."""
         if not entries:
             raise InvalidInput("a segment needs at least one event")
+        if row_group_rows is None:
+            row_group_rows = seg.ROW_GROUP_ROWS
         table = seg.table_of(entries)
         checksum = seg.checksum_of(table)
         first = str(table.column("position")[0])
