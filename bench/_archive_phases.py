@@ -9,6 +9,7 @@ chatlog``) on the bench's Valkey, with the settings a deployment would give them
 from __future__ import annotations
 
 import asyncio
+import compileall
 import json
 import os
 import socket
@@ -128,12 +129,21 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def compile_sources() -> None:
+    """Byte-compile chatlog's sources, as installing it does (pip writes the ``.pyc``
+    files). The bench runs chatlog from the checkout, and with
+    PYTHONDONTWRITEBYTECODE set (as here) every ``chatlog serve`` would otherwise
+    compile its ~150 modules again: ~0.3 s of each start-up measured."""
+    compileall.compile_dir(str(ROOT / "src"), quiet=1)
+
+
 def serve_start(env: dict[str, str], *, page: tuple[int, str | None, int] | None = None,
                 timeout: float = 900.0) -> dict[str, Any]:
     """Start ``chatlog serve``; seconds to listening and to ``/readyz`` 200, the CPU
     seconds the process had used by then (start-up work, apart from waiting for the
     shared machine's cores), and what /readyz said then. With ``page`` = (k, hot cursor, hot k): also /v1/events paging
     rates, from the start (archive) and from ``hot cursor`` (Redis). Stopped by pid."""
+    compile_sources()
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
