@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlite_utils.db import DescIndex
 
 from chatlog.events import MessageAppended, RecordedEvent
 from chatlog.eventstore.codec import flat_fields
@@ -204,7 +203,7 @@ class ConversationsProjection:
             ["project", "thread_id", "version"], index_name="messages_by_thread",
             unique=True, if_not_exists=True)
         db["threads"].create_index(  # type: ignore[union-attr]
-            ["project", DescIndex("updated_ms"), DescIndex("updated_seq")],
+            ["project", _db.desc("updated_ms"), _db.desc("updated_seq")],
             index_name="threads_by_recency", if_not_exists=True)
         db["projects"].create_index(  # type: ignore[union-attr]
             ["name", "project"], index_name="projects_by_name", if_not_exists=True)
