@@ -291,8 +291,8 @@ class SingleServer(Topology):
         horizon, first, entries = await _lean_reads.read_flat_first(
             self._lean_reads, keys, partition, after, limit, committed=self.committed_only)
         check_horizon(partition, after, horizon)
-        if flat:
-            return entries, first
+        if flat:  # (position, fields) tuples, as every other read gives them
+            return [(pos, f) for pos, f in entries], first
         return [(pos, dict(zip(f[::2], f[1::2], strict=True))) for pos, f in entries], first
 
     async def xrange_flat(self, key: str, start: str, count: int) -> list[FlatEntry]:
