@@ -26,9 +26,10 @@ passing every 0.2 s. Measured:
   XRANGE-based rebuild); goal >= 150,000 events/s, >= 1.5x, peak RSS < 500 MB.
 - ``chatlog serve`` on the log with the read model that rebuild left: seconds
   to listening and to ``/readyz`` 200 (goal < 2 s), and ``/v1/events`` paging
-  (limit 1,000) from the start (archive) beside paging the hot tail (Redis);
-  once more on a fresh data dir (no read model: it catches up in the
-  background, which ``/readyz`` shows).
+  (limit 1,000) from the start (archive) beside paging the hot tail (Redis), a
+  page of each in turn; once more on a fresh data dir (no read model: it
+  catches up in the background, which ``/readyz`` shows). chatlog's sources
+  are byte-compiled first, as installing it does.
 
 The fill runs once (it is the long part); the other phases ``--reps`` times
 (rebuilds ``--rebuild-reps``).
