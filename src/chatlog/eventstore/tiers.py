@@ -249,15 +249,19 @@ def archive_tier(archive: Archive,
 # -- the store's reads, completed from the archive ------------------------------------
 
 
+def _deleted_since(archive: Archive, partition: int, horizon: bytes | None) -> bool:
+    """Whether the cached manifest may predate the deletion ``horizon`` records."""
+    oldest = archive.oldest(partition)
+    return horizon is not None and oldest is not None and _key(oldest) <= _key(horizon)
+
+
 def _archive_page(archive: Archive, partition: int, after: str, limit: int,
                   horizon: bytes | None) -> list[FlatEntry]:
     """The archive's page after ``after`` when the archive alone may serve it (see
     :func:`read_both`; empty otherwise). The manifest is re-read first when it
     predates the deletion that ``horizon`` (the last position deleted) records."""
-    if horizon is not None:
-        oldest = archive.oldest(partition)
-        if oldest is not None and _key(oldest) <= _key(horizon):
-            archive.reload()  # a deletion made elsewhere since the manifest was read
+    if _deleted_since(archive, partition, horizon):
+        archive.reload()  # a deletion made elsewhere since the manifest was read
     newest = archive.newest(partition)
     if newest is None or (after != START and _key(after) >= _key(newest)):
         return []
@@ -270,19 +274,26 @@ async def read_both(topology: Topology, keys: Keys, archive: Archive, partition:
     ``flat``, else dicts), checked against the deletion horizon.
 
     A cursor before the archive's newest position (as last seen) is first served
-    from the archive alone, after a check against the deletion horizon (one GET):
-    when the archive holds a whole page after it, every entry of that page is
-    older than anything Redis holds but a crash's leftovers (the same events), so
-    the page is complete and the hot tail is not read (a replay from the start
-    does not also fetch a page of Redis per archived page). Otherwise the rule
-    above finds the boundary."""
-    if limit > 0 and archive.newest(partition) is not None:
-        horizon = await guard(topology.raw_horizon(keys, partition))
+    from the archive alone, checked against the deletion horizon (one GET, sent
+    while the page is read): when the archive holds a whole page after it, every
+    entry of that page is older than anything Redis holds but a crash's leftovers
+    (the same events), so the page is complete and the hot tail is not read (a
+    replay from the start does not also fetch a page of Redis per archived page).
+    Otherwise the rule above finds the boundary."""
+    newest = archive.newest(partition) if limit > 0 else None
+    if newest is not None and (after == START or _key(after) < _key(newest)):
+        # The horizon and the archive's page at once (the page is checked against the
+        # horizon after; a deletion the cached manifest predates reads it again).
+        horizon, cold_only = await asyncio.gather(
+            guard(topology.raw_horizon(keys, partition)),
+            asyncio.to_thread(_archive_page, archive, partition, after, limit, None))
         check_horizon(partition, after, horizon)
-        cold_only = await asyncio.to_thread(_archive_page, archive, partition, after, limit,
-                                            horizon)
+        if _deleted_since(archive, partition, horizon):
+            cold_only = await asyncio.to_thread(_archive_page, archive, partition, after,
+                                                limit, horizon)
         if len(cold_only) >= limit:
             return cold_only if flat else [(pos, flat_fields(f)) for pos, f in cold_only]
+    # Otherwise Redis first: its read checks the horizon in the same round trip.
     read, first = await topology.read_checked_first(keys, partition, after, limit, flat=flat)
     hot: list[Any] = read
     if not needs_archive(hot, first):
