@@ -77,9 +77,15 @@ def dump_json(model: BaseModel) -> bytes:
         return f"{mark}{len(fragments) - 1}"
 
     doc = model.model_dump_json(fallback=fallback, warnings=False).encode()
-    for i, blob in enumerate(fragments):
-        doc = doc.replace(f'"{mark}{i}"'.encode(), blob, 1)
-    return doc
+    if not fragments:
+        return doc
+    # One pass: each piece after the first starts with a fragment's index and its '"'.
+    first, *rest = doc.split(f'"{mark}'.encode())
+    out = [first]
+    for piece in rest:
+        index, tail = piece.split(b'"', 1)
+        out += (fragments[int(index)], tail)
+    return b"".join(out)
 
 
 def json_answer(model: BaseModel, status: int = 200) -> web.Response:
