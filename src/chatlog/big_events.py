@@ -108,3 +108,23 @@ async def merged(first: Any, second: Any) -> orjson.Fragment:
     merged in the worker process (a workflow's input updated by its start)."""
     blob = await offload.run(merge_objects, fragment_json(first), fragment_json(second))
     return orjson.Fragment(blob)
+
+
+def split_data(body: bytes) -> tuple[bytes, bytes]:
+    """In the worker process: the body with empty data, and the data's JSON as it was."""
+    doc = orjson.loads(body)
+    data = doc.pop("d", {}) if isinstance(doc, dict) else {}
+    return orjson.dumps({**doc, "d": {}}), orjson.dumps(data)
+
+
+async def decode_unparsed(partition: int, position: bytes | str,
+                          fields: dict[bytes, bytes]) -> RecordedEvent:
+    """``decode_entry`` for readers that only write the event out again (replay, SSE):
+    a big body's data is split off in the worker process and comes as an
+    ``orjson.Fragment`` in place of the dict, which orjson writes as it is."""
+    body = fields[b"b"]
+    if len(body) < offload.BIG or body[:1] == BLOB_MARK:
+        return decode_entry(partition, position, fields)
+    small, data = await offload.run(split_data, body)
+    event = decode_entry(partition, position, {**fields, b"b": small})
+    return event.model_copy(update={"data": orjson.Fragment(data)})

@@ -29,6 +29,7 @@ from chatlog.eventstore.project_index import read_projects_before
 from chatlog.filters import require_known_types
 from chatlog.http._routing import Endpoint, json_response, read_query
 from chatlog.http._scan import SCAN_BUDGET, Scan, Scanned, own_projects, scan
+from chatlog.http._sse import out_json
 from chatlog.http._state import AppState, state
 from chatlog.http.auth import Principal
 from chatlog.http.fanout import Subscriber
@@ -284,8 +285,7 @@ async def list_events(request: web.Request) -> web.StreamResponse:
         sep = b""
         while batch is not None:
             if batch:
-                await response.write(sep + b",".join(
-                    event_out(ev, cur).model_dump_json().encode() for ev, cur in batch))
+                await response.write(sep + b",".join(out_json(ev, cur) for ev, cur in batch))
                 sep = b","
             batch = await anext(batches, None)
     tail = {"cursor": str(pass_.cursor), "has_more": pass_.more}
