@@ -33,8 +33,11 @@ def prepare(model: type[M], raw: bytes, big: tuple[str, ...]) -> tuple[Any, ...]
     except InvalidInput as exc:
         return ("error", str(exc))
     fields = body.model_dump(exclude=set(big))
-    blobs = {name: orjson.dumps(getattr(body, name), option=orjson.OPT_SORT_KEYS)
-             for name in big}
+    try:
+        blobs = {name: orjson.dumps(getattr(body, name), option=orjson.OPT_SORT_KEYS)
+                 for name in big}
+    except orjson.JSONEncodeError as exc:  # nested deeper than JSON is stored (254 levels)
+        return ("error", f"the request body cannot be stored: {exc}")
     return ("ok", fields, blobs)
 
 
