@@ -4,14 +4,24 @@ partition's (a real ``chatlog`` process against a real Valkey)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import subprocess
 import sys
 from typing import Any
 
 from chatlog.eventstore import EventStore
 from tests.helpers import message
+
+
+async def _tail(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """``chatlog tail --no-follow ARGS`` in a process of its own: exit code, out, err."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chatlog", "tail", "--no-follow", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
 
 
 async def _sent(store: EventStore) -> int:
@@ -33,20 +43,16 @@ async def test_tail_project_costs_that_projects_events_not_its_partitions(
         await store.append([mine[2]])
         env = {**os.environ, "CHATLOG_REDIS_URL": redis_url, "CHATLOG_KEY_PREFIX": key_prefix}
         before = await _sent(store)
-        proc = subprocess.run([sys.executable, "-m", "chatlog", "tail", "--no-follow",
-                               "--project", "Mine"], env=env, capture_output=True, text=True,
-                              timeout=60)
+        code, out, err = await _tail(env, "--project", "Mine")
         sent = await _sent(store) - before
-        assert proc.returncode == 0, proc.stderr
-        events = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert code == 0, err
+        events = [json.loads(line) for line in out.splitlines()]
         assert [e["data"]["content"] for e in events] == ["m0", "m1", "m2"]
         assert [e["id"] for e in events] == [str(e.id) for e in mine]
         # The partition holds 4 MB of the other project's events; the tail got none of them.
         assert sent < 500_000, f"Valkey sent {sent} bytes for 3 small events"
-        resumed = subprocess.run([sys.executable, "-m", "chatlog", "tail", "--no-follow",
-                                  "--project", "Mine", "--after", events[0]["cursor"]],
-                                 env=env, capture_output=True, text=True, timeout=60)
-        assert [json.loads(line)["data"]["content"]
-                for line in resumed.stdout.splitlines()] == ["m1", "m2"]
+        code, out, err = await _tail(env, "--project", "Mine", "--after", events[0]["cursor"])
+        assert code == 0, err
+        assert [json.loads(line)["data"]["content"] for line in out.splitlines()] == ["m1", "m2"]
     finally:
         await store.close()
