@@ -1,5 +1,5 @@
 """A legal 1 MB event goes out to its readers (live SSE subscribers through the shared
-fan-out, an SSE catch-up, a JSON replay) as the stored JSON, never parsed nor encoded
+fan-out, an SSE catch-up, a JSON replay forwards and backwards) as the stored JSON, never parsed nor encoded
 again in the server's process (issue 15 #9); the figure is bench_bigbody.py --endpoint sse."""
 
 from __future__ import annotations
@@ -91,6 +91,9 @@ async def test_big_events_reach_sse_and_replay_readers_unparsed(
                               params={"project": "Big", "after": before["position"]})
     assert replay.status == 200
     replayed = await replay.read()
+    backward = await client.get("/v1/events", params={"project": "Big", "before": "end"})
+    assert backward.status == 200
+    newest_first = await backward.read()
     live_answer.close()
     caught_up.close()
     assert big == []
@@ -98,7 +101,7 @@ async def test_big_events_reach_sse_and_replay_readers_unparsed(
     monkeypatch.setattr(orjson, "dumps", real_dumps)
     metadata = {"a": TINY, "z": "é"}
     for doc in (orjson.loads(live_data), orjson.loads(catch_up_data),
-                orjson.loads(replayed)["events"][0]):
+                orjson.loads(replayed)["events"][0], orjson.loads(newest_first)["events"][0]):
         assert doc["id"] == message_id.decode()
         assert doc["type"] == "message.appended" and doc["project_name"] == "Big"
         assert doc["data"]["metadata"] == metadata and doc["data"]["content"] == "big"
