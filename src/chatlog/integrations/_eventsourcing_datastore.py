@@ -14,7 +14,9 @@ from chatlog.eventstore.codec import START
 from chatlog.eventstore.scripted import run_append_script
 from chatlog.identity import ProjectKey
 from chatlog.integrations._archived import archived_entries_sync, body_of
-from chatlog.integrations._eventsourcing_scripts import _INSERT
+from chatlog.integrations._eventsourcing_multi import MULTI_MIN, Row, Target, Tracked
+from chatlog.integrations._eventsourcing_multi import insert as multi_insert
+from chatlog.integrations._eventsourcing_scripts import _CHECK, _INSERT
 from chatlog.integrations._runtime import (
     LoopThread,
     digest,
@@ -82,6 +84,9 @@ class Datastore:
                 self.redis.set_response_callback(command, _raw)
         self.insert_script = self.redis.register_script(_INSERT)
         self.insert_script_async = self.store.redis.register_script(_INSERT)
+        self.check_script = self.redis.register_script(_CHECK)
+        #: Whether large batches may go as MULTI/EXEC: one server, acknowledged locally.
+        self.multi_ok = isinstance(self.redis, Redis) and self.store.ack != "replicated"
         self._closed = False
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -140,12 +145,36 @@ class Datastore:
     def originator_id(self, text: str) -> uuid.UUID | str:
         return _uuid(text) if self.originator_id_type == "uuid" else text
 
-    def insert(self, keys: list[str], args: list[Any]) -> Any:
-        """Run the insert script as the store acknowledges appends: in this thread
-        under ``ack=local``; under ``ack=replicated`` through the store (on the loop)."""
+    def insert(self, target: Target, rows: list[Row], tracked: Tracked | None,
+               application: bool) -> tuple[str, Any]:
+        """Write a batch atomically: ``('ok', notification ids)``, ``('conflict', index
+        of the event)`` or ``('tracking', recorded position)``.
+
+        A large batch on one server under ``ack=local`` goes as one MULTI/EXEC
+        (:mod:`._eventsourcing_multi`); any other, or one whose watched keys
+        changed meanwhile, is one call of the insert script: in this thread under
+        ``ack=local``, through the store (on the loop) under ``ack=replicated``."""
+        if self.multi_ok and len(rows) >= MULTI_MIN:
+            done = multi_insert(self.redis, self.check_script, target, rows, tracked,
+                                application)
+            if done is not None:
+                return done
+        keys = [target.log, target.versions, target.sequence, target.notifications,
+                target.tracking]
+        args: list[Any] = [target.base, "1" if application else "0"]
+        args += list(tracked) if tracked is not None else ["", 0, "", "", "", "", ""]
+        args += [len(rows), target.record_type, target.aggregate_prefix, target.index_prefix]
+        for eid, oid, d, version, topic, head, tail, state in rows:
+            args += [eid, oid, d, version, topic, head, tail, state]
         if self.store.ack != "replicated":
-            return self.insert_script(keys=keys, args=args)
-        return self.run(run_append_script(self.store, self.insert_script_async, keys, args))
+            reply = self.insert_script(keys=keys, args=args)
+        else:
+            reply = self.run(run_append_script(self.store, self.insert_script_async, keys,
+                                               args))
+        status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        if status != "ok":
+            return status, int(reply[1])
+        return status, [int(x) for x in reply[2 : 2 + 2 * len(rows) : 2]]
 
     def scored(self, key: str, low: str, high: str, offset: int,
                count: int) -> list[tuple[bytes, int]]:

@@ -100,3 +100,37 @@ if ARGV[3] ~= '' then
 end
 return out
 """
+
+# What a batch written as one MULTI/EXEC (chatlog.integrations._eventsourcing_multi) must
+# know first, read under WATCH of every key it reads; it writes nothing.
+# KEYS: log, versions, sequence, tracking, then the originators' keys
+# ARGV: upstream ('' = none), the tracking record's aggregate, then per originator:
+# aggregate, lowest and highest version of the batch.
+# -> {seconds, microseconds, the log's last generated id, sequence, tracked ('' = none),
+#     the tracking aggregate's version, {version per originator},
+#     {{versions recorded in [lowest, highest]} per originator}}
+_CHECK = """
+local t = redis.call('TIME')
+local last = '0-0'
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] break end
+  end
+end
+local tracked, tversion = '', '0'
+if ARGV[1] ~= '' then
+  tracked = redis.call('HGET', KEYS[4], ARGV[1]) or ''
+  tversion = redis.call('HGET', KEYS[2], ARGV[2]) or '0'
+end
+local versions, hits = {}, {}
+for g = 5, #KEYS do
+  local b = 3 + (g - 5) * 3
+  versions[#versions + 1] = redis.call('HGET', KEYS[2], ARGV[b]) or '0'
+  local rows = redis.call('ZRANGEBYSCORE', KEYS[g], ARGV[b + 1], ARGV[b + 2], 'WITHSCORES')
+  local scores = {}
+  for j = 2, #rows, 2 do scores[#scores + 1] = rows[j] end
+  hits[#hits + 1] = scores
+end
+return {t[1], t[2], last, redis.call('GET', KEYS[3]) or '0', tracked, tversion, versions, hits}
+"""

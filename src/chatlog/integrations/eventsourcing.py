@@ -62,6 +62,7 @@ from chatlog.eventstore.codec import BLOB_MARK, START, Cursor, split_body
 from chatlog.eventstore.store import EventStore
 from chatlog.identity import random_uuid
 from chatlog.integrations._eventsourcing_datastore import Datastore
+from chatlog.integrations._eventsourcing_multi import Row, Target, Tracked
 from chatlog.integrations._runtime import (
     digest,
     event_body,
@@ -121,6 +122,14 @@ class ChatlogRecorder:
         self._sequence = f"{self.base}:seq"
         self._notifications = f"{self.base}:n"
         self._tracking = f"{self.base}:t"
+        project = datastore.project.key
+        self._target = Target(
+            log=self._log, versions=self._versions, sequence=self._sequence,
+            notifications=self._notifications, tracking=self._tracking,
+            project_index=keys.project_index(p, project), base=self.base,
+            record_type=_RECORDED, aggregate_prefix=f"{project}/eventsourcing/{name}/",
+            index_prefix=keys.aggregate_index(p, ""),
+        )
         self._lock = threading.Lock()
         self._listeners: set[threading.Event] = set()
 
@@ -134,24 +143,19 @@ class ChatlogRecorder:
         self, stored_events: Sequence[StoredEvent], *, application: bool,
         tracking: Tracking | None = None,
     ) -> list[int]:
-        args: list[Any] = [self.base, "1" if application else "0"]
+        project = self.datastore.project
+        tracked: Tracked | None = None
         if tracking is not None:
             aggregate, index = self._aggregate(f"tracking/{tracking.application_name}")
             eid, type_, _, body = event_body(
-                self.datastore.project, "eventsourcing",
-                f"{self.name}/tracking/{tracking.application_name}",
+                project, "eventsourcing", f"{self.name}/tracking/{tracking.application_name}",
                 EventsourcingTracked(recorder=self.name, upstream=tracking.application_name,
                                      notification_id=tracking.notification_id),
                 None,
             )
-            args += [tracking.application_name, tracking.notification_id, eid, type_,
-                     aggregate, body, index]
-        else:
-            args += ["", 0, "", "", "", "", ""]
-        project = self.datastore.project
-        args += [len(stored_events), _RECORDED,
-                 f"{project.key}/eventsourcing/{self.name}/",
-                 self.datastore.store.keys.aggregate_index(self.datastore.partition, "")]
+            tracked = (tracking.application_name, tracking.notification_id, eid, type_,
+                       aggregate, body, index)
+        rows: list[Row] = []
         digests: dict[str, str] = {}
         for s in stored_events:
             # The body exactly as codec.encode_body writes an EventsourcingRecorded event
@@ -170,15 +174,12 @@ class ChatlogRecorder:
             d = digests.get(oid)
             if d is None:
                 d = digests[oid] = digest(oid)
-            args += [str(random_uuid()), oid, d, s.originator_version, s.topic, head, tail,
-                     bytes(s.state)]
-        reply = self.datastore.insert(
-            [self._log, self._versions, self._sequence, self._notifications, self._tracking],
-            args,
-        )
-        status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            rows.append((str(random_uuid()), oid, d, s.originator_version, s.topic, head, tail,
+                         bytes(s.state)))
+        reply = self.datastore.insert(self._target, rows, tracked, application)
+        status, detail = reply
         if status == "conflict":
-            s = stored_events[int(reply[1])]
+            s = stored_events[int(detail)]
             raise IntegrityError(
                 f"stored event {s.originator_id} version {s.originator_version} exists "
                 f"already in {self.name!r} (or twice in this batch)"
@@ -187,11 +188,12 @@ class ChatlogRecorder:
             assert tracking is not None
             raise IntegrityError(
                 f"tracking {tracking.application_name} notification {tracking.notification_id} "
-                f"is not after the recorded {int(reply[1])} in {self.name!r}"
+                f"is not after the recorded {int(detail)} in {self.name!r}"
             )
         for listener in list(self._listeners):
             listener.set()
-        return [int(x) for x in reply[2 : 2 + 2 * len(stored_events) : 2]]
+        nids: list[int] = detail
+        return nids
 
     def _select_events(
         self, originator_id: uuid.UUID | str, *, gt: int | None, lte: int | None, desc: bool,
