@@ -1,0 +1,143 @@
+"""Large eventsourcing batches go as one MULTI/EXEC; they leave exactly what the insert
+script leaves (the same log events, indexes and notifications), and a batch whose
+watched keys change before EXEC is written by the script instead, once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+from eventsourcing.utils import Environment
+from redis import Redis
+
+from chatlog.events import RecordedEvent, aggregate_key
+from chatlog.eventstore import EventStore
+from chatlog.integrations.eventsourcing import ChatlogFactory
+
+DATASTORE = "chatlog.integrations._eventsourcing_datastore"
+X, Y, Z = (uuid.UUID(int=n) for n in (1, 2, 3))
+
+
+def _events(oid: uuid.UUID, first: int, count: int) -> list[StoredEvent]:
+    return [StoredEvent(originator_id=oid, originator_version=v, topic=f"t:{v % 3}",
+                        state=bytes([v % 256]) * v)
+            for v in range(first, first + count)]
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """The outcomes of the MULTI/EXEC path (None: a watched key changed)."""
+    import chatlog.integrations._eventsourcing_datastore as datastore
+
+    outcomes: list[Any] = []
+    real = datastore.multi_insert
+
+    def recorded(*args: Any) -> Any:
+        outcomes.append(real(*args))
+        return outcomes[-1]
+
+    monkeypatch.setattr(f"{DATASTORE}.multi_insert", recorded)
+    yield outcomes
+
+
+def _write(url: str, prefix: str) -> list[Any]:
+    factory = ChatlogFactory(Environment("Bank", {"CHATLOG_REDIS_URL": url,
+                                                  "CHATLOG_KEY_PREFIX": prefix}))
+    try:
+        process = factory.process_recorder()
+        snapshots = factory.aggregate_recorder("snapshots")
+        ids = [process.insert_events(_events(X, 1, 12), tracking=Tracking("Up", 3))]
+        ids.append(process.insert_events(_events(Y, 1, 3)))
+        ids.append(process.insert_events(_events(X, 13, 12) + _events(Y, 4, 12)))
+        snapshots.insert_events(_events(Z, 1, 11))
+        with pytest.raises(IntegrityError):  # version 20 of X exists: nothing is written
+            process.insert_events(_events(Y, 16, 5) + _events(X, 20, 1) + _events(Y, 21, 9))
+        with pytest.raises(IntegrityError):  # tracking must move forward
+            process.insert_events(_events(Y, 16, 12), tracking=Tracking("Up", 3))
+        notes = [(n.id, n.originator_id, n.originator_version, n.topic, n.state)
+                 for n in process.select_notifications(1, 100)]
+        events = [(e.originator_version, e.state) for e in snapshots.select_events(Z)]
+        return [ids, notes, events, process.max_tracking_id("Up")]
+    finally:
+        factory.close()
+
+
+def _aggregate(event: RecordedEvent) -> str:
+    return aggregate_key(event.project, event.aggregate_type, event.aggregate_id)
+
+
+async def _log(url: str, prefix: str) -> dict[str, Any]:
+    """The log's events (without ids and positions) and how the indexes name them."""
+    store = await EventStore.open(url, prefix=prefix)
+    try:
+        events = [e for p in range(store.partitions) for e in await store.read(p)]
+        redis = Redis.from_url(url)
+        try:
+            project = events[0].project
+            p = store.partition_of(project)
+            positions = [e.position for e in events]
+            index = [x[0].decode() for x in redis.xrange(store.keys.project_index(p, project))]
+            assert index == positions
+            for aggregate in {_aggregate(e) for e in events}:
+                mine = [e for e in events if _aggregate(e) == aggregate]
+                listed = redis.lrange(store.keys.aggregate_index(p, aggregate), 0, -1)
+                assert [x.decode() for x in listed] == [e.position for e in mine]
+                assert [e.version for e in mine] == list(range(1, len(mine) + 1))
+                assert int(redis.hget(store.keys.versions(p), aggregate) or 0) == len(mine)
+        finally:
+            redis.close()
+        return {"events": [(e.type, e.aggregate_id, e.version, e.typed_data(), e.blob)
+                           for e in events]}
+    finally:
+        await store.close()
+
+
+def test_a_transaction_leaves_what_the_script_leaves(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch, spy: list[Any]
+) -> None:
+    monkeypatch.setattr(f"{DATASTORE}.MULTI_MIN", 10**9)
+    scripted = _write(redis_url, f"{key_prefix}s")
+    assert spy == []
+    monkeypatch.setattr(f"{DATASTORE}.MULTI_MIN", 1)
+    assert _write(redis_url, f"{key_prefix}m") == scripted
+    assert [o[0] for o in spy if o is not None] == ["ok", "ok", "ok", "ok", "conflict",
+                                                     "tracking"]
+    assert asyncio.run(_log(redis_url, f"{key_prefix}m")) == asyncio.run(
+        _log(redis_url, f"{key_prefix}s"))
+
+
+def test_a_batch_whose_keys_change_before_exec_is_written_once_by_the_script(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch, spy: list[Any]
+) -> None:
+    monkeypatch.setattr(f"{DATASTORE}.MULTI_MIN", 1)
+    factory = ChatlogFactory(Environment("Bank", {"CHATLOG_REDIS_URL": redis_url,
+                                                  "CHATLOG_KEY_PREFIX": key_prefix}))
+    try:
+        recorder = factory.application_recorder()
+        import chatlog.integrations._eventsourcing_multi as multi
+
+        real = multi._refused
+        meddled: list[Any] = []
+
+        def meddling(*args: Any) -> Any:
+            if not meddled:  # another writer commits between the check and EXEC
+                meddled.append(None)
+                meddled[0] = recorder.insert_events(_events(Y, 1, 1))
+            return real(*args)
+
+        monkeypatch.setattr(multi, "_refused", meddling)
+        assert recorder.insert_events(_events(X, 1, 12)) == list(range(2, 14))
+        assert meddled == [[1]]
+        assert spy == [("ok", [1]), None]  # the batch's EXEC did nothing: the script wrote it
+        notes = recorder.select_notifications(1, 100)
+        assert [(n.id, n.originator_id, n.originator_version) for n in notes] == [
+            (1, Y, 1), *((i + 1, X, i) for i in range(1, 13))]
+        assert [e.originator_version for e in recorder.select_events(X)] == list(range(1, 13))
+    finally:
+        factory.close()
+    events = asyncio.run(_log(redis_url, key_prefix))["events"]
+    assert len(events) == 13
