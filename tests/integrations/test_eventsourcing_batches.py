@@ -141,3 +141,45 @@ def test_a_batch_whose_keys_change_before_exec_is_written_once_by_the_script(
         factory.close()
     events = asyncio.run(_log(redis_url, key_prefix))["events"]
     assert len(events) == 13
+
+
+def test_reads_that_go_on_from_the_last_one_read_the_same(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatlog.integrations._eventsourcing_datastore import Datastore
+
+    spans: list[str] = []
+    real = Datastore.scored_and_span
+
+    def spanned(self: Datastore, *args: Any) -> Any:
+        spans.append(args[-1])
+        return real(self, *args)
+
+    monkeypatch.setattr(Datastore, "scored_and_span", spanned)
+    factory = ChatlogFactory(Environment("Bank", {"CHATLOG_REDIS_URL": redis_url,
+                                                  "CHATLOG_KEY_PREFIX": key_prefix}))
+    try:
+        recorder = factory.application_recorder()
+        snapshots = factory.aggregate_recorder("snapshots")
+        for v in range(1, 31):  # other entries between the notifications in the log
+            recorder.insert_events(_events(X, v, 1))
+            snapshots.insert_events(_events(Z, v, 1))
+
+        def seen(notes: Any) -> list[Any]:
+            return [(n.id, n.originator_version, n.topic, n.state) for n in notes]
+
+        everything = seen(recorder.select_notifications(1, 100))
+        assert [n[0] for n in everything] == list(range(1, 31)) and spans == []
+        reader = factory.application_recorder()  # nothing read yet
+        pieces = seen(reader.select_notifications(1, 12))
+        pieces += seen(reader.select_notifications(13, 12))  # after 12, read before
+        pieces += seen(reader.select_notifications(24, 4, inclusive_of_start=False))
+        pieces += seen(reader.select_notifications(29, 10, stop=29))
+        pieces += seen(reader.select_notifications(29, 10, inclusive_of_start=False))
+        assert pieces == everything
+        assert len(spans) == 4 and all(s.startswith("(") for s in spans)
+        assert seen(reader.select_notifications(1, 12)) == everything[:12]  # from the first
+        assert spans[-1] != "" and not spans[-1].startswith("(")
+        assert seen(reader.select_notifications(30, 5, inclusive_of_start=False)) == []
+    finally:
+        factory.close()

@@ -86,7 +86,8 @@ class Datastore:
         self.insert_script_async = self.store.redis.register_script(_INSERT)
         self.check_script = self.redis.register_script(_CHECK)
         #: Whether large batches may go as MULTI/EXEC: one server, acknowledged locally.
-        self.multi_ok = isinstance(self.redis, Redis) and self.store.ack != "replicated"
+        self.single = isinstance(self.redis, Redis)
+        self.multi_ok = self.single and self.store.ack != "replicated"
         self._closed = False
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -185,6 +186,32 @@ class Datastore:
         if rows and not isinstance(rows[0], bytes):  # parsed by redis-py (a cluster)
             return [(member, int(score)) for member, score in rows]
         return list(zip(rows[::2], map(int, rows[1::2]), strict=True))
+
+    def scored_and_span(self, key: str, low: str, high: str, count: int, log: str,
+                        after: str) -> tuple[list[tuple[bytes, int]], dict[bytes, bytes]]:
+        """:meth:`scored` (from the first) and, in the same round trip, the bodies of the
+        log's entries after ``after`` (a position, ``(`` for exclusive), by position:
+        as many as ``count`` notifications span if little else is between them (the
+        caller reads those it does not find with :meth:`bodies`)."""
+        span = count + 8
+        pool = self.redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command(conn.pack_commands([
+                ("ZRANGEBYSCORE", key, low, high, "WITHSCORES", "LIMIT", 0, count),
+                ("XRANGE", log, after, "+", "COUNT", span),
+            ]))
+            rows, entries = conn.read_response(), conn.read_response()
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        if rows and isinstance(rows[0], list):  # RESP3: [member, score] pairs
+            scored = [(member, int(score)) for member, score in rows]
+        else:
+            scored = list(zip(rows[::2], map(int, rows[1::2]), strict=True))
+        return scored, {pos: _body(fields) for pos, fields in entries}
 
     def bodies(self, log: str, positions: list[bytes]) -> list[bytes | None]:
         """The bodies of the entries at ``positions`` (ascending) of the log: one XRANGE

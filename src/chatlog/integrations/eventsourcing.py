@@ -253,6 +253,12 @@ class ChatlogAggregateRecorder(ChatlogRecorder, AggregateRecorder):
 class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
     """Aggregate events plus the application sequence (contiguous notification ids)."""
 
+    def __init__(self, datastore: Datastore, name: str) -> None:
+        super().__init__(datastore, name)
+        #: notification id -> log position, of the first and last notifications of
+        #: recent reads (a notification's position never changes)
+        self._positions: dict[int, bytes] = {}
+
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
@@ -260,6 +266,22 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
         if not stored_events and tracking is None:
             return []
         return self._insert(stored_events, application=True, tracking=tracking)
+
+    def _after(self, start: int, inclusive: bool) -> str | None:
+        """A lower bound of the log positions of notifications from ``start`` on, if a
+        read met them before: readers that follow an application read on from where
+        they stopped, so they find the bodies in the same round trip."""
+        first = start if inclusive else start + 1
+        known = self._positions.get(first - 1)
+        if known is not None:
+            return "(" + known.decode()
+        known = self._positions.get(first)
+        return None if known is None else known.decode()
+
+    def _remember(self, *found: tuple[int, bytes]) -> None:
+        if len(self._positions) > 4096:
+            self._positions.clear()
+        self._positions.update(found)
 
     def select_notifications(
         self,
@@ -276,11 +298,19 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
             low = str(start) if inclusive_of_start else f"({start}"
         high = "+inf" if stop is None else str(stop)
         want = {t.encode() for t in topics}
+        after = None
+        if not want and start is not None and self.datastore.single:
+            after = self._after(start, inclusive_of_start)
+        found: dict[bytes, bytes] = {}
         picked: list[tuple[int, bytes, bytes]] = []
         offset = 0
         while len(picked) < limit:
             chunk = 500 if want else limit - len(picked)
-            rows = self.datastore.scored(self._notifications, low, high, offset, chunk)
+            if after is not None:  # one round trip for the notifications and their span
+                rows, found = self.datastore.scored_and_span(
+                    self._notifications, low, high, chunk, self._log, after)
+            else:
+                rows = self.datastore.scored(self._notifications, low, high, offset, chunk)
             offset += len(rows)
             for member, nid in rows:
                 position, _, topic = member.partition(b" ")
@@ -288,9 +318,15 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
                     picked.append((nid, position, topic))
                     if len(picked) >= limit:
                         break
-            if len(rows) < chunk:
+            if len(rows) < chunk or after is not None:
                 break
-        bodies = self.datastore.bodies(self._log, [position for _, position, _ in picked])
+        missed = [position for _, position, _ in picked if position not in found]
+        if missed:
+            found.update((position, body) for position, body in zip(
+                missed, self.datastore.bodies(self._log, missed), strict=True) if body is not None)
+        bodies = [found.get(position) for _, position, _ in picked]
+        if picked:
+            self._remember(picked[0][:2], picked[-1][:2])
         uid = self.datastore.originator_id
         topic_text: dict[bytes, str] = {}
         out = []
