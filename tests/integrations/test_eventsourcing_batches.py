@@ -183,3 +183,31 @@ def test_reads_that_go_on_from_the_last_one_read_the_same(
         assert seen(reader.select_notifications(30, 5, inclusive_of_start=False)) == []
     finally:
         factory.close()
+
+
+@pytest.mark.parametrize("application", [True, False])
+def test_rows_are_the_bodies_the_codec_writes(application: bool) -> None:
+    from chatlog.events import EventsourcingRecorded, NewEvent
+    from chatlog.eventstore.codec import encode_body
+    from chatlog.integrations._eventsourcing_rows import rows
+    from chatlog.integrations._runtime import digest
+
+    events = [StoredEvent(originator_id=oid, originator_version=v, topic=topic, state=b"s")
+              for oid, v, topic in ((X, 0, "t:A"), ('o"\\d/é', 7, "ünï\"code"), (X, 1, "t:A"))]
+    made = rows("Bänk \"Project\"", "Bank.snap", events, application, digest)
+    ids = {r[0] for r in made}
+    assert len(ids) == 3 and all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4
+                                 for i in ids)
+    for (_eid, oid, d, version, topic, head, tail, state), s in zip(made, events, strict=True):
+        assert (oid, d, version, topic, state) == (
+            str(s.originator_id), digest(str(s.originator_id)), s.originator_version,
+            s.topic, s.state)
+        nid = 12 if application else None
+        event = EventsourcingRecorded(recorder="Bank.snap", originator_id=oid,
+                                      originator_version=version, topic=topic,
+                                      notification_id=nid)
+        expected = encode_body(NewEvent.of(
+            event, project=X, project_name="Bänk \"Project\"", aggregate_type="eventsourcing",
+            aggregate_id="x", blob=state))
+        doc = head + (b"12" if application else b"") + tail
+        assert b"\x00" + len(doc).to_bytes(4, "big") + doc + state == expected

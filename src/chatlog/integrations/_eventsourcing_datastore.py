@@ -14,9 +14,9 @@ from chatlog.eventstore.codec import START
 from chatlog.eventstore.scripted import run_append_script
 from chatlog.identity import ProjectKey
 from chatlog.integrations._archived import archived_entries_sync, body_of
-from chatlog.integrations._eventsourcing_multi import MULTI_MIN, Row, Target, Tracked
+from chatlog.integrations._eventsourcing_multi import MULTI_MIN, Memo, Row, Target, Tracked
 from chatlog.integrations._eventsourcing_multi import insert as multi_insert
-from chatlog.integrations._eventsourcing_scripts import _CHECK, _INSERT
+from chatlog.integrations._eventsourcing_scripts import _CHECK, _GUARD, _INSERT
 from chatlog.integrations._runtime import (
     LoopThread,
     digest,
@@ -147,7 +147,7 @@ class Datastore:
         return _uuid(text) if self.originator_id_type == "uuid" else text
 
     def insert(self, target: Target, rows: list[Row], tracked: Tracked | None,
-               application: bool) -> tuple[str, Any]:
+               application: bool, memo: Memo) -> tuple[str, Any]:
         """Write a batch atomically: ``('ok', notification ids)``, ``('conflict', index
         of the event)`` or ``('tracking', recorded position)``.
 
@@ -156,8 +156,8 @@ class Datastore:
         changed meanwhile, is one call of the insert script: in this thread under
         ``ack=local``, through the store (on the loop) under ``ack=replicated``."""
         if self.multi_ok and len(rows) >= MULTI_MIN:
-            done = multi_insert(self.redis, self.check_script, target, rows, tracked,
-                                application)
+            done = multi_insert(self.redis, self.check_script, _GUARD, target, rows, tracked,
+                                application, memo)
             if done is not None:
                 return done
         keys = [target.log, target.versions, target.sequence, target.notifications,

@@ -22,6 +22,8 @@ a partial batch, and a busy log costs one wasted round trip.
 
 from __future__ import annotations
 
+import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +98,7 @@ def _check(conn: Any, script: Any, watched: list[str], keys: list[str],
         return conn.read_response()
 
 
-def _positions(reply: Any, count: int) -> list[str] | None:
+def _positions(reply: Any, count: int) -> list[bytes] | None:
     """``count`` positions as ``XADD *`` would give them one after another."""
     now = int(reply[0]) * 1000 + int(reply[1]) // 1000
     last_ms, _, last_seq = bytes(reply[2]).partition(b"-")
@@ -106,49 +108,142 @@ def _positions(reply: Any, count: int) -> list[str] | None:
         ms, seq = int(last_ms), int(last_seq) + 1
     if seq + count >= 2**64:
         return None
-    return [f"{ms}-{seq + k}" for k in range(count)]
+    return [b"%d-%d" % (ms, seq + k) for k in range(count)]
 
 
-def insert(redis: Any, script: Any, target: Target, rows: list[Row], tracked: Tracked | None,
-           application: bool) -> tuple[str, Any] | None:
+@dataclass(slots=True)
+class Memo:
+    """What a recorder's last batch left, the guess at what the next one's check would
+    read: the log's last id, the sequence, the versions of the aggregates it wrote."""
+
+    last: bytes | None = None
+    sequence: int = 0
+    versions: dict[str, int] = field(default_factory=dict)
+
+    def wrote(self, order: list[_Group], tracked: Tracked | None, tracked_version: int,
+              positions: list[bytes], sequence: int) -> None:
+        if len(self.versions) > 4096:
+            self.versions.clear()
+        for g in order:
+            self.versions[g.aggregate] = g.version
+        if tracked is not None:
+            self.versions[tracked[4]] = tracked_version + 1
+        self.last, self.sequence = positions[-1], sequence
+
+
+def insert(redis: Any, script: Any, guard: str, target: Target, rows: list[Row],
+           tracked: Tracked | None, application: bool,
+           memo: Memo) -> tuple[str, Any] | None:
     """Write the batch as one MULTI/EXEC: ``('ok', notification ids)``,
     ``('conflict', index)``, ``('tracking', recorded)``, or None when a watched key
-    changed (nothing was written: run the insert script instead)."""
+    changed (nothing was written: run the insert script instead).
+
+    When ``memo`` holds what this recorder's last batch left, the batch goes at once,
+    guarded (one round trip; :func:`_guessed`); otherwise, or when the guess was
+    wrong, after the check (two)."""
     groups = _groups(target, rows)
     if isinstance(groups, int):
         return "conflict", groups
     order = list(groups.values())
-    keys = [target.log, target.versions, target.sequence, target.tracking,
-            *(g.key for g in order)]
-    args: list[Any] = [tracked[0] if tracked else "", tracked[4] if tracked else ""]
-    for g in order:
-        args += [g.aggregate, min(g.versions), max(g.versions)]
     pool = redis.connection_pool
     conn = pool.get_connection()
     try:
-        reply = _check(conn, script, [*keys, target.project_index, target.notifications],
-                       keys, args)
-        outcome = _refused(reply, order, tracked)
-        positions = None if outcome else _positions(reply, len(rows) + (1 if tracked else 0))
-        if outcome or positions is None:
-            conn.send_command("UNWATCH")
-            conn.read_response()
-            return outcome
-        packed, count, nids = _writes(target, rows, tracked, application, order, groups,
-                                      reply, positions)
-        conn.send_packed_command([b"".join(packed)])
-        done = [conn.read_response() for _ in range(count)][-1]
+        if memo.last is not None:
+            nids = _guessed(conn, guard, target, rows, tracked, application, order, groups,
+                            memo)
+            if nids is not None:
+                return "ok", nids
+            fresh = _groups(target, rows)  # (the guess filled these in)
+            assert not isinstance(fresh, int)
+            groups, order = fresh, list(fresh.values())
+        return _checked(conn, script, target, rows, tracked, application, order, groups,
+                        memo)
     except BaseException:
         conn.disconnect()  # its WATCH state and replies are unknown
         raise
     finally:
         pool.release(conn)
-    if done is None:
+
+
+def _checked(conn: Any, script: Any, target: Target, rows: list[Row], tracked: Tracked | None,
+             application: bool, order: list[_Group], groups: dict[str, _Group],
+             memo: Memo) -> tuple[str, Any] | None:
+    keys = [target.log, target.versions, target.sequence, target.tracking,
+            *(g.key for g in order)]
+    args: list[Any] = [tracked[0] if tracked else "", tracked[4] if tracked else ""]
+    for g in order:
+        args += [g.aggregate, min(g.versions), max(g.versions)]
+    reply = _check(conn, script, [*keys, target.project_index, target.notifications],
+                   keys, args)
+    outcome = _refused(reply, order, tracked)
+    positions = None if outcome else _positions(reply, len(rows) + (1 if tracked else 0))
+    if outcome or positions is None:
+        conn.send_command("UNWATCH")
+        conn.read_response()
+        return outcome
+    nid0, tracked_version = int(reply[3]), int(reply[5])
+    packed, count, nids = _writes(target, rows, tracked, application, order, groups, nid0,
+                                  tracked_version, positions)
+    conn.send_packed_command([b"".join(packed)])
+    if not _done([conn.read_response() for _ in range(count)][-1]):
         return None
-    for result in done:
+    memo.wrote(order, tracked, tracked_version, positions, nid0 + len(nids))
+    return "ok", nids
+
+
+def _done(replies: Any) -> bool:
+    if replies is None:  # a watched key changed: nothing was written
+        return False
+    for result in replies:
         if isinstance(result, Exception):
             raise result
-    return "ok", nids
+    return True
+
+
+def _guessed(conn: Any, guard: str, target: Target, rows: list[Row], tracked: Tracked | None,
+             application: bool, order: list[_Group], groups: dict[str, _Group],
+             memo: Memo) -> list[int] | None:
+    """The batch in one round trip: WATCH, the guard script (:data:`_GUARD`) given
+    the guess, MULTI with the writes the guess implies, EXEC. A wrong guess makes the
+    guard write a watched key, so the EXEC does nothing (None)."""
+    assert memo.last is not None
+    last_ms, _, last_seq = memo.last.partition(b"-")
+    ms = int(time.time() * 1000)
+    seq = 0
+    if ms <= int(last_ms):
+        ms, seq = int(last_ms), int(last_seq) + 1
+    count = len(rows) + (1 if tracked else 0)
+    if seq + count >= 2**64:
+        return None
+    positions = [b"%d-%d" % (ms, seq + k) for k in range(count)]
+    for g in order:
+        g.version = memo.versions.get(g.aggregate, 0)
+    tracked_version = memo.versions.get(tracked[4], 0) if tracked else 0
+    guess: list[Any] = [memo.last, memo.sequence, ms]
+    guess += [tracked[0], tracked[1], tracked[4], tracked_version] if tracked else ["", 0, "",
+                                                                                     0]
+    for g in order:
+        guess += [g.aggregate, g.version, min(g.versions), max(g.versions)]
+    packed, n, nids = _writes(target, rows, tracked, application, order, groups,
+                              memo.sequence, tracked_version, positions)
+    guard_key = f"{target.base}:guard"
+    keys = [target.log, target.versions, target.sequence, target.tracking, guard_key,
+            *(g.key for g in order)]
+    pack: Any = hiredis.pack_command
+    head = pack(("WATCH", *keys, target.project_index, target.notifications))
+    # EVAL, not EVALSHA: a script missing from the server's cache would not run, and
+    # the EXEC would go unguarded
+    head += pack(("EVAL", guard, len(keys), *keys, *guess))
+    conn.send_packed_command([head + b"".join(packed)])
+    conn.read_response()
+    try:
+        conn.read_response()  # 1, or 0: refused
+    finally:
+        done = _done([conn.read_response() for _ in range(n)][-1])
+    if not done:
+        return None
+    memo.wrote(order, tracked, tracked_version, positions, memo.sequence + len(nids))
+    return nids
 
 
 def _refused(reply: Any, order: list[_Group], tracked: Tracked | None) -> tuple[str, Any] | None:
@@ -163,13 +258,21 @@ def _refused(reply: Any, order: list[_Group], tracked: Tracked | None) -> tuple[
     return None
 
 
+#: One event's two XADDs (log, then project index), packed; the body is framed as
+#: codec.frame_body frames it: mark, JSON length, JSON (head, notification id, tail), blob.
+_EVENT = (b"%s$%d\r\n%s\r\n$1\r\ni\r\n$%d\r\n%s\r\n%s$1\r\nv\r\n$%d\r\n%s\r\n"
+          b"$1\r\nb\r\n$%d\r\n" + BLOB_MARK + b"%s%s%s%s%s\r\n"
+          b"%s$%d\r\n%s\r\n$1\r\ne\r\n$0\r\n\r\n")
+_BE32 = struct.Struct(">I")
+
+
 def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 def _writes(target: Target, rows: list[Row], tracked: Tracked | None, application: bool,
-            order: list[_Group], groups: dict[str, _Group], reply: Any,
-            positions: list[str]) -> tuple[list[bytes], int, list[int]]:
+            order: list[_Group], groups: dict[str, _Group], nid0: int, tracked_version: int,
+            positions: list[bytes]) -> tuple[list[bytes], int, list[int]]:
     """The transaction, packed: the commands the insert script calls, in its order;
     how many commands; the notification ids.
 
@@ -179,7 +282,6 @@ def _writes(target: Target, rows: list[Row], tracked: Tracked | None, applicatio
     versions = target.versions.encode()
     out = [pack((b"MULTI",))]
     out += [pack((b"HINCRBY", versions, g.aggregate, len(g.versions))) for g in order]
-    nid0 = int(reply[3])
     if application and rows:
         out.append(pack((b"INCRBY", target.sequence, len(rows))))
     nids: list[int] = []
@@ -192,19 +294,20 @@ def _writes(target: Target, rows: list[Row], tracked: Tracked | None, applicatio
     for i, (eid, _, d, version, topic, head, tail, state) in enumerate(rows):
         g = groups[d]
         g.version += 1
-        pos = positions[i].encode()
+        pos = positions[i]
         if application:
             nid = nid0 + i + 1
             nids.append(nid)
-            doc = head + b"%d" % nid + tail
-            notes += [b"%d" % nid, pos + b" " + topic.encode()]
+            number = b"%d" % nid
+            notes += [number, pos + b" " + topic.encode()]
         else:
-            doc = head
-        body = BLOB_MARK + len(doc).to_bytes(4, "big") + doc + state
-        at = _bulk(pos)
-        out.append(b"%s%s$1\r\ni\r\n%s%s$1\r\nv\r\n%s$1\r\nb\r\n%s%s%s$1\r\ne\r\n$0\r\n\r\n" % (
-            xadd, at, _bulk(eid.encode()), typed[d], _bulk(b"%d" % g.version), _bulk(body),
-            index, at))
+            number = b""
+        size = len(head) + len(number) + len(tail)
+        v = b"%d" % g.version
+        e = eid.encode()
+        out.append(_EVENT % (xadd, len(pos), pos, len(e), e, typed[d], len(v), v,
+                             5 + size + len(state), _BE32.pack(size), head, number, tail,
+                             state, index, len(pos), pos))
         g.positions.append(pos)
         g.scored += [b"%d" % version, pos]
     for g in order:
@@ -219,7 +322,7 @@ def _writes(target: Target, rows: list[Row], tracked: Tracked | None, applicatio
             pack((b"HSET", target.tracking, upstream, nid)),
             pack((b"HINCRBY", versions, aggregate, 1)),
             pack((b"XADD", log, last, b"i", eid, b"t", type_, b"a", aggregate,
-                  b"v", int(reply[5]) + 1, b"b", body)),
+                  b"v", tracked_version + 1, b"b", body)),
             pack((b"RPUSH", index_key, last)),
             pack((b"XADD", pidx, last, b"e", b"")),
         ]

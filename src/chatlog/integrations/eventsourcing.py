@@ -53,23 +53,20 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, EnvType, resolve_topic
 
 from chatlog.events import (
-    SCHEMA_VERSION,
     EventsourcingRecorded,
     EventsourcingTracked,
     aggregate_key,
 )
 from chatlog.eventstore.codec import BLOB_MARK, START, Cursor, split_body
 from chatlog.eventstore.store import EventStore
-from chatlog.identity import random_uuid
 from chatlog.integrations._eventsourcing_datastore import Datastore
-from chatlog.integrations._eventsourcing_multi import Row, Target, Tracked
+from chatlog.integrations._eventsourcing_multi import Memo, Target, Tracked
+from chatlog.integrations._eventsourcing_rows import rows
 from chatlog.integrations._runtime import (
     digest,
     event_body,
 )
 
-_NID = b'"notification_id":'
-_PLACEHOLDER = _NID + b"-1"
 _RECORDED: str = EventsourcingRecorded.event_type
 
 
@@ -131,6 +128,7 @@ class ChatlogRecorder:
             index_prefix=keys.aggregate_index(p, ""),
         )
         self._lock = threading.Lock()
+        self._memo = Memo()
         self._listeners: set[threading.Event] = set()
 
     def _aggregate(self, tail: str) -> tuple[str, str]:
@@ -155,28 +153,8 @@ class ChatlogRecorder:
             )
             tracked = (tracking.application_name, tracking.notification_id, eid, type_,
                        aggregate, body, index)
-        rows: list[Row] = []
-        digests: dict[str, str] = {}
-        for s in stored_events:
-            # The body exactly as codec.encode_body writes an EventsourcingRecorded event
-            # (built here without the model: a batch of 100 is a hot path).
-            oid = str(s.originator_id)
-            doc = orjson.dumps({"n": project.display, "d": {
-                "recorder": self.name, "originator_id": oid,
-                "originator_version": s.originator_version, "topic": s.topic,
-                "notification_id": -1 if application else None,
-            }, "s": SCHEMA_VERSION})
-            if application:
-                at = doc.rindex(_PLACEHOLDER)
-                head, tail = doc[: at + len(_NID)], doc[at + len(_PLACEHOLDER):]
-            else:
-                head, tail = doc, b""
-            d = digests.get(oid)
-            if d is None:
-                d = digests[oid] = digest(oid)
-            rows.append((str(random_uuid()), oid, d, s.originator_version, s.topic, head, tail,
-                         bytes(s.state)))
-        reply = self.datastore.insert(self._target, rows, tracked, application)
+        batch = rows(project.display, self.name, stored_events, application, digest)
+        reply = self.datastore.insert(self._target, batch, tracked, application, self._memo)
         status, detail = reply
         if status == "conflict":
             s = stored_events[int(detail)]
