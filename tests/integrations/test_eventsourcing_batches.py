@@ -211,3 +211,32 @@ def test_rows_are_the_bodies_the_codec_writes(application: bool) -> None:
             aggregate_id="x", blob=state))
         doc = head + (b"12" if application else b"") + tail
         assert b"\x00" + len(doc).to_bytes(4, "big") + doc + state == expected
+
+
+def test_a_batch_that_guesses_wrong_is_refused_by_its_guard_then_checked(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch, spy: list[Any]
+) -> None:
+    """A recorder's batch goes in one round trip guessing from its own last batch; another
+    writer in between makes the guess wrong: the guard refuses it, nothing is written,
+    and the checked path writes it."""
+    monkeypatch.setattr(f"{DATASTORE}.MULTI_MIN", 1)
+    factory = ChatlogFactory(Environment("Bank", {"CHATLOG_REDIS_URL": redis_url,
+                                                  "CHATLOG_KEY_PREFIX": key_prefix}))
+    try:
+        mine, other = factory.application_recorder(), factory.application_recorder()
+        assert mine.insert_events(_events(X, 1, 12)) == list(range(1, 13))  # checked
+        assert mine.insert_events(_events(X, 13, 2)) == [13, 14]  # guessed, and right
+        redis = Redis.from_url(redis_url)
+        guard = f"{mine.base}:guard"  # type: ignore[attr-defined]
+        assert redis.get(guard) is None
+        assert other.insert_events(_events(X, 15, 10)) == list(range(15, 25))
+        assert mine.insert_events(_events(X, 25, 3)) == [25, 26, 27]  # refused, checked
+        assert redis.get(guard) == b"1"
+        redis.close()
+        assert spy == [("ok", ids) for ids in ([*range(1, 13)], [13, 14], [*range(15, 25)],
+                                                [25, 26, 27])]
+        assert [e.originator_version for e in mine.select_events(X)] == list(range(1, 28))
+    finally:
+        factory.close()
+    events = asyncio.run(_log(redis_url, key_prefix))["events"]
+    assert [e[2] for e in events] == list(range(1, 28))  # versions of the one aggregate
