@@ -18,6 +18,18 @@ on one server under ``ack=local``, is written in two round trips instead:
 If any watched key changed in between, ``EXEC`` does nothing and the caller
 runs the insert script instead: the result is the one the script gives, never
 a partial batch, and a busy log costs one wasted round trip.
+
+A recorder's next batch usually finds what its last one left (the log's last
+id, the sequence, the versions it wrote: :class:`Memo`), so it goes in one round
+trip: ``WATCH``, a guard script given that guess (:data:`._eventsourcing_scripts._GUARD`),
+then the writes the guess implies in ``MULTI``/``EXEC``. When anything differs
+(another writer came in between), the guard writes a key the client watches, so
+the ``EXEC`` does nothing, and the batch takes the checked path above.
+
+The guard runs by ``EVAL`` (a script missing from the server's cache would not
+run, and the ``EXEC`` would go unguarded). What remains unguarded: a server that
+refuses ``EVAL`` itself but accepts the writes (an ACL that allows ``EVALSHA``
+but not ``EVAL``); such a setup must not use these recorders' bulk path.
 """
 
 from __future__ import annotations
@@ -119,6 +131,8 @@ class Memo:
     last: bytes | None = None
     sequence: int = 0
     versions: dict[str, int] = field(default_factory=dict)
+    #: the server's clock minus this process's, in ms, as the last check saw them
+    offset: int = 0
 
     def wrote(self, order: list[_Group], tracked: Tracked | None, tracked_version: int,
               positions: list[bytes], sequence: int) -> None:
@@ -182,6 +196,7 @@ def _checked(conn: Any, script: Any, target: Target, rows: list[Row], tracked: T
         conn.read_response()
         return outcome
     nid0, tracked_version = int(reply[3]), int(reply[5])
+    memo.offset = int(reply[0]) * 1000 + int(reply[1]) // 1000 - int(time.time() * 1000)
     packed, count, nids = _writes(target, rows, tracked, application, order, groups, nid0,
                                   tracked_version, positions)
     conn.send_packed_command([b"".join(packed)])
@@ -208,7 +223,7 @@ def _guessed(conn: Any, guard: str, target: Target, rows: list[Row], tracked: Tr
     guard write a watched key, so the EXEC does nothing (None)."""
     assert memo.last is not None
     last_ms, _, last_seq = memo.last.partition(b"-")
-    ms = int(time.time() * 1000)
+    ms = int(time.time() * 1000) + memo.offset
     seq = 0
     if ms <= int(last_ms):
         ms, seq = int(last_ms), int(last_seq) + 1

@@ -13,11 +13,13 @@ event: ordinary log events that replay, archive and migrate with the rest.
 Reads find the entries the archiver moved out of Redis in the archive tier
 (the recorders' index keys stay in Redis).
 
-One atomic script per write checks ``(originator_id, originator_version)``
+One atomic step per write checks ``(originator_id, originator_version)``
 for conflicts (also inside the batch) and the tracking position, assigns
 contiguous notification ids (1, 2, 3... per application, in commit order),
-adds the entries and updates the indexes. All of an application's keys
-carry its partition's hash tag: one slot, so this works on a cluster too.
+adds the entries and updates the indexes: a script, or for batches of 10 or
+more on one server, a MULTI/EXEC under WATCH (``_eventsourcing_multi``). All
+of an application's keys carry its partition's hash tag: one slot, so this
+works on a cluster too.
 
 The recorders are blocking (the library calls them from many threads): they
 use a blocking Redis client whose pool makes threads wait for a connection
