@@ -278,8 +278,8 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
             low = str(start) if inclusive_of_start else f"({start}"
         high = "+inf" if stop is None else str(stop)
         want = {t.encode() for t in topics}
-        after = None
-        if not want and start is not None and self.datastore.single:
+        after = None  # (the span after it is read with COUNT limit: pages up to 1,000)
+        if not want and start is not None and limit <= 1000 and self.datastore.single:
             after = self._after(start, inclusive_of_start)
         found: dict[bytes, bytes] = {}
         picked: list[tuple[int, bytes, bytes]] = []
