@@ -284,7 +284,7 @@ class ConversationFold:
             for event_id, type_, aggregate, version, body in (_fields(flat),)
             if type_ == _MESSAGE_TYPE_BYTES
         )
-        return self._fold(messages, decoded=False)
+        return self._fold(messages)
 
     def rows_batch(self, batch: Any) -> list[tuple[Any, ...]]:
         """Message rows of an archive batch (a ``pyarrow.RecordBatch`` with the columns
@@ -369,10 +369,10 @@ class ConversationFold:
         fold.rows = rows
         return rows
 
-    def _fold(self, messages: Iterable[tuple[Any, Any, bytes, Any, bytes]],
-              decoded: bool) -> list[tuple[Any, ...]]:
-        """Fold ``(position, event id, aggregate, version, body)`` of messages; position
-        and event id are bytes unless ``decoded``, version bytes or int."""
+    def _fold(self, messages: Iterable[tuple[bytes, bytes, bytes, bytes, bytes]]
+              ) -> list[tuple[Any, ...]]:
+        """Fold ``(position, event id, aggregate, version, body)`` of messages (bytes, as
+        the stream holds them)."""
         fold = self.fold
         fold.rows = []
         add = fold.add
@@ -393,12 +393,8 @@ class ConversationFold:
                 doc = loads(body)
             except orjson.JSONDecodeError:
                 doc = _blob_doc(body)
-            if decoded:
-                add(aggregate, project, doc["n"], thread_id, version, event_id, doc["d"], pos,
-                    False)
-            else:
-                add(aggregate, project, doc["n"], thread_id, int(version), event_id.decode(),
-                    doc["d"], pos.decode(), False)
+            add(aggregate, project, doc["n"], thread_id, int(version), event_id.decode(),
+                doc["d"], pos.decode(), False)
         return fold.rows
 
     def final(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
