@@ -5,7 +5,8 @@ live projector does not fold the whole log event by event: it runs the columnar
 rebuild (:func:`chatlog.projections.rebuild.rebuild`: segments folded column by
 column, bulk-loaded into a file beside the empty one, switched in atomically), then
 follows the log from the rebuilt checkpoint. A rebuild that cannot run (another one
-holds the lock, or it fails) leaves the ordinary catch-up to do the work.
+holds the lock, the archive cannot be read, or it fails) leaves the ordinary
+catch-up to do the work.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from chatlog.errors import ChatlogError
 from chatlog.eventstore.codec import START, Cursor
 from chatlog.eventstore.store import EventStore
 from chatlog.projections.base import Projection
@@ -41,17 +41,19 @@ async def bootstrap(store: EventStore, path: Path, projections: Sequence[Project
     """Rebuild the read model at ``path`` when it has applied nothing (``committed`` is
     the start) and the log has archived history; True when a rebuild was switched in
     (the caller re-reads its checkpoint from the file)."""
-    if any(p != START for p in committed.positions) or not await has_archived_history(store):
+    if any(p != START for p in committed.positions):
         return False
     from chatlog.projections.rebuild import rebuild
 
-    log.info("projector: no read model yet and the log has archived history; building it "
-             "by a columnar rebuild")
     try:
+        if not await has_archived_history(store):
+            return False
+        log.info("projector: no read model yet and the log has archived history; building "
+                 "it by a columnar rebuild")
         result = await rebuild(store, path, projections, chunk=chunk)
-    except ChatlogError as exc:
-        log.warning("projector: the initial rebuild did not run (%s); catching up event by "
-                    "event instead", exc)
+    except Exception as exc:  # the ordinary catch-up still works
+        log.warning("projector: the initial rebuild did not run (%s: %s); catching up event "
+                    "by event instead", exc.__class__.__name__, exc)
         return False
     log.info("projector: built the read model from %d events in %.1f s; following the log",
              result.events, result.seconds)
