@@ -161,9 +161,10 @@ def test_a_message_with_a_blob_body_folds_like_the_live_path(columnar: bool) -> 
     assert rows == [(project, "t", 1, event_id, "user", "hi", "{}", 5, "5-0")]
 
 
+@pytest.mark.parametrize("processes", [False, True], ids=["in-process", "child-process"])
 @pytest.mark.parametrize("archived", [True, False], ids=["archive", "hot"])
 async def test_a_thread_written_again_after_its_erasure_rebuilds_equal(
-        store: EventStore, tmp_path: Path, archived: bool) -> None:
+        store: EventStore, tmp_path: Path, archived: bool, processes: bool) -> None:
     """The tombstone and the thread's fresh history in one chunk: a rebuild applied the
     tombstone's deletes after the whole chunk's message rows, losing the new messages."""
     archive = Archive.open(str(tmp_path / "archive"))
@@ -188,7 +189,8 @@ async def test_a_thread_written_again_after_its_erasure_rebuilds_equal(
         await projector.catch_up()
     finally:
         await projector.stop()
-    result = await build(store, tmp_path / "built.sqlite", default_projections())
+    result = await build(store, tmp_path / "built.sqlite", default_projections(),
+                         processes=processes)
     inc, built = dump(live), dump(result.path)
     assert [r[5] for r in built["messages"] if r[1] == "t1"] == ["after 0", "after 1",
                                                                  "after 2"]
