@@ -263,9 +263,8 @@ def _archive_page(archive: Archive, partition: int, after: str, limit: int,
     if _deleted_since(archive, partition, horizon):
         archive.reload()  # a deletion made elsewhere since the manifest was read
     newest = archive.newest(partition)
-    if newest is None or (after != START and _key(after) >= _key(newest)):
-        return []
-    return archive.read_flat(partition, after, limit)
+    held = newest is not None and (after == START or _key(after) < _key(newest))
+    return archive.read_flat(partition, after, limit) if held else []
 
 
 async def read_both(topology: Topology, keys: Keys, archive: Archive, partition: int,
@@ -273,27 +272,22 @@ async def read_both(topology: Topology, keys: Keys, archive: Archive, partition:
     """Up to ``limit`` entries after ``after`` across both tiers (flat fields with
     ``flat``, else dicts), checked against the deletion horizon.
 
-    A cursor before the archive's newest position (as last seen) is first served
-    from the archive alone, checked against the deletion horizon (one GET, sent
-    while the page is read): when the archive holds a whole page after it, every
-    entry of that page is older than anything Redis holds but a crash's leftovers
-    (the same events), so the page is complete and the hot tail is not read (a
-    replay from the start does not also fetch a page of Redis per archived page).
-    Otherwise the rule above finds the boundary."""
+    A cursor before the archive's newest position (as last seen) is served from
+    the archive alone when it holds a whole page after it (older than anything
+    Redis holds but a crash's leftovers, the same events), the horizon read
+    meanwhile (one GET); otherwise Redis first (its read checks the horizon), and
+    the rule above finds the boundary."""
     newest = archive.newest(partition) if limit > 0 else None
     if newest is not None and (after == START or _key(after) < _key(newest)):
-        # The horizon and the archive's page at once (the page is checked against the
-        # horizon after; a deletion the cached manifest predates reads it again).
         horizon, cold_only = await asyncio.gather(
             guard(topology.raw_horizon(keys, partition)),
             asyncio.to_thread(_archive_page, archive, partition, after, limit, None))
         check_horizon(partition, after, horizon)
-        if _deleted_since(archive, partition, horizon):
+        if _deleted_since(archive, partition, horizon):  # read before it: read it again
             cold_only = await asyncio.to_thread(_archive_page, archive, partition, after,
                                                 limit, horizon)
         if len(cold_only) >= limit:
             return cold_only if flat else [(pos, flat_fields(f)) for pos, f in cold_only]
-    # Otherwise Redis first: its read checks the horizon in the same round trip.
     read, first = await topology.read_checked_first(keys, partition, after, limit, flat=flat)
     hot: list[Any] = read
     if not needs_archive(hot, first):
