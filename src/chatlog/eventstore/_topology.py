@@ -261,6 +261,12 @@ class SingleServer(Topology):
         with contextlib.suppress(Exception):
             await self.redis.connection_pool.disconnect(inuse_connections=False)
 
+    async def raw_horizon(self, keys: Keys, partition: int) -> bytes | None:
+        if self._lean_reads is None:  # else a GET without redis-py's cost (one per page)
+            return await super().raw_horizon(keys, partition)
+        raw: bytes | None = await self._lean_reads.execute("GET", keys.horizon(partition))
+        return raw
+
     async def read_checked(
         self, keys: Keys, partition: int, after: str, limit: int
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:

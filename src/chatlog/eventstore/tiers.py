@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from typing import TYPE_CHECKING, Any
 
 from chatlog.errors import PositionTrimmed
-from chatlog.eventstore._tail import check_horizon
+from chatlog.eventstore._cold import cold_page, holds_after
 from chatlog.eventstore._watermark import capped
 from chatlog.eventstore.codec import START, Cursor, flat_field, flat_fields, parse_position
 from chatlog.eventstore.connection import guard, text
@@ -249,24 +249,6 @@ def archive_tier(archive: Archive,
 # -- the store's reads, completed from the archive ------------------------------------
 
 
-def _deleted_since(archive: Archive, partition: int, horizon: bytes | None) -> bool:
-    """Whether the cached manifest may predate the deletion ``horizon`` records."""
-    oldest = archive.oldest(partition)
-    return horizon is not None and oldest is not None and _key(oldest) <= _key(horizon)
-
-
-def _archive_page(archive: Archive, partition: int, after: str, limit: int,
-                  horizon: bytes | None) -> list[FlatEntry]:
-    """The archive's page after ``after`` when the archive alone may serve it (see
-    :func:`read_both`; empty otherwise). The manifest is re-read first when it
-    predates the deletion that ``horizon`` (the last position deleted) records."""
-    if _deleted_since(archive, partition, horizon):
-        archive.reload()  # a deletion made elsewhere since the manifest was read
-    newest = archive.newest(partition)
-    held = newest is not None and (after == START or _key(after) < _key(newest))
-    return archive.read_flat(partition, after, limit) if held else []
-
-
 async def read_both(topology: Topology, keys: Keys, archive: Archive, partition: int,
                     after: str, limit: int, *, flat: bool) -> list[Any]:
     """Up to ``limit`` entries after ``after`` across both tiers (flat fields with
@@ -277,15 +259,8 @@ async def read_both(topology: Topology, keys: Keys, archive: Archive, partition:
     Redis holds but a crash's leftovers, the same events), the horizon read
     meanwhile (one GET); otherwise Redis first (its read checks the horizon), and
     the rule above finds the boundary."""
-    newest = archive.newest(partition) if limit > 0 else None
-    if newest is not None and (after == START or _key(after) < _key(newest)):
-        horizon, cold_only = await asyncio.gather(
-            guard(topology.raw_horizon(keys, partition)),
-            asyncio.to_thread(_archive_page, archive, partition, after, limit, None))
-        check_horizon(partition, after, horizon)
-        if _deleted_since(archive, partition, horizon):  # read before it: read it again
-            cold_only = await asyncio.to_thread(_archive_page, archive, partition, after,
-                                                limit, horizon)
+    if limit > 0 and holds_after(archive, partition, after):
+        cold_only = await cold_page(topology, keys, archive, partition, after, limit)
         if len(cold_only) >= limit:
             return cold_only if flat else [(pos, flat_fields(f)) for pos, f in cold_only]
     read, first = await topology.read_checked_first(keys, partition, after, limit, flat=flat)

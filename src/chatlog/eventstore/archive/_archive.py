@@ -176,17 +176,22 @@ class Archive:
         return pq.ParquetFile(source, metadata=meta, memory_map=isinstance(source, str),
                               read_dictionary=dictionary)
 
-    def _row_group(self, path: str, group: int) -> seg.Rows:
-        key = (path, group)
+    def _decoded(self, path: str, group: int) -> seg.Rows | None:
+        """The row group if it is in the cache (None: it is not)."""
         with self._lock:
-            rows = self._rows.get(key)
+            rows = self._rows.get((path, group))
             if rows is not None:
-                self._rows.move_to_end(key)
-                return rows
+                self._rows.move_to_end((path, group))
+            return rows
+
+    def _row_group(self, path: str, group: int) -> seg.Rows:
+        rows = self._decoded(path, group)
+        if rows is not None:
+            return rows
         rows = seg.Rows.of(self._parquet(path, seg.DICTIONARY_COLUMNS).read_row_group(
             group, columns=seg.ROW_COLUMNS))
         with self._lock:
-            self._rows[key] = rows
+            self._rows[path, group] = rows
             while len(self._rows) > _ROWS_CACHED:
                 self._rows.popitem(last=False)
         return rows
@@ -198,6 +203,17 @@ class Archive:
         as ``(position, [b"i", id, b"t", type, b"a", aggregate, b"v", version, b"b", body])``
         (the shape of ``EventStore.read_flat``). Opens only the segments and row groups
         that can hold positions after ``after``."""
+        return self._read_paused(partition, after, limit, decode=True) or []  # never None
+
+    def read_flat_decoded(
+        self, partition: int, after: str = START, limit: int = 1000
+    ) -> list[tuple[bytes, list[bytes]]] | None:
+        """:meth:`read_flat` from row groups already decoded (no file read: cheap enough
+        to run on an event loop); None when it would have to read one."""
+        return self._read_paused(partition, after, limit, decode=False)
+
+    def _read_paused(self, partition: int, after: str, limit: int,
+                     decode: bool) -> list[tuple[bytes, list[bytes]]] | None:
         key = parse_position(after)
         if limit <= 0:
             return []
@@ -207,16 +223,16 @@ class Archive:
         was = gc.isenabled()
         gc.disable()
         try:
-            return self._read_flat(partition, key, limit)
+            return self._read_flat(partition, key, limit, decode)
         except FileNotFoundError:  # a deletion rewrote a segment since the manifest was read
             self.reload()
-            return self._read_flat(partition, key, limit)
+            return self._read_flat(partition, key, limit, decode) if decode else None
         finally:
             if was:
                 gc.enable()
 
-    def _read_flat(self, partition: int, key: tuple[int, int],
-                   limit: int) -> list[tuple[bytes, list[bytes]]]:
+    def _read_flat(self, partition: int, key: tuple[int, int], limit: int,
+                   decode: bool) -> list[tuple[bytes, list[bytes]]] | None:
         out: list[tuple[bytes, list[bytes]]] = []
         for entry in self._manifest(partition).segments:
             if seg.split_position(entry.last) <= key:
@@ -227,7 +243,9 @@ class Archive:
                 most = seg.row_group_max_ms(meta, group)
                 if most is not None and most < key[0]:
                     continue
-                rows = self._row_group(path, group)
+                rows = self._row_group(path, group) if decode else self._decoded(path, group)
+                if rows is None:
+                    return None
                 start = rows.index_after(key)
                 stop = min(len(rows), start + limit - len(out))
                 out.extend(rows.flats(start, stop))
