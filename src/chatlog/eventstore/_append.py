@@ -37,6 +37,7 @@ from chatlog.events import NewEvent
 from chatlog.eventstore._topology import Topology
 from chatlog.eventstore.codec import encode_body
 from chatlog.eventstore.connection import UNAVAILABLE, never_sent, text, unavailable
+from chatlog.eventstore.idempotency import record, spec
 from chatlog.eventstore.keys import Keys, partition_of
 from chatlog.eventstore.replication import run_replicated
 from chatlog.eventstore.scripts import APPEND_MANY, APPEND_ONE
@@ -155,6 +156,11 @@ class Appender:
         self._shards: dict[str, _Shard] = {}
         self._project_keys: dict[uuid.UUID, _ProjectKeys] = {}
         self._closed = False
+        #: Until when (epoch ms) the keys per id of the layout before buckets are read
+        #: too (set by the store from the log's metadata; see ``idempotency``).
+        self.legacy_ids_until = 0
+        self._ids_spec = tuple(spec(idempotency_window_ms, outcome_window_ms, legacy)
+                               for legacy in (False, True))
         #: Told about every acknowledged append and group commit (None: nobody listens).
         self.observer: AppendObserver | None = None
 
@@ -217,20 +223,18 @@ class Appender:
         args: list[Any] = [
             aggregate,
             -1 if expected_version is None else expected_version,
-            self.idempotency_window_ms,
+            self._ids_spec[self.legacy_ids_until > time.time() * 1000],
             len(events),
         ]
         ids = [str(ev.id) for ev in events]
-        prefix = pk.prefix
         if digests is not None and len(digests) != len(events):
             raise ValueError(f"{len(digests)} digests for {len(events)} events")
         for i, ev in enumerate(events):
             event_id = ids[i]
             digest = (_digest(ev.type, aggregate, ev.schema_version, ev.data)
                       if digests is None else digests[i])
-            window = self.idempotency_window_ms if ev.id_supplied else self.outcome_window_ms
-            keys.append(prefix + event_id)
-            args.extend((event_id, f"{window}:{digest}", ev.type, encode_body(ev)))
+            args.extend((event_id, record(project, ev.id, digest, ev.id_supplied), ev.type,
+                         encode_body(ev)))
         reply, resent = await self._submit_resolved(keys, args, ids)
         status = text(reply[0])
         if status == "reused":
