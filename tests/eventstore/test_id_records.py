@@ -27,8 +27,10 @@ async def test_many_ids_share_buckets(store: EventStore) -> None:
         await store.append([message(thread_id=f"t{start}", content=str(i),
                                     event_id=uuid.uuid4()) for i in range(start, start + 500)])
     keys = await _keys_of(store)
-    # the old layout: 20,000 keys; buckets: at most 8,192 per window and generation
-    assert keys <= 2 * 8_192 + 50, keys
+    # The old layout: a key per id, 20,000 and more. Buckets: 20,000 ids in 16,384
+    # buckets fill about 11,500 of them (fewer keys per id as ids grow, down to one
+    # per ~60 ids near the listpack limit); the log's own keys are a handful.
+    assert keys < 0.75 * n, keys
 
 
 async def test_an_id_is_deduplicated_across_a_generation_boundary(store_factory: Any) -> None:

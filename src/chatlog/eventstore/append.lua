@@ -7,9 +7,10 @@
 -- in a hash bucket <tag>:ids:<window ms>:<generation>:<bucket>, where the
 -- generation is the server's time divided by the window and the bucket is the
 -- record's 16-bit hash modulo the bucket count. The field is the id's identity
--- (project and event id, 32 bytes), the value "<pos> <version> <digest>". A
--- bucket expires a window after its generation ends, so a record lives for at
--- least the window; a lookup reads the generation now and the one before.
+-- (the event id's 16 bytes and its project's number in the partition), the
+-- value "<pos> <version> <digest>". A bucket expires a window after its
+-- generation ends, so a record lives for at least the window; a lookup reads
+-- the generation now and the one before.
 
 -- ids(spec, stream): the per-call state of the id records, from spec =
 -- "<client window ms> <outcome window ms> <buckets> <legacy 0|1>" (legacy:
@@ -30,7 +31,35 @@ local function ids(spec, stream)
     end
   end
   return {i = fams[iw], o = fams[ow], buckets = tonumber(buckets),
-          legacy = legacy == '1', tag = tag, touched = {}}
+          legacy = legacy == '1', tag = tag, numbers = tag .. 'idp', pnums = {},
+          touched = {}}
+end
+
+-- The number of `project` (its text) in the partition, which the records'
+-- fields carry instead of the project's 16 bytes: assigned at its first record
+-- when `assign` (never reused), false when it has none.
+local function project_number(st, project, assign)
+  local n = st.pnums[project]
+  if n == nil or (not n and assign) then
+    n = redis.call('HGET', st.numbers, project)
+    if not n and assign then
+      n = tostring(redis.call('HINCRBY', st.numbers, '', 1))
+      redis.call('HSET', st.numbers, project, n)
+    end
+    st.pnums[project] = n or false
+  end
+  return n
+end
+
+-- Where the record of event `rec` (mode, 2-byte hash, 8-byte digest, the event
+-- id's 16 bytes; see chatlog.eventstore.idempotency) of a project numbered
+-- `number` lives: its bucket key in the current generation of its window, its
+-- field, its family (window) and the bucket suffix.
+local function slot_of(st, rec, number)
+  local mode, h1, h2 = string.byte(rec, 1, 3)
+  local fam = mode == 105 and st.i or st.o  -- 'i': a client's id; 'o': the server's
+  local suffix = tostring((h1 * 256 + h2) % st.buckets)
+  return fam.cur .. suffix, string.sub(rec, 12) .. number, fam, suffix, mode
 end
 
 -- A remembered record's position, version and digest ('' when it has none).
@@ -53,41 +82,40 @@ local function other_content(known, digest)
   return known ~= digest
 end
 
--- The record of event `rec` (mode, 2-byte hash, 8-byte digest, 32-byte
--- identity; see chatlog.eventstore.idempotency): its value or false, the key
--- it was found in, its bucket key in the current generation of its window,
--- its field and its family (window).
-local function recall(st, rec, event_id, legacy)
-  local mode, h1, h2 = string.byte(rec, 1, 3)
-  local suffix = tostring((h1 * 256 + h2) % st.buckets)
-  local field = string.sub(rec, 12)
-  local fam = mode == 105 and st.i or st.o  -- 'i': a client's id; 'o': the server's
-  local cur = fam.cur .. suffix
-  local key = cur
-  local found = redis.call('HGET', key, field)
-  if not found then
-    key = fam.prev .. suffix
-    found = redis.call('HGET', key, field)
-  end
-  if not found and mode == 105 and st.o ~= st.i then
-    -- a server-made id that a client sends again (after an unanswered append)
-    key = st.o.cur .. suffix
+-- The record of event `rec` of a project numbered `number` (false: none yet):
+-- its value or false, and the key it was found in.
+local function recall(st, rec, number, event_id, legacy)
+  local found, key = false, nil
+  if number then
+    local cur, field, fam, suffix, mode = slot_of(st, rec, number)
+    key = cur
     found = redis.call('HGET', key, field)
     if not found then
-      key = st.o.prev .. suffix
+      key = fam.prev .. suffix
       found = redis.call('HGET', key, field)
+    end
+    if not found and mode == 105 and st.o ~= st.i then
+      -- a server-made id that a client sends again (after an unanswered append)
+      key = st.o.cur .. suffix
+      found = redis.call('HGET', key, field)
+      if not found then
+        key = st.o.prev .. suffix
+        found = redis.call('HGET', key, field)
+      end
     end
   end
   if not found and legacy then
     key = legacy .. event_id
     found = redis.call('GET', key)
   end
-  return found, key, cur, field, fam
+  return found, key
 end
 
--- Remember a record in its bucket (the bucket expires a window after its
--- generation ends: set once per bucket and call).
-local function remember(st, key, field, fam, value)
+-- Remember `value` as the record of event `rec` of a project numbered `number`
+-- (its bucket expires a window after its generation ends: set once per bucket
+-- and call).
+local function remember(st, rec, number, value)
+  local key, field, fam = slot_of(st, rec, number)
   redis.call('HSET', key, field, value)
   if not st.touched[key] then
     st.touched[key] = true
@@ -103,13 +131,16 @@ end
 -- Returns {'ok', pos1, ver1, ...} | {'dup', pos1, ver1, ...} |
 --         {'conflict', current} | {'partial', i} | {'reused', i}
 local function append(st, stream, versions, index, aggregate, expected, n, ev0)
-  local seen, nseen, slot = {}, 0, {}
-  local legacy = st.legacy and (st.tag .. 'eid:' .. string.match(aggregate, '^[^/]*') .. ':')
+  local seen, nseen, remembered = {}, 0, false
+  local project = string.match(aggregate, '^[^/]*')
+  local number = project_number(st, project, false)
+  local legacy = st.legacy and (st.tag .. 'eid:' .. project .. ':')
   for i = 1, n do
     local base = ev0 + (i - 1) * 4
     local rec = ARGV[base + 1]
     if rec ~= '' then
-      local prior, _, key, field, fam = recall(st, rec, ARGV[base], legacy)
+      remembered = true
+      local prior = recall(st, rec, number, ARGV[base], legacy)
       if prior then
         local pos, version, known = parse(prior)
         if other_content(known, string.sub(rec, 4, 11)) then
@@ -118,7 +149,6 @@ local function append(st, stream, versions, index, aggregate, expected, n, ev0)
         nseen = nseen + 1
         seen[i] = {pos, version}
       end
-      slot[i] = {key, field, fam, string.sub(rec, 4, 11)}
     end
   end
   if nseen > 0 then
@@ -138,9 +168,10 @@ local function append(st, stream, versions, index, aggregate, expected, n, ev0)
   if expected >= 0 and current ~= expected then
     return {'conflict', tostring(current)}
   end
+  if remembered and not number then number = project_number(st, project, true) end
   local out = {'ok'}
   -- the project's replay index (Keys.project_index): <tag>:pidx:<project>
-  local pidx = string.sub(stream, 1, -4) .. 'pidx:' .. string.match(aggregate, '^[^/]*')
+  local pidx = st.tag .. 'pidx:' .. project
   for i = 1, n do
     local base = ev0 + (i - 1) * 4
     local version = tostring(current + i)
@@ -148,9 +179,9 @@ local function append(st, stream, versions, index, aggregate, expected, n, ev0)
       'i', ARGV[base], 't', ARGV[base + 2], 'a', aggregate, 'v', version, 'b', ARGV[base + 3])
     redis.call('RPUSH', index, pos)
     redis.call('XADD', pidx, pos, 'e', '')
-    local s = slot[i]
-    if s then
-      remember(st, s[1], s[2], s[3], pos .. ' ' .. version .. ' ' .. s[4])
+    local rec = ARGV[base + 1]
+    if rec ~= '' then
+      remember(st, rec, number, pos .. ' ' .. version .. ' ' .. string.sub(rec, 4, 11))
     end
     out[#out + 1] = pos
     out[#out + 1] = version

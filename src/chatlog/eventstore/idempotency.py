@@ -9,13 +9,16 @@ Each id is one field of a hash bucket of its partition,
 
 where the generation is the server's clock divided by the window and the
 bucket is a 16-bit hash of the id modulo :data:`BUCKETS`. The field is the
-id's identity, its project's and its own 16 bytes (exact: two distinct ids
-never share a field, so no other event is ever reported as a duplicate); the
-value is ``"<position> <version> <digest>"`` with an 8-byte digest of the
-content. A bucket expires a window after its generation ends, so a record
-lives at least the window and at most twice it, and a lookup reads two
-generations. Buckets of up to ``hash-max-listpack-entries`` fields stay
-listpack-encoded: about 60 bytes a record instead of the ~180 of a key per id.
+id's identity: its 16 bytes and its project's number in the partition
+(``<tag>:idp``, project -> number, assigned at the project's first record and
+never reused), exact: two distinct ids never share a field, so no other event
+is ever reported as a duplicate. The value is ``"<position> <version>
+<digest>"`` with an 8-byte digest of the content. A bucket expires a window
+after its generation ends, so a record lives at least the window and at most
+twice it, and a lookup reads two generations. Buckets of up to
+``hash-max-listpack-entries`` fields (128 by default: about 1M ids per
+partition and generation) stay listpack-encoded: about 50 bytes a record
+instead of the ~180 of a key per id.
 
 The append script (``append.lua``) reads and writes the records; a log from
 before this layout kept one key per id (:meth:`Keys.event_id`): those are
@@ -45,7 +48,7 @@ class _Log(Protocol):
 
 #: Buckets per partition, window and generation. Part of the key layout: a log's
 #: records are found only with the count they were written with.
-BUCKETS = 8192
+BUCKETS = 16384
 
 #: The log's metadata field: until when (epoch ms) the keys per id of the layout
 #: before buckets may still hold a remembered id (0: the log never had them).
@@ -63,10 +66,11 @@ def spec(idempotency_window_ms: int, outcome_window_ms: int, legacy: bool) -> st
 def record(project: uuid.UUID, event_id: uuid.UUID, digest: str, supplied: bool) -> bytes:
     """How the script finds and keeps one event's record: its kind (``i``: a client's id,
     remembered for the idempotency window; ``o``: the server's, for the outcome window),
-    a 2-byte hash choosing its bucket, an 8-byte digest of its content and its identity."""
-    identity = project.bytes + event_id.bytes
-    return ((_CLIENT if supplied else _SERVER) + (zlib.crc32(identity) & 0xFFFF).to_bytes(2)
-            + digest8(digest) + identity)
+    a 2-byte hash of its identity choosing its bucket, an 8-byte digest of its content
+    and the event id's 16 bytes (the script adds the project's number)."""
+    raw = event_id.bytes
+    return ((_CLIENT if supplied else _SERVER)
+            + (zlib.crc32(project.bytes + raw) & 0xFFFF).to_bytes(2) + digest8(digest) + raw)
 
 
 def digest8(digest: str) -> bytes:

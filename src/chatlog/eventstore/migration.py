@@ -34,7 +34,7 @@ from chatlog.eventstore.store import EventStore
 #: the id's record to remember ('': none; see :mod:`.idempotency`), event id, the id
 #: records' spec, the remembered content digest, then field, value, ...
 #: An event whose version the target has is skipped only if it is the same event.
-#: (Appended to the append script's functions: ``ids`` and ``remember``.)
+#: (Appended to the append script's functions: ``ids``, ``remember`` and the rest.)
 _COPY_LUA = """
 local aggregate, version = ARGV[1], tonumber(ARGV[2])
 local current = tonumber(redis.call('HGET', KEYS[2], aggregate) or '0')
@@ -64,10 +64,8 @@ redis.call('XADD', string.sub(KEYS[1], 1, -4) .. 'pidx:' .. string.match(aggrega
   pos, 'e', '')
 redis.call('HSET', KEYS[2], aggregate, ARGV[2])
 if ARGV[4] ~= '' then
-  local st, rec = ids(ARGV[6], KEYS[1]), ARGV[4]
-  local mode, h1, h2 = string.byte(rec, 1, 3)
-  local fam = mode == 105 and st.i or st.o
-  remember(st, fam.cur .. tostring((h1 * 256 + h2) % st.buckets), string.sub(rec, 12), fam,
+  local st = ids(ARGV[6], KEYS[1])
+  remember(st, ARGV[4], project_number(st, string.match(aggregate, '^[^/]*'), true),
     pos .. ' ' .. ARGV[2] .. ' ' .. ARGV[7])
 end
 return {'ok', pos}

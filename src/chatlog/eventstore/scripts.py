@@ -52,7 +52,8 @@ local st = ids(ARGV[1], KEYS[1])
 local out = {}
 for j = 2, #ARGV, 3 do
   local legacy = st.legacy and (st.tag .. 'eid:' .. ARGV[j] .. ':')
-  local found, key = recall(st, ARGV[j + 2], ARGV[j + 1], legacy)
+  local found, key = recall(st, ARGV[j + 2], project_number(st, ARGV[j], false), ARGV[j + 1],
+    legacy)
   local kind = 'i'
   if not found then
     kind = ''
