@@ -32,7 +32,7 @@ local function ids(spec, stream)
   end
   return {i = fams[iw], o = fams[ow], buckets = tonumber(buckets),
           legacy = legacy == '1', tag = tag, numbers = tag .. 'idp', pnums = {},
-          touched = {}}
+          dated = {}}
 end
 
 -- The number of `project` (its text) in the partition, which the records'
@@ -83,13 +83,17 @@ local function other_content(known, digest)
 end
 
 -- The record of event `rec` of a project numbered `number` (false: none yet):
--- its value or false, and the key it was found in.
+-- its value or false, and the key it was found in. Also notes in st.dated
+-- whether its bucket in the current generation exists with its expiry set
+-- (its field '' is set with the expiry), so that remember sets it only once.
 local function recall(st, rec, number, event_id, legacy)
   local found, key = false, nil
   if number then
     local cur, field, fam, suffix, mode = slot_of(st, rec, number)
     key = cur
-    found = redis.call('HGET', key, field)
+    local got = redis.call('HMGET', key, field, '')
+    found = got[1]
+    if got[2] then st.dated[cur] = true end
     if not found then
       key = fam.prev .. suffix
       found = redis.call('HGET', key, field)
@@ -111,15 +115,17 @@ local function recall(st, rec, number, event_id, legacy)
   return found, key
 end
 
--- Remember `value` as the record of event `rec` of a project numbered `number`
--- (its bucket expires a window after its generation ends: set once per bucket
--- and call).
+-- Remember `value` as the record of event `rec` of a project numbered `number`.
+-- A bucket expires a window after its generation ends: its creator sets that,
+-- with the field '' that tells later writers it is set.
 local function remember(st, rec, number, value)
   local key, field, fam = slot_of(st, rec, number)
-  redis.call('HSET', key, field, value)
-  if not st.touched[key] then
-    st.touched[key] = true
+  if st.dated[key] then
+    redis.call('HSET', key, field, value)
+  else
+    redis.call('HSET', key, field, value, '', '')
     redis.call('PEXPIREAT', key, fam.expire)
+    st.dated[key] = true
   end
 end
 
