@@ -10,7 +10,8 @@
 -- (the event id's 16 bytes and its project's number in the partition), the
 -- value "<pos> <version> <digest>". A bucket expires a window after its
 -- generation ends, so a record lives for at least the window; a lookup reads
--- the generation now and the one before.
+-- the generation now and the one before. The position's milliseconds are kept
+-- as an offset from the start of the record's generation (7-9 digits, not 13).
 
 -- ids(spec, stream): the per-call state of the id records, from spec =
 -- "<client window ms> <outcome window ms> <buckets> <legacy 0|1>" (legacy:
@@ -27,7 +28,7 @@ local function ids(spec, stream)
       local gen = math.floor(now / ms)
       local base = tag .. 'ids:' .. w .. ':'
       fams[w] = {cur = base .. gen .. ':', prev = base .. (gen - 1) .. ':',
-                 expire = (gen + 2) * ms, base = base}
+                 expire = (gen + 2) * ms, base = base, start = gen * ms, ms = ms}
     end
   end
   return {i = fams[iw], o = fams[ow], buckets = tonumber(buckets),
@@ -62,12 +63,18 @@ local function slot_of(st, rec, number)
   return fam.cur .. suffix, string.sub(rec, 12) .. number, fam, suffix, mode
 end
 
--- A remembered record's position, version and digest ('' when it has none).
-local function parse(value)
+-- A remembered record's position, version and digest ('' when it has none),
+-- from its value and the start of its generation (nil: a key of the format
+-- before buckets, whose position is whole).
+local function parse(value, start)
   local a = string.find(value, ' ', 1, true)
   local b = string.find(value, ' ', a + 1, true)
-  return string.sub(value, 1, a - 1), string.sub(value, a + 1, (b or 0) - 1),
-    b and string.sub(value, b + 1) or ''
+  local pos = string.sub(value, 1, a - 1)
+  if start then
+    local offset, seq = string.match(pos, '^(%d+)%-(%d+)$')
+    pos = string.format('%.0f', start + tonumber(offset)) .. '-' .. seq
+  end
+  return pos, string.sub(value, a + 1, (b or 0) - 1), b and string.sub(value, b + 1) or ''
 end
 
 -- Does a remembered digest name other content than `digest` (8 bytes)? A
@@ -83,43 +90,48 @@ local function other_content(known, digest)
 end
 
 -- The record of event `rec` of a project numbered `number` (false: none yet):
--- its value or false, and the key it was found in. Also notes in st.dated
+-- its value or false, the key it was found in and the start of that key's
+-- generation (nil for a key of the format before buckets). Also notes in st.dated
 -- whether its bucket in the current generation exists with its expiry set
 -- (its field '' is set with the expiry), so that remember sets it only once.
 local function recall(st, rec, number, event_id, legacy)
-  local found, key = false, nil
+  local found, key, start = false, nil, nil
   if number then
     local cur, field, fam, suffix, mode = slot_of(st, rec, number)
-    key = cur
+    key, start = cur, fam.start
     local got = redis.call('HMGET', key, field, '')
     found = got[1]
     if got[2] then st.dated[cur] = true end
     if not found then
-      key = fam.prev .. suffix
+      key, start = fam.prev .. suffix, fam.start - fam.ms
       found = redis.call('HGET', key, field)
     end
     if not found and mode == 105 and st.o ~= st.i then
       -- a server-made id that a client sends again (after an unanswered append)
-      key = st.o.cur .. suffix
+      key, start = st.o.cur .. suffix, st.o.start
       found = redis.call('HGET', key, field)
       if not found then
-        key = st.o.prev .. suffix
+        key, start = st.o.prev .. suffix, st.o.start - st.o.ms
         found = redis.call('HGET', key, field)
       end
     end
   end
   if not found and legacy then
-    key = legacy .. event_id
+    key, start = legacy .. event_id, nil
     found = redis.call('GET', key)
   end
-  return found, key
+  return found, key, start
 end
 
--- Remember `value` as the record of event `rec` of a project numbered `number`.
--- A bucket expires a window after its generation ends: its creator sets that,
--- with the field '' that tells later writers it is set.
-local function remember(st, rec, number, value)
+-- Remember position `pos`, version and digest ('': none) as the record of event
+-- `rec` of a project numbered `number`. A bucket expires a window after its
+-- generation ends: its creator sets that, with the field '' that tells later
+-- writers it is set.
+local function remember(st, rec, number, pos, version, digest)
   local key, field, fam = slot_of(st, rec, number)
+  local ms, seq = string.match(pos, '^(%d+)%-(%d+)$')
+  local value = string.format('%.0f', tonumber(ms) - fam.start) .. '-' .. seq .. ' ' .. version
+    .. ' ' .. digest
   if st.dated[key] then
     redis.call('HSET', key, field, value)
   else
@@ -146,9 +158,9 @@ local function append(st, stream, versions, index, aggregate, expected, n, ev0)
     local rec = ARGV[base + 1]
     if rec ~= '' then
       remembered = true
-      local prior = recall(st, rec, number, ARGV[base], legacy)
+      local prior, _, start = recall(st, rec, number, ARGV[base], legacy)
       if prior then
-        local pos, version, known = parse(prior)
+        local pos, version, known = parse(prior, start)
         if other_content(known, string.sub(rec, 4, 11)) then
           return {'reused', i}
         end
@@ -187,7 +199,7 @@ local function append(st, stream, versions, index, aggregate, expected, n, ev0)
     redis.call('XADD', pidx, pos, 'e', '')
     local rec = ARGV[base + 1]
     if rec ~= '' then
-      remember(st, rec, number, pos .. ' ' .. version .. ' ' .. string.sub(rec, 4, 11))
+      remember(st, rec, number, pos, version, string.sub(rec, 4, 11))
     end
     out[#out + 1] = pos
     out[#out + 1] = version

@@ -65,8 +65,8 @@ redis.call('XADD', string.sub(KEYS[1], 1, -4) .. 'pidx:' .. string.match(aggrega
 redis.call('HSET', KEYS[2], aggregate, ARGV[2])
 if ARGV[4] ~= '' then
   local st = ids(ARGV[6], KEYS[1])
-  remember(st, ARGV[4], project_number(st, string.match(aggregate, '^[^/]*'), true),
-    pos .. ' ' .. ARGV[2] .. ' ' .. ARGV[7])
+  remember(st, ARGV[4], project_number(st, string.match(aggregate, '^[^/]*'), true), pos,
+    ARGV[2], ARGV[7])
 end
 return {'ok', pos}
 """

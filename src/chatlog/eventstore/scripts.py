@@ -44,16 +44,17 @@ return out
 
 #: What the log remembers of event ids (for ``migrate``, and to look at). KEYS[1]
 #: the partition's stream. ARGV[1] the id records' spec, then per event: its project
-#: (text), id (text) and record. Returns per event: the record's value ('' when not
-#: remembered), the milliseconds it is still remembered for (-2: not remembered) and
-#: its kind: 'i' (a client's id), 'o' (the server's) or 'l' (a key of the old layout).
+#: (text), id (text) and record. Returns per event: the record's value ("<position>
+#: <version> <digest>", '' when not remembered), the milliseconds it is still
+#: remembered for (-2: not remembered) and its kind: 'i' (a client's id), 'o' (the
+#: server's) or 'l' (a key of the old layout).
 FIND_IDS = """
 local st = ids(ARGV[1], KEYS[1])
 local out = {}
 for j = 2, #ARGV, 3 do
   local legacy = st.legacy and (st.tag .. 'eid:' .. ARGV[j] .. ':')
-  local found, key = recall(st, ARGV[j + 2], project_number(st, ARGV[j], false), ARGV[j + 1],
-    legacy)
+  local found, key, start = recall(st, ARGV[j + 2], project_number(st, ARGV[j], false),
+    ARGV[j + 1], legacy)
   local kind = 'i'
   if not found then
     kind = ''
@@ -61,6 +62,10 @@ for j = 2, #ARGV, 3 do
     kind = 'o'
   elseif legacy and key == legacy .. ARGV[j + 1] then
     kind = 'l'
+  end
+  if found then
+    local pos, version, digest = parse(found, start)
+    found = pos .. ' ' .. version .. ' ' .. digest
   end
   out[#out + 1] = found or ''
   out[#out + 1] = found and redis.call('PTTL', key) or -2
