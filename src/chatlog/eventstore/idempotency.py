@@ -63,14 +63,21 @@ def spec(idempotency_window_ms: int, outcome_window_ms: int, legacy: bool) -> st
             f"{1 if legacy else 0}")
 
 
-def record(project: uuid.UUID, event_id: uuid.UUID, digest: str, supplied: bool) -> bytes:
+def record(project: uuid.UUID | str, event_id: uuid.UUID | str, digest: str,
+           supplied: bool) -> bytes:
     """How the script finds and keeps one event's record: its kind (``i``: a client's id,
     remembered for the idempotency window; ``o``: the server's, for the outcome window),
     a 2-byte hash of its identity choosing its bucket, an 8-byte digest of its content
     and the event id's 16 bytes (the script adds the project's number)."""
-    raw = event_id.bytes
+    raw = _bytes(event_id)
     return ((_CLIENT if supplied else _SERVER)
-            + (zlib.crc32(project.bytes + raw) & 0xFFFF).to_bytes(2) + digest8(digest) + raw)
+            + (zlib.crc32(_bytes(project) + raw) & 0xFFFF).to_bytes(2) + digest8(digest) + raw)
+
+
+def _bytes(value: uuid.UUID | str) -> bytes:
+    """A UUID's 16 bytes (also of one given as text, or of another UUID class)."""
+    raw = getattr(value, "bytes", None)
+    return raw if isinstance(raw, bytes) else uuid.UUID(str(value)).bytes
 
 
 def digest8(digest: str) -> bytes:
