@@ -13,7 +13,8 @@ id's identity: its 16 bytes and its project's number in the partition
 (``<tag>:idp``, project -> number, assigned at the project's first record and
 never reused), exact: two distinct ids never share a field, so no other event
 is ever reported as a duplicate. The value is ``"<position> <version>
-<digest>"`` with an 8-byte digest of the content. A bucket expires a window
+<digest>"`` with an 8-byte digest of the content and the position's
+milliseconds as an offset from the generation's start. A bucket expires a window
 after its generation ends, so a record lives at least the window and at most
 twice it, and a lookup reads two generations. Buckets of up to
 ``hash-max-listpack-entries`` fields (128 by default: about 1M ids per
