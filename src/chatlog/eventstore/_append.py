@@ -204,9 +204,9 @@ class Appender:
         first = events[0]
         project, aggregate_type, aggregate_id = (
             first.project, first.aggregate_type, first.aggregate_id)
-        for ev in events[1:]:  # str compares first: UUID.__eq__ is Python
+        for ev in events[1:]:  # str compares first, UUID.__eq__ (Python) only if not the same
             if (ev.aggregate_id != aggregate_id or ev.aggregate_type != aggregate_type
-                    or ev.project != project):
+                    or (ev.project is not project and ev.project != project)):
                 raise InvalidInput(
                     f"a batch appends to one aggregate; got {first.aggregate} and {ev.aggregate}"
                 )
