@@ -399,7 +399,7 @@ class Orchestrator(WorkflowCommands):
         except TimeoutError as exc:
             waited = round(time.monotonic() - began, 3)
             raise WaitTimeout(workflow_id, f"state {'|'.join(sorted(wanted))}", waited) from exc
-        return self._view(project, state)
+        return await self._view(project, state)
 
     async def wait_for_start(self, project: ProjectKey, workflow_id: str) -> RecordedEvent:
         """Wait until the workflow's wait for ``start_task`` ends; the event that ended it.
