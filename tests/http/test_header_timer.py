@@ -6,6 +6,7 @@ first bytes came, and a connection answering requests is not cut."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from tests.http.live import Live
 
@@ -32,6 +33,8 @@ async def test_a_stalled_head_after_answered_requests_is_closed(live: Live) -> N
         assert await asyncio.wait_for(reader.read(), 10) == b""
     finally:
         writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
 
 
 async def test_requests_keep_being_answered_across_many_timeouts(live: Live) -> None:
@@ -48,3 +51,5 @@ async def test_requests_keep_being_answered_across_many_timeouts(live: Live) -> 
         assert answered > 1
     finally:
         writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
