@@ -33,6 +33,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import redis
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 from langgraph.checkpoint.base import empty_checkpoint
@@ -123,13 +124,19 @@ class Bank(Application[uuid.UUID]):
     pass
 
 
-def _per_s(step: Any, duration: float) -> float:
+def _per_s(step: Any, duration: float) -> tuple[float, int, float]:
+    """Operations per second, how many, and the CPU seconds this process used."""
     n = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     while time.perf_counter() - start < duration:
         step()
         n += 1
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), n, time.process_time() - cpu
+
+
+def _server_cpu(client: Any) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def _es_steps(app: Bank) -> dict[str, Any]:
@@ -157,20 +164,31 @@ def _es_steps(app: Bank) -> dict[str, Any]:
     return {"save1": save_one, "save100": save_hundred, "read100": read}
 
 
-def _es_reps(envs: dict[str, dict[str, str]], duration: float) -> dict[str, dict[str, float]]:
+def _es_reps(envs: dict[str, dict[str, str]], duration: float,
+             server: Any) -> dict[str, dict[str, float]]:
     """Per application (by name) and measurement, operations per second, measured in
-    slices alternating between the applications."""
+    slices alternating between the applications; and (``<what>_cpu``) the CPU
+    microseconds per operation: this process's, plus the server's for chatlog."""
     apps = {name: Bank(env=env) for name, env in envs.items()}
     try:
         out: dict[str, dict[str, float]] = {name: {} for name in apps}
         steps = {name: _es_steps(app) for name, app in apps.items()}
         for what in ("save1", "save100", "read100"):
             rates: dict[str, list[float]] = {name: [] for name in apps}
+            ops = dict.fromkeys(apps, 0)
+            cpu = dict.fromkeys(apps, 0.0)
             for _ in range(SLICES):
                 for name in apps:
-                    rates[name].append(_per_s(steps[name][what], duration / SLICES))
+                    before = _server_cpu(server) if name == "chatlog" else 0.0
+                    rate, n, used = _per_s(steps[name][what], duration / SLICES)
+                    if name == "chatlog":
+                        used += _server_cpu(server) - before
+                    rates[name].append(rate)
+                    ops[name] += n
+                    cpu[name] += used
             for name in apps:
                 out[name][what] = sum(rates[name]) / SLICES
+                out[name][f"{what}_cpu"] = cpu[name] / max(ops[name], 1) * 1e6
         return out
     finally:
         for app in apps.values():
@@ -188,7 +206,9 @@ def main() -> None:
                            "CHATLOG_REDIS_URL": server.url, "CHATLOG_KEY_PREFIX": f"es{rep}"}
             sqlite_env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
                           "SQLITE_DBNAME": str(data / f"es{rep}.sqlite")}
-            es = _es_reps({"chatlog": chatlog_env, "sqlite": sqlite_env}, args.duration)
+            with redis.Redis.from_url(server.url) as info:
+                es = _es_reps({"chatlog": chatlog_env, "sqlite": sqlite_env}, args.duration,
+                              info)
             runs.append({"lg": lg, "es_chatlog": es["chatlog"], "es_sqlite": es["sqlite"]})
             print(f"rep {rep + 1}/{args.reps} done", flush=True)
 
@@ -231,6 +251,13 @@ def main() -> None:
     for name, values in ratios.items():
         print(f"ratio {name} per rep: {', '.join(f'{v:.2f}' for v in values)} "
               f"(best {max(values):.2f}, median {statistics.median(values):.2f})")
+    # CPU per operation (chatlog: client + server), which the machine's load moves
+    # less than throughput; fsync waits are not in it
+    for what in ("save1", "save100", "read100"):
+        mine, peer = es("chatlog", f"{what}_cpu"), es("sqlite", f"{what}_cpu")
+        print(f"cpu us/op {what}: chatlog {statistics.median(mine):.0f} (client + server), "
+              f"sqlite {statistics.median(peer):.0f}; cpu ratio (sqlite / chatlog) per rep: "
+              f"{', '.join(f'{p / max(m, 1e-9):.2f}' for m, p in zip(mine, peer, strict=True))}")
     emit("integrations", results, args, steps=STEPS, pid=os.getpid())
 
 

@@ -1,4 +1,5 @@
-"""Workflow events with a big field (a job's ``payload``, a workflow's ``input``),
+"""Workflow events with a big field (a job's ``payload``, a workflow's ``input`` at
+create or start, its ``result``),
 built and decoded without parsing or serializing that field in the event loop's
 process (issue 15 #9).
 
@@ -16,12 +17,21 @@ from typing import Any
 import orjson
 
 from chatlog import offload
-from chatlog.events import EventData, JobEnqueued, RecordedEvent, WorkflowCreated
+from chatlog.events import (
+    EventData,
+    JobEnqueued,
+    RecordedEvent,
+    WorkflowCompleted,
+    WorkflowCreated,
+    WorkflowStarted,
+)
 from chatlog.eventstore.codec import BLOB_MARK, decode_entry
 
 #: Event type -> its field that may hold a big JSON value.
 BIG_FIELDS = {JobEnqueued.event_type.encode(): "payload",
-              WorkflowCreated.event_type.encode(): "input"}
+              WorkflowCreated.event_type.encode(): "input",
+              WorkflowStarted.event_type.encode(): "input",
+              WorkflowCompleted.event_type.encode(): "result"}
 
 
 def data_of(data: EventData) -> dict[str, Any]:
@@ -81,3 +91,40 @@ async def decode(partition: int, position: bytes | str,
         return decode_entry(partition, position, fields)
     split = await offload.run(split_body, fields[b"b"], name)
     return _joined(partition, position, fields, name, split)
+
+
+def fragment_json(value: Any) -> bytes:
+    """The JSON of ``value``; an ``orjson.Fragment``'s bytes as they are (not parsed)."""
+    return orjson.dumps(value)
+
+
+def merge_objects(first: bytes, second: bytes) -> bytes:
+    """In the worker process: ``{**first, **second}`` of two JSON objects, as JSON."""
+    return orjson.dumps({**orjson.loads(first), **orjson.loads(second)})
+
+
+async def merged(first: Any, second: Any) -> orjson.Fragment:
+    """``{**first, **second}`` (dicts or Fragments of JSON objects) as a Fragment,
+    merged in the worker process (a workflow's input updated by its start)."""
+    blob = await offload.run(merge_objects, fragment_json(first), fragment_json(second))
+    return orjson.Fragment(blob)
+
+
+def split_data(body: bytes) -> tuple[bytes, bytes]:
+    """In the worker process: the body with empty data, and the data's JSON as it was."""
+    doc = orjson.loads(body)
+    data = doc.pop("d", {}) if isinstance(doc, dict) else {}
+    return orjson.dumps({**doc, "d": {}}), orjson.dumps(data)
+
+
+async def decode_unparsed(partition: int, position: bytes | str,
+                          fields: dict[bytes, bytes]) -> RecordedEvent:
+    """``decode_entry`` for readers that only write the event out again (replay, SSE):
+    a big body's data is split off in the worker process and comes as an
+    ``orjson.Fragment`` in place of the dict, which orjson writes as it is."""
+    body = fields[b"b"]
+    if len(body) < offload.BIG or body[:1] == BLOB_MARK:
+        return decode_entry(partition, position, fields)
+    small, data = await offload.run(split_data, body)
+    event = decode_entry(partition, position, {**fields, b"b": small})
+    return event.model_copy(update={"data": orjson.Fragment(data)})

@@ -147,3 +147,31 @@ async def test_a_big_and_a_small_form_of_one_message_have_one_digest(client) -> 
     other = await client.post("/v1/projects/P/messages", data=pretty.replace(b'"x"', b'"y"'),
                               headers={"Content-Type": "application/json"})
     assert other.status == 409, await other.text()
+
+
+async def test_every_big_body_is_read_by_the_one_big_json_reader(
+    client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages, jobs and workflows read a big body through ``_big_json.read_big``
+    (one set of rules, one worker call), not a copy of it per endpoint."""
+    from chatlog.http import _big_json
+
+    real_run = offload.run
+    called: list[str] = []
+
+    async def recording_run(fn: Any, *args: Any) -> Any:
+        called.append(f"{fn.__module__}.{fn.__name__}")
+        return await real_run(fn, *args)
+
+    monkeypatch.setattr(offload, "run", recording_run)
+    tiny = b"[" + b",".join([b"0"] * 40_000) + b"]"
+    for path, raw in [
+        ("messages", b'{"role": "user", "content": "x", "metadata": {"a": ' + tiny + b"}}"),
+        ("jobs", b'{"kind": "k", "payload": {"a": ' + tiny + b"}}"),
+        ("workflows", b'{"input": {"a": ' + tiny + b"}}"),
+    ]:
+        called.clear()
+        resp = await client.post(f"/v1/projects/P/{path}", data=raw,
+                                 headers={"Content-Type": "application/json"})
+        assert resp.status == 201, await resp.text()
+        assert called[:1] == [f"{_big_json.__name__}.prepare"], (path, called)

@@ -93,12 +93,12 @@ async def test_a_big_workflow_input_is_never_parsed_in_the_server_process(
     listed = await client.get("/v1/projects/P/workflows",
                               params={"min_position": later["position"]})
     assert listed.status == 200, await listed.text()
-    assert big_parses == []
-    monkeypatch.setattr(orjson, "loads", real_loads)
-    # Not yet off the loop: a create of an existing id folds its history (a 409).
+    # A create of an existing id folds its history off-process too (a 409).
     again = await client.post("/v1/projects/P/workflows", data=raw,
                               headers={"Content-Type": "application/json"})
     assert again.status == 409, await again.text()
+    assert big_parses == []
+    monkeypatch.setattr(orjson, "loads", real_loads)
     view = orjson.loads(answer)
     expected = {"z": 1, "a": [0] * 500_000}
     assert view["workflow_id"] == "wf-big" and view["state"] == "waiting_for_start"
@@ -129,3 +129,34 @@ async def test_big_job_and_workflow_bodies_keep_the_strict_rules(client: Any) ->
         doc = await resp.json()
         fields = {e["field"] for e in doc.get("errors", [])}
         assert any(f in fields or f in doc["detail"] for f in field.split("|")), doc
+
+
+async def test_listing_jobs_answers_big_payloads_unparsed(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for job_id in ("big-a", "big-b"):
+        assert (await _post(client, _body(PAYLOAD, job_id))).status == 201
+    small = await client.post("/v1/projects/P/jobs", json={"kind": "echo", "payload": {"s": 1}})
+    assert small.status == 201
+    real_loads = orjson.loads
+    big_parses: list[int] = []
+
+    def counting_loads(data: Any) -> Any:
+        if len(data) >= offload.BIG:
+            big_parses.append(len(data))
+        return real_loads(data)
+
+    monkeypatch.setattr(orjson, "loads", counting_loads)
+    listed = await client.get("/v1/projects/P/jobs", params={"state": "pending", "limit": "2"})
+    assert listed.status == 200, await listed.text()
+    raw_page = await listed.read()
+    assert big_parses == []
+    monkeypatch.setattr(orjson, "loads", real_loads)
+    page = orjson.loads(raw_page)
+    assert [j["job_id"] for j in page["jobs"]][1:] == ["big-b"]
+    assert page["jobs"][0]["payload"] == {"s": 1}
+    assert page["jobs"][1]["payload"] == {"z": 1, "a": [0] * 500_000}
+    assert page["next_cursor"]
+    rest = await client.get("/v1/projects/P/jobs",
+                            params={"state": "pending", "cursor": page["next_cursor"]})
+    assert [j["job_id"] for j in (await rest.json())["jobs"]] == ["big-a"]

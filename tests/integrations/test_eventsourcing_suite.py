@@ -127,6 +127,34 @@ class TestNonInterleavingNotificationIDsOnCluster(TestNonInterleavingNotificatio
     backend = "cluster"
 
 
+# Every batch as one MULTI/EXEC (the path of batches of 10+ events on one server), so
+# the suites check that path's atomicity, notification ids and IntegrityError rules too
+# (not their timing printouts: test_performance is the same as above).
+
+
+class _InTransactions(_OnChatlog):
+    @pytest.fixture(autouse=True)
+    def _every_batch_in_a_transaction(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("chatlog.integrations._eventsourcing_datastore.MULTI_MIN", 1)
+
+    def test_performance(self) -> None:
+        pytest.skip("timing printouts: run once, by the suite above")
+
+
+class TestApplicationRecorderInTransactions(_InTransactions, TestApplicationRecorder):
+    pass
+
+
+class TestProcessRecorderInTransactions(_InTransactions, TestProcessRecorder):
+    pass
+
+
+class TestNonInterleavingNotificationIDsInTransactions(
+    _InTransactions, TestNonInterleavingNotificationIDs
+):
+    pass
+
+
 class _TrackingSubclass(ChatlogTrackingRecorder):
     pass
 

@@ -128,3 +128,24 @@ async def test_from_conn_string_on_a_data_dir(tmp_path: Path) -> None:
     async with ChatlogSaver.from_conn_string(str(data), project="agents") as saver:  # reopened
         got = await saver.aget_tuple(stored)
     assert got is not None and got.checkpoint["channel_values"] == {"x": 0}
+
+
+async def test_a_retried_put_adds_nothing_and_other_content_wins(store: EventStore) -> None:
+    """A retry (after "not replicated", say) of the same put or of the same overwriting
+    writes adds no second event; the same checkpoint id with other content is stored
+    again, and reads give the newer."""
+    saver = ChatlogSaver(store, project="Agents")
+    config = generate_config("t-retry")
+    checkpoint = generate_checkpoint(channel_values={"x": 1})
+    stored = await saver.aput(config, checkpoint, generate_metadata(step=1), {"x": 1})
+    assert await saver.aput(config, checkpoint, generate_metadata(step=1), {"x": 1}) == stored
+    for _ in range(2):
+        await saver.aput_writes(stored, [("__error__", "boom")], "task-1")
+    assert len(await store.read(0)) == 2  # one checkpoint, one write
+    await saver.aput(config, checkpoint, generate_metadata(step=2), {"x": 1})
+    await saver.aput_writes(stored, [("__error__", "bang")], "task-1")
+    assert len(await store.read(0)) == 4
+    tup = await saver.aget_tuple(stored)
+    assert tup is not None
+    assert tup.metadata["step"] == 2
+    assert tup.pending_writes == [("task-1", "__error__", "bang")]

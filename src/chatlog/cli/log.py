@@ -13,11 +13,13 @@ import click
 import orjson
 
 from chatlog.cli._app import cli, run_async, settings_from
-from chatlog.errors import InvalidInput
+from chatlog.errors import InvalidInput, PositionTrimmed
 from chatlog.events import MessageAppended, NewEvent, RecordedEvent
+from chatlog.eventstore import EventStore
 from chatlog.eventstore.archiver import holding_lease
-from chatlog.eventstore.codec import Cursor
+from chatlog.eventstore.codec import Cursor, decode_entry
 from chatlog.eventstore.owner import Owner, read_owner
+from chatlog.eventstore.project_index import indexed, read_projects
 from chatlog.eventstore.runtime import open_store
 from chatlog.filters import require_known_types
 from chatlog.identity import normalize_project_id, normalize_thread_id
@@ -79,6 +81,21 @@ async def append(ctx: click.Context, project: str, content: str, thread_id: str 
     }))
 
 
+async def _page(store: EventStore, cursor: Cursor, project: uuid.UUID | None,
+                parts: list[int] | None) -> list[RecordedEvent]:
+    """The next events after ``cursor``: one project's through its index (the work is
+    that project's events, not its partition's) when the log keeps one."""
+    if project is None or not await indexed(store):
+        events, _ = await store.read_cursor(cursor, 1000, parts)
+        return events
+    p = store.partition_of(project)
+    try:
+        entries = await read_projects(store, p, [project], cursor.positions[p], 1000)
+    except PositionTrimmed as exc:
+        raise await store.gone(exc, cursor) from None
+    return [decode_entry(p, pos, fields) for pos, fields in entries]
+
+
 @cli.command()
 @click.option("--after", default=None,
               help="Start after this position (a cursor printed by an earlier tail). "
@@ -120,7 +137,7 @@ async def tail(ctx: click.Context, after: str | None, project: str | None,
             return limit is not None and printed >= limit
 
         while True:  # catch up
-            events, _ = await store.read_cursor(cursor, 1000, parts)
+            events = await _page(store, cursor, key.key if key else None, parts)
             if not events:
                 break
             for ev in events:

@@ -30,19 +30,21 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatlog.erasure import _rdb, _redis
 from chatlog.erasure._archive_job import erase_in_child
 from chatlog.errors import ArchiveConflict, InvalidInput, NotFound, ProjectNotFound
 from chatlog.events import ErasureRecorded, NewEvent, aggregate_key
 from chatlog.eventstore import EventStore
-from chatlog.eventstore.archive import Archive
 from chatlog.eventstore.archiver import holding_lease
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import guard, text
 from chatlog.projections.erasure import applied_position, count_rows, purge_read_model
 from chatlog.settings import Settings
+
+if TYPE_CHECKING:  # pyarrow is imported when an erasure opens the archive, not at start
+    from chatlog.eventstore.archive import Archive
 
 STEPS = ("recorded", "tombstoned", "redis", "archive", "read_models", "aof", "done")
 
@@ -186,7 +188,11 @@ def eraser_for(settings: Settings, store: EventStore,
         if store.archive is not None:  # the readers' own: they see the erasure at once
             return store.archive
         where = settings.archive_dir
-        return Archive.open(str(where)) if where.exists() else None
+        if not where.exists():
+            return None
+        from chatlog.eventstore.archive import Archive
+
+        return Archive.open(str(where))
 
     return Eraser(store, archive=archive, read_models=[path],
                   wait_applied=wait_applied or file_applied, on_step=erasure_fault_hook(),

@@ -59,3 +59,29 @@ async def xread(
         return []
     return [(key, [(pos, dict(zip(flat[::2], flat[1::2], strict=True)))
                    for pos, flat in entries]) for key, entries in reply]
+
+
+async def read_flat_first(
+    conn: LeanConnection, keys: Keys, partition: int, after: str, limit: int, *,
+    committed: bool,
+) -> tuple[bytes | None, bytes | None, list[Any]]:
+    """``(horizon, first, entries)``: GET horizon, the stream's first position [, the
+    committed position] and XRANGE in one MULTI (nothing is trimmed between them),
+    entries as flat field lists, capped at the committed position when
+    ``committed``. What the tiered read needs to find the tier boundary, in one
+    round trip and with no dict per entry. The caller checks the horizon."""
+    start = f"({after}" if after != START else "-"
+    log = keys.log(partition)
+    replies = await guard(conn.execute_many([
+        ("MULTI",), ("GET", keys.horizon(partition)), ("XRANGE", log, "-", "+", "COUNT", 1),
+        *([("XREVRANGE", keys.committed(partition), "+", "-", "COUNT", 1)]
+          if committed else []),
+        ("XRANGE", log, start, "+", "COUNT", limit), ("EXEC",),
+    ]))
+    raise_any(replies)
+    done = replies[-1]
+    raise_any(done)
+    horizon, head, entries = done[0], done[1], done[-1]
+    if committed:
+        entries = capped(entries, committed_of(done[2]))
+    return horizon, (head[0][0] if head else None), entries

@@ -283,6 +283,18 @@ class SingleServer(Topology):
             self._flat, keys, partition, after, limit)
         return flat
 
+    async def read_checked_first(
+        self, keys: Keys, partition: int, after: str, limit: int, *, flat: bool
+    ) -> tuple[Any, bytes | None]:
+        if self._lean_reads is None:
+            return await super().read_checked_first(keys, partition, after, limit, flat=flat)
+        horizon, first, entries = await _lean_reads.read_flat_first(
+            self._lean_reads, keys, partition, after, limit, committed=self.committed_only)
+        check_horizon(partition, after, horizon)
+        if flat:  # (position, fields) tuples, as every other read gives them
+            return [(pos, f) for pos, f in entries], first
+        return [(pos, dict(zip(f[::2], f[1::2], strict=True))) for pos, f in entries], first
+
     async def xrange_flat(self, key: str, start: str, count: int) -> list[FlatEntry]:
         if self._lean_reads is not None:
             entries: list[FlatEntry] = await guard(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -97,6 +97,18 @@ def decode_entry(
         "schema_version": body.get("s", 1),
         "blob": blob,
     })
+
+
+#: How a reader turns an entry into an event, awaited (``chatlog.big_events.decode``
+#: splits a big field off in the worker process).
+EntryDecoder = Callable[[int, bytes | str, dict[bytes, bytes]], Awaitable[RecordedEvent]]
+
+
+async def decode_here(
+    partition: int, position: bytes | str, fields: dict[bytes, bytes]
+) -> RecordedEvent:
+    """:func:`decode_entry` as an :data:`EntryDecoder` (in this process)."""
+    return decode_entry(partition, position, fields)
 
 
 _RECORDED_FIELDS = tuple(RecordedEvent.model_fields)

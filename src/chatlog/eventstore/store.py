@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatlog.errors import InvalidInput, PartitionMismatch, PositionTrimmed
 from chatlog.events import NewEvent, RecordedEvent, aggregate_key
-from chatlog.eventstore import _status, _watermark, idempotency, tiers
+from chatlog.eventstore import _status, _watermark, codec, idempotency, tiers
 from chatlog.eventstore._append import Appender, AppendResult
 from chatlog.eventstore._status import LogInfo, PartitionStatus, StoreStatus, TierStatus
 from chatlog.eventstore._topology import FlatEntry, RawEntry, connect, topology_of
@@ -331,11 +331,11 @@ class EventStore:
         aggregate_type: str,
         aggregate_id: str,
         from_version: int = 1,
-        limit: int | None = None,
+        limit: int | None = None, decode: codec.EntryDecoder = codec.decode_here,
     ) -> list[RecordedEvent]:
-        """One aggregate's events from ``from_version`` on, in version order: archived
-        versions through the archive's aggregate index, the rest from Redis; a
-        deliberately deleted version raises :class:`PositionTrimmed`."""
+        """One aggregate's events from ``from_version`` on, in version order (each entry
+        turned into an event by ``decode``): archived versions through the archive's
+        aggregate index, the rest from Redis; a deleted version raises PositionTrimmed."""
         partition = self.partition_of(project)
         aggregate = aggregate_key(project, aggregate_type, aggregate_id)
         upto = None
@@ -348,7 +348,7 @@ class EventStore:
         for pos, flat in flats:
             if upto is not None and parse_position(text(pos)) > upto:
                 break  # not replicated (yet): the rest of the aggregate comes after it
-            events.append(decode_entry(partition, pos, flat_fields(flat)))
+            events.append(await decode(partition, pos, flat_fields(flat)))
         return events
 
     async def aggregate_version(self, project: Any, aggregate_type: str, aggregate_id: str) -> int:

@@ -249,19 +249,22 @@ def archive_tier(archive: Archive,
 # -- the store's reads, completed from the archive ------------------------------------
 
 
+def _deleted_since(archive: Archive, partition: int, horizon: bytes | None) -> bool:
+    """Whether the cached manifest may predate the deletion ``horizon`` records."""
+    oldest = archive.oldest(partition)
+    return horizon is not None and oldest is not None and _key(oldest) <= _key(horizon)
+
+
 def _archive_page(archive: Archive, partition: int, after: str, limit: int,
                   horizon: bytes | None) -> list[FlatEntry]:
     """The archive's page after ``after`` when the archive alone may serve it (see
     :func:`read_both`; empty otherwise). The manifest is re-read first when it
     predates the deletion that ``horizon`` (the last position deleted) records."""
-    if horizon is not None:
-        oldest = archive.oldest(partition)
-        if oldest is not None and _key(oldest) <= _key(horizon):
-            archive.reload()  # a deletion made elsewhere since the manifest was read
+    if _deleted_since(archive, partition, horizon):
+        archive.reload()  # a deletion made elsewhere since the manifest was read
     newest = archive.newest(partition)
-    if newest is None or (after != START and _key(after) >= _key(newest)):
-        return []
-    return archive.read_flat(partition, after, limit)
+    held = newest is not None and (after == START or _key(after) < _key(newest))
+    return archive.read_flat(partition, after, limit) if held else []
 
 
 async def read_both(topology: Topology, keys: Keys, archive: Archive, partition: int,
@@ -269,18 +272,20 @@ async def read_both(topology: Topology, keys: Keys, archive: Archive, partition:
     """Up to ``limit`` entries after ``after`` across both tiers (flat fields with
     ``flat``, else dicts), checked against the deletion horizon.
 
-    A cursor before the archive's newest position (as last seen) is first served
-    from the archive alone, after a check against the deletion horizon (one GET):
-    when the archive holds a whole page after it, every entry of that page is
-    older than anything Redis holds but a crash's leftovers (the same events), so
-    the page is complete and the hot tail is not read (a replay from the start
-    does not also fetch a page of Redis per archived page). Otherwise the rule
-    above finds the boundary."""
-    if limit > 0 and archive.newest(partition) is not None:
-        horizon = await guard(topology.raw_horizon(keys, partition))
+    A cursor before the archive's newest position (as last seen) is served from
+    the archive alone when it holds a whole page after it (older than anything
+    Redis holds but a crash's leftovers, the same events), the horizon read
+    meanwhile (one GET); otherwise Redis first (its read checks the horizon), and
+    the rule above finds the boundary."""
+    newest = archive.newest(partition) if limit > 0 else None
+    if newest is not None and (after == START or _key(after) < _key(newest)):
+        horizon, cold_only = await asyncio.gather(
+            guard(topology.raw_horizon(keys, partition)),
+            asyncio.to_thread(_archive_page, archive, partition, after, limit, None))
         check_horizon(partition, after, horizon)
-        cold_only = await asyncio.to_thread(_archive_page, archive, partition, after, limit,
-                                            horizon)
+        if _deleted_since(archive, partition, horizon):  # read before it: read it again
+            cold_only = await asyncio.to_thread(_archive_page, archive, partition, after,
+                                                limit, horizon)
         if len(cold_only) >= limit:
             return cold_only if flat else [(pos, flat_fields(f)) for pos, f in cold_only]
     read, first = await topology.read_checked_first(keys, partition, after, limit, flat=flat)
@@ -300,10 +305,16 @@ async def scan_both(archive: Archive | None, partition: int, chunk: int,
     chunk asked for before this one is yielded."""
     after = START
     if archive is not None:
+        # The next batch is decoded (in a thread, without the GIL) while this one is used.
         batches = iter_archive(archive, partition)
-        while (batch := await asyncio.to_thread(next, batches, None)) is not None:
-            after = str(batch.column("position")[-1])
-            yield batch
+        ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+        try:
+            while (batch := await ahead) is not None:
+                after = str(batch.column("position")[-1])
+                ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+                yield batch
+        finally:
+            await asyncio.gather(ahead, return_exceptions=True)
     request = asyncio.ensure_future(read_flat(partition, after, chunk))
     try:
         while True:

@@ -9,9 +9,11 @@ hashes for the same value as a dict, so a retry's digest is the same.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, TypeVar
 
 import orjson
+from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from chatlog import offload
@@ -31,8 +33,11 @@ def prepare(model: type[M], raw: bytes, big: tuple[str, ...]) -> tuple[Any, ...]
     except InvalidInput as exc:
         return ("error", str(exc))
     fields = body.model_dump(exclude=set(big))
-    blobs = {name: orjson.dumps(getattr(body, name), option=orjson.OPT_SORT_KEYS)
-             for name in big}
+    try:
+        blobs = {name: orjson.dumps(getattr(body, name), option=orjson.OPT_SORT_KEYS)
+                 for name in big}
+    except orjson.JSONEncodeError as exc:  # nested deeper than JSON is stored (254 levels)
+        return ("error", f"the request body cannot be stored: {exc}")
     return ("ok", fields, blobs)
 
 
@@ -60,3 +65,32 @@ async def same_value(stored: bytes, given: Any, given_json: bytes | None) -> boo
     if given_json is None and len(stored) < offload.BIG:
         return bool(orjson.loads(stored) == given)
     return await offload.run(same_json, stored, given_json or orjson.dumps(given))
+
+
+def dump_json(model: BaseModel) -> bytes:
+    """``model.model_dump_json()``, each ``orjson.Fragment`` in it (a big JSON value
+    never parsed here) written as its bytes."""
+    fragments: list[bytes] = []
+    mark = f"chatlog-fragment-{uuid.uuid4()}-"
+
+    def fallback(value: Any) -> str:
+        if not isinstance(value, orjson.Fragment):
+            raise TypeError(f"{type(value).__name__} is not JSON serializable")
+        fragments.append(orjson.dumps(value))  # a Fragment's bytes, copied as they are
+        return f"{mark}{len(fragments) - 1}"
+
+    doc = model.model_dump_json(fallback=fallback, warnings=False).encode()
+    if not fragments:
+        return doc
+    # One pass: each piece after the first starts with a fragment's index and its '"'.
+    first, *rest = doc.split(f'"{mark}'.encode())
+    out = [first]
+    for piece in rest:
+        index, tail = piece.split(b'"', 1)
+        out += (fragments[int(index)], tail)
+    return b"".join(out)
+
+
+def json_answer(model: BaseModel, status: int = 200) -> web.Response:
+    """The model as a JSON response, its Fragments (big values) written as they are."""
+    return web.Response(status=status, body=dump_json(model), content_type="application/json")

@@ -17,10 +17,10 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from chatlog.big_events import decode_unparsed
 from chatlog.errors import PositionTrimmed
 from chatlog.events import RecordedEvent
 from chatlog.eventstore import Cursor
-from chatlog.eventstore.codec import decode_entry
 from chatlog.eventstore.project_index import indexed, read_projects
 from chatlog.http._state import AppState
 
@@ -135,7 +135,8 @@ class Scan:
                             yield batch
                             return
                         cursor = cursor.advanced(p, position)
-                        batch.append((decode_entry(p, pos, fields), cursor))
+                        # A big body's data stays JSON (split off in the worker process).
+                        batch.append((await decode_unparsed(p, pos, fields), cursor))
                         self.count += 1
                         self.bytes += size
                         if self.count >= self.limit:

@@ -20,15 +20,17 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from chatlog.big_events import decode_unparsed
 from chatlog.errors import ChatlogError, InvalidInput, InvalidPosition
 from chatlog.events import RecordedEvent
 from chatlog.eventstore import START, Cursor, EventStore, parse_position, position_after
 from chatlog.eventstore.backward import read_raw_before
-from chatlog.eventstore.codec import decode_entry
 from chatlog.eventstore.project_index import read_projects_before
 from chatlog.filters import require_known_types
-from chatlog.http._routing import Endpoint, json_response, read_query
+from chatlog.http._big_json import json_answer
+from chatlog.http._routing import Endpoint, read_query
 from chatlog.http._scan import SCAN_BUDGET, Scan, Scanned, own_projects, scan
+from chatlog.http._sse import out_json
 from chatlog.http._state import AppState, state
 from chatlog.http.auth import Principal
 from chatlog.http.fanout import Subscriber
@@ -131,7 +133,8 @@ def parse_cursor(text: str | None, partitions: int) -> Cursor:
 
 
 def event_out(ev: RecordedEvent, cursor: Cursor) -> EventOut:
-    return EventOut(**ev.model_dump(), cursor=str(cursor))
+    # Not validated again: a big event's data is its stored JSON (a Fragment).
+    return EventOut.model_construct(**dict(ev), cursor=str(cursor))
 
 
 def _successor(position: str) -> str:
@@ -197,7 +200,7 @@ async def scan_back(
             positions[p] = read_to[p]
         if flt.matches_raw(fields):
             positions[p] = read_to[p]
-            found.append((decode_entry(p, pos, fields), Cursor(list(positions))))
+            found.append((await decode_unparsed(p, pos, fields), Cursor(list(positions))))
             if len(found) >= limit:
                 more = scoped or any(buffers[q] or q not in ended for q in wanted)
                 return found, Cursor(positions), more
@@ -271,7 +274,7 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     if q.before is not None:
         if q.after is not None:
             raise InvalidInput("pass either after (read forwards) or before (backwards), not both")
-        return json_response(await list_events_before(st, q, flt))
+        return json_answer(await list_events_before(st, q, flt))
     pass_ = Scan(st, parse_cursor(q.after, st.store.partitions), flt, q.limit,
                  st.settings.replay_page_bytes)
     async with contextlib.aclosing(pass_.batches()) as batches:
@@ -284,8 +287,7 @@ async def list_events(request: web.Request) -> web.StreamResponse:
         sep = b""
         while batch is not None:
             if batch:
-                await response.write(sep + b",".join(
-                    event_out(ev, cur).model_dump_json().encode() for ev, cur in batch))
+                await response.write(sep + b",".join(out_json(ev, cur) for ev, cur in batch))
                 sep = b","
             batch = await anext(batches, None)
     tail = {"cursor": str(pass_.cursor), "has_more": pass_.more}

@@ -15,6 +15,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from chatlog.big_events import decode_unparsed
 from chatlog.errors import ChatlogError, PositionTrimmed
 from chatlog.events import RecordedEvent
 from chatlog.eventstore import Cursor, EventStore
@@ -170,7 +171,11 @@ class Fanout:
         self._last_tick = asyncio.get_running_loop().time()
         while self._subscribers:
             try:
-                async for batch in self.store.tail(cursor, block=self.block, on_idle=self._idle):
+                tail = self.store.tail_raw(cursor, block=self.block, on_idle=self._idle)
+                async for raw in tail:
+                    # A big event's data stays its JSON (split off in the worker process):
+                    # subscribers only write it out again (issue 15 #9).
+                    batch = [await decode_unparsed(p, pos, fields) for p, pos, fields in raw]
                     for ev in batch:
                         cursor = cursor.advanced(ev.partition, ev.position)
                     self.cursor = cursor

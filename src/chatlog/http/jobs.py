@@ -15,10 +15,9 @@ from pydantic import Field
 
 from chatlog import offload
 from chatlog.errors import IntegrityError, NotFound
-from chatlog.http._big_json import read_big, same_value
+from chatlog.http._big_json import json_answer, read_big, same_value
 from chatlog.http._routing import (
     Endpoint,
-    json_response,
     read_query,
     read_raw_body,
     validate_body,
@@ -151,9 +150,10 @@ async def list_project_jobs(request: web.Request) -> web.Response:
     project = st.authorized_project(request)
     q = read_query(request, JobsQuery)
     jobs, cursor = await list_jobs(
-        st.store, project, state=q.state, limit=q.limit, cursor=q.cursor
+        st.store, project, state=q.state, limit=q.limit, cursor=q.cursor, raw=True
     )
-    return json_response(JobsPage(jobs=jobs, next_cursor=cursor))
+    # Payloads are the stored JSON (Fragments), written as they are: never parsed here.
+    return json_answer(JobsPage.model_construct(jobs=jobs, next_cursor=cursor))
 
 
 ENDPOINTS = [

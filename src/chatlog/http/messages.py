@@ -8,9 +8,10 @@ import orjson
 from aiohttp import web
 
 from chatlog import offload
+from chatlog.event_build import construct
 from chatlog.events import SCHEMA_VERSION, MessageAppended, NewEvent, RecordedEvent
 from chatlog.eventstore import AppendResult, EventStore
-from chatlog.http._big_message import read_big_message
+from chatlog.http._big_json import read_big
 from chatlog.http._routing import Endpoint, read_raw_body, validate_body
 from chatlog.http._state import state
 from chatlog.http.models import MessageAccepted, PostMessage
@@ -30,14 +31,17 @@ async def _original(store: EventStore, result: AppendResult) -> RecordedEvent | 
     return events[0] if events and events[0].position == result.position else None
 
 
-def message_digest(body: PostMessage, thread_id: str | None) -> str:
+def message_digest(body: PostMessage, thread_id: str | None,
+                   metadata_json: bytes | None = None) -> str:
     """The content an ``event_id`` stands for: what the client sent (a new thread as
-    "new", since each try of it makes another thread id)."""
+    "new", since each try of it makes another thread id). ``metadata_json``: the
+    metadata's JSON with sorted keys, when it is known already (a big body's)."""
     h = hashlib.blake2b(digest_size=12)
     for part in (MESSAGE_TYPE, thread_id or "", body.role, body.content):
         h.update(part.encode())
         h.update(b"\0")
-    h.update(orjson.dumps(body.metadata, option=orjson.OPT_SORT_KEYS))
+    h.update(metadata_json if metadata_json is not None
+             else orjson.dumps(body.metadata, option=orjson.OPT_SORT_KEYS))
     return h.hexdigest()
 
 
@@ -52,30 +56,32 @@ async def post_message(request: web.Request) -> web.Response:
     st = state(request)
     project = st.authorized_project(request, write=True)
     raw = await read_raw_body(request)
-    digest: str | None = None
-    if len(raw) >= offload.BIG:  # parsed, checked and hashed in the worker process
-        body, digest = await read_big_message(raw)
+    metadata_json: bytes | None = None
+    if len(raw) >= offload.BIG:  # parsed and checked in the worker process
+        body, blobs = await read_big(PostMessage, raw, ("metadata",))
+        metadata_json = blobs["metadata"]
     else:
         body = validate_body(raw, PostMessage)
     thread_id, new_thread = normalize_thread_id(body.thread_id)
     # The body was validated by PostMessage, whose rules include MessageAppended's
     # (role 1..64 characters, metadata a JSON object), so the event is built
     # without validating the same fields a second time on the hot path.
-    event = NewEvent.model_construct(
-        id=body.event_id or random_uuid(),
-        id_supplied=body.event_id is not None,
-        type=MESSAGE_TYPE,
-        project=project.key,
-        project_name=project.display,
-        aggregate_type="thread",
-        aggregate_id=thread_id,
-        data={"thread_id": thread_id, "role": body.role, "content": body.content,
-              "metadata": body.metadata},
-        schema_version=SCHEMA_VERSION,
-    )
+    event = construct(NewEvent, {  # every field, as model_construct without its loop
+        "id": body.event_id or random_uuid(),
+        "id_supplied": body.event_id is not None,
+        "type": MESSAGE_TYPE,
+        "project": project.key,
+        "project_name": project.display,
+        "aggregate_type": "thread",
+        "aggregate_id": thread_id,
+        "data": {"thread_id": thread_id, "role": body.role, "content": body.content,
+                 "metadata": body.metadata},
+        "schema_version": SCHEMA_VERSION,
+        "blob": None,
+    })
     result = await st.store.append_one(
         event, expected_version=body.expected_version,
-        digest=digest or message_digest(body, None if new_thread else thread_id),
+        digest=message_digest(body, None if new_thread else thread_id, metadata_json),
     )
     project_name = project.display
     if result.duplicate:

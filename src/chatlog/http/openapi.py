@@ -212,17 +212,22 @@ class OpenApiDocument(BaseModel):
 
 
 def with_document(endpoints: Sequence[Endpoint], *, title: str, version: str) -> list[Endpoint]:
-    """``endpoints`` plus ``GET /openapi.json``, which serves their document (and its own)."""
+    """``endpoints`` plus ``GET /openapi.json``, which serves their document (and its own).
+
+    The document is built on its first request, not while ``chatlog serve`` starts
+    (its JSON schemas are most of the function calls of making the app)."""
     holder: dict[str, bytes] = {}
 
     async def openapi(request: web.Request) -> web.Response:
         """The OpenAPI document of this API."""
-        return web.Response(body=holder["body"], content_type=JSON)
+        body = holder.get("body")
+        if body is None:
+            body = holder["body"] = orjson.dumps(build(everything, title=title, version=version))
+        return web.Response(body=body, content_type=JSON)
 
     everything = [
         *endpoints,
         Endpoint("GET", "/openapi.json", openapi, "This OpenAPI document", "operations",
                  auth=False, responses={200: (OpenApiDocument, "The OpenAPI 3.1 document")}),
     ]
-    holder["body"] = orjson.dumps(build(everything, title=title, version=version))
     return everything

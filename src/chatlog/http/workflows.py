@@ -10,7 +10,6 @@ is always current; the list comes from the workflows read model (with
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -20,12 +19,11 @@ from pydantic import BaseModel, Field
 from chatlog import offload
 from chatlog.errors import InvalidInput, WaitTimeout
 from chatlog.events import WORKFLOW_STATES
-from chatlog.http._big_json import read_big
+from chatlog.http._big_json import json_answer, read_big
 from chatlog.http._routing import (
     Endpoint,
     Handler,
     json_response,
-    read_body,
     read_query,
     read_raw_body,
     validate_body,
@@ -113,33 +111,39 @@ async def create_workflow(request: web.Request) -> web.Response:
     """Create a workflow; it waits for start until now + the start timeout."""
     st = state(request)
     project = st.authorized_project(request, write=True)
-    raw = await read_raw_body(request)
-    if len(raw) < offload.BIG:
-        body = validate_body(raw, CreateWorkflow)
-    else:  # parsed and checked in the worker process (issue 15 #9)
-        body, blobs = await read_big(CreateWorkflow, raw, ("input",))
+    body = await _read_command(request, CreateWorkflow)
     orchestrator = st.orchestrator()
     view = await orchestrator.create_workflow(
         project, name=body.name, input=body.input, workflow_id=body.workflow_id,
         run_timeout=body.run_timeout,
     )
+    return json_answer(view, 201)
+
+
+#: The fields of a command's body that may hold a big JSON object.
+_BIG_FIELDS: dict[type[BaseModel], tuple[str, ...]] = {
+    CreateWorkflow: ("input",), StartWorkflow: ("input",), CompleteWorkflow: ("result",),
+}
+
+
+async def _read_command(request: web.Request, model: type[B]) -> B:
+    """A command's body; a big one parsed and checked in the worker process, its big
+    field an ``orjson.Fragment`` (issue 15 #9)."""
+    raw = await read_raw_body(request)
     if len(raw) < offload.BIG:
-        return json_response(view, 201)
-    # The input (in the view and in its created event) is a Fragment of blobs["input"].
-    mark = f"chatlog-fragment-{uuid.uuid4()}"
-    doc = view.model_dump_json(fallback=lambda _: mark, warnings=False).encode()
-    doc = doc.replace(f'"{mark}"'.encode(), blobs["input"])
-    return web.Response(status=201, body=doc, content_type="application/json")
+        return validate_body(raw, model)
+    body, _ = await read_big(model, raw, _BIG_FIELDS.get(model, ()))
+    return body
 
 
 def _command(name: str, body_model: type[B], run: Command[B]) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         st = state(request)
         project = st.authorized_project(request, write=True)
-        body = await read_body(request, body_model)
+        body = await _read_command(request, body_model)
         orchestrator = st.orchestrator()
         view = await run(orchestrator, project, request.match_info["workflow_id"], body)
-        return json_response(view)
+        return json_answer(view)
 
     handler.__name__ = handler.__qualname__ = name
     return handler
@@ -154,7 +158,7 @@ async def get_workflow(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
     view = await orchestrator.get_workflow(project, workflow_id)  # 404 first
     if not q.wait_for:
-        return json_response(view)
+        return json_answer(view)
     states = {s.strip() for s in q.wait_for.split(",") if s.strip()}
     if view.state not in states:
         try:
@@ -163,7 +167,8 @@ async def get_workflow(request: web.Request) -> web.Response:
             # "Not yet" is an answer, not an error: proxies and clients retry a 408 by
             # themselves. The caller sees the current state and polls again.
             view = await orchestrator.get_workflow(project, workflow_id)
-    return json_response(PolledWorkflow(**view.model_dump(), reached=view.state in states))
+    # Not validated again: its big values (Fragments) stay as they are.
+    return json_answer(PolledWorkflow.model_construct(**dict(view), reached=view.state in states))
 
 
 class PolledWorkflow(WorkflowView):

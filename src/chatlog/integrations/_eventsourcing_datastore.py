@@ -14,7 +14,9 @@ from chatlog.eventstore.codec import START
 from chatlog.eventstore.scripted import run_append_script
 from chatlog.identity import ProjectKey
 from chatlog.integrations._archived import archived_entries_sync, body_of
-from chatlog.integrations._eventsourcing_scripts import _INSERT
+from chatlog.integrations._eventsourcing_multi import MULTI_MIN, Memo, Row, Target, Tracked
+from chatlog.integrations._eventsourcing_multi import insert as multi_insert
+from chatlog.integrations._eventsourcing_scripts import _CHECK, _GUARD, _INSERT
 from chatlog.integrations._runtime import (
     LoopThread,
     digest,
@@ -82,6 +84,10 @@ class Datastore:
                 self.redis.set_response_callback(command, _raw)
         self.insert_script = self.redis.register_script(_INSERT)
         self.insert_script_async = self.store.redis.register_script(_INSERT)
+        self.check_script = self.redis.register_script(_CHECK)
+        #: Whether large batches may go as MULTI/EXEC: one server, acknowledged locally.
+        self.single = isinstance(self.redis, Redis)
+        self.multi_ok = self.single and self.store.ack != "replicated"
         self._closed = False
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -140,12 +146,36 @@ class Datastore:
     def originator_id(self, text: str) -> uuid.UUID | str:
         return _uuid(text) if self.originator_id_type == "uuid" else text
 
-    def insert(self, keys: list[str], args: list[Any]) -> Any:
-        """Run the insert script as the store acknowledges appends: in this thread
-        under ``ack=local``; under ``ack=replicated`` through the store (on the loop)."""
+    def insert(self, target: Target, rows: list[Row], tracked: Tracked | None,
+               application: bool, memo: Memo) -> tuple[str, Any]:
+        """Write a batch atomically: ``('ok', notification ids)``, ``('conflict', index
+        of the event)`` or ``('tracking', recorded position)``.
+
+        A large batch on one server under ``ack=local`` goes as one MULTI/EXEC
+        (:mod:`._eventsourcing_multi`); any other, or one whose watched keys
+        changed meanwhile, is one call of the insert script: in this thread under
+        ``ack=local``, through the store (on the loop) under ``ack=replicated``."""
+        if self.multi_ok and len(rows) >= MULTI_MIN:
+            done = multi_insert(self.redis, self.check_script, _GUARD, target, rows, tracked,
+                                application, memo)
+            if done is not None:
+                return done
+        keys = [target.log, target.versions, target.sequence, target.notifications,
+                target.tracking]
+        args: list[Any] = [target.base, "1" if application else "0"]
+        args += list(tracked) if tracked is not None else ["", 0, "", "", "", "", ""]
+        args += [len(rows), target.record_type, target.aggregate_prefix, target.index_prefix]
+        for eid, oid, d, version, topic, head, tail, state in rows:
+            args += [eid, oid, d, version, topic, head, tail, state]
         if self.store.ack != "replicated":
-            return self.insert_script(keys=keys, args=args)
-        return self.run(run_append_script(self.store, self.insert_script_async, keys, args))
+            reply = self.insert_script(keys=keys, args=args)
+        else:
+            reply = self.run(run_append_script(self.store, self.insert_script_async, keys,
+                                               args))
+        status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        if status != "ok":
+            return status, int(reply[1])
+        return status, [int(x) for x in reply[2 : 2 + 2 * len(rows) : 2]]
 
     def scored(self, key: str, low: str, high: str, offset: int,
                count: int) -> list[tuple[bytes, int]]:
@@ -156,6 +186,32 @@ class Datastore:
         if rows and not isinstance(rows[0], bytes):  # parsed by redis-py (a cluster)
             return [(member, int(score)) for member, score in rows]
         return list(zip(rows[::2], map(int, rows[1::2]), strict=True))
+
+    def scored_and_span(self, key: str, low: str, high: str, count: int, log: str,
+                        after: str) -> tuple[list[tuple[bytes, int]], dict[bytes, bytes]]:
+        """:meth:`scored` (from the first) and, in the same round trip, the bodies of the
+        log's entries after ``after`` (a position, ``(`` for exclusive), by position:
+        as many as ``count`` notifications span if little else is between them (the
+        caller reads those it does not find with :meth:`bodies`)."""
+        span = count + 8
+        pool = self.redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command(conn.pack_commands([
+                ("ZRANGEBYSCORE", key, low, high, "WITHSCORES", "LIMIT", 0, count),
+                ("XRANGE", log, after, "+", "COUNT", span),
+            ]))
+            rows, entries = conn.read_response(), conn.read_response()
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        if rows and isinstance(rows[0], list):  # RESP3: [member, score] pairs
+            scored = [(member, int(score)) for member, score in rows]
+        else:
+            scored = list(zip(rows[::2], map(int, rows[1::2]), strict=True))
+        return scored, {pos: _body(fields) for pos, fields in entries}
 
     def bodies(self, log: str, positions: list[bytes]) -> list[bytes | None]:
         """The bodies of the entries at ``positions`` (ascending) of the log: one XRANGE

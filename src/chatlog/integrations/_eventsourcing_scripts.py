@@ -100,3 +100,80 @@ if ARGV[3] ~= '' then
 end
 return out
 """
+
+# What a batch written as one MULTI/EXEC (chatlog.integrations._eventsourcing_multi) must
+# know first, read under WATCH of every key it reads; it writes nothing.
+# KEYS: log, versions, sequence, tracking, then the originators' keys
+# ARGV: upstream ('' = none), the tracking record's aggregate, then per originator:
+# aggregate, lowest and highest version of the batch.
+# -> {seconds, microseconds, the log's last generated id, sequence, tracked ('' = none),
+#     the tracking aggregate's version, {version per originator},
+#     {{versions recorded in [lowest, highest]} per originator}}
+_CHECK = """
+local t = redis.call('TIME')
+local last = '0-0'
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] break end
+  end
+end
+local tracked, tversion = '', '0'
+if ARGV[1] ~= '' then
+  tracked = redis.call('HGET', KEYS[4], ARGV[1]) or ''
+  tversion = redis.call('HGET', KEYS[2], ARGV[2]) or '0'
+end
+local versions, hits = {}, {}
+for g = 5, #KEYS do
+  local b = 3 + (g - 5) * 3
+  versions[#versions + 1] = redis.call('HGET', KEYS[2], ARGV[b]) or '0'
+  local rows = redis.call('ZRANGEBYSCORE', KEYS[g], ARGV[b + 1], ARGV[b + 2], 'WITHSCORES')
+  local scores = {}
+  for j = 2, #rows, 2 do scores[#scores + 1] = rows[j] end
+  hits[#hits + 1] = scores
+end
+return {t[1], t[2], last, redis.call('GET', KEYS[3]) or '0', tracked, tversion, versions, hits}
+"""
+
+# The guard of a batch sent in one round trip with what the recorder's previous batch
+# left (chatlog.integrations._eventsourcing_multi): WATCH, this script, MULTI ... EXEC.
+# When anything differs from the guess (or the script fails), it writes the guard key,
+# which the client watches: the EXEC that follows then does nothing.
+# KEYS: log, versions, sequence, tracking, guard, then the originators' keys
+# ARGV: the log's last generated id, sequence, the batch's millisecond, upstream ('' =
+# none), its notification id, the tracking aggregate and its version, then per
+# originator: aggregate, version, lowest and highest version of the batch.
+# -> 1 (as guessed) | 0 (refused: the EXEC will do nothing)
+_GUARD = """
+local function guessed()
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local last = '0-0'
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    local info = redis.call('XINFO', 'STREAM', KEYS[1])
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then last = info[i + 1] break end
+    end
+  end
+  if last ~= ARGV[1] then return false end
+  local ms, last_ms = tonumber(ARGV[3]), tonumber(string.match(last, '^(%d+)'))
+  if (ms > now and ms > last_ms) or ms < now - 1000 then return false end
+  if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[2] then return false end
+  if ARGV[4] ~= '' then
+    local tracked = redis.call('HGET', KEYS[4], ARGV[4])
+    if tracked and tonumber(tracked) >= tonumber(ARGV[5]) then return false end
+    if (redis.call('HGET', KEYS[2], ARGV[6]) or '0') ~= ARGV[7] then return false end
+  end
+  for g = 6, #KEYS do
+    local b = 8 + (g - 6) * 4
+    if (redis.call('HGET', KEYS[2], ARGV[b]) or '0') ~= ARGV[b + 1] then return false end
+    local hits = redis.call('ZRANGEBYSCORE', KEYS[g], ARGV[b + 2], ARGV[b + 3], 'LIMIT', 0, 1)
+    if #hits > 0 then return false end
+  end
+  return true
+end
+local ok, result = pcall(guessed)
+if ok and result then return 1 end
+redis.call('INCR', KEYS[5])
+return 0
+"""

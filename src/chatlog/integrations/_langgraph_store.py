@@ -17,10 +17,31 @@ from chatlog.integrations._runtime import LUA_ADD_ENTRY, digest
 # <project>/langgraph/<thread>/<ns>/<checkpoint id>, so deleting checkpoints deletes
 # whole aggregates and every aggregate left keeps versions 1, 2, 3...
 
+#: Lua: ``same_body(log, position, body)``, whether the entry at ``position`` is in the
+#: stream with exactly this body (a retried write, after "not replicated" say).
+LUA_SAME_BODY = """
+local function same_body(log, pos, body)
+  local e = redis.call('XRANGE', log, pos, pos)
+  if #e == 0 then return false end
+  local f = e[1][2]
+  for k = 1, #f - 1, 2 do
+    if f[k] == 'b' then return f[k + 1] == body end
+  end
+  return false
+end
+"""
+
 # KEYS: log, versions, index, ns set, cp zset, pos hash, threads set, run set, members set
 # ARGV: id, type, aggregate, body, ns, checkpoint id, thread, run member ('' = none)
-# -> {'ok', position, version} (the shape chatlog.eventstore.scripted acknowledges)
-PUT = LUA_ADD_ENTRY + """
+# -> {'ok', position, version} (the shape chatlog.eventstore.scripted acknowledges) |
+#    {'dup', position, version}: the checkpoint is there with this content already (a
+#    retry), nothing is added; the same id with other content is stored again (it wins).
+PUT = LUA_ADD_ENTRY + LUA_SAME_BODY + """
+local prior = redis.call('HGET', KEYS[6], ARGV[6])
+if prior and same_body(KEYS[1], prior, ARGV[4]) then
+  if ARGV[8] ~= '' then redis.call('SADD', KEYS[8], ARGV[8]) end
+  return {'dup', prior, '1'}
+end
 local pos = add_entry(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 redis.call('SADD', KEYS[4], ARGV[5])
 redis.call('ZADD', KEYS[5], 0, ARGV[6])
@@ -33,9 +54,24 @@ return {'ok', pos, '1'}
 
 # KEYS: log, versions, index, writes hash, members set
 # ARGV: id, type, aggregate, body, replace ('1' = overwrite), member, then (field, k) pairs.
-# Nothing is added when every (task, idx) was written before (and replace is off).
-# -> {'ok', position, version} | {'none'}
-WRITES = LUA_ADD_ENTRY + """
+# Nothing is added when every (task, idx) was written before (and replace is off), or
+# when replace is on and they all name one entry with this very content (a retry).
+# -> {'ok', position, version} | {'none'} | {'dup', position, version}
+WRITES = LUA_ADD_ENTRY + LUA_SAME_BODY + """
+if ARGV[5] == '1' then
+  local first = redis.call('HGET', KEYS[4], ARGV[7])
+  if first then
+    local p = string.sub(first, 1, string.find(first, ' ', 1, true) - 1)
+    local same = true
+    for i = 7, #ARGV, 2 do
+      if redis.call('HGET', KEYS[4], ARGV[i]) ~= p .. ' ' .. ARGV[i + 1] then
+        same = false
+        break
+      end
+    end
+    if same and same_body(KEYS[1], p, ARGV[4]) then return {'dup', p, '1'} end
+  end
+end
 local fresh = {}
 for i = 7, #ARGV, 2 do
   if ARGV[5] == '1' or redis.call('HEXISTS', KEYS[4], ARGV[i]) == 0 then

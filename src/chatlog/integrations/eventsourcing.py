@@ -13,11 +13,13 @@ event: ordinary log events that replay, archive and migrate with the rest.
 Reads find the entries the archiver moved out of Redis in the archive tier
 (the recorders' index keys stay in Redis).
 
-One atomic script per write checks ``(originator_id, originator_version)``
+One atomic step per write checks ``(originator_id, originator_version)``
 for conflicts (also inside the batch) and the tracking position, assigns
 contiguous notification ids (1, 2, 3... per application, in commit order),
-adds the entries and updates the indexes. All of an application's keys
-carry its partition's hash tag: one slot, so this works on a cluster too.
+adds the entries and updates the indexes: a script, or for batches of 10 or
+more on one server, a MULTI/EXEC under WATCH (``_eventsourcing_multi``). All
+of an application's keys carry its partition's hash tag: one slot, so this
+works on a cluster too.
 
 The recorders are blocking (the library calls them from many threads): they
 use a blocking Redis client whose pool makes threads wait for a connection
@@ -53,22 +55,20 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, EnvType, resolve_topic
 
 from chatlog.events import (
-    SCHEMA_VERSION,
     EventsourcingRecorded,
     EventsourcingTracked,
     aggregate_key,
 )
 from chatlog.eventstore.codec import BLOB_MARK, START, Cursor, split_body
 from chatlog.eventstore.store import EventStore
-from chatlog.identity import random_uuid
 from chatlog.integrations._eventsourcing_datastore import Datastore
+from chatlog.integrations._eventsourcing_multi import Memo, Target, Tracked
+from chatlog.integrations._eventsourcing_rows import rows
 from chatlog.integrations._runtime import (
     digest,
     event_body,
 )
 
-_NID = b'"notification_id":'
-_PLACEHOLDER = _NID + b"-1"
 _RECORDED: str = EventsourcingRecorded.event_type
 
 
@@ -121,7 +121,16 @@ class ChatlogRecorder:
         self._sequence = f"{self.base}:seq"
         self._notifications = f"{self.base}:n"
         self._tracking = f"{self.base}:t"
+        project = datastore.project.key
+        self._target = Target(
+            log=self._log, versions=self._versions, sequence=self._sequence,
+            notifications=self._notifications, tracking=self._tracking,
+            project_index=keys.project_index(p, project), base=self.base,
+            record_type=_RECORDED, aggregate_prefix=f"{project}/eventsourcing/{name}/",
+            index_prefix=keys.aggregate_index(p, ""),
+        )
         self._lock = threading.Lock()
+        self._memo = Memo()
         self._listeners: set[threading.Event] = set()
 
     def _aggregate(self, tail: str) -> tuple[str, str]:
@@ -134,51 +143,23 @@ class ChatlogRecorder:
         self, stored_events: Sequence[StoredEvent], *, application: bool,
         tracking: Tracking | None = None,
     ) -> list[int]:
-        args: list[Any] = [self.base, "1" if application else "0"]
+        project = self.datastore.project
+        tracked: Tracked | None = None
         if tracking is not None:
             aggregate, index = self._aggregate(f"tracking/{tracking.application_name}")
             eid, type_, _, body = event_body(
-                self.datastore.project, "eventsourcing",
-                f"{self.name}/tracking/{tracking.application_name}",
+                project, "eventsourcing", f"{self.name}/tracking/{tracking.application_name}",
                 EventsourcingTracked(recorder=self.name, upstream=tracking.application_name,
                                      notification_id=tracking.notification_id),
                 None,
             )
-            args += [tracking.application_name, tracking.notification_id, eid, type_,
-                     aggregate, body, index]
-        else:
-            args += ["", 0, "", "", "", "", ""]
-        project = self.datastore.project
-        args += [len(stored_events), _RECORDED,
-                 f"{project.key}/eventsourcing/{self.name}/",
-                 self.datastore.store.keys.aggregate_index(self.datastore.partition, "")]
-        digests: dict[str, str] = {}
-        for s in stored_events:
-            # The body exactly as codec.encode_body writes an EventsourcingRecorded event
-            # (built here without the model: a batch of 100 is a hot path).
-            oid = str(s.originator_id)
-            doc = orjson.dumps({"n": project.display, "d": {
-                "recorder": self.name, "originator_id": oid,
-                "originator_version": s.originator_version, "topic": s.topic,
-                "notification_id": -1 if application else None,
-            }, "s": SCHEMA_VERSION})
-            if application:
-                at = doc.rindex(_PLACEHOLDER)
-                head, tail = doc[: at + len(_NID)], doc[at + len(_PLACEHOLDER):]
-            else:
-                head, tail = doc, b""
-            d = digests.get(oid)
-            if d is None:
-                d = digests[oid] = digest(oid)
-            args += [str(random_uuid()), oid, d, s.originator_version, s.topic, head, tail,
-                     bytes(s.state)]
-        reply = self.datastore.insert(
-            [self._log, self._versions, self._sequence, self._notifications, self._tracking],
-            args,
-        )
-        status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            tracked = (tracking.application_name, tracking.notification_id, eid, type_,
+                       aggregate, body, index)
+        batch = rows(project.display, self.name, stored_events, application, digest)
+        reply = self.datastore.insert(self._target, batch, tracked, application, self._memo)
+        status, detail = reply
         if status == "conflict":
-            s = stored_events[int(reply[1])]
+            s = stored_events[int(detail)]
             raise IntegrityError(
                 f"stored event {s.originator_id} version {s.originator_version} exists "
                 f"already in {self.name!r} (or twice in this batch)"
@@ -187,11 +168,12 @@ class ChatlogRecorder:
             assert tracking is not None
             raise IntegrityError(
                 f"tracking {tracking.application_name} notification {tracking.notification_id} "
-                f"is not after the recorded {int(reply[1])} in {self.name!r}"
+                f"is not after the recorded {int(detail)} in {self.name!r}"
             )
         for listener in list(self._listeners):
             listener.set()
-        return [int(x) for x in reply[2 : 2 + 2 * len(stored_events) : 2]]
+        nids: list[int] = detail
+        return nids
 
     def _select_events(
         self, originator_id: uuid.UUID | str, *, gt: int | None, lte: int | None, desc: bool,
@@ -251,6 +233,12 @@ class ChatlogAggregateRecorder(ChatlogRecorder, AggregateRecorder):
 class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
     """Aggregate events plus the application sequence (contiguous notification ids)."""
 
+    def __init__(self, datastore: Datastore, name: str) -> None:
+        super().__init__(datastore, name)
+        #: notification id -> log position, of the first and last notifications of
+        #: recent reads (a notification's position never changes)
+        self._positions: dict[int, bytes] = {}
+
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
@@ -258,6 +246,22 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
         if not stored_events and tracking is None:
             return []
         return self._insert(stored_events, application=True, tracking=tracking)
+
+    def _after(self, start: int, inclusive: bool) -> str | None:
+        """A lower bound of the log positions of notifications from ``start`` on, if a
+        read met them before: readers that follow an application read on from where
+        they stopped, so they find the bodies in the same round trip."""
+        first = start if inclusive else start + 1
+        known = self._positions.get(first - 1)
+        if known is not None:
+            return "(" + known.decode()
+        known = self._positions.get(first)
+        return None if known is None else known.decode()
+
+    def _remember(self, *found: tuple[int, bytes]) -> None:
+        if len(self._positions) > 4096:
+            self._positions.clear()
+        self._positions.update(found)
 
     def select_notifications(
         self,
@@ -274,11 +278,19 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
             low = str(start) if inclusive_of_start else f"({start}"
         high = "+inf" if stop is None else str(stop)
         want = {t.encode() for t in topics}
+        after = None  # (the span after it is read with COUNT limit: pages up to 1,000)
+        if not want and start is not None and limit <= 1000 and self.datastore.single:
+            after = self._after(start, inclusive_of_start)
+        found: dict[bytes, bytes] = {}
         picked: list[tuple[int, bytes, bytes]] = []
         offset = 0
         while len(picked) < limit:
             chunk = 500 if want else limit - len(picked)
-            rows = self.datastore.scored(self._notifications, low, high, offset, chunk)
+            if after is not None:  # one round trip for the notifications and their span
+                rows, found = self.datastore.scored_and_span(
+                    self._notifications, low, high, chunk, self._log, after)
+            else:
+                rows = self.datastore.scored(self._notifications, low, high, offset, chunk)
             offset += len(rows)
             for member, nid in rows:
                 position, _, topic = member.partition(b" ")
@@ -286,9 +298,15 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
                     picked.append((nid, position, topic))
                     if len(picked) >= limit:
                         break
-            if len(rows) < chunk:
+            if len(rows) < chunk or after is not None:
                 break
-        bodies = self.datastore.bodies(self._log, [position for _, position, _ in picked])
+        missed = [position for _, position, _ in picked if position not in found]
+        if missed:
+            found.update((position, body) for position, body in zip(
+                missed, self.datastore.bodies(self._log, missed), strict=True) if body is not None)
+        bodies = [found.get(position) for _, position, _ in picked]
+        if picked:
+            self._remember(picked[0][:2], picked[-1][:2])
         uid = self.datastore.originator_id
         topic_text: dict[bytes, str] = {}
         out = []

@@ -20,6 +20,7 @@ import orjson
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
+from chatlog import big_events
 from chatlog.errors import (
     ChatlogError,
     InvalidInput,
@@ -154,7 +155,9 @@ class WorkflowCommands:
 
     async def _read(self, project: ProjectKey, workflow_id: str) -> list[RecordedEvent]:
         async with self._read_slots:
-            events = await self.store.read_aggregate(project.key, "workflow", workflow_id)
+            # A big input, result or payload is split off in the worker process (issue 15).
+            events = await self.store.read_aggregate(project.key, "workflow", workflow_id,
+                                                     decode=big_events.decode)
         raise_if_cancelling()
         return events
 
@@ -167,7 +170,7 @@ class WorkflowCommands:
     async def get_workflow(self, project: ProjectKey, workflow_id: str) -> WorkflowView:
         """The workflow folded from its events; :class:`NotFound` if it has none."""
         check_workflow_id(workflow_id)
-        return WorkflowView.of(project.key, await self._load(project, workflow_id))
+        return await self._view(project, await self._load(project, workflow_id))
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -264,10 +267,9 @@ class WorkflowCommands:
         run_for = (None if run_timeout is None and self.settings.run_timeout is None
                    else _timeout(run_timeout, self.settings.run_timeout or 0.0, "run_timeout"))
 
+        make: Any = _maker(WorkflowCreated, input)
+
         def build(_: WorkflowState) -> list[EventData]:
-            # A Fragment: a big input's JSON object, checked in the worker process.
-            make: Any = (WorkflowCreated.model_construct if isinstance(input, orjson.Fragment)
-                         else WorkflowCreated)
             return [
                 make(
                     name=name,
@@ -278,17 +280,21 @@ class WorkflowCommands:
                 )
             ]
 
-        return self._view(project, await self._command(project, wid, Command.CREATE, build))
+        state = await self._command(project, wid, Command.CREATE, build)
+        return await self._view(project, state)
 
     async def start_workflow(
-        self, project: ProjectKey, workflow_id: str, *, input: dict[str, Any] | None = None
+        self, project: ProjectKey, workflow_id: str, *,
+        input: dict[str, Any] | orjson.Fragment | None = None,
     ) -> WorkflowView:
-        """The ``start_task`` event: a workflow waiting for start runs."""
+        """The ``start_task`` event: a workflow waiting for start runs (``input`` updates
+        the created input; an ``orjson.Fragment`` is a big JSON object checked elsewhere)."""
+        make: Any = _maker(WorkflowStarted, input)
         state = await self._command(
             project, workflow_id, Command.START,
-            lambda s: [WorkflowStarted(input=input or {}, **_run_deadline(s))],
+            lambda s: [make(input=input or {}, **_run_deadline(s))],
         )
-        return self._view(project, state)
+        return await self._view(project, state)
 
     async def request_approval(
         self,
@@ -311,7 +317,7 @@ class WorkflowCommands:
             ]
 
         state = await self._command(project, workflow_id, Command.REQUEST_APPROVAL, build)
-        return self._view(project, state)
+        return await self._view(project, state)
 
     async def decide_approval(
         self, project: ProjectKey, workflow_id: str, *, approved: bool, comment: str = ""
@@ -327,16 +333,18 @@ class WorkflowCommands:
                 project, workflow_id, Command.REJECT,
                 lambda s: [WorkflowRejected(comment=comment, **_run_deadline(s))],
             )
-        return self._view(project, state)
+        return await self._view(project, state)
 
     async def complete(
-        self, project: ProjectKey, workflow_id: str, *, result: dict[str, Any] | None = None
+        self, project: ProjectKey, workflow_id: str, *,
+        result: dict[str, Any] | orjson.Fragment | None = None,
     ) -> WorkflowView:
+        make: Any = _maker(WorkflowCompleted, result)
         state = await self._command(
             project, workflow_id, Command.COMPLETE,
-            lambda _: [WorkflowCompleted(result=result or {})],
+            lambda _: [make(result=result or {})],
         )
-        return self._view(project, state)
+        return await self._view(project, state)
 
     async def fail(self, project: ProjectKey, workflow_id: str, *, reason: str) -> WorkflowView:
         if not reason.strip():
@@ -344,7 +352,7 @@ class WorkflowCommands:
         state = await self._command(
             project, workflow_id, Command.FAIL, lambda _: [WorkflowFailed(reason=reason)]
         )
-        return self._view(project, state)
+        return await self._view(project, state)
 
     async def cancel(
         self, project: ProjectKey, workflow_id: str, *, reason: str = ""
@@ -352,10 +360,10 @@ class WorkflowCommands:
         state = await self._command(
             project, workflow_id, Command.CANCEL, lambda _: [WorkflowCancelled(reason=reason)]
         )
-        return self._view(project, state)
+        return await self._view(project, state)
 
-    def _view(self, project: ProjectKey, state: WorkflowState) -> WorkflowView:
-        return WorkflowView.of(project.key, state)
+    async def _view(self, project: ProjectKey, state: WorkflowState) -> WorkflowView:
+        return await WorkflowView.build(project.key, state)
 
     # -- jobs -------------------------------------------------------------------------------------
 
@@ -389,6 +397,12 @@ class WorkflowCommands:
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Jobs that used up their deliveries, oldest first, across partitions."""
         return await list_dead_letters(self.store, limit=limit)
+
+
+def _maker(event: type[EventData], value: Any) -> Any:
+    """How to build ``event`` with ``value``: a Fragment (a big JSON object, checked in
+    the worker process: issue 15 #9) goes in as it is, unvalidated."""
+    return event.model_construct if isinstance(value, orjson.Fragment) else event
 
 
 def _run_deadline(state: WorkflowState) -> dict[str, Any]:

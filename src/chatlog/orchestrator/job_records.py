@@ -104,8 +104,10 @@ async def list_jobs(
     state: JobState | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    raw: bool = False,
 ) -> tuple[list[JobView], str | None]:
-    """A project's jobs, newest first (only ``state`` if given); the page and its next cursor."""
+    """A project's jobs, newest first (only ``state`` if given); the page and its next cursor
+    (``raw``: payloads unparsed, as :func:`view_of` says)."""
     p = store.partition_of(project.key)
     redis: Any = store.redis
     index = store.keys.job_index(p, project.key)
@@ -133,7 +135,7 @@ async def list_jobs(
             pipe.hgetall(store.keys.job(p, project.key, job_id))
         records = await pipe.execute() if ids else []
         for (job_id, ms), record in zip(ids, records, strict=True):
-            view = view_of(job_id, record)
+            view = view_of(job_id, record, raw=raw)
             if view is None or view.project != project.key:
                 continue
             if state is not None and view.state != state:

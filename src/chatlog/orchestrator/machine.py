@@ -184,6 +184,9 @@ class WorkflowState:
     #: Jobs enqueued for it.
     jobs: int = 0
     input: dict[str, Any] = field(default_factory=dict)
+    #: The start's input, when it or the created input is big (an ``orjson.Fragment``):
+    #: :attr:`input` updated by it is merged off the event loop, when the view is built.
+    input_update: Any = None
     result: dict[str, Any] | None = None
     reason: str | None = None
     #: Seconds it may run before it times out (from ``workflow.created``); None: no limit.
@@ -215,9 +218,14 @@ class WorkflowState:
             self.input = given if isinstance(given, orjson.Fragment) else dict(given or {})  # type: ignore[assignment]
             self.run_timeout = data.get("run_timeout")
         elif event.type == WorkflowStarted.event_type and data.get("input"):
-            self.input = {**self.input, **data["input"]}
+            started: Any = data["input"]
+            if isinstance(started, orjson.Fragment) or isinstance(self.input, orjson.Fragment):
+                self.input_update = started  # merged in the worker process (big_events.merged)
+            else:
+                self.input = {**self.input, **started}
         elif event.type == WorkflowCompleted.event_type:
-            self.result = dict(data.get("result") or {})
+            done: Any = data.get("result")
+            self.result = done if isinstance(done, orjson.Fragment) else dict(done or {})  # type: ignore[assignment]
         elif "reason" in data:
             self.reason = str(data.get("reason", "")) or self.reason
         raw = data.get("deadline")

@@ -44,7 +44,8 @@ from chatlog.events import (
 from chatlog.eventstore.store import EventStore
 from chatlog.identity import ProjectKey
 from chatlog.orchestrator._cancel import raise_if_cancelling
-from chatlog.orchestrator._restore import read_snapshots, start_point
+from chatlog.orchestrator._recent_jobs import RecentJob, archived_recent_jobs
+from chatlog.orchestrator._restore import StartPoint, read_snapshots, start_point
 from chatlog.orchestrator._timers import DeadlineTimers, OpenWait
 from chatlog.orchestrator._waits import Dispatcher, Done, PartitionTailer, Waiter
 from chatlog.orchestrator.commands import (
@@ -57,6 +58,7 @@ from chatlog.orchestrator.machine import WorkflowState, wait_outcome
 from chatlog.orchestrator.views import WorkflowView
 from chatlog.projections.workflows import OpenWaitRow, recent_jobs, restore_point
 from chatlog.settings import Settings
+from chatlog.tuning import settle_heap
 
 log = logging.getLogger("chatlog.orchestrator")
 
@@ -87,6 +89,7 @@ class Orchestrator(WorkflowCommands):
         #: Jobs to re-check: (project, workflow id, the job.enqueued data).
         self._requeue_pending: deque[tuple[ProjectKey, str, Any]] = deque()
         self._restored_from = ""
+        self._start: StartPoint | None = None
         self._requeue_ready = asyncio.Event()
         self._running = False
         # Test hooks: awaited right after a wait registers / right after it read the state.
@@ -131,6 +134,7 @@ class Orchestrator(WorkflowCommands):
                 self._requeue_recent(), name="orchestrator-requeue-restored"))
         log.info("orchestrator: started; %d open waits recovered (%s)",
                  len(self._timers.open), self._restored_from)
+        settle_heap()  # thousands of waits make every full collection long
 
     async def _restore(self) -> tuple[list[str], bool]:
         """Seed the timer with the open waits at a checkpoint: the positions to read the
@@ -156,16 +160,29 @@ class Orchestrator(WorkflowCommands):
             if wait is not None:
                 self._timers.add(wait)
         self._restored_from = chosen.describe()
+        self._start = chosen
         return chosen.positions, chosen.restored
 
     async def _requeue_recent(self) -> None:
-        """Re-check the jobs of the last day that the restored checkpoint covers."""
+        """Re-check the jobs of the last day that the restored checkpoint covers: from the
+        read model, and from the archive for the partitions that start at its snapshot
+        (:mod:`._recent_jobs`)."""
         since = int((time.time() - _REQUEUE_HORIZON) * 1000)
+        rows: list[RecentJob] = []
         try:
             rows = await asyncio.to_thread(recent_jobs, self.settings.sqlite_path, since)
         except sqlite3.Error as exc:
             log.warning("orchestrator: cannot re-check restored jobs (%s)", exc)
-            return
+        archive, start = self.store.archive, self._start
+        for p in range(self.store.partitions):
+            if archive is None or start is None or start.sources[p] != "snapshot":
+                continue
+            try:
+                rows.extend(await asyncio.to_thread(
+                    archived_recent_jobs, archive, p, since, start.positions[p]))
+            except Exception as exc:  # the archive unreadable: say so, start anyway
+                log.warning("orchestrator: cannot re-check the archived jobs of partition %d "
+                            "(%s)", p, exc)
         for project, name, workflow_id, data in rows:
             self._requeue_pending.append(
                 (ProjectKey(uuid.UUID(project), name), workflow_id, data))
@@ -397,7 +414,7 @@ class Orchestrator(WorkflowCommands):
         except TimeoutError as exc:
             waited = round(time.monotonic() - began, 3)
             raise WaitTimeout(workflow_id, f"state {'|'.join(sorted(wanted))}", waited) from exc
-        return self._view(project, state)
+        return await self._view(project, state)
 
     async def wait_for_start(self, project: ProjectKey, workflow_id: str) -> RecordedEvent:
         """Wait until the workflow's wait for ``start_task`` ends; the event that ended it.

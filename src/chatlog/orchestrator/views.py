@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from chatlog.big_events import merged
 from chatlog.events import RecordedEvent
 from chatlog.orchestrator.machine import WorkflowState
 from chatlog.projections.models import WorkflowSummary
@@ -46,12 +47,23 @@ class WorkflowView(WorkflowSummary):
     history: list[HistoryEntry]
 
     @classmethod
+    async def build(cls, project: uuid.UUID, state: WorkflowState) -> WorkflowView:
+        """:meth:`of`, a big input first merged with its start's input in the worker process."""
+        if state.input_update is not None:
+            state.input = await merged(state.input, state.input_update)  # type: ignore[assignment]
+            state.input_update = None
+        return cls.of(project, state)
+
+    @classmethod
     def of(cls, project: uuid.UUID, state: WorkflowState) -> WorkflowView:
-        """The view of a workflow folded from at least one event."""
+        """The view of a workflow folded from at least one event (its input merged)."""
+        if state.input_update is not None:
+            raise ValueError(f"workflow {state.id}: its input is merged by build(), not of()")
         if state.position is None or state.created_at is None or state.updated_at is None:
             raise ValueError(f"workflow {state.id} has no events to show")
-        # A big input as an orjson.Fragment (issue 15 #9) is written, not validated.
-        make: Any = cls.model_construct if isinstance(state.input, orjson.Fragment) else cls
+        # A big input or result as an orjson.Fragment (issue 15 #9) is written, not validated.
+        big = isinstance(state.input, orjson.Fragment) or isinstance(state.result, orjson.Fragment)
+        make: Any = cls.model_construct if big else cls
         return make(  # type: ignore[no-any-return]
             workflow_id=state.id,
             project=project,

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from chatlog.errors import ReadModelOutdated
 from chatlog.eventstore.codec import START, Cursor
 from chatlog.projections.base import Projection
+
+if TYPE_CHECKING:  # imported when tables or indexes are created, not on every open
+    import sqlite_utils
 
 #: Page cache of the projector's connection (KiB).
 WRITER_CACHE_KIB = 65_536
@@ -34,7 +38,16 @@ READ_MODEL_SCHEMA = 1
 def schema(conn: sqlite3.Connection) -> sqlite_utils.Database:
     """sqlite-utils over ``conn`` (the same connection: no new one, no plugins),
     for declaring tables and indexes; the hot paths stay plain ``sqlite3``."""
+    import sqlite_utils
+
     return sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+
+
+def desc(column: str) -> Any:
+    """``column`` in descending order, in an index :func:`schema` creates."""
+    from sqlite_utils.db import DescIndex
+
+    return DescIndex(column)
 
 
 def create_table(db: sqlite_utils.Database, name: str, columns: dict[str, type],
@@ -106,18 +119,59 @@ def create_all(conn: sqlite3.Connection, projections: Sequence[Projection],
                *, indexes: bool = True) -> None:
     """Create the projector's tables and every projection's tables (and indexes).
 
-    Idempotent (``IF NOT EXISTS``), so a retry after a lock conflict is safe.
+    Idempotent (``IF NOT EXISTS``), so a retry after a lock conflict is safe. A
+    file this code created everything in (tables and indexes) is stamped with
+    :func:`schema_fingerprint`; opening it again creates nothing (and imports no
+    sqlite-utils, which with numpy cost a sixth of ``chatlog serve``'s start-up).
     """
+    stamp = schema_fingerprint(projections) if indexes else None
 
     def create() -> None:
         check_schema(conn)
+        if stamp is not None and _stamp_of(conn) == stamp:
+            return
         _create_projector_tables(conn)
         for proj in projections:
             proj.create_schema(conn)
             if indexes:
                 proj.create_indexes(conn)
+        if stamp is not None:
+            conn.execute("INSERT INTO projector_meta (name, value) VALUES (?, ?) ON CONFLICT "
+                         "(name) DO UPDATE SET value = excluded.value", (_STAMP, stamp))
 
     _when_unlocked(create)
+
+
+#: The ``projector_meta`` row holding the schema fingerprint the file was created with.
+_STAMP = "schema_fingerprint"
+
+
+def schema_fingerprint(projections: Sequence[Projection]) -> str | None:
+    """A digest of the code that declares the read model's tables and indexes: the
+    source of this module and of each projection's module, and the schema version.
+    Any edit there changes it (then the next open runs every ``CREATE ... IF NOT
+    EXISTS`` again). None when a source cannot be read (always create)."""
+    digest = hashlib.blake2b(f"{READ_MODEL_SCHEMA}".encode(), digest_size=16)
+    names = sorted({__name__, *(type(p).__module__ for p in projections)})
+    for name in names:
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if path is None:
+            return None
+        try:
+            digest.update(name.encode() + b"\0" + Path(path).read_bytes())
+        except OSError:
+            return None
+    digest.update(",".join(sorted(type(p).__qualname__ for p in projections)).encode())
+    return digest.hexdigest()
+
+
+def _stamp_of(conn: sqlite3.Connection) -> str | None:
+    try:
+        row = conn.execute("SELECT value FROM projector_meta WHERE name = ?", (_STAMP,)).fetchone()
+    except sqlite3.OperationalError:  # no projector_meta table yet
+        return None
+    return None if row is None else str(row[0])
 
 
 def check_schema(conn: sqlite3.Connection) -> None:

@@ -24,9 +24,11 @@ import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
+from itertools import pairwise
 from typing import IO, Any
 
 from chatlog.errors import ProjectionError
+from chatlog.events import ErasureRecorded
 from chatlog.eventstore.codec import flat_field
 from chatlog.eventstore.store import EventStore
 from chatlog.eventstore.tiers import batch_entries
@@ -36,6 +38,8 @@ RawEntry = tuple[bytes, list[bytes]]
 #: /proc/sys/fs/pipe-max-size, 1 MiB by default; then smaller frames help).
 PIPE_BYTES = 8 << 20
 Message = tuple[Any, ...]
+#: The tombstone type, cut at (see :func:`_split_at_erasures`).
+ERASURE = ErasureRecorded.event_type.encode()
 
 
 async def read_folded(
@@ -56,17 +60,44 @@ async def read_folded(
     a bulk fold); ``None`` passes every entry, an empty set none.
     """
     folds = [proj.bulk_fold() for proj in bulk]
+    ordered = plain_types is None or ERASURE in plain_types
     for p in range(store.partitions):
         scan = store.scan(p, chunk=chunk)
         try:
             async for item in scan:
-                if isinstance(item, list):
-                    yield _folded_entries(p, item, folds, plain_types, known)
-                else:
-                    yield _folded_batch(p, item, folds, plain_types, known)
+                for part in _split_at_erasures(item) if ordered else (item,):
+                    if isinstance(part, list):
+                        yield _folded_entries(p, part, folds, plain_types, known)
+                    else:
+                        yield _folded_batch(p, part, folds, plain_types, known)
         finally:
             await scan.aclose()  # type: ignore[attr-defined]
     yield ("done", [fold.final() for fold in folds])
+
+
+def _split_at_erasures(item: Any) -> list[Any]:
+    """A chunk (entries or an archive batch) cut after each erasure tombstone.
+
+    The writer applies a chunk's plain events (the tombstone's deletes) after its
+    bulk rows; cut there, the tombstone deletes only rows of events before it,
+    never those of the scope's fresh history after it in the same chunk.
+    """
+    if isinstance(item, list):
+        cuts = [i + 1 for i, (_, flat) in enumerate(item) if flat_field(flat, b"t") == ERASURE]
+    else:
+        import pyarrow.compute as pc
+
+        found = pc.equal(item.column("type"), ERASURE.decode())
+        if not pc.any(found).as_py():
+            return [item]
+        cuts = [i + 1 for i, hit in enumerate(found.to_pylist()) if hit]
+    size = len(item) if isinstance(item, list) else item.num_rows
+    bounds = [0, *(c for c in cuts if c < size), size]
+    if len(bounds) == 2:
+        return [item]
+    if isinstance(item, list):
+        return [item[a:b] for a, b in pairwise(bounds)]
+    return [item.slice(a, b - a) for a, b in pairwise(bounds)]
 
 
 def _folded_entries(partition: int, entries: list[RawEntry], folds: Sequence[Any],

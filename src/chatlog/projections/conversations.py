@@ -24,10 +24,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlite_utils.db import DescIndex
 
 from chatlog.events import MessageAppended, RecordedEvent
-from chatlog.eventstore.codec import flat_fields
+from chatlog.eventstore.codec import BLOB_MARK, flat_fields, split_body
 from chatlog.projections import _db
 
 MESSAGE_TYPE = MessageAppended.event_type
@@ -204,7 +203,7 @@ class ConversationsProjection:
             ["project", "thread_id", "version"], index_name="messages_by_thread",
             unique=True, if_not_exists=True)
         db["threads"].create_index(  # type: ignore[union-attr]
-            ["project", DescIndex("updated_ms"), DescIndex("updated_seq")],
+            ["project", _db.desc("updated_ms"), _db.desc("updated_seq")],
             index_name="threads_by_recency", if_not_exists=True)
         db["projects"].create_index(  # type: ignore[union-attr]
             ["name", "project"], index_name="projects_by_name", if_not_exists=True)
@@ -249,6 +248,14 @@ class ConversationsProjection:
             conn.execute(_ADD_COUNTER, ("skipped_invalid", invalid))
 
 
+def _blob_doc(body: bytes) -> Any:
+    """The JSON document of a body that carries a binary blob (as ``decode_entry`` reads
+    it); a body that is neither raises as before."""
+    if body[:1] == BLOB_MARK:
+        body = split_body(body)[0]
+    return orjson.loads(body)
+
+
 def _fields(flat: list[bytes]) -> tuple[bytes, bytes, bytes, bytes, bytes]:
     """``(i, t, a, v, b)`` of a raw entry's flat field list (the order XADD wrote)."""
     if len(flat) == 10 and flat[0] == b"i" and flat[2] == b"t" and flat[4] == b"a" \
@@ -276,33 +283,95 @@ class ConversationFold:
             for event_id, type_, aggregate, version, body in (_fields(flat),)
             if type_ == _MESSAGE_TYPE_BYTES
         )
-        return self._fold(messages, decoded=False)
+        return self._fold(messages)
 
     def rows_batch(self, batch: Any) -> list[tuple[Any, ...]]:
         """Message rows of an archive batch (a ``pyarrow.RecordBatch`` with the columns
         position, event_id, aggregate, version, type, time, body).
 
-        Columnar: the messages are selected in Arrow, and only their columns become
-        Python values (no dict, no event object per row). Aggregates come as bytes,
-        like the hot tail's, so a thread that spans both tiers is one thread.
+        Columnar: the messages are selected in Arrow and each column becomes one
+        Python list; threads are looked up once per distinct aggregate of the batch
+        (dictionary-encoded), not per row; the append time is the ``time`` column.
+        Per message only its body is parsed. No dict or event object per row
+        beyond the parsed body. Threads are keyed by their aggregate as bytes, like
+        the hot tail's, so a thread that spans both tiers is one thread.
         """
         import pyarrow as pa
         import pyarrow.compute as pc
 
         messages = batch.filter(pc.equal(batch.column("type"), MESSAGE_TYPE))
-        columns = (
+        if not messages.num_rows:
+            return []
+        encoded = pc.dictionary_encode(messages.column("aggregate"))
+        threads = self.fold.threads
+        keys = encoded.dictionary.cast(pa.binary()).to_pylist()
+        # Per distinct aggregate: its thread's state (None until its first message)
+        # and its (key, project, thread id) (None: not a thread, skipped).
+        states: list[list[Any] | None] = [threads.get(key) for key in keys]
+        names: list[tuple[bytes, str, str] | None] = []
+        for key, state in zip(keys, states, strict=True):
+            if state is not None:
+                names.append((key, state[1][0], state[1][1]))
+                continue
+            project, _, thread_id = key.decode().partition("/thread/")
+            names.append((key, project, thread_id) if thread_id else None)
+        return self._fold_columns(
+            states, names, encoded.indices.to_pylist(),
             messages.column("position").to_pylist(),
+            messages.column("time").cast(pa.int64()).to_pylist(),
             messages.column("event_id").to_pylist(),
-            messages.column("aggregate").cast(pa.binary()).to_pylist(),
             messages.column("version").to_pylist(),
-            messages.column("body").to_pylist(),
-        )
-        return self._fold(zip(*columns, strict=True), decoded=True)
+            messages.column("body").to_pylist())
 
-    def _fold(self, messages: Iterable[tuple[Any, Any, bytes, Any, bytes]],
-              decoded: bool) -> list[tuple[Any, ...]]:
-        """Fold ``(position, event id, aggregate, version, body)`` of messages; position
-        and event id are bytes unless ``decoded``, version bytes or int."""
+    def _fold_columns(self, states: list[list[Any] | None],
+                      names: list[tuple[bytes, str, str] | None], indices: list[int],
+                      positions: list[str], times: list[int], ids: list[str],
+                      versions: list[int], bodies: list[bytes]) -> list[tuple[Any, ...]]:
+        """:meth:`_Fold.add` over columns, inlined (the same checks, rows and states)."""
+        fold = self.fold
+        threads = fold.threads
+        rows: list[tuple[Any, ...]] = []
+        append = rows.append
+        loads, dumps = orjson.loads, orjson.dumps
+        invalid = 0
+        for index, position, ms, event_id, version, body in zip(
+                indices, positions, times, ids, versions, bodies, strict=True):
+            name = names[index]
+            if name is None:
+                continue
+            try:
+                doc = loads(body)
+            except orjson.JSONDecodeError:
+                doc = _blob_doc(body)
+            data = doc["d"]
+            if type(data) is not dict:  # orjson makes exact dicts and strs
+                invalid += 1
+                continue
+            role = data.get("role")
+            content = data.get("content")
+            if type(role) is not str or type(content) is not str:
+                invalid += 1
+                continue
+            metadata = data.get("metadata")
+            written = data.get("created_at")
+            row = (name[1], name[2], version, event_id, role, content,
+                   dumps(metadata).decode() if metadata else "{}",
+                   (written and _ms(written)) or ms, position)
+            append(row)
+            state = states[index]
+            if state is None:
+                state = states[index] = threads[name[0]] = [1, row, row, True, doc["n"]]
+            else:
+                state[0] += 1
+                state[2] = row
+        fold.invalid += invalid
+        fold.rows = rows
+        return rows
+
+    def _fold(self, messages: Iterable[tuple[bytes, bytes, bytes, bytes, bytes]]
+              ) -> list[tuple[Any, ...]]:
+        """Fold ``(position, event id, aggregate, version, body)`` of messages (bytes, as
+        the stream holds them)."""
         fold = self.fold
         fold.rows = []
         add = fold.add
@@ -319,13 +388,12 @@ class ConversationFold:
                 project, _, thread_id = aggregate.decode().partition("/thread/")
                 if not thread_id:
                     continue
-            doc = loads(body)
-            if decoded:
-                add(aggregate, project, doc["n"], thread_id, version, event_id, doc["d"], pos,
-                    False)
-            else:
-                add(aggregate, project, doc["n"], thread_id, int(version), event_id.decode(),
-                    doc["d"], pos.decode(), False)
+            try:
+                doc = loads(body)
+            except orjson.JSONDecodeError:
+                doc = _blob_doc(body)
+            add(aggregate, project, doc["n"], thread_id, int(version), event_id.decode(),
+                doc["d"], pos.decode(), False)
         return fold.rows
 
     def final(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:

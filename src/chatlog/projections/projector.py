@@ -22,8 +22,7 @@ rebuild by construction. A batch that keeps failing for another reason is
 counted and reported (:attr:`Projector.problem`, ``/readyz``); after
 ``heal_after`` failures in a row the projector repairs by the same rebuild.
 
-The SQLite work runs on one dedicated thread, so the event loop (and HTTP
-latency) is not held up by a batch.
+The SQLite work runs on a thread of its own: a batch never holds up the event loop.
 """
 
 from __future__ import annotations
@@ -38,12 +37,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from chatlog.errors import ProjectionError, ProjectionLagTimeout
+from chatlog.errors import InvalidInput, ProjectionError, ProjectionLagTimeout
 from chatlog.events import RecordedEvent, known_types
 from chatlog.eventstore.codec import Cursor, parse_position
 from chatlog.eventstore.store import EventStore
 from chatlog.projections import _db
 from chatlog.projections._big_events import decode_batch
+from chatlog.projections._bootstrap import bootstrap
 from chatlog.projections.base import Projection
 from chatlog.projections.lag import ProjectionLag, measure_lag
 from chatlog.settings import Settings
@@ -233,8 +233,6 @@ class Projector:
         """
         target = parse_position(position)
         if not 0 <= partition < self._partitions:
-            from chatlog.errors import InvalidInput
-
             raise InvalidInput(f"partition {partition} does not exist; this log has "
                                f"partitions 0..{self._partitions - 1}")
         if parse_position(self._committed.positions[partition]) >= target:
@@ -297,6 +295,9 @@ class Projector:
     async def _run(self) -> None:
         delay = self.retry_delay
         self._wake = asyncio.Event()
+        if await bootstrap(self.store, self.path, self.projections, self._committed):
+            await self._run_sync(self._reload_sync)  # a fresh model, built the fast way
+            self._notify()
         while True:
             try:
                 tail = self._tail()

@@ -318,12 +318,13 @@ def switch(built: Path, live: Path) -> None:
         for suffix in ("-wal", "-shm"):  # strays of a file that is gone
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{live}{suffix}")
+        _fsync(built)  # built without journal or fsync: on disk before it is published
         try:
             os.link(built, live)  # atomic; refuses if a live file appeared meanwhile
         except FileExistsError:
             pass
         else:
-            _fsync_dir(live.parent)
+            _fsync(live.parent)
             return
     src = sqlite3.connect(built, isolation_level=None)
     dst = _db.connect_writer(live)
@@ -335,7 +336,8 @@ def switch(built: Path, live: Path) -> None:
         src.close()
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """fsync a file or a directory (its entries)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

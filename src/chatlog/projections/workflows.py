@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlite_utils.db import DescIndex
 
 from chatlog.events import (
     AWAITED,
@@ -104,10 +103,10 @@ class WorkflowsProjection:
         """One index per read query (``EXPLAIN QUERY PLAN`` is checked in the tests)."""
         workflows = _db.schema(conn)["workflows"]
         workflows.create_index(  # type: ignore[union-attr]
-            ["project", DescIndex("updated_ms"), DescIndex("updated_seq")],
+            ["project", _db.desc("updated_ms"), _db.desc("updated_seq")],
             index_name="workflows_by_recency", if_not_exists=True)
         workflows.create_index(  # type: ignore[union-attr]
-            ["project", "state", DescIndex("updated_ms"), DescIndex("updated_seq")],
+            ["project", "state", _db.desc("updated_ms"), _db.desc("updated_seq")],
             index_name="workflows_by_state", if_not_exists=True)
         conn.execute(_OPEN_WAITS_INDEX)
 

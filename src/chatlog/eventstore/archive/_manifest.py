@@ -22,8 +22,9 @@ from typing import Any
 import orjson
 
 from chatlog.errors import ArchiveConflict, ArchiveCorrupt
-from chatlog.eventstore.archive._segments import FORMAT
 
+#: The archive's format, in every manifest and segment.
+FORMAT = "chatlog-archive/1"
 MANIFEST = "manifest.json"
 
 

@@ -28,9 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from chatlog.eventstore.archive._manifest import FORMAT
 from chatlog.eventstore.codec import flat_field
 
-FORMAT = "chatlog-archive/1"
 #: Rows per row group: what a read from a cursor decodes at least.
 ROW_GROUP_ROWS = 16_384
 

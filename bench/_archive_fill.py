@@ -1,0 +1,153 @@
+"""The fill of ``bench_archive.py``: append N message events through chatlog's append
+path while an archiver runs in a second process, as a ``chatlog serve`` node runs it.
+
+The appends are ``EventStore.append`` calls (the store's group-committed path),
+``batch`` events of one thread each, from ``concurrency`` concurrent callers
+spread over 1,000 threads; so a group commit carries hundreds of events of many
+aggregates in one ``APPEND_MANY`` call, as a busy service's would. With
+``batch`` 1 they are ``append_one`` calls.
+
+The events are built cheaply: their data come from a pool of 1,000 validated
+``message.appended`` payloads (~200 characters of content each), and each event
+gets a fresh id; building a pydantic model per event cost more CPU than the
+append itself, and it is the load generator, not the log, that did it.
+
+Memory is sampled against events appended; progress is printed every 5 %.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from _common import PROJECT, ROOT, message_data, thread_ids
+from chatlog.events import SCHEMA_VERSION, MessageAppended, NewEvent
+from chatlog.eventstore import EventStore
+from chatlog.identity import random_uuid
+
+THREADS = thread_ids(1000)
+#: Concurrent appending callers (each one append of ``batch`` events at a time).
+CONCURRENCY = 256
+#: Events per append (one thread's) during the fill, by default.
+BATCH = 10
+
+ARCHIVER = textwrap.dedent("""
+    import asyncio, json, os, sys, time
+    from chatlog.eventstore import EventStore
+    from chatlog.eventstore.archive import Archive
+    from chatlog.eventstore.archiver import Archiver, HotWindow
+
+    async def main(url, archive_dir, hot, stop_file):
+        store = await EventStore.open(url, prefix="bench")
+        archiver = Archiver(store, Archive.open(archive_dir), HotWindow(hot, 0, 0),
+                            segment_events=100_000, lease_ttl=60)
+        wall = cpu = 0.0
+        archived = passes = 0
+        while True:
+            stopping = os.path.exists(stop_file)
+            t0, c0 = time.perf_counter(), time.process_time()
+            (r,) = await archiver.run_pass()
+            if r.archived:
+                wall += time.perf_counter() - t0
+                cpu += time.process_time() - c0
+                archived += r.archived
+                passes += 1
+            if stopping:
+                break
+            await asyncio.sleep(0.2)
+        await store.close()
+        print(json.dumps({"archived": archived, "wall_s": wall, "cpu_s": cpu,
+                          "passes": passes}), flush=True)
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]))
+""")
+
+
+class EventMaker:
+    """``message.appended`` events of the bench project: a fresh id each, data from a
+    pool of validated payloads (the thread id set to the event's thread)."""
+
+    def __init__(self, pool: int = 1000) -> None:
+        self.pool = [message_data(k, "thread-x").model_dump(mode="json") for k in range(pool)]
+        self.type = MessageAppended.event_type
+
+    def __call__(self, i: int, thread: str) -> NewEvent:
+        return NewEvent.model_construct(
+            id=random_uuid(), id_supplied=False, type=self.type, project=PROJECT.key,
+            project_name=PROJECT.display, aggregate_type="thread", aggregate_id=thread,
+            data={**self.pool[i % len(self.pool)], "thread_id": thread},
+            schema_version=SCHEMA_VERSION, blob=None,
+        )
+
+
+async def fill(url: str, n: int, work: Path, hot: int, *, batch: int = BATCH,
+               concurrency: int = CONCURRENCY, progress: bool = True) -> dict[str, Any]:
+    """Append ``n`` events with the archiver process running (hot window ``hot``);
+    memory samples (events appended, used_memory), rates and the archiver's figures."""
+    stop_file = work / "stop"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    archiver = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ARCHIVER, url, str(work / "archive"), str(hot), str(stop_file),
+        stdout=subprocess.PIPE, env=env)
+    store = await EventStore.open(url, prefix="bench")
+    r = aioredis.from_url(url)
+    make = EventMaker()
+    samples: list[tuple[int, int]] = [(0, int((await r.info("memory"))["used_memory"]))]
+    appended = 0
+    next_i = 0
+
+    async def appender() -> None:
+        nonlocal appended, next_i
+        while next_i < n:
+            i = next_i
+            if batch <= 1:
+                next_i += 1
+                await store.append_one(make(i, THREADS[i % len(THREADS)]))
+                appended += 1
+                continue
+            size = min(batch, n - i)  # one thread's `size` events in one append
+            next_i += size
+            thread = THREADS[(i // batch) % len(THREADS)]
+            await store.append([make(j, thread) for j in range(i, i + size)])
+            appended += size
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+
+    async def sampler() -> None:
+        last = shown = 0
+        while appended < n:
+            if appended - last >= n // 200:
+                last = appended
+                samples.append((appended, int((await r.info("memory"))["used_memory"])))
+            if progress and appended - shown >= n // 20:
+                shown = appended
+                took = time.perf_counter() - t0
+                hot_len = int(await r.xlen(store.keys.log(0)))
+                print(f"  {appended:,} events in {took:,.0f} s ({appended / took:,.0f}/s; "
+                      f"Redis holds {hot_len:,}, used_memory "
+                      f"{samples[-1][1] / 2**20:,.0f} MiB)", flush=True)
+            await asyncio.sleep(0.05)
+
+    sampling = asyncio.create_task(sampler())
+    await asyncio.gather(*(appender() for _ in range(concurrency)))
+    append_s, append_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    await sampling
+    samples.append((appended, int((await r.info("memory"))["used_memory"])))
+    stop_file.touch()
+    out, _ = await archiver.communicate()
+    stats = json.loads(out.decode().strip().splitlines()[-1])
+    samples.append((appended, int((await r.info("memory"))["used_memory"])))
+    hot_len = int(await r.xlen(store.keys.log(0)))
+    await r.aclose()
+    await store.close()
+    return {"samples": samples, "append_s": append_s, "append_cpu_s": append_cpu,
+            "archiver": stats, "hot_len": hot_len, "n": appended}
