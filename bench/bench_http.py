@@ -78,6 +78,7 @@ async def _load(url: str, duration: float, concurrency: int, warmup: float) -> d
     path = f"{url}/v1/projects/Bench/messages"
     latencies: list[float] = []
     errors = 0
+    sent = 0  # every request, warm-up included (what the server's CPU was spent on)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         start = time.perf_counter()
@@ -85,7 +86,7 @@ async def _load(url: str, duration: float, concurrency: int, warmup: float) -> d
         stop = measure_from + duration
 
         async def worker() -> None:
-            nonlocal errors
+            nonlocal errors, sent
             while True:
                 t0 = time.perf_counter()
                 if t0 >= stop:
@@ -94,12 +95,13 @@ async def _load(url: str, duration: float, concurrency: int, warmup: float) -> d
                     await resp.read()
                     ok = resp.status == 201
                 t1 = time.perf_counter()
+                sent += 1
                 if t0 >= measure_from:
                     latencies.append(t1 - t0)
                     errors += not ok
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return {"requests": len(latencies), "errors": errors, "duration": duration,
+    return {"requests": len(latencies), "sent": sent, "errors": errors, "duration": duration,
             "per_s": len(latencies) / duration,
             **{k: v * 1000 for k, v in percentiles(latencies, (50, 99)).items()}}
 
@@ -213,6 +215,19 @@ class Server:
             raise RuntimeError(f"server did not start: {line!r}")
         self.url = line.split("listening on ", 1)[1].split()[0]
 
+    def cpu_s(self) -> float:
+        """CPU seconds the server process has used (user + system, all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def load(self, duration: float, warmup: float) -> dict[str, Any]:
+        """The load generator against this server; its figures and the server's CPU
+        per request (steadier than latency on a shared machine)."""
+        cpu = self.cpu_s()
+        run = _run_client("_load", self.url, str(duration), str(CONCURRENCY), str(warmup))
+        run["server_cpu_us"] = (self.cpu_s() - cpu) / max(run["sent"], 1) * 1e6
+        return run
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -281,15 +296,13 @@ def main() -> int:
         for _ in range(args.reps):
             bare = Server([sys.executable, str(HERE), "_bare", str(_free_port())])
             try:
-                bare_runs.append(_run_client("_load", bare.url, str(args.duration),
-                                             str(CONCURRENCY), str(warmup)))
+                bare_runs.append(bare.load(args.duration, warmup))
             finally:
                 bare.stop()
             asyncio.run(reset_server(valkey.url))
             serve = Server([chatlog, "serve", "--port", str(_free_port())], env=env)
             try:
-                chat_runs.append(_run_client("_load", serve.url, str(args.duration),
-                                             str(CONCURRENCY), str(warmup)))
+                chat_runs.append(serve.load(args.duration, warmup))
                 sse_runs.append(_run_client("_sse", serve.url, str(subscribers),
                                             str(appends), "20"))
             finally:
@@ -307,6 +320,8 @@ def main() -> int:
                    for c, b in zip(chat_runs, bare_runs, strict=True)]
     p99_ratios = [c["p99"] / b["p99"] if b["p99"] else float("inf")
                   for c, b in zip(chat_runs, bare_runs, strict=True)]
+    cpu_ratios = [c["server_cpu_us"] / b["server_cpu_us"] if b["server_cpu_us"] else 0.0
+                  for c, b in zip(chat_runs, bare_runs, strict=True)]
     ratio = round(statistics.median(rate_ratios), 3)
     p99_ratio = round(statistics.median(p99_ratios), 3)
     sse_p99 = min(r["p99"] for r in sse_runs)
@@ -319,6 +334,12 @@ def main() -> int:
                ratio_to="bare aiohttp JSON handler (ceiling), same rep",
                goal=">= 0.5x", goal_met=ratio >= 0.5),
         metric("chatlog p50", [r["p50"] for r in chat_runs], "ms", higher_is_better=False),
+        metric("bare server CPU per request", [r["server_cpu_us"] for r in bare_runs], "us",
+               higher_is_better=False),
+        metric("chatlog server CPU per request (projector included)",
+               [r["server_cpu_us"] for r in chat_runs], "us", higher_is_better=False,
+               ratio=round(statistics.median(cpu_ratios), 3),
+               ratio_to="bare server CPU per request, same rep"),
         metric("chatlog p99", [r["p99"] for r in chat_runs], "ms", higher_is_better=False,
                ratio=p99_ratio, ratio_best=round(min(p99_ratios), 3),
                ratio_to="bare p99, same rep", goal="<= 1.5x bare p99",

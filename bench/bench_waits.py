@@ -148,12 +148,16 @@ async def _burst(store: EventStore, holders: list[asyncio.Task[float]]) -> dict[
     """Append every blocked workflow's start at once: seconds until all woke, and of
     that, how long the appends took (the rest is the fan-out to the waiters)."""
     ids = [h.get_name() for h in holders]
+    cpu = time.process_time()
     start = time.perf_counter()
     await asyncio.gather(*(store.append([_started(w)], expected_version=1) for w in ids))
     acked = time.perf_counter()
     woke = await asyncio.gather(*holders)
     return {"burst_s": round(max(woke) - start, 3), "burst_appends_s": round(acked - start, 3),
-            "burst_after_appends_s": round(max(max(woke) - acked, 0.0), 3)}
+            "burst_after_appends_s": round(max(max(woke) - acked, 0.0), 3),
+            # this process's CPU (appends, tailer, fan-out, wake-ups) per wait ended:
+            # steadier than wall time on a shared machine
+            "burst_cpu_us_per_wait": round((time.process_time() - cpu) / len(ids) * 1e6, 1)}
 
 
 async def measure(url: str, prefix: str, samples: int, waiters: int,
@@ -222,6 +226,8 @@ def main() -> None:
                higher_is_better=False),
         metric("  woken after the last append was acknowledged",
                [r["burst_after_appends_s"] for r in runs], "s", higher_is_better=False),
+        metric("  client CPU per wait woken (appends, tailer, fan-out, wake-up)",
+               [r["burst_cpu_us_per_wait"] for r in runs], "us", higher_is_better=False),
         metric("Python heap per blocked wait (tracemalloc)", [r["kb_per_wait"] for r in runs],
                "KiB", higher_is_better=False),
         metric(f"process RSS with {waiters:,} waits", [r["rss_mb_with_waits"] for r in runs],

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from chatlog.event_build import new_event_of
 from chatlog.identity import random_uuid
 
 SCHEMA_VERSION = 1
@@ -436,18 +437,10 @@ class NewEvent(BaseModel):
         event_id: uuid.UUID | None = None,
         blob: bytes | None = None,
     ) -> NewEvent:
-        """Build an event from a typed data model."""
-        return cls(
-            id=event_id or random_uuid(),
-            id_supplied=event_id is not None,
-            type=data.event_type,
-            project=project,
-            project_name=project_name,
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            data=data.model_dump(mode="json"),
-            blob=blob,
-        )
+        """Build an event from a typed data model (validated only where the arguments
+        are not of their fields' types: :mod:`chatlog.event_build`)."""
+        return new_event_of(cls, data, project, project_name, aggregate_type, aggregate_id,
+                            event_id, blob)
 
     @property
     def aggregate(self) -> str:

@@ -123,10 +123,19 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_POOL.clear)
 
 
+_VARIANT_AND_VERSION = (0x8000 << 48) | (4 << 76)
+_new_uuid = uuid.UUID.__new__
+_set_slot = object.__setattr__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
+
+
 def random_uuid() -> uuid.UUID:
-    """A random (version 4) UUID, as ``uuid.uuid4()`` but without a getrandom call per id."""
-    n = int.from_bytes(_POOL.take16(), "big") & _VERSION_4
-    return uuid.UUID(int=n | (0x8000 << 48) | (4 << 76))
+    """A random (version 4) UUID, as ``uuid.uuid4()`` but without a getrandom call per id
+    (and without ``UUID.__init__``'s checks of an int made valid here)."""
+    u = _new_uuid(uuid.UUID)
+    _set_slot(u, "int", int.from_bytes(_POOL.take16(), "big") & _VERSION_4 | _VARIANT_AND_VERSION)
+    _set_slot(u, "is_safe", _UNKNOWN_SAFETY)
+    return u
 
 
 def new_thread_id() -> str:

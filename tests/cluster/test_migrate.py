@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chatlog.errors import PartitionMismatch
+from chatlog.errors import EventIdReused, PartitionMismatch
 from chatlog.events import NewEvent, RecordedEvent
 from chatlog.eventstore import Cursor, EmbeddedValkey, EventStore
 from chatlog.eventstore.migration import MigrationError, MigrationProgress, migrate
@@ -74,10 +74,15 @@ async def test_migrate_one_server_to_cluster_keeps_everything_and_reruns_idempot
     assert [e.id for e in await target.read_aggregate(key, "thread", "t5")] == [
         e.id for e in await source.read_aggregate(key, "thread", "t5")]
 
-    # a client retrying a pre-migration append against the target adds nothing
+    # a client retrying a pre-migration append against the target adds nothing; the
+    # remembered digest is copied too: the same id with other content is refused
     old = next(e for e in src if e.id in client_ids)
-    retry = message(project=old.project_name, thread_id=old.aggregate_id, event_id=old.id)
+    retry = message(project=old.project_name, thread_id=old.aggregate_id,
+                    content=old.data["content"], event_id=old.id)
     assert (await target.append_one(retry)).duplicate
+    with pytest.raises(EventIdReused):
+        await target.append_one(message(project=old.project_name, thread_id=old.aggregate_id,
+                                        content="other", event_id=old.id))
 
     # rerun: nothing copied twice; then new source events are copied on the next run
     again = await migrate(source, target)

@@ -9,6 +9,7 @@ import pytest
 
 from chatlog.errors import EventIdReused, IdempotencyConflict, InvalidInput, VersionConflict
 from chatlog.eventstore import EventStore, parse_position
+from chatlog.eventstore.remembered import remembered
 from chatlog.identity import normalize_project_id
 from tests.helpers import eventually, message
 
@@ -113,12 +114,11 @@ async def test_idempotency_window_expires(store_factory) -> None:  # type: ignor
     event_id = uuid.uuid4()
     event = message(event_id=event_id)
     first = await store.append_one(event)
-    key = store.keys.event_id(first.partition, event.project, event_id)
 
     async def expired() -> bool:
-        return not await store.redis.exists(key)
+        return await remembered(store, first.partition, [(event.project, event_id)]) == [None]
 
-    await eventually(expired, what="the event id's key expiring")
+    await eventually(expired, what="the event id's record expiring")
     again = await store.append_one(message(event_id=event_id))
     assert not again.duplicate
     assert len(await store.read(0)) == 2

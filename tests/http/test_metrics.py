@@ -40,9 +40,10 @@ async def test_operator_metrics(api) -> None:
         return doc["state"] in {"failed", "timed_out"}
 
     await eventually(timed_out, timeout=20, what="the workflow to time out")
-    text = await eventually(
-        lambda: _when(scrape(), lambda t: value(t, "chatlog_workflow_timeouts_total") == 1.0),
-        timeout=20, what="the timeout to be counted")
+    text = await eventually(  # counted by the orchestrator; the gauge once projected
+        lambda: _when(scrape(), lambda t: value(t, "chatlog_workflow_timeouts_total") == 1.0
+                      and value(t, 'chatlog_workflows{state="failed"}') == 1.0),
+        timeout=20, what="the timeout to be counted and projected")
     assert isinstance(text, str)
     # Latency by route template and method, never by raw path.
     route = 'route="/v1/projects/{project}/messages"'

@@ -85,10 +85,11 @@ async def test_reimport_after_the_idempotency_window_still_adds_nothing(
     src = write_jsonl(tmp_path / "legacy.jsonl", LEGACY)
     await import_file(short, src, DEFAULT_PROJECT_NAMESPACE)
 
-    async def expired() -> bool:  # every event-id key has expired
-        return not await short.redis.keys(f"{short.keys.tag(0)}:eid:*")
+    async def expired() -> bool:  # every bucket of remembered event ids has expired
+        window = short.idempotency_window_ms
+        return not await short.redis.keys(f"{short.keys.tag(0)}:ids:{window}:*")
 
-    await eventually(expired, what="every event id's key expiring")
+    await eventually(expired, what="every event id's record expiring")
     again = await import_file(short, src, DEFAULT_PROJECT_NAMESPACE)
     assert again.imported == 0
     assert (await short.status()).length == len(LEGACY)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import socket
@@ -18,6 +17,7 @@ import click
 from chatlog.cli._app import cli, run_async, settings_from
 from chatlog.errors import ConfigError, EmbeddedServerError
 from chatlog.settings import Settings
+from chatlog.tuning import tune_runtime
 
 if TYPE_CHECKING:
     from chatlog.eventstore.runtime import ValkeySupervisor
@@ -134,33 +134,6 @@ async def _supervising(supervisor: ValkeySupervisor | None) -> AsyncIterator[Non
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-#: Young-generation threshold while serving (CPython's default is 700).
-GC_THRESHOLD = (100_000, 50, 1000)
-#: Seconds a thread may hold the GIL while another waits for it (CPython: 0.005).
-SWITCH_INTERVAL = 0.001
-
-
-def tune_runtime() -> None:
-    """Keep garbage collection and the projector's thread out of the latency tail.
-
-    Every request allocates many short-lived objects; with CPython's default
-    thresholds the collector runs every few requests and, now and then, walks
-    the whole heap. Freezing what start-up built and collecting the young
-    generation less often took the HTTP append p99 from ~35 ms to ~24 ms in
-    bench/bench_http.py (64 clients).
-
-    The projector's thread holds the GIL while it folds a batch; with
-    CPython's 5 ms switch interval the event loop could wait that long for
-    it several times in one request. At 1 ms, HTTP append p99 was
-    22.1-22.4 ms (best of 3) against 24.4-25.8 ms in alternating runs of the
-    same benchmark, at the same throughput.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
-    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 def _url(address: object) -> str:

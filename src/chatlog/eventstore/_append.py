@@ -27,6 +27,7 @@ from redis import exceptions as rexc
 
 from chatlog.errors import (
     EventIdReused,
+    EventStoreError,
     IdempotencyConflict,
     InvalidInput,
     OutcomeUnknown,
@@ -37,6 +38,7 @@ from chatlog.events import NewEvent
 from chatlog.eventstore._topology import Topology
 from chatlog.eventstore.codec import encode_body
 from chatlog.eventstore.connection import UNAVAILABLE, never_sent, text, unavailable
+from chatlog.eventstore.idempotency import record, spec
 from chatlog.eventstore.keys import Keys, partition_of
 from chatlog.eventstore.replication import run_replicated
 from chatlog.eventstore.scripts import APPEND_MANY, APPEND_ONE
@@ -152,9 +154,17 @@ class Appender:
         lib = resources.files("chatlog.eventstore").joinpath("append.lua").read_text()
         self._append_script = self.redis.register_script(lib + APPEND_ONE)
         self._append_many_script = self.redis.register_script(lib + APPEND_MANY)
+        # As text once: a lean connection sends them as they are.
+        self._append_sha = text(self._append_script.sha)
+        self._append_source = text(self._append_script.script)
         self._shards: dict[str, _Shard] = {}
         self._project_keys: dict[uuid.UUID, _ProjectKeys] = {}
         self._closed = False
+        #: Until when (epoch ms) the keys per id of the layout before buckets are read
+        #: too (set by the store from the log's metadata; see ``idempotency``).
+        self.legacy_ids_until = 0
+        self._ids_spec = tuple(spec(idempotency_window_ms, outcome_window_ms, legacy)
+                               for legacy in (False, True))
         #: Told about every acknowledged append and group commit (None: nobody listens).
         self.observer: AppendObserver | None = None
 
@@ -200,15 +210,15 @@ class Appender:
         first = events[0]
         project, aggregate_type, aggregate_id = (
             first.project, first.aggregate_type, first.aggregate_id)
-        for ev in events[1:]:  # str compares first: UUID.__eq__ is Python
+        for ev in events[1:]:  # str compares first, UUID.__eq__ (Python) only if not the same
             if (ev.aggregate_id != aggregate_id or ev.aggregate_type != aggregate_type
-                    or ev.project != project):
+                    or (ev.project is not project and ev.project != project)):
                 raise InvalidInput(
                     f"a batch appends to one aggregate; got {first.aggregate} and {ev.aggregate}"
                 )
         if expected_version is not None and expected_version < 0:
             raise InvalidInput(f"expected_version must be 0 or more, not {expected_version}")
-        started = time.perf_counter()
+        started = time.perf_counter() if self.observer is not None else 0.0
         # Per event only what differs: its id (formatted once), digest, type and body.
         partition = partition_of(project, self.partitions)
         pk = self._keys_of(partition, project)
@@ -217,21 +227,22 @@ class Appender:
         args: list[Any] = [
             aggregate,
             -1 if expected_version is None else expected_version,
-            self.idempotency_window_ms,
+            self._ids_spec[self.legacy_ids_until > time.time() * 1000],
             len(events),
         ]
         ids = [str(ev.id) for ev in events]
-        prefix = pk.prefix
         if digests is not None and len(digests) != len(events):
             raise ValueError(f"{len(digests)} digests for {len(events)} events")
         for i, ev in enumerate(events):
             event_id = ids[i]
             digest = (_digest(ev.type, aggregate, ev.schema_version, ev.data)
                       if digests is None else digests[i])
-            window = self.idempotency_window_ms if ev.id_supplied else self.outcome_window_ms
-            keys.append(prefix + event_id)
-            args.extend((event_id, f"{window}:{digest}", ev.type, encode_body(ev)))
-        reply, resent = await self._submit_resolved(keys, args, ids)
+            args.extend((event_id, record(project, ev.id, digest, ev.id_supplied), ev.type,
+                         encode_body(ev)))
+        try:
+            reply, resent = await self._submit(keys, args), False
+        except (StoreUnavailable, OutcomeUnknown) as exc:
+            reply, resent = await self._resolve(keys, args, ids, exc), True
         status = text(reply[0])
         if status == "reused":
             raise EventIdReused(ids[int(reply[1]) - 1])
@@ -258,19 +269,17 @@ class Appender:
             for i, event_id in enumerate(ids)
         ]
 
-    async def _submit_resolved(
-        self, keys: list[str], args: list[Any], ids: list[str]
-    ) -> tuple[Any, bool]:
-        """The append's reply, and whether it took a resend to learn it."""
-        try:
-            return await self._submit(keys, args), False
-        except OutcomeUnknown as exc:
-            exc.event_ids = ids
-            raise
-        except StoreUnavailable as exc:
-            if never_sent(exc.__cause__):
-                raise  # nothing was written: a 503 is the truth
-            doubt: BaseException = exc
+    async def _resolve(
+        self, keys: list[str], args: list[Any], ids: list[str], failed: EventStoreError
+    ) -> Any:
+        """The reply of an append whose first try failed with ``failed``, learnt by
+        resending it; ``failed`` raised again when nothing was written."""
+        if isinstance(failed, OutcomeUnknown):
+            failed.event_ids = ids
+            raise failed
+        if never_sent(failed.__cause__):
+            raise failed  # nothing was written: a 503 is the truth
+        doubt: BaseException = failed
         # It may be in the log. Ask again with the same ids until the store answers:
         # the reply then tells what the log holds, and it cannot land twice.
         loop = asyncio.get_running_loop()
@@ -281,7 +290,7 @@ class Appender:
             delay = min(delay * 2, 0.5)
             try:
                 async with asyncio.timeout(max(deadline - loop.time(), 0.001)):
-                    return await self._submit(keys, args), True
+                    return await self._submit(keys, args)
             except TimeoutError:
                 break
             except OutcomeUnknown as exc:
@@ -317,12 +326,17 @@ class Appender:
         Appends that arrive meanwhile queue up and go together once it is answered.
         """
         shard.inline = True
+        lean = self.topology.lean
         try:
+            if lean is not None and self.ack == "local":  # the common case, with least work
+                if self.observer is not None:
+                    self.observer.committed(1)
+                return await lean.evalsha(self._append_sha, self._append_source, keys, args)
             # As in _flush: let the loop deliver pending socket events first, so a pooled
             # connection whose server died is seen at EOF and replaced. (One turn runs the
             # tasks already ready; the events polled in it are handled in the next.)
             # A lean connection checks itself, with no turn of the loop.
-            if self.topology.lean is None:
+            if lean is None:
                 await asyncio.sleep(0)
                 await asyncio.sleep(0)
             unused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -402,8 +416,8 @@ class Appender:
             p = batch[0]
             try:
                 if lean is not None:
-                    sha, source = text(script.sha), text(script.script)
-                    return [await lean.evalsha(sha, source, p.keys, p.args)]
+                    return [await lean.evalsha(self._append_sha, self._append_source,
+                                               p.keys, p.args)]
                 try:
                     return [await self.redis.evalsha(script.sha, len(p.keys), *p.keys, *p.args)]
                 except rexc.NoScriptError:  # EVAL caches it on this node only (SCRIPT LOAD

@@ -1,42 +1,171 @@
--- Atomic append of a batch of events to one aggregate: the function both
+-- Atomic append of a batch of events to one aggregate: the functions both
 -- append scripts share. chatlog.eventstore.store appends one of two entry
 -- points to it: APPEND_ONE (one aggregate's batch) or APPEND_MANY (a group
 -- commit: several independent appends to one partition in one call).
 --
--- append(stream, versions, window, index, aggregate, expected, n, ev0, key0):
--- the partition's stream and versions hash, the idempotency window in ms, the
--- aggregate's index list and key, the expected version (-1: any), n events
--- whose 4 arguments each (id, flag: how to deduplicate it (see below), type,
--- body) start at ARGV[ev0], and whose event-id keys start at KEYS[key0].
+-- Remembered event ids (chatlog.eventstore.idempotency): a record per event id
+-- in a hash bucket <tag>:ids:<window ms>:<generation>:<bucket>, where the
+-- generation is the server's time divided by the window and the bucket is the
+-- record's 16-bit hash modulo the bucket count. The field is the id's identity
+-- (the event id's 16 bytes and its project's number in the partition), the
+-- value "<pos> <version> <digest>". A bucket expires a window after its
+-- generation ends, so a record lives for at least the window; a lookup reads
+-- the generation now and the one before. The position's milliseconds are kept
+-- as an offset from the start of the record's generation (7-9 digits, not 13).
+
+-- ids(spec, stream): the per-call state of the id records, from spec =
+-- "<client window ms> <outcome window ms> <buckets> <legacy 0|1>" (legacy:
+-- also read the key per id of the format before buckets, <tag>:eid:<project>:<id>).
+local function ids(spec, stream)
+  local iw, ow, buckets, legacy = string.match(spec, '^(%d+) (%d+) (%d+) (%d)$')
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local tag = string.sub(stream, 1, -4)
+  local fams = {}
+  for _, w in ipairs({iw, ow}) do
+    local ms = tonumber(w)
+    if not fams[w] then
+      local gen = math.floor(now / ms)
+      local base = tag .. 'ids:' .. w .. ':'
+      fams[w] = {cur = base .. gen .. ':', prev = base .. (gen - 1) .. ':',
+                 expire = (gen + 2) * ms, base = base, start = gen * ms, ms = ms}
+    end
+  end
+  return {i = fams[iw], o = fams[ow], buckets = tonumber(buckets),
+          legacy = legacy == '1', tag = tag, numbers = tag .. 'idp', pnums = {},
+          dated = {}}
+end
+
+-- The number of `project` (its text) in the partition, which the records'
+-- fields carry instead of the project's 16 bytes: assigned at its first record
+-- when `assign` (never reused), false when it has none.
+local function project_number(st, project, assign)
+  local n = st.pnums[project]
+  if n == nil or (not n and assign) then
+    n = redis.call('HGET', st.numbers, project)
+    if not n and assign then
+      n = tostring(redis.call('HINCRBY', st.numbers, '', 1))
+      redis.call('HSET', st.numbers, project, n)
+    end
+    st.pnums[project] = n or false
+  end
+  return n
+end
+
+-- Where the record of event `rec` (mode, 2-byte hash, 8-byte digest, the event
+-- id's 16 bytes; see chatlog.eventstore.idempotency) of a project numbered
+-- `number` lives: its bucket key in the current generation of its window, its
+-- field, its family (window) and the bucket suffix.
+local function slot_of(st, rec, number)
+  local mode, h1, h2 = string.byte(rec, 1, 3)
+  local fam = mode == 105 and st.i or st.o  -- 'i': a client's id; 'o': the server's
+  local suffix = tostring((h1 * 256 + h2) % st.buckets)
+  return fam.cur .. suffix, string.sub(rec, 12) .. number, fam, suffix, mode
+end
+
+-- A remembered record's position, version and digest ('' when it has none),
+-- from its value and the start of its generation (nil: a key of the format
+-- before buckets, whose position is whole).
+local function parse(value, start)
+  local a = string.find(value, ' ', 1, true)
+  local b = string.find(value, ' ', a + 1, true)
+  local pos = string.sub(value, 1, a - 1)
+  if start then
+    local offset, seq = string.match(pos, '^(%d+)%-(%d+)$')
+    pos = string.format('%.0f', start + tonumber(offset)) .. '-' .. seq
+  end
+  return pos, string.sub(value, a + 1, (b or 0) - 1), b and string.sub(value, b + 1) or ''
+end
+
+-- Does a remembered digest name other content than `digest` (8 bytes)? A
+-- record of the format before buckets keeps 24 hex digits (of which the
+-- first 16 are these 8 bytes); a record without one matches anything.
+local function other_content(known, digest)
+  if known == '' then return false end
+  if #known == 24 then
+    local hex = string.gsub(digest, '.', function(c) return string.format('%02x', string.byte(c)) end)
+    return string.sub(known, 1, 16) ~= hex
+  end
+  return known ~= digest
+end
+
+-- The record of event `rec` of a project numbered `number` (false: none yet):
+-- its value or false, the key it was found in and the start of that key's
+-- generation (nil for a key of the format before buckets). Also notes in st.dated
+-- whether its bucket in the current generation exists with its expiry set
+-- (its field '' is set with the expiry), so that remember sets it only once.
+local function recall(st, rec, number, event_id, legacy)
+  local found, key, start = false, nil, nil
+  if number then
+    local cur, field, fam, suffix, mode = slot_of(st, rec, number)
+    key, start = cur, fam.start
+    local got = redis.call('HMGET', key, field, '')
+    found = got[1]
+    if got[2] then st.dated[cur] = true end
+    if not found then
+      key, start = fam.prev .. suffix, fam.start - fam.ms
+      found = redis.call('HGET', key, field)
+    end
+    if not found and mode == 105 and st.o ~= st.i then
+      -- a server-made id that a client sends again (after an unanswered append)
+      key, start = st.o.cur .. suffix, st.o.start
+      found = redis.call('HGET', key, field)
+      if not found then
+        key, start = st.o.prev .. suffix, st.o.start - st.o.ms
+        found = redis.call('HGET', key, field)
+      end
+    end
+  end
+  if not found and legacy then
+    key, start = legacy .. event_id, nil
+    found = redis.call('GET', key)
+  end
+  return found, key, start
+end
+
+-- Remember position `pos`, version and digest ('': none) as the record of event
+-- `rec` of a project numbered `number`. A bucket expires a window after its
+-- generation ends: its creator sets that, with the field '' that tells later
+-- writers it is set.
+local function remember(st, rec, number, pos, version, digest)
+  local key, field, fam = slot_of(st, rec, number)
+  local ms, seq = string.match(pos, '^(%d+)%-(%d+)$')
+  local value = string.format('%.0f', tonumber(ms) - fam.start) .. '-' .. seq .. ' ' .. version
+    .. ' ' .. digest
+  if st.dated[key] then
+    redis.call('HSET', key, field, value)
+  else
+    redis.call('HSET', key, field, value, '', '')
+    redis.call('PEXPIREAT', key, fam.expire)
+    st.dated[key] = true
+  end
+end
+
+-- append(st, stream, versions, index, aggregate, expected, n, ev0): the
+-- partition's stream and versions hash, the aggregate's index list and key,
+-- the expected version (-1: any), n events whose 4 arguments each (id, rec:
+-- how to deduplicate it, or '' for not at all; type, body) start at ARGV[ev0].
 --
 -- Returns {'ok', pos1, ver1, ...} | {'dup', pos1, ver1, ...} |
 --         {'conflict', current} | {'partial', i} | {'reused', i}
-local function append(stream, versions, window, index, aggregate, expected, n, ev0, key0)
-  -- Each event's flag: '0' = not deduplicated; '1' = deduplicated for `window`
-  -- ms; or '<ms>:<digest>' = deduplicated for <ms> ms, remembering the digest of
-  -- its content, so the same id with other content is refused ('reused').
-  local seen, nseen, ttl, digest = {}, 0, {}, {}
+local function append(st, stream, versions, index, aggregate, expected, n, ev0)
+  local seen, nseen, remembered = {}, 0, false
+  local project = string.match(aggregate, '^[^/]*')
+  local number = project_number(st, project, false)
+  local legacy = st.legacy and (st.tag .. 'eid:' .. project .. ':')
   for i = 1, n do
-    local flag = ARGV[ev0 + (i - 1) * 4 + 1]
-    if flag ~= '0' then
-      local colon = string.find(flag, ':', 1, true)
-      if colon then
-        ttl[i] = string.sub(flag, 1, colon - 1)
-        digest[i] = string.sub(flag, colon + 1)
-      else
-        ttl[i] = window
-        digest[i] = ''
-      end
-      local prior = redis.call('GET', KEYS[key0 + i - 1])
+    local base = ev0 + (i - 1) * 4
+    local rec = ARGV[base + 1]
+    if rec ~= '' then
+      remembered = true
+      local prior, _, start = recall(st, rec, number, ARGV[base], legacy)
       if prior then
-        local a = string.find(prior, ' ', 1, true)
-        local b = string.find(prior, ' ', a + 1, true)
-        local known = b and string.sub(prior, b + 1) or ''
-        if known ~= '' and digest[i] ~= '' and known ~= digest[i] then
+        local pos, version, known = parse(prior, start)
+        if other_content(known, string.sub(rec, 4, 11)) then
           return {'reused', i}
         end
         nseen = nseen + 1
-        seen[i] = {string.sub(prior, 1, a - 1), string.sub(prior, a + 1, (b or 0) - 1)}
+        seen[i] = {pos, version}
       end
     end
   end
@@ -57,9 +186,10 @@ local function append(stream, versions, window, index, aggregate, expected, n, e
   if expected >= 0 and current ~= expected then
     return {'conflict', tostring(current)}
   end
+  if remembered and not number then number = project_number(st, project, true) end
   local out = {'ok'}
   -- the project's replay index (Keys.project_index): <tag>:pidx:<project>
-  local pidx = string.sub(stream, 1, -4) .. 'pidx:' .. string.match(aggregate, '^[^/]*')
+  local pidx = st.tag .. 'pidx:' .. project
   for i = 1, n do
     local base = ev0 + (i - 1) * 4
     local version = tostring(current + i)
@@ -67,9 +197,9 @@ local function append(stream, versions, window, index, aggregate, expected, n, e
       'i', ARGV[base], 't', ARGV[base + 2], 'a', aggregate, 'v', version, 'b', ARGV[base + 3])
     redis.call('RPUSH', index, pos)
     redis.call('XADD', pidx, pos, 'e', '')
-    if ttl[i] then
-      redis.call('SET', KEYS[key0 + i - 1], pos .. ' ' .. version .. ' ' .. digest[i],
-        'PX', ttl[i])
+    local rec = ARGV[base + 1]
+    if rec ~= '' then
+      remember(st, rec, number, pos, version, string.sub(rec, 4, 11))
     end
     out[#out + 1] = pos
     out[#out + 1] = version

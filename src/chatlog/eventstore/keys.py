@@ -56,7 +56,8 @@ class Keys:
         return f"{self.tag(partition)}:pidx:{project}"
 
     def event_id(self, partition: int, project: uuid.UUID, event_id: uuid.UUID) -> str:
-        """String: ``"<position> <version> <digest>"`` of an appended event (expires).
+        """String (the layout before :meth:`id_bucket`, read for a window after an
+        upgrade): ``"<position> <version> <digest>"`` of an appended event (expires).
 
         An event id's identity is (project, event id): the same id in another
         project is another event, whatever the partition count or topology.
@@ -66,6 +67,13 @@ class Keys:
     def event_ids(self, partition: int, project: uuid.UUID) -> str:
         """The start of every :meth:`event_id` key of ``project`` (the event id follows)."""
         return f"{self.tag(partition)}:eid:{project}:"
+
+    def id_bucket(self, partition: int, window_ms: int, generation: int, bucket: int) -> str:
+        """Hash: remembered event ids (identity -> ``"<position> <version> <digest>"``)
+        of one window's generation and bucket; it expires a window after the generation
+        ends. The append script derives these names from the stream key; the layout is
+        :mod:`chatlog.eventstore.idempotency`'s."""
+        return f"{self.tag(partition)}:ids:{window_ms}:{generation}:{bucket}"
 
     def committed(self, partition: int) -> str:
         """Stream of one entry whose id is the partition's committed position (its high

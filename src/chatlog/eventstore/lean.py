@@ -212,13 +212,17 @@ class LeanConnection:
         proto = self._proto
         if proto is None or not proto.usable():
             proto = await self._connect()
+        return await self._send(proto, args)
+
+    def _send(self, proto: _Protocol, command: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Write ``command``; the future of its reply."""
         assert proto.transport is not None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        proto.transport.write(hiredis.pack_command(args))
+        proto.transport.write(hiredis.pack_command(command))
         proto.pending.append(future)
         if self.timeout is not None and self._watchdog is None:
             self._arm()
-        return await future
+        return future
 
     async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send commands in one write (nothing else goes between them, so a
@@ -236,8 +240,11 @@ class LeanConnection:
 
     async def evalsha(self, sha: str, script: str, keys: list[Any], args: list[Any]) -> Any:
         """EVALSHA; on NOSCRIPT (the server forgot it, nothing ran) load it and run again."""
+        proto = self._proto  # as execute(), without a coroutine of its own (the hot path)
+        if proto is None or not proto.usable():
+            proto = await self._connect()
         try:
-            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+            return await self._send(proto, ("EVALSHA", sha, len(keys), *keys, *args))
         except rexc.NoScriptError:
             await self.execute("SCRIPT", "LOAD", script)
             return await self.execute("EVALSHA", sha, len(keys), *keys, *args)

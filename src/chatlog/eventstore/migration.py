@@ -10,8 +10,8 @@ lives in one partition on both sides).
 Rerunning is idempotent and resumes: an event whose version the target
 aggregate already has is skipped, by version, not by an expiring id key.
 Copy into a target nobody else writes to; switch the writers over after it.
-Remembered client event ids (the idempotency window) are copied with the
-time they have left.
+Remembered event ids (the idempotency and outcome windows) are copied; the
+target remembers each for its own window (at least the time the source had left).
 """
 
 from __future__ import annotations
@@ -25,12 +25,16 @@ from typing import Any
 from chatlog.errors import EventStoreError
 from chatlog.eventstore.codec import START, parse_position
 from chatlog.eventstore.connection import guard, text
+from chatlog.eventstore.idempotency import library, record, spec
 from chatlog.eventstore.keys import partition_of
+from chatlog.eventstore.remembered import Remembered, remembered
 from chatlog.eventstore.store import EventStore
 
-#: KEYS: stream, versions, aggregate index, event-id key.
-#: ARGV: aggregate, version, source position, id ttl ms (0: none), event id, field, value, ...
+#: KEYS: stream, versions, aggregate index. ARGV: aggregate, version, source position,
+#: the id's record to remember ('': none; see :mod:`.idempotency`), event id, the id
+#: records' spec, the remembered content digest, then field, value, ...
 #: An event whose version the target has is skipped only if it is the same event.
+#: (Appended to the append script's functions: ``ids``, ``remember`` and the rest.)
 _COPY_LUA = """
 local aggregate, version = ARGV[1], tonumber(ARGV[2])
 local current = tonumber(redis.call('HGET', KEYS[2], aggregate) or '0')
@@ -53,14 +57,16 @@ if last[1] then
   if tonumber(ms) <= tonumber(lms) then id = lms .. '-' .. tostring(tonumber(lseq) + 1) end
 end
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 local pos = redis.call('XADD', KEYS[1], id, unpack(fields))
 redis.call('RPUSH', KEYS[3], pos)
 redis.call('XADD', string.sub(KEYS[1], 1, -4) .. 'pidx:' .. string.match(aggregate, '^[^/]*'),
   pos, 'e', '')
 redis.call('HSET', KEYS[2], aggregate, ARGV[2])
-if tonumber(ARGV[4]) > 0 then
-  redis.call('SET', KEYS[4], pos .. ' ' .. ARGV[2], 'PX', ARGV[4])
+if ARGV[4] ~= '' then
+  local st = ids(ARGV[6], KEYS[1])
+  remember(st, ARGV[4], project_number(st, string.match(aggregate, '^[^/]*'), true), pos,
+    ARGV[2], ARGV[7])
 end
 return {'ok', pos}
 """
@@ -143,27 +149,34 @@ async def migrate(
     progress = MigrationProgress()
     status = await source.status()
     progress.total = status.events
-    script = target.redis.register_script(_COPY_LUA)
-    await guard(target.redis.script_load(_COPY_LUA))
+    source_code = library() + _COPY_LUA
+    script = target.redis.register_script(source_code)
+    await guard(target.redis.script_load(source_code))
+    target_ids = target._appender  # the store's own package
+    ids_spec = spec(target_ids.idempotency_window_ms, target_ids.outcome_window_ms, False)
     chunk: list[Entry] = []
 
     async def flush() -> None:
         if not chunk:
             return
-        ttls = await _id_ttls(source, chunk)
+        known = await _remembered(source, chunk)
         pipe = target.redis.pipeline(transaction=False)
-        for (_p, pos, fields), ttl in zip(chunk, ttls, strict=True):
+        for (_p, pos, fields), found in zip(chunk, known, strict=True):
             aggregate = text(fields[b"a"])
             project = uuid.UUID(aggregate.split("/", 1)[0])
             tp = partition_of(project, target.partitions)
             keys = [target.keys.log(tp), target.keys.versions(tp),
-                    target.keys.aggregate_index(tp, aggregate),
-                    target.keys.event_id(tp, project, uuid.UUID(text(fields[b"i"])))]
+                    target.keys.aggregate_index(tp, aggregate)]
+            rec, digest = b"", b""
+            if found is not None and found.ttl_ms != 0:
+                rec = record(project, uuid.UUID(text(fields[b"i"])), "", found.kind != "o")
+                digest = found.digest
             flat: list[Any] = []
             for k, v in fields.items():
                 flat += [k, v]
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, aggregate,
-                                 text(fields[b"v"]), pos, max(ttl, 0), fields[b"i"], *flat)
+                                 text(fields[b"v"]), pos, rec, fields[b"i"], ids_spec,
+                                 digest, *flat)
         replies = await guard(pipe.execute(raise_on_error=False))
         for (p, pos, fields), reply in zip(chunk, replies, strict=True):
             if isinstance(reply, BaseException):
@@ -203,10 +216,18 @@ async def migrate(
     return progress
 
 
-async def _id_ttls(source: EventStore, chunk: list[Entry]) -> list[int]:
-    """How long the source still remembers each event's client-supplied id (ms; <=0: not)."""
-    pipe = source.redis.pipeline(transaction=False)
-    for p, _pos, fields in chunk:
-        project = uuid.UUID(text(fields[b"a"]).split("/", 1)[0])
-        pipe.pttl(source.keys.event_id(p, project, uuid.UUID(text(fields[b"i"]))))
-    return [int(t) for t in await guard(pipe.execute())]
+async def _remembered(source: EventStore, chunk: list[Entry]) -> list[Remembered | None]:
+    """What the source still remembers of each event's id."""
+    by_partition: dict[int, list[int]] = {}
+    for i, (p, _pos, _fields) in enumerate(chunk):
+        by_partition.setdefault(p, []).append(i)
+    out: list[Remembered | None] = [None] * len(chunk)
+    for p, members in by_partition.items():
+        ids = []
+        for i in members:
+            fields = chunk[i][2]
+            ids.append((uuid.UUID(text(fields[b"a"]).split("/", 1)[0]),
+                        uuid.UUID(text(fields[b"i"]))))
+        for i, found in zip(members, await remembered(source, p, ids), strict=True):
+            out[i] = found
+    return out

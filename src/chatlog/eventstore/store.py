@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatlog.errors import InvalidInput, PartitionMismatch, PositionTrimmed
 from chatlog.events import NewEvent, RecordedEvent, aggregate_key
-from chatlog.eventstore import _status, _watermark, codec, tiers
+from chatlog.eventstore import _status, _watermark, codec, idempotency, tiers
 from chatlog.eventstore._append import Appender, AppendResult
 from chatlog.eventstore._status import LogInfo, PartitionStatus, StoreStatus, TierStatus
 from chatlog.eventstore._topology import FlatEntry, RawEntry, connect, topology_of
@@ -211,9 +211,9 @@ class EventStore:
     async def ensure_meta(self) -> None:
         """Record P in the log's metadata, or check it against the recorded one."""
         meta = self.keys.meta
+        self._appender.legacy_ids_until = await idempotency.legacy_ids_until(self)
         if await guard(self.redis.hsetnx(meta, "partitions", str(self.partitions))):
-            # A new log: every writer keeps the per-project replay index from the start.
-            await guard(self.redis.hsetnx(meta, "project_index", "1"))
+            await guard(self.redis.hsetnx(meta, "project_index", "1"))  # a new log: all indexed
         await guard(self.redis.hsetnx(meta, "format", LOG_FORMAT))
         await guard(self.redis.hsetnx(meta, "created", str(time.time())))
         recorded = int(await guard(self.redis.hget(meta, "partitions")) or 0)

@@ -112,12 +112,17 @@ def parser_problem(status: int, exc: BaseException | None, message: str | None) 
 class ChatlogRequestHandler(RequestHandler):
     """aiohttp's protocol handler with problem+json errors and a header timeout."""
 
-    __slots__ = ("_header_handle", "_header_timeout", "_idle_since")
+    __slots__ = ("_header_deadline", "_header_handle", "_header_timeout", "_idle_since")
 
     def __init__(self, manager: ChatlogServer, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
+        #: The loop's timer, kept across requests: arming and disarming per request only
+        #: set ``_header_deadline`` (a timer made and cancelled per request cost more than
+        #: the rest of the bookkeeping); when it fires early it is set again for the deadline.
         self._header_handle: asyncio.TimerHandle | None = None
+        #: When the head being waited for is late (None: not waiting for one).
+        self._header_deadline: float | None = None
         #: When it started waiting for a request (None while answering one).
         self._idle_since: float | None = None
 
@@ -132,20 +137,30 @@ class ChatlogRequestHandler(RequestHandler):
             manager.admit(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._disarm_header_timer()
-        super().connection_lost(exc)
-
-    def _arm_header_timer(self) -> None:
-        if self._header_handle is None and self._header_timeout > 0:
-            self._header_handle = self._loop.call_later(self._header_timeout, self._header_late)
-
-    def _disarm_header_timer(self) -> None:
+        self._header_deadline = None
         if self._header_handle is not None:
             self._header_handle.cancel()
             self._header_handle = None
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        if self._header_deadline is None and self._header_timeout > 0:
+            self._header_deadline = deadline = self._loop.time() + self._header_timeout
+            if self._header_handle is None:
+                self._header_handle = self._loop.call_at(deadline, self._header_late)
+
+    def _disarm_header_timer(self) -> None:
+        self._header_deadline = None
 
     def _header_late(self) -> None:
         self._header_handle = None
+        deadline = self._header_deadline
+        if deadline is None:
+            return  # disarmed since: the next arming makes a new timer
+        if self._loop.time() < deadline - 0.001:  # disarmed and armed again since it was set
+            self._header_handle = self._loop.call_at(deadline, self._header_late)
+            return
+        self._header_deadline = None
         if self.waiting_for_request:
             WARNINGS.warning("header-timeout", "closed a connection from %s: no complete "
                              "request headers within %g s", self._peer(), self._header_timeout)

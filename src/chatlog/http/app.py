@@ -28,6 +28,7 @@ from chatlog.http import (
     vocabulary,
     workflows,
 )
+from chatlog.http._middleware import make_middleware
 from chatlog.http._routing import BODY_TIMEOUT, Endpoint
 from chatlog.http._server import AcceptErrors, ChatlogRunner, ConnectionLimits
 from chatlog.http._state import STATE, AppState, Services
@@ -36,7 +37,7 @@ from chatlog.http.auth import TokenRegistry
 from chatlog.http.fanout import Fanout
 from chatlog.http.metrics import Metrics
 from chatlog.http.openapi import with_document
-from chatlog.http.problems import SERVER_LINE_LIMIT, make_problem_middleware
+from chatlog.http.problems import SERVER_LINE_LIMIT
 from chatlog.http.static_files import static_routes
 from chatlog.orchestrator.service import Orchestrator
 from chatlog.projections.projector import Projector
@@ -108,8 +109,7 @@ def create_app(
     """
     metrics = Metrics()
     app = web.Application(
-        middlewares=[metrics.middleware, stats.timing_middleware,
-                     make_problem_middleware(metrics.observe_status)],
+        middlewares=[make_middleware(metrics)],  # metrics, stats timing and problem+json
         client_max_size=settings.max_body_bytes,
     )
     app[BODY_TIMEOUT] = settings.body_timeout

@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 from chatlog import offload
+from chatlog.event_build import construct
 from chatlog.events import SCHEMA_VERSION, MessageAppended, NewEvent, RecordedEvent
 from chatlog.eventstore import AppendResult, EventStore
 from chatlog.http._big_json import read_big
@@ -65,18 +66,19 @@ async def post_message(request: web.Request) -> web.Response:
     # The body was validated by PostMessage, whose rules include MessageAppended's
     # (role 1..64 characters, metadata a JSON object), so the event is built
     # without validating the same fields a second time on the hot path.
-    event = NewEvent.model_construct(
-        id=body.event_id or random_uuid(),
-        id_supplied=body.event_id is not None,
-        type=MESSAGE_TYPE,
-        project=project.key,
-        project_name=project.display,
-        aggregate_type="thread",
-        aggregate_id=thread_id,
-        data={"thread_id": thread_id, "role": body.role, "content": body.content,
-              "metadata": body.metadata},
-        schema_version=SCHEMA_VERSION,
-    )
+    event = construct(NewEvent, {  # every field, as model_construct without its loop
+        "id": body.event_id or random_uuid(),
+        "id_supplied": body.event_id is not None,
+        "type": MESSAGE_TYPE,
+        "project": project.key,
+        "project_name": project.display,
+        "aggregate_type": "thread",
+        "aggregate_id": thread_id,
+        "data": {"thread_id": thread_id, "role": body.role, "content": body.content,
+                 "metadata": body.metadata},
+        "schema_version": SCHEMA_VERSION,
+        "blob": None,
+    })
     result = await st.store.append_one(
         event, expected_version=body.expected_version,
         digest=message_digest(body, None if new_thread else thread_id, metadata_json),

@@ -18,11 +18,9 @@ No ``*_created`` series: they double the output and nobody alerts on them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -160,27 +158,6 @@ class Metrics:
                 self.jobs_failed.inc()
             elif kind == DEAD_LETTERED:
                 self.jobs_dead_lettered.inc()
-
-    @web.middleware
-    async def middleware(
-        self, request: web.Request,
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
-        """Time each request under its route template; count long-polls while they wait."""
-        info = request.match_info
-        route = info.route.resource.canonical if info.route.resource is not None else "unmatched"
-        long_poll = route == WORKFLOW_ROUTE and "wait_for" in request.query
-        if long_poll:
-            self.long_polls.inc()
-        start = time.perf_counter()
-        try:
-            return await handler(request)
-        finally:
-            if long_poll:
-                self.long_polls.dec()
-            if route not in STREAMING_ROUTES:
-                self.request_seconds.labels(route, request.method).observe(
-                    time.perf_counter() - start)
 
     def watch_projector(self, projector: Callable[[], Any]) -> None:
         """Count the projector's failed batches and self-repairs at scrape time

@@ -132,36 +132,42 @@ def make_problem_middleware(on_status: StatusHook | None = None) -> Any:
 
     @web.middleware
     async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            if len(request.raw_path) > MAX_URL_BYTES:
-                raise web.HTTPRequestURITooLong(
-                    text=f"the URL is {len(request.raw_path)} bytes long; at most "
-                    f"{MAX_URL_BYTES} are accepted"
-                )
-            response = await handler(request)
-        except ChatlogError as exc:
-            response = from_error(exc)
-        except ValidationError as exc:
-            response = from_validation(exc)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            response = from_http_error(exc)
-        except orjson.JSONDecodeError as exc:
-            response = problem(400, f"the request body is not valid JSON: {exc}")
-        except (HttpProcessingError, RequestPayloadError) as exc:
-            # The body could not be read as sent: a malformed chunk, a
-            # Content-Encoding that does not match the bytes...
-            code = getattr(exc, "code", 400)
-            status = code if isinstance(code, int) and 400 <= code < 500 else 400
-            response = problem(status, f"the request body is malformed: {_first_line(exc)}")
-        except ConnectionError:
-            raise  # the client went away; the server logs one rate-limited line
-        except Exception:
-            log.exception("unexpected error answering %s %s", request.method, request.path)
-            response = problem(500, "unexpected server error; it has been logged")
+        response = await answer_problems(request, handler)
         if on_status is not None:
             on_status(response.status)
         return response
 
     return problem_middleware
+
+
+async def answer_problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``handler(request)``, or the problem+json answer for what it raised (the work of
+    the problem middleware; the app's one middleware calls it)."""
+    try:
+        if len(request.raw_path) > MAX_URL_BYTES:
+            raise web.HTTPRequestURITooLong(
+                text=f"the URL is {len(request.raw_path)} bytes long; at most "
+                f"{MAX_URL_BYTES} are accepted"
+            )
+        return await handler(request)
+    except ChatlogError as exc:
+        return from_error(exc)
+    except ValidationError as exc:
+        return from_validation(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return from_http_error(exc)
+    except orjson.JSONDecodeError as exc:
+        return problem(400, f"the request body is not valid JSON: {exc}")
+    except (HttpProcessingError, RequestPayloadError) as exc:
+        # The body could not be read as sent: a malformed chunk, a
+        # Content-Encoding that does not match the bytes...
+        code = getattr(exc, "code", 400)
+        status = code if isinstance(code, int) and 400 <= code < 500 else 400
+        return problem(status, f"the request body is malformed: {_first_line(exc)}")
+    except ConnectionError:
+        raise  # the client went away; the server logs one rate-limited line
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return problem(500, "unexpected server error; it has been logged")

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -184,21 +184,6 @@ def archive_status(settings: Any) -> ComponentStatus:
 
 
 STATS: web.AppKey[Stats] = web.AppKey("chatlog.stats", Stats)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def timing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Report each request's latency to the app's :class:`Stats`."""
-    began = time.perf_counter()
-    try:
-        return await handler(request)
-    finally:
-        stats = request.app.get(STATS)
-        if stats is not None and request.path not in UNTIMED:
-            stats.observe(time.perf_counter() - began)
-
 
 async def sampling(app: web.Application) -> AsyncIterator[None]:
     """The sampler task for the app's lifetime (a ``cleanup_ctx``)."""

@@ -58,6 +58,7 @@ from chatlog.orchestrator.machine import WorkflowState, wait_outcome
 from chatlog.orchestrator.views import WorkflowView
 from chatlog.projections.workflows import OpenWaitRow, recent_jobs, restore_point
 from chatlog.settings import Settings
+from chatlog.tuning import settle_heap
 
 log = logging.getLogger("chatlog.orchestrator")
 
@@ -133,6 +134,7 @@ class Orchestrator(WorkflowCommands):
                 self._requeue_recent(), name="orchestrator-requeue-restored"))
         log.info("orchestrator: started; %d open waits recovered (%s)",
                  len(self._timers.open), self._restored_from)
+        settle_heap()  # thousands of waits make every full collection long
 
     async def _restore(self) -> tuple[list[str], bool]:
         """Seed the timer with the open waits at a checkpoint: the positions to read the
