@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 #: A stream entry with its fields as the flat list the server sends.
 FlatEntry = tuple[bytes, list[bytes]]
+#: The most entries a page built on the loop holds (a bigger read, a thread's work: it
+#: would hold the loop up for tens of milliseconds).
+ON_LOOP = 2000
 
 
 def deleted_since(archive: Archive, partition: int, horizon: bytes | None) -> bool:
@@ -55,11 +58,12 @@ def archive_page(archive: Archive, partition: int, after: str, limit: int,
 async def cold_page(topology: Topology, keys: Keys, archive: Archive, partition: int,
                     after: str, limit: int) -> list[FlatEntry]:
     """:func:`archive_page` checked against the deletion horizon (read meanwhile, one
-    GET); built on the loop when its row groups are decoded already."""
+    GET); built on the loop when its row groups are decoded already and it is a page
+    (at most :data:`ON_LOOP` entries)."""
     horizon_read = asyncio.ensure_future(guard(topology.raw_horizon(keys, partition)))
     try:
         await asyncio.sleep(0)  # the GET goes out before the page is built
-        page = archive.read_flat_decoded(partition, after, limit)
+        page = archive.read_flat_decoded(partition, after, limit) if limit <= ON_LOOP else None
         if page is None:
             page = await asyncio.to_thread(archive_page, archive, partition, after, limit,
                                            None)
