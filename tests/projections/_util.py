@@ -29,6 +29,16 @@ def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         conn.close()
 
 
+def checkpoints(tables: dict[str, list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+    """Take the checkpoints out of a :func:`dump`: each partition's position, without
+    its ``events`` count. That count is the projector's lag cursor against the stream's
+    lifetime ``entries-added`` (which counts XDEL'd entries): a live projector counts
+    the events it applied, erased later or not, and misses those erased before it read
+    them; a rebuild counts what the log holds. Neither can know the other's figure
+    after an erasure, so only positions are compared (every other column is)."""
+    return [row[:2] for row in tables.pop("projector_checkpoints")]
+
+
 def indexes(path: Path) -> set[str]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:

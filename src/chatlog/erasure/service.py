@@ -40,7 +40,12 @@ from chatlog.eventstore import EventStore
 from chatlog.eventstore.archiver import holding_lease
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import guard, text
-from chatlog.projections.erasure import applied_position, count_rows, purge_read_model
+from chatlog.projections.erasure import (
+    ROW_AGGREGATES,
+    applied_position,
+    count_rows,
+    purge_read_model,
+)
 from chatlog.settings import Settings
 
 if TYPE_CHECKING:  # pyarrow is imported when an erasure opens the archive, not at start
@@ -405,7 +410,8 @@ class Eraser:
     async def _read_models(self, report: ErasureReport) -> None:
         partition, _, _ = self._scope(report)
         assert report.tombstone_position is not None
-        if report.scope == "aggregates":
+        if report.aggregates is not None and \
+                report.aggregates.partition("/")[0] not in ROW_AGGREGATES:
             return  # the read models keep no rows of an integration's aggregates
         if self.wait_applied is not None:
             await self.wait_applied(partition, report.tombstone_position)
@@ -413,7 +419,8 @@ class Eraser:
         for path in self.read_models:
             if path.exists():
                 purged += await asyncio.to_thread(
-                    purge_read_model, path, report.project, report.thread_id)
+                    purge_read_model, path, report.project, report.thread_id,
+                    report.aggregates)
         # The projector deleted most of them when it applied the tombstone: the rows
         # were counted before it was appended.
         report.read_model_rows = max(report.read_model_rows, purged)

@@ -1,7 +1,10 @@
 """The read models' side of an erasure: a tombstone deletes its scope's rows.
 
 When the projector applies an ``erasure.recorded`` event it deletes the
-erased project's (or thread's) rows from the conversation and workflow tables.
+erased project's (or thread's) rows from the conversation and workflow tables;
+after a thread's, the project's row is derived again from the threads left
+(:func:`refresh_project`), so it reads as if the erased events had never been
+appended.
 The writer connection has ``secure_delete`` on, so the deleted text is
 overwritten in the file; the erasure service then checkpoints the WAL with
 ``TRUNCATE``. A rebuild reads a log that no longer holds the erased events and
@@ -16,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chatlog.events import ErasureRecorded, RecordedEvent
+from chatlog.eventstore.codec import parse_position
 from chatlog.projections import _db
 
 ERASURE_TYPE = ErasureRecorded.event_type
@@ -35,24 +39,74 @@ def erase_rows(conn: sqlite3.Connection, project: str, thread_id: str | None) ->
     if thread_id is not None:
         if not _db.table_exists(conn, "threads"):
             return 0
-        row = conn.execute(
-            "SELECT message_count FROM threads WHERE project = ? AND thread_id = ?",
-            (project, thread_id)).fetchone()
+        row = conn.execute("SELECT 1 FROM threads WHERE project = ? AND thread_id = ?",
+                           (project, thread_id)).fetchone()
         removed += conn.execute("DELETE FROM messages WHERE project = ? AND thread_id = ?",
                                 (project, thread_id)).rowcount
         removed += conn.execute("DELETE FROM threads WHERE project = ? AND thread_id = ?",
                                 (project, thread_id)).rowcount
         if row is not None:
-            conn.execute(
-                "UPDATE projects SET thread_count = max(thread_count - 1, 0), "
-                "message_count = max(message_count - ?, 0) WHERE project = ?",
-                (int(row[0]), project))
+            refresh_project(conn, project)
         return removed
     for table, _ in _PROJECT_TABLES:
         if _db.table_exists(conn, table):
             removed += conn.execute(f"DELETE FROM {table} WHERE project = ?",
                                     (project,)).rowcount
     return removed
+
+
+#: The aggregate types with rows in the read models (an erasure of ``aggregates``
+#: under one of them deletes rows too).
+ROW_AGGREGATES = frozenset({"thread", "workflow"})
+
+
+def erase_aggregate_rows(conn: sqlite3.Connection, project: str, aggregates: str) -> int:
+    """Delete the rows of ``project``'s aggregates whose key after ``<project>/`` starts
+    with ``aggregates`` (a tombstone of scope ``aggregates``); return how many.
+
+    Threads (``thread/<prefix>``) and workflows (``workflow/<prefix>``) have rows here;
+    an integration's own aggregates (``langgraph/...``) have none.
+    """
+    kind, _, prefix = aggregates.partition("/")
+    removed = 0
+    if kind not in ROW_AGGREGATES:
+        return 0
+    if kind == "thread" and _db.table_exists(conn, "threads"):
+        for (thread_id,) in conn.execute(
+                "SELECT thread_id FROM threads WHERE project = ? AND substr(thread_id, 1, ?) = ?",
+                (project, len(prefix), prefix)).fetchall():
+            removed += erase_rows(conn, project, thread_id)
+    elif kind == "workflow" and _db.table_exists(conn, "workflows"):
+        for table, column in (("workflow_history", "workflow_id"), ("workflows", "id")):
+            removed += conn.execute(
+                f"DELETE FROM {table} WHERE project = ? AND substr({column}, 1, ?) = ?",
+                (project, len(prefix), prefix)).rowcount
+    return removed
+
+
+def refresh_project(conn: sqlite3.Connection, project: str) -> None:
+    """Derive ``project``'s row from the threads left, as a rebuild of a log without
+    the erased events does: thread and message counts; its creation time is its first
+    remaining message's (in log order), its last activity the latest thread's; no
+    threads left, no row (projects rows come from messages only)."""
+    threads, messages, updated = conn.execute(
+        "SELECT count(*), total(message_count), max(updated_ms) FROM threads"
+        " WHERE project = ?", (project,)).fetchone()
+    if not threads:
+        conn.execute("DELETE FROM projects WHERE project = ?", (project,))
+        return
+    # Each thread's first message (the index messages_by_thread); the earliest by
+    # position is the project's first (a project lives in one partition).
+    firsts = conn.execute(
+        "SELECT m.position, m.created_ms FROM threads t JOIN messages m"
+        " ON m.project = t.project AND m.thread_id = t.thread_id AND m.version ="
+        " (SELECT min(version) FROM messages WHERE project = t.project"
+        "  AND thread_id = t.thread_id) WHERE t.project = ?", (project,)).fetchall()
+    created = min(firsts, key=lambda r: parse_position(r[0]))[1] if firsts else None
+    conn.execute(
+        "UPDATE projects SET thread_count = ?, message_count = ?, updated_ms = ?,"
+        " created_ms = coalesce(?, created_ms) WHERE project = ?",
+        (threads, int(messages), updated, created, project))
 
 
 def count_rows(path: Path, project: str, thread_id: str | None) -> int:
@@ -106,21 +160,28 @@ class ErasureProjection:
             if ev.type != ERASURE_TYPE or not isinstance(ev.data, dict):
                 continue
             scope = ev.data.get("scope")
+            aggregates = ev.data.get("aggregates")
+            if scope == "aggregates" and isinstance(aggregates, str):
+                erase_aggregate_rows(conn, str(ev.project), aggregates)
+                continue
             if scope not in ("project", "thread"):
-                continue  # an integration's aggregates ("aggregates"): no rows here
+                continue
             thread = ev.data.get("thread_id") if scope == "thread" else None
             erase_rows(conn, str(ev.project), thread if isinstance(thread, str) else None)
 
 
-def purge_read_model(path: Path, project: str, thread_id: str | None) -> int:
-    """Delete the scope's rows from the read model at ``path`` with ``secure_delete``
-    on, then checkpoint its WAL with TRUNCATE, so neither the file's free pages nor
-    a WAL frame keeps the text; return the rows deleted."""
+def purge_read_model(path: Path, project: str, thread_id: str | None,
+                     aggregates: str | None = None) -> int:
+    """Delete the scope's rows (the ``aggregates`` under a prefix, when given) from the
+    read model at ``path`` with ``secure_delete`` on, then checkpoint its WAL with
+    TRUNCATE, so neither the file's free pages nor a WAL frame keeps the text; return
+    the rows deleted."""
     conn = _db.connect_writer(path)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            removed = erase_rows(conn, project, thread_id)
+            removed = (erase_rows(conn, project, thread_id) if aggregates is None
+                       else erase_aggregate_rows(conn, project, aggregates))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
