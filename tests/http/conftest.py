@@ -7,15 +7,18 @@ the test.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from chatlog import offload
 from chatlog.eventstore import EventStore
 from chatlog.http import Services, create_app
 from chatlog.http.app import build_services
@@ -88,6 +91,25 @@ async def api(
 async def client(api: ApiFactory) -> TestClient[web.Request, web.Application]:
     """The app in open access (loopback, no tokens)."""
     return await api()
+
+
+@contextlib.contextmanager
+def counting_big_parses() -> Iterator[list[int]]:
+    """The sizes of the big documents (>= offload.BIG) orjson parses in this process
+    inside the block: the server must hand those to its worker process."""
+    real_loads = orjson.loads
+    found: list[int] = []
+
+    def counting_loads(data: Any) -> Any:
+        if len(data) >= offload.BIG:
+            found.append(len(data))
+        return real_loads(data)
+
+    orjson.loads = counting_loads
+    try:
+        yield found
+    finally:
+        orjson.loads = real_loads
 
 
 async def post_message(

@@ -16,7 +16,7 @@ from pydantic import AfterValidator
 from chatlog import offload
 from chatlog.http._routing import read_body
 from chatlog.http.models import Body, PostMessage
-from tests.http.conftest import post_message
+from tests.http.conftest import counting_big_parses, post_message
 
 PATHOLOGICAL = (b'{"role": "user", "content": "x", "metadata": {"a": ['
                 + b",".join([b"0"] * 500_000) + b"]}}")
@@ -95,32 +95,21 @@ async def test_a_big_body_with_an_integer_beyond_64_bits_is_refused(client) -> N
     assert "64-bit" in (await resp.json())["detail"]
 
 
-async def test_a_big_message_is_parsed_and_projected_in_another_process(
-    client, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_big_message_is_parsed_and_projected_in_another_process(client) -> None:
     """Parsing a big body holds the GIL for tens of ms even in a thread (issue 15 #9):
     the server's process must not parse it at all, neither to append it nor to
     project it. (The test client shares the server's process, so it counts here.)"""
-    real_loads = orjson.loads
-    big_parses: list[int] = []
-
-    def counting_loads(data: Any) -> Any:
-        if len(data) >= offload.BIG:
-            big_parses.append(len(data))
-        return real_loads(data)
-
-    monkeypatch.setattr(orjson, "loads", counting_loads)
-    raw = (b'{"role": "user", "content": "big", "thread_id": "t-big", "metadata": '
-           b'{"z": 1, "a": [' + b",".join([b"0"] * 200_000) + b"]}}")
-    resp = await client.post("/v1/projects/P/messages", data=raw,
-                             headers={"Content-Type": "application/json"})
-    assert resp.status == 201, await resp.text()
-    posted = await resp.json()
-    resp = await client.get("/v1/projects/P/threads", params={
-        "min_position": posted["position"]})
-    assert resp.status == 200
-    assert big_parses == []
-    monkeypatch.setattr(orjson, "loads", real_loads)
+    with counting_big_parses() as big_parses:
+        raw = (b'{"role": "user", "content": "big", "thread_id": "t-big", "metadata": '
+               b'{"z": 1, "a": [' + b",".join([b"0"] * 200_000) + b"]}}")
+        resp = await client.post("/v1/projects/P/messages", data=raw,
+                                 headers={"Content-Type": "application/json"})
+        assert resp.status == 201, await resp.text()
+        posted = await resp.json()
+        resp = await client.get("/v1/projects/P/threads", params={
+            "min_position": posted["position"]})
+        assert resp.status == 200
+        assert big_parses == []
     resp = await client.get("/v1/projects/P/threads/t-big/messages")
     messages = (await resp.json())["messages"]
     assert messages[0]["metadata"] == {"z": 1, "a": [0] * 200_000}

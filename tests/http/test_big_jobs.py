@@ -7,10 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import pytest
 
-from chatlog import offload
-from tests.http.conftest import post_message
+from tests.http.conftest import counting_big_parses, post_message
 
 PAYLOAD = b'{"z": 1, "a": [' + b",".join([b"0"] * 500_000) + b"]}"
 
@@ -24,36 +22,25 @@ async def _post(client: Any, raw: bytes) -> Any:
                              headers={"Content-Type": "application/json"})
 
 
-async def test_a_big_job_payload_is_never_parsed_in_the_server_process(
-    client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_loads = orjson.loads
-    big_parses: list[int] = []
-
-    def counting_loads(data: Any) -> Any:
-        if len(data) >= offload.BIG:
-            big_parses.append(len(data))
-        return real_loads(data)
-
-    monkeypatch.setattr(orjson, "loads", counting_loads)
-    assert len(PAYLOAD) >= 1_000_000
-    first = await _post(client, _body(PAYLOAD))
-    assert first.status == 201, await first.text()
-    again = await _post(client, _body(PAYLOAD))  # the same job again: 200, nothing new
-    assert again.status == 200, await again.text()
-    other = await _post(client, _body(PAYLOAD.replace(b'"z": 1', b'"z": 2')))
-    assert other.status == 409, await other.text()
-    assert (await other.json())["status"] == 409
-    got = await client.get("/v1/projects/P/jobs/big-1")
-    assert got.status == 200
-    raw_view = await got.read()
-    # The workflow projection has read the job's event when it has read a later one.
-    later = await post_message(client, "P", "after-the-job")
-    listed = await client.get("/v1/projects/P/workflows",
-                              params={"min_position": later["position"]})
-    assert listed.status == 200, await listed.text()
-    assert big_parses == []
-    monkeypatch.setattr(orjson, "loads", real_loads)
+async def test_a_big_job_payload_is_never_parsed_in_the_server_process(client: Any) -> None:
+    with counting_big_parses() as big_parses:
+        assert len(PAYLOAD) >= 1_000_000
+        first = await _post(client, _body(PAYLOAD))
+        assert first.status == 201, await first.text()
+        again = await _post(client, _body(PAYLOAD))  # the same job again: 200, nothing new
+        assert again.status == 200, await again.text()
+        other = await _post(client, _body(PAYLOAD.replace(b'"z": 1', b'"z": 2')))
+        assert other.status == 409, await other.text()
+        assert (await other.json())["status"] == 409
+        got = await client.get("/v1/projects/P/jobs/big-1")
+        assert got.status == 200
+        raw_view = await got.read()
+        # The workflow projection has read the job's event when it has read a later one.
+        later = await post_message(client, "P", "after-the-job")
+        listed = await client.get("/v1/projects/P/workflows",
+                                  params={"min_position": later["position"]})
+        assert listed.status == 200, await listed.text()
+        assert big_parses == []
     view = orjson.loads(raw_view)
     assert view["payload"] == {"z": 1, "a": [0] * 500_000}
     assert view["job_id"] == "big-1" and view["kind"] == "echo"
@@ -72,33 +59,22 @@ async def test_a_small_job_payload_keeps_its_duplicate_and_conflict_rules(client
     assert (await client.post("/v1/projects/P/jobs", json=other)).status == 409
 
 
-async def test_a_big_workflow_input_is_never_parsed_in_the_server_process(
-    client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_loads = orjson.loads
-    big_parses: list[int] = []
-
-    def counting_loads(data: Any) -> Any:
-        if len(data) >= offload.BIG:
-            big_parses.append(len(data))
-        return real_loads(data)
-
-    monkeypatch.setattr(orjson, "loads", counting_loads)
-    raw = b'{"name": "big", "workflow_id": "wf-big", "input": ' + PAYLOAD + b"}"
-    created = await client.post("/v1/projects/P/workflows", data=raw,
-                                headers={"Content-Type": "application/json"})
-    assert created.status == 201, await created.text()
-    answer = await created.read()
-    later = await post_message(client, "P", "after-the-workflow")
-    listed = await client.get("/v1/projects/P/workflows",
-                              params={"min_position": later["position"]})
-    assert listed.status == 200, await listed.text()
-    # A create of an existing id folds its history off-process too (a 409).
-    again = await client.post("/v1/projects/P/workflows", data=raw,
-                              headers={"Content-Type": "application/json"})
-    assert again.status == 409, await again.text()
-    assert big_parses == []
-    monkeypatch.setattr(orjson, "loads", real_loads)
+async def test_a_big_workflow_input_is_never_parsed_in_the_server_process(client: Any) -> None:
+    with counting_big_parses() as big_parses:
+        raw = b'{"name": "big", "workflow_id": "wf-big", "input": ' + PAYLOAD + b"}"
+        created = await client.post("/v1/projects/P/workflows", data=raw,
+                                    headers={"Content-Type": "application/json"})
+        assert created.status == 201, await created.text()
+        answer = await created.read()
+        later = await post_message(client, "P", "after-the-workflow")
+        listed = await client.get("/v1/projects/P/workflows",
+                                  params={"min_position": later["position"]})
+        assert listed.status == 200, await listed.text()
+        # A create of an existing id folds its history off-process too (a 409).
+        again = await client.post("/v1/projects/P/workflows", data=raw,
+                                  headers={"Content-Type": "application/json"})
+        assert again.status == 409, await again.text()
+        assert big_parses == []
     view = orjson.loads(answer)
     expected = {"z": 1, "a": [0] * 500_000}
     assert view["workflow_id"] == "wf-big" and view["state"] == "waiting_for_start"
@@ -131,27 +107,16 @@ async def test_big_job_and_workflow_bodies_keep_the_strict_rules(client: Any) ->
         assert any(f in fields or f in doc["detail"] for f in field.split("|")), doc
 
 
-async def test_listing_jobs_answers_big_payloads_unparsed(
-    client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_listing_jobs_answers_big_payloads_unparsed(client: Any) -> None:
     for job_id in ("big-a", "big-b"):
         assert (await _post(client, _body(PAYLOAD, job_id))).status == 201
     small = await client.post("/v1/projects/P/jobs", json={"kind": "echo", "payload": {"s": 1}})
     assert small.status == 201
-    real_loads = orjson.loads
-    big_parses: list[int] = []
-
-    def counting_loads(data: Any) -> Any:
-        if len(data) >= offload.BIG:
-            big_parses.append(len(data))
-        return real_loads(data)
-
-    monkeypatch.setattr(orjson, "loads", counting_loads)
-    listed = await client.get("/v1/projects/P/jobs", params={"state": "pending", "limit": "2"})
-    assert listed.status == 200, await listed.text()
-    raw_page = await listed.read()
-    assert big_parses == []
-    monkeypatch.setattr(orjson, "loads", real_loads)
+    with counting_big_parses() as big_parses:
+        listed = await client.get("/v1/projects/P/jobs", params={"state": "pending", "limit": "2"})
+        assert listed.status == 200, await listed.text()
+        raw_page = await listed.read()
+        assert big_parses == []
     page = orjson.loads(raw_page)
     assert [j["job_id"] for j in page["jobs"]][1:] == ["big-b"]
     assert page["jobs"][0]["payload"] == {"s": 1}

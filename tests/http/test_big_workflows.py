@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from chatlog import offload
+from tests.http.conftest import counting_big_parses
 
 TINY = b"[" + b",".join([b"0"] * 500_000) + b"]"
 JSON = {"Content-Type": "application/json"}
@@ -18,19 +18,10 @@ BASE = "/v1/projects/P/workflows"
 
 
 @pytest.fixture
-def big_parses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+def big_parses() -> Iterator[list[int]]:
     """The sizes of the big documents orjson parses in this process while the test runs."""
-    real_loads = orjson.loads
-    found: list[int] = []
-
-    def counting_loads(data: Any) -> Any:
-        if len(data) >= offload.BIG:
-            found.append(len(data))
-        return real_loads(data)
-
-    monkeypatch.setattr(orjson, "loads", counting_loads)
-    yield found
-    monkeypatch.setattr(orjson, "loads", real_loads)
+    with counting_big_parses() as found:
+        yield found
 
 
 async def _post(client: Any, path: str, raw: bytes) -> Any:

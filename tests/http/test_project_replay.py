@@ -18,10 +18,11 @@ from chatlog.eventstore import EmbeddedValkey, EventStore
 from chatlog.eventstore.archive import Archive
 from chatlog.eventstore.archiver import Archiver, HotWindow
 from chatlog.eventstore.migration import migrate
-from chatlog.http import Services, create_app
+from chatlog.http import Services, create_app, stats
+from chatlog.http.stats import STATS
 from chatlog.identity import normalize_project_id
 from chatlog.settings import Settings
-from tests.helpers import message
+from tests.helpers import eventually, message
 from tests.http.conftest import read_sse
 
 SMALL = normalize_project_id("Small").key
@@ -48,10 +49,17 @@ async def _sent_bytes(store: EventStore) -> int:
 
 
 @pytest.fixture
-async def served(valkey_factory: Callable[..., EmbeddedValkey], tmp_path: Path
+async def served(valkey_factory: Callable[..., EmbeddedValkey], tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch
                  ) -> AsyncIterator[tuple[EventStore, Archive, TestClient[Any, Any]]]:
     """A store with an archive on a Valkey of its own (so its byte counters are this
-    test's), and the app over it (no background services)."""
+    test's), and the app over it (no background services).
+
+    Every app runs the stats sampler, whose ``XINFO STREAM`` each second is answered
+    with the stream's first and last entries (~2 KB here): landing in one measured
+    replay and not the other, it made the byte counts flaky on a loaded machine. It
+    takes its first sample here, then sleeps past the test."""
+    monkeypatch.setattr(stats, "INTERVAL", 3600.0)
     server = valkey_factory()
     archive = Archive.open(str(tmp_path / "archive"))
     store = await EventStore.open(server.url, archive=archive)
@@ -60,6 +68,8 @@ async def served(valkey_factory: Callable[..., EmbeddedValkey], tmp_path: Path
     client = TestClient(TestServer(create_app(settings, store, services=Services())))
     await client.start_server()
     try:
+        sampler = client.server.app[STATS]
+        await eventually(lambda: sampler.samples, what="the stats sampler's first sample")
         yield store, archive, client
     finally:
         await client.close()

@@ -6,10 +6,9 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from redis import exceptions as rexc
-
 from chatlog.eventstore._topology import Topology
 from chatlog.eventstore._watermark import capped, committed_of
+from chatlog.eventstore.added import entries_added
 from chatlog.eventstore.codec import START, parse_position
 from chatlog.eventstore.connection import guard, text
 from chatlog.eventstore.keys import Keys
@@ -168,12 +167,7 @@ async def read_log_info(redis: Any, topology: Topology, keys: Keys, partition: i
         if last and parse_position(text(last[0][0])) > parse_position(upto):
             last = [(upto.encode(), {})] if upto != START else []
         first_pending = capped(first_pending, upto)
-    added = int(length)
-    try:
-        info: dict[Any, Any] = await guard(redis.xinfo_stream(key))
-        added = int(info.get("entries-added", info.get(b"entries-added")) or length)
-    except rexc.ResponseError:  # no such key, or a server before Redis 7
-        pass
+    added = await guard(entries_added(redis, key)) or int(length)
     head = text(last[0][0]) if last else None
     pending = text(first_pending[0][0]) if first_pending else None
     oldest = text(first[0][0]) if first else None

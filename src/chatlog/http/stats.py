@@ -23,6 +23,7 @@ from pydantic import Field
 from redis import exceptions as rexc
 
 from chatlog.errors import ChatlogError, Forbidden
+from chatlog.eventstore.added import entries_added
 from chatlog.http._routing import Endpoint, json_response
 from chatlog.http._state import STATE, AppState, state
 from chatlog.http.models import Out
@@ -85,12 +86,7 @@ class Stats:
         store = self.st.store
         total = 0
         for p in range(store.partitions):
-            try:
-                info: dict[Any, Any] = await store.redis.xinfo_stream(store.keys.log(p))
-            except rexc.ResponseError:  # no such stream yet
-                continue
-            added = info.get("entries-added", info.get(b"entries-added"))
-            total += int(added if added is not None else info.get("length", 0))
+            total += await entries_added(store.redis, store.keys.log(p)) or 0
         return total
 
     async def sample(self) -> Sample:
