@@ -101,6 +101,19 @@ end
 return out
 """
 
+# The stream's last generated id ('0-0' when there is none): where an XADD * would
+# go next. Both scripts below start with it.
+_LAST_GENERATED = """
+local function last_generated(key)
+  if redis.call('EXISTS', key) == 0 then return '0-0' end
+  local info = redis.call('XINFO', 'STREAM', key)
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then return info[i + 1] end
+  end
+  return '0-0'
+end
+"""
+
 # What a batch written as one MULTI/EXEC (chatlog.integrations._eventsourcing_multi) must
 # know first, read under WATCH of every key it reads; it writes nothing.
 # KEYS: log, versions, sequence, tracking, then the originators' keys
@@ -109,15 +122,9 @@ return out
 # -> {seconds, microseconds, the log's last generated id, sequence, tracked ('' = none),
 #     the tracking aggregate's version, {version per originator},
 #     {{versions recorded in [lowest, highest]} per originator}}
-_CHECK = """
+_CHECK = _LAST_GENERATED + """
 local t = redis.call('TIME')
-local last = '0-0'
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local info = redis.call('XINFO', 'STREAM', KEYS[1])
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then last = info[i + 1] break end
-  end
-end
+local last = last_generated(KEYS[1])
 local tracked, tversion = '', '0'
 if ARGV[1] ~= '' then
   tracked = redis.call('HGET', KEYS[4], ARGV[1]) or ''
@@ -144,17 +151,11 @@ return {t[1], t[2], last, redis.call('GET', KEYS[3]) or '0', tracked, tversion, 
 # none), its notification id, the tracking aggregate and its version, then per
 # originator: aggregate, version, lowest and highest version of the batch.
 # -> 1 (as guessed) | 0 (refused: the EXEC will do nothing)
-_GUARD = """
+_GUARD = _LAST_GENERATED + """
 local function guessed()
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local last = '0-0'
-  if redis.call('EXISTS', KEYS[1]) == 1 then
-    local info = redis.call('XINFO', 'STREAM', KEYS[1])
-    for i = 1, #info, 2 do
-      if info[i] == 'last-generated-id' then last = info[i + 1] break end
-    end
-  end
+  local last = last_generated(KEYS[1])
   if last ~= ARGV[1] then return false end
   local ms, last_ms = tonumber(ARGV[3]), tonumber(string.match(last, '^(%d+)'))
   if (ms > now and ms > last_ms) or ms < now - 1000 then return false end
