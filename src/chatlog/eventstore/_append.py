@@ -17,10 +17,10 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 from redis import exceptions as rexc
@@ -36,12 +36,16 @@ from chatlog.errors import (
 )
 from chatlog.events import NewEvent
 from chatlog.eventstore._topology import Topology
+from chatlog.eventstore.archived_ids import ArchivedIdChecks
 from chatlog.eventstore.codec import encode_body
 from chatlog.eventstore.connection import UNAVAILABLE, never_sent, text, unavailable
 from chatlog.eventstore.idempotency import record, spec
 from chatlog.eventstore.keys import Keys, partition_of
 from chatlog.eventstore.replication import run_replicated
 from chatlog.eventstore.scripts import APPEND_MANY, APPEND_ONE
+
+if TYPE_CHECKING:
+    from chatlog.eventstore.archive import Archive
 
 
 class AppendObserver(Protocol):
@@ -132,6 +136,7 @@ class Appender:
         ack_replicas: int,
         ack_timeout: float,
         ack_fsync: bool,
+        archive_of: Callable[[], Archive | None] = lambda: None,
     ) -> None:
         self.topology = topology
         self.redis = topology.redis
@@ -163,6 +168,7 @@ class Appender:
         #: Until when (epoch ms) the keys per id of the layout before buckets are read
         #: too (set by the store from the log's metadata; see ``idempotency``).
         self.legacy_ids_until = 0
+        self.ids = ArchivedIdChecks(archive_of, max(idempotency_window_ms, outcome_window_ms))
         self._ids_spec = tuple(spec(idempotency_window_ms, outcome_window_ms, legacy)
                                for legacy in (False, True))
         #: Told about every acknowledged append and group commit (None: nobody listens).
@@ -239,11 +245,15 @@ class Appender:
                       if digests is None else digests[i])
             args.extend((event_id, record(project, ev.id, digest, ev.id_supplied), ev.type,
                          encode_body(ev)))
+        self.ids.retries(ids, args)
         try:
             reply, resent = await self._submit(keys, args), False
         except (StoreUnavailable, OutcomeUnknown) as exc:
+            self.ids.doubt(ids, args)  # resent (or appended again later): look them up
             reply, resent = await self._resolve(keys, args, ids, exc), True
-        status = text(reply[0])
+        while (status := text(reply[0])) == "archived?":
+            reply = await self._submit(keys, await self.ids.recheck(partition, project, args,
+                                                                    reply))
         if status == "reused":
             raise EventIdReused(ids[int(reply[1]) - 1])
         if status == "conflict":

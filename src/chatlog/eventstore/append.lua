@@ -28,7 +28,8 @@ local function ids(spec, stream)
       local gen = math.floor(now / ms)
       local base = tag .. 'ids:' .. w .. ':'
       fams[w] = {cur = base .. gen .. ':', prev = base .. (gen - 1) .. ':',
-                 expire = (gen + 2) * ms, base = base, start = gen * ms, ms = ms}
+                 expire = (gen + 2) * ms, base = base, start = gen * ms, ms = ms,
+                 filters = {w .. ':' .. gen, w .. ':' .. (gen - 1)}}
     end
   end
   return {i = fams[iw], o = fams[ow], buckets = tonumber(buckets),
@@ -53,14 +54,16 @@ local function project_number(st, project, assign)
 end
 
 -- Where the record of event `rec` (mode, 2-byte hash, 8-byte digest, the event
--- id's 16 bytes; see chatlog.eventstore.idempotency) of a project numbered
--- `number` lives: its bucket key in the current generation of its window, its
--- field, its family (window) and the bucket suffix.
+-- id's 16 bytes, 10-byte filter hash; see chatlog.eventstore.idempotency) of a
+-- project numbered `number` lives: its bucket key in the current generation of
+-- its window, its field, its family (window) and the bucket suffix. Modes: 'i' a
+-- client's id; 'o' the server's, first try (nothing to look up); 'r' the
+-- server's, sent again; 'I', 'R': 'i', 'r' that the archive does not hold.
 local function slot_of(st, rec, number)
   local mode, h1, h2 = string.byte(rec, 1, 3)
-  local fam = mode == 105 and st.i or st.o  -- 'i': a client's id; 'o': the server's
+  local fam = (mode == 105 or mode == 73) and st.i or st.o
   local suffix = tostring((h1 * 256 + h2) % st.buckets)
-  return fam.cur .. suffix, string.sub(rec, 12) .. number, fam, suffix, mode
+  return fam.cur .. suffix, string.sub(rec, 12, 27) .. number, fam, suffix, mode
 end
 
 -- A remembered record's position, version and digest ('' when it has none),
@@ -106,7 +109,7 @@ local function recall(st, rec, number, event_id, legacy)
       key, start = fam.prev .. suffix, fam.start - fam.ms
       found = redis.call('HGET', key, field)
     end
-    if not found and mode == 105 and st.o ~= st.i then
+    if not found and (mode == 105 or mode == 73) and st.o ~= st.i then
       -- a server-made id that a client sends again (after an unanswered append)
       key, start = st.o.cur .. suffix, st.o.start
       found = redis.call('HGET', key, field)
@@ -134,11 +137,72 @@ local function remember(st, rec, number, pos, version, digest)
     .. ' ' .. digest
   if st.dated[key] then
     redis.call('HSET', key, field, value)
-  else
-    redis.call('HSET', key, field, value, '', '')
-    redis.call('PEXPIREAT', key, fam.expire)
+  else  -- the first record of a bucket adds '' too (a new id: 2 new fields)
+    if redis.call('HSET', key, field, value, '', '') == 2 then
+      redis.call('PEXPIREAT', key, fam.expire)
+    end
     st.dated[key] = true
   end
+end
+
+-- Ids the archiver sealed out of the buckets (chatlog.eventstore.archived_ids)
+-- are kept by the archive; Redis keeps a filter of them: <tag>:idf, a hash whose
+-- field '<window ms>:<generation>' = '<blocks>,<blocks>...|<fill>' lists the
+-- pieces <tag>:idf:<window ms>:<generation>:<k> (k from 1), each <blocks>
+-- blocks of 8 bytes. An id sets 6 bits of one block of the piece it
+-- was added to: the block its filter hash's first 4 bytes choose, the bits its
+-- next 6 bytes do (each mod 64). May the archive hold the id of `rec`, for the
+-- family `fam`'s two generations?
+local function in_filter(st, rec, fam)
+  if st.filters == nil then
+    local names = {}
+    for _, f in ipairs({st.i, st.o}) do
+      for _, name in ipairs(f.filters) do names[#names + 1] = name end
+    end
+    local got = redis.call('HMGET', st.tag .. 'idf', unpack(names))
+    st.filters = {}
+    for j, name in ipairs(names) do st.filters[name] = got[j] or false end
+  end
+  local b1, b2, b3, b4 = string.byte(rec, 28, 31)
+  local h = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+  for _, name in ipairs(fam.filters) do
+    local dir = st.filters[name]
+    if dir then
+      local k = 0
+      for blocks in string.gmatch(string.match(dir, '^[^|]*'), '%d+') do
+        k = k + 1
+        local at = (h % tonumber(blocks)) * 8
+        local block = redis.call('GETRANGE', st.tag .. 'idf:' .. name .. ':' .. k, at, at + 7)
+        local all = #block == 8
+        for j = 32, 37 do
+          if not all then break end
+          local p = string.byte(rec, j) % 64
+          local byte = string.byte(block, math.floor(p / 8) + 1)
+          all = math.floor(byte / 2 ^ (7 - p % 8)) % 2 == 1
+        end
+        if all then return true end
+      end
+    end
+  end
+  return false
+end
+
+-- The record of event `rec` ('o': none to look for; longer than 37 bytes: the
+-- record the archive holds follows): its value (false: none) and the start of
+-- its generation (nil: a whole position); and true when it is in no bucket but
+-- the archive may hold it (the caller asks the archive).
+local function lookup(st, rec, number, event_id, legacy)
+  local mode = string.byte(rec, 1)
+  if mode == 111 then return false end
+  if #rec > 37 then return string.sub(rec, 38), nil end
+  local found, _, start = recall(st, rec, number, event_id, legacy)
+  if found then return found, start end
+  if mode == 105 then
+    return false, nil, in_filter(st, rec, st.i) or (st.o ~= st.i and in_filter(st, rec, st.o))
+  elseif mode == 114 then
+    return false, nil, in_filter(st, rec, st.o)
+  end
+  return false
 end
 
 -- append(st, stream, versions, index, aggregate, expected, n, ev0): the
@@ -147,9 +211,11 @@ end
 -- how to deduplicate it, or '' for not at all; type, body) start at ARGV[ev0].
 --
 -- Returns {'ok', pos1, ver1, ...} | {'dup', pos1, ver1, ...} |
---         {'conflict', current} | {'partial', i} | {'reused', i}
+--         {'conflict', current} | {'partial', i} | {'reused', i} |
+--         {'archived?', i, j...}: nothing written; the archive may hold the ids
+--         of events i, j...: ask it, then append again saying what it holds.
 local function append(st, stream, versions, index, aggregate, expected, n, ev0)
-  local seen, nseen, remembered = {}, 0, false
+  local seen, nseen, remembered, ask = {}, 0, false, {'archived?'}
   local project = string.match(aggregate, '^[^/]*')
   local number = project_number(st, project, false)
   local legacy = st.legacy and (st.tag .. 'eid:' .. project .. ':')
@@ -158,10 +224,12 @@ local function append(st, stream, versions, index, aggregate, expected, n, ev0)
     local rec = ARGV[base + 1]
     if rec ~= '' then
       remembered = true
-      local prior, _, start = recall(st, rec, number, ARGV[base], legacy)
+      local prior, start, maybe = lookup(st, rec, number, ARGV[base], legacy)
+      if maybe then ask[#ask + 1] = i end
       if prior then
         local pos, version, known = parse(prior, start)
         if other_content(known, string.sub(rec, 4, 11)) then
+          if #ask > 1 then return ask end  -- an earlier one may be reused too
           return {'reused', i}
         end
         nseen = nseen + 1
@@ -169,6 +237,7 @@ local function append(st, stream, versions, index, aggregate, expected, n, ev0)
       end
     end
   end
+  if #ask > 1 then return ask end
   if nseen > 0 then
     if nseen ~= n then
       for i = 1, n do

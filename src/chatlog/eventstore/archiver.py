@@ -10,6 +10,7 @@ published segment, or in both; never in neither)::
     fence    check the lease is still ours (fencing token)
     publish  rename it into place                                      -> "renamed"
              add its aggregate index and manifest entry, durably       -> "published"
+    ids      its ids: into the archive, out of Redis (archived_ids) -> "ids-published", ...
     trim     drop its positions from the aggregates' index lists       -> "index-trimmed"
              XTRIM MINID past its last position                        -> "trimmed"
 
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chatlog.errors import ArchiveConflict, ChatlogError, InvalidInput, StoreUnavailable
+from chatlog.eventstore.archived_ids import remove_orphans, seal_ids
 from chatlog.eventstore.archiver_counters import ArchiverCounters
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, raise_if_cancelled, text
@@ -47,7 +49,8 @@ if TYPE_CHECKING:  # pyarrow is imported when the first pass opens the archive
 log = logging.getLogger(__name__)
 
 #: The steps a seal goes through, in order (the fault hook's names).
-STEPS = ("written", "verified", "renamed", "published", "index-trimmed", "trimmed")
+STEPS = ("written", "verified", "renamed", "published", "ids-published", "ids-removed",
+         "index-trimmed", "trimmed")
 #: Events read from Redis per XRANGE while a segment is gathered.
 _READ_BATCH = 5_000
 #: Aggregate index keys per trimming script call.
@@ -349,7 +352,7 @@ class Archiver:
 
     async def _archive_partition(self, partition: int, lease: Lease,
                                  progress: Progress | None) -> PassResult:
-        await asyncio.to_thread(self.archive.remove_orphans, partition)
+        await asyncio.to_thread(remove_orphans, self.archive, partition)
         newest = self.archive.newest(partition)
         trimmed = await self._recover(partition, newest)
         excess = await self._excess(partition)
@@ -450,15 +453,13 @@ class Archiver:
 
     @staticmethod
     def _aggregates(entries: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[bytes]:
-        seen: dict[bytes, None] = {}
-        for _, flat in entries:
-            seen[flat[flat.index(b"a") + 1]] = None
-        return list(seen)
+        return list(dict.fromkeys(flat[flat.index(b"a") + 1] for _, flat in entries))
 
     async def _trim(self, partition: int, last: str, aggregates: Sequence[bytes]) -> int:
         """Remove the archived events up to ``last`` from Redis: first from the aggregates'
         index lists, then from the stream (a reader never finds an index entry whose
         event is neither in the stream nor published)."""
+        await seal_ids(self.store, self.archive, partition, last, self._step)
         ms, seq = parse_position(last)
         keys = self.store.keys
         for i in range(0, len(aggregates), _KEYS_PER_CALL):
@@ -479,10 +480,9 @@ class Archiver:
         first = await self.store.redis.xrange(self.store.keys.log(partition), "-", "+", 1)
         if not first or parse_position(text(first[0][0])) > parse_position(newest):
             return 0
-        last_segment = self.archive.segments(partition)[-1]
-        aggregates = await asyncio.to_thread(self._segment_aggregates, last_segment.path)
-        log.info("archiver: partition %d: trimming events up to %s that a crashed pass "
-                 "published", partition, newest)
+        last = self.archive.segments(partition)[-1].path
+        aggregates = await asyncio.to_thread(self._segment_aggregates, last)
+        log.info("archiver: partition %d: finishing a crashed pass to %s", partition, newest)
         return await self._trim(partition, newest, aggregates)
 
     def _segment_aggregates(self, path: str) -> list[bytes]:

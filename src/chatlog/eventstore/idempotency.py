@@ -55,7 +55,11 @@ BUCKETS = 16384
 #: before buckets may still hold a remembered id (0: the log never had them).
 LEGACY_FIELD = "ids_legacy_until"
 
-_CLIENT, _SERVER = b"i", b"o"
+_CLIENT, _SERVER, _RETRY = b"i", b"o", b"r"
+#: A record's length: kind, 2-byte bucket hash, 8-byte digest, 16-byte id, 10-byte filter
+#: hash. The append script reads what follows it as the record's value found in the
+#: archive (:func:`archived`).
+RECORD_BYTES = 37
 
 
 def spec(idempotency_window_ms: int, outcome_window_ms: int, legacy: bool) -> str:
@@ -65,14 +69,36 @@ def spec(idempotency_window_ms: int, outcome_window_ms: int, legacy: bool) -> st
 
 
 def record(project: uuid.UUID | str, event_id: uuid.UUID | str, digest: str,
-           supplied: bool) -> bytes:
+           supplied: bool, retry: bool = False) -> bytes:
     """How the script finds and keeps one event's record: its kind (``i``: a client's id,
-    remembered for the idempotency window; ``o``: the server's, for the outcome window),
-    a 2-byte hash of its identity choosing its bucket, an 8-byte digest of its content
-    and the event id's 16 bytes (the script adds the project's number)."""
+    remembered for the idempotency window; ``o``: the server's, for the outcome window,
+    on its first try, which cannot be a duplicate and looks nothing up; ``r``: the
+    server's, sent again), a 2-byte hash of its identity choosing its bucket, an 8-byte
+    digest of its content, the event id's 16 bytes (the script adds the project's
+    number) and a 10-byte hash of the identity probing the archived ids' filter
+    (:mod:`.archived_ids`)."""
     raw = _bytes(event_id)
-    return ((_CLIENT if supplied else _SERVER)
-            + (zlib.crc32(_bytes(project) + raw) & 0xFFFF).to_bytes(2) + digest8(digest) + raw)
+    identity = _bytes(project) + raw
+    kind = _CLIENT if supplied else _RETRY if retry else _SERVER
+    return (kind + (zlib.crc32(identity) & 0xFFFF).to_bytes(2) + digest8(digest) + raw
+            + hashlib.blake2b(identity, digest_size=10).digest())
+
+
+def as_retry(rec: bytes) -> bytes:
+    """``rec`` sent again: a server-made id's first try (``o``) becomes a retry (``r``),
+    which looks its id up."""
+    return _RETRY + rec[1:] if rec[:1] == _SERVER else rec
+
+
+def checked(rec: bytes) -> bytes:
+    """``rec`` once the archive said its id is not there: the script does not probe the
+    archived ids' filter for it again (its kind in upper case)."""
+    return rec[:1].upper() + rec[1:RECORD_BYTES]
+
+
+def archived(rec: bytes, position: str, version: int, digest: bytes) -> bytes:
+    """``rec`` with the record the archive keeps of its id: the script takes it as found."""
+    return rec[:RECORD_BYTES] + f"{position} {version} ".encode() + digest
 
 
 def _bytes(value: uuid.UUID | str) -> bytes:

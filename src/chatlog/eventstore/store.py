@@ -81,7 +81,7 @@ class EventStore:
         self.url = url
         self.idempotency_window_ms = int(idempotency_window * 1000)
         self._appender = Appender(
-            self._topology, self.keys, partitions,
+            self._topology, self.keys, partitions, archive_of=lambda: self.archive,
             idempotency_window_ms=self.idempotency_window_ms, max_batch=max_batch, ack=ack,
             outcome_window_ms=int(outcome_window * 1000), outcome_timeout=outcome_timeout,
             ack_replicas=ack_replicas, ack_timeout=ack_timeout, ack_fsync=ack_fsync,

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from chatlog.errors import ArchiveConflict
 from chatlog.eventstore.archive import _segments as seg
 from chatlog.eventstore.archive._manifest import Manifest, SegmentEntry
+from chatlog.eventstore.archive.idfiles import ids_path
 from chatlog.eventstore.codec import parse_position
 
 
@@ -37,12 +38,14 @@ def delete_before(self: Any, partition: int, position: str, *,
         removed = 0
         kept: list[SegmentEntry] = []
         dropped: list[str] = []
+        ids_gone: list[str] = []  # the id files of the segments dropped whole
         added: list[pa.Table] = []
         next_id = m.next_segment
         for entry in m.segments:
             if seg.split_position(entry.last) < before:
                 removed += entry.count
                 dropped.append(entry.name)
+                ids_gone.append(ids_path(self.storage, partition, entry.last))
             elif seg.split_position(entry.first) < before:
                 new_entry, rows = _rewrite_after(self, partition, entry, before, next_id,
                                                       fence)
@@ -61,6 +64,8 @@ def delete_before(self: Any, partition: int, position: str, *,
                          fence=max(m.fence, fence), deleted_before=deleted_before)
         for name in dropped:
             self.storage.remove(self.storage.join(f"partition={partition}", name))
+        for path in ids_gone:
+            self.storage.remove(path)
         return removed
 
 def _rewrite_after(
