@@ -10,6 +10,7 @@ import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,11 +19,14 @@ from chatlog.events import NewEvent
 from chatlog.eventstore import EventStore
 from chatlog.eventstore.archive import Archive
 from chatlog.eventstore.archiver import Archiver, HotWindow
+from chatlog.http import STATE
 from tests.archive.test_archiver import CHATLOG, crash_env, next_pass_completes
 from tests.archive.test_fsspec import s3_url
 from tests.helpers import message
+from tests.http.conftest import api, post_message
 
-__all__ = ["crash_env", "s3_url"]  # fixtures used here
+__all__ = ["api", "crash_env", "s3_url"]  # fixtures used here
+URL = "/v1/projects/P/messages"
 
 
 async def remembered_ids(store: EventStore, partition: int = 0) -> int:
@@ -140,3 +144,28 @@ async def test_retries_of_ids_archived_on_s3(store: EventStore, s3_url: str) -> 
     client = next(ev for ev, _, _ in appended if ev.id_supplied)
     with pytest.raises(EventIdReused):
         await store.append_one(again(client, "other"))
+
+
+async def test_over_http_a_retry_of_an_archived_message_is_200_and_other_content_409(
+    api: Any, tmp_path: Path
+) -> None:
+    client = await api()
+    store: EventStore = client.server.app[STATE].store
+    event_id = str(uuid.uuid4())
+    first = await post_message(client, "P", "original", event_id=event_id)
+    for i in range(30):
+        await post_message(client, "P", f"later {i}")
+    archive = Archive.open(str(tmp_path / "archive"))
+    await Archiver(store, archive, HotWindow(events=5, seconds=0, bytes=0)).run_pass()
+    assert await remembered_ids(store) == 5
+    store.archive = archive  # what serve's store has: CHATLOG_ARCHIVE_URL
+    retry = await client.post(URL, json={"thread_id": None, "role": "user",
+                                         "content": "original", "event_id": event_id})
+    assert retry.status == 200, await retry.text()
+    doc = await retry.json()
+    assert doc["duplicate"] and doc["thread_id"] == first["thread_id"]
+    assert doc["position"] == first["position"]
+    other = await client.post(URL, json={"role": "user", "content": "something else",
+                                         "event_id": event_id})
+    assert other.status == 409, await other.text()
+    assert other.content_type == "application/problem+json"

@@ -34,7 +34,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chatlog.errors import StoreUnavailable
 from chatlog.eventstore.archive import idfiles
@@ -44,7 +44,16 @@ from chatlog.eventstore.idempotency import BUCKETS, archived, as_retry, checked,
 
 if TYPE_CHECKING:
     from chatlog.eventstore.archive import Archive
-    from chatlog.eventstore.store import EventStore
+    from chatlog.eventstore.connection import Client
+    from chatlog.eventstore.keys import Keys
+
+
+class EventStore(Protocol):
+    """What the archiver's ids steps use of the store (its windows on its append path)."""
+
+    redis: Client
+    keys: Keys
+    _appender: Any
 
 #: Ids per script call (each call is atomic: a chunk of ids moves at once).
 CHUNK = 2_000
@@ -61,7 +70,11 @@ GATHER = """
 local tag = string.sub(KEYS[1], 1, -4)
 local windows = {}
 for w in string.gmatch(ARGV[1], '%d+') do windows[#windows + 1] = w end
-local numbers, out = {}, {}
+local order = {}  -- (window, generation offset) to try; the last one found first
+for _, win in ipairs(windows) do
+  for _, d in ipairs({0, -1, 1}) do order[#order + 1] = {win, d} end
+end
+local numbers, out, first = {}, {}, 1
 for j = 2, #ARGV, 3 do
   local project, rec, ms = ARGV[j], ARGV[j + 1], tonumber(ARGV[j + 2])
   local number = numbers[project]
@@ -74,13 +87,14 @@ for j = 2, #ARGV, 3 do
     local h1, h2 = string.byte(rec, 2, 3)
     local suffix = ':' .. ((h1 * 256 + h2) % BUCKETS)
     local field = string.sub(rec, 12, 27) .. number
-    for _, win in ipairs(windows) do
-      local g0 = math.floor(ms / tonumber(win))
-      for _, gen in ipairs({g0, g0 - 1, g0 + 1}) do
+    for k = 0, #order - 1 do
+      local at = k == 0 and first or (k < first and k or k + 1)
+      if at <= #order then
+        local win = order[at][1]
+        local gen = math.floor(ms / tonumber(win)) + order[at][2]
         local got = redis.call('HGET', tag .. 'ids:' .. win .. ':' .. gen .. suffix, field)
-        if got then value, w, g = got, win, gen break end
+        if got then value, w, g, first = got, win, gen, at break end
       end
-      if value ~= '' then break end
     end
   end
   out[#out + 1] = value
@@ -137,8 +151,15 @@ for j = 1, #ARGV, 4 do
       removed = removed + 1
       local piece, blocks = piece_for(w .. ':' .. g, tonumber(w), tonumber(g))
       local b1, b2, b3, b4 = string.byte(rec, 28, 31)
-      local base = ((((b1 * 256 + b2) * 256 + b3) * 256 + b4) % blocks) * 64
-      for i = 32, 37 do redis.call('SETBIT', piece, base + string.byte(rec, i) % 64, 1) end
+      local at = ((((b1 * 256 + b2) * 256 + b3) * 256 + b4) % blocks) * 8
+      local block = {string.byte(redis.call('GETRANGE', piece, at, at + 7), 1, 8)}
+      for i = 32, 37 do
+        local p = string.byte(rec, i) % 64
+        local mask = 2 ^ (7 - p % 8)
+        local k = math.floor(p / 8) + 1
+        if math.floor(block[k] / mask) % 2 == 0 then block[k] = block[k] + mask end
+      end
+      redis.call('SETRANGE', piece, at, string.char(unpack(block)))
     end
   end
 end
@@ -179,18 +200,21 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
     body = await asyncio.to_thread(_cache(archive).body, storage, path)
     if body is None:
         kept = await _gather(store, archive, partition, last)
-        data = idfiles.encode(kept)
+        data = idfiles.encode([e for e, _, _ in kept])
         await asyncio.to_thread(idfiles.publish, storage, partition, last, data)
         step("ids-published")
-        body = idfiles.check(path, data)
+    else:
+        kept = []
+        for e in idfiles.entries(body):
+            project = uuid.UUID(bytes=e.project)
+            kept.append((e, str(project), record(project, uuid.UUID(bytes=e.event_id), "",
+                                                 True)))
     removed = 0
     script = store.redis.register_script(REMOVE)
     key = store.keys.log(partition)
     batch: list[Any] = []
-    for entry in idfiles.entries(body):
-        project = uuid.UUID(bytes=entry.project)
-        batch += [str(project), record(project, uuid.UUID(bytes=entry.event_id), "", True),
-                  entry.window_ms, entry.generation]
+    for entry, project_text, rec in kept:
+        batch += [project_text, rec, entry.window_ms, entry.generation]
         if len(batch) >= 4 * CHUNK:
             removed += int(await guard(script(keys=[key], args=batch)))
             batch = []
@@ -201,8 +225,9 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
 
 
 async def _gather(store: EventStore, archive: Archive, partition: int,
-                  last: str) -> list[idfiles.ArchivedId]:
-    """What Redis remembers of the ids of the segment ending at ``last``."""
+                  last: str) -> list[tuple[idfiles.ArchivedId, str, bytes]]:
+    """What Redis remembers of the ids of the segment ending at ``last`` (with each
+    one's project as text and record)."""
     info = next(s for s in reversed(archive.segments(partition)) if s.last == last)
 
     def read() -> list[tuple[str, str, int]]:
@@ -216,12 +241,13 @@ async def _gather(store: EventStore, archive: Archive, partition: int,
     rows = await asyncio.to_thread(read)
     script = store.redis.register_script(GATHER)
     iw, ow = _windows(store)
-    kept: list[idfiles.ArchivedId] = []
+    kept: list[tuple[idfiles.ArchivedId, str, bytes]] = []
     for i in range(0, len(rows), CHUNK):
         chunk = rows[i : i + CHUNK]
         args: list[Any] = [f"{iw} {ow}"]
-        for project, event_id, ms in chunk:
-            args += [project, record(project, event_id, "", True), ms]
+        recs = [record(project, event_id, "", True) for project, event_id, _ in chunk]
+        for (project, _, ms), rec in zip(chunk, recs, strict=True):
+            args += [project, rec, ms]
         reply = await guard(script(keys=[store.keys.log(partition)], args=args))
         for j, (project, event_id, _) in enumerate(chunk):
             value, window, generation = bytes(reply[3 * j]), int(reply[3 * j + 1]), int(
@@ -230,10 +256,10 @@ async def _gather(store: EventStore, archive: Archive, partition: int,
                 continue  # forgotten already (its window passed), or never remembered
             pos, version, digest = [*value.split(b" ", 2), b""][:3]
             offset, seq = pos.decode().split("-", 1)
-            kept.append(idfiles.ArchivedId(
+            kept.append((idfiles.ArchivedId(
                 uuid.UUID(project).bytes, uuid.UUID(event_id).bytes,
                 f"{generation * window + int(offset)}-{seq}", int(version),
-                digest if len(digest) == 8 else b"", window, generation))
+                digest if len(digest) == 8 else b"", window, generation), project, recs[j]))
     return kept
 
 
