@@ -6,19 +6,22 @@ not grow with the log however long the windows are. Two steps, after the
 segment is published and before its events are trimmed from Redis:
 
 ``ids-published``
-    read the records of the segment's ids from their buckets and write them to
-    the segment's id file (:mod:`chatlog.eventstore.archive.idfiles`: temporary
-    name, fsync, read back, rename).
+    read the records of the segment's ids from their buckets (``HMGET``, one per
+    bucket and try) and write them to the segment's id file
+    (:mod:`chatlog.eventstore.archive.idfiles`: temporary name, fsync, read
+    back, rename).
 ``ids-removed``
-    per chunk of ids, one script deletes each record from its bucket and, only
-    if it was there, adds the id to the partition's filter of archived ids (a
-    blocked Bloom filter per window and generation, expiring with its buckets;
-    see ``append.lua``). An id is always in a bucket, or in the filter and a
-    published id file.
+    add the ids to the partition's filter of archived ids (a blocked Bloom
+    filter per window and generation, expiring with its buckets; see
+    ``append.lua``): :data:`RESERVE` makes room in it, then the segment's bits,
+    built here, are ORed into it (``BITOP OR``); only then delete the records
+    from their buckets (``HDEL``, one per bucket). An id is always in a bucket,
+    or in the filter and a published id file, or in both.
 
 A crash between the steps leaves the records in Redis (and maybe a published
-file); the next pass finishes them (the file is written once; deleting a
-record already deleted adds nothing to the filter): re-running is idempotent.
+file, bits set); the next pass finishes them (the file is written once; setting
+bits again and deleting records already deleted change nothing): re-running is
+idempotent.
 
 An append whose id is in no bucket but in the filter gets ``archived?`` from the
 script; :func:`resolve` then looks the ids up in the id files of the segments
@@ -40,7 +43,7 @@ from chatlog.errors import StoreUnavailable
 from chatlog.eventstore.archive import idfiles
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import guard
-from chatlog.eventstore.idempotency import BUCKETS, archived, as_retry, checked, record
+from chatlog.eventstore.idempotency import BUCKETS, archived, as_retry, checked, record_of
 
 if TYPE_CHECKING:
     from chatlog.eventstore.archive import Archive
@@ -55,7 +58,8 @@ class EventStore(Protocol):
     keys: Keys
     _appender: Any
 
-#: Ids per script call (each call is atomic: a chunk of ids moves at once).
+_NO_DIGEST = bytes(8)
+#: Commands per pipeline.
 CHUNK = 2_000
 #: Filter bits per id (~1% false positives with 6 bits set per id in 64-bit blocks).
 BITS_PER_ID = 10
@@ -63,118 +67,73 @@ BITS_PER_ID = 10
 #: piece is twice its predecessor.
 FIRST_BLOCKS = 8_192
 
-#: KEYS[1] the partition's stream. ARGV[1] "<window ms> <window ms>", then per id: its
-#: project (text), record (:func:`.idempotency.record`) and position's ms. Returns per
-#: id: the record's value ('' when none), the window and generation of its bucket.
-GATHER = """
-local tag = string.sub(KEYS[1], 1, -4)
-local windows = {}
-for w in string.gmatch(ARGV[1], '%d+') do windows[#windows + 1] = w end
-local order = {}  -- (window, generation offset) to try; the last one found first
-for _, win in ipairs(windows) do
-  for _, d in ipairs({0, -1, 1}) do order[#order + 1] = {win, d} end
-end
-local numbers, out, first = {}, {}, 1
-for j = 2, #ARGV, 3 do
-  local project, rec, ms = ARGV[j], ARGV[j + 1], tonumber(ARGV[j + 2])
-  local number = numbers[project]
-  if number == nil then
-    number = redis.call('HGET', tag .. 'idp', project) or false
-    numbers[project] = number
-  end
-  local value, w, g = '', '0', 0
-  if number then
-    local h1, h2 = string.byte(rec, 2, 3)
-    local suffix = ':' .. ((h1 * 256 + h2) % BUCKETS)
-    local field = string.sub(rec, 12, 27) .. number
-    for k = 0, #order - 1 do
-      local at = k == 0 and first or (k < first and k or k + 1)
-      if at <= #order then
-        local win = order[at][1]
-        local gen = math.floor(ms / tonumber(win)) + order[at][2]
-        local got = redis.call('HGET', tag .. 'ids:' .. win .. ':' .. gen .. suffix, field)
-        if got then value, w, g, first = got, win, gen, at break end
-      end
-    end
-  end
-  out[#out + 1] = value
-  out[#out + 1] = w
-  out[#out + 1] = g
-end
-return out
-""".replace("BUCKETS", str(BUCKETS))
-
-#: KEYS[1] the partition's stream. ARGV, per id: project (text), record, window ms and
-#: generation of its bucket. Deletes each record; adds each id whose record it deleted to
-#: the filter of its window and generation. Returns how many it deleted.
-REMOVE = """
+#: KEYS[1] the partition's stream. ARGV, per filter (``<window ms>:<generation>``): its
+#: name and the count n of ids to add. Reserves room for them in the filter's newest
+#: piece, or makes a new piece (as big as the generation before had, at least FIRST
+#: blocks, the first of a generation; twice the one before, the next; big enough for
+#: the n ids). Returns per filter: the piece's key and its blocks. Forgets the
+#: filters of generations past.
+RESERVE = """
 local tag = string.sub(KEYS[1], 1, -4)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local dirkey = tag .. 'idf'
-local dirs, numbers, removed = {}, {}, 0
-local function piece_for(name, w, g)
-  local d = dirs[name]
-  if d == nil then
-    d = {blocks = {}, fill = 0}
-    local v = redis.call('HGET', dirkey, name)
-    if v then
-      local list, fill = string.match(v, '^([^|]*)|(%d+)$')
-      for b in string.gmatch(list, '%d+') do d.blocks[#d.blocks + 1] = tonumber(b) end
-      d.fill = tonumber(fill)
+local function parsed(v)
+  local d = {blocks = {}, fill = 0, total = 0}
+  if v then
+    local list, fill = string.match(v, '^([^|]*)|(%d+)$')
+    for b in string.gmatch(list, '%d+') do
+      d.blocks[#d.blocks + 1] = tonumber(b)
+      d.total = d.total + tonumber(b)
     end
-    dirs[name] = d
+    d.fill = tonumber(fill)
   end
+  return d
+end
+local out = {}
+for j = 1, #ARGV, 2 do
+  local name, n = ARGV[j], tonumber(ARGV[j + 1])
+  local w, g = string.match(name, '^(%d+):(-?%d+)$')
+  w, g = tonumber(w), tonumber(g)
+  local d = parsed(redis.call('HGET', dirkey, name))
   local last = d.blocks[#d.blocks]
-  if not last or d.fill >= math.floor(last * 64 / BITS) then
-    local blocks = last and last * 2 or FIRST
+  if not last or d.fill + n > math.floor(last * 64 / BITS) then
+    local blocks = last and last * 2
+    if not blocks then
+      local before = redis.call('HGET', dirkey, w .. ':' .. string.format('%.0f', g - 1))
+      blocks = math.max(FIRST, parsed(before).total)
+    end
+    blocks = math.max(blocks, math.ceil(n * BITS / 64))
     d.blocks[#d.blocks + 1] = blocks
     d.fill = 0
     local key = tag .. 'idf:' .. name .. ':' .. #d.blocks
     redis.call('SETRANGE', key, blocks * 8 - 1, '\\0')
     redis.call('PEXPIREAT', key, (g + 2) * w)
   end
-  d.fill = d.fill + 1
-  return tag .. 'idf:' .. name .. ':' .. #d.blocks, d.blocks[#d.blocks]
-end
-for j = 1, #ARGV, 4 do
-  local project, rec, w, g = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3]
-  local number = numbers[project]
-  if number == nil then
-    number = redis.call('HGET', tag .. 'idp', project) or false
-    numbers[project] = number
-  end
-  if number then
-    local h1, h2 = string.byte(rec, 2, 3)
-    local key = tag .. 'ids:' .. w .. ':' .. g .. ':' .. ((h1 * 256 + h2) % BUCKETS)
-    if redis.call('HDEL', key, string.sub(rec, 12, 27) .. number) == 1 then
-      removed = removed + 1
-      local piece, blocks = piece_for(w .. ':' .. g, tonumber(w), tonumber(g))
-      local b1, b2, b3, b4 = string.byte(rec, 28, 31)
-      local at = ((((b1 * 256 + b2) * 256 + b3) * 256 + b4) % blocks) * 8
-      local block = {string.byte(redis.call('GETRANGE', piece, at, at + 7), 1, 8)}
-      for i = 32, 37 do
-        local p = string.byte(rec, i) % 64
-        local mask = 2 ^ (7 - p % 8)
-        local k = math.floor(p / 8) + 1
-        if math.floor(block[k] / mask) % 2 == 0 then block[k] = block[k] + mask end
-      end
-      redis.call('SETRANGE', piece, at, string.char(unpack(block)))
-    end
-  end
-end
-for name, d in pairs(dirs) do
+  d.fill = d.fill + n
   local list = {}
   for _, b in ipairs(d.blocks) do list[#list + 1] = tostring(b) end
   redis.call('HSET', dirkey, name, table.concat(list, ',') .. '|' .. d.fill)
+  out[#out + 1] = tag .. 'idf:' .. name .. ':' .. #d.blocks
+  out[#out + 1] = d.blocks[#d.blocks]
 end
 for _, name in ipairs(redis.call('HKEYS', dirkey)) do  -- generations past: forgotten
   local w, g = string.match(name, '^(%d+):(-?%d+)$')
   if w and (tonumber(g) + 2) * tonumber(w) <= now then redis.call('HDEL', dirkey, name) end
 end
-return removed
-""".replace("BUCKETS", str(BUCKETS)).replace("BITS", str(BITS_PER_ID)).replace(
-    "FIRST", str(FIRST_BLOCKS))
+return out
+""".replace("BITS", str(BITS_PER_ID)).replace("FIRST", str(FIRST_BLOCKS))
+
+
+def set_bits(piece: bytearray, blocks: int, rec: bytes) -> None:
+    """Set the 6 bits of ``rec``'s id in ``piece`` (its filter hash: 4 bytes choose the
+    block, 6 the bits; bit p counted from the block's first byte's high bit, as SETBIT
+    counts)."""
+    at = int.from_bytes(rec[27:31]) % blocks * 8
+    for p in rec[31:37]:
+        p %= 64
+        piece[at + p // 8] |= 0x80 >> (p % 8)
+
 
 _caches: weakref.WeakKeyDictionary[Any, idfiles.Cache] = weakref.WeakKeyDictionary()
 
@@ -198,36 +157,71 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
     storage = archive.storage
     path = idfiles.ids_path(storage, partition, last)
     body = await asyncio.to_thread(_cache(archive).body, storage, path)
+    tag = store.keys.log(partition)[: -len("log")]
     if body is None:
-        kept = await _gather(store, archive, partition, last)
+        kept = await _gather(store, archive, partition, last, tag)
         data = idfiles.encode([e for e, _, _ in kept])
         await asyncio.to_thread(idfiles.publish, storage, partition, last, data)
         step("ids-published")
     else:
-        kept = []
-        for e in idfiles.entries(body):
-            project = uuid.UUID(bytes=e.project)
-            kept.append((e, str(project), record(project, uuid.UUID(bytes=e.event_id), "",
-                                                 True)))
+        entries = list(idfiles.entries(body))
+        projects = {e.project: str(uuid.UUID(bytes=e.project)) for e in entries}
+        numbers = await _numbers(store, tag, set(projects.values()))
+        kept = [(e, record_of(e.project, e.event_id, _NO_DIGEST), numbers[projects[e.project]])
+                for e in entries if projects[e.project] in numbers]
+    deletes: dict[str, list[bytes]] = {}  # bucket key -> fields
+    filters: dict[str, list[bytes]] = {}  # filter name -> records
+    for e, rec, number in kept:
+        deletes.setdefault(f"{tag}ids:{e.window_ms}:{e.generation}:{_bucket(rec)}",
+                           []).append(rec[11:27] + number)
+        filters.setdefault(f"{e.window_ms}:{e.generation}", []).append(rec)
+    # First into the filter (ORed in: setting a bit again changes nothing), then out of
+    # the buckets: each id is in one or both all along.
+    args: list[Any] = []
+    for name, recs in filters.items():
+        args += [name, len(recs)]
+    reserved = (await guard(store.redis.register_script(RESERVE)(
+        keys=[store.keys.log(partition)], args=args))) if args else []
+    for recs, piece, blocks in zip(filters.values(), reserved[::2], reserved[1::2],
+                                   strict=True):
+        mask = bytearray(int(blocks) * 8)
+        for rec in recs:
+            set_bits(mask, int(blocks), rec)
+        scratch = f"{tag}idf:scratch:{uuid.uuid4().hex}"
+        pipe = store.redis.pipeline(transaction=False)
+        pipe.set(scratch, bytes(mask), px=600_000)
+        pipe.bitop("OR", piece, piece, scratch)
+        pipe.delete(scratch)
+        await guard(pipe.execute())
     removed = 0
-    script = store.redis.register_script(REMOVE)
-    key = store.keys.log(partition)
-    batch: list[Any] = []
-    for entry, project_text, rec in kept:
-        batch += [project_text, rec, entry.window_ms, entry.generation]
-        if len(batch) >= 4 * CHUNK:
-            removed += int(await guard(script(keys=[key], args=batch)))
-            batch = []
-    if batch:
-        removed += int(await guard(script(keys=[key], args=batch)))
+    keys = sorted(deletes)
+    for i in range(0, len(keys), CHUNK):
+        pipe = store.redis.pipeline(transaction=False)
+        for key in keys[i : i + CHUNK]:
+            pipe.hdel(key, *deletes[key])
+        removed += sum(int(n) for n in await guard(pipe.execute()))
     step("ids-removed")
     return removed
 
 
-async def _gather(store: EventStore, archive: Archive, partition: int,
-                  last: str) -> list[tuple[idfiles.ArchivedId, str, bytes]]:
-    """What Redis remembers of the ids of the segment ending at ``last`` (with each
-    one's project as text and record)."""
+def _bucket(rec: bytes) -> int:
+    return int.from_bytes(rec[1:3]) % BUCKETS
+
+
+async def _numbers(store: EventStore, tag: str, projects: set[str]) -> dict[str, bytes]:
+    """The partition's numbers of ``projects`` (those that have one)."""
+    names = sorted(projects)
+    got = await guard(store.redis.hmget(f"{tag}idp", names)) if names else []
+    return {name: n if isinstance(n, bytes) else str(n).encode()
+            for name, n in zip(names, got, strict=True) if n is not None}
+
+
+async def _gather(store: EventStore, archive: Archive, partition: int, last: str,
+                  tag: str) -> list[tuple[idfiles.ArchivedId, bytes, bytes]]:
+    """What Redis remembers of the ids of the segment ending at ``last`` (each with its
+    record and its project's number): read with HMGET, one per bucket and try (every id
+    in the generation of its position in one window, the misses in the other's, then in
+    the generations before and after)."""
     info = next(s for s in reversed(archive.segments(partition)) if s.last == last)
 
     def read() -> list[tuple[str, str, int]]:
@@ -239,28 +233,49 @@ async def _gather(store: EventStore, archive: Archive, partition: int,
                         strict=True))
 
     rows = await asyncio.to_thread(read)
-    script = store.redis.register_script(GATHER)
+    numbers = await _numbers(store, tag, {project for project, _, _ in rows})
+    projects = {p: uuid.UUID(p).bytes for p in numbers}
+    todo = []  # (position ms, record, field, project's number, project)
+    for project, event_id, ms in rows:
+        number = numbers.get(project)
+        if number is not None:
+            rec = record_of(projects[project], bytes.fromhex(event_id.replace("-", "")),
+                            _NO_DIGEST)
+            todo.append((ms, rec, rec[11:27] + number, number, projects[project]))
     iw, ow = _windows(store)
-    kept: list[tuple[idfiles.ArchivedId, str, bytes]] = []
-    for i in range(0, len(rows), CHUNK):
-        chunk = rows[i : i + CHUNK]
-        args: list[Any] = [f"{iw} {ow}"]
-        recs = [record(project, event_id, "", True) for project, event_id, _ in chunk]
-        for (project, _, ms), rec in zip(chunk, recs, strict=True):
-            args += [project, rec, ms]
-        reply = await guard(script(keys=[store.keys.log(partition)], args=args))
-        for j, (project, event_id, _) in enumerate(chunk):
-            value, window, generation = bytes(reply[3 * j]), int(reply[3 * j + 1]), int(
-                reply[3 * j + 2])
-            if not value:
-                continue  # forgotten already (its window passed), or never remembered
-            pos, version, digest = [*value.split(b" ", 2), b""][:3]
-            offset, seq = pos.decode().split("-", 1)
-            kept.append((idfiles.ArchivedId(
-                uuid.UUID(project).bytes, uuid.UUID(event_id).bytes,
-                f"{generation * window + int(offset)}-{seq}", int(version),
-                digest if len(digest) == 8 else b"", window, generation), project, recs[j]))
-    return kept
+    kept: list[tuple[idfiles.ArchivedId, bytes, bytes]] = []
+    for window, delta in ((ow, 0), (iw, 0), (ow, -1), (iw, -1), (ow, 1), (iw, 1)):
+        if not todo:
+            break
+        groups: dict[str, list[tuple[int, bytes, bytes, bytes, bytes]]] = {}
+        for item in todo:
+            groups.setdefault(f"{tag}ids:{window}:{item[0] // window + delta}:"
+                              f"{_bucket(item[1])}", []).append(item)
+        missed = []
+        keys = list(groups)
+        for i in range(0, len(keys), CHUNK):
+            pipe = store.redis.pipeline(transaction=False)
+            for key in keys[i : i + CHUNK]:
+                pipe.hmget(key, [item[2] for item in groups[key]])
+            replies = await guard(pipe.execute())
+            for key, values in zip(keys[i : i + CHUNK], replies, strict=True):
+                for item, value in zip(groups[key], values, strict=True):
+                    if value is None:
+                        missed.append(item)
+                    else:
+                        kept.append((_entry(item[4], item[1], bytes(value), window,
+                                            item[0] // window + delta), item[1], item[3]))
+        todo = missed
+    return kept  # the rest: forgotten already (their window passed), or never remembered
+
+
+def _entry(project: bytes, rec: bytes, value: bytes, window: int,
+           generation: int) -> idfiles.ArchivedId:
+    pos, version, digest = [*value.split(b" ", 2), b""][:3]
+    offset, seq = pos.decode().split("-", 1)
+    return idfiles.ArchivedId(
+        project, rec[11:27], f"{generation * window + int(offset)}-{seq}", int(version),
+        digest if len(digest) == 8 else b"", window, generation)
 
 
 def remove_orphans(archive: Archive, partition: int) -> int:

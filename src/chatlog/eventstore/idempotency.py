@@ -77,10 +77,15 @@ def record(project: uuid.UUID | str, event_id: uuid.UUID | str, digest: str,
     digest of its content, the event id's 16 bytes (the script adds the project's
     number) and a 10-byte hash of the identity probing the archived ids' filter
     (:mod:`.archived_ids`)."""
-    raw = _bytes(event_id)
-    identity = _bytes(project) + raw
     kind = _CLIENT if supplied else _RETRY if retry else _SERVER
-    return (kind + (zlib.crc32(identity) & 0xFFFF).to_bytes(2) + digest8(digest) + raw
+    return record_of(_bytes(project), _bytes(event_id), digest8(digest), kind)
+
+
+def record_of(project: bytes, event_id: bytes, digest: bytes, kind: bytes = _CLIENT) -> bytes:
+    """:func:`record` from the 16 bytes of the project and of the event id and the 8 of
+    the digest."""
+    identity = project + event_id
+    return (kind + (zlib.crc32(identity) & 0xFFFF).to_bytes(2) + digest + event_id
             + hashlib.blake2b(identity, digest_size=10).digest())
 
 
