@@ -169,3 +169,23 @@ async def test_over_http_a_retry_of_an_archived_message_is_200_and_other_content
                                          "event_id": event_id})
     assert other.status == 409, await other.text()
     assert other.content_type == "application/problem+json"
+
+
+async def test_migrate_copies_the_ids_of_archived_events(
+    store: EventStore, tmp_path: Path, store_factory: Callable[..., object], key_prefix: str
+) -> None:
+    from chatlog.eventstore.migration import migrate
+
+    appended = await fill(store, 60)
+    archive = Archive.open(str(tmp_path))
+    store.archive = archive
+    await Archiver(store, archive, HotWindow(events=20, seconds=0, bytes=0)).run_pass()
+    assert await remembered_ids(store) == 20
+    target: EventStore = await store_factory(prefix=f"{key_prefix}-target")  # type: ignore[misc]
+    result = await migrate(store, target)
+    assert result.copied == 60
+    assert await remembered_ids(target) == 60  # 20 before this change: the hot tail's
+    await assert_retries_are_duplicates(target, appended)
+    client = next(ev for ev, _, _ in appended if ev.id_supplied)
+    with pytest.raises(EventIdReused):
+        await target.append_one(again(client, "other"))

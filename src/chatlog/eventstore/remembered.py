@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chatlog.eventstore.archived_ids import resolve
 from chatlog.eventstore.connection import guard, text
 from chatlog.eventstore.idempotency import library, record, spec
 from chatlog.eventstore.scripts import FIND_IDS
@@ -39,7 +41,8 @@ class Remembered:
 
 async def remembered(store: EventStore, partition: int,
                      ids: list[tuple[uuid.UUID, uuid.UUID]]) -> list[Remembered | None]:
-    """What the log remembers of each ``(project, event id)`` of ``partition``."""
+    """What the log remembers of each ``(project, event id)`` of ``partition``: in
+    Redis, or for an archived event in the archive's id files."""
     if not ids:
         return []
     script = store.redis.register_script(library() + FIND_IDS)
@@ -49,6 +52,22 @@ async def remembered(store: EventStore, partition: int,
     for project, event_id in ids:
         args += [str(project), str(event_id), record(project, event_id, "", True)]
     reply = await guard(script(keys=[store.keys.log(partition)], args=args))
-    return [None if not reply[i + 2] else Remembered(bytes(reply[i]), int(reply[i + 1]),
-                                                     text(reply[i + 2]))
-            for i in range(0, len(reply), 3)]
+    found = [None if not reply[i + 2] else Remembered(bytes(reply[i]), int(reply[i + 1]),
+                                                      text(reply[i + 2]))
+             for i in range(0, len(reply), 3)]
+    missing = [i for i, f in enumerate(found) if f is None]
+    archive = store.archive
+    if missing and archive is not None:  # the ids of archived events: in the archive
+        window = max(appender.idempotency_window_ms, appender.outcome_window_ms)
+        kept = await asyncio.to_thread(
+            resolve, archive, partition,
+            [(ids[i][0].bytes, ids[i][1].bytes) for i in missing], window)
+        now = int(time.time() * 1000)
+        for i, got in zip(missing, kept, strict=True):
+            if got is not None:
+                found[i] = Remembered(
+                    f"{got.position} {got.version} ".encode() + got.digest,
+                    got.expires_ms - now,
+                    "o" if got.window_ms == appender.outcome_window_ms
+                    and got.window_ms != appender.idempotency_window_ms else "i")
+    return found
