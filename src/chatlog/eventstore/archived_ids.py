@@ -14,7 +14,7 @@ segment is published and before its events are trimmed from Redis:
     add the ids to the partition's filter of archived ids (a blocked Bloom
     filter per window and generation, expiring with its buckets; see
     ``append.lua``): :data:`RESERVE` makes room in it, then the segment's bits,
-    built here, are ORed into it (``BITOP OR``); only then delete the records
+    built here, are ORed into it (:data:`OR_IN`); only then delete the records
     from their buckets (``HDEL``, one per bucket). An id is always in a bucket,
     or in the filter and a published id file, or in both.
 
@@ -125,6 +125,15 @@ return out
 """.replace("BITS", str(BITS_PER_ID)).replace("FIRST", str(FIRST_BLOCKS))
 
 
+#: KEYS[1] a filter's piece, KEYS[2] a scratch key; ARGV[1] bits to set in the piece.
+OR_IN = """
+redis.call('SET', KEYS[2], ARGV[1], 'PX', 600000)
+redis.call('BITOP', 'OR', KEYS[1], KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+
 def set_bits(piece: bytearray, blocks: int, rec: bytes) -> None:
     """Set the 6 bits of ``rec``'s id in ``piece`` (its filter hash: 4 bytes choose the
     block, 6 the bits; bit p counted from the block's first byte's high bit, as SETBIT
@@ -187,12 +196,8 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
         mask = bytearray(int(blocks) * 8)
         for rec in recs:
             set_bits(mask, int(blocks), rec)
-        scratch = f"{tag}idf:scratch:{uuid.uuid4().hex}"
-        pipe = store.redis.pipeline(transaction=False)
-        pipe.set(scratch, bytes(mask), px=600_000)
-        pipe.bitop("OR", piece, piece, scratch)
-        pipe.delete(scratch)
-        await guard(pipe.execute())
+        await guard(store.redis.register_script(OR_IN)(
+            keys=[piece, f"{tag}idf:scratch:{uuid.uuid4().hex}"], args=[bytes(mask)]))
     removed = 0
     keys = sorted(deletes)
     for i in range(0, len(keys), CHUNK):

@@ -120,6 +120,9 @@ def publish(storage: Any, partition: int, last: str, data: bytes) -> str:
     if back != data:
         storage.remove(tmp)
         raise ArchiveCorrupt(f"archived ids {tmp} read back other bytes; it was removed")
+    if storage.exists(path):  # published meanwhile (an archiver whose lease had lapsed):
+        storage.remove(tmp)   # the first one stays, written before any record left Redis
+        return path
     storage.rename(tmp, path)
     return path
 
