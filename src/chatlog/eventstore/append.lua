@@ -32,7 +32,11 @@ local function ids(spec, stream)
                  filters = {w .. ':' .. gen, w .. ':' .. (gen - 1)}}
     end
   end
-  return {i = fams[iw], o = fams[ow], buckets = tonumber(buckets),
+  local fields = {}  -- the filters' fields in <tag>:idp (see in_filter)
+  for _, w in ipairs(iw == ow and {iw} or {iw, ow}) do
+    for _, name in ipairs(fams[w].filters) do fields[#fields + 1] = 'idf:' .. name end
+  end
+  return {i = fams[iw], o = fams[ow], buckets = tonumber(buckets), fields = fields,
           legacy = legacy == '1', tag = tag, numbers = tag .. 'idp', pnums = {},
           dated = {}}
 end
@@ -42,6 +46,13 @@ end
 -- when `assign` (never reused), false when it has none.
 local function project_number(st, project, assign)
   local n = st.pnums[project]
+  if n == nil and st.filters == nil then  -- with the archived ids' filters (in_filter)
+    local got = redis.call('HMGET', st.numbers, project, unpack(st.fields))
+    n = got[1]
+    st.filters = {}
+    for j, field in ipairs(st.fields) do st.filters[string.sub(field, 5)] = got[j + 1] end
+    st.pnums[project] = n or false
+  end
   if n == nil or (not n and assign) then
     n = redis.call('HGET', st.numbers, project)
     if not n and assign then
@@ -146,8 +157,9 @@ local function remember(st, rec, number, pos, version, digest)
 end
 
 -- Ids the archiver sealed out of the buckets (chatlog.eventstore.archived_ids)
--- are kept by the archive; Redis keeps a filter of them: <tag>:idf, a hash whose
--- field '<window ms>:<generation>' = '<blocks>,<blocks>...|<fill>' lists the
+-- are kept by the archive; Redis keeps a filter of them: the field
+-- 'idf:<window ms>:<generation>' of <tag>:idp (read with the project's number,
+-- no command of its own) = '<blocks>,<blocks>...|<fill>' lists the
 -- pieces <tag>:idf:<window ms>:<generation>:<k> (k from 1), each <blocks>
 -- blocks of 8 bytes. An id sets 6 bits of one block of the piece it
 -- was added to: the block its filter hash's first 4 bytes choose, the bits its
@@ -155,13 +167,9 @@ end
 -- family `fam`'s two generations?
 local function in_filter(st, rec, fam)
   if st.filters == nil then
-    local names = {}
-    for _, f in ipairs({st.i, st.o}) do
-      for _, name in ipairs(f.filters) do names[#names + 1] = name end
-    end
-    local got = redis.call('HMGET', st.tag .. 'idf', unpack(names))
+    local got = redis.call('HMGET', st.numbers, unpack(st.fields))
     st.filters = {}
-    for j, name in ipairs(names) do st.filters[name] = got[j] or false end
+    for j, field in ipairs(st.fields) do st.filters[string.sub(field, 5)] = got[j] end
   end
   local b1, b2, b3, b4 = string.byte(rec, 28, 31)
   local h = ((b1 * 256 + b2) * 256 + b3) * 256 + b4

@@ -75,9 +75,7 @@ FIRST_BLOCKS = 8_192
 #: filters of generations past.
 RESERVE = """
 local tag = string.sub(KEYS[1], 1, -4)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local dirkey = tag .. 'idf'
+local dirkey = tag .. 'idp'
 local function parsed(v)
   local d = {blocks = {}, fill = 0, total = 0}
   if v then
@@ -95,12 +93,12 @@ for j = 1, #ARGV, 2 do
   local name, n = ARGV[j], tonumber(ARGV[j + 1])
   local w, g = string.match(name, '^(%d+):(-?%d+)$')
   w, g = tonumber(w), tonumber(g)
-  local d = parsed(redis.call('HGET', dirkey, name))
+  local d = parsed(redis.call('HGET', dirkey, 'idf:' .. name))
   local last = d.blocks[#d.blocks]
   if not last or d.fill + n > math.floor(last * 64 / BITS) then
     local blocks = last and last * 2
     if not blocks then
-      local before = redis.call('HGET', dirkey, w .. ':' .. string.format('%.0f', g - 1))
+      local before = redis.call('HGET', dirkey, 'idf:' .. w .. ':' .. string.format('%.0f', g - 1))
       blocks = math.max(FIRST, parsed(before).total)
     end
     blocks = math.max(blocks, math.ceil(n * BITS / 64))
@@ -113,13 +111,12 @@ for j = 1, #ARGV, 2 do
   d.fill = d.fill + n
   local list = {}
   for _, b in ipairs(d.blocks) do list[#list + 1] = tostring(b) end
-  redis.call('HSET', dirkey, name, table.concat(list, ',') .. '|' .. d.fill)
+  redis.call('HSET', dirkey, 'idf:' .. name, table.concat(list, ',') .. '|' .. d.fill)
+  for past = 2, 3 do  -- the filters of generations past are forgotten
+    redis.call('HDEL', dirkey, 'idf:' .. w .. ':' .. string.format('%.0f', g - past))
+  end
   out[#out + 1] = tag .. 'idf:' .. name .. ':' .. #d.blocks
   out[#out + 1] = d.blocks[#d.blocks]
-end
-for _, name in ipairs(redis.call('HKEYS', dirkey)) do  -- generations past: forgotten
-  local w, g = string.match(name, '^(%d+):(-?%d+)$')
-  if w and (tonumber(g) + 2) * tonumber(w) <= now then redis.call('HDEL', dirkey, name) end
 end
 return out
 """.replace("BITS", str(BITS_PER_ID)).replace("FIRST", str(FIRST_BLOCKS))
