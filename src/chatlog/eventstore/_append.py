@@ -248,9 +248,9 @@ class Appender:
         self.ids.retries(ids, args)
         try:
             reply, resent = await self._submit(keys, args), False
-        except (StoreUnavailable, OutcomeUnknown) as exc:
-            self.ids.doubt(ids, args)  # resent (or appended again later): look them up
-            reply, resent = await self._resolve(keys, args, ids, exc), True
+        except BaseException as exc:  # may be in the log: resent (or appended again) looks up
+            failed = self.ids.doubt(ids, args, exc)  # raised again unless it says what
+            reply, resent = await self._resolve(keys, args, ids, failed), True
         while (status := text(reply[0])) == "archived?":
             reply = await self._submit(keys, await self.ids.recheck(partition, project, args,
                                                                     reply))

@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chatlog.errors import StoreUnavailable
+from chatlog.errors import OutcomeUnknown, StoreUnavailable
 from chatlog.eventstore.archive import idfiles
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import guard
@@ -338,14 +338,19 @@ class ArchivedIdChecks:
                 if event_id in self._doubted:
                     args[5 + 4 * i] = as_retry(args[5 + 4 * i])
 
-    def doubt(self, ids: Sequence[str], args: list[Any]) -> None:
-        """The append of ``ids`` may have been applied: resending it, or appending them
-        again later, must look them up."""
+    def doubt(self, ids: Sequence[str], args: list[Any],
+              failed: BaseException) -> StoreUnavailable | OutcomeUnknown:
+        """The append of ``ids`` failed with ``failed`` and may have been applied:
+        resending it, or appending them again later, must look them up. ``failed``
+        again, raised unless it says what happened (then resolved by resending)."""
         for i, event_id in enumerate(ids):
             args[5 + 4 * i] = as_retry(args[5 + 4 * i])
             self._doubted[event_id] = None
         while len(self._doubted) > self.DOUBTED:
             del self._doubted[next(iter(self._doubted))]
+        if isinstance(failed, StoreUnavailable | OutcomeUnknown):
+            return failed
+        raise failed
 
     async def recheck(self, partition: int, project: uuid.UUID, args: list[Any],
                       reply: Sequence[Any]) -> list[Any]:
