@@ -37,7 +37,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from chatlog.errors import OutcomeUnknown, StoreUnavailable
 from chatlog.eventstore.archive import idfiles
@@ -59,7 +59,7 @@ class EventStore(Protocol):
     _appender: Any
 
 _NO_DIGEST = bytes(8)
-#: Commands per pipeline.
+#: Buckets per script call.
 CHUNK = 2_000
 #: Filter bits per id (~1% false positives with 6 bits set per id in 64-bit blocks).
 BITS_PER_ID = 10
@@ -164,23 +164,29 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
     path = idfiles.ids_path(storage, partition, last)
     body = await asyncio.to_thread(_cache(archive).body, storage, path)
     tag = store.keys.log(partition)[: -len("log")]
+    kept: list[_Kept]
     if body is None:
         kept = await _gather(store, archive, partition, last, tag)
-        data = idfiles.encode([e for e, _, _ in kept])
+        data = idfiles.encode_packed([k.entry for k in kept])
         await asyncio.to_thread(idfiles.publish, storage, partition, last, data)
         step("ids-published")
     else:
         entries = list(idfiles.entries(body))
         projects = {e.project: str(uuid.UUID(bytes=e.project)) for e in entries}
         numbers = await _numbers(store, tag, set(projects.values()))
-        kept = [(e, record_of(e.project, e.event_id, _NO_DIGEST), numbers[projects[e.project]])
-                for e in entries if projects[e.project] in numbers]
+        kept = []
+        for e in entries:
+            number = numbers.get(projects[e.project])
+            if number is not None:
+                rec = record_of(e.project, e.event_id, _NO_DIGEST)
+                kept.append(_Kept(b"", rec, rec[11:27] + number, f"{tag}ids:{e.window_ms}:"
+                                  f"{e.generation}:{_bucket(rec)}",
+                                  f"{e.window_ms}:{e.generation}"))
     deletes: dict[str, list[bytes]] = {}  # bucket key -> fields
     filters: dict[str, list[bytes]] = {}  # filter name -> records
-    for e, rec, number in kept:
-        deletes.setdefault(f"{tag}ids:{e.window_ms}:{e.generation}:{_bucket(rec)}",
-                           []).append(rec[11:27] + number)
-        filters.setdefault(f"{e.window_ms}:{e.generation}", []).append(rec)
+    for k in kept:
+        deletes.setdefault(k.key, []).append(k.field)
+        filters.setdefault(k.filter, []).append(k.rec)
     # First into the filter (ORed in: setting a bit again changes nothing), then out of
     # the buckets: each id is in one or both all along.
     args: list[Any] = []
@@ -198,12 +204,41 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
     removed = 0
     keys = sorted(deletes)
     for i in range(0, len(keys), CHUNK):
-        pipe = store.redis.pipeline(transaction=False)
-        for key in keys[i : i + CHUNK]:
-            pipe.hdel(key, *deletes[key])
-        removed += sum(int(n) for n in await guard(pipe.execute()))
+        removed += int(await _per_bucket(store, partition, "HDEL", keys[i : i + CHUNK],
+                                         [deletes[key] for key in keys[i : i + CHUNK]]))
     step("ids-removed")
     return removed
+
+
+#: KEYS[1] the partition's stream; ARGV[1] HMGET or HDEL, then per bucket: its key, the
+#: count n of fields, the n fields. HMGET: the values, all buckets' in one list; HDEL:
+#: how many fields it deleted. (One script call for many buckets: each is one command
+#: here, where a pipeline costs the client a command each.)
+PER_BUCKET = """
+local hmget, out, j = ARGV[1] == 'HMGET', {}, 2
+local deleted = 0
+while j <= #ARGV do
+  local n = tonumber(ARGV[j + 1])
+  local got = redis.call(ARGV[1], ARGV[j], unpack(ARGV, j + 2, j + 1 + n))
+  if hmget then
+    for i = 1, n do out[#out + 1] = got[i] end
+  else
+    deleted = deleted + got
+  end
+  j = j + 2 + n
+end
+if hmget then return out end
+return deleted
+"""
+
+
+async def _per_bucket(store: EventStore, partition: int, command: str, keys: list[str],
+                      fields: list[list[bytes]]) -> Any:
+    args: list[Any] = [command]
+    for key, names in zip(keys, fields, strict=True):
+        args += [key, len(names), *names]
+    script = store.redis.register_script(PER_BUCKET)
+    return await guard(script(keys=[store.keys.log(partition)], args=args))
 
 
 def _bucket(rec: bytes) -> int:
@@ -218,12 +253,21 @@ async def _numbers(store: EventStore, tag: str, projects: set[str]) -> dict[str,
             for name, n in zip(names, got, strict=True) if n is not None}
 
 
+class _Kept(NamedTuple):
+    """A remembered id on its way out of Redis."""
+
+    entry: bytes  # its entry of the id file (packed)
+    rec: bytes  # its record (:func:`.idempotency.record_of`)
+    field: bytes  # its field in its bucket
+    key: str  # its bucket
+    filter: str  # its filter: "<window ms>:<generation>"
+
+
 async def _gather(store: EventStore, archive: Archive, partition: int, last: str,
-                  tag: str) -> list[tuple[idfiles.ArchivedId, bytes, bytes]]:
-    """What Redis remembers of the ids of the segment ending at ``last`` (each with its
-    record and its project's number): read with HMGET, one per bucket and try (every id
-    in the generation of its position in one window, the misses in the other's, then in
-    the generations before and after)."""
+                  tag: str) -> list[_Kept]:
+    """What Redis remembers of the ids of the segment ending at ``last``: read with
+    HMGET, one per bucket and try (every id in the generation of its position in one
+    window, the misses in the other's, then in the generations before and after)."""
     info = next(s for s in reversed(archive.segments(partition)) if s.last == last)
 
     def read() -> list[tuple[str, str, int]]:
@@ -237,47 +281,48 @@ async def _gather(store: EventStore, archive: Archive, partition: int, last: str
     rows = await asyncio.to_thread(read)
     numbers = await _numbers(store, tag, {project for project, _, _ in rows})
     projects = {p: uuid.UUID(p).bytes for p in numbers}
-    todo = []  # (position ms, record, field, project's number, project)
+    todo = []  # (position ms, record, field, bucket, project)
     for project, event_id, ms in rows:
         number = numbers.get(project)
         if number is not None:
             rec = record_of(projects[project], bytes.fromhex(event_id.replace("-", "")),
                             _NO_DIGEST)
-            todo.append((ms, rec, rec[11:27] + number, number, projects[project]))
+            todo.append((ms, rec, rec[11:27] + number, int.from_bytes(rec[1:3]) % BUCKETS,
+                         projects[project]))
     iw, ow = _windows(store)
-    kept: list[tuple[idfiles.ArchivedId, bytes, bytes]] = []
+    kept: list[_Kept] = []
     for window, delta in ((ow, 0), (iw, 0), (ow, -1), (iw, -1), (ow, 1), (iw, 1)):
         if not todo:
             break
-        groups: dict[str, list[tuple[int, bytes, bytes, bytes, bytes]]] = {}
+        groups: dict[str, list[tuple[int, bytes, bytes, int, bytes]]] = {}
         for item in todo:
-            groups.setdefault(f"{tag}ids:{window}:{item[0] // window + delta}:"
-                              f"{_bucket(item[1])}", []).append(item)
+            groups.setdefault(f"{tag}ids:{window}:{item[0] // window + delta}:{item[3]}",
+                              []).append(item)
         missed = []
         keys = list(groups)
         for i in range(0, len(keys), CHUNK):
-            pipe = store.redis.pipeline(transaction=False)
-            for key in keys[i : i + CHUNK]:
-                pipe.hmget(key, [item[2] for item in groups[key]])
-            replies = await guard(pipe.execute())
-            for key, values in zip(keys[i : i + CHUNK], replies, strict=True):
-                for item, value in zip(groups[key], values, strict=True):
+            chunk = keys[i : i + CHUNK]
+            values = iter(await _per_bucket(store, partition, "HMGET", chunk,
+                                            [[item[2] for item in groups[k]] for k in chunk]))
+            for key in chunk:
+                for item, value in zip(groups[key], values, strict=False):  # in order
                     if value is None:
                         missed.append(item)
-                    else:
-                        kept.append((_entry(item[4], item[1], bytes(value), window,
-                                            item[0] // window + delta), item[1], item[3]))
+                        continue
+                    generation = item[0] // window + delta
+                    kept.append(_Kept(_entry(item[4], item[1], value, window, generation),
+                                      item[1], item[2], key, f"{window}:{generation}"))
         todo = missed
     return kept  # the rest: forgotten already (their window passed), or never remembered
 
 
-def _entry(project: bytes, rec: bytes, value: bytes, window: int,
-           generation: int) -> idfiles.ArchivedId:
+def _entry(project: bytes, rec: bytes, value: bytes, window: int, generation: int) -> bytes:
+    """The id file's entry of a record's ``value`` ("<ms offset>-<seq> <version> <digest>")."""
     pos, version, digest = [*value.split(b" ", 2), b""][:3]
-    offset, seq = pos.decode().split("-", 1)
-    return idfiles.ArchivedId(
-        project, rec[11:27], f"{generation * window + int(offset)}-{seq}", int(version),
-        digest if len(digest) == 8 else b"", window, generation)
+    offset, seq = pos.split(b"-", 1)
+    return idfiles.ENTRY.pack(project, rec[11:27], generation * window + int(offset), int(seq),
+                              int(version), digest if len(digest) == 8 else _NO_DIGEST,
+                              window, generation)
 
 
 def remove_orphans(archive: Archive, partition: int) -> int:
