@@ -58,10 +58,11 @@ class EventStore(Protocol):
     keys: Keys
     _appender: Any
 
+
 _NO_DIGEST = bytes(8)
 #: Buckets per script call.
 CHUNK = 2_000
-#: Filter bits per id (~1% false positives with 6 bits set per id in 64-bit blocks).
+#: Filter bits per id (<= 1.8% false positives with 6 bits set per id in 64-bit blocks).
 BITS_PER_ID = 10
 #: A generation's first filter piece, in 8-byte blocks (64 KiB: ~52k ids); each next
 #: piece is twice its predecessor.

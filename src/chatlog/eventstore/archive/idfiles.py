@@ -16,6 +16,7 @@ until ``(generation + 2) * window`` (epoch ms), as it would have been in Redis.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import struct
 import threading
 import uuid
@@ -145,12 +146,15 @@ def remove_orphans(storage: Any, partition: int, lasts: set[str]) -> int:
 
 
 class Cache:
-    """Recently read files' entries, up to ``limit`` bytes (files never change once
-    published, so a cached one is never stale)."""
+    """Recently opened files' entries (files never change once published, so a cached one
+    is never stale): a local file memory-mapped (a lookup reads the pages its binary
+    search touches), up to ``files`` of them; a file of an object store read whole,
+    up to ``limit`` bytes of them."""
 
-    def __init__(self, limit: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, limit: int = 64 * 1024 * 1024, files: int = 256) -> None:
         self.limit = limit
-        self._files: OrderedDict[str, memoryview] = OrderedDict()
+        self.max_files = files
+        self._files: OrderedDict[str, tuple[memoryview, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -160,14 +164,23 @@ class Cache:
             got = self._files.get(path)
             if got is not None:
                 self._files.move_to_end(path)
-                return got
+                return got[0]
         if not storage.exists(path):
             return None
-        body = check(path, storage.read_bytes(path))
+        if getattr(storage, "fs", None) is None:  # a local file: mapped, checked at publish
+            with open(path, "rb") as f:
+                data = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            if bytes(data[: len(MAGIC)]) != MAGIC or (len(data) - len(MAGIC) - 16) % ENTRY.size:
+                raise ArchiveCorrupt(f"archived ids {path} are damaged (bad header or size)")
+            body, held = data[len(MAGIC) : -16], 0
+        else:
+            body = check(path, storage.read_bytes(path))
+            held = len(body)
         with self._lock:
-            self._files[path] = body
-            self._bytes += len(body)
-            while self._bytes > self.limit and len(self._files) > 1:
-                _, old = self._files.popitem(last=False)
-                self._bytes -= len(old)
+            self._files[path] = (body, held)
+            self._bytes += held
+            while len(self._files) > 1 and (self._bytes > self.limit
+                                            or len(self._files) > self.max_files):
+                _, (_, old) = self._files.popitem(last=False)
+                self._bytes -= old
         return body
