@@ -3,7 +3,8 @@
 When the archiver seals a segment, the records of its events' ids
 (:mod:`.idempotency`) leave Redis with the events, so that Redis memory does
 not grow with the log however long the windows are. Two steps, after the
-segment is published and before its events are trimmed from Redis:
+segment is published and its events are trimmed from Redis (so that the
+events' memory is freed first; the records stay in Redis meanwhile):
 
 ``ids-published``
     read the records of the segment's ids from their buckets (``HMGET``, one per
@@ -18,10 +19,11 @@ segment is published and before its events are trimmed from Redis:
     from their buckets (``HDEL``, one per bucket). An id is always in a bucket,
     or in the filter and a published id file, or in both.
 
-A crash between the steps leaves the records in Redis (and maybe a published
-file, bits set); the next pass finishes them (the file is written once; setting
-bits again and deleting records already deleted change nothing): re-running is
-idempotent.
+A crash before or between the steps leaves the records in Redis (and maybe a
+published file, bits set); the next pass finishes them (:func:`finish`: the file
+is written once; setting bits again and deleting records already deleted change
+nothing): re-running is idempotent. ``<prefix>:{p<N>}:archiver:ids`` holds the last
+position of the newest segment whose ids are done.
 
 An append whose id is in no bucket but in the filter gets ``archived?`` from the
 script; :func:`resolve` then looks the ids up in the id files of the segments
@@ -207,6 +209,7 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
     for i in range(0, len(keys), CHUNK):
         removed += int(await _per_bucket(store, partition, "HDEL", keys[i : i + CHUNK],
                                          [deletes[key] for key in keys[i : i + CHUNK]]))
+    await guard(store.redis.set(_done_key(store, partition), last))
     step("ids-removed")
     return removed
 
@@ -324,6 +327,23 @@ def _entry(project: bytes, rec: bytes, value: bytes, window: int, generation: in
     return idfiles.ENTRY.pack(project, rec[11:27], generation * window + int(offset), int(seq),
                               int(version), digest if len(digest) == 8 else _NO_DIGEST,
                               window, generation)
+
+
+async def finish(store: EventStore, archive: Archive, partition: int,
+                 step: Callable[[str], None]) -> None:
+    """Begin a pass: remove orphans (:func:`remove_orphans`), then move the ids of the
+    newest segment out of Redis if a crashed pass (or a version before id files) left
+    them there."""
+    await asyncio.to_thread(remove_orphans, archive, partition)
+    segments = archive.segments(partition)
+    done = await guard(store.redis.get(_done_key(store, partition)))
+    if segments and (done.decode() if isinstance(done, bytes) else done) != segments[-1].last:
+        await seal_ids(store, archive, partition, segments[-1].last, step)
+
+
+def _done_key(store: EventStore, partition: int) -> str:
+    """The last position of the newest segment whose ids have left Redis."""
+    return f"{store.keys.tag(partition)}:archiver:ids"
 
 
 def remove_orphans(archive: Archive, partition: int) -> int:

@@ -10,9 +10,9 @@ published segment, or in both; never in neither)::
     fence    check the lease is still ours (fencing token)
     publish  rename it into place                                      -> "renamed"
              add its aggregate index and manifest entry, durably       -> "published"
-    ids      its ids: into the archive, out of Redis (archived_ids) -> "ids-published", ...
     trim     drop its positions from the aggregates' index lists       -> "index-trimmed"
              XTRIM MINID past its last position                        -> "trimmed"
+    ids      its ids: into the archive, out of Redis (archived_ids) -> "ids-published", ...
 
 A pass first finishes what a crashed one left (removes unpublished files, trims Redis
 up to the newest published position): re-running is idempotent. Redis keys, beside
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chatlog.errors import ArchiveConflict, ChatlogError, InvalidInput, StoreUnavailable
-from chatlog.eventstore.archived_ids import remove_orphans, seal_ids
+from chatlog.eventstore.archived_ids import finish, seal_ids
 from chatlog.eventstore.archiver_counters import ArchiverCounters
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, raise_if_cancelled, text
@@ -49,8 +49,8 @@ if TYPE_CHECKING:  # pyarrow is imported when the first pass opens the archive
 log = logging.getLogger(__name__)
 
 #: The steps a seal goes through, in order (the fault hook's names).
-STEPS = ("written", "verified", "renamed", "published", "ids-published", "ids-removed",
-         "index-trimmed", "trimmed")
+STEPS = ("written", "verified", "renamed", "published", "index-trimmed", "trimmed",
+         "ids-published", "ids-removed")
 #: Events read from Redis per XRANGE while a segment is gathered.
 _READ_BATCH = 5_000
 #: Aggregate index keys per trimming script call.
@@ -352,7 +352,7 @@ class Archiver:
 
     async def _archive_partition(self, partition: int, lease: Lease,
                                  progress: Progress | None) -> PassResult:
-        await asyncio.to_thread(remove_orphans, self.archive, partition)
+        await finish(self.store, self.archive, partition, self._step)  # also orphans
         newest = self.archive.newest(partition)
         trimmed = await self._recover(partition, newest)
         excess = await self._excess(partition)
@@ -459,7 +459,6 @@ class Archiver:
         """Remove the archived events up to ``last`` from Redis: first from the aggregates'
         index lists, then from the stream (a reader never finds an index entry whose
         event is neither in the stream nor published)."""
-        await seal_ids(self.store, self.archive, partition, last, self._step)
         ms, seq = parse_position(last)
         keys = self.store.keys
         for i in range(0, len(aggregates), _KEYS_PER_CALL):
@@ -471,6 +470,7 @@ class Archiver:
         removed = int(await self.store.redis.xtrim(keys.log(partition), minid=f"{ms}-{seq + 1}",
                                                    approximate=False))
         self._step("trimmed")
+        await seal_ids(self.store, self.archive, partition, last, self._step)
         return removed
 
     async def _recover(self, partition: int, newest: str | None) -> int:
