@@ -141,49 +141,16 @@ local function remember(st, rec, number, pos, version, digest)
   end
 end
 
--- The writes of one call that need not be made per event, gathered by append and
--- made once at the end by flush: the aggregates' new versions (one HSET) and each
--- aggregate index's new positions (one RPUSH per aggregate). Redis runs a script
--- alone, so nobody sees them wait.
-local function deferred()
-  return {versions = {}, bumped = {}, vorder = {}, lists = {}, lorder = {}}
-end
-
-local function push_all(cmd, key, values)
-  for i = 1, #values, 1000 do
-    redis.call(cmd, key, unpack(values, i, math.min(i + 999, #values)))
-  end
-end
-
--- Make the writes `acc` gathered (`versions`: the partition's versions hash).
--- Returns the index keys whose RPUSH failed (a key of another type), each with
--- its error, so that the appends to them can say so.
-local function flush(acc, versions)
-  local set = {}
-  for _, aggregate in ipairs(acc.vorder) do
-    set[#set + 1] = aggregate
-    set[#set + 1] = tostring(acc.versions[aggregate])
-  end
-  if #set > 0 then push_all('HSET', versions, set) end
-  local failed = {}
-  for _, key in ipairs(acc.lorder) do
-    local ok, err = pcall(push_all, 'RPUSH', key, acc.lists[key])
-    if not ok then
-      failed[key] = type(err) == 'table' and (err.err or '?') or tostring(err)
-    end
-  end
-  return failed
-end
-
--- append(acc, st, stream, versions, index, aggregate, expected, n, ev0): the
+-- append(st, stream, versions, index, aggregate, expected, n, ev0): the
 -- partition's stream and versions hash, the aggregate's index list and key,
 -- the expected version (-1: any), n events whose 4 arguments each (id, rec:
 -- how to deduplicate it, or '' for not at all; type, body) start at ARGV[ev0].
--- Writes the events and their id records; the rest is gathered in `acc` (flush).
+-- Writes the events and their id records; the rest is gathered in st.acc
+-- (see deferred).
 --
 -- Returns {'ok', pos1, ver1, ...} | {'dup', pos1, ver1, ...} |
 --         {'conflict', current} | {'partial', i} | {'reused', i}
-local function append(acc, st, stream, versions, index, aggregate, expected, n, ev0)
+local function append(st, stream, versions, index, aggregate, expected, n, ev0)
   local seen, nseen, remembered = {}, 0, false
   local project = string.match(aggregate, '^[^/]*')
   local number = project_number(st, project, false)
@@ -217,6 +184,7 @@ local function append(acc, st, stream, versions, index, aggregate, expected, n, 
     end
     return out
   end
+  local acc = st.acc
   local current = acc.versions[aggregate]
   if not current then
     current = tonumber(redis.call('HGET', versions, aggregate) or '0')
@@ -256,4 +224,39 @@ local function append(acc, st, stream, versions, index, aggregate, expected, n, 
     out[#out + 1] = version
   end
   return out
+end
+
+-- The writes of one call that need not be made per event, gathered by append in
+-- st.acc = deferred() (the entry point sets it) and made once at the end by
+-- flush: the aggregates' new versions (one HSET) and each aggregate index's new
+-- positions (one RPUSH per aggregate). Redis runs a script alone, so nobody sees
+-- them wait.
+local function deferred()
+  return {versions = {}, bumped = {}, vorder = {}, lists = {}, lorder = {}}
+end
+
+local function push_all(cmd, key, values)
+  for i = 1, #values, 1000 do
+    redis.call(cmd, key, unpack(values, i, math.min(i + 999, #values)))
+  end
+end
+
+-- Make the writes `acc` gathered (`versions`: the partition's versions hash).
+-- Returns the index keys whose RPUSH failed (a key of another type), each with
+-- its error, so that the appends to them can say so.
+local function flush(acc, versions)
+  local set = {}
+  for _, aggregate in ipairs(acc.vorder) do
+    set[#set + 1] = aggregate
+    set[#set + 1] = tostring(acc.versions[aggregate])
+  end
+  if #set > 0 then push_all('HSET', versions, set) end
+  local failed = {}
+  for _, key in ipairs(acc.lorder) do
+    local ok, err = pcall(push_all, 'RPUSH', key, acc.lists[key])
+    if not ok then
+      failed[key] = type(err) == 'table' and (err.err or '?') or tostring(err)
+    end
+  end
+  return failed
 end

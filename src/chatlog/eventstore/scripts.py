@@ -11,8 +11,10 @@ from __future__ import annotations
 #: ARGV[3] the id records' spec (:func:`chatlog.eventstore.idempotency.spec`),
 #: ARGV[4] n events, then 4 per event: id, record (how it is deduplicated), type, body.
 APPEND_ONE = """
-local st, acc = ids(ARGV[3], KEYS[1]), deferred()
-local res = append(acc, st, KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]),
+local st = ids(ARGV[3], KEYS[1])
+local acc = deferred()
+st.acc = acc
+local res = append(st, KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]),
   tonumber(ARGV[4]), 5)
 local failed = flush(acc, KEYS[2])[KEYS[3]]
 if failed then return redis.error_reply(failed) end
@@ -27,12 +29,14 @@ return res
 #: values; an error in one append (a WRONGTYPE key, say) is its own 'err'
 #: and does not touch the others.
 APPEND_MANY = """
-local st, acc = ids(ARGV[1], KEYS[1]), deferred()
+local st = ids(ARGV[1], KEYS[1])
+local acc = deferred()
+st.acc = acc
 local results = {}
 local a = 3
 for k = 3, 2 + tonumber(ARGV[2]) do
   local n = tonumber(ARGV[a + 2])
-  local ok, res = pcall(append, acc, st, KEYS[1], KEYS[2], KEYS[k], ARGV[a],
+  local ok, res = pcall(append, st, KEYS[1], KEYS[2], KEYS[k], ARGV[a],
     tonumber(ARGV[a + 1]), n, a + 3)
   if not ok then
     res = {'err', type(res) == 'table' and (res.err or '?') or tostring(res)}
