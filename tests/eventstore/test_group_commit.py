@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from redis import exceptions as rexc
 
 from chatlog.eventstore import EventStore, parse_position
@@ -49,3 +50,27 @@ async def test_an_append_whose_index_is_broken_fails_alone(store: EventStore) ->
     for t, count in ((0, 15), (1, 14)):  # thread t1 without append 7
         events = await store.read_aggregate(PROJECT, "thread", f"t{t}")
         assert [e.version for e in events] == list(range(1, count + 1))
+
+
+async def test_an_append_that_fails_part_way_counts_what_it_wrote(store: EventStore) -> None:
+    # The project's replay index is broken: the event goes into the log, then its index
+    # entry fails. The aggregate's version and index must still count the event, or the
+    # next append would reuse its version.
+    partition = store.partition_of(PROJECT)
+    pidx = store.keys.project_index(partition, PROJECT)
+    await store.redis.set(pidx, "not a stream")
+    with pytest.raises(rexc.ResponseError, match="WRONGTYPE"):
+        await store.append_one(message(thread_id="alone", content="first"))  # alone
+    failed = await asyncio.gather(*(  # and in a group commit, beside another project's
+        store.append_one(message(project="Other" if i % 2 else "Blog-Project",
+                                 thread_id="grouped", content=str(i)))
+        for i in range(10)), return_exceptions=True)
+    assert [isinstance(r, rexc.ResponseError) for r in failed] == [i % 2 == 0
+                                                                 for i in range(10)]
+    await store.redis.delete(pidx)
+    assert (await store.append_one(message(thread_id="alone", content="second"))).version == 2
+    assert [e.version for e in await store.read_aggregate(PROJECT, "thread", "alone")] == [1, 2]
+    after = await store.append_one(message(thread_id="grouped", content="last"))
+    assert after.version == 6
+    versions = [e.version for e in await store.read_aggregate(PROJECT, "thread", "grouped")]
+    assert versions == [1, 2, 3, 4, 5, 6]

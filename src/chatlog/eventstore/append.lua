@@ -212,10 +212,10 @@ local function append(st, stream, versions, index, aggregate, expected, n, ev0)
     local version = tostring(current + i)
     local pos = redis.call('XADD', stream, '*',
       'i', ARGV[base], 't', ARGV[base + 2], 'a', aggregate, 'v', version, 'b', ARGV[base + 3])
+    -- counted and indexed at once: an error below leaves the events written so far so
     list[#list + 1] = pos
-    redis.call('XADD', pidx, pos, 'e', '')
-    -- the version is set now: an error below leaves the events written so far counted
     acc.versions[aggregate] = current + i
+    redis.call('XADD', pidx, pos, 'e', '')
     local rec = ARGV[base + 1]
     if rec ~= '' then
       remember(st, rec, number, pos, version, string.sub(rec, 4, 11))

@@ -14,9 +14,13 @@ APPEND_ONE = """
 local st = ids(ARGV[3], KEYS[1])
 local acc = deferred()
 st.acc = acc
-local res = append(st, KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]),
+local ok, res = pcall(append, st, KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]),
   tonumber(ARGV[4]), 5)
+-- what it wrote before an error is indexed and counted all the same
 local failed = flush(acc, KEYS[2])[KEYS[3]]
+if not ok then
+  return redis.error_reply(type(res) == 'table' and (res.err or '?') or tostring(res))
+end
 if failed then return redis.error_reply(failed) end
 return res
 """
