@@ -1,7 +1,7 @@
 """Valkey's CPU per appended event inside the append scripts, and what each part costs.
 
-Appends made through the store (256 concurrent ``append_one`` calls, then batches of
-100 events of one thread) are recorded as the script calls they sent (group commits
+Appends made through the store (256 concurrent ``append_one`` calls, batches of 100
+events of one thread, then ``append_one`` awaited one at a time) are recorded as the script calls they sent (group commits
 and single appends, over the lean connection); then the same calls are replayed,
 pipelined and back to back, into an emptied server, once per script variant:
 
@@ -45,7 +45,8 @@ VARIANTS: list[tuple[str, list[tuple[str, str]]]] = [
 ]
 
 
-async def record_calls(url: str, concurrent: int, batches: int) -> dict[str, list[tuple[Any, ...]]]:
+async def record_calls(url: str, concurrent: int, batches: int,
+                       singles: int) -> dict[str, list[tuple[Any, ...]]]:
     """The script calls (``EVALSHA`` commands) the store sends for each workload."""
     store = await EventStore.open(url)
     lean = store._topology.lean  # a bench may look inside
@@ -82,7 +83,10 @@ async def record_calls(url: str, concurrent: int, batches: int) -> dict[str, lis
         out["256 concurrent append_one"], calls[:] = list(calls), []
         for b in range(batches):
             await store.append([chat_event(10**6 + b + k * len(THREADS)) for k in range(100)])
-        out["batches of 100"] = list(calls)
+        out["batches of 100"], calls[:] = list(calls), []
+        for k in range(singles):
+            await store.append_one(chat_event(2 * 10**6 + k))
+        out["append_one, one at a time"] = list(calls)
     finally:
         await store.close()
     return out
@@ -147,7 +151,7 @@ def main() -> int:
     args = bench_args(__doc__.splitlines()[0] if __doc__ else "append scripts", add=lambda p: (
         p.add_argument("--compare-with", type=Path, default=None, metavar="SRC",
                        help="another checkout's src dir: replay its append scripts too")))
-    concurrent, batches = (5_000, 20) if args.quick else (20_000, 100)
+    concurrent, batches, singles = (5_000, 20, 500) if args.quick else (20_000, 100, 3_000)
     own = scripts_of(Path(__file__).resolve().parents[1] / "src")
     variants: dict[str, dict[str, str]] = {"as is": own}
     for name, edits in VARIANTS:
@@ -161,7 +165,7 @@ def main() -> int:
     results: list[dict[str, Any]] = []
     table: list[list[Any]] = []
     with valkey_server() as server:
-        workloads = asyncio.run(record_calls(server.url, concurrent, batches))
+        workloads = asyncio.run(record_calls(server.url, concurrent, batches, singles))
         r = redis.Redis.from_url(server.url)
         try:
             shas = {"one": r.script_load(own["one"]), "many": r.script_load(own["many"])}

@@ -236,25 +236,32 @@ local function deferred()
 end
 
 local function push_all(cmd, key, values)
+  if #values <= 1000 then return redis.call(cmd, key, unpack(values)) end
   for i = 1, #values, 1000 do
     redis.call(cmd, key, unpack(values, i, math.min(i + 999, #values)))
   end
 end
 
 -- Make the writes `acc` gathered (`versions`: the partition's versions hash).
--- Returns the index keys whose RPUSH failed (a key of another type), each with
--- its error, so that the appends to them can say so.
+-- Returns nil, or the index keys whose RPUSH failed (a key of another type), each
+-- with its error, so that the appends to them can say so.
 local function flush(acc, versions)
-  local set = {}
-  for _, aggregate in ipairs(acc.vorder) do
-    set[#set + 1] = aggregate
-    set[#set + 1] = tostring(acc.versions[aggregate])
+  local vorder = acc.vorder
+  if #vorder == 1 then
+    redis.call('HSET', versions, vorder[1], tostring(acc.versions[vorder[1]]))
+  elseif #vorder > 1 then
+    local set = {}
+    for i, aggregate in ipairs(vorder) do
+      set[2 * i - 1] = aggregate
+      set[2 * i] = tostring(acc.versions[aggregate])
+    end
+    push_all('HSET', versions, set)
   end
-  if #set > 0 then push_all('HSET', versions, set) end
-  local failed = {}
+  local failed = nil
   for _, key in ipairs(acc.lorder) do
     local ok, err = pcall(push_all, 'RPUSH', key, acc.lists[key])
     if not ok then
+      failed = failed or {}
       failed[key] = type(err) == 'table' and (err.err or '?') or tostring(err)
     end
   end

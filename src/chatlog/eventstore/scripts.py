@@ -17,11 +17,11 @@ st.acc = acc
 local ok, res = pcall(append, st, KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]),
   tonumber(ARGV[4]), 5)
 -- what it wrote before an error is indexed and counted all the same
-local failed = flush(acc, KEYS[2])[KEYS[3]]
+local failed = flush(acc, KEYS[2])
 if not ok then
   return redis.error_reply(type(res) == 'table' and (res.err or '?') or tostring(res))
 end
-if failed then return redis.error_reply(failed) end
+if failed then return redis.error_reply(failed[KEYS[3]]) end
 return res
 """
 
@@ -52,7 +52,7 @@ local failed = flush(acc, KEYS[2])
 local out = {}
 for k = 3, 2 + tonumber(ARGV[2]) do
   local res = results[k]
-  if failed[KEYS[k]] and res[1] == 'ok' then res = {'err', failed[KEYS[k]]} end
+  if failed and failed[KEYS[k]] and res[1] == 'ok' then res = {'err', failed[KEYS[k]]} end
   out[#out + 1] = res[1]
   out[#out + 1] = #res - 1
   for i = 2, #res do out[#out + 1] = res[i] end
