@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hiredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 
 from chatlog.eventstore.codec import BLOB_MARK
 
@@ -214,7 +214,7 @@ def _replies(conn: Any, n: int) -> list[Any]:
         return [conn.read_response() for _ in range(n)]
     replies: list[Any] = many(n)
     for reply in replies:
-        if isinstance(reply, ResponseError):
+        if isinstance(reply, RedisError):
             raise reply
     return replies
 

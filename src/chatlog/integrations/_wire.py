@@ -84,7 +84,7 @@ class WireConnection:
     def read_response(self) -> Any:
         """The next reply; an error reply is raised (as redis-py does)."""
         reply = self._next()
-        if isinstance(reply, rexc.ResponseError):
+        if isinstance(reply, rexc.RedisError):
             raise reply
         return reply
 
