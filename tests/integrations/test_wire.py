@@ -43,8 +43,11 @@ def test_replies_and_errors_as_redis_py_gives_them(session_valkey: EmbeddedValke
             assert conn.read_response() == 2
         finally:
             pool.release(conn)
-        assert pool.get_connection() is conn  # reused
+        again = pool.get_connection()
+        assert again is conn  # reused
+        pool.release(again)
     pool.close()
+    assert conn.sock is None
 
 
 def test_a_server_restart_and_a_server_gone(

@@ -249,7 +249,8 @@ class Datastore:
             scored = [(member, int(score)) for member, score in rows]
         else:
             scored = list(zip(rows[::2], map(int, rows[1::2]), strict=True))
-        return scored, {pos: _body(fields) for pos, fields in entries}
+        return scored, {pos: fields[9] if len(fields) == 10 and fields[8] == b"b"
+                        else _body(fields) for pos, fields in entries}
 
     def bodies(self, log: str, positions: list[bytes]) -> list[bytes | None]:
         """The bodies of the entries at ``positions`` (ascending) of the log: one XRANGE

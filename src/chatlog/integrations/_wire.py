@@ -100,6 +100,11 @@ class WireConnection:
             except OSError:
                 pass
 
+    def __del__(self) -> None:
+        # a pool dropped without close() (an application never closed): close quietly,
+        # as redis-py's connections do
+        self.disconnect()
+
     def idle_and_open(self) -> bool:
         """Open, with nothing to read (else the server closed it, or it is out of step)."""
         sock = self.sock
