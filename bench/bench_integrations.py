@@ -91,21 +91,31 @@ async def _graph(saver: Any, lat: Latencies) -> float:
     return time.perf_counter() - start
 
 
-async def _langgraph_rep(url: str, data: Path, rep: int, duration: float) -> dict[str, Any]:
-    """Each saver's pairs/s and pair times, one graph of each in turn."""
+async def _langgraph_rep(url: str, data: Path, rep: int, duration: float,
+                         server: Any) -> dict[str, Any]:
+    """Each saver's pairs/s, pair times and CPU microseconds per pair (this process's,
+    plus the server's for chatlog), one graph of each in turn."""
     async with ChatlogSaver.from_conn_string(url, project="bench", key_prefix=f"lg{rep}") as c, \
             AsyncSqliteSaver.from_conn_string(str(data / f"lg{rep}.sqlite")) as q:
         await q.setup()
         savers: dict[str, Any] = {"chatlog": c, "sqlite": q, "memory": InMemorySaver()}
         spent = dict.fromkeys(savers, 0.0)
+        cpu = dict.fromkeys(savers, 0.0)
         graphs = 0
         lats = {k: Latencies() for k in savers}
+        server_before, commands_before = _server_cpu(server), _commands(server)
         start = time.perf_counter()
         while time.perf_counter() - start < duration * len(savers) or graphs < 2:
             for kind, saver in savers.items():
+                c0 = time.process_time()
                 spent[kind] += await _graph(saver, lats[kind])
+                cpu[kind] += time.process_time() - c0
             graphs += 1
-        return {k: (graphs * STEPS / spent[k], lats[k].samples) for k in savers}
+        cpu["chatlog"] += _server_cpu(server) - server_before
+        pairs = graphs * STEPS
+        out = {k: (pairs / spent[k], lats[k].samples, cpu[k] / pairs * 1e6) for k in savers}
+        out["commands"] = (_commands(server) - commands_before) / pairs
+        return out
 
 
 async def _saver_durability(data: Path) -> str:
@@ -236,7 +246,8 @@ def main() -> None:
                                           "SQLITE_DBNAME": str(data / "pragma-es.sqlite")}))
         for rep in range(args.reps):
             asyncio.run(reset_server(server.url))
-            lg = asyncio.run(_langgraph_rep(server.url, data, rep, args.duration))
+            with redis.Redis.from_url(server.url) as info:
+                lg = asyncio.run(_langgraph_rep(server.url, data, rep, args.duration, info))
             chatlog_env = {"PERSISTENCE_MODULE": "chatlog.integrations.eventsourcing",
                            "CHATLOG_REDIS_URL": server.url, "CHATLOG_KEY_PREFIX": f"es{rep}"}
             sqlite_env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
@@ -290,6 +301,11 @@ def main() -> None:
               f"(best {max(values):.2f}, median {statistics.median(values):.2f})")
     # CPU per operation (chatlog: client + server), which the machine's load moves
     # less than throughput; fsync waits are not in it
+    mine, peer = [r["lg"]["chatlog"][2] for r in runs], [r["lg"]["sqlite"][2] for r in runs]
+    print(f"cpu us/op lg pair: chatlog {statistics.median(mine):.0f} (client + server), "
+          f"sqlite {statistics.median(peer):.0f}; cpu ratio (sqlite / chatlog) per rep: "
+          f"{', '.join(f'{p / max(m, 1e-9):.2f}' for m, p in zip(mine, peer, strict=True))}; "
+          f"chatlog server commands/op {statistics.median([r['lg']['commands'] for r in runs]):.0f}")
     for what in ("save1", "save100", "read100"):
         mine, peer = es("chatlog", f"{what}_cpu"), es("sqlite", f"{what}_cpu")
         print(f"cpu us/op {what}: chatlog {statistics.median(mine):.0f} (client + server), "

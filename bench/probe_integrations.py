@@ -38,7 +38,12 @@ from redis.connection import AbstractConnection
 from _common import scratch_dir, valkey_server
 from bench_integrations import Bank, _checkpoint, _es_steps
 from chatlog.eventstore import lean
-from chatlog.integrations import _eventsourcing_datastore, _wire
+from chatlog.integrations import _eventsourcing_datastore
+
+try:  # (absent before the raw connections: the probe also runs on older trees)
+    from chatlog.integrations import _wire
+except ImportError:
+    _wire = None  # type: ignore[assignment]
 from chatlog.integrations.langgraph import ChatlogSaver
 
 WRITES = {"n": 0}
@@ -55,7 +60,8 @@ def _counting(cls: Any, name: str) -> None:
 
 
 _counting(AbstractConnection, "send_packed_command")
-_counting(_wire.WireConnection, "send_packed_command")
+if _wire is not None:
+    _counting(_wire.WireConnection, "send_packed_command")
 
 
 class _CountingTransport:
