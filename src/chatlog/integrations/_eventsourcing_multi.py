@@ -319,6 +319,7 @@ def _writes(target: Target, rows: list[Row], tracked: Tracked | None, applicatio
     index = b"*5\r\n$4\r\nXADD\r\n" + _bulk(pidx)
     typed = {d: b"$1\r\nt\r\n" + _bulk(target.record_type.encode()) + b"$1\r\na\r\n"
              + _bulk(g.aggregate.encode()) for d, g in groups.items()}
+    topics: dict[str, bytes] = {}
     for i, (eid, _, d, version, topic, head, tail, state) in enumerate(rows):
         g = groups[d]
         g.version += 1
@@ -327,7 +328,10 @@ def _writes(target: Target, rows: list[Row], tracked: Tracked | None, applicatio
             nid = nid0 + i + 1
             nids.append(nid)
             number = b"%d" % nid
-            notes += [number, pos + b" " + topic.encode()]
+            spaced = topics.get(topic)
+            if spaced is None:
+                spaced = topics[topic] = b" " + topic.encode()
+            notes += [number, pos + spaced]
         else:
             number = b""
         size = len(head) + len(number) + len(tail)
