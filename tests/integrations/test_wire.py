@@ -99,3 +99,20 @@ def test_auth_and_database_from_the_url(
     with pytest.raises(rexc.AuthenticationError):
         _pool(authed.replace("s3cret", "wrong")).get_connection()
     pool.close()
+
+
+def test_a_full_pool_makes_callers_wait_not_open_more(session_valkey: EmbeddedValkey) -> None:
+    base = _pool(session_valkey.url)
+    pool = WirePool(path=base.path, host=base.host, port=base.port, size=1, wait=0.05)
+    first = pool.get_connection()
+    with pytest.raises(rexc.ConnectionError, match="free within"):
+        pool.get_connection()  # the one slot is taken: waits, then says so
+    pool.release(first)
+    again = pool.get_connection()
+    assert again is first
+    again.disconnect()  # a failed connection still gives its slot back
+    pool.release(again)
+    fresh = pool.get_connection()
+    assert fresh is not first
+    pool.release(fresh)
+    pool.close()

@@ -122,17 +122,22 @@ class WireConnection:
 
 
 class WirePool:
-    """Connections to one server, opened on demand and kept for reuse (thread-safe)."""
+    """Connections to one server, opened on demand and kept for reuse (thread-safe).
+
+    At most ``size`` are open at once: a thread that finds them all in use waits
+    (up to ``wait`` seconds) for one, as with redis-py's blocking pool, rather
+    than failing or opening one per thread."""
 
     def __init__(self, *, path: str | None = None, host: str = "localhost", port: int = 6379,
                  db: int = 0, username: str | None = None, password: str | None = None,
                  timeout: float | None = None, connect_timeout: float | None = 10.0,
-                 keep: int = 64) -> None:
+                 size: int = 64, wait: float = 30.0) -> None:
         self.path, self.host, self.port, self.db = path, host, port, db
         self.username, self.password = username, password
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self.where = f"unix:{path}" if path else f"{host}:{port}"
-        self._keep = keep
+        self._wait = wait
+        self._slots = threading.BoundedSemaphore(size)
         self._idle: list[WireConnection] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -161,21 +166,33 @@ class WirePool:
                    **common)
 
     def get_connection(self) -> WireConnection:
-        with self._lock:
-            while self._idle:
-                conn = self._idle.pop()
-                if conn.idle_and_open():
-                    return conn
-        return self._open()
+        """A connection for the caller alone until it passes it to :meth:`release`."""
+        if not self._slots.acquire(timeout=self._wait):
+            raise rexc.ConnectionError(
+                f"No connection to {self.where} free within {self._wait:g} s (all in use)")
+        try:
+            with self._lock:
+                while self._idle:
+                    conn = self._idle.pop()
+                    if conn.idle_and_open():
+                        return conn
+            return self._open()
+        except BaseException:
+            self._slots.release()
+            raise
 
     def release(self, conn: WireConnection) -> None:
-        if conn.sock is None:
-            return
-        with self._lock:
-            if not self._closed and len(self._idle) < self._keep:
-                self._idle.append(conn)
+        """Take back a connection from :meth:`get_connection` (once), kept if still open."""
+        try:
+            if conn.sock is None:
                 return
-        conn.disconnect()
+            with self._lock:
+                if not self._closed:
+                    self._idle.append(conn)
+                    return
+            conn.disconnect()
+        finally:
+            self._slots.release()
 
     def close(self) -> None:
         """Close the idle connections; those in use close when released."""

@@ -22,10 +22,11 @@ of an application's keys carry its partition's hash tag: one slot, so this
 works on a cluster too.
 
 The recorders are blocking (the library calls them from many threads): they
-use a blocking Redis client whose pool makes threads wait for a connection
-(under ``ack=replicated`` a write goes through the store's acknowledgement
-path on the factory's loop instead: answered once replicated, moving the
-committed position);
+use pooled connections that make threads wait for one when all are in use
+(on one plain server, raw sockets for the writes and notification reads,
+``_wire``; else redis-py's blocking client; under ``ack=replicated`` a write
+goes through the store's acknowledgement path on the factory's loop instead:
+answered once replicated, moving the committed position);
 subscriptions tail the log on an event loop of the factory's own thread,
 never on ``chatlog serve``'s.
 """
