@@ -154,6 +154,23 @@ async def _langgraph(url: str, r: redis.Redis, n: int, out: list[str],
     return profiles
 
 
+def _ping(r: redis.Redis, n: int = 2000) -> str:
+    """What one round trip costs here with (almost) no work on either side: a PING."""
+    conn = r.connection_pool.get_connection()
+    try:
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            conn.send_command("PING")
+            conn.read_response()
+            times.append(time.perf_counter() - start)
+    finally:
+        r.connection_pool.release(conn)
+    times.sort()
+    return (f"a bare round trip (PING): median {times[n // 2] * 1e6:.0f} us, p90 "
+            f"{times[n * 9 // 10] * 1e6:.0f} us, mean {sum(times) / n * 1e6:.0f} us")
+
+
 def _pragmas(data: Path) -> list[str]:
     out = []
     app = Application[uuid.UUID](env={"PERSISTENCE_MODULE": "eventsourcing.sqlite",
@@ -200,6 +217,7 @@ def main() -> None:
         out.append(f"valkey appendfsync={r.config_get('appendfsync')['appendfsync']} "
                    f"appendonly={r.config_get('appendonly')['appendonly']}")
         out += _pragmas(data)
+        out.append(_ping(r))
         profiles += asyncio.run(_langgraph(server.url, r, args.n, out, args.profile))
         app = Bank(env={"PERSISTENCE_MODULE": "chatlog.integrations.eventsourcing",
                         "CHATLOG_REDIS_URL": server.url, "CHATLOG_KEY_PREFIX": "probe"})
