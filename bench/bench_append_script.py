@@ -1,7 +1,8 @@
 """Valkey's CPU per appended event inside the append scripts, and what each part costs.
 
-Appends made through the store (256 concurrent ``append_one`` calls, batches of 100
-events of one thread, then ``append_one`` awaited one at a time) are recorded as the script calls they sent (group commits
+Appends made through the store (256 concurrent ``append_one`` calls over 100 threads,
+concurrent appends each to a thread of its own, batches of 100 events of one thread,
+then ``append_one`` awaited one at a time) are recorded as the script calls they sent (group commits
 and single appends, over the lean connection); then the same calls are replayed,
 pipelined and back to back, into an emptied server, once per script variant:
 
@@ -30,7 +31,15 @@ from typing import Any
 
 import redis
 
-from _common import bench_args, emit, format_table, metric, print_table, valkey_server
+from _common import (
+    bench_args,
+    emit,
+    format_table,
+    message_event,
+    metric,
+    print_table,
+    valkey_server,
+)
 from bench_append import THREADS, chat_event
 from chatlog.eventstore import EventStore
 
@@ -81,6 +90,10 @@ async def record_calls(url: str, concurrent: int, batches: int,
 
         await asyncio.gather(*(worker() for _ in range(256)))
         out["256 concurrent append_one"], calls[:] = list(calls), []
+        # each append to an aggregate of its own (as a burst that ends many waits)
+        await asyncio.gather(*(store.append_one(message_event(k, f"thread-solo-{k}"))
+                               for k in range(concurrent // 2)))
+        out["concurrent, one append per aggregate"], calls[:] = list(calls), []
         for b in range(batches):
             await store.append([chat_event(10**6 + b + k * len(THREADS)) for k in range(100)])
         out["batches of 100"], calls[:] = list(calls), []
