@@ -299,7 +299,10 @@ class ConversationFold:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        messages = batch.filter(pc.equal(batch.column("type"), MESSAGE_TYPE))
+        types = batch.column("type")
+        # Filtering copies every column (the bodies): only when something else is there.
+        messages = batch if pc.unique(types).to_pylist() == [MESSAGE_TYPE] else batch.filter(
+            pc.equal(types, MESSAGE_TYPE))
         if not messages.num_rows:
             return []
         encoded = pc.dictionary_encode(messages.column("aggregate"))
