@@ -20,7 +20,10 @@ How it works:
    the old model or the new one, never a mix, and need not reopen anything.
    A projector running in ``chatlog serve`` notices on its next batch that
    the checkpoint in the file is not the one it committed, and resumes from
-   the new one (see :mod:`chatlog.projections.projector`).
+   the new one (see :mod:`chatlog.projections.projector`). When the caller
+   knows no other process has the live file open (``chatlog rebuild`` holding
+   the data dir's lock: no server runs), the new file is renamed over it
+   instead, after an fsync: as atomic, without writing the model twice.
 
 A rebuild reads the log from its first event kept. After a deliberate
 deletion (``chatlog delete-before``), the rebuilt model holds only what the
@@ -307,13 +310,21 @@ async def build(
     return BuildResult(path, done, checkpoint, time.perf_counter() - started)
 
 
-def switch(built: Path, live: Path) -> None:
-    """Make ``built`` the live read model at ``live``, atomically for every reader."""
+def switch(built: Path, live: Path, *, replace: bool = False) -> None:
+    """Make ``built`` the live read model at ``live``, atomically for every reader.
+
+    ``replace``: the caller knows no other process has ``live`` open (it holds the
+    data dir's lock: no ``chatlog serve`` runs); then ``built`` is renamed over it,
+    instead of copied into it through its WAL (seconds for a large model).
+    """
     conn = sqlite3.connect(built, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")  # what the live file runs in
     finally:
         conn.close()
+    if replace and live.exists():
+        _replace(built, live)
+        return
     if not live.exists():
         for suffix in ("-wal", "-shm"):  # strays of a file that is gone
             with contextlib.suppress(FileNotFoundError):
@@ -336,6 +347,24 @@ def switch(built: Path, live: Path) -> None:
         src.close()
 
 
+def _replace(built: Path, live: Path) -> None:
+    """Rename ``built`` over ``live`` (no other process has it open), durably: the old
+    model's WAL is checkpointed into it first (its journal files must not outlive it,
+    or SQLite would apply them to the new file), the new file is on disk before the
+    rename, the rename is on disk after it. A crash leaves the old model or the new."""
+    old = sqlite3.connect(live, isolation_level=None)
+    try:
+        old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        old.close()
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{live}{suffix}")
+    _fsync(built)
+    os.replace(built, live)
+    _fsync(live.parent)
+
+
 def _fsync(path: Path) -> None:
     """fsync a file or a directory (its entries)."""
     fd = os.open(path, os.O_RDONLY)
@@ -354,8 +383,12 @@ async def rebuild(
     chunk: int = CHUNK,
     processes: bool = False,
     stop: threading.Event | None = None,
+    sole_user: Callable[[], contextlib.AbstractContextManager[bool]] | None = None,
 ) -> BuildResult:
     """Rebuild every read model of ``live`` from the log and switch to it.
+
+    ``sole_user``: entered around the switch, says whether no other process can have
+    ``live`` open meanwhile; then the new file is renamed over it (see :func:`switch`).
 
     Raises :class:`RebuildRunning` when another rebuild is in progress, and
     :class:`RebuildInterrupted` when ``stop`` is set before the switch (it is
@@ -379,7 +412,12 @@ async def rebuild(
                     "the rebuild was interrupted before the switch; the live read model is "
                     "untouched")
             switching = time.perf_counter()
-            await asyncio.to_thread(switch, temp, live)
+            def switch_now() -> None:
+                with sole_user() if sole_user is not None else contextlib.nullcontext(
+                        False) as alone:
+                    switch(temp, live, replace=alone)
+
+            await asyncio.to_thread(switch_now)
             log.info("rebuild: switched in %.2f s", time.perf_counter() - switching)
         finally:
             _remove_db(temp)
