@@ -60,6 +60,7 @@ from chatlog.events import RecordedEvent, known_types
 from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_field, flat_fields
 from chatlog.eventstore.store import EventStore
 from chatlog.projections import _db
+from chatlog.projections._flush import BackgroundFlush
 from chatlog.projections._reader import ChildReader, read_folded
 from chatlog.projections.base import BulkProjection, Projection
 
@@ -167,6 +168,8 @@ class _Writer:
         self.on_progress = on_progress
         self.since_commit = 0
         self.stopped = False
+        #: Writes the file back to disk while it loads (see :mod:`._flush`).
+        self.flush: BackgroundFlush | None = None
 
     def write(self, msg: tuple[Any, ...]) -> None:
         if self.stopped:
@@ -198,6 +201,8 @@ class _Writer:
             conn.execute("COMMIT")
             conn.execute("BEGIN")
             self.since_commit = 0
+            if self.flush is not None:
+                self.flush.kick()
         if self.on_progress is not None:
             self.total = max(self.total, self.done)
             self.on_progress(self.done, self.total)
@@ -266,6 +271,7 @@ async def build(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild") as executor:
         conn = await loop.run_in_executor(executor, _open_bulk, path)
         writer = _Writer(conn, bulk, plain, store.partitions, on_progress, total, stop)
+        writer.flush = flush = BackgroundFlush(path)
         try:
             def setup() -> None:
                 _db.create_all(conn, projections, indexes=False)
@@ -286,6 +292,7 @@ async def build(
                     "INSERT INTO projector_meta (name, value) VALUES ('generation', ?), "
                     "('built_at', ?)", (str(uuid.uuid4()), str(time.time())))
                 conn.execute("COMMIT")
+                flush.kick()  # the tables go to disk while the indexes are built
                 for proj in projections:
                     proj.create_indexes(conn)
                 conn.execute("PRAGMA journal_mode=DELETE")
@@ -294,6 +301,7 @@ async def build(
             log.info("rebuild: aggregates and indexes in %.2f s", time.perf_counter() - loaded)
         finally:
             await asyncio.shield(loop.run_in_executor(executor, conn.close))
+            await asyncio.to_thread(flush.close)
     done = writer.done
     # Events appended while the indexes were built: the ordinary path, on this file.
     from chatlog.projections.projector import Projector
