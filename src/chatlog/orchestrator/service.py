@@ -119,6 +119,7 @@ class Orchestrator(WorkflowCommands):
         if self._running:
             return
         self._running = True
+        self.problem = None
         loop = asyncio.get_running_loop()
         try:
             positions, restored = await self._restore()
