@@ -18,9 +18,15 @@ fsynced). Both SQLite peers run in WAL mode (``AsyncSqliteSaver.setup`` and
 ``synchronous=FULL``: every commit fsyncs the WAL; each ``aput`` and each
 ``Application.save`` is one commit.
 
-The disk and CPUs are shared: chatlog and its peer are measured in
-alternating slices (``SLICES`` per measurement) so that both see the same
-conditions, and each ratio is taken within one repetition.
+The disk and CPUs are shared (and fsync times here move between ~0.3 and
+~5 ms from one moment to the next): chatlog and its peer are measured
+alternately, one 20-step graph (LangGraph) or one operation (eventsourcing) at
+a time, so both see the same conditions; each store's rate is its operations
+over the time spent in them, and each ratio is taken within one repetition.
+The peers' durability is read from the running connections (``PRAGMA
+synchronous``, ``journal_mode``) and printed beside Valkey's ``appendfsync``;
+chatlog's commands per operation come from ``INFO commandstats``
+(``probe_integrations.py`` counts round trips and profiles the client side).
 """
 
 from __future__ import annotations
@@ -54,8 +60,6 @@ from _common import (
 from chatlog.integrations.langgraph import ChatlogSaver
 
 STEPS = 20
-#: Slices per measurement, alternating between the stores compared.
-SLICES = 4
 
 
 # -- LangGraph ---------------------------------------------------------------------------
@@ -72,39 +76,56 @@ def _checkpoint(step: int) -> Any:
     return cp
 
 
-async def _graph_runs(saver: Any, duration: float) -> tuple[float, list[float]]:
-    """Pairs (aget_tuple + aput) per second over ``duration``, and each pair's time."""
-    lat = Latencies()
-    pairs = 0
+async def _graph(saver: Any, lat: Latencies) -> float:
+    """One 20-step graph (each step aget_tuple then aput); the seconds it took."""
+    thread = f"t-{uuid.uuid4().hex[:12]}"
+    config: Any = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
     start = time.perf_counter()
-    while time.perf_counter() - start < duration:
-        thread = f"t-{uuid.uuid4().hex[:12]}"
-        config: Any = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-        for step in range(STEPS):
-            with lat.timed():
-                await saver.aget_tuple(config)
-                config = await saver.aput(
-                    config, _checkpoint(step), {"source": "loop", "step": step, "parents": {}},
-                    {"messages": step + 1, "step": step + 1},
-                )
-            pairs += 1
-    return pairs / (time.perf_counter() - start), lat.samples
+    for step in range(STEPS):
+        with lat.timed():
+            await saver.aget_tuple(config)
+            config = await saver.aput(
+                config, _checkpoint(step), {"source": "loop", "step": step, "parents": {}},
+                {"messages": step + 1, "step": step + 1},
+            )
+    return time.perf_counter() - start
 
 
-async def _langgraph_rep(url: str, data: Path, rep: int, duration: float) -> dict[str, Any]:
-    """Each saver's pairs/s and pair times, measured in alternating slices."""
+async def _langgraph_rep(url: str, data: Path, rep: int, duration: float,
+                         server: Any) -> dict[str, Any]:
+    """Each saver's pairs/s, pair times and CPU microseconds per pair (this process's,
+    plus the server's for chatlog), one graph of each in turn."""
     async with ChatlogSaver.from_conn_string(url, project="bench", key_prefix=f"lg{rep}") as c, \
             AsyncSqliteSaver.from_conn_string(str(data / f"lg{rep}.sqlite")) as q:
         await q.setup()
         savers: dict[str, Any] = {"chatlog": c, "sqlite": q, "memory": InMemorySaver()}
-        rates: dict[str, list[float]] = {k: [] for k in savers}
-        samples: dict[str, list[float]] = {k: [] for k in savers}
-        for _ in range(SLICES):
+        spent = dict.fromkeys(savers, 0.0)
+        cpu = dict.fromkeys(savers, 0.0)
+        graphs = 0
+        lats = {k: Latencies() for k in savers}
+        server_before, commands_before = _server_cpu(server), _commands(server)
+        start = time.perf_counter()
+        while time.perf_counter() - start < duration * len(savers) or graphs < 2:
             for kind, saver in savers.items():
-                rate, lat = await _graph_runs(saver, duration / SLICES)
-                rates[kind].append(rate)
-                samples[kind].extend(lat)
-    return {k: (sum(rates[k]) / SLICES, samples[k]) for k in savers}
+                c0 = time.process_time()
+                spent[kind] += await _graph(saver, lats[kind])
+                cpu[kind] += time.process_time() - c0
+            graphs += 1
+        cpu["chatlog"] += _server_cpu(server) - server_before
+        pairs = graphs * STEPS
+        out = {k: (pairs / spent[k], lats[k].samples, cpu[k] / pairs * 1e6) for k in savers}
+        out["commands"] = (_commands(server) - commands_before) / pairs
+        return out
+
+
+async def _saver_durability(data: Path) -> str:
+    async with AsyncSqliteSaver.from_conn_string(str(data / "pragma.sqlite")) as q:
+        await q.setup()
+        values = []
+        for pragma in ("synchronous", "journal_mode"):
+            async with q.conn.execute(f"PRAGMA {pragma}") as cur:
+                values.append((await cur.fetchone() or ["?"])[0])
+    return f"AsyncSqliteSaver: synchronous={values[0]} journal_mode={values[1]}"
 
 
 # -- eventsourcing ------------------------------------------------------------------------
@@ -124,19 +145,14 @@ class Bank(Application[uuid.UUID]):
     pass
 
 
-def _per_s(step: Any, duration: float) -> tuple[float, int, float]:
-    """Operations per second, how many, and the CPU seconds this process used."""
-    n = 0
-    start, cpu = time.perf_counter(), time.process_time()
-    while time.perf_counter() - start < duration:
-        step()
-        n += 1
-    return n / (time.perf_counter() - start), n, time.process_time() - cpu
-
-
 def _server_cpu(client: Any) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _commands(client: Any) -> int:
+    return sum(int(row["calls"]) for name, row in client.info("commandstats").items()
+               if name != "cmdstat_info")
 
 
 def _es_steps(app: Bank) -> dict[str, Any]:
@@ -166,42 +182,72 @@ def _es_steps(app: Bank) -> dict[str, Any]:
 
 def _es_reps(envs: dict[str, dict[str, str]], duration: float,
              server: Any) -> dict[str, dict[str, float]]:
-    """Per application (by name) and measurement, operations per second, measured in
-    slices alternating between the applications; and (``<what>_cpu``) the CPU
-    microseconds per operation: this process's, plus the server's for chatlog."""
+    """Per application (by name) and measurement, operations per second, one operation
+    of each application in turn; (``<what>_cpu``) the CPU microseconds per operation:
+    this process's, plus the server's for chatlog; (``<what>_commands``) the server's
+    commands per chatlog operation."""
     apps = {name: Bank(env=env) for name, env in envs.items()}
     try:
         out: dict[str, dict[str, float]] = {name: {} for name in apps}
         steps = {name: _es_steps(app) for name, app in apps.items()}
+        clock, cpu_clock = time.perf_counter, time.process_time
         for what in ("save1", "save100", "read100"):
-            rates: dict[str, list[float]] = {name: [] for name in apps}
-            ops = dict.fromkeys(apps, 0)
+            for name in apps:  # (each once before: the first batch has no memo)
+                steps[name][what]()
+            spent = dict.fromkeys(apps, 0.0)
             cpu = dict.fromkeys(apps, 0.0)
-            for _ in range(SLICES):
+            n = 0
+            server_before, commands_before = _server_cpu(server), _commands(server)
+            start = clock()
+            while clock() - start < duration * len(apps) or n < 3:
                 for name in apps:
-                    before = _server_cpu(server) if name == "chatlog" else 0.0
-                    rate, n, used = _per_s(steps[name][what], duration / SLICES)
-                    if name == "chatlog":
-                        used += _server_cpu(server) - before
-                    rates[name].append(rate)
-                    ops[name] += n
-                    cpu[name] += used
+                    step = steps[name][what]
+                    c0, t0 = cpu_clock(), clock()
+                    step()
+                    spent[name] += clock() - t0
+                    cpu[name] += cpu_clock() - c0
+                n += 1
+            cpu["chatlog"] += _server_cpu(server) - server_before
+            commands = _commands(server) - commands_before
             for name in apps:
-                out[name][what] = sum(rates[name]) / SLICES
-                out[name][f"{what}_cpu"] = cpu[name] / max(ops[name], 1) * 1e6
+                out[name][what] = n / spent[name]
+                out[name][f"{what}_cpu"] = cpu[name] / n * 1e6
+            out["chatlog"][f"{what}_commands"] = commands / n
         return out
     finally:
         for app in apps.values():
             app.close()
 
 
+def _es_durability(env: dict[str, str]) -> str:
+    app = Bank(env=env)
+    try:
+        ds: Any = app.recorder.datastore  # type: ignore[attr-defined]
+        with ds.transaction(commit=False) as cur:
+            cur.execute("PRAGMA synchronous")
+            sync = cur.fetchone()[0]
+            cur.execute("PRAGMA journal_mode")
+            journal = cur.fetchone()[0]
+        return f"eventsourcing.sqlite: synchronous={sync} journal_mode={journal}"
+    finally:
+        app.close()
+
+
 def main() -> None:
     args = bench_args(__doc__.splitlines()[0])
     runs: list[dict[str, Any]] = []
+    durability: list[str] = []
     with valkey_server() as server, scratch_dir("integrations") as data:
+        with redis.Redis.from_url(server.url) as info:
+            durability.append("valkey (chatlog): appendonly={appendonly} appendfsync={appendfsync}"
+                              .format(**info.config_get("append*")))
+        durability.append(asyncio.run(_saver_durability(data)))
+        durability.append(_es_durability({"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                                          "SQLITE_DBNAME": str(data / "pragma-es.sqlite")}))
         for rep in range(args.reps):
             asyncio.run(reset_server(server.url))
-            lg = asyncio.run(_langgraph_rep(server.url, data, rep, args.duration))
+            with redis.Redis.from_url(server.url) as info:
+                lg = asyncio.run(_langgraph_rep(server.url, data, rep, args.duration, info))
             chatlog_env = {"PERSISTENCE_MODULE": "chatlog.integrations.eventsourcing",
                            "CHATLOG_REDIS_URL": server.url, "CHATLOG_KEY_PREFIX": f"es{rep}"}
             sqlite_env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
@@ -248,17 +294,25 @@ def main() -> None:
                               ratio_median=round(statistics.median(ratio), 2),
                               goal=">= 1x", goal_met=max(ratio) >= 1.0))
     print_table(f"integrations (LangGraph {STEPS}-step graphs; eventsourcing)", results)
+    print("durability as run (synchronous 2 = FULL: the WAL is synced at every commit): "
+          + "; ".join(durability))
     for name, values in ratios.items():
         print(f"ratio {name} per rep: {', '.join(f'{v:.2f}' for v in values)} "
               f"(best {max(values):.2f}, median {statistics.median(values):.2f})")
     # CPU per operation (chatlog: client + server), which the machine's load moves
     # less than throughput; fsync waits are not in it
+    mine, peer = [r["lg"]["chatlog"][2] for r in runs], [r["lg"]["sqlite"][2] for r in runs]
+    print(f"cpu us/op lg pair: chatlog {statistics.median(mine):.0f} (client + server), "
+          f"sqlite {statistics.median(peer):.0f}; cpu ratio (sqlite / chatlog) per rep: "
+          f"{', '.join(f'{p / max(m, 1e-9):.2f}' for m, p in zip(mine, peer, strict=True))}; "
+          f"chatlog server commands/op {statistics.median([r['lg']['commands'] for r in runs]):.0f}")
     for what in ("save1", "save100", "read100"):
         mine, peer = es("chatlog", f"{what}_cpu"), es("sqlite", f"{what}_cpu")
         print(f"cpu us/op {what}: chatlog {statistics.median(mine):.0f} (client + server), "
               f"sqlite {statistics.median(peer):.0f}; cpu ratio (sqlite / chatlog) per rep: "
-              f"{', '.join(f'{p / max(m, 1e-9):.2f}' for m, p in zip(mine, peer, strict=True))}")
-    emit("integrations", results, args, steps=STEPS, pid=os.getpid())
+              f"{', '.join(f'{p / max(m, 1e-9):.2f}' for m, p in zip(mine, peer, strict=True))}; "
+              f"chatlog server commands/op {statistics.median(es('chatlog', f'{what}_commands')):.0f}")
+    emit("integrations", results, args, steps=STEPS, pid=os.getpid(), durability=durability)
 
 
 if __name__ == "__main__":

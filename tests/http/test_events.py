@@ -138,6 +138,11 @@ async def test_sse_subscriber_over_its_buffer_is_cut_off_and_resumes_exactly(api
     resp = await client.get("/v1/events/stream")
     got = await read_sse(resp, 1)
     assert got[0][1]["id"] == first["message_id"]
+    # The catch-up sends what the log has before it subscribes: append the
+    # burst only once the subscriber is live, or the catch-up reads it instead
+    # (under load it did, and nothing was ever cut off).
+    await eventually(lambda: len(st.fanout) == 1 and st.fanout.running, timeout=10,
+                     what="the subscriber joining the fan-out")
     # Three events of one thread in one append reach the fan-out as one
     # batch: they cannot fit a 2-event buffer, so this subscriber is cut off.
     burst = [message("Cut", "thread-b", f"b{i}") for i in range(3)]

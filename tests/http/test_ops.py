@@ -168,3 +168,20 @@ async def test_metrics_count_the_blocked_workflow_waits(client) -> None:
     await client.post(f"{base}/{wf['workflow_id']}/start", json={})
     assert (await (await poll).json())["state"] == "running"
     assert "chatlog_workflow_waits 0.0" in await (await client.get("/metrics")).text()
+
+
+async def test_readiness_shows_the_orchestrator_and_a_failed_start(store, tmp_path) -> None:
+    """The orchestrator's start-up catch-up runs while the server answers (/readyz shows
+    ``orchestrator.catching_up``); a start that failed in the background is not ready."""
+    settings = Settings(redis_url=store.url, key_prefix=store.keys.prefix, data_dir=tmp_path)
+    services = build_services(settings, store)
+    app = create_app(settings, store, services=services, manage_services=False)
+    async with TestClient(TestServer(app)) as client:
+        doc = await (await client.get("/readyz")).json()
+        assert doc["orchestrator"] == {"catching_up": False}
+        services.orchestrator.problem = "the orchestrator's start failed: boom"
+        resp = await client.get("/readyz")
+        doc = await resp.json()
+        assert resp.status == 503 and doc["ready"] is False
+        assert doc["orchestrator"]["problem"].endswith("boom")
+    services.read_model.close()

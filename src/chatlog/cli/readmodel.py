@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ import click
 from chatlog.cli._app import cli, run_async, settings_from
 from chatlog.cli._progress import progress_bar
 from chatlog.cli.log import STATUS_SECTIONS
-from chatlog.eventstore.runtime import open_store
+from chatlog.eventstore.owner import DataDirLock
+from chatlog.eventstore.runtime import OpenedStore, open_store
 from chatlog.eventstore.store import EventStore
 from chatlog.settings import Settings
 
@@ -55,9 +58,10 @@ async def rebuild(ctx: click.Context, processes: bool, quiet: bool) -> None:
     try:
         async with open_store(settings, "rebuild") as opened:
             with progress_bar("rebuild", quiet=quiet) as update:
-                result = await rebuild_models(opened.store, settings.sqlite_path,
-                                              on_progress=update, processes=processes,
-                                              stop=stop)
+                result = await rebuild_models(
+                    opened.store, settings.sqlite_path, on_progress=update,
+                    processes=processes, stop=stop,
+                    sole_user=lambda: sole_user(settings, opened))
     except (asyncio.CancelledError, RebuildInterrupted):
         if stop.is_set():
             raise KeyboardInterrupt from None
@@ -67,6 +71,29 @@ async def rebuild(ctx: click.Context, processes: bool, quiet: bool) -> None:
     rate = result.events / result.seconds if result.seconds > 0 else 0.0
     click.echo(f"rebuilt {settings.sqlite_path}: {result.events:,} events in "
                f"{result.seconds:.1f} s ({rate:,.0f} events/s), at {result.checkpoint}")
+
+
+@contextlib.contextmanager
+def sole_user(settings: Settings, opened: OpenedStore) -> Iterator[bool]:
+    """Whether this command is the only one using the data dir's read model, holding
+    the data dir's lock meanwhile: its own (a private Valkey), or taken here for as
+    long as the block runs (a Redis URL and no ``chatlog serve`` on this data dir).
+    Not while a server runs."""
+    if opened.private:
+        yield True
+        return
+    if opened.owner is not None:  # a chatlog serve's Valkey
+        yield False
+        return
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = DataDirLock(settings.data_dir)
+    if lock.acquire("rebuild") is not None:  # a chatlog serve (on an external Redis)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 @cli.command(name="import")

@@ -217,6 +217,8 @@ end
 -- partition's stream and versions hash, the aggregate's index list and key,
 -- the expected version (-1: any), n events whose 4 arguments each (id, rec:
 -- how to deduplicate it, or '' for not at all; type, body) start at ARGV[ev0].
+-- Writes the events and their id records; the rest is gathered in st.acc
+-- (see deferred).
 --
 -- Returns {'ok', pos1, ver1, ...} | {'dup', pos1, ver1, ...} |
 --         {'conflict', current} | {'partial', i} | {'reused', i} |
@@ -259,12 +261,27 @@ local function append(st, stream, versions, index, aggregate, expected, n, ev0)
     end
     return out
   end
-  local current = tonumber(redis.call('HGET', versions, aggregate) or '0')
+  local acc = st.acc
+  local current = acc.versions[aggregate]
+  if not current then
+    current = tonumber(redis.call('HGET', versions, aggregate) or '0')
+    acc.versions[aggregate] = current
+  end
   if expected >= 0 and current ~= expected then
     return {'conflict', tostring(current)}
   end
   if remembered and not number then number = project_number(st, project, true) end
+  if not acc.bumped[aggregate] then
+    acc.bumped[aggregate] = true
+    acc.vorder[#acc.vorder + 1] = aggregate
+  end
   local out = {'ok'}
+  local list = acc.lists[index]
+  if not list then
+    list = {}
+    acc.lists[index] = list
+    acc.lorder[#acc.lorder + 1] = index
+  end
   -- the project's replay index (Keys.project_index): <tag>:pidx:<project>
   local pidx = st.tag .. 'pidx:' .. project
   for i = 1, n do
@@ -272,7 +289,9 @@ local function append(st, stream, versions, index, aggregate, expected, n, ev0)
     local version = tostring(current + i)
     local pos = redis.call('XADD', stream, '*',
       'i', ARGV[base], 't', ARGV[base + 2], 'a', aggregate, 'v', version, 'b', ARGV[base + 3])
-    redis.call('RPUSH', index, pos)
+    -- counted and indexed at once: an error below leaves the events written so far so
+    list[#list + 1] = pos
+    acc.versions[aggregate] = current + i
     redis.call('XADD', pidx, pos, 'e', '')
     local rec = ARGV[base + 1]
     if rec ~= '' then
@@ -281,6 +300,47 @@ local function append(st, stream, versions, index, aggregate, expected, n, ev0)
     out[#out + 1] = pos
     out[#out + 1] = version
   end
-  redis.call('HSET', versions, aggregate, tostring(current + n))
   return out
+end
+
+-- The writes of one call that need not be made per event, gathered by append in
+-- st.acc = deferred() (the entry point sets it) and made once at the end by
+-- flush: the aggregates' new versions (one HSET) and each aggregate index's new
+-- positions (one RPUSH per aggregate). Redis runs a script alone, so nobody sees
+-- them wait.
+local function deferred()
+  return {versions = {}, bumped = {}, vorder = {}, lists = {}, lorder = {}}
+end
+
+local function push_all(cmd, key, values)
+  if #values <= 1000 then return redis.call(cmd, key, unpack(values)) end
+  for i = 1, #values, 1000 do
+    redis.call(cmd, key, unpack(values, i, math.min(i + 999, #values)))
+  end
+end
+
+-- Make the writes `acc` gathered (`versions`: the partition's versions hash).
+-- Returns nil, or the index keys whose RPUSH failed (a key of another type), each
+-- with its error, so that the appends to them can say so.
+local function flush(acc, versions)
+  local vorder = acc.vorder
+  if #vorder == 1 then
+    redis.call('HSET', versions, vorder[1], tostring(acc.versions[vorder[1]]))
+  elseif #vorder > 1 then
+    local set = {}
+    for i, aggregate in ipairs(vorder) do
+      set[2 * i - 1] = aggregate
+      set[2 * i] = tostring(acc.versions[aggregate])
+    end
+    push_all('HSET', versions, set)
+  end
+  local failed = nil
+  for _, key in ipairs(acc.lorder) do
+    local ok, err = pcall(push_all, 'RPUSH', key, acc.lists[key])
+    if not ok then
+      failed = failed or {}
+      failed[key] = type(err) == 'table' and (err.err or '?') or tostring(err)
+    end
+  end
+  return failed
 end

@@ -11,8 +11,18 @@ from __future__ import annotations
 #: ARGV[3] the id records' spec (:func:`chatlog.eventstore.idempotency.spec`),
 #: ARGV[4] n events, then 4 per event: id, record (how it is deduplicated), type, body.
 APPEND_ONE = """
-return append(ids(ARGV[3], KEYS[1]), KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]),
+local st = ids(ARGV[3], KEYS[1])
+local acc = deferred()
+st.acc = acc
+local ok, res = pcall(append, st, KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]),
   tonumber(ARGV[4]), 5)
+-- what it wrote before an error is indexed and counted all the same
+local failed = flush(acc, KEYS[2])
+if not ok then
+  return redis.error_reply(type(res) == 'table' and (res.err or '?') or tostring(res))
+end
+if failed then return redis.error_reply(failed[KEYS[3]]) end
+return res
 """
 
 #: Entry point of a group commit to one partition. KEYS[1] stream, KEYS[2]
@@ -23,21 +33,29 @@ return append(ids(ARGV[3], KEYS[1]), KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumbe
 #: values; an error in one append (a WRONGTYPE key, say) is its own 'err'
 #: and does not touch the others.
 APPEND_MANY = """
-local out = {}
 local st = ids(ARGV[1], KEYS[1])
-local k, a = 3, 3
-for _ = 1, tonumber(ARGV[2]) do
+local acc = deferred()
+st.acc = acc
+local results = {}
+local a = 3
+for k = 3, 2 + tonumber(ARGV[2]) do
   local n = tonumber(ARGV[a + 2])
   local ok, res = pcall(append, st, KEYS[1], KEYS[2], KEYS[k], ARGV[a],
     tonumber(ARGV[a + 1]), n, a + 3)
   if not ok then
     res = {'err', type(res) == 'table' and (res.err or '?') or tostring(res)}
   end
+  results[k] = res
+  a = a + 3 + 4 * n
+end
+local failed = flush(acc, KEYS[2])
+local out = {}
+for k = 3, 2 + tonumber(ARGV[2]) do
+  local res = results[k]
+  if failed and failed[KEYS[k]] and res[1] == 'ok' then res = {'err', failed[KEYS[k]]} end
   out[#out + 1] = res[1]
   out[#out + 1] = #res - 1
   for i = 2, #res do out[#out + 1] = res[i] end
-  k = k + 1
-  a = a + 3 + 4 * n
 end
 return out
 """

@@ -142,12 +142,13 @@ def create_app(
         started: list[Orchestrator | Projector | Archiver] = []
         try:
             if manage_services:
-                # The orchestrator first: its start returns once it has scanned the
-                # log, which the projector's own catch-up would slow down (measured).
-                # The archiver last: its passes are background work.
+                # The orchestrator's catch-up (the log after its restore point: on a
+                # fresh data dir, the hot tail) goes on while the server answers, as the
+                # projector's does: /readyz says so. The archiver last: background work.
                 for part in (services.orchestrator, services.projector, services.archiver):
                     if part is not None:
-                        await part.start()
+                        await (part.start(wait=False) if isinstance(part, Orchestrator)
+                               else part.start())
                         started.append(part)
             if manage_services and services.eraser is not None:
                 resume = asyncio.get_running_loop().create_task(_resume(services.eraser))

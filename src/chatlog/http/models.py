@@ -215,3 +215,5 @@ class Readiness(Out):
     ready: bool
     store: str
     projection: dict[str, Any] = Field(default_factory=dict)
+    #: ``catching_up`` while the orchestrator reads the log after its restore point.
+    orchestrator: dict[str, Any] = Field(default_factory=dict)

@@ -85,7 +85,16 @@ async def readyz(request: web.Request) -> web.Response:
             projection["last_repair"] = st.services.projector.last_repair
     elif st.services.projector is None:
         projection = {"running": False, "detail": "no projector in this process"}
-    answer = Readiness(ready=ready, store=store_status, projection=projection)
+    orchestrator: dict[str, Any] = {}
+    if st.services.orchestrator is not None:
+        # Its start-up catch-up goes on in the background, like the projector's: waits
+        # are answered once it reaches the present; a failed start is not ready.
+        orchestrator["catching_up"] = st.services.orchestrator.catching_up
+        if st.services.orchestrator.problem:
+            ready = False
+            orchestrator["problem"] = st.services.orchestrator.problem
+    answer = Readiness(ready=ready, store=store_status, projection=projection,
+                       orchestrator=orchestrator)
     return json_response(answer, 200 if ready else 503)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from redis import Redis
+from redis.exceptions import NoScriptError, ResponseError
 
 from chatlog.eventstore.codec import START
 from chatlog.eventstore.scripted import run_append_script
@@ -24,6 +25,7 @@ from chatlog.integrations._runtime import (
     project_key,
     sync_client,
 )
+from chatlog.integrations._wire import WirePool
 
 T = TypeVar("T")
 
@@ -88,6 +90,8 @@ class Datastore:
         #: Whether large batches may go as MULTI/EXEC: one server, acknowledged locally.
         self.single = isinstance(self.redis, Redis)
         self.multi_ok = self.single and self.store.ack != "replicated"
+        #: Raw connections for the hot paths (one plain server): None = redis-py.
+        self.wire = WirePool.of(self.redis) if self.single else None
         self._closed = False
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -101,6 +105,8 @@ class Datastore:
             return
         self._closed = True
         try:
+            if self.wire is not None:
+                self.wire.close()
             self.redis.close()
             self.runner.run(self._opened.__aexit__(None, None, None))
         finally:
@@ -156,8 +162,8 @@ class Datastore:
         changed meanwhile, is one call of the insert script: in this thread under
         ``ack=local``, through the store (on the loop) under ``ack=replicated``."""
         if self.multi_ok and len(rows) >= MULTI_MIN:
-            done = multi_insert(self.redis, self.check_script, _GUARD, target, rows, tracked,
-                                application, memo)
+            done = multi_insert(self.wire or self.redis.connection_pool, self.check_script,
+                                _GUARD, target, rows, tracked, application, memo)
             if done is not None:
                 return done
         keys = [target.log, target.versions, target.sequence, target.notifications,
@@ -168,7 +174,7 @@ class Datastore:
         for eid, oid, d, version, topic, head, tail, state in rows:
             args += [eid, oid, d, version, topic, head, tail, state]
         if self.store.ack != "replicated":
-            reply = self.insert_script(keys=keys, args=args)
+            reply = self.evalsha(self.insert_script, keys, args)
         else:
             reply = self.run(run_append_script(self.store, self.insert_script_async, keys,
                                                args))
@@ -177,12 +183,44 @@ class Datastore:
             return status, int(reply[1])
         return status, [int(x) for x in reply[2 : 2 + 2 * len(rows) : 2]]
 
+    def command(self, *args: Any) -> Any:
+        """One command's reply, over a raw connection when there is one (error replies
+        raised as redis-py raises them)."""
+        wire = self.wire
+        if wire is None:
+            return self.redis.execute_command(*args)
+        conn = wire.get_connection()
+        try:
+            conn.send_command(*args)
+            return conn.read_response()
+        except ResponseError:
+            raise  # (the connection is still in step)
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            wire.release(conn)
+
+    def evalsha(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
+        """Run ``script`` (registered on :attr:`redis`), loading it if the server lacks it."""
+        if self.wire is None:
+            return script(keys=keys, args=args)
+        try:
+            return self.command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            self.command("SCRIPT", "LOAD", script.script)
+            return self.command("EVALSHA", script.sha, len(keys), *keys, *args)
+
     def scored(self, key: str, low: str, high: str, offset: int,
                count: int) -> list[tuple[bytes, int]]:
         """Members of the sorted set ``key`` with scores in [low, high] and their
         (integer) scores, ``count`` from ``offset``, lowest first."""
-        rows = self.redis.zrangebyscore(key, low, high, start=offset, num=count,
-                                        withscores=True)
+        if self.wire is not None:
+            rows = self.command("ZRANGEBYSCORE", key, low, high, "WITHSCORES", "LIMIT",
+                                offset, count)
+        else:
+            rows = self.redis.zrangebyscore(key, low, high, start=offset, num=count,
+                                            withscores=True)
         if rows and not isinstance(rows[0], bytes):  # parsed by redis-py (a cluster)
             return [(member, int(score)) for member, score in rows]
         return list(zip(rows[::2], map(int, rows[1::2]), strict=True))
@@ -194,7 +232,7 @@ class Datastore:
         as many as ``count`` notifications span if little else is between them (the
         caller reads those it does not find with :meth:`bodies`)."""
         span = count + 8
-        pool = self.redis.connection_pool
+        pool: Any = self.wire or self.redis.connection_pool
         conn = pool.get_connection()
         try:
             conn.send_packed_command(conn.pack_commands([
@@ -211,7 +249,8 @@ class Datastore:
             scored = [(member, int(score)) for member, score in rows]
         else:
             scored = list(zip(rows[::2], map(int, rows[1::2]), strict=True))
-        return scored, {pos: _body(fields) for pos, fields in entries}
+        return scored, {pos: fields[9] if len(fields) == 10 and fields[8] == b"b"
+                        else _body(fields) for pos, fields in entries}
 
     def bodies(self, log: str, positions: list[bytes]) -> list[bytes | None]:
         """The bodies of the entries at ``positions`` (ascending) of the log: one XRANGE
@@ -225,7 +264,7 @@ class Datastore:
             return []
         found: dict[bytes, bytes] = {}
         if len(positions) > 1:
-            span = self.redis.execute_command(
+            span = self.command(
                 "XRANGE", log, positions[0], positions[-1], "COUNT", 2 * len(positions))
             found = {pos: _body(fields) for pos, fields in span}
         missed = [p for p in positions if p not in found]

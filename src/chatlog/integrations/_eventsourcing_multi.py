@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hiredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from chatlog.eventstore.codec import BLOB_MARK
 
@@ -145,7 +145,7 @@ class Memo:
         self.last, self.sequence = positions[-1], sequence
 
 
-def insert(redis: Any, script: Any, guard: str, target: Target, rows: list[Row],
+def insert(pool: Any, script: Any, guard: str, target: Target, rows: list[Row],
            tracked: Tracked | None, application: bool,
            memo: Memo) -> tuple[str, Any] | None:
     """Write the batch as one MULTI/EXEC: ``('ok', notification ids)``,
@@ -159,7 +159,6 @@ def insert(redis: Any, script: Any, guard: str, target: Target, rows: list[Row],
     if isinstance(groups, int):
         return "conflict", groups
     order = list(groups.values())
-    pool = redis.connection_pool
     conn = pool.get_connection()
     try:
         if memo.last is not None:
@@ -200,10 +199,24 @@ def _checked(conn: Any, script: Any, target: Target, rows: list[Row], tracked: T
     packed, count, nids = _writes(target, rows, tracked, application, order, groups, nid0,
                                   tracked_version, positions)
     conn.send_packed_command([b"".join(packed)])
-    if not _done([conn.read_response() for _ in range(count)][-1]):
+    if not _done(_replies(conn, count)[-1]):
         return None
     memo.wrote(order, tracked, tracked_version, positions, nid0 + len(nids))
     return "ok", nids
+
+
+def _replies(conn: Any, n: int) -> list[Any]:
+    """The next ``n`` replies on ``conn`` (a transaction's: OK, QUEUED..., EXEC's);
+    a raw connection (``_wire``) reads them in one loop, then raises the first error
+    reply, as redis-py's reads one by one would."""
+    many = getattr(conn, "read_responses", None)
+    if many is None:
+        return [conn.read_response() for _ in range(n)]
+    replies: list[Any] = many(n)
+    for reply in replies:
+        if isinstance(reply, RedisError):
+            raise reply
+    return replies
 
 
 def _done(replies: Any) -> bool:
@@ -254,7 +267,7 @@ def _guessed(conn: Any, guard: str, target: Target, rows: list[Row], tracked: Tr
     try:
         conn.read_response()  # 1, or 0: refused
     finally:
-        done = _done([conn.read_response() for _ in range(n)][-1])
+        done = _done(_replies(conn, n)[-1])
     if not done:
         return None
     memo.wrote(order, tracked, tracked_version, positions, memo.sequence + len(nids))
@@ -306,6 +319,7 @@ def _writes(target: Target, rows: list[Row], tracked: Tracked | None, applicatio
     index = b"*5\r\n$4\r\nXADD\r\n" + _bulk(pidx)
     typed = {d: b"$1\r\nt\r\n" + _bulk(target.record_type.encode()) + b"$1\r\na\r\n"
              + _bulk(g.aggregate.encode()) for d, g in groups.items()}
+    topics: dict[str, bytes] = {}
     for i, (eid, _, d, version, topic, head, tail, state) in enumerate(rows):
         g = groups[d]
         g.version += 1
@@ -314,7 +328,10 @@ def _writes(target: Target, rows: list[Row], tracked: Tracked | None, applicatio
             nid = nid0 + i + 1
             nids.append(nid)
             number = b"%d" % nid
-            notes += [number, pos + b" " + topic.encode()]
+            spaced = topics.get(topic)
+            if spaced is None:
+                spaced = topics[topic] = b" " + topic.encode()
+            notes += [number, pos + spaced]
         else:
             number = b""
         size = len(head) + len(number) + len(tail)

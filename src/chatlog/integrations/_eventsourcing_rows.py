@@ -31,27 +31,32 @@ def event_ids(n: int) -> list[str]:
 def rows(project_name: str, recorder: str, stored_events: Sequence[StoredEvent],
          application: bool, digest: Callable[[str], str]) -> list[Row]:
     """One row per stored event; the body's JSON split where the notification id goes
-    (an application's: the script or transaction puts it in) or whole (tail empty)."""
+    (an application's: the script or transaction puts it in) or whole (tail empty).
+
+    What repeats in a batch is built once: per originator (its text, digest and the
+    JSON up to its version), per topic (the JSON from the topic on)."""
     start = b'{"n":%s,"d":{"recorder":%s,"originator_id":' % (
         orjson.dumps(project_name), orjson.dumps(recorder))
     end = b'},"s":%d}' % SCHEMA_VERSION
-    originators: dict[str, tuple[bytes, str]] = {}
+    originators: dict[object, tuple[str, str, bytes]] = {}
     topics: dict[str, bytes] = {}
     out: list[Row] = []
     for s, eid in zip(stored_events, event_ids(len(stored_events)), strict=True):
-        oid = str(s.originator_id)
-        known = originators.get(oid)
+        known = originators.get(s.originator_id)
         if known is None:
-            known = originators[oid] = (orjson.dumps(oid), digest(oid))
+            oid = str(s.originator_id)
+            known = originators[s.originator_id] = (
+                oid, digest(oid), start + orjson.dumps(oid) + b',"originator_version":')
         topic = topics.get(s.topic)
         if topic is None:
-            topic = topics[s.topic] = orjson.dumps(s.topic)
-        head = b'%s%s,"originator_version":%d,"topic":%s,"notification_id":' % (
-            start, known[0], s.originator_version, topic)
+            topic = topics[s.topic] = (
+                b',"topic":' + orjson.dumps(s.topic) + b',"notification_id":')
+        head = known[2] + b"%d" % s.originator_version + topic
         if application:
             tail = end
         else:
             head, tail = head + b"null" + end, b""
-        out.append((eid, oid, known[1], s.originator_version, s.topic, head, tail,
-                    bytes(s.state)))
+        state = s.state
+        out.append((eid, known[0], known[1], s.originator_version, s.topic, head, tail,
+                    state if type(state) is bytes else bytes(state)))
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,10 @@ from chatlog.eventstore.codec import flat_field, split_body
 from chatlog.eventstore.store import EventStore
 from chatlog.identity import ProjectKey
 from chatlog.integrations._runtime import LUA_ADD_ENTRY, digest
+
+#: A graph step names its thread and namespace several times (each key of an aput,
+#: aget_tuple's): their digests once.
+_short = functools.lru_cache(maxsize=4096)(digest)
 
 # A checkpoint and the writes against it are one aggregate of the log,
 # <project>/langgraph/<thread>/<ns>/<checkpoint id>, so deleting checkpoints deletes
@@ -169,7 +174,7 @@ class Keys:
         self._index = keys.aggregate_index
 
     def thread(self, thread_id: str) -> str:
-        return f"{self.base}:t:{digest(thread_id)}"
+        return f"{self.base}:t:{_short(thread_id)}"
 
     def index(self, aggregate: str) -> str:
         return self._index(self.partition, aggregate)
@@ -178,10 +183,10 @@ class Keys:
         return f"{self.thread(thread_id)}:ns"
 
     def cps(self, thread_id: str, ns: str) -> str:
-        return f"{self.thread(thread_id)}:cp:{digest(ns)}"
+        return f"{self.thread(thread_id)}:cp:{_short(ns)}"
 
     def positions(self, thread_id: str, ns: str) -> str:
-        return f"{self.thread(thread_id)}:pos:{digest(ns)}"
+        return f"{self.thread(thread_id)}:pos:{_short(ns)}"
 
     def writes_prefix(self, thread_id: str) -> str:
         return f"{self.thread(thread_id)}:w:"

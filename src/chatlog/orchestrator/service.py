@@ -46,6 +46,7 @@ from chatlog.identity import ProjectKey
 from chatlog.orchestrator._cancel import raise_if_cancelling
 from chatlog.orchestrator._recent_jobs import RecentJob, archived_recent_jobs
 from chatlog.orchestrator._restore import StartPoint, read_snapshots, start_point
+from chatlog.orchestrator._startup import until_caught_up
 from chatlog.orchestrator._timers import DeadlineTimers, OpenWait
 from chatlog.orchestrator._waits import Dispatcher, Done, PartitionTailer, Waiter
 from chatlog.orchestrator.commands import (
@@ -92,13 +93,16 @@ class Orchestrator(WorkflowCommands):
         self._start: StartPoint | None = None
         self._requeue_ready = asyncio.Event()
         self._running = False
+        self._catch_up: asyncio.Task[None] | None = None
+        #: Why the last ``start(wait=False)`` failed (None: it did not).
+        self.problem: str | None = None
         # Test hooks: awaited right after a wait registers / right after it read the state.
         self._after_register: Callable[[], Awaitable[None]] | None = None
         self._after_read: Callable[[], Awaitable[None]] | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, wait: bool = True) -> None:
         """Start one tailer per partition and the durable timer.
 
         Start-up does not read history: the open waits and the position they
@@ -107,11 +111,15 @@ class Orchestrator(WorkflowCommands):
         (decoding only workflow events), so the timer knows every open wait.
         Without a read model they read the log from its start. After the
         catch-up the timer fires the waits whose deadline passed while nobody
-        was running. Returns once the catch-up is done.
+        was running. Returns once the catch-up is done; with ``wait=False`` as
+        soon as the tailers run (:attr:`catching_up` until they have caught up;
+        waits meanwhile are answered once their tailer reaches the present, a
+        failure is logged and kept in :attr:`problem`).
         """
         if self._running:
             return
         self._running = True
+        self.problem = None
         loop = asyncio.get_running_loop()
         try:
             positions, restored = await self._restore()
@@ -124,11 +132,22 @@ class Orchestrator(WorkflowCommands):
             self._tasks.append(loop.create_task(tailer.run(), name=f"orchestrator-tail-p{p}"))
         self._tasks.append(loop.create_task(self._run_timer(), name="orchestrator-timer"))
         self._tasks.append(loop.create_task(self._run_requeue(), name="orchestrator-requeue"))
+        if not wait:
+            self._catch_up = loop.create_task(self._caught_up(restored), name="orchestrator-start")
+            return
         try:
-            await self._caught_up()
+            await self._caught_up(restored)
         except BaseException:
             await self.stop()  # cancelled (or failed) while catching up: leave nothing running
             raise
+
+    @property
+    def catching_up(self) -> bool:
+        """Whether a tailer has not yet read up to the present since :meth:`start`."""
+        return any(not t.caught_up.is_set() for t in self._tailers)
+
+    def _started(self, restored: bool) -> None:
+        loop = asyncio.get_running_loop()
         if restored:
             self._tasks.append(loop.create_task(
                 self._requeue_recent(), name="orchestrator-requeue-restored"))
@@ -188,28 +207,26 @@ class Orchestrator(WorkflowCommands):
                 (ProjectKey(uuid.UUID(project), name), workflow_id, data))
         self._requeue_ready.set()
 
-    async def _caught_up(self) -> None:
-        waits = [asyncio.ensure_future(t.caught_up.wait()) for t in self._tailers]
+    async def _caught_up(self, restored: bool) -> None:
+        """Wait for every tailer's catch-up (raise what killed a tailer or the timer), then
+        finish the start: on its own task (``start(wait=False)``), keep a failure."""
         try:
-            await asyncio.wait([*waits, *self._tasks], return_when="FIRST_COMPLETED")
-            while not all(w.done() for w in waits):
-                for task in self._tasks:
-                    if task.done():
-                        task.result()  # a tailer or the timer died: surface why
-                await asyncio.wait(
-                    [*[w for w in waits if not w.done()], *self._tasks],
-                    return_when="FIRST_COMPLETED",
-                )
-        finally:
-            for w in waits:
-                w.cancel()
+            await until_caught_up(self._tailers, self._tasks)
+        except Exception as exc:
+            if asyncio.current_task() is not self._catch_up:
+                raise
+            self.problem = f"the orchestrator's start failed: {exc.__class__.__name__}: {exc}"
+            log.exception("orchestrator: %s", self.problem)
+            return
+        self._started(restored)
 
     async def stop(self) -> None:
         """Stop the tailers and the timer; pending waits raise :class:`OrchestratorStopped`."""
         if not self._running:
             return
         self._running = False
-        tasks = [*self._tasks, *self._expiries]
+        tasks = [*self._tasks, *self._expiries, *filter(None, [self._catch_up])]
+        self._catch_up = None
         for task in tasks:
             task.cancel()
         if tasks:

@@ -4,9 +4,10 @@ When the read model has applied nothing yet and the log has archived history, th
 live projector does not fold the whole log event by event: it runs the columnar
 rebuild (:func:`chatlog.projections.rebuild.rebuild`: segments folded column by
 column, bulk-loaded into a file beside the empty one, switched in atomically), then
-follows the log from the rebuilt checkpoint. A rebuild that cannot run (another one
-holds the lock, the archive cannot be read, or it fails) leaves the ordinary
-catch-up to do the work.
+follows the log from the rebuilt checkpoint. The log is read and folded in a child
+process, so the server answers meanwhile without waiting on the folds. A rebuild
+that cannot run (another one holds the lock, the archive cannot be read, or it
+fails) leaves the ordinary catch-up to do the work.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ async def bootstrap(store: EventStore, path: Path, projections: Sequence[Project
             return False
         log.info("projector: no read model yet and the log has archived history; building "
                  "it by a columnar rebuild")
-        result = await rebuild(store, path, projections, chunk=chunk)
+        # Read and folded in a child process: folding a batch in here would hold
+        # this server's event loop (and its GIL) for tens of milliseconds at a time.
+        result = await rebuild(store, path, projections, chunk=chunk, processes=True)
     except Exception as exc:  # the ordinary catch-up still works
         log.warning("projector: the initial rebuild did not run (%s: %s); catching up event "
                     "by event instead", exc.__class__.__name__, exc)

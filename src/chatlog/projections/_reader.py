@@ -20,9 +20,11 @@ import fcntl
 import gc
 import marshal
 import pickle
+import queue
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from itertools import pairwise
 from typing import IO, Any
@@ -38,6 +40,9 @@ RawEntry = tuple[bytes, list[bytes]]
 #: /proc/sys/fs/pipe-max-size, 1 MiB by default; then smaller frames help).
 PIPE_BYTES = 8 << 20
 Message = tuple[Any, ...]
+#: Frames read from the child's pipe ahead of the writer (an archive batch's is
+#: ~6 MB: a few of them bound the memory this costs).
+FRAMES_AHEAD = 4
 #: The tombstone type, cut at (see :func:`_split_at_erasures`).
 ERASURE = ErasureRecorded.event_type.encode()
 
@@ -124,17 +129,21 @@ def _folded_batch(partition: int, batch: Any, folds: Sequence[Any],
     import pyarrow.compute as pc
 
     types = batch.column("type")
+    # The batch's types (a batch of one kind, as most are, needs no filtering below).
+    present = {t.encode() for t in pc.unique(types).to_pylist()}
     rows = [fold.rows_batch(batch) if hasattr(fold, "rows_batch")
             else fold.rows(batch_entries(batch)) for fold in folds]
     if plain_types is None:
         plain = batch_entries(batch)
-    elif plain_types:
+    elif plain_types & present:
         wanted = pa.array([t.decode() for t in plain_types], pa.string())
         plain = batch_entries(batch.filter(pc.is_in(types, value_set=wanted)))
     else:
         plain = []
-    names = pa.array([t.decode() for t in known], pa.string())
-    unknown = batch.num_rows - int(pc.sum(pc.is_in(types, value_set=names)).as_py() or 0)
+    unknown = 0
+    if not present <= known:
+        names = pa.array([t.decode() for t in known], pa.string())
+        unknown = batch.num_rows - int(pc.sum(pc.is_in(types, value_set=names)).as_py() or 0)
     last = str(batch.column("position")[-1])
     return ("chunk", partition, last, batch.num_rows, rows, plain, unknown)
 
@@ -168,7 +177,8 @@ def _write_frame(out: IO[bytes], msg: Message) -> None:
     out.flush()
 
 
-def _read_frame(src: IO[bytes]) -> Message | None:
+def _read_frame(src: IO[bytes]) -> bytes | None:
+    """One frame's bytes (None at the end of the pipe)."""
     head = src.read(_HEADER.size)
     if len(head) < _HEADER.size:
         return None
@@ -176,8 +186,27 @@ def _read_frame(src: IO[bytes]) -> Message | None:
     data = src.read(size)
     if len(data) < size:
         return None
-    msg: Message = marshal.loads(data)
-    return msg
+    return data
+
+
+def _pump(src: IO[bytes], frames: queue.Queue[bytes | None]) -> None:
+    """On the pump thread: frames from the pipe into ``frames`` (None at the end).
+
+    The pipe holds 1 MiB (Linux's limit for unprivileged processes) and an
+    archive batch's frame is several: without a thread emptying it while the
+    writer writes SQLite, the child waited for the writer at every frame and
+    the two processes took turns instead of overlapping. Reading releases the
+    GIL, and the frames are decoded by the writer, so this thread and the
+    writer's ``executemany`` do not fight over it.
+    """
+    try:
+        while True:
+            data = _read_frame(src)
+            frames.put(data)
+            if data is None:
+                return
+    except (OSError, ValueError):  # the pipe was closed under it (close())
+        frames.put(None)
 
 
 def child_main() -> None:
@@ -225,11 +254,18 @@ class ChildReader:
                 continue
         self._proc.stdin.write(pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL))
         self._proc.stdin.close()
+        self._frames: queue.Queue[bytes | None] = queue.Queue(FRAMES_AHEAD)
+        self._pump: threading.Thread | None = None
 
     def messages(self) -> Iterator[Message]:
         assert self._proc.stdout is not None
+        frames = self._frames
+        self._pump = pump = threading.Thread(target=_pump, args=(self._proc.stdout, frames),
+                                             name="rebuild-pipe", daemon=True)
+        pump.start()
         while True:
-            msg = _read_frame(self._proc.stdout)
+            data = frames.get()
+            msg: Message | None = None if data is None else marshal.loads(data)
             if msg is None:
                 code = self._proc.wait(5)
                 raise ProjectionError(
@@ -246,6 +282,15 @@ class ChildReader:
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait(5)
+        pump = self._pump
+        if pump is not None:
+            # The killed child closed its end: the pump reads the end of the pipe, or
+            # waits on a full queue; drain that so it can finish.
+            while pump.is_alive():
+                pump.join(0.05)
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        self._frames.get_nowait()
         if self._proc.stdout is not None:
             self._proc.stdout.close()
 
