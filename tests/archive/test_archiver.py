@@ -215,7 +215,7 @@ def crash_env(redis_url: str, key_prefix: str, tmp_path: Path) -> dict[str, str]
         "CHATLOG_DATA_DIR": str(tmp_path / "data"),
         "CHATLOG_ARCHIVE_URL": str(tmp_path / "data" / "archive"),
         "CHATLOG_HOT_EVENTS": "50", "CHATLOG_HOT_BYTES": "0",
-        "CHATLOG_ARCHIVE_SEGMENT_EVENTS": "60", "CHATLOG_ARCHIVE_LEASE": "1",
+        "CHATLOG_ARCHIVE_SEGMENT_EVENTS": "60", "CHATLOG_ARCHIVE_LEASE": "2",
     }
 
 
