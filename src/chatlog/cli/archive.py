@@ -52,7 +52,8 @@ async def archive_command(ctx: click.Context, only: tuple[int, ...], quiet: bool
             click.echo(f"partition {r.partition}: nothing archived ({r.skipped})")
         else:
             click.echo(f"partition {r.partition}: archived {r.archived} events in "
-                       f"{r.segments} segments; removed {r.trimmed} from Redis")
+                       f"{r.segments} segment{'' if r.segments == 1 else 's'}; "
+                       f"removed {r.trimmed} from Redis")
 
 
 async def archive_status(settings: Settings, store: EventStore) -> dict[str, Any]:
