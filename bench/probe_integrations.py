@@ -24,19 +24,17 @@ import cProfile
 import io
 import pstats
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import redis
-from eventsourcing.application import Application
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from redis.connection import AbstractConnection
 
 from _common import scratch_dir, valkey_server
-from bench_integrations import Bank, _checkpoint, _es_steps
+from bench_integrations import Bank, _checkpoint, _es_durability, _es_steps
 from chatlog.eventstore import lean
 from chatlog.integrations import _eventsourcing_datastore
 
@@ -172,19 +170,8 @@ def _ping(r: redis.Redis, n: int = 2000) -> str:
 
 
 def _pragmas(data: Path) -> list[str]:
-    out = []
-    app = Application[uuid.UUID](env={"PERSISTENCE_MODULE": "eventsourcing.sqlite",
-                                       "SQLITE_DBNAME": str(data / "peer.sqlite")})
-    try:
-        ds: Any = app.recorder.datastore  # type: ignore[attr-defined]
-        with ds.transaction(commit=False) as cur:
-            cur.execute("PRAGMA synchronous")
-            sync = cur.fetchone()[0]
-            cur.execute("PRAGMA journal_mode")
-            journal = cur.fetchone()[0]
-        out.append(f"eventsourcing.sqlite: synchronous={sync} (2 = FULL) journal_mode={journal}")
-    finally:
-        app.close()
+    out = [_es_durability({"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                           "SQLITE_DBNAME": str(data / "peer.sqlite")})]
 
     async def saver() -> None:
         async with AsyncSqliteSaver.from_conn_string(str(data / "lg.sqlite")) as q:

@@ -38,7 +38,8 @@ import hiredis
 from redis import exceptions as rexc
 from redis._parsers.base import BaseParser
 
-__all__ = ["LeanConnection", "LeanPool", "ReplyLost", "ReplyTimeout", "address_of_pool"]
+__all__ = ["LeanConnection", "LeanPool", "ReplyLost", "ReplyTimeout", "address_of_pool",
+           "hello_commands"]
 
 
 class ReplyLost(rexc.ConnectionError):
@@ -322,12 +323,7 @@ class LeanConnection:
                 sock.close()
             raise rexc.ConnectionError(f"Error connecting to {self.where}: {exc}") from exc
         self._proto = proto
-        hello: list[tuple[Any, ...]] = []
-        if self.password is not None:
-            hello.append(("AUTH", self.username, self.password) if self.username
-                         else ("AUTH", self.password))
-        if self.db:
-            hello.append(("SELECT", self.db))
+        hello = hello_commands(self.username, self.password, self.db)
         if hello:
             try:
                 replies = await self.execute_many(hello)
@@ -338,6 +334,17 @@ class LeanConnection:
                     proto.fail(rexc.ConnectionError(f"Error connecting to {self.where}"))
                     raise reply
         return proto
+
+
+def hello_commands(username: str | None, password: str | None,
+                   db: int) -> list[tuple[Any, ...]]:
+    """What a new connection sends before its first command: AUTH and SELECT, as needed."""
+    hello: list[tuple[Any, ...]] = []
+    if password is not None:
+        hello.append(("AUTH", username, password) if username else ("AUTH", password))
+    if db:
+        hello.append(("SELECT", db))
+    return hello
 
 
 def address_of_pool(pool: Any, *, timeout: float | None = 10.0) -> LeanConnection | None:

@@ -26,6 +26,8 @@ from redis import exceptions as rexc
 from redis._parsers.base import BaseParser
 from redis.connection import Connection, UnixDomainSocketConnection
 
+from chatlog.eventstore.lean import hello_commands
+
 __all__ = ["WireConnection", "WirePool"]
 
 _pack: Any = hiredis.pack_command  # (its stub takes one-element tuples only)
@@ -218,12 +220,7 @@ class WirePool:
                 sock.close()
             raise rexc.ConnectionError(f"Error connecting to {self.where}: {exc}") from exc
         conn = WireConnection(sock, self.where)
-        hello: list[tuple[Any, ...]] = []
-        if self.password is not None:
-            hello.append(("AUTH", self.username, self.password) if self.username
-                         else ("AUTH", self.password))
-        if self.db:
-            hello.append(("SELECT", self.db))
+        hello = hello_commands(self.username, self.password, self.db)
         if hello:
             try:
                 conn.send_packed_command(conn.pack_commands(hello))
