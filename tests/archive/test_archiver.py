@@ -215,7 +215,7 @@ def crash_env(redis_url: str, key_prefix: str, tmp_path: Path) -> dict[str, str]
         "CHATLOG_DATA_DIR": str(tmp_path / "data"),
         "CHATLOG_ARCHIVE_URL": str(tmp_path / "data" / "archive"),
         "CHATLOG_HOT_EVENTS": "50", "CHATLOG_HOT_BYTES": "0",
-        "CHATLOG_ARCHIVE_SEGMENT_EVENTS": "60", "CHATLOG_ARCHIVE_LEASE": "2",
+        "CHATLOG_ARCHIVE_SEGMENT_EVENTS": "60", "CHATLOG_ARCHIVE_LEASE": "1",
     }
 
 
@@ -241,7 +241,9 @@ def test_archive_command_names_a_missing_partition_in_one_line(
         "Error: partition 7 does not exist; this log has partitions 0..0"]
 
 
-@pytest.mark.parametrize("step", STEPS)
+# The id steps (after "trimmed": the events are where a crash at "trimmed" leaves
+# them) are crashed at by test_archived_ids.py, which checks the ids there.
+@pytest.mark.parametrize("step", [s for s in STEPS if not s.startswith("ids-")])
 async def test_a_crash_at_any_step_loses_nothing(
     step: str, store: EventStore, tmp_path: Path, crash_env: dict[str, str]
 ) -> None:

@@ -41,6 +41,9 @@ from redis._parsers.base import BaseParser
 __all__ = ["LeanConnection", "LeanPool", "ReplyLost", "ReplyTimeout", "address_of_pool",
            "hello_commands"]
 
+#: How often the reply watchdog looks per ``timeout``.
+_LOOKS = 4
+
 
 class ReplyLost(rexc.ConnectionError):
     """The connection closed while this command waited for its reply: it may have
@@ -179,6 +182,7 @@ class LeanConnection:
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._progress = False  # a reply arrived since the watchdog last looked
+        self._quiet = 0  # the watchdog's looks in a row that saw no reply
         self._watchdog: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -222,6 +226,7 @@ class LeanConnection:
         proto.transport.write(hiredis.pack_command(command))
         proto.pending.append(future)
         if self.timeout is not None and self._watchdog is None:
+            self._quiet = 0
             self._arm()
         return future
 
@@ -236,6 +241,7 @@ class LeanConnection:
         proto.transport.write(b"".join([hiredis.pack_command(c) for c in commands]))
         proto.pending.append(_Group(future, len(commands)))
         if self.timeout is not None and self._watchdog is None:
+            self._quiet = 0
             self._arm()
         return await future
 
@@ -264,16 +270,20 @@ class LeanConnection:
     def _arm(self) -> None:
         assert self.timeout is not None
         self._progress = False
-        self._watchdog = asyncio.get_running_loop().call_later(self.timeout, self._check)
+        self._watchdog = asyncio.get_running_loop().call_later(self.timeout / _LOOKS,
+                                                               self._check)
 
     def _check(self) -> None:
-        """Every ``timeout`` s while commands wait: no reply at all since the last
-        look means the server stopped answering."""
+        """Every ``timeout / _LOOKS`` s while commands wait: no reply at all in
+        ``_LOOKS`` looks in a row (``timeout`` s, give or take one look) means the
+        server stopped answering. (Looking once per ``timeout`` gave up only after
+        up to twice it: the replies just before a stall counted for the first look.)"""
         self._watchdog = None
         proto = self._proto
         if proto is None or proto.closed or not proto.pending:
             return
-        if not self._progress:
+        self._quiet = 0 if self._progress else self._quiet + 1
+        if self._quiet >= _LOOKS:
             proto.fail(ReplyTimeout(
                 f"Timeout reading from {self.where}: no reply in {self.timeout:g} s "
                 "(the command may have been applied)"))
