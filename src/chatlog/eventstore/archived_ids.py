@@ -291,7 +291,7 @@ async def _gather(store: EventStore, archive: Archive, partition: int, last: str
         if number is not None:
             rec = record_of(projects[project], bytes.fromhex(event_id.replace("-", "")),
                             _NO_DIGEST)
-            todo.append((ms, rec, rec[11:27] + number, int.from_bytes(rec[1:3]) % BUCKETS,
+            todo.append((ms, rec, rec[11:27] + number, _bucket(rec),
                          projects[project]))
     iw, ow = _windows(store)
     kept: list[_Kept] = []

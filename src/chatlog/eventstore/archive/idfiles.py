@@ -62,14 +62,6 @@ def ids_path(storage: Any, partition: int, last: str) -> str:
     return str(storage.join("ids", f"partition={partition}", f"{last}.ids"))
 
 
-def encode(entries: Sequence[ArchivedId]) -> bytes:
-    """A file of ``entries``."""
-    return encode_packed([
-        ENTRY.pack(e.project, e.event_id, *map(int, e.position.split("-", 1)), e.version,
-                   e.digest or _NO_DIGEST, e.window_ms, e.generation)
-        for e in entries])
-
-
 def encode_packed(entries: Sequence[bytes]) -> bytes:
     """A file of entries packed already (:data:`ENTRY`)."""
     body = b"".join(sorted(entries))
