@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chatlog.errors import ArchiveConflict, ChatlogError, InvalidInput, StoreUnavailable
+from chatlog.eventstore._archiver_scan import segments_beyond
 from chatlog.eventstore.archived_ids import finish, seal_ids
 from chatlog.eventstore.archiver_counters import ArchiverCounters
 from chatlog.eventstore.codec import parse_position
@@ -51,8 +52,6 @@ log = logging.getLogger(__name__)
 #: The steps a seal goes through, in order (the fault hook's names).
 STEPS = ("written", "verified", "renamed", "published", "index-trimmed", "trimmed",
          "ids-published", "ids-removed")
-#: Events read from Redis per XRANGE while a segment is gathered.
-_READ_BATCH = 5_000
 #: Aggregate index keys per trimming script call.
 _KEYS_PER_CALL = 500
 #: Errors after which the next pass simply tries again.
@@ -365,39 +364,18 @@ class Archiver:
             below = parse_position(deleted)
             floor = max(floor, (below[0], below[1] - 1) if below[1] else (below[0] - 1, 2**63))
         archived = segments = 0
-        entries: list[tuple[bytes, list[bytes]]] = []
         if progress:
             progress(partition, 0, count)
-
-        async def seal() -> None:
-            nonlocal trimmed, archived, segments, entries
+        # From the stream's first entry: everything up to the newest published
+        # position was trimmed above (and is skipped should it still be there).
+        async for entries in segments_beyond(self.store, partition, count=count,
+                                             time_cut=time_cut, floor=floor,
+                                             segment_events=self.segment_events):
             trimmed += await self._seal(partition, entries, lease)
             archived += len(entries)
             segments += 1
-            entries = []
             if progress:
                 progress(partition, archived, max(count, archived))
-
-        done = False
-        # From the stream's first entry: everything up to the newest published
-        # position was trimmed above (and is skipped should it still be there).
-        async for chunk in self.store.scan_flat(partition, chunk=_READ_BATCH):
-            raise_if_cancelled()
-            for pos, flat in chunk:
-                position = pos if isinstance(pos, bytes) else str(pos).encode()
-                key = parse_position(position.decode())
-                if key <= floor:
-                    continue
-                if archived + len(entries) >= count and (time_cut is None or key[0] >= time_cut):
-                    done = True
-                    break
-                entries.append((position, list(flat)))
-                if len(entries) >= self.segment_events:
-                    await seal()
-            if done:
-                break
-        if entries:
-            await seal()
         return PassResult(partition, archived=archived, segments=segments, trimmed=trimmed)
 
     async def _excess(self, partition: int) -> tuple[int, int | None] | None:
@@ -449,13 +427,14 @@ class Archiver:
                                            fence=lease.token, on_step=self._step)
         except ArchiveConflict as exc:
             raise LeaseLost(str(exc)) from exc
-        return await self._trim(partition, info.last, self._aggregates(entries))
+        return await self._trim(partition, info.last, self._aggregates(entries), entries)
 
     @staticmethod
     def _aggregates(entries: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[bytes]:
         return list(dict.fromkeys(flat[flat.index(b"a") + 1] for _, flat in entries))
 
-    async def _trim(self, partition: int, last: str, aggregates: Sequence[bytes]) -> int:
+    async def _trim(self, partition: int, last: str, aggregates: Sequence[bytes],
+                    entries: Sequence[tuple[bytes, Sequence[bytes]]] | None = None) -> int:
         """Remove the archived events up to ``last`` from Redis: first from the aggregates'
         index lists, then from the stream (a reader never finds an index entry whose
         event is neither in the stream nor published)."""
@@ -470,7 +449,7 @@ class Archiver:
         removed = int(await self.store.redis.xtrim(keys.log(partition), minid=f"{ms}-{seq + 1}",
                                                    approximate=False))
         self._step("trimmed")
-        await seal_ids(self.store, self.archive, partition, last, self._step)
+        await seal_ids(self.store, self.archive, partition, last, self._step, entries)
         return removed
 
     async def _recover(self, partition: int, newest: str | None) -> int:
