@@ -282,15 +282,21 @@ def parse_values(values: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
         offset, seq = ints(pc.list_element(pos, 0)), ints(pc.list_element(pos, 1))
         version = ints(pc.list_element(parts, 1))
-        digests = pc.list_element(parts, 2).to_pylist()
+        digests = pc.list_element(parts, 2)
+        if n and pc.all(pc.equal(pc.binary_length(digests), 8)).as_py():
+            digests = digests.combine_chunks() if isinstance(digests, pa.ChunkedArray) else digests
+            start = np.frombuffer(digests.buffers()[1], np.int32, 1, digests.offset * 4)[0]
+            return offset, seq, version, bytes(np.frombuffer(
+                digests.buffers()[2], np.uint8, 8 * n, int(start)))
+        listed = digests.to_pylist()
     except (pa.ArrowInvalid, ValueError):  # something unusual: value by value
         rows = [_parse(v) for v in values]
         offset = np.array([r[0] for r in rows], np.int64)
         seq = np.array([r[1] for r in rows], np.int64)
         version = np.array([r[2] for r in rows], np.int64)
-        digests = [r[3] for r in rows]
+        listed = [r[3] for r in rows]
     digest = b"".join(d if isinstance(d, bytes) and len(d) == 8 else _NO_DIGEST
-                      for d in digests)
+                      for d in listed)
     return offset, seq, version, digest
 
 

@@ -282,7 +282,7 @@ class Archiver:
 
     async def start(self) -> None:
         """Run passes every ``interval`` seconds until :meth:`stop` (none when every
-        bound of the hot window is off)."""
+        bound of the hot window is off); after a pass that archived, the next at once."""
         if not self.window.bounded:
             log.info("archiver: every hot-window bound is 0; not archiving")
             return
@@ -298,13 +298,15 @@ class Archiver:
 
     async def _run(self) -> None:
         while True:
-            try:
+            again = False  # a pass that sealed something is followed by one at once: the
+            try:           # appends made while it ran may be past the window already
                 results = await self.run_pass()
                 raise_if_cancelled()
                 for result in results:
                     if result.archived or result.trimmed:
                         log.info("archived %d events of partition %d in %d segments",
                                  result.archived, result.partition, result.segments)
+                again = any(result.archived for result in results)
             except _RETRYABLE as exc:
                 raise_if_cancelled()
                 log.warning("archiver: pass failed (%s: %s); next pass in %.0f s",
@@ -314,7 +316,7 @@ class Archiver:
             except Exception:  # a bug: say so, and keep the service (and next passes) going
                 log.exception("archiver: pass failed; next pass in %.0f s", self.interval)
             raise_if_cancelled()  # redis-py may have swallowed a cancellation
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(0 if again else self.interval)
 
     # -- one pass ----------------------------------------------------------------------
 
