@@ -13,11 +13,13 @@ go per column; one ``HMGET``/``HDEL`` per bucket, pipelined over one lean connec
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import itertools
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +45,21 @@ CHUNK = 4_000
 _NO_DIGEST = bytes(8)
 _DASHES = (8, 13, 18, 23)
 _HEX = [i for i in range(36) if i not in _DASHES]
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection for a synchronous stretch of work (no await inside):
+    a segment's ids make hundreds of thousands of lists, tuples and bytes, none in a
+    cycle, whose allocation would trigger collections walking the process's heap (as
+    the archive's reads and the rebuild pause it)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def uuid_bytes(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -102,9 +119,10 @@ class Identities:
         identity = np.concatenate([uuids[project_of], event_ids], axis=1).tobytes()
         view = memoryview(identity)
         steps = range(0, len(identity), 32)
-        crc = np.array([zlib.crc32(view[i : i + 32]) for i in steps], np.int64)
-        digests = b"".join([hashlib.blake2b(view[i : i + 32], digest_size=10).digest()
-                            for i in steps])
+        with gc_paused():
+            crc = np.array([zlib.crc32(view[i : i + 32]) for i in steps], np.int64)
+            digests = b"".join([hashlib.blake2b(view[i : i + 32], digest_size=10).digest()
+                                for i in steps])
         return cls(projects, project_of, event_ids, ms, (crc & 0xFFFF) % BUCKETS,
                    np.frombuffer(digests, np.uint8).reshape(-1, 10))
 
@@ -119,7 +137,8 @@ class Identities:
                         np.int64) if None in number else np.arange(len(self))
         ids = self.event_ids.tobytes()
         of = self.project_of
-        return kept, [ids[16 * i : 16 * i + 16] + number[of[i]] for i in kept.tolist()]
+        with gc_paused():
+            return kept, [ids[16 * i : 16 * i + 16] + number[of[i]] for i in kept.tolist()]
 
 
 def groups(keys: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -236,19 +255,22 @@ async def gather(commands: Commands, ids: Identities, numbers: dict[str, bytes],
         key = generation * BUCKETS + ids.bucket[events]
         order, runs = groups(key)
         todo, generation = todo[order], generation[order]
-        names = [f"{tag}ids:{window}:{k // BUCKETS}:{k % BUCKETS}"
-                 for k in key[order][[a for a, _ in runs]].tolist()]
-        sent = [fields[j] for j in todo.tolist()]
-        replies = await commands.run([("HMGET", name, *sent[a:b])
-                                      for name, (a, b) in zip(names, runs, strict=True)])
-        for name, (a, b), reply in zip(names, runs, replies, strict=True):
-            if None not in reply:
-                buckets.append((name, sent[a:b]))
-            elif any(v is not None for v in reply):
-                buckets.append((name, [f for f, v in zip(sent[a:b], reply, strict=True)
-                                       if v is not None]))
-        got = [v for reply in replies for v in reply]
-        hit = np.array([v is not None for v in got], bool)
+        with gc_paused():
+            names = [f"{tag}ids:{window}:{k // BUCKETS}:{k % BUCKETS}"
+                     for k in key[order][[a for a, _ in runs]].tolist()]
+            sent = [fields[j] for j in todo.tolist()]
+            batch = [("HMGET", name, *sent[a:b]) for name, (a, b) in zip(names, runs,
+                                                                         strict=True)]
+        replies = await commands.run(batch)
+        with gc_paused():
+            for name, (a, b), reply in zip(names, runs, replies, strict=True):
+                if None not in reply:
+                    buckets.append((name, sent[a:b]))
+                elif any(v is not None for v in reply):
+                    buckets.append((name, [f for f, v in zip(sent[a:b], reply, strict=True)
+                                           if v is not None]))
+            got = [v for reply in replies for v in reply]
+            hit = np.array([v is not None for v in got], bool)
         if hit.any():
             at = np.flatnonzero(hit)
             found.append((todo[at], window, generation[at]))

@@ -161,6 +161,7 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
         file_body,
         filter_bits,
         gather,
+        gc_paused,
         of_file,
     )
 
@@ -193,8 +194,9 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
             mask = filter_bits(ids.hashes[found.index[at]], int(blocks))
             await guard(store.redis.register_script(OR_IN)(
                 keys=[piece, f"{tag}idf:scratch:{uuid.uuid4().hex}"], args=[mask]))
-        removed = sum(int(n) for n in await commands.run(
-            [("HDEL", key, *fields) for key, fields in found.bucket_keys(ids, tag)]))
+        with gc_paused():
+            deletes = [("HDEL", key, *fields) for key, fields in found.bucket_keys(ids, tag)]
+        removed = sum(int(n) for n in await commands.run(deletes))
     finally:
         await commands.close()
     await guard(store.redis.set(_done_key(store, partition), last))
@@ -205,7 +207,7 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
 def _identities(archive: Archive, partition: int, last: str,
                 entries: Sequence[tuple[bytes, Sequence[bytes]]] | None) -> Identities:
     """The ids of the segment ending at ``last``: from its ``entries``, or read from it."""
-    from chatlog.eventstore._sealed_ids import Identities
+    from chatlog.eventstore._sealed_ids import Identities, gc_paused
 
     if entries is None:
         import pyarrow.parquet as pq
@@ -215,8 +217,15 @@ def _identities(archive: Archive, partition: int, last: str,
                               columns=["project", "event_id", "position_ms"])
         return Identities.of(table.column("project"), table.column("event_id"),
                              table.column("position_ms").to_numpy())
+    with gc_paused():
+        return _columns(entries)
+
+
+def _columns(entries: Sequence[tuple[bytes, Sequence[bytes]]]) -> Identities:
     import pyarrow as pa
     import pyarrow.compute as pc
+
+    from chatlog.eventstore._sealed_ids import Identities
 
     flats = [flat for _, flat in entries]
     if all(len(f) == 10 and f[0] == b"i" and f[4] == b"a" for f in flats):
