@@ -231,9 +231,15 @@ async def fills_only(args: argparse.Namespace, n: int) -> None:
             print(f"fill {rep + 1}/{args.reps}: {n:,} events with the archiver running "
                   f"(hot window {HOT:,})...", flush=True)
             fills.append(await fill(server.url, n, work, HOT, batch=args.batch))
+    samples = fills[0]["samples"]
+    early = [x for x in samples if 0 < x[0] <= HOT]
+    slope = (early[-1][1] - samples[0][1]) / early[-1][0] if early else 0.0
+    png = ROOT / "artifacts" / "bench" / f"archive-fill-memory-{n:_}.png"
+    plotted = plot(samples, slope, samples[0][1], png)
     print_table(f"tiered log fill, {n:,} events, hot window {HOT:,}",
                 fill_metrics(fills, args.batch))
     emit("archive-fill", fill_metrics(fills, args.batch), args, events=n,
+         plot=str(png) if plotted else None,
          fills=[{k: v for k, v in f.items() if k != "samples"} for f in fills],
          samples=[[[x, m] for x, m in f["samples"]] for f in fills])
 
