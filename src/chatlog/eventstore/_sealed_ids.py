@@ -198,6 +198,10 @@ class Remembered:
         """Each bucket with the fields of it here."""
         if self.buckets is not None:
             return self.buckets
+        with gc_paused():
+            return self._bucket_keys(ids, tag)
+
+    def _bucket_keys(self, ids: Identities, tag: str) -> list[tuple[str, list[bytes]]]:
         bucket = ids.bucket[self.index]
         out = []
         for w in np.unique(self.window).tolist():
@@ -214,13 +218,12 @@ class Remembered:
     def filters(self) -> list[tuple[str, np.ndarray]]:
         """Each filter (``<window ms>:<generation>``) with the records (positions here)
         it gets."""
-        pairs = np.stack([self.window.astype(np.int64), self.generation]).T
-        if not len(pairs):
-            return []
-        unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        return [(f"{w}:{g}", np.flatnonzero(inverse == k))
-                for k, (w, g) in enumerate(unique.tolist())]
+        out = []
+        for w in np.unique(self.window).tolist():  # a window or two, a generation or two
+            in_window = self.window == w
+            for g in np.unique(self.generation[in_window]).tolist():
+                out.append((f"{w}:{g}", np.flatnonzero(in_window & (self.generation == g))))
+        return out
 
 
 def filter_bits(hashes: np.ndarray, blocks: int) -> bytes:
@@ -253,9 +256,9 @@ async def gather(commands: Commands, ids: Identities, numbers: dict[str, bytes],
         events = kept[todo]
         generation = ids.ms[events] // window + delta
         key = generation * BUCKETS + ids.bucket[events]
-        order, runs = groups(key)
-        todo, generation = todo[order], generation[order]
         with gc_paused():
+            order, runs = groups(key)
+            todo, generation = todo[order], generation[order]
             names = [f"{tag}ids:{window}:{k // BUCKETS}:{k % BUCKETS}"
                      for k in key[order][[a for a, _ in runs]].tolist()]
             sent = [fields[j] for j in todo.tolist()]

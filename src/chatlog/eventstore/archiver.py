@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 #: The steps a seal goes through, in order (the fault hook's names).
 STEPS = ("written", "verified", "renamed", "published", "index-trimmed", "trimmed",
          "ids-published", "ids-removed")
+#: The most events the count bound is exceeded by before a pass seals (a tenth of the
+#: window below 100,000): Redis holds a window of 200,000 plus up to this (~6 MB),
+#: not plus 20,000, and segments are still of 10,000 events or more.
+MARGIN_CAP = 10_000
 #: Aggregate index keys per trimming script call.
 _KEYS_PER_CALL = 500
 #: Errors after which the next pass simply tries again.
@@ -241,6 +245,7 @@ class Archiver:
         interval: float = 30.0,
         lease_ttl: float = 30.0,
         crash_at: str | None = None,
+        margin_cap: int = MARGIN_CAP,
     ) -> None:
         if crash_at is not None and crash_at not in STEPS:
             raise ValueError(f"archiver crash step {crash_at!r} is not one of {', '.join(STEPS)}")
@@ -250,6 +255,7 @@ class Archiver:
         self._archive: Archive | str = archive
         self.window = window
         self.segment_events = segment_events
+        self.margin_cap = max(margin_cap, 1)
         self.interval = interval
         self.lease_ttl = lease_ttl
         self.crash_at = crash_at
@@ -385,7 +391,9 @@ class Archiver:
         age cut (ms) when the age bound is on; None when nothing needs sealing yet.
 
         A bound triggers a seal once it is exceeded by a tenth (so segments are not
-        made of a handful of events), then seals down to the bound itself.
+        made of a handful of events; the events bound by at most ``margin_cap``
+        events, so a large window does not hold a tenth more in Redis before each
+        seal), then seals down to the bound itself.
         """
         w = self.window
         if not w.bounded:
@@ -395,7 +403,7 @@ class Archiver:
         if not length:
             return None
         count = 0
-        if w.events and length > w.events + max(w.events // 10, 1):
+        if w.events and length > w.events + max(min(w.events // 10, self.margin_cap), 1):
             count = length - w.events
         if w.bytes:
             used = int(await self.store.redis.memory_usage(key) or 0)
@@ -433,7 +441,7 @@ class Archiver:
 
     @staticmethod
     def _aggregates(entries: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[bytes]:
-        return list(dict.fromkeys(flat[flat.index(b"a") + 1] for _, flat in entries))
+        return list(dict.fromkeys([flat[flat.index(b"a") + 1] for _, flat in entries]))
 
     async def _trim(self, partition: int, last: str, aggregates: Sequence[bytes],
                     entries: Sequence[tuple[bytes, Sequence[bytes]]] | None = None) -> int:
