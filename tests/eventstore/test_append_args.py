@@ -62,3 +62,14 @@ def test_an_append_result_cannot_be_changed() -> None:
             result.duplicate) == ("id", 0, "1-1", 1, False)
     with pytest.raises(AttributeError):
         result.version = 2  # type: ignore[misc]
+
+
+async def test_an_event_whose_ids_are_text_is_appended_as_before(store: EventStore) -> None:
+    # an event-like object with its ids as text (as bulk loaders build them): the record
+    # takes the UUIDs' bytes of the text
+    event = message(content="text ids", event_id=uuid.uuid4())
+    as_text = event.model_copy(update={"id": str(event.id)})
+    (result,) = await store.append([as_text])
+    assert result.event_id == str(event.id) and not result.duplicate
+    (again,) = await store.append([event])
+    assert again.duplicate and again.position == result.position

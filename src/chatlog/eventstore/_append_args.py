@@ -22,6 +22,7 @@ from chatlog.eventstore.idempotency import digest8, record_of
 
 _SORT = orjson.OPT_SORT_KEYS
 _CLIENT, _SERVER = b"i", b"o"
+_UUID = uuid.UUID
 
 
 class AppendResult(NamedTuple):
@@ -48,7 +49,7 @@ def event_args(events: Sequence[NewEvent], aggregate: str, project: uuid.UUID,
                digests: Sequence[str] | None, args: list[Any]) -> list[str]:
     """Add the 4 arguments of each event to ``args``; the events' ids as text."""
     ids: list[str] = []
-    project_bytes = project.bytes
+    project_bytes = _bytes16(project)
     blake2b = hashlib.blake2b
     dumps = orjson.dumps
     for i, ev in enumerate(events):
@@ -60,10 +61,16 @@ def event_args(events: Sequence[NewEvent], aggregate: str, project: uuid.UUID,
             digest = blake2b(head + dumps(ev.data, option=_SORT), digest_size=12).digest()[:8]
         else:
             digest = digest8(digests[i])
-        rec = record_of(project_bytes, eid.bytes, digest,
-                        _CLIENT if ev.id_supplied else _SERVER)
+        rec = record_of(project_bytes, eid.bytes if type(eid) is _UUID else _bytes16(eid),
+                        digest, _CLIENT if ev.id_supplied else _SERVER)
         args += (event_id, rec, ev.type, encode_body(ev))
     return ids
+
+
+def _bytes16(value: object) -> bytes:
+    """A UUID's 16 bytes, also of one given as text (or of another UUID class)."""
+    raw = getattr(value, "bytes", None)
+    return raw if isinstance(raw, bytes) else uuid.UUID(str(value)).bytes
 
 
 def results(ids: list[str], partition: int, reply: list[Any],
