@@ -320,6 +320,7 @@ def _writes(target: Target, rows: list[Row], tracked: Tracked | None, applicatio
     typed = {d: b"$1\r\nt\r\n" + _bulk(target.record_type.encode()) + b"$1\r\na\r\n"
              + _bulk(g.aggregate.encode()) for d, g in groups.items()}
     topics: dict[str, bytes] = {}
+    oids = {d: g.aggregate[len(target.aggregate_prefix):].encode() for d, g in groups.items()}
     for i, (eid, _, d, version, topic, head, tail, state) in enumerate(rows):
         g = groups[d]
         g.version += 1
@@ -328,10 +329,10 @@ def _writes(target: Target, rows: list[Row], tracked: Tracked | None, applicatio
             nid = nid0 + i + 1
             nids.append(nid)
             number = b"%d" % nid
-            spaced = topics.get(topic)
-            if spaced is None:
-                spaced = topics[topic] = b" " + topic.encode()
-            notes += [number, pos + spaced]
+            framed = topics.get(topic)
+            if framed is None:
+                framed = topics[topic] = b"\0" + topic.encode() + b"\0"
+            notes.append(pos + framed + b"%d\0" % version + oids[d])
         else:
             number = b""
         size = len(head) + len(number) + len(tail)
@@ -346,7 +347,7 @@ def _writes(target: Target, rows: list[Row], tracked: Tracked | None, applicatio
         out.append(pack((b"RPUSH", target.index_prefix + g.aggregate, *g.positions)))
         out.append(pack((b"ZADD", g.key, *g.scored)))
     if notes:
-        out.append(pack((b"ZADD", target.notifications, *notes)))
+        out.append(pack((b"RPUSH", target.notifications, *notes)))
     if tracked is not None:
         upstream, nid, eid, type_, aggregate, body, index_key = tracked
         last = positions[-1]
