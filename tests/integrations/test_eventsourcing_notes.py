@@ -96,3 +96,28 @@ def test_reindex_rebuilds_the_list_as_written(redis_url: str) -> None:
         assert g.application_recorder().select_notifications(1, 10) == notes
     finally:
         g.close()
+
+
+def test_a_recorder_says_when_its_list_lacks_notifications(
+    redis_url: str, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    f = _factory(redis_url, key_prefix)
+    try:
+        recorder = f.application_recorder()
+        recorder.insert_events([StoredEvent(originator_id=X, originator_version=v, topic="t",
+                                            state=b"") for v in range(1, 4)])
+        assert "reindex" not in caplog.text
+        with Redis.from_url(redis_url) as r:  # as an application recorded before the list
+            r.delete(notifications_key(f.datastore.base("Bank")))
+        with caplog.at_level("WARNING"):
+            assert f.application_recorder().select_notifications(1, 10) == []
+        assert "holds 0 of the 3 notification ids" in caplog.text
+        assert "datastore.reindex()" in caplog.text
+        caplog.clear()
+        assert f.datastore.reindex() == 3
+        with caplog.at_level("WARNING"):
+            again = f.application_recorder()
+        assert caplog.text == ""
+        assert [n.id for n in again.select_notifications(1, 10)] == [1, 2, 3]
+    finally:
+        f.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
@@ -34,6 +35,8 @@ from chatlog.integrations._runtime import (
 from chatlog.integrations._wire import WirePool
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: Reads meet the same few originators again and again.
 _uuid = functools.lru_cache(maxsize=4096)(uuid.UUID)
@@ -163,6 +166,22 @@ class Datastore:
                 pipe.rpush(notifications_key(base), *listed[i:i + 1000])
             pipe.execute()
         return seen
+
+    def check_notifications(self, sequence: str, notifications: str, recorder: str) -> bool:
+        """Whether the notification list holds every id the sequence gave; if not (an
+        application recorded before the list existed, or a log copied without its
+        index keys), say so in the log, once per recorder: its reads would miss them
+        until :meth:`reindex` rebuilds the list."""
+        given = int(self.redis.get(sequence) or 0)  # (first: the list never lags it)
+        listed = int(self.redis.llen(notifications))
+        if listed >= given:
+            return True
+        log.warning(
+            "eventsourcing recorder %r of project %r: its notification list holds %d of "
+            "the %d notification ids given (recorded by an older chatlog, or copied "
+            "without its index keys); run the factory's datastore.reindex() once",
+            recorder, self.project.display, listed, given)
+        return False
 
     def base(self, recorder: str) -> str:
         tag = self.store.keys.tag(self.partition)

@@ -241,6 +241,7 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
         #: notification id -> log position, of the first and last notifications of
         #: recent reads (a notification's position never changes)
         self._positions: dict[int, bytes] = {}
+        datastore.check_notifications(self._sequence, self._notifications, name)
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
