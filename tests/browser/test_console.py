@@ -398,6 +398,13 @@ def test_every_page_at_1280_and_390_px_is_clean_accessible_and_photographed(
                 if name == "events":
                     page.locator("#ev-rows button.expand").first.click()
                     expect(page.locator("#ev-rows .json")).to_be_visible()
+                if name == "health":  # the per-partition table fits, no sideways scroll
+                    region = page.locator("#health-partitions .scroll-x")
+                    expect(region).to_be_visible()
+                    sideways = region.evaluate("r => r.scrollWidth - r.clientWidth")
+                    if sideways > 1:
+                        problems.append(f"health's partition table at {width} px scrolls "
+                                        f"{sideways} px sideways")
                 scroll = page.evaluate("() => document.documentElement.scrollWidth")
                 if scroll > width + 1:
                     problems.append(f"{name} at {width} px is {scroll} px wide")

@@ -180,3 +180,18 @@ def test_erase_a_thread_asks_then_reports(
     tail = run("tail", "--no-follow", "--project", "Blog").stdout
     assert "forget me" not in tail and "keep me" in tail and "erasure.recorded" in tail
     assert first["position"]
+
+
+@pytest.mark.parametrize("url, message", [
+    ("redis://127.0.0.1:1/0?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
+    ("http://user:secret@127.0.0.1:1", "must specify one of the following schemes"),
+])
+def test_a_redis_url_redis_py_cannot_read_is_one_line_without_its_password(
+        tmp_path: Path, url: str, message: str) -> None:
+    env = {**os.environ, "CHATLOG_REDIS_URL": url, "CHATLOG_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.run([*CHATLOG, "status"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: invalid Redis URL: ") and message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "secret" not in proc.stderr

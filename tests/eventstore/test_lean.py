@@ -267,3 +267,23 @@ def test_content_digest_hashes_the_same_bytes_as_before() -> None:
             h.update(b"\0")
         h.update(orjson.dumps(ev.data, option=orjson.OPT_SORT_KEYS))
         assert content_digest(ev) == h.hexdigest()
+
+
+@pytest.mark.parametrize("query, want", [("", 10.0), ("?socket_timeout=2.5", 2.5)])
+async def test_the_reply_timeout_is_the_redis_urls_socket_timeout(
+    session_valkey: EmbeddedValkey, key_prefix: str, query: str, want: float
+) -> None:
+    """An operator shortens how long a hung server may keep an append waiting (before
+    the outcome check, then 504) with the URL's ``?socket_timeout=``; blocking reads
+    keep no timeout whatever the URL says."""
+    store = await EventStore.open(session_valkey.url + query, prefix=key_prefix)
+    try:
+        t = store._topology
+        assert t.lean is not None and t.lean.timeout == want
+        assert t._lean_reads is not None and t._lean_reads.timeout == want  # type: ignore[attr-defined]
+        assert t._lean_tails.acquire().timeout is None  # type: ignore[attr-defined]
+        assert t.redis.connection_pool.connection_kwargs["socket_timeout"] == want
+        assert t.tail_redis.connection_pool.connection_kwargs["socket_timeout"] is None
+        assert (await store.append_one(message())).version == 1
+    finally:
+        await store.close()

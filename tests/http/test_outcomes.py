@@ -42,7 +42,9 @@ async def test_no_append_answered_503_is_in_the_log_after_sigstop(
     api, valkey_factory: Callable[..., EmbeddedValkey], key_prefix: str
 ) -> None:
     server = valkey_factory()
-    client = await api(url=server.url, outcome_timeout=1.0)
+    # A reply timeout of 2 s (the URL's socket_timeout; 10 s by default): the stopped
+    # server is noticed sooner, and the outcome check then gives up after 1 s.
+    client = await api(url=server.url + "?socket_timeout=2", outcome_timeout=1.0)
     answers: list[tuple[str, int, dict[str, Any]]] = []
     stop = asyncio.Event()
 

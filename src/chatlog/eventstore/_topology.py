@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
+from chatlog.errors import ConfigError
 from chatlog.eventstore import _lean_reads
 from chatlog.eventstore import cluster as _cluster
 from chatlog.eventstore._tail import OnIdle, check_horizon, tail_streams
@@ -70,8 +71,14 @@ def connect(url: str, *, blocking: bool = False) -> Client:
     """
     if _cluster.is_cluster_url(url):
         return _cluster.connect_cluster(url, blocking=blocking)
-    client = aioredis.from_url(url, **client_options(blocking=blocking))
+    try:
+        client = aioredis.from_url(url, **client_options(blocking=blocking))
+    except ValueError as exc:  # a scheme or ?option redis-py cannot read; the URL may
+        # hold a password, so it is not repeated
+        raise ConfigError(f"invalid Redis URL: {exc}") from None
     pool = client.connection_pool
+    if blocking:  # the URL's ?socket_timeout= is the reply timeout, not for blocking reads
+        pool.connection_kwargs["socket_timeout"] = None
     pool.connection_class = hiredis_packing(pool.connection_class)
     return client
 
@@ -241,7 +248,7 @@ class SingleServer(Topology):
         self._lean_tails: LeanPool | None = None
         if self.lean is not None:
             self._lean_reads = address_of_pool(redis.connection_pool)
-            self._lean_tails = LeanPool(address_of_pool(redis.connection_pool, timeout=None)
+            self._lean_tails = LeanPool(address_of_pool(redis.connection_pool, blocking=True)
                                         or self.lean)
 
     async def initialize(self) -> None:

@@ -357,8 +357,12 @@ def hello_commands(username: str | None, password: str | None,
     return hello
 
 
-def address_of_pool(pool: Any, *, timeout: float | None = 10.0) -> LeanConnection | None:
-    """A lean connection to where a redis-py pool connects (None for TLS and others)."""
+def address_of_pool(pool: Any, *, blocking: bool = False) -> LeanConnection | None:
+    """A lean connection to where a redis-py pool connects (None for TLS and others).
+
+    Its reply timeout is the pool's ``socket_timeout`` (10 s, or the Redis URL's
+    ``?socket_timeout=``); none for a ``blocking`` one (it serves ``XREAD BLOCK``).
+    """
     from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
     kw = pool.connection_kwargs
@@ -367,7 +371,7 @@ def address_of_pool(pool: Any, *, timeout: float | None = 10.0) -> LeanConnectio
         "username": kw.get("username"),
         "password": kw.get("password"),
         "connect_timeout": float(kw.get("socket_connect_timeout") or 2.0),
-        "timeout": timeout,
+        "timeout": None if blocking else float(kw.get("socket_timeout") or 10.0),
     }
     cls = pool.connection_class
     if issubclass(cls, UnixDomainSocketConnection):

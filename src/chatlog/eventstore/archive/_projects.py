@@ -8,12 +8,14 @@ import bisect
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from chatlog.eventstore.archive import _segments as seg
+from chatlog.eventstore.archive._manifest import SegmentEntry
 from chatlog.eventstore.codec import parse_position
 
 if TYPE_CHECKING:
@@ -97,34 +99,39 @@ def _project_rows(archive: Archive, path: str, number: int, prefix: str) -> seg.
     return rows
 
 
-def _read(archive: Archive, partition: int, project: str, after: str,
-          before: str | None, limit: int) -> list[FlatEntry]:
-    key = parse_position(after)
-    bound = None if before is None else parse_position(before)
-    m = archive._manifest(partition)
-    prefix = f"{project}/"
+def _rows_in_order(archive: Archive, partition: int, prefix: str,
+                   segments: Iterable[SegmentEntry], *, newest_first: bool) -> Iterator[seg.Rows]:
+    """The row groups of ``segments`` (in the order given) that may hold ``prefix``'s
+    aggregates, each as that project's rows; newest group first when ``newest_first``."""
     groups = _row_groups(archive, partition, prefix)
-    wanted = prefix.encode()
-    out: list[FlatEntry] = []
-    for entry in m.segments:
-        if seg.split_position(entry.last) <= key:
-            continue
-        if bound is not None and seg.split_position(entry.first) >= bound:
-            break
+    for entry in segments:
         path = archive.storage.join(f"partition={partition}", entry.name)
         if groups is None:  # no index: every row group of the segment
             numbers = list(range(archive._file_metadata(path).num_row_groups))
         else:
             numbers = sorted(groups.get(entry.id, ()))
-        for number in numbers:
-            rows = _project_rows(archive, path, number, prefix)
-            for i in range(bisect.bisect_right(rows.keys, key), len(rows.keys)):
-                if bound is not None and rows.keys[i] >= bound:
+        for number in reversed(numbers) if newest_first else numbers:
+            yield _project_rows(archive, path, number, prefix)
+
+
+def _read(archive: Archive, partition: int, project: str, after: str,
+          before: str | None, limit: int) -> list[FlatEntry]:
+    key = parse_position(after)
+    bound = None if before is None else parse_position(before)
+    prefix = f"{project}/"
+    segments = [e for e in archive._manifest(partition).segments
+                if seg.split_position(e.last) > key
+                and (bound is None or seg.split_position(e.first) < bound)]
+    wanted = prefix.encode()
+    out: list[FlatEntry] = []
+    for rows in _rows_in_order(archive, partition, prefix, segments, newest_first=False):
+        for i in range(bisect.bisect_right(rows.keys, key), len(rows.keys)):
+            if bound is not None and rows.keys[i] >= bound:
+                return out
+            if rows.aggregates[i].startswith(wanted):
+                out.append(rows.flat(i))
+                if len(out) >= limit:
                     return out
-                if rows.aggregates[i].startswith(wanted):
-                    out.append(rows.flat(i))
-                    if len(out) >= limit:
-                        return out
     return out
 
 
@@ -145,25 +152,16 @@ def read_project_before(archive: Archive, partition: int, project: str, before: 
 def _read_before(archive: Archive, partition: int, project: str, before: str | None,
                  limit: int) -> list[FlatEntry]:
     bound = None if before is None else parse_position(before)
-    m = archive._manifest(partition)
     prefix = f"{project}/"
-    groups = _row_groups(archive, partition, prefix)
+    segments = [e for e in reversed(archive._manifest(partition).segments)
+                if bound is None or seg.split_position(e.first) < bound]
     wanted = prefix.encode()
     out: list[FlatEntry] = []
-    for entry in reversed(m.segments):
-        if bound is not None and seg.split_position(entry.first) >= bound:
-            continue
-        path = archive.storage.join(f"partition={partition}", entry.name)
-        if groups is None:
-            numbers = list(range(archive._file_metadata(path).num_row_groups))
-        else:
-            numbers = sorted(groups.get(entry.id, ()))
-        for number in reversed(numbers):
-            rows = _project_rows(archive, path, number, prefix)
-            stop = len(rows.keys) if bound is None else bisect.bisect_left(rows.keys, bound)
-            for i in range(stop - 1, -1, -1):
-                if rows.aggregates[i].startswith(wanted):
-                    out.append(rows.flat(i))
-                    if len(out) >= limit:
-                        return out
+    for rows in _rows_in_order(archive, partition, prefix, segments, newest_first=True):
+        stop = len(rows.keys) if bound is None else bisect.bisect_left(rows.keys, bound)
+        for i in range(stop - 1, -1, -1):
+            if rows.aggregates[i].startswith(wanted):
+                out.append(rows.flat(i))
+                if len(out) >= limit:
+                    return out
     return out
