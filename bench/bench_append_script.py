@@ -47,8 +47,8 @@ from chatlog.eventstore import EventStore
 VARIANTS: list[tuple[str, list[tuple[str, str]]]] = [
     ("without the project index", [(re.escape("redis.call('XADD', pidx, pos, 'e', '')"), "")]),
     ("without id records", [
-        (r"local prior, _, start = recall\(st, rec, number, ARGV\[base\], legacy\)",
-         "local prior, start = false, nil"),
+        (r"local prior, start, maybe = lookup\(st, rec, number, ARGV\[base\], legacy\)",
+         "local prior, start, maybe = false, nil, false"),
         (r"\n\s*remember\(st, rec, number, pos, version, string\.sub\(rec, 4, 11\)\)", "\n"),
     ]),
 ]

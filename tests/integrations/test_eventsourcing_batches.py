@@ -149,13 +149,13 @@ def test_reads_that_go_on_from_the_last_one_read_the_same(
     from chatlog.integrations._eventsourcing_datastore import Datastore
 
     spans: list[str] = []
-    real = Datastore.scored_and_span
+    real = Datastore.listed_and_span
 
     def spanned(self: Datastore, *args: Any) -> Any:
         spans.append(args[-1])
         return real(self, *args)
 
-    monkeypatch.setattr(Datastore, "scored_and_span", spanned)
+    monkeypatch.setattr(Datastore, "listed_and_span", spanned)
     factory = ChatlogFactory(Environment("Bank", {"CHATLOG_REDIS_URL": redis_url,
                                                   "CHATLOG_KEY_PREFIX": key_prefix}))
     try:

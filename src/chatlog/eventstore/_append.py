@@ -14,15 +14,12 @@ trips, so a stalled shard delays only the appends to its own partitions.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-import orjson
 from redis import exceptions as rexc
 
 from chatlog.errors import (
@@ -35,11 +32,11 @@ from chatlog.errors import (
     VersionConflict,
 )
 from chatlog.events import NewEvent
+from chatlog.eventstore._append_args import AppendResult, content_hash, event_args, results
 from chatlog.eventstore._topology import Topology
 from chatlog.eventstore.archived_ids import ArchivedIdChecks
-from chatlog.eventstore.codec import encode_body
 from chatlog.eventstore.connection import UNAVAILABLE, never_sent, text, unavailable
-from chatlog.eventstore.idempotency import record, spec
+from chatlog.eventstore.idempotency import spec
 from chatlog.eventstore.keys import Keys, partition_of
 from chatlog.eventstore.replication import run_replicated
 from chatlog.eventstore.scripts import APPEND_MANY, APPEND_ONE
@@ -58,18 +55,6 @@ class AppendObserver(Protocol):
         """``group_size`` appends went to the server in one round trip."""
 
 
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    """What the log assigned to one appended event."""
-
-    event_id: str
-    partition: int
-    position: str
-    version: int
-    #: True when the event id was appended before: nothing new was written.
-    duplicate: bool = False
-
-
 def content_digest(event: NewEvent) -> str:
     """What makes two appends with one event id the same event: its type, aggregate,
     data and schema version (not the display name of its project)."""
@@ -77,10 +62,7 @@ def content_digest(event: NewEvent) -> str:
 
 
 def _digest(type_: str, aggregate: str, schema_version: int, data: dict[str, Any]) -> str:
-    # One buffer hashed once (the same bytes, so the same digest, as one update per part).
-    head = f"{type_}\0{aggregate}\0{schema_version}\0".encode()
-    return hashlib.blake2b(head + orjson.dumps(data, option=orjson.OPT_SORT_KEYS),
-                           digest_size=12).hexdigest()
+    return content_hash(type_, aggregate, schema_version, data).hexdigest()
 
 
 class _ProjectKeys(NamedTuple):
@@ -236,15 +218,9 @@ class Appender:
             self._ids_spec[self.legacy_ids_until > time.time() * 1000],
             len(events),
         ]
-        ids = [str(ev.id) for ev in events]
         if digests is not None and len(digests) != len(events):
             raise ValueError(f"{len(digests)} digests for {len(events)} events")
-        for i, ev in enumerate(events):
-            event_id = ids[i]
-            digest = (_digest(ev.type, aggregate, ev.schema_version, ev.data)
-                      if digests is None else digests[i])
-            args.extend((event_id, record(project, ev.id, digest, ev.id_supplied), ev.type,
-                         encode_body(ev)))
+        ids = event_args(events, aggregate, project, digests, args)
         self.ids.retries(ids, args)
         try:
             reply, resent = await self._submit(keys, args), False
@@ -268,16 +244,7 @@ class Appender:
         duplicate = status == "dup" and not (resent and not any(e.id_supplied for e in events))
         if self.observer is not None:
             self.observer.appended(time.perf_counter() - started)
-        return [
-            AppendResult(
-                event_id=event_id,
-                partition=partition,
-                position=reply[1 + 2 * i].decode(),
-                version=int(reply[2 + 2 * i]),
-                duplicate=duplicate,
-            )
-            for i, event_id in enumerate(ids)
-        ]
+        return results(ids, partition, reply, duplicate)
 
     async def _resolve(
         self, keys: list[str], args: list[Any], ids: list[str], failed: EventStoreError

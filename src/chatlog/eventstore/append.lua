@@ -16,6 +16,22 @@
 -- ids(spec, stream): the per-call state of the id records, from spec =
 -- "<client window ms> <outcome window ms> <buckets> <legacy 0|1>" (legacy:
 -- also read the key per id of the format before buckets, <tag>:eid:<project>:<id>).
+-- A family's names that most calls do not need (a first try of a server-made id
+-- writes in `cur` and looks nothing up), made on first use: each number turned
+-- into text is a sprintf, and ids() runs once per script call.
+local family_names = {__index = function(fam, name)
+  local v
+  if name == 'prev' then
+    v = fam.base .. (fam.gen - 1) .. ':'
+  elseif name == 'filters' then
+    v = {fam.w .. ':' .. fam.gen, fam.w .. ':' .. (fam.gen - 1)}
+  else
+    return nil
+  end
+  rawset(fam, name, v)
+  return v
+end}
+
 local function ids(spec, stream)
   local iw, ow, buckets, legacy = string.match(spec, '^(%d+) (%d+) (%d+) (%d)$')
   local t = redis.call('TIME')
@@ -27,30 +43,41 @@ local function ids(spec, stream)
     if not fams[w] then
       local gen = math.floor(now / ms)
       local base = tag .. 'ids:' .. w .. ':'
-      fams[w] = {cur = base .. gen .. ':', prev = base .. (gen - 1) .. ':',
-                 expire = (gen + 2) * ms, base = base, start = gen * ms, ms = ms,
-                 filters = {w .. ':' .. gen, w .. ':' .. (gen - 1)}}
+      fams[w] = setmetatable({cur = base .. gen .. ':', expire = (gen + 2) * ms, base = base,
+                              start = gen * ms, ms = ms, gen = gen, w = w, offsets = {}},
+                             family_names)
     end
   end
-  local fields = {}  -- the filters' fields in <tag>:idp (see in_filter)
-  for _, w in ipairs(iw == ow and {iw} or {iw, ow}) do
-    for _, name in ipairs(fams[w].filters) do fields[#fields + 1] = 'idf:' .. name end
-  end
-  return {i = fams[iw], o = fams[ow], buckets = tonumber(buckets), fields = fields,
+  return {i = fams[iw], o = fams[ow], buckets = tonumber(buckets),
           legacy = legacy == '1', tag = tag, numbers = tag .. 'idp', pnums = {},
           dated = {}}
 end
 
+-- The filters' fields in <tag>:idp (see in_filter), made on first use.
+local function filter_fields(st)
+  local fields = st.fields
+  if not fields then
+    fields = {}
+    for _, fam in ipairs(st.i == st.o and {st.i} or {st.i, st.o}) do
+      for _, name in ipairs(fam.filters) do fields[#fields + 1] = 'idf:' .. name end
+    end
+    st.fields = fields
+  end
+  return fields
+end
+
 -- The number of `project` (its text) in the partition, which the records'
 -- fields carry instead of the project's 16 bytes: assigned at its first record
--- when `assign` (never reused), false when it has none.
-local function project_number(st, project, assign)
+-- when `assign` (never reused), false when it has none. `lookups` false: no id
+-- will be looked up (the filters are not read with it).
+local function project_number(st, project, assign, lookups)
   local n = st.pnums[project]
-  if n == nil and st.filters == nil then  -- with the archived ids' filters (in_filter)
-    local got = redis.call('HMGET', st.numbers, project, unpack(st.fields))
+  if n == nil and st.filters == nil and lookups ~= false then  -- with the archived ids'
+    local fields = filter_fields(st)                            -- filters (in_filter)
+    local got = redis.call('HMGET', st.numbers, project, unpack(fields))
     n = got[1]
     st.filters = {}
-    for j, field in ipairs(st.fields) do st.filters[string.sub(field, 5)] = got[j + 1] end
+    for j, field in ipairs(fields) do st.filters[string.sub(field, 5)] = got[j + 1] end
     st.pnums[project] = n or false
   end
   if n == nil or (not n and assign) then
@@ -143,9 +170,14 @@ end
 -- writers it is set.
 local function remember(st, rec, number, pos, version, digest)
   local key, field, fam = slot_of(st, rec, number)
-  local ms, seq = string.match(pos, '^(%d+)%-(%d+)$')
-  local value = string.format('%.0f', tonumber(ms) - fam.start) .. '-' .. seq .. ' ' .. version
-    .. ' ' .. digest
+  local dash = string.find(pos, '-', 1, true)
+  local ms = string.sub(pos, 1, dash - 1)
+  local offset = fam.offsets[ms]  -- the events of a call share a few milliseconds
+  if not offset then
+    offset = string.format('%.0f', tonumber(ms) - fam.start)
+    fam.offsets[ms] = offset
+  end
+  local value = offset .. string.sub(pos, dash) .. ' ' .. version .. ' ' .. digest
   if st.dated[key] then
     redis.call('HSET', key, field, value)
   else  -- the first record of a bucket adds '' too (a new id: 2 new fields)
@@ -167,9 +199,10 @@ end
 -- family `fam`'s two generations?
 local function in_filter(st, rec, fam)
   if st.filters == nil then
-    local got = redis.call('HMGET', st.numbers, unpack(st.fields))
+    local fields = filter_fields(st)
+    local got = redis.call('HMGET', st.numbers, unpack(fields))
     st.filters = {}
-    for j, field in ipairs(st.fields) do st.filters[string.sub(field, 5)] = got[j] end
+    for j, field in ipairs(fields) do st.filters[string.sub(field, 5)] = got[j] end
   end
   local b1, b2, b3, b4 = string.byte(rec, 28, 31)
   local h = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
@@ -227,13 +260,16 @@ end
 local function append(st, stream, versions, index, aggregate, expected, n, ev0)
   local seen, nseen, remembered, ask = {}, 0, false, {'archived?'}
   local project = string.match(aggregate, '^[^/]*')
-  local number = project_number(st, project, false)
+  local number = nil  -- read when an id is first looked up (a first try 'o' looks up none)
   local legacy = st.legacy and (st.tag .. 'eid:' .. project .. ':')
   for i = 1, n do
     local base = ev0 + (i - 1) * 4
     local rec = ARGV[base + 1]
     if rec ~= '' then
       remembered = true
+      if number == nil and string.byte(rec, 1) ~= 111 then
+        number = project_number(st, project, false)
+      end
       local prior, start, maybe = lookup(st, rec, number, ARGV[base], legacy)
       if maybe then ask[#ask + 1] = i end
       if prior then
@@ -270,7 +306,7 @@ local function append(st, stream, versions, index, aggregate, expected, n, ev0)
   if expected >= 0 and current ~= expected then
     return {'conflict', tostring(current)}
   end
-  if remembered and not number then number = project_number(st, project, true) end
+  if remembered and not number then number = project_number(st, project, true, false) end
   if not acc.bumped[aggregate] then
     acc.bumped[aggregate] = true
     acc.vorder[#acc.vorder + 1] = aggregate

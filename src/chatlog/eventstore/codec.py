@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 
 from chatlog.errors import InvalidPosition
-from chatlog.events import NewEvent, RecordedEvent, position_time
+from chatlog.events import NewEvent, RecordedEvent
+from chatlog.eventstore._decode_fast import event_uuid, position_time
 from chatlog.eventstore.connection import text
 
 POSITION_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -83,7 +84,7 @@ def decode_entry(
     body: dict[str, Any] = orjson.loads(doc)
     project, aggregate_type, aggregate_id = fields[b"a"].decode().split("/", 2)
     return _recorded({
-        "id": uuid.UUID(fields[b"i"].decode()),
+        "id": event_uuid(fields[b"i"]),
         "type": fields[b"t"].decode(),
         "project": _project_uuid(project),
         "project_name": body["n"],

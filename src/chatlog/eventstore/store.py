@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from chatlog.errors import InvalidInput, PartitionMismatch, PositionTrimmed
 from chatlog.events import NewEvent, RecordedEvent, aggregate_key
 from chatlog.eventstore import _status, _watermark, codec, idempotency, tiers
-from chatlog.eventstore._append import Appender, AppendResult
+from chatlog.eventstore._append import Appender
+from chatlog.eventstore._append_args import AppendResult
 from chatlog.eventstore._status import LogInfo, PartitionStatus, StoreStatus, TierStatus
 from chatlog.eventstore._topology import FlatEntry, RawEntry, connect, topology_of
 from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_fields, parse_position

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
@@ -17,7 +18,13 @@ from chatlog.identity import ProjectKey
 from chatlog.integrations._archived import archived_entries_sync, body_of
 from chatlog.integrations._eventsourcing_multi import MULTI_MIN, Memo, Row, Target, Tracked
 from chatlog.integrations._eventsourcing_multi import insert as multi_insert
-from chatlog.integrations._eventsourcing_scripts import _CHECK, _GUARD, _INSERT
+from chatlog.integrations._eventsourcing_scripts import (
+    _CHECK,
+    _GUARD,
+    _INSERT,
+    note,
+    notifications_key,
+)
 from chatlog.integrations._runtime import (
     LoopThread,
     digest,
@@ -28,6 +35,8 @@ from chatlog.integrations._runtime import (
 from chatlog.integrations._wire import WirePool
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: Reads meet the same few originators again and again.
 _uuid = functools.lru_cache(maxsize=4096)(uuid.UUID)
@@ -92,6 +101,9 @@ class Datastore:
         self.multi_ok = self.single and self.store.ack != "replicated"
         #: Raw connections for the hot paths (one plain server): None = redis-py.
         self.wire = WirePool.of(self.redis) if self.single else None
+        #: originator ids as the notification list holds them -> as the library wants
+        #: them (notification reads meet the same few again and again; bounded by them)
+        self.originator_ids: dict[bytes, uuid.UUID | str] = {}
         self._closed = False
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -120,6 +132,7 @@ class Datastore:
         """
         after, seen = START, 0
         sequences: dict[str, int] = {}
+        notes: dict[str, dict[int, bytes]] = {}
         while batch := self.run(self.store.read(self.partition, after, 1000)):
             after = batch[-1].position
             pipe = self.redis.pipeline(transaction=False)
@@ -134,7 +147,9 @@ class Datastore:
                     pipe.zadd(okey, {event.position: d["originator_version"]})
                     nid = d.get("notification_id")
                     if nid is not None:
-                        pipe.zadd(f"{base}:n", {f"{event.position} {d['topic']}": nid})
+                        notes.setdefault(base, {})[int(nid)] = note(
+                            event.position, d["topic"], d["originator_version"],
+                            d["originator_id"])
                         sequences[base] = max(sequences.get(base, 0), int(nid))
                 elif event.type == "eventsourcing.tracked":
                     pipe.hset(f"{base}:t", d["upstream"], d["notification_id"])
@@ -143,7 +158,30 @@ class Datastore:
             current = int(self.redis.get(f"{base}:seq") or 0)
             if top > current:
                 self.redis.set(f"{base}:seq", top)
+        for base, by_id in notes.items():  # the list again, in id order (b"": none)
+            listed = [by_id.get(nid, b"") for nid in range(1, max(by_id) + 1)]
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.delete(notifications_key(base))
+            for i in range(0, len(listed), 1000):
+                pipe.rpush(notifications_key(base), *listed[i:i + 1000])
+            pipe.execute()
         return seen
+
+    def check_notifications(self, sequence: str, notifications: str, recorder: str) -> bool:
+        """Whether the notification list holds every id the sequence gave; if not (an
+        application recorded before the list existed, or a log copied without its
+        index keys), say so in the log, once per recorder: its reads would miss them
+        until :meth:`reindex` rebuilds the list."""
+        given = int(self.redis.get(sequence) or 0)  # (first: the list never lags it)
+        listed = int(self.redis.llen(notifications))
+        if listed >= given:
+            return True
+        log.warning(
+            "eventsourcing recorder %r of project %r: its notification list holds %d of "
+            "the %d notification ids given (recorded by an older chatlog, or copied "
+            "without its index keys); run the factory's datastore.reindex() once",
+            recorder, self.project.display, listed, given)
+        return False
 
     def base(self, recorder: str) -> str:
         tag = self.store.keys.tag(self.partition)
@@ -211,46 +249,35 @@ class Datastore:
             self.command("SCRIPT", "LOAD", script.script)
             return self.command("EVALSHA", script.sha, len(keys), *keys, *args)
 
-    def scored(self, key: str, low: str, high: str, offset: int,
-               count: int) -> list[tuple[bytes, int]]:
-        """Members of the sorted set ``key`` with scores in [low, high] and their
-        (integer) scores, ``count`` from ``offset``, lowest first."""
+    def listed(self, key: str, first: int, last: int) -> list[bytes]:
+        """Elements ``first`` to ``last`` (0-based, inclusive) of the list ``key``."""
         if self.wire is not None:
-            rows = self.command("ZRANGEBYSCORE", key, low, high, "WITHSCORES", "LIMIT",
-                                offset, count)
-        else:
-            rows = self.redis.zrangebyscore(key, low, high, start=offset, num=count,
-                                            withscores=True)
-        if rows and not isinstance(rows[0], bytes):  # parsed by redis-py (a cluster)
-            return [(member, int(score)) for member, score in rows]
-        return list(zip(rows[::2], map(int, rows[1::2]), strict=True))
+            members: list[bytes] = self.command("LRANGE", key, first, last)
+            return members
+        return list(self.redis.lrange(key, first, last))
 
-    def scored_and_span(self, key: str, low: str, high: str, count: int, log: str,
-                        after: str) -> tuple[list[tuple[bytes, int]], dict[bytes, bytes]]:
-        """:meth:`scored` (from the first) and, in the same round trip, the bodies of the
-        log's entries after ``after`` (a position, ``(`` for exclusive), by position:
-        as many as ``count`` notifications span if little else is between them (the
-        caller reads those it does not find with :meth:`bodies`)."""
-        span = count + 8
+    def listed_and_span(self, key: str, first: int, last: int, log: str,
+                        after: str) -> tuple[list[bytes], dict[bytes, bytes]]:
+        """:meth:`listed` and, in the same round trip, the bodies of the log's entries
+        after ``after`` (a position, ``(`` for exclusive), by position: as many as the
+        listed notifications span if little else is between them (the caller reads
+        those it does not find with :meth:`bodies`)."""
+        span = last - first + 9
         pool: Any = self.wire or self.redis.connection_pool
         conn = pool.get_connection()
         try:
             conn.send_packed_command(conn.pack_commands([
-                ("ZRANGEBYSCORE", key, low, high, "WITHSCORES", "LIMIT", 0, count),
+                ("LRANGE", key, first, last),
                 ("XRANGE", log, after, "+", "COUNT", span),
             ]))
-            rows, entries = conn.read_response(), conn.read_response()
+            members, entries = conn.read_response(), conn.read_response()
         except BaseException:
             conn.disconnect()
             raise
         finally:
             pool.release(conn)
-        if rows and isinstance(rows[0], list):  # RESP3: [member, score] pairs
-            scored = [(member, int(score)) for member, score in rows]
-        else:
-            scored = list(zip(rows[::2], map(int, rows[1::2]), strict=True))
-        return scored, {pos: fields[9] if len(fields) == 10 and fields[8] == b"b"
-                        else _body(fields) for pos, fields in entries}
+        return members, {pos: fields[9] if len(fields) == 10 and fields[8] == b"b"
+                         else _body(fields) for pos, fields in entries}
 
     def bodies(self, log: str, positions: list[bytes]) -> list[bytes | None]:
         """The bodies of the entries at ``positions`` (ascending) of the log: one XRANGE

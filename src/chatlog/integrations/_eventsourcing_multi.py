@@ -286,11 +286,12 @@ def _refused(reply: Any, order: list[_Group], tracked: Tracked | None) -> tuple[
     return None
 
 
-#: One event's two XADDs (log, then project index), packed; the body is framed as
-#: codec.frame_body frames it: mark, JSON length, JSON (head, notification id, tail), blob.
-_EVENT = (b"%s$%d\r\n%s\r\n$1\r\ni\r\n$%d\r\n%s\r\n%s$1\r\nv\r\n$%d\r\n%s\r\n"
-          b"$1\r\nb\r\n$%d\r\n" + BLOB_MARK + b"%s%s%s%s%s\r\n"
-          b"%s$%d\r\n%s\r\n$1\r\ne\r\n$0\r\n\r\n")
+#: One event's two XADDs (log, then project index), packed: the XADD's head, the
+#: position (a bulk string, twice), the event id, type and aggregate, version; the
+#: body framed as codec.frame_body frames it: mark, JSON length, JSON (head,
+#: notification id, tail), blob.
+_EVENT = (b"%s%s$1\r\ni\r\n$%d\r\n%s\r\n%s$1\r\nv\r\n$%d\r\n%s\r\n"
+          b"$1\r\nb\r\n$%d\r\n" + BLOB_MARK + b"%s%s%s%s%s\r\n%s%s$1\r\ne\r\n$0\r\n\r\n")
 _BE32 = struct.Struct(">I")
 
 
@@ -320,33 +321,39 @@ def _writes(target: Target, rows: list[Row], tracked: Tracked | None, applicatio
     typed = {d: b"$1\r\nt\r\n" + _bulk(target.record_type.encode()) + b"$1\r\na\r\n"
              + _bulk(g.aggregate.encode()) for d, g in groups.items()}
     topics: dict[str, bytes] = {}
+    oids = {d: g.aggregate[len(target.aggregate_prefix):].encode() for d, g in groups.items()}
+    be32 = _BE32.pack
+    last_d, g, kind, oid = "", order[0] if order else None, b"", b""
     for i, (eid, _, d, version, topic, head, tail, state) in enumerate(rows):
-        g = groups[d]
+        if d != last_d:  # (a batch is mostly runs of one originator's events)
+            last_d, g, kind, oid = d, groups[d], typed[d], oids[d]
+        assert g is not None
         g.version += 1
         pos = positions[i]
         if application:
             nid = nid0 + i + 1
             nids.append(nid)
             number = b"%d" % nid
-            spaced = topics.get(topic)
-            if spaced is None:
-                spaced = topics[topic] = b" " + topic.encode()
-            notes += [number, pos + spaced]
+            framed = topics.get(topic)
+            if framed is None:
+                framed = topics[topic] = b"\0" + topic.encode() + b"\0"
+            notes.append(b"%s%s%d\0%s" % (pos, framed, version, oid))
         else:
             number = b""
         size = len(head) + len(number) + len(tail)
-        v = b"%d" % g.version
-        e = eid.encode()
-        out.append(_EVENT % (xadd, len(pos), pos, len(e), e, typed[d], len(v), v,
-                             5 + size + len(state), _BE32.pack(size), head, number, tail,
-                             state, index, len(pos), pos))
+        bulk = b"$%d\r\n%s\r\n" % (len(pos), pos)
+        e, v = eid.encode(), b"%d" % g.version
+        out.append(_EVENT % (xadd, bulk, len(e), e, kind, len(v), v,
+                             5 + size + len(state), be32(size), head, number, tail, state,
+                             index, bulk))
         g.positions.append(pos)
-        g.scored += [b"%d" % version, pos]
+        g.scored.append(b"%d" % version)
+        g.scored.append(pos)
     for g in order:
         out.append(pack((b"RPUSH", target.index_prefix + g.aggregate, *g.positions)))
         out.append(pack((b"ZADD", g.key, *g.scored)))
     if notes:
-        out.append(pack((b"ZADD", target.notifications, *notes)))
+        out.append(pack((b"RPUSH", target.notifications, *notes)))
     if tracked is not None:
         upstream, nid, eid, type_, aggregate, body, index_key = tracked
         last = positions[-1]

@@ -5,6 +5,7 @@ and one ``random_uuid`` per event were a third of the recorder's own time)."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 
@@ -28,29 +29,49 @@ def event_ids(n: int) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=256)
+def _start(project_name: str, recorder: str) -> bytes:
+    return b'{"n":%s,"d":{"recorder":%s,"originator_id":' % (
+        orjson.dumps(project_name), orjson.dumps(recorder))
+
+
+@functools.lru_cache(maxsize=4096)
+def _originator(start: bytes, originator_id: object,
+                digest: Callable[[str], str]) -> tuple[str, str, bytes]:
+    """(text, digest, the JSON up to its version) of an originator id."""
+    oid = str(originator_id)
+    return oid, digest(oid), start + orjson.dumps(oid) + b',"originator_version":'
+
+
+@functools.lru_cache(maxsize=1024)
+def _topic(topic: str) -> bytes:
+    return b',"topic":' + orjson.dumps(topic) + b',"notification_id":'
+
+
+_END = b'},"s":%d}' % SCHEMA_VERSION
+
+
 def rows(project_name: str, recorder: str, stored_events: Sequence[StoredEvent],
          application: bool, digest: Callable[[str], str]) -> list[Row]:
     """One row per stored event; the body's JSON split where the notification id goes
     (an application's: the script or transaction puts it in) or whole (tail empty).
 
-    What repeats in a batch is built once: per originator (its text, digest and the
-    JSON up to its version), per topic (the JSON from the topic on)."""
-    start = b'{"n":%s,"d":{"recorder":%s,"originator_id":' % (
-        orjson.dumps(project_name), orjson.dumps(recorder))
-    end = b'},"s":%d}' % SCHEMA_VERSION
-    originators: dict[object, tuple[str, str, bytes]] = {}
+    What repeats is built once, and kept across batches (an application writes the
+    same few originators and topics again and again): per recorder the JSON's start,
+    per originator its text, digest and the JSON up to its version, per topic the
+    JSON from the topic on."""
+    start = _start(project_name, recorder)
+    end = _END
+    originators: dict[object, tuple[str, str, bytes]] = {}  # (this batch's: cheaper)
     topics: dict[str, bytes] = {}
     out: list[Row] = []
     for s, eid in zip(stored_events, event_ids(len(stored_events)), strict=True):
         known = originators.get(s.originator_id)
         if known is None:
-            oid = str(s.originator_id)
-            known = originators[s.originator_id] = (
-                oid, digest(oid), start + orjson.dumps(oid) + b',"originator_version":')
+            known = originators[s.originator_id] = _originator(start, s.originator_id, digest)
         topic = topics.get(s.topic)
         if topic is None:
-            topic = topics[s.topic] = (
-                b',"topic":' + orjson.dumps(s.topic) + b',"notification_id":')
+            topic = topics[s.topic] = _topic(s.topic)
         head = known[2] + b"%d" % s.originator_version + topic
         if application:
             tail = end

@@ -6,6 +6,25 @@ from __future__ import annotations
 
 from chatlog.integrations._runtime import LUA_ADD_ENTRY
 
+
+def notifications_key(base: str) -> str:
+    """The application's notification list: element ``k - 1`` is notification ``k``.
+
+    Notification ids are contiguous from 1 and assigned in the same atomic step
+    that pushes the elements, so the list is their index (``LRANGE`` by id, no
+    scores); each element (:func:`note`) carries what a ``Notification`` needs
+    besides its state, which stays in the log entry's body only."""
+    return f"{base}:nl"
+
+
+def note(position: str | bytes, topic: str, version: int | str, originator_id: str) -> bytes:
+    """One element of the notification list: ``position NUL topic NUL version NUL
+    originator id`` (a topic has no NUL; the originator id, last, may). Written
+    alike by the insert script, the MULTI/EXEC path and ``Datastore.reindex``."""
+    pos = position.encode() if isinstance(position, str) else position
+    return b"%s\0%s\0%s\0%s" % (pos, topic.encode(), str(version).encode(),
+                                   originator_id.encode())
+
 # KEYS: log, versions, sequence, notifications, tracking
 # ARGV: base, application ('1'/'0'), then the tracking record (upstream ('' = none), id,
 # event id, type, aggregate, body, index), n, the events' type, aggregate prefix, index key
@@ -16,7 +35,8 @@ from chatlog.integrations._runtime import LUA_ADD_ENTRY
 #
 # The work is done per originator, not per event, where it can be: one conflict check
 # (ZRANGEBYSCORE over the batch's versions), one HINCRBY, RPUSH and ZADD; one INCRBY
-# for the notification ids and one ZADD of them. Only the XADDs are one per event.
+# for the notification ids and one RPUSH of them to the application's notification
+# list (see NOTE_FORMAT in eventsourcing.py). Only the XADDs are one per event.
 _INSERT = LUA_ADD_ENTRY + """
 local function be32(n)
   return string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
@@ -81,8 +101,7 @@ for i = 0, n - 1 do
   g.z[#g.z + 1] = ARGV[b + 3]
   g.z[#g.z + 1] = pos
   if app then
-    notes[#notes + 1] = nid
-    notes[#notes + 1] = pos .. ' ' .. ARGV[b + 4]
+    notes[#notes + 1] = pos .. '\0' .. ARGV[b + 4] .. '\0' .. ARGV[b + 3] .. '\0' .. ARGV[b + 1]
   end
   out[#out + 1] = pos
   out[#out + 1] = nid
@@ -92,7 +111,7 @@ for _, d in ipairs(order) do
   call_chunked('RPUSH', idxp .. g.agg, g.pos)
   call_chunked('ZADD', base .. ':o:' .. d, g.z)
 end
-if #notes > 0 then call_chunked('ZADD', KEYS[4], notes) end
+if #notes > 0 then call_chunked('RPUSH', KEYS[4], notes) end
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[5], ARGV[3], ARGV[4])
   out[#out + 1] = add_entry(KEYS[1], KEYS[2], ARGV[9], ARGV[5], ARGV[6], ARGV[7], ARGV[8])

@@ -65,6 +65,7 @@ from chatlog.eventstore.store import EventStore
 from chatlog.integrations._eventsourcing_datastore import Datastore
 from chatlog.integrations._eventsourcing_multi import Memo, Target, Tracked
 from chatlog.integrations._eventsourcing_rows import rows
+from chatlog.integrations._eventsourcing_scripts import notifications_key
 from chatlog.integrations._runtime import (
     digest,
     event_body,
@@ -80,6 +81,7 @@ def _plain(cls: type) -> bool:
 
 
 _new = object.__new__
+_set = object.__setattr__
 _FAST_NOTIFICATION = _plain(Notification)
 
 
@@ -93,8 +95,8 @@ def _notification(
         return Notification(id=nid, originator_id=originator_id,
                             originator_version=version, topic=topic, state=state)
     n: Notification = _new(Notification)
-    n.__dict__.update(id=nid, originator_id=originator_id, originator_version=version,
-                      topic=topic, state=state)
+    _set(n, "__dict__", {"id": nid, "originator_id": originator_id,
+                         "originator_version": version, "topic": topic, "state": state})
     return n
 
 
@@ -120,7 +122,7 @@ class ChatlogRecorder:
         self._log = keys.log(p)
         self._versions = keys.versions(p)
         self._sequence = f"{self.base}:seq"
-        self._notifications = f"{self.base}:n"
+        self._notifications = notifications_key(self.base)
         self._tracking = f"{self.base}:t"
         project = datastore.project.key
         self._target = Target(
@@ -239,6 +241,7 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
         #: notification id -> log position, of the first and last notifications of
         #: recent reads (a notification's position never changes)
         self._positions: dict[int, bytes] = {}
+        datastore.check_notifications(self._sequence, self._notifications, name)
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -273,35 +276,37 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
         *,
         inclusive_of_start: bool = True,
     ) -> Sequence[Notification]:
-        if start is None:
-            low = "-inf"
-        else:
-            low = str(start) if inclusive_of_start else f"({start}"
-        high = "+inf" if stop is None else str(stop)
+        first = 1 if start is None else start if inclusive_of_start else start + 1
+        first = max(first, 1)
         want = {t.encode() for t in topics}
         after = None  # (the span after it is read with COUNT limit: pages up to 1,000)
         if not want and start is not None and limit <= 1000 and self.datastore.single:
             after = self._after(start, inclusive_of_start)
         found: dict[bytes, bytes] = {}
-        picked: list[tuple[int, bytes, bytes]] = []
-        offset = 0
+        #: (notification id, position, topic, version, originator id)
+        picked: list[tuple[int, bytes, bytes, bytes, bytes]] = []
+        index = first - 1  # the list's element of notification ``first``
         while len(picked) < limit:
             chunk = 500 if want else limit - len(picked)
+            last = index + chunk - 1 if stop is None else min(index + chunk, stop) - 1
+            if last < index:
+                break
             if after is not None:  # one round trip for the notifications and their span
-                rows, found = self.datastore.scored_and_span(
-                    self._notifications, low, high, chunk, self._log, after)
+                members, found = self.datastore.listed_and_span(
+                    self._notifications, index, last, self._log, after)
             else:
-                rows = self.datastore.scored(self._notifications, low, high, offset, chunk)
-            offset += len(rows)
-            for member, nid in rows:
-                position, _, topic = member.partition(b" ")
-                if not want or topic in want:
-                    picked.append((nid, position, topic))
+                members = self.datastore.listed(self._notifications, index, last)
+            nid, index = index, index + len(members)
+            for member in members:
+                nid += 1
+                parts = member.split(b"\0", 3)
+                if len(parts) == 4 and (not want or parts[1] in want):  # (b"": none)
+                    picked.append((nid, parts[0], parts[1], parts[2], parts[3]))
                     if len(picked) >= limit:
                         break
-            if len(rows) < chunk or after is not None:
+            if index <= last or after is not None:  # the list ended (or one span only)
                 break
-        missed = [position for _, position, _ in picked if position not in found]
+        missed = [p[1] for p in picked if p[1] not in found]
         if missed:
             found.update((position, body) for position, body in zip(
                 missed, self.datastore.bodies(self._log, missed), strict=True) if body is not None)
@@ -309,37 +314,40 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
             self._remember(picked[0][:2], picked[-1][:2])
         return self._notifications_of(picked, found)
 
-    def _notifications_of(self, picked: list[tuple[int, bytes, bytes]],
+    def _notifications_of(self, picked: list[tuple[int, bytes, bytes, bytes, bytes]],
                           found: dict[bytes, bytes]) -> list[Notification]:
-        """The notifications (id, position, topic) whose bodies ``found`` has: the
-        body's JSON gives the originator and version, its blob the state (a read of
-        100 builds 100: :func:`_decode` and :func:`_notification` are inlined)."""
-        uid = self.datastore.originator_id
+        """The notifications (id, position, topic, version, originator id) whose bodies
+        ``found`` has: the list's element gave all but the state, the blob of the body
+        (a read of 100 builds 100: no JSON is parsed, :func:`_notification` inlined)."""
+        oids = self.datastore.originator_ids
+        if len(oids) > 4096:
+            oids.clear()
+        convert = self.datastore.originator_id
         topic_text: dict[bytes, str] = {}
         out = []
-        loads, mark, fast = orjson.loads, BLOB_MARK, _FAST_NOTIFICATION
-        for nid, position, topic in picked:
+        mark, fast, from_bytes = BLOB_MARK, _FAST_NOTIFICATION, int.from_bytes
+        for nid, position, topic, version, raw in picked:
             body = found.get(position)
             if body is None:
                 continue
             if body[:1] == mark:
-                end = 5 + int.from_bytes(body[1:5], "big")
-                data = loads(body[5:end])["d"]
-                state = body[end:]
+                state = body[5 + from_bytes(body[1:5], "big"):]
             else:
-                data, state = _decode(body)
+                state = _decode(body)[1]
             name = topic_text.get(topic)
             if name is None:
                 name = topic_text[topic] = topic.decode()
+            oid = oids.get(raw)
+            if oid is None:
+                oid = oids[raw] = convert(raw.decode())
             if fast:
                 n: Notification = _new(Notification)
-                n.__dict__.update(id=nid, originator_id=uid(data["originator_id"]),
-                                  originator_version=data["originator_version"], topic=name,
-                                  state=state)
+                _set(n, "__dict__", {"id": nid, "originator_id": oid,
+                                     "originator_version": int(version), "topic": name,
+                                     "state": state})
                 out.append(n)
             else:
-                out.append(_notification(nid, uid(data["originator_id"]),
-                                         data["originator_version"], name, state))
+                out.append(_notification(nid, oid, int(version), name, state))
         return out
 
     def max_notification_id(self) -> int | None:

@@ -47,9 +47,11 @@ class DeadlineTimers:
         #: Set whenever a deadline is added, so the timer loop re-plans its sleep.
         self.changed = asyncio.Event()
 
-    def observe(self, event: RecordedEvent) -> None:
-        """Update the open waits with one workflow event (in log order)."""
-        key = aggregate_key(event.project, event.aggregate_type, event.aggregate_id)
+    def observe(self, event: RecordedEvent, key: str | None = None) -> None:
+        """Update the open waits with one workflow event (in log order); ``key``: its
+        aggregate's key, when the caller has it."""
+        if key is None:
+            key = aggregate_key(event.project, event.aggregate_type, event.aggregate_id)
         target = STATE_AFTER.get(event.type)
         if target is None:
             wait = self.open.get(key)

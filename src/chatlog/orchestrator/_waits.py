@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from chatlog import big_events
 from chatlog.errors import PositionTrimmed, StoreUnavailable
 from chatlog.events import RecordedEvent, aggregate_key
-from chatlog.eventstore.codec import START, Cursor, flat_field, flat_fields
+from chatlog.eventstore.codec import START, Cursor, decode_entry, flat_field, flat_fields
 from chatlog.eventstore.connection import text
 from chatlog.eventstore.store import EventStore
 from chatlog.orchestrator._cancel import check_cancelled, raise_if_cancelling
@@ -137,7 +137,7 @@ class Dispatcher:
     def dispatch(self, event: RecordedEvent) -> None:
         self.dispatch_all([event])
 
-    def dispatch_all(self, events: list[RecordedEvent]) -> None:
+    def dispatch_all(self, events: list[RecordedEvent], keys: Sequence[str] | None = None) -> None:
         """Feed a batch of events to their waiters in one pass.
 
         Events are grouped by aggregate first (one key and one lookup per event;
@@ -151,9 +151,10 @@ class Dispatcher:
         waiting = self._waiters
         if not waiting:
             return
+        if keys is None:
+            keys = [aggregate_key(e.project, e.aggregate_type, e.aggregate_id) for e in events]
         grouped: dict[str, list[RecordedEvent]] = {}
-        for event in events:
-            key = aggregate_key(event.project, event.aggregate_type, event.aggregate_id)
+        for event, key in zip(events, keys, strict=True):
             if key in waiting:
                 group = grouped.get(key)
                 if group is None:
@@ -251,8 +252,10 @@ class PartitionTailer:
                 raise_if_cancelling()
                 last = raw[-1][1]
                 self.position = text(last)
+                # decoded here, no coroutine per event, unless a big body goes to the worker
                 workflow = [
-                    await big_events.decode(p, pos, fields)
+                    decode_entry(p, pos, fields) if big_events.big_field(fields) is None
+                    else await big_events.decode(p, pos, fields)
                     for p, pos, fields in raw if marker in fields[b"a"]
                 ]
                 if workflow:

@@ -285,11 +285,12 @@ class Orchestrator(WorkflowCommands):
         await self._dispatcher.until_blocked(key, count)
 
     def _on_events(self, events: list[RecordedEvent]) -> None:
-        for event in events:
-            self._timers.observe(event)
+        keys = [aggregate_key(e.project, e.aggregate_type, e.aggregate_id) for e in events]
+        for event, key in zip(events, keys, strict=True):
+            self._timers.observe(event, key)
             if event.type == JobEnqueued.event_type:
                 self._requeue_if_lost(event)
-        self._dispatcher.dispatch_all(events)  # every waiter of the batch, in one pass
+        self._dispatcher.dispatch_all(events, keys)  # every waiter of the batch, in one pass
 
     def _requeue_if_lost(self, event: RecordedEvent) -> None:
         """Make sure an enqueued job is on its job stream (idempotent by job id).
