@@ -6,6 +6,7 @@ be past the window already); a large window triggers a seal once exceeded by at 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from chatlog.eventstore import EventStore
@@ -53,3 +54,27 @@ async def test_a_large_window_seals_once_exceeded_by_the_margin_cap_not_a_tenth(
     await fill(store, 1)  # 105 > 60 + 6
     (third,) = await small.run_pass()
     assert third.archived == 45
+
+
+class _SlowStaging(Archiver):
+    """Staging (in its worker thread) takes longer than the archiver's whole lease."""
+
+    def _step(self, step: str) -> None:
+        if step == "verified":
+            time.sleep(1.2)
+        super()._step(step)
+
+
+async def test_a_pass_slower_than_its_lease_keeps_it_and_publishes(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """A busy machine made a 1 s lease lapse between its renewals (before staging and
+    before publishing): the pass then discarded its segment. The lease is now renewed
+    in the background while the pass runs; only a holder that stops loses it."""
+    await fill(store, 30)
+    archive = Archive.open(str(tmp_path))
+    archiver = _SlowStaging(store, archive, HotWindow(events=10, seconds=0, bytes=0),
+                            lease_ttl=0.5)
+    (result,) = await archiver.run_pass()
+    assert result.skipped == "" and result.archived == 20
+    assert archive.count(0) == 20

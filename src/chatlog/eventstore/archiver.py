@@ -29,7 +29,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,9 @@ from chatlog.errors import ArchiveConflict, ChatlogError, InvalidInput, StoreUna
 from chatlog.eventstore._archiver_scan import segments_beyond
 from chatlog.eventstore.archived_ids import finish, seal_ids
 from chatlog.eventstore.archiver_counters import ArchiverCounters
+from chatlog.eventstore.archiver_lease import Lease as Lease
+from chatlog.eventstore.archiver_lease import holding_lease as holding_lease
+from chatlog.eventstore.archiver_lease import renewed
 from chatlog.eventstore.codec import parse_position
 from chatlog.eventstore.connection import UNAVAILABLE, raise_if_cancelled, text
 from chatlog.eventstore.project_index import trim_project_indexes
@@ -60,29 +63,6 @@ MARGIN_CAP = 10_000
 _KEYS_PER_CALL = 500
 #: Errors after which the next pass simply tries again.
 _RETRYABLE: tuple[type[BaseException], ...] = (StoreUnavailable, *UNAVAILABLE)
-
-#: KEYS[1] lease, KEYS[2] fence counter; ARGV[1] holder, ARGV[2] ttl ms.
-#: Returns the holder's fencing token, or 0 when another holder has the lease.
-ACQUIRE = """
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local sep = string.find(cur, ' ', 1, true)
-  if string.sub(cur, sep + 1) ~= ARGV[1] then return 0 end
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return tonumber(string.sub(cur, 1, sep - 1))
-end
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], token .. ' ' .. ARGV[1], 'PX', ARGV[2])
-return token
-"""
-
-#: KEYS[1] lease; ARGV[1] "<token> <holder>", ARGV[2] ttl ms (0: release).
-#: Returns 1 when the lease was still that holder's (renewed or released), else 0.
-RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 1
-"""
 
 #: KEYS: aggregate index lists; ARGV[1], ARGV[2]: the last archived position's ms and
 #: seq. Pops each list's head positions up to it; returns how many it popped.
@@ -139,88 +119,6 @@ class PassResult:
 
 Progress = Callable[[int, int, int], None]
 """``(partition, events sealed so far, events to seal)``, called as a pass goes."""
-
-
-class Lease:
-    """One archiver per partition: a Redis key with a fencing token in the partition's slot.
-
-    :meth:`acquire` gives a token that grows with every new holder; the archive
-    refuses to publish with a token smaller than one that published before.
-    """
-
-    def __init__(self, store: EventStore, partition: int, *, ttl: float = 30.0,
-                 holder: str | None = None) -> None:
-        tag = store.keys.tag(partition)
-        self.key = f"{tag}:archiver"
-        self.fence_key = f"{tag}:archiver:fence"
-        self.redis = store.redis
-        self.ttl_ms = max(int(ttl * 1000), 1)
-        self.holder = holder or uuid.uuid4().hex
-        self.token = 0
-        self._acquire = store.redis.register_script(ACQUIRE)
-        self._renew = store.redis.register_script(RENEW)
-
-    async def acquire(self) -> int:
-        """Take (or keep) the lease; its fencing token, or 0 when another holder has it."""
-        self.token = int(await self._acquire(keys=[self.key, self.fence_key],
-                                             args=[self.holder, self.ttl_ms]))
-        return self.token
-
-    async def renew(self) -> bool:
-        """Extend the lease; False when it is no longer ours (expired, taken over)."""
-        if not self.token:
-            return False
-        ok = int(await self._renew(keys=[self.key],
-                                   args=[f"{self.token} {self.holder}", self.ttl_ms]))
-        if not ok:
-            self.token = 0
-        return bool(ok)
-
-    async def release(self) -> None:
-        if self.token:
-            await self._renew(keys=[self.key], args=[f"{self.token} {self.holder}", 0])
-            self.token = 0
-
-
-@contextlib.asynccontextmanager
-async def holding_lease(
-    store: EventStore, partition: int, *, ttl: float = 30.0, wait: float = 120.0
-) -> AsyncIterator[int]:
-    """Hold ``partition``'s archiver lease for the block (waiting up to ``wait`` s for
-    a running pass to end), renewed while held; yields its fencing token.
-
-    No archiver publishes while it is held, and passing the token to
-    :meth:`Archive.delete_before` (``fence=``) fences out any older holder: the way
-    to change a partition's archive (a deliberate deletion) beside running
-    ``chatlog serve`` nodes.
-    """
-    lease = Lease(store, partition, ttl=ttl)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    delay = 0.05
-    while not await lease.acquire():
-        if loop.time() > deadline:
-            raise ArchiveConflict(
-                f"partition {partition}: an archiver held its lease for {wait:g} s; "
-                "try again when its pass has ended"
-            )
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 1.0)
-
-    async def renew() -> None:
-        while True:
-            await asyncio.sleep(ttl / 3)
-            await lease.renew()
-
-    renewer = loop.create_task(renew())
-    try:
-        yield lease.token
-    finally:
-        renewer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, *_RETRYABLE):
-            await renewer
-        with contextlib.suppress(*_RETRYABLE):
-            await lease.release()
 
 
 class LeaseLost(ChatlogError):
@@ -348,8 +246,9 @@ class Archiver:
         lease = Lease(self.store, partition, ttl=self.lease_ttl, holder=self.holder)
         if not await lease.acquire():
             return PassResult(partition, skipped="lease held by another archiver")
-        try:
-            return await self._archive_partition(partition, lease, progress)
+        try:  # renewed meanwhile: a pass slower than its lease (a busy machine) keeps it
+            async with renewed(lease, self.lease_ttl):
+                return await self._archive_partition(partition, lease, progress)
         except LeaseLost as exc:
             log.warning("archiver: %s", exc)
             return PassResult(partition, skipped=str(exc))
