@@ -5,6 +5,9 @@ UUID string``). Other odd topics, and reads at odd bounds, read back as written.
 
 from __future__ import annotations
 
+import threading
+import uuid
+
 import pytest
 from eventsourcing.persistence import DataError, StoredEvent
 
@@ -48,5 +51,51 @@ def test_text_originator_ids_with_a_nul_read_back(redis_url: str, key_prefix: st
                                             topic="t", state=b"s")])
         (n,) = recorder.select_notifications(1, 10)
         assert (n.originator_id, n.topic, n.state) == (TEXT_ID, "t", b"s")
+    finally:
+        f.close()
+
+
+def test_threads_writing_at_once_get_contiguous_ids_read_back_in_pages(
+    redis_url: str, key_prefix: str
+) -> None:
+    """Many threads, batches of 1 (the script) and 12 (MULTI/EXEC) at once: ids 1..N with
+    no gap or repeat, each read back once, also page by page (reads that go on from the
+    last one) and by topic."""
+    f = _factory(redis_url, key_prefix)
+    try:
+        recorder = f.application_recorder()
+        given: list[int] = []
+        errors: list[BaseException] = []
+
+        def write(k: int) -> None:
+            oid = uuid.uuid4()
+            try:
+                v = 0
+                for size in (1, 12, 1, 12):
+                    batch = [StoredEvent(originator_id=oid, originator_version=v + j + 1,
+                                         topic=f"t{k % 2}", state=b"%d" % k)
+                             for j in range(size)]
+                    v += size
+                    given.extend(recorder.insert_events(batch) or [])
+            except BaseException as exc:  # (reported below)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        total = 6 * 26
+        assert sorted(given) == list(range(1, total + 1))
+        assert recorder.max_notification_id() == total
+        paged: list[int] = []
+        while batch := recorder.select_notifications(len(paged) + 1, 7):
+            paged += [n.id for n in batch]
+        assert paged == list(range(1, total + 1))
+        even = recorder.select_notifications(1, total, topics=["t0"])
+        assert len(even) == total // 2 and all(n.topic == "t0" for n in even)
+        assert [n.id for n in recorder.select_notifications(total, 5)] == [total]
+        assert recorder.select_notifications(total, 5, inclusive_of_start=False) == []
     finally:
         f.close()
