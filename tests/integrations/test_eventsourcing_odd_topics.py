@@ -10,7 +10,9 @@ import uuid
 
 import pytest
 from eventsourcing.persistence import DataError, StoredEvent
+from redis import Redis
 
+from chatlog.integrations._eventsourcing_scripts import notifications_key
 from tests.integrations.test_eventsourcing_notes import TEXT_ID, X, _factory
 
 
@@ -97,5 +99,60 @@ def test_threads_writing_at_once_get_contiguous_ids_read_back_in_pages(
         assert len(even) == total // 2 and all(n.topic == "t0" for n in even)
         assert [n.id for n in recorder.select_notifications(total, 5)] == [total]
         assert recorder.select_notifications(total, 5, inclusive_of_start=False) == []
+    finally:
+        f.close()
+
+
+@pytest.mark.parametrize("size", [1, 12])  # the insert script; a MULTI/EXEC batch
+def test_inserts_before_a_reindex_never_read_back_under_another_id(
+    redis_url: str, key_prefix: str, caplog: pytest.LogCaptureFixture, size: int
+) -> None:
+    """An application recorded before the notification list existed (its sequence at
+    3, its list empty) goes on recording before anyone runs ``reindex()``: the new
+    notifications keep their ids (4...), the old ones read as nothing until the reindex
+    (before, notification 4 was pushed first and read back as notification 1)."""
+    f = _factory(redis_url, key_prefix)
+    try:
+        recorder = f.application_recorder()
+        recorder.insert_events([StoredEvent(originator_id=X, originator_version=v, topic="t",
+                                            state=b"old") for v in range(1, 4)])
+        with Redis.from_url(redis_url) as r:  # as an application recorded before the list
+            r.delete(notifications_key(f.datastore.base("Bank")))
+        with caplog.at_level("WARNING"):
+            upgraded = f.application_recorder()
+        assert "datastore.reindex()" in caplog.text
+        ids = upgraded.insert_events([
+            StoredEvent(originator_id=X, originator_version=v, topic="t", state=b"new")
+            for v in range(4, 4 + size)])
+        assert ids == list(range(4, 4 + size))
+        got = upgraded.select_notifications(1, 50)
+        assert [(n.id, n.originator_version) for n in got] == [(i, i) for i in ids]
+        assert f.datastore.reindex() == 3 + size
+        again = f.application_recorder().select_notifications(1, 50)
+        assert [(n.id, n.originator_version) for n in again] == [
+            (i, i) for i in range(1, 4 + size)]
+    finally:
+        f.close()
+
+
+def test_a_reindex_of_a_log_missing_the_last_notifications_keeps_later_ids(
+    redis_url: str, key_prefix: str
+) -> None:
+    """The sequence gave 1..5 but the log holds the events of 1..3 only (as after a
+    copy that lost the last ones): the rebuilt list reaches 5, so notification 6 is
+    read back as 6 (before, it was the list's 4th element: read back as 4)."""
+    f = _factory(redis_url, key_prefix)
+    try:
+        recorder = f.application_recorder()
+        recorder.insert_events([StoredEvent(originator_id=X, originator_version=v, topic="t",
+                                            state=b"") for v in range(1, 4)])
+        with Redis.from_url(redis_url) as r:
+            r.incrby(f"{f.datastore.base('Bank')}:seq", 2)
+        assert f.datastore.reindex() == 3
+        (six,) = recorder.insert_events([StoredEvent(originator_id=X, originator_version=4,
+                                                     topic="t", state=b"")])
+        assert six == 6
+        got = recorder.select_notifications(1, 10)
+        assert [(n.id, n.originator_version) for n in got] == [(1, 1), (2, 2), (3, 3), (6, 4)]
     finally:
         f.close()

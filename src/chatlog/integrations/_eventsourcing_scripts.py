@@ -25,6 +25,33 @@ def note(position: str | bytes, topic: str, version: int | str, originator_id: s
     return b"%s\0%s\0%s\0%s" % (pos, topic.encode(), str(version).encode(),
                                    originator_id.encode())
 
+
+def lacking_key(notifications: str) -> str:
+    """Set while the list ``notifications`` holds placeholders (b"") for ids the
+    sequence gave before the list existed: how many it held then. ``reindex`` fills
+    them and deletes it."""
+    return f"{notifications}:lacking"
+
+
+# KEYS: sequence, notifications, lacking_key(notifications)
+# -> {ids given, what the list held before this padding (or when it was first padded)}
+# Pads the list with b"" up to the ids given, in one atomic step (inserts push after),
+# so that element k - 1 stays notification k for the ids given from now on.
+_PAD = """
+local given = tonumber(redis.call('GET', KEYS[1]) or '0')
+local have = redis.call('LLEN', KEYS[2])
+if have < given then
+  local blanks = {}
+  for i = 1, math.min(given - have, 1000) do blanks[i] = '' end
+  for at = have, given - 1, 1000 do
+    redis.call('RPUSH', KEYS[2], unpack(blanks, 1, math.min(1000, given - at)))
+  end
+  redis.call('SET', KEYS[3], have, 'NX')
+end
+local lacking = redis.call('GET', KEYS[3])
+return {given, lacking and tonumber(lacking) or have}
+"""
+
 # KEYS: log, versions, sequence, notifications, tracking
 # ARGV: base, application ('1'/'0'), then the tracking record (upstream ('' = none), id,
 # event id, type, aggregate, body, index), n, the events' type, aggregate prefix, index key
