@@ -156,3 +156,34 @@ def test_a_reindex_of_a_log_missing_the_last_notifications_keeps_later_ids(
         assert [(n.id, n.originator_version) for n in got] == [(1, 1), (2, 2), (3, 3), (6, 4)]
     finally:
         f.close()
+
+
+def test_an_insert_while_reindex_runs_keeps_its_id(redis_url: str, key_prefix: str) -> None:
+    """An application records while ``reindex()`` rebuilds its list (after the rebuild
+    read the log): the insert is kept, and the ids given after it stay in place (before,
+    the rebuild deleted it from the list and every later id read back one place off)."""
+    f = _factory(redis_url, key_prefix)
+    try:
+        recorder = f.application_recorder()
+        recorder.insert_events([StoredEvent(originator_id=X, originator_version=v, topic="t",
+                                            state=b"") for v in range(1, 4)])
+        ds = f.datastore
+        real_run, inserted = ds.run, []
+
+        def run(coro):  # type: ignore[no-untyped-def]
+            got = real_run(coro)
+            if got == [] and not inserted:  # the rebuild read the whole log: record now
+                inserted.append(recorder.insert_events([StoredEvent(
+                    originator_id=X, originator_version=4, topic="t", state=b"")]))
+            return got
+
+        ds.run = run  # type: ignore[method-assign]
+        ds.reindex()
+        ds.run = real_run  # type: ignore[method-assign]
+        assert inserted == [[4]]
+        assert recorder.insert_events([StoredEvent(originator_id=X, originator_version=5,
+                                                   topic="t", state=b"")]) == [5]
+        got = recorder.select_notifications(1, 10)
+        assert [(n.id, n.originator_version) for n in got] == [(i, i) for i in range(1, 6)]
+    finally:
+        f.close()

@@ -23,6 +23,7 @@ from chatlog.integrations._eventsourcing_scripts import (
     _GUARD,
     _INSERT,
     _PAD,
+    _SWAP,
     lacking_key,
     note,
     notifications_key,
@@ -99,6 +100,7 @@ class Datastore:
         self.insert_script_async = self.store.redis.register_script(_INSERT)
         self.check_script = self.redis.register_script(_CHECK)
         self.pad_script = self.redis.register_script(_PAD)
+        self.swap_script = self.redis.register_script(_SWAP)
         #: Whether large batches may go as MULTI/EXEC: one server, acknowledged locally.
         self.single = isinstance(self.redis, Redis)
         self.multi_ok = self.single and self.store.ack != "replicated"
@@ -161,15 +163,18 @@ class Datastore:
             current = int(self.redis.get(f"{base}:seq") or 0)
             if top > current:
                 self.redis.set(f"{base}:seq", top)
-        for base, by_id in notes.items():  # the list again, in id order (b"": none), up
-            # to every id given (ids whose events the log lacks too: later ones keep theirs)
-            top = max(max(by_id), int(self.redis.get(f"{base}:seq") or 0))
-            listed = [by_id.get(nid, b"") for nid in range(1, top + 1)]
+        for base, by_id in notes.items():  # the list again, in id order (b"": none),
+            # built aside, then swapped in with what inserts pushed meanwhile and padded
+            # up to every id given (ids whose events the log lacks too)
+            listed = [by_id.get(nid, b"") for nid in range(1, max(by_id) + 1)]
+            key = notifications_key(base)
             pipe = self.redis.pipeline(transaction=False)
-            pipe.delete(notifications_key(base), lacking_key(notifications_key(base)))
+            pipe.delete(f"{key}:rebuilt")
             for i in range(0, len(listed), 1000):
-                pipe.rpush(notifications_key(base), *listed[i:i + 1000])
+                pipe.rpush(f"{key}:rebuilt", *listed[i:i + 1000])
             pipe.execute()
+            self.swap_script(keys=[f"{base}:seq", key, lacking_key(key), f"{key}:rebuilt"],
+                             args=[len(listed)])
         return seen
 
     def check_notifications(self, sequence: str, notifications: str, recorder: str) -> bool:
