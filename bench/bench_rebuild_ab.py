@@ -7,9 +7,11 @@ reuse it (the Valkey is started again on its AOF).
 
 Each repetition, in turn: the tiered rebuild (archive + hot tail) with tree A, then
 with tree B, then the Redis-only (XRANGE) rebuild with A, then with B, each a real
-``python -m chatlog rebuild -q`` child with its wall time and peak RSS; plus the raw
-SQLite-insert ceiling of the same message rows (``bench_rebuild.raw_sqlite``).
-Reports events/s best and median of each, and the same-run ratios.
+``python -m chatlog rebuild -q`` child with its wall time, CPU time and peak RSS; plus
+SQLite's ceiling for the same rows with the same settings (``_rebuild_ceiling``: the
+log's rows folded untimed, then written and indexed exactly as the rebuild writes
+them, timed alone). Reports events/s best and median of each, CPU per event, and the
+same-run ratios.
 
 ``.venv/bin/python bench/bench_rebuild_ab.py --old /tmp/old/src [--fixture DIR]``
 (``--old``: the ``src`` directory of the tree to compare against, e.g. from
@@ -29,10 +31,9 @@ from typing import Any
 from _archive_fill import fill
 from _archive_phases import cli_env, copy_log, timed_rebuild
 from _common import ROOT, bench_args, emit, metric, print_table, scratch_dir
-from bench_rebuild import raw_sqlite
+from _rebuild_ceiling import sqlite_ceiling
 from chatlog.eventstore.archive import Archive
 from chatlog.eventstore.embedded import EmbeddedValkey
-from chatlog.identity import normalize_project_id
 
 HOT = 200_000
 
@@ -64,6 +65,11 @@ def _rates(n: int, runs: list[dict[str, Any]]) -> list[float]:
     return [n / r["seconds"] for r in runs]
 
 
+def _cpu(n: int, runs: list[dict[str, Any]]) -> list[float]:
+    """CPU (user + system, every thread) per event, in microseconds."""
+    return [1e6 * r["cpu_s"] / n for r in runs]
+
+
 def main() -> None:
     def extra(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--events", type=int, default=1_000_000)
@@ -89,9 +95,7 @@ def main() -> None:
             redis = cli_env(server.url, "copy", scratch, str(scratch / "no-archive"), 0)
             runs: dict[str, list[dict[str, Any]]] = {
                 "tiered_a": [], "tiered_b": [], "redis_a": [], "redis_b": []}
-            ceiling: list[float] = []
-            plan = [(normalize_project_id(f"Bench-Project-{i}"), f"thread-{i:06d}")
-                    for i in range(1000)]
+            ceiling: list[dict[str, float]] = []
             for rep in range(reps):
                 runs["tiered_a"].append(_run(tiered, old, scratch / f"ta{rep}"))
                 runs["tiered_b"].append(_run(tiered, new, scratch / f"tb{rep}"))
@@ -99,20 +103,29 @@ def main() -> None:
                     runs["redis_a"].append(_run(redis, old, scratch / f"ra{rep}"))
                     runs["redis_b"].append(_run(redis, new, scratch / f"rb{rep}"))
                 _settle()
-                raw = scratch / f"raw{rep}.sqlite"
-                ceiling.append(raw_sqlite(raw, n, plan))
-                raw.unlink()
+                ceiling.append(asyncio.run(sqlite_ceiling(
+                    server.url, "bench", archive, scratch / f"ceiling{rep}.sqlite")))
                 line = "  ".join(f"{k} {n / v[-1]['seconds']:,.0f}/s "
-                                 f"({v[-1]['peak_rss_mb']:.0f} MiB)"
+                                 f"({1e6 * v[-1]['cpu_s'] / n:.1f} us CPU/event, "
+                                 f"{v[-1]['peak_rss_mb']:.0f} MiB)"
                                  for k, v in runs.items() if v)
-                print(f"rep {rep + 1}: {line}  sqlite ceiling {ceiling[-1]:,.0f} rows/s",
+                print(f"rep {rep + 1}: {line}  sqlite ceiling "
+                      f"{ceiling[-1]['rows_per_s']:,.0f} rows/s "
+                      f"({ceiling[-1]['cpu_us_per_row']:.1f} us CPU/row, indexes "
+                      f"{ceiling[-1]['index_s']:.2f} s); load {os.getloadavg()[0]:.1f}",
                       flush=True)
         finally:
             server.stop()
     ta, tb = _rates(n, runs["tiered_a"]), _rates(n, runs["tiered_b"])
     rows = [
-        metric(f"raw sqlite3 executemany + indexes of {n:,} message rows (ceiling)", ceiling,
-               "rows/s"),
+        metric(f"SQLite alone: the same {n:,} rows written + indexed as the rebuild does "
+               "(ceiling)", [c["rows_per_s"] for c in ceiling], "rows/s"),
+        metric("SQLite alone: CPU per row", [c["cpu_us_per_row"] for c in ceiling], "us",
+               higher_is_better=False),
+        metric("A: tiered rebuild CPU per event", _cpu(n, runs["tiered_a"]), "us",
+               higher_is_better=False),
+        metric("B: tiered rebuild CPU per event", _cpu(n, runs["tiered_b"]), "us",
+               higher_is_better=False),
         metric("A: chatlog rebuild from archive + hot tail", ta, "events/s"),
         metric("B: chatlog rebuild from archive + hot tail", tb, "events/s",
                ratio=round(statistics.median(tb) / statistics.median(ta), 2),
@@ -128,6 +141,10 @@ def main() -> None:
         med = statistics.median
         rows += [
             metric("A: chatlog rebuild, Redis only (XRANGE)", ra, "events/s"),
+            metric("A: Redis-only rebuild CPU per event", _cpu(n, runs["redis_a"]), "us",
+                   higher_is_better=False),
+            metric("B: Redis-only rebuild CPU per event", _cpu(n, runs["redis_b"]), "us",
+                   higher_is_better=False),
             metric("B: chatlog rebuild, Redis only (XRANGE)", rb, "events/s",
                    ratio=round(med(rb) / med(ra), 2), ratio_to="A's Redis-only (medians)"),
             metric("B tiered / A Redis-only (the issue's ratio)", tb, "events/s",

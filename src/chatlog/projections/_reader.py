@@ -80,6 +80,12 @@ async def read_folded(
     yield ("done", [fold.final() for fold in folds])
 
 
+def _entry_types(entries: list[RawEntry]) -> list[bytes]:
+    """Each entry's type: where the append script puts it, else looked up."""
+    return [flat[3] if len(flat) > 3 and flat[2] == b"t" else flat_field(flat, b"t")
+            for _, flat in entries]
+
+
 def _split_at_erasures(item: Any) -> list[Any]:
     """A chunk (entries or an archive batch) cut after each erasure tombstone.
 
@@ -88,7 +94,10 @@ def _split_at_erasures(item: Any) -> list[Any]:
     never those of the scope's fresh history after it in the same chunk.
     """
     if isinstance(item, list):
-        cuts = [i + 1 for i, (_, flat) in enumerate(item) if flat_field(flat, b"t") == ERASURE]
+        types = _entry_types(item)
+        if ERASURE not in types:
+            return [item]
+        cuts = [i + 1 for i, kind in enumerate(types) if kind == ERASURE]
     else:
         import pyarrow.compute as pc
 
@@ -108,17 +117,19 @@ def _split_at_erasures(item: Any) -> list[Any]:
 def _folded_entries(partition: int, entries: list[RawEntry], folds: Sequence[Any],
                     plain_types: frozenset[bytes] | None,
                     known: frozenset[bytes]) -> Message:
-    """A chunk message of hot-tail entries."""
+    """A chunk message of hot-tail entries (a chunk of one kind, as most are, is
+    filtered and counted by its distinct types, not entry by entry)."""
     last = entries[-1][0].decode()
     rows = [fold.rows(entries) for fold in folds]
-    types = [flat_field(flat, b"t") for _, flat in entries]
+    types = _entry_types(entries)
+    present = set(types)
     if plain_types is None:
         plain = entries
-    elif plain_types:
+    elif plain_types & present:
         plain = [e for e, t in zip(entries, types, strict=True) if t in plain_types]
     else:
         plain = []
-    unknown = len(types) - sum(map(known.__contains__, types))
+    unknown = 0 if present <= known else len(types) - sum(map(known.__contains__, types))
     return ("chunk", partition, last, len(entries), rows, plain, unknown)
 
 
