@@ -16,7 +16,7 @@ import pytest
 from chatlog.errors import ConfigError
 from chatlog.eventstore import EmbeddedValkey, EventStore
 
-BAD = ["0", "-1", "nan", "inf", "-inf", "soon"]
+BAD = ["0", "-1", "nan", "inf", "-inf", "soon", "1e12"]
 
 
 @pytest.mark.parametrize("value", BAD)

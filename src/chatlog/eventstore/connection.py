@@ -122,6 +122,9 @@ def client_options(*, blocking: bool = False) -> dict[str, Any]:
 #: and the lean connections would each read them their own way (0 is "none" to one
 #: and "at once" to the other; nan never fires; a negative one fails every command).
 _SECONDS_OPTIONS = ("socket_timeout", "socket_connect_timeout")
+#: The longest such timeout (~11.6 days): a blocking socket's timeout must fit the
+#: platform's time_t in nanoseconds (1e12 s was an OverflowError at the first connect).
+_MAX_SECONDS = 1e6
 
 
 def checked_url(url: str, *, blocking: bool = False) -> str:
@@ -136,9 +139,9 @@ def checked_url(url: str, *, blocking: bool = False) -> str:
                 seconds = float(given)
             except ValueError:
                 seconds = math.nan
-            if not (math.isfinite(seconds) and seconds > 0):
+            if not (math.isfinite(seconds) and 0 < seconds <= _MAX_SECONDS):
                 raise ConfigError(f"invalid Redis URL: {name} must be a positive number of "
-                                  f"seconds, not {given!r}")
+                                  f"seconds up to {_MAX_SECONDS:.0f}, not {given!r}")
     if not blocking or not any(name == "socket_timeout" for name, _ in options):
         return url
     kept = [o for o in parts.query.split("&") if unquote(o.split("=", 1)[0]) != "socket_timeout"]
