@@ -194,6 +194,56 @@ def serve_metrics(serves: list[dict[str, Any]], fresh: dict[str, Any]) -> list[d
     ]
 
 
+def fill_metrics(fills: list[dict[str, Any]], batch: int) -> list[dict[str, Any]]:
+    """The fill's figures, one run per fill: memory, rates, the archiver's CPU."""
+    peaks = [max(m for _, m in f["samples"]) / 2**20 for f in fills]
+    afters = [f["samples"][-1][1] / 2**20 for f in fills]
+    appends = [f["n"] / f["append_s"] for f in fills]
+    archives = [f["archiver"]["archived"] / f["archiver"]["wall_s"] if f["archiver"]["wall_s"]
+                else 0.0 for f in fills]
+    ratios = [a / b for a, b in zip(archives, appends, strict=True)]
+    goal = GOAL_BYTES / 2**20
+    return [
+        metric("Redis used_memory, peak during the fill", peaks, "MiB", higher_is_better=False,
+               goal=f"<= {goal:.1f} MiB", goal_met=statistics.median(peaks) <= goal),
+        metric("Redis used_memory after the fill", afters, "MiB", higher_is_better=False,
+               goal=f"<= {goal:.1f} MiB", goal_met=statistics.median(afters) <= goal),
+        metric("most events Redis held (sampled)", [f["max_held"] for f in fills], "events",
+               higher_is_better=False),
+        metric(f"append rate ({CONCURRENCY} concurrent appends of {batch} events)", appends,
+               "events/s"),
+        metric("appender CPU per event", [f["append_cpu_s"] / f["n"] * 1e6 for f in fills],
+               "us/event", higher_is_better=False),
+        metric("archiving rate (during its passes)", archives, "events/s"),
+        metric("archiving rate / append rate", ratios, "x", goal=">= 1x",
+               goal_met=statistics.median(ratios) >= 1),
+        metric("archiver CPU per event", [f["archiver"]["cpu_s"]
+                                          / max(f["archiver"]["archived"], 1) * 1e6
+                                          for f in fills], "us/event", higher_is_better=False),
+    ]
+
+
+async def fills_only(args: argparse.Namespace, n: int) -> None:
+    """``--fill-only``: the fill ``--reps`` times, each on a fresh server."""
+    fills = []
+    for rep in range(args.reps):
+        with valkey_server() as server, scratch_dir("archive") as work:
+            print(f"fill {rep + 1}/{args.reps}: {n:,} events with the archiver running "
+                  f"(hot window {HOT:,})...", flush=True)
+            fills.append(await fill(server.url, n, work, HOT, batch=args.batch))
+    samples = fills[0]["samples"]
+    early = [x for x in samples if 0 < x[0] <= HOT]
+    slope = (early[-1][1] - samples[0][1]) / early[-1][0] if early else 0.0
+    png = ROOT / "artifacts" / "bench" / f"archive-fill-memory-{n:_}.png"
+    plotted = plot(samples, slope, samples[0][1], png)
+    print_table(f"tiered log fill, {n:,} events, hot window {HOT:,}",
+                fill_metrics(fills, args.batch))
+    emit("archive-fill", fill_metrics(fills, args.batch), args, events=n,
+         plot=str(png) if plotted else None,
+         fills=[{k: v for k, v in f.items() if k != "samples"} for f in fills],
+         samples=[[[x, m] for x, m in f["samples"]] for f in fills])
+
+
 async def main() -> None:
     def extra(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--events", type=int, default=None,
@@ -204,6 +254,9 @@ async def main() -> None:
                                  f"{BATCH}; 1: append_one calls)")
         parser.add_argument("--rebuild-reps", type=int, default=None,
                             help="rebuilds of each kind (default --reps with --quick, else 1)")
+        parser.add_argument("--fill-only", action="store_true",
+                            help="only the fill (memory, append and archiving rates), --reps "
+                                 "times, each on a fresh server; no replay, rebuild or serve")
 
     args = bench_args(__doc__.splitlines()[0], add=extra)
     n = args.events or (1_000_000 if args.quick else 10_000_000)
@@ -211,6 +264,9 @@ async def main() -> None:
     global HOT, GOAL_BYTES
     HOT = args.hot
     GOAL_BYTES = HOT * 600 + 64 * 2**20
+    if args.fill_only:
+        await fills_only(args, n)
+        return
     with valkey_server() as server, scratch_dir("archive") as work:
         print(f"filling {n:,} events with the archiver running (hot window {HOT:,})...",
               flush=True)

@@ -8,7 +8,8 @@ events' memory is freed first; the records stay in Redis meanwhile):
 
 ``ids-published``
     read the records of the segment's ids from their buckets (``HMGET``, one per
-    bucket and try) and write them to the segment's id file
+    bucket and try, pipelined: :mod:`._sealed_ids` computes them column-wise from the
+    events the seal has in hand) and write them to the segment's id file
     (:mod:`chatlog.eventstore.archive.idfiles`: temporary name, fsync, read
     back, rename).
 ``ids-removed``
@@ -16,7 +17,7 @@ events' memory is freed first; the records stay in Redis meanwhile):
     filter per window and generation, expiring with its buckets; see
     ``append.lua``): :data:`RESERVE` makes room in it, then the segment's bits,
     built here, are ORed into it (:data:`OR_IN`); only then delete the records
-    from their buckets (``HDEL``, one per bucket). An id is always in a bucket,
+    from their buckets (``HDEL``, one per bucket, pipelined). An id is always in a bucket,
     or in the filter and a published id file, or in both.
 
 A crash before or between the steps leaves the records in Redis (and maybe a
@@ -39,15 +40,16 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chatlog.errors import OutcomeUnknown, StoreUnavailable
 from chatlog.eventstore.archive import idfiles
-from chatlog.eventstore.codec import parse_position
+from chatlog.eventstore.codec import flat_field, parse_position
 from chatlog.eventstore.connection import guard
-from chatlog.eventstore.idempotency import BUCKETS, archived, as_retry, checked, record_of
+from chatlog.eventstore.idempotency import archived, as_retry, checked
 
 if TYPE_CHECKING:
+    from chatlog.eventstore._sealed_ids import Identities
     from chatlog.eventstore.archive import Archive
     from chatlog.eventstore.connection import Client
     from chatlog.eventstore.keys import Keys
@@ -61,9 +63,6 @@ class EventStore(Protocol):
     _appender: Any
 
 
-_NO_DIGEST = bytes(8)
-#: Buckets per script call.
-CHUNK = 2_000
 #: Filter bits per id (<= 1.8% false positives with 6 bits set per id in 64-bit blocks).
 BITS_PER_ID = 10
 #: A generation's first filter piece, in 8-byte blocks (64 KiB: ~52k ids); each next
@@ -134,16 +133,6 @@ return 1
 """
 
 
-def set_bits(piece: bytearray, blocks: int, rec: bytes) -> None:
-    """Set the 6 bits of ``rec``'s id in ``piece`` (its filter hash: 4 bytes choose the
-    block, 6 the bits; bit p counted from the block's first byte's high bit, as SETBIT
-    counts)."""
-    at = int.from_bytes(rec[27:31]) % blocks * 8
-    for p in rec[31:37]:
-        p %= 64
-        piece[at + p // 8] |= 0x80 >> (p % 8)
-
-
 _caches: weakref.WeakKeyDictionary[Any, idfiles.Cache] = weakref.WeakKeyDictionary()
 
 
@@ -160,93 +149,96 @@ def _windows(store: EventStore) -> tuple[int, int]:
 
 
 async def seal_ids(store: EventStore, archive: Archive, partition: int, last: str,
-                   step: Callable[[str], None]) -> int:
+                   step: Callable[[str], None],
+                   entries: Sequence[tuple[bytes, Sequence[bytes]]] | None = None) -> int:
     """Move the remembered ids of the published segment ending at ``last`` out of Redis
-    into its id file (the two steps above); how many records left Redis."""
+    into its id file (the two steps above); how many records left Redis. ``entries``:
+    the segment's events when the caller has them (else the segment is read)."""
+    # numpy and pyarrow: imported by the first seal, not by every process that appends
+    from chatlog.eventstore._sealed_ids import (
+        Commands,
+        Remembered,
+        file_body,
+        filter_bits,
+        gather,
+        gc_paused,
+        of_file,
+    )
+
     storage = archive.storage
     path = idfiles.ids_path(storage, partition, last)
     body = await asyncio.to_thread(_cache(archive).body, storage, path)
     tag = store.keys.log(partition)[: -len("log")]
-    kept: list[_Kept]
-    if body is None:
-        kept = await _gather(store, archive, partition, last, tag)
-        data = idfiles.encode_packed([k.entry for k in kept])
-        await asyncio.to_thread(idfiles.publish, storage, partition, last, data)
-        step("ids-published")
-    else:
-        entries = list(idfiles.entries(body))
-        projects = {e.project: str(uuid.UUID(bytes=e.project)) for e in entries}
-        numbers = await _numbers(store, tag, set(projects.values()))
-        kept = []
-        for e in entries:
-            number = numbers.get(projects[e.project])
-            if number is not None:
-                rec = record_of(e.project, e.event_id, _NO_DIGEST)
-                kept.append(_Kept(b"", rec, rec[11:27] + number, f"{tag}ids:{e.window_ms}:"
-                                  f"{e.generation}:{_bucket(rec)}",
-                                  f"{e.window_ms}:{e.generation}"))
-    deletes: dict[str, list[bytes]] = {}  # bucket key -> fields
-    filters: dict[str, list[bytes]] = {}  # filter name -> records
-    for k in kept:
-        deletes.setdefault(k.key, []).append(k.field)
-        filters.setdefault(k.filter, []).append(k.rec)
-    # First into the filter (ORed in: setting a bit again changes nothing), then out of
-    # the buckets: each id is in one or both all along.
-    args: list[Any] = []
-    for name, recs in filters.items():
-        args += [name, len(recs)]
-    reserved = (await guard(store.redis.register_script(RESERVE)(
-        keys=[store.keys.log(partition)], args=args))) if args else []
-    for recs, piece, blocks in zip(filters.values(), reserved[::2], reserved[1::2],
-                                   strict=True):
-        mask = bytearray(int(blocks) * 8)
-        for rec in recs:
-            set_bits(mask, int(blocks), rec)
-        await guard(store.redis.register_script(OR_IN)(
-            keys=[piece, f"{tag}idf:scratch:{uuid.uuid4().hex}"], args=[bytes(mask)]))
-    removed = 0
-    keys = sorted(deletes)
-    for i in range(0, len(keys), CHUNK):
-        removed += int(await _per_bucket(store, partition, "HDEL", keys[i : i + CHUNK],
-                                         [deletes[key] for key in keys[i : i + CHUNK]]))
+    commands = Commands(store.redis)
+    try:
+        if body is None:
+            ids = await asyncio.to_thread(_identities, archive, partition, last, entries)
+            numbers = await _numbers(store, tag, set(ids.projects))
+            iw, ow = _windows(store)
+            found, values = await gather(commands, ids, numbers, tag, (
+                (ow, 0), (iw, 0), (ow, -1), (iw, -1), (ow, 1), (iw, 1)))
+            data = idfiles.encode_sorted(await asyncio.to_thread(file_body, ids, found, values))
+            await asyncio.to_thread(idfiles.publish, storage, partition, last, data)
+            step("ids-published")
+        else:  # published by a pass that crashed: take the ids from the file
+            ids, window, generation = await asyncio.to_thread(of_file, body)
+            kept, fields = ids.fields(await _numbers(store, tag, set(ids.projects)))
+            found = Remembered(kept, window[kept], generation[kept], fields)
+        # First into the filter (ORed in: setting a bit again changes nothing), then out
+        # of the buckets: each id is in one or both all along.
+        filters = found.filters()
+        args: list[Any] = [x for name, at in filters for x in (name, len(at))]
+        reserved = (await guard(store.redis.register_script(RESERVE)(
+            keys=[store.keys.log(partition)], args=args))) if args else []
+        for (_, at), piece, blocks in zip(filters, reserved[::2], reserved[1::2], strict=True):
+            mask = filter_bits(ids.hashes[found.index[at]], int(blocks))
+            await guard(store.redis.register_script(OR_IN)(
+                keys=[piece, f"{tag}idf:scratch:{uuid.uuid4().hex}"], args=[mask]))
+        with gc_paused():
+            deletes = [("HDEL", key, *fields) for key, fields in found.bucket_keys(ids, tag)]
+        removed = sum(int(n) for n in await commands.run(deletes))
+    finally:
+        await commands.close()
     await guard(store.redis.set(_done_key(store, partition), last))
     step("ids-removed")
     return removed
 
 
-#: KEYS[1] the partition's stream; ARGV[1] HMGET or HDEL, then per bucket: its key, the
-#: count n of fields, the n fields. HMGET: the values, all buckets' in one list; HDEL:
-#: how many fields it deleted. (One script call for many buckets: each is one command
-#: here, where a pipeline costs the client a command each.)
-PER_BUCKET = """
-local hmget, out, j = ARGV[1] == 'HMGET', {}, 2
-local deleted = 0
-while j <= #ARGV do
-  local n = tonumber(ARGV[j + 1])
-  local got = redis.call(ARGV[1], ARGV[j], unpack(ARGV, j + 2, j + 1 + n))
-  if hmget then
-    for i = 1, n do out[#out + 1] = got[i] end
-  else
-    deleted = deleted + got
-  end
-  j = j + 2 + n
-end
-if hmget then return out end
-return deleted
-"""
+def _identities(archive: Archive, partition: int, last: str,
+                entries: Sequence[tuple[bytes, Sequence[bytes]]] | None) -> Identities:
+    """The ids of the segment ending at ``last``: from its ``entries``, or read from it."""
+    from chatlog.eventstore._sealed_ids import Identities, gc_paused
+
+    if entries is None:
+        import pyarrow.parquet as pq
+
+        info = next(s for s in reversed(archive.segments(partition)) if s.last == last)
+        table = pq.read_table(archive.storage.open(info.path),
+                              columns=["project", "event_id", "position_ms"])
+        return Identities.of(table.column("project"), table.column("event_id"),
+                             table.column("position_ms").to_numpy())
+    with gc_paused():
+        return _columns(entries)
 
 
-async def _per_bucket(store: EventStore, partition: int, command: str, keys: list[str],
-                      fields: list[list[bytes]]) -> Any:
-    args: list[Any] = [command]
-    for key, names in zip(keys, fields, strict=True):
-        args += [key, len(names), *names]
-    script = store.redis.register_script(PER_BUCKET)
-    return await guard(script(keys=[store.keys.log(partition)], args=args))
+def _columns(entries: Sequence[tuple[bytes, Sequence[bytes]]]) -> Identities:
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
+    from chatlog.eventstore._sealed_ids import Identities
 
-def _bucket(rec: bytes) -> int:
-    return int.from_bytes(rec[1:3]) % BUCKETS
+    flats = [flat for _, flat in entries]
+    if all(len(f) == 10 and f[0] == b"i" and f[4] == b"a" for f in flats):
+        ids, aggregates = [f[1] for f in flats], [f[5] for f in flats]
+    else:
+        ids, aggregates = ([flat_field(f, b"i") for f in flats],
+                           [flat_field(f, b"a") for f in flats])
+    positions = pa.array([p if isinstance(p, bytes) else str(p).encode() for p, _ in entries],
+                         pa.binary()).cast(pa.string())
+    ms = pc.list_element(pc.split_pattern(positions, "-", max_splits=1), 0).cast(pa.int64())
+    projects = pc.list_element(pc.split_pattern(
+        pa.array(aggregates, pa.binary()).cast(pa.string()), "/", max_splits=1), 0)
+    return Identities.of(projects, pa.array(ids, pa.binary()), ms.to_numpy())
 
 
 async def _numbers(store: EventStore, tag: str, projects: set[str]) -> dict[str, bytes]:
@@ -255,78 +247,6 @@ async def _numbers(store: EventStore, tag: str, projects: set[str]) -> dict[str,
     got = await guard(store.redis.hmget(f"{tag}idp", names)) if names else []
     return {name: n if isinstance(n, bytes) else str(n).encode()
             for name, n in zip(names, got, strict=True) if n is not None}
-
-
-class _Kept(NamedTuple):
-    """A remembered id on its way out of Redis."""
-
-    entry: bytes  # its entry of the id file (packed)
-    rec: bytes  # its record (:func:`.idempotency.record_of`)
-    field: bytes  # its field in its bucket
-    key: str  # its bucket
-    filter: str  # its filter: "<window ms>:<generation>"
-
-
-async def _gather(store: EventStore, archive: Archive, partition: int, last: str,
-                  tag: str) -> list[_Kept]:
-    """What Redis remembers of the ids of the segment ending at ``last``: read with
-    HMGET, one per bucket and try (every id in the generation of its position in one
-    window, the misses in the other's, then in the generations before and after)."""
-    info = next(s for s in reversed(archive.segments(partition)) if s.last == last)
-
-    def read() -> list[tuple[str, str, int]]:
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(archive.storage.open(info.path),
-                              columns=["project", "event_id", "position_ms"])
-        return list(zip(*(table.column(c).to_pylist() for c in table.column_names),
-                        strict=True))
-
-    rows = await asyncio.to_thread(read)
-    numbers = await _numbers(store, tag, {project for project, _, _ in rows})
-    projects = {p: uuid.UUID(p).bytes for p in numbers}
-    todo = []  # (position ms, record, field, bucket, project)
-    for project, event_id, ms in rows:
-        number = numbers.get(project)
-        if number is not None:
-            rec = record_of(projects[project], bytes.fromhex(event_id.replace("-", "")),
-                            _NO_DIGEST)
-            todo.append((ms, rec, rec[11:27] + number, _bucket(rec),
-                         projects[project]))
-    iw, ow = _windows(store)
-    kept: list[_Kept] = []
-    for window, delta in ((ow, 0), (iw, 0), (ow, -1), (iw, -1), (ow, 1), (iw, 1)):
-        if not todo:
-            break
-        groups: dict[str, list[tuple[int, bytes, bytes, int, bytes]]] = {}
-        for item in todo:
-            groups.setdefault(f"{tag}ids:{window}:{item[0] // window + delta}:{item[3]}",
-                              []).append(item)
-        missed = []
-        keys = list(groups)
-        for i in range(0, len(keys), CHUNK):
-            chunk = keys[i : i + CHUNK]
-            values = iter(await _per_bucket(store, partition, "HMGET", chunk,
-                                            [[item[2] for item in groups[k]] for k in chunk]))
-            for key in chunk:
-                for item, value in zip(groups[key], values, strict=False):  # in order
-                    if value is None:
-                        missed.append(item)
-                        continue
-                    generation = item[0] // window + delta
-                    kept.append(_Kept(_entry(item[4], item[1], value, window, generation),
-                                      item[1], item[2], key, f"{window}:{generation}"))
-        todo = missed
-    return kept  # the rest: forgotten already (their window passed), or never remembered
-
-
-def _entry(project: bytes, rec: bytes, value: bytes, window: int, generation: int) -> bytes:
-    """The id file's entry of a record's ``value`` ("<ms offset>-<seq> <version> <digest>")."""
-    pos, version, digest = [*value.split(b" ", 2), b""][:3]
-    offset, seq = pos.split(b"-", 1)
-    return idfiles.ENTRY.pack(project, rec[11:27], generation * window + int(offset), int(seq),
-                              int(version), digest if len(digest) == 8 else _NO_DIGEST,
-                              window, generation)
 
 
 async def finish(store: EventStore, archive: Archive, partition: int,

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chatlog.errors import ArchiveConflict, ChatlogError, InvalidInput, StoreUnavailable
+from chatlog.eventstore._archiver_scan import segments_beyond
 from chatlog.eventstore.archived_ids import finish, seal_ids
 from chatlog.eventstore.archiver_counters import ArchiverCounters
 from chatlog.eventstore.codec import parse_position
@@ -51,8 +52,10 @@ log = logging.getLogger(__name__)
 #: The steps a seal goes through, in order (the fault hook's names).
 STEPS = ("written", "verified", "renamed", "published", "index-trimmed", "trimmed",
          "ids-published", "ids-removed")
-#: Events read from Redis per XRANGE while a segment is gathered.
-_READ_BATCH = 5_000
+#: The most events the count bound is exceeded by before a pass seals (a tenth of the
+#: window below 100,000): Redis holds a window of 200,000 plus up to this (~6 MB),
+#: not plus 20,000, and segments are still of 10,000 events or more.
+MARGIN_CAP = 10_000
 #: Aggregate index keys per trimming script call.
 _KEYS_PER_CALL = 500
 #: Errors after which the next pass simply tries again.
@@ -242,6 +245,7 @@ class Archiver:
         interval: float = 30.0,
         lease_ttl: float = 30.0,
         crash_at: str | None = None,
+        margin_cap: int = MARGIN_CAP,
     ) -> None:
         if crash_at is not None and crash_at not in STEPS:
             raise ValueError(f"archiver crash step {crash_at!r} is not one of {', '.join(STEPS)}")
@@ -251,6 +255,7 @@ class Archiver:
         self._archive: Archive | str = archive
         self.window = window
         self.segment_events = segment_events
+        self.margin_cap = max(margin_cap, 1)
         self.interval = interval
         self.lease_ttl = lease_ttl
         self.crash_at = crash_at
@@ -283,7 +288,7 @@ class Archiver:
 
     async def start(self) -> None:
         """Run passes every ``interval`` seconds until :meth:`stop` (none when every
-        bound of the hot window is off)."""
+        bound of the hot window is off); after a pass that archived, the next at once."""
         if not self.window.bounded:
             log.info("archiver: every hot-window bound is 0; not archiving")
             return
@@ -299,13 +304,15 @@ class Archiver:
 
     async def _run(self) -> None:
         while True:
-            try:
+            again = False  # a pass that sealed something is followed by one at once: the
+            try:           # appends made while it ran may be past the window already
                 results = await self.run_pass()
                 raise_if_cancelled()
                 for result in results:
                     if result.archived or result.trimmed:
                         log.info("archived %d events of partition %d in %d segments",
                                  result.archived, result.partition, result.segments)
+                again = any(result.archived for result in results)
             except _RETRYABLE as exc:
                 raise_if_cancelled()
                 log.warning("archiver: pass failed (%s: %s); next pass in %.0f s",
@@ -315,7 +322,7 @@ class Archiver:
             except Exception:  # a bug: say so, and keep the service (and next passes) going
                 log.exception("archiver: pass failed; next pass in %.0f s", self.interval)
             raise_if_cancelled()  # redis-py may have swallowed a cancellation
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(0 if again else self.interval)
 
     # -- one pass ----------------------------------------------------------------------
 
@@ -365,39 +372,18 @@ class Archiver:
             below = parse_position(deleted)
             floor = max(floor, (below[0], below[1] - 1) if below[1] else (below[0] - 1, 2**63))
         archived = segments = 0
-        entries: list[tuple[bytes, list[bytes]]] = []
         if progress:
             progress(partition, 0, count)
-
-        async def seal() -> None:
-            nonlocal trimmed, archived, segments, entries
+        # From the stream's first entry: everything up to the newest published
+        # position was trimmed above (and is skipped should it still be there).
+        async for entries in segments_beyond(self.store, partition, count=count,
+                                             time_cut=time_cut, floor=floor,
+                                             segment_events=self.segment_events):
             trimmed += await self._seal(partition, entries, lease)
             archived += len(entries)
             segments += 1
-            entries = []
             if progress:
                 progress(partition, archived, max(count, archived))
-
-        done = False
-        # From the stream's first entry: everything up to the newest published
-        # position was trimmed above (and is skipped should it still be there).
-        async for chunk in self.store.scan_flat(partition, chunk=_READ_BATCH):
-            raise_if_cancelled()
-            for pos, flat in chunk:
-                position = pos if isinstance(pos, bytes) else str(pos).encode()
-                key = parse_position(position.decode())
-                if key <= floor:
-                    continue
-                if archived + len(entries) >= count and (time_cut is None or key[0] >= time_cut):
-                    done = True
-                    break
-                entries.append((position, list(flat)))
-                if len(entries) >= self.segment_events:
-                    await seal()
-            if done:
-                break
-        if entries:
-            await seal()
         return PassResult(partition, archived=archived, segments=segments, trimmed=trimmed)
 
     async def _excess(self, partition: int) -> tuple[int, int | None] | None:
@@ -405,7 +391,9 @@ class Archiver:
         age cut (ms) when the age bound is on; None when nothing needs sealing yet.
 
         A bound triggers a seal once it is exceeded by a tenth (so segments are not
-        made of a handful of events), then seals down to the bound itself.
+        made of a handful of events; the events bound by at most ``margin_cap``
+        events, so a large window does not hold a tenth more in Redis before each
+        seal), then seals down to the bound itself.
         """
         w = self.window
         if not w.bounded:
@@ -415,7 +403,7 @@ class Archiver:
         if not length:
             return None
         count = 0
-        if w.events and length > w.events + max(w.events // 10, 1):
+        if w.events and length > w.events + max(min(w.events // 10, self.margin_cap), 1):
             count = length - w.events
         if w.bytes:
             used = int(await self.store.redis.memory_usage(key) or 0)
@@ -449,13 +437,14 @@ class Archiver:
                                            fence=lease.token, on_step=self._step)
         except ArchiveConflict as exc:
             raise LeaseLost(str(exc)) from exc
-        return await self._trim(partition, info.last, self._aggregates(entries))
+        return await self._trim(partition, info.last, self._aggregates(entries), entries)
 
     @staticmethod
     def _aggregates(entries: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[bytes]:
-        return list(dict.fromkeys(flat[flat.index(b"a") + 1] for _, flat in entries))
+        return list(dict.fromkeys([flat[flat.index(b"a") + 1] for _, flat in entries]))
 
-    async def _trim(self, partition: int, last: str, aggregates: Sequence[bytes]) -> int:
+    async def _trim(self, partition: int, last: str, aggregates: Sequence[bytes],
+                    entries: Sequence[tuple[bytes, Sequence[bytes]]] | None = None) -> int:
         """Remove the archived events up to ``last`` from Redis: first from the aggregates'
         index lists, then from the stream (a reader never finds an index entry whose
         event is neither in the stream nor published)."""
@@ -470,7 +459,7 @@ class Archiver:
         removed = int(await self.store.redis.xtrim(keys.log(partition), minid=f"{ms}-{seq + 1}",
                                                    approximate=False))
         self._step("trimmed")
-        await seal_ids(self.store, self.archive, partition, last, self._step)
+        await seal_ids(self.store, self.archive, partition, last, self._step, entries)
         return removed
 
     async def _recover(self, partition: int, newest: str | None) -> int:

@@ -68,6 +68,13 @@ def encode_packed(entries: Sequence[bytes]) -> bytes:
     return MAGIC + body + hashlib.blake2b(body, digest_size=16).digest()
 
 
+def encode_sorted(body: bytes) -> bytes:
+    """A file of ``body``: entries packed and sorted already (:data:`ENTRY`)."""
+    if len(body) % ENTRY.size:
+        raise ValueError(f"{len(body)} bytes are not whole entries of {ENTRY.size}")
+    return MAGIC + body + hashlib.blake2b(body, digest_size=16).digest()
+
+
 def check(path: str, data: bytes) -> memoryview:
     """The entries of a file's ``data``; :class:`ArchiveCorrupt` when it is not whole."""
     body = memoryview(data)[len(MAGIC):-16]
