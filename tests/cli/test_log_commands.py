@@ -183,7 +183,7 @@ def test_erase_a_thread_asks_then_reports(
 
 
 @pytest.mark.parametrize("url, message", [
-    ("redis://127.0.0.1:1/0?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
+    ("redis://127.0.0.1:1/0?socket_timeout=soon", "socket_timeout must be a positive number"),
     ("http://user:secret@127.0.0.1:1", "must specify one of the following schemes"),
 ])
 def test_a_redis_url_redis_py_cannot_read_is_one_line_without_its_password(

@@ -26,3 +26,13 @@ def test_event_ids_decode_as_uuid_does() -> None:
 def test_position_times_are_the_positions_milliseconds() -> None:
     for position in ("1700000000123-0", "1700000000123-5", "1700000000124-0", "0-1"):
         assert position_time(position) == events.position_time(position)
+
+
+def test_an_id_with_a_dash_too_many_fails_as_uuid_does() -> None:
+    """36 characters with the four dashes where str(UUID) puts them, and one more in
+    place of a digit: uuid.UUID rejects it (31 digits); the fast path made a UUID."""
+    for bad in (b"12345678-1234-1234-1234-12345678-abc", b"12345678-1234-1234-1234-1234567890a-"):
+        with pytest.raises(ValueError):
+            uuid.UUID(bad.decode())
+        with pytest.raises(ValueError):
+            event_uuid(bad)

@@ -24,8 +24,9 @@ _last_time: tuple[int, datetime] = (-1, time_of(0))
 def event_uuid(raw: bytes) -> uuid.UUID:
     """The UUID of an entry's ``i`` field (``str(UUID)`` as bytes)."""
     if len(raw) == 36 and raw[8:9] == raw[13:14] == raw[18:19] == raw[23:24] == b"-":
-        try:
-            value = int(raw.replace(b"-", b""), 16)
+        digits = raw.replace(b"-", b"")
+        try:  # 32 digits, as uuid.UUID asks (an extra '-' left 31, which int() took)
+            value = int(digits, 16) if len(digits) == 32 else -1
         except ValueError:
             value = -1
         if value >= 0:

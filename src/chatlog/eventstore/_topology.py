@@ -46,6 +46,7 @@ from chatlog.eventstore.codec import START, Cursor
 from chatlog.eventstore.connection import (
     UNAVAILABLE,
     Client,
+    checked_url,
     client_options,
     guard,
     stream_items,
@@ -69,9 +70,10 @@ def connect(url: str, *, blocking: bool = False) -> Client:
     serve XREAD BLOCK and get no socket timeout shorter than their blocks.
     ``redis+cluster://`` URLs give a cluster client (see :mod:`cluster`).
     """
-    if _cluster.is_cluster_url(url):
-        return _cluster.connect_cluster(url, blocking=blocking)
+    url = checked_url(url, blocking=blocking)  # a blocking one: no ?socket_timeout=
     try:
+        if _cluster.is_cluster_url(url):
+            return _cluster.connect_cluster(url, blocking=blocking)
         client = aioredis.from_url(url, **client_options(blocking=blocking))
     except ValueError as exc:  # a scheme or ?option redis-py cannot read; the URL may
         # hold a password, so it is not repeated

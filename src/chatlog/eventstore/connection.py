@@ -9,8 +9,10 @@ way of turning them into :class:`~chatlog.errors.StoreUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable
 from typing import Any, TypeAlias, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -18,7 +20,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from chatlog.errors import StoreUnavailable
+from chatlog.errors import ConfigError, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -114,6 +116,36 @@ def client_options(*, blocking: bool = False) -> dict[str, Any]:
         "socket_connect_timeout": 2.0,
         "health_check_interval": 0,
     }
+
+
+#: The Redis URL's ``?options=`` that are seconds: positive and finite, or redis-py
+#: and the lean connections would each read them their own way (0 is "none" to one
+#: and "at once" to the other; nan never fires; a negative one fails every command).
+_SECONDS_OPTIONS = ("socket_timeout", "socket_connect_timeout")
+#: The longest such timeout (~11.6 days): a blocking socket's timeout must fit the
+#: platform's time_t in nanoseconds (1e12 s was an OverflowError at the first connect).
+_MAX_SECONDS = 1e6
+
+
+def checked_url(url: str, *, blocking: bool = False) -> str:
+    """``url`` once its timeouts are known good (else :class:`ConfigError`, without the
+    URL: it may hold a password); for a ``blocking`` client without ``socket_timeout``
+    (the reply timeout: never for ``XREAD BLOCK``)."""
+    parts = urlsplit(url)
+    options = parse_qsl(parts.query, keep_blank_values=True)
+    for name, given in options:
+        if name in _SECONDS_OPTIONS and given:  # (redis-py skips an empty one)
+            try:
+                seconds = float(given)
+            except ValueError:
+                seconds = math.nan
+            if not (math.isfinite(seconds) and 0 < seconds <= _MAX_SECONDS):
+                raise ConfigError(f"invalid Redis URL: {name} must be a positive number of "
+                                  f"seconds up to {_MAX_SECONDS:.0f}, not {given!r}")
+    if not blocking or not any(name == "socket_timeout" for name, _ in options):
+        return url
+    kept = [o for o in parts.query.split("&") if unquote(o.split("=", 1)[0]) != "socket_timeout"]
+    return urlunsplit(parts._replace(query="&".join(kept)))
 
 
 def text(value: object, default: str = "") -> str:

@@ -22,6 +22,9 @@ from chatlog.integrations._eventsourcing_scripts import (
     _CHECK,
     _GUARD,
     _INSERT,
+    _PAD,
+    _SWAP,
+    lacking_key,
     note,
     notifications_key,
 )
@@ -96,6 +99,8 @@ class Datastore:
         self.insert_script = self.redis.register_script(_INSERT)
         self.insert_script_async = self.store.redis.register_script(_INSERT)
         self.check_script = self.redis.register_script(_CHECK)
+        self.pad_script = self.redis.register_script(_PAD)
+        self.swap_script = self.redis.register_script(_SWAP)
         #: Whether large batches may go as MULTI/EXEC: one server, acknowledged locally.
         self.single = isinstance(self.redis, Redis)
         self.multi_ok = self.single and self.store.ack != "replicated"
@@ -158,22 +163,29 @@ class Datastore:
             current = int(self.redis.get(f"{base}:seq") or 0)
             if top > current:
                 self.redis.set(f"{base}:seq", top)
-        for base, by_id in notes.items():  # the list again, in id order (b"": none)
+        for base, by_id in notes.items():  # the list again, in id order (b"": none),
+            # built aside, then swapped in with what inserts pushed meanwhile and padded
+            # up to every id given (ids whose events the log lacks too)
             listed = [by_id.get(nid, b"") for nid in range(1, max(by_id) + 1)]
+            key = notifications_key(base)
             pipe = self.redis.pipeline(transaction=False)
-            pipe.delete(notifications_key(base))
+            pipe.delete(f"{key}:rebuilt")
             for i in range(0, len(listed), 1000):
-                pipe.rpush(notifications_key(base), *listed[i:i + 1000])
+                pipe.rpush(f"{key}:rebuilt", *listed[i:i + 1000])
             pipe.execute()
+            self.swap_script(keys=[f"{base}:seq", key, lacking_key(key), f"{key}:rebuilt"],
+                             args=[len(listed)])
         return seen
 
     def check_notifications(self, sequence: str, notifications: str, recorder: str) -> bool:
         """Whether the notification list holds every id the sequence gave; if not (an
         application recorded before the list existed, or a log copied without its
         index keys), say so in the log, once per recorder: its reads would miss them
-        until :meth:`reindex` rebuilds the list."""
-        given = int(self.redis.get(sequence) or 0)  # (first: the list never lags it)
-        listed = int(self.redis.llen(notifications))
+        until :meth:`reindex` rebuilds the list. The list is padded with placeholders
+        up to the ids given first, so that the ids given from now on stay in place."""
+        # padded to the ids given, so that inserts from now on keep their ids
+        given, listed = self.pad_script(keys=[sequence, notifications,
+                                              lacking_key(notifications)])
         if listed >= given:
             return True
         log.warning(

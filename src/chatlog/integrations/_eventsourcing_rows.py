@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Sequence
 
 import orjson
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import DataError, StoredEvent
 
 from chatlog.events import SCHEMA_VERSION
 from chatlog.integrations._eventsourcing_multi import Row
@@ -71,6 +71,9 @@ def rows(project_name: str, recorder: str, stored_events: Sequence[StoredEvent],
             known = originators[s.originator_id] = _originator(start, s.originator_id, digest)
         topic = topics.get(s.topic)
         if topic is None:
+            if application and "\0" in s.topic:  # the notification list's separator
+                raise DataError(f"topic {s.topic!r} contains a NUL character; an "
+                                "application recorder's topics cannot")
             topic = topics[s.topic] = _topic(s.topic)
         head = known[2] + b"%d" % s.originator_version + topic
         if application:

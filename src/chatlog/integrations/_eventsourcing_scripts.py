@@ -25,6 +25,59 @@ def note(position: str | bytes, topic: str, version: int | str, originator_id: s
     return b"%s\0%s\0%s\0%s" % (pos, topic.encode(), str(version).encode(),
                                    originator_id.encode())
 
+
+def lacking_key(notifications: str) -> str:
+    """Set while the list ``notifications`` holds placeholders (b"") for ids the
+    sequence gave before the list existed: how many it held then. ``reindex`` fills
+    them and deletes it."""
+    return f"{notifications}:lacking"
+
+
+# KEYS: sequence, notifications, lacking_key(notifications)
+# -> {ids given, what the list held before this padding (or when it was first padded)}
+# Pads the list with b"" up to the ids given, in one atomic step (inserts push after),
+# so that element k - 1 stays notification k for the ids given from now on.
+_PAD = """
+local given = tonumber(redis.call('GET', KEYS[1]) or '0')
+local have = redis.call('LLEN', KEYS[2])
+if have < given then
+  local blanks = {}
+  for i = 1, math.min(given - have, 1000) do blanks[i] = '' end
+  for at = have, given - 1, 1000 do
+    redis.call('RPUSH', KEYS[2], unpack(blanks, 1, math.min(1000, given - at)))
+  end
+  redis.call('SET', KEYS[3], have, 'NX')
+end
+local lacking = redis.call('GET', KEYS[3])
+return {given, lacking and tonumber(lacking) or have}
+"""
+
+# KEYS: sequence, notifications, lacking_key(notifications), the rebuilt list (its
+# first ARGV[1] elements: notifications 1..ARGV[1] as the log holds them)
+# Puts the rebuilt list in place in one atomic step, keeping what inserts pushed
+# meanwhile (the elements from ARGV[1] on), then pads it up to the ids given.
+_SWAP = """
+local m = tonumber(ARGV[1])
+local tail = redis.call('LRANGE', KEYS[2], m, -1)
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('RENAME', KEYS[4], KEYS[2])
+else
+  redis.call('DEL', KEYS[2])
+end
+for i = 1, #tail, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(tail, i, math.min(i + 999, #tail)))
+end
+local given = tonumber(redis.call('GET', KEYS[1]) or '0')
+local have = redis.call('LLEN', KEYS[2])
+for at = have, given - 1, 1000 do
+  local blanks = {}
+  for i = 1, math.min(1000, given - at) do blanks[i] = '' end
+  redis.call('RPUSH', KEYS[2], unpack(blanks))
+end
+redis.call('DEL', KEYS[3])
+return redis.call('LLEN', KEYS[2])
+"""
+
 # KEYS: log, versions, sequence, notifications, tracking
 # ARGV: base, application ('1'/'0'), then the tracking record (upstream ('' = none), id,
 # event id, type, aggregate, body, index), n, the events' type, aggregate prefix, index key
