@@ -13,13 +13,11 @@ go per column; one ``HMGET``/``HDEL`` per bucket, pipelined over one lean connec
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import itertools
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +29,7 @@ from chatlog.eventstore.archive import idfiles
 from chatlog.eventstore.connection import guard
 from chatlog.eventstore.idempotency import BUCKETS
 from chatlog.eventstore.lean import address_of_pool
+from chatlog.tuning import gc_paused
 
 if TYPE_CHECKING:
     from chatlog.eventstore.connection import Client
@@ -45,21 +44,6 @@ CHUNK = 4_000
 _NO_DIGEST = bytes(8)
 _DASHES = (8, 13, 18, 23)
 _HEX = [i for i in range(36) if i not in _DASHES]
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection for a synchronous stretch of work (no await inside):
-    a segment's ids make hundreds of thousands of lists, tuples and bytes, none in a
-    cycle, whose allocation would trigger collections walking the process's heap (as
-    the archive's reads and the rebuild pause it)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def uuid_bytes(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:

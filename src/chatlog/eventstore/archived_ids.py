@@ -47,6 +47,7 @@ from chatlog.eventstore.archive import idfiles
 from chatlog.eventstore.codec import flat_field, parse_position
 from chatlog.eventstore.connection import guard
 from chatlog.eventstore.idempotency import archived, as_retry, checked
+from chatlog.tuning import gc_paused
 
 if TYPE_CHECKING:
     from chatlog.eventstore._sealed_ids import Identities
@@ -161,7 +162,6 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
         file_body,
         filter_bits,
         gather,
-        gc_paused,
         of_file,
     )
 
@@ -207,7 +207,7 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
 def _identities(archive: Archive, partition: int, last: str,
                 entries: Sequence[tuple[bytes, Sequence[bytes]]] | None) -> Identities:
     """The ids of the segment ending at ``last``: from its ``entries``, or read from it."""
-    from chatlog.eventstore._sealed_ids import Identities, gc_paused
+    from chatlog.eventstore._sealed_ids import Identities
 
     if entries is None:
         import pyarrow.parquet as pq

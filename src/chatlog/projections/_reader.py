@@ -224,7 +224,7 @@ def child_main() -> None:
     """Entry point of the child: arguments pickled on stdin, frames out on stdout."""
     args = pickle.loads(sys.stdin.buffer.read())
     out = sys.stdout.buffer
-    gc.disable()  # a short-lived process that makes no cycles (see rebuild._gc_paused)
+    gc.disable()  # a short-lived process that makes no cycles (see chatlog.tuning.gc_paused)
 
     async def run() -> None:
         async for msg in _read_opened(*args):

@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import gc
 import logging
 import os
 import sqlite3
@@ -64,6 +63,7 @@ from chatlog.projections import _db
 from chatlog.projections._flush import BackgroundFlush
 from chatlog.projections._reader import ChildReader, read_folded
 from chatlog.projections.base import BulkProjection, Projection
+from chatlog.tuning import gc_paused
 
 log = logging.getLogger(__name__)
 
@@ -107,23 +107,6 @@ def _remove_db(path: Path) -> None:
     for suffix in ("", "-journal", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{path}{suffix}")
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while loading (restored after).
-
-    Loading allocates millions of short-lived tuples and dicts, none in
-    cycles; the collections they trigger cost ~12% of a rebuild (measured),
-    most of it traversing the folds' long-lived per-thread state.
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 @contextlib.contextmanager
@@ -297,7 +280,7 @@ async def build(
                 conn.execute("BEGIN")
 
             await loop.run_in_executor(executor, setup)
-            with _gc_paused():
+            with gc_paused():
                 await _load(loop, executor, writer, store, args, processes)
 
             loaded = time.perf_counter()

@@ -18,7 +18,6 @@ It is safe to call from several threads.
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 import uuid
@@ -38,6 +37,7 @@ from chatlog.eventstore.archive._manifest import (
     SegmentInfo,
 )
 from chatlog.eventstore.codec import START, parse_position
+from chatlog.tuning import gc_paused
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -220,16 +220,12 @@ class Archive:
         # A page is thousands of tuples and lists, none in a cycle: the collections their
         # allocation would trigger cost a third of the read (measured), most of it
         # traversing the process's long-lived objects. Paused, as rebuild does.
-        was = gc.isenabled()
-        gc.disable()
-        try:
-            return self._read_flat(partition, key, limit, decode)
-        except FileNotFoundError:  # a deletion rewrote a segment since the manifest was read
-            self.reload()
-            return self._read_flat(partition, key, limit, decode) if decode else None
-        finally:
-            if was:
-                gc.enable()
+        with gc_paused():
+            try:
+                return self._read_flat(partition, key, limit, decode)
+            except FileNotFoundError:  # a deletion rewrote a segment since the manifest
+                self.reload()          # was read
+                return self._read_flat(partition, key, limit, decode) if decode else None
 
     def _read_flat(self, partition: int, key: tuple[int, int], limit: int,
                    decode: bool) -> list[tuple[bytes, list[bytes]]] | None:
