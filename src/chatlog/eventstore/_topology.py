@@ -79,8 +79,6 @@ def connect(url: str, *, blocking: bool = False) -> Client:
         # hold a password, so it is not repeated
         raise ConfigError(f"invalid Redis URL: {exc}") from None
     pool = client.connection_pool
-    if blocking:  # the URL's ?socket_timeout= is the reply timeout, not for blocking reads
-        pool.connection_kwargs["socket_timeout"] = None
     pool.connection_class = hiredis_packing(pool.connection_class)
     return client
 
