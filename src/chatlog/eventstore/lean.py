@@ -123,11 +123,18 @@ class _Protocol(asyncio.Protocol):
         An idle connection has nothing to read; if it has (the EOF of a server
         that went away, not yet seen by the event loop), it is closed here, and
         the command goes over a new one instead of failing as "may have been
-        applied". One non-blocking peek, no turn of the event loop.
+        applied". One non-blocking peek, no turn of the event loop. A
+        RuntimeError, before anything is sent, when the caller runs another loop.
         """
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             return False
+        if not self.loop.is_running():  # the caller runs another loop: its reply would
+            # come to a future that loop cannot await, or be read by no loop at all
+            raise RuntimeError(
+                f"the connection to {self.conn.where} was opened on another event loop, "
+                "which is not running; nothing was sent (a store serves the loop it was "
+                "opened on: open one per loop)")
         if self.pending:
             return True
         try:
