@@ -17,8 +17,11 @@ import gc
 import sys
 from collections.abc import Callable, Iterator
 
-__all__ = ["GC_THRESHOLD", "SETTLED_THRESHOLD", "SWITCH_INTERVAL", "gc_paused",
+__all__ = ["EVENT_LOOPS", "GC_THRESHOLD", "SETTLED_THRESHOLD", "SWITCH_INTERVAL", "gc_paused",
            "serving_loop_factory", "settle_heap", "tune_runtime"]
+
+#: What ``CHATLOG_EVENT_LOOP`` (``chatlog serve --event-loop``) takes.
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 #: Thresholds while serving (CPython's default is 700, 10, 10): young collections
 #: every 100,000 allocations, full ones hardly ever.
@@ -93,17 +96,30 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def serving_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop ``chatlog serve`` runs on: uvloop's when it is importable (a
-    dependency where it builds: not on Windows, not on PyPy), else None (asyncio's own).
+def serving_loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``chatlog serve`` runs on (``CHATLOG_EVENT_LOOP``, one of
+    :data:`EVENT_LOOPS`): ``auto``, uvloop's when it is importable (a dependency where
+    it builds: not on Windows, not on PyPy), else None (asyncio's own); ``asyncio``,
+    None; ``uvloop``, uvloop's or a :class:`~chatlog.errors.ConfigError`.
+
+    asyncio's own loop is there for an operator who needs its behaviour: out of file
+    descriptors, it leaves new connections queued and says so once per interval
+    (``AcceptErrors``), where uvloop's accepts and closes them without a word.
 
     Measured in bench/bench_http.py (``--quick``, 3 interleaved pairs on a loaded
     2-core machine): ``POST .../messages`` at 64 clients 0.44-0.69x of bare aiohttp
     against 0.38-0.51x on asyncio's loop, the server's CPU per request 200-219 us
     against 207-285 us.
     """
+    if choice == "asyncio":
+        return None
     try:
         import uvloop
     except ImportError:
+        if choice == "uvloop":
+            from chatlog.errors import ConfigError
+
+            raise ConfigError("CHATLOG_EVENT_LOOP is uvloop, but uvloop is not installed "
+                              "here; install it, or choose auto or asyncio") from None
         return None
     return uvloop.new_event_loop

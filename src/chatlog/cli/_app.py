@@ -132,8 +132,9 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]
 
 
 def run_serving(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
-    """:func:`run_async` on the serving loop (uvloop when importable:
-    :func:`chatlog.tuning.serving_loop_factory`), for ``chatlog serve``."""
+    """:func:`run_async` on the serving loop (uvloop when importable, or as its
+    ``event_loop`` option says: :func:`chatlog.tuning.serving_loop_factory`), for
+    ``chatlog serve``."""
     return _run_on(fn, serving=True)
 
 
@@ -141,8 +142,9 @@ def _run_on(fn: Callable[..., Coroutine[Any, Any, Any]], *, serving: bool) -> Ca
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _show_notices()
-        loop_factory = serving_loop_factory() if serving else None  # (uvloop imported here)
         try:
+            loop_factory = (serving_loop_factory(kwargs.get("event_loop") or "auto")
+                            if serving else None)  # (uvloop imported here)
             with asyncio.Runner(loop_factory=loop_factory) as runner:
                 return runner.run(fn(*args, **kwargs))
         except ChatlogError as exc:

@@ -17,7 +17,7 @@ import click
 from chatlog.cli._app import cli, run_serving, settings_from
 from chatlog.errors import ConfigError, EmbeddedServerError
 from chatlog.settings import Settings
-from chatlog.tuning import tune_runtime
+from chatlog.tuning import EVENT_LOOPS, tune_runtime
 
 if TYPE_CHECKING:
     from chatlog.eventstore.runtime import ValkeySupervisor
@@ -44,10 +44,14 @@ def check_bind(settings: Settings) -> None:
                                  "[env: CHATLOG_TOKENS_FILE]")
 @click.option("--log-level", envvar="CHATLOG_LOG_LEVEL", default=None,
               help="DEBUG, INFO, WARNING...  [env: CHATLOG_LOG_LEVEL]")
+@click.option("--event-loop", envvar="CHATLOG_EVENT_LOOP", default="auto", show_default=True,
+              type=click.Choice(EVENT_LOOPS, case_sensitive=False),
+              help="auto: uvloop's when installed, else asyncio's own.  "
+                   "[env: CHATLOG_EVENT_LOOP]")
 @click.pass_context
 @run_serving
 async def serve(ctx: click.Context, host: str | None, port: int | None,
-                tokens_file: Path | None, log_level: str | None) -> None:
+                tokens_file: Path | None, log_level: str | None, event_loop: str) -> None:
     """Run chatlog: embedded Valkey (unless CHATLOG_REDIS_URL), projector, orchestrator, HTTP.
 
     Prints where it listens; Ctrl-C or SIGTERM stops it cleanly: the HTTP
@@ -58,6 +62,8 @@ async def serve(ctx: click.Context, host: str | None, port: int | None,
                              log_level=log_level)
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger(__name__).info(
+        "event loop: %s", type(asyncio.get_running_loop()).__module__.split(".")[0])
     check_bind(settings)
     # Imported here so `chatlog --help` stays fast.
     from chatlog.eventstore.runtime import ValkeySupervisor, open_store, own_data_dir
