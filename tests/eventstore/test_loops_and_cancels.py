@@ -5,14 +5,18 @@ its own fails before it sends anything."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import uuid
 from collections.abc import Callable
 
 import pytest
 
-from chatlog.eventstore import EventStore
+from chatlog.errors import OutcomeUnknown, StoreUnavailable
+from chatlog.eventstore import EmbeddedValkey, EventStore
 from chatlog.eventstore._append_args import AppendResult
 from chatlog.tuning import serving_loop_factory
-from tests.helpers import message
+from tests.helpers import eventually, message
 
 
 def _loops() -> list[object]:
@@ -106,3 +110,53 @@ def test_a_store_used_on_another_loop_fails_before_sending(
                 assert runner.run(count()) == 1
         finally:
             first.run(store.close())  # on its own loop (this one is not running meanwhile)
+
+
+@pytest.mark.parametrize("loop_factory", _loops())
+def test_kill_9_and_a_stopped_server_keep_the_outcome_rules(
+        valkey_factory: Callable[..., EmbeddedValkey], key_prefix: str,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> None:
+    """Appends in flight when the server is killed, and one sent to a server that stopped
+    answering (SIGSTOP, ``?socket_timeout=``): acknowledged, or StoreUnavailable, or
+    OutcomeUnknown naming the ids; a retry with the same ids lands each event once."""
+    server = valkey_factory()
+
+    async def scenario() -> None:
+        store = await EventStore.open(server.url + "?socket_timeout=0.3", prefix=key_prefix,
+                                      outcome_timeout=0.3)
+        lean = store._topology.lean
+        assert lean is not None and server.pid is not None
+        try:
+            events = [message(thread_id=f"k{i % 5}", content=f"k{i}", event_id=uuid.uuid4())
+                      for i in range(60)]
+            os.kill(server.pid, signal.SIGSTOP)  # so that they are surely in flight
+            tasks = [asyncio.create_task(store.append_one(e)) for e in events]
+            await eventually(lambda: lean.in_flight > 0, what="appends in flight")
+            os.kill(server.pid, signal.SIGKILL)
+            await eventually(lambda: server.exit_code() is not None, what="the server reaped")
+            for ev, got in zip(events, await asyncio.gather(*tasks, return_exceptions=True),
+                               strict=True):
+                assert isinstance(got, OutcomeUnknown | StoreUnavailable), got
+                if isinstance(got, OutcomeUnknown):
+                    assert got.event_ids == [str(ev.id)]
+            server.kill()
+            server.start()
+            again = [await store.append_one(e) for e in events]  # the clients' retries
+            ev = message(thread_id="stopped", event_id=uuid.uuid4())
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(OutcomeUnknown) as info:
+                    await store.append_one(ev)
+                assert info.value.event_ids == [str(ev.id)]
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            again.append(await store.append_one(ev))
+            log = await _contents(store)
+            assert sorted(i for i, _ in log.values()) == sorted(str(e.id) for e in [*events, ev])
+            for result in again:
+                assert log[result.position][0] == result.event_id
+        finally:
+            await store.close()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(scenario())
