@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -110,6 +112,34 @@ def test_a_store_used_on_another_loop_fails_before_sending(
                 assert runner.run(count()) == 1
         finally:
             first.run(store.close())  # on its own loop (this one is not running meanwhile)
+
+
+def test_a_store_used_from_another_thread_s_loop_fails_before_sending(
+        redis_url: str, key_prefix: str) -> None:
+    """A store on a loop thread (as the integrations' blocking forms make) awaited from
+    the caller's own loop: the append used to be written and then fail with "Future
+    attached to a different loop" (on main: answered only when something else woke the
+    caller's loop)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+
+    def on_its_loop(coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
+
+    try:
+        store = on_its_loop(EventStore.open(redis_url, prefix=key_prefix))
+        try:
+            on_its_loop(store.append_one(message(content="on its loop")))
+            with pytest.raises(RuntimeError, match="another event loop"):
+                asyncio.run(asyncio.wait_for(store.append_one(message(content="x")), 30))
+            assert len(on_its_loop(_contents(store))) == 1
+        finally:
+            on_its_loop(store.close())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
 
 
 @pytest.mark.parametrize("loop_factory", _loops())

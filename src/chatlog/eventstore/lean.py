@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+import threading
 from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
@@ -67,7 +68,7 @@ class _Group:
 
 
 class _Protocol(asyncio.Protocol):
-    __slots__ = ("closed", "conn", "loop", "pending", "reader", "sock", "transport")
+    __slots__ = ("closed", "conn", "loop", "pending", "reader", "sock", "thread", "transport")
 
     def __init__(self, conn: LeanConnection, sock: socket.socket,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -76,6 +77,7 @@ class _Protocol(asyncio.Protocol):
         #: Its loop, kept: ``asyncio.get_running_loop()`` costs a ``getpid`` system call
         #: (CPython 3.11 checks the loop's process), once per command.
         self.loop = loop
+        self.thread = threading.get_ident()  # the loop's (this runs on it)
         self.reader = hiredis.Reader(replyError=BaseParser.parse_error)
         self.pending: collections.deque[Any] = collections.deque()
         self.transport: asyncio.Transport | None = None
@@ -129,12 +131,15 @@ class _Protocol(asyncio.Protocol):
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             return False
-        if not self.loop.is_running():  # the caller runs another loop: its reply would
-            # come to a future that loop cannot await, or be read by no loop at all
+        if not self.loop.is_running() or self.thread != threading.get_ident():
+            # The caller runs another loop: its reply would come to a future that loop
+            # cannot await, or be read by no loop at all. (Cheaper than comparing with
+            # asyncio.get_running_loop(), a getpid system call.)
             raise RuntimeError(
-                f"the connection to {self.conn.where} was opened on another event loop, "
-                "which is not running; nothing was sent (a store serves the loop it was "
-                "opened on: open one per loop)")
+                f"the connection to {self.conn.where} was opened on another event loop; "
+                "nothing was sent (a store serves the loop it was opened on: open one per "
+                "loop, or run the call on the store's loop, e.g. with "
+                "asyncio.run_coroutine_threadsafe)")
         if self.pending:
             return True
         try:
