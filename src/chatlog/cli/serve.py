@@ -62,8 +62,6 @@ async def serve(ctx: click.Context, host: str | None, port: int | None,
                              log_level=log_level)
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger(__name__).info(
-        "event loop: %s", type(asyncio.get_running_loop()).__module__.split(".")[0])
     check_bind(settings)
     # Imported here so `chatlog --help` stays fast.
     from chatlog.eventstore.runtime import ValkeySupervisor, open_store, own_data_dir
@@ -101,6 +99,8 @@ async def serve(ctx: click.Context, host: str | None, port: int | None,
                     auth = "tokens" if not tokens.open else "open access, loopback only"
                     click.echo(f"chatlog listening on {where} (valkey: {url}; {auth})")
                     sys.stdout.flush()
+                    logging.getLogger(__name__).info("event loop: %s",
+                                                     type(loop).__module__.split(".")[0])
                     tune_runtime()
                     await stop.wait()
                     click.echo("chatlog stopping", err=True)
