@@ -161,14 +161,40 @@ async def get_workflow(request: web.Request) -> web.Response:
         return json_answer(view)
     states = {s.strip() for s in q.wait_for.split(",") if s.strip()}
     if view.state not in states:
+        poll = _LongPoll()
+        st.streams.add(poll)  # ended at shutdown, as the SSE streams are
         try:
             view = await orchestrator.wait_for_state(project, workflow_id, states, q.timeout)
         except WaitTimeout:
             # "Not yet" is an answer, not an error: proxies and clients retry a 408 by
             # themselves. The caller sees the current state and polls again.
             view = await orchestrator.get_workflow(project, workflow_id)
+        except asyncio.CancelledError:
+            if not poll.ended or poll.task is None:
+                raise
+            poll.task.uncancel()  # the server is stopping: "not yet", as at the timeout
+            view = await orchestrator.get_workflow(project, workflow_id)
+        finally:
+            st.streams.discard(poll)
     # Not validated again: its big values (Fragments) stay as they are.
     return json_answer(PolledWorkflow.model_construct(**dict(view), reached=view.state in states))
+
+
+class _LongPoll:
+    """A long-poll waiting. Asked to stop (the server is shutting down), it is answered
+    as at its timeout; else aiohttp's shutdown waited for it twice its timeout (10 s),
+    then cut the connection."""
+
+    __slots__ = ("ended", "task")
+
+    def __init__(self) -> None:
+        self.task = asyncio.current_task()
+        self.ended = False
+
+    def stop(self) -> None:
+        self.ended = True
+        if self.task is not None:
+            self.task.cancel()
 
 
 class PolledWorkflow(WorkflowView):
