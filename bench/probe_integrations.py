@@ -13,6 +13,11 @@ always):
 - this process's CPU per operation (``time.process_time``);
 - the peers' SQLite durability settings as they run (``PRAGMA synchronous``,
   ``journal_mode``), beside Valkey's ``appendfsync``;
+- what one synced write costs on the scratch filesystem, appended (as Valkey
+  appends every write to its append-only file) and overwriting a file's
+  existing blocks (as SQLite reuses its WAL from the start after a checkpoint),
+  interleaved: the first changes the file's size, so each ``fdatasync`` also
+  waits for a journal commit (ext4), the second does not;
 - with ``--profile``, the top of a cProfile of each operation's client side.
 """
 
@@ -22,6 +27,7 @@ import argparse
 import asyncio
 import cProfile
 import io
+import os
 import pstats
 import time
 from collections.abc import Callable, Iterator
@@ -169,6 +175,32 @@ def _ping(r: redis.Redis, n: int = 2000) -> str:
             f"{times[n * 9 // 10] * 1e6:.0f} us, mean {sum(times) / n * 1e6:.0f} us")
 
 
+def _fsync_costs(data: Path, n: int = 300, size: int = 4096) -> str:
+    """Median microseconds of ``write(size)`` + ``fdatasync``: appended to a growing
+    file, and overwriting a file's existing blocks, one of each in turn."""
+    block = b"x" * size
+    grow = os.open(data / "append.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    reuse = os.open(data / "reuse.bin", os.O_WRONLY | os.O_CREAT)
+    times: dict[int, list[float]] = {grow: [], reuse: []}
+    try:
+        os.write(reuse, b"\0" * size * n)
+        os.fsync(reuse)
+        os.lseek(reuse, 0, os.SEEK_SET)
+        for _ in range(n):
+            for fd in (grow, reuse):
+                start = time.perf_counter()
+                os.write(fd, block)
+                os.fdatasync(fd)
+                times[fd].append(time.perf_counter() - start)
+    finally:
+        os.close(grow)
+        os.close(reuse)
+    med = {fd: sorted(t)[n // 2] * 1e6 for fd, t in times.items()}
+    return (f"write {size} B + fdatasync, median of {n} each, interleaved: appended "
+            f"(Valkey's AOF) {med[grow]:.0f} us, overwriting existing blocks (SQLite's "
+            f"reused WAL) {med[reuse]:.0f} us")
+
+
 def _pragmas(data: Path) -> list[str]:
     out = [_es_durability({"PERSISTENCE_MODULE": "eventsourcing.sqlite",
                            "SQLITE_DBNAME": str(data / "peer.sqlite")})]
@@ -204,6 +236,7 @@ def main() -> None:
         out.append(f"valkey appendfsync={r.config_get('appendfsync')['appendfsync']} "
                    f"appendonly={r.config_get('appendonly')['appendonly']}")
         out += _pragmas(data)
+        out.append(_fsync_costs(data))
         out.append(_ping(r))
         profiles += asyncio.run(_langgraph(server.url, r, args.n, out, args.profile))
         app = Bank(env={"PERSISTENCE_MODULE": "chatlog.integrations.eventsourcing",

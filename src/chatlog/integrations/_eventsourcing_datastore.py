@@ -18,6 +18,7 @@ from chatlog.identity import ProjectKey
 from chatlog.integrations._archived import archived_entries_sync, body_of
 from chatlog.integrations._eventsourcing_multi import MULTI_MIN, Memo, Row, Target, Tracked
 from chatlog.integrations._eventsourcing_multi import insert as multi_insert
+from chatlog.integrations._eventsourcing_reads import body
 from chatlog.integrations._eventsourcing_scripts import (
     _CHECK,
     _GUARD,
@@ -47,18 +48,6 @@ _uuid = functools.lru_cache(maxsize=4096)(uuid.UUID)
 
 def _raw(response: Any, **options: Any) -> Any:
     return response
-
-
-def _body(fields: Any) -> bytes:
-    """The body (field ``b``) of an entry's fields: the flat list the server sends
-    (the integrations write ``i t a v b``: it is the last), or redis-py's dict."""
-    if isinstance(fields, dict):
-        body: bytes = fields.get(b"b", b"")
-        return body
-    if len(fields) == 10 and fields[8] == b"b":
-        last: bytes = fields[9]
-        return last
-    return body_of(fields)
 
 
 class Datastore:
@@ -106,9 +95,6 @@ class Datastore:
         self.multi_ok = self.single and self.store.ack != "replicated"
         #: Raw connections for the hot paths (one plain server): None = redis-py.
         self.wire = WirePool.of(self.redis) if self.single else None
-        #: originator ids as the notification list holds them -> as the library wants
-        #: them (notification reads meet the same few again and again; bounded by them)
-        self.originator_ids: dict[bytes, uuid.UUID | str] = {}
         self._closed = False
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -269,11 +255,11 @@ class Datastore:
         return list(self.redis.lrange(key, first, last))
 
     def listed_and_span(self, key: str, first: int, last: int, log: str,
-                        after: str) -> tuple[list[bytes], dict[bytes, bytes]]:
-        """:meth:`listed` and, in the same round trip, the bodies of the log's entries
-        after ``after`` (a position, ``(`` for exclusive), by position: as many as the
-        listed notifications span if little else is between them (the caller reads
-        those it does not find with :meth:`bodies`)."""
+                        after: str) -> tuple[list[bytes], dict[bytes, Any]]:
+        """:meth:`listed` and, in the same round trip, the log's entries after ``after``
+        (a position, ``(`` for exclusive), by position (their fields as the server
+        sends them): as many as the listed notifications span if little else is
+        between them (the caller reads those it does not find with :meth:`bodies`)."""
         span = last - first + 9
         pool: Any = self.wire or self.redis.connection_pool
         conn = pool.get_connection()
@@ -288,8 +274,7 @@ class Datastore:
             raise
         finally:
             pool.release(conn)
-        return members, {pos: fields[9] if len(fields) == 10 and fields[8] == b"b"
-                         else _body(fields) for pos, fields in entries}
+        return members, dict(entries)
 
     def bodies(self, log: str, positions: list[bytes]) -> list[bytes | None]:
         """The bodies of the entries at ``positions`` (ascending) of the log: one XRANGE
@@ -305,7 +290,7 @@ class Datastore:
         if len(positions) > 1:
             span = self.command(
                 "XRANGE", log, positions[0], positions[-1], "COUNT", 2 * len(positions))
-            found = {pos: _body(fields) for pos, fields in span}
+            found = {pos: body(fields) for pos, fields in span}
         missed = [p for p in positions if p not in found]
         if missed:
             pipe = self.redis.pipeline(transaction=False)
@@ -313,7 +298,7 @@ class Datastore:
                 pipe.execute_command("XRANGE", log, pos, pos)
             for entries in pipe.execute():
                 for pos, fields in entries:
-                    found[pos] = _body(fields)
+                    found[pos] = body(fields)
             gone = [p for p in missed if p not in found]
             if gone:
                 archived = archived_entries_sync(self.store, self.partition, gone)

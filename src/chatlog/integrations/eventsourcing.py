@@ -64,6 +64,7 @@ from chatlog.eventstore.codec import BLOB_MARK, START, Cursor, split_body
 from chatlog.eventstore.store import EventStore
 from chatlog.integrations._eventsourcing_datastore import Datastore
 from chatlog.integrations._eventsourcing_multi import Memo, Target, Tracked
+from chatlog.integrations._eventsourcing_reads import Missed, Reader
 from chatlog.integrations._eventsourcing_rows import rows
 from chatlog.integrations._eventsourcing_scripts import notifications_key
 from chatlog.integrations._runtime import (
@@ -72,32 +73,6 @@ from chatlog.integrations._runtime import (
 )
 
 _RECORDED: str = EventsourcingRecorded.event_type
-
-
-def _plain(cls: type) -> bool:
-    """Whether instances of the dataclass ``cls`` are just their fields: no slots,
-    no ``__post_init__`` (then :func:`_notification` may skip ``__init__``)."""
-    return not hasattr(cls, "__slots__") and not hasattr(cls, "__post_init__")
-
-
-_new = object.__new__
-_set = object.__setattr__
-_FAST_NOTIFICATION = _plain(Notification)
-
-
-def _notification(
-    nid: int, originator_id: uuid.UUID | str, version: int, topic: str, state: bytes
-) -> Notification:
-    """``Notification(...)``: without the frozen dataclass's ``__init__`` (one
-    ``object.__setattr__`` per field) when that is all it does; a read of 100
-    notifications builds 100 of them."""
-    if not _FAST_NOTIFICATION:
-        return Notification(id=nid, originator_id=originator_id,
-                            originator_version=version, topic=topic, state=state)
-    n: Notification = _new(Notification)
-    _set(n, "__dict__", {"id": nid, "originator_id": originator_id,
-                         "originator_version": version, "topic": topic, "state": state})
-    return n
 
 
 def _decode(body: bytes) -> tuple[dict[str, Any], bytes]:
@@ -241,6 +216,7 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
         #: notification id -> log position, of the first and last notifications of
         #: recent reads (a notification's position never changes)
         self._positions: dict[int, bytes] = {}
+        self._reader = Reader(datastore.originator_id)
         datastore.check_notifications(self._sequence, self._notifications, name)
 
     def insert_events(
@@ -282,73 +258,34 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
         after = None  # (the span after it is read with COUNT limit: pages up to 1,000)
         if not want and start is not None and limit <= 1000 and self.datastore.single:
             after = self._after(start, inclusive_of_start)
-        found: dict[bytes, bytes] = {}
-        #: (notification id, position, topic, version, originator id)
-        picked: list[tuple[int, bytes, bytes, bytes, bytes]] = []
+        span: dict[bytes, Any] = {}
+        out: list[Notification | None] = []
+        missed: list[tuple[int, Missed]] = []
+        ends: list[tuple[int, bytes]] = []  # (id, position) of the first and the last
         index = first - 1  # the list's element of notification ``first``
-        while len(picked) < limit:
-            chunk = 500 if want else limit - len(picked)
+        while len(out) < limit:
+            chunk = 500 if want else limit - len(out)
             last = index + chunk - 1 if stop is None else min(index + chunk, stop) - 1
             if last < index:
                 break
             if after is not None:  # one round trip for the notifications and their span
-                members, found = self.datastore.listed_and_span(
+                members, span = self.datastore.listed_and_span(
                     self._notifications, index, last, self._log, after)
             else:
                 members = self.datastore.listed(self._notifications, index, last)
-            nid, index = index, index + len(members)
-            for member in members:
-                nid += 1
-                parts = member.split(b"\0", 3)
-                if len(parts) == 4 and (not want or parts[1] in want):  # (b"": none)
-                    picked.append((nid, parts[0], parts[1], parts[2], parts[3]))
-                    if len(picked) >= limit:
-                        break
+            seen, head, tail = self._reader.pick(members, index, want, limit - len(out), span,
+                                                 out, missed)
+            if head is not None and tail is not None:
+                ends[:] = [ends[0] if ends else head, tail]
+            index += seen
             if index <= last or after is not None:  # the list ended (or one span only)
                 break
-        missed = [p[1] for p in picked if p[1] not in found]
-        if missed:
-            found.update((position, body) for position, body in zip(
-                missed, self.datastore.bodies(self._log, missed), strict=True) if body is not None)
-        if picked:
-            self._remember(picked[0][:2], picked[-1][:2])
-        return self._notifications_of(picked, found)
-
-    def _notifications_of(self, picked: list[tuple[int, bytes, bytes, bytes, bytes]],
-                          found: dict[bytes, bytes]) -> list[Notification]:
-        """The notifications (id, position, topic, version, originator id) whose bodies
-        ``found`` has: the list's element gave all but the state, the blob of the body
-        (a read of 100 builds 100: no JSON is parsed, :func:`_notification` inlined)."""
-        oids = self.datastore.originator_ids
-        if len(oids) > 4096:
-            oids.clear()
-        convert = self.datastore.originator_id
-        topic_text: dict[bytes, str] = {}
-        out = []
-        mark, fast, from_bytes = BLOB_MARK, _FAST_NOTIFICATION, int.from_bytes
-        for nid, position, topic, version, raw in picked:
-            body = found.get(position)
-            if body is None:
-                continue
-            if body[:1] == mark:
-                state = body[5 + from_bytes(body[1:5], "big"):]
-            else:
-                state = _decode(body)[1]
-            name = topic_text.get(topic)
-            if name is None:
-                name = topic_text[topic] = topic.decode()
-            oid = oids.get(raw)
-            if oid is None:
-                oid = oids[raw] = convert(raw.decode())
-            if fast:
-                n: Notification = _new(Notification)
-                _set(n, "__dict__", {"id": nid, "originator_id": oid,
-                                     "originator_version": int(version), "topic": name,
-                                     "state": state})
-                out.append(n)
-            else:
-                out.append(_notification(nid, oid, int(version), name, state))
-        return out
+        if ends:
+            self._remember(ends[0], ends[-1])
+        if not missed:
+            return out  # type: ignore[return-value]  # (no None in it)
+        positions = [m[1][1] for m in missed]
+        return self._reader.fill(out, missed, self.datastore.bodies(self._log, positions))
 
     def max_notification_id(self) -> int | None:
         raw = self.datastore.redis.get(self._sequence)
