@@ -22,14 +22,16 @@ Events go round-robin to 100 threads of one project.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import functools
 import os
 import statistics
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -56,6 +58,7 @@ from chatlog.eventstore import EventStore
 from chatlog.eventstore.codec import encode_body
 from chatlog.eventstore.lean import LeanConnection
 
+T = TypeVar("T")
 THREADS = thread_ids(100)
 BATCH = 100  # events per chatlog / peer batch (one thread)
 PIPELINE = 1000  # XADDs per raw pipeline
@@ -332,7 +335,8 @@ async def repetition(url: str, tmp: Path, duration: float, rounds: int) -> dict[
 
 
 def main() -> int:
-    args = bench_args(__doc__.splitlines()[0] if __doc__ else "append benchmark")
+    args = bench_args(__doc__.splitlines()[0] if __doc__ else "append benchmark",
+                      add=_loop_option)
     duration = args.duration
     rates: dict[str, list[Rate]] = {m.name: [] for m in all_modes()}
     with valkey_server() as server, scratch_dir("peer") as tmp:
@@ -342,7 +346,7 @@ def main() -> int:
               flush=True)
         server_rss = 0.0
         for rep in range(args.reps):
-            totals = asyncio.run(repetition(server.url, tmp, duration, ROUNDS))
+            totals = _run(repetition(server.url, tmp, duration, ROUNDS), args.loop)
             server_rss = max(server_rss, rss_mb(server.pid))
             for name, rate in totals.items():
                 rates[name].append(rate)
@@ -380,8 +384,25 @@ def main() -> int:
     print("\nchatlog beside the peer (median over reps of chatlog / peer in the same rep)")
     print(format_table(["chatlog", "peer", "x peer"], vs), flush=True)
     emit("append", results, args, server=info, bench_rss_mb=rss_mb(),
-         duration_s=duration)
+         duration_s=duration, loop=args.loop)
     return 0
+
+
+def _loop_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                        help="the event loop every mode runs on (uvloop: what chatlog serve "
+                             "runs on where it is installed)")
+
+
+def _run(coro: Coroutine[Any, Any, T], loop: str) -> T:
+    """``asyncio.run(coro)``, on uvloop's loop when ``loop`` is ``uvloop``."""
+    factory = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
 
 
 def _ratio(a: list[float], b: list[float]) -> float:

@@ -2,7 +2,8 @@
 
 All in one run, on one fresh Valkey with the embedded default's settings:
 
-- ceiling: a bare aiohttp handler that parses the same JSON body and answers
+- ceiling: a bare aiohttp handler (on the event loop ``chatlog serve`` runs on:
+  uvloop when importable) that parses the same JSON body and answers
   a small JSON document (no Redis, no validation);
 - ``POST /v1/projects/{p}/messages`` on a real ``chatlog serve`` (projector and
   orchestrator running in the same process, as deployed); goals, each the
@@ -68,7 +69,13 @@ def _bare_server(port: int) -> None:
     app = web.Application()
     app.router.add_post("/v1/projects/{project}/messages", handler)
     print(f"listening on http://127.0.0.1:{port}", flush=True)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    # On the loop chatlog serve runs on (uvloop when importable), so the ratio compares
+    # the handlers, not the loops.
+    from chatlog.tuning import serving_loop_factory
+
+    factory = serving_loop_factory()
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None,
+                loop=factory() if factory else None)
 
 
 async def _load(url: str, duration: float, concurrency: int, warmup: float) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from chatlog.errors import ChatlogError
 from chatlog.settings import Settings
+from chatlog.tuning import serving_loop_factory
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -127,12 +128,23 @@ def _show_notices() -> None:
 def run_async(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
     """Run an async command body; chatlog errors become one line on stderr, notices
     (say, "no chatlog serve owns data dir …") a line each."""
+    return _run_on(fn, serving=False)
 
+
+def run_serving(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+    """:func:`run_async` on the serving loop (uvloop when importable:
+    :func:`chatlog.tuning.serving_loop_factory`), for ``chatlog serve``."""
+    return _run_on(fn, serving=True)
+
+
+def _run_on(fn: Callable[..., Coroutine[Any, Any, Any]], *, serving: bool) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _show_notices()
+        loop_factory = serving_loop_factory() if serving else None  # (uvloop imported here)
         try:
-            return asyncio.run(fn(*args, **kwargs))
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                return runner.run(fn(*args, **kwargs))
         except ChatlogError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:

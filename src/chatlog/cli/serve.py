@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from chatlog.cli._app import cli, run_async, settings_from
+from chatlog.cli._app import cli, run_serving, settings_from
 from chatlog.errors import ConfigError, EmbeddedServerError
 from chatlog.settings import Settings
 from chatlog.tuning import tune_runtime
@@ -45,7 +45,7 @@ def check_bind(settings: Settings) -> None:
 @click.option("--log-level", envvar="CHATLOG_LOG_LEVEL", default=None,
               help="DEBUG, INFO, WARNING...  [env: CHATLOG_LOG_LEVEL]")
 @click.pass_context
-@run_async
+@run_serving
 async def serve(ctx: click.Context, host: str | None, port: int | None,
                 tokens_file: Path | None, log_level: str | None) -> None:
     """Run chatlog: embedded Valkey (unless CHATLOG_REDIS_URL), projector, orchestrator, HTTP.

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
 import hiredis
@@ -67,19 +67,23 @@ class _Group:
 
 
 class _Protocol(asyncio.Protocol):
-    __slots__ = ("closed", "conn", "pending", "reader", "sock", "transport")
+    __slots__ = ("closed", "conn", "loop", "pending", "reader", "sock", "transport")
 
-    def __init__(self, conn: LeanConnection, sock: socket.socket) -> None:
+    def __init__(self, conn: LeanConnection, sock: socket.socket,
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.conn = conn
         self.sock = sock
+        #: Its loop, kept: ``asyncio.get_running_loop()`` costs a ``getpid`` system call
+        #: (CPython 3.11 checks the loop's process), once per command.
+        self.loop = loop
         self.reader = hiredis.Reader(replyError=BaseParser.parse_error)
         self.pending: collections.deque[Any] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's are not subclasses of asyncio.Transport).
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         reader = self.reader
@@ -222,7 +226,7 @@ class LeanConnection:
     def _send(self, proto: _Protocol, command: tuple[Any, ...]) -> asyncio.Future[Any]:
         """Write ``command``; the future of its reply."""
         assert proto.transport is not None
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = proto.loop.create_future()
         proto.transport.write(hiredis.pack_command(command))
         proto.pending.append(future)
         if self.timeout is not None and self._watchdog is None:
@@ -237,7 +241,7 @@ class LeanConnection:
         if proto is None or not proto.usable():
             proto = await self._connect()
         assert proto.transport is not None
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Any]] = proto.loop.create_future()
         proto.transport.write(b"".join([hiredis.pack_command(c) for c in commands]))
         proto.pending.append(_Group(future, len(commands)))
         if self.timeout is not None and self._watchdog is None:
@@ -318,7 +322,7 @@ class LeanConnection:
                 made = sock
 
                 def factory() -> _Protocol:
-                    return _Protocol(self, made)
+                    return _Protocol(self, made, loop)
 
                 if self.path:
                     _, proto = await loop.create_unix_connection(factory, sock=sock)
