@@ -71,3 +71,48 @@ def test_import_of_a_bad_file_is_one_line_and_exit_1(env: dict[str, str],
     assert "Traceback" not in result.output
     missing = CliRunner().invoke(cli, ["import", str(tmp_path / "nope.jsonl")], env=env)
     assert missing.exit_code == 1 and "cannot read" in missing.output
+
+
+def _rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)
+                for t in tables if t != "projector_meta"}  # (when and which build)
+    finally:
+        conn.close()
+
+
+def test_rebuild_in_one_process_or_two_switches_to_the_same_model(
+        env: dict[str, str], tmp_path: Path) -> None:
+    src = tmp_path / "legacy.jsonl"
+    src.write_text("\n".join(json.dumps(
+        {"project_id": f"P{i % 3}", "thread_id": f"t-{i % 7}", "role": "user",
+         "content": f"m{i}"}) for i in range(60)) + "\n")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["import", str(src)], env=env).exit_code == 0
+    models = []
+    for flag in ("--one-process", "--processes"):
+        rebuilt = runner.invoke(cli, ["rebuild", "-q", flag], env=env)
+        assert rebuilt.exit_code == 0, rebuilt.output
+        assert "60 events" in rebuilt.output
+        models.append(_rows(Path(env["CHATLOG_DATA_DIR"]) / "readmodel.sqlite"))
+    assert models[0] == models[1]
+    assert any(len(rows) >= 60 for rows in models[0].values())
+
+
+def test_rebuild_uses_two_processes_where_two_cpus_may_run_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from chatlog.cli.readmodel import two_processes_by_default
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert two_processes_by_default() is False
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert two_processes_by_default() is True
+    help_text = CliRunner().invoke(cli, ["rebuild", "--help"]).output
+    assert "--processes / --one-process" in help_text
