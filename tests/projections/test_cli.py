@@ -104,15 +104,16 @@ def test_rebuild_in_one_process_or_two_switches_to_the_same_model(
     assert any(len(rows) >= 60 for rows in models[0].values())
 
 
-def test_rebuild_uses_two_processes_where_two_cpus_may_run_it(
+def test_rebuild_uses_two_processes_for_a_big_log_where_two_cpus_may_run_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     from chatlog.cli.readmodel import two_processes_by_default
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
-    assert two_processes_by_default() is False
+    assert two_processes_by_default(10_000_000) is False
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    assert two_processes_by_default() is True
+    assert two_processes_by_default(10_000_000) is True
+    assert two_processes_by_default(1_000) is False  # (a small log: the child's start)
     help_text = CliRunner().invoke(cli, ["rebuild", "--help"]).output
     assert "--processes / --one-process" in help_text

@@ -21,13 +21,20 @@ from chatlog.eventstore.runtime import OpenedStore, open_store
 from chatlog.eventstore.store import EventStore
 from chatlog.settings import Settings
 
+#: Below this many events a rebuild runs in one process: the child's start (its
+#: imports) cost ~1-2 s, more than it wins on a small log.
+TWO_PROCESSES_FROM = 200_000
 
-def two_processes_by_default() -> bool:
-    """Whether ``chatlog rebuild`` reads and folds in a child process unless told: where
-    this process may run on 2 CPUs or more. On the 3M-event tiered log of
-    bench/bench_rebuild_ab.py (2 idle cores) it rebuilt 122-136k events/s against
-    109-118k in one process, 3 alternating runs each, peak RSS 276-283 against
-    384-389 MiB; on a busy machine the two processes compete and one is faster."""
+
+def two_processes_by_default(events: int) -> bool:
+    """Whether ``chatlog rebuild`` of a log of ``events`` reads and folds in a child
+    process unless told: where this process may run on 2 CPUs or more and the log
+    is not small. On the 3M-event tiered log of bench/bench_rebuild_ab.py (2 idle
+    cores) it rebuilt 122-136k events/s against 109-118k in one process, 3
+    alternating runs each, peak RSS 276-283 against 384-389 MiB; on a busy machine
+    the two processes compete and one is faster."""
+    if events < TWO_PROCESSES_FROM:
+        return False
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # (not on every platform)
@@ -38,8 +45,9 @@ def two_processes_by_default() -> bool:
 @cli.command()
 @click.option("--processes/--one-process", default=None,
               help="Read and fold the log in a second process while this one writes "
-                   "(the default where this process may use 2 CPUs or more), or all in "
-                   "this one (less CPU in all: better on a busy machine).")
+                   "(the default for a log of 200,000 events or more where this process "
+                   "may use 2 CPUs or more), or all in this one (less CPU in all: better "
+                   "on a busy machine).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 @run_async
@@ -58,8 +66,6 @@ async def rebuild(ctx: click.Context, processes: bool | None, quiet: bool) -> No
     from chatlog.projections.rebuild import rebuild as rebuild_models
 
     settings = settings_from(ctx)
-    if processes is None:
-        processes = two_processes_by_default()
     # Ctrl-C sets `stop` (checked between chunks and before the switch) as well as
     # cancelling: the rebuild stops without switching however the signal lands.
     stop = threading.Event()
@@ -74,6 +80,8 @@ async def rebuild(ctx: click.Context, processes: bool | None, quiet: bool) -> No
     loop.add_signal_handler(signal.SIGINT, interrupt)
     try:
         async with open_store(settings, "rebuild") as opened:
+            if processes is None:
+                processes = two_processes_by_default((await opened.store.status()).events)
             with progress_bar("rebuild", quiet=quiet) as update:
                 result = await rebuild_models(
                     opened.store, settings.sqlite_path, on_progress=update,
