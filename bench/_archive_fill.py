@@ -104,6 +104,9 @@ async def fill(url: str, n: int, work: Path, hot: int, *, batch: int = BATCH,
     make = EventMaker()
     samples: list[tuple[int, int]] = [(0, int((await r.info("memory"))["used_memory"]))]
     held = 0  # the most events Redis held at a sample
+    #: (events appended, used_memory, events held, bytes of the archived ids' filter):
+    #: what the memory is made of (every 10th sample, the filter's pieces summed)
+    detail: list[tuple[int, int, int, int]] = []
     appended = 0
     next_i = 0
 
@@ -131,7 +134,10 @@ async def fill(url: str, n: int, work: Path, hot: int, *, batch: int = BATCH,
             if appended - last >= n // 200:
                 last = appended
                 samples.append((appended, int((await r.info("memory"))["used_memory"])))
-                held = max(held, int(await r.xlen(store.keys.log(0))))
+                now_held = int(await r.xlen(store.keys.log(0)))
+                held = max(held, now_held)
+                if len(samples) % 10 == 0:
+                    detail.append((appended, samples[-1][1], now_held, await filter_bytes(r)))
             if progress and appended - shown >= n // 20:
                 shown = appended
                 took = time.perf_counter() - t0
@@ -154,7 +160,16 @@ async def fill(url: str, n: int, work: Path, hot: int, *, batch: int = BATCH,
     await r.aclose()
     await store.close()
     return {"samples": samples, "append_s": append_s, "append_cpu_s": append_cpu,
-            "archiver": stats, "hot_len": hot_len, "n": appended, "max_held": held}
+            "archiver": stats, "hot_len": hot_len, "n": appended, "max_held": held,
+            "detail": detail}
+
+
+async def filter_bytes(r: aioredis.Redis) -> int:
+    """Bytes of the pieces of the archived ids' filter (``<tag>:idf:...`` strings)."""
+    total = 0
+    async for key in r.scan_iter(match="*:idf:*", count=1000):
+        total += int(await r.strlen(key))
+    return total
 
 
 async def backlog_pass(url: str, archive_dir: str, backlog: int = 100_000) -> dict[str, Any]:

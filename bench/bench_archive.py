@@ -381,6 +381,7 @@ async def main() -> None:
     print_table(f"tiered log, {f['n']:,} events, hot window {HOT:,}", results)
     emit("archive", results, args, events=f["n"], hot_len=f["hot_len"],
          archived=a["archived"], archiver_passes=a["passes"], rebuilds=rebuilds,
+         detail=f["detail"],
          serves=serves, fresh_serve=fresh,
          plot=str(png) if plotted else None,
          samples=[[x, m] for x, m in samples])
