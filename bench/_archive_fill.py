@@ -46,8 +46,8 @@ ARCHIVER = textwrap.dedent("""
     from chatlog.eventstore.archive import Archive
     from chatlog.eventstore.archiver import Archiver, HotWindow
 
-    async def main(url, archive_dir, hot, stop_file):
-        store = await EventStore.open(url, prefix="bench")
+    async def main(url, archive_dir, hot, stop_file, outcome_window):
+        store = await EventStore.open(url, prefix="bench", outcome_window=outcome_window)
         archiver = Archiver(store, Archive.open(archive_dir), HotWindow(hot, 0, 0),
                             segment_events=100_000, lease_ttl=60)
         wall = cpu = 0.0
@@ -69,7 +69,8 @@ ARCHIVER = textwrap.dedent("""
         print(json.dumps({"archived": archived, "wall_s": wall, "cpu_s": cpu,
                           "passes": passes}), flush=True)
 
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4],
+                     float(sys.argv[5])))
 """)
 
 
@@ -91,22 +92,25 @@ class EventMaker:
 
 
 async def fill(url: str, n: int, work: Path, hot: int, *, batch: int = BATCH,
-               concurrency: int = CONCURRENCY, progress: bool = True) -> dict[str, Any]:
+               concurrency: int = CONCURRENCY, progress: bool = True,
+               outcome_window: float = 600.0) -> dict[str, Any]:
     """Append ``n`` events with the archiver process running (hot window ``hot``);
-    memory samples (events appended, used_memory), rates and the archiver's figures."""
+    memory samples (events appended, used_memory), rates and the archiver's figures.
+    ``outcome_window``: the store's (seconds; shorter in a probe, so that the
+    generations of the server-made ids' records and filters roll over sooner)."""
     stop_file = work / "stop"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     archiver = await asyncio.create_subprocess_exec(
         sys.executable, "-c", ARCHIVER, url, str(work / "archive"), str(hot), str(stop_file),
-        stdout=subprocess.PIPE, env=env)
-    store = await EventStore.open(url, prefix="bench")
+        str(outcome_window), stdout=subprocess.PIPE, env=env)
+    store = await EventStore.open(url, prefix="bench", outcome_window=outcome_window)
     r = aioredis.from_url(url)
     make = EventMaker()
     samples: list[tuple[int, int]] = [(0, int((await r.info("memory"))["used_memory"]))]
     held = 0  # the most events Redis held at a sample
-    #: (events appended, used_memory, events held, bytes of the archived ids' filter):
-    #: what the memory is made of (every 10th sample, the filter's pieces summed)
-    detail: list[tuple[int, int, int, int]] = []
+    #: What the memory is made of at each sample (:func:`breakdown`), so that a peak is
+    #: explained: events appended, used_memory, its parts, events held, filter bytes.
+    detail: list[dict[str, int]] = []
     appended = 0
     next_i = 0
 
@@ -133,11 +137,10 @@ async def fill(url: str, n: int, work: Path, hot: int, *, batch: int = BATCH,
         while appended < n:
             if appended - last >= n // 200:
                 last = appended
-                samples.append((appended, int((await r.info("memory"))["used_memory"])))
-                now_held = int(await r.xlen(store.keys.log(0)))
-                held = max(held, now_held)
-                if len(samples) % 10 == 0:
-                    detail.append((appended, samples[-1][1], now_held, await filter_bytes(r)))
+                parts = await breakdown(r, store.keys.log(0))
+                samples.append((appended, parts["used_memory"]))
+                held = max(held, parts["held"])
+                detail.append({"appended": appended, **parts})
             if progress and appended - shown >= n // 20:
                 shown = appended
                 took = time.perf_counter() - t0
@@ -162,6 +165,45 @@ async def fill(url: str, n: int, work: Path, hot: int, *, batch: int = BATCH,
     return {"samples": samples, "append_s": append_s, "append_cpu_s": append_cpu,
             "archiver": stats, "hot_len": hot_len, "n": appended, "max_held": held,
             "detail": detail}
+
+
+#: INFO memory fields a sample records (those the server reports).
+MEMORY_FIELDS = ("used_memory", "used_memory_dataset", "used_memory_overhead",
+                 "mem_clients_normal", "mem_aof_buffer", "used_memory_scripts",
+                 "used_memory_vm_eval", "used_memory_lua", "mem_replication_backlog")
+
+
+async def breakdown(r: aioredis.Redis, log_key: str) -> dict[str, int]:
+    """What Redis memory is made of now: the INFO memory fields above, the events the
+    stream holds and its bytes (MEMORY USAGE), the archived ids' filter bytes, and the
+    largest client's buffers (query buffer, output memory, total)."""
+    info = await r.info("memory")
+    parts = {k: int(info[k]) for k in MEMORY_FIELDS if k in info}
+    parts["held"] = int(await r.xlen(log_key))
+    parts["stream_bytes"] = int(await r.memory_usage(log_key, samples=0) or 0)
+    parts["filter_bytes"] = await filter_bytes(r)
+    clients = await r.client_list()
+    top = max(clients, key=lambda c: int(c.get("tot-mem", 0)), default={})
+    parts["client_max_tot_mem"] = int(top.get("tot-mem", 0))
+    parts["client_max_qbuf"] = max((int(c.get("qbuf", 0)) for c in clients), default=0)
+    parts["client_max_omem"] = max((int(c.get("omem", 0)) for c in clients), default=0)
+    return parts
+
+
+def peak_breakdown(detail: list[dict[str, int]]) -> str:
+    """The sample with the most used_memory, its parts in MiB, in one line."""
+    if not detail:
+        return "no samples"
+    d = max(detail, key=lambda x: x["used_memory"])
+    mib = {k: v / 2**20 for k, v in d.items()}
+    return (f"peak at {d['appended']:,} events: used_memory {mib['used_memory']:.1f} MiB = "
+            f"dataset {mib.get('used_memory_dataset', 0):.1f} (stream "
+            f"{mib['stream_bytes']:.1f} for {d['held']:,} events, archived ids' filter "
+            f"{mib['filter_bytes']:.1f}) + overhead {mib.get('used_memory_overhead', 0):.1f} "
+            f"(clients {mib.get('mem_clients_normal', 0):.1f}: largest query buffer "
+            f"{mib['client_max_qbuf']:.1f}, output {mib['client_max_omem']:.1f}; AOF buffer "
+            f"{mib.get('mem_aof_buffer', 0):.1f}; scripts "
+            f"{mib.get('used_memory_scripts', 0):.1f})")
 
 
 async def filter_bytes(r: aioredis.Redis) -> int:

@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _archive_fill import BATCH, CONCURRENCY, backlog_pass, fill
+from _archive_fill import BATCH, CONCURRENCY, backlog_pass, fill, peak_breakdown
 from _archive_phases import (
     cli_env,
     copy_log,
@@ -245,6 +245,7 @@ async def fills_only(args: argparse.Namespace, n: int) -> None:
             print(f"fill {rep + 1}/{args.reps}: {n:,} events with the archiver running "
                   f"(hot window {HOT:,})...", flush=True)
             fills.append(await fill(server.url, n, work, HOT, batch=args.batch))
+            print("  " + peak_breakdown(fills[-1]["detail"]), flush=True)
             fills[-1]["backlog"] = await backlog_pass(server.url, str(work / "archive"))
     samples = fills[0]["samples"]
     early = [x for x in samples if 0 < x[0] <= HOT]
@@ -286,6 +287,7 @@ async def main() -> None:
         print(f"filling {n:,} events with the archiver running (hot window {HOT:,})...",
               flush=True)
         f = await fill(server.url, n, work, HOT, batch=args.batch)
+        print("  " + peak_breakdown(f["detail"]), flush=True)
         samples = f["samples"]
         early = [s for s in samples if 0 < s[0] <= HOT]
         slope = (early[-1][1] - samples[0][1]) / early[-1][0] if early else 0.0

@@ -66,21 +66,29 @@ class EventStore(Protocol):
 
 #: Filter bits per id (<= 1.8% false positives with 6 bits set per id in 64-bit blocks).
 BITS_PER_ID = 10
-#: A generation's first filter piece, in 8-byte blocks (64 KiB: ~52k ids); each next
-#: piece is twice its predecessor.
+#: A generation's first filter piece, in 8-byte blocks (64 KiB: ~52k ids), at least;
+#: each next piece is twice its predecessor.
 FIRST_BLOCKS = 8_192
+#: A generation's first piece holds this many times the ids the generation before got
+#: (in quarters: 5/4), so that a steady rate needs one piece a generation.
+HEADROOM_QUARTERS = 5
+#: Bytes of a filter piece ORed in per script call (:data:`OR_IN`): a seal sends its
+#: bits slice by slice, so that neither the server's query buffer nor the script's
+#: copies hold a whole piece (megabytes at a busy log's rate) at once.
+OR_SLICE = 256 * 1024
 
 #: KEYS[1] the partition's stream. ARGV, per filter (``<window ms>:<generation>``): its
 #: name and the count n of ids to add. Reserves room for them in the filter's newest
-#: piece, or makes a new piece (as big as the generation before had, at least FIRST
-#: blocks, the first of a generation; twice the one before, the next; big enough for
-#: the n ids). Returns per filter: the piece's key and its blocks. Forgets the
-#: filters of generations past.
+#: piece, or makes a new piece (the first of a generation: room for 5/4 of the ids the
+#: generation before got, at least FIRST blocks; the next: twice the one before; big
+#: enough for the n ids), expiring with the generation's buckets. Returns per filter:
+#: the piece's key and its blocks. Forgets the filters of generations past (their
+#: directory entries and pieces).
 RESERVE = """
 local tag = string.sub(KEYS[1], 1, -4)
 local dirkey = tag .. 'idp'
 local function parsed(v)
-  local d = {blocks = {}, fill = 0, total = 0}
+  local d = {blocks = {}, fill = 0, total = 0, ids = 0}
   if v then
     local list, fill = string.match(v, '^([^|]*)|(%d+)$')
     for b in string.gmatch(list, '%d+') do
@@ -88,6 +96,8 @@ local function parsed(v)
       d.total = d.total + tonumber(b)
     end
     d.fill = tonumber(fill)
+    for k = 1, #d.blocks - 1 do d.ids = d.ids + math.floor(d.blocks[k] * 64 / BITS) end
+    d.ids = d.ids + d.fill
   end
   return d
 end
@@ -102,34 +112,47 @@ for j = 1, #ARGV, 2 do
     local blocks = last and last * 2
     if not blocks then
       local before = redis.call('HGET', dirkey, 'idf:' .. w .. ':' .. string.format('%.0f', g - 1))
-      blocks = math.max(FIRST, parsed(before).total)
+      blocks = math.max(FIRST, math.ceil(parsed(before).ids * QUARTERS / 4 * BITS / 64))
     end
     blocks = math.max(blocks, math.ceil(n * BITS / 64))
     d.blocks[#d.blocks + 1] = blocks
     d.fill = 0
     local key = tag .. 'idf:' .. name .. ':' .. #d.blocks
     redis.call('SETRANGE', key, blocks * 8 - 1, '\\0')
-    redis.call('PEXPIREAT', key, (g + 2) * w)
+    redis.call('PEXPIREAT', key, string.format('%.0f', (g + 2) * w))
   end
   d.fill = d.fill + n
   local list = {}
   for _, b in ipairs(d.blocks) do list[#list + 1] = tostring(b) end
   redis.call('HSET', dirkey, 'idf:' .. name, table.concat(list, ',') .. '|' .. d.fill)
   for past = 2, 3 do  -- the filters of generations past are forgotten
-    redis.call('HDEL', dirkey, 'idf:' .. w .. ':' .. string.format('%.0f', g - past))
+    local old = w .. ':' .. string.format('%.0f', g - past)
+    local gone = parsed(redis.call('HGET', dirkey, 'idf:' .. old))
+    for k = 1, #gone.blocks do redis.call('DEL', tag .. 'idf:' .. old .. ':' .. k) end
+    redis.call('HDEL', dirkey, 'idf:' .. old)
   end
   out[#out + 1] = tag .. 'idf:' .. name .. ':' .. #d.blocks
   out[#out + 1] = d.blocks[#d.blocks]
 end
 return out
-""".replace("BITS", str(BITS_PER_ID)).replace("FIRST", str(FIRST_BLOCKS))
+""".replace("BITS", str(BITS_PER_ID)).replace("FIRST", str(FIRST_BLOCKS)).replace(
+    "QUARTERS", str(HEADROOM_QUARTERS))
 
 
-#: KEYS[1] a filter's piece, KEYS[2] a scratch key; ARGV[1] bits to set in the piece.
+#: KEYS[1] a filter's piece (``<tag>idf:<window ms>:<generation>:<k>``), KEYS[2] and
+#: KEYS[3] scratch keys; ARGV[1] bits to set in the piece from byte ARGV[2] on (a slice
+#: of at most OR_SLICE bytes). The piece keeps expiring with its generation's buckets
+#: (BITOP's destination loses its expiry: set again).
 OR_IN = """
-redis.call('SET', KEYS[2], ARGV[1], 'PX', 600000)
-redis.call('BITOP', 'OR', KEYS[1], KEYS[1], KEYS[2])
-redis.call('DEL', KEYS[2])
+local at = tonumber(ARGV[2])
+local mask = ARGV[1]
+redis.call('SET', KEYS[2], redis.call('GETRANGE', KEYS[1], at, at + #mask - 1), 'PX', 600000)
+redis.call('SET', KEYS[3], mask, 'PX', 600000)
+redis.call('BITOP', 'OR', KEYS[2], KEYS[2], KEYS[3])
+redis.call('SETRANGE', KEYS[1], at, redis.call('GET', KEYS[2]))
+redis.call('DEL', KEYS[2], KEYS[3])
+local w, g = string.match(KEYS[1], 'idf:(%d+):(-?%d+):%d+$')
+redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', (tonumber(g) + 2) * tonumber(w)))
 return 1
 """
 
@@ -156,6 +179,8 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
     into its id file (the two steps above); how many records left Redis. ``entries``:
     the segment's events when the caller has them (else the segment is read)."""
     # numpy and pyarrow: imported by the first seal, not by every process that appends
+    import numpy as np
+
     from chatlog.eventstore._sealed_ids import (
         Commands,
         Remembered,
@@ -190,10 +215,14 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
         args: list[Any] = [x for name, at in filters for x in (name, len(at))]
         reserved = (await guard(store.redis.register_script(RESERVE)(
             keys=[store.keys.log(partition)], args=args))) if args else []
+        or_in = store.redis.register_script(OR_IN)
+        scratch = [f"{tag}idf:scratch:{uuid.uuid4().hex}:{k}" for k in (1, 2)]
         for (_, at), piece, blocks in zip(filters, reserved[::2], reserved[1::2], strict=True):
-            mask = filter_bits(ids.hashes[found.index[at]], int(blocks))
-            await guard(store.redis.register_script(OR_IN)(
-                keys=[piece, f"{tag}idf:scratch:{uuid.uuid4().hex}"], args=[mask]))
+            mask = np.frombuffer(filter_bits(ids.hashes[found.index[at]], int(blocks)), np.uint8)
+            for start in range(0, len(mask), OR_SLICE):  # slice by slice (see OR_SLICE)
+                part = mask[start : start + OR_SLICE]
+                if part.any():
+                    await guard(or_in(keys=[piece, *scratch], args=[part.tobytes(), start]))
         with gc_paused():
             deletes = [("HDEL", key, *fields) for key, fields in found.bucket_keys(ids, tag)]
         removed = sum(int(n) for n in await commands.run(deletes))
