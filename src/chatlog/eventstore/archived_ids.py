@@ -16,7 +16,8 @@ events' memory is freed first; the records stay in Redis meanwhile):
     add the ids to the partition's filter of archived ids (a blocked Bloom
     filter per window and generation, expiring with its buckets; see
     ``append.lua``): :data:`RESERVE` makes room in it, then the segment's bits,
-    built here, are ORed into it (:data:`OR_IN`); only then delete the records
+    set in it (``BITFIELD ... SET u1``, :data:`BITS_PER_COMMAND` a command); only then
+    delete the records
     from their buckets (``HDEL``, one per bucket, pipelined). An id is always in a bucket,
     or in the filter and a published id file, or in both.
 
@@ -72,10 +73,12 @@ FIRST_BLOCKS = 8_192
 #: A generation's first piece holds this many times the ids the generation before got
 #: (in quarters: 5/4), so that a steady rate needs one piece a generation.
 HEADROOM_QUARTERS = 5
-#: Bytes of a filter piece ORed in per script call (:data:`OR_IN`): a seal sends its
-#: bits slice by slice, so that neither the server's query buffer nor the script's
-#: copies hold a whole piece (megabytes at a busy log's rate) at once.
-OR_SLICE = 256 * 1024
+#: Bits a seal sets per command (``BITFIELD <piece> SET u1 <offset> 1 ...``). Sending
+#: only the bits set (~6 per id) keeps a seal's commands small: a whole-piece mask
+#: ORed in with BITOP (megabytes at a busy log's rate, every seal) sat in the query
+#: buffer and the script's copies, went to the AOF whole, and BITOP's destination lost
+#: its expiry (the pieces lived forever).
+BITS_PER_COMMAND = 4_096
 
 #: KEYS[1] the partition's stream. ARGV, per filter (``<window ms>:<generation>``): its
 #: name and the count n of ids to add. Reserves room for them in the filter's newest
@@ -139,24 +142,6 @@ return out
     "QUARTERS", str(HEADROOM_QUARTERS))
 
 
-#: KEYS[1] a filter's piece (``<tag>idf:<window ms>:<generation>:<k>``), KEYS[2] and
-#: KEYS[3] scratch keys; ARGV[1] bits to set in the piece from byte ARGV[2] on (a slice
-#: of at most OR_SLICE bytes). The piece keeps expiring with its generation's buckets
-#: (BITOP's destination loses its expiry: set again).
-OR_IN = """
-local at = tonumber(ARGV[2])
-local mask = ARGV[1]
-redis.call('SET', KEYS[2], redis.call('GETRANGE', KEYS[1], at, at + #mask - 1), 'PX', 600000)
-redis.call('SET', KEYS[3], mask, 'PX', 600000)
-redis.call('BITOP', 'OR', KEYS[2], KEYS[2], KEYS[3])
-redis.call('SETRANGE', KEYS[1], at, redis.call('GET', KEYS[2]))
-redis.call('DEL', KEYS[2], KEYS[3])
-local w, g = string.match(KEYS[1], 'idf:(%d+):(-?%d+):%d+$')
-redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', (tonumber(g) + 2) * tonumber(w)))
-return 1
-"""
-
-
 _caches: weakref.WeakKeyDictionary[Any, idfiles.Cache] = weakref.WeakKeyDictionary()
 
 
@@ -179,13 +164,11 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
     into its id file (the two steps above); how many records left Redis. ``entries``:
     the segment's events when the caller has them (else the segment is read)."""
     # numpy and pyarrow: imported by the first seal, not by every process that appends
-    import numpy as np
-
     from chatlog.eventstore._sealed_ids import (
         Commands,
         Remembered,
         file_body,
-        filter_bits,
+        filter_offsets,
         gather,
         of_file,
     )
@@ -215,14 +198,14 @@ async def seal_ids(store: EventStore, archive: Archive, partition: int, last: st
         args: list[Any] = [x for name, at in filters for x in (name, len(at))]
         reserved = (await guard(store.redis.register_script(RESERVE)(
             keys=[store.keys.log(partition)], args=args))) if args else []
-        or_in = store.redis.register_script(OR_IN)
-        scratch = [f"{tag}idf:scratch:{uuid.uuid4().hex}:{k}" for k in (1, 2)]
+        sets = []
         for (_, at), piece, blocks in zip(filters, reserved[::2], reserved[1::2], strict=True):
-            mask = np.frombuffer(filter_bits(ids.hashes[found.index[at]], int(blocks)), np.uint8)
-            for start in range(0, len(mask), OR_SLICE):  # slice by slice (see OR_SLICE)
-                part = mask[start : start + OR_SLICE]
-                if part.any():
-                    await guard(or_in(keys=[piece, *scratch], args=[part.tobytes(), start]))
+            offsets = filter_offsets(ids.hashes[found.index[at]], int(blocks)).tolist()
+            with gc_paused():
+                for i in range(0, len(offsets), BITS_PER_COMMAND):
+                    sets.append(("BITFIELD", piece, *[x for o in offsets[i : i + BITS_PER_COMMAND]
+                                                      for x in ("SET", "u1", o, 1)]))
+        await commands.run(sets)
         with gc_paused():
             deletes = [("HDEL", key, *fields) for key, fields in found.bucket_keys(ids, tag)]
         removed = sum(int(n) for n in await commands.run(deletes))
