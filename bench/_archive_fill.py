@@ -145,9 +145,12 @@ async def fill(url: str, n: int, work: Path, hot: int, *, batch: int = BATCH,
                 shown = appended
                 took = time.perf_counter() - t0
                 hot_len = int(await r.xlen(store.keys.log(0)))
+                recent = detail[-1] if detail else {}
                 print(f"  {appended:,} events in {took:,.0f} s ({appended / took:,.0f}/s; "
                       f"Redis holds {hot_len:,}, used_memory "
-                      f"{samples[-1][1] / 2**20:,.0f} MiB)", flush=True)
+                      f"{samples[-1][1] / 2**20:,.0f} MiB: filter "
+                      f"{recent.get('filter_bytes', 0) / 2**20:,.1f}, clients "
+                      f"{recent.get('mem_clients_normal', 0) / 2**20:,.1f})", flush=True)
             await asyncio.sleep(0.05)
 
     sampling = asyncio.create_task(sampler())
