@@ -1,19 +1,14 @@
 """The archived ids' filter stays bounded in Redis memory (issue 12's memory goal during a
 long fill): its pieces expire with their generation, a generation's first piece is sized
 by the ids the generation before got (not by its pieces, which doubled), pieces of
-generations past are deleted, and a seal sends the bits it sets, not a whole-piece mask.
-Real Valkey."""
+and pieces of generations past are deleted. Real Valkey."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-import numpy as np
-import pytest
-
-from chatlog.eventstore import EventStore, archived_ids
-from chatlog.eventstore._sealed_ids import filter_bits, filter_offsets
+from chatlog.eventstore import EventStore
 from chatlog.eventstore.archive import Archive
 from chatlog.eventstore.archived_ids import BITS_PER_ID, FIRST_BLOCKS, RESERVE
 from chatlog.eventstore.archiver import Archiver, HotWindow
@@ -85,26 +80,3 @@ async def test_pieces_of_generations_past_are_deleted(store: EventStore) -> None
     await reserve(store, (f"{WINDOW}:{g}", 10))
     assert not await store.redis.exists(old)
     assert not await store.redis.hexists(f"{tag(store)}idp", f"idf:{WINDOW}:{g - 2}")
-
-
-def test_filter_offsets_are_the_bits_of_the_mask() -> None:
-    hashes = np.random.default_rng(7).integers(0, 256, (5_000, 10), dtype=np.uint8)
-    for blocks in (1, 8_192, 100_003):
-        mask = np.unpackbits(np.frombuffer(filter_bits(hashes, blocks), np.uint8))
-        assert filter_offsets(hashes, blocks).tolist() == np.flatnonzero(mask).tolist()
-
-
-async def test_a_seal_sets_its_bits_in_several_commands(
-    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A few bits a command: the ids' bits span many BITFIELD commands of one pipelined
-    # write, and each retry still finds its archived id through the filter.
-    monkeypatch.setattr(archived_ids, "BITS_PER_COMMAND", 7)
-    appended = await fill(store, 200)
-    archive = Archive.open(str(tmp_path))
-    store.archive = archive
-    (result,) = await Archiver(store, archive, HotWindow(events=50, seconds=0, bytes=0),
-                               segment_events=100).run_pass()
-    assert result.archived == 150
-    assert all(ttl > 0 for ttl in (await pieces(store)).values())
-    await assert_retries_are_duplicates(store, appended[:150])

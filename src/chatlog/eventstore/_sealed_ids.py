@@ -223,16 +223,6 @@ def filter_bits(hashes: np.ndarray, blocks: int) -> bytes:
     return mask.tobytes()
 
 
-def filter_offsets(hashes: np.ndarray, blocks: int) -> np.ndarray:
-    """The bits :func:`filter_bits` sets in a piece of ``blocks`` blocks, as SETBIT
-    offsets (sorted, each once)."""
-    if not len(hashes):
-        return np.zeros(0, np.int64)
-    block = hashes[:, :4].copy().view(">u4").reshape(-1).astype(np.int64) % blocks
-    bits = hashes[:, 4:10].astype(np.int64) % 64
-    return np.unique((block * 64)[:, None] + bits)
-
-
 async def gather(commands: Commands, ids: Identities, numbers: dict[str, bytes], tag: str,
                  tries: Sequence[tuple[int, int]]) -> tuple[Remembered, list[bytes]]:
     """What Redis remembers of ``ids``: HMGET, one per bucket and try (``(window ms,
