@@ -27,8 +27,8 @@ from typing import Any
 import orjson
 
 from chatlog.events import MessageAppended, RecordedEvent
-from chatlog.eventstore.codec import BLOB_MARK, flat_fields, split_body
-from chatlog.projections import _db
+from chatlog.eventstore.codec import flat_fields
+from chatlog.projections import _db, _message_body
 
 MESSAGE_TYPE = MessageAppended.event_type
 _MESSAGE_TYPE_BYTES = MESSAGE_TYPE.encode()
@@ -261,14 +261,6 @@ class ConversationsProjection:
             conn.execute(_ADD_COUNTER, ("skipped_invalid", invalid))
 
 
-def _blob_doc(body: bytes) -> Any:
-    """The JSON document of a body that carries a binary blob (as ``decode_entry`` reads
-    it); a body that is neither raises as before."""
-    if body[:1] == BLOB_MARK:
-        body = split_body(body)[0]
-    return orjson.loads(body)
-
-
 class ConversationFold:
     """Folds raw entries ``(position, [field, value, ...])`` as XRANGE returns them.
 
@@ -292,7 +284,7 @@ class ConversationFold:
         threads = fold.threads
         rows: list[tuple[Any, ...]] = []
         append = rows.append
-        loads, dumps = orjson.loads, orjson.dumps
+        parse = _message_body.parse
         message = _MESSAGE_TYPE_BYTES
         invalid = 0
         for pos, flat in entries:
@@ -313,28 +305,18 @@ class ConversationFold:
                     continue
             else:
                 project, thread_id = state[1][0], state[1][1]
-            try:
-                doc = loads(body)
-            except orjson.JSONDecodeError:
-                doc = _blob_doc(body)
-            data = doc["d"]
-            if type(data) is not dict:  # orjson makes exact dicts and strs
+            parsed = parse(body)
+            if parsed is None:
                 invalid += 1
                 continue
-            role = data.get("role")
-            content = data.get("content")
-            if type(role) is not str or type(content) is not str:
-                invalid += 1
-                continue
-            metadata = data.get("metadata")
-            written = data.get("created_at")
+            role, content, metadata, written, name = parsed
             position = pos.decode()
             row = (project, thread_id, int(version), event_id.decode(), role, content,
-                   dumps(metadata).decode() if metadata else "{}",
+                   metadata,
                    (written and _ms(written)) or int(position.partition("-")[0]), position)
             append(row)
             if state is None:
-                threads[aggregate] = [1, row, row, True, doc["n"]]
+                threads[aggregate] = [1, row, row, True, name]
             else:
                 state[0] += 1
                 state[2] = row
@@ -392,35 +374,24 @@ class ConversationFold:
         threads = fold.threads
         rows: list[tuple[Any, ...]] = []
         append = rows.append
-        loads, dumps = orjson.loads, orjson.dumps
+        parse = _message_body.parse
         invalid = 0
         for index, position, ms, event_id, version, body in zip(
                 indices, positions, times, ids, versions, bodies, strict=True):
             name = names[index]
             if name is None:
                 continue
-            try:
-                doc = loads(body)
-            except orjson.JSONDecodeError:
-                doc = _blob_doc(body)
-            data = doc["d"]
-            if type(data) is not dict:  # orjson makes exact dicts and strs
+            parsed = parse(body)
+            if parsed is None:
                 invalid += 1
                 continue
-            role = data.get("role")
-            content = data.get("content")
-            if type(role) is not str or type(content) is not str:
-                invalid += 1
-                continue
-            metadata = data.get("metadata")
-            written = data.get("created_at")
-            row = (name[1], name[2], version, event_id, role, content,
-                   dumps(metadata).decode() if metadata else "{}",
+            role, content, metadata, written, project_name = parsed
+            row = (name[1], name[2], version, event_id, role, content, metadata,
                    (written and _ms(written)) or ms, position)
             append(row)
             state = states[index]
             if state is None:
-                state = states[index] = threads[name[0]] = [1, row, row, True, doc["n"]]
+                state = states[index] = threads[name[0]] = [1, row, row, True, project_name]
             else:
                 state[0] += 1
                 state[2] = row

@@ -209,17 +209,23 @@ class _Writer:
             self.write(msg)
 
 
+def _spawn_reader(store: EventStore, args: tuple[Any, ...]) -> ChildReader:
+    """The child process that reads and folds the log, started before anything else of
+    the rebuild: its start (imports, opening the store and the archive: 1-2 s) then
+    overlaps this process's (the count of events, the fresh file's tables), and its
+    first frames wait in the pipe."""
+    archive_url = store.archive.url if store.archive is not None else None
+    return ChildReader(store.url, store.keys.prefix, store.partitions, archive_url, *args)
+
+
 async def _load(loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor, writer: _Writer,
-                store: EventStore, args: tuple[Any, ...], processes: bool) -> None:
-    """Read and fold the whole log (here or in a child process) into ``writer``."""
-    if processes:
-        archive_url = store.archive.url if store.archive is not None else None
-        reader = ChildReader(store.url, store.keys.prefix, store.partitions, archive_url, *args)
+                store: EventStore, args: tuple[Any, ...], reader: ChildReader | None) -> None:
+    """Read and fold the whole log (here, or in ``reader``'s child process) into ``writer``."""
+    if reader is not None:
         try:
             await loop.run_in_executor(executor, writer.drain, reader)
         finally:
             writer.stopped = True
-            reader.close()
         return
     # The writer thread writes chunks while this one folds the next ones. sqlite3
     # releases the GIL while SQLite steps a statement, so with rows inserted
@@ -266,9 +272,6 @@ async def build(
     rows across) cost more than the overlap won (see bench/bench_rebuild.py).
     """
     started = time.perf_counter()
-    _remove_db(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    total = (await store.status()).events
     bulk = [p for p in projections if isinstance(p, BulkProjection)]
     plain: list[tuple[Projection, frozenset[bytes] | None]] = [
         (proj, frozenset(t.encode() for t in proj.event_types))
@@ -279,6 +282,25 @@ async def build(
         plain_types = None if wanted is None or plain_types is None else plain_types | wanted
     known = frozenset(t.encode() for t in known_types())
     args = (bulk, plain_types, known, chunk)
+    reader = _spawn_reader(store, args) if processes else None
+    try:
+        return await _build(store, path, projections, plain, reader, args, started,
+                            on_progress=on_progress, chunk=chunk, stop=stop)
+    finally:
+        if reader is not None:
+            await asyncio.to_thread(reader.close)
+
+
+async def _build(store: EventStore, path: Path, projections: Sequence[Projection],
+                 plain: list[tuple[Projection, frozenset[bytes] | None]],
+                 reader: ChildReader | None, args: tuple[Any, ...], started: float, *,
+                 on_progress: Progress | None, chunk: int,
+                 stop: threading.Event | None) -> BuildResult:
+    """:func:`build` once its reader process (if any) is started."""
+    bulk = args[0]
+    _remove_db(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    total = (await store.status()).events
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild") as executor:
         conn = await loop.run_in_executor(executor, open_bulk, path)
@@ -291,7 +313,7 @@ async def build(
 
             await loop.run_in_executor(executor, setup)
             with gc_paused():
-                await _load(loop, executor, writer, store, args, processes)
+                await _load(loop, executor, writer, store, args, reader)
 
             loaded = time.perf_counter()
             log.info("rebuild: loaded %d events in %.2f s", writer.done, loaded - started)
