@@ -47,9 +47,9 @@ def test_event_args_keep_the_content_digest_of_content_digest() -> None:
     event = message(content="x")
     project = normalize_project_id("Blog-Project").key
     args: list[object] = []
-    ids = event_args([event], event.aggregate, project, None, args)
+    ids = event_args([event], event.aggregate, project.bytes, None, args)
     given: list[object] = []
-    event_args([event], event.aggregate, project, [content_digest(event)], given)
+    event_args([event], event.aggregate, project.bytes, [content_digest(event)], given)
     assert ids == [str(event.id)] and args == given
     record = args[1]
     assert isinstance(record, bytes) and record[3:11] == bytes.fromhex(
