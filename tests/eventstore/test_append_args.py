@@ -12,6 +12,7 @@ from chatlog.errors import EventIdReused
 from chatlog.eventstore import AppendResult, EventStore
 from chatlog.eventstore._append import content_digest
 from chatlog.eventstore._append_args import event_args
+from chatlog.eventstore.idempotency import record
 from chatlog.identity import normalize_project_id
 from tests.helpers import message
 
@@ -47,9 +48,9 @@ def test_event_args_keep_the_content_digest_of_content_digest() -> None:
     event = message(content="x")
     project = normalize_project_id("Blog-Project").key
     args: list[object] = []
-    ids = event_args([event], event.aggregate, project, None, args)
+    ids = event_args([event], event.aggregate, project.bytes, None, args)
     given: list[object] = []
-    event_args([event], event.aggregate, project, [content_digest(event)], given)
+    event_args([event], event.aggregate, project.bytes, [content_digest(event)], given)
     assert ids == [str(event.id)] and args == given
     record = args[1]
     assert isinstance(record, bytes) and record[3:11] == bytes.fromhex(
@@ -73,3 +74,12 @@ async def test_an_event_whose_ids_are_text_is_appended_as_before(store: EventSto
     assert result.event_id == str(event.id) and not result.duplicate
     (again,) = await store.append([event])
     assert again.duplicate and again.position == result.position
+
+
+def test_event_args_make_the_records_idempotency_makes() -> None:
+    """event_args builds each record inline: the bytes of ``idempotency.record``."""
+    project = normalize_project_id("Blog-Project").key
+    for event in (message(content="x"), message(content="y", event_id=uuid.uuid4())):
+        args: list[object] = []
+        event_args([event], event.aggregate, project.bytes, None, args)
+        assert args[1] == record(project, event.id, content_digest(event), event.id_supplied)

@@ -129,3 +129,23 @@ async def _generation(store: EventStore, window_ms: int) -> int:
     node: Any = store.redis
     seconds, micros = await node.time()
     return (int(seconds) * 1000 + int(micros) // 1000) // window_ms
+
+
+async def test_ids_with_one_window_for_client_and_server_ids(store_factory: Any) -> None:
+    """Equal windows: client and server ids share one family of buckets (the script
+    builds it once, on first use); both kinds are still found, and told apart."""
+    store: EventStore = await store_factory(idempotency_window=600.0, outcome_window=600.0)
+    client, server = message(event_id=uuid.uuid4(), content="a"), message(content="b")
+    first = await store.append([client, server])
+    again = await store.append([message(event_id=client.id, content="a"),
+                                message(event_id=server.id, content="b")])
+    assert [r.duplicate for r in again] == [True, True]
+    assert [r.position for r in again] == [r.position for r in first]
+    try:
+        await store.append_one(message(event_id=server.id, content="other"))
+        raise AssertionError("a reused id was appended")
+    except EventIdReused:
+        pass
+    found = await remembered(store, first[0].partition,
+                             [(client.project, client.id), (server.project, server.id)])
+    assert [f is not None for f in found] == [True, True]

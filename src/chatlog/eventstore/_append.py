@@ -32,7 +32,13 @@ from chatlog.errors import (
     VersionConflict,
 )
 from chatlog.events import NewEvent
-from chatlog.eventstore._append_args import AppendResult, content_hash, event_args, results
+from chatlog.eventstore._append_args import (
+    AppendResult,
+    bytes16,
+    content_hash,
+    event_args,
+    results,
+)
 from chatlog.eventstore._topology import Topology
 from chatlog.eventstore.archived_ids import ArchivedIdChecks
 from chatlog.eventstore.connection import UNAVAILABLE, never_sent, text, unavailable
@@ -66,7 +72,7 @@ def _digest(type_: str, aggregate: str, schema_version: int, data: dict[str, Any
 
 
 class _ProjectKeys(NamedTuple):
-    """One project's keys in its partition, formatted once."""
+    """One project's partition and keys there, formatted once."""
 
     log: str
     versions: str
@@ -74,6 +80,11 @@ class _ProjectKeys(NamedTuple):
     project: str
     #: Its event-id keys start with this; the event id follows.
     prefix: str
+    partition: int
+    #: Its aggregates' index keys start with this; the aggregate follows.
+    aggregates: str
+    #: The project's 16 bytes (``UUID.bytes`` is Python code, run per call otherwise).
+    raw: bytes
 
 
 class _Pending:
@@ -94,10 +105,6 @@ class _Shard:
         self.pending: list[_Pending] = []
         self.flusher: asyncio.Task[None] | None = None
         self.inline = False  # an append is in flight from its caller's task
-
-    def idle(self) -> bool:
-        return not self.inline and not self.pending and (
-            self.flusher is None or self.flusher.done())
 
 
 class Appender:
@@ -146,6 +153,7 @@ class Appender:
         self._append_source = text(self._append_script.script)
         self._shards: dict[str, _Shard] = {}
         self._project_keys: dict[uuid.UUID, _ProjectKeys] = {}
+        self._last_keys: tuple[uuid.UUID, _ProjectKeys] | None = None
         self._closed = False
         #: Until when (epoch ms) the keys per id of the layout before buckets are read
         #: too (set by the store from the log's metadata; see ``idempotency``).
@@ -156,14 +164,20 @@ class Appender:
         #: Told about every acknowledged append and group commit (None: nobody listens).
         self.observer: AppendObserver | None = None
 
-    def _keys_of(self, partition: int, project: uuid.UUID) -> _ProjectKeys:
+    def _keys_of(self, project: uuid.UUID) -> _ProjectKeys:
+        last = self._last_keys  # the same project object as last time: no UUID hash
+        if last is not None and last[0] is project:
+            return last[1]
         known = self._project_keys.get(project)
         if known is None:
             if len(self._project_keys) >= 10_000:
                 self._project_keys.clear()
+            partition = partition_of(project, self.partitions)
             known = self._project_keys[project] = _ProjectKeys(
                 self.keys.log(partition), self.keys.versions(partition), str(project),
-                self.keys.event_ids(partition, project))
+                self.keys.event_ids(partition, project), partition,
+                self.keys.aggregate_index(partition, ""), bytes16(project))
+        self._last_keys = (project, known)
         return known
 
     async def close(self) -> None:
@@ -198,35 +212,40 @@ class Appender:
         first = events[0]
         project, aggregate_type, aggregate_id = (
             first.project, first.aggregate_type, first.aggregate_id)
-        for ev in events[1:]:  # str compares first, UUID.__eq__ (Python) only if not the same
-            if (ev.aggregate_id != aggregate_id or ev.aggregate_type != aggregate_type
-                    or (ev.project is not project and ev.project != project)):
-                raise InvalidInput(
-                    f"a batch appends to one aggregate; got {first.aggregate} and {ev.aggregate}"
-                )
+        if len(events) > 1:
+            for ev in events[1:]:  # str compares first, UUID.__eq__ (Python) only if needed
+                if (ev.aggregate_id != aggregate_id or ev.aggregate_type != aggregate_type
+                        or (ev.project is not project and ev.project != project)):
+                    raise InvalidInput(f"a batch appends to one aggregate; got "
+                                       f"{first.aggregate} and {ev.aggregate}")
         if expected_version is not None and expected_version < 0:
             raise InvalidInput(f"expected_version must be 0 or more, not {expected_version}")
         started = time.perf_counter() if self.observer is not None else 0.0
         # Per event only what differs: its id (formatted once), digest, type and body.
-        partition = partition_of(project, self.partitions)
-        pk = self._keys_of(partition, project)
+        pk = self._keys_of(project)
+        partition = pk.partition
         aggregate = f"{pk.project}/{aggregate_type}/{aggregate_id}"
-        keys = [pk.log, pk.versions, self.keys.aggregate_index(partition, aggregate)]
+        keys = [pk.log, pk.versions, pk.aggregates + aggregate]
+        legacy = self.legacy_ids_until  # 0 on a log that never had keys per id
         args: list[Any] = [
             aggregate,
             -1 if expected_version is None else expected_version,
-            self._ids_spec[self.legacy_ids_until > time.time() * 1000],
+            self._ids_spec[legacy > 0 and legacy > time.time() * 1000],
             len(events),
         ]
         if digests is not None and len(digests) != len(events):
             raise ValueError(f"{len(digests)} digests for {len(events)} events")
-        ids = event_args(events, aggregate, project, digests, args)
+        ids = event_args(events, aggregate, pk.raw, digests, args)
         self.ids.retries(ids, args)
         try:
             reply, resent = await self._submit(keys, args), False
         except BaseException as exc:  # may be in the log: resent (or appended again) looks up
             failed = self.ids.doubt(ids, args, exc)  # raised again unless it says what
             reply, resent = await self._resolve(keys, args, ids, failed), True
+        if reply[0] == b"ok":  # the common case: appended, first try (no decode, no checks)
+            if self.observer is not None:
+                self.observer.appended(time.perf_counter() - started)
+            return results(ids, partition, reply, False)
         while (status := text(reply[0])) == "archived?":
             reply = await self._submit(keys, await self.ids.recheck(partition, project, args,
                                                                     reply))
@@ -289,7 +308,8 @@ class Appender:
         shard = self._shards.get(name)
         if shard is None:
             shard = self._shards[name] = _Shard()
-        if not shard.idle():
+        flusher = shard.flusher
+        if shard.inline or shard.pending or (flusher is not None and not flusher.done()):
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             shard.pending.append(_Pending(keys, args, future))
             if shard.flusher is None or shard.flusher.done():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+import zlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -18,7 +19,7 @@ import orjson
 
 from chatlog.events import NewEvent
 from chatlog.eventstore.codec import encode_body
-from chatlog.eventstore.idempotency import digest8, record_of
+from chatlog.eventstore.idempotency import digest8
 
 _SORT = orjson.OPT_SORT_KEYS
 _CLIENT, _SERVER = b"i", b"o"
@@ -45,13 +46,14 @@ def content_hash(type_: str, aggregate: str, schema_version: int,
     return hashlib.blake2b(head + orjson.dumps(data, option=_SORT), digest_size=12)
 
 
-def event_args(events: Sequence[NewEvent], aggregate: str, project: uuid.UUID,
+def event_args(events: Sequence[NewEvent], aggregate: str, project_bytes: bytes,
                digests: Sequence[str] | None, args: list[Any]) -> list[str]:
-    """Add the 4 arguments of each event to ``args``; the events' ids as text."""
+    """Add the 4 arguments of each event to ``args``; the events' ids as text.
+    ``project_bytes``: the events' project's 16 bytes."""
     ids: list[str] = []
-    project_bytes = _bytes16(project)
     blake2b = hashlib.blake2b
     dumps = orjson.dumps
+    crc32 = zlib.crc32
     for i, ev in enumerate(events):
         eid = ev.id
         event_id = str(eid)
@@ -61,13 +63,17 @@ def event_args(events: Sequence[NewEvent], aggregate: str, project: uuid.UUID,
             digest = blake2b(head + dumps(ev.data, option=_SORT), digest_size=12).digest()[:8]
         else:
             digest = digest8(digests[i])
-        rec = record_of(project_bytes, eid.bytes if type(eid) is _UUID else _bytes16(eid),
-                        digest, _CLIENT if ev.id_supplied else _SERVER)
+        # idempotency.record_of inlined (tests/eventstore/test_append_args.py compares them)
+        raw = eid.bytes if type(eid) is _UUID else bytes16(eid)
+        identity = project_bytes + raw
+        rec = b"".join(((_CLIENT if ev.id_supplied else _SERVER),
+                        (crc32(identity) & 0xFFFF).to_bytes(2), digest, raw,
+                        blake2b(identity, digest_size=10).digest()))
         args += (event_id, rec, ev.type, encode_body(ev))
     return ids
 
 
-def _bytes16(value: object) -> bytes:
+def bytes16(value: object) -> bytes:
     """A UUID's 16 bytes, also of one given as text (or of another UUID class)."""
     raw = getattr(value, "bytes", None)
     return raw if isinstance(raw, bytes) else uuid.UUID(str(value)).bytes
@@ -77,5 +83,8 @@ def results(ids: list[str], partition: int, reply: list[Any],
             duplicate: bool) -> list[AppendResult]:
     """The results of an append from its ``ok``/``dup`` reply (position, version per event)."""
     new = tuple.__new__
+    if len(ids) == 1:  # append_one: no zip, no comprehension
+        return [new(AppendResult, (ids[0], partition, reply[1].decode(), int(reply[2]),
+                                   duplicate))]
     return [new(AppendResult, (event_id, partition, pos.decode(), int(version), duplicate))
             for event_id, pos, version in zip(ids, reply[1::2], reply[2::2], strict=False)]

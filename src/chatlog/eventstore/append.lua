@@ -16,9 +16,11 @@
 -- ids(spec, stream): the per-call state of the id records, from spec =
 -- "<client window ms> <outcome window ms> <buckets> <legacy 0|1>" (legacy:
 -- also read the key per id of the format before buckets, <tag>:eid:<project>:<id>).
--- A family's names that most calls do not need (a first try of a server-made id
--- writes in `cur` and looks nothing up), made on first use: each number turned
--- into text is a sprintf, and ids() runs once per script call.
+-- What most calls do not need is made on first use: a first try of a
+-- server-made id writes in st.o's `cur` and looks nothing up, so it reads the
+-- server's time (TIME) and builds one family (st.i, st.o) and one key name,
+-- once it remembers its first record; each number turned into text is a
+-- sprintf, and ids() runs once per script call.
 local family_names = {__index = function(fam, name)
   local v
   if name == 'prev' then
@@ -32,25 +34,42 @@ local family_names = {__index = function(fam, name)
   return v
 end}
 
+local function family(st, w)
+  local now = st.now
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    st.now = now
+  end
+  local ms = tonumber(w)
+  local gen = math.floor(now / ms)
+  local base = st.tag .. 'ids:' .. w .. ':'
+  return setmetatable({cur = base .. gen .. ':', expire = (gen + 2) * ms, base = base,
+                       start = gen * ms, ms = ms, gen = gen, w = w, offsets = {}},
+                      family_names)
+end
+
+-- st.i: the family (window) of client ids, st.o: of server-made ids (the same
+-- table when the windows are equal: compare st.iw and st.ow, not them).
+local state_names = {__index = function(st, name)
+  local v
+  if name == 'i' then
+    v = family(st, st.iw)
+  elseif name == 'o' then
+    v = st.iw == st.ow and st.i or family(st, st.ow)
+  else
+    return nil
+  end
+  rawset(st, name, v)
+  return v
+end}
+
 local function ids(spec, stream)
   local iw, ow, buckets, legacy = string.match(spec, '^(%d+) (%d+) (%d+) (%d)$')
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local tag = string.sub(stream, 1, -4)
-  local fams = {}
-  for _, w in ipairs({iw, ow}) do
-    local ms = tonumber(w)
-    if not fams[w] then
-      local gen = math.floor(now / ms)
-      local base = tag .. 'ids:' .. w .. ':'
-      fams[w] = setmetatable({cur = base .. gen .. ':', expire = (gen + 2) * ms, base = base,
-                              start = gen * ms, ms = ms, gen = gen, w = w, offsets = {}},
-                             family_names)
-    end
-  end
-  return {i = fams[iw], o = fams[ow], buckets = tonumber(buckets),
-          legacy = legacy == '1', tag = tag, numbers = tag .. 'idp', pnums = {},
-          dated = {}}
+  return setmetatable({iw = iw, ow = ow, buckets = tonumber(buckets),
+                       legacy = legacy == '1', tag = tag, numbers = tag .. 'idp', pnums = {},
+                       dated = {}}, state_names)
 end
 
 -- The filters' fields in <tag>:idp (see in_filter), made on first use.
@@ -58,7 +77,7 @@ local function filter_fields(st)
   local fields = st.fields
   if not fields then
     fields = {}
-    for _, fam in ipairs(st.i == st.o and {st.i} or {st.i, st.o}) do
+    for _, fam in ipairs(st.iw == st.ow and {st.i} or {st.i, st.o}) do
       for _, name in ipairs(fam.filters) do fields[#fields + 1] = 'idf:' .. name end
     end
     st.fields = fields
@@ -147,7 +166,7 @@ local function recall(st, rec, number, event_id, legacy)
       key, start = fam.prev .. suffix, fam.start - fam.ms
       found = redis.call('HGET', key, field)
     end
-    if not found and (mode == 105 or mode == 73) and st.o ~= st.i then
+    if not found and (mode == 105 or mode == 73) and st.iw ~= st.ow then
       -- a server-made id that a client sends again (after an unanswered append)
       key, start = st.o.cur .. suffix, st.o.start
       found = redis.call('HGET', key, field)
@@ -239,7 +258,7 @@ local function lookup(st, rec, number, event_id, legacy)
   local found, _, start = recall(st, rec, number, event_id, legacy)
   if found then return found, start end
   if mode == 105 then
-    return false, nil, in_filter(st, rec, st.i) or (st.o ~= st.i and in_filter(st, rec, st.o))
+    return false, nil, in_filter(st, rec, st.i) or (st.iw ~= st.ow and in_filter(st, rec, st.o))
   elseif mode == 114 then
     return false, nil, in_filter(st, rec, st.o)
   end
