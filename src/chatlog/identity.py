@@ -139,7 +139,13 @@ def random_uuid() -> uuid.UUID:
 
 
 def new_thread_id() -> str:
-    return f"{THREAD_PREFIX}{random_uuid()}"
+    """``thread-`` and a random (version 4) UUID's text, formatted from its bytes (no
+    UUID object and its ``str``: half the time, on every message to a new thread)."""
+    raw = bytearray(_POOL.take16())
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    h = raw.hex()
+    return f"{THREAD_PREFIX}{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def normalize_thread_id(raw: str | None) -> tuple[str, bool]:

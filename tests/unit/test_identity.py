@@ -147,3 +147,15 @@ def test_a_forked_child_does_not_repeat_the_parents_random_uuids() -> None:
     parent = "".join(str(random_uuid()) for _ in range(3))
     assert len(child) == len(parent) == 108
     assert child != parent
+
+
+def test_new_thread_ids_are_prefixed_version_4_uuids() -> None:
+    from chatlog.identity import THREAD_PREFIX, new_thread_id
+
+    ids = [new_thread_id() for _ in range(5_000)]
+    assert len(set(ids)) == len(ids)
+    for tid in ids:
+        assert tid.startswith(THREAD_PREFIX)
+        u = uuid.UUID(tid[len(THREAD_PREFIX):])
+        assert str(u) == tid[len(THREAD_PREFIX):]  # canonical: lowercase, dashed
+        assert u.version == 4 and u.variant == uuid.RFC_4122

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from chatlog.http.metrics import STREAMING_ROUTES, WORKFLOW_ROUTE, Metrics
-from chatlog.http.problems import Handler, answer_problems
+from chatlog.http.problems import Handler, check_url, problem_for
 from chatlog.http.stats import STATS, UNTIMED
 
 __all__ = ["make_middleware"]
@@ -39,7 +39,12 @@ def make_middleware(metrics: Metrics) -> Any:
             long_polls.inc()
         start = clock()
         try:
-            response = await answer_problems(request, handler)
+            # answer_problems inline: a coroutine less per request.
+            try:
+                check_url(request)
+                response = await handler(request)
+            except Exception as exc:
+                response = problem_for(request, exc)
             observe_status(response.status)
             return response
         finally:

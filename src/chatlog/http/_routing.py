@@ -134,17 +134,18 @@ def validate_body(raw: bytes, model: type[M]) -> M:
 async def read_raw_body(request: web.Request) -> bytes:
     """The body's bytes (``{}`` when empty); 408 when it does not arrive within the
     body timeout."""
-    timeout = request.config_dict.get(BODY_TIMEOUT)
-    try:
-        if request.content.is_eof():  # all of it came with the head: no timer to arm
-            raw = await request.read()
-        else:
+    if request.content.is_eof():  # all of it came with the head: no timer to arm
+        raw = await request.read()
+    else:
+        # (config_dict builds a mapping view per call: looked up only when needed.)
+        timeout = request.config_dict.get(BODY_TIMEOUT)
+        try:
             async with asyncio.timeout(timeout):
                 raw = await request.read()
-    except TimeoutError:
-        raise RequestTimeout(
-            f"the request body did not arrive within {timeout:g} s"
-        ) from None
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {timeout:g} s"
+            ) from None
     return raw if raw.strip() else b"{}"
 
 

@@ -112,7 +112,8 @@ def parser_problem(status: int, exc: BaseException | None, message: str | None) 
 class ChatlogRequestHandler(RequestHandler):
     """aiohttp's protocol handler with problem+json errors and a header timeout."""
 
-    __slots__ = ("_header_deadline", "_header_handle", "_header_timeout", "_idle_since")
+    __slots__ = ("_header_deadline", "_header_handle", "_header_timeout", "_idle_since",
+                 "peer_is_loopback")
 
     def __init__(self, manager: ChatlogServer, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -125,6 +126,8 @@ class ChatlogRequestHandler(RequestHandler):
         self._header_deadline: float | None = None
         #: When it started waiting for a request (None while answering one).
         self._idle_since: float | None = None
+        #: Whether the peer is on loopback, once auth has asked (one peer per connection).
+        self.peer_is_loopback: bool | None = None
 
     # -- header timeout -----------------------------------------------------------
 

@@ -31,6 +31,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chatlog.errors import ConfigError, Forbidden, Unauthorized
+from chatlog.http._server import ChatlogRequestHandler
 from chatlog.identity import ProjectKey, normalize_project_id
 
 
@@ -142,7 +143,7 @@ class TokenRegistry:
     def authenticate(self, request: web.Request, *, allow_query: bool = False) -> Principal:
         """The caller of ``request``; raises Unauthorized for a missing or unknown token."""
         if self._by_digest is None:
-            if not _is_loopback(request.remote):
+            if not caller_is_loopback(request):
                 raise Unauthorized(
                     "no tokens are configured, so this chatlog answers loopback clients only"
                 )
@@ -162,6 +163,22 @@ class TokenRegistry:
         if principal is None:
             raise Unauthorized("the bearer token is not known")
         return principal
+
+
+def caller_is_loopback(request: web.Request) -> bool:
+    """True when ``request`` came over loopback (or a unix socket).
+
+    Asked once per connection where the connection can keep the answer
+    (:class:`~chatlog.http._server.ChatlogRequestHandler`): the peer's address is a
+    ``getpeername`` system call per request on uvloop (~2-4 us).
+    """
+    protocol = request.protocol
+    if not isinstance(protocol, ChatlogRequestHandler):
+        return _is_loopback(request.remote)
+    known = protocol.peer_is_loopback
+    if known is None:
+        known = protocol.peer_is_loopback = _is_loopback(request.remote)
+    return known
 
 
 @functools.lru_cache(maxsize=1024)

@@ -142,32 +142,43 @@ def make_problem_middleware(on_status: StatusHook | None = None) -> Any:
 
 async def answer_problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     """``handler(request)``, or the problem+json answer for what it raised (the work of
-    the problem middleware; the app's one middleware calls it)."""
+    the problem middleware; the app's one middleware does the same inline)."""
     try:
-        if len(request.raw_path) > MAX_URL_BYTES:
-            raise web.HTTPRequestURITooLong(
-                text=f"the URL is {len(request.raw_path)} bytes long; at most "
-                f"{MAX_URL_BYTES} are accepted"
-            )
+        check_url(request)
         return await handler(request)
-    except ChatlogError as exc:
+    except Exception as exc:
+        return problem_for(request, exc)
+
+
+def check_url(request: web.Request) -> None:
+    """414 for a URL over :data:`MAX_URL_BYTES`."""
+    if len(request.raw_path) > MAX_URL_BYTES:
+        raise web.HTTPRequestURITooLong(
+            text=f"the URL is {len(request.raw_path)} bytes long; at most "
+            f"{MAX_URL_BYTES} are accepted"
+        )
+
+
+def problem_for(request: web.Request, exc: Exception) -> web.Response:
+    """The problem+json answer for ``exc``, raised by ``request``'s handler; raises
+    again what is not a failure to answer (a redirect, a client gone away)."""
+    if isinstance(exc, ChatlogError):
         return from_error(exc)
-    except ValidationError as exc:
+    if isinstance(exc, ValidationError):
         return from_validation(exc)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         return from_http_error(exc)
-    except orjson.JSONDecodeError as exc:
+    if isinstance(exc, orjson.JSONDecodeError):
         return problem(400, f"the request body is not valid JSON: {exc}")
-    except (HttpProcessingError, RequestPayloadError) as exc:
+    if isinstance(exc, HttpProcessingError | RequestPayloadError):
         # The body could not be read as sent: a malformed chunk, a
         # Content-Encoding that does not match the bytes...
         code = getattr(exc, "code", 400)
         status = code if isinstance(code, int) and 400 <= code < 500 else 400
         return problem(status, f"the request body is malformed: {_first_line(exc)}")
-    except ConnectionError:
-        raise  # the client went away; the server logs one rate-limited line
-    except Exception:
-        log.exception("unexpected error answering %s %s", request.method, request.path)
-        return problem(500, "unexpected server error; it has been logged")
+    if isinstance(exc, ConnectionError):
+        raise exc  # the client went away; the server logs one rate-limited line
+    log.error("unexpected error answering %s %s", request.method, request.path, exc_info=exc)
+    return problem(500, "unexpected server error; it has been logged")
