@@ -91,8 +91,22 @@ class WireConnection:
         return reply
 
     def read_responses(self, n: int) -> list[Any]:
-        """The next ``n`` replies, error replies among them as exception objects."""
-        return [self._next() for _ in range(n)]
+        """The next ``n`` replies, error replies among them as exception objects.
+
+        The replies already received are taken in one loop (a transaction's are
+        hundreds, mostly ``QUEUED``: a call of :meth:`_next` each cost more than
+        parsing them)."""
+        gets = self.reader.gets
+        out: list[Any] = []
+        while len(out) < n:
+            reply = gets()
+            while reply is not False:
+                out.append(reply)
+                if len(out) == n:
+                    return out
+                reply = gets()
+            out.append(self._next())
+        return out
 
     def disconnect(self) -> None:
         sock, self.sock = self.sock, None
