@@ -32,6 +32,14 @@ def _loaded(pid: int) -> dict[str, bool]:
     return {"pyarrow": "libarrow" in maps, "numpy": "/numpy/" in maps}
 
 
+def _passes(metrics: str) -> float:
+    """``chatlog_archive_passes_total``: the archiver passes begun."""
+    for line in metrics.splitlines():
+        if line.startswith("chatlog_archive_passes_total"):
+            return float(line.split()[-1])
+    raise AssertionError("no chatlog_archive_passes_total in /metrics")
+
+
 @pytest.fixture
 def serve(short_tmp: Path) -> Iterator[object]:
     started: list[Served] = []
@@ -69,6 +77,17 @@ async def test_a_restart_on_an_archived_log_reads_no_segment_and_creates_no_tabl
 
         await eventually(archived, what="the archiver to seal all but the 3 newest messages "
                                         "and the read model to reach the head")
+        # The ids of the sealed events leave Redis after the trim, in the same pass: a
+        # stop between the two leaves them for the next start's archiver, which reads
+        # the segment. Passes run one after another and are counted as they begin, so
+        # once the count is 2 past what it was here, a whole pass began after it: the
+        # one that had trimmed has ended, ids included.
+        seen = _passes(await (await http.get("/metrics")).text())
+
+        async def a_whole_pass_later() -> bool:
+            return _passes(await (await http.get("/metrics")).text()) >= seen + 2
+
+        await eventually(a_whole_pass_later, what="a whole archiver pass after the trim")
     assert first.stop() == 0, first.stderr
 
     again = serve(data, **env)
