@@ -116,3 +116,36 @@ def test_a_full_pool_makes_callers_wait_not_open_more(session_valkey: EmbeddedVa
     assert fresh is not first
     pool.release(fresh)
     pool.close()
+
+
+def test_many_replies_over_several_reads_stay_in_order_and_in_step(
+    session_valkey: EmbeddedValkey,
+) -> None:
+    # read_responses takes the replies already received in one loop: replies that
+    # arrive over several recv calls (here ~300 KB), error replies among them, come
+    # back in order, exactly as many as asked, and the next command reads its own reply
+    pool = _pool(session_valkey.url)
+    key = f"wire:{uuid.uuid4().hex}"
+    with Redis.from_url(session_valkey.url) as r:
+        r.rpush(key, *[b"x" * 100] * 1000)
+        conn = pool.get_connection()
+        try:
+            commands: list[tuple[object, ...]] = []
+            for i in range(30):
+                commands.append(("LRANGE", key, 0, -1))
+                commands.append(("INCR", key) if i % 3 == 0 else ("ECHO", f"e{i}"))
+            conn.send_packed_command(conn.pack_commands(commands))
+            replies = conn.read_responses(len(commands))
+            assert len(replies) == 60
+            for i in range(30):
+                assert replies[2 * i] == [b"x" * 100] * 1000
+                if i % 3 == 0:
+                    assert isinstance(replies[2 * i + 1], rexc.ResponseError)
+                else:
+                    assert replies[2 * i + 1] == f"e{i}".encode()
+            assert conn.read_responses(0) == []
+            conn.send_command("LLEN", key)
+            assert conn.read_response() == 1000
+        finally:
+            pool.release(conn)
+    pool.close()

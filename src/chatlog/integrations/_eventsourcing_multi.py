@@ -79,8 +79,6 @@ class _Group:
     key: str
     versions: dict[int, int] = field(default_factory=dict)
     version: int = 0
-    positions: list[bytes] = field(default_factory=list)
-    scored: list[Any] = field(default_factory=list)
 
 
 def _groups(target: Target, rows: list[Row]) -> dict[str, _Group] | int:
@@ -299,6 +297,17 @@ def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
+def _descending(versions: dict[int, int], positions: list[bytes]) -> list[bytes]:
+    """ZADD's arguments (score, member) for an originator's events, highest version
+    first: a small sorted set (a listpack) scans from its head for where each new
+    member goes, so members added in descending order are each found a place at
+    once; ascending (the batch's order), each scans past all added before it."""
+    out: list[bytes] = []
+    for version, i in sorted(versions.items(), reverse=True):
+        out += (b"%d" % version, positions[i])
+    return out
+
+
 def _writes(target: Target, rows: list[Row], tracked: Tracked | None, application: bool,
             order: list[_Group], groups: dict[str, _Group], nid0: int, tracked_version: int,
             positions: list[bytes]) -> tuple[list[bytes], int, list[int]]:
@@ -313,7 +322,7 @@ def _writes(target: Target, rows: list[Row], tracked: Tracked | None, applicatio
     out += [pack((b"HINCRBY", versions, g.aggregate, len(g.versions))) for g in order]
     if application and rows:
         out.append(pack((b"INCRBY", target.sequence, len(rows))))
-    nids: list[int] = []
+    nids = list(range(nid0 + 1, nid0 + 1 + len(rows))) if application else []
     notes: list[bytes] = []
     log, pidx = target.log.encode(), target.project_index.encode()
     xadd = b"*13\r\n$4\r\nXADD\r\n" + _bulk(log)
@@ -324,6 +333,7 @@ def _writes(target: Target, rows: list[Row], tracked: Tracked | None, applicatio
     oids = {d: g.aggregate[len(target.aggregate_prefix):].encode() for d, g in groups.items()}
     be32 = _BE32.pack
     last_d, g, kind, oid = "", order[0] if order else None, b"", b""
+    number = b""
     for i, (eid, _, d, version, topic, head, tail, state) in enumerate(rows):
         if d != last_d:  # (a batch is mostly runs of one originator's events)
             last_d, g, kind, oid = d, groups[d], typed[d], oids[d]
@@ -331,27 +341,21 @@ def _writes(target: Target, rows: list[Row], tracked: Tracked | None, applicatio
         g.version += 1
         pos = positions[i]
         if application:
-            nid = nid0 + i + 1
-            nids.append(nid)
-            number = b"%d" % nid
+            number = b"%d" % (nid0 + i + 1)
             framed = topics.get(topic)
             if framed is None:
                 framed = topics[topic] = b"\0" + topic.encode() + b"\0"
             notes.append(b"%s%s%d\0%s" % (pos, framed, version, oid))
-        else:
-            number = b""
         size = len(head) + len(number) + len(tail)
         bulk = b"$%d\r\n%s\r\n" % (len(pos), pos)
         e, v = eid.encode(), b"%d" % g.version
         out.append(_EVENT % (xadd, bulk, len(e), e, kind, len(v), v,
                              5 + size + len(state), be32(size), head, number, tail, state,
                              index, bulk))
-        g.positions.append(pos)
-        g.scored.append(b"%d" % version)
-        g.scored.append(pos)
     for g in order:
-        out.append(pack((b"RPUSH", target.index_prefix + g.aggregate, *g.positions)))
-        out.append(pack((b"ZADD", g.key, *g.scored)))
+        out.append(pack((b"RPUSH", target.index_prefix + g.aggregate,
+                         *[positions[i] for i in g.versions.values()])))
+        out.append(pack((b"ZADD", g.key, *_descending(g.versions, positions))))
     if notes:
         out.append(pack((b"RPUSH", target.notifications, *notes)))
     if tracked is not None:

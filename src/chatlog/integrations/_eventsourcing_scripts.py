@@ -162,7 +162,13 @@ end
 for _, d in ipairs(order) do
   local g = groups[d]
   call_chunked('RPUSH', idxp .. g.agg, g.pos)
-  call_chunked('ZADD', base .. ':o:' .. d, g.z)
+  local z, k = {}, #g.z  -- last event first: a batch's versions usually ascend (see
+  -- _eventsourcing_multi._descending)
+  for j = k - 1, 1, -2 do
+    z[k - j] = g.z[j]
+    z[k - j + 1] = g.z[j + 1]
+  end
+  call_chunked('ZADD', base .. ':o:' .. d, z)
 end
 if #notes > 0 then call_chunked('RPUSH', KEYS[4], notes) end
 if ARGV[3] ~= '' then

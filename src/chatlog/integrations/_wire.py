@@ -17,6 +17,8 @@ error says so (a write may have been applied).
 
 from __future__ import annotations
 
+import queue
+import select
 import socket
 import threading
 from typing import Any
@@ -37,12 +39,14 @@ class WireConnection:
     """One socket, its reply parser, and the redis-py ``Connection`` methods the
     recorders use (``send_packed_command``, ``read_response``, ...)."""
 
-    __slots__ = ("reader", "sock", "where")
+    __slots__ = ("poller", "reader", "sock", "where")
 
     def __init__(self, sock: socket.socket, where: str) -> None:
         self.sock: socket.socket | None = sock
         self.where = where
         self.reader = hiredis.Reader(replyError=BaseParser.parse_error)
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
 
     def pack_commands(self, commands: list[tuple[Any, ...]]) -> list[bytes]:
         return [b"".join([_pack(c) for c in commands])]
@@ -91,8 +95,22 @@ class WireConnection:
         return reply
 
     def read_responses(self, n: int) -> list[Any]:
-        """The next ``n`` replies, error replies among them as exception objects."""
-        return [self._next() for _ in range(n)]
+        """The next ``n`` replies, error replies among them as exception objects.
+
+        The replies already received are taken in one loop (a transaction's are
+        hundreds, mostly ``QUEUED``: a call of :meth:`_next` each cost more than
+        parsing them)."""
+        gets = self.reader.gets
+        out: list[Any] = []
+        while len(out) < n:
+            reply = gets()
+            while reply is not False:
+                out.append(reply)
+                if len(out) == n:
+                    return out
+                reply = gets()
+            out.append(self._next())
+        return out
 
     def disconnect(self) -> None:
         sock, self.sock = self.sock, None
@@ -109,16 +127,11 @@ class WireConnection:
 
     def idle_and_open(self) -> bool:
         """Open, with nothing to read (else the server closed it, or it is out of step)."""
-        sock = self.sock
-        if sock is None:
+        if self.sock is None:
             return False
-        try:
-            peeked = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
+        # (poll, not a peeking recv: that raised BlockingIOError on every checkout)
+        if not self.poller.poll(0):  # nothing to read, no hang-up
             return True
-        except OSError:
-            peeked = b""
-        del peeked
         self.disconnect()
         return False
 
@@ -139,7 +152,11 @@ class WirePool:
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self.where = f"unix:{path}" if path else f"{host}:{port}"
         self._wait = wait
-        self._slots = threading.BoundedSemaphore(size)
+        # the slots as tokens in a queue (C code: a threading.Semaphore's acquire and
+        # release, in Python, were most of a checkout)
+        self._slots: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(size):
+            self._slots.put(None)
         self._idle: list[WireConnection] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -169,9 +186,12 @@ class WirePool:
 
     def get_connection(self) -> WireConnection:
         """A connection for the caller alone until it passes it to :meth:`release`."""
-        if not self._slots.acquire(timeout=self._wait):
+        try:
+            self._slots.get(timeout=self._wait)
+        except queue.Empty:
             raise rexc.ConnectionError(
-                f"No connection to {self.where} free within {self._wait:g} s (all in use)")
+                f"No connection to {self.where} free within {self._wait:g} s (all in use)"
+            ) from None
         try:
             with self._lock:
                 while self._idle:
@@ -180,7 +200,7 @@ class WirePool:
                         return conn
             return self._open()
         except BaseException:
-            self._slots.release()
+            self._slots.put(None)
             raise
 
     def release(self, conn: WireConnection) -> None:
@@ -194,7 +214,7 @@ class WirePool:
                     return
             conn.disconnect()
         finally:
-            self._slots.release()
+            self._slots.put(None)
 
     def close(self) -> None:
         """Close the idle connections; those in use close when released."""
