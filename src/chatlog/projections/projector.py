@@ -21,7 +21,6 @@ repairs itself: it rebuilds the read model beside the live one and switches
 rebuild by construction. A batch that keeps failing for another reason is
 counted and reported (:attr:`Projector.problem`, ``/readyz``); after
 ``heal_after`` failures in a row the projector repairs by the same rebuild.
-
 The SQLite work runs on a thread of its own: a batch never holds up the event loop.
 """
 
@@ -37,7 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from chatlog.errors import InvalidInput, ProjectionError, ProjectionLagTimeout
+from chatlog.errors import InvalidInput, ProjectionError, ProjectionLagTimeout, StoreUnavailable
 from chatlog.events import RecordedEvent, known_types
 from chatlog.eventstore.codec import Cursor, parse_position
 from chatlog.eventstore.store import EventStore
@@ -332,16 +331,17 @@ class Projector:
 
         After ``heal_after`` failures in a row the read model is rebuilt: a
         batch that keeps failing means the read model disagrees with the log
-        (a rebuild is what the log says), and a rebuild that fails too stays
-        reported, never silent.
+        (a rebuild is what the log says), and a rebuild that fails too stays reported.
         """
         self.failing += 1
         self.failures_total += 1
         self.last_error = f"{exc.__class__.__name__}: {exc}"
         self.problem = (f"the batch after {self._committed} failed {self.failing} time(s) in "
                         f"a row: {self.last_error}")
-        log.exception("projector: batch failed (%d in a row); retrying from %s in %.1f s",
-                      self.failing, self._committed, delay, exc_info=exc)
+        outage = isinstance(exc, StoreUnavailable)  # an outage (a failover): no traceback
+        log.log(logging.WARNING if outage else logging.ERROR, "projector: batch failed (%d in "
+                "a row: %s); retrying from %s in %.1f s", self.failing, self.last_error,
+                self._committed, delay, exc_info=None if outage else exc)
         await asyncio.sleep(delay)
         with contextlib.suppress(Exception):
             await self._run_sync(self._reload_sync)
