@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-import zlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -19,7 +18,7 @@ import orjson
 
 from chatlog.events import NewEvent
 from chatlog.eventstore.codec import encode_body
-from chatlog.eventstore.idempotency import digest8
+from chatlog.eventstore.idempotency import digest8, record_of
 
 _SORT = orjson.OPT_SORT_KEYS
 _CLIENT, _SERVER = b"i", b"o"
@@ -53,7 +52,6 @@ def event_args(events: Sequence[NewEvent], aggregate: str, project_bytes: bytes,
     ids: list[str] = []
     blake2b = hashlib.blake2b
     dumps = orjson.dumps
-    crc32 = zlib.crc32
     for i, ev in enumerate(events):
         eid = ev.id
         event_id = str(eid)
@@ -63,12 +61,8 @@ def event_args(events: Sequence[NewEvent], aggregate: str, project_bytes: bytes,
             digest = blake2b(head + dumps(ev.data, option=_SORT), digest_size=12).digest()[:8]
         else:
             digest = digest8(digests[i])
-        # idempotency.record_of inlined (tests/eventstore/test_append_args.py compares them)
-        raw = eid.bytes if type(eid) is _UUID else bytes16(eid)
-        identity = project_bytes + raw
-        rec = b"".join(((_CLIENT if ev.id_supplied else _SERVER),
-                        (crc32(identity) & 0xFFFF).to_bytes(2), digest, raw,
-                        blake2b(identity, digest_size=10).digest()))
+        rec = record_of(project_bytes, eid.bytes if type(eid) is _UUID else bytes16(eid),
+                        digest, _CLIENT if ev.id_supplied else _SERVER)
         args += (event_id, rec, ev.type, encode_body(ev))
     return ids
 
