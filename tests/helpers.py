@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -54,3 +55,16 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"{what} did not hold within {timeout} s")
         await asyncio.sleep(interval)
+
+
+def open_sockets() -> set[str]:
+    """This process's socket file descriptors (by fd number and inode)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            found.add(f"{fd}:{target}")
+    return found

@@ -13,6 +13,7 @@ from eventsourcing.persistence import DataError, StoredEvent
 from redis import Redis
 
 from chatlog.integrations._eventsourcing_scripts import notifications_key
+from tests.helpers import open_sockets
 from tests.integrations.test_eventsourcing_notes import TEXT_ID, X, _factory
 
 
@@ -187,3 +188,19 @@ def test_an_insert_while_reindex_runs_keeps_its_id(redis_url: str, key_prefix: s
         assert [(n.id, n.originator_version) for n in got] == [(i, i) for i in range(1, 6)]
     finally:
         f.close()
+
+
+def test_close_closes_every_connection_it_opened(redis_url: str, key_prefix: str) -> None:
+    """The datastore's redis-py client was given its pool, and redis-py then leaves the
+    pool's sockets open on close(): they were closed by the garbage collector, with a
+    ResourceWarning, whenever it came by."""
+    before = open_sockets()
+    f = _factory(redis_url, key_prefix)
+    try:
+        recorder = f.application_recorder()
+        recorder.insert_events([StoredEvent(originator_id=X, originator_version=v, topic="t",
+                                            state=b"") for v in range(1, 4)])
+        assert f.datastore.reindex() == 3  # uses the redis-py client's pool
+    finally:
+        f.close()
+    assert open_sockets() == before
