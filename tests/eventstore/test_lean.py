@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 from collections.abc import Callable
 
 import pytest
@@ -16,7 +18,7 @@ from chatlog.eventstore import AppendResult, EmbeddedValkey, EventStore
 from chatlog.eventstore.connection import never_sent
 from chatlog.eventstore.embedded import free_port
 from chatlog.eventstore.lean import LeanConnection, LeanPool, ReplyLost, ReplyTimeout
-from tests.helpers import eventually, message
+from tests.helpers import eventually, message, open_sockets
 
 
 async def test_concurrent_replies_come_back_to_their_commands(redis_url: str,
@@ -287,3 +289,39 @@ async def test_the_reply_timeout_is_the_redis_urls_socket_timeout(
         assert (await store.append_one(message())).version == 1
     finally:
         await store.close()
+
+
+
+async def test_close_during_a_connect_closes_its_socket() -> None:
+    """A connect still in progress when the connection is closed (its caller gone)
+    used to finish later into a transport nobody closed: a ResourceWarning at the
+    garbage collector's whim, and a socket held open until then."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = [socket.socket() for _ in range(3)]
+    for filler in fillers:  # fill the backlog: the next connect waits for an accept
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+    try:
+        await asyncio.sleep(0.1)
+        before = open_sockets()
+        conn = LeanConnection(host="127.0.0.1", port=port, connect_timeout=5)
+        caller = asyncio.create_task(conn.execute("PING"))
+        await eventually(lambda: len(open_sockets() - before) == 1, what="the connect begun")
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        waiter = asyncio.create_task(conn.execute("PING"))  # shares the same connect
+        await asyncio.sleep(0.05)
+        await conn.close()
+        with pytest.raises(rexc.ConnectionError, match="closed while connecting"):
+            await waiter
+        assert open_sockets() == before
+        assert not conn.connected
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()

@@ -277,6 +277,10 @@ class LeanConnection:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None and not connecting.done():
+            connecting.cancel()  # its socket is closed, not left to the garbage collector
+            await asyncio.wait([connecting])
         proto, self._proto = self._proto, None
         if proto is not None and not proto.closed:
             proto.connection_lost(None)
@@ -307,11 +311,17 @@ class LeanConnection:
         self._arm()
 
     async def _connect(self) -> _Protocol:
-        if self._connecting is None:
+        if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.ensure_future(self._open())
         connecting = self._connecting
         try:
             return await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if connecting.cancelled() and task is not None and not task.cancelling():
+                raise rexc.ConnectionError(
+                    f"Connection to {self.where} closed while connecting") from None
+            raise
         finally:
             if connecting.done() and self._connecting is connecting:
                 self._connecting = None
@@ -348,6 +358,10 @@ class LeanConnection:
             if sock is not None:
                 sock.close()
             raise rexc.ConnectionError(f"Error connecting to {self.where}: {exc}") from exc
+        except BaseException:  # cancelled by close()
+            if sock is not None:
+                sock.close()
+            raise
         self._proto = proto
         hello = hello_commands(self.username, self.password, self.db)
         if hello:
@@ -355,6 +369,9 @@ class LeanConnection:
                 replies = await self.execute_many(hello)
             except rexc.ConnectionError as exc:
                 raise rexc.ConnectionError(f"Error connecting to {self.where}: {exc}") from exc
+            except BaseException:
+                proto.fail(rexc.ConnectionError(f"Connection to {self.where} closed"))
+                raise
             for reply in replies:
                 if isinstance(reply, BaseException):
                     proto.fail(rexc.ConnectionError(f"Error connecting to {self.where}"))
