@@ -4,9 +4,12 @@ ConnectionError, a server restart survived by the next call, AUTH and SELECT."""
 
 from __future__ import annotations
 
+import gc
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -15,6 +18,7 @@ from redis import exceptions as rexc
 from chatlog.eventstore import EmbeddedValkey
 from chatlog.integrations._runtime import sync_client
 from chatlog.integrations._wire import WirePool
+from tests.helpers import open_sockets
 
 
 def _pool(url: str) -> WirePool:
@@ -149,3 +153,25 @@ def test_many_replies_over_several_reads_stay_in_order_and_in_step(
         finally:
             pool.release(conn)
     pool.close()
+
+
+def test_a_pool_dropped_unclosed_in_a_cycle_closes_its_sockets_quietly(
+        session_valkey: EmbeddedValkey) -> None:
+    """An application the caller never closed is collected with its pool in a
+    reference cycle: its sockets are closed without an unclosed-socket
+    ResourceWarning (the collector may finalize a socket before its connection)."""
+    before = open_sockets()
+    pool = _pool(session_valkey.url)
+    conns = [pool.get_connection() for _ in range(3)]
+    for conn in conns:
+        conn.send_command("PING")
+        assert conn.read_response() == b"PONG"
+        pool.release(conn)
+    cycle: list[Any] = [pool]
+    cycle.append(cycle)
+    del pool, conns, conn, cycle
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+    assert open_sockets() == before

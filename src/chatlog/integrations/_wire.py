@@ -21,6 +21,7 @@ import queue
 import select
 import socket
 import threading
+import weakref
 from typing import Any
 
 import hiredis
@@ -39,10 +40,16 @@ class WireConnection:
     """One socket, its reply parser, and the redis-py ``Connection`` methods the
     recorders use (``send_packed_command``, ``read_response``, ...)."""
 
-    __slots__ = ("poller", "reader", "sock", "where")
+    __slots__ = ("__weakref__", "poller", "reader", "sock", "where")
 
     def __init__(self, sock: socket.socket, where: str) -> None:
         self.sock: socket.socket | None = sock
+        # A pool dropped without close() (an application never closed): its sockets
+        # close quietly, as redis-py's connections do. Not a __del__: when the pool is
+        # collected in a reference cycle the collector may finalize the socket first,
+        # and an unclosed socket's finalizer warns. A finalize callback runs before
+        # any finalizer, and keeps the socket out of the cycle's garbage.
+        weakref.finalize(self, sock.close)
         self.where = where
         self.reader = hiredis.Reader(replyError=BaseParser.parse_error)
         self.poller = select.poll()
@@ -119,11 +126,6 @@ class WireConnection:
                 sock.close()
             except OSError:
                 pass
-
-    def __del__(self) -> None:
-        # a pool dropped without close() (an application never closed): close quietly,
-        # as redis-py's connections do
-        self.disconnect()
 
     def idle_and_open(self) -> bool:
         """Open, with nothing to read (else the server closed it, or it is out of step)."""
