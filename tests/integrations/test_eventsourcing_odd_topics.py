@@ -5,8 +5,11 @@ UUID string``). Other odd topics, and reads at odd bounds, read back as written.
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
 import uuid
+import warnings
 
 import pytest
 from eventsourcing.persistence import DataError, StoredEvent
@@ -203,4 +206,34 @@ def test_close_closes_every_connection_it_opened(redis_url: str, key_prefix: str
         assert f.datastore.reindex() == 3  # uses the redis-py client's pool
     finally:
         f.close()
+    assert open_sockets() == before
+
+
+def test_an_application_dropped_unclosed_releases_its_thread_and_connections(
+        redis_url: str, key_prefix: str) -> None:
+    """eventsourcing's own application tests never close their applications. One
+    dropped used to keep its loop thread and its connections for the life of the
+    process, until the collector met a connection and warned of it unclosed."""
+    def loop_threads() -> int:
+        return sum(t.name == "chatlog-eventsourcing" for t in threading.enumerate())
+
+    gc.collect()
+    threads, before = loop_threads(), open_sockets()
+    f = _factory(redis_url, key_prefix)
+    recorder = f.application_recorder()
+    recorder.insert_events([StoredEvent(originator_id=X, originator_version=1, topic="t",
+                                        state=b"")])
+    assert f.datastore.reindex() == 1  # the async client's connections are open too
+    assert loop_threads() == threads + 1
+    del f, recorder
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+        deadline = time.monotonic() + 10
+        while (loop_threads() > threads or open_sockets() != before) \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+    assert loop_threads() == threads
     assert open_sockets() == before

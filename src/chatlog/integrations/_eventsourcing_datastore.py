@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
+import weakref
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +49,15 @@ _uuid = functools.lru_cache(maxsize=4096)(uuid.UUID)
 
 def _raw(response: Any, **options: Any) -> Any:
     return response
+
+
+def _release_dropped(runner: LoopThread, opened: Any, wire: WirePool | None, redis: Any) -> None:
+    """What :meth:`Datastore.close` does, for a datastore collected without it. The
+    collector may run this on any thread, the loop's own included: nothing waits."""
+    if wire is not None:
+        wire.close()
+    redis.close()
+    runner.close_later(opened.__aexit__(None, None, None))
 
 
 class Datastore:
@@ -96,6 +106,11 @@ class Datastore:
         #: Raw connections for the hot paths (one plain server): None = redis-py.
         self.wire = WirePool.of(self.redis) if self.single else None
         self._closed = False
+        # An application dropped without close() (eventsourcing's own tests drop
+        # theirs) releases its connections and its loop thread when it is collected.
+        self._dropped = weakref.finalize(self, _release_dropped, self.runner, self._opened,
+                                         self.wire, self.redis)
+        self._dropped.atexit = False
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._closed:
@@ -104,9 +119,10 @@ class Datastore:
         return self.runner.run(coro)
 
     def close(self) -> None:
-        if self._closed:
-            return
+        if self._closed or not self._dropped.alive:  # (closed, or being closed as dropped:
+            return  # an application in a collected cycle is closed by its __del__ after that)
         self._closed = True
+        self._dropped.detach()
         try:
             if self.wire is not None:
                 self.wire.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import threading
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import Future
@@ -31,6 +32,8 @@ from chatlog.eventstore.runtime import open_store
 from chatlog.eventstore.store import EventStore
 from chatlog.identity import ProjectKey, normalize_project_id
 from chatlog.settings import Settings
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -173,12 +176,36 @@ class LoopThread:
 
     def __init__(self, name: str = "chatlog-loop") -> None:
         self.loop = asyncio.new_event_loop()
+        self._close_after = False
+        self._closing: asyncio.Task[None] | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
+        if self._close_after:
+            self.loop.close()
+
+    def close_later(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` on the loop, then stop and close the loop; without waiting
+        (for a finalizer: it may run on any thread, the loop's own included)."""
+        async def then_stop() -> None:
+            try:
+                await coro
+            except Exception:
+                log.debug("closing a dropped %s failed", self._thread.name, exc_info=True)
+            finally:  # after the callbacks the close scheduled (a transport's last one
+                self.loop.call_soon(self.loop.stop)  # closes its socket)
+
+        def start() -> None:
+            self._closing = self.loop.create_task(then_stop())  # (a task needs a holder)
+
+        self._close_after = True
+        try:
+            self.loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop is closed already
+            coro.close()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
