@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -315,7 +316,8 @@ async def test_close_during_a_connect_closes_its_socket() -> None:
         with pytest.raises(asyncio.CancelledError):
             await caller
         waiter = asyncio.create_task(conn.execute("PING"))  # shares the same connect
-        await asyncio.sleep(0.05)
+        coro: Any = waiter.get_coro()
+        await eventually(lambda: coro.cr_await is not None, what="the second caller waiting")
         await conn.close()
         with pytest.raises(rexc.ConnectionError, match="closed while connecting"):
             await waiter
