@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import select
 import socket
 import threading
 from typing import Any, cast
@@ -68,7 +69,8 @@ class _Group:
 
 
 class _Protocol(asyncio.Protocol):
-    __slots__ = ("closed", "conn", "loop", "pending", "reader", "sock", "thread", "transport")
+    __slots__ = ("closed", "conn", "idle_poll", "loop", "pending", "reader", "sock", "thread",
+                 "transport")
 
     def __init__(self, conn: LeanConnection, sock: socket.socket,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -82,6 +84,10 @@ class _Protocol(asyncio.Protocol):
         self.pending: collections.deque[Any] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        #: Whether the idle socket has anything to read (data, EOF or an error): a poll
+        #: of no time, not a peeking ``recv``, which raised (2.5 us) when it had not.
+        self.idle_poll = select.poll()
+        self.idle_poll.register(sock.fileno(), select.POLLIN)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's are not subclasses of asyncio.Transport).
@@ -125,7 +131,7 @@ class _Protocol(asyncio.Protocol):
         An idle connection has nothing to read; if it has (the EOF of a server
         that went away, not yet seen by the event loop), it is closed here, and
         the command goes over a new one instead of failing as "may have been
-        applied". One non-blocking peek, no turn of the event loop. A
+        applied". One poll of no time, no turn of the event loop. A
         RuntimeError, before anything is sent, when the caller runs another loop.
         """
         transport = self.transport
@@ -140,14 +146,8 @@ class _Protocol(asyncio.Protocol):
                 "nothing was sent (a store serves the loop it was opened on: open one per "
                 "loop, or run the call on the store's loop, e.g. with "
                 "asyncio.run_coroutine_threadsafe)")
-        if self.pending:
+        if self.pending or not self.idle_poll.poll(0):
             return True
-        try:
-            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return True
-        except OSError:
-            pass
         self.fail(ReplyLost(f"Connection to {self.conn.where} closed while idle"))
         return False
 
