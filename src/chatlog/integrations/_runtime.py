@@ -254,5 +254,6 @@ def sync_client(url: str) -> Any:
         return RedisCluster(startup_nodes=nodes, decode_responses=False, max_connections=256)
     pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=30)
     client = Redis(connection_pool=pool)
-    client.auto_close_connection_pool = True  # close() closes the pool's sockets too (a
-    return client                             # client given a pool leaves them to the GC)
+    # close() closes the pool's sockets too (a client given its pool leaves them open)
+    client.auto_close_connection_pool = True
+    return client
