@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -55,6 +56,17 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"{what} did not hold within {timeout} s")
         await asyncio.sleep(interval)
+
+
+def wait_until(check: Callable[[], object], *, timeout: float = 10.0,
+               interval: float = 0.01, what: str = "the condition") -> object:
+    """:func:`eventually` for a test without an event loop (blocking)."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        time.sleep(interval)
+    return result
 
 
 def open_sockets() -> set[str]:

@@ -293,6 +293,14 @@ async def test_the_reply_timeout_is_the_redis_urls_socket_timeout(
 
 
 
+def connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
 async def test_close_during_a_connect_closes_its_socket() -> None:
     """A connect still in progress when the connection is closed (its caller gone)
     used to finish later into a transport nobody closed: a ResourceWarning at the
@@ -307,7 +315,7 @@ async def test_close_during_a_connect_closes_its_socket() -> None:
         with contextlib.suppress(BlockingIOError):
             filler.connect(("127.0.0.1", port))
     try:
-        await asyncio.sleep(0.1)
+        await eventually(lambda: any(connected(f) for f in fillers), what="the backlog full")
         before = open_sockets()
         conn = LeanConnection(host="127.0.0.1", port=port, connect_timeout=5)
         caller = asyncio.create_task(conn.execute("PING"))

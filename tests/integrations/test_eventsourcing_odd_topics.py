@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 import uuid
 import warnings
 
@@ -16,7 +15,7 @@ from eventsourcing.persistence import DataError, StoredEvent
 from redis import Redis
 
 from chatlog.integrations._eventsourcing_scripts import notifications_key
-from tests.helpers import open_sockets
+from tests.helpers import open_sockets, wait_until
 from tests.integrations.test_eventsourcing_notes import TEXT_ID, X, _factory
 
 
@@ -229,11 +228,7 @@ def test_an_application_dropped_unclosed_releases_its_thread_and_connections(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         gc.collect()
-        deadline = time.monotonic() + 10
-        while (loop_threads() > threads or open_sockets() != before) \
-                and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: loop_threads() == threads and open_sockets() == before,
+                   what="the dropped application's thread and sockets closed")
         gc.collect()
     assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
-    assert loop_threads() == threads
-    assert open_sockets() == before
