@@ -350,17 +350,13 @@ class LeanConnection:
                     _, proto = await loop.create_unix_connection(factory, sock=sock)
                 else:
                     _, proto = await loop.create_connection(factory, sock=sock)
-        except TimeoutError as exc:
+        except BaseException as exc:  # (a cancellation too: by close())
             if sock is not None:
                 sock.close()
-            raise rexc.TimeoutError(f"Timeout connecting to {self.where}") from exc
-        except OSError as exc:
-            if sock is not None:
-                sock.close()
-            raise rexc.ConnectionError(f"Error connecting to {self.where}: {exc}") from exc
-        except BaseException:  # cancelled by close()
-            if sock is not None:
-                sock.close()
+            if isinstance(exc, TimeoutError):
+                raise rexc.TimeoutError(f"Timeout connecting to {self.where}") from exc
+            if isinstance(exc, OSError):
+                raise rexc.ConnectionError(f"Error connecting to {self.where}: {exc}") from exc
             raise
         self._proto = proto
         hello = hello_commands(self.username, self.password, self.db)
