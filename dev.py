@@ -40,7 +40,10 @@ def _apt_install(*packages: str) -> None:
 
 
 def ensure_venv(extras: str) -> None:
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    # (the salt: what an install does beyond pip; changing it redoes older installs)
+    salt = b"\0bytecode-1"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()
+                          + salt).hexdigest()
     if STAMP.exists() and STAMP.read_text() == want and PY.exists():
         return
     if not PY.exists():
@@ -59,7 +62,46 @@ def ensure_venv(extras: str) -> None:
     _run([str(PY), "-m", "pip", "install", "-q", "--no-compile", "--upgrade", "pip"])
     _run([str(PY), "-m", "pip", "install", "-q", "--no-compile", "-e",
           f".[{extras}]" if extras else "."], cwd=ROOT)
+    _write_dependency_bytecode()
     STAMP.write_text(want)
+
+
+#: A child that imports every module of chatlog (and the test tools, where installed),
+#: so that their imports, and theirs, are compiled once.
+_IMPORT_ALL = """
+import importlib, pkgutil, chatlog
+for mod in pkgutil.walk_packages(chatlog.__path__, "chatlog.", onerror=lambda name: None):
+    if not mod.name.endswith("__main__"):
+        try:
+            importlib.import_module(mod.name)
+        except Exception:  # an optional extra that is not installed
+            pass
+for name in ("pytest", "xdist", "hypothesis", "httpx", "playwright.sync_api"):
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
+"""
+
+
+def _write_dependency_bytecode() -> None:
+    """Write the byte-code of the installed modules chatlog uses, once per install.
+
+    pip installs with --no-compile, which counts on Python writing byte-code on first
+    import; where PYTHONDONTWRITEBYTECODE is set (this machine sets it) nothing ever
+    writes it, and every process compiled its imports again: ~1 s of CPU at each
+    start of ``chatlog serve``, of a CLI command and of each test's child process.
+    """
+    print("+ writing the byte-code of the modules chatlog imports", flush=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([str(PY), "-c", _IMPORT_ALL], cwd=ROOT, env=env, check=True)
+
+
+def write_source_bytecode() -> None:
+    """Byte-code of chatlog's own source (src/): only the files changed since the last
+    time are compiled (compileall compares each file's time and size)."""
+    subprocess.run([str(PY), "-m", "compileall", "-q", str(ROOT / "src")], check=True,
+                   stdout=subprocess.DEVNULL)
 
 
 #: Test-only programs from Debian: the browser tests drive chromium, and the
@@ -89,8 +131,10 @@ def _main(argv: list[str]) -> int:
     cmd, rest = argv[0], argv[1:]
     if cmd == "serve":
         ensure_venv("")
+        write_source_bytecode()
         os.execv(str(VENV / "bin" / "chatlog"), ["chatlog", "serve", *rest])
     ensure_venv("test,bench")
+    write_source_bytecode()
     ensure_test_programs()
     os.chdir(ROOT)
     failed = []
