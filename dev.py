@@ -94,14 +94,16 @@ def _write_dependency_bytecode() -> None:
     """
     print("+ writing the byte-code of the modules chatlog imports", flush=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([str(PY), "-c", _IMPORT_ALL], cwd=ROOT, env=env, check=True)
+    if subprocess.run([str(PY), "-c", _IMPORT_ALL], cwd=ROOT, env=env).returncode != 0:
+        print("warning: could not write all of it; chatlog starts slower", file=sys.stderr)
 
 
 def write_source_bytecode() -> None:
     """Byte-code of chatlog's own source (src/): only the files changed since the last
-    time are compiled (compileall compares each file's time and size)."""
-    subprocess.run([str(PY), "-m", "compileall", "-q", str(ROOT / "src")], check=True,
-                   stdout=subprocess.DEVNULL)
+    time are compiled (compileall compares each file's time and size). A checkout it
+    cannot write to only starts slower."""
+    subprocess.run([str(PY), "-m", "compileall", "-q", str(ROOT / "src")],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 #: Test-only programs from Debian: the browser tests drive chromium, and the
