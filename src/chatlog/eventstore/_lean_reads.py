@@ -10,16 +10,18 @@ from typing import Any
 
 from chatlog.eventstore._watermark import capped, committed_of
 from chatlog.eventstore.codec import START
-from chatlog.eventstore.connection import guard
+from chatlog.eventstore.connection import UNAVAILABLE, guard, unavailable
 from chatlog.eventstore.keys import Keys
 from chatlog.eventstore.lean import LeanConnection, LeanPool
 
 
 def raise_any(replies: list[Any]) -> None:
-    """Raise the first error among replies (a MULTI's parts fail as redis-py's would)."""
+    """Raise the first error among replies (a MULTI's parts fail as redis-py's would);
+    one that means the server is not there right now (``-LOADING`` while it loads its
+    AOF after a restart) as :class:`StoreUnavailable`, as :func:`guard` raises."""
     for reply in replies:
         if isinstance(reply, BaseException):
-            raise reply
+            raise unavailable(reply) if isinstance(reply, UNAVAILABLE) else reply
 
 
 async def read_flat_checked(
