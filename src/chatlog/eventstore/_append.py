@@ -41,7 +41,7 @@ from chatlog.eventstore._append_args import (
 )
 from chatlog.eventstore._topology import Topology
 from chatlog.eventstore.archived_ids import ArchivedIdChecks
-from chatlog.eventstore.connection import UNAVAILABLE, never_sent, text, unavailable
+from chatlog.eventstore.connection import UNAVAILABLE, as_raised, never_sent, text, unavailable
 from chatlog.eventstore.idempotency import spec
 from chatlog.eventstore.keys import Keys, partition_of
 from chatlog.eventstore.replication import run_replicated
@@ -343,7 +343,7 @@ class Appender:
             if shard.pending and (shard.flusher is None or shard.flusher.done()):
                 shard.flusher = asyncio.get_running_loop().create_task(self._flush(shard))
         if isinstance(reply, BaseException):
-            raise unavailable(reply) if isinstance(reply, UNAVAILABLE) else reply
+            raise as_raised(reply)
         return reply
 
     async def _flush(self, shard: _Shard) -> None:
@@ -390,9 +390,7 @@ class Appender:
             if p.future.done():
                 continue
             if isinstance(reply, BaseException):
-                p.future.set_exception(
-                    unavailable(reply) if isinstance(reply, UNAVAILABLE) else reply
-                )
+                p.future.set_exception(as_raised(reply))
             else:
                 p.future.set_result(reply)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from chatlog.eventstore._watermark import capped, committed_of
 from chatlog.eventstore.codec import START
-from chatlog.eventstore.connection import UNAVAILABLE, guard, unavailable
+from chatlog.eventstore.connection import as_raised, guard
 from chatlog.eventstore.keys import Keys
 from chatlog.eventstore.lean import LeanConnection, LeanPool
 
@@ -21,7 +21,7 @@ def raise_any(replies: list[Any]) -> None:
     AOF after a restart) as :class:`StoreUnavailable`, as :func:`guard` raises."""
     for reply in replies:
         if isinstance(reply, BaseException):
-            raise unavailable(reply) if isinstance(reply, UNAVAILABLE) else reply
+            raise as_raised(reply)
 
 
 async def read_flat_checked(

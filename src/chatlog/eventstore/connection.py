@@ -54,6 +54,13 @@ def unavailable(exc: BaseException) -> StoreUnavailable:
     return err
 
 
+def as_raised(reply: BaseException) -> BaseException:
+    """An error reply (a value, not raised yet) as the store raises it: one of
+    :data:`UNAVAILABLE` (``-LOADING`` while the server loads its AOF, say) as
+    :class:`StoreUnavailable`, any other as it is."""
+    return unavailable(reply) if isinstance(reply, UNAVAILABLE) else reply
+
+
 #: Errors with which the server refused a command without running it.
 _REFUSED: tuple[type[BaseException], ...] = (
     rexc.BusyLoadingError, rexc.ClusterDownError, rexc.TryAgainError,

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chatlog.eventstore.connection import UNAVAILABLE, text, unavailable
+from chatlog.eventstore.connection import as_raised, text
 from chatlog.eventstore.replication import run_replicated
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ async def run_append_script(store: EventStore, script: Any, keys: Sequence[str],
     )
     reply = replies[0]
     if isinstance(reply, BaseException):
-        raise unavailable(reply) if isinstance(reply, UNAVAILABLE) else reply
+        raise as_raised(reply)
     return reply
 
 
