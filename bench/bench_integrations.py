@@ -27,18 +27,30 @@ The peers' durability is read from the running connections (``PRAGMA
 synchronous``, ``journal_mode``) and printed beside Valkey's ``appendfsync``;
 chatlog's commands per operation come from ``INFO commandstats``
 (``probe_integrations.py`` counts round trips and profiles the client side).
+
+What any store on Valkey could reach, measured in the same loop: the library's
+in-memory module (``eventsourcing.popo``: the application's own work, which
+every store pays alike) and one awaited command per operation that writes the
+operation's bytes (its stored events' states, topics, originator ids and
+versions) to a second Valkey with the same settings, so it waits for one
+fsync'd append to the AOF; for reads, one command that returns that many
+bytes. Their sum bounds any store that persists an operation in one fsync'd
+Valkey write, however it lays its data out: each "bound" row is that rate
+over SQLite's, per repetition; a goal above it cannot be met in that run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import statistics
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import hiredis
 import redis
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
@@ -180,27 +192,75 @@ def _es_steps(app: Bank) -> dict[str, Any]:
     return {"save1": save_one, "save100": save_hundred, "read100": read}
 
 
+def _op_bytes(app: Bank) -> dict[str, int]:
+    """The bytes each operation must persist (saves) or fetch (reads) in any layout:
+    its stored events' states, topics, originator ids and versions."""
+    a = Account("bob")
+    for _ in range(99):
+        a.credit(1)
+    stored = [app.mapper.to_stored_event(e) for e in a.collect_events()]
+    sizes = [len(s.state) + len(s.topic) + len(str(s.originator_id)) + 8 for s in stored]
+    return {"save1": sizes[0], "save100": sum(sizes), "read100": sum(sizes)}
+
+
+class _RawConnection:
+    """The leanest client there is: one socket, each command packed once beforehand,
+    replies parsed by hiredis (the floor's round trips carry no client library)."""
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("unix://"):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(url.removeprefix("unix://").split("?")[0])
+        else:
+            host, port = url.removeprefix("redis://").split("/")[0].split(":")
+            self.sock = socket.create_connection((host, int(port)))
+        self.reader = hiredis.Reader()
+
+    def call(self, packed: bytes) -> Any:
+        self.sock.sendall(packed)
+        while (reply := self.reader.gets()) is False:
+            self.reader.feed(self.sock.recv(1 << 20))
+        return reply
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _floor_steps(conn: _RawConnection, sizes: dict[str, int]) -> dict[str, Any]:
+    """One awaited command per operation that writes (saves: an XADD, which Valkey
+    answers after the fsync) or returns (reads: a GET) the operation's bytes."""
+    pack: Any = hiredis.pack_command  # (its stub takes one-element tuples only)
+    conn.call(pack(("SET", "floor:read", b"r" * sizes["read100"])))
+    one, hundred = (pack(("XADD", "floor:log", "*", "b", b"s" * sizes[what]))
+                    for what in ("save1", "save100"))
+    read = pack(("GET", "floor:read"))
+    return {"save1": lambda: conn.call(one), "save100": lambda: conn.call(hundred),
+            "read100": lambda: conn.call(read)}
+
+
 def _es_reps(envs: dict[str, dict[str, str]], duration: float,
-             server: Any) -> dict[str, dict[str, float]]:
+             server: Any, floor: _RawConnection) -> dict[str, dict[str, float]]:
     """Per application (by name) and measurement, operations per second, one operation
-    of each application in turn; (``<what>_cpu``) the CPU microseconds per operation:
-    this process's, plus the server's for chatlog; (``<what>_commands``) the server's
-    commands per chatlog operation."""
+    of each application in turn, and of the floor (``floor``: see the module's doc);
+    (``<what>_cpu``) the CPU microseconds per operation: this process's, plus the
+    server's for chatlog; (``<what>_commands``) the server's commands per chatlog
+    operation."""
     apps = {name: Bank(env=env) for name, env in envs.items()}
     try:
-        out: dict[str, dict[str, float]] = {name: {} for name in apps}
         steps = {name: _es_steps(app) for name, app in apps.items()}
+        steps["floor"] = _floor_steps(floor, _op_bytes(apps["memory"]))
+        out: dict[str, dict[str, float]] = {name: {} for name in steps}
         clock, cpu_clock = time.perf_counter, time.process_time
         for what in ("save1", "save100", "read100"):
-            for name in apps:  # (each once before: the first batch has no memo)
+            for name in steps:  # (each once before: the first batch has no memo)
                 steps[name][what]()
-            spent = dict.fromkeys(apps, 0.0)
-            cpu = dict.fromkeys(apps, 0.0)
+            spent = dict.fromkeys(steps, 0.0)
+            cpu = dict.fromkeys(steps, 0.0)
             n = 0
             server_before, commands_before = _server_cpu(server), _commands(server)
             start = clock()
             while clock() - start < duration * len(apps) or n < 3:
-                for name in apps:
+                for name in steps:
                     step = steps[name][what]
                     c0, t0 = cpu_clock(), clock()
                     step()
@@ -209,7 +269,7 @@ def _es_reps(envs: dict[str, dict[str, str]], duration: float,
                 n += 1
             cpu["chatlog"] += _server_cpu(server) - server_before
             commands = _commands(server) - commands_before
-            for name in apps:
+            for name in steps:
                 out[name][what] = n / spent[name]
                 out[name][f"{what}_cpu"] = cpu[name] / n * 1e6
             out["chatlog"][f"{what}_commands"] = commands / n
@@ -237,7 +297,9 @@ def main() -> None:
     args = bench_args(__doc__.splitlines()[0])
     runs: list[dict[str, Any]] = []
     durability: list[str] = []
-    with valkey_server() as server, scratch_dir("integrations") as data:
+    with valkey_server() as server, valkey_server() as floor_server, \
+            scratch_dir("integrations") as data:
+        floor = _RawConnection(floor_server.url)
         with redis.Redis.from_url(server.url) as info:
             durability.append("valkey (chatlog): appendonly={appendonly} appendfsync={appendfsync}"
                               .format(**info.config_get("append*")))
@@ -252,11 +314,14 @@ def main() -> None:
                            "CHATLOG_REDIS_URL": server.url, "CHATLOG_KEY_PREFIX": f"es{rep}"}
             sqlite_env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
                           "SQLITE_DBNAME": str(data / f"es{rep}.sqlite")}
+            floor.call(hiredis.pack_command(("FLUSHALL",)))
             with redis.Redis.from_url(server.url) as info:
-                es = _es_reps({"chatlog": chatlog_env, "sqlite": sqlite_env}, args.duration,
-                              info)
-            runs.append({"lg": lg, "es_chatlog": es["chatlog"], "es_sqlite": es["sqlite"]})
+                es = _es_reps({"chatlog": chatlog_env, "sqlite": sqlite_env,
+                               "memory": {"PERSISTENCE_MODULE": "eventsourcing.popo"}},
+                              args.duration, info, floor)
+            runs.append({"lg": lg, **{f"es_{k}": v for k, v in es.items()}})
             print(f"rep {rep + 1}/{args.reps} done", flush=True)
+        floor.close()
 
     def lg_rate(kind: str) -> list[float]:
         return [r["lg"][kind][0] for r in runs]
@@ -293,6 +358,19 @@ def main() -> None:
                               ratio=round(max(ratio), 2), ratio_to="SQLite (same rep)",
                               ratio_median=round(statistics.median(ratio), 2),
                               goal=">= 1x", goal_met=max(ratio) >= 1.0))
+        # the most any store persisting an operation in one fsync'd Valkey write could do
+        # (see the module's doc): 1 / (in-memory module's time + the floor command's)
+        bound = [1 / (1 / m + 1 / f) for m, f in zip(es("memory", what), es("floor", what),
+                                                      strict=True)]
+        bound_ratio = [b / q for b, q in zip(bound, es("sqlite", what), strict=True)]
+        ratios[f"{what} bound"] = bound_ratio
+        results.append(metric(f"eventsourcing in memory (popo): {label}", es("memory", what),
+                              unit))
+        results.append(metric(f"  bound, one fsync'd Valkey {'read' if what == 'read100' else 'write'}"
+                              f" per op: {label}", bound, unit,
+                              ratio=round(max(bound_ratio), 2), ratio_to="SQLite (same rep)",
+                              ratio_median=round(statistics.median(bound_ratio), 2),
+                              reachable=max(bound_ratio) >= 1.0))
     print_table(f"integrations (LangGraph {STEPS}-step graphs; eventsourcing)", results)
     print("durability as run (synchronous 2 = FULL: the WAL is synced at every commit): "
           + "; ".join(durability))
