@@ -21,7 +21,7 @@ from chatlog.events import NewEvent, RecordedEvent
 from chatlog.eventstore._decode_fast import event_uuid, position_time
 from chatlog.eventstore.connection import text
 
-POSITION_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+POSITION_RE = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")  # ASCII digits only
 START = "0-0"
 
 

@@ -44,6 +44,11 @@ def make_middleware(metrics: Metrics) -> Any:
                 check_url(request)
                 response = await handler(request)
             except Exception as exc:
+                if request.writer.output_size > 0:
+                    # A streamed answer is under way: a problem document cannot follow
+                    # it. aiohttp logs the error and closes the connection, so the
+                    # client sees a broken answer, not a second one inside the first.
+                    raise
                 response = problem_for(request, exc)
             observe_status(response.status)
             return response

@@ -398,7 +398,8 @@ async def _live(st: AppState, stream: SseStream, flt: EventFilter, cursor: Curso
         if stream.stopping:
             break
         if sub.overflowed:
-            await stream.write(b": too far behind; reconnect with Last-Event-ID\n\n")
+            await stream.write(b": cut off from the live tail (too far behind, or it "
+                               b"stopped); reconnect with Last-Event-ID\n\n")
             break
         chunks = []
         for ev in sub.drain():

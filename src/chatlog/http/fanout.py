@@ -134,6 +134,13 @@ class Fanout:
                     self._on_cutoff()
         self._count()
 
+    def _cut_off_all(self) -> None:
+        for sub in list(self._subscribers):
+            sub.overflowed = True
+            sub.wakeup.set()
+        self._subscribers.clear()
+        self._count()
+
     async def _ensure_running(self) -> None:
         if self.running:
             return
@@ -189,13 +196,18 @@ class Fanout:
             except PositionTrimmed:
                 # Trimmed under us: nobody can be served from here; cut everyone off
                 # (they resume from their last ids and get a clear 410 if gone).
-                for sub in list(self._subscribers):
-                    sub.overflowed = True
-                    sub.wakeup.set()
-                self._subscribers.clear()
-                self._count()
+                self._cut_off_all()
                 return
             except ChatlogError as exc:
                 log.warning("fan-out tail: %s; retrying in %.2f s", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
+            except Exception:
+                # Something no retry mends (an entry it cannot decode): the tail stops,
+                # and its subscribers are cut off rather than left waiting in silence.
+                # They resume from their last ids (the catch-up read then answers what
+                # is wrong); the next subscriber starts the tail again from the heads.
+                log.exception("fan-out tail failed after %s; cutting its subscribers off",
+                              cursor)
+                self._cut_off_all()
+                return
