@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from chatlog.cli import cli
@@ -72,6 +73,36 @@ def test_a_rejected_job_leaves_no_workflow_behind(
                                    "--job-id", "a/b"], env=env)
     assert bad.exit_code == 1 and "job id" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
+
+    async def log_length() -> int:
+        store = await EventStore.open(redis_url, prefix=key_prefix)
+        try:
+            return (await store.status()).length
+        finally:
+            await store.close()
+
+    assert asyncio.run(log_length()) == 0
+
+
+@pytest.mark.parametrize("payload", ['{"a": 123456789012345678901234567890}', '{"a": NaN}',
+                                     '{"a": 1e999}', '{"a": -Infinity}',
+                                     '{"a": ' + "[" * 130 + "]" * 130 + "}"])
+def test_a_payload_http_would_refuse_is_one_line_and_writes_nothing(
+    redis_url: str, key_prefix: str, tmp_path: Path, payload: str
+) -> None:
+    """As over HTTP: numbers beyond 64 bits or not finite, and nesting past the limit,
+    are refused before anything is written (a too-big number was a traceback after the
+    job's workflow existed; NaN and 1e999 were stored as null without a word)."""
+    env = {"CHATLOG_KEY_PREFIX": key_prefix, "CHATLOG_DATA_DIR": str(tmp_path)}
+    bad = CliRunner().invoke(cli, ["--redis-url", redis_url, "jobs", "enqueue", "Ops", "echo",
+                                   "--payload", payload], env=env)
+    assert bad.exit_code == 1, bad.output
+    assert "--payload" in bad.output and len(bad.output.strip().splitlines()) == 1
+    appended = CliRunner().invoke(cli, ["--redis-url", redis_url, "append", "Ops", "hi",
+                                        "--metadata", payload], env=env)
+    assert appended.exit_code == 1, appended.output
+    assert "--metadata" in appended.output
+    assert len(appended.output.strip().splitlines()) == 1
 
     async def log_length() -> int:
         store = await EventStore.open(redis_url, prefix=key_prefix)

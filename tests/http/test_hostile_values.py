@@ -23,8 +23,8 @@ from chatlog.event_build import construct
 from chatlog.events import SCHEMA_VERSION, MessageAppended, NewEvent
 from chatlog.eventstore import EventStore
 from chatlog.eventstore.codec import parse_position
-from chatlog.http.models import MAX_JSON_DEPTH
 from chatlog.identity import normalize_project_id
+from chatlog.json_values import MAX_JSON_DEPTH
 from tests.http.conftest import post_message, read_sse
 
 PAD = "a" * 70_000  # makes a body big (>= 64 KiB): parsed by the other path

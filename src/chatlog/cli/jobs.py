@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, get_args
+from typing import get_args
 
 import click
 
@@ -11,6 +10,7 @@ from chatlog.cli._app import cli, run_async, settings_from
 from chatlog.errors import InvalidInput, NotFound
 from chatlog.eventstore.runtime import open_store
 from chatlog.identity import normalize_project_id
+from chatlog.json_values import parse_object
 from chatlog.orchestrator.job_records import JobState, list_jobs, read_job
 from chatlog.orchestrator.jobs import new_job
 from chatlog.orchestrator.service import Orchestrator
@@ -22,16 +22,6 @@ def jobs() -> None:
 
     Uses the running `chatlog serve`'s log; without one, starts a private Valkey while it runs.
     """
-
-
-def _payload(text: str | None) -> dict[str, Any]:
-    try:
-        value = json.loads(text) if text else {}
-    except ValueError as exc:
-        raise InvalidInput(f"--payload must be a JSON object: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidInput("--payload must be a JSON object")
-    return value
 
 
 @jobs.command()
@@ -57,7 +47,7 @@ async def enqueue(ctx: click.Context, project: str, kind: str, payload: str | No
     """
     settings = settings_from(ctx)
     key = normalize_project_id(project, settings.project_namespace)
-    data = _payload(payload)
+    data = parse_object(payload, "--payload")
     async with open_store(settings, "jobs") as opened:
         orchestrator = Orchestrator(opened.store, settings)
         if job_id is not None and await read_job(opened.store, key, job_id) is not None:

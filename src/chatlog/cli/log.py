@@ -23,6 +23,7 @@ from chatlog.eventstore.project_index import indexed, read_projects
 from chatlog.eventstore.runtime import open_store
 from chatlog.filters import require_known_types
 from chatlog.identity import normalize_project_id, normalize_thread_id
+from chatlog.json_values import parse_object
 
 
 @cli.command()
@@ -57,12 +58,7 @@ async def append(ctx: click.Context, project: str, content: str, thread_id: str 
         )
     key = normalize_project_id(project, settings.project_namespace)
     thread, _ = normalize_thread_id(thread_id)
-    try:
-        meta: dict[str, Any] = json.loads(metadata) if metadata else {}
-    except ValueError as exc:
-        raise InvalidInput(f"--metadata must be a JSON object: {exc}") from None
-    if not isinstance(meta, dict):
-        raise InvalidInput("--metadata must be a JSON object")
+    meta = parse_object(metadata, "--metadata")
     try:
         eid = uuid.UUID(event_id) if event_id else None
     except ValueError:

@@ -6,58 +6,16 @@ refused) and are the source of ``/openapi.json``: nothing is written twice.
 
 from __future__ import annotations
 
-import math
 import uuid
 from typing import Annotated, Any
 
-import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 from chatlog.events import RecordedEvent
+from chatlog.json_values import TOO_DEEP, check_json, within_depth
 from chatlog.projections.models import ProjectSummary
 
 POSITION_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
-#: How deep a stored JSON object may nest (the object itself is one level).
-MAX_JSON_DEPTH = 128
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-
-
-def _check_json(value: Any, where: str = "", depth: int = 1) -> None:
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return
-    if isinstance(value, int):
-        if not _INT_MIN <= value <= _INT_MAX:
-            raise ValueError(f"the number at {where or 'top level'} is outside the 64-bit range")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"the number at {where or 'top level'} is not finite")
-    elif depth > MAX_JSON_DEPTH:
-        raise ValueError(_TOO_DEEP)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _check_json(v, f"{where}.{k}" if where else str(k), depth + 1)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_json(v, f"{where}[{i}]", depth + 1)
-
-
-_TOO_DEEP = f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels"
-#: orjson writes values nested up to this many levels; chatlog writes stored JSON
-#: inside envelopes (the event, a page of events), so it stores far less deep.
-_ORJSON_DEPTH = 254
-_WRAP = _ORJSON_DEPTH - MAX_JSON_DEPTH
-
-
-def _within_depth(value: Any) -> bool:
-    """Whether ``value`` (as orjson parsed it) nests at most ``MAX_JSON_DEPTH`` levels:
-    inside ``_WRAP`` lists orjson writes it only then (a pass in C, no walk in Python)."""
-    for _ in range(_WRAP):
-        value = [value]
-    try:
-        orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        return False
-    return True
 
 
 #: Validation context of values orjson parsed: it refuses what ``_check_json``
@@ -69,9 +27,9 @@ def _storable(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
     """JSON objects are stored as they came: numbers must fit 64 bits and be finite, and
     nesting is at most ``MAX_JSON_DEPTH`` deep (readers write it back inside envelopes)."""
     if not (info.context and info.context.get(PARSED_BY_ORJSON)):
-        _check_json(value)
-    elif not _within_depth(value):
-        raise ValueError(_TOO_DEEP)
+        check_json(value)
+    elif not within_depth(value):
+        raise ValueError(TOO_DEEP)
     return value
 
 
