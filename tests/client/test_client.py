@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from chatlog.client import ApiError, AsyncClient, Client
@@ -136,6 +137,31 @@ def test_workflow_commands_and_wait_for(served: Served) -> None:
         assert wf.workflow_id in {w.workflow_id for w in page.workflows}
         events = list(c.replay(project=P, workflow_id=wf.workflow_id, page_size=2))
         assert [e.type for e in events][-1] == "workflow.completed"
+
+
+def _answers(url: str) -> float:
+    """How many answers the server has given (its /metrics), this one not counted."""
+    text = httpx.get(f"{url}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("chatlog_http_responses_total{"))
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -1.0, True])
+async def test_wait_for_refuses_a_timeout_it_cannot_keep(served: Served,
+                                                         timeout: float) -> None:
+    """NaN made every long-poll ``timeout=0`` and the deadline never came: ~500
+    requests a second, forever. A timeout that is no finite number of seconds >= 0
+    is a ValueError before any request (both clients)."""
+    with Client(served.url) as c:
+        wf = c.create_workflow(P)
+        before = _answers(served.url)
+        with pytest.raises(ValueError, match="timeout"):
+            c.wait_for(P, wf.workflow_id, "running", timeout=timeout)
+    async with AsyncClient(served.url) as ac:
+        with pytest.raises(ValueError, match="timeout"):
+            await asyncio.wait_for(ac.wait_for(P, wf.workflow_id, "running", timeout=timeout),
+                                   5)
+    assert _answers(served.url) == before + 1  # the first /metrics read only
 
 
 async def test_async_client(served: Served) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -107,6 +109,15 @@ def _view_or_none(resp: httpx.Response) -> WorkflowView | None:
     if resp.status_code == 408:
         return None
     return WorkflowView.model_validate_json(resp.content)
+
+
+def wait_deadline(timeout: float) -> float:
+    """The monotonic time a ``wait_for`` of ``timeout`` seconds ends; ValueError unless it
+    is a finite number >= 0 (NaN never ends a wait: it polled without pause forever)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
+            or not math.isfinite(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
+    return time.monotonic() + timeout
 
 
 def poll_workflow(

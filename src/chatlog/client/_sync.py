@@ -253,7 +253,7 @@ class Client:
         """Long-poll until the workflow is in ``state`` (one of them), has ended, or
         ``timeout`` seconds pass; never raises for "not yet": see ``result.reached``."""
         states = frozenset([state] if isinstance(state, str) else state)
-        deadline = time.monotonic() + timeout
+        deadline = _api.wait_deadline(timeout)
         while True:
             left = max(0.0, deadline - time.monotonic())
             view = self._run(_api.poll_workflow(project, workflow_id, states,
