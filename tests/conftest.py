@@ -37,6 +37,26 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 REDIS_SERVER = shutil.which("redis-server")
+#: chatlog's default data dir (``Settings.data_dir``, the integrations' factories): a
+#: test that lands there runs on a Valkey of its own under the working directory (or a
+#: developer's running serve), not on the servers the fixtures started.
+DEFAULT_DATA_DIR = Path("data").resolve()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_DATA_BEFORE] = DEFAULT_DATA_DIR.exists()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput"):  # (xdist: the controller checks, once)
+        return
+    if not session.config.stash.get(_DATA_BEFORE, True) and DEFAULT_DATA_DIR.exists():
+        print(f"\nERROR: a test used chatlog's default data dir {DEFAULT_DATA_DIR} "
+              "(created during this run); give it the fixtures' server or a tmp dir")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_DATA_BEFORE = pytest.StashKey[bool]()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

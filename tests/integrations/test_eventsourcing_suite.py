@@ -48,6 +48,7 @@ class _OnChatlog:
 
     backend = "single"
     url: str
+    prefix: str
     factories: list[ChatlogFactory]
 
     @pytest.fixture(autouse=True)
@@ -56,7 +57,7 @@ class _OnChatlog:
             self.url = request.getfixturevalue("cluster_url")
         else:
             self.url = request.getfixturevalue("session_valkey").url
-        prefix = f"es{uuid.uuid4().hex[:10]}"
+        self.prefix = prefix = f"es{uuid.uuid4().hex[:10]}"
         monkeypatch.setenv("PERSISTENCE_MODULE", MODULE)
         monkeypatch.setenv("CHATLOG_REDIS_URL", self.url)
         monkeypatch.setenv("CHATLOG_KEY_PREFIX", prefix)
@@ -66,7 +67,11 @@ class _OnChatlog:
             f.close()
 
     def factory(self) -> ChatlogFactory:
-        f = ChatlogFactory(Environment(name=f"app{uuid.uuid4().hex[:6]}"))
+        # An Environment holds only what it is given (an Application adds os.environ;
+        # a factory made directly does not): without these it ran on its default data
+        # dir, an embedded Valkey under the working directory, not on self.url.
+        f = ChatlogFactory(Environment(name=f"app{uuid.uuid4().hex[:6]}", env={
+            "CHATLOG_REDIS_URL": self.url, "CHATLOG_KEY_PREFIX": self.prefix}))
         self.factories.append(f)
         return f
 
