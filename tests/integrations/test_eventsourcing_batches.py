@@ -194,7 +194,7 @@ def test_rows_are_the_bodies_the_codec_writes(application: bool) -> None:
 
     events = [StoredEvent(originator_id=oid, originator_version=v, topic=topic, state=b"s")
               for oid, v, topic in ((X, 0, "t:A"), ('o"\\d/é', 7, "ünï\"code"), (X, 1, "t:A"))]
-    made = rows("Bänk \"Project\"", "Bank.snap", events, application, digest)
+    made = rows("Bänk \"Project\"", "Bank.snap", events, application, digest, False)
     ids = {r[0] for r in made}
     assert len(ids) == 3 and all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4
                                  for i in ids)

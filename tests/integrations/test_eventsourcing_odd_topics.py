@@ -232,3 +232,54 @@ def test_an_application_dropped_unclosed_releases_its_thread_and_connections(
                    what="the dropped application's thread and sockets closed")
         gc.collect()
     assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+
+
+@pytest.mark.parametrize("multi_min", [1, 10**9])
+@pytest.mark.parametrize("odd_id", ["dog-1", "a\0b", 12345])
+def test_an_originator_id_the_recorder_cannot_read_back_is_refused(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch, multi_min: int,
+    odd_id: object,
+) -> None:
+    """With ORIGINATOR_ID_TYPE uuid (the default), a text id was written, and every
+    later read of the application's notifications failed ("badly formed hexadecimal
+    UUID string"): a follower stuck for good. It is a DataError, nothing written."""
+    monkeypatch.setattr("chatlog.integrations._eventsourcing_datastore.MULTI_MIN", multi_min)
+    f = _factory(redis_url, key_prefix)
+    try:
+        recorder = f.application_recorder()
+        assert recorder.insert_events([StoredEvent(originator_id=X, originator_version=1,
+                                                   topic="t", state=b"s")]) == [1]
+        with pytest.raises(DataError, match="ORIGINATOR_ID_TYPE"):
+            recorder.insert_events([
+                StoredEvent(originator_id=X, originator_version=2, topic="t", state=b"s"),
+                StoredEvent(originator_id=odd_id, originator_version=1, topic="t",  # type: ignore[arg-type]
+                            state=b"s")])
+        assert [n.id for n in recorder.select_notifications(1, 10)] == [1]
+        assert [e.originator_version for e in recorder.select_events(X)] == [1]
+        # a UUID given as text is the same originator
+        assert recorder.insert_events([StoredEvent(originator_id=str(X), originator_version=2,
+                                                   topic="t", state=b"s")]) == [2]
+        assert [e.originator_version for e in recorder.select_events(X)] == [1, 2]
+    finally:
+        f.close()
+
+
+def test_versions_and_bounds_beyond_what_is_stored_exactly(redis_url: str,
+                                                           key_prefix: str) -> None:
+    """A version beyond 2**53 would lose digits in the versions' sorted set (a conflict
+    missed or invented): a DataError. Reads from beyond any notification id are empty
+    (they were a raw ResponseError)."""
+    f = _factory(redis_url, key_prefix)
+    try:
+        recorder = f.application_recorder()
+        for version in (2**53 + 1, -(2**53) - 1, 2**70):
+            with pytest.raises(DataError, match="version"):
+                recorder.insert_events([StoredEvent(originator_id=X, originator_version=version,
+                                                    topic="t", state=b"s")])
+        assert recorder.insert_events([StoredEvent(originator_id=X, originator_version=2**53,
+                                                   topic="t", state=b"s")]) == [1]
+        assert recorder.select_notifications(2**70, 10) == []
+        assert [n.id for n in recorder.select_notifications(1, 10, stop=2**70)] == [1]
+        assert recorder.select_notifications(1, 2**70)[0].originator_version == 2**53
+    finally:
+        f.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import uuid
 from collections.abc import Callable, Sequence
 
 import orjson
@@ -35,10 +36,24 @@ def _start(project_name: str, recorder: str) -> bytes:
         orjson.dumps(project_name), orjson.dumps(recorder))
 
 
+#: Versions are scores of a sorted set (a double): exact up to 2**53.
+_MAX_VERSION = 2**53
+
+
 @functools.lru_cache(maxsize=4096)
-def _originator(start: bytes, originator_id: object,
-                digest: Callable[[str], str]) -> tuple[str, str, bytes]:
-    """(text, digest, the JSON up to its version) of an originator id."""
+def _originator(start: bytes, originator_id: object, digest: Callable[[str], str],
+                uuid_ids: bool) -> tuple[str, str, bytes]:
+    """(text, digest, the JSON up to its version) of an originator id; a recorder of
+    UUID ids refuses one it could not read back as a UUID (and writes a UUID's text
+    the one way)."""
+    if uuid_ids and not isinstance(originator_id, uuid.UUID):
+        try:
+            originator_id = uuid.UUID(originator_id)  # type: ignore[arg-type]
+        except (TypeError, ValueError, AttributeError):
+            raise DataError(
+                f"originator id {originator_id!r} is not a UUID, which this recorder "
+                "reads ids back as; set ORIGINATOR_ID_TYPE=text to store text ids"
+            ) from None
     oid = str(originator_id)
     return oid, digest(oid), start + orjson.dumps(oid) + b',"originator_version":'
 
@@ -52,7 +67,7 @@ _END = b'},"s":%d}' % SCHEMA_VERSION
 
 
 def rows(project_name: str, recorder: str, stored_events: Sequence[StoredEvent],
-         application: bool, digest: Callable[[str], str]) -> list[Row]:
+         application: bool, digest: Callable[[str], str], uuid_ids: bool) -> list[Row]:
     """One row per stored event; the body's JSON split where the notification id goes
     (an application's: the script or transaction puts it in) or whole (tail empty).
 
@@ -68,19 +83,24 @@ def rows(project_name: str, recorder: str, stored_events: Sequence[StoredEvent],
     for s, eid in zip(stored_events, event_ids(len(stored_events)), strict=True):
         known = originators.get(s.originator_id)
         if known is None:
-            known = originators[s.originator_id] = _originator(start, s.originator_id, digest)
+            known = originators[s.originator_id] = _originator(start, s.originator_id, digest,
+                                                               uuid_ids)
+        version = s.originator_version
+        if type(version) is not int or not -_MAX_VERSION <= version <= _MAX_VERSION:
+            raise DataError(f"originator version {version!r} of {known[0]} is not an "
+                            f"integer within +-2**53 (the most a version is stored exactly)")
         topic = topics.get(s.topic)
         if topic is None:
             if application and "\0" in s.topic:  # the notification list's separator
                 raise DataError(f"topic {s.topic!r} contains a NUL character; an "
                                 "application recorder's topics cannot")
             topic = topics[s.topic] = _topic(s.topic)
-        head = known[2] + b"%d" % s.originator_version + topic
+        head = known[2] + b"%d" % version + topic
         if application:
             tail = end
         else:
             head, tail = head + b"null" + end, b""
         state = s.state
-        out.append((eid, known[0], known[1], s.originator_version, s.topic, head, tail,
+        out.append((eid, known[0], known[1], version, s.topic, head, tail,
                     state if type(state) is bytes else bytes(state)))
     return out

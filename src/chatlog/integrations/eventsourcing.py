@@ -73,6 +73,8 @@ from chatlog.integrations._runtime import (
 )
 
 _RECORDED: str = EventsourcingRecorded.event_type
+#: Notification ids and list indexes stay below what Redis takes (2**63).
+_MAX_ID = 2**62
 
 
 def _decode(body: bytes) -> tuple[dict[str, Any], bytes]:
@@ -133,7 +135,8 @@ class ChatlogRecorder:
             )
             tracked = (tracking.application_name, tracking.notification_id, eid, type_,
                        aggregate, body, index)
-        batch = rows(project.display, self.name, stored_events, application, digest)
+        batch = rows(project.display, self.name, stored_events, application, digest,
+                     self.datastore.originator_id_type == "uuid")
         reply = self.datastore.insert(self._target, batch, tracked, application, self._memo)
         status, detail = reply
         if status == "conflict":
@@ -254,6 +257,9 @@ class ChatlogApplicationRecorder(ChatlogAggregateRecorder, ApplicationRecorder):
     ) -> Sequence[Notification]:
         first = 1 if start is None else start if inclusive_of_start else start + 1
         first = max(first, 1)
+        if first > _MAX_ID:
+            return []  # past any id (Redis takes list indexes below 2**63)
+        limit, stop = min(limit, _MAX_ID), None if stop is None else min(stop, _MAX_ID)
         want = {t.encode() for t in topics}
         after = None  # (the span after it is read with COUNT limit: pages up to 1,000)
         if not want and start is not None and limit <= 1000 and self.datastore.single:
