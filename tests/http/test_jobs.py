@@ -112,6 +112,9 @@ async def test_bad_input_is_problem_json(client) -> None:
         await client.post(BASE, json={"kind": "echo", "payload": [1]}),
         await client.post(BASE, json={"kind": "echo", "max_deliveries": 0}),
         await client.post(BASE, json={"kind": "echo", "job_id": "a/b"}),
+        # path segments a URL cannot name: GET .../jobs/. was the list, .. only %2e%2e
+        await client.post(BASE, json={"kind": "echo", "job_id": "."}),
+        await client.post(BASE, json={"kind": "echo", "job_id": ".."}),
         await client.get(BASE, params={"state": "sleeping"}),
         await client.get(BASE, params={"cursor": "nope"}),
     ):

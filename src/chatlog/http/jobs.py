@@ -49,7 +49,8 @@ class EnqueueJob(Body):
     )
     job_id: str | None = Field(
         default=None, min_length=1, max_length=MAX_JOB_ID,
-        description="Your id for it (idempotent); default job-<uuid4>",
+        description="Your id for it (idempotent; printable, no '/', not '.' or '..'); "
+                    "default job-<uuid4>",
     )
     max_deliveries: int | None = Field(
         default=None, ge=1, le=1000, description="Deliveries before dead-lettering"

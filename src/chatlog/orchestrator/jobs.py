@@ -92,11 +92,12 @@ def check_job_id(job_id: str) -> str:
     """A job id as given, or :class:`InvalidInput` saying what a valid one is."""
     if (
         not job_id or len(job_id) > MAX_JOB_ID or "/" in job_id
-        or not job_id.isprintable() or job_id != job_id.strip()
+        or not job_id.isprintable() or job_id != job_id.strip() or job_id in (".", "..")
     ):
         raise InvalidInput(
             f"job id {job_id!r} is not valid: use 1 to {MAX_JOB_ID} printable characters "
-            "without '/' or surrounding spaces"
+            "without '/' or surrounding spaces, other than '.' and '..' (a URL's path "
+            "cannot name those)"
         )
     return job_id
 
