@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import httpx
 
-from chatlog.client._calls import Call, Retry, model, new_id
+from chatlog.client._calls import Call, Retry, model, new_id, parsed
 from chatlog.http.jobs import JobsPage
 from chatlog.http.models import EventsPage, MessageAccepted, ProjectsPage
 from chatlog.orchestrator.job_records import JobView
@@ -108,7 +108,7 @@ def get_workflow(project: str, workflow_id: str) -> Call[WorkflowView]:
 def _view_or_none(resp: httpx.Response) -> WorkflowView | None:
     if resp.status_code == 408:
         return None
-    return WorkflowView.model_validate_json(resp.content)
+    return parsed(WorkflowView, resp.content)
 
 
 def wait_deadline(timeout: float) -> float:

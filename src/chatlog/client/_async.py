@@ -18,8 +18,10 @@ from chatlog.client._calls import (
     SseParser,
     Unreachable,
     WaitResult,
+    auth_headers,
     delay,
     give_up,
+    parsed,
     problem_of,
     retryable_error,
     settled,
@@ -55,7 +57,7 @@ class AsyncClient:
         max_backoff: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = auth_headers(token)
         self._http = httpx.AsyncClient(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
         )
@@ -186,7 +188,7 @@ class AsyncClient:
                         async for line in resp.aiter_lines():
                             got = parser.feed(line)
                             if got is not None:
-                                event = EventOut.model_validate_json(got[1])
+                                event = parsed(EventOut, got[1])
                                 last = event.cursor
                                 yield event
             except STREAM_ERRORS:

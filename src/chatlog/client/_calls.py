@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from chatlog.events import TERMINAL
 from chatlog.orchestrator.views import WorkflowView
@@ -112,11 +112,32 @@ def _param(value: Any) -> Any:
     return value
 
 
+def parsed(cls: type[M], content: bytes | str) -> M:
+    """``content`` as ``cls``; a :class:`ClientError` when it is not (a proxy's page,
+    another server, a version of chatlog that answers otherwise)."""
+    try:
+        return cls.model_validate_json(content)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ClientError(f"the answer is not the API's {cls.__name__}: {first['msg']} "
+                          f"(at {'.'.join(map(str, first['loc'])) or 'the top'})") from None
+
+
 def model(cls: type[M]) -> Callable[[httpx.Response], M]:
     def parse(resp: httpx.Response) -> M:
-        return cls.model_validate_json(resp.content)
+        return parsed(cls, resp.content)
 
     return parse
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The Authorization header of ``token``; ValueError for one no header can carry."""
+    if token is None:
+        return {}
+    if not token or not token.isascii() or not token.isprintable() or " " in token:
+        raise ValueError("token must be printable ASCII without spaces (as the server's "
+                         "tokens file has it)")
+    return {"Authorization": f"Bearer {token}"}
 
 
 def problem_of(resp: httpx.Response) -> ApiError:
@@ -166,9 +187,9 @@ def delay(attempt: int, resp: httpx.Response | None, base: float, cap: float) ->
 def give_up(call: Call[Any], resp: httpx.Response | None, exc: Exception | None) -> Exception:
     """The error to raise when ``call`` ran out of retries."""
     what = f"{call.method} {call.path}"
-    unknown = (resp is not None and resp.status_code == 504) or (
-        exc is not None and isinstance(exc, MAYBE_SENT)
-    )
+    unknown = call.retry is not Retry.READ and (  # (a read has no outcome to doubt)
+        (resp is not None and resp.status_code == 504)
+        or (exc is not None and isinstance(exc, MAYBE_SENT)))
     if unknown:
         return OutcomeUnknown(
             f"{what}: the outcome is unknown ({exc or 'HTTP 504'}); "

@@ -17,8 +17,10 @@ from chatlog.client._calls import (
     SseParser,
     Unreachable,
     WaitResult,
+    auth_headers,
     delay,
     give_up,
+    parsed,
     problem_of,
     retryable_error,
     settled,
@@ -54,7 +56,7 @@ class Client:
         max_backoff: float = 5.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = auth_headers(token)
         self._http = httpx.Client(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
         )
@@ -184,7 +186,7 @@ class Client:
                         for line in resp.iter_lines():
                             got = parser.feed(line)
                             if got is not None:
-                                event = EventOut.model_validate_json(got[1])
+                                event = parsed(EventOut, got[1])
                                 last = event.cursor
                                 yield event
             except STREAM_ERRORS:
