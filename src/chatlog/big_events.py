@@ -12,7 +12,6 @@ gets the field as a Fragment, which orjson writes as it is wherever it goes next
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import orjson
@@ -27,6 +26,7 @@ from chatlog.events import (
     WorkflowStarted,
 )
 from chatlog.eventstore.codec import BLOB_MARK, decode_entry
+from chatlog.json_values import write_json
 
 #: Event type -> its field that may hold a big JSON value.
 BIG_FIELDS = {JobEnqueued.event_type.encode(): "payload",
@@ -59,8 +59,8 @@ def split_body(body: bytes, name: str) -> tuple[bytes, bytes | None]:
     data = doc.get("d") if isinstance(doc, dict) else None
     if not isinstance(data, dict) or name not in data:
         return body, None
-    value = dumps(data.pop(name), sort_keys=True)
-    return dumps(doc), value
+    value = write_json(data.pop(name), sort_keys=True)
+    return write_json(doc), value
 
 
 def _joined(partition: int, position: bytes | str, fields: dict[bytes, bytes], name: str,
@@ -115,18 +115,7 @@ def split_data(body: bytes) -> tuple[bytes, bytes]:
     """In the worker process: the body with empty data, and the data's JSON as it was."""
     doc = orjson.loads(body)
     data = doc.pop("d", {}) if isinstance(doc, dict) else {}
-    return orjson.dumps({**doc, "d": {}}), dumps(data)
-
-
-def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
-    """``orjson.dumps``; for a value nested deeper than orjson writes (254 levels, which
-    versions before the limit on stored JSON let a big body's field reach inside its
-    event), the standard library's JSON, which writes what orjson reads."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
-    except orjson.JSONEncodeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"),
-                          sort_keys=sort_keys).encode()
+    return orjson.dumps({**doc, "d": {}}), write_json(data)
 
 
 async def decode_unparsed(partition: int, position: bytes | str,

@@ -79,3 +79,14 @@ def parse_object(text: str | None, option: str) -> dict[str, Any]:
     except ValueError as exc:
         raise InvalidInput(f"{option} cannot be stored: {exc}") from None
     return value
+
+
+def write_json(value: Any, *, sort_keys: bool = False) -> bytes:
+    """``orjson.dumps``; for a value nested deeper than orjson writes (254 levels, which
+    versions before ``MAX_JSON_DEPTH`` let a big body's field reach inside its event),
+    the standard library's JSON, which writes what orjson reads."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+                          sort_keys=sort_keys).encode()

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 
+from chatlog.event_build import construct
+from chatlog.events import SCHEMA_VERSION, MessageAppended, NewEvent
 from chatlog.eventstore import EventStore
 from chatlog.eventstore.archive import Archive
+from chatlog.identity import normalize_project_id
 from tests.helpers import message
 from tests.sealing import archiver
 
@@ -85,6 +91,7 @@ def test_tail_follows_new_events(run: Callable[..., subprocess.CompletedProcess[
          "unknown event type 'bogus.type'; known types: "),
         (["append", "p", "x", "--metadata", "[1]"], "must be a JSON object"),
         (["tail", "--after", "yesterday"], "is not of the form"),
+        (["tail", "--after", "\uff11-0"], "is not of the form"),  # fullwidth digits
         (["trim", "0", "bad", "--yes"], "is not of the form"),
     ],
 )
@@ -195,3 +202,29 @@ def test_a_redis_url_redis_py_cannot_read_is_one_line_without_its_password(
     assert proc.stderr.startswith("Error: invalid Redis URL: ") and message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "secret" not in proc.stderr
+
+
+def test_tail_writes_a_value_older_versions_stored_too_deep_for_orjson(
+    run: Callable[..., subprocess.CompletedProcess[str]], redis_url: str, key_prefix: str
+) -> None:
+    """A big message's metadata 254 levels deep (what the HTTP API stored before its
+    depth limit) made ``chatlog tail`` end in a traceback."""
+    deep = b'{"d":' + b"[" * 253 + b"]" * 253 + b',"pad":"' + b"a" * 70_000 + b'"}'
+
+    async def plant() -> None:
+        store = await EventStore.open(redis_url, prefix=key_prefix)
+        try:
+            await store.append_one(construct(NewEvent, {
+                "id": uuid.uuid4(), "id_supplied": False, "type": MessageAppended.event_type,
+                "project": normalize_project_id("Legacy"), "project_name": "Legacy",
+                "aggregate_type": "thread", "aggregate_id": "t-1",
+                "data": {"thread_id": "t-1", "role": "user", "content": "old",
+                         "metadata": orjson.Fragment(deep)},
+                "schema_version": SCHEMA_VERSION, "blob": None}))
+        finally:
+            await store.close()
+
+    asyncio.run(plant())
+    proc = run("tail", "--no-follow", "--project", "Legacy")
+    (line,) = proc.stdout.splitlines()
+    assert orjson.dumps(orjson.loads(line)["data"]["metadata"]) == deep

@@ -10,7 +10,6 @@ import uuid
 from typing import Any
 
 import click
-import orjson
 
 from chatlog.cli._app import cli, run_async, settings_from
 from chatlog.errors import InvalidInput, PositionTrimmed
@@ -23,7 +22,7 @@ from chatlog.eventstore.project_index import indexed, read_projects
 from chatlog.eventstore.runtime import open_store
 from chatlog.filters import require_known_types
 from chatlog.identity import normalize_project_id, normalize_thread_id
-from chatlog.json_values import parse_object
+from chatlog.json_values import parse_object, write_json
 
 
 @cli.command()
@@ -128,7 +127,7 @@ async def tail(ctx: click.Context, after: str | None, project: str | None,
             if (key is None or ev.project == key.key) and (not types or ev.type in types):
                 doc = ev.model_dump(mode="json")
                 doc["cursor"] = str(cur)
-                sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+                sys.stdout.write(write_json(doc).decode() + "\n")
                 printed += 1
             return limit is not None and printed >= limit
 
