@@ -100,6 +100,12 @@ async def test_an_event_stored_deeper_than_json_writes_back_is_replayed_and_stre
     assert streamed["position"] == after["position"]
     resp.close()
 
+    resp = await client.get("/v1/projects/Legacy/threads/t-1/messages",
+                            params={"min_position": event["position"]})
+    assert resp.status == 200, await resp.text()
+    (message,) = (await resp.json())["messages"]
+    assert orjson.dumps(message["metadata"]) == deep
+
     resp = await client.get("/v1/events/stream", params={"project": "Legacy"},
                             headers={"Last-Event-ID": "0"})
     assert resp.status == 200
