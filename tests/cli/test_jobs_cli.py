@@ -64,6 +64,17 @@ def test_enqueue_list_show(redis_url: str, key_prefix: str, tmp_path: Path) -> N
     assert again.exit_code == 1 and "exists already" in again.output
 
 
+def _log_length(redis_url: str, key_prefix: str) -> int:
+    async def length() -> int:
+        store = await EventStore.open(redis_url, prefix=key_prefix)
+        try:
+            return (await store.status()).length
+        finally:
+            await store.close()
+
+    return asyncio.run(length())
+
+
 def test_a_rejected_job_leaves_no_workflow_behind(
     redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
@@ -73,15 +84,7 @@ def test_a_rejected_job_leaves_no_workflow_behind(
                                    "--job-id", "a/b"], env=env)
     assert bad.exit_code == 1 and "job id" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
-
-    async def log_length() -> int:
-        store = await EventStore.open(redis_url, prefix=key_prefix)
-        try:
-            return (await store.status()).length
-        finally:
-            await store.close()
-
-    assert asyncio.run(log_length()) == 0
+    assert _log_length(redis_url, key_prefix) == 0
 
 
 @pytest.mark.parametrize("payload", ['{"a": 123456789012345678901234567890}', '{"a": NaN}',
@@ -103,12 +106,4 @@ def test_a_payload_http_would_refuse_is_one_line_and_writes_nothing(
     assert appended.exit_code == 1, appended.output
     assert "--metadata" in appended.output
     assert len(appended.output.strip().splitlines()) == 1
-
-    async def log_length() -> int:
-        store = await EventStore.open(redis_url, prefix=key_prefix)
-        try:
-            return (await store.status()).length
-        finally:
-            await store.close()
-
-    assert asyncio.run(log_length()) == 0
+    assert _log_length(redis_url, key_prefix) == 0
