@@ -420,7 +420,7 @@ class Eraser:
             if path.exists():
                 purged += await asyncio.to_thread(
                     purge_read_model, path, report.project, report.thread_id,
-                    report.aggregates)
+                    report.aggregates, before=report.tombstone_position)
         # The projector deleted most of them when it applied the tombstone: the rows
         # were counted before it was appended.
         report.read_model_rows = max(report.read_model_rows, purged)

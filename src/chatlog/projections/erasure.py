@@ -170,18 +170,55 @@ class ErasureProjection:
             erase_rows(conn, str(ev.project), thread if isinstance(thread, str) else None)
 
 
+def purge_rows(conn: sqlite3.Connection, project: str, thread_id: str | None,
+               aggregates: str | None, before: str) -> int:
+    """Delete the scope's rows of events before the tombstone at ``before`` (what its
+    projector has not deleted already), never a row of a later event: messages and
+    workflow history by position, workflows by their last event's, threads left with
+    no message; the project's row derived again. Return how many."""
+    cut = parse_position(before)
+    conn.create_function("chatlog_before", 1, lambda pos: parse_position(pos) < cut,
+                         deterministic=True)
+    kind, _, prefix = (aggregates or "").partition("/")
+    if aggregates is not None and kind not in ROW_AGGREGATES:
+        return 0
+    args: tuple[str | int, ...] = (project,)
+    threads = workflows = "project = ?"
+    if thread_id is not None:
+        threads, args = "project = ? AND thread_id = ?", (project, thread_id)
+    elif aggregates is not None:
+        threads, args = "project = ? AND substr(thread_id, 1, ?) = ?", (project, len(prefix),
+                                                                         prefix)
+        workflows = "project = ? AND substr({id}, 1, ?) = ?"
+    removed = 0
+    if kind in ("", "thread") and _db.table_exists(conn, "threads"):
+        removed += conn.execute(f"DELETE FROM messages WHERE {threads}"
+                                " AND chatlog_before(position)", args).rowcount
+        removed += conn.execute(
+            f"DELETE FROM threads WHERE {threads} AND NOT EXISTS (SELECT 1 FROM messages m"
+            " WHERE m.project = threads.project AND m.thread_id = threads.thread_id)",
+            args).rowcount
+        refresh_project(conn, project)
+    if thread_id is None and kind in ("", "workflow") and _db.table_exists(conn, "workflows"):
+        for table, column in (("workflow_history", "workflow_id"), ("workflows", "id")):
+            removed += conn.execute(
+                f"DELETE FROM {table} WHERE {workflows.format(id=column)}"
+                " AND chatlog_before(position)", args).rowcount
+    return removed
+
+
 def purge_read_model(path: Path, project: str, thread_id: str | None,
-                     aggregates: str | None = None) -> int:
-    """Delete the scope's rows (the ``aggregates`` under a prefix, when given) from the
-    read model at ``path`` with ``secure_delete`` on, then checkpoint its WAL with
-    TRUNCATE, so neither the file's free pages nor a WAL frame keeps the text; return
-    the rows deleted."""
+                     aggregates: str | None = None, *, before: str) -> int:
+    """Delete the scope's rows (the ``aggregates`` under a prefix, when given) of events
+    before the tombstone at ``before`` from the read model at ``path`` with
+    ``secure_delete`` on (:func:`purge_rows`), then checkpoint its WAL with TRUNCATE, so
+    neither the file's free pages nor a WAL frame keeps the text; return the rows
+    deleted."""
     conn = _db.connect_writer(path)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            removed = (erase_rows(conn, project, thread_id) if aggregates is None
-                       else erase_aggregate_rows(conn, project, aggregates))
+            removed = purge_rows(conn, project, thread_id, aggregates, before)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -196,3 +233,18 @@ def purge_read_model(path: Path, project: str, thread_id: str | None,
             time.sleep(0.05)
     finally:
         conn.close()
+
+
+def cut_after_erasures(events: list[RecordedEvent]) -> list[list[RecordedEvent]]:
+    """``events`` in parts that end with each erasure tombstone: every projection
+    applies one part before the next, so a tombstone deletes the rows of the events
+    before it, not of those after it in the same batch (a thread's history that
+    starts again at version 1 after its erasure, say). One part when there is none."""
+    if not any(e.type == ERASURE_TYPE for e in events):
+        return [events]
+    parts: list[list[RecordedEvent]] = [[]]
+    for e in events:
+        parts[-1].append(e)
+        if e.type == ERASURE_TYPE:
+            parts.append([])
+    return [part for part in parts if part]

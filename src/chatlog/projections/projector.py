@@ -44,6 +44,7 @@ from chatlog.projections import _db
 from chatlog.projections._big_events import decode_batch
 from chatlog.projections._bootstrap import bootstrap
 from chatlog.projections.base import Projection
+from chatlog.projections.erasure import cut_after_erasures
 from chatlog.projections.lag import ProjectionLag, measure_lag
 from chatlog.settings import Settings
 
@@ -464,11 +465,10 @@ class Projector:
                         continue
                     past[e.partition] = True
                 fresh.append(e)
-            for proj in self.projections:
-                wanted = proj.event_types
-                mine = [e for e in fresh if e.type in wanted]
-                if mine:
-                    proj.apply(conn, mine)
+            for part in cut_after_erasures(fresh):  # (in log order across tombstones)
+                for proj in self.projections:
+                    if mine := [e for e in part if e.type in proj.event_types]:
+                        proj.apply(conn, mine)
             unknown = sum(1 for e in fresh if e.type not in self._known)
             _db.add_counter(conn, "skipped_unknown", unknown)
             positions = list(found.positions)
