@@ -7,20 +7,35 @@ environment.
 from __future__ import annotations
 
 import ipaddress
+import math
 import uuid
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chatlog.identity import DEFAULT_PROJECT_NAMESPACE
+
+#: The longest duration a setting may name (ten years): a timeout, lease or window
+#: beyond it (or infinite) cannot be kept as Redis milliseconds or an asyncio timer.
+MAX_SECONDS = 10 * 365 * 24 * 3600
 
 
 class Settings(BaseSettings):
     """chatlog's settings; every field can be set as ``CHATLOG_<NAME>``."""
 
     model_config = SettingsConfigDict(env_prefix="CHATLOG_", extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _finite(cls, value: object) -> object:
+        """Every float setting is a finite number of seconds up to ``MAX_SECONDS``."""
+        if isinstance(value, float) and not (math.isfinite(value) and
+                                             abs(value) <= MAX_SECONDS):
+            raise ValueError(f"must be a finite number of seconds up to {MAX_SECONDS:,} "
+                             f"(ten years), not {value}")
+        return value
 
     redis_url: str | None = Field(
         default=None,
