@@ -110,7 +110,8 @@ class Settings(BaseSettings):
     replay_page_bytes: int = Field(
         default=4 * 1_048_576, ge=1024, description="Event bytes a replay page holds at most "
         "(beside its limit; a page always holds one event): has_more says go on")
-    log_level: str = Field(default="INFO")
+    log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$",
+                           description="debug, info, warning, error or critical")
     archive_url: str | None = Field(
         default=None,
         description="Where sealed segments of old events go: a directory, file:// or an fsspec "

@@ -93,6 +93,11 @@ def test_tail_follows_new_events(run: Callable[..., subprocess.CompletedProcess[
         (["tail", "--after", "yesterday"], "is not of the form"),
         (["tail", "--after", "\uff11-0"], "is not of the form"),  # fullwidth digits
         (["trim", "0", "bad", "--yes"], "is not of the form"),
+        # were tracebacks (an adversarial pass): Redis refused them as stream ids
+        (["delete-before", "0", "0-0", "--yes"], "no position of a stream"),
+        (["delete-before", "0", "1-99999999999999999999", "--yes"], "no position of a stream"),
+        (["--redis-url", "redis://[::1", "status"], "invalid Redis URL"),
+        (["--redis-url", "redis://h:99999", "status"], "invalid Redis URL"),
     ],
 )
 def test_bad_input_is_one_readable_line(run: Callable[..., subprocess.CompletedProcess[str]],
@@ -228,3 +233,26 @@ def test_tail_writes_a_value_older_versions_stored_too_deep_for_orjson(
     proc = run("tail", "--no-follow", "--project", "Legacy")
     (line,) = proc.stdout.splitlines()
     assert orjson.dumps(orjson.loads(line)["data"]["metadata"]) == deep
+
+
+@pytest.mark.parametrize(("option", "env", "message"), [
+    (["--data-dir", "{file}"], {}, "as the data dir: it is not a directory"),
+    ([], {"CHATLOG_ARCHIVE_URL": "{file}"}, "as the archive: it is not a directory"),
+    ([], {"CHATLOG_ARCHIVE_URL": "/proc/no-archive-here"}, "as the archive: "),
+    ([], {"CHATLOG_LOG_LEVEL": "junk"}, "invalid setting log_level"),
+])
+def test_serve_on_a_place_it_cannot_use_says_so_in_one_line(
+    tmp_path: Path, option: list[str], env: dict[str, str], message: str
+) -> None:
+    """These were tracebacks from ``chatlog serve`` (an adversarial pass)."""
+    afile = tmp_path / "a-file"
+    afile.write_text("")
+    fill = {k: v.format(file=afile) for k, v in env.items()}
+    proc = subprocess.run(
+        [*CHATLOG, *[o.format(file=afile) for o in option], "serve", "--port", "0"],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("CHATLOG_")},
+             "CHATLOG_DATA_DIR": str(tmp_path / "data"), **fill},
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -138,7 +138,10 @@ def checked_url(url: str, *, blocking: bool = False) -> str:
     """``url`` once its timeouts are known good (else :class:`ConfigError`, without the
     URL: it may hold a password); for a ``blocking`` client without ``socket_timeout``
     (the reply timeout: never for ``XREAD BLOCK``)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)  # (a cluster URL's netloc holds several host:port pairs)
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis URL: {exc}") from None
     options = parse_qsl(parts.query, keep_blank_values=True)
     for name, given in options:
         if name in _SECONDS_OPTIONS and given:  # (redis-py skips an empty one)

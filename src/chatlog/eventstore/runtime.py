@@ -121,12 +121,17 @@ async def own_data_dir(settings: Settings, command: str, *,
     under the data dir still have one owner). Raises :class:`DataDirError`
     naming the owner when another process owns it.
     """
-    if create:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    elif not has_data(settings):
-        raise no_data_here(settings)
-    lock = DataDirLock(settings.data_dir)
-    other = lock.acquire(command)
+    try:
+        if create:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        elif not has_data(settings):
+            raise no_data_here(settings)
+        lock = DataDirLock(settings.data_dir)
+        other = lock.acquire(command)
+    except OSError as exc:  # a file there, no such filesystem, a name too long...
+        why = ("it is not a directory" if settings.data_dir.exists()
+               and not settings.data_dir.is_dir() else exc.strerror or exc)
+        raise DataDirError(f"cannot use {settings.data_dir} as the data dir: {why}") from None
     if other is not None:
         raise DataDirError(
             f"data dir {settings.data_dir} is owned by {other.describe()}; stop it first, "

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from chatlog.errors import InvalidInput, PartitionMismatch, PositionTrimmed
+from chatlog.errors import InvalidInput, InvalidPosition, PartitionMismatch, PositionTrimmed
 from chatlog.events import NewEvent, RecordedEvent, aggregate_key
 from chatlog.eventstore import _status, _watermark, codec, idempotency, tiers
 from chatlog.eventstore._append import Appender
@@ -475,11 +475,10 @@ class EventStore:
         it again finishes the job. No archiver may run meanwhile (docs/retention.md).
         """
         self._check_partition(partition)
-        parse_position(before)
-        removed = 0
-        if self.archive is not None:
-            removed = await tiers.delete_both(self.redis, self.keys, self.archive, partition,
-                                              before)
+        if (cut := parse_position(before)) == (0, 0) or max(cut) > 2**64 - 1:
+            raise InvalidPosition(f"{before} is no position of a stream: nothing to delete")
+        removed = 0 if self.archive is None else await tiers.delete_both(
+            self.redis, self.keys, self.archive, partition, before)
         trimmed, _ = await guard(
             self._trim_script(
                 keys=[self.keys.log(partition), self.keys.horizon(partition)], args=[before]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from chatlog.errors import ConfigError
+from chatlog.errors import ArchiveError, ConfigError
 
 
 class Storage:
@@ -149,7 +149,11 @@ def storage_for(url: str) -> Storage:
     if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and os.name == "nt"):
         path = parsed.path if parsed.scheme == "file" else url
         root = str(Path(path).expanduser().absolute())
-        os.makedirs(root, exist_ok=True)
+        try:
+            os.makedirs(root, exist_ok=True)
+        except OSError as exc:  # a file there, no such filesystem, a name too long...
+            why = "it is not a directory" if os.path.exists(root) else exc.strerror or exc
+            raise ArchiveError(f"cannot use {root} as the archive: {why}") from None
         return Storage(root)
     return FsspecStorage(url)
 
