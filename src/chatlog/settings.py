@@ -27,6 +27,14 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CHATLOG_", extra="forbid")
 
+    @field_validator("tokens_file", mode="before")
+    @classmethod
+    def _named(cls, value: object) -> object:
+        """``CHATLOG_TOKENS_FILE=`` is no file name (it read as the directory '.')."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty: name the tokens file, or leave the setting out")
+        return value
+
     @field_validator("*")
     @classmethod
     def _finite(cls, value: object) -> object:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
+from chatlog.errors import ConfigError
+from chatlog.http import TokenRegistry
+from chatlog.identity import DEFAULT_PROJECT_NAMESPACE
+from chatlog.settings import Settings
 from tests.http.conftest import bearer, post_message
 
 PROBLEM = "application/problem+json"
@@ -160,6 +168,32 @@ async def test_invalid_tokens_file_is_a_clear_config_error(tmp_path) -> None:
         TokenRegistry.load(bad, DEFAULT_PROJECT_NAMESPACE)
     with pytest.raises(ConfigError, match="cannot read"):
         TokenRegistry.load(tmp_path / "missing.json", DEFAULT_PROJECT_NAMESPACE)
+
+
+@pytest.mark.parametrize(("entries", "match"), [
+    # the same token twice: the last entry won without a word (an admin quietly dropped)
+    ([{"token": "same-token-1", "admin": True}, {"token": "same-token-1", "read": ["x"]}],
+     "tokens 1 and 2 are the same token"),
+    ([{"token": "long-enough-1", "admin": "yes"}], r"tokens\.0\.admin"),  # was taken as true
+    ([{"token": "has a space-1"}], r"tokens\.0\.token"),  # no header can carry these
+    ([{"token": "line\nbreak-123"}], r"tokens\.0\.token"),
+    ([{"token": "long-enough-1", "read": [""]}], r"tokens\.0\.read"),  # was system-master
+    ([{"token": "long-enough-1", "write": ["  "]}], r"tokens\.0\.write"),
+])
+def test_a_tokens_file_that_cannot_mean_what_it_says_is_refused(
+    tmp_path: Path, entries: list[dict[str, object]], match: str
+) -> None:
+    """An adversarial pass found each of these accepted."""
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"tokens": entries}))
+    with pytest.raises(ConfigError, match=match):
+        TokenRegistry.load(path, DEFAULT_PROJECT_NAMESPACE)
+
+
+def test_an_empty_tokens_file_setting_is_refused() -> None:
+    """``CHATLOG_TOKENS_FILE=`` was read as the directory '.'; it is no file name."""
+    with pytest.raises(ValidationError, match="tokens_file"):
+        Settings(tokens_file="")
 
 
 async def test_openapi_lists_every_route(client) -> None:

@@ -26,33 +26,49 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from chatlog.errors import ConfigError, Forbidden, Unauthorized
 from chatlog.http._server import ChatlogRequestHandler
 from chatlog.identity import ProjectKey, normalize_project_id
 
+#: A project named in a scope: not blank (``""`` would name the system scope).
+_Scope = Annotated[str, Field(pattern=r"\S")]
+
 
 class TokenEntry(BaseModel):
-    """One token of the tokens file."""
+    """One token of the tokens file (JSON types as they are: ``"yes"`` is not true)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    token: str = Field(min_length=8)
+    #: What a client sends after ``Bearer ``: printable ASCII, no spaces.
+    token: str = Field(min_length=8, pattern=r"^[!-~]+$")
     name: str = ""
     admin: bool = False
-    read: list[str] = Field(default_factory=list)
-    write: list[str] = Field(default_factory=list)
+    read: list[_Scope] = Field(default_factory=list)
+    write: list[_Scope] = Field(default_factory=list)
     #: Projects this token may erase (``DELETE`` of the project or its threads).
-    erase: list[str] = Field(default_factory=list)
+    erase: list[_Scope] = Field(default_factory=list)
 
 
 class TokensFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tokens: list[TokenEntry]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TokensFile:
+        """One entry per token: a second one silently replaced the first."""
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(self.tokens, 1):
+            if entry.token in seen:
+                raise ValueError(f"tokens {seen[entry.token]} and {i} are the same token; "
+                                 "give each its own, or merge their scopes")
+            seen[entry.token] = i
+        return self
 
 
 @dataclass(frozen=True)
