@@ -4,6 +4,7 @@ the text; who may erase."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from pathlib import Path
@@ -125,3 +126,26 @@ async def test_erasing_what_was_never_written_is_refused(api: Any) -> None:
     assert [e["type"] for e in events["events"]] == ["message.appended"]
     resp = await client.delete("/v1/projects/Blog/threads/t1")
     assert resp.status == 200
+
+
+async def test_what_is_appended_after_the_answer_is_kept(api: Any) -> None:
+    """The answer names the tombstone, also with ``wait=0``: the erasure covers what came
+    before it, and a message acknowledged after the answer is kept (an adversarial pass
+    found the 202 sent before the tombstone existed, and a later append erased)."""
+    client = await api()
+    await post_message(client, "Blog", "erased", thread_id="t1")
+    resp = await client.delete("/v1/projects/Blog/threads/t1", params={"wait": "0"})
+    assert resp.status in (200, 202), await resp.text()
+    report = await resp.json()
+    assert report["tombstone_position"] is not None
+    after = await post_message(client, "Blog", "kept", thread_id="t1")
+    for _ in range(200):
+        status = await (await client.get(resp.headers["Location"])).json()
+        if status["state"] == "done":
+            break
+        await asyncio.sleep(0.05)
+    assert status["state"] == "done"
+    page = await client.get("/v1/projects/Blog/threads/t1/messages",
+                            params={"min_position": after["position"]})
+    assert page.status == 200, await page.text()
+    assert [m["content"] for m in (await page.json())["messages"]] == ["kept"]

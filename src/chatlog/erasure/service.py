@@ -253,6 +253,22 @@ class Eraser:
         await guard(self.store.redis.sadd(self.store.keys.erasures, report.erasure_id))
         return report
 
+    async def tombstone(self, erasure_id: str) -> ErasureReport:
+        """Take a recorded erasure's first step now: append its tombstone, which cuts the
+        log (what comes before it is erased; what is appended after it is kept). Not
+        behind another erasure's AOF rewrite, as :meth:`run` would take it: the API
+        answers with the tombstone, so nothing acknowledged after the answer is erased."""
+        report = await self.status(erasure_id)
+        if report is None:
+            raise KeyError(erasure_id)
+        if report.step == "recorded":
+            await self._tombstoned(report)
+            report.step = "tombstoned"
+            await self._save(report)
+            if self.on_step is not None:
+                self.on_step("tombstoned")
+        return report
+
     async def erase(self, project: uuid.UUID, project_name: str, thread_id: str | None = None,
                     *, requested_by: str = "") -> ErasureReport:
         """Erase ``project`` (or only its thread ``thread_id``) from every tier; return

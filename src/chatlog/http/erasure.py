@@ -113,6 +113,7 @@ async def _erase(request: web.Request, thread_id: str | None) -> web.Response:
     await eraser.require_scope(project.key, project.display, thread_id)
     who = st.tokens.authenticate(request).name
     report = await eraser.request(project.key, project.display, thread_id, requested_by=who)
+    await eraser.tombstone(report.erasure_id)  # before any answer: it cuts the log
     task = asyncio.get_running_loop().create_task(eraser.run(report.erasure_id))
     st.background.add(task)
     task.add_done_callback(_finished(st))
