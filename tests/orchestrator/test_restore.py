@@ -298,3 +298,34 @@ async def test_a_lost_job_push_before_the_snapshot_is_queued_on_a_node_without_r
         return await job_payload(store, project, "job-lost-1") is not None
 
     await eventually(queued, what="the lost job to be queued after the restart")
+
+
+async def test_a_running_workflows_run_deadline_survives_a_restart(
+    orchestrator_factory: Callable[..., Any], store: EventStore, settings: Settings,
+    project: ProjectKey,
+) -> None:
+    """The read model restored a running workflow's wait from its ``workflow.created``
+    (an adversarial pass): the run deadline became the start deadline. A run of an hour
+    was failed "waiting for start_task" once that passed; a run of 0.3 s ran on until
+    it. Started, approved and rejected open the run's wait too."""
+    first: Orchestrator = await orchestrator_factory(start=False)
+    await first.create_workflow(project, workflow_id="wf-hour", start_timeout=0.2,
+                                run_timeout=3600)
+    await first.start_workflow(project, "wf-hour")
+    await first.create_workflow(project, workflow_id="wf-brief", start_timeout=3600,
+                                run_timeout=0.3)
+    await first.start_workflow(project, "wf-brief")
+    await _project(store, settings)
+
+    second: Orchestrator = await orchestrator_factory()
+    waits = {w.workflow_id: w for w in second._timers.open.values()}
+    assert waits["wf-hour"].awaited == waits["wf-brief"].awaited == "completion"
+    assert waits["wf-hour"].timeout == 3600 and waits["wf-brief"].timeout == 0.3
+
+    async def brief_failed() -> bool:
+        return "workflow.failed" in await _types_of(store, "wf-brief")
+
+    await eventually(brief_failed, timeout=10, what="wf-brief to time out at its run deadline")
+    assert "workflow.timed_out" not in await _types_of(store, "wf-hour")
+    view = await second.complete(project, "wf-hour", result={})
+    assert view.state == "completed"

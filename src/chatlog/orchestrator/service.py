@@ -55,7 +55,7 @@ from chatlog.orchestrator.commands import (
     timeout_reason,
     utc_now,
 )
-from chatlog.orchestrator.machine import WorkflowState, wait_outcome
+from chatlog.orchestrator.machine import TIMEOUT_FIELDS, WorkflowState, wait_outcome
 from chatlog.orchestrator.views import WorkflowView
 from chatlog.projections.workflows import OpenWaitRow, recent_jobs, restore_point
 from chatlog.settings import Settings
@@ -480,7 +480,7 @@ def _restored_wait(row: OpenWaitRow) -> OpenWait | None:
     if target not in AWAITED or not isinstance(raw, str):
         return None
     project = uuid.UUID(row.project)
-    timeout = row.data.get("start_timeout", row.data.get("approval_timeout", 0.0))
+    timeout = next((row.data[k] for k in TIMEOUT_FIELDS if k in row.data), 0.0)
     return OpenWait(
         key=aggregate_key(project, "workflow", row.workflow_id),
         project=project,

@@ -241,6 +241,10 @@ def _summary(r: tuple[Any, ...]) -> WorkflowSummary:
 
 # -- the orchestrator's restore point ------------------------------------------------
 
+#: The events that open a wait with a deadline: created and approval requested, and
+#: started, approved and rejected when the workflow has a run timeout. The latest of
+#: them in a workflow with a deadline opened its wait.
+OPENING_TYPES = tuple(sorted(t for t, state in STATE_AFTER.items() if state in AWAITED))
 _OPEN_WAITS_WITH_OPENING = """
 SELECT w.project, w.id, w.project_name, w.version, h.type, h.data, h.time_ms
 FROM workflows AS w
@@ -248,9 +252,9 @@ JOIN workflow_history AS h
   ON h.project = w.project AND h.workflow_id = w.id AND h.version = (
      SELECT MAX(version) FROM workflow_history
      WHERE project = w.project AND workflow_id = w.id
-       AND type IN ('workflow.created', 'workflow.approval_requested'))
+       AND type IN ({opening}))
 WHERE w.deadline_ms IS NOT NULL
-"""
+""".format(opening=", ".join(f"'{t}'" for t in OPENING_TYPES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,9 +266,10 @@ class OpenWaitRow:
     project_name: str
     #: The workflow's latest version at the checkpoint (job events included).
     version: int
-    #: ``workflow.created`` or ``workflow.approval_requested``.
+    #: One of ``OPENING_TYPES``.
     opened_by: str
-    #: That event's data (``deadline``, ``start_timeout`` / ``approval_timeout``).
+    #: That event's data (``deadline``; ``start_timeout``, ``approval_timeout`` or
+    #: ``run_timeout``).
     data: dict[str, Any]
     #: That event's time (ms since the epoch).
     time_ms: int
