@@ -237,6 +237,26 @@ def _dead_letter_one(server: Server, project: str) -> str:
     return str(job["job_id"])
 
 
+def test_a_list_that_cannot_be_read_shows_no_other_projects_items(
+        server: Server, page: Any, expected_console_errors: list[str]) -> None:
+    """When another project's list request fails (here a 400 for its name), the previous
+    project's workflows and jobs left on screen were taken for its own: a click asked
+    for them under the new project (404). An adversarial pass found it."""
+    expected_console_errors.append("status of 400")  # the lists asked for
+    wf = create_workflow(server, "Ops-Stale", "kept")
+    server.call("POST", "/v1/projects/Ops-Stale/jobs", {"kind": "echo"})
+    page.goto(f"{server.base}/#/workflows?project=Ops-Stale")
+    expect(page.locator("#wf-list li.wf")).to_have_count(2)  # (the job's own, and wf)
+    expect(page.locator(f'#wf-list button[data-workflow-id="{wf}"]')).to_have_count(1)
+    page.goto(f"{server.base}/#/workflows?project=%00")
+    expect(page.locator("#wf-list li.wf")).to_have_count(0)
+    expect(page.locator("#wf-list")).to_contain_text("could not be read")
+    page.goto(f"{server.base}/#/jobs?project=Ops-Stale")
+    expect(page.locator("#jobs-rows tr.job")).to_have_count(1)
+    page.goto(f"{server.base}/#/jobs?project=%00")
+    expect(page.locator("#jobs-rows tr.job")).to_have_count(0)
+
+
 def test_jobs_view_shows_a_dead_lettered_job(server: Server, page: Any) -> None:
     job_id = _dead_letter_one(server, "Render-Farm")
     page.goto(f"{server.base}/#/jobs?project=Render-Farm&state=dead")

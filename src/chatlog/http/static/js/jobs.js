@@ -71,6 +71,8 @@ async function load({ more = false } = {}) {
   try {
     data = await api(`${projectPath(project)}/jobs${query({ state, limit: PAGE, cursor: more ? cursor : undefined })}`);
   } catch (err) {
+    if (want !== `${project}|${state}`) return;
+    if (!more) $("#jobs-rows").replaceChildren();  // not the previous project's jobs
     if (err instanceof ApiError && (err.status === 404 || err.status === 405) && !err.body?.detail?.includes("project")) {
       note.textContent = "This server has no jobs API.";
     } else {

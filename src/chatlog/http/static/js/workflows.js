@@ -111,6 +111,13 @@ async function loadList({ more = false, searched = false } = {}) {
       cursor: more ? listCursor : undefined,
     })}`);
   } catch (err) {
+    if (project !== params.project) return;
+    if (!more) {  // not another project's list under this one's name (its ids would 404)
+      listCursor = null;
+      $("#wf-list").replaceChildren(el("li", { class: "muted" }, "The workflows could not be read."));
+      $("#wf-more").hidden = true;
+      $("#wf-list-count").textContent = "";
+    }
     showError(err, "Workflows");
     return;
   }
