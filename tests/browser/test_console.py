@@ -207,7 +207,9 @@ def test_a_workflow_created_on_the_page_times_out_on_screen(server: Server, page
 def _dead_letter_one(server: Server, project: str) -> str:
     """Enqueue a job over HTTP and let a worker fail it until it is dead-lettered."""
     from chatlog.eventstore.runtime import open_store
+    from chatlog.identity import normalize_project_id
     from chatlog.orchestrator import Worker
+    from chatlog.orchestrator.job_records import read_job
     from chatlog.settings import Settings
 
     try:
@@ -226,8 +228,13 @@ def _dead_letter_one(server: Server, project: str) -> str:
 
             worker = Worker(opened.store, settings, handler)
             task = asyncio.create_task(worker.run())
-            await eventually(lambda: worker.processed >= 1, timeout=20,
-                             what="the worker to dead-letter the job")
+
+            async def dead() -> bool:  # this job (other tests' jobs may come first)
+                view = await read_job(opened.store, normalize_project_id(project),
+                                      str(job["job_id"]))
+                return view is not None and view.state == "dead"
+
+            await eventually(dead, timeout=20, what="the worker to dead-letter the job")
             await worker.stop()
             await task
 
