@@ -4,7 +4,6 @@ the text; who may erase."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 from chatlog.eventstore import EmbeddedValkey
 from tests.erasure.test_erasure import files_holding
+from tests.helpers import eventually
 from tests.http.conftest import TOKENS, bearer, post_message, read_sse
 
 
@@ -139,12 +139,10 @@ async def test_what_is_appended_after_the_answer_is_kept(api: Any) -> None:
     report = await resp.json()
     assert report["tombstone_position"] is not None
     after = await post_message(client, "Blog", "kept", thread_id="t1")
-    for _ in range(200):
-        status = await (await client.get(resp.headers["Location"])).json()
-        if status["state"] == "done":
-            break
-        await asyncio.sleep(0.05)
-    assert status["state"] == "done"
+    async def done() -> bool:
+        return (await (await client.get(resp.headers["Location"])).json())["state"] == "done"
+
+    await eventually(done, what="the erasure to finish")
     page = await client.get("/v1/projects/Blog/threads/t1/messages",
                             params={"min_position": after["position"]})
     assert page.status == 200, await page.text()

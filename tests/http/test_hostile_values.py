@@ -25,6 +25,7 @@ from chatlog.eventstore import EventStore
 from chatlog.eventstore.codec import parse_position
 from chatlog.identity import normalize_project_id
 from chatlog.json_values import MAX_JSON_DEPTH
+from tests.helpers import eventually
 from tests.http.conftest import post_message, read_sse
 
 PAD = "a" * 70_000  # makes a body big (>= 64 KiB): parsed by the other path
@@ -135,7 +136,12 @@ async def test_the_fanout_survives_an_event_it_cannot_decode(client: Any, redis_
     and the catch-up read says what is wrong), and the next subscriber is served."""
     resp = await client.get("/v1/events/stream", params={"project": "Broken"})
     assert resp.status == 200
-    await asyncio.sleep(0.2)
+
+    async def subscribed() -> bool:  # the fan-out has it before the entry goes in
+        metrics = await (await client.get("/metrics")).text()
+        return "chatlog_sse_subscribers 1.0" in metrics
+
+    await eventually(subscribed, what="the stream to join the fan-out")
     store = await EventStore.open(redis_url, prefix=key_prefix)
     try:  # a stream entry no version of chatlog writes: its body is not JSON
         log = store.keys.log(store.partition_of(normalize_project_id("Broken")))
