@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import random
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from chatlog.events import TERMINAL
+from chatlog.http.auth import TOKEN_PATTERN
 from chatlog.orchestrator.views import WorkflowView
 
 T = TypeVar("T")
@@ -134,7 +136,7 @@ def auth_headers(token: str | None) -> dict[str, str]:
     """The Authorization header of ``token``; ValueError for one no header can carry."""
     if token is None:
         return {}
-    if not token or not token.isascii() or not token.isprintable() or " " in token:
+    if not re.fullmatch(TOKEN_PATTERN, token):
         raise ValueError("token must be printable ASCII without spaces (as the server's "
                          "tokens file has it)")
     return {"Authorization": f"Bearer {token}"}

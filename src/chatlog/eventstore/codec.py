@@ -22,6 +22,8 @@ from chatlog.eventstore._decode_fast import event_uuid, position_time
 from chatlog.eventstore.connection import text
 
 POSITION_RE = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")  # ASCII digits only
+#: The largest part of a stream id (milliseconds or sequence): 64 bits unsigned.
+MAX_ID = 2**64 - 1
 START = "0-0"
 
 

@@ -475,7 +475,7 @@ class EventStore:
         it again finishes the job. No archiver may run meanwhile (docs/retention.md).
         """
         self._check_partition(partition)
-        if (cut := parse_position(before)) == (0, 0) or max(cut) > 2**64 - 1:
+        if (cut := parse_position(before)) == (0, 0) or max(cut) > codec.MAX_ID:
             raise InvalidPosition(f"{before} is no position of a stream: nothing to delete")
         removed = 0 if self.archive is None else await tiers.delete_both(
             self.redis, self.keys, self.archive, partition, before)

@@ -35,6 +35,9 @@ from chatlog.errors import ConfigError, Forbidden, Unauthorized
 from chatlog.http._server import ChatlogRequestHandler
 from chatlog.identity import ProjectKey, normalize_project_id
 
+#: What a client sends after ``Bearer ``: printable ASCII, no spaces (the client
+#: checks its token with it too).
+TOKEN_PATTERN = r"^[!-~]+$"
 #: A project named in a scope: not blank (``""`` would name the system scope).
 _Scope = Annotated[str, Field(pattern=r"\S")]
 
@@ -44,8 +47,7 @@ class TokenEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    #: What a client sends after ``Bearer ``: printable ASCII, no spaces.
-    token: str = Field(min_length=8, pattern=r"^[!-~]+$")
+    token: str = Field(min_length=8, pattern=TOKEN_PATTERN)
     name: str = ""
     admin: bool = False
     read: list[_Scope] = Field(default_factory=list)

@@ -25,6 +25,7 @@ from chatlog.errors import ChatlogError, InvalidInput, InvalidPosition
 from chatlog.events import RecordedEvent
 from chatlog.eventstore import START, Cursor, EventStore, parse_position, position_after
 from chatlog.eventstore.backward import read_raw_before
+from chatlog.eventstore.codec import MAX_ID as _MAX_ID
 from chatlog.eventstore.project_index import read_projects_before
 from chatlog.filters import require_known_types
 from chatlog.http._big_json import json_answer
@@ -114,7 +115,6 @@ def build_filter(
     )
 
 
-_MAX_ID = 2**64 - 1
 #: A position after any a log holds (the largest one a cursor may name).
 _END = f"{_MAX_ID}-{_MAX_ID - 1}"
 
