@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -79,3 +81,42 @@ def test_applications_sharing_a_data_dir_outlive_the_first_to_close(tmp_path: Pa
         assert second.save(Aggregate())[-1].notification.id == 1
     finally:
         second.close()
+
+
+_NEVER_CLOSED = """
+import sys, uuid
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate
+app = Application[uuid.UUID](env=dict(arg.split("=", 1) for arg in sys.argv[1:]))
+app.save(Aggregate())
+print(app.recorder.max_notification_id())
+"""  # and no app.close(), as eventsourcing's own examples
+
+
+def _run_never_closed(env: dict[str, str]) -> str:
+    """Run a script whose application is never closed; its output. (It used to hang at
+    exit: the application's __del__ waited for a loop thread that no longer ran.)"""
+    args = [f"{k}={v}" for k, v in env.items()]
+    done = subprocess.run([sys.executable, "-c", _NEVER_CLOSED, *args], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_script_that_never_closes_its_application_exits(redis_url: str,
+                                                          key_prefix: str) -> None:
+    env = {"PERSISTENCE_MODULE": "chatlog.integrations.eventsourcing",
+           "CHATLOG_REDIS_URL": redis_url, "CHATLOG_KEY_PREFIX": key_prefix}
+    assert _run_never_closed(env) == "1"
+    assert _run_never_closed(env) == "2"
+
+
+def test_a_data_dir_application_never_closed_stops_its_server_at_exit(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {"PERSISTENCE_MODULE": "chatlog.integrations.eventsourcing",
+           "CHATLOG_DATA_DIR": str(data)}
+    assert _run_never_closed(env) == "1"
+    # stopped as the process exited, not left running as an orphan
+    assert (data / "valkey" / "valkey.log").read_text().rstrip().endswith("bye bye...")
+    assert _run_never_closed(env) == "2"

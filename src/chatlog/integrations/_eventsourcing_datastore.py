@@ -32,6 +32,7 @@ from chatlog.integrations._eventsourcing_scripts import (
 )
 from chatlog.integrations._runtime import (
     LoopThread,
+    close_at_exit,
     digest,
     open_log,
     project_key,
@@ -111,6 +112,7 @@ class Datastore:
         self._dropped = weakref.finalize(self, _release_dropped, self.runner, self._opened,
                                          self.wire, self.redis)
         self._dropped.atexit = False
+        close_at_exit(self)  # (an application is seldom closed: its script just ends)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._closed:

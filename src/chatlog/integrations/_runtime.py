@@ -11,10 +11,12 @@ partition's hash tag (one slot, also on a cluster).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import hashlib
 import logging
 import threading
+import weakref
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import Future
 from pathlib import Path
@@ -152,7 +154,10 @@ async def open_log(
             yield opened.store, settings
     finally:
         if url is not None:
-            await asyncio.to_thread(_Embedded.release, settings)
+            if _closing_at_exit:  # executors take no new work then: stop it here
+                _Embedded.release(settings)
+            else:
+                await asyncio.to_thread(_Embedded.release, settings)
 
 
 def project_key(project: str | None, settings: Settings) -> ProjectKey:
@@ -171,6 +176,37 @@ def event_body(
     return str(event.id), event.type, event.aggregate, encode_body(event)
 
 
+#: What is still open when the interpreter exits (see :func:`close_at_exit`).
+_to_close: weakref.WeakSet[Any] = weakref.WeakSet()
+_loops: weakref.WeakSet[LoopThread] = weakref.WeakSet()
+_closing_at_exit = False  # the interpreter is exiting: what is open is being closed
+_exiting = False  # ... and has been: no loop thread is waited for any more
+
+
+def close_at_exit(closable: Any) -> None:
+    """Call ``closable.close()`` at interpreter exit if it is still alive then.
+
+    Its loop thread is a daemon: once the interpreter finalizes it runs no more,
+    and a close that waits for it (an ``eventsourcing`` application dropped
+    without ``close()``, closed by its ``__del__`` at exit) would wait forever.
+    At exit the threads still run, so it is closed then, properly."""
+    _to_close.add(closable)
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    global _closing_at_exit, _exiting
+    _closing_at_exit = True
+    for closable in list(_to_close):
+        try:
+            closable.close()
+        except Exception:  # (a server gone already, say): exit all the same
+            log.debug("closing %r at exit failed", closable, exc_info=True)
+    _exiting = True  # from here on no loop thread is waited for
+    for runner in list(_loops):
+        runner.stop()
+
+
 class LoopThread:
     """An event loop on a daemon thread, for blocking callers of async code."""
 
@@ -180,6 +216,7 @@ class LoopThread:
         self._closing: asyncio.Task[None] | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+        _loops.add(self)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -211,7 +248,15 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and wait for its result (never call it from the loop)."""
+        """Run ``coro`` on the loop and wait for its result (never call it from the loop).
+
+        Once the interpreter is exiting (after its ``atexit`` calls) the loop's
+        daemon thread may never run again: then RuntimeError at once, not a wait
+        forever."""
+        if _exiting or self.loop.is_closed():
+            coro.close()
+            raise RuntimeError(f"{self._thread.name}: its loop has stopped (the "
+                               "interpreter is exiting, or it was closed)")
         return self.submit(coro).result()
 
     def stop(self) -> None:
