@@ -143,3 +143,13 @@ def test_a_decoded_entry_is_the_model_that_model_construct_builds() -> None:
         assert got.model_dump_json() == want.model_dump_json()
         assert got.time.timestamp() == 1700000000.123
         assert list(got.__dict__) == list(RecordedEvent.model_fields)
+
+
+@pytest.mark.parametrize(("position", "before"), [
+    ("5-3", "5-2"), ("5-0", f"4-{2**64 - 1}"), ("1-0", f"0-{2**64 - 1}"), ("0-0", "0-0"),
+])
+def test_the_position_just_before(position: str, before: str) -> None:
+    from chatlog.eventstore.codec import parse_position, position_before
+
+    assert position_before(position) == before
+    assert parse_position(before) <= parse_position(position)

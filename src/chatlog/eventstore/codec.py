@@ -158,6 +158,15 @@ def parse_position(text: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+def position_before(position: str) -> str:
+    """The greatest position that sorts before ``position`` (an exclusive lower bound
+    that keeps it); ``0-0`` for ``0-0``."""
+    ms, seq = parse_position(position)
+    if seq:
+        return f"{ms}-{seq - 1}"
+    return f"{ms - 1}-{MAX_ID}" if ms else "0-0"
+
+
 def position_after(a: str, b: str) -> bool:
     """True when position ``a`` comes after ``b``."""
     return parse_position(a) > parse_position(b)

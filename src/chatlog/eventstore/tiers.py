@@ -37,7 +37,14 @@ from typing import TYPE_CHECKING, Any
 from chatlog.errors import PositionTrimmed
 from chatlog.eventstore._cold import cold_page, holds_after
 from chatlog.eventstore._watermark import capped
-from chatlog.eventstore.codec import START, Cursor, flat_field, flat_fields, parse_position
+from chatlog.eventstore.codec import (
+    START,
+    Cursor,
+    flat_field,
+    flat_fields,
+    parse_position,
+    position_before,
+)
 from chatlog.eventstore.connection import guard, text
 from chatlog.eventstore.keys import Keys
 
@@ -200,18 +207,12 @@ async def archived_head(archive: Archive, partition: int) -> str:
     return await asyncio.to_thread(newest) or START
 
 
-def _just_before(position: str) -> str:
-    """The greatest position that sorts before ``position`` (``ms-seq`` order)."""
-    ms, seq = parse_position(position)
-    return f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**64 - 1}"
-
-
 async def not_archived(archive: Archive, cursor: Cursor, partitions: Sequence[int]) -> list[int]:
     """Those of ``partitions`` whose position in ``cursor`` the archive does not hold (one
     the archiver sealed, then trimmed from Redis, is kept there: not lost)."""
 
     def held(p: int) -> bool:
-        got = archived_between(archive, p, _just_before(cursor.positions[p]), None, 1)
+        got = archived_between(archive, p, position_before(cursor.positions[p]), None, 1)
         return bool(got) and _key(got[0][0]) == _key(cursor.positions[p])
 
     return [p for p in partitions if not await asyncio.to_thread(held, p)]

@@ -12,6 +12,7 @@ from chatlog import offload
 from chatlog.event_build import construct
 from chatlog.events import SCHEMA_VERSION, MessageAppended, NewEvent, RecordedEvent
 from chatlog.eventstore import AppendResult, EventStore
+from chatlog.eventstore.codec import position_before
 from chatlog.http._big_json import read_big
 from chatlog.http._routing import Endpoint, read_raw_body, validate_body
 from chatlog.http._state import state
@@ -21,11 +22,6 @@ from chatlog.identity import new_thread_id, normalize_thread_id, random_uuid
 MESSAGE_TYPE = MessageAppended.event_type
 
 
-def _before(position: str) -> str:
-    ms, seq = (int(x) for x in position.split("-", 1))
-    return f"{ms}-{seq - 1}" if seq > 0 else f"{ms - 1}-{2**64 - 1}"
-
-
 #: A project key's text (a UUID's ``str`` is a microsecond; the same few projects
 #: are written to on every request).
 _key_text = functools.lru_cache(maxsize=4096)(str)
@@ -33,7 +29,7 @@ _key_text = functools.lru_cache(maxsize=4096)(str)
 
 async def _original(store: EventStore, result: AppendResult) -> RecordedEvent | None:
     """The event a duplicate append points at (None when it was trimmed since)."""
-    events = await store.read(result.partition, _before(result.position), 1)
+    events = await store.read(result.partition, position_before(result.position), 1)
     return events[0] if events and events[0].position == result.position else None
 
 

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from chatlog.eventstore.codec import parse_position
+from chatlog.eventstore.codec import parse_position, position_before
 from chatlog.eventstore.store import EventStore
 
 if TYPE_CHECKING:
@@ -28,18 +28,10 @@ def _text(position: bytes | str) -> str:
     return position.decode() if isinstance(position, bytes) else str(position)
 
 
-def before(position: str) -> str:
-    """The position just before ``position`` (an exclusive lower bound that keeps it)."""
-    ms, seq = parse_position(position)
-    if seq:
-        return f"{ms}-{seq - 1}"
-    return f"{ms - 1}-{2**64 - 1}" if ms else "0-0"
-
-
 def _find(archive: Archive, partition: int, positions: list[str]) -> dict[str, Flat]:
     found: dict[str, Flat] = {}
     for position in positions:
-        rows = archive.read_flat(partition, before(position), 1)
+        rows = archive.read_flat(partition, position_before(position), 1)
         if rows and _text(rows[0][0]) == position:
             found[position] = list(rows[0][1])
     return found

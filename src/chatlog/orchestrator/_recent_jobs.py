@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from chatlog.events import JobEnqueued
-from chatlog.eventstore.codec import decode_entry, flat_fields, parse_position
+from chatlog.eventstore.codec import MAX_ID, decode_entry, flat_fields, parse_position
 from chatlog.eventstore.tiers import batch_entries
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def archived_recent_jobs(archive: Archive, partition: int, since_ms: int,
     archive.reload()
     bound = parse_position(upto)
     # Positions after the last one of the millisecond before ``since_ms``.
-    after = f"{since_ms - 1}-{2**64 - 1}" if since_ms > 0 else "0-0"
+    after = f"{since_ms - 1}-{MAX_ID}" if since_ms > 0 else "0-0"
     out: list[RecentJob] = []
     for batch in archive.iter_batches(partition, after):
         jobs = batch.filter(pc.equal(batch.column("type"), JobEnqueued.event_type))
