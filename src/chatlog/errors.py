@@ -228,6 +228,16 @@ class DataDirError(EventStoreError):
     title = "Data dir unavailable"
 
 
+def cannot_use_dir(path: Any, what: str, exc: OSError) -> str:
+    """One line saying why directory ``path`` cannot serve as ``what``: a file is
+    there, no such filesystem, a name too long..."""
+    import os
+
+    why = ("it is not a directory" if os.path.exists(path) and not os.path.isdir(path)
+           else exc.strerror or exc)
+    return f"cannot use {path} as {what}: {why}"
+
+
 class ArchiveError(EventStoreError):
     """The archive (sealed segments of old events) cannot be read or written as asked."""
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chatlog.errors import DataDirError, EmbeddedServerError
+from chatlog.errors import DataDirError, EmbeddedServerError, cannot_use_dir
 from chatlog.eventstore.embedded import EmbeddedValkey
 from chatlog.eventstore.owner import DataDirLock, Owner, read_owner, stop_orphan
 from chatlog.eventstore.store import EventStore
@@ -128,10 +128,8 @@ async def own_data_dir(settings: Settings, command: str, *,
             raise no_data_here(settings)
         lock = DataDirLock(settings.data_dir)
         other = lock.acquire(command)
-    except OSError as exc:  # a file there, no such filesystem, a name too long...
-        why = ("it is not a directory" if settings.data_dir.exists()
-               and not settings.data_dir.is_dir() else exc.strerror or exc)
-        raise DataDirError(f"cannot use {settings.data_dir} as the data dir: {why}") from None
+    except OSError as exc:
+        raise DataDirError(cannot_use_dir(settings.data_dir, "the data dir", exc)) from None
     if other is not None:
         raise DataDirError(
             f"data dir {settings.data_dir} is owned by {other.describe()}; stop it first, "

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from chatlog.errors import ArchiveError, ConfigError
+from chatlog.errors import ArchiveError, ConfigError, cannot_use_dir
 
 
 class Storage:
@@ -151,9 +151,8 @@ def storage_for(url: str) -> Storage:
         root = str(Path(path).expanduser().absolute())
         try:
             os.makedirs(root, exist_ok=True)
-        except OSError as exc:  # a file there, no such filesystem, a name too long...
-            why = "it is not a directory" if os.path.exists(root) else exc.strerror or exc
-            raise ArchiveError(f"cannot use {root} as the archive: {why}") from None
+        except OSError as exc:
+            raise ArchiveError(cannot_use_dir(root, "the archive", exc)) from None
         return Storage(root)
     return FsspecStorage(url)
 
