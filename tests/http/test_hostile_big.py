@@ -110,5 +110,8 @@ async def test_hostile_queries_of_the_reading_endpoints_are_4xx_problems(running
     ]:
         resp = await running.get(path, params=params)
         await _check(resp, f"{path} {params}")
+    for value in ("nan", "inf", "1e400"):  # said as such, not as "above 300"
+        resp = await running.get(WF, params={"wait_for": "running", "timeout": value})
+        assert "finite number" in (await resp.json())["detail"], value
     resp = await running.get("/v1/events/stream", headers={"Last-Event-ID": "\u00ff" * 3})
     await _check(resp, "Last-Event-ID not a cursor")

@@ -42,13 +42,14 @@ MAX_CONTENT = 262_144
 class Body(BaseModel):
     """A request body: strict JSON types, unknown fields refused."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class Query(BaseModel):
-    """Query parameters (strings from the URL, converted; unknown ones refused)."""
+    """Query parameters (strings from the URL, converted; unknown ones refused; a
+    number is finite: ``nan`` is not "above the maximum")."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Out(BaseModel):
